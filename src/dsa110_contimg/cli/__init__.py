@@ -1,0 +1,1 @@
+"""The ``contimg-photometry`` command line: thin commands over the library layers."""

@@ -1,0 +1,107 @@
+"""Typed exceptions of the photometry service.
+
+Every error names *what* went wrong, *which* file (or field) it concerns and
+*why*, so that a daemon can record it against a job and an operator can act on
+it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PhotometryError(Exception):
+    """Base class of every error raised by :mod:`dsa110_contimg`.
+
+    Parameters
+    ----------
+    reason : str
+        Human-readable reason.
+    path : str or Path, optional
+        The file the error concerns, when there is one.
+    """
+
+    def __init__(self, reason: str, path: str | Path | None = None):
+        self.reason = reason
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+# --- images -----------------------------------------------------------------
+class InvalidImage(PhotometryError):
+    """A FITS image cannot be used for photometry."""
+
+
+class TruncatedImage(InvalidImage):
+    """The file is shorter than its header says (partial write or damage)."""
+
+
+class CorruptImage(InvalidImage):
+    """The file is not a readable FITS file (garbage, damaged header)."""
+
+
+class NoCelestialWCS(InvalidImage):
+    """The header has no usable celestial (RA/Dec) world coordinate system."""
+
+
+class MissingBeam(InvalidImage):
+    """The restoring beam is needed but neither the header nor the caller gives one."""
+
+
+class EmptyImage(InvalidImage):
+    """The image holds no finite pixel (all NaN / blanked)."""
+
+
+class MapMismatch(InvalidImage):
+    """A background or noise map does not match its image (shape, missing file)."""
+
+
+# --- catalogues -------------------------------------------------------------
+class CatalogError(PhotometryError):
+    """Base class of catalogue errors."""
+
+
+class UnknownCatalog(CatalogError):
+    """A survey name that the service does not know."""
+
+
+class CatalogMissing(CatalogError):
+    """The catalogue (or the sky region asked for) is not available locally."""
+
+
+class ColumnError(CatalogError):
+    """A required column is missing or ambiguous in an input table."""
+
+
+class OnlineCatalogError(CatalogError):
+    """An online catalogue query failed (network unreachable, time-out)."""
+
+
+# --- configuration, storage ---------------------------------------------------
+class ConfigError(PhotometryError):
+    """A configuration value is invalid.
+
+    Parameters
+    ----------
+    field : str
+        Name of the offending field or key.
+    value : object
+        The value given.
+    allowed : str
+        What would have been accepted.
+    path : str or Path, optional
+        The configuration file, if the value came from one.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str, path: str | Path | None = None):
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"invalid value {value!r} for '{field}': expected {allowed}", path)
+
+
+class StoreError(PhotometryError):
+    """A database could not be opened, migrated or written."""
+
+
+__all__ = [name for name in dir() if name[0].isupper()]
