@@ -1,0 +1,159 @@
+"""Engines and connections for the products database and the data registry.
+
+SQLite settings (per connection): WAL journal, ``busy_timeout``,
+``foreign_keys=ON``, ``synchronous=NORMAL``. Write transactions start with
+``BEGIN IMMEDIATE`` so that a read-then-write transaction never fails with an
+immediate SQLITE_BUSY (the busy handler is honoured at BEGIN). Read-only
+engines (status CLI) open the file with ``mode=ro`` and never block the daemon.
+
+Schemas are migrated with Alembic on open (``upgrade`` to head), so a newer
+release opens an older database and brings it up to date.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from dsa110_contimg.photometry.errors import StoreError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+DEFAULT_BUSY_TIMEOUT_MS = 30_000
+
+
+def database_url(path_or_url: str | Path, *, read_only: bool = False) -> str:
+    """Turn a filesystem path (SQLite) or an SQLAlchemy URL into a URL string."""
+    text = str(path_or_url)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser().resolve()
+    if read_only:
+        return f"sqlite:///file:{path}?mode=ro&uri=true"
+    return f"sqlite:///{path}"
+
+
+def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Let SQLAlchemy's begin hook (below) issue BEGIN itself.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        if not read_only:
+            cur.execute("PRAGMA synchronous=NORMAL")
+            _set_wal(cur, busy_timeout_ms)
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _set_wal(cur, busy_timeout_ms: int) -> None:
+    """Switch to WAL (persistent); a fresh file may need the write lock, so retry."""
+    import sqlite3
+
+    deadline = time.monotonic() + busy_timeout_ms / 1000.0
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def make_engine(path_or_url: str | Path, *, read_only: bool = False,
+                busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Engine:
+    """Create an engine with the service's connection settings.
+
+    Parameters
+    ----------
+    path_or_url : str or Path
+        SQLite file path or SQLAlchemy URL.
+    read_only : bool
+        Open SQLite read-only (``mode=ro``); the file must exist.
+    busy_timeout_ms : int
+        How long a writer waits for the lock before "database is locked".
+    """
+    url = database_url(path_or_url, read_only=read_only)
+    if url.startswith("sqlite"):
+        if not read_only and "://" not in str(path_or_url):
+            Path(str(path_or_url)).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url, connect_args={"timeout": busy_timeout_ms / 1000.0, "check_same_thread": False},
+            poolclass=sa.pool.NullPool if read_only else None,
+        )
+        _install_sqlite_hooks(engine, read_only=read_only, busy_timeout_ms=busy_timeout_ms)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine, which: str) -> str:
+    """Apply the Alembic migrations of ``which`` (``products`` or ``registry``) up to head.
+
+    Returns the head revision. Cheap when the database is already current.
+    """
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS / which))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()
+    if current == head:
+        return head
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return head
+
+
+@dataclass
+class Database:
+    """An opened, migrated database: its engine and where it came from."""
+
+    engine: Engine
+    url: str
+    which: str
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _open(path_or_url, which: str, *, migrate: bool, read_only: bool) -> Database:
+    url = database_url(path_or_url, read_only=read_only)
+    if read_only and url.startswith("sqlite") and not Path(str(path_or_url)).exists():
+        raise StoreError(f"{which} database does not exist", path_or_url)
+    try:
+        engine = make_engine(path_or_url, read_only=read_only)
+        if migrate and not read_only:
+            upgrade(engine, which)
+    except StoreError:
+        raise
+    except Exception as exc:  # sqlalchemy / sqlite errors: name the database and the cause
+        raise StoreError(f"cannot open {which} database: {exc}", path_or_url) from exc
+    return Database(engine, url, which)
+
+
+def open_products_db(path_or_url: str | Path, *, migrate: bool = True,
+                     read_only: bool = False) -> Database:
+    """Open (and by default migrate) the products database."""
+    return _open(path_or_url, "products", migrate=migrate, read_only=read_only)
+
+
+def open_registry_db(path_or_url: str | Path, *, migrate: bool = True,
+                     read_only: bool = False) -> Database:
+    """Open (and by default migrate) the data-registry database."""
+    return _open(path_or_url, "registry", migrate=migrate, read_only=read_only)

@@ -1,0 +1,408 @@
+"""The durable job queue: batch jobs in the products database.
+
+A job is one row of ``batch_jobs`` with its items (``batch_job_items``, one per
+image). Life cycle::
+
+    pending --claim--> running --complete--> done
+                         |  \\--fail(permanent)--> failed
+                         |   \\--fail(retryable)--> pending (back-off) ... --> dead
+                         \\--lease expires (worker/daemon killed)--> pending (reaper)
+
+* Claims are atomic: one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1)
+  RETURNING`` inside ``BEGIN IMMEDIATE`` on SQLite (``FOR UPDATE SKIP LOCKED``
+  on PostgreSQL), so two daemons on one database never run the same job.
+* Every claim takes a lease (``lease_owner``, ``lease_until``); a running job
+  extends it with :meth:`JobQueue.heartbeat`. State changes after the claim are
+  fenced on the owner: a worker that lost its lease cannot overwrite a newer
+  owner's result.
+* Retryable failures back off exponentially with jitter; after
+  ``max_attempts`` claims a job is ``dead`` and waits for ``retry``.
+* Enqueue is idempotent on ``idempotency_key`` (the daemon uses
+  ``path:size:mtime_ns``, one job per file version).
+
+Timestamps are Unix seconds. The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from dsa110_contimg.photometry.errors import StoreError
+from dsa110_contimg.store.engine import Database
+from dsa110_contimg.store.schema import JOB_STATES, batch_job_items, batch_jobs
+
+
+def default_owner() -> str:
+    """A lease owner id unique to this process: ``host:pid:uuid8``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class JobItem:
+    """One image of a batch job."""
+
+    id: int
+    fits_path: str
+    kind: str
+    data_id: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job this process holds the lease on."""
+
+    id: int
+    type: str
+    params: dict
+    data_id: str | None
+    attempts: int
+    max_attempts: int
+    lease_owner: str
+    items: tuple[JobItem, ...] = field(default_factory=tuple)
+
+
+def with_retry(fn: Callable[[], Any], *, attempts: int = 8, base_s: float = 0.05) -> Any:
+    """Run ``fn``; on "database is locked/busy" retry with jittered back-off."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or i == attempts - 1:
+                raise
+            time.sleep(base_s * (2 ** i) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class JobQueue:
+    """Queue operations on the ``batch_jobs`` table.
+
+    Parameters
+    ----------
+    db : Database
+        The opened products database.
+    owner : str, optional
+        Lease owner id (default: :func:`default_owner`).
+    lease_s : float
+        Lease length; a job whose lease expires is handed to another worker.
+    backoff_base_s, backoff_cap_s : float
+        Retry delay ``min(cap, base * 2**(attempts-1)) * U(0.5, 1)``.
+    clock : callable
+        Returns the current Unix time (injectable in tests).
+    """
+
+    def __init__(self, db: Database, *, owner: str | None = None, lease_s: float = 300.0,
+                 backoff_base_s: float = 5.0, backoff_cap_s: float = 600.0,
+                 clock: Callable[[], float] = time.time):
+        self.db = db
+        self.owner = owner or default_owner()
+        self.lease_s = float(lease_s)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_cap_s = float(backoff_cap_s)
+        self.clock = clock
+
+    # -- producing ---------------------------------------------------------------
+    def enqueue(self, params: dict, items: Iterable[tuple[str, str, str | None]], *,
+                data_id: str | None = None, origin: str = "api", job_type: str = "photometry",
+                idempotency_key: str | None = None, max_attempts: int = 3) -> tuple[int, bool]:
+        """Add a job with its items ``(fits_path, kind, data_id)``.
+
+        Returns ``(job_id, created)``; with an ``idempotency_key`` already
+        present, the existing job id and ``False``.
+        """
+        items = list(items)
+        now = self.clock()
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                if idempotency_key is not None:
+                    existing = conn.execute(sa.select(batch_jobs.c.id).where(
+                        batch_jobs.c.idempotency_key == idempotency_key)).scalar()
+                    if existing is not None:
+                        return int(existing), False
+                job_id = conn.execute(batch_jobs.insert().values(
+                    type=job_type, status="pending", origin=origin, idempotency_key=idempotency_key,
+                    data_id=data_id, params=json.dumps(params, sort_keys=True),
+                    total_items=len(items), completed_items=0, failed_items=0, attempts=0,
+                    max_attempts=int(max_attempts), not_before=0.0, created_at=now, updated_at=now,
+                ).returning(batch_jobs.c.id)).scalar_one()
+                if items:
+                    conn.execute(batch_job_items.insert(), [
+                        {"batch_id": job_id, "fits_path": str(p), "kind": k, "data_id": d,
+                         "status": "pending"} for p, k, d in items])
+                return int(job_id), True
+
+        try:
+            return with_retry(_do)
+        except IntegrityError:
+            # lost an enqueue race on the idempotency key: the other insert won
+            with self.db.engine.connect() as conn:
+                existing = conn.execute(sa.select(batch_jobs.c.id).where(
+                    batch_jobs.c.idempotency_key == idempotency_key)).scalar()
+            if existing is None:
+                raise
+            return int(existing), False
+
+    # -- consuming ---------------------------------------------------------------
+    def claim(self, *, job_type: str = "photometry") -> ClaimedJob | None:
+        """Atomically take the oldest due pending job, or return None."""
+        now = self.clock()
+        due = (sa.select(batch_jobs.c.id)
+               .where(batch_jobs.c.status == "pending", batch_jobs.c.not_before <= now,
+                      batch_jobs.c.type == job_type)
+               .order_by(batch_jobs.c.id).limit(1)
+               .with_for_update(skip_locked=True).scalar_subquery())
+        stmt = (batch_jobs.update().where(batch_jobs.c.id == due)
+                .values(status="running", lease_owner=self.owner, lease_until=now + self.lease_s,
+                        attempts=batch_jobs.c.attempts + 1, updated_at=now,
+                        started_at=sa.func.coalesce(batch_jobs.c.started_at, now))
+                .returning(batch_jobs.c.id, batch_jobs.c.type, batch_jobs.c.params,
+                           batch_jobs.c.data_id, batch_jobs.c.attempts, batch_jobs.c.max_attempts))
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                row = conn.execute(stmt).first()
+                if row is None:
+                    return None
+                items = conn.execute(
+                    sa.select(batch_job_items.c.id, batch_job_items.c.fits_path,
+                              batch_job_items.c.kind, batch_job_items.c.data_id,
+                              batch_job_items.c.status)
+                    .where(batch_job_items.c.batch_id == row.id).order_by(batch_job_items.c.id)).all()
+                return ClaimedJob(int(row.id), row.type, json.loads(row.params), row.data_id,
+                                  int(row.attempts), int(row.max_attempts), self.owner,
+                                  tuple(JobItem(int(i.id), i.fits_path, i.kind, i.data_id, i.status)
+                                        for i in items))
+
+        return with_retry(_do)
+
+    def _fenced(self, job_id: int, values: dict, *, owner: str | None = None) -> bool:
+        owner = owner or self.owner
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                res = conn.execute(batch_jobs.update().where(
+                    batch_jobs.c.id == job_id, batch_jobs.c.lease_owner == owner,
+                    batch_jobs.c.status == "running").values(updated_at=self.clock(), **values))
+                return res.rowcount == 1
+
+        return with_retry(_do)
+
+    def heartbeat(self, job_id: int, *, owner: str | None = None) -> bool:
+        """Extend the lease of a running job; False if the lease was lost."""
+        return self._fenced(job_id, {"lease_until": self.clock() + self.lease_s}, owner=owner)
+
+    def complete(self, job_id: int, *, owner: str | None = None, error: str | None = None) -> bool:
+        """Mark a running job ``done`` (all items settled). False if the lease was lost.
+
+        Item counters are recomputed from the items; a job whose every item
+        failed ends ``failed`` with ``error``.
+        """
+        now = self.clock()
+        with self.db.engine.connect() as conn:
+            counts = dict(conn.execute(
+                sa.select(batch_job_items.c.status, sa.func.count())
+                .where(batch_job_items.c.batch_id == job_id)
+                .group_by(batch_job_items.c.status)).all())
+            conn.rollback()
+        done, failed = counts.get("done", 0), counts.get("failed", 0)
+        status = "failed" if failed and not done else "done"
+        return self._fenced(job_id, {
+            "status": status, "completed_items": done, "failed_items": failed,
+            "finished_at": now, "lease_owner": None, "lease_until": None, "error": error,
+        }, owner=owner)
+
+    def fail(self, job_id: int, error: str, *, retryable: bool, owner: str | None = None) -> str | None:
+        """Record a failed attempt. Returns the new state (``pending``, ``dead``
+        or ``failed``), or None if the lease was lost."""
+        now = self.clock()
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                row = conn.execute(sa.select(batch_jobs.c.attempts, batch_jobs.c.max_attempts).where(
+                    batch_jobs.c.id == job_id, batch_jobs.c.lease_owner == (owner or self.owner),
+                    batch_jobs.c.status == "running")).first()
+                if row is None:
+                    return None
+                state, not_before = self._after_failure(row.attempts, row.max_attempts, retryable, now)
+                conn.execute(batch_jobs.update().where(batch_jobs.c.id == job_id).values(
+                    status=state, not_before=not_before, error=error, lease_owner=None,
+                    lease_until=None, updated_at=now,
+                    finished_at=now if state in ("failed", "dead") else None))
+                if state in ("failed", "dead"):
+                    conn.execute(batch_job_items.update().where(
+                        batch_job_items.c.batch_id == job_id,
+                        batch_job_items.c.status.in_(("pending", "running"))).values(
+                        status="failed", error=error, completed_at=now))
+                return state
+
+        return with_retry(_do)
+
+    def _after_failure(self, attempts: int, max_attempts: int, retryable: bool, now: float):
+        if not retryable:
+            return "failed", 0.0
+        if attempts >= max_attempts:
+            return "dead", 0.0
+        delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** max(attempts - 1, 0))
+        return "pending", now + delay * random.uniform(0.5, 1.0)
+
+    def release(self, job_id: int, *, owner: str | None = None) -> bool:
+        """Hand a running job back unfinished (graceful stop): ``pending`` again,
+        this attempt not counted."""
+        return self._fenced(job_id, {"status": "pending", "lease_owner": None, "lease_until": None,
+                                     "attempts": sa.func.max(batch_jobs.c.attempts - 1, 0),
+                                     "not_before": 0.0}, owner=owner)
+
+    def reap_expired(self, *, owners_gone: Iterable[str] = ()) -> dict[str, int]:
+        """Re-queue running jobs whose lease expired (or whose owner is known dead).
+
+        Returns counts ``{"pending": n, "dead": m}``. A job that already used
+        all its attempts becomes ``dead``.
+        """
+        now = self.clock()
+        gone = list(owners_gone)
+        cond = batch_jobs.c.lease_until < now
+        if gone:
+            cond = sa.or_(cond, batch_jobs.c.lease_owner.in_(gone))
+        running = sa.and_(batch_jobs.c.status == "running", cond)
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                dead = conn.execute(batch_jobs.update().where(
+                    running, batch_jobs.c.attempts >= batch_jobs.c.max_attempts).values(
+                    status="dead", lease_owner=None, lease_until=None, updated_at=now,
+                    finished_at=now, error=sa.func.coalesce(batch_jobs.c.error, "lease expired")
+                    + " (lease expired on the last attempt)")).rowcount
+                pending = conn.execute(batch_jobs.update().where(running).values(
+                    status="pending", lease_owner=None, lease_until=None, updated_at=now,
+                    error=sa.func.coalesce(batch_jobs.c.error, "lease expired: worker or daemon died"),
+                    not_before=now)).rowcount
+                return {"pending": pending, "dead": dead}
+
+        return with_retry(_do)
+
+    # -- operator actions -------------------------------------------------------
+    def retry(self, job_id: int) -> bool:
+        """Put a ``dead``, ``failed`` or ``cancelled`` job back to ``pending`` with fresh attempts."""
+        now = self.clock()
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                n = conn.execute(batch_jobs.update().where(
+                    batch_jobs.c.id == job_id,
+                    batch_jobs.c.status.in_(("dead", "failed", "cancelled"))).values(
+                    status="pending", attempts=0, not_before=0.0, error=None, updated_at=now,
+                    finished_at=None)).rowcount
+                if n:
+                    conn.execute(batch_job_items.update().where(
+                        batch_job_items.c.batch_id == job_id,
+                        batch_job_items.c.status != "done").values(status="pending", error=None))
+                return n == 1
+
+        return with_retry(_do)
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a ``pending`` job (a running one is checked between images)."""
+        now = self.clock()
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                n = conn.execute(batch_jobs.update().where(
+                    batch_jobs.c.id == job_id, batch_jobs.c.status.in_(("pending", "running"))).values(
+                    status=sa.case((batch_jobs.c.status == "pending", "cancelled"),
+                                   else_=batch_jobs.c.status),
+                    error=sa.case((batch_jobs.c.status == "running", "cancel requested"),
+                                  else_=batch_jobs.c.error),
+                    updated_at=now)).rowcount
+                conn.execute(batch_job_items.update().where(
+                    batch_job_items.c.batch_id == job_id,
+                    batch_job_items.c.status == "pending").values(status="cancelled"))
+                return n == 1
+
+        return with_retry(_do)
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """True when an operator asked to cancel this running job."""
+        with self.db.engine.connect() as conn:
+            err = conn.execute(sa.select(batch_jobs.c.error).where(batch_jobs.c.id == job_id)).scalar()
+            conn.rollback()
+        return err == "cancel requested"
+
+    def finish_cancelled(self, job_id: int, *, owner: str | None = None) -> bool:
+        """Settle a running job whose cancellation was requested."""
+        return self._fenced(job_id, {"status": "cancelled", "lease_owner": None, "lease_until": None,
+                                     "finished_at": self.clock()}, owner=owner)
+
+    # -- items ------------------------------------------------------------------
+    def update_item(self, item_id: int, status: str, *, error: str | None = None,
+                    image_id: int | None = None, n_measurements: int | None = None) -> None:
+        """Record the outcome of one image of a job."""
+        now = self.clock()
+        values: dict[str, Any] = {"status": status, "error": error}
+        if status == "running":
+            values["started_at"] = now
+        else:
+            values["completed_at"] = now
+        if image_id is not None:
+            values["image_id"] = image_id
+        if n_measurements is not None:
+            values["n_measurements"] = n_measurements
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                conn.execute(batch_job_items.update().where(batch_job_items.c.id == item_id).values(**values))
+                if status in ("done", "failed"):
+                    col = batch_jobs.c.completed_items if status == "done" else batch_jobs.c.failed_items
+                    conn.execute(batch_jobs.update().where(batch_jobs.c.id == sa.select(
+                        batch_job_items.c.batch_id).where(batch_job_items.c.id == item_id)
+                        .scalar_subquery()).values({col: col + 1, "updated_at": now}))
+
+        with_retry(_do)
+
+    # -- reading ----------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Number of jobs in each state (every state present, 0 when none)."""
+        with self.db.engine.connect() as conn:
+            rows = dict(conn.execute(sa.select(batch_jobs.c.status, sa.func.count())
+                                     .group_by(batch_jobs.c.status)).all())
+            conn.rollback()
+        return {s: int(rows.get(s, 0)) for s in JOB_STATES}
+
+    def get(self, job_id: int) -> dict | None:
+        """A job as a dict with its ``items`` list, or None."""
+        with self.db.engine.connect() as conn:
+            job = conn.execute(sa.select(batch_jobs).where(batch_jobs.c.id == job_id)).mappings().first()
+            if job is None:
+                return None
+            items = conn.execute(sa.select(batch_job_items).where(
+                batch_job_items.c.batch_id == job_id).order_by(batch_job_items.c.id)).mappings().all()
+            conn.rollback()
+        out = dict(job)
+        out["params"] = json.loads(out["params"])
+        out["items"] = [dict(i) for i in items]
+        return out
+
+    def list(self, *, state: str | None = None, limit: int = 50) -> list[dict]:
+        """Most recent jobs first, optionally in one state."""
+        if state is not None and state not in JOB_STATES:
+            raise StoreError(f"unknown job state {state!r}; expected one of {', '.join(JOB_STATES)}")
+        q = sa.select(batch_jobs).order_by(batch_jobs.c.id.desc()).limit(int(limit))
+        if state is not None:
+            q = q.where(batch_jobs.c.status == state)
+        with self.db.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings().all()]
+            conn.rollback()
+        for r in rows:
+            r["params"] = json.loads(r["params"])
+        return rows

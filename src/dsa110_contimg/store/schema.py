@@ -1,0 +1,286 @@
+"""SQLAlchemy Core schema of the products database and the data registry.
+
+Two databases, two :class:`~sqlalchemy.MetaData` objects:
+
+``products_metadata``
+    images, catalogue sources, measurements (one row per image x source),
+    batch jobs (the durable job queue) and their items, files seen by the
+    watcher, daemon heartbeats, normalisation baselines, variability
+    statistics (running sums) and ESE candidates.
+``registry_metadata``
+    data products and their photometry status.
+
+Units: fluxes in Jy/beam unless the column name ends in ``_mjy``; angles in
+degrees unless ``_arcsec``; epochs in MJD (UTC); wall-clock timestamps are
+Unix seconds (``*_at`` columns, REAL).
+
+The tables are created and changed only through the Alembic migrations in
+:mod:`dsa110_contimg.store.migrations`; this module is their single source of
+truth (a test checks that the migrated schema matches it).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
+    Text, UniqueConstraint,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+products_metadata = MetaData(naming_convention=NAMING)
+registry_metadata = MetaData(naming_convention=NAMING)
+
+#: Batch job states (the durable queue). ``dead``: retries exhausted.
+JOB_STATES = ("pending", "running", "done", "failed", "dead", "cancelled")
+#: Batch job item states.
+ITEM_STATES = ("pending", "running", "done", "failed", "cancelled")
+#: Image quality-control states.
+QC_STATES = ("pending", "passed", "warning", "failed")
+#: Per-image normalisation states.
+NORM_STATES = ("not_requested", "ok", "failed")
+#: ESE candidate lifecycle.
+ESE_STATES = ("active", "investigated", "dismissed")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+images = Table(
+    "images", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", Text, nullable=False, unique=True),
+    Column("content_id", String(80), nullable=False, doc="size:mtime_ns:sha1(header) of the measured file"),
+    Column("kind", String(16), nullable=False),
+    Column("data_id", Text),
+    Column("mjd", Float, doc="observation epoch, MJD (from MJD-OBS / DATE-OBS)"),
+    Column("freq_hz", Float),
+    Column("beam_major_arcsec", Float),
+    Column("beam_minor_arcsec", Float),
+    Column("beam_pa_deg", Float),
+    Column("beam_source", String(16), doc="header | history | config | none"),
+    Column("ra_center_deg", Float),
+    Column("dec_center_deg", Float),
+    Column("field_key", String(32), doc="groups images of the same field for QC history"),
+    Column("median_rms_jyb", Float),
+    Column("method", String(16), nullable=False),
+    Column("catalog", String(16), nullable=False),
+    Column("n_sources", Integer, nullable=False, default=0),
+    Column("n_success", Integer, nullable=False, default=0),
+    Column("qc_status", String(16), nullable=False, default="pending"),
+    Column("qc_reasons", Text, doc="JSON list of strings"),
+    Column("qc_metrics", Text, doc="JSON object"),
+    Column("norm_status", String(16), nullable=False, default="not_requested"),
+    Column("norm_factor", Float),
+    Column("norm_factor_err", Float),
+    Column("norm_scatter", Float),
+    Column("norm_n_refs", Integer),
+    Column("norm_reason", Text),
+    Column("norm_ref_ids", Text, doc="JSON list of sources.id used as references"),
+    Column("notes", Text, doc="JSON list of workflow notes (beam fallbacks, method changes)"),
+    Column("measured_at", Float, nullable=False),
+    CheckConstraint(_in("kind", ("image", "mosaic")), name="kind"),
+    CheckConstraint(_in("qc_status", QC_STATES), name="qc_status"),
+    CheckConstraint(_in("norm_status", NORM_STATES), name="norm_status"),
+    Index(None, "mjd"),
+    Index(None, "field_key", "mjd"),
+)
+
+sources = Table(
+    "sources", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("survey", String(16), nullable=False),
+    Column("catalog_id", Text, nullable=False, doc="the survey's own name, e.g. 'NVSS J123456+123456'"),
+    Column("ra_deg", Float, nullable=False),
+    Column("dec_deg", Float, nullable=False),
+    Column("catalog_flux_mjy", Float),
+    Column("reference_ok", Boolean, nullable=False, default=False,
+           doc="master-list reference quality (compact, isolated, unconfused)"),
+    UniqueConstraint("survey", "catalog_id"),
+    Index(None, "dec_deg", "ra_deg"),
+)
+
+measurements = Table(
+    "measurements", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("mjd", Float),
+    Column("ra_deg", Float, nullable=False),
+    Column("dec_deg", Float, nullable=False),
+    Column("x_pix", Float),
+    Column("y_pix", Float),
+    Column("peak_jyb", Float),
+    Column("peak_err_jyb", Float),
+    Column("local_rms_jyb", Float),
+    Column("snr", Float),
+    Column("chi2", Float),
+    Column("dof", Integer),
+    Column("cluster_id", Integer),
+    Column("flags", Integer, nullable=False, default=0),
+    Column("success", Boolean, nullable=False),
+    Column("norm_flux_jyb", Float),
+    Column("norm_err_jyb", Float),
+    UniqueConstraint("image_id", "source_id"),
+    Index(None, "source_id", "mjd"),
+)
+
+batch_jobs = Table(
+    "batch_jobs", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("type", String(32), nullable=False, default="photometry"),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("origin", String(16), nullable=False, default="api", doc="api | daemon | cli"),
+    Column("idempotency_key", Text, unique=True, doc="path:size:mtime_ns for daemon jobs"),
+    Column("data_id", Text),
+    Column("params", Text, nullable=False, doc="JSON: the PhotometryConfig and call options"),
+    Column("total_items", Integer, nullable=False, default=0),
+    Column("completed_items", Integer, nullable=False, default=0),
+    Column("failed_items", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=3),
+    Column("not_before", Float, nullable=False, default=0.0),
+    Column("lease_owner", Text),
+    Column("lease_until", Float),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    CheckConstraint(_in("status", JOB_STATES), name="status"),
+    Index(None, "status", "not_before", "id"),
+)
+
+batch_job_items = Table(
+    "batch_job_items", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", Integer, ForeignKey("batch_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("fits_path", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("data_id", Text),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("error", Text),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="SET NULL")),
+    Column("n_measurements", Integer),
+    Column("started_at", Float),
+    Column("completed_at", Float),
+    CheckConstraint(_in("status", ITEM_STATES), name="status"),
+    CheckConstraint(_in("kind", ("image", "mosaic")), name="kind"),
+    Index(None, "batch_id"),
+)
+
+files = Table(
+    "files", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("kind", String(16), doc="image | mosaic | NULL when skipped"),
+    Column("decision", String(16), nullable=False, doc="queued | skipped | incomplete"),
+    Column("reason", Text),
+    Column("batch_id", Integer, ForeignKey("batch_jobs.id", ondelete="SET NULL")),
+    Column("first_seen", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("path", "size", "mtime_ns"),
+    CheckConstraint(_in("decision", ("queued", "skipped", "incomplete")), name="decision"),
+    Index(None, "decision"),
+)
+
+heartbeats = Table(
+    "heartbeats", products_metadata,
+    Column("owner", Text, primary_key=True, doc="host:pid:uuid of a daemon"),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("beat_at", Float, nullable=False),
+    Column("workers", Integer, nullable=False, default=0),
+    Column("state", String(16), nullable=False, default="running", doc="running | draining | stopped"),
+    Column("status_text", Text),
+)
+
+reference_baselines = Table(
+    "reference_baselines", products_metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("method", String(16), nullable=False),
+    Column("baseline_jyb", Float),
+    Column("baseline_rms_jyb", Float),
+    Column("n_points", Integer, nullable=False, default=0),
+    Column("valid", Boolean, nullable=False, default=True),
+    Column("invalid_reason", Text),
+    Column("updated_at", Float, nullable=False),
+)
+
+#: Running sums and derived metrics per source (see photometry.variability.RunningStats).
+RUNNING_SUM_COLUMNS = (
+    "sum_w", "sum_wf", "sum_wf2", "sum_f", "sum_f2", "sum_var", "min_flux", "max_flux",
+    "first_mjd", "last_mjd", "last_flux", "last_err", "vs_max", "m_at_vs_max",
+)
+METRIC_COLUMNS = (
+    "mean", "weighted_mean", "v", "eta", "chi2_nu", "p_value", "m", "m_debiased", "sigma_deviation",
+)
+
+variability_stats = Table(
+    "variability_stats", products_metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("flux_kind", String(16), nullable=False, doc="normalized | raw"),
+    Column("n", Integer, nullable=False, default=0),
+    *[Column(name, Float) for name in RUNNING_SUM_COLUMNS],
+    *[Column(name, Float) for name in METRIC_COLUMNS],
+    Column("updated_at", Float, nullable=False),
+    Index(None, "sigma_deviation"),
+    Index(None, "eta"),
+)
+
+ese_candidates = Table(
+    "ese_candidates", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("status", String(16), nullable=False, default="active"),
+    Column("flagged_by", String(16), nullable=False, default="auto"),
+    Column("criteria", Text, nullable=False, doc="JSON list: sigma, eta_v, shape"),
+    Column("preset", String(16)),
+    Column("score", Float, nullable=False, doc="composite 0-10"),
+    Column("confidence", String(8), nullable=False),
+    Column("sigma_deviation", Float),
+    Column("chi2_nu", Float),
+    Column("eta", Float),
+    Column("v", Float),
+    Column("shape_significance", Float),
+    Column("depth", Float, doc="fractional depth of the fitted ESE dip"),
+    Column("duration_days", Float),
+    Column("t_min_mjd", Float),
+    Column("template", Text),
+    Column("n_epochs", Integer),
+    Column("first_flagged_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("investigated_at", Float),
+    Column("dismissed_at", Float),
+    Column("notes", Text),
+    CheckConstraint(_in("status", ESE_STATES), name="status"),
+    Index(None, "status", "score"),
+)
+
+data_products = Table(
+    "data_products", registry_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("data_id", Text, nullable=False, unique=True),
+    Column("data_type", String(32), nullable=False),
+    Column("path", Text),
+    Column("status", String(32), nullable=False, default="registered"),
+    Column("photometry_status", String(16)),
+    Column("photometry_job_id", Text),
+    Column("photometry_error", Text),
+    Column("metadata_json", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    CheckConstraint(
+        "photometry_status IS NULL OR " + _in("photometry_status", ("pending", "running", "completed", "failed")),
+        name="photometry_status"),
+)
