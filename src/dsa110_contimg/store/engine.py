@@ -24,6 +24,8 @@ from dsa110_contimg.photometry.errors import StoreError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
+#: SQLite page cache per connection (MiB).
+DEFAULT_CACHE_MIB = 64
 
 
 def database_url(path_or_url: str | Path, *, read_only: bool = False) -> str:
@@ -37,7 +39,8 @@ def database_url(path_or_url: str | Path, *, read_only: bool = False) -> str:
     return f"sqlite:///{path}"
 
 
-def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: int) -> None:
+def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: int,
+                          cache_mib: int = DEFAULT_CACHE_MIB) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         # Let SQLAlchemy's begin hook (below) issue BEGIN itself.
@@ -45,6 +48,7 @@ def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: i
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
         if not read_only:
             cur.execute("PRAGMA synchronous=NORMAL")
             _set_wal(cur, busy_timeout_ms)

@@ -1,0 +1,339 @@
+"""``PhotometryManager``: the photometry workflow for images and mosaics.
+
+One call runs, for one FITS file::
+
+    catalogue query -> measure -> quality control -> store (one transaction)
+        -> normalise -> variability statistics -> ESE candidates -> link
+
+either now (``create_batch_job=False``, returning the per-source results) or
+as a batch job in the products database (``create_batch_job=True``, returning
+at once with its id; ``contimg-photometry worker`` or the daemon runs it).
+
+Errors
+------
+Synchronous calls raise the typed errors of
+:mod:`dsa110_contimg.photometry.errors` (``InvalidImage`` and subclasses,
+``CatalogMissing``, ``UnknownCatalog``, ``ConfigError``, ``StoreError``) after
+recording the failure in the data registry when a ``data_id`` is given. A
+missing file raises :class:`~dsa110_contimg.photometry.errors.CorruptImage`.
+Asynchronous calls raise only for errors in the call itself (bad config,
+database); failures while the job runs are recorded on the job and in the
+registry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from dsa110_contimg.photometry.config import PhotometryConfig
+from dsa110_contimg.photometry.errors import MissingBeam, PhotometryError
+from dsa110_contimg.photometry.results import MeasurementTable
+from dsa110_contimg.store import products as product_store
+from dsa110_contimg.store import registry as registry_store
+from dsa110_contimg.store.engine import Database, open_products_db, open_registry_db
+from dsa110_contimg.store.queue import JobQueue
+
+log = structlog.get_logger("dsa110_contimg.photometry.manager")
+
+DEFAULT_CATALOG_DIR = Path("catalogs")
+
+
+@dataclass
+class PhotometryResult:
+    """Outcome of one ``measure_for_fits`` / ``measure_for_mosaic`` call.
+
+    Attributes
+    ----------
+    fits_path : Path
+    sources_queried : int
+        Catalogue sources found in the search region.
+    measurements_successful, measurements_total : int
+        Successful and attempted measurements (0 for an async call).
+    batch_job_id : int or None
+        The batch job created by an async call.
+    results : MeasurementTable or None
+        Per-source results of a synchronous call (iterate for records with
+        ``success``, ``ra_deg``, ``dec_deg``, ``peak_jyb`` ...).
+    kind : str
+        ``image`` or ``mosaic``.
+    method : str or None
+        The method actually used (``peak`` when a mosaic had no beam).
+    notes : list of str
+        Workflow decisions worth knowing (beam fallbacks, skipped steps).
+    image_id : int or None
+        Row id in the products database.
+    data_id : str or None
+    qc_status : str or None
+    normalization : dict or None
+        ``{"status", "factor", "factor_err", "n_refs", "scatter", "reason"}``.
+    ese_candidates : int
+        Active ESE candidates among this image's sources after the update.
+    step_seconds : dict
+        Wall time of each workflow step.
+    """
+
+    fits_path: Path
+    sources_queried: int = 0
+    measurements_successful: int = 0
+    measurements_total: int = 0
+    batch_job_id: int | None = None
+    results: MeasurementTable | None = None
+    kind: str = "image"
+    method: str | None = None
+    notes: list[str] = field(default_factory=list)
+    image_id: int | None = None
+    data_id: str | None = None
+    qc_status: str | None = None
+    normalization: dict | None = None
+    ese_candidates: int = 0
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """measurements_successful / measurements_total (0 when nothing was measured)."""
+        return self.measurements_successful / self.measurements_total if self.measurements_total else 0.0
+
+
+class PhotometryManager:
+    """Run the photometry workflow for images and mosaics.
+
+    Parameters
+    ----------
+    products_db_path : Path or str
+        Products database (SQLite path or SQLAlchemy URL); created and migrated.
+    data_registry_db_path : Path or str, optional
+        Data registry database; without it nothing is linked.
+    default_config : PhotometryConfig, optional
+        Defaults for every call (per-call ``config`` and keyword overrides win).
+    catalog_dir : Path, optional
+        Catalogue directory when the config has no ``catalog_path``
+        (default ``./catalogs``).
+    """
+
+    def __init__(self, products_db_path: Path | str, data_registry_db_path: Path | str | None = None,
+                 default_config: PhotometryConfig | None = None, *, catalog_dir: Path | str | None = None):
+        self.products_db_path = products_db_path
+        self.data_registry_db_path = data_registry_db_path
+        self.default_config = default_config or PhotometryConfig()
+        self.catalog_dir = Path(catalog_dir) if catalog_dir is not None else None
+        self.products: Database = open_products_db(products_db_path)
+        self.registry: Database | None = (open_registry_db(data_registry_db_path)
+                                          if data_registry_db_path is not None else None)
+        self.queue = JobQueue(self.products)
+        self._catalog_stores: dict[tuple, Any] = {}
+
+    # -- public API ---------------------------------------------------------------
+    def measure_for_fits(self, fits_path: Path | str, config: PhotometryConfig | None = None,
+                         create_batch_job: bool = True, data_id: str | None = None,
+                         group_id: str | None = None, dry_run: bool = False,
+                         **overrides: Any) -> PhotometryResult:
+        """Photometry of one image (kind ``image``; a mosaic header is detected).
+
+        Parameters
+        ----------
+        fits_path : Path
+            The primary-beam-corrected image.
+        config : PhotometryConfig, optional
+            Replaces the default config for this call.
+        create_batch_job : bool
+            True: record a batch job and return at once; False: run now.
+        data_id : str, optional
+            Data-registry id to link (async default: the FITS stem).
+        group_id : str, optional
+            Observation group, kept in the job parameters.
+        dry_run : bool
+            Query the catalogue and count sources only.
+        **overrides
+            Per-call changes to config fields, e.g. ``method="peak"``.
+        """
+        return self._measure(fits_path, "image", config, create_batch_job, data_id, group_id,
+                             dry_run, overrides)
+
+    def measure_for_mosaic(self, mosaic_path: Path | str, config: PhotometryConfig | None = None,
+                           create_batch_job: bool = True, data_id: str | None = None,
+                           group_id: str | None = None, dry_run: bool = False,
+                           **overrides: Any) -> PhotometryResult:
+        """Photometry of one mosaic.
+
+        Same as :meth:`measure_for_fits`; without explicit radii and with
+        ``auto_compute_extent`` off the search radius is 1.0 deg. A mosaic
+        without a beam is measured with ``peak`` unless the config gives
+        ``beam_arcsec`` (the result's ``notes`` say which).
+        """
+        return self._measure(mosaic_path, "mosaic", config, create_batch_job, data_id, group_id,
+                             dry_run, overrides)
+
+    # -- workflow -----------------------------------------------------------------
+    def _config(self, config: PhotometryConfig | None, overrides: dict) -> PhotometryConfig:
+        cfg = config or self.default_config
+        return cfg.replace(**overrides) if overrides else cfg
+
+    def _measure(self, path, kind, config, create_batch_job, data_id, group_id, dry_run, overrides):
+        cfg = self._config(config, overrides)
+        path = Path(path)
+        if create_batch_job and not dry_run:
+            return self._create_batch_job(path, kind, cfg, data_id or path.stem, group_id)
+        if dry_run:
+            image, kind, _method, notes = self._open(path, kind, cfg)
+            cat = self._query_catalog(image, kind, cfg)
+            return PhotometryResult(path, sources_queried=len(cat), kind=kind, notes=notes,
+                                    data_id=data_id)
+        if data_id is not None and self.registry is not None:
+            self._link(data_id, path, kind, "running", None)
+        try:
+            result = self.run_image(path, kind, cfg, data_id=data_id)
+        except PhotometryError as exc:
+            if data_id is not None and self.registry is not None:
+                self._link(data_id, path, kind, "failed", None, error=str(exc))
+            raise
+        if data_id is not None and self.registry is not None:
+            self._link(data_id, path, kind, "completed", None)
+        return result
+
+    def _create_batch_job(self, path: Path, kind: str, cfg: PhotometryConfig, data_id: str,
+                          group_id: str | None) -> PhotometryResult:
+        """Record a batch job for one file and link it (registry: pending)."""
+        notes: list[str] = []
+        n_sources = 0
+        try:
+            image, kind, _method, notes = self._open(path, kind, cfg)
+            n_sources = len(self._query_catalog(image, kind, cfg))
+        except PhotometryError as exc:
+            # The job still goes in: the worker will fail it with this reason on record.
+            notes.append(f"pre-check failed (the job will record it): {exc}")
+        params = {"config": cfg.to_dict(), "group_id": group_id}
+        job_id, _ = self.queue.enqueue(params, [(str(path.resolve()), kind, data_id)], data_id=data_id)
+        if self.registry is not None:
+            self._link(data_id, path, kind, "pending", job_id)
+        log.info("batch_job_created", job_id=job_id, path=str(path), kind=kind, data_id=data_id,
+                 sources=n_sources)
+        return PhotometryResult(path, sources_queried=n_sources, batch_job_id=job_id, kind=kind,
+                                notes=notes, data_id=data_id)
+
+    def _link(self, data_id, path, kind, status, job_id, error=None):
+        registry_store.link(self.registry, data_id, data_type=kind, path=str(path),
+                            photometry_status=status, job_id=job_id, error=error)
+
+    def _open(self, path: Path, kind: str, cfg: PhotometryConfig):
+        """Open the image; decide the kind and the method actually used."""
+        from dsa110_contimg.photometry.image import Beam, RadioImage
+
+        beam = Beam.from_arcsec(*cfg.beam_arcsec) if cfg.beam_arcsec else None
+        image = RadioImage.open(path, beam=beam)
+        notes: list[str] = []
+        if kind == "image" and image.is_mosaic and "NIMAGES" in image.header:
+            kind = "mosaic"
+            notes.append("header has NIMAGES: treated as a mosaic")
+        method = cfg.method
+        if image.beam is None and method != "peak":
+            if kind == "mosaic":
+                notes.append(f"no beam in the header and no beam_arcsec configured: measured with "
+                             f"'peak' instead of '{method}' (box maximum, biased high)")
+                method = "peak"
+            else:
+                raise MissingBeam(f"method '{method}' needs the restoring beam: the header has no "
+                                  "BMAJ/BMIN/BPA or HISTORY beam; set beam_arcsec or use method='peak'",
+                                  path)
+        if image.beam_source == "caller":
+            notes.append("beam taken from the configuration (beam_arcsec)")
+        return image, kind, method, notes
+
+    def catalog_store(self, cfg: PhotometryConfig):
+        """The catalogue store for ``cfg`` (cached per directory)."""
+        from dsa110_contimg.photometry.catalogs import CatalogStore
+
+        directory = cfg.catalog_path or self.catalog_dir or DEFAULT_CATALOG_DIR
+        key = (str(directory), cfg.allow_online)
+        if key not in self._catalog_stores:
+            self._catalog_stores[key] = CatalogStore(directory, allow_online=cfg.allow_online)
+        return self._catalog_stores[key]
+
+    def _query_catalog(self, image, kind: str, cfg: PhotometryConfig):
+        survey = self.catalog_store(cfg).survey(cfg.catalog)
+        region, radii = cfg.search_region(kind)
+        limits = {"min_flux_mjy": cfg.min_flux_mjy, "max_sources": cfg.max_sources}
+        if region == "footprint":
+            return survey.in_footprint(image, **limits)
+        ra0, dec0 = image.center()
+        if region == "ellipse":
+            return survey.ellipse(ra0, dec0, radii[0], radii[1], **limits)
+        return survey.cone(ra0, dec0, radii[0], **limits)
+
+    def run_image(self, path: Path | str, kind: str, cfg: PhotometryConfig, *,
+                  data_id: str | None = None) -> PhotometryResult:
+        """Run the whole synchronous workflow for one file and return its result.
+
+        This is what a batch job runs per item; it does not touch the registry.
+        """
+        from dsa110_contimg.photometry.forced import measure_positions
+
+        path = Path(path)
+        steps: dict[str, float] = {}
+        t = time.perf_counter()
+        image, kind, method, notes = self._open(path, kind, cfg)
+        steps["open"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        cat = self._query_catalog(image, kind, cfg)
+        steps["catalog"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        options: dict[str, Any] = {"nbeam": cfg.nbeam, "cluster_threshold": cfg.cluster_threshold}
+        if cfg.condon_errors:
+            options["condon"] = True
+        table = measure_positions(image, np.asarray(cat["ra_deg"], float),
+                                  np.asarray(cat["dec_deg"], float), method=method, **options)
+        steps["measure"] = time.perf_counter() - t
+        notes.extend(str(n) for n in table.meta.get("notes", []))
+
+        t = time.perf_counter()
+        image_id = self._store(path, image, kind, method, cfg, cat, table, data_id, notes)
+        steps["store"] = time.perf_counter() - t
+
+        result = PhotometryResult(
+            path, sources_queried=len(cat), measurements_successful=table.n_success,
+            measurements_total=len(table), results=table, kind=kind, method=method, notes=notes,
+            image_id=image_id, data_id=data_id)
+        from dsa110_contimg.photometry import lightcurves
+
+        lightcurves.after_store(self.products, image, table, cfg, result, steps)
+        result.step_seconds = steps
+        log.info("image_measured", path=str(path), kind=kind, method=method, image_id=image_id,
+                 sources=len(cat), successful=table.n_success, qc=result.qc_status,
+                 steps={k: round(v, 4) for k, v in steps.items()})
+        image.close()
+        return result
+
+    def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes) -> int:
+        beam = image.beam
+        rms = table["local_rms_jyb"]
+        median_rms = float(np.nanmedian(rms)) if np.isfinite(rms).any() else None
+        ra_c, dec_c = image.center()
+        row = {
+            "path": str(path.resolve()), "content_id": product_store.content_id(path), "kind": kind,
+            "data_id": data_id, "mjd": image.mjd, "freq_hz": image.freq_hz,
+            "beam_major_arcsec": beam.major_arcsec if beam else None,
+            "beam_minor_arcsec": beam.minor_arcsec if beam else None,
+            "beam_pa_deg": beam.pa_deg if beam else None, "beam_source": image.beam_source,
+            "ra_center_deg": ra_c, "dec_center_deg": dec_c,
+            "field_key": f"{round(ra_c, 1):.1f}{round(dec_c, 1):+.1f}",
+            "median_rms_jyb": median_rms, "method": method, "catalog": cfg.catalog,
+            "n_sources": len(table), "n_success": table.n_success, "notes": json.dumps(notes),
+            "measured_at": time.time(),
+        }
+        ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
+        with self.products.engine.begin() as conn:
+            source_ids = product_store.upsert_sources(
+                conn, cfg.catalog, [str(s) for s in cat["source_id"]], cat["ra_deg"], cat["dec_deg"],
+                cat["flux_mjy"] if "flux_mjy" in cat.colnames else None, ref_ok)
+            image_id = product_store.store_image_measurements(conn, row, source_ids, table.columns)
+        table.columns["source_id"] = source_ids
+        table.meta["image_id"] = image_id
+        return image_id

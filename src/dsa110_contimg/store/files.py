@@ -1,0 +1,162 @@
+"""Repository functions for the watcher's ``files`` table and the ``heartbeats`` table.
+
+``files`` holds one row per file *version* ``(path, size, mtime_ns)`` the
+daemon has seen, with its decision: ``queued`` (a job exists: ``batch_id``),
+``skipped`` (with the reason: residual, PSF, ...) or ``incomplete`` (not yet
+complete; re-checked). The table is the daemon's memory of what it has
+already decided, so a reconciliation scan after a restart or an inotify
+overflow inserts only what is new.
+
+``heartbeats`` holds one row per daemon (``owner`` = ``host:pid:uuid``),
+updated every loop; the status CLI reads its age.
+
+Times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from dsa110_contimg.store.engine import Database
+from dsa110_contimg.store.queue import with_retry
+from dsa110_contimg.store.schema import files, heartbeats
+
+DECISIONS = ("queued", "skipped", "incomplete")
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """Identity of one version of a file (never the inode: Lustre may change it)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> "FileKey":
+        st = os.stat(path)
+        return cls(str(path), int(st.st_size), int(st.st_mtime_ns))
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.path}:{self.size}:{self.mtime_ns}"
+
+
+def record_file(db: Database, key: FileKey, decision: str, *, kind: str | None = None,
+                reason: str | None = None, batch_id: int | None = None,
+                now: float | None = None) -> None:
+    """Insert or update the decision for one file version.
+
+    Older ``incomplete`` rows of the same path (earlier sizes while it was
+    being written) are removed.
+    """
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
+    now = time.time() if now is None else now
+
+    def _do():
+        with db.engine.begin() as conn:
+            updated = conn.execute(files.update().where(
+                files.c.path == key.path, files.c.size == key.size,
+                files.c.mtime_ns == key.mtime_ns).values(
+                decision=decision, kind=kind, reason=reason, batch_id=batch_id,
+                updated_at=now)).rowcount
+            if not updated:
+                conn.execute(files.insert().values(
+                    path=key.path, size=key.size, mtime_ns=key.mtime_ns, kind=kind,
+                    decision=decision, reason=reason, batch_id=batch_id, first_seen=now,
+                    updated_at=now))
+            if decision != "incomplete":
+                conn.execute(files.delete().where(
+                    files.c.path == key.path, files.c.decision == "incomplete",
+                    sa.or_(files.c.size != key.size, files.c.mtime_ns != key.mtime_ns)))
+
+    with_retry(_do)
+
+
+def decided_keys(db: Database) -> set[tuple[str, int, int]]:
+    """``(path, size, mtime_ns)`` of every file version already queued or skipped."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(files.c.path, files.c.size, files.c.mtime_ns).where(
+            files.c.decision != "incomplete")).all()
+        conn.rollback()
+    return {(r.path, int(r.size), int(r.mtime_ns)) for r in rows}
+
+
+def incomplete_files(db: Database) -> list[dict]:
+    """Rows of files still waiting to be complete (oldest first)."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(files).where(files.c.decision == "incomplete")
+                            .order_by(files.c.first_seen)).mappings().all()
+        conn.rollback()
+    return [dict(r) for r in rows]
+
+
+def file_counts(conn) -> dict[str, int]:
+    """Files per decision (every decision present)."""
+    rows = dict(conn.execute(sa.select(files.c.decision, sa.func.count())
+                             .group_by(files.c.decision)).all())
+    return {d: int(rows.get(d, 0)) for d in DECISIONS}
+
+
+# -- heartbeats -------------------------------------------------------------------
+def beat(db: Database, owner: str, *, started_at: float, workers: int, state: str,
+         status_text: str | None = None, now: float | None = None) -> None:
+    """Upsert this daemon's heartbeat row."""
+    now = time.time() if now is None else now
+
+    def _do():
+        with db.engine.begin() as conn:
+            n = conn.execute(heartbeats.update().where(heartbeats.c.owner == owner).values(
+                beat_at=now, workers=workers, state=state, status_text=status_text)).rowcount
+            if not n:
+                conn.execute(heartbeats.insert().values(
+                    owner=owner, host=socket.gethostname(), pid=os.getpid(), started_at=started_at,
+                    beat_at=now, workers=workers, state=state, status_text=status_text))
+
+    with_retry(_do)
+
+
+def heartbeat_rows(conn) -> list[dict]:
+    """All heartbeat rows, newest beat first."""
+    return [dict(r) for r in conn.execute(
+        sa.select(heartbeats).order_by(heartbeats.c.beat_at.desc())).mappings().all()]
+
+
+def dead_local_owners(db: Database, *, exclude: str) -> list[str]:
+    """Owners of heartbeat rows on this host whose process no longer exists.
+
+    Their running jobs can be re-queued at once, before their leases expire.
+    """
+    host = socket.gethostname()
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(heartbeats.c.owner, heartbeats.c.pid).where(
+            heartbeats.c.host == host, heartbeats.c.owner != exclude)).all()
+        conn.rollback()
+    gone = []
+    for owner, pid in rows:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            gone.append(owner)
+        except PermissionError:
+            continue
+    return gone
+
+
+def forget_owners(db: Database, owners) -> None:
+    """Delete heartbeat rows (dead daemons already reaped)."""
+    owners = list(owners)
+    if not owners:
+        return
+
+    def _do():
+        with db.engine.begin() as conn:
+            conn.execute(heartbeats.delete().where(heartbeats.c.owner.in_(owners)))
+
+    with_retry(_do)

@@ -1,0 +1,155 @@
+"""Repository functions for images, sources and measurements.
+
+Everything for one image is written in one transaction: the catalogue
+sources are upserted, the image row is created or updated in place (keyed by
+path), its previous measurements are deleted and the new ones bulk-inserted.
+Measuring an image again therefore replaces its rows atomically and never
+duplicates them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dsa110_contimg.store.schema import images, measurements, sources
+
+#: Parameters per statement chunk for IN lists (portable below SQLite's limit).
+_CHUNK = 900
+
+MEASUREMENT_COLUMNS = (
+    "ra_deg", "dec_deg", "x_pix", "y_pix", "peak_jyb", "peak_err_jyb", "local_rms_jyb", "snr",
+    "chi2", "dof", "cluster_id", "flags", "success",
+)
+
+
+def content_id(path: str | Path) -> str:
+    """Identity of a file's content: ``size:mtime_ns:sha1(first 8 header blocks)``."""
+    st = os.stat(path)
+    with open(path, "rb") as fh:
+        digest = hashlib.sha1(fh.read(2880 * 8)).hexdigest()[:16]
+    return f"{st.st_size}:{st.st_mtime_ns}:{digest}"
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_elements: list[str]) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # pragma: no cover - other back-ends are not supported
+        raise NotImplementedError(f"upsert on {name}")
+    conn.execute(insert(table).on_conflict_do_nothing(index_elements=index_elements), rows)
+
+
+def upsert_sources(conn: Connection, survey: str, catalog_ids: Sequence[str], ra_deg, dec_deg,
+                   flux_mjy=None, reference_ok=None) -> np.ndarray:
+    """Make sure every catalogue source has a row; return their ``sources.id`` in input order."""
+    ids = [str(c) for c in catalog_ids]
+    n = len(ids)
+    ra = np.asarray(ra_deg, float)
+    dec = np.asarray(dec_deg, float)
+    flux = np.full(n, np.nan) if flux_mjy is None else np.asarray(flux_mjy, float)
+    ref = np.zeros(n, bool) if reference_ok is None else np.asarray(reference_ok, bool)
+    rows = [{"survey": survey, "catalog_id": c, "ra_deg": r, "dec_deg": d,
+             "catalog_flux_mjy": (f if np.isfinite(f) else None), "reference_ok": bool(k)}
+            for c, r, d, f, k in zip(ids, ra.tolist(), dec.tolist(), flux.tolist(), ref.tolist())]
+    _insert_ignore(conn, sources, rows, ["survey", "catalog_id"])
+    found: dict[str, int] = {}
+    for start in range(0, n, _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        found.update(conn.execute(sa.select(sources.c.catalog_id, sources.c.id).where(
+            sources.c.survey == survey, sources.c.catalog_id.in_(chunk))).all())
+    return np.array([found[c] for c in ids], dtype=np.int64)
+
+
+def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], source_ids: np.ndarray,
+                             columns: Mapping[str, np.ndarray]) -> int:
+    """Create or update the image row (by path) and replace its measurements.
+
+    Parameters
+    ----------
+    conn : Connection
+        Inside the caller's transaction.
+    image_row : mapping
+        Values for the ``images`` table (``path`` required).
+    source_ids : ndarray of int
+        ``sources.id`` per measurement row.
+    columns : mapping of str to ndarray
+        The :data:`MEASUREMENT_COLUMNS` (MeasurementTable columns).
+
+    Returns
+    -------
+    int
+        ``images.id``.
+    """
+    row = dict(image_row)
+    row.setdefault("measured_at", time.time())
+    image_id = conn.execute(sa.select(images.c.id).where(images.c.path == row["path"])).scalar()
+    if image_id is None:
+        image_id = conn.execute(images.insert().values(**row).returning(images.c.id)).scalar_one()
+    else:
+        conn.execute(measurements.delete().where(measurements.c.image_id == image_id))
+        reset = {"qc_status": "pending", "qc_reasons": None, "qc_metrics": None,
+                 "norm_status": "not_requested", "norm_factor": None, "norm_factor_err": None,
+                 "norm_scatter": None, "norm_n_refs": None, "norm_reason": None, "norm_ref_ids": None}
+        conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
+    mjd = row.get("mjd")
+    cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}
+    n = len(source_ids)
+    if n:
+        sid = np.asarray(source_ids).tolist()
+        rows = [dict(zip(MEASUREMENT_COLUMNS, vals), image_id=image_id, source_id=s, mjd=mjd)
+                for s, *vals in zip(sid, *(cols[k] for k in MEASUREMENT_COLUMNS))]
+        conn.execute(measurements.insert(), rows)
+    return int(image_id)
+
+
+def _to_db_list(arr: np.ndarray) -> list:
+    """numpy -> python values with NaN as None (SQL NULL)."""
+    if arr.dtype.kind == "f":
+        out = arr.astype(object)
+        out[~np.isfinite(arr)] = None
+        return out.tolist()
+    return arr.tolist()
+
+
+def set_image_fields(conn: Connection, image_id: int, **values: Any) -> None:
+    """Update columns of one image row (JSON-encoding lists and dicts)."""
+    enc = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in values.items()}
+    conn.execute(images.update().where(images.c.id == image_id).values(**enc))
+
+
+def image_by_path(conn: Connection, path: str | Path) -> dict | None:
+    row = conn.execute(sa.select(images).where(images.c.path == str(path))).mappings().first()
+    return None if row is None else dict(row)
+
+
+def measurements_for_image(conn: Connection, image_id: int) -> dict[str, np.ndarray]:
+    """All measurement columns of one image as float/int arrays (NULL -> NaN)."""
+    rows = conn.execute(sa.select(measurements).where(measurements.c.image_id == image_id)
+                        .order_by(measurements.c.id)).mappings().all()
+    return rows_to_arrays(rows, [c.name for c in measurements.columns])
+
+
+def rows_to_arrays(rows, names) -> dict[str, np.ndarray]:
+    """Column arrays from result mappings; numeric NULLs become NaN."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        values = [r[name] for r in rows]
+        if all(v is None or isinstance(v, (int, float)) for v in values):
+            out[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+        else:
+            out[name] = np.array(values, dtype=object)
+    return out

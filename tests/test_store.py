@@ -1,0 +1,123 @@
+"""Products database: migrations, connection settings, atomic replace, concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from dsa110_contimg.store import open_products_db, open_registry_db
+from dsa110_contimg.store import products as ps
+from dsa110_contimg.store import registry
+from dsa110_contimg.store.schema import measurements, products_metadata, registry_metadata, sources
+
+
+def test_migrations_create_exactly_the_schema(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    for opener, meta in ((open_products_db, products_metadata), (open_registry_db, registry_metadata)):
+        db = opener(tmp_path / f"{meta is products_metadata}.sqlite3")
+        with db.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), meta)
+        assert diff == [], f"migrations and schema.py disagree: {diff}"
+
+
+def test_connection_settings(tmp_path):
+    db = open_products_db(tmp_path / "p.sqlite3")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+
+
+def test_read_only_open_of_missing_db_is_a_clear_error(tmp_path):
+    from dsa110_contimg.photometry.errors import StoreError
+
+    with pytest.raises(StoreError, match="does not exist"):
+        open_products_db(tmp_path / "nope.sqlite3", read_only=True)
+
+
+def _columns(n, rng, flux_scale=1.0):
+    cols = {k: rng.normal(size=n) for k in ps.MEASUREMENT_COLUMNS}
+    cols["peak_jyb"] = cols["peak_jyb"] * flux_scale
+    cols["peak_jyb"][0] = np.nan          # a failed measurement stays NULL, not 0
+    cols["dof"] = np.arange(n)
+    cols["cluster_id"] = np.full(n, -1)
+    cols["flags"] = np.zeros(n, int)
+    cols["success"] = np.ones(n, bool)
+    return cols
+
+
+def _store(db, path, n, rng, scale=1.0):
+    with db.engine.begin() as conn:
+        sid = ps.upsert_sources(conn, "nvss", [f"NVSS J{i:06d}" for i in range(n)],
+                                rng.uniform(0, 360, n), rng.uniform(-30, 80, n), np.ones(n))
+        return ps.store_image_measurements(conn, {
+            "path": path, "content_id": "x", "kind": "image", "method": "forced", "catalog": "nvss",
+            "mjd": 60000.0}, sid, _columns(n, rng, scale))
+
+
+def test_remeasure_replaces_rows_atomically(tmp_path):
+    db = open_products_db(tmp_path / "p.sqlite3")
+    rng = np.random.default_rng(1)
+    first = _store(db, "/data/a.fits", 50, rng)
+    second = _store(db, "/data/a.fits", 50, rng, scale=10.0)
+    assert first == second
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(measurements)).scalar() == 50
+        assert conn.execute(sa.select(sa.func.count()).select_from(sources)).scalar() == 50
+        null_flux = conn.execute(sa.select(sa.func.count()).select_from(measurements).where(
+            measurements.c.peak_jyb.is_(None))).scalar()
+    assert null_flux == 1
+
+
+def test_failed_transaction_leaves_previous_rows(tmp_path):
+    db = open_products_db(tmp_path / "p.sqlite3")
+    rng = np.random.default_rng(2)
+    _store(db, "/data/a.fits", 20, rng)
+    with pytest.raises(KeyError):
+        with db.engine.begin() as conn:
+            ps.store_image_measurements(conn, {"path": "/data/a.fits", "content_id": "y", "kind": "image",
+                                               "method": "forced", "catalog": "nvss"},
+                                        np.arange(1, 21), {"ra_deg": np.zeros(20)})
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(measurements)).scalar() == 20
+
+
+def _writer(db_path, image_path, seed, n_images):
+    db = open_products_db(db_path)
+    rng = np.random.default_rng(seed)
+    for i in range(n_images):
+        _store(db, f"{image_path}-{i}", 300, rng)
+
+
+def test_two_processes_write_one_sqlite_file(tmp_path):
+    db_path = tmp_path / "p.sqlite3"
+    open_products_db(db_path).dispose()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(db_path, f"/data/w{k}", k, 5)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("select count(*) from images").fetchone()[0] == 10
+        assert conn.execute("select count(*) from measurements").fetchone()[0] == 3000
+        assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+def test_registry_link_creates_then_updates(tmp_path):
+    db = open_registry_db(tmp_path / "r.sqlite3")
+    registry.link(db, "img1", data_type="image", path="/a.fits", photometry_status="pending", job_id=7)
+    row = registry.get(db, "img1")
+    assert (row["photometry_status"], row["photometry_job_id"], row["data_type"]) == ("pending", "7", "image")
+    registry.link(db, "img1", data_type="image", path=None, photometry_status="failed", error="bad")
+    row = registry.get(db, "img1")
+    assert (row["photometry_status"], row["photometry_error"], row["path"]) == ("failed", "bad", "/a.fits")
+    with pytest.raises(ValueError):
+        registry.link(db, "img1", data_type="image", path=None, photometry_status="weird")
