@@ -21,6 +21,8 @@ from dsa110_contimg.photometry.errors import PhotometryError
 #: Sub-command modules, in the order they appear in ``--help``.
 COMMAND_MODULES = [
     "measure",
+    "worker",
+    "db",
 ]
 
 

@@ -104,4 +104,30 @@ class StoreError(PhotometryError):
     """A database could not be opened, migrated or written."""
 
 
+# --- measurement methods ------------------------------------------------------
+class MethodUnavailable(PhotometryError):
+    """A measurement method needs an optional dependency that is not installed
+    (e.g. ``aegean`` without ``pip install 'dsa110-contimg-photometry[aegean]'``)."""
+
+
+class ExternalToolError(PhotometryError):
+    """An external tool (BANE, Aegean) failed or exceeded its wall-clock time-out."""
+
+
+# --- light curves, normalisation, variability ---------------------------------
+class InvalidLightCurve(PhotometryError):
+    """Light-curve arrays are malformed (shape mismatch, wrong dimensions,
+    duplicate sources in one update, too few sources for a population fit)."""
+
+
+class OutOfOrderEpoch(InvalidLightCurve):
+    """A measurement is older than the latest one in a source's running sums;
+    the statistics must be recomputed from the full light curve."""
+
+
+class NotNormalisable(PhotometryError):
+    """An image's flux-scale correction cannot be trusted (too few references,
+    scatter too large); its fluxes must stay raw and be flagged."""
+
+
 __all__ = [name for name in dir() if name[0].isupper()]
