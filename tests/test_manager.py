@@ -11,7 +11,7 @@ import pytest
 
 from dsa110_contimg.cli.main import main as cli_main
 from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
-from dsa110_contimg.photometry.errors import CatalogMissing, CorruptImage, UnknownCatalog
+from dsa110_contimg.photometry.errors import CatalogMissing, CorruptImage, InvalidImage, UnknownCatalog
 from dsa110_contimg.store import open_registry_db, registry
 from dsa110_contimg.store.engine import open_products_db
 from dsa110_contimg.store.queue import JobQueue
@@ -100,11 +100,13 @@ def test_seed_synchronous_example(sim_field, tmp_path, monkeypatch, capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Source: ")]
     assert len(lines) == 30
     assert result.success_rate == 1.0 and result.method == "peak"
-    # box-peak: within a few noise sigma of the truth (biased high, never below by much)
+    # box-peak: the brightest pixel is up to half a pixel off the source centre (3" pixels,
+    # 10" minor axis: up to ~8 % low) and noise biases it high; within 10 % + 5 sigma
     order = np.argsort(sim_field.ra_deg)
     got = result.results["peak_jyb"][np.argsort(result.results["ra_deg"])]
     truth = sim_field.flux_mjy[order] / 1000.0
-    assert np.all(np.abs(got - truth) < 0.05 * truth + 5 * 2e-4)
+    assert np.all(np.abs(got - truth) < 0.10 * truth + 5 * 2e-4)
+    assert np.median(got / truth) > 0.9
 
 
 def test_forced_workflow_recovers_truth_and_stores_catalogue_ids(sim_field, tmp_path):
@@ -174,7 +176,7 @@ def test_corrupt_image_fails_job_and_registry(sim_field, tmp_path):
     row = registry.get(manager.registry, "bad1")
     assert row["photometry_status"] == "failed" and "bad.fits" in row["photometry_error"]
     # the synchronous path raises the typed error and records it too
-    with pytest.raises(CorruptImage, match="bad.fits"):
+    with pytest.raises(InvalidImage, match="bad.fits"):
         manager.measure_for_fits(bad, create_batch_job=False, data_id="bad2")
     assert registry.get(manager.registry, "bad2")["photometry_status"] == "failed"
     with pytest.raises(CorruptImage, match="does not exist"):

@@ -64,3 +64,37 @@ def catalog_dir(args: argparse.Namespace) -> Path:
     if cfg is not None:
         return Path(cfg.paths.catalog_dir)
     return Path(os.environ.get("CONTIMG_CATALOG_DIR", DEFAULT_CATALOG_DIR))
+
+
+#: Output table formats by file suffix.
+TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits",
+                 ".vot": "votable", ".xml": "votable"}
+
+
+def write_table(table, out: Path) -> None:
+    """Write an astropy Table in the format given by ``out``'s suffix.
+
+    Raises ConfigError for an unknown suffix and PhotometryError when the file
+    cannot be written.
+    """
+    import warnings
+
+    from dsa110_contimg.photometry.errors import ConfigError, PhotometryError
+
+    out = Path(out)
+    fmt = TABLE_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise ConfigError("-o", str(out), "a file ending in " + ", ".join(TABLE_FORMATS))
+    if fmt in ("fits", "votable"):
+        table = table.copy(copy_data=False)
+        table.meta = {k: (str(v) if isinstance(v, (tuple, list, dict)) or v is None else v)
+                      for k, v in table.meta.items()}
+        for name in table.colnames:   # object columns (ids) as strings
+            if table[name].dtype.kind == "O":
+                table[name] = table[name].astype(str)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # HIERARCH cards for long meta keys
+            table.write(out, format=fmt, overwrite=True)
+    except OSError as exc:
+        raise PhotometryError(f"cannot write the output table: {exc}", out) from None

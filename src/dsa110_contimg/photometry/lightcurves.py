@@ -1,11 +1,361 @@
-"""After an image is stored: quality control, normalisation, variability, ESE.
+"""From one stored image to light curves: QC, normalisation, variability, ESE.
 
-(Being wired to the science modules; see ``after_store``.)
+These steps run inside the image's single write transaction (held by the
+manager), after the measurements are stored, so that concurrent workers see
+each image as a whole and running sums are never updated from stale reads:
+
+1. :func:`quality_control` -- QC status and reasons; a failed image's fluxes
+   are stored but kept out of normalisation and light curves.
+2. :func:`normalise` -- reference sources of the image (high measured SNR,
+   compact, isolated, stable, master-list flags when present), their
+   baselines (median of their first ``norm_baseline_epochs`` epochs; at least 3
+   points), the image's correction (clipped median of flux/baseline, >= 3
+   references), normalised fluxes. While a reference's baseline is still
+   being established, every image that used it is re-normalised, and its
+   sources' statistics recomputed.
+3. :func:`update_variability` -- running sums updated in O(1) per source; an
+   exact recompute from the light curve for sources whose epoch arrived out of
+   time order, whose image was re-measured, whose normalisation changed or
+   whose stored series kind (raw/normalised) differs.
+
+:func:`evaluate_ese` then runs in its own transaction: preset thresholds,
+the eta-V criterion, the light-curve shape detector, the composite score, and
+candidate records (``active`` / ``investigated`` / ``dismissed``).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 
-def after_store(db, image, table, cfg, result, steps) -> None:
-    """Run the post-store steps for one stored image (filled in below)."""
+import numpy as np
+import structlog
+
+from dsa110_contimg.photometry.results import Flag
+from dsa110_contimg.store import lightcurves as lc_store
+
+log = structlog.get_logger("dsa110_contimg.photometry.lightcurves")
+
+#: Catalogue neighbours closer than this many beam majors make a reference "confused".
+ISOLATION_BEAMS = 3.0
+#: A reference whose catalogue major axis exceeds this many beam majors is "resolved".
+COMPACT_BEAMS = 1.0
+#: Minimum epochs before the ESE shape detector is run on a light curve.
+MIN_EPOCHS_SHAPE = 8
+#: Minimum epochs for the threshold criteria (earlier light-curve stage used 3).
+MIN_EPOCHS_ESE = 5
+
+
+@dataclass
+class ImageContext:
+    """What the steps need to know about the image being processed."""
+
+    image_id: int
+    path: str
+    mjd: float | None
+    ra_deg: float
+    dec_deg: float
+    radius_deg: float
+    kind: str
+    remeasured: bool
+    source_ids: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- QC
+def quality_control(conn, ctx: ImageContext, image, table, cat, cfg):
+    """Evaluate QC for the image and store its status. Returns the QCResult or None."""
+    if not cfg.qc:
+        return None
+    from dsa110_contimg.photometry.qc import QCLimits, evaluate_image_qc
+    from dsa110_contimg.store.products import set_image_fields
+
+    history = lc_store.qc_history(conn, ctx.ra_deg, ctx.dec_deg, max(ctx.radius_deg, 0.25),
+                                  before_mjd=ctx.mjd, exclude_path=ctx.path)
+    limits = QCLimits(max_rms_jyb=cfg.qc_max_rms_jyb, require_beam=(ctx.kind == "image"))
+    compact = _compact(cat, image)
+    flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else None
+    qc = evaluate_image_qc(image, table, catalog_flux_mjy=flux, history=history, limits=limits,
+                           compact=compact)
+    set_image_fields(conn, ctx.image_id, qc_status=qc.status, qc_reasons=list(qc.reasons),
+                     qc_metrics=_jsonable(qc.metrics))
+    if qc.status == "failed":
+        from dsa110_contimg.store.schema import measurements
+
+        conn.execute(measurements.update().where(measurements.c.image_id == ctx.image_id)
+                     .values(flags=measurements.c.flags.op("|")(int(Flag.QC_FAILED))))
+    return qc
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (np.floating, float)):
+            out[k] = float(v) if np.isfinite(v) else None
+        elif isinstance(v, (np.integer,)):
+            out[k] = int(v)
+        elif isinstance(v, (np.bool_,)):
+            out[k] = bool(v)
+        else:
+            out[k] = v
+    return json.loads(json.dumps(out, default=str))
+
+
+def _compact(cat, image) -> np.ndarray | None:
+    if "resolved_flag" in cat.colnames:
+        return ~np.asarray(cat["resolved_flag"], bool)
+    if "maj_arcsec" in cat.colnames and image.beam is not None:
+        maj = np.asarray(cat["maj_arcsec"], float)
+        return ~(np.isfinite(maj) & (maj > COMPACT_BEAMS * image.beam.major_arcsec))
     return None
+
+
+def _isolated(cat, image) -> np.ndarray:
+    """No other catalogue source within ISOLATION_BEAMS x BMAJ (of those queried)."""
+    from scipy.spatial import cKDTree
+
+    ra = np.deg2rad(np.asarray(cat["ra_deg"], float))
+    dec = np.deg2rad(np.asarray(cat["dec_deg"], float))
+    xyz = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    beam = image.beam.major_deg if image.beam is not None else 45.0 / 3600.0
+    r = 2 * np.sin(np.deg2rad(ISOLATION_BEAMS * beam) / 2)
+    counts = np.array([len(n) for n in cKDTree(xyz).query_ball_point(xyz, r)]) if len(ra) else np.array([], int)
+    return counts <= 1
+
+
+# ------------------------------------------------------------------ normalise
+def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
+    """Normalise the image (see module doc). Returns a summary and the ids of
+    images whose normalisation changed (``renormalised``)."""
+    from dsa110_contimg.photometry.normalize import compute_correction, select_references
+
+    summary = {"status": "not_requested", "renormalised": set()}
+    if not cfg.normalize:
+        return summary
+    if qc is not None and qc.status == "failed":
+        lc_store.set_normalisation(conn, ctx.image_id, status="failed",
+                                   reason="image failed quality control")
+        summary.update(status="failed", reason="image failed quality control")
+        return summary
+
+    snr = np.asarray(table["snr"], float)
+    compact = _compact(cat, image)
+    compact = np.ones(len(table), bool) if compact is None else compact
+    isolated = _isolated(cat, image)
+    master_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
+    baselines = lc_store.load_baselines(conn, ctx.source_ids)
+    stable = np.array([baselines.get(int(s), {}).get("valid", True) for s in ctx.source_ids], bool)
+    ok_meas = np.asarray(table["success"], bool) & stable
+    snr_for_selection = np.where(ok_meas, snr, -np.inf)
+    ref_idx = select_references(snr_for_selection, compact, isolated, None, master_ok,
+                                min_snr=cfg.norm_min_snr, max_refs=cfg.norm_max_refs)
+    ref_ids = ctx.source_ids[ref_idx]
+
+    # -- baselines: (re)establish those still within their first epochs
+    needs = [int(s) for s in ref_ids
+             if baselines.get(int(s), {}).get("n_points", 0) < cfg.norm_baseline_epochs]
+    changed = set()
+    near = None
+    if needs:
+        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg, 2 * ctx.radius_deg + 0.1)
+        changed = _update_baselines(conn, needs, near, cfg)
+        baselines = lc_store.load_baselines(conn, ctx.source_ids)
+
+    corr = _correct_image(conn, ctx.image_id, ref_ids, baselines, cfg,
+                          flux=np.asarray(table["peak_jyb"], float)[ref_idx],
+                          all_flux=np.asarray(table["peak_jyb"], float),
+                          all_err=np.asarray(table["peak_err_jyb"], float),
+                          all_ids=ctx.source_ids)
+    summary.update(corr)
+    # -- images that used a reference whose baseline moved are re-normalised
+    if changed and near is not None:
+        for img_id, refs_json, status in zip(near["id"], near["norm_ref_ids"], near["norm_status"]):
+            if int(img_id) == ctx.image_id or not refs_json or status == "not_requested":
+                continue
+            refs = np.array(json.loads(refs_json), np.int64)
+            if not changed.intersection(refs.tolist()):
+                continue
+            flux, _ = lc_store.load_image_fluxes(conn, int(img_id), refs)
+            from dsa110_contimg.store.schema import measurements
+            import sqlalchemy as sa
+
+            rows = conn.execute(sa.select(measurements.c.source_id, measurements.c.peak_jyb,
+                                          measurements.c.peak_err_jyb).where(
+                measurements.c.image_id == int(img_id))).all()
+            ids = np.array([r[0] for r in rows], np.int64)
+            f = np.array([np.nan if r[1] is None else r[1] for r in rows], float)
+            e = np.array([np.nan if r[2] is None else r[2] for r in rows], float)
+            _correct_image(conn, int(img_id), refs, baselines, cfg, flux=flux, all_flux=f,
+                           all_err=e, all_ids=ids)
+            summary["renormalised"].add(int(img_id))
+    return summary
+
+
+def _update_baselines(conn, ref_ids: list[int], near, cfg) -> set[int]:
+    """Recompute baselines of references with fewer than ``norm_baseline_epochs`` points."""
+    from dsa110_contimg.photometry.normalize import reference_baselines
+
+    flux, _err, mjd, _img = lc_store.load_lightcurves(conn, ref_ids, near["id"], normalized=False)
+    if flux.shape[1] == 0:
+        return set()
+    base, rms, usable = reference_baselines(flux, mjd, n_epochs=cfg.norm_baseline_epochs,
+                                            min_points=3)
+    npts = np.minimum(np.isfinite(flux).sum(axis=1), cfg.norm_baseline_epochs)
+    old = lc_store.load_baselines(conn, ref_ids)
+    rows, changed = [], set()
+    for sid, b, r, u, k in zip(ref_ids, base, rms, usable, npts):
+        prev = old.get(sid, {})
+        rows.append({"source_id": sid, "method": "forced", "baseline_jyb": b if u else None,
+                     "baseline_rms_jyb": r if u else None, "n_points": int(k),
+                     "valid": bool(prev.get("valid", True)), "invalid_reason": prev.get("invalid_reason")})
+        if u and prev.get("baseline_jyb") != float(b):
+            changed.add(sid)
+    lc_store.save_baselines(conn, rows)
+    return changed
+
+
+def _correct_image(conn, image_id, ref_ids, baselines, cfg, *, flux, all_flux, all_err, all_ids) -> dict:
+    from dsa110_contimg.photometry.normalize import apply_correction, compute_correction
+
+    base = np.array([_num(baselines.get(int(s), {}).get("baseline_jyb")) for s in ref_ids], float)
+    corr = compute_correction(flux, base, min_refs=cfg.norm_min_refs, max_scatter=cfg.norm_max_scatter)
+    if not corr.ok:
+        lc_store.set_normalisation(conn, image_id, status="failed", factor=corr.factor,
+                                   factor_err=corr.factor_err, scatter=corr.scatter,
+                                   n_refs=corr.n_used, reason=corr.reason, ref_ids=ref_ids)
+        return {"status": "failed", "reason": corr.reason, "factor": corr.factor, "n_refs": corr.n_used}
+    fn, en = apply_correction(all_flux, all_err, corr)
+    lc_store.set_normalisation(conn, image_id, status="ok", factor=corr.factor,
+                               factor_err=corr.factor_err, scatter=corr.scatter, n_refs=corr.n_used,
+                               reason=None, ref_ids=ref_ids, norm_flux=fn, norm_err=en,
+                               source_ids=all_ids)
+    return {"status": "ok", "factor": corr.factor, "factor_err": corr.factor_err,
+            "n_refs": corr.n_used, "scatter": corr.scatter, "reason": None}
+
+
+def _num(x) -> float:
+    return np.nan if x is None else float(x)
+
+
+# ---------------------------------------------------------------- variability
+def update_variability(conn, ctx: ImageContext, table, cfg, qc, norm: dict) -> dict:
+    """Update the running statistics of the image's sources (see module doc)."""
+    from dsa110_contimg.photometry.variability import RunningStats, needs_recompute
+
+    kind = "normalized" if cfg.normalize else "raw"
+    stored, present, stored_kind = lc_store.load_running_stats(conn, ctx.source_ids)
+    stats = RunningStats.from_dict(stored)
+    usable_image = not (qc is not None and qc.status == "failed") and \
+        (not cfg.normalize or norm.get("status") == "ok")
+    if cfg.normalize and norm.get("status") == "ok":
+        flux, err = apply_norm(table, norm)
+    else:
+        flux = np.asarray(table["peak_jyb"], float)
+        err = np.asarray(table["peak_err_jyb"], float)
+    ok = np.asarray(table["success"], bool) & np.isfinite(flux) & np.isfinite(err) & (err > 0)
+    mjd = np.nan if ctx.mjd is None else float(ctx.mjd)
+    recompute = present & (stored_kind != kind)
+    recompute |= bool(ctx.remeasured) & present
+    if usable_image:
+        recompute |= ok & np.asarray(needs_recompute(stats.last_mjd, np.full(len(flux), mjd)), bool)
+    if norm.get("renormalised"):
+        recompute |= present   # their earlier epochs changed scale
+    idx = np.flatnonzero(~recompute & ok) if usable_image else np.array([], int)
+    if idx.size:
+        stats.update(idx, flux[idx], err[idx], mjd)
+    n_re = int(recompute.sum())
+    if n_re:
+        sel = np.flatnonzero(recompute)
+        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg, 2 * ctx.radius_deg + 0.1)
+        keep = near["id"]
+        if cfg.normalize:
+            keep = keep[near["norm_status"] == "ok"]
+        f2, e2, m2, _ = lc_store.load_lightcurves(conn, ctx.source_ids[sel], keep,
+                                                  normalized=cfg.normalize)
+        stats.assign(sel, RunningStats.from_lightcurves(f2, e2, m2) if f2.shape[1]
+                     else RunningStats.empty(sel.size))
+    changed = np.flatnonzero(recompute | (np.isin(np.arange(len(flux)), idx)) | ~present)
+    if changed.size:
+        sub = stats.take(changed)
+        lc_store.save_running_stats(conn, ctx.source_ids[changed], sub.to_dict(), sub.metrics(), kind)
+    return {"updated": int(idx.size), "recomputed": n_re, "series": kind, "used": bool(usable_image)}
+
+
+def apply_norm(table, norm: dict):
+    """Normalised (flux, err) of a table from a stored correction summary."""
+    from dsa110_contimg.photometry.normalize import Correction, apply_correction
+
+    corr = Correction(norm["factor"], norm["factor_err"], norm["n_refs"], norm["n_refs"],
+                      norm.get("scatter", np.nan), np.zeros(0, bool), True)
+    return apply_correction(np.asarray(table["peak_jyb"], float),
+                            np.asarray(table["peak_err_jyb"], float), corr)
+
+
+# ------------------------------------------------------------------------ ESE
+def evaluate_ese(conn, ctx: ImageContext, cfg) -> int:
+    """Re-evaluate ESE candidates among the image's sources; returns how many are flagged.
+
+    Criteria (any of them makes a candidate; all are recorded):
+
+    * ``preset``: sigma-deviation, chi2_nu AND eta above the preset's thresholds;
+    * ``shape``: the matched-filter ESE template search is significant;
+    * ``eta_v``: log eta AND log V above the fitted Gaussian thresholds of the
+      image's population (Rowlinson et al. 2019) -- recorded as support only,
+      never enough on its own.
+
+    The score is the composite 0-10 score of sigma-dev / chi2_nu / eta, raised
+    to the shape significance (capped at 10) when the template search detects
+    an event. Existing candidates are refreshed; their lifecycle status is kept.
+    """
+    from dsa110_contimg.photometry.ese import (
+        PRESETS, classify, composite_score, detect_ese_shapes, eta_v_candidates,
+    )
+    from dsa110_contimg.photometry.variability import RunningStats
+
+    stored, present, _ = lc_store.load_running_stats(conn, ctx.source_ids)
+    metrics = RunningStats.from_dict(stored).metrics()
+    n = metrics["n"]
+    by_preset = classify(metrics, cfg.ese_preset, min_n=MIN_EPOCHS_ESE)
+    eta_v = np.zeros(n.size, bool)
+    pop = (n >= MIN_EPOCHS_ESE) & np.isfinite(metrics["eta"]) & (metrics["eta"] > 0) & \
+        np.isfinite(metrics["v"]) & (metrics["v"] > 0)
+    if pop.sum() >= 20:
+        eta_v[pop] = eta_v_candidates(metrics["eta"][pop], metrics["v"][pop],
+                                      n_sigma=PRESETS[cfg.ese_preset].sigma_deviation / 2.0)
+    shape = {"detected": np.zeros(n.size, bool)}
+    deep = np.flatnonzero(n >= MIN_EPOCHS_SHAPE)
+    if deep.size:
+        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg, 2 * ctx.radius_deg + 0.1)
+        keep = near["id"][near["norm_status"] == "ok"] if cfg.normalize else near["id"]
+        flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[deep], keep,
+                                                      normalized=cfg.normalize)
+        if flux.shape[1] >= MIN_EPOCHS_SHAPE:
+            found = detect_ese_shapes(mjd, flux, err)
+            shape = {k: np.full(n.size, np.nan if np.asarray(v).dtype.kind == "f" else None,
+                                dtype=np.asarray(v).dtype if np.asarray(v).dtype.kind == "f" else object)
+                     for k, v in found.items()}
+            for k, v in found.items():
+                shape[k][deep] = v
+            shape["detected"] = np.asarray(shape["detected"] == True)  # noqa: E712 (object array)
+    flagged = by_preset | shape["detected"]
+    known = lc_store.candidate_source_ids(conn, ctx.source_ids)
+    score, conf = composite_score(metrics["sigma_deviation"], metrics["chi2_nu"], metrics["eta"])
+    sig = np.asarray(shape.get("significance", np.full(n.size, np.nan)), float)
+    score = np.where(shape["detected"], np.fmax(score, np.minimum(sig, 10.0)), score)
+    conf = np.where(score >= 7, "high", np.where(score >= 4, "medium", "low"))
+    rows = []
+    for i in np.flatnonzero(flagged | np.isin(ctx.source_ids, list(known))):
+        criteria = [name for name, hit in (("preset", by_preset[i]), ("shape", shape["detected"][i]),
+                                           ("eta_v", eta_v[i])) if hit]
+        row = {"source_id": int(ctx.source_ids[i]), "criteria": json.dumps(criteria),
+               "preset": cfg.ese_preset, "score": float(np.nan_to_num(score[i])),
+               "confidence": str(conf[i]), "sigma_deviation": metrics["sigma_deviation"][i],
+               "chi2_nu": metrics["chi2_nu"][i], "eta": metrics["eta"][i], "v": metrics["v"][i],
+               "n_epochs": int(n[i])}
+        if "significance" in shape:
+            row.update(shape_significance=shape["significance"][i], depth=shape["depth"][i],
+                       duration_days=shape["duration_days"][i], t_min_mjd=shape["t_min_mjd"][i],
+                       template=shape["template"][i])
+        rows.append(row)
+    lc_store.upsert_ese_candidates(conn, rows)
+    return int(flagged.sum())

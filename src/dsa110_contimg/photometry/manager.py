@@ -285,39 +285,52 @@ class PhotometryManager:
         steps["catalog"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        options: dict[str, Any] = {"nbeam": cfg.nbeam, "cluster_threshold": cfg.cluster_threshold}
-        if cfg.condon_errors:
-            options["condon"] = True
+        options: dict[str, Any] = {}
+        if method in ("forced", "adaptive"):
+            options.update(nbeam=cfg.nbeam, cluster_threshold=cfg.cluster_threshold)
+            if cfg.condon_errors:
+                options["condon"] = True
         table = measure_positions(image, np.asarray(cat["ra_deg"], float),
                                   np.asarray(cat["dec_deg"], float), method=method, **options)
         steps["measure"] = time.perf_counter() - t
         notes.extend(str(n) for n in table.meta.get("notes", []))
 
         t = time.perf_counter()
-        image_id = self._store(path, image, kind, method, cfg, cat, table, data_id, notes)
-        steps["store"] = time.perf_counter() - t
-
         result = PhotometryResult(
             path, sources_queried=len(cat), measurements_successful=table.n_success,
             measurements_total=len(table), results=table, kind=kind, method=method, notes=notes,
-            image_id=image_id, data_id=data_id)
-        from dsa110_contimg.photometry import lightcurves
+            data_id=data_id)
+        ctx = self._store(path, image, kind, method, cfg, cat, table, data_id, notes, result, steps)
+        steps["store"] = time.perf_counter() - t - sum(
+            steps.get(k, 0.0) for k in ("qc", "normalise", "variability"))
+        if cfg.detect_ese:
+            from dsa110_contimg.photometry import lightcurves
 
-        lightcurves.after_store(self.products, image, table, cfg, result, steps)
+            t = time.perf_counter()
+            with self.products.engine.begin() as conn:
+                result.ese_candidates = lightcurves.evaluate_ese(conn, ctx, cfg)
+            steps["ese"] = time.perf_counter() - t
+        result.image_id = ctx.image_id
         result.step_seconds = steps
-        log.info("image_measured", path=str(path), kind=kind, method=method, image_id=image_id,
+        log.info("image_measured", path=str(path), kind=kind, method=method, image_id=ctx.image_id,
                  sources=len(cat), successful=table.n_success, qc=result.qc_status,
+                 normalization=(result.normalization or {}).get("status"),
+                 ese_candidates=result.ese_candidates,
                  steps={k: round(v, 4) for k, v in steps.items()})
         image.close()
         return result
 
-    def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes) -> int:
+    def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes, result, steps):
+        """One transaction: sources, image row, measurements, QC, normalisation, variability."""
+        from dsa110_contimg.photometry import lightcurves
+
         beam = image.beam
         rms = table["local_rms_jyb"]
         median_rms = float(np.nanmedian(rms)) if np.isfinite(rms).any() else None
         ra_c, dec_c = image.center()
+        abs_path = str(path.resolve())
         row = {
-            "path": str(path.resolve()), "content_id": product_store.content_id(path), "kind": kind,
+            "path": abs_path, "content_id": product_store.content_id(path), "kind": kind,
             "data_id": data_id, "mjd": image.mjd, "freq_hz": image.freq_hz,
             "beam_major_arcsec": beam.major_arcsec if beam else None,
             "beam_minor_arcsec": beam.minor_arcsec if beam else None,
@@ -330,10 +343,34 @@ class PhotometryManager:
         }
         ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
         with self.products.engine.begin() as conn:
+            remeasured = product_store.image_by_path(conn, abs_path) is not None
             source_ids = product_store.upsert_sources(
                 conn, cfg.catalog, [str(s) for s in cat["source_id"]], cat["ra_deg"], cat["dec_deg"],
                 cat["flux_mjy"] if "flux_mjy" in cat.colnames else None, ref_ok)
             image_id = product_store.store_image_measurements(conn, row, source_ids, table.columns)
+            ctx = lightcurves.ImageContext(
+                image_id=image_id, path=abs_path, mjd=image.mjd, ra_deg=ra_c, dec_deg=dec_c,
+                radius_deg=image.footprint_radius_deg(), kind=kind, remeasured=remeasured,
+                source_ids=source_ids)
+            t = time.perf_counter()
+            qc = lightcurves.quality_control(conn, ctx, image, table, cat, cfg)
+            steps["qc"] = time.perf_counter() - t
+            t = time.perf_counter()
+            norm = lightcurves.normalise(conn, ctx, image, table, cat, cfg, qc)
+            steps["normalise"] = time.perf_counter() - t
+            t = time.perf_counter()
+            var = lightcurves.update_variability(conn, ctx, table, cfg, qc, norm)
+            steps["variability"] = time.perf_counter() - t
         table.columns["source_id"] = source_ids
+        table.columns["catalog_id"] = np.asarray([str(s) for s in cat["source_id"]], dtype=object)
         table.meta["image_id"] = image_id
-        return image_id
+        result.qc_status = None if qc is None else qc.status
+        if qc is not None and qc.status != "passed":
+            notes.extend(f"QC {qc.status}: {r}" for r in qc.reasons)
+        result.normalization = {k: v for k, v in norm.items() if k != "renormalised"}
+        if norm.get("renormalised"):
+            notes.append(f"re-normalised {len(norm['renormalised'])} earlier image(s) as reference "
+                         "baselines were established")
+        if not var["used"]:
+            notes.append("fluxes kept out of the light curves (QC failed or not normalisable)")
+        return ctx

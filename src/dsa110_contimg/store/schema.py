@@ -91,6 +91,7 @@ images = Table(
     CheckConstraint(_in("norm_status", NORM_STATES), name="norm_status"),
     Index(None, "mjd"),
     Index(None, "field_key", "mjd"),
+    Index(None, "ra_center_deg"),
     Index(None, "dec_center_deg"),
 )
 

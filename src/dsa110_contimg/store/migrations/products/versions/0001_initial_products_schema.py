@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 05:06:43.557963
+Create Date: 2026-11-24 05:11:11.632702
 """
 from alembic import op
 import sqlalchemy as sa
@@ -96,6 +96,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_images_dec_center_deg'), ['dec_center_deg'], unique=False)
         batch_op.create_index(batch_op.f('ix_images_field_key_mjd'), ['field_key', 'mjd'], unique=False)
         batch_op.create_index(batch_op.f('ix_images_mjd'), ['mjd'], unique=False)
+        batch_op.create_index(batch_op.f('ix_images_ra_center_deg'), ['ra_center_deg'], unique=False)
 
     op.create_table('sources',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -282,6 +283,7 @@ def downgrade() -> None:
 
     op.drop_table('sources')
     with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_images_ra_center_deg'))
         batch_op.drop_index(batch_op.f('ix_images_mjd'))
         batch_op.drop_index(batch_op.f('ix_images_field_key_mjd'))
         batch_op.drop_index(batch_op.f('ix_images_dec_center_deg'))

@@ -1,0 +1,305 @@
+"""Repository functions for light curves, running statistics, baselines and ESE candidates.
+
+Light curves are read through the *images* that can contain a source (image
+centres within a radius, found with the ``ra_center_deg`` / ``dec_center_deg``
+indexes; RA wraps at 0/360) and then the ``(image_id, source_id)`` unique
+index of ``measurements``: one index seek per image, no index led by source.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dsa110_contimg.store.schema import (
+    METRIC_COLUMNS, RUNNING_SUM_COLUMNS, ese_candidates, images, measurements, reference_baselines,
+    sources, variability_stats,
+)
+
+_CHUNK = 900
+
+
+def _chunks(values: Sequence, size: int = _CHUNK):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
+                exclude_qc_failed: bool = True) -> dict[str, np.ndarray]:
+    """Images whose centre lies within ``radius_deg`` of (ra, dec).
+
+    Returns columns ``id, mjd, ra_center_deg, dec_center_deg, qc_status, norm_status,
+    norm_factor, norm_factor_err, norm_ref_ids`` (object arrays for text).
+    """
+    dec_lo, dec_hi = dec_deg - radius_deg, dec_deg + radius_deg
+    cosd = max(np.cos(np.deg2rad(min(abs(dec_deg) + radius_deg, 89.9))), 1e-3)
+    half = radius_deg / cosd
+    cond = [images.c.dec_center_deg.between(dec_lo, dec_hi)]
+    if half < 180.0 and dec_hi < 89.9 and dec_lo > -89.9:
+        lo, hi = (ra_deg - half) % 360.0, (ra_deg + half) % 360.0
+        ra_cond = (images.c.ra_center_deg.between(lo, hi) if lo <= hi else
+                   sa.or_(images.c.ra_center_deg >= lo, images.c.ra_center_deg <= hi))
+        cond.append(ra_cond)
+    if exclude_qc_failed:
+        cond.append(images.c.qc_status != "failed")
+    cols = [images.c.id, images.c.mjd, images.c.ra_center_deg, images.c.dec_center_deg,
+            images.c.qc_status, images.c.norm_status, images.c.norm_factor,
+            images.c.norm_factor_err, images.c.norm_ref_ids]
+    rows = conn.execute(sa.select(*cols).where(*cond)).all()
+    out = {c.name: np.array([r[i] for r in rows], dtype=object) for i, c in enumerate(cols)}
+    if rows:
+        ra = out["ra_center_deg"].astype(float)
+        dec = out["dec_center_deg"].astype(float)
+        sep = _sep_deg(ra, dec, ra_deg, dec_deg)
+        keep = sep <= radius_deg
+        out = {k: v[keep] for k, v in out.items()}
+    out["id"] = out["id"].astype(np.int64)
+    out["mjd"] = np.array([np.nan if v is None else v for v in out["mjd"]], float)
+    return out
+
+
+def _sep_deg(ra1, dec1, ra2, dec2):
+    r1, d1, r2, d2 = map(np.deg2rad, (ra1, dec1, ra2, dec2))
+    s = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
+    return np.rad2deg(2 * np.arcsin(np.sqrt(np.clip(s, 0, 1))))
+
+
+def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Sequence[int], *,
+                     normalized: bool, successful_only: bool = True):
+    """Light curves of ``source_ids`` over the images ``image_ids``.
+
+    Returns
+    -------
+    flux2d, err2d, mjd2d : ndarray, shape (n_sources, n_epochs)
+        NaN-padded, each row sorted by MJD; the normalised columns when
+        ``normalized`` (rows whose image is not normalised are NaN), else raw.
+    image2d : ndarray of int, same shape (-1 padding)
+    """
+    src = np.asarray(source_ids, np.int64)
+    n = src.size
+    fcol = measurements.c.norm_flux_jyb if normalized else measurements.c.peak_jyb
+    ecol = measurements.c.norm_err_jyb if normalized else measurements.c.peak_err_jyb
+    recs = []
+    want = set(src.tolist())
+    img = [int(i) for i in image_ids]
+    for chunk in _chunks(img):
+        q = sa.select(measurements.c.source_id, measurements.c.image_id, measurements.c.mjd, fcol, ecol) \
+            .where(measurements.c.image_id.in_(chunk))
+        if successful_only:
+            q = q.where(measurements.c.success.is_(True))
+        if n <= _CHUNK:
+            q = q.where(measurements.c.source_id.in_(src.tolist()))
+        recs.extend(r for r in conn.execute(q).all() if r[0] in want)
+    if not recs:
+        empty = np.empty((n, 0))
+        return empty, empty, empty, np.empty((n, 0), np.int64)
+    arr = np.array([(r[0], r[1], np.nan if r[2] is None else r[2], np.nan if r[3] is None else r[3],
+                     np.nan if r[4] is None else r[4]) for r in recs], dtype=float)
+    row_of = {s: i for i, s in enumerate(src.tolist())}
+    rows = np.array([row_of[int(s)] for s in arr[:, 0]])
+    order = np.lexsort((arr[:, 2], rows))
+    rows, arr = rows[order], arr[order]
+    counts = np.bincount(rows, minlength=n)
+    width = int(counts.max())
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    col = np.arange(rows.size) - starts[rows]
+    flux = np.full((n, width), np.nan)
+    err = np.full((n, width), np.nan)
+    mjd = np.full((n, width), np.nan)
+    imgs = np.full((n, width), -1, np.int64)
+    flux[rows, col], err[rows, col], mjd[rows, col] = arr[:, 3], arr[:, 4], arr[:, 2]
+    imgs[rows, col] = arr[:, 1].astype(np.int64)
+    return flux, err, mjd, imgs
+
+
+def load_image_fluxes(conn: Connection, image_id: int, source_ids: Sequence[int]):
+    """Raw (peak, err) of ``source_ids`` on one image, NaN where absent or failed."""
+    src = [int(s) for s in source_ids]
+    found: dict[int, tuple] = {}
+    for chunk in _chunks(src):
+        for sid, f, e, ok in conn.execute(sa.select(
+                measurements.c.source_id, measurements.c.peak_jyb, measurements.c.peak_err_jyb,
+                measurements.c.success).where(measurements.c.image_id == image_id,
+                                              measurements.c.source_id.in_(chunk))).all():
+            if ok and f is not None:
+                found[sid] = (f, np.nan if e is None else e)
+    flux = np.array([found.get(s, (np.nan, np.nan))[0] for s in src], float)
+    err = np.array([found.get(s, (np.nan, np.nan))[1] for s in src], float)
+    return flux, err
+
+
+def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=None, factor_err=None,
+                      scatter=None, n_refs=None, reason=None, ref_ids=None,
+                      norm_flux=None, norm_err=None, source_ids=None) -> None:
+    """Store an image's correction and its measurements' normalised fluxes (NULL when not ok)."""
+    conn.execute(images.update().where(images.c.id == image_id).values(
+        norm_status=status, norm_factor=_f(factor), norm_factor_err=_f(factor_err),
+        norm_scatter=_f(scatter), norm_n_refs=n_refs, norm_reason=reason,
+        norm_ref_ids=None if ref_ids is None else json.dumps([int(i) for i in ref_ids])))
+    if norm_flux is None:
+        conn.execute(measurements.update().where(measurements.c.image_id == image_id).values(
+            norm_flux_jyb=None, norm_err_jyb=None))
+        return
+    rows = [{"i": image_id, "s": int(s), "f": _f(f), "e": _f(e)}
+            for s, f, e in zip(np.asarray(source_ids).tolist(), np.asarray(norm_flux).tolist(),
+                               np.asarray(norm_err).tolist())]
+    conn.execute(measurements.update().where(
+        measurements.c.image_id == sa.bindparam("i"), measurements.c.source_id == sa.bindparam("s"))
+        .values(norm_flux_jyb=sa.bindparam("f"), norm_err_jyb=sa.bindparam("e")), rows)
+
+
+def _f(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def load_baselines(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
+    """Reference baselines by source id."""
+    out: dict[int, dict] = {}
+    for chunk in _chunks([int(s) for s in source_ids]):
+        for r in conn.execute(sa.select(reference_baselines).where(
+                reference_baselines.c.source_id.in_(chunk))).mappings():
+            out[int(r["source_id"])] = dict(r)
+    return out
+
+
+def save_baselines(conn: Connection, rows: Iterable[dict]) -> None:
+    """Replace the baseline rows of the given sources."""
+    rows = [dict(r, updated_at=time.time()) for r in rows]
+    if not rows:
+        return
+    ids = [r["source_id"] for r in rows]
+    for chunk in _chunks(ids):
+        conn.execute(reference_baselines.delete().where(reference_baselines.c.source_id.in_(chunk)))
+    conn.execute(reference_baselines.insert(), [{k: _clean(v) for k, v in r.items()} for r in rows])
+
+
+def _clean(v):
+    if isinstance(v, (float, np.floating)):
+        return _f(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def load_running_stats(conn: Connection, source_ids: Sequence[int]):
+    """Stored running sums for ``source_ids`` (input order).
+
+    Returns ``(columns, present, flux_kind)``: a dict of arrays with the
+    RunningStats fields (``n`` and :data:`RUNNING_SUM_COLUMNS`; empty values
+    where absent), a boolean ``present`` array and an object array of kinds.
+    """
+    src = [int(s) for s in source_ids]
+    found: dict[int, dict] = {}
+    cols = [variability_stats.c.source_id, variability_stats.c.flux_kind, variability_stats.c.n] + \
+        [variability_stats.c[c] for c in RUNNING_SUM_COLUMNS]
+    for chunk in _chunks(src):
+        for r in conn.execute(sa.select(*cols).where(variability_stats.c.source_id.in_(chunk))).mappings():
+            found[int(r["source_id"])] = dict(r)
+    n = len(src)
+    present = np.array([s in found for s in src], bool)
+    out = {"n": np.array([found[s]["n"] if s in found else 0 for s in src], np.int64)}
+    zero_sums = {"sum_w", "sum_wf", "sum_wf2", "sum_f", "sum_f2", "sum_var"}
+    for c in RUNNING_SUM_COLUMNS:
+        default = 0.0 if c in zero_sums else np.nan
+        out[c] = np.array([(found[s][c] if found[s][c] is not None else default) if s in found
+                           else default for s in src], float)
+    kind = np.array([found[s]["flux_kind"] if s in found else None for s in src], dtype=object)
+    return out, present, kind if n else np.array([], dtype=object)
+
+
+def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict, metrics: dict,
+                       flux_kind: str) -> None:
+    """Upsert running sums and metrics (delete + bulk insert inside the caller's transaction)."""
+    src = [int(s) for s in source_ids]
+    if not src:
+        return
+    for chunk in _chunks(src):
+        conn.execute(variability_stats.delete().where(variability_stats.c.source_id.in_(chunk)))
+    now = time.time()
+    cols = {c: np.asarray(stats[c], float) for c in RUNNING_SUM_COLUMNS}
+    mets = {c: np.asarray(metrics[c], float) for c in METRIC_COLUMNS}
+    conv = {k: _null_list(v) for k, v in {**cols, **mets}.items()}
+    n = np.asarray(stats["n"]).tolist()
+    names = list(conv)
+    rows = [dict(zip(names, vals), source_id=s, n=k, flux_kind=flux_kind, updated_at=now)
+            for s, k, *vals in zip(src, n, *(conv[c] for c in names))]
+    conn.execute(variability_stats.insert(), rows)
+
+
+def _null_list(a: np.ndarray) -> list:
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
+
+
+def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
+               before_mjd: float | None, exclude_path: str, limit: int = 20) -> list[dict]:
+    """QC metrics of the most recent passed/warning images near (ra, dec) before an epoch."""
+    near = images_near(conn, ra_deg, dec_deg, radius_deg)
+    ids = near["id"]
+    if before_mjd is not None and ids.size:
+        ids = ids[near["mjd"] < before_mjd]
+    if ids.size == 0:
+        return []
+    ids = ids[np.argsort(-near["mjd"][np.isin(near["id"], ids)])][:limit]
+    rows = conn.execute(sa.select(images.c.qc_metrics, images.c.path).where(
+        images.c.id.in_(ids.tolist()), images.c.qc_status.in_(("passed", "warning")),
+        images.c.path != exclude_path)).all()
+    return [json.loads(r[0]) for r in rows if r[0]]
+
+
+def source_table(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
+    """Catalogue rows (survey, catalog_id, ra, dec, flux) by id."""
+    out: dict[int, dict] = {}
+    for chunk in _chunks([int(s) for s in source_ids]):
+        for r in conn.execute(sa.select(sources).where(sources.c.id.in_(chunk))).mappings():
+            out[int(r["id"])] = dict(r)
+    return out
+
+
+def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> None:
+    """Insert new candidates or refresh existing ones (status and timestamps of the
+    lifecycle are kept)."""
+    now = time.time()
+    if not rows:
+        return
+    ids = [r["source_id"] for r in rows]
+    existing = {}
+    for chunk in _chunks(ids):
+        existing.update({int(s): i for s, i in conn.execute(sa.select(
+            ese_candidates.c.source_id, ese_candidates.c.id).where(ese_candidates.c.source_id.in_(chunk))).all()})
+    new, old = [], []
+    for r in rows:
+        r = {k: _clean(v) for k, v in r.items()}
+        r["updated_at"] = now
+        if r["source_id"] in existing:
+            r["_id"] = existing[r["source_id"]]
+            old.append(r)
+        else:
+            r.setdefault("status", "active")
+            r["first_flagged_at"] = now
+            new.append(r)
+    if new:
+        conn.execute(ese_candidates.insert(), new)
+    for r in old:
+        cid = r.pop("_id")
+        r.pop("source_id")
+        conn.execute(ese_candidates.update().where(ese_candidates.c.id == cid).values(**r))
+
+
+def candidate_source_ids(conn: Connection, source_ids: Sequence[int]) -> set[int]:
+    out: set[int] = set()
+    for chunk in _chunks([int(s) for s in source_ids]):
+        out.update(int(s) for (s,) in conn.execute(sa.select(ese_candidates.c.source_id).where(
+            ese_candidates.c.source_id.in_(chunk))).all())
+    return out
