@@ -152,8 +152,14 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
     ref_ids = ctx.source_ids[ref_idx]
 
     # -- baselines: (re)establish those still within their first epochs
-    needs = [int(s) for s in ref_ids
-             if baselines.get(int(s), {}).get("n_points", 0) < cfg.norm_baseline_epochs]
+    # Baselines still being established, or whose first-epochs window this image falls in,
+    # are recomputed: for the references chosen now and for every source of the image that
+    # already has a baseline (it may be chosen on another image).
+    mjd = np.inf if ctx.mjd is None else ctx.mjd
+    maintained = set(int(s) for s in ref_ids) | set(baselines)
+    needs = sorted(s for s in maintained
+                   if baselines.get(s, {}).get("n_points", 0) < cfg.norm_baseline_epochs
+                   or mjd < (baselines[s].get("through_mjd") or -np.inf))
     changed = set()
     near = None
     if needs:
@@ -200,13 +206,19 @@ def _update_baselines(conn, ref_ids: list[int], near, cfg) -> set[int]:
         return set()
     base, rms, usable = reference_baselines(flux, mjd, n_epochs=cfg.norm_baseline_epochs,
                                             min_points=3)
-    npts = np.minimum(np.isfinite(flux).sum(axis=1), cfg.norm_baseline_epochs)
+    finite = np.isfinite(flux)
+    npts = np.minimum(finite.sum(axis=1), cfg.norm_baseline_epochs)
+    # MJD of the last epoch inside each reference's baseline window (rows are MJD-sorted)
+    rank = np.cumsum(finite, axis=1)
+    in_window = finite & (rank <= cfg.norm_baseline_epochs)
+    through = np.nanmax(np.where(in_window, mjd, -np.inf), axis=1)
     old = lc_store.load_baselines(conn, ref_ids)
     rows, changed = [], set()
-    for sid, b, r, u, k in zip(ref_ids, base, rms, usable, npts):
+    for sid, b, r, u, k, th in zip(ref_ids, base, rms, usable, npts, through):
         prev = old.get(sid, {})
         rows.append({"source_id": sid, "method": "forced", "baseline_jyb": b if u else None,
                      "baseline_rms_jyb": r if u else None, "n_points": int(k),
+                     "through_mjd": th if np.isfinite(th) else None,
                      "valid": bool(prev.get("valid", True)), "invalid_reason": prev.get("invalid_reason")})
         if u and prev.get("baseline_jyb") != float(b):
             changed.add(sid)

@@ -216,6 +216,7 @@ reference_baselines = Table(
     Column("baseline_jyb", Float),
     Column("baseline_rms_jyb", Float),
     Column("n_points", Integer, nullable=False, default=0),
+    Column("through_mjd", Float, doc="MJD of the latest epoch the baseline includes"),
     Column("valid", Boolean, nullable=False, default=True),
     Column("invalid_reason", Text),
     Column("updated_at", Float, nullable=False),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 05:11:11.632702
+Create Date: 2026-11-24 05:13:13.259475
 """
 from alembic import op
 import sqlalchemy as sa
@@ -215,6 +215,7 @@ def upgrade() -> None:
     sa.Column('baseline_jyb', sa.Float(), nullable=True),
     sa.Column('baseline_rms_jyb', sa.Float(), nullable=True),
     sa.Column('n_points', sa.Integer(), nullable=False),
+    sa.Column('through_mjd', sa.Float(), nullable=True),
     sa.Column('valid', sa.Boolean(), nullable=False),
     sa.Column('invalid_reason', sa.Text(), nullable=True),
     sa.Column('updated_at', sa.Float(), nullable=False),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 05:11:11.648205
+Create Date: 2026-11-24 05:13:13.289045
 """
 from alembic import op
 import sqlalchemy as sa
