@@ -22,7 +22,15 @@ from dsa110_contimg.photometry.errors import PhotometryError
 COMMAND_MODULES = [
     "measure",
     "worker",
+    "ese",
+    "lightcurve",
     "db",
+    "init",
+    "run",
+    "status",
+    "jobs",
+    "demo",
+    "catalog",
 ]
 
 

@@ -72,6 +72,9 @@ class PhotometryConfig:
         ``conservative``, ``moderate`` or ``sensitive`` thresholds.
     norm_min_snr, norm_max_refs, norm_baseline_epochs, norm_min_refs, norm_max_scatter
         Reference selection and correction settings (science.md section 7).
+    norm_stability_days, norm_stability_chi2
+        A reference whose normalised flux has chi2_nu above ``norm_stability_chi2``
+        over the last ``norm_stability_days`` (>= 5 points) is no longer used.
     qc : bool
         Run image quality control before fluxes enter light curves.
     qc_max_rms_jyb : float, optional
@@ -101,6 +104,8 @@ class PhotometryConfig:
     norm_min_refs: int = 3
     norm_baseline_epochs: int = 10
     norm_max_scatter: float = 0.10
+    norm_stability_days: float = 30.0
+    norm_stability_chi2: float = 2.0
     qc: bool = True
     qc_max_rms_jyb: float | None = None
     allow_online: bool = False
@@ -138,6 +143,8 @@ class PhotometryConfig:
         set_("cluster_threshold", _number("cluster_threshold", self.cluster_threshold, lower=0.0))
         set_("norm_min_snr", _number("norm_min_snr", self.norm_min_snr, lower=0.0))
         set_("norm_max_scatter", _positive_float("norm_max_scatter", self.norm_max_scatter, upper=1.0))
+        set_("norm_stability_days", _positive_float("norm_stability_days", self.norm_stability_days))
+        set_("norm_stability_chi2", _positive_float("norm_stability_chi2", self.norm_stability_chi2))
         for name, low in (("norm_max_refs", 1), ("norm_min_refs", 3), ("norm_baseline_epochs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -163,7 +163,8 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
     changed = set()
     near = None
     if needs:
-        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg, 2 * ctx.radius_deg + 0.1)
+        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg,
+                                      lc_store.neighbourhood_radius(conn, ctx.radius_deg))
         changed = _update_baselines(conn, needs, near, cfg)
         baselines = lc_store.load_baselines(conn, ctx.source_ids)
 
@@ -173,6 +174,11 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
                           all_err=np.asarray(table["peak_err_jyb"], float),
                           all_ids=ctx.source_ids)
     summary.update(corr)
+    if corr["status"] == "ok" and ctx.mjd is not None:
+        judged = [s for s, b in lc_store.load_baselines(conn, ctx.source_ids).items()
+                  if b["n_points"] >= cfg.norm_baseline_epochs]
+        if judged:
+            _check_reference_stability(conn, ctx, judged, cfg)
     # -- images that used a reference whose baseline moved are re-normalised
     if changed and near is not None:
         for img_id, refs_json, status in zip(near["id"], near["norm_ref_ids"], near["norm_status"]):
@@ -195,6 +201,40 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
                            all_err=e, all_ids=ids)
             summary["renormalised"].add(int(img_id))
     return summary
+
+
+def _check_reference_stability(conn, ctx: ImageContext, ref_ids, cfg) -> None:
+    """science.md section 7 step 5: chi2_nu of each reference's normalised flux over the last
+    ``norm_stability_days`` (>= 5 points) above ``norm_stability_chi2`` -> reference invalid.
+
+    Only references with a complete baseline are judged (while a baseline is the median
+    of a few epochs the ratio scatter, and so the normalised errors, are underestimated).
+    The verdict is re-evaluated at every check rather than kept forever: with honest
+    errors chi2_nu(4 dof) > 2 happens 9 % of the time, so a sticky flag would retire
+    every steady reference eventually; a truly variable source stays excluded while its
+    recent light curve is variable. Which references an image used therefore depends on
+    what had arrived when it was measured (stored per image in ``norm_used_ids``)."""
+    near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg,
+                                lc_store.neighbourhood_radius(conn, ctx.radius_deg))
+    recent = (near["norm_status"] == "ok") & (near["mjd"] <= ctx.mjd) & \
+        (near["mjd"] >= ctx.mjd - cfg.norm_stability_days)
+    flux, err, _mjd, _ = lc_store.load_lightcurves(conn, ref_ids, near["id"][recent], normalized=True)
+    if flux.shape[1] < 5:
+        return
+    valid = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+    n = valid.sum(axis=1)
+    f = np.where(valid, flux, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(f, axis=1, keepdims=True)
+        chi2_nu = np.nansum(((f - mean) / np.where(valid, err, 1.0)) ** 2, axis=1) / (n - 1)
+    judged = n >= 5
+    bad = judged & (chi2_nu > cfg.norm_stability_chi2)
+    ids = np.asarray(ref_ids)
+    lc_store.set_baseline_validity(conn, {
+        int(s): (None if not b else
+                 f"chi2_nu {c:.1f} > {cfg.norm_stability_chi2} over {int(k)} epochs in the last "
+                 f"{cfg.norm_stability_days:g} days (MJD {ctx.mjd:.2f})")
+        for s, c, k, b in zip(ids[judged], chi2_nu[judged], n[judged], bad[judged])})
 
 
 def _update_baselines(conn, ref_ids: list[int], near, cfg) -> set[int]:
@@ -234,12 +274,14 @@ def _correct_image(conn, image_id, ref_ids, baselines, cfg, *, flux, all_flux, a
     if not corr.ok:
         lc_store.set_normalisation(conn, image_id, status="failed", factor=corr.factor,
                                    factor_err=corr.factor_err, scatter=corr.scatter,
-                                   n_refs=corr.n_used, reason=corr.reason, ref_ids=ref_ids)
+                                   n_refs=corr.n_used, reason=corr.reason, ref_ids=ref_ids,
+                                   used_ids=np.asarray(ref_ids)[corr.used_mask])
         return {"status": "failed", "reason": corr.reason, "factor": corr.factor, "n_refs": corr.n_used}
     fn, en = apply_correction(all_flux, all_err, corr)
     lc_store.set_normalisation(conn, image_id, status="ok", factor=corr.factor,
                                factor_err=corr.factor_err, scatter=corr.scatter, n_refs=corr.n_used,
-                               reason=None, ref_ids=ref_ids, norm_flux=fn, norm_err=en,
+                               reason=None, ref_ids=ref_ids,
+                               used_ids=np.asarray(ref_ids)[corr.used_mask], norm_flux=fn, norm_err=en,
                                source_ids=all_ids)
     return {"status": "ok", "factor": corr.factor, "factor_err": corr.factor_err,
             "n_refs": corr.n_used, "scatter": corr.scatter, "reason": None}
@@ -278,7 +320,8 @@ def update_variability(conn, ctx: ImageContext, table, cfg, qc, norm: dict) -> d
     n_re = int(recompute.sum())
     if n_re:
         sel = np.flatnonzero(recompute)
-        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg, 2 * ctx.radius_deg + 0.1)
+        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg,
+                                      lc_store.neighbourhood_radius(conn, ctx.radius_deg))
         keep = near["id"]
         if cfg.normalize:
             keep = keep[near["norm_status"] == "ok"]
@@ -337,7 +380,8 @@ def evaluate_ese(conn, ctx: ImageContext, cfg) -> int:
     shape = {"detected": np.zeros(n.size, bool)}
     deep = np.flatnonzero(n >= MIN_EPOCHS_SHAPE)
     if deep.size:
-        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg, 2 * ctx.radius_deg + 0.1)
+        near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg,
+                                      lc_store.neighbourhood_radius(conn, ctx.radius_deg))
         keep = near["id"][near["norm_status"] == "ok"] if cfg.normalize else near["id"]
         flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[deep], keep,
                                                       normalized=cfg.normalize)

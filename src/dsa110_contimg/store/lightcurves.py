@@ -134,13 +134,14 @@ def load_image_fluxes(conn: Connection, image_id: int, source_ids: Sequence[int]
 
 
 def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=None, factor_err=None,
-                      scatter=None, n_refs=None, reason=None, ref_ids=None,
+                      scatter=None, n_refs=None, reason=None, ref_ids=None, used_ids=None,
                       norm_flux=None, norm_err=None, source_ids=None) -> None:
     """Store an image's correction and its measurements' normalised fluxes (NULL when not ok)."""
+    ids = lambda a: None if a is None else json.dumps([int(i) for i in a])  # noqa: E731
     conn.execute(images.update().where(images.c.id == image_id).values(
         norm_status=status, norm_factor=_f(factor), norm_factor_err=_f(factor_err),
         norm_scatter=_f(scatter), norm_n_refs=n_refs, norm_reason=reason,
-        norm_ref_ids=None if ref_ids is None else json.dumps([int(i) for i in ref_ids])))
+        norm_ref_ids=ids(ref_ids), norm_used_ids=ids(used_ids)))
     if norm_flux is None:
         conn.execute(measurements.update().where(measurements.c.image_id == image_id).values(
             norm_flux_jyb=None, norm_err_jyb=None))
@@ -303,3 +304,112 @@ def candidate_source_ids(conn: Connection, source_ids: Sequence[int]) -> set[int
         out.update(int(s) for (s,) in conn.execute(sa.select(ese_candidates.c.source_id).where(
             ese_candidates.c.source_id.in_(chunk))).all())
     return out
+
+
+def neighbourhood_radius(conn: Connection, radius_deg: float) -> float:
+    """Search radius for images that can overlap a footprint of ``radius_deg``:
+    ``radius_deg`` plus the largest stored image radius (indexed ``max``)."""
+    largest = conn.execute(sa.select(sa.func.max(images.c.radius_deg))).scalar()
+    return float(radius_deg) + float(largest or radius_deg) + 0.01
+
+
+def find_source(conn: Connection, ident: str, survey: str | None = None) -> dict:
+    """A source by database id (digits) or catalogue id (e.g. ``NVSS J123456+123456``).
+
+    Raises LookupError naming what was looked for when none or several match.
+    """
+    q = sa.select(sources)
+    if ident.isdigit():
+        q = q.where(sources.c.id == int(ident))
+    else:
+        q = q.where(sources.c.catalog_id == ident)
+    if survey is not None:
+        q = q.where(sources.c.survey == survey)
+    rows = [dict(r) for r in conn.execute(q).mappings().all()]
+    if not rows:
+        raise LookupError(f"no source {ident!r}" + (f" in survey {survey!r}" if survey else "")
+                          + " in the products database")
+    if len(rows) > 1:
+        raise LookupError(f"{ident!r} names {len(rows)} sources (surveys "
+                          f"{', '.join(r['survey'] for r in rows)}); give --survey")
+    return rows[0]
+
+
+def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
+    """Every measurement of one source, MJD-ordered, with its image's QC and normalisation."""
+    radius = neighbourhood_radius(conn, 0.0)
+    near = images_near(conn, source["ra_deg"], source["dec_deg"], radius, exclude_qc_failed=False)
+    cols = [measurements.c.mjd, measurements.c.peak_jyb, measurements.c.peak_err_jyb,
+            measurements.c.norm_flux_jyb, measurements.c.norm_err_jyb, measurements.c.local_rms_jyb,
+            measurements.c.snr, measurements.c.flags, measurements.c.success, measurements.c.image_id,
+            images.c.path, images.c.qc_status, images.c.norm_status, images.c.norm_used_ids]
+    rows = []
+    for chunk in _chunks(near["id"].tolist()):
+        rows.extend(conn.execute(sa.select(*cols).join(images, images.c.id == measurements.c.image_id)
+                                 .where(measurements.c.image_id.in_(chunk),
+                                        measurements.c.source_id == source["id"])).all())
+    rows.sort(key=lambda r: (np.inf if r[0] is None else r[0]))
+    out: dict[str, np.ndarray] = {}
+    for i, c in enumerate(cols[:10]):
+        vals = [r[i] for r in rows]
+        out[c.name] = np.array([np.nan if v is None else v for v in vals], float)
+    out["success"] = out["success"].astype(bool)
+    out["flags"] = out["flags"].astype(np.int64)
+    out["image_id"] = out["image_id"].astype(np.int64)
+    out["image_path"] = np.array([r[10] for r in rows], dtype=object)
+    out["qc_status"] = np.array([r[11] for r in rows], dtype=object)
+    out["norm_status"] = np.array([r[12] for r in rows], dtype=object)
+    out["used_as_reference"] = np.array(
+        [bool(r[13]) and source["id"] in json.loads(r[13]) for r in rows], bool)
+    return out
+
+
+def list_candidates(conn: Connection, *, status: str | None = None, min_score: float | None = None,
+                    limit: int | None = None) -> list[dict]:
+    """ESE candidates with their source, highest score first."""
+    q = (sa.select(ese_candidates, sources.c.survey, sources.c.catalog_id, sources.c.ra_deg,
+                   sources.c.dec_deg)
+         .join(sources, sources.c.id == ese_candidates.c.source_id)
+         .order_by(ese_candidates.c.score.desc(), ese_candidates.c.id))
+    if status is not None:
+        q = q.where(ese_candidates.c.status == status)
+    if min_score is not None:
+        q = q.where(ese_candidates.c.score >= min_score)
+    if limit is not None:
+        q = q.limit(limit)
+    out = []
+    for r in conn.execute(q).mappings():
+        d = dict(r)
+        d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
+        out.append(d)
+    return out
+
+
+def set_candidate_status(conn: Connection, candidate_id: int, status: str, note: str | None = None) -> bool:
+    """Move a candidate through its lifecycle (active / investigated / dismissed)."""
+    from dsa110_contimg.store.schema import ESE_STATES
+
+    if status not in ESE_STATES:
+        raise ValueError(f"status must be one of {', '.join(ESE_STATES)}, not {status!r}")
+    now = time.time()
+    values = {"status": status, "updated_at": now, "flagged_by": "operator"}
+    if status == "investigated":
+        values["investigated_at"] = now
+    elif status == "dismissed":
+        values["dismissed_at"] = now
+    if note is not None:
+        values["notes"] = note
+    return conn.execute(ese_candidates.update().where(ese_candidates.c.id == candidate_id)
+                        .values(**values)).rowcount == 1
+
+
+def set_baseline_validity(conn: Connection, verdicts: dict[int, str | None]) -> None:
+    """Mark references stable (reason None) or unstable (reason given); unstable ones are
+    not chosen as references until a later check finds them stable again."""
+    now = time.time()
+    rows = [{"sid": int(s), "valid": r is None, "reason": r, "now": now} for s, r in verdicts.items()]
+    if rows:
+        conn.execute(reference_baselines.update().where(
+            reference_baselines.c.source_id == sa.bindparam("sid")).values(
+            valid=sa.bindparam("valid"), invalid_reason=sa.bindparam("reason"),
+            updated_at=sa.bindparam("now")), rows)

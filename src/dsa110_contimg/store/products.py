@@ -103,7 +103,8 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
         conn.execute(measurements.delete().where(measurements.c.image_id == image_id))
         reset = {"qc_status": "pending", "qc_reasons": None, "qc_metrics": None,
                  "norm_status": "not_requested", "norm_factor": None, "norm_factor_err": None,
-                 "norm_scatter": None, "norm_n_refs": None, "norm_reason": None, "norm_ref_ids": None}
+                 "norm_scatter": None, "norm_n_refs": None, "norm_reason": None, "norm_ref_ids": None,
+                 "norm_used_ids": None}
         conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
     mjd = row.get("mjd")
     cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}

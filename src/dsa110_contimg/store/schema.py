@@ -68,6 +68,7 @@ images = Table(
     Column("beam_source", String(16), doc="header | history | config | none"),
     Column("ra_center_deg", Float),
     Column("dec_center_deg", Float),
+    Column("radius_deg", Float, doc="centre-to-corner radius of the pixel footprint"),
     Column("field_key", String(32), doc="groups images of the same field for QC history"),
     Column("median_rms_jyb", Float),
     Column("method", String(16), nullable=False),
@@ -83,7 +84,8 @@ images = Table(
     Column("norm_scatter", Float),
     Column("norm_n_refs", Integer),
     Column("norm_reason", Text),
-    Column("norm_ref_ids", Text, doc="JSON list of sources.id used as references"),
+    Column("norm_ref_ids", Text, doc="JSON list of sources.id chosen as reference candidates"),
+    Column("norm_used_ids", Text, doc="JSON list of sources.id whose ratio entered the correction"),
     Column("notes", Text, doc="JSON list of workflow notes (beam fallbacks, method changes)"),
     Column("measured_at", Float, nullable=False),
     CheckConstraint(_in("kind", ("image", "mosaic")), name="kind"),
@@ -93,6 +95,7 @@ images = Table(
     Index(None, "field_key", "mjd"),
     Index(None, "ra_center_deg"),
     Index(None, "dec_center_deg"),
+    Index(None, "radius_deg"),
 )
 
 sources = Table(

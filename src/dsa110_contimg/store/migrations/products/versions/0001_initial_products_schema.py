@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 05:13:13.259475
+Create Date: 2026-11-24 05:19:51.477852
 """
 from alembic import op
 import sqlalchemy as sa
@@ -68,6 +68,7 @@ def upgrade() -> None:
     sa.Column('beam_source', sa.String(length=16), nullable=True),
     sa.Column('ra_center_deg', sa.Float(), nullable=True),
     sa.Column('dec_center_deg', sa.Float(), nullable=True),
+    sa.Column('radius_deg', sa.Float(), nullable=True),
     sa.Column('field_key', sa.String(length=32), nullable=True),
     sa.Column('median_rms_jyb', sa.Float(), nullable=True),
     sa.Column('method', sa.String(length=16), nullable=False),
@@ -84,6 +85,7 @@ def upgrade() -> None:
     sa.Column('norm_n_refs', sa.Integer(), nullable=True),
     sa.Column('norm_reason', sa.Text(), nullable=True),
     sa.Column('norm_ref_ids', sa.Text(), nullable=True),
+    sa.Column('norm_used_ids', sa.Text(), nullable=True),
     sa.Column('notes', sa.Text(), nullable=True),
     sa.Column('measured_at', sa.Float(), nullable=False),
     sa.CheckConstraint("kind IN ('image', 'mosaic')", name=op.f('ck_images_kind')),
@@ -97,6 +99,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_images_field_key_mjd'), ['field_key', 'mjd'], unique=False)
         batch_op.create_index(batch_op.f('ix_images_mjd'), ['mjd'], unique=False)
         batch_op.create_index(batch_op.f('ix_images_ra_center_deg'), ['ra_center_deg'], unique=False)
+        batch_op.create_index(batch_op.f('ix_images_radius_deg'), ['radius_deg'], unique=False)
 
     op.create_table('sources',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -284,6 +287,7 @@ def downgrade() -> None:
 
     op.drop_table('sources')
     with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_images_radius_deg'))
         batch_op.drop_index(batch_op.f('ix_images_ra_center_deg'))
         batch_op.drop_index(batch_op.f('ix_images_mjd'))
         batch_op.drop_index(batch_op.f('ix_images_field_key_mjd'))

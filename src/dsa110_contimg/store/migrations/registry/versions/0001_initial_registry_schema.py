@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 05:13:13.289045
+Create Date: 2026-11-24 05:19:51.516584
 """
 from alembic import op
 import sqlalchemy as sa

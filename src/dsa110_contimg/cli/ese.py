@@ -1,0 +1,77 @@
+"""``contimg-photometry ese``: list ESE candidates and move them through their lifecycle."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from dsa110_contimg.cli import common
+from dsa110_contimg.store.schema import ESE_STATES
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ese", help="extreme scattering event candidates")
+    esub = p.add_subparsers(dest="ese_command", metavar="ACTION", required=True)
+    ls = esub.add_parser("list", help="list candidates, highest score first")
+    common.add_db_options(ls, registry=False)
+    ls.add_argument("--status", choices=ESE_STATES, help="only candidates in this state")
+    ls.add_argument("--min-score", type=float, default=None, metavar="X", help="composite score >= X (0-10)")
+    ls.add_argument("--all", action="store_true",
+                    help="include sources whose latest evaluation met no criterion")
+    ls.add_argument("--json", action="store_true", help="JSON output")
+    ls.set_defaults(func=list_candidates)
+    for action, status in (("investigate", "investigated"), ("dismiss", "dismissed"), ("reactivate", "active")):
+        a = esub.add_parser(action, help=f"mark a candidate {status}")
+        common.add_db_options(a, registry=False)
+        a.add_argument("candidate_id", type=int, metavar="ID")
+        a.add_argument("--note", help="free-text note stored with the candidate")
+        a.set_defaults(func=set_status, status=status)
+
+
+def list_candidates(args) -> int:
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.lightcurves import list_candidates as query
+
+    db = open_products_db(common.products_db(args), read_only=True)
+    with db.engine.connect() as conn:
+        rows = query(conn, status=args.status, min_score=args.min_score)
+    if not args.all:
+        rows = [r for r in rows if r["criteria"]]
+    if args.json:
+        clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                 for r in rows]
+        json.dump({"candidates": clean, "count": len(clean)}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    if not rows:
+        print("no ESE candidates" + (f" with status {args.status}" if args.status else ""))
+        return 0
+    head = f"{'id':>4} {'source':<26} {'status':<12} {'score':>5} {'conf':<6} {'criteria':<20} " \
+           f"{'sig-dev':>7} {'chi2nu':>7} {'eta':>7} {'depth':>6} {'days':>5} {'t_min':>9} {'n':>4}"
+    print(head)
+    for r in rows:
+        print(f"{r['id']:>4} {r['catalog_id']:<26} {r['status']:<12} {r['score']:5.1f} "
+              f"{r['confidence']:<6} {','.join(r['criteria']):<20} {_fmt(r['sigma_deviation'])} "
+              f"{_fmt(r['chi2_nu'])} {_fmt(r['eta'])} {_fmt(r['depth'], 6, '.0%')} "
+              f"{_fmt(r['duration_days'], 5, '.0f')} {_fmt(r['t_min_mjd'], 9, '.1f')} {r['n_epochs'] or 0:>4}")
+    return 0
+
+
+def _fmt(v, width=7, spec=".2f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-".rjust(width)
+    return format(v, spec).rjust(width)
+
+
+def set_status(args) -> int:
+    from dsa110_contimg.photometry.errors import PhotometryError
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.lightcurves import set_candidate_status
+
+    db = open_products_db(common.products_db(args))
+    with db.engine.begin() as conn:
+        if not set_candidate_status(conn, args.candidate_id, args.status, args.note):
+            raise PhotometryError(f"no ESE candidate with id {args.candidate_id}")
+    print(f"candidate {args.candidate_id}: {args.status}")
+    return 0

@@ -1,0 +1,78 @@
+"""``contimg-photometry lightcurve``: plot or export one source's light curve."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from dsa110_contimg.cli import common
+
+_FORMATS = {"csv": ".csv", "ecsv": ".ecsv", "vot": ".vot"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lightcurve", help="plot (PNG) or export (csv/ecsv/vot) a source's light curve",
+                       description="SOURCE_ID is the catalogue id (e.g. 'NVSS J123456+123456') or "
+                                   "the numeric source id of the products database.")
+    common.add_db_options(p, registry=False)
+    p.add_argument("source_id", metavar="SOURCE_ID")
+    p.add_argument("--survey", help="disambiguate a catalogue id present in several surveys")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file: .png for a plot, or a table "
+                   "(.csv .ecsv .vot); default: a table on stdout")
+    p.add_argument("--format", choices=sorted(_FORMATS), help="table format (default from OUT's suffix)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import numpy as np
+    from astropy.table import Table
+
+    from dsa110_contimg.photometry.errors import ConfigError, PhotometryError
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.lightcurves import find_source, source_lightcurve
+
+    db = open_products_db(common.products_db(args), read_only=True)
+    with db.engine.connect() as conn:
+        try:
+            source = find_source(conn, args.source_id, args.survey)
+        except LookupError as exc:
+            raise PhotometryError(str(exc)) from None
+        lc = source_lightcurve(conn, source)
+    if lc["mjd"].size == 0:
+        raise PhotometryError(f"source {source['catalog_id']} has no measurements")
+    title = f"{source['catalog_id']} ({source['ra_deg']:.5f}, {source['dec_deg']:+.5f})"
+    out = Path(args.output) if args.output else None
+    if out is not None and out.suffix.lower() == ".png":
+        if args.format:
+            raise ConfigError("--format", args.format, "no --format with a .png output")
+        from dsa110_contimg.photometry.ese import fit_ese
+        from dsa110_contimg.photometry.plotting import plot_lightcurve
+
+        norm = lc["success"] & np.isfinite(lc["norm_flux_jyb"])
+        fit = None
+        if norm.sum() >= 8:
+            fit = fit_ese(lc["mjd"][norm], lc["norm_flux_jyb"][norm], lc["norm_err_jyb"][norm])
+            fit = fit if fit.detected else None
+        plot_lightcurve(lc, out, title=title, ese_fit=fit)
+        print(f"light curve of {source['catalog_id']} ({lc['mjd'].size} epochs) -> {out}", file=sys.stderr)
+        return 0
+    table = Table({k: v for k, v in lc.items()}, meta={"source": source["catalog_id"],
+                                                      "survey": source["survey"],
+                                                      "ra_deg": source["ra_deg"], "dec_deg": source["dec_deg"]})
+    for k in ("image_path", "qc_status", "norm_status"):
+        table[k] = table[k].astype(str)
+    if out is None:
+        if args.format == "vot":
+            raise ConfigError("--format", "vot", "-o OUT.vot (VOTable is not written to stdout)")
+        if args.format:
+            table.write(sys.stdout, format={"csv": "ascii.csv", "ecsv": "ascii.ecsv"}[args.format])
+        else:
+            for line in table["mjd", "peak_jyb", "peak_err_jyb", "norm_flux_jyb", "norm_err_jyb",
+                              "qc_status", "success"].pformat(max_lines=-1, max_width=-1):
+                print(line)
+        return 0
+    if args.format and out.suffix.lower() != _FORMATS[args.format]:
+        raise ConfigError("--format", args.format, f"a format matching the suffix of {out}")
+    common.write_table(table, out)
+    print(f"light curve of {source['catalog_id']} ({len(table)} epochs) -> {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,73 @@
+"""Light-curve figures (matplotlib, non-interactive Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
+                    baseline_epochs: int = 10) -> Path:
+    """Write a PNG of one source's light curve.
+
+    Parameters
+    ----------
+    lc : dict of arrays
+        From :func:`dsa110_contimg.store.lightcurves.source_lightcurve`: ``mjd``,
+        ``peak_jyb``, ``peak_err_jyb``, ``norm_flux_jyb``, ``norm_err_jyb``,
+        ``success``, ``qc_status``, ``used_as_reference``.
+    path : Path
+        Output PNG.
+    title : str
+    ese_fit : ESEFit, optional
+        Fitted ESE template on the normalised series; drawn when it has a fit.
+    baseline_epochs : int
+        The first epochs (reference baseline window) are shaded.
+
+    Panels: raw and normalised flux density (mJy/beam) with 1-sigma errors
+    against MJD; epochs whose image failed QC are drawn hollow; epochs where
+    the source served as a normalisation reference are marked with a star.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mjd = lc["mjd"]
+    ok = lc["success"] & np.isfinite(mjd)
+    qc_bad = np.array([s == "failed" for s in lc["qc_status"]], bool)
+    fig, ax = plt.subplots(figsize=(9, 4.8), constrained_layout=True)
+    good = ok & ~qc_bad
+    ax.errorbar(mjd[good], 1e3 * lc["peak_jyb"][good], 1e3 * lc["peak_err_jyb"][good], fmt="o",
+                ms=4, color="0.6", label="raw")
+    if np.any(ok & qc_bad):
+        ax.errorbar(mjd[ok & qc_bad], 1e3 * lc["peak_jyb"][ok & qc_bad],
+                    1e3 * lc["peak_err_jyb"][ok & qc_bad], fmt="o", mfc="none", color="0.6",
+                    label="raw, image failed QC")
+    norm = ok & np.isfinite(lc["norm_flux_jyb"])
+    if np.any(norm):
+        ax.errorbar(mjd[norm], 1e3 * lc["norm_flux_jyb"][norm], 1e3 * lc["norm_err_jyb"][norm], fmt="s",
+                    ms=4, color="C0", label="normalised")
+    ref = norm & lc["used_as_reference"]
+    if np.any(ref):
+        ax.plot(mjd[ref], 1e3 * lc["norm_flux_jyb"][ref], "*", ms=10, color="C2",
+                label="used as reference")
+    finite_mjd = np.sort(mjd[np.isfinite(mjd)])
+    if finite_mjd.size:
+        end = finite_mjd[min(baseline_epochs, finite_mjd.size) - 1]
+        ax.axvspan(finite_mjd[0] - 0.5, end + 0.5, color="C2", alpha=0.08,
+                   label=f"baseline epochs (first {baseline_epochs})")
+    if ese_fit is not None and ese_fit.template != "none" and finite_mjd.size:
+        grid = np.linspace(finite_mjd[0], finite_mjd[-1], 600)
+        ax.plot(grid, 1e3 * ese_fit.model(grid), "-", color="C3",
+                label=f"ESE template ({ese_fit.template}): depth {ese_fit.depth:.0%}, "
+                      f"{ese_fit.duration_days:.0f} d, {ese_fit.significance:.1f} sigma")
+    ax.set_xlabel("MJD")
+    ax.set_ylabel("peak flux density (mJy/beam)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
