@@ -1,0 +1,42 @@
+"""Optional measurement methods beyond the fixed-beam ``forced`` estimator.
+
+Each module exposes ``measure(image, ra_deg, dec_deg, **options) ->
+MeasurementTable`` with the core columns of
+:data:`dsa110_contimg.photometry.results.CORE_COLUMNS`, one row per requested
+position in input order. :func:`dsa110_contimg.photometry.forced.measure_positions`
+dispatches to them lazily by method name.
+
+``adaptive``
+    Per-plane forced photometry of a sub-band cube, then adjacent planes binned
+    until each source reaches a target SNR (science.md §6).
+``aegean``
+    AegeanTools' priorized (flux-only) fitting; needs the optional extra
+    ``pip install 'dsa110-contimg-photometry[aegean]'``.
+
+The modules are imported on demand (``importlib``), so importing this package
+never imports AegeanTools.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: method name -> module under this package
+METHOD_MODULES = {"adaptive": "adaptive", "aegean": "aegean"}
+
+
+def get_method(name: str):
+    """Return the ``measure`` function of an optional method by name.
+
+    Raises
+    ------
+    KeyError
+        ``name`` is not an optional method of this package.
+    dsa110_contimg.photometry.errors.MethodUnavailable
+        Only when the method itself is called without its optional dependency.
+    """
+    module = METHOD_MODULES[name]
+    return importlib.import_module(f"{__name__}.{module}").measure
+
+
+__all__ = ["METHOD_MODULES", "get_method"]

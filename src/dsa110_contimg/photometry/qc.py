@@ -1,0 +1,489 @@
+"""Image quality control before any flux enters a light curve.
+
+:func:`evaluate_image_qc` looks at one image (one plane) and returns a
+:class:`QCResult` with a status (``"passed"``, ``"warning"`` or ``"failed"``),
+human-readable reasons and the metrics it computed. It is a pure function: no
+database, no files written. The caller stores ``status`` and ``reasons`` with
+the image, keeps the fluxes of a failed image (flagged ``Flag.QC_FAILED`` with
+:func:`mark_measurements`) but out of normalisation and variability, and
+passes the ``metrics`` of the field's recent images back in as ``history``.
+
+Checks
+------
+noise
+    ``median_rms_jyb`` = median of the rms map (finite, > 0 pixels, science.md
+    §3.4), ``clipped_rms_jyb`` = 3-sigma, 5-iteration clipped standard
+    deviation of the image. Each is compared with an absolute limit
+    (:attr:`QCLimits.max_rms_jyb`) and with the median of the same metric over
+    the field's history (ratio limits; a much *lower* noise than usual is a
+    warning too: a model or a mis-scaled image looks like that).
+beam
+    present (a missing beam fails, except on a mosaic header with ``NIMAGES``,
+    where it is expected and only a warning), not absurd (FWHM within
+    ``[min_beam_arcsec, max_beam_arcsec]``, at least ``min_beam_pixels``
+    pixels, axis ratio below ``max_beam_axis_ratio``), and not wildly
+    different from the field's recent beams.
+blanking
+    fraction of non-finite pixels of the plane.
+flux scale
+    median of measured peak / catalogue flux over bright (catalogue flux in
+    ``[flux_scale_min_mjy, flux_scale_max_mjy]``, SNR >= ``flux_scale_min_snr``),
+    compact (``compact`` mask, when given), unblended, successful
+    measurements (dsa110.md §1: SNR >= 5, 0.01-10 Jy). Fewer than
+    ``flux_scale_min_sources`` such sources is a warning, not a failure.
+dynamic range
+    max |pixel| / median rms; below ``min_dynamic_range`` is a warning only.
+
+Units: Jy/beam for maps and fluxes, mJy for catalogue fluxes, arcsec for beams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.photometry.results import Flag, MeasurementTable
+
+PASSED, WARNING, FAILED = "passed", "warning", "failed"
+_RANK = {PASSED: 0, WARNING: 1, FAILED: 2}
+
+#: metrics keys compared against history
+HISTORY_KEYS = ("median_rms_jyb", "clipped_rms_jyb", "beam_major_arcsec", "beam_minor_arcsec")
+
+
+@dataclass(frozen=True)
+class QCLimits:
+    """Thresholds of :func:`evaluate_image_qc` (warn / fail pairs).
+
+    Attributes
+    ----------
+    max_rms_jyb : float or None
+        Absolute limit on the median and the clipped rms, Jy/beam (None: not checked).
+    rms_history_warn, rms_history_fail : float
+        Ratio of this image's rms to the field's recent median above which the
+        image gets a warning / fails. The reciprocal of ``rms_history_fail``
+        bounds a suspiciously *low* rms (warning).
+    min_history : int
+        Recent images needed before history comparisons are made.
+    min_beam_arcsec, max_beam_arcsec : float
+        Plausible beam FWHM range, arcsec (outside: failed).
+    min_beam_pixels : float
+        Minimum beam minor FWHM in pixels (undersampled below: failed).
+    max_beam_axis_ratio : float
+        Maximum BMAJ/BMIN (above: warning).
+    beam_history_warn, beam_history_fail : float
+        Ratio (either way) of beam axes to the field's recent median beyond
+        which the image gets a warning / fails.
+    blanked_warn, blanked_fail : float
+        Fraction of blanked pixels for a warning / failure.
+    flux_scale_warn, flux_scale_fail : float
+        |median(measured/catalogue) - 1| for a warning / failure.
+    flux_scale_min_snr : float
+        Minimum measured SNR of a flux-scale source.
+    flux_scale_min_mjy, flux_scale_max_mjy : float
+        Catalogue flux band of flux-scale sources, mJy.
+    flux_scale_min_sources : int
+        Fewest sources to judge the flux scale (fewer: warning).
+    min_dynamic_range : float
+        max|pixel| / median rms below which a warning is given.
+    require_beam : bool
+        Fail images without a beam (mosaics with ``NIMAGES`` only warn).
+    """
+
+    max_rms_jyb: float | None = None
+    rms_history_warn: float = 1.3
+    rms_history_fail: float = 1.6
+    min_history: int = 3
+    min_beam_arcsec: float = 1.0
+    max_beam_arcsec: float = 600.0
+    min_beam_pixels: float = 1.5
+    max_beam_axis_ratio: float = 5.0
+    beam_history_warn: float = 1.2
+    beam_history_fail: float = 1.5
+    blanked_warn: float = 0.2
+    blanked_fail: float = 0.5
+    flux_scale_warn: float = 0.10
+    flux_scale_fail: float = 0.15
+    flux_scale_min_snr: float = 5.0
+    flux_scale_min_mjy: float = 10.0
+    flux_scale_max_mjy: float = 10_000.0
+    flux_scale_min_sources: int = 3
+    min_dynamic_range: float = 10.0
+    require_beam: bool = True
+
+    def __post_init__(self):
+        def positive(name):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise ConfigError(name, v, "a positive number")
+
+        if self.max_rms_jyb is not None:
+            positive("max_rms_jyb")
+        for name in ("min_beam_arcsec", "max_beam_arcsec", "min_beam_pixels", "flux_scale_min_snr",
+                     "flux_scale_min_mjy", "flux_scale_max_mjy", "min_dynamic_range",
+                     "flux_scale_warn", "flux_scale_fail"):
+            positive(name)
+        for lo, hi in (("rms_history_warn", "rms_history_fail"),
+                       ("beam_history_warn", "beam_history_fail")):
+            positive(lo)
+            positive(hi)
+            if not 1.0 < getattr(self, lo) <= getattr(self, hi):
+                raise ConfigError(lo, getattr(self, lo), f"> 1 and <= {hi} ({getattr(self, hi)})")
+        if not 1.0 <= self.max_beam_axis_ratio:
+            raise ConfigError("max_beam_axis_ratio", self.max_beam_axis_ratio, ">= 1")
+        if not 0.0 <= self.blanked_warn <= self.blanked_fail <= 1.0:
+            raise ConfigError("blanked_warn", (self.blanked_warn, self.blanked_fail),
+                              "0 <= blanked_warn <= blanked_fail <= 1")
+        if self.flux_scale_warn > self.flux_scale_fail:
+            raise ConfigError("flux_scale_warn", self.flux_scale_warn,
+                              f"<= flux_scale_fail ({self.flux_scale_fail})")
+        if self.min_beam_arcsec >= self.max_beam_arcsec:
+            raise ConfigError("min_beam_arcsec", self.min_beam_arcsec,
+                              f"< max_beam_arcsec ({self.max_beam_arcsec})")
+        if self.flux_scale_min_mjy >= self.flux_scale_max_mjy:
+            raise ConfigError("flux_scale_min_mjy", self.flux_scale_min_mjy,
+                              f"< flux_scale_max_mjy ({self.flux_scale_max_mjy})")
+        for name in ("min_history", "flux_scale_min_sources"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, np.integer)) and v >= 1):
+                raise ConfigError(name, v, "an integer >= 1")
+
+
+@dataclass
+class QCResult:
+    """Outcome of :func:`evaluate_image_qc`.
+
+    Attributes
+    ----------
+    status : str
+        ``"passed"``, ``"warning"`` or ``"failed"`` (the worst check).
+    reasons : list of str
+        One line per warning or failure, ``"<check>: <what> (<limit>)"``;
+        empty when passed.
+    metrics : dict
+        Numbers computed (floats, NaN when not computable): ``median_rms_jyb``,
+        ``clipped_rms_jyb``, ``beam_major_arcsec``, ``beam_minor_arcsec``,
+        ``beam_pa_deg``, ``beam_pixels``, ``blanked_fraction``,
+        ``dynamic_range``, ``flux_scale_ratio``, ``flux_scale_scatter``,
+        ``n_flux_scale``, the history medians used (``history_*``) and ``checks``
+        (check name -> status). Store them: they are the next image's history.
+    """
+
+    status: str
+    reasons: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Collector:
+    def __init__(self):
+        self.reasons: list[str] = []
+        self.checks: dict[str, str] = {}
+
+    def ok(self, check: str):
+        self.checks.setdefault(check, PASSED)
+
+    def add(self, check: str, level: str, text: str):
+        self.reasons.append(f"{check}: {text}")
+        if _RANK[level] > _RANK[self.checks.get(check, PASSED)]:
+            self.checks[check] = level
+
+    @property
+    def status(self) -> str:
+        return max(self.checks.values(), key=_RANK.__getitem__, default=PASSED)
+
+
+# --- statistics ---------------------------------------------------------------------
+def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 2_000_000) -> float:
+    """Sigma-clipped standard deviation of the finite pixels, Jy/beam.
+
+    Median-centred clipping at ``sigma`` for up to ``maxiters`` rounds
+    (science.md §3.4). Images larger than ``max_samples`` pixels are sampled
+    on a regular stride (deterministic). NaN when no finite pixel.
+    """
+    arr = np.asarray(data)
+    stride = max(1, int(np.ceil(np.sqrt(arr.size / max_samples))))
+    v = np.asarray(arr[::stride, ::stride], dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    for _ in range(maxiters):
+        med = np.median(v)
+        std = v.std()
+        if not std > 0:
+            break
+        keep = np.abs(v - med) <= sigma * std
+        if keep.all():
+            break
+        v = v[keep]
+    return float(v.std())
+
+
+def map_median(rms_map) -> float:
+    """Median of the finite, positive pixels of an rms map (NaN if none), Jy/beam."""
+    r = np.asarray(rms_map, dtype=np.float64)
+    r = r[np.isfinite(r) & (r > 0)]
+    return float(np.median(r)) if r.size else float("nan")
+
+
+def _history_median(history: Iterable[Mapping[str, Any]] | None, key: str, min_n: int) -> float:
+    if not history:
+        return float("nan")
+    vals = []
+    for h in history:
+        v = h.get(key) if isinstance(h, Mapping) else None
+        if isinstance(v, (int, float, np.floating)) and np.isfinite(v) and v > 0:
+            vals.append(float(v))
+    return float(np.median(vals)) if len(vals) >= min_n else float("nan")
+
+
+# --- the checks ------------------------------------------------------------------------
+def _check_noise(c: _Collector, m: dict, limits: QCLimits, history):
+    for key, label in (("median_rms_jyb", "median rms"), ("clipped_rms_jyb", "clipped rms")):
+        v = m[key]
+        if not np.isfinite(v) or v <= 0:
+            if key == "median_rms_jyb":  # the clipped rms always exists for a non-empty image
+                continue
+            c.add("rms", FAILED, f"{label} cannot be computed")
+            continue
+        c.ok("rms")
+        if limits.max_rms_jyb is not None and v > limits.max_rms_jyb:
+            c.add("rms", FAILED, f"{label} {v * 1e3:.4g} mJy/beam exceeds the limit "
+                                 f"{limits.max_rms_jyb * 1e3:.4g} mJy/beam")
+        ref = _history_median(history, key, limits.min_history)
+        m[f"history_{key}"] = ref
+        if np.isfinite(ref):
+            ratio = v / ref
+            c.ok("rms_history")
+            if ratio > limits.rms_history_fail:
+                c.add("rms_history", FAILED, f"{label} {v * 1e3:.4g} mJy/beam is {ratio:.2f}x the "
+                      f"field's recent median {ref * 1e3:.4g} mJy/beam (limit "
+                      f"{limits.rms_history_fail:g}x)")
+            elif ratio > limits.rms_history_warn:
+                c.add("rms_history", WARNING, f"{label} {v * 1e3:.4g} mJy/beam is {ratio:.2f}x the "
+                      f"field's recent median {ref * 1e3:.4g} mJy/beam (warn at "
+                      f"{limits.rms_history_warn:g}x)")
+            elif ratio < 1.0 / limits.rms_history_fail:
+                c.add("rms_history", WARNING, f"{label} {v * 1e3:.4g} mJy/beam is only {ratio:.2f}x "
+                      f"the field's recent median {ref * 1e3:.4g} mJy/beam (model or mis-scaled "
+                      f"image?)")
+
+
+def _check_beam(c: _Collector, m: dict, image, limits: QCLimits, history):
+    beam = image.beam
+    if beam is None:
+        if "NIMAGES" in image.header:
+            c.add("beam", WARNING, "mosaic without a restoring beam (expected for DSA-110 "
+                                   "mosaics; fluxes from the biased box-peak method)")
+        elif limits.require_beam:
+            c.add("beam", FAILED, "no restoring beam (no BMAJ/BMIN/BPA nor a HISTORY beam)")
+        else:
+            c.add("beam", WARNING, "no restoring beam")
+        return
+    major, minor = beam.major_arcsec, beam.minor_arcsec
+    m["beam_major_arcsec"], m["beam_minor_arcsec"], m["beam_pa_deg"] = major, minor, beam.pa_deg
+    pixels = min(major, minor) / image.pixel_scale_arcsec
+    m["beam_pixels"] = pixels
+    c.ok("beam")
+    if not (limits.min_beam_arcsec <= minor and major <= limits.max_beam_arcsec):
+        c.add("beam", FAILED, f"beam {major:.4g}\" x {minor:.4g}\" outside the plausible range "
+                              f"{limits.min_beam_arcsec:g}-{limits.max_beam_arcsec:g}\" (BMAJ/BMIN "
+                              f"written in arcsec instead of degrees?)")
+    if pixels < limits.min_beam_pixels:
+        c.add("beam", FAILED, f"beam minor axis spans only {pixels:.2f} pixels (limit "
+                              f"{limits.min_beam_pixels:g}): undersampled")
+    ratio = max(major, minor) / min(major, minor)
+    if ratio > limits.max_beam_axis_ratio:
+        c.add("beam", WARNING, f"beam axis ratio {ratio:.2f} exceeds {limits.max_beam_axis_ratio:g}")
+    for key, v in (("beam_major_arcsec", major), ("beam_minor_arcsec", minor)):
+        ref = _history_median(history, key, limits.min_history)
+        m[f"history_{key}"] = ref
+        if not np.isfinite(ref):
+            continue
+        c.ok("beam_history")
+        r = max(v / ref, ref / v)
+        axis = key.split("_")[1]
+        if r > limits.beam_history_fail:
+            c.add("beam_history", FAILED, f"beam {axis} axis {v:.4g}\" differs {r:.2f}x from the "
+                  f"field's recent median {ref:.4g}\" (limit {limits.beam_history_fail:g}x)")
+        elif r > limits.beam_history_warn:
+            c.add("beam_history", WARNING, f"beam {axis} axis {v:.4g}\" differs {r:.2f}x from the "
+                  f"field's recent median {ref:.4g}\" (warn at {limits.beam_history_warn:g}x)")
+
+
+def _check_blanking(c: _Collector, m: dict, limits: QCLimits):
+    f = m["blanked_fraction"]
+    c.ok("blanked")
+    if f > limits.blanked_fail:
+        c.add("blanked", FAILED, f"{100 * f:.1f} % of pixels are blanked (limit "
+                                 f"{100 * limits.blanked_fail:g} %)")
+    elif f > limits.blanked_warn:
+        c.add("blanked", WARNING, f"{100 * f:.1f} % of pixels are blanked (warn at "
+                                  f"{100 * limits.blanked_warn:g} %)")
+
+
+def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compact=None,
+                     limits: QCLimits = QCLimits()) -> tuple[float, float, int]:
+    """Median measured/catalogue flux ratio of bright, compact, unblended sources.
+
+    Parameters
+    ----------
+    measurements : MeasurementTable
+        Peak fluxes (Jy/beam) at catalogue positions.
+    catalog_flux_mjy : array-like
+        Catalogue flux of each row, mJy (NaN where unknown).
+    compact : array-like of bool, optional
+        Rows whose catalogue source is compact (unresolved); all when None.
+    limits : QCLimits
+        Flux band, SNR floor.
+
+    Returns
+    -------
+    (ratio, scatter, n)
+        Median ratio, its standard error (1.4826 MAD x 1.2533 / sqrt(n)) and the
+        number of sources used (NaN, NaN, n when n is 0).
+    """
+    cat = np.asarray(catalog_flux_mjy, dtype=float).ravel()
+    if cat.size != len(measurements):
+        raise ConfigError("catalog_flux_mjy", f"{cat.size} values",
+                          f"one per measurement ({len(measurements)})")
+    peak_mjy = measurements["peak_jyb"] * 1e3
+    with np.errstate(invalid="ignore"):
+        sel = (measurements["success"] & np.isfinite(peak_mjy) & np.isfinite(cat)
+               & (cat >= limits.flux_scale_min_mjy) & (cat <= limits.flux_scale_max_mjy)
+               & (measurements["snr"] >= limits.flux_scale_min_snr)
+               & ((measurements["flags"] & int(Flag.CLUSTERED)) == 0))
+    if compact is not None:
+        comp = np.asarray(compact, dtype=bool).ravel()
+        if comp.size != cat.size:
+            raise ConfigError("compact", f"{comp.size} values", f"one per measurement ({cat.size})")
+        sel &= comp
+    n = int(np.count_nonzero(sel))
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    r = peak_mjy[sel] / cat[sel]
+    med = float(np.median(r))
+    err = float(1.4826 * np.median(np.abs(r - med)) * 1.2533 / np.sqrt(n))
+    return med, err, n
+
+
+def _check_flux_scale(c: _Collector, m: dict, measurements, catalog_flux_mjy, compact,
+                      limits: QCLimits):
+    if measurements is None or catalog_flux_mjy is None:
+        return
+    ratio, err, n = flux_scale_ratio(measurements, catalog_flux_mjy, compact=compact, limits=limits)
+    m["flux_scale_ratio"], m["flux_scale_scatter"], m["n_flux_scale"] = ratio, err, n
+    if n < limits.flux_scale_min_sources:
+        c.add("flux_scale", WARNING, f"only {n} bright compact catalogue source(s) measured "
+                                     f"(need {limits.flux_scale_min_sources}): flux scale not "
+                                     f"checked")
+        return
+    c.ok("flux_scale")
+    dev = abs(ratio - 1.0)
+    if dev > limits.flux_scale_fail:
+        c.add("flux_scale", FAILED, f"median measured/catalogue flux ratio {ratio:.3f} +/- "
+              f"{err:.3f} over {n} sources is off by {100 * dev:.1f} % (limit "
+              f"{100 * limits.flux_scale_fail:g} %)")
+    elif dev > limits.flux_scale_warn:
+        c.add("flux_scale", WARNING, f"median measured/catalogue flux ratio {ratio:.3f} +/- "
+              f"{err:.3f} over {n} sources is off by {100 * dev:.1f} % (warn at "
+              f"{100 * limits.flux_scale_warn:g} %)")
+
+
+def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
+                      catalog_flux_mjy=None, history: Iterable[Mapping[str, Any]] | None = None,
+                      limits: QCLimits = QCLimits(), *, maps=None, compact=None) -> QCResult:
+    """Quality-control one image (its selected plane) before its fluxes are used.
+
+    Parameters
+    ----------
+    image : RadioImage or str or Path
+        The image.
+    measurements : MeasurementTable, optional
+        Measurements on this image at catalogue positions (for the flux scale).
+    catalog_flux_mjy : array-like, optional
+        Catalogue flux of each measurement row, mJy.
+    history : iterable of dict, optional
+        ``metrics`` of recent QC results of the same field (most relevant:
+        images that passed). Fewer than ``limits.min_history`` usable entries
+        means no history comparison.
+    limits : QCLimits
+        Thresholds.
+    maps : BackgroundMaps, optional
+        Precomputed background/rms maps of this plane; otherwise
+        :func:`dsa110_contimg.photometry.noise.background_maps_for` is used
+        (cached on the image, so the measurement reuses it).
+    compact : array-like of bool, optional
+        Rows whose catalogue source is compact; all when None.
+
+    Returns
+    -------
+    QCResult
+    """
+    from dsa110_contimg.photometry.image import as_image
+
+    if not isinstance(limits, QCLimits):
+        raise ConfigError("limits", limits, "a QCLimits instance")
+    image = as_image(image)
+    history = list(history) if history is not None else []
+    data = image.data
+    m: dict[str, Any] = {
+        "median_rms_jyb": float("nan"), "clipped_rms_jyb": float("nan"),
+        "beam_major_arcsec": float("nan"), "beam_minor_arcsec": float("nan"),
+        "beam_pa_deg": float("nan"), "beam_pixels": float("nan"),
+        "blanked_fraction": float(image.blanked_fraction), "dynamic_range": float("nan"),
+        "flux_scale_ratio": float("nan"), "flux_scale_scatter": float("nan"), "n_flux_scale": 0,
+    }
+    c = _Collector()
+    if m["blanked_fraction"] < 1.0:
+        if maps is None:
+            from dsa110_contimg.photometry.noise import background_maps_for
+
+            maps = background_maps_for(image)
+        m["median_rms_jyb"] = map_median(maps.rms)
+        m["clipped_rms_jyb"] = clipped_rms(data)
+        peak = float(np.nanmax(np.abs(data)))
+        if np.isfinite(m["median_rms_jyb"]) and m["median_rms_jyb"] > 0:
+            m["dynamic_range"] = peak / m["median_rms_jyb"]
+    _check_noise(c, m, limits, history)
+    _check_beam(c, m, image, limits, history)
+    _check_blanking(c, m, limits)
+    if np.isfinite(m["dynamic_range"]):
+        c.ok("dynamic_range")
+        if m["dynamic_range"] < limits.min_dynamic_range:
+            c.add("dynamic_range", WARNING, f"dynamic range {m['dynamic_range']:.1f} below "
+                                            f"{limits.min_dynamic_range:g}")
+    _check_flux_scale(c, m, measurements, catalog_flux_mjy, compact, limits)
+    m["checks"] = dict(c.checks)
+    return QCResult(c.status, c.reasons, m)
+
+
+def mark_measurements(table: MeasurementTable, qc: QCResult) -> MeasurementTable:
+    """Set ``Flag.QC_FAILED`` on every row when ``qc`` failed (fluxes are kept).
+
+    ``QC_FAILED`` is informational (not in ``FAILURE_FLAGS``): the rows stay
+    successful measurements, but normalisation and variability skip them.
+    Also records ``qc_status``/``qc_reasons`` in ``table.meta``. Returns the table.
+    """
+    if qc.failed:
+        table.columns["flags"] = table.columns["flags"] | int(Flag.QC_FAILED)
+    table.meta["qc_status"] = qc.status
+    table.meta["qc_reasons"] = list(qc.reasons)
+    return table
+
+
+__all__ = ["QCLimits", "QCResult", "evaluate_image_qc", "flux_scale_ratio", "clipped_rms",
+           "map_median", "mark_measurements", "HISTORY_KEYS", "PASSED", "WARNING", "FAILED"]
