@@ -1,0 +1,344 @@
+"""Per-image ensemble flux-scale normalisation (differential photometry).
+
+Each image's flux scale wanders by several per cent (atmosphere, calibration
+drift, beam model). Bright, compact, isolated and stable *reference* sources are
+forced-measured on every image; the ratio of each reference's flux to its
+baseline gives the image's gain, and every flux of the image is divided by it
+(``science.md`` section 7):
+
+1. :func:`select_references` -- the references of a field.
+2. :func:`reference_baselines` -- median of each reference's first epochs.
+3. :func:`compute_correction` -- clipped median of flux/baseline for one image,
+   with at least 3 references, and a trust decision (``ok``/``reason``).
+4. :func:`apply_correction` -- F/C with the error of C propagated; refuses
+   (:class:`~dsa110_contimg.photometry.errors.NotNormalisable`) when the
+   correction is not trusted: fluxes are never silently "normalised" by 1.
+
+Units: fluxes and baselines in Jy/beam (any unit, as long as it is the same for
+a reference's flux and its baseline); the correction factor is dimensionless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dsa110_contimg.photometry.errors import InvalidLightCurve, NotNormalisable
+
+#: Gaussian-equivalent sigma of the median absolute deviation.
+MAD_TO_SIGMA = 1.4826
+#: Standard error of a sample median is sqrt(pi/2) sigma/sqrt(N) for Gaussian data.
+MEDIAN_EFFICIENCY = float(np.sqrt(np.pi / 2.0))
+
+
+def _mad_sigma(x, axis=None):
+    med = np.nanmedian(x, axis=axis, keepdims=True)
+    return MAD_TO_SIGMA * np.nanmedian(np.abs(x - med), axis=axis)
+
+
+def select_references(snr, compact_ok, isolated_ok, chi2_nu_recent=None, master_reference_ok=None,
+                      *, min_snr: float = 50.0, max_chi2_nu: float = 2.0, max_refs: int = 20,
+                      separation_deg=None, max_separation_deg: float = 1.5) -> np.ndarray:
+    """Choose the reference sources of a field.
+
+    Parameters
+    ----------
+    snr : array-like, shape (n,)
+        Catalogue signal-to-noise ratio (e.g. NVSS ``snr``).
+    compact_ok, isolated_ok : array-like of bool, shape (n,)
+        Unresolved (``resolved_flag == 0``) and unconfused (``confusion_flag == 0``).
+    chi2_nu_recent : array-like, shape (n,), optional
+        Reduced chi-squared of each source's normalised flux over the last 30 days
+        (``science.md`` section 7 step 5); NaN means "fewer than 5 recent points,
+        not judged" and keeps the source. Sources above ``max_chi2_nu`` are dropped.
+    master_reference_ok : array-like of bool, shape (n,), optional
+        Flag from the master source list (e.g. spectral index -1.2 < alpha < 0.2 and
+        not a known variable); False drops the source.
+    min_snr : float
+        Minimum catalogue SNR (default 50; the stricter ``final_references`` view uses 80).
+    max_chi2_nu : float
+        Stability threshold (default 2.0).
+    max_refs : int
+        At most this many references, the highest SNR first (default 20).
+    separation_deg : array-like, shape (n,), optional
+        Distance from the field centre (deg); when given, sources farther than
+        ``max_separation_deg`` are dropped *before* the row limit.
+    max_separation_deg : float
+        Field-of-view radius (deg), default 1.5.
+
+    Returns
+    -------
+    ndarray of int
+        Indices of the selected sources, by decreasing SNR (ties: lower index first).
+    """
+    snr = np.asarray(snr, dtype=float)
+    n = snr.shape[0] if snr.ndim == 1 else -1
+    arrays = {"compact_ok": compact_ok, "isolated_ok": isolated_ok,
+              "chi2_nu_recent": chi2_nu_recent, "master_reference_ok": master_reference_ok,
+              "separation_deg": separation_deg}
+    for name, a in arrays.items():
+        if a is not None and np.shape(a) != (n,):
+            raise InvalidLightCurve(f"select_references: {name} has shape {np.shape(a)}, "
+                                    f"snr has shape {snr.shape}")
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(snr) & (snr >= min_snr)
+        keep &= np.asarray(compact_ok, dtype=bool) & np.asarray(isolated_ok, dtype=bool)
+        if chi2_nu_recent is not None:
+            c = np.asarray(chi2_nu_recent, dtype=float)
+            keep &= ~(c > max_chi2_nu)
+        if master_reference_ok is not None:
+            keep &= np.asarray(master_reference_ok, dtype=bool)
+        if separation_deg is not None:
+            keep &= np.asarray(separation_deg, dtype=float) <= max_separation_deg
+    idx = np.flatnonzero(keep)
+    order = np.argsort(-snr[idx], kind="stable")
+    return idx[order][: max(int(max_refs), 0)]
+
+
+def reference_baselines(flux2d, mjd2d, *, n_epochs: int = 10, min_points: int = 3):
+    """Baseline flux of each reference: median of its first epochs.
+
+    Parameters
+    ----------
+    flux2d : array-like, shape (n_refs, n_epochs_total)
+        Raw forced flux (Jy/beam) of each reference (row) per image (column),
+        NaN where missing. Non-finite or <= 0 fluxes are skipped.
+    mjd2d : array-like, shape (n_refs, n_epochs_total) or (n_epochs_total,)
+        Observation MJD of each point (columns need not be in time order).
+    n_epochs : int
+        Use the first ``n_epochs`` valid points by MJD (default 10).
+    min_points : int
+        A reference with fewer valid points there is not usable (default 3).
+
+    Returns
+    -------
+    baseline : ndarray, shape (n_refs,)
+        Median flux (Jy/beam); NaN when not usable.
+    baseline_rms : ndarray, shape (n_refs,)
+        1.4826 MAD of the same points (Jy/beam); NaN when not usable.
+    usable : ndarray of bool, shape (n_refs,)
+    """
+    f = np.asarray(flux2d, dtype=float)
+    t = np.asarray(mjd2d, dtype=float)
+    if f.ndim != 2:
+        raise InvalidLightCurve(f"reference_baselines: flux2d must be 2-D, got shape {f.shape}")
+    if t.ndim == 1 and t.shape[0] == f.shape[1]:
+        t = np.broadcast_to(t, f.shape)
+    if t.shape != f.shape:
+        raise InvalidLightCurve(f"reference_baselines: mjd2d has shape {t.shape}, flux2d {f.shape}")
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(f) & (f > 0) & np.isfinite(t)
+    order = np.argsort(np.where(ok, t, np.inf), axis=1, kind="stable")[:, :n_epochs]
+    first = np.take_along_axis(np.where(ok, f, np.nan), order, axis=1)
+    count = np.isfinite(first).sum(axis=1)
+    usable = count >= max(int(min_points), 1)
+    baseline = np.full(f.shape[0], np.nan)
+    rms = np.full(f.shape[0], np.nan)
+    if usable.any():
+        sub = first[usable]
+        baseline[usable] = np.nanmedian(sub, axis=1)
+        rms[usable] = _mad_sigma(sub, axis=1)
+    return baseline, rms, usable
+
+
+@dataclass
+class Correction:
+    """The flux-scale correction of one image.
+
+    Attributes
+    ----------
+    factor : float
+        C, the clipped median of flux/baseline over the references used
+        (dimensionless; NaN when fewer than ``min_refs`` ratios exist).
+        Normalised flux = raw flux / C.
+    factor_err : float
+        Standard error of C: sqrt(pi/2) * scatter / sqrt(n_used) (see
+        :func:`compute_correction`).
+    n_refs : int
+        References with a usable ratio (finite, > 0 flux and baseline).
+    n_used : int
+        References surviving the sigma clip.
+    scatter : float
+        sigma_C = 1.4826 MAD of the ratios used (dimensionless, ~ fractional).
+    used_mask : ndarray of bool
+        Per input reference, whether its ratio entered C.
+    ok : bool
+        Whether the correction can be trusted and applied.
+    reason : str
+        Why not, when ``ok`` is False (empty otherwise).
+    """
+
+    factor: float
+    factor_err: float
+    n_refs: int
+    n_used: int
+    scatter: float
+    used_mask: np.ndarray = field(repr=False)
+    ok: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        """Plain values for storage (``status`` is ``ok`` or ``not_normalisable``)."""
+        return {"status": "ok" if self.ok else "not_normalisable", "factor": self.factor,
+                "factor_err": self.factor_err, "n_refs": self.n_refs, "n_used": self.n_used,
+                "scatter": self.scatter, "reason": self.reason,
+                "used_refs": np.flatnonzero(self.used_mask).tolist()}
+
+
+def compute_correction(ref_flux, ref_baseline, *, min_refs: int = 3, clip_sigma: float = 3.0,
+                       max_scatter: float = 0.10) -> Correction:
+    """Flux-scale correction of one image from its reference sources.
+
+    R_i = F_i / baseline_i over references with finite, positive flux and
+    baseline; C = median(R), sigma_C = 1.4826 MAD(R); ratios with
+    |R - C| <= clip_sigma * sigma_C are kept (``<=`` so that sigma_C = 0 keeps the
+    identical ratios) and, when at least ``min_refs`` survive, C and sigma_C are
+    recomputed on them.
+
+    Error of C. The scatter sigma_C describes one reference's ratio (its own
+    noise and variability); the correction is their median, whose standard error
+    is sqrt(pi/2) sigma_C / sqrt(n_used) for Gaussian scatter. That -- not sigma_C
+    itself, which would inflate every normalised error by ~sqrt(n_used) and bias
+    chi2/eta low -- is the uncertainty the normalised fluxes inherit; it is
+    independent from image to image, hence a per-epoch error of a light curve.
+    The test-suite checks that it matches the spread of C over realisations and
+    that normalised steady sources have pulls of unit width.
+
+    Parameters
+    ----------
+    ref_flux : array-like, shape (n_refs,)
+        Forced flux of each reference on this image (Jy/beam).
+    ref_baseline : array-like, shape (n_refs,)
+        Baseline of each reference (same unit), NaN when not usable.
+    min_refs : int
+        Minimum number of usable ratios (default 3).
+    clip_sigma : float
+        Clip threshold in units of sigma_C (default 3).
+    max_scatter : float
+        Maximum trusted fractional scatter sigma_C / C (default 0.10).
+
+    Returns
+    -------
+    Correction
+        ``ok`` False (with ``reason``) when too few ratios exist or the scatter is
+        too large; ``factor`` is still reported when it could be computed.
+    """
+    f = np.asarray(ref_flux, dtype=float)
+    b = np.asarray(ref_baseline, dtype=float)
+    if f.ndim != 1 or b.shape != f.shape:
+        raise InvalidLightCurve(f"compute_correction: ref_flux and ref_baseline must be 1-D of "
+                                f"equal length, got {f.shape} and {b.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        valid = np.isfinite(f) & (f > 0) & np.isfinite(b) & (b > 0)
+        r = np.where(valid, f / np.where(valid, b, 1.0), np.nan)
+    n_refs = int(valid.sum())
+    nan = float("nan")
+    if n_refs < max(int(min_refs), 1):
+        return Correction(nan, nan, n_refs, 0, nan, np.zeros(f.shape, bool), False,
+                          f"only {n_refs} usable reference ratio(s) (finite, > 0 flux and "
+                          f"baseline); at least {min_refs} needed")
+    rv = r[valid]
+    c = float(np.median(rv))
+    s = float(_mad_sigma(rv))
+    keep = np.abs(rv - c) <= clip_sigma * s
+    if keep.sum() >= min_refs:
+        c = float(np.median(rv[keep]))
+        s = float(_mad_sigma(rv[keep]))
+    else:
+        keep = np.ones_like(keep)
+    used = np.zeros(f.shape, bool)
+    used[np.flatnonzero(valid)[keep]] = True
+    n_used = int(keep.sum())
+    err = MEDIAN_EFFICIENCY * s / np.sqrt(n_used)
+    ok, reason = True, ""
+    if not (np.isfinite(c) and c > 0):
+        ok, reason = False, f"correction factor {c!r} is not finite and positive"
+    elif s / c > max_scatter:
+        ok, reason = False, (f"reference ratio scatter {s / c:.3f} exceeds the maximum "
+                             f"{max_scatter:.3f}")
+    return Correction(c, float(err), n_refs, n_used, s, used, ok, reason)
+
+
+def apply_correction(flux, flux_err, correction: Correction):
+    """Normalise fluxes of one image.
+
+    F_norm = F / C and sigma_norm**2 = (sigma / C)**2 + (F sigma_C' / C**2)**2,
+    with sigma_C' = ``correction.factor_err`` (the standard error of C; see
+    :func:`compute_correction`).
+
+    Parameters
+    ----------
+    flux, flux_err : array-like
+        Raw fluxes and errors of the image's sources (Jy/beam); NaN stays NaN.
+    correction : Correction
+        From :func:`compute_correction` for the same image.
+
+    Returns
+    -------
+    flux_norm, err_norm : ndarray
+        Same shape as ``flux``.
+
+    Raises
+    ------
+    NotNormalisable
+        If ``correction.ok`` is False: the image's fluxes must be stored raw and
+        flagged, never divided by a default factor of 1.
+    """
+    if not correction.ok:
+        raise NotNormalisable(f"image not normalisable: {correction.reason}")
+    f = np.asarray(flux, dtype=float)
+    e = np.asarray(flux_err, dtype=float)
+    c, ce = correction.factor, correction.factor_err
+    fn = f / c
+    en = np.sqrt((e / c) ** 2 + (f * ce / (c * c)) ** 2)
+    return fn, en
+
+
+def normalise_epochs(flux2d, err2d, mjd, ref_index, *, n_epochs: int = 10, min_points: int = 3,
+                     **correction_kw):
+    """Normalise a block of light curves image by image (e.g. a full recompute).
+
+    Parameters
+    ----------
+    flux2d, err2d : array-like, shape (n_sources, n_images)
+        Raw flux and error (Jy/beam), one column per image, NaN where missing.
+    mjd : array-like, shape (n_images,)
+        Observation MJD of each image.
+    ref_index : array-like of int
+        Rows of the reference sources (e.g. from :func:`select_references`).
+    n_epochs, min_points : int
+        Passed to :func:`reference_baselines`.
+    **correction_kw
+        Passed to :func:`compute_correction` (``min_refs``, ``clip_sigma``, ``max_scatter``).
+
+    Returns
+    -------
+    flux_norm, err_norm : ndarray, shape (n_sources, n_images)
+        Normalised values; the columns of images whose correction is not ``ok``
+        are NaN (the raw values stay the caller's; never divided by 1).
+    corrections : list of Correction
+        One per image (column).
+    """
+    f = np.asarray(flux2d, dtype=float)
+    e = np.asarray(err2d, dtype=float)
+    t = np.asarray(mjd, dtype=float)
+    if f.ndim != 2 or e.shape != f.shape or t.shape != (f.shape[1],):
+        raise InvalidLightCurve(f"normalise_epochs: flux2d {f.shape}, err2d {e.shape} and mjd "
+                                f"{t.shape} must be (n_sources, n_images) and (n_images,)")
+    ref = np.asarray(ref_index, dtype=np.int64)
+    base, _, usable = reference_baselines(f[ref], t, n_epochs=n_epochs, min_points=min_points)
+    base = np.where(usable, base, np.nan)
+    fn = np.full(f.shape, np.nan)
+    en = np.full(f.shape, np.nan)
+    corrections = []
+    for j in range(f.shape[1]):                      # one image at a time, all sources at once
+        corr = compute_correction(f[ref, j], base, **correction_kw)
+        corrections.append(corr)
+        if corr.ok:
+            fn[:, j], en[:, j] = apply_correction(f[:, j], e[:, j], corr)
+    return fn, en, corrections
+
+
+__all__ = ["Correction", "apply_correction", "compute_correction", "normalise_epochs",
+           "reference_baselines", "select_references", "MAD_TO_SIGMA", "MEDIAN_EFFICIENCY"]

@@ -1,0 +1,167 @@
+"""ESE detection: presets, composite score, eta-V, matched filter, injection-recovery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsa110_contimg.photometry import ese
+from dsa110_contimg.photometry.errors import ConfigError, InvalidLightCurve
+from dsa110_contimg.photometry.normalize import normalise_epochs, select_references
+from dsa110_contimg.photometry.variability import RunningStats
+
+
+def test_presets_values_and_all_three_required():
+    assert ese.PRESETS["conservative"] == ese.ESEPreset(5.0, 4.0, 3.0)
+    assert ese.PRESETS["moderate"] == ese.ESEPreset(3.5, 2.5, 2.0)
+    assert ese.PRESETS["sensitive"] == ese.ESEPreset(2.5, 1.5, 1.0)
+    met = {"sigma_deviation": np.array([4.0, 4.0, 4.0, 1.0, np.nan, 4.0]),
+           "chi2_nu": np.array([3.0, 3.0, 1.0, 50.0, 3.0, 3.0]),
+           "eta": np.array([2.5, 1.0, 50.0, 50.0, 2.5, 2.5]),
+           "n": np.array([10, 10, 10, 10, 10, 2])}
+    assert ese.classify(met, "moderate").tolist() == [True, False, False, False, False, False]
+    assert ese.classify(met, "sensitive").tolist() == [True, True, False, False, False, False]
+    assert not ese.classify(met, "conservative").any()
+    custom = {"sigma_deviation": 0.5, "chi2_nu": 0.5, "eta": 0.5}
+    assert ese.classify(met, custom).tolist() == [True, True, True, True, False, False]
+    with pytest.raises(ConfigError):
+        ese.classify(met, "aggressive")
+    with pytest.raises(InvalidLightCurve):
+        ese.classify({"eta": met["eta"]})
+
+
+def test_composite_score_hand_values():
+    score, conf = ese.composite_score([10, 20, 0, 5, 4, np.nan], [10, 20, 0, np.nan, 2, np.nan],
+                                      [5, 9, 0, np.nan, 1, np.nan])
+    assert score[:5] == pytest.approx([10, 10, 0, 5, 3.0])   # (0.5*.4 + .3*.2 + .2*.2)*10 = 3
+    assert np.isnan(score[5])
+    assert conf.tolist() == ["high", "high", "low", "medium", "low", "none"]
+
+
+def test_eta_v_thresholds_recover_population_and_need_both():
+    rng = np.random.default_rng(2)
+    le = rng.normal(0.0, 0.2, 3000)
+    lv = rng.normal(-1.5, 0.1, 3000)
+    le[:60] += 3                                     # variables: outliers in both, clipped away
+    lv[:60] += 1
+    th = ese.eta_v_thresholds(10**le, 10**lv, n_sigma=1.0)
+    assert th.mu_log_eta == pytest.approx(0.0, abs=0.02)
+    assert th.sigma_log_eta == pytest.approx(0.2, rel=0.08)
+    assert th.mu_log_v == pytest.approx(-1.5, abs=0.01)
+    assert th.eta_threshold == pytest.approx(10 ** (th.mu_log_eta + th.sigma_log_eta))
+    eta = np.array([100.0, 100.0, 1.0, 0.0])
+    v = np.array([1.0, 0.01, 1.0, 1.0])
+    assert ese.eta_v_candidates(eta, v, thresholds=th).tolist() == [True, False, False, False]
+    with pytest.raises(InvalidLightCurve):
+        ese.eta_v_thresholds([1.0, 2.0], [0.1, 0.2])
+
+
+def test_ese_model_shape():
+    t = np.array([0.0, 50.0, 95.0, 100.0, 130.0, 400.0])
+    m = ese.ese_model(t, t0=100.0, duration=60.0, depth=0.4, caustic_amp=0.1)
+    assert m[3] == pytest.approx(0.6, abs=1e-6)      # minimum at t0
+    assert m[2] == pytest.approx(0.6, abs=1e-6)      # flat bottom (central 70 %)
+    assert m[4] == pytest.approx(1.1)                # caustic brightening on the edge
+    assert m[0] == pytest.approx(1.0) and m[5] == pytest.approx(1.0)
+    assert ese.ese_model(t, 100.0, 60.0, 0.4)[4] == pytest.approx(1.0)
+
+
+def _uneven(rng, n=60):
+    gaps = rng.exponential(6.0, n - 1) + 0.5
+    gaps[20] += 35                                   # a seasonal gap
+    return 60000 + np.r_[0.0, np.cumsum(gaps)]
+
+
+@pytest.mark.parametrize("caustic", [0.0, 0.12])
+def test_fit_ese_recovers_injected_dip(caustic):
+    rng = np.random.default_rng(4)
+    t = _uneven(rng)
+    t0, dur, depth = t[40] + 2.0, 70.0, 0.35
+    truth = 0.8 * ese.ese_model(t, t0, dur, depth, caustic)
+    err = np.full(t.size, 0.016)
+    f = truth + err * rng.standard_normal(t.size)
+    fit = ese.fit_ese(t, f, err)
+    assert fit.detected and fit.significance > 10
+    assert fit.depth == pytest.approx(depth, abs=0.04)
+    assert abs(fit.t_min_mjd - t0) < dur / 4
+    assert 0.6 < fit.duration_days / dur < 1.6
+    assert fit.baseline == pytest.approx(0.8, rel=0.02)
+    resid = (f - fit.model(t)) / err
+    assert np.sum(resid**2) < np.sum(((f - np.mean(f)) / err) ** 2) / 5
+    if caustic:
+        assert fit.caustic_amp > 0
+
+
+def test_event_in_progress_at_the_latest_epoch_is_detected():
+    """Real-time use: the dip has begun but its minimum is still ahead of the data."""
+    rng = np.random.default_rng(8)
+    t = _uneven(rng)
+    err = np.full(t.size, 0.02)
+    f = (1 + err * rng.standard_normal(t.size)) * ese.ese_model(t, t[-1] + 5, 60.0, 0.3)
+    fit = ese.fit_ese(t, f, err)
+    assert fit.detected and fit.depth == pytest.approx(0.3, abs=0.05)
+    assert fit.t_min_mjd > t[-12]
+
+
+def test_fit_ese_ignores_steady_outlier_and_brightening():
+    rng = np.random.default_rng(5)
+    t = _uneven(rng)
+    err = np.full(t.size, 0.02)
+    steady = 1 + err * rng.standard_normal(t.size)
+    assert not ese.fit_ese(t, steady, err).detected
+    outlier = steady.copy()
+    outlier[30] -= 12 * 0.02                         # one 12-sigma low point is not an event
+    assert not ese.fit_ese(t, outlier, err).detected
+    flare = steady * ese.ese_model(t, t[30], 60.0, -0.3)   # a brightening, not a dip
+    fit = ese.fit_ese(t, flare, err)
+    assert not fit.detected
+    short = ese.fit_ese(t[:4], steady[:4], err[:4])
+    assert short.template == "none" and np.isnan(short.depth) and short.significance == 0
+    assert np.isnan(short.model(t)).all()
+    with pytest.raises(InvalidLightCurve):
+        ese.fit_ese(t, steady[:5], err)
+
+
+def test_grid_splitting_path_equals_shared_grid_path():
+    rng = np.random.default_rng(6)
+    n_src = 12
+    t = np.vstack([_uneven(rng, 40) + rng.uniform(0, 3) for _ in range(n_src)])  # own epochs
+    f = 1 + 0.02 * rng.standard_normal(t.shape)
+    f[:4] *= ese.ese_model(t[:4], t[:4, 20:21], 50.0, 0.3)
+    err = np.full(t.shape, 0.02)
+    f[rng.random(t.shape) < 0.1] = np.nan
+    a = ese.detect_ese_shapes(t, f, err)
+    b = ese.detect_ese_shapes(t, f, err, max_grid=45, chunk_sources=5)   # forces splitting
+    for k in ("significance", "depth", "t_min_mjd", "duration_days", "chi2_improvement"):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-8, err_msg=k)
+    assert a["detected"][:4].all() and not a["detected"][4:].any()
+    single = ese.fit_ese(t[2], f[2], err[2])
+    assert single.significance == pytest.approx(a["significance"][2], rel=1e-8)
+
+
+def test_injection_recovery_scaled_down():
+    """300 steady + 30 ESEs, 60 uneven epochs, 2 % noise, 5 % gain jitter, normalised with
+    20 references from the same simulation (bench/ese.py runs the full size)."""
+    sim = ese.simulate_population(300, 30, seed=21)
+    n = sim.flux.shape[0]
+    refs = select_references(sim.catalog_snr, np.ones(n, bool), np.ones(n, bool))
+    assert refs.size == 20
+    fn, en, corr = normalise_epochs(sim.flux, sim.err, sim.mjd, refs)
+    assert all(c.ok for c in corr)
+    fac = np.array([c.factor for c in corr]) / sim.gain
+    assert np.std(fac / np.median(fac)) < 0.01         # 5 % jitter removed to < 1 %
+    met = RunningStats.from_lightcurves(fn, en, sim.mjd).metrics()
+    steady, deep = ~sim.is_ese, sim.is_ese & (sim.depth >= 0.3)
+    assert np.median(met["chi2_nu"][steady]) == pytest.approx(1.0, abs=0.15)
+    shape = ese.detect_ese_shapes(sim.mjd, fn, en)
+    assert shape["detected"][deep].mean() >= 0.9
+    assert shape["detected"][steady].sum() <= 1          # <= 0.5 % of 300 (rounded up)
+    hit = sim.is_ese & shape["detected"]
+    assert np.median(np.abs(shape["depth"][hit] - sim.depth[hit])) < 0.05
+    assert np.median(np.abs(shape["t_min_mjd"][hit] - sim.t0[hit])) < 15
+    # the presets never fire on steady sources at the conservative / moderate level
+    assert not ese.classify(met, "conservative")[steady].any()
+    assert not ese.classify(met, "moderate")[steady].any()
+    # and without normalisation the 5 % gain jitter makes steady sources look variable
+    raw = RunningStats.from_lightcurves(sim.flux, sim.err, sim.mjd).metrics()
+    assert np.median(raw["chi2_nu"][steady]) > 3
