@@ -1,0 +1,158 @@
+"""Benchmark of forced photometry on a 4096 x 4096 image with 10,000 positions.
+
+Run: ``.venv/bin/python bench/forced.py [--n 10000] [--size 4096] [--threads 1]``
+
+Prints: image load + noise-map time, sources/s for ``forced`` (with and
+without clustering) and ``peak``, and a straightforward per-source loop
+implementation of the same estimator as the same-run baseline, with the
+speed-up ratio and the largest difference between the two.
+
+Setup as in science.md §1.6: 2.5" pixels, 12" circular beam, sigma = 0.1 mJy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+
+def _limit_threads(n: int) -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def baseline_loop(data, bkg, rms, x, y, pb, nbeam=3.0):
+    """Per-source Python loop of the same estimator (no clustering): the baseline."""
+    import numpy as np
+
+    ny, nx = data.shape
+    h = pb.half_size(nbeam)
+    flux = np.full(x.size, np.nan)
+    err = np.full(x.size, np.nan)
+    for i in range(x.size):
+        xc, yc = int(round(x[i])), int(round(y[i]))
+        if xc - h < 0 or yc - h < 0 or xc + h >= nx or yc + h >= ny:
+            continue
+        sl = (slice(yc - h, yc + h + 1), slice(xc - h, xc + h + 1))
+        d = np.asarray(data[sl], float) - bkg[sl]
+        s = np.asarray(rms[sl], float)
+        yy, xx = np.mgrid[yc - h:yc + h + 1, xc - h:xc + h + 1]
+        k = pb.evaluate(xx - x[i], yy - y[i])
+        good = np.isfinite(d) & np.isfinite(s) & (s > 0)
+        if not good.any():
+            continue
+        d, s, k = d[good], s[good], k[good]
+        flux[i] = np.sum(d * k / s ** 2) / np.sum(k ** 2 / s ** 2)
+        err[i] = np.sum(k / s) / np.sum(k / s ** 2)
+    return flux, err
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (default 1)")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    _limit_threads(args.threads)
+
+    import numpy as np
+
+    from dsa110_contimg.photometry.forced import measure_arrays, measure_positions, pixel_beam_for
+    from dsa110_contimg.photometry.image import RadioImage
+    from dsa110_contimg.photometry.noise import background_maps_for
+    from dsa110_contimg.photometry.simulate import sky_wcs
+
+    size, n = args.size, args.n
+    rng = np.random.default_rng(42)
+    shape = (size, size)
+    pix, beam = 2.5, 12.0
+    print("# timings: best of --repeat runs in process CPU seconds (noise map: wall and CPU)")
+    print(f"# forced photometry benchmark: {size}x{size} float32, {n} positions, "
+          f"{pix}\" px, {beam}\" beam, threads={args.threads}, numpy {np.__version__}")
+    t0 = time.perf_counter()
+    # white noise is enough for timing (the estimator cost does not depend on it)
+    data = rng.normal(0.0, 1e-4, shape).astype(np.float32)
+    wcs = sky_wcs(150.0, 37.0, pix, shape)
+    xs = rng.uniform(20, size - 21, n)
+    ys = rng.uniform(20, size - 21, n)
+    yy = np.rint(ys).astype(int)
+    xx = np.rint(xs).astype(int)
+    data[yy, xx] += rng.uniform(1e-3, 1e-2, n).astype(np.float32)
+    hdr = wcs.to_header()
+    hdr["BMAJ"] = beam / 3600
+    hdr["BMIN"] = beam / 3600
+    hdr["BPA"] = 0.0
+    hdr["BUNIT"] = "Jy/beam"
+    hdr["DATE-OBS"] = "2025-01-01T00:00:00"
+    from astropy.io import fits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.fits")
+        fits.PrimaryHDU(data[None, None], hdr).writeto(path)
+        del data
+        print(f"setup (simulate + write): {time.perf_counter() - t0:.2f} s")
+        ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+
+        t0 = time.perf_counter()
+        img = RadioImage.open(path)
+        t_open = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        maps = background_maps_for(img, cache=False)
+        t_noise = time.perf_counter() - t0
+        c_noise = time.process_time() - c0
+        print(f"open image (memory map): {t_open * 1e3:.1f} ms")
+        print(f"noise + background map {size}x{size}: {t_noise:.2f} s wall, {c_noise:.2f} s CPU "
+              f"(target <= 2 s)")
+        # warm the cache used by measure_positions; time the noise-correlation factor once
+        from dsa110_contimg.photometry.forced import correlation_factor
+
+        warm = background_maps_for(img)
+        t0 = time.perf_counter()
+        cf = correlation_factor(img, warm, pixel_beam_for(img))
+        print(f"noise-correlation factor (once per image): {time.perf_counter() - t0:.3f} s "
+              f"(factor {cf:.3f})")
+
+        def best(fn):
+            """Best of ``repeat`` runs; CPU time of that process (robust to a busy machine)."""
+            ts = []
+            out = None
+            for _ in range(args.repeat):
+                t = time.process_time()
+                out = fn()
+                ts.append(time.process_time() - t)
+            return min(ts), out
+
+        t_forced, res = best(lambda: measure_positions(img, ra, dec, method="forced"))
+        print(f"forced (cluster 1.5, incl. WCS + error factor): {t_forced:.3f} s -> "
+              f"{n / t_forced:,.0f} sources/s  ({res.n_success} ok, "
+              f"{int((res['cluster_id'] >= 0).sum())} clustered)")
+        x, y = img.world_to_pixel(ra, dec)
+        pb = pixel_beam_for(img)
+        m = background_maps_for(img)
+        t_core, core = best(lambda: measure_arrays(img.data, m.background, m.rms, x, y, pb,
+                                                   cluster_threshold=None))
+        print(f"forced core, no clustering (measure_arrays): {t_core:.3f} s -> "
+              f"{n / t_core:,.0f} sources/s")
+        t_peak, pres = best(lambda: measure_positions(img, ra, dec, method="peak"))
+        print(f"peak: {t_peak:.3f} s -> {n / t_peak:,.0f} sources/s")
+
+        nb = min(n, 2000)
+        t0 = time.process_time()
+        bflux, berr = baseline_loop(img.data, m.background, m.rms, x[:nb], y[:nb], pb)
+        t_base = (time.process_time() - t0) * n / nb
+        print(f"baseline per-source loop (same estimator, {nb} sources, scaled to {n}): "
+              f"{t_base:.2f} s -> {n / t_base:,.0f} sources/s")
+        diff = np.nanmax(np.abs(bflux - core["peak_jyb"][:nb]))
+        print(f"speed-up forced core vs loop: {t_base / t_core:.1f}x; "
+              f"forced (full API) vs loop: {t_base / t_forced:.1f}x; "
+              f"max |flux difference| {diff:.2e} Jy/beam")
+        img.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,639 @@
+"""Forced photometry: the fixed-beam weighted amplitude estimator and the box peak.
+
+Public entry point: :func:`measure_positions`. Array level (reused per plane
+by the adaptive method): :func:`measure_arrays`, :func:`peak_arrays`,
+:class:`PixelBeam`.
+
+Method ``forced`` (science.md §1)
+    For every position a unit-peak elliptical Gaussian kernel K (the restoring
+    beam, PA east of north mapped through the image's WCS, centred on the
+    exact sub-pixel position) is fitted by weighted linear least squares to
+    the background-subtracted data D in a cutout ``nbeam`` beams wide, with
+    weights 1/sigma^2 from the noise map::
+
+        F      = sum(D K / s^2) / sum(K^2 / s^2)            (Jy/beam)
+        err_mn = sum(K / s)     / sum(K / s^2)              (mean local noise)
+        chi2   = sum(((D - F K) / s)^2),  dof = N_good - 1
+
+    All sources are processed at once: the cutouts are gathered into an
+    ``(N, S, S)`` array with fancy indexing. Sources closer than
+    ``cluster_threshold`` x BMAJ are grouped transitively (connected
+    components of the KD-tree pair graph) and each group is solved exactly
+    as a small weighted linear least-squares problem over the group's joint
+    pixel region; groups of equal size are solved together with
+    ``np.linalg.solve`` on stacked normal matrices.
+
+    Quoted error: ``peak_err_jyb = err_mn x c`` where ``c`` is the image's
+    matched-filter noise factor (:func:`~dsa110_contimg.photometry.noise.noise_correlation_factor`),
+    measured on the image itself: interferometric noise is correlated on the
+    beam scale, and the mean local noise alone is then not an honest 1-sigma
+    error (for noise made by convolving white noise with the beam the true
+    scatter is sqrt(2) x the pixel rms). ``error_model="mean_noise"`` gives
+    the plain science.md estimator (c = 1); the unscaled value is always in
+    the ``mean_noise_err_jyb`` column.
+
+Method ``peak`` (science.md §2)
+    The maximum finite pixel in a beam-sized box (5 px without a beam), no
+    background subtraction by default, error = noise-map rms at the position;
+    flagged ``BIASED_PEAK``.
+
+Failures (off image, cutout cut by the edge, blanked centre, no good pixel,
+no noise) give NaN flux and error, a flag and ``success=False``; never 0.
+Negative fluxes are kept.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.photometry.results import FAILURE_FLAGS, Flag, MeasurementTable
+
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+METHODS = ("forced", "peak", "adaptive", "aegean")
+_DELEGATED = {"adaptive": "dsa110_contimg.photometry.methods.adaptive",
+              "aegean": "dsa110_contimg.photometry.methods.aegean"}
+#: sources per vectorised chunk (bounds memory: ~N*S*S*8 bytes per array)
+CHUNK = 16384
+
+
+# --------------------------------------------------------------------------------------
+# beam on the pixel grid
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PixelBeam:
+    """The restoring beam as a quadratic form on the pixel grid.
+
+    ``K(dx, dy) = exp(-(a dx^2 + b dx dy + c dy^2))`` (unit peak), pixel offsets
+    from the source position; ``major_pix``/``minor_pix`` are the FWHM in
+    pixels (``major_pix`` sets the cutout size and the clustering radius).
+    """
+
+    a: float
+    b: float
+    c: float
+    major_pix: float
+    minor_pix: float
+
+    @classmethod
+    def from_fwhm(cls, major_pix: float, minor_pix: float, theta_deg: float) -> "PixelBeam":
+        """From FWHM in pixels and the major-axis angle counter-clockwise from +x (degrees).
+
+        On a north-up, east-left image ``theta = BPA - 90``.
+        """
+        sx, sy = major_pix * FWHM_TO_SIGMA, minor_pix * FWHM_TO_SIGMA
+        t = math.radians(theta_deg)
+        a = math.cos(t) ** 2 / (2 * sx ** 2) + math.sin(t) ** 2 / (2 * sy ** 2)
+        b = math.sin(2 * t) / (2 * sx ** 2) - math.sin(2 * t) / (2 * sy ** 2)
+        c = math.sin(t) ** 2 / (2 * sx ** 2) + math.cos(t) ** 2 / (2 * sy ** 2)
+        return cls(a, b, c, float(major_pix), float(minor_pix))
+
+    @classmethod
+    def from_beam(cls, beam, jacobian_arcsec: np.ndarray, pixel_scale_arcsec: float) -> "PixelBeam":
+        """From a sky :class:`~dsa110_contimg.photometry.image.Beam` and the local WCS.
+
+        ``jacobian_arcsec`` maps pixel offsets to (east, north) arcsec; the
+        beam's covariance on the sky (major axis at ``pa_deg`` east of north)
+        is pulled back to the pixel grid, so flipped, rotated or non-square
+        pixels are handled (for north up / east left this is exactly
+        ``theta = BPA - 90``).
+        """
+        smaj = beam.major_arcsec * FWHM_TO_SIGMA
+        smin = beam.minor_arcsec * FWHM_TO_SIGMA
+        pa = math.radians(beam.pa_deg)
+        u = np.array([math.sin(pa), math.cos(pa)])    # major axis (east, north)
+        v = np.array([math.cos(pa), -math.sin(pa)])   # minor axis
+        cinv = np.outer(u, u) / smaj ** 2 + np.outer(v, v) / smin ** 2
+        j = np.asarray(jacobian_arcsec, float)
+        q = j.T @ cinv @ j
+        return cls(0.5 * q[0, 0], q[0, 1], 0.5 * q[1, 1],
+                   beam.major_arcsec / pixel_scale_arcsec, beam.minor_arcsec / pixel_scale_arcsec)
+
+    def evaluate(self, dx, dy) -> np.ndarray:
+        """Kernel value at pixel offsets."""
+        dx = np.asarray(dx, float)
+        dy = np.asarray(dy, float)
+        return np.exp(-(self.a * dx * dx + self.b * dx * dy + self.c * dy * dy))
+
+    def half_size(self, nbeam: float) -> int:
+        """Cutout half-size n = round((nbeam/2) BMAJ/p), at least 1 pixel."""
+        return max(1, int(round(0.5 * nbeam * self.major_pix)))
+
+    def stamp(self, nbeam: float = 3.0) -> np.ndarray:
+        """The kernel centred on a pixel, shape (2n+1, 2n+1)."""
+        h = self.half_size(nbeam)
+        g = np.arange(-h, h + 1, dtype=float)
+        return self.evaluate(g[None, :], g[:, None])
+
+
+def pixel_beam_for(image, beam=None) -> PixelBeam:
+    """The :class:`PixelBeam` of a :class:`RadioImage` (``beam`` overrides; else MissingBeam)."""
+    b = beam if beam is not None else image.require_beam()
+    return PixelBeam.from_beam(b, image.pixel_jacobian_arcsec(), image.pixel_scale_arcsec)
+
+
+# --------------------------------------------------------------------------------------
+# array level
+# --------------------------------------------------------------------------------------
+def _flat(arr: np.ndarray) -> np.ndarray:
+    return arr.reshape(-1) if arr.flags.c_contiguous else np.ascontiguousarray(arr).reshape(-1)
+
+
+def _locate(data, rms, x, y, half):
+    """Common position checks. Returns flags, rounded centres, masks."""
+    ny, nx = data.shape
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    n = x.size
+    flags = np.zeros(n, np.int64)
+    fin = np.isfinite(x) & np.isfinite(y)
+    flags[~fin] |= int(Flag.BAD_POSITION)
+    xs = np.where(fin, x, -1e9)
+    ys = np.where(fin, y, -1e9)
+    inside = fin & (xs >= -0.5) & (xs < nx - 0.5) & (ys >= -0.5) & (ys < ny - 0.5)
+    flags[fin & ~inside] |= int(Flag.OFF_IMAGE)
+    xc = np.where(inside, np.floor(xs + 0.5), 0).astype(np.int64)
+    yc = np.where(inside, np.floor(ys + 0.5), 0).astype(np.int64)
+    xc = np.clip(xc, 0, nx - 1)
+    yc = np.clip(yc, 0, ny - 1)
+    centre = np.full(n, np.nan)
+    centre[inside] = np.asarray(data[yc[inside], xc[inside]], float)
+    blanked = inside & ~np.isfinite(centre)
+    flags[blanked] |= int(Flag.BLANKED)
+    local_rms = np.full(n, np.nan)
+    if np.ndim(rms) == 0:
+        local_rms[inside] = float(rms)
+    else:
+        local_rms[inside] = np.asarray(rms[yc[inside], xc[inside]], float)
+    local_rms[~(local_rms > 0)] = np.nan
+    return flags, xc, yc, inside, blanked, local_rms
+
+
+def _gather(arr, idx, nx_shape, scalar_shape):
+    if arr is None:
+        return np.zeros(scalar_shape)
+    if np.ndim(arr) == 0:
+        return np.full(scalar_shape, float(arr))
+    return np.take(_flat(arr), idx).astype(np.float64, copy=False)
+
+
+def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam: float = 3.0,
+                   cluster_threshold: float | None = 1.5, error_scale: float = 1.0,
+                   chunk: int = CHUNK) -> dict[str, np.ndarray]:
+    """Forced photometry on arrays (all positions at once).
+
+    Parameters
+    ----------
+    data : ndarray (ny, nx)
+        Image, Jy/beam (may be a memory map).
+    background : ndarray (ny, nx), float or None
+        Background subtracted before fitting (None = 0), Jy/beam.
+    rms : ndarray (ny, nx) or float
+        Pixel noise sigma, Jy/beam; non-positive or NaN pixels are not used.
+    x, y : array-like
+        0-based pixel positions (sub-pixel).
+    pixel_beam : PixelBeam
+        Kernel shape on the pixel grid.
+    nbeam : float
+        Cutout side in beams (default 3).
+    cluster_threshold : float or None
+        Fit sources closer than this x BMAJ jointly; None or <= 0 disables.
+    error_scale : float
+        Multiplies the mean-noise error to give ``peak_err_jyb`` (the image's
+        noise-correlation factor; 1 = science.md estimator as is).
+
+    Returns
+    -------
+    dict of str -> ndarray
+        ``x_pix, y_pix, peak_jyb, peak_err_jyb, mean_noise_err_jyb,
+        local_rms_jyb, bkg_jyb, snr, chi2, dof, n_pix, cluster_id, flags,
+        success`` in input order.
+    """
+    data = np.asarray(data) if not isinstance(data, np.ndarray) else data
+    ny, nx = data.shape
+    x = np.atleast_1d(np.asarray(x, float))
+    y = np.atleast_1d(np.asarray(y, float))
+    n = x.size
+    h = pixel_beam.half_size(nbeam)
+    S = 2 * h + 1
+    flags, xc, yc, inside, blanked, local_rms = _locate(data, rms, x, y, h)
+    full = inside & (xc - h >= 0) & (xc + h < nx) & (yc - h >= 0) & (yc + h < ny)
+    flags[inside & ~full] |= int(Flag.NEAR_EDGE)
+    ok = full & ~blanked
+
+    out = {
+        "x_pix": x.copy(), "y_pix": y.copy(),
+        "peak_jyb": np.full(n, np.nan), "peak_err_jyb": np.full(n, np.nan),
+        "mean_noise_err_jyb": np.full(n, np.nan), "local_rms_jyb": local_rms,
+        "bkg_jyb": np.full(n, np.nan), "snr": np.full(n, np.nan), "chi2": np.full(n, np.nan),
+        "dof": np.zeros(n, np.int64), "n_pix": np.zeros(n, np.int64),
+        "cluster_id": np.full(n, -1, np.int64), "flags": flags,
+        "success": np.zeros(n, bool),
+    }
+    if background is not None and np.ndim(background) == 2:
+        out["bkg_jyb"][inside] = np.asarray(background[yc[inside], xc[inside]], float)
+    elif background is not None:
+        out["bkg_jyb"][inside] = float(background)
+    else:
+        out["bkg_jyb"][inside] = 0.0
+
+    g = np.arange(-h, h + 1)
+    off = (g[:, None] * nx + g[None, :]).reshape(-1)
+    sel_all = np.flatnonzero(ok)
+    a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
+    for start in range(0, sel_all.size, chunk):
+        sel = sel_all[start:start + chunk]
+        m = sel.size
+        idx = (yc[sel] * nx + xc[sel])[:, None] + off[None, :]
+        D = _gather(data, idx, nx, idx.shape)
+        if background is not None:
+            D = D - _gather(background, idx, nx, idx.shape)
+        sig = _gather(rms, idx, nx, idx.shape)
+        fx = (g[None, :] - (x[sel] - xc[sel])[:, None])   # (m, S) offsets along x
+        fy = (g[None, :] - (y[sel] - yc[sel])[:, None])   # (m, S) along y
+        # exp(-(a dx^2 + b dx dy + c dy^2)) = ey(dy) ex(dx) exp(-b dx dy): two small exps
+        # and one full-size one (none when the beam is aligned with the axes)
+        K = np.exp(-c * fy * fy)[:, :, None] * np.exp(-a * fx * fx)[:, None, :]
+        if b != 0.0:
+            K *= np.exp((-b * fy)[:, :, None] * fx[:, None, :])
+        K = K.reshape(m, S * S)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            good = np.isfinite(D) & (sig > 0) & np.isfinite(sig)
+            inv_s = np.where(good, 1.0 / np.where(good, sig, 1.0), 0.0)
+        w = inv_s * inv_s
+        D0 = np.where(good, D, 0.0)
+        KW = K * w
+        skk = np.einsum("ij,ij->i", KW, K)
+        skd = np.einsum("ij,ij->i", KW, D0)
+        sks = np.einsum("ij,ij->i", K, inv_s)
+        skw = KW.sum(axis=1)
+        ngood = good.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            F = skd / skk
+            err = sks / skw
+            resid = D0 - F[:, None] * K
+            chi2 = np.einsum("ij,ij->i", resid * resid, w)
+        nogood = (ngood == 0) | ~(skk > 0)
+        F[nogood] = np.nan
+        err[nogood] = np.nan
+        chi2[nogood] = np.nan
+        out["peak_jyb"][sel] = F
+        out["mean_noise_err_jyb"][sel] = err
+        out["chi2"][sel] = chi2
+        out["dof"][sel] = np.maximum(ngood - 1, 0)
+        out["n_pix"][sel] = ngood
+        flags[sel[nogood]] |= int(Flag.NO_GOOD_PIXELS)
+
+    if cluster_threshold and cluster_threshold > 0 and sel_all.size > 1:
+        _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pixel_beam, h,
+                      cluster_threshold, chunk)
+
+    err = out["mean_noise_err_jyb"]
+    out["peak_err_jyb"] = err * float(error_scale)
+    fail_noise = ok & np.isfinite(out["peak_jyb"]) & ~(out["peak_err_jyb"] > 0)
+    flags[fail_noise] |= int(Flag.NO_NOISE)
+    _finalise(out)
+    return out
+
+
+def _finalise(out):
+    flags = out["flags"]
+    failed = (flags & int(FAILURE_FLAGS)) != 0
+    for col in ("peak_jyb", "peak_err_jyb", "snr", "chi2"):
+        out[col][failed] = np.nan
+    if "mean_noise_err_jyb" in out:
+        out["mean_noise_err_jyb"][failed] = np.nan
+    out["dof"][failed] = 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["snr"] = out["peak_jyb"] / out["peak_err_jyb"]
+    out["success"] = ~failed & np.isfinite(out["peak_jyb"])
+    # a finite flux without a usable error is not a success either
+    out["success"] &= np.isfinite(out["peak_err_jyb"])
+
+
+def cluster_labels(x, y, radius: float) -> np.ndarray:
+    """Transitive groups of points closer than ``radius`` (connected components).
+
+    Returns an int array of labels; isolated points get their own label.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    pts = np.column_stack([x, y])
+    n = len(pts)
+    pairs = cKDTree(pts).query_pairs(r=radius, output_type="ndarray")
+    if pairs.size == 0:
+        return np.arange(n)
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pb, h, threshold, chunk):
+    """Joint exact least-squares fits of blended groups (in place on ``out``)."""
+    labels = cluster_labels(x[sel_all], y[sel_all], threshold * pb.major_pix)
+    counts = np.bincount(labels)
+    multi = counts[labels] > 1
+    if not multi.any():
+        return
+    ny, nx = data.shape
+    members_all = sel_all[multi]
+    lab = labels[multi]
+    order = np.lexsort((members_all, lab))
+    members_all, lab = members_all[order], lab[order]
+    # renumber clusters 0..k-1 in order of their first member (input order)
+    uniq, first = np.unique(lab, return_index=True)
+    first_member = members_all[first]
+    rank = np.empty_like(uniq)
+    rank[np.argsort(first_member)] = np.arange(uniq.size)
+    cid_of_label = dict(zip(uniq.tolist(), rank.tolist()))
+    cid = np.array([cid_of_label[v] for v in lab.tolist()], np.int64) if lab.size < 2048 else \
+        rank[np.searchsorted(uniq, lab)]
+    out["cluster_id"][members_all] = cid
+    out["flags"][members_all] |= int(Flag.CLUSTERED)
+    sizes = counts[lab]
+    a, b, c = pb.a, pb.b, pb.c
+    for size in np.unique(sizes):
+        mem = members_all[sizes == size].reshape(-1, size)          # (B, m)
+        x0 = xc[mem].min(axis=1) - h
+        x1 = xc[mem].max(axis=1) + h
+        y0 = yc[mem].min(axis=1) - h
+        y1 = yc[mem].max(axis=1) + h
+        wmax = int((x1 - x0).max()) + 1
+        hmax = int((y1 - y0).max()) + 1
+        per = max(1, int(4e6 // (size * wmax * hmax)))
+        for s0 in range(0, mem.shape[0], per):
+            sl = slice(s0, s0 + per)
+            M = mem[sl]
+            B = M.shape[0]
+            gx = x0[sl, None] + np.arange(wmax)[None, :]              # (B, W)
+            gy = y0[sl, None] + np.arange(hmax)[None, :]              # (B, H)
+            inbox = ((gx <= x1[sl, None]) & (gx < nx))[:, None, :] & \
+                ((gy <= y1[sl, None]) & (gy < ny))[:, :, None]         # (B, H, W)
+            gxc = np.minimum(gx, nx - 1)
+            gyc = np.minimum(gy, ny - 1)
+            idx = (gyc[:, :, None] * nx + gxc[:, None, :]).reshape(B, -1)
+            D = _gather(data, idx, nx, idx.shape)
+            if background is not None:
+                D = D - _gather(background, idx, nx, idx.shape)
+            sig = _gather(rms, idx, nx, idx.shape)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                good = inbox.reshape(B, -1) & np.isfinite(D) & np.isfinite(sig) & (sig > 0)
+                inv_s = np.where(good, 1.0 / np.where(good, sig, 1.0), 0.0)
+            w = inv_s * inv_s
+            D0 = np.where(good, D, 0.0)
+            fx = gx[:, None, :] - x[M][:, :, None]                    # (B, m, W)
+            fy = gy[:, None, :] - y[M][:, :, None]                    # (B, m, H)
+            q = (a * fx * fx)[:, :, None, :] + (c * fy * fy)[:, :, :, None] \
+                + b * fy[:, :, :, None] * fx[:, :, None, :]
+            K = np.exp(-q).reshape(B, size, -1)                       # (B, m, P)
+            KW = K * w[:, None, :]
+            A = np.einsum("bip,bjp->bij", KW, K)
+            rhs = np.einsum("bip,bp->bi", KW, D0)
+            sks = np.einsum("bip,bp->bi", K, inv_s)
+            skw = KW.sum(axis=2)
+            ngood = good.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                ev = np.linalg.eigvalsh(A)
+                well = (ev[:, 0] > 1e-9 * ev[:, -1]) & np.all(np.isfinite(A), axis=(1, 2)) \
+                    & (ngood > size)
+                F = np.full((B, size), np.nan)
+                if well.any():
+                    F[well] = np.linalg.solve(A[well], rhs[well][..., None])[..., 0]
+                err = sks / skw
+                model = np.einsum("bi,bip->bp", np.where(np.isfinite(F), F, 0.0), K)
+                resid = D0 - model
+                chi2 = np.einsum("bp,bp->b", resid * resid, w)
+            chi2[~well] = np.nan
+            err[~well] = np.nan
+            out["peak_jyb"][M] = F
+            out["mean_noise_err_jyb"][M] = err
+            out["chi2"][M] = chi2[:, None]
+            out["dof"][M] = np.maximum(ngood - size, 0)[:, None]
+            out["n_pix"][M] = ngood[:, None]
+            out["flags"][M[~well]] |= int(Flag.FIT_FAILED)
+
+
+def peak_arrays(data, rms, x, y, *, box_pix: int = 5, background=None) -> dict[str, np.ndarray]:
+    """Box-peak photometry on arrays (science.md §2), all positions at once.
+
+    The box is ``centre +- max(1, box_pix // 2)`` pixels, clipped to the
+    image; the flux is the largest finite pixel (minus ``background`` at that
+    pixel when given; by default none, so the estimate is biased high), the
+    error the noise-map rms at the position. Every row is flagged
+    ``BIASED_PEAK``; chi2 is NaN and dof 0. Extra columns ``peak_x_pix`` and
+    ``peak_y_pix`` give the pixel of the maximum.
+    """
+    ny, nx = data.shape
+    x = np.atleast_1d(np.asarray(x, float))
+    y = np.atleast_1d(np.asarray(y, float))
+    n = x.size
+    half = max(1, int(box_pix) // 2)
+    flags, xc, yc, inside, blanked, local_rms = _locate(data, rms, x, y, half)
+    flags |= int(Flag.BIASED_PEAK)
+    ok = inside & ~blanked
+    out = {
+        "x_pix": x.copy(), "y_pix": y.copy(), "peak_jyb": np.full(n, np.nan),
+        "peak_err_jyb": local_rms.copy(), "local_rms_jyb": local_rms,
+        "bkg_jyb": np.full(n, np.nan), "snr": np.full(n, np.nan), "chi2": np.full(n, np.nan),
+        "dof": np.zeros(n, np.int64), "n_pix": np.zeros(n, np.int64),
+        "cluster_id": np.full(n, -1, np.int64), "flags": flags, "success": np.zeros(n, bool),
+        "peak_x_pix": np.full(n, np.nan), "peak_y_pix": np.full(n, np.nan),
+    }
+    sel = np.flatnonzero(ok)
+    if sel.size:
+        g = np.arange(-half, half + 1)
+        gx = xc[sel, None] + g[None, :]
+        gy = yc[sel, None] + g[None, :]
+        inb = ((gx >= 0) & (gx < nx))[:, None, :] & ((gy >= 0) & (gy < ny))[:, :, None]
+        idx = (np.clip(gy, 0, ny - 1)[:, :, None] * nx + np.clip(gx, 0, nx - 1)[:, None, :])
+        idx = idx.reshape(sel.size, -1)
+        vals = _gather(data, idx, nx, idx.shape)
+        if background is not None:
+            vals = vals - _gather(background, idx, nx, idx.shape)
+        vals = np.where(inb.reshape(sel.size, -1) & np.isfinite(vals), vals, -np.inf)
+        j = np.argmax(vals, axis=1)
+        best = vals[np.arange(sel.size), j]
+        have = np.isfinite(best)
+        out["peak_jyb"][sel[have]] = best[have]
+        out["n_pix"][sel] = np.isfinite(vals).sum(axis=1)
+        out["peak_x_pix"][sel[have]] = gx[have, j[have] % (2 * half + 1)]
+        out["peak_y_pix"][sel[have]] = gy[have, j[have] // (2 * half + 1)]
+        flags[sel[~have]] |= int(Flag.NO_GOOD_PIXELS)
+        if background is not None and np.ndim(background) == 2:
+            out["bkg_jyb"][sel] = np.asarray(background[yc[sel], xc[sel]], float)
+    no_noise = ok & ~np.isfinite(local_rms)
+    flags[no_noise] |= int(Flag.NO_NOISE)
+    _finalise(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# image level
+# --------------------------------------------------------------------------------------
+def _positions(ra_deg, dec_deg):
+    ra = np.atleast_1d(np.asarray(ra_deg, dtype=float)).ravel()
+    dec = np.atleast_1d(np.asarray(dec_deg, dtype=float)).ravel()
+    if ra.shape != dec.shape:
+        raise ConfigError("dec_deg", f"{dec.size} values", f"as many values as ra_deg ({ra.size})")
+    return ra, dec
+
+
+def _check_option(name, value, cond, allowed):
+    if not cond:
+        raise ConfigError(name, value, allowed)
+
+
+def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **options) -> MeasurementTable:
+    """Measure the flux density at sky positions on one image.
+
+    Parameters
+    ----------
+    image : str, Path or RadioImage
+        The (primary-beam-corrected) image.
+    ra_deg, dec_deg : array-like
+        ICRS positions, degrees.
+    method : {"forced", "peak", "adaptive", "aegean"}
+        ``adaptive`` and ``aegean`` are delegated to
+        :mod:`dsa110_contimg.photometry.methods`.
+    **options
+        forced: ``nbeam`` (3.0), ``cluster_threshold`` (1.5; None disables),
+        ``error_model`` ("correlated" | "mean_noise"), ``condon`` (False; adds
+        ``condon_err_jyb``). Both: ``beam`` (a Beam used when the header has
+        none), ``bkg_path``, ``rms_path``, ``autoload_maps`` (True),
+        ``background_options`` (dict for
+        :func:`~dsa110_contimg.photometry.noise.estimate_background`).
+        peak: ``box_pix`` (beam FWHM in pixels, else 5), ``subtract_background`` (False).
+
+    Returns
+    -------
+    MeasurementTable
+        One row per position, in input order; ``meta`` holds the method, image
+        path, MJD, frequency, beam, noise-map source and error model.
+
+    Raises
+    ------
+    ConfigError
+        Unknown method or option value.
+    MissingBeam
+        ``forced`` on an image without a beam (use ``peak`` or pass ``beam``).
+    InvalidImage subclasses
+        From opening the image or its maps.
+    """
+    if method not in METHODS:
+        raise ConfigError("method", method, "one of " + ", ".join(METHODS))
+    if method in _DELEGATED:
+        mod = importlib.import_module(_DELEGATED[method])
+        return mod.measure(image, ra_deg, dec_deg, **options)
+
+    from dsa110_contimg.photometry.image import as_image
+    from dsa110_contimg.photometry.noise import background_maps_for
+
+    ra, dec = _positions(ra_deg, dec_deg)
+    beam_opt = options.pop("beam", None)
+    bkg_path = options.pop("bkg_path", None)
+    rms_path = options.pop("rms_path", None)
+    autoload = bool(options.pop("autoload_maps", True))
+    bg_opts = dict(options.pop("background_options", None) or {})
+    img = as_image(image, beam=beam_opt)
+    # the image's own beam wins; the caller's is used when it has none (image not modified)
+    img_beam, beam_source = img.beam, img.beam_source
+    if img_beam is None and beam_opt is not None:
+        img_beam, beam_source = beam_opt, "caller"
+
+    if img.beam is None and img_beam is not None and not {"beam_pix", "box_pix"} & set(bg_opts):
+        bg_opts["beam_pix"] = img_beam.major_arcsec / img.pixel_scale_arcsec
+
+    meta = {
+        "method": method, "image": None if img.path is None else str(img.path), "mjd": img.mjd,
+        "freq_hz": img.freq_hz, "beam_deg": None if img_beam is None else img_beam.as_tuple(),
+        "beam_source": beam_source,
+    }
+    if method == "forced":
+        nbeam = float(options.pop("nbeam", 3.0))
+        thr = options.pop("cluster_threshold", 1.5)
+        error_model = options.pop("error_model", "correlated")
+        condon = bool(options.pop("condon", False))
+        if options:
+            raise ConfigError("options", sorted(options), "forced options: nbeam, cluster_threshold, "
+                              "error_model, condon, beam, bkg_path, rms_path, autoload_maps, "
+                              "background_options")
+        _check_option("nbeam", nbeam, np.isfinite(nbeam) and nbeam > 0, "a number > 0")
+        _check_option("cluster_threshold", thr, thr is None or (np.isfinite(float(thr))
+                                                                and float(thr) >= 0),
+                      "a number >= 0 or None")
+        _check_option("error_model", error_model, error_model in ("correlated", "mean_noise"),
+                      "'correlated' or 'mean_noise'")
+        beam = img_beam if img_beam is not None else img.require_beam()
+        pb = pixel_beam_for(img, beam)
+        maps = background_maps_for(img, bkg_path=bkg_path, rms_path=rms_path,
+                                   autoload=autoload, **bg_opts)
+        scale = 1.0
+        if error_model == "correlated":
+            scale = correlation_factor(img, maps, pb, nbeam)
+            if not np.isfinite(scale):
+                scale = 1.0
+                meta["error_model_note"] = ("noise correlation not measurable on this image "
+                                            "(too few pixels): mean-noise error used")
+        x, y = img.world_to_pixel(ra, dec)
+        cols = measure_arrays(img.data, maps.background, maps.rms, x, y, pb, nbeam=nbeam,
+                              cluster_threshold=None if thr is None else float(thr),
+                              error_scale=scale)
+        if condon:
+            from dsa110_contimg.photometry.condon import peak_flux_error
+
+            cols["condon_err_jyb"] = peak_flux_error(
+                cols["peak_jyb"], cols["local_rms_jyb"], beam_major=beam.major_arcsec,
+                beam_minor=beam.minor_arcsec)
+            cols["condon_err_jyb"][~cols["success"]] = np.nan
+        meta.update(nbeam=nbeam, cluster_threshold=thr, error_model=error_model,
+                    noise_corr_factor=float(scale), noise_source=maps.source,
+                    kernel_pix=(float(pb.a), float(pb.b), float(pb.c)))
+    else:  # peak
+        subtract = bool(options.pop("subtract_background", False))
+        box = options.pop("box_pix", None)
+        if options:
+            raise ConfigError("options", sorted(options), "peak options: box_pix, "
+                              "subtract_background, beam, bkg_path, rms_path, autoload_maps, "
+                              "background_options")
+        if box is None:
+            box = max(3, int(round(img_beam.major_arcsec / img.pixel_scale_arcsec))) \
+                if img_beam is not None else 5
+        _check_option("box_pix", box, int(box) >= 1, "an integer >= 1")
+        maps = background_maps_for(img, bkg_path=bkg_path, rms_path=rms_path,
+                                   autoload=autoload, **bg_opts)
+        x, y = img.world_to_pixel(ra, dec)
+        cols = peak_arrays(img.data, maps.rms, x, y, box_pix=int(box),
+                           background=maps.background if subtract else None)
+        if not subtract:
+            cols["bkg_jyb"] = maps.background_at(x, y)
+        meta.update(box_pix=int(box), subtract_background=subtract, noise_source=maps.source)
+    cols["ra_deg"] = ra
+    cols["dec_deg"] = dec
+    return MeasurementTable(cols, meta)
+
+
+def correlation_factor(image, maps, pixel_beam: PixelBeam, nbeam: float = 3.0,
+                       data=None) -> float:
+    """The image's matched-filter noise factor for this kernel (cached on ``maps``).
+
+    ``data`` defaults to ``image.data``; pass ``image.plane(i)`` (with that plane's
+    maps) for a cube plane. NaN when the image is too small to measure it.
+    """
+    from dsa110_contimg.photometry.noise import noise_correlation_factor
+
+    key = (pixel_beam, nbeam)
+    cache = maps.__dict__.setdefault("_corr_cache", {})
+    if key not in cache:
+        cache[key] = noise_correlation_factor(image.data if data is None else data,
+                                              maps.background, maps.rms, pixel_beam.stamp(nbeam))
+    return cache[key]
+
+
+__all__ = ["measure_positions", "measure_arrays", "peak_arrays", "PixelBeam", "pixel_beam_for",
+           "cluster_labels", "correlation_factor", "METHODS"]
