@@ -1,0 +1,219 @@
+"""``contimg-photometry catalog``: ingest, list, build the master list, query.
+
+Sub-commands::
+
+    catalog ingest SURVEY FILE [FILE ...] [--ra-column C --dec-column C
+                                           --flux-column C --flux-unit U] [--progress]
+    catalog list [--json]
+    catalog build-master [--match-radius ARCSEC]
+    catalog cone SURVEY RA DEC RADIUS [--min-flux MJY] [--max-sources N] [-o OUT] [--json]
+                                      [--online]
+
+Every sub-command takes ``--catalog-dir DIR`` (default: :func:`default_catalog_dir`).
+Exit codes: 0 success; 1 error (one line on stderr, e.g. a missing column or
+catalogue); 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dsa110_contimg.photometry.errors import CatalogError
+
+_OUT_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".vot": "votable",
+                ".xml": "votable"}
+
+
+def default_catalog_dir() -> Path:
+    """The catalogue directory used when ``--catalog-dir`` is not given.
+
+    ``$CONTIMG_CATALOG_DIR`` if set, else ``./catalogs``.
+    """
+    return Path(os.environ.get("CONTIMG_CATALOG_DIR", "catalogs"))
+
+
+def _store(args, *, allow_online: bool = False):
+    from dsa110_contimg.photometry.catalogs import CatalogStore
+
+    directory = args.catalog_dir if args.catalog_dir is not None else default_catalog_dir()
+    return CatalogStore(directory, allow_online=allow_online)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return v
+
+
+def register(subparsers) -> None:
+    """Add the ``catalog`` command and its sub-commands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--catalog-dir", type=Path, default=None, metavar="DIR",
+                        help="catalogue directory (default: $CONTIMG_CATALOG_DIR or ./catalogs)")
+    p = subparsers.add_parser("catalog", help="local reference catalogues (NVSS, FIRST, RACS, "
+                              "VLASS, master)", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
+
+    ing = sub.add_parser("ingest", parents=[common], help="read survey files into the store")
+    ing.add_argument("survey", metavar="SURVEY", help="nvss, first, rax (racs) or vlass")
+    ing.add_argument("files", metavar="FILE", nargs="+", type=Path,
+                     help="CSV/ECSV/FITS/VOTable, optionally .gz")
+    ing.add_argument("--ra-column", help="RA column (deg or sexagesimal hours)")
+    ing.add_argument("--dec-column", help="Dec column (deg or sexagesimal)")
+    ing.add_argument("--flux-column", help="flux density column")
+    ing.add_argument("--flux-unit", help="unit of a unitless flux column (Jy, mJy, uJy)")
+    bar = ing.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show the progress bar (default: on a terminal, long files)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    ing.set_defaults(func=_cmd_ingest)
+
+    lst = sub.add_parser("list", parents=[common], help="row counts, coverage, source files")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.set_defaults(func=_cmd_list)
+
+    bm = sub.add_parser("build-master", parents=[common],
+                        help="cross-match NVSS with FIRST and VLASS into the master list")
+    bm.add_argument("--match-radius", type=_positive_float, default=7.5, metavar="ARCSEC",
+                    help="counterpart radius (arcsec, default 7.5)")
+    bm.set_defaults(func=_cmd_build_master)
+
+    cone = sub.add_parser("cone", parents=[common], help="sources within a radius, brightest first")
+    cone.add_argument("survey", metavar="SURVEY")
+    cone.add_argument("ra", type=_finite_float, metavar="RA", help="deg")
+    cone.add_argument("dec", type=_finite_float, metavar="DEC", help="deg")
+    cone.add_argument("radius", type=_positive_float, metavar="RADIUS", help="deg")
+    cone.add_argument("--min-flux", type=_finite_float, default=None, metavar="MJY")
+    cone.add_argument("--max-sources", type=_non_negative_int, default=None, metavar="N")
+    cone.add_argument("-o", "--output", type=Path, default=None, metavar="OUT",
+                      help="write the table (.csv, .ecsv, .fits, .vot)")
+    cone.add_argument("--json", action="store_true", help="print JSON rows on stdout")
+    cone.add_argument("--online", action="store_true",
+                      help="fetch a region missing locally from VizieR and cache it")
+    cone.set_defaults(func=_cmd_cone)
+
+
+def _cmd_ingest(args) -> int:
+    store = _store(args)
+    n = 0
+    for path in args.files:
+        rows = store.ingest(args.survey, [path], ra_column=args.ra_column,
+                            dec_column=args.dec_column, flux_column=args.flux_column,
+                            flux_unit=args.flux_unit, progress=args.progress)
+        print(f"{store.survey(args.survey).name}: {rows} rows from {path}")
+        n += rows
+    print(f"ingested {n} rows into {store.path_of(args.survey)}")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    store = _store(args)
+    info = store.list()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    if not info:
+        print(f"no catalogues in {store.catalog_dir}")
+        return 0
+    print(f"{'survey':<8} {'rows':>10} {'Dec range (deg)':>22}  files")
+    for s in info:
+        dec = ("-" if s["dec_min"] is None
+               else f"{s['dec_min']:+8.3f} .. {s['dec_max']:+8.3f}")
+        print(f"{s['survey']:<8} {s['n_rows']:>10d} {dec:>22}  {s['n_files']}")
+        for f in s["files"]:
+            if f["cov_radius"] is not None:
+                cov = (f"cone ({f['cov_ra']:.3f}, {f['cov_dec']:+.3f}) r={f['cov_radius']:.3f}")
+            elif f["dec_min"] is not None:
+                cov = (f"RA {f['ra_lo']:.3f}..{f['ra_hi'] % 360 if f['ra_hi'] != 360 else 360:.3f}"
+                       f" Dec {f['dec_min']:+.3f}..{f['dec_max']:+.3f}")
+            else:
+                cov = "empty"
+            print(f"    {f['n_rows']:>10d}  {f['layout']:<16} {cov}  {f['path']}")
+    return 0
+
+
+def _cmd_build_master(args) -> int:
+    store = _store(args)
+    n = store.build_master(match_radius_arcsec=args.match_radius)
+    t = store.survey("master")
+    print(f"master: {n} rows (match radius {args.match_radius} arcsec) -> {t.path}")
+    return 0
+
+
+def _cmd_cone(args) -> int:
+    store = _store(args, allow_online=args.online)
+    out = args.output
+    if out is not None:
+        fmt = _OUT_FORMATS.get(out.suffix.lower())
+        if fmt is None:
+            raise CatalogError(f"unknown output format {out.suffix!r}: use one of "
+                               f"{', '.join(_OUT_FORMATS)}", out)
+    table = store.survey(args.survey).cone(args.ra, args.dec, args.radius,
+                                           min_flux_mjy=args.min_flux,
+                                           max_sources=args.max_sources)
+    for note in table.meta.get("notes", []):
+        print(f"warning: {note}", file=sys.stderr)
+    if out is not None:
+        t = table.copy(copy_data=False)
+        t.meta = {"SURVEY": table.meta.get("survey", ""),
+                  "COVERAGE": table.meta.get("coverage", "")}
+        try:
+            t.write(out, format=fmt, overwrite=True)
+        except Exception as exc:
+            raise CatalogError(f"cannot write table: {exc}", out) from exc
+    if args.json:
+        rows = [{k: _jsonable(row[k]) for k in table.colnames} for row in table]
+        print(json.dumps(rows))
+    elif out is None:
+        cols = ["source_id", "ra_deg", "dec_deg", "flux_mjy"]
+        print(f"{'source_id':<26} {'ra_deg':>11} {'dec_deg':>11} {'flux_mjy':>10}")
+        for row in table[cols]:
+            print(f"{row['source_id']:<26} {row['ra_deg']:11.6f} {row['dec_deg']:11.6f} "
+                  f"{row['flux_mjy']:10.3f}")
+    if not args.json:
+        print(f"{len(table)} sources" + (f" -> {out}" if out is not None else ""),
+              file=sys.stderr if out is None else sys.stdout)
+    return 0
+
+
+def _jsonable(v):
+    if v is np.ma.masked:
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, bytes):
+        return v.decode()
+    return v
