@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from dsa110_contimg.cli.catalog import default_catalog_dir
 from dsa110_contimg.cli.main import main
 
 
@@ -116,14 +115,20 @@ def test_usage_errors_exit_2(argv, capsys):
     assert exc.value.code == 2
 
 
-def test_default_catalog_dir(tmp_path, monkeypatch, capsys, nvss_file):
-    monkeypatch.delenv("CONTIMG_CATALOG_DIR", raising=False)
-    assert default_catalog_dir() == Path("catalogs")
-    monkeypatch.setenv("CONTIMG_CATALOG_DIR", str(tmp_path / "envcat"))
-    assert default_catalog_dir() == tmp_path / "envcat"
+def test_default_catalog_dir_from_config_then_environment(tmp_path, monkeypatch, capsys, nvss_file):
+    monkeypatch.delenv("CONTIMG_PHOTOMETRY_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
     path, _ = nvss_file
+    monkeypatch.setenv("CONTIMG_CATALOG_DIR", str(tmp_path / "envcat"))
     assert run(capsys, "ingest", "nvss", path)[0] == 0
     assert (tmp_path / "envcat" / "nvss.sqlite3").exists()
+    # a service configuration wins over the environment variable
+    assert main(["init", str(tmp_path / "site")]) == 0
+    assert run(capsys, "ingest", "nvss", path, "--config", str(tmp_path / "site" / "photometry.toml"))[0] == 0
+    assert (tmp_path / "site" / "catalogs" / "nvss.sqlite3").exists()
+    monkeypatch.delenv("CONTIMG_CATALOG_DIR")
+    monkeypatch.setenv("CONTIMG_PHOTOMETRY_CONFIG", str(tmp_path / "site" / "photometry.toml"))
+    assert run(capsys, "list", "--json")[0] == 0
 
 
 def test_console_script_end_to_end(tmp_path, nvss_file):

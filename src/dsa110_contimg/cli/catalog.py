@@ -9,7 +9,9 @@ Sub-commands::
     catalog cone SURVEY RA DEC RADIUS [--min-flux MJY] [--max-sources N] [-o OUT] [--json]
                                       [--online]
 
-Every sub-command takes ``--catalog-dir DIR`` (default: :func:`default_catalog_dir`).
+Every sub-command takes ``--catalog-dir DIR`` (default: the ``catalog_dir`` of the service
+configuration given by ``--config`` or ``$CONTIMG_PHOTOMETRY_CONFIG``, else
+``$CONTIMG_CATALOG_DIR``, else ``./catalogs``).
 Exit codes: 0 success; 1 error (one line on stderr, e.g. a missing column or
 catalogue); 2 usage error.
 """
@@ -19,31 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from dsa110_contimg.cli import common as cli_common
 from dsa110_contimg.photometry.errors import CatalogError
-
-_OUT_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".vot": "votable",
-                ".xml": "votable"}
-
-
-def default_catalog_dir() -> Path:
-    """The catalogue directory used when ``--catalog-dir`` is not given.
-
-    ``$CONTIMG_CATALOG_DIR`` if set, else ``./catalogs``.
-    """
-    return Path(os.environ.get("CONTIMG_CATALOG_DIR", "catalogs"))
-
 
 def _store(args, *, allow_online: bool = False):
     from dsa110_contimg.photometry.catalogs import CatalogStore
 
-    directory = args.catalog_dir if args.catalog_dir is not None else default_catalog_dir()
-    return CatalogStore(directory, allow_online=allow_online)
+    return CatalogStore(cli_common.catalog_dir(args), allow_online=allow_online)
 
 
 def _positive_float(text: str) -> float:
@@ -80,7 +69,9 @@ def register(subparsers) -> None:
     """Add the ``catalog`` command and its sub-commands."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--catalog-dir", type=Path, default=None, metavar="DIR",
-                        help="catalogue directory (default: $CONTIMG_CATALOG_DIR or ./catalogs)")
+                        help="catalogue directory (default: from the configuration, else "
+                             "$CONTIMG_CATALOG_DIR, else ./catalogs)")
+    cli_common.add_config_option(common)
     p = subparsers.add_parser("catalog", help="local reference catalogues (NVSS, FIRST, RACS, "
                               "VLASS, master)", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
@@ -175,10 +166,9 @@ def _cmd_cone(args) -> int:
     store = _store(args, allow_online=args.online)
     out = args.output
     if out is not None:
-        fmt = _OUT_FORMATS.get(out.suffix.lower())
-        if fmt is None:
+        if out.suffix.lower() not in cli_common.TABLE_FORMATS:
             raise CatalogError(f"unknown output format {out.suffix!r}: use one of "
-                               f"{', '.join(_OUT_FORMATS)}", out)
+                               f"{', '.join(cli_common.TABLE_FORMATS)}", out)
     table = store.survey(args.survey).cone(args.ra, args.dec, args.radius,
                                            min_flux_mjy=args.min_flux,
                                            max_sources=args.max_sources)
@@ -188,10 +178,7 @@ def _cmd_cone(args) -> int:
         t = table.copy(copy_data=False)
         t.meta = {"SURVEY": table.meta.get("survey", ""),
                   "COVERAGE": table.meta.get("coverage", "")}
-        try:
-            t.write(out, format=fmt, overwrite=True)
-        except Exception as exc:
-            raise CatalogError(f"cannot write table: {exc}", out) from exc
+        cli_common.write_table(t, out)
     if args.json:
         rows = [{k: _jsonable(row[k]) for k in table.colnames} for row in table]
         print(json.dumps(rows))

@@ -283,6 +283,8 @@ class PhotometryManager:
         t = time.perf_counter()
         cat = self._query_catalog(image, kind, cfg)
         steps["catalog"] = time.perf_counter() - t
+        if cat.meta.get("coverage") == "partial":
+            notes.extend(f"catalogue: {n}" for n in cat.meta.get("notes", ["coverage is partial"]))
 
         t = time.perf_counter()
         options: dict[str, Any] = {}
