@@ -182,7 +182,8 @@ class PhotometryManager:
             return self._create_batch_job(path, kind, cfg, data_id or path.stem, group_id)
         if dry_run:
             image, kind, _method, notes = self._open(path, kind, cfg)
-            cat = self._query_catalog(image, kind, cfg)
+            with image:
+                cat = self._query_catalog(image, kind, cfg)
             return PhotometryResult(path, sources_queried=len(cat), kind=kind, notes=notes,
                                     data_id=data_id)
         if data_id is not None and self.registry is not None:
@@ -204,7 +205,8 @@ class PhotometryManager:
         n_sources = 0
         try:
             image, kind, _method, notes = self._open(path, kind, cfg)
-            n_sources = len(self._query_catalog(image, kind, cfg))
+            with image:
+                n_sources = len(self._query_catalog(image, kind, cfg))
         except PhotometryError as exc:
             # The job still goes in: the worker will fail it with this reason on record.
             notes.append(f"pre-check failed (the job will record it): {exc}")
@@ -279,6 +281,11 @@ class PhotometryManager:
         t = time.perf_counter()
         image, kind, method, notes = self._open(path, kind, cfg)
         steps["open"] = time.perf_counter() - t
+        with image:
+            return self._run_open_image(path, image, kind, method, notes, cfg, data_id, steps)
+
+    def _run_open_image(self, path, image, kind, method, notes, cfg, data_id, steps):
+        from dsa110_contimg.photometry.forced import measure_positions
 
         t = time.perf_counter()
         cat = self._query_catalog(image, kind, cfg)
@@ -290,12 +297,14 @@ class PhotometryManager:
         options: dict[str, Any] = {}
         if method in ("forced", "adaptive"):
             options.update(nbeam=cfg.nbeam, cluster_threshold=cfg.cluster_threshold)
-            if cfg.condon_errors:
-                options["condon"] = True
+        if method == "forced" and cfg.condon_errors:
+            options["condon"] = True
         table = measure_positions(image, np.asarray(cat["ra_deg"], float),
                                   np.asarray(cat["dec_deg"], float), method=method, **options)
         steps["measure"] = time.perf_counter() - t
         notes.extend(str(n) for n in table.meta.get("notes", []))
+        if table.meta.get("note"):
+            notes.append(str(table.meta["note"]))
 
         t = time.perf_counter()
         result = PhotometryResult(
@@ -319,7 +328,6 @@ class PhotometryManager:
                  normalization=(result.normalization or {}).get("status"),
                  ese_candidates=result.ese_candidates,
                  steps={k: round(v, 4) for k, v in steps.items()})
-        image.close()
         return result
 
     def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes, result, steps):
