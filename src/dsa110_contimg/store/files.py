@@ -79,6 +79,16 @@ def record_file(db: Database, key: FileKey, decision: str, *, kind: str | None =
     with_retry(_do)
 
 
+def forget_incomplete(db: Database, path: str) -> int:
+    """Delete the ``incomplete`` rows of a path (the file vanished before it was decided)."""
+    def _do():
+        with db.engine.begin() as conn:
+            return conn.execute(files.delete().where(files.c.path == path,
+                                                     files.c.decision == "incomplete")).rowcount
+
+    return with_retry(_do)
+
+
 def decided_keys(db: Database) -> set[tuple[str, int, int]]:
     """``(path, size, mtime_ns)`` of every file version already queued or skipped."""
     with db.engine.connect() as conn:

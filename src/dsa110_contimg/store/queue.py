@@ -261,7 +261,8 @@ class JobQueue:
         """Hand a running job back unfinished (graceful stop): ``pending`` again,
         this attempt not counted."""
         return self._fenced(job_id, {"status": "pending", "lease_owner": None, "lease_until": None,
-                                     "attempts": sa.func.max(batch_jobs.c.attempts - 1, 0),
+                                     "attempts": sa.case((batch_jobs.c.attempts > 0,
+                                                          batch_jobs.c.attempts - 1), else_=0),
                                      "not_before": 0.0}, owner=owner)
 
     def reap_expired(self, *, owners_gone: Iterable[str] = ()) -> dict[str, int]:

@@ -1,0 +1,351 @@
+"""The service configuration: one TOML file, validated before anything runs.
+
+Sections (every key, its default and its meaning are documented in
+``config/photometry.toml``):
+
+``[paths]``
+    ``image_dirs``, ``mosaic_dirs`` (watched trees), ``state_dir``,
+    ``products_db``, ``registry_db``, ``catalog_dir``. Relative paths are
+    resolved against the directory of the configuration file.
+``[photometry]``
+    Passed to :meth:`PhotometryConfig.from_dict` (catalog, method, radius_deg,
+    ...); its own validation names the bad key.
+``[daemon]``
+    Watcher, queue and pool settings (:class:`DaemonConfig`).
+``[logging]``
+    ``format`` (``auto`` | ``json`` | ``console``) and ``level``.
+
+An unknown key or a bad value raises :class:`ConfigError` naming the key, the
+file and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from dsa110_contimg.photometry.config import PhotometryConfig
+from dsa110_contimg.photometry.errors import ConfigError
+
+#: Environment variable naming the configuration file.
+CONFIG_ENV = "CONTIMG_PHOTOMETRY_CONFIG"
+#: Default executor: the photometry workflow shared with ``contimg-photometry worker``.
+DEFAULT_EXECUTOR = "dsa110_contimg.photometry.worker:execute_job"
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where the service reads and writes (absolute paths after loading)."""
+
+    image_dirs: tuple[Path, ...] = ()
+    mosaic_dirs: tuple[Path, ...] = ()
+    state_dir: Path = Path("state")
+    products_db: Path | None = None
+    registry_db: Path | None = None
+    catalog_dir: Path = Path("catalogs")
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_("state_dir", Path(self.state_dir))
+        if self.products_db is None:
+            set_("products_db", self.state_dir / "products.sqlite3")
+        if self.registry_db is None:
+            set_("registry_db", self.state_dir / "data_registry.sqlite3")
+
+    @property
+    def watched(self) -> tuple[Path, ...]:
+        return tuple(self.image_dirs) + tuple(self.mosaic_dirs)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Watcher, queue and worker-pool settings.
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes (spawned), 1..64.
+    polling : bool
+        Use a polling observer (network filesystems: NFS, Lustre, GPFS, CIFS)
+        instead of inotify.
+    poll_interval_s : float
+        Polling observer interval (s).
+    rescan_interval_s : float
+        Period of the reconciliation scan of every watched tree (s).
+    settle_s : float
+        A file that is not complete stays ``incomplete``; once its size and
+        mtime have not changed for ``settle_s`` seconds it is re-checked and,
+        if still incomplete, queued anyway so the job fails with the reason.
+        In polling mode it is also the quiescence time before a file is checked.
+    recheck_interval_s : float
+        How often incomplete files are re-examined (s).
+    pbcor_wait_s : float
+        How long a non-primary-beam-corrected image waits for its PB-corrected
+        sibling before it is measured itself (s).
+    lease_s : float
+        Job lease; the daemon extends it while a job runs.
+    max_attempts : int
+        Claims before a job is ``dead``.
+    backoff_base_s, backoff_cap_s : float
+        Exponential retry back-off (s).
+    job_timeout_s : float
+        Per-job wall-clock limit; the worker is killed and the job retried.
+    drain_timeout_s : float
+        On SIGTERM, how long running jobs may finish before being handed back.
+    reap_interval_s : float
+        Period of the expired-lease reaper (s).
+    heartbeat_interval_s : float
+        Period of the daemon's heartbeat row update (s).
+    stale_after_s : float
+        The status CLI calls a heartbeat older than this stale.
+    max_event_queue : int
+        Bound of the in-memory event queue; when full, events are dropped and
+        a rescan is scheduled.
+    executor : str
+        ``module:function`` run in the worker processes (default the
+        photometry workflow).
+    """
+
+    workers: int = 2
+    polling: bool = False
+    poll_interval_s: float = 5.0
+    rescan_interval_s: float = 300.0
+    settle_s: float = 30.0
+    recheck_interval_s: float = 1.0
+    pbcor_wait_s: float = 60.0
+    lease_s: float = 300.0
+    max_attempts: int = 3
+    backoff_base_s: float = 5.0
+    backoff_cap_s: float = 600.0
+    job_timeout_s: float = 1800.0
+    drain_timeout_s: float = 60.0
+    reap_interval_s: float = 30.0
+    heartbeat_interval_s: float = 5.0
+    stale_after_s: float = 60.0
+    max_event_queue: int = 100_000
+    executor: str = DEFAULT_EXECUTOR
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``format``: auto (console on a TTY, else JSON), json or console; ``level``."""
+
+    format: str = "auto"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The whole service configuration."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: Path | None = None
+
+    def photometry_params(self) -> dict:
+        """Job parameters for :func:`~dsa110_contimg.photometry.worker.execute_job`."""
+        return {"config": self.photometry.to_dict()}
+
+
+# -- validation -------------------------------------------------------------------
+_SECTIONS = ("paths", "photometry", "daemon", "logging")
+_POSITIVE = {"poll_interval_s", "rescan_interval_s", "recheck_interval_s", "lease_s", "backoff_base_s",
+             "backoff_cap_s", "job_timeout_s", "reap_interval_s", "heartbeat_interval_s",
+             "stale_after_s"}
+_NON_NEGATIVE = {"settle_s", "pbcor_wait_s", "drain_timeout_s"}
+
+
+def _check_keys(table: Mapping, allowed, section: str, src) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{section}.{key}" if section else key, table[key],
+                              "one of the keys " + ", ".join(sorted(allowed)), src)
+
+
+def _paths(table: Mapping, base: Path, src) -> PathsConfig:
+    names = [f.name for f in dataclasses.fields(PathsConfig)]
+    _check_keys(table, names, "paths", src)
+
+    def one(key, value) -> Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"paths.{key}", value, "a non-empty path string", src)
+        p = Path(os.path.expandvars(value)).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    out: dict[str, Any] = {}
+    for key in ("image_dirs", "mosaic_dirs"):
+        if key in table:
+            value = table[key]
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list):
+                raise ConfigError(f"paths.{key}", value, "a list of directory paths", src)
+            out[key] = tuple(one(key, v) for v in value)
+    for key in ("state_dir", "products_db", "registry_db", "catalog_dir"):
+        if key in table:
+            out[key] = one(key, table[key])
+    out.setdefault("state_dir", (base / "state").resolve())
+    out.setdefault("catalog_dir", (base / "catalogs").resolve())
+    return PathsConfig(**out)
+
+
+def _daemon(table: Mapping, src) -> DaemonConfig:
+    fields = {f.name: f for f in dataclasses.fields(DaemonConfig)}
+    _check_keys(table, fields, "daemon", src)
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"daemon.{key}"
+        default = fields[key].default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(name, value, "true or false", src)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(name, value, "an integer", src)
+            low, high = {"workers": (1, 64), "max_attempts": (1, 100),
+                         "max_event_queue": (100, 10_000_000)}[key]
+            if not low <= value <= high:
+                raise ConfigError(name, value, f"an integer in [{low}, {high}]", src)
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(name, value, "a number of seconds", src)
+            value = float(value)
+            if key in _POSITIVE and not value > 0:
+                raise ConfigError(name, value, "a number of seconds > 0", src)
+            if key in _NON_NEGATIVE and value < 0:
+                raise ConfigError(name, value, "a number of seconds >= 0", src)
+        elif key == "executor":
+            if not isinstance(value, str) or value.count(":") != 1:
+                raise ConfigError(name, value, "'package.module:function'", src)
+        out[key] = value
+    cfg = DaemonConfig(**out)
+    if cfg.drain_timeout_s >= cfg.lease_s:
+        raise ConfigError("daemon.drain_timeout_s", cfg.drain_timeout_s,
+                          f"less than daemon.lease_s ({cfg.lease_s})", src)
+    return cfg
+
+
+def _logging(table: Mapping, src) -> LoggingConfig:
+    _check_keys(table, ("format", "level"), "logging", src)
+    fmt = table.get("format", "auto")
+    level = table.get("level", "info")
+    if fmt not in LOG_FORMATS:
+        raise ConfigError("logging.format", fmt, "one of " + ", ".join(LOG_FORMATS), src)
+    if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
+        raise ConfigError("logging.level", level, "one of " + ", ".join(LOG_LEVELS), src)
+    return LoggingConfig(fmt, level.lower())
+
+
+def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
+                     source: Path | None = None) -> ServiceConfig:
+    """Validate a parsed TOML document and build a :class:`ServiceConfig`.
+
+    Relative paths are resolved against ``base_dir`` (default: the current
+    directory). Raises :class:`ConfigError` naming key, file and allowed values.
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    _check_keys(data, _SECTIONS, "", source)
+    for section in _SECTIONS:
+        if section in data and not isinstance(data[section], dict):
+            raise ConfigError(section, data[section], "a [table]", source)
+    phot_table = dict(data.get("photometry", {}))
+    try:
+        photometry = PhotometryConfig.from_dict(phot_table)
+    except ConfigError as exc:
+        raise ConfigError(f"photometry.{exc.field}", exc.value, exc.allowed, source) from None
+    if photometry.catalog_path is not None and not Path(photometry.catalog_path).is_absolute():
+        photometry = photometry.replace(catalog_path=(base / photometry.catalog_path).resolve())
+    return ServiceConfig(
+        paths=_paths(data.get("paths", {}), base, source),
+        photometry=photometry,
+        daemon=_daemon(data.get("daemon", {}), source),
+        logging=_logging(data.get("logging", {}), source),
+        source=source,
+    )
+
+
+def find_config_path(arg: str | os.PathLike | None = None) -> Path | None:
+    """The configuration file: ``arg`` if given, else ``$CONTIMG_PHOTOMETRY_CONFIG``, else None."""
+    if arg:
+        return Path(arg).expanduser()
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env).expanduser() if env else None
+
+
+def load_config(path: str | os.PathLike | None = None) -> ServiceConfig:
+    """Read and validate the configuration file.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The TOML file; default ``$CONTIMG_PHOTOMETRY_CONFIG``.
+
+    Raises
+    ------
+    ConfigError
+        No file named, file missing or unreadable, TOML syntax error, unknown
+        key or bad value (the message names the key, the file and what is allowed).
+    """
+    found = find_config_path(path)
+    if found is None:
+        raise ConfigError("--config", None, f"a configuration file (option --config or ${CONFIG_ENV}); "
+                          "create one with 'contimg-photometry init DIR'")
+    found = found.resolve()
+    try:
+        text = found.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("--config", str(found), f"a readable TOML file ({exc.strerror or exc})",
+                          found) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("(syntax)", str(exc), "valid TOML", found) from None
+    return config_from_dict(data, base_dir=found.parent, source=found)
+
+
+def render_config(root: Path) -> str:
+    """The TOML text ``contimg-photometry init`` writes for a service rooted at ``root``."""
+    root = Path(root).resolve()
+    phot = PhotometryConfig()
+    d = DaemonConfig()
+    return f"""\
+# DSA-110 photometry service configuration (written by 'contimg-photometry init').
+# Every key is documented with its default in config/photometry.toml of the source tree.
+
+[paths]
+image_dirs = ["{root / 'images'}"]
+mosaic_dirs = ["{root / 'mosaics'}"]
+state_dir = "{root / 'state'}"
+products_db = "{root / 'state' / 'products.sqlite3'}"
+registry_db = "{root / 'state' / 'data_registry.sqlite3'}"
+catalog_dir = "{root / 'catalogs'}"
+
+[photometry]
+catalog = "{phot.catalog}"
+method = "{phot.method}"
+normalize = {str(phot.normalize).lower()}
+detect_ese = {str(phot.detect_ese).lower()}
+ese_preset = "{phot.ese_preset}"
+
+[daemon]
+workers = {d.workers}
+polling = {str(d.polling).lower()}
+rescan_interval_s = {d.rescan_interval_s}
+settle_s = {d.settle_s}
+lease_s = {d.lease_s}
+max_attempts = {d.max_attempts}
+job_timeout_s = {d.job_timeout_s}
+drain_timeout_s = {d.drain_timeout_s}
+
+[logging]
+format = "auto"
+level = "info"
+"""

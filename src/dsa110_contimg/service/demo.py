@@ -1,0 +1,239 @@
+"""The end-to-end demo: a simulated sky, a catalogue, the daemon, ~30 epochs, one ESE.
+
+Steps (:func:`run_demo`):
+
+1. ``init`` a service in the work directory (images/, mosaics/, state/, catalogs/)
+   with normalisation and ESE detection on;
+2. make a small NVSS-like catalogue (a CSV of positions and 1.4 GHz fluxes in mJy)
+   and ingest it through :class:`~dsa110_contimg.photometry.catalogs.CatalogStore`;
+3. start ``contimg-photometry run`` as a subprocess (the real daemon);
+4. drop ``epochs`` simulated DSA-110-like images (PB-corrected WSClean names,
+   written to a hidden temporary file and renamed into place): every source
+   scaled by a per-epoch gain jitter (3 % rms), one source with an injected
+   extreme-scattering-event dip;
+5. wait until every job is settled, print the status and the ESE candidates,
+   write the best candidate's light curve as a PNG, stop the daemon (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RA0, DEC0 = 150.0, 37.0
+SHAPE = (192, 192)
+PIXSCALE_ARCSEC = 20.0
+BEAM = (60.0, 45.0, 20.0)     # arcsec, arcsec, deg E of N (a coarse, fast DSA-110-like beam)
+NOISE_JYB = 1.5e-3
+GAIN_JITTER = 0.03
+ESE_DEPTH = 0.55              # fractional dip at the minimum
+ESE_WIDTH_EPOCHS = 2.5        # Gaussian sigma of the dip, in epochs
+CADENCE_DAYS = 1.0
+
+
+def make_sky(n_sources: int = 24, seed: int = 110):
+    """Catalogue positions (deg) and fluxes (mJy) inside the simulated field."""
+    rng = np.random.default_rng(seed)
+    half_deg = 0.40 * SHAPE[0] * PIXSCALE_ARCSEC / 3600.0
+    # on a jittered grid so the sources are isolated (>= 4 beams apart)
+    side = int(np.ceil(np.sqrt(n_sources)))
+    g = np.linspace(-half_deg, half_deg, side)
+    dx, dy = np.meshgrid(g, g)
+    dx = dx.ravel()[:n_sources] + rng.uniform(-0.01, 0.01, n_sources)
+    dy = dy.ravel()[:n_sources] + rng.uniform(-0.01, 0.01, n_sources)
+    dec = DEC0 + dy
+    ra = RA0 + dx / np.cos(np.deg2rad(dec))
+    flux_mjy = np.round(10 ** rng.uniform(np.log10(60), np.log10(600), n_sources), 1)
+    return ra, dec, flux_mjy
+
+
+def ese_profile(epochs: int) -> np.ndarray:
+    """Multiplicative flux factor per epoch for the ESE source (a smooth dip mid-way)."""
+    t = np.arange(epochs, dtype=float)
+    t0 = 0.6 * epochs
+    return 1.0 - ESE_DEPTH * np.exp(-0.5 * ((t - t0) / ESE_WIDTH_EPOCHS) ** 2)
+
+
+def write_catalog(path: Path, ra, dec, flux_mjy) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["NVSS", "RAJ2000", "DEJ2000", "S1.4"])
+        for r, d, f in zip(ra, dec, flux_mjy):
+            w.writerow([f"DEMO J{r:08.4f}{d:+08.4f}", f"{r:.6f}", f"{d:.6f}", f"{f:.2f}"])
+
+
+def write_epoch(images: Path, i: int, ra, dec, flux_mjy, factor, rng) -> Path:
+    """One epoch: gain jitter for every source, the ESE factor for source 0."""
+    from astropy.io import fits
+
+    from dsa110_contimg.photometry.simulate import simulate_image
+
+    gain = 1.0 + rng.normal(0.0, GAIN_JITTER)
+    peaks = flux_mjy / 1000.0 * gain
+    peaks = peaks.copy()
+    peaks[0] *= factor
+    mjd = 60676.25 + i * CADENCE_DAYS
+    sim = simulate_image(SHAPE, ra0_deg=RA0, dec0_deg=DEC0, pixscale_arcsec=PIXSCALE_ARCSEC,
+                         beam_arcsec=BEAM, ra_deg=ra, dec_deg=dec, peak_jyb=peaks, noise_rms=NOISE_JYB,
+                         mjd=mjd, seed=1000 + i)
+    name = f"2025-01-{1 + i // 24:02d}T{i % 24:02d}:00:00.img-image-pb.fits"
+    final = images / name
+    tmp = images / f".{name}.part"
+    fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(tmp, overwrite=True)
+    os.replace(tmp, final)   # the producer contract: rename into place
+    return final
+
+
+def _config_text(root: Path, workers: int) -> str:
+    return f"""\
+[paths]
+image_dirs = ["{root / 'images'}"]
+mosaic_dirs = ["{root / 'mosaics'}"]
+state_dir = "{root / 'state'}"
+catalog_dir = "{root / 'catalogs'}"
+
+[photometry]
+catalog = "nvss"
+method = "forced"
+normalize = true
+detect_ese = true
+ese_preset = "moderate"
+norm_min_snr = 20.0
+norm_baseline_epochs = 5
+
+[daemon]
+workers = {workers}
+settle_s = 5.0
+pbcor_wait_s = 0.0
+heartbeat_interval_s = 1.0
+drain_timeout_s = 20.0
+rescan_interval_s = 30.0
+stale_after_s = 30.0
+
+[logging]
+format = "json"
+level = "info"
+"""
+
+
+def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, workers: int = 2,
+             timeout_s: float = 110.0, out=None) -> int:
+    """Run the demo; returns 0 when the ESE source is flagged and its light curve written."""
+    from dsa110_contimg.photometry.catalogs import CatalogStore
+    from dsa110_contimg.service.config import load_config
+    from dsa110_contimg.service.status import collect_status, format_status
+    from dsa110_contimg.store.engine import open_products_db
+
+    out = out or sys.stdout
+    t_start = time.monotonic()
+    root = Path(workdir).resolve() if workdir else Path(tempfile.mkdtemp(prefix="contimg-demo-"))
+    for sub in ("images", "mosaics", "state", "catalogs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    config = root / "photometry.toml"
+    config.write_text(_config_text(root, workers))
+    cfg = load_config(config)
+    print(f"demo: work directory {root}", file=out)
+
+    ra, dec, flux = make_sky()
+    cat_csv = root / "catalogs" / "demo_nvss.csv"
+    write_catalog(cat_csv, ra, dec, flux)
+    store = CatalogStore(cfg.paths.catalog_dir)
+    n = store.ingest("nvss", [cat_csv], ra_column="RAJ2000", dec_column="DEJ2000", flux_column="S1.4",
+                     flux_unit="mJy", progress=False)
+    store.close()
+    print(f"demo: catalogue of {n} sources ingested; ESE injected on "
+          f"DEMO J{ra[0]:08.4f}{dec[0]:+08.4f} ({flux[0]:.0f} mJy, dip {ESE_DEPTH:.0%})", file=out)
+
+    log_path = root / "daemon.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("NOTIFY_SOCKET", None)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dsa110_contimg.cli.main", "run", "--config",
+                                 str(config)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_log(log_path, '"event": "ready"', proc, 60)
+        print(f"demo: daemon running (pid {proc.pid}, log {log_path}); dropping {epochs} epochs",
+              file=out)
+        rng = np.random.default_rng(7)
+        factors = ese_profile(epochs)
+        for i in range(epochs):
+            write_epoch(root / "images", i, ra, dec, flux, factors[i], rng)
+        db = open_products_db(cfg.paths.products_db, read_only=True)
+        deadline = t_start + timeout_s
+        st = collect_status(db)
+        while time.monotonic() < deadline:
+            st = collect_status(db)
+            j = st["jobs"]
+            settled = j["done"] + j["failed"] + j["dead"]
+            if settled >= epochs and not j["pending"] and not j["running"]:
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        print("\n" + format_status(st) + "\n", file=out)
+        rc = _report_candidates(db, root, ra[0], dec[0], out)
+        db.dispose()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"demo: finished in {time.monotonic() - t_start:.0f} s (daemon exit code {proc.returncode})",
+          file=out)
+    return rc
+
+
+def _wait_log(path: Path, needle: str, proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}: {path.read_text()[-2000:]}")
+        if needle in path.read_text():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"daemon not ready after {timeout} s; see {path}")
+
+
+def _report_candidates(db, root: Path, ra_ese: float, dec_ese: float, out) -> int:
+    import sqlalchemy as sa
+
+    from dsa110_contimg.cli.main import main as cli_main
+    from dsa110_contimg.store.schema import ese_candidates, sources
+
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(ese_candidates.c.id, ese_candidates.c.source_id,
+                                      ese_candidates.c.score, ese_candidates.c.confidence,
+                                      ese_candidates.c.sigma_deviation, ese_candidates.c.depth,
+                                      sources.c.catalog_id, sources.c.ra_deg, sources.c.dec_deg)
+                            .join(sources, sources.c.id == ese_candidates.c.source_id)
+                            .order_by(ese_candidates.c.score.desc())).all()
+        conn.rollback()
+    if not rows:
+        print("demo: no ESE candidate was flagged", file=out)
+        return 1
+    print("ESE candidates (best first):", file=out)
+    for r in rows:
+        sep = np.hypot((r.ra_deg - ra_ese) * np.cos(np.deg2rad(dec_ese)), r.dec_deg - dec_ese) * 3600
+        tag = "  <- injected ESE" if sep < 10 else ""
+        print(f"  #{r.id} {r.catalog_id}: score {r.score:.2f} ({r.confidence}), "
+              f"sigma {r.sigma_deviation or float('nan'):.1f}, depth {r.depth or float('nan'):.2f}{tag}",
+              file=out)
+    best = rows[0]
+    png = root / "ese_candidate_lightcurve.png"
+    rc = cli_main(["lightcurve", str(best.source_id), "-o", str(png), "--products-db",
+                   str(root / "state" / "products.sqlite3")])
+    if rc == 0 and png.exists():
+        print(f"demo: light curve of {best.catalog_id} written to {png}", file=out)
+    found = any(np.hypot((r.ra_deg - ra_ese) * np.cos(np.deg2rad(dec_ese)), r.dec_deg - dec_ese) * 3600
+                < 10 for r in rows)
+    return 0 if (found and rc == 0 and png.exists()) else 1

@@ -1,0 +1,40 @@
+"""systemd notification protocol (``sd_notify``) without libsystemd.
+
+One ``AF_UNIX``/``SOCK_DGRAM`` datagram of newline-separated ``KEY=VALUE``
+lines to ``$NOTIFY_SOCKET`` (a leading ``@`` means the abstract namespace).
+Without the variable every call is a no-op and returns False. Keys used by the
+daemon: ``READY=1``, ``STATUS=<text>``, ``WATCHDOG=1``, ``STOPPING=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def sd_notify(*lines: str) -> bool:
+    """Send ``lines`` to systemd; True when a datagram was sent."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(addr)
+        sock.sendall("\n".join(lines).encode("utf-8"))
+    return True
+
+
+def watchdog_interval_s() -> float | None:
+    """Half of ``$WATCHDOG_USEC`` in seconds (the ping period), or None when not enabled.
+
+    ``$WATCHDOG_PID``, when set, must be this process.
+    """
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(int(usec) / 2e6, 0.05)
+    except ValueError:
+        return None

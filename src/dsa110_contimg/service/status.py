@@ -1,0 +1,145 @@
+"""Status queries for ``contimg-photometry status`` and ``jobs`` (read-only).
+
+The CLI never talks to the daemon: it reads the heartbeat row the daemon
+updates every few seconds and the queue tables, through a read-only
+connection (``mode=ro``) that cannot block the daemon's writes.
+
+Exit codes of ``status``: 0 healthy; 1 degraded (failed or dead jobs, or a
+heartbeat older than ``stale_after_s`` from a daemon that did not stop
+cleanly); 3 not running (no heartbeat, or the last daemon stopped); 4 database
+missing or unreadable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+
+import sqlalchemy as sa
+
+from dsa110_contimg.store.engine import Database
+from dsa110_contimg.store.files import file_counts, heartbeat_rows
+from dsa110_contimg.store.schema import (
+    JOB_STATES, batch_job_items, batch_jobs, ese_candidates, images, measurements,
+)
+
+EXIT_OK, EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 3, 4
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds -> ISO-8601 UTC (None stays None)."""
+    if ts is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _first_path():
+    return (sa.select(sa.func.min(batch_job_items.c.fits_path))
+            .where(batch_job_items.c.batch_id == batch_jobs.c.id).scalar_subquery())
+
+
+def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int = 5,
+                   now: float | None = None) -> dict:
+    """Everything ``status`` shows, as one JSON-ready dict with stable nested keys."""
+    now = time.time() if now is None else now
+    with db.engine.connect() as conn:
+        beats = heartbeat_rows(conn)
+        counts = dict(conn.execute(sa.select(batch_jobs.c.status, sa.func.count())
+                                   .group_by(batch_jobs.c.status)).all())
+        oldest = conn.execute(sa.select(sa.func.min(batch_jobs.c.created_at))
+                              .where(batch_jobs.c.status == "pending")).scalar()
+        done_hour = conn.execute(sa.select(sa.func.count()).where(
+            batch_jobs.c.status == "done", batch_jobs.c.finished_at >= now - 3600)).scalar()
+        running = conn.execute(sa.select(batch_jobs.c.id, batch_jobs.c.attempts, batch_jobs.c.lease_owner,
+                                         batch_jobs.c.lease_until, batch_jobs.c.started_at,
+                                         _first_path().label("path"))
+                               .where(batch_jobs.c.status == "running").order_by(batch_jobs.c.id)).all()
+        failures = conn.execute(sa.select(batch_jobs.c.id, batch_jobs.c.status, batch_jobs.c.error,
+                                          batch_jobs.c.attempts, batch_jobs.c.finished_at,
+                                          _first_path().label("path"))
+                                .where(batch_jobs.c.status.in_(("failed", "dead")))
+                                .order_by(batch_jobs.c.updated_at.desc()).limit(n_failures)).all()
+        fcounts = file_counts(conn)
+        n_images = conn.execute(sa.select(sa.func.count()).select_from(images)).scalar()
+        n_meas = conn.execute(sa.select(sa.func.count()).select_from(measurements)).scalar()
+        n_ese = conn.execute(sa.select(sa.func.count()).select_from(ese_candidates).where(
+            ese_candidates.c.status == "active")).scalar()
+        conn.rollback()
+    beat = beats[0] if beats else None
+    age = None if beat is None else max(0.0, now - beat["beat_at"])
+    if beat is None or beat["state"] == "stopped":
+        daemon_state = "not_running"
+    elif age > stale_after_s:
+        daemon_state = "stale"
+    else:
+        daemon_state = beat["state"]
+    jobs = {s: int(counts.get(s, 0)) for s in JOB_STATES}
+    return {
+        "time": iso(now),
+        "daemon": {
+            "running": daemon_state in ("running", "draining"),
+            "state": daemon_state,
+            "heartbeat_age_s": None if age is None else round(age, 1),
+            "owner": beat and beat["owner"], "host": beat and beat["host"], "pid": beat and beat["pid"],
+            "workers": beat["workers"] if beat else 0,
+            "started_at": iso(beat["started_at"]) if beat else None,
+            "status_text": beat and beat["status_text"],
+            "instances": sum(1 for b in beats if b["state"] != "stopped"
+                             and now - b["beat_at"] <= stale_after_s),
+        },
+        "jobs": {
+            **jobs,
+            "total": sum(jobs.values()),
+            "oldest_pending_age_s": None if oldest is None else round(now - oldest, 1),
+            "done_last_hour": int(done_hour or 0),
+            "running_jobs": [{"id": r.id, "path": r.path, "attempts": r.attempts, "owner": r.lease_owner,
+                              "lease_remaining_s": None if r.lease_until is None
+                              else round(r.lease_until - now, 1),
+                              "started_at": iso(r.started_at)} for r in running],
+        },
+        "failures": [{"id": r.id, "status": r.status, "path": r.path, "attempts": r.attempts,
+                      "error": r.error, "finished_at": iso(r.finished_at)} for r in failures],
+        "images": {"measured": int(n_images or 0), "skipped": fcounts["skipped"],
+                   "queued": fcounts["queued"], "incomplete": fcounts["incomplete"]},
+        "measurements": {"total": int(n_meas or 0)},
+        "ese": {"candidates": int(n_ese or 0)},
+    }
+
+
+def status_exit_code(st: dict) -> int:
+    """0 healthy, 1 degraded, 3 not running (see the module docstring)."""
+    if st["daemon"]["state"] == "not_running":
+        return EXIT_NOT_RUNNING
+    if st["daemon"]["state"] == "stale" or st["jobs"]["failed"] or st["jobs"]["dead"]:
+        return EXIT_DEGRADED
+    return EXIT_OK
+
+
+def format_status(st: dict) -> str:
+    """Human-readable status."""
+    d, j = st["daemon"], st["jobs"]
+    lines = []
+    if d["state"] == "not_running":
+        lines.append("daemon:        not running" + (f" (last beat {d['heartbeat_age_s']:.0f} s ago)"
+                                                     if d["heartbeat_age_s"] is not None else ""))
+    else:
+        lines.append(f"daemon:        {d['state']} (pid {d['pid']} on {d['host']}, heartbeat "
+                     f"{d['heartbeat_age_s']:.1f} s ago, {d['workers']} workers)")
+        if d["status_text"]:
+            lines.append(f"               {d['status_text']}")
+    lines.append("jobs:          " + ", ".join(f"{s} {j[s]}" for s in JOB_STATES))
+    if j["oldest_pending_age_s"] is not None:
+        lines.append(f"oldest pending: {j['oldest_pending_age_s']:.0f} s")
+    lines.append(f"throughput:    {j['done_last_hour']} jobs done in the last hour")
+    for r in j["running_jobs"]:
+        lines.append(f"  running #{r['id']} {r['path']} (attempt {r['attempts']}, lease "
+                     f"{r['lease_remaining_s']} s)")
+    im = st["images"]
+    lines.append(f"images:        {im['measured']} measured, {im['skipped']} skipped, "
+                 f"{im['incomplete']} incomplete; {st['measurements']['total']} measurements")
+    lines.append(f"ESE candidates: {st['ese']['candidates']}")
+    if st["failures"]:
+        lines.append("last failures:")
+        for f in st["failures"]:
+            lines.append(f"  #{f['id']} {f['status']} {f['path']}: {f['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,339 @@
+"""A fast stand-in for the photometry executor, for the daemon's tests and benchmarks.
+
+:func:`fake_execute_job` has the signature of
+:func:`dsa110_contimg.photometry.worker.execute_job` and the same contract
+(updates its items, returns the summary), but instead of the photometry
+workflow it
+
+* checks the file (:func:`check_fits_complete`) and reads its data with astropy,
+  raising the typed :class:`InvalidImage` errors on damage (permanent failures);
+* upserts one ``images`` row per path (the "result", idempotent like the real
+  workflow) and appends ``job_id path pid`` to ``$CONTIMG_FAKE_OUT/executions.log``
+  so tests can count executions;
+* sleeps ``$CONTIMG_FAKE_SLEEP_S`` seconds (default 0);
+* file names containing ``SELFKILL`` SIGKILL the worker (OOM stand-in) and
+  ``SLEEPY`` sleep 3600 s (time-limit tests).
+
+Select it with ``[daemon] executor = "dsa110_contimg.service.testing:fake_execute_job"``.
+
+Also here, for the tests and ``bench/daemon.py``: :class:`Service` (a daemon configured in a
+temporary directory and run as a real subprocess), :class:`NotifySocket` (a stand-in for
+systemd's notify socket), :func:`fits_bytes` / :func:`drop` (tiny images, written in place or
+renamed into place).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lease_owner: str,
+                     params: dict, items: list[dict], catalog_dir: str | None = None) -> dict:
+    import numpy as np
+    import sqlalchemy as sa
+    from astropy.io import fits
+
+    from dsa110_contimg.photometry.errors import CorruptImage, InvalidImage
+    from dsa110_contimg.photometry.image import check_fits_complete
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.queue import JobQueue
+    from dsa110_contimg.store.schema import images
+
+    db = _DBS.get(products_db)
+    if db is None:  # one engine per worker process, reused across jobs
+        db = _DBS[products_db] = open_products_db(products_db, migrate=False)
+    queue = JobQueue(db, owner=lease_owner)
+    summary = {"done": 0, "failed": 0, "permanent": True, "error": None, "cancelled": False,
+               "durations": {}}
+    sleep_s = float(os.environ.get("CONTIMG_FAKE_SLEEP_S", "0"))
+    out_dir = os.environ.get("CONTIMG_FAKE_OUT")
+    for item in items:
+        if item["status"] == "done":
+            continue
+        path = item["fits_path"]
+        t0 = time.perf_counter()
+        name = Path(path).name
+        if "SELFKILL" in name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if "SLEEPY" in name:
+            time.sleep(3600)
+        try:
+            check_fits_complete(path)
+            try:
+                with fits.open(path, memmap=False) as hdul:
+                    data = hdul[0].data
+                    if data is None:
+                        raise CorruptImage("primary HDU holds no data", path)
+                    peak = float(np.nanmax(data))
+            except InvalidImage:
+                raise
+            except Exception as exc:  # astropy errors -> typed
+                raise CorruptImage(f"unreadable FITS data ({type(exc).__name__}: {exc})", path) from None
+        except InvalidImage as exc:
+            queue.update_item(item["id"], "failed", error=exc.reason)
+            summary["failed"] += 1
+            summary["error"] = summary["error"] or str(exc)
+            continue
+        if sleep_s:
+            time.sleep(sleep_s)
+        now = time.time()
+        st = os.stat(path)
+        with db.engine.begin() as conn:
+            values = dict(content_id=f"{st.st_size}:{st.st_mtime_ns}", kind=item["kind"],
+                          method="peak", catalog="nvss", n_sources=1, n_success=1,
+                          median_rms_jyb=peak, measured_at=now)
+            n = conn.execute(images.update().where(images.c.path == path).values(**values)).rowcount
+            if not n:
+                image_id = conn.execute(images.insert().values(path=path, **values)
+                                        .returning(images.c.id)).scalar_one()
+            else:
+                image_id = conn.execute(sa.select(images.c.id).where(images.c.path == path)).scalar_one()
+        if out_dir:
+            with open(os.path.join(out_dir, "executions.log"), "a") as fh:
+                fh.write(f"{job_id} {path} {os.getpid()}\n")
+        queue.update_item(item["id"], "done", image_id=int(image_id), n_measurements=1)
+        summary["done"] += 1
+        summary["durations"][path] = time.perf_counter() - t0
+    return summary
+
+
+_DBS: dict = {}
+
+
+def sleep_task(seconds: float, value=None):
+    """Pool test task: sleep, return ``value``."""
+    time.sleep(seconds)
+    return value
+
+
+def raise_task(reason: str, permanent: bool):
+    """Pool test task: raise a permanent (InvalidImage) or transient error."""
+    from dsa110_contimg.photometry.errors import InvalidImage
+
+    if permanent:
+        raise InvalidImage(reason, "/nowhere.fits")
+    raise RuntimeError(reason)
+
+
+def selfkill_task():
+    """Pool test task: the worker SIGKILLs itself (OOM-killer stand-in)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def env_task(names):
+    """Pool test task: the worker's view of some environment variables and signal handlers."""
+    return ({n: os.environ.get(n) for n in names},
+            signal.getsignal(signal.SIGTERM) == signal.SIG_IGN,
+            signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+
+
+# -- test harness ----------------------------------------------------------------------
+FAKE = "dsa110_contimg.service.testing:fake_execute_job"
+
+
+def fits_bytes(seed: int = 0, n: int = 16, *, mosaic: bool = False) -> bytes:
+    """A tiny complete FITS image (2-D, with a beam unless ``mosaic``)."""
+    import numpy as np
+    from astropy.io import fits
+
+    rng = np.random.default_rng(seed)
+    data = rng.normal(0, 1e-3, (n, n)).astype(np.float32)
+    data[n // 2, n // 2] = 0.1 + seed * 1e-6
+    h = fits.Header()
+    h["CTYPE1"], h["CTYPE2"] = "RA---SIN", "DEC--SIN"
+    h["CRVAL1"], h["CRVAL2"] = 150.0, 37.0
+    h["CDELT1"], h["CDELT2"] = -3 / 3600, 3 / 3600
+    h["CRPIX1"] = h["CRPIX2"] = n / 2
+    h["BUNIT"] = "Jy/beam"
+    if mosaic:
+        h["NIMAGES"] = 5
+    else:
+        h["BMAJ"], h["BMIN"], h["BPA"] = 15 / 3600, 10 / 3600, 0.0
+    h["SEED"] = seed
+    buf = io.BytesIO()
+    fits.PrimaryHDU(data, h).writeto(buf)
+    return buf.getvalue()
+
+
+def drop(path: Path, seed: int = 0, *, how: str = "rename", **kw) -> Path:
+    """Write an image: ``rename`` (hidden temp file + rename, the producer contract)
+    or ``inplace`` (open, write, close)."""
+    path = Path(path)
+    data = fits_bytes(seed, **kw)
+    if how == "rename":
+        tmp = path.with_name("." + path.name + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+class Service:
+    """A daemon configured in ``root`` (images/, mosaics/, state/, out/)."""
+
+    def __init__(self, root: Path, *, workers: int = 2, photometry: dict | None = None, **daemon):
+        self.root = Path(root)
+        self.images = self.root / "images"
+        self.mosaics = self.root / "mosaics"
+        self.state = self.root / "state"
+        self.out = self.root / "out"
+        for d in (self.images, self.mosaics, self.state, self.out):
+            d.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.state / "products.sqlite3"
+        settings = {"workers": workers, "executor": FAKE, "settle_s": 1.0, "recheck_interval_s": 0.2,
+                    "pbcor_wait_s": 1.0, "lease_s": 30.0, "reap_interval_s": 1.0,
+                    "heartbeat_interval_s": 0.5, "drain_timeout_s": 5.0, "backoff_base_s": 0.2,
+                    "backoff_cap_s": 1.0, "rescan_interval_s": 60.0, "stale_after_s": 5.0}
+        settings.update(daemon)
+        lines = ["[paths]", f'image_dirs = ["{self.images}"]', f'mosaic_dirs = ["{self.mosaics}"]',
+                 f'state_dir = "{self.state}"', f'catalog_dir = "{self.root / "catalogs"}"']
+        if photometry:
+            lines.append("[photometry]")
+            for k, v in photometry.items():
+                lines.append(f"{k} = " + (f'"{v}"' if isinstance(v, str) else str(v).lower()
+                                          if isinstance(v, bool) else repr(v)))
+        lines.append("[daemon]")
+        for k, v in settings.items():
+            lines.append(f"{k} = " + (f'"{v}"' if isinstance(v, str) else str(v).lower()
+                                      if isinstance(v, bool) else repr(v)))
+        lines += ["[logging]", 'format = "json"', 'level = "info"']
+        self.config = self.root / "photometry.toml"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.procs: list[subprocess.Popen] = []
+        self.n_started = 0
+
+    # -- processes ----------------------------------------------------------------
+    def env(self, **extra) -> dict:
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        env["CONTIMG_FAKE_OUT"] = str(self.out)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def start(self, *, wait: bool = True, **env) -> subprocess.Popen:
+        self.n_started += 1
+        log = open(self.root / f"daemon{self.n_started}.log", "wb")
+        p = subprocess.Popen([sys.executable, "-m", "dsa110_contimg.cli.main", "run", "--config",
+                              str(self.config)], stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))
+        p.logfile = self.root / f"daemon{self.n_started}.log"
+        self.procs.append(p)
+        if wait:
+            self.wait_ready(p)
+        return p
+
+    def wait_ready(self, p, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise AssertionError(f"daemon exited {p.returncode}:\n{p.logfile.read_text()[-3000:]}")
+            if '"event": "ready"' in p.logfile.read_text():
+                return
+            time.sleep(0.1)
+        raise AssertionError("daemon not ready in time:\n" + p.logfile.read_text()[-3000:])
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+    # -- database --------------------------------------------------------------------
+    def sql(self, query: str, *args):
+        if not self.db_path.exists():
+            return []
+        con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute(query, args).fetchall()
+        finally:
+            con.close()
+
+    def job_states(self) -> dict[str, int]:
+        return dict(self.sql("SELECT status, count(*) FROM batch_jobs GROUP BY status"))
+
+    def jobs_by_path(self) -> dict[str, list[tuple]]:
+        out: dict[str, list[tuple]] = {}
+        for path, jid, status, attempts, error in self.sql(
+                "SELECT i.fits_path, j.id, j.status, j.attempts, j.error FROM batch_jobs j "
+                "JOIN batch_job_items i ON i.batch_id = j.id ORDER BY j.id"):
+            out.setdefault(path, []).append((jid, status, attempts, error))
+        return out
+
+    def executions(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        f = self.out / "executions.log"
+        if f.exists():
+            for line in f.read_text().splitlines():
+                _, path, _ = line.split(" ")
+                counts[path] = counts.get(path, 0) + 1
+        return counts
+
+    def wait_for(self, pred, timeout: float = 60.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = pred()
+            except sqlite3.OperationalError:
+                last = None
+            if last:
+                return last
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; states={self.job_states()}; "
+                             f"logs: {[p.logfile.read_text()[-2000:] for p in self.procs[-1:]]}")
+
+    def idle_with(self, n_jobs: int):
+        """Predicate: at least ``n_jobs`` jobs exist and none is pending or running."""
+        def pred():
+            s = self.job_states()
+            return sum(s.values()) >= n_jobs and not s.get("pending") and not s.get("running")
+        return pred
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+
+    def pump(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def wait_for(self, needle: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, m in self.messages:
+                if needle in m.split("\n"):
+                    return t
+            self.pump(0.2)
+        raise AssertionError(f"{needle!r} not received; got {[m for _, m in self.messages][-5:]}")
+
+    def times(self, needle: str) -> list[float]:
+        return [t for t, m in self.messages if needle in m.split("\n")]
+
+    def close(self):
+        self.sock.close()
+
+
+def kill_quiet(p: subprocess.Popen, sig=signal.SIGKILL) -> None:
+    if p.poll() is None:
+        p.send_signal(sig)

@@ -1,0 +1,235 @@
+"""Filesystem watching: watchdog observers feeding a bounded in-memory queue.
+
+Events are *hints*; the database is the source of truth and the daemon
+reconciles by scanning (:func:`scan_tree`) at start-up, periodically and after
+any sign of lost events (inotify queue overflow, a full event queue, an
+observer that died).
+
+* Ready events (watchdog 7.x): ``FileClosedEvent`` (written in place),
+  ``FileMovedEvent`` (its ``dest_path``: renamed into place) and
+  ``FileCreatedEvent`` (moved in from another directory, hard-linked). Files
+  must match ``**/*.fits`` (watchdog >= 7 uses ``PurePath.full_match``; a bare
+  ``*.fits`` matches nothing).
+* The handler runs in the observer thread under its lock: it only puts a tuple
+  on a :class:`queue.Queue` and is wrapped so that no exception can kill the
+  dispatcher thread (watchdog#427/#793: an exception there silences every watch).
+* A ``logging.Handler`` on ``watchdog.observers.inotify_c`` turns the
+  "Inotify queue overflowed" warning into a rescan request.
+* A new directory gets a ``("dir", path)`` item: files created in it before its
+  watch was added are found by scanning it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent,
+    FileSystemEventHandler,
+)
+from watchdog.utils.patterns import match_any_paths
+
+#: Patterns of candidate files (watchdog >= 7 semantics: full-path match).
+FITS_PATTERNS = ["**/*.fits", "**/*.fit", "**/*.fts"]
+
+_FITS_SUFFIXES = (".fits", ".fit", ".fts")
+
+
+def is_fits_name(path: str) -> bool:
+    """True when ``path`` matches :data:`FITS_PATTERNS` (case-insensitive)."""
+    return match_any_paths([path], included_patterns=FITS_PATTERNS, case_sensitive=False)
+
+
+class RescanFlag:
+    """A thread-safe "events were lost, rescan" flag with the reason."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+
+    def take(self) -> str | None:
+        with self._lock:
+            reason, self._reason = self._reason, None
+            return reason
+
+
+class _OverflowLogHandler(logging.Handler):
+    """Sets the rescan flag when watchdog logs an inotify queue overflow."""
+
+    def __init__(self, flag: RescanFlag):
+        super().__init__(level=logging.WARNING)
+        self.flag = flag
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if "overflow" in record.getMessage().lower():
+                self.flag.set("inotify queue overflow")
+        except Exception:  # noqa: BLE001 - a logging handler must never raise
+            pass
+
+
+class EnqueueHandler(FileSystemEventHandler):
+    """Puts ``(kind, path, event_type, monotonic time)`` on a bounded queue.
+
+    O(1) work only; any exception is caught and counted (``errors``) so the
+    dispatcher thread survives. A full queue drops the event and sets the
+    rescan flag.
+    """
+
+    def __init__(self, events: queue.Queue, flag: RescanFlag, *, fault=None):
+        super().__init__()
+        self.events = events
+        self.flag = flag
+        self.errors = 0
+        self.last_event = time.monotonic()
+        self._fault = fault  # test hook: a callable raising inside the handler
+
+    def dispatch(self, event) -> None:  # replaces the per-type dispatch: one guarded entry point
+        try:
+            if self._fault is not None:
+                self._fault(event)
+            self.last_event = time.monotonic()
+            item = self._item(event)
+            if item is not None:
+                try:
+                    self.events.put_nowait(item)
+                except queue.Full:
+                    self.flag.set("event queue full")
+        except Exception:  # noqa: BLE001 - never let an exception kill the dispatcher
+            self.errors += 1
+            self.flag.set("event handler error")
+
+    @staticmethod
+    def _item(event):
+        if isinstance(event, (DirCreatedEvent, DirMovedEvent)):
+            path = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
+            return ("dir", os.fsdecode(path), event.event_type, time.monotonic())
+        if isinstance(event, FileMovedEvent):
+            dest = os.fsdecode(event.dest_path)
+            if dest and dest.lower().endswith(_FITS_SUFFIXES) and is_fits_name(dest):
+                return ("file", dest, "moved", time.monotonic())
+            return None
+        if isinstance(event, (FileClosedEvent, FileCreatedEvent)):
+            src = os.fsdecode(event.src_path)
+            if src.lower().endswith(_FITS_SUFFIXES) and is_fits_name(src):
+                return ("file", src, event.event_type, time.monotonic())
+        return None
+
+
+class Watcher:
+    """Observers on the watched roots (inotify, or polling for network filesystems).
+
+    Parameters
+    ----------
+    roots : list of Path
+        Directories to watch recursively. A missing root is created when its
+        parent exists; otherwise :meth:`start` raises FileNotFoundError.
+    polling : bool
+        Use ``PollingObserver`` (no Closed events; the daemon applies
+        quiescence instead).
+    poll_interval_s : float
+        Polling interval.
+    max_queue : int
+        Bound of the event queue.
+    """
+
+    def __init__(self, roots, *, polling: bool = False, poll_interval_s: float = 5.0,
+                 max_queue: int = 100_000, fault=None):
+        self.roots = [Path(r) for r in roots]
+        self.polling = polling
+        self.poll_interval_s = poll_interval_s
+        self.events: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.rescan = RescanFlag()
+        self.handler = EnqueueHandler(self.events, self.rescan, fault=fault)
+        self.observer = None
+        self._log_handler = _OverflowLogHandler(self.rescan)
+        self.restarts = 0
+
+    def _make_observer(self):
+        if self.polling:
+            from watchdog.observers.polling import PollingObserver
+            return PollingObserver(timeout=self.poll_interval_s)
+        from watchdog.observers import Observer
+        return Observer(timeout=0.5)
+
+    def start(self) -> None:
+        """Schedule every root and start the observer thread."""
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._log_handler)
+        observer = self._make_observer()
+        for root in self.roots:
+            if not root.exists() and root.parent.is_dir():
+                root.mkdir(exist_ok=True)
+            observer.schedule(self.handler, str(root), recursive=True)
+        observer.start()
+        self.observer = observer
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.observer is not None:
+            try:
+                self.observer.stop()
+                self.observer.join(timeout)
+            except Exception:  # noqa: BLE001 - stopping a broken observer must not raise
+                pass
+        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._log_handler)
+
+    def restart(self) -> None:
+        """Replace a dead observer (the caller rescans afterwards)."""
+        self.stop()
+        self.restarts += 1
+        self.start()
+
+    def alive(self) -> bool:
+        """Observer thread and every emitter thread alive."""
+        obs = self.observer
+        if obs is None or not obs.is_alive():
+            return False
+        try:
+            emitters = list(obs.emitters)
+        except Exception:  # noqa: BLE001
+            return False
+        return all(e.is_alive() for e in emitters)
+
+    def drain(self, limit: int = 10_000) -> list[tuple]:
+        """Take up to ``limit`` queued events without blocking."""
+        out = []
+        for _ in range(limit):
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+
+def scan_tree(root: str | os.PathLike):
+    """Yield ``(path, size, mtime_ns)`` of every FITS-named regular file under ``root``.
+
+    ``os.scandir`` recursion (no symlink following); unreadable directories are
+    skipped; files that vanish during the scan are ignored.
+    """
+    stack = [os.fspath(root)]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.name.lower().endswith(_FITS_SUFFIXES) and entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        yield entry.path, int(st.st_size), int(st.st_mtime_ns)
+                except OSError:
+                    continue

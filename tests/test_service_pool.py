@@ -1,0 +1,105 @@
+"""The supervised spawn pool: a SIGKILLed worker fails only its own job and is replaced;
+per-job time limit; permanent vs transient errors; worker environment and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from dsa110_contimg.service.pool import WorkerPool
+
+T = "dsa110_contimg.service.testing"
+
+
+def collect(pool, n, timeout=60):
+    out = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        for o in pool.poll(0.2):
+            out[o.job_id] = o
+    return out
+
+
+@pytest.fixture
+def pool_factory():
+    pools = []
+
+    def make(size, task, **kw):
+        p = WorkerPool(size, task, **kw)
+        p.start()
+        pools.append(p)
+        return p
+
+    yield make
+    for p in pools:
+        p.shutdown(kill=True)
+
+
+def test_killed_worker_fails_only_its_job_and_is_replaced(pool_factory):
+    pool = pool_factory(2, f"{T}:sleep_task")
+    pool.submit(1, (0.8, "one"))
+    pool.submit(2, (30, "two"))
+    time.sleep(0.3)
+    victim = [s for s in pool.slots if s.job_id == 2][0]
+    os.kill(victim.pid, signal.SIGKILL)
+    out = collect(pool, 2)
+    assert out[1].status == "ok" and out[1].result == "one"
+    assert out[2].status == "crashed" and out[2].exitcode == -signal.SIGKILL
+    assert "SIGKILL" in out[2].error
+    assert pool.replaced == 1 and pool.healthy()
+    # the replacement works
+    pool.submit(3, (0.0, "three"))
+    pool.submit(4, (0.0, "four"))
+    out = collect(pool, 2)
+    assert {o.result for o in out.values()} == {"three", "four"}
+
+
+def test_task_that_kills_its_worker(pool_factory):
+    pool = pool_factory(1, f"{T}:selfkill_task")
+    pool.submit(7, ())
+    out = collect(pool, 1)
+    assert out[7].status == "crashed"
+    assert pool.wait_ready(60) and pool.idle() == 1
+
+
+def test_time_limit_kills_and_reports(pool_factory):
+    pool = pool_factory(1, f"{T}:sleep_task", job_timeout_s=1.0)
+    t0 = time.monotonic()
+    pool.submit(5, (60,))
+    out = collect(pool, 1)
+    assert out[5].status == "timeout" and "time limit" in out[5].error
+    assert time.monotonic() - t0 < 20
+    assert pool.replaced == 1
+
+
+def test_errors_are_classified(pool_factory):
+    pool = pool_factory(1, f"{T}:raise_task")
+    pool.submit(1, ("bad pixels", True))
+    out = collect(pool, 1)
+    assert pool.wait_ready(60) and pool.idle() == 1
+    pool.submit(2, ("disk hiccup", False))
+    out.update(collect(pool, 1))
+    assert out[1].status == "error" and out[1].permanent and "bad pixels" in out[1].error
+    assert out[2].status == "error" and not out[2].permanent and "RuntimeError" in out[2].error
+
+
+def test_worker_environment_and_signals(pool_factory, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
+    pool = pool_factory(1, f"{T}:env_task")
+    assert os.environ["NOTIFY_SOCKET"] == "/nonexistent/notify"  # the parent keeps it
+    pool.submit(1, (["NOTIFY_SOCKET", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"],))
+    out = collect(pool, 1)
+    env, term_ignored, int_ignored = out[1].result
+    assert env == {"NOTIFY_SOCKET": None, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    assert term_ignored and int_ignored
+
+
+def test_broken_task_makes_the_pool_unhealthy(pool_factory):
+    pool = pool_factory(1, "dsa110_contimg.no_such_module:f")
+    deadline = time.monotonic() + 60
+    while pool.healthy() and time.monotonic() < deadline:
+        pool.poll(0.2)
+    assert not pool.healthy() and "no_such_module" in pool.broken_reason
