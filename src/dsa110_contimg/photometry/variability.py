@@ -177,6 +177,8 @@ def lightcurve_metrics(flux, flux_err, mjd=None) -> dict:
     # two-pass (numerically careful) reference implementation
     resid = f - mean
     ss = float(np.sum(resid * resid))
+    if ss <= _ROUNDING * n * float(np.sum(f * f)):
+        ss = 0.0          # same rounding rule as the running sums: a constant curve has no scatter
     s1 = np.sqrt(ss / (n - 1))
     s0 = np.sqrt(ss / n)
     chi2 = float(np.sum(resid * resid * w))
