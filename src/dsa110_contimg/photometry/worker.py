@@ -62,27 +62,36 @@ def execute_job(products_db: str, registry_db: str | None, job_id: int, lease_ow
         failure was permanent), ``error`` (first failure reason or None),
         ``cancelled`` (bool), ``durations`` (seconds per item path).
     """
-    from dsa110_contimg.photometry.manager import PhotometryManager
-
     cfg = PhotometryConfig.from_dict(params.get("config", {}))
-    manager = PhotometryManager(products_db, registry_db, cfg, catalog_dir=catalog_dir)
+    manager = _manager(products_db, registry_db, catalog_dir)
     queue = manager.queue
     summary: dict[str, Any] = {"done": 0, "failed": 0, "permanent": True, "error": None,
                                "cancelled": False, "durations": {}}
-    try:
-        for item in items:
-            if item["status"] == "done":
-                continue
-            if queue.cancel_requested(job_id):
-                summary["cancelled"] = True
-                break
-            queue.heartbeat(job_id, owner=lease_owner)
-            _run_item(manager, queue, job_id, item, cfg, summary)
-    finally:
-        manager.products.dispose()
-        if manager.registry is not None:
-            manager.registry.dispose()
+    for item in items:
+        if item["status"] == "done":
+            continue
+        if queue.cancel_requested(job_id):
+            summary["cancelled"] = True
+            break
+        queue.heartbeat(job_id, owner=lease_owner)
+        _run_item(manager, queue, job_id, item, cfg, summary)
     return summary
+
+
+#: One manager (engines, migrated databases, catalogue stores) per database triple and
+#: process: a worker process runs many jobs, and opening + checking migrations per job
+#: costs more than measuring a small image.
+_MANAGERS: dict[tuple, Any] = {}
+
+
+def _manager(products_db: str, registry_db: str | None, catalog_dir: str | None):
+    from dsa110_contimg.photometry.manager import PhotometryManager
+
+    key = (str(products_db), None if registry_db is None else str(registry_db),
+           None if catalog_dir is None else str(catalog_dir))
+    if key not in _MANAGERS:
+        _MANAGERS[key] = PhotometryManager(products_db, registry_db, catalog_dir=catalog_dir)
+    return _MANAGERS[key]
 
 
 def _run_item(manager, queue, job_id, item, cfg, summary) -> None:
