@@ -4,8 +4,9 @@ These steps run inside the image's single write transaction (held by the
 manager), after the measurements are stored, so that concurrent workers see
 each image as a whole and running sums are never updated from stale reads:
 
-1. :func:`quality_control` -- QC status and reasons; a failed image's fluxes
-   are stored but kept out of normalisation and light curves.
+1. :func:`quality_control` (evaluated before the transaction) and
+   :func:`record_qc` -- QC status and reasons; a failed image's fluxes are
+   stored but kept out of normalisation and light curves.
 2. :func:`normalise` -- reference sources of the image (high measured SNR,
    compact, isolated, stable, master-list flags when present), their
    baselines (median of their first ``norm_baseline_epochs`` epochs; at least 3
@@ -66,20 +67,32 @@ class ImageContext:
 
 
 # --------------------------------------------------------------------------- QC
-def quality_control(conn, ctx: ImageContext, image, table, cat, cfg):
-    """Evaluate QC for the image and store its status. Returns the QCResult or None."""
+def quality_control(conn, *, path: str, ra_deg: float, dec_deg: float, radius_deg: float,
+                    mjd: float | None, kind: str, image, table, cat, cfg):
+    """Evaluate QC for an image (image statistics; reads only the field's QC history).
+
+    Runs *before* the image's write transaction so that the image-wide statistics do
+    not hold the database lock. Returns the QCResult, or None when QC is off.
+    """
     if not cfg.qc:
         return None
     from dsa110_contimg.photometry.qc import QCLimits, evaluate_image_qc
-    from dsa110_contimg.store.products import set_image_fields
 
-    history = lc_store.qc_history(conn, ctx.ra_deg, ctx.dec_deg, max(ctx.radius_deg, 0.25),
-                                  before_mjd=ctx.mjd, exclude_path=ctx.path)
-    limits = QCLimits(max_rms_jyb=cfg.qc_max_rms_jyb, require_beam=(ctx.kind == "image"))
+    history = lc_store.qc_history(conn, ra_deg, dec_deg, max(radius_deg, 0.25),
+                                  before_mjd=mjd, exclude_path=path)
+    limits = QCLimits(max_rms_jyb=cfg.qc_max_rms_jyb, require_beam=(kind == "image"))
     compact = _compact(cat, image)
     flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else None
-    qc = evaluate_image_qc(image, table, catalog_flux_mjy=flux, history=history, limits=limits,
-                           compact=compact)
+    return evaluate_image_qc(image, table, catalog_flux_mjy=flux, history=history, limits=limits,
+                             compact=compact)
+
+
+def record_qc(conn, ctx: ImageContext, qc) -> None:
+    """Store the QC verdict; a failed image's measurements get the QC_FAILED flag."""
+    if qc is None:
+        return
+    from dsa110_contimg.store.products import set_image_fields
+
     set_image_fields(conn, ctx.image_id, qc_status=qc.status, qc_reasons=list(qc.reasons),
                      qc_metrics=_jsonable(qc.metrics))
     if qc.status == "failed":
@@ -87,7 +100,6 @@ def quality_control(conn, ctx: ImageContext, image, table, cat, cfg):
 
         conn.execute(measurements.update().where(measurements.c.image_id == ctx.image_id)
                      .values(flags=measurements.c.flags.op("|")(int(Flag.QC_FAILED))))
-    return qc
 
 
 def _jsonable(d: dict) -> dict:

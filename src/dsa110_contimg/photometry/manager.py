@@ -306,13 +306,13 @@ class PhotometryManager:
         if table.meta.get("note"):
             notes.append(str(table.meta["note"]))
 
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         result = PhotometryResult(
             path, sources_queried=len(cat), measurements_successful=table.n_success,
             measurements_total=len(table), results=table, kind=kind, method=method, notes=notes,
             data_id=data_id)
         ctx = self._store(path, image, kind, method, cfg, cat, table, data_id, notes, result, steps)
-        steps["store"] = time.perf_counter() - t - sum(
+        steps["store"] = time.perf_counter() - t0 - sum(
             steps.get(k, 0.0) for k in ("qc", "normalise", "variability"))
         if cfg.detect_ese:
             from dsa110_contimg.photometry import lightcurves
@@ -338,6 +338,7 @@ class PhotometryManager:
         rms = table["local_rms_jyb"]
         median_rms = float(np.nanmedian(rms)) if np.isfinite(rms).any() else None
         ra_c, dec_c = image.center()
+        radius = image.footprint_radius_deg()
         abs_path = str(path.resolve())
         row = {
             "path": abs_path, "content_id": product_store.content_id(path), "kind": kind,
@@ -345,13 +346,20 @@ class PhotometryManager:
             "beam_major_arcsec": beam.major_arcsec if beam else None,
             "beam_minor_arcsec": beam.minor_arcsec if beam else None,
             "beam_pa_deg": beam.pa_deg if beam else None, "beam_source": image.beam_source,
-            "ra_center_deg": ra_c, "dec_center_deg": dec_c, "radius_deg": image.footprint_radius_deg(),
+            "ra_center_deg": ra_c, "dec_center_deg": dec_c, "radius_deg": radius,
             "field_key": f"{round(ra_c, 1):.1f}{round(dec_c, 1):+.1f}",
             "median_rms_jyb": median_rms, "method": method, "catalog": cfg.catalog,
             "n_sources": len(table), "n_success": table.n_success, "notes": json.dumps(notes),
             "measured_at": time.time(),
         }
         ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
+        t = time.perf_counter()
+        with self.products.engine.connect() as conn:
+            qc = lightcurves.quality_control(conn, path=abs_path, ra_deg=ra_c, dec_deg=dec_c,
+                                             radius_deg=radius, mjd=image.mjd, kind=kind, image=image,
+                                             table=table, cat=cat, cfg=cfg)
+            conn.rollback()
+        steps["qc"] = time.perf_counter() - t
         with self.products.engine.begin() as conn:
             remeasured = product_store.image_by_path(conn, abs_path) is not None
             source_ids = product_store.upsert_sources(
@@ -360,11 +368,8 @@ class PhotometryManager:
             image_id = product_store.store_image_measurements(conn, row, source_ids, table.columns)
             ctx = lightcurves.ImageContext(
                 image_id=image_id, path=abs_path, mjd=image.mjd, ra_deg=ra_c, dec_deg=dec_c,
-                radius_deg=image.footprint_radius_deg(), kind=kind, remeasured=remeasured,
-                source_ids=source_ids)
-            t = time.perf_counter()
-            qc = lightcurves.quality_control(conn, ctx, image, table, cat, cfg)
-            steps["qc"] = time.perf_counter() - t
+                radius_deg=radius, kind=kind, remeasured=remeasured, source_ids=source_ids)
+            lightcurves.record_qc(conn, ctx, qc)
             t = time.perf_counter()
             norm = lightcurves.normalise(conn, ctx, image, table, cat, cfg, qc)
             steps["normalise"] = time.perf_counter() - t
