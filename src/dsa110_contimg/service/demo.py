@@ -34,9 +34,10 @@ PIXSCALE_ARCSEC = 20.0
 BEAM = (60.0, 45.0, 20.0)     # arcsec, arcsec, deg E of N (a coarse, fast DSA-110-like beam)
 NOISE_JYB = 1.5e-3
 GAIN_JITTER = 0.03
-ESE_DEPTH = 0.55              # fractional dip at the minimum
-ESE_WIDTH_EPOCHS = 2.5        # Gaussian sigma of the dip, in epochs
-CADENCE_DAYS = 1.0
+ESE_DEPTH = 0.50              # fractional dip at the minimum
+ESE_DURATION_DAYS = 45.0      # full duration of the event (ESEs last weeks to months)
+ESE_CAUSTIC = 0.10            # fractional height of the caustic brightenings at its edges
+CADENCE_DAYS = 4.0            # 30 epochs span ~4 months
 
 
 def make_sky(n_sources: int = 24, seed: int = 110):
@@ -56,10 +57,12 @@ def make_sky(n_sources: int = 24, seed: int = 110):
 
 
 def ese_profile(epochs: int) -> np.ndarray:
-    """Multiplicative flux factor per epoch for the ESE source (a smooth dip mid-way)."""
-    t = np.arange(epochs, dtype=float)
-    t0 = 0.6 * epochs
-    return 1.0 - ESE_DEPTH * np.exp(-0.5 * ((t - t0) / ESE_WIDTH_EPOCHS) ** 2)
+    """Multiplicative flux factor per epoch for the ESE source: the library's ESE model
+    (a tapered dip with caustic brightenings, Fiedler et al. 1987) centred 60 % of the way."""
+    from dsa110_contimg.photometry.ese import ese_model
+
+    t = np.arange(epochs, dtype=float) * CADENCE_DAYS
+    return ese_model(t, 0.6 * t[-1], ESE_DURATION_DAYS, ESE_DEPTH, ESE_CAUSTIC * ESE_DEPTH)
 
 
 def write_catalog(path: Path, ra, dec, flux_mjy) -> None:
