@@ -232,3 +232,24 @@ def test_cli_measure_with_catalogue_sync_and_batch(sim_field, tmp_path, monkeypa
     assert "batch job" in capsys.readouterr().out
     assert _worker_once() == 0
     assert _count(Path("state/products.sqlite3"), "select count(*) from measurements") == 30
+
+
+def test_qc_failure_is_stored_kept_out_of_light_curves_and_reported(sim_field, tmp_path, capsys):
+    path = tmp_path / "noisy.fits"
+    sim_field.image(path, noise=1e-3)
+    manager = PhotometryManager(tmp_path / "p.sqlite3", catalog_dir=tmp_path / "catalogs",
+                                default_config=PhotometryConfig(qc_max_rms_jyb=1e-4, detect_ese=True))
+    result = manager.measure_for_fits(path, create_batch_job=False)
+    assert result.qc_status == "failed"
+    assert any("QC failed" in n and "rms" in n for n in result.notes)
+    db = tmp_path / "p.sqlite3"
+    assert _count(db, "select count(*) from measurements") == 30          # stored ...
+    assert _count(db, "select count(*) from measurements where flags & 1024") == 30
+    assert _count(db, "select count(*) from variability_stats where n > 0") == 0   # ... kept out
+    import json
+
+    assert cli_main(["status", "--json", "--products-db", str(db)]) == 3  # no daemon running
+    st = json.loads(capsys.readouterr().out)
+    assert st["qc"]["failed"] == 1 and st["images"]["measured"] == 1
+    assert st["qc"]["recent_failures"][0]["path"].endswith("noisy.fits")
+    assert any("rms" in r for r in st["qc"]["recent_failures"][0]["reasons"])

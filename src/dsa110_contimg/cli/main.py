@@ -20,17 +20,17 @@ from dsa110_contimg.photometry.errors import PhotometryError
 
 #: Sub-command modules, in the order they appear in ``--help``.
 COMMAND_MODULES = [
-    "measure",
-    "worker",
-    "ese",
-    "lightcurve",
-    "db",
+    "demo",
     "init",
     "run",
     "status",
     "jobs",
-    "demo",
+    "measure",
     "catalog",
+    "worker",
+    "ese",
+    "lightcurve",
+    "db",
 ]
 
 
@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Log lines go to stderr so that stdout carries only the command's output (tables,
+    # JSON); `run` reconfigures to stdout for journald.
+    from dsa110_contimg.service.logging import configure_logging
+
+    configure_logging("auto", "info", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except PhotometryError as exc:

@@ -13,6 +13,7 @@ missing or unreadable.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import time
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from dsa110_contimg.store.engine import Database
 from dsa110_contimg.store.files import file_counts, heartbeat_rows
 from dsa110_contimg.store.schema import (
-    JOB_STATES, batch_job_items, batch_jobs, ese_candidates, images, measurements,
+    JOB_STATES, QC_STATES, batch_job_items, batch_jobs, ese_candidates, images, measurements,
 )
 
 EXIT_OK, EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 3, 4
@@ -64,6 +65,13 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
         n_meas = conn.execute(sa.select(sa.func.count()).select_from(measurements)).scalar()
         n_ese = conn.execute(sa.select(sa.func.count()).select_from(ese_candidates).where(
             ese_candidates.c.status == "active")).scalar()
+        qc_counts = dict(conn.execute(sa.select(images.c.qc_status, sa.func.count())
+                                      .group_by(images.c.qc_status)).all())
+        qc_failed = conn.execute(sa.select(images.c.path, images.c.mjd, images.c.qc_reasons)
+                                 .where(images.c.qc_status == "failed")
+                                 .order_by(images.c.measured_at.desc()).limit(n_failures)).all()
+        norm_failed = conn.execute(sa.select(sa.func.count()).select_from(images).where(
+            images.c.norm_status == "failed")).scalar()
         conn.rollback()
     beat = beats[0] if beats else None
     age = None if beat is None else max(0.0, now - beat["beat_at"])
@@ -102,6 +110,11 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
         "images": {"measured": int(n_images or 0), "skipped": fcounts["skipped"],
                    "queued": fcounts["queued"], "incomplete": fcounts["incomplete"]},
         "measurements": {"total": int(n_meas or 0)},
+        "qc": {**{k: int(qc_counts.get(k, 0)) for k in QC_STATES},
+               "not_normalised": int(norm_failed or 0),
+               "recent_failures": [{"path": r.path, "mjd": r.mjd,
+                                    "reasons": json.loads(r.qc_reasons) if r.qc_reasons else []}
+                                   for r in qc_failed]},
         "ese": {"candidates": int(n_ese or 0)},
     }
 
@@ -137,6 +150,11 @@ def format_status(st: dict) -> str:
     im = st["images"]
     lines.append(f"images:        {im['measured']} measured, {im['skipped']} skipped, "
                  f"{im['incomplete']} incomplete; {st['measurements']['total']} measurements")
+    qc = st["qc"]
+    lines.append(f"image QC:      {qc['passed']} passed, {qc['warning']} warning, {qc['failed']} "
+                 f"failed (kept out of light curves); {qc['not_normalised']} not normalisable")
+    for r in qc["recent_failures"]:
+        lines.append(f"  QC failed {r['path']}: {'; '.join(r['reasons'])}")
     lines.append(f"ESE candidates: {st['ese']['candidates']}")
     if st["failures"]:
         lines.append("last failures:")
