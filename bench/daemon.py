@@ -78,22 +78,11 @@ def make_inputs(root: Path, size: int, n_sources: int, n_images: int):
 
 
 def config_text(root: Path, workers: int) -> str:
-    return f"""[paths]
-image_dirs = ["{root / 'images'}"]
-mosaic_dirs = ["{root / 'mosaics'}"]
-state_dir = "{root / 'state'}"
-catalog_dir = "{root / 'catalogs'}"
-[photometry]
-catalog = "nvss"
-method = "forced"
-[daemon]
-workers = {workers}
-pbcor_wait_s = 0.0
-heartbeat_interval_s = 1.0
-[logging]
-format = "json"
-level = "warning"
-"""
+    from dsa110_contimg.service.config import render_config
+
+    return render_config(root, daemon={"workers": workers, "pbcor_wait_s": 0.0,
+                                       "heartbeat_interval_s": 1.0},
+                         logging={"format": "json", "level": "warning"})
 
 
 def stored_at(db: Path, path: str):

@@ -22,6 +22,7 @@ file and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -311,41 +312,44 @@ def load_config(path: str | os.PathLike | None = None) -> ServiceConfig:
     return config_from_dict(data, base_dir=found.parent, source=found)
 
 
-def render_config(root: Path) -> str:
-    """The TOML text ``contimg-photometry init`` writes for a service rooted at ``root``."""
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))   # a TOML basic string (same escapes as JSON)
+
+
+def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
+                  daemon: Mapping[str, Any] | None = None,
+                  logging: Mapping[str, Any] | None = None) -> str:
+    """The TOML text of a service rooted at ``root`` (what ``contimg-photometry init`` writes).
+
+    Paths point at ``root/{images,mosaics,state,catalogs}``. The main keys are written with
+    their defaults; ``photometry``, ``daemon`` and ``logging`` add or override keys of those
+    sections (validated when the file is loaded).
+    """
     root = Path(root).resolve()
-    phot = PhotometryConfig()
-    d = DaemonConfig()
-    return f"""\
-# DSA-110 photometry service configuration (written by 'contimg-photometry init').
-# Every key is documented with its default in config/photometry.toml of the source tree.
-
-[paths]
-image_dirs = ["{root / 'images'}"]
-mosaic_dirs = ["{root / 'mosaics'}"]
-state_dir = "{root / 'state'}"
-products_db = "{root / 'state' / 'products.sqlite3'}"
-registry_db = "{root / 'state' / 'data_registry.sqlite3'}"
-catalog_dir = "{root / 'catalogs'}"
-
-[photometry]
-catalog = "{phot.catalog}"
-method = "{phot.method}"
-normalize = {str(phot.normalize).lower()}
-detect_ese = {str(phot.detect_ese).lower()}
-ese_preset = "{phot.ese_preset}"
-
-[daemon]
-workers = {d.workers}
-polling = {str(d.polling).lower()}
-rescan_interval_s = {d.rescan_interval_s}
-settle_s = {d.settle_s}
-lease_s = {d.lease_s}
-max_attempts = {d.max_attempts}
-job_timeout_s = {d.job_timeout_s}
-drain_timeout_s = {d.drain_timeout_s}
-
-[logging]
-format = "auto"
-level = "info"
-"""
+    phot, d = PhotometryConfig(), DaemonConfig()
+    sections = {
+        "paths": {"image_dirs": [str(root / "images")], "mosaic_dirs": [str(root / "mosaics")],
+                  "state_dir": str(root / "state"),
+                  "products_db": str(root / "state" / "products.sqlite3"),
+                  "registry_db": str(root / "state" / "data_registry.sqlite3"),
+                  "catalog_dir": str(root / "catalogs")},
+        "photometry": {"catalog": phot.catalog, "method": phot.method, "normalize": phot.normalize,
+                       "detect_ese": phot.detect_ese, "ese_preset": phot.ese_preset,
+                       **(photometry or {})},
+        "daemon": {"workers": d.workers, "polling": d.polling, "rescan_interval_s": d.rescan_interval_s,
+                   "settle_s": d.settle_s, "lease_s": d.lease_s, "max_attempts": d.max_attempts,
+                   "job_timeout_s": d.job_timeout_s, "drain_timeout_s": d.drain_timeout_s,
+                   **(daemon or {})},
+        "logging": {"format": "auto", "level": "info", **(logging or {})},
+    }
+    lines = ["# DSA-110 photometry service configuration (written by 'contimg-photometry init').",
+             "# Every key is documented with its default in config/photometry.toml of the source tree."]
+    for name, table in sections.items():
+        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"

@@ -96,35 +96,15 @@ def write_epoch(images: Path, i: int, ra, dec, flux_mjy, factor, rng) -> Path:
 
 
 def _config_text(root: Path, workers: int) -> str:
-    return f"""\
-[paths]
-image_dirs = ["{root / 'images'}"]
-mosaic_dirs = ["{root / 'mosaics'}"]
-state_dir = "{root / 'state'}"
-catalog_dir = "{root / 'catalogs'}"
+    from dsa110_contimg.service.config import render_config
 
-[photometry]
-catalog = "nvss"
-method = "forced"
-normalize = true
-detect_ese = true
-ese_preset = "moderate"
-norm_min_snr = 20.0
-norm_baseline_epochs = 5
-
-[daemon]
-workers = {workers}
-settle_s = 5.0
-pbcor_wait_s = 0.0
-heartbeat_interval_s = 1.0
-drain_timeout_s = 20.0
-rescan_interval_s = 30.0
-stale_after_s = 30.0
-
-[logging]
-format = "json"
-level = "info"
-"""
+    return render_config(
+        root,
+        photometry={"normalize": True, "detect_ese": True, "ese_preset": "moderate",
+                    "norm_min_snr": 20.0, "norm_baseline_epochs": 5},
+        daemon={"workers": workers, "settle_s": 5.0, "pbcor_wait_s": 0.0, "heartbeat_interval_s": 1.0,
+                "drain_timeout_s": 20.0, "rescan_interval_s": 30.0, "stale_after_s": 30.0},
+        logging={"format": "json"})
 
 
 def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, workers: int = 2,
