@@ -51,7 +51,7 @@ def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: i
         cur.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
         if not read_only:
             cur.execute("PRAGMA synchronous=NORMAL")
-            _set_wal(cur, busy_timeout_ms)
+            set_wal(cur, busy_timeout_ms)
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -59,7 +59,7 @@ def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: i
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def _set_wal(cur, busy_timeout_ms: int) -> None:
+def set_wal(cur, busy_timeout_ms: int) -> None:
     """Switch to WAL (persistent); a fresh file may need the write lock, so retry."""
     import sqlite3
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from astropy.wcs.utils import proj_plane_pixel_scales
 import sqlalchemy as sa
 from astropy.table import Table
+from astropy.wcs.utils import proj_plane_pixel_scales
 from sqlalchemy import event
 
 from dsa110_contimg.photometry.catalogs import spatial
@@ -50,6 +50,7 @@ from dsa110_contimg.photometry.errors import (
     StoreError,
     UnknownCatalog,
 )
+from dsa110_contimg.store.engine import set_wal
 
 #: Survey keys the store knows, in display order.
 SURVEYS = ("nvss", "first", "rax", "vlass", "master")
@@ -88,14 +89,7 @@ def _make_engine(path: Path) -> sa.Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA page_size=16384")  # effective only for a new file
         cur.execute("PRAGMA busy_timeout=30000")
-        for _ in range(300):
-            try:
-                cur.execute("PRAGMA journal_mode=WAL")
-                break
-            except Exception as exc:  # a fresh file may be locked by another writer
-                if "locked" not in str(exc):
-                    raise
-                time.sleep(0.1)
+        set_wal(cur, 30_000)   # a fresh file may be locked by another writer: retried
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA cache_size=-65536")
         cur.execute("PRAGMA mmap_size=268435456")
