@@ -121,3 +121,17 @@ def test_registry_link_creates_then_updates(tmp_path):
     assert (row["photometry_status"], row["photometry_error"], row["path"]) == ("failed", "bad", "/a.fits")
     with pytest.raises(ValueError):
         registry.link(db, "img1", data_type="image", path=None, photometry_status="weird")
+
+
+def test_db_upgrade_command_brings_both_databases_to_head(tmp_path, capsys):
+    from dsa110_contimg.cli.main import main
+
+    argv = ["db", "upgrade", "--products-db", str(tmp_path / "p.sqlite3"),
+            "--registry-db", str(tmp_path / "r.sqlite3")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "products database" in out and "registry database" in out and "revision 0001" in out
+    for name in ("p.sqlite3", "r.sqlite3"):
+        with sqlite3.connect(tmp_path / name) as conn:
+            assert conn.execute("select version_num from alembic_version").fetchone() == ("0001",)
+    assert main(argv) == 0          # idempotent
