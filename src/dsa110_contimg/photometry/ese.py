@@ -37,6 +37,7 @@ import numpy as np
 from scipy import stats
 
 from dsa110_contimg.photometry.errors import ConfigError, InvalidLightCurve
+from dsa110_contimg.photometry.variability import lightcurve_block
 
 # ----------------------------------------------------------------------------
 # 1. presets and composite score
@@ -449,16 +450,7 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         '' when none), ``chi2_improvement`` (Delta chi2), ``chi2_nu_fit``,
         ``baseline`` (flux unit), ``n_in_dip`` (points with P >= 0.5).
     """
-    f = np.asarray(flux2d, dtype=float)
-    e = np.asarray(err2d, dtype=float)
-    t = np.asarray(mjd2d, dtype=float)
-    if f.ndim != 2 or e.shape != f.shape:
-        raise InvalidLightCurve(f"detect_ese_shapes: flux2d and err2d must be 2-D of equal shape, "
-                                f"got {f.shape} and {e.shape}")
-    if t.ndim == 1 and t.shape[0] == f.shape[1]:
-        t = np.broadcast_to(t, f.shape)
-    if t.shape != f.shape:
-        raise InvalidLightCurve(f"detect_ese_shapes: mjd2d has shape {t.shape}, flux2d {f.shape}")
+    f, e, t = lightcurve_block(flux2d, err2d, mjd2d, "detect_ese_shapes")
     S = f.shape[0]
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)

@@ -199,6 +199,28 @@ def lightcurve_metrics(flux, flux_err, mjd=None) -> dict:
     return out
 
 
+def lightcurve_block(flux2d, err2d, mjd2d, caller: str):
+    """Validate a block of light curves; returns float64 ``(flux, err, mjd)`` of shape
+    (n_sources, n_epochs), a 1-D ``mjd2d`` (shared epochs) broadcast to that shape.
+
+    Raises
+    ------
+    InvalidLightCurve
+        Naming ``caller``, when the shapes do not fit.
+    """
+    f = np.asarray(flux2d, dtype=np.float64)
+    e = np.asarray(err2d, dtype=np.float64)
+    t = np.asarray(mjd2d, dtype=np.float64)
+    if f.ndim != 2 or e.shape != f.shape:
+        raise InvalidLightCurve(f"{caller}: flux2d and err2d must be 2-D of equal shape, got "
+                                f"{f.shape} and {e.shape}")
+    if t.ndim == 1 and t.shape[0] == f.shape[1]:
+        t = np.broadcast_to(t, f.shape)
+    if t.shape != f.shape:
+        raise InvalidLightCurve(f"{caller}: mjd2d has shape {t.shape}, flux2d has shape {f.shape}")
+    return f, e, t
+
+
 def needs_recompute(last_mjd, new_mjd):
     """Whether a new epoch cannot be added in O(1) and needs a full recompute.
 
@@ -322,16 +344,7 @@ class RunningStats:
             Identical (up to float rounding of the sums) to feeding the points one
             by one, in time order, to :meth:`update`.
         """
-        f = np.asarray(flux2d, dtype=np.float64)
-        e = np.asarray(err2d, dtype=np.float64)
-        t = np.asarray(mjd2d, dtype=np.float64)
-        if f.ndim != 2 or e.shape != f.shape:
-            raise InvalidLightCurve(f"flux2d and err2d must be 2-D of equal shape, got "
-                                    f"{f.shape} and {e.shape}")
-        if t.ndim == 1 and t.shape[0] == f.shape[1]:
-            t = np.broadcast_to(t, f.shape)
-        if t.shape != f.shape:
-            raise InvalidLightCurve(f"mjd2d has shape {t.shape}, flux2d has shape {f.shape}")
+        f, e, t = lightcurve_block(flux2d, err2d, mjd2d, "RunningStats.from_lightcurves")
         with np.errstate(invalid="ignore"):
             ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
         n = ok.sum(axis=1)
