@@ -109,6 +109,11 @@ def test_init_writes_a_ready_configuration(tmp_path, capsys):
     assert main(["init", str(root)]) == 1
     assert "photometry.toml" in capsys.readouterr().err
     assert main(["init", str(root), "--force"]) == 0
+    # --config chooses where the file goes; its paths still point under DIR
+    etc = tmp_path / "etc" / "contimg" / "photometry.toml"
+    assert main(["init", str(tmp_path / "svc2"), "--config", str(etc)]) == 0
+    assert load_config(etc).paths.state_dir == tmp_path / "svc2" / "state"
+    assert main(["init", str(tmp_path / "svc2"), "--config", str(etc)]) == 1
 
 
 def test_run_rejects_bad_config_before_anything_runs(tmp_path, capsys):
