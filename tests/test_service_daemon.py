@@ -341,3 +341,31 @@ def test_real_workflow_survives_sigkills(service):
     assert {r[0] for r in svc.sql("SELECT n FROM variability_stats")} == {n}
     assert svc.sql("PRAGMA integrity_check") == [("ok",)]
     print("re-executed after a kill:", sum(j[0][2] > 1 for j in by_path.values()))
+
+
+def test_locked_database_loses_nothing_and_resumes(service):
+    """Another process holds the write lock (BEGIN IMMEDIATE) for 8 s while files arrive."""
+    import sqlite3
+
+    svc = service(workers=2)
+    p = svc.start()
+    for i in range(5):
+        drop(svc.images / f"pre{i}.img-image-pb.fits", seed=i)
+    svc.wait_for(svc.idle_with(5), 60, "first files")
+    holder = sqlite3.connect(svc.db_path, timeout=30, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        for i in range(20):
+            drop(svc.images / f"locked{i:02d}.img-image-pb.fits", seed=100 + i)
+        time.sleep(8.0)
+        assert p.poll() is None, "the daemon died while the database was locked"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    svc.wait_for(svc.idle_with(25), 90, "files dropped during the lock")
+    jobs = svc.jobs_by_path()
+    assert len(jobs) == 25 and all(len(v) == 1 and v[0][1] == "done" for v in jobs.values())
+    assert sorted(svc.executions().values()) == [1] * 25
+    assert p.poll() is None
+    age = svc.sql("SELECT max(beat_at) FROM heartbeats")[0][0]
+    assert time.time() - age < 10      # the heartbeat resumed
