@@ -253,3 +253,21 @@ def test_qc_failure_is_stored_kept_out_of_light_curves_and_reported(sim_field, t
     assert st["qc"]["failed"] == 1 and st["images"]["measured"] == 1
     assert st["qc"]["recent_failures"][0]["path"].endswith("noisy.fits")
     assert any("rms" in r for r in st["qc"]["recent_failures"][0]["reasons"])
+
+
+def test_image_without_epoch_is_stored_and_said_to_stay_out_of_light_curves(sim_field, tmp_path):
+    from astropy.io import fits
+
+    path = tmp_path / "noepoch.fits"
+    sim_field.image(path)
+    with fits.open(path, mode="update") as hdul:
+        del hdul[0].header["MJD-OBS"]
+        del hdul[0].header["DATE-OBS"]
+    manager = PhotometryManager(tmp_path / "p.sqlite3", catalog_dir=tmp_path / "catalogs",
+                                default_config=PhotometryConfig(detect_ese=True))
+    result = manager.measure_for_fits(path, create_batch_job=False)
+    assert result.measurements_successful == 30
+    assert any("no observation epoch" in n for n in result.notes)
+    db = tmp_path / "p.sqlite3"
+    assert _count(db, "select count(*) from measurements where mjd is null") == 30
+    assert _count(db, "select count(*) from variability_stats where n > 0") == 0

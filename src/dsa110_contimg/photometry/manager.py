@@ -245,6 +245,9 @@ class PhotometryManager:
                                   path)
         if image.beam_source == "caller":
             notes.append("beam taken from the configuration (beam_arcsec)")
+        if image.mjd is None:
+            notes.append("no observation epoch in the header (MJD-OBS / DATE-OBS): measurements are "
+                         "stored but cannot enter light curves")
         return image, kind, method, notes
 
     def catalog_store(self, cfg: PhotometryConfig):
