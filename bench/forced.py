@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         img = RadioImage.open(path)
         t_open = time.perf_counter() - t0
         t0, c0 = time.perf_counter(), time.process_time()
-        maps = background_maps_for(img, cache=False)
+        background_maps_for(img, cache=False)
         t_noise = time.perf_counter() - t0
         c_noise = time.process_time() - c0
         print(f"open image (memory map): {t_open * 1e3:.1f} ms")

@@ -311,7 +311,7 @@ def test_real_workflow_survives_sigkills(service):
     store.ingest("nvss", [cat], ra_column="RAJ2000", dec_column="DEJ2000", flux_column="S1.4",
                  flux_unit="mJy", progress=False)
     store.close()
-    n, kills = 30, 3
+    n = 30
     paths = []
     proc = svc.start()
     rng = random.Random(3)

@@ -142,7 +142,7 @@ def _isolated(cat, image) -> np.ndarray:
 def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
     """Normalise the image (see module doc). Returns a summary and the ids of
     images whose normalisation changed (``renormalised``)."""
-    from dsa110_contimg.photometry.normalize import compute_correction, select_references
+    from dsa110_contimg.photometry.normalize import select_references
 
     summary = {"status": "not_requested", "renormalised": set()}
     if not cfg.normalize:

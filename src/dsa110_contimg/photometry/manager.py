@@ -277,8 +277,6 @@ class PhotometryManager:
 
         This is what a batch job runs per item; it does not touch the registry.
         """
-        from dsa110_contimg.photometry.forced import measure_positions
-
         path = Path(path)
         steps: dict[str, float] = {}
         t = time.perf_counter()

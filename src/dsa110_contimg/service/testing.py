@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from dsa110_contimg.service.config import render_config
+
 
 def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lease_owner: str,
                      params: dict, items: list[dict], catalog_dir: str | None = None) -> dict:
@@ -194,20 +196,9 @@ class Service:
                     "heartbeat_interval_s": 0.5, "drain_timeout_s": 5.0, "backoff_base_s": 0.2,
                     "backoff_cap_s": 1.0, "rescan_interval_s": 60.0, "stale_after_s": 5.0}
         settings.update(daemon)
-        lines = ["[paths]", f'image_dirs = ["{self.images}"]', f'mosaic_dirs = ["{self.mosaics}"]',
-                 f'state_dir = "{self.state}"', f'catalog_dir = "{self.root / "catalogs"}"']
-        if photometry:
-            lines.append("[photometry]")
-            for k, v in photometry.items():
-                lines.append(f"{k} = " + (f'"{v}"' if isinstance(v, str) else str(v).lower()
-                                          if isinstance(v, bool) else repr(v)))
-        lines.append("[daemon]")
-        for k, v in settings.items():
-            lines.append(f"{k} = " + (f'"{v}"' if isinstance(v, str) else str(v).lower()
-                                      if isinstance(v, bool) else repr(v)))
-        lines += ["[logging]", 'format = "json"', 'level = "info"']
         self.config = self.root / "photometry.toml"
-        self.config.write_text("\n".join(lines) + "\n")
+        self.config.write_text(render_config(self.root, photometry=photometry, daemon=settings,
+                                             logging={"format": "json", "level": "info"}))
         self.procs: list[subprocess.Popen] = []
         self.n_started = 0
 
