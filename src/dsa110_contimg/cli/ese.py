@@ -31,17 +31,14 @@ def register(sub) -> None:
 
 def list_candidates(args) -> int:
     from dsa110_contimg.store.engine import open_products_db
-    from dsa110_contimg.store.lightcurves import list_candidates as query
+    from dsa110_contimg.store.review import candidates_json
 
     db = open_products_db(common.products_db(args), read_only=True)
     with db.engine.connect() as conn:
-        rows = query(conn, status=args.status, min_score=args.min_score)
-    if not args.all:
-        rows = [r for r in rows if r["criteria"]]
+        doc = candidates_json(conn, status=args.status, min_score=args.min_score, include_all=args.all)
+    rows = doc["candidates"]
     if args.json:
-        clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-                 for r in rows]
-        json.dump({"candidates": clean, "count": len(clean)}, sys.stdout, indent=1)
+        json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
     if not rows:
@@ -51,7 +48,7 @@ def list_candidates(args) -> int:
            f"{'sig-dev':>7} {'chi2nu':>7} {'eta':>7} {'depth':>6} {'days':>5} {'t_min':>9} {'n':>4}"
     print(head)
     for r in rows:
-        print(f"{r['id']:>4} {r['catalog_id']:<26} {r['status']:<12} {r['score']:5.1f} "
+        print(f"{r['id']:>4} {r['catalog_id']:<26} {r['status']:<12} {r['score'] or 0:5.1f} "
               f"{r['confidence']:<6} {','.join(r['criteria']):<20} {_fmt(r['sigma_deviation'])} "
               f"{_fmt(r['chi2_nu'])} {_fmt(r['eta'])} {_fmt(r['depth'], 6, '.0%')} "
               f"{_fmt(r['duration_days'], 5, '.0f')} {_fmt(r['t_min_mjd'], 9, '.1f')} {r['n_epochs'] or 0:>4}")

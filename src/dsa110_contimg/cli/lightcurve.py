@@ -23,9 +23,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def lightcurve_table(source: dict, lc: dict):
+    """The export table of one light curve (also served by the web site): one row per
+    measurement, the columns of ``source_lightcurve`` (Jy/beam, MJD), the source in ``meta``."""
+    from astropy.table import Table
+
+    table = Table({k: v for k, v in lc.items()}, meta={"source": source["catalog_id"],
+                                                      "survey": source["survey"],
+                                                      "ra_deg": source["ra_deg"], "dec_deg": source["dec_deg"]})
+    for k in ("image_path", "qc_status", "norm_status"):
+        table[k] = table[k].astype(str)
+    return table
+
+
 def run(args) -> int:
     import numpy as np
-    from astropy.table import Table
 
     from dsa110_contimg.photometry.errors import ConfigError, PhotometryError
     from dsa110_contimg.store.engine import open_products_db
@@ -56,11 +68,7 @@ def run(args) -> int:
         plot_lightcurve(lc, out, title=title, ese_fit=fit)
         print(f"light curve of {source['catalog_id']} ({lc['mjd'].size} epochs) -> {out}", file=sys.stderr)
         return 0
-    table = Table({k: v for k, v in lc.items()}, meta={"source": source["catalog_id"],
-                                                      "survey": source["survey"],
-                                                      "ra_deg": source["ra_deg"], "dec_deg": source["dec_deg"]})
-    for k in ("image_path", "qc_status", "norm_status"):
-        table[k] = table[k].astype(str)
+    table = lightcurve_table(source, lc)
     if out is None:
         if args.format == "vot":
             raise ConfigError("--format", "vot", "-o OUT.vot (VOTable is not written to stdout)")

@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "ese",
     "lightcurve",
     "db",
+    "serve",
 ]
 
 

@@ -14,6 +14,9 @@ Sections (every key, its default and its meaning are documented in
     Watcher, queue and pool settings (:class:`DaemonConfig`).
 ``[logging]``
     ``format`` (``auto`` | ``json`` | ``console``) and ``level``.
+``[web]``
+    ``listen`` (``host:port`` of ``contimg-photometry serve``) and ``token_file``
+    (:class:`WebConfig`).
 
 An unknown key or a bad value raises :class:`ConfigError` naming the key, the
 file and what is allowed.
@@ -142,6 +145,38 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """``contimg-photometry serve``: ``listen`` (``host:port``, localhost by default) and
+    ``token_file`` (a file holding the review token; unset = the site is read-only)."""
+
+    listen: str = "127.0.0.1:8088"
+    token_file: Path | None = None
+
+
+def parse_listen(value, src=None, key: str = "web.listen") -> tuple[str, int]:
+    """``host:port`` -> (host, port); raises ConfigError naming ``key``."""
+    if isinstance(value, str) and ":" in value:
+        host, _, port = value.rpartition(":")
+        host = host.strip("[]")
+        if host and port.isdigit() and 0 <= int(port) <= 65535:
+            return host, int(port)
+    raise ConfigError(key, value, "'host:port' with a port in [0, 65535], e.g. 127.0.0.1:8088", src)
+
+
+def _web(table: Mapping, base: Path, src) -> WebConfig:
+    _check_keys(table, ("listen", "token_file"), "web", src)
+    listen = table.get("listen", WebConfig.listen)
+    parse_listen(listen, src)
+    token = table.get("token_file")
+    if token is not None:
+        if not isinstance(token, str) or not token:
+            raise ConfigError("web.token_file", token, "a non-empty path string", src)
+        token = Path(os.path.expandvars(token)).expanduser()
+        token = token if token.is_absolute() else (base / token).resolve()
+    return WebConfig(listen=listen, token_file=token)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The whole service configuration."""
 
@@ -150,6 +185,7 @@ class ServiceConfig:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: Path | None = None
+    web: WebConfig = field(default_factory=WebConfig)
 
     def photometry_params(self) -> dict:
         """Job parameters for :func:`~dsa110_contimg.photometry.worker.execute_job`."""
@@ -157,7 +193,7 @@ class ServiceConfig:
 
 
 # -- validation -------------------------------------------------------------------
-_SECTIONS = ("paths", "photometry", "daemon", "logging")
+_SECTIONS = ("paths", "photometry", "daemon", "logging", "web")
 _POSITIVE = {"poll_interval_s", "rescan_interval_s", "recheck_interval_s", "lease_s", "backoff_base_s",
              "backoff_cap_s", "job_timeout_s", "reap_interval_s", "heartbeat_interval_s",
              "stale_after_s"}
@@ -270,6 +306,7 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         daemon=_daemon(data.get("daemon", {}), source),
         logging=_logging(data.get("logging", {}), source),
         source=source,
+        web=_web(data.get("web", {}), base, source),
     )
 
 

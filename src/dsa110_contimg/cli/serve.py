@@ -1,0 +1,47 @@
+"""``contimg-photometry serve``: the review web site and its JSON API (read-only without a token)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from dsa110_contimg.cli import common
+
+    p = sub.add_parser("serve", help="web pages for ESE review and service status (JSON API under /api/)",
+                       description="Serve the overview, ESE candidates, sources and images pages and a "
+                                   "JSON API under /api/, reading the products database. Review actions "
+                                   "need the token in [web] token_file; without one the site is read-only.")
+    common.add_db_options(p, registry=False)
+    p.add_argument("--listen", metavar="HOST:PORT", default=None,
+                   help="address to listen on (default [web] listen, else 127.0.0.1:8088)")
+    p.add_argument("--token-file", metavar="FILE", default=None,
+                   help="file holding the review token (default [web] token_file; none = read-only)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from dsa110_contimg.cli import common
+    from dsa110_contimg.photometry.errors import ConfigError, StoreError
+    from dsa110_contimg.service.config import WebConfig, parse_listen
+
+    try:
+        import uvicorn
+
+        from dsa110_contimg.web.app import create_app, read_token
+    except ImportError as exc:
+        raise ConfigError("serve", exc.name, "the web extra installed: pip install '.[web]'") from None
+    cfg = common.service_config(args)
+    web_cfg = cfg.web if cfg is not None else WebConfig()
+    listen = args.listen or web_cfg.listen
+    host, port = parse_listen(listen, key="--listen" if args.listen else "web.listen")
+    token = read_token(args.token_file or web_cfg.token_file)
+    path = common.products_db(args)
+    if "://" not in path and not Path(path).exists():
+        raise StoreError("products database does not exist (run the daemon or 'db upgrade' first)", path)
+    app = create_app(path, token=token, stale_after_s=cfg.daemon.stale_after_s if cfg else 60.0)
+    print(f"contimg-photometry serve: http://{host}:{port}/ ({'review enabled' if token else 'read-only'})",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    return 0

@@ -1,0 +1,191 @@
+"""Bounded read queries for the review web site (``contimg-photometry serve``) and the
+JSON objects it shares with the CLI (``ese list --json``).
+
+Every function here reads at most one page of rows: candidates and images are
+paginated in SQL (``LIMIT``/``OFFSET`` on indexed orderings), a source's light
+curve goes through :func:`~dsa110_contimg.store.lightcurves.source_lightcurve`
+(the images near the source, then the ``(image_id, source_id)`` index), and the
+η–V diagram of a field reads at most ``limit`` sources of a declination/RA box
+(``sources (dec_deg, ra_deg)`` index) joined to ``variability_stats`` by key.
+
+Units as in :mod:`dsa110_contimg.store.schema`: Jy/beam, degrees, MJD, Unix seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dsa110_contimg.store.schema import (
+    ESE_STATES, METRIC_COLUMNS, batch_jobs, ese_candidates, images, sources, variability_stats,
+)
+
+#: Review actions accepted by the web site and the state each one stores.
+REVIEW_ACTIONS = {
+    "investigating": "investigated", "investigated": "investigated", "investigate": "investigated",
+    "dismissed": "dismissed", "dismiss": "dismissed",
+    "reactivated": "active", "reactivate": "active", "active": "active",
+}
+
+
+def clean(value):
+    """A JSON-ready copy: non-finite floats become None, numpy scalars Python scalars."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [clean(v) for v in value.tolist()]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _candidate_filter(q, *, status, min_score, include_all):
+    if status is not None:
+        if status not in ESE_STATES:
+            raise ValueError(f"status must be one of {', '.join(ESE_STATES)}, not {status!r}")
+        q = q.where(ese_candidates.c.status == status)
+    if min_score is not None:
+        q = q.where(ese_candidates.c.score >= float(min_score))
+    if not include_all:
+        # a candidate whose latest evaluation met no criterion stores criteria "[]"
+        q = q.where(ese_candidates.c.criteria != "[]")
+    return q
+
+
+def candidates_page(conn: Connection, *, status: str | None = None, min_score: float | None = None,
+                    include_all: bool = False, limit: int | None = None, offset: int = 0
+                    ) -> tuple[list[dict], int]:
+    """ESE candidates, highest score first, with their source: ``(rows, total)``.
+
+    The rows are the objects of ``contimg-photometry ese list --json`` (criteria as a
+    list, NaN as None); ``total`` counts every row matching the filters.
+    """
+    q = (sa.select(ese_candidates, sources.c.survey, sources.c.catalog_id, sources.c.ra_deg,
+                   sources.c.dec_deg)
+         .join(sources, sources.c.id == ese_candidates.c.source_id)
+         .order_by(ese_candidates.c.score.desc(), ese_candidates.c.id))
+    q = _candidate_filter(q, status=status, min_score=min_score, include_all=include_all)
+    if limit is not None:
+        q = q.limit(int(limit)).offset(int(offset))
+    rows = []
+    for r in conn.execute(q).mappings():
+        d = dict(r)
+        d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
+        rows.append(clean(d))
+    if limit is None:
+        return rows, len(rows)
+    total = conn.execute(_candidate_filter(sa.select(sa.func.count()).select_from(ese_candidates),
+                                           status=status, min_score=min_score,
+                                           include_all=include_all)).scalar()
+    return rows, int(total or 0)
+
+
+def candidates_json(conn: Connection, *, status=None, min_score=None, include_all=False) -> dict:
+    """What ``ese list --json`` prints: ``{"candidates": [...], "count": n}``."""
+    rows, _ = candidates_page(conn, status=status, min_score=min_score, include_all=include_all)
+    return {"candidates": rows, "count": len(rows)}
+
+
+def candidate(conn: Connection, candidate_id: int) -> dict | None:
+    """One candidate (same object as in :func:`candidates_page`), or None."""
+    q = (sa.select(ese_candidates, sources.c.survey, sources.c.catalog_id, sources.c.ra_deg,
+                   sources.c.dec_deg)
+         .join(sources, sources.c.id == ese_candidates.c.source_id)
+         .where(ese_candidates.c.id == int(candidate_id)))
+    r = conn.execute(q).mappings().first()
+    if r is None:
+        return None
+    d = dict(r)
+    d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
+    return clean(d)
+
+
+def source_summary(conn: Connection, source_id: int) -> dict | None:
+    """A source's catalogue row, its variability metrics and its ESE candidate row (or None)."""
+    src = conn.execute(sa.select(sources).where(sources.c.id == int(source_id))).mappings().first()
+    if src is None:
+        return None
+    stats = conn.execute(sa.select(variability_stats.c.flux_kind, variability_stats.c.n,
+                                   *[variability_stats.c[c] for c in METRIC_COLUMNS])
+                         .where(variability_stats.c.source_id == int(source_id))).mappings().first()
+    cand = conn.execute(sa.select(ese_candidates.c.id).where(
+        ese_candidates.c.source_id == int(source_id))).scalar()
+    return clean({"source": dict(src), "variability": dict(stats) if stats else None,
+                  "candidate": candidate(conn, cand) if cand is not None else None})
+
+
+def field_eta_v(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
+                limit: int = 3000) -> dict[str, np.ndarray]:
+    """η and V of at most ``limit`` sources within a box of half-size ``radius_deg`` (deg)
+    around (ra, dec): arrays ``source_id, eta, v`` (sources without metrics left out)."""
+    cosd = max(math.cos(math.radians(min(abs(dec_deg) + radius_deg, 89.9))), 1e-3)
+    half = radius_deg / cosd
+    cond = [sources.c.dec_deg.between(dec_deg - radius_deg, dec_deg + radius_deg)]
+    if half < 180.0:
+        lo, hi = (ra_deg - half) % 360.0, (ra_deg + half) % 360.0
+        cond.append(sources.c.ra_deg.between(lo, hi) if lo <= hi
+                    else sa.or_(sources.c.ra_deg >= lo, sources.c.ra_deg <= hi))
+    q = (sa.select(sources.c.id, variability_stats.c.eta, variability_stats.c.v)
+         .join(variability_stats, variability_stats.c.source_id == sources.c.id)
+         .where(*cond, variability_stats.c.eta.is_not(None), variability_stats.c.v.is_not(None))
+         .limit(int(limit)))
+    rows = conn.execute(q).all()
+    arr = np.array(rows, float).reshape(-1, 3)
+    return {"source_id": arr[:, 0].astype(np.int64), "eta": arr[:, 1], "v": arr[:, 2]}
+
+
+_IMAGE_LIST_COLS = (images.c.id, images.c.path, images.c.kind, images.c.mjd, images.c.method,
+                    images.c.catalog, images.c.n_sources, images.c.n_success, images.c.qc_status,
+                    images.c.qc_reasons, images.c.norm_status, images.c.norm_reason,
+                    images.c.norm_factor, images.c.norm_n_refs, images.c.median_rms_jyb,
+                    images.c.measured_at)
+
+
+def _image_dict(r) -> dict:
+    d = dict(r)
+    d["qc_reasons"] = json.loads(d["qc_reasons"]) if d.get("qc_reasons") else []
+    for k in ("qc_metrics", "notes", "norm_ref_ids", "norm_used_ids"):
+        if k in d:
+            d[k] = json.loads(d[k]) if d[k] else None
+    return clean(d)
+
+
+def images_page(conn: Connection, *, qc_status: str | None = None, limit: int = 50,
+                offset: int = 0) -> tuple[list[dict], int]:
+    """Most recently measured images first (by id, the primary key): ``(rows, total)``."""
+    q = sa.select(*_IMAGE_LIST_COLS).order_by(images.c.id.desc()).limit(int(limit)).offset(int(offset))
+    cq = sa.select(sa.func.count()).select_from(images)
+    if qc_status:
+        q, cq = q.where(images.c.qc_status == qc_status), cq.where(images.c.qc_status == qc_status)
+    rows = [_image_dict(r) for r in conn.execute(q).mappings()]
+    return rows, int(conn.execute(cq).scalar() or 0)
+
+
+def image_detail(conn: Connection, image_id: int) -> dict | None:
+    """Every column of one image (JSON columns decoded), or None."""
+    r = conn.execute(sa.select(images).where(images.c.id == int(image_id))).mappings().first()
+    return None if r is None else _image_dict(r)
+
+
+def throughput(conn: Connection, *, now: float | None = None, hours: int = 24) -> list[dict]:
+    """Jobs finished (done) per hour over the last ``hours`` hours, oldest first:
+    ``[{"hour_start": unix_s, "done": n}, ...]``."""
+    now = time.time() if now is None else now
+    start = now - 3600.0 * hours
+    t = np.array([r[0] for r in conn.execute(sa.select(batch_jobs.c.finished_at).where(
+        batch_jobs.c.status == "done", batch_jobs.c.finished_at >= start)).all()], float)
+    counts = np.bincount(np.clip(((t - start) // 3600).astype(int), 0, hours - 1),
+                         minlength=hours) if t.size else np.zeros(hours, int)
+    return [{"hour_start": start + 3600.0 * i, "done": int(c)} for i, c in enumerate(counts)]

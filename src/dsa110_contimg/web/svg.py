@@ -1,0 +1,240 @@
+"""Hand-built SVG plots for the web site (no matplotlib: a thumbnail costs ~0.1 ms).
+
+Every function returns an ``<svg>`` element as a string, sized in CSS pixels, with a
+``viewBox`` so it scales. Fluxes are drawn in mJy/beam (inputs in Jy/beam), times in MJD.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+import numpy as np
+
+C_RAW, C_NORM, C_QC, C_REF, C_FIT, C_HL = "#8a8a8a", "#1f5fa8", "#c0392b", "#2e8b57", "#d35400", "#c0392b"
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo] if math.isfinite(lo) else []
+    raw = (hi - lo) / max(n, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step) * step
+    return [round(start + i * step, 10) for i in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+class _Frame:
+    """Maps data coordinates into a plot rectangle inside a ``w`` x ``h`` canvas."""
+
+    def __init__(self, w, h, xlim, ylim, margin=(8, 8, 8, 8)):
+        self.w, self.h = w, h
+        self.l, self.r, self.t, self.b = margin
+        self.x0, self.x1 = xlim
+        self.y0, self.y1 = ylim
+
+    def x(self, v):
+        return self.l + (np.asarray(v, float) - self.x0) / (self.x1 - self.x0) * (self.w - self.l - self.r)
+
+    def y(self, v):
+        return self.h - self.b - (np.asarray(v, float) - self.y0) / (self.y1 - self.y0) * (self.h - self.t - self.b)
+
+
+def _limits(*arrays, pad=0.06):
+    vals = np.concatenate([np.asarray(a, float).ravel() for a in arrays if np.size(a)] or [np.array([])])
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(vals.min()), float(vals.max())
+    if hi - lo < 1e-12:
+        lo, hi = lo - max(abs(lo) * 0.1, 1e-3), hi + max(abs(hi) * 0.1, 1e-3)
+    span = hi - lo
+    return lo - pad * span, hi + pad * span
+
+
+def _open(w, h, label, css="plot"):
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" class="{css}" width="{w}" height="{h}" '
+            f'viewBox="0 0 {w} {h}" role="img" aria-label="{escape(label)}"><title>{escape(label)}</title>']
+
+
+def _axes(out, f: _Frame, xlabel, ylabel, *, xfmt="{:g}", yfmt="{:g}", logx=False, logy=False):
+    out.append(f'<rect x="{f.l}" y="{f.t}" width="{f.w - f.l - f.r}" height="{f.h - f.t - f.b}" '
+               'fill="none" stroke="#444" stroke-width="1"/>')
+    for v in nice_ticks(f.x0, f.x1, 6):
+        x = float(f.x(v))
+        txt = f"{10 ** v:.3g}" if logx else xfmt.format(v)
+        out.append(f'<line x1="{x:.1f}" y1="{f.h - f.b}" x2="{x:.1f}" y2="{f.h - f.b + 4}" stroke="#444"/>'
+                   f'<text x="{x:.1f}" y="{f.h - f.b + 16}" text-anchor="middle" class="tick">{txt}</text>')
+    for v in nice_ticks(f.y0, f.y1, 5):
+        y = float(f.y(v))
+        txt = f"{10 ** v:.3g}" if logy else yfmt.format(v)
+        out.append(f'<line x1="{f.l - 4}" y1="{y:.1f}" x2="{f.l}" y2="{y:.1f}" stroke="#444"/>'
+                   f'<line x1="{f.l}" y1="{y:.1f}" x2="{f.w - f.r}" y2="{y:.1f}" stroke="#eee"/>'
+                   f'<text x="{f.l - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{txt}</text>')
+    out.append(f'<text x="{(f.l + f.w - f.r) / 2:.0f}" y="{f.h - 4}" text-anchor="middle" '
+               f'class="axlabel">{escape(xlabel)}</text>')
+    out.append(f'<text transform="translate(13 {(f.t + f.h - f.b) / 2:.0f}) rotate(-90)" '
+               f'text-anchor="middle" class="axlabel">{escape(ylabel)}</text>')
+
+
+def _points(out, xs, ys, *, shape="circle", r=3.0, fill="#000", stroke="none", css=""):
+    cls = f' class="{css}"' if css else ""
+    parts = [f"<g{cls}>"]
+    for x, y in zip(np.asarray(xs).tolist(), np.asarray(ys).tolist()):
+        if shape == "square":
+            parts.append(f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" '
+                         f'fill="{fill}" stroke="{stroke}"/>')
+        elif shape == "star":
+            parts.append(f'<path d="M{x:.1f} {y - r * 1.6:.1f}L{x + r:.1f} {y + r:.1f}L{x - r * 1.5:.1f} '
+                         f'{y - r * 0.4:.1f}L{x + r * 1.5:.1f} {y - r * 0.4:.1f}L{x - r:.1f} {y + r:.1f}Z" '
+                         f'fill="{fill}" stroke="{stroke}"/>')
+        else:
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{fill}" stroke="{stroke}"/>')
+    parts.append("</g>")
+    out.append("".join(parts))
+
+
+def _errorbars(out, xs, lo, hi, color):
+    d = "".join(f"M{x:.1f} {a:.1f}V{b:.1f}" for x, a, b in zip(np.asarray(xs).tolist(),
+                                                              np.asarray(lo).tolist(), np.asarray(hi).tolist())
+                if math.isfinite(a) and math.isfinite(b))
+    if d:
+        out.append(f'<path d="{d}" stroke="{color}" stroke-width="1" opacity="0.7"/>')
+
+
+def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 320, baseline_epochs: int = 10,
+                   title: str = "light curve") -> str:
+    """The full light-curve plot of a source.
+
+    ``lc`` as from :func:`dsa110_contimg.store.lightcurves.source_lightcurve` (Jy/beam, MJD).
+    Raw fluxes grey circles, normalised blue squares with 1-sigma bars, epochs whose image
+    failed QC hollow red circles (class ``qc-failed``), epochs where the source served as a
+    normalisation reference green stars, the first ``baseline_epochs`` epochs shaded,
+    ``fit`` (an ESEFit with ``model(mjd)``) as an orange line.
+    """
+    mjd = np.asarray(lc["mjd"], float)
+    ok = np.asarray(lc["success"], bool) & np.isfinite(mjd)
+    qc_bad = np.array([s == "failed" for s in lc["qc_status"]], bool)
+    raw, rawe = 1e3 * np.asarray(lc["peak_jyb"], float), 1e3 * np.asarray(lc["peak_err_jyb"], float)
+    nf, ne = 1e3 * np.asarray(lc["norm_flux_jyb"], float), 1e3 * np.asarray(lc["norm_err_jyb"], float)
+    norm = ok & np.isfinite(nf) & ~qc_bad
+    good = ok & ~qc_bad
+    out = _open(width, height, title, "plot lightcurve")
+    if not ok.any():
+        out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no measurements</text></svg>')
+        return "".join(out)
+    grid = fitv = None
+    if fit is not None:
+        grid = np.linspace(mjd[ok].min(), mjd[ok].max(), 200)
+        fitv = 1e3 * np.asarray(fit.model(grid), float)
+    ylo, yhi = _limits(raw[ok], nf[norm], fitv if fitv is not None else [])
+    f = _Frame(width, height, _limits(mjd[ok], pad=0.03), (ylo, yhi), margin=(62, 12, 12, 40))
+    sm = np.sort(mjd[ok])
+    end = sm[min(baseline_epochs, sm.size) - 1]
+    x0, x1 = float(f.x(sm[0])) - 3, float(f.x(end)) + 3
+    out.append(f'<rect class="baseline" x="{x0:.1f}" y="{f.t}" width="{max(x1 - x0, 1):.1f}" '
+               f'height="{height - f.t - f.b}" fill="{C_REF}" opacity="0.08"/>')
+    _axes(out, f, "MJD", "peak flux density (mJy/beam)", xfmt="{:.0f}", yfmt="{:g}")
+    _errorbars(out, f.x(mjd[good]), f.y(raw[good] - rawe[good]), f.y(raw[good] + rawe[good]), C_RAW)
+    _points(out, f.x(mjd[good]), f.y(raw[good]), fill=C_RAW, r=2.8, css="raw")
+    if norm.any():
+        _errorbars(out, f.x(mjd[norm]), f.y(nf[norm] - ne[norm]), f.y(nf[norm] + ne[norm]), C_NORM)
+        _points(out, f.x(mjd[norm]), f.y(nf[norm]), shape="square", fill=C_NORM, r=2.8, css="norm")
+    if (ok & qc_bad).any():
+        _points(out, f.x(mjd[ok & qc_bad]), f.y(raw[ok & qc_bad]), fill="none", stroke=C_QC, r=4,
+                css="qc-failed")
+    ref = norm & np.asarray(lc.get("used_as_reference", np.zeros(mjd.size, bool)), bool)
+    if ref.any():
+        _points(out, f.x(mjd[ref]), f.y(nf[ref]) - 9, shape="star", fill=C_REF, r=3.2, css="reference")
+    if fitv is not None:
+        d = "M" + "L".join(f"{x:.1f} {y:.1f}" for x, y in zip(f.x(grid).tolist(), f.y(fitv).tolist()))
+        out.append(f'<path class="fit" d="{d}" fill="none" stroke="{C_FIT}" stroke-width="2"/>')
+    # legend
+    items = [("raw", C_RAW, "circle"), ("normalised", C_NORM, "square"), ("image failed QC", C_QC, "hollow"),
+             ("used as reference", C_REF, "star"), ("baseline epochs", C_REF, "band")]
+    if fitv is not None:
+        items.append(("fitted ESE template", C_FIT, "line"))
+    lx = f.l + 10
+    for label, col, kind in items:
+        y = f.t + 12
+        if kind == "line":
+            out.append(f'<line x1="{lx}" y1="{y - 4}" x2="{lx + 14}" y2="{y - 4}" stroke="{col}" stroke-width="2"/>')
+        elif kind == "band":
+            out.append(f'<rect x="{lx}" y="{y - 9}" width="12" height="10" fill="{col}" opacity="0.2"/>')
+        elif kind == "hollow":
+            out.append(f'<circle cx="{lx + 6}" cy="{y - 4}" r="4" fill="none" stroke="{col}"/>')
+        else:
+            _points(out, [lx + 6], [y - 4], shape=kind, fill=col, r=3)
+        out.append(f'<text x="{lx + 18}" y="{y}" class="legend">{label}</text>')
+        lx += 26 + 6.2 * len(label)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def thumbnail_svg(mjd, flux, *, width: int = 180, height: int = 46, label: str = "light curve") -> str:
+    """A sparkline: flux (any unit) against MJD, points joined by a line, no axes."""
+    mjd, flux = np.asarray(mjd, float), np.asarray(flux, float)
+    keep = np.isfinite(mjd) & np.isfinite(flux)
+    out = _open(width, height, label, "plot thumb")
+    if keep.sum() == 0:
+        out.append("</svg>")
+        return "".join(out)
+    order = np.argsort(mjd[keep])
+    x, y = mjd[keep][order], flux[keep][order]
+    f = _Frame(width, height, _limits(x, pad=0.02), _limits(y, pad=0.08), margin=(3, 3, 3, 3))
+    px, py = f.x(x).tolist(), f.y(y).tolist()
+    d = "M" + "L".join(f"{a:.1f} {b:.1f}" for a, b in zip(px, py))
+    out.append(f'<path d="{d}" fill="none" stroke="{C_NORM}" stroke-width="1.2"/>')
+    _points(out, px, py, fill=C_NORM, r=1.5)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def bar_svg(values, labels, *, width: int = 520, height: int = 150, title: str = "",
+            ylabel: str = "") -> str:
+    """A bar chart (e.g. jobs done per hour); ``labels`` shown under every 4th bar."""
+    vals = np.asarray(values, float)
+    out = _open(width, height, title or ylabel, "plot bars")
+    top = max(float(vals.max()) if vals.size else 0.0, 1.0)
+    f = _Frame(width, height, (0, max(vals.size, 1)), (0, top * 1.1), margin=(44, 8, 10, 30))
+    _axes(out, f, "", ylabel, yfmt="{:g}")
+    bw = (width - f.l - f.r) / max(vals.size, 1)
+    for i, v in enumerate(vals.tolist()):
+        y = float(f.y(v))
+        out.append(f'<rect x="{f.l + i * bw + 1:.1f}" y="{y:.1f}" width="{max(bw - 2, 1):.1f}" '
+                   f'height="{height - f.b - y:.1f}" fill="{C_NORM}"><title>{escape(labels[i])}: {v:g}</title></rect>')
+        if i % 4 == 0:
+            out.append(f'<text x="{f.l + i * bw + bw / 2:.1f}" y="{height - f.b + 14}" text-anchor="middle" '
+                       f'class="tick">{escape(labels[i])}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def eta_v_svg(eta, v, *, highlight: int | None = None, source_ids=None, width: int = 420,
+              height: int = 320, thresholds: tuple[float, float] | None = None) -> str:
+    """The η–V diagram (log–log) of a field; the source ``highlight`` (a source id) in red."""
+    eta, v = np.asarray(eta, float), np.asarray(v, float)
+    keep = (eta > 0) & (v > 0) & np.isfinite(eta) & np.isfinite(v)
+    out = _open(width, height, "eta-V diagram of the field", "plot etav")
+    if not keep.any():
+        out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no variability metrics</text></svg>')
+        return "".join(out)
+    le, lv = np.log10(eta[keep]), np.log10(v[keep])
+    f = _Frame(width, height, _limits(le), _limits(lv), margin=(56, 12, 12, 40))
+    _axes(out, f, "η (weighted reduced χ²)", "V (fractional variability)", logx=True, logy=True)
+    if thresholds is not None:
+        te, tv = (math.log10(t) if t and t > 0 else None for t in thresholds)
+        if te is not None and f.x0 < te < f.x1:
+            out.append(f'<line x1="{float(f.x(te)):.1f}" y1="{f.t}" x2="{float(f.x(te)):.1f}" y2="{height - f.b}" '
+                       'stroke="#999" stroke-dasharray="4 3"/>')
+        if tv is not None and f.y0 < tv < f.y1:
+            out.append(f'<line x1="{f.l}" y1="{float(f.y(tv)):.1f}" x2="{width - f.r}" y2="{float(f.y(tv)):.1f}" '
+                       'stroke="#999" stroke-dasharray="4 3"/>')
+    _points(out, f.x(le), f.y(lv), fill="#5b7fa6", r=1.8, css="field")
+    if highlight is not None and source_ids is not None:
+        sel = np.asarray(source_ids)[keep] == highlight
+        if sel.any():
+            _points(out, f.x(le[sel]), f.y(lv[sel]), fill=C_HL, stroke="#000", r=5.5, css="this-source")
+    out.append("</svg>")
+    return "".join(out)
