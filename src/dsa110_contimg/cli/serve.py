@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -43,5 +44,8 @@ def run(args) -> int:
     app = create_app(path, token=token, stale_after_s=cfg.daemon.stale_after_s if cfg else 60.0)
     print(f"contimg-photometry serve: http://{host}:{port}/ ({'review enabled' if token else 'read-only'})",
           file=sys.stderr, flush=True)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the previous
+    # handler: make that a no-op so that a stop by systemd exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
     return 0

@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dsa110_contimg.store.schema import (
-    ESE_STATES, METRIC_COLUMNS, batch_jobs, ese_candidates, images, sources, variability_stats,
+    ESE_STATES, METRIC_COLUMNS, batch_jobs, ese_candidates, images, measurements, sources,
+    variability_stats,
 )
 
 #: Review actions accepted by the web site and the state each one stores.
@@ -141,9 +142,34 @@ def field_eta_v(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
          .join(variability_stats, variability_stats.c.source_id == sources.c.id)
          .where(*cond, variability_stats.c.eta.is_not(None), variability_stats.c.v.is_not(None))
          .limit(int(limit)))
-    rows = conn.execute(q).all()
+    rows = [tuple(r) for r in conn.execute(q).all()]   # plain tuples: numpy probes Row attributes
     arr = np.array(rows, float).reshape(-1, 3)
     return {"source_id": arr[:, 0].astype(np.int64), "eta": arr[:, 1], "v": arr[:, 2]}
+
+
+def thumbnail_series(conn: Connection, rows: list[dict]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Light curves for thumbnails of candidate rows (``source_id, ra_deg, dec_deg``):
+    ``{source_id: (mjd, flux_jyb)}``, MJD-ordered, successful measurements on images that
+    did not fail QC; the normalised flux where the source has any, else the raw flux.
+
+    One images-near query and one measurements query (one index seek per image) per row.
+    """
+    from dsa110_contimg.store.lightcurves import images_near, neighbourhood_radius
+
+    radius = neighbourhood_radius(conn, 0.0)
+    q = (sa.select(measurements.c.mjd, measurements.c.norm_flux_jyb, measurements.c.peak_jyb)
+         .where(measurements.c.image_id.in_(sa.bindparam("ids", expanding=True)),
+                measurements.c.source_id == sa.bindparam("sid"), measurements.c.success.is_(True)))
+    out = {}
+    for r in rows:
+        near = images_near(conn, r["ra_deg"], r["dec_deg"], radius, exclude_qc_failed=True)
+        ids = near["id"].tolist()
+        got = [tuple(m) for m in conn.execute(q, {"ids": ids, "sid": int(r["source_id"])}).all()] if ids else []
+        arr = np.array(got, dtype=float).reshape(-1, 3)    # None -> nan
+        flux = arr[:, 1] if np.isfinite(arr[:, 1]).any() else arr[:, 2]
+        order = np.argsort(arr[:, 0])
+        out[int(r["source_id"])] = (arr[order, 0], flux[order])
+    return out
 
 
 _IMAGE_LIST_COLS = (images.c.id, images.c.path, images.c.kind, images.c.mjd, images.c.method,

@@ -214,17 +214,6 @@ def _fit(lc):
     return fit if fit.detected else None
 
 
-def _thumb(conn, row) -> str:
-    from dsa110_contimg.store.lightcurves import source_lightcurve
-
-    lc = source_lightcurve(conn, {"id": row["source_id"], "ra_deg": row["ra_deg"], "dec_deg": row["dec_deg"]})
-    ok = lc["success"] & (lc["qc_status"] != "failed")
-    flux = np.where(np.isfinite(lc["norm_flux_jyb"]), lc["norm_flux_jyb"], np.nan)
-    if not np.isfinite(flux[ok]).any():
-        flux = lc["peak_jyb"]
-    return svg.thumbnail_svg(lc["mjd"][ok], flux[ok], label=f"light curve of {row['catalog_id']}")
-
-
 def _warm_up() -> None:
     """Import the heavy modules (scipy, astropy I/O) at start-up, not on the first request."""
     import astropy.io.ascii  # noqa: F401
@@ -258,7 +247,9 @@ def create_app(products_db: str, *, token: str | None = None, stale_after_s: flo
     def candidates_page(request: Request):
         rows, total, page, filters = web.candidates(request)
         with web.conn() as conn:
-            thumbs = [_thumb(conn, r) for r in rows]
+            series = review.thumbnail_series(conn, rows)
+        thumbs = [svg.thumbnail_svg(*series[r["source_id"]], label=f"light curve of {r['catalog_id']}")
+                  for r in rows]
         pages = max(1, math.ceil(total / CANDIDATES_PER_PAGE))
         qs = lambda p: urlencode({**{k: v for k, v in filters.items() if v}, "page": p})  # noqa: E731
         return web.render(request, "candidates.html", rows=list(zip(rows, thumbs)), total=total, page=page,

@@ -58,10 +58,11 @@ def _open(w, h, label, css="plot"):
             f'viewBox="0 0 {w} {h}" role="img" aria-label="{escape(label)}"><title>{escape(label)}</title>']
 
 
-def _axes(out, f: _Frame, xlabel, ylabel, *, xfmt="{:g}", yfmt="{:g}", logx=False, logy=False):
+def _axes(out, f: _Frame, xlabel, ylabel, *, xfmt="{:g}", yfmt="{:g}", logx=False, logy=False,
+          xticks=True, xlabel_y=None):
     out.append(f'<rect x="{f.l}" y="{f.t}" width="{f.w - f.l - f.r}" height="{f.h - f.t - f.b}" '
                'fill="none" stroke="#444" stroke-width="1"/>')
-    for v in nice_ticks(f.x0, f.x1, 6):
+    for v in (nice_ticks(f.x0, f.x1, 6) if xticks else []):
         x = float(f.x(v))
         txt = f"{10 ** v:.3g}" if logx else xfmt.format(v)
         out.append(f'<line x1="{x:.1f}" y1="{f.h - f.b}" x2="{x:.1f}" y2="{f.h - f.b + 4}" stroke="#444"/>'
@@ -72,7 +73,7 @@ def _axes(out, f: _Frame, xlabel, ylabel, *, xfmt="{:g}", yfmt="{:g}", logx=Fals
         out.append(f'<line x1="{f.l - 4}" y1="{y:.1f}" x2="{f.l}" y2="{y:.1f}" stroke="#444"/>'
                    f'<line x1="{f.l}" y1="{y:.1f}" x2="{f.w - f.r}" y2="{y:.1f}" stroke="#eee"/>'
                    f'<text x="{f.l - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{txt}</text>')
-    out.append(f'<text x="{(f.l + f.w - f.r) / 2:.0f}" y="{f.h - 4}" text-anchor="middle" '
+    out.append(f'<text x="{(f.l + f.w - f.r) / 2:.0f}" y="{xlabel_y or f.h - 4}" text-anchor="middle" '
                f'class="axlabel">{escape(xlabel)}</text>')
     out.append(f'<text transform="translate(13 {(f.t + f.h - f.b) / 2:.0f}) rotate(-90)" '
                f'text-anchor="middle" class="axlabel">{escape(ylabel)}</text>')
@@ -103,7 +104,7 @@ def _errorbars(out, xs, lo, hi, color):
         out.append(f'<path d="{d}" stroke="{color}" stroke-width="1" opacity="0.7"/>')
 
 
-def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 320, baseline_epochs: int = 10,
+def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, baseline_epochs: int = 10,
                    title: str = "light curve") -> str:
     """The full light-curve plot of a source.
 
@@ -129,13 +130,13 @@ def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 320, b
         grid = np.linspace(mjd[ok].min(), mjd[ok].max(), 200)
         fitv = 1e3 * np.asarray(fit.model(grid), float)
     ylo, yhi = _limits(raw[ok], nf[norm], fitv if fitv is not None else [])
-    f = _Frame(width, height, _limits(mjd[ok], pad=0.03), (ylo, yhi), margin=(62, 12, 12, 40))
+    f = _Frame(width, height, _limits(mjd[ok], pad=0.03), (ylo, yhi), margin=(62, 12, 12, 62))
     sm = np.sort(mjd[ok])
     end = sm[min(baseline_epochs, sm.size) - 1]
     x0, x1 = float(f.x(sm[0])) - 3, float(f.x(end)) + 3
     out.append(f'<rect class="baseline" x="{x0:.1f}" y="{f.t}" width="{max(x1 - x0, 1):.1f}" '
                f'height="{height - f.t - f.b}" fill="{C_REF}" opacity="0.08"/>')
-    _axes(out, f, "MJD", "peak flux density (mJy/beam)", xfmt="{:.0f}", yfmt="{:g}")
+    _axes(out, f, "MJD", "peak flux density (mJy/beam)", xfmt="{:.0f}", yfmt="{:g}", xlabel_y=height - 28)
     _errorbars(out, f.x(mjd[good]), f.y(raw[good] - rawe[good]), f.y(raw[good] + rawe[good]), C_RAW)
     _points(out, f.x(mjd[good]), f.y(raw[good]), fill=C_RAW, r=2.8, css="raw")
     if norm.any():
@@ -155,9 +156,9 @@ def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 320, b
              ("used as reference", C_REF, "star"), ("baseline epochs", C_REF, "band")]
     if fitv is not None:
         items.append(("fitted ESE template", C_FIT, "line"))
-    lx = f.l + 10
+    lx = f.l
     for label, col, kind in items:
-        y = f.t + 12
+        y = height - 7
         if kind == "line":
             out.append(f'<line x1="{lx}" y1="{y - 4}" x2="{lx + 14}" y2="{y - 4}" stroke="{col}" stroke-width="2"/>')
         elif kind == "band":
@@ -198,7 +199,7 @@ def bar_svg(values, labels, *, width: int = 520, height: int = 150, title: str =
     out = _open(width, height, title or ylabel, "plot bars")
     top = max(float(vals.max()) if vals.size else 0.0, 1.0)
     f = _Frame(width, height, (0, max(vals.size, 1)), (0, top * 1.1), margin=(44, 8, 10, 30))
-    _axes(out, f, "", ylabel, yfmt="{:g}")
+    _axes(out, f, "", ylabel, yfmt="{:g}", xticks=False)
     bw = (width - f.l - f.r) / max(vals.size, 1)
     for i, v in enumerate(vals.tolist()):
         y = float(f.y(v))
@@ -221,7 +222,7 @@ def eta_v_svg(eta, v, *, highlight: int | None = None, source_ids=None, width: i
         out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no variability metrics</text></svg>')
         return "".join(out)
     le, lv = np.log10(eta[keep]), np.log10(v[keep])
-    f = _Frame(width, height, _limits(le), _limits(lv), margin=(56, 12, 12, 40))
+    f = _Frame(width, height, _limits(le), _limits(lv), margin=(70, 12, 12, 40))
     _axes(out, f, "η (weighted reduced χ²)", "V (fractional variability)", logx=True, logy=True)
     if thresholds is not None:
         te, tv = (math.log10(t) if t and t > 0 else None for t in thresholds)

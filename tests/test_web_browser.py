@@ -1,0 +1,191 @@
+"""The review web site in a real headless Chromium (selenium) against the demo's database:
+the real daemon has processed 30 simulated epochs with an injected ESE.
+
+Uses Debian's /usr/bin/chromium and /usr/bin/chromedriver (installed by
+scripts/test-setup.sh; never downloaded). With CONTIMG_WRITE_SCREENSHOTS=1 the test
+writes docs/screenshots/{overview,candidates,source}.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "review-token-for-tests-7f3a"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's service directory after the daemon processed every epoch."""
+    from dsa110_contimg.service.demo import make_sky, run_demo
+
+    root = tmp_path_factory.mktemp("webdemo")
+    log = root / "demo.out"
+    with open(log, "w") as out:
+        rc = run_demo(workdir=root, epochs=30, workers=2, timeout_s=240.0, out=out)
+    assert rc == 0, log.read_text()
+    ra, dec, _ = make_sky()
+    token_file = root / "state" / "web_token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    with open(root / "photometry.toml", "a") as fh:
+        fh.write(f'\n[web]\nlisten = "127.0.0.1:8088"\ntoken_file = "{token_file}"\n')
+    # the daemon runs again (nothing left to do) so that the overview shows it alive
+    daemon_log = root / "daemon2.log"
+    with open(daemon_log, "wb") as fh:
+        daemon = subprocess.Popen([sys.executable, "-m", "dsa110_contimg.cli.main", "run", "--config",
+                                   str(root / "photometry.toml")], stdout=fh, stderr=subprocess.STDOUT,
+                                  env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"})
+    try:
+        wait_for(lambda: '"event": "ready"' in daemon_log.read_text() or daemon.poll() is not None,
+                 "the daemon to be ready", 120)
+        assert daemon.poll() is None, daemon_log.read_text()[-2000:]
+        yield {"root": root, "config": root / "photometry.toml",
+               "ese_name": f"DEMO J{ra[0]:08.4f}{dec[0]:+08.4f}"}
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    from dsa110_contimg.web.testing import ServeProcess
+
+    srv = ServeProcess("--config", str(demo["config"]), log=demo["root"] / "serve.log")
+    yield srv
+    assert srv.stop() == 0, srv.log.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), \
+        "chromium and chromium-driver are needed (scripts/test-setup.sh installs them)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1360,1000",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(120)
+    yield driver
+    driver.quit()
+
+
+def ese_list(demo) -> dict:
+    """``contimg-photometry ese list --json`` as a subprocess, by candidate id."""
+    out = subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", "ese", "list", "--json",
+                          "--config", str(demo["config"])], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return {c["id"]: c for c in json.loads(out.stdout)["candidates"]}
+
+
+def shot(driver, name: str) -> None:
+    if os.environ.get("CONTIMG_WRITE_SCREENSHOTS") == "1":
+        out = ROOT / "docs" / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 1360, "height": min(max(height, 600), 1800), "deviceScaleFactor": 1, "mobile": False})
+        driver.save_screenshot(str(out / f"{name}.png"))
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def wait_for(pred, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_review_in_the_browser(demo, server, browser):
+    from selenium.webdriver.common.by import By
+
+    # the overview shows what `status --json` says
+    browser.get(server.url + "/")
+    assert browser.find_element(By.ID, "jobs-done").text == "30"
+    assert browser.find_element(By.ID, "daemon-state").text == "running"
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.bars rect")
+    shot(browser, "overview")
+
+    # the injected ESE is the top candidate, with a thumbnail light curve
+    browser.get(server.url + "/candidates")
+    first = browser.find_elements(By.CSS_SELECTOR, "tr.candidate")[0]
+    link = first.find_element(By.CSS_SELECTOR, "a.source-link")
+    assert link.text == demo["ese_name"]
+    assert first.find_elements(By.CSS_SELECTOR, "svg.thumb circle")
+    cid = int(first.get_attribute("data-candidate-id"))
+    shot(browser, "candidates")
+    before = ese_list(demo)
+    assert before[cid]["status"] == "active" and before[cid]["catalog_id"] == demo["ese_name"]
+
+    # its page shows the light-curve plot (points, the fitted template) and the eta-V diagram
+    link.click()
+    wait_for(lambda: browser.find_elements(By.ID, "lightcurve"), "the source page")
+    plot = browser.find_element(By.CSS_SELECTOR, "#lightcurve svg.lightcurve")
+    assert plot.is_displayed() and plot.size["width"] > 300
+    assert len(plot.find_elements(By.CSS_SELECTOR, "g.norm rect")) >= 20
+    assert plot.find_elements(By.CSS_SELECTOR, "path.fit")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.etav circle")
+    source_url = browser.current_url
+    shot(browser, "source")
+
+    # dismiss without the token: refused, nothing changes
+    browser.find_element(By.ID, "note").send_keys("scintillation, not an ESE")
+    browser.find_element(By.ID, "dismiss").click()
+    refused = wait_for(lambda: browser.find_elements(By.ID, "refused"), "the refusal")
+    assert "token" in refused[0].text
+    assert ese_list(demo)[cid]["status"] == "active"
+    # ... nor through the API without a token or with a wrong one
+    assert server.post_json(f"/api/candidates/{cid}", {"status": "dismissed"})[0] == 401
+    assert server.post_json(f"/api/candidates/{cid}", {"status": "dismissed"}, token="wrong-token")[0] == 403
+    assert ese_list(demo)[cid]["status"] == "active"
+
+    # enter the token, then dismiss from the page: `ese list --json` reports it
+    browser.get(source_url)
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "login").click()
+    wait_for(lambda: browser.find_elements(By.ID, "message"), "token accepted")
+    browser.find_element(By.ID, "note").send_keys("scintillation, not an ESE")
+    browser.find_element(By.ID, "dismiss").click()
+    wait_for(lambda: browser.find_elements(By.ID, "candidate-status")
+             and browser.find_element(By.ID, "candidate-status").text == "dismissed", "dismissed on the page")
+    after = ese_list(demo)[cid]
+    assert after["status"] == "dismissed" and after["notes"] == "scintillation, not an ESE"
+
+    # the API with the bearer token reactivates it; the JSON equals the CLI's object
+    code, body = server.post_json(f"/api/candidates/{cid}", {"status": "reactivated", "note": "look again"},
+                                  token=TOKEN)
+    assert code == 200 and body["status"] == "active"
+    cli = ese_list(demo)[cid]
+    assert cli["status"] == "active" and cli["notes"] == "look again"
+    code, raw, _ = server.get("/api/candidates")
+    api = {c["id"]: c for c in json.loads(raw)["candidates"]}
+    assert api[cid] == cli
+    # the token appears in no page and no log line
+    assert TOKEN not in browser.page_source
+    assert TOKEN not in server.log.read_text()
