@@ -1,0 +1,168 @@
+"""The web application in process (Starlette TestClient) on a small synthetic database:
+authorisation of review actions, the JSON API against the CLI's --json, exports, errors,
+and the [web] configuration section."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+TOKEN = "unit-test-token-0123"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    from dsa110_contimg.web.testing import fill_scale_db
+
+    path = tmp_path_factory.mktemp("webapp") / "products.sqlite3"
+    info = fill_scale_db(path, n_sources=400, n_epochs=12, n_fields=2, n_candidates=40)
+    return path, info
+
+
+def client(db_path, token=None):
+    from dsa110_contimg.web.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # starlette's note about httpx versions
+        from starlette.testclient import TestClient
+
+        return TestClient(create_app(str(db_path), token=token))
+
+
+def cli_json(*args) -> dict:
+    out = subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", *args], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode in (0, 1, 3), out.stderr
+    return json.loads(out.stdout)
+
+
+def test_api_returns_the_cli_objects(db):
+    path, info = db
+    c = client(path)
+    cli = cli_json("ese", "list", "--json", "--products-db", str(path))
+    api = c.get("/api/candidates").json()
+    assert api["total"] == cli["count"] == 40
+    assert api["candidates"] == cli["candidates"][:25]           # first page, same objects
+    assert c.get("/api/candidates?page=2").json()["candidates"] == cli["candidates"][25:]
+    scored = c.get("/api/candidates?min_score=5").json()
+    assert scored["total"] == sum(1 for x in cli["candidates"] if x["score"] >= 5)
+    st = cli_json("status", "--json", "--products-db", str(path))
+    got = c.get("/api/status").json()
+    assert got.keys() == st.keys() and got["jobs"]["done"] == st["jobs"]["done"] == 24
+    assert got["qc"]["failed"] == 1 and got["images"]["measured"] == 24
+
+
+def test_pages_render_and_link(db):
+    path, info = db
+    c = client(path)
+    sid = info["top_candidate_source"]
+    for url in ("/", "/candidates", "/candidates?status=active&min_score=2", f"/sources/{sid}", "/images",
+                "/images/1", "/images?qc=failed"):
+        r = c.get(url)
+        assert r.status_code == 200, url
+        assert "<svg" in r.text or url.startswith("/images")
+    page = c.get(f"/sources/{sid}").text
+    assert 'class="plot lightcurve"' in page and 'class="plot etav"' in page and 'class="this-source"' in page
+    assert "read-only site" in page and 'id="dismiss"' in page
+    failed = c.get("/images?qc=failed").text
+    assert "rms 3.1x the field median" in failed and "image failed QC" in failed
+    assert c.get("/sources/999999").status_code == 404
+    assert c.get("/api/sources/999999").json()["error"] == "no source with id 999999"
+    assert c.get("/candidates?status=bogus").status_code == 400
+    assert c.get("/candidates?min_score=abc").status_code == 400
+
+
+def test_exports_are_the_light_curve(db):
+    from astropy.io.votable import parse_single_table
+    from astropy.table import Table
+
+    path, info = db
+    c = client(path)
+    sid = info["top_candidate_source"]
+    lc = c.get(f"/api/sources/{sid}").json()["lightcurve"]
+    assert len(lc["mjd"]) == 12
+    csv = Table.read(c.get(f"/sources/{sid}/lightcurve.csv").text, format="ascii.csv")
+    ecsv = Table.read(c.get(f"/sources/{sid}/lightcurve.ecsv").text, format="ascii.ecsv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vot = parse_single_table(io.BytesIO(c.get(f"/sources/{sid}/lightcurve.vot").content)).to_table()
+    for t in (csv, ecsv, vot):
+        assert len(t) == 12 and list(t["mjd"]) == pytest.approx(lc["mjd"])
+        assert list(t["peak_jyb"]) == pytest.approx(lc["peak_jyb"])
+    assert ecsv.meta["source"] == c.get(f"/api/sources/{sid}").json()["source"]["catalog_id"]
+    assert c.get(f"/sources/{sid}/lightcurve.fits").status_code == 404
+
+
+def test_review_needs_the_token(db):
+    path, info = db
+    cand = client(path).get("/api/candidates").json()["candidates"][3]
+    cid = cand["id"]
+    url = f"/api/candidates/{cid}"
+    ro = client(path)
+    assert ro.post(url, json={"status": "dismissed"}, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 403
+    c = client(path, token=TOKEN)
+    r = c.post(url, json={"status": "dismissed"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert c.post(url, json={"status": "dismissed"}, headers={"Authorization": "Bearer " + TOKEN[:-1]}).status_code == 403
+    assert c.post(url, json={"status": "dismissed"}, headers={"Authorization": "Basic " + TOKEN}).status_code == 401
+    # the page form without the session cookie, and a wrong token at login
+    assert c.post(f"/candidates/{cid}/review", data={"status": "dismissed"}).status_code == 401
+    assert c.post("/login", data={"token": "nope-nope-nope"}).status_code == 403
+    assert c.get(url).json()["status"] == "active"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert c.post(url, json={"status": "sleeping"}, headers=auth).status_code == 400
+    assert c.post(url, content=b"not json", headers=auth).status_code == 400
+    assert c.post("/api/candidates/999999", json={"status": "dismissed"}, headers=auth).status_code == 404
+    assert c.get(url).json()["status"] == "active"
+    r = c.post(url, json={"status": "investigating", "note": "check VLASS"}, headers=auth)
+    assert r.status_code == 200 and r.json()["status"] == "investigated" and r.json()["notes"] == "check VLASS"
+    cli = {x["id"]: x for x in cli_json("ese", "list", "--json", "--products-db", str(path))["candidates"]}
+    assert cli[cid]["status"] == "investigated"
+    # the page form with the session cookie set by /login
+    r = c.post("/login", data={"token": TOKEN, "next": f"/sources/{cand['source_id']}"}, follow_redirects=False)
+    assert r.status_code == 303 and TOKEN not in r.headers["set-cookie"]
+    r = c.post(f"/candidates/{cid}/review", data={"status": "dismissed", "note": "artefact",
+                                                  "next": f"/sources/{cand['source_id']}"})
+    assert r.status_code == 200 and "candidate" in r.text and "dismissed" in r.text
+    assert c.get(url).json()["status"] == "dismissed" and c.get(url).json()["notes"] == "artefact"
+    assert c.get("/api/candidates?status=dismissed").json()["total"] == 1
+    assert TOKEN not in r.text
+
+
+def test_web_config_section(tmp_path):
+    from dsa110_contimg.photometry.errors import ConfigError
+    from dsa110_contimg.service.config import config_from_dict, parse_listen
+    from dsa110_contimg.web.app import read_token
+
+    cfg = config_from_dict({"web": {"token_file": "state/tok"}}, base_dir=tmp_path)
+    assert cfg.web.listen == "127.0.0.1:8088" and cfg.web.token_file == tmp_path / "state" / "tok"
+    assert config_from_dict({}).web.token_file is None
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    for bad in ({"listen": "localhost"}, {"listen": "127.0.0.1:99999"}, {"listen": 8088},
+                {"token_file": ""}, {"port": 1}):
+        with pytest.raises(ConfigError, match=r"web\."):
+            config_from_dict({"web": bad})
+    with pytest.raises(ConfigError, match="readable"):
+        read_token(tmp_path / "missing")
+    (tmp_path / "short").write_text("abc\n")
+    with pytest.raises(ConfigError, match="8 characters"):
+        read_token(tmp_path / "short")
+    (tmp_path / "tok").write_text(TOKEN + "\n")
+    assert read_token(tmp_path / "tok") == TOKEN
+
+
+def test_serve_errors_are_one_line(tmp_path):
+    def serve(*args):
+        return subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", "serve", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    r = serve("--products-db", str(tmp_path / "none.sqlite3"), "--listen", "127.0.0.1:0")
+    assert r.returncode == 1 and "products database does not exist" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = serve("--products-db", str(tmp_path / "none.sqlite3"), "--listen", "nowhere")
+    assert r.returncode == 1 and "--listen" in r.stderr and "host:port" in r.stderr
