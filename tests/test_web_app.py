@@ -5,6 +5,7 @@ and the [web] configuration section."""
 from __future__ import annotations
 
 import io
+import os
 import json
 import subprocess
 import sys
@@ -166,3 +167,51 @@ def test_serve_errors_are_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     r = serve("--products-db", str(tmp_path / "none.sqlite3"), "--listen", "nowhere")
     assert r.returncode == 1 and "--listen" in r.stderr and "host:port" in r.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("CONTIMG_TEST_POSTGRES_URL"),
+                    reason="PostgreSQL tests need CONTIMG_TEST_POSTGRES_URL (a server and an empty database)")
+def test_site_on_postgres(tmp_path):
+    """The same pages, API and review on a PostgreSQL products database filled by the workflow."""
+    import numpy as np
+    import sqlalchemy as sa
+    from conftest import SimulatedField
+
+    from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
+    from dsa110_contimg.store.lightcurves import upsert_ese_candidates
+
+    url = os.environ["CONTIMG_TEST_POSTGRES_URL"]
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:       # start from an empty schema
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+    field = SimulatedField(tmp_path, n_sources=20, seed=4, flux_range=(60.0, 400.0))
+    field.ingest(tmp_path / "catalogs")
+    manager = PhotometryManager(url, default_config=PhotometryConfig(normalize=True, norm_min_snr=30.0),
+                                catalog_dir=tmp_path / "catalogs")
+    rng = np.random.default_rng(2)
+    for k in range(6):
+        path = tmp_path / f"e{k}.fits"
+        field.image(path, mjd=60000.0 + 5 * k, gain=1 + rng.normal(0, 0.03), seed=k)
+        manager.measure_for_fits(path, create_batch_job=False)
+    eng = sa.create_engine(url)
+    with eng.begin() as conn:
+        sid = conn.execute(sa.text("SELECT min(id) FROM sources")).scalar()
+        upsert_ese_candidates(conn, [{"source_id": sid, "criteria": '["sigma"]', "score": 7.5,
+                                      "confidence": "high", "depth": 0.3, "t_min_mjd": 60010.0, "n_epochs": 6}])
+    eng.dispose()
+    c = client(url, token=TOKEN)
+    for page in ("/", "/candidates", f"/sources/{sid}", "/images", "/images/1", f"/sources/{sid}/lightcurve.csv"):
+        assert c.get(page).status_code == 200, page
+    assert "<svg" in c.get(f"/sources/{sid}").text
+    cli = cli_json("ese", "list", "--json", "--products-db", url)
+    api = c.get("/api/candidates").json()
+    assert api["candidates"] == cli["candidates"] and api["total"] == 1
+    assert len(c.get(f"/api/sources/{sid}").json()["lightcurve"]["mjd"]) == 6
+    cid = api["candidates"][0]["id"]
+    assert c.post(f"/api/candidates/{cid}", json={"status": "dismissed"}).status_code == 401
+    r = c.post(f"/api/candidates/{cid}", json={"status": "dismissed", "note": "pg"},
+               headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200
+    assert cli_json("ese", "list", "--json", "--products-db", url)["candidates"][0]["status"] == "dismissed"
