@@ -70,6 +70,8 @@ def test_pages_render_and_link(db):
     page = c.get(f"/sources/{sid}").text
     assert 'class="plot lightcurve"' in page and 'class="plot etav"' in page and 'class="this-source"' in page
     assert "read-only site" in page and 'id="dismiss"' in page
+    assert 'class="qc-failed"' in c.get("/sources/1").text     # field 0 has an image that failed QC
+    assert 'class="qc-failed"' not in c.get("/sources/400").text
     failed = c.get("/images?qc=failed").text
     assert "rms 3.1x the field median" in failed and "image failed QC" in failed
     assert c.get("/sources/999999").status_code == 404

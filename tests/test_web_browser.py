@@ -129,6 +129,8 @@ def test_review_in_the_browser(demo, server, browser):
     browser.get(server.url + "/")
     assert browser.find_element(By.ID, "jobs-done").text == "30"
     assert browser.find_element(By.ID, "daemon-state").text == "running"
+    states = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#nodes tr td:nth-child(3)")]
+    assert states[0] == "running"
     assert browser.find_elements(By.CSS_SELECTOR, "svg.bars rect")
     shot(browser, "overview")
 

@@ -215,3 +215,22 @@ def throughput(conn: Connection, *, now: float | None = None, hours: int = 24) -
     counts = np.bincount(np.clip(((t - start) // 3600).astype(int), 0, hours - 1),
                          minlength=hours) if t.size else np.zeros(hours, int)
     return [{"hour_start": start + 3600.0 * i, "done": int(c)} for i, c in enumerate(counts)]
+
+
+def nodes(conn: Connection, *, now: float | None = None, stale_after_s: float = 60.0,
+          limit: int = 20) -> list[dict]:
+    """The daemons that beat most recently (one row per daemon process, newest first):
+    host, pid, workers, state (``stale`` when its beat is older than ``stale_after_s``),
+    heartbeat age (s), start time (Unix s) and status text."""
+    from dsa110_contimg.store.schema import heartbeats
+
+    now = time.time() if now is None else now
+    rows = conn.execute(sa.select(heartbeats).order_by(heartbeats.c.beat_at.desc()).limit(int(limit))).mappings()
+    out = []
+    for r in rows:
+        age = max(0.0, now - r["beat_at"])
+        state = r["state"] if r["state"] == "stopped" or age <= stale_after_s else "stale"
+        out.append({"host": r["host"], "pid": r["pid"], "workers": r["workers"], "state": state,
+                    "heartbeat_age_s": round(age, 1), "started_at": r["started_at"],
+                    "status_text": r["status_text"]})
+    return out

@@ -238,10 +238,11 @@ def create_app(products_db: str, *, token: str | None = None, stale_after_s: flo
         with web.conn() as conn:
             hours = review.throughput(conn)
             top, _ = review.candidates_page(conn, limit=5)
+            nodes = review.nodes(conn, stale_after_s=web.stale_after_s)
         labels = [_dt.datetime.fromtimestamp(h["hour_start"], _dt.timezone.utc).strftime("%H:%M") for h in hours]
         chart = svg.bar_svg([h["done"] for h in hours], labels, title="jobs done per hour, last 24 h",
                             ylabel="jobs / hour")
-        return web.render(request, "overview.html", st=st, chart=chart, top=top,
+        return web.render(request, "overview.html", st=st, chart=chart, top=top, nodes=nodes,
                           done_day=sum(h["done"] for h in hours))
 
     def candidates_page(request: Request):
