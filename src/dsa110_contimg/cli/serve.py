@@ -42,6 +42,9 @@ def run(args) -> int:
     if "://" not in path and not Path(path).exists():
         raise StoreError("products database does not exist (run the daemon or 'db upgrade' first)", path)
     app = create_app(path, token=token, stale_after_s=cfg.daemon.stale_after_s if cfg else 60.0)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"contimg-photometry serve: warning: listening on {host}, not only this machine; "
+              "the site has no TLS (put a reverse proxy with TLS in front)", file=sys.stderr)
     print(f"contimg-photometry serve: http://{host}:{port}/ ({'review enabled' if token else 'read-only'})",
           file=sys.stderr, flush=True)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the previous
