@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -375,7 +376,8 @@ def create_app(products_db: str, *, token: str | None = None, stale_after_s: flo
         if not web.session_ok(request):
             return web.render(request, "refused.html", 401, back=nxt,
                               reason="reviewing needs the token: enter it first")
-        cand = web.apply_review(cid, str(form.get("status", "")), str(form.get("note") or "") or None)
+        cand = await run_in_threadpool(web.apply_review, cid, str(form.get("status", "")),
+                                       str(form.get("note") or "") or None)
         sep = "&" if "?" in nxt else "?"
         return RedirectResponse(f"{nxt}{sep}msg=candidate+{cid}+is+now+{cand['status']}", 303)
 
@@ -406,8 +408,6 @@ def create_app(products_db: str, *, token: str | None = None, stale_after_s: flo
             raise HTTPException(400, "the body must be JSON: {\"status\": ..., \"note\": ...}") from None
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
-        from starlette.concurrency import run_in_threadpool
-
         cand = await run_in_threadpool(web.apply_review, cid, body.get("status"), body.get("note"))
         return JSONResponse(cand)
 
