@@ -217,3 +217,26 @@ def test_site_on_postgres(tmp_path):
                headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
     assert cli_json("ese", "list", "--json", "--products-db", url)["candidates"][0]["status"] == "dismissed"
+
+
+def test_reference_baseline_is_drawn(db):
+    import sqlalchemy as sa
+
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.lightcurves import save_baselines, set_baseline_validity
+
+    path, _ = db
+    c = client(path)
+    assert 'class="reference-baseline"' not in c.get("/sources/5").text
+    store = open_products_db(path)
+    with store.engine.begin() as conn:
+        save_baselines(conn, [{"source_id": 5, "method": "median", "baseline_jyb": 0.05, "baseline_rms_jyb": 0.001,
+                               "n_points": 10, "through_mjd": 60027.0, "valid": True}])
+    page = c.get("/sources/5").text
+    assert 'class="reference-baseline"' in page and "baseline 50.00 mJy/beam from 10 epochs" in page
+    with store.engine.begin() as conn:
+        set_baseline_validity(conn, {5: "chi2_nu 9 > 2"})
+        assert conn.execute(sa.text("SELECT valid FROM reference_baselines WHERE source_id = 5")).scalar() == 0
+    store.dispose()
+    page = c.get("/sources/5").text
+    assert 'class="reference-baseline"' not in page and "no longer used: chi2_nu 9 &gt; 2" in page

@@ -266,7 +266,10 @@ def create_app(products_db: str, *, token: str | None = None, stale_after_s: flo
         with web.conn() as conn:
             from dsa110_contimg.store.lightcurves import neighbourhood_radius
 
+            from dsa110_contimg.store.lightcurves import load_baselines
+
             radius = max(neighbourhood_radius(conn, 0.0) - 0.01, 0.1)
+            base = load_baselines(conn, [sid]).get(sid)
             ev = review.field_eta_v(conn, src["ra_deg"], src["dec_deg"], radius, limit=ETA_V_LIMIT)
         var = summary["variability"]
         if var and sid not in set(ev["source_id"].tolist()) and var.get("eta") and var.get("v"):
@@ -293,7 +296,9 @@ def create_app(products_db: str, *, token: str | None = None, stale_after_s: flo
                  for i in range(lo, min(n, lo + MEASUREMENTS_PER_PAGE))]
         return web.render(
             request, "source.html", s=summary, src=src, var=var, cand=summary["candidate"],
-            plot=svg.lightcurve_svg(lc, fit=fit, title=f"light curve of {src['catalog_id']}"),
+            plot=svg.lightcurve_svg(lc, fit=fit, title=f"light curve of {src['catalog_id']}",
+                                    reference_jyb=base["baseline_jyb"] if base and base["valid"] else None),
+            baseline=base,
             etav=svg.eta_v_svg(ev["eta"], ev["v"], highlight=sid, source_ids=ev["source_id"],
                                thresholds=thresholds),
             n_field=int(ev["eta"].size), fit=fit, table=table, page=page, pages=pages, n=n,

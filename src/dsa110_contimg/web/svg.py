@@ -105,14 +105,15 @@ def _errorbars(out, xs, lo, hi, color):
 
 
 def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, baseline_epochs: int = 10,
-                   title: str = "light curve") -> str:
+                   title: str = "light curve", reference_jyb: float | None = None) -> str:
     """The full light-curve plot of a source.
 
     ``lc`` as from :func:`dsa110_contimg.store.lightcurves.source_lightcurve` (Jy/beam, MJD).
     Raw fluxes grey circles, normalised blue squares with 1-sigma bars, epochs whose image
     failed QC hollow red circles (class ``qc-failed``), epochs where the source served as a
     normalisation reference green stars, the first ``baseline_epochs`` epochs shaded,
-    ``fit`` (an ESEFit with ``model(mjd)``) as an orange line.
+    ``fit`` (an ESEFit with ``model(mjd)``) as an orange line, ``reference_jyb`` (the source's
+    stored normalisation baseline, Jy/beam) as a dashed green line.
     """
     mjd = np.asarray(lc["mjd"], float)
     ok = np.asarray(lc["success"], bool) & np.isfinite(mjd)
@@ -129,7 +130,8 @@ def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, b
     if fit is not None:
         grid = np.linspace(mjd[ok].min(), mjd[ok].max(), 200)
         fitv = 1e3 * np.asarray(fit.model(grid), float)
-    ylo, yhi = _limits(raw[ok], nf[norm], fitv if fitv is not None else [])
+    ref_mjy = 1e3 * reference_jyb if reference_jyb is not None and math.isfinite(reference_jyb) else None
+    ylo, yhi = _limits(raw[ok], nf[norm], fitv if fitv is not None else [], [ref_mjy] if ref_mjy else [])
     f = _Frame(width, height, _limits(mjd[ok], pad=0.03), (ylo, yhi), margin=(62, 12, 12, 62))
     sm = np.sort(mjd[ok])
     end = sm[min(baseline_epochs, sm.size) - 1]
@@ -148,12 +150,18 @@ def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, b
     ref = norm & np.asarray(lc.get("used_as_reference", np.zeros(mjd.size, bool)), bool)
     if ref.any():
         _points(out, f.x(mjd[ref]), f.y(nf[ref]) - 9, shape="star", fill=C_REF, r=3.2, css="reference")
+    if ref_mjy is not None:
+        y = float(f.y(ref_mjy))
+        out.append(f'<line class="reference-baseline" x1="{f.l}" y1="{y:.1f}" x2="{width - f.r}" y2="{y:.1f}" '
+                   f'stroke="{C_REF}" stroke-width="1.5" stroke-dasharray="6 4"/>')
     if fitv is not None:
         d = "M" + "L".join(f"{x:.1f} {y:.1f}" for x, y in zip(f.x(grid).tolist(), f.y(fitv).tolist()))
         out.append(f'<path class="fit" d="{d}" fill="none" stroke="{C_FIT}" stroke-width="2"/>')
     # legend
     items = [("raw", C_RAW, "circle"), ("normalised", C_NORM, "square"), ("image failed QC", C_QC, "hollow"),
              ("used as reference", C_REF, "star"), ("baseline epochs", C_REF, "band")]
+    if ref_mjy is not None:
+        items.append(("reference baseline", C_REF, "line"))
     if fitv is not None:
         items.append(("fitted ESE template", C_FIT, "line"))
     lx = f.l
