@@ -102,8 +102,8 @@ def test_bad_tables_exit_1_one_line(image, tmp_path, capsys, content, match):
     assert len(err) == 1 and match in err[0] and "bad.csv" in err[0]
 
 
-def test_missing_positions_and_files_exit_1(image, tmp_path, capsys):
-    assert main(["measure", str(image)]) == 1
+def test_missing_positions_and_files_exit_codes(image, tmp_path, capsys):
+    assert main(["measure", str(image)]) == 2          # usage: neither --positions nor --catalog
     assert "--positions" in capsys.readouterr().err
     assert main(["measure", str(image), "--positions", str(tmp_path / "none.csv")]) == 1
     assert "does not exist" in capsys.readouterr().err
@@ -115,7 +115,7 @@ def test_missing_positions_and_files_exit_1(image, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a FITS" in err[0]
     assert main(["measure", str(image), "--positions", str(pos), "-o",
-                 str(tmp_path / "out.xlsx")]) == 1
+                 str(tmp_path / "out.xlsx")]) == 2   # usage: unknown output suffix
 
 
 def test_read_positions_units_and_ranges(tmp_path):

@@ -30,10 +30,9 @@ def register(sub) -> None:
 
 
 def list_candidates(args) -> int:
-    from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.lightcurves import list_candidates as query
 
-    db = open_products_db(common.products_db(args), read_only=True)
+    db = common.open_products(args)
     with db.engine.connect() as conn:
         rows = query(conn, status=args.status, min_score=args.min_score)
     if not args.all:
@@ -66,10 +65,9 @@ def _fmt(v, width=7, spec=".2f") -> str:
 
 def set_status(args) -> int:
     from dsa110_contimg.photometry.errors import PhotometryError
-    from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.lightcurves import set_candidate_status
 
-    db = open_products_db(common.products_db(args))
+    db = common.open_products(args, write=True, migrate=True)
     with db.engine.begin() as conn:
         if not set_candidate_status(conn, args.candidate_id, args.status, args.note):
             raise PhotometryError(f"no ESE candidate with id {args.candidate_id}")

@@ -28,10 +28,9 @@ def run(args) -> int:
     from astropy.table import Table
 
     from dsa110_contimg.photometry.errors import ConfigError, PhotometryError
-    from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.lightcurves import find_source, source_lightcurve
 
-    db = open_products_db(common.products_db(args), read_only=True)
+    db = common.open_products(args)
     with db.engine.connect() as conn:
         try:
             source = find_source(conn, args.source_id, args.survey)

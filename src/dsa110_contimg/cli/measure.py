@@ -162,8 +162,8 @@ def _run_catalog(args) -> int:
         overrides["nbeam"] = args.nbeam
     if args.cluster_threshold is not None:
         overrides["cluster_threshold"] = args.cluster_threshold
-    manager = PhotometryManager(common.products_db(args), common.registry_db(args), base,
-                                catalog_dir=common.catalog_dir(args))
+    manager = common.creating(PhotometryManager, common.products_db(args), common.registry_db(args),
+                              base, catalog_dir=common.catalog_dir(args))
     call = manager.measure_for_mosaic if args.mosaic else manager.measure_for_fits
     result = call(Path(args.image), create_batch_job=args.batch, data_id=args.data_id, **overrides)
     if args.batch:
