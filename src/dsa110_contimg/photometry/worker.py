@@ -76,7 +76,9 @@ def execute_job(products_db: str, registry_db: str | None, job_id: int, lease_ow
             summary["cancelled"] = True
             break
         queue.heartbeat(job_id, owner=lease_owner)
-        _run_item(manager, queue, job_id, item, cfg, summary)
+        # every log line of this item (manager, QC, astropy warnings) carries job and path
+        with structlog.contextvars.bound_contextvars(job_id=job_id, path=str(item["fits_path"])):
+            _run_item(manager, queue, job_id, item, cfg, summary)
     return summary
 
 
