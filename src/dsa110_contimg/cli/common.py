@@ -200,7 +200,8 @@ TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".
 
 
 def write_table(table, out: Path) -> None:
-    """Write an astropy Table in the format given by ``out``'s suffix.
+    """Write an astropy Table in the format given by ``out``'s suffix, with units on its
+    columns and its metadata (:mod:`dsa110_contimg.cli.export`).
 
     Raises ConfigError for an unknown suffix and PhotometryError when the file
     cannot be written.
@@ -211,8 +212,12 @@ def write_table(table, out: Path) -> None:
     fmt = TABLE_FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise ConfigError("-o", str(out), "a file ending in " + ", ".join(TABLE_FORMATS))
+    from dsa110_contimg.cli.export import add_units, csv_metadata_columns
+
+    table = add_units(table.copy(copy_data=False))
+    if fmt == "ascii.csv":   # no metadata block in CSV: source and survey as columns
+        csv_metadata_columns(table)
     if fmt in ("fits", "votable"):
-        table = table.copy(copy_data=False)
         table.meta = {k: (str(v) if isinstance(v, (tuple, list, dict)) or v is None else v)
                       for k, v in table.meta.items()}
         for name in table.colnames:   # object columns (ids) as strings
@@ -221,6 +226,11 @@ def write_table(table, out: Path) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # HIERARCH cards for long meta keys
-            table.write(out, format=fmt, overwrite=True)
+            if fmt == "votable":   # astropy drops table.meta: PARAMs and a description
+                from dsa110_contimg.cli.export import write_votable
+
+                write_votable(table, out)
+            else:
+                table.write(out, format=fmt, overwrite=True)
     except OSError as exc:
         raise PhotometryError(f"cannot write the output table: {exc.strerror or exc}", out) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dsa110_contimg.cli import common
+from dsa110_contimg.cli import common, export
 
 _FORMATS = {"csv": ".csv", "ecsv": ".ecsv", "vot": ".vot"}
 
@@ -55,20 +55,24 @@ def run(args) -> int:
         plot_lightcurve(lc, out, title=title, ese_fit=fit)
         print(f"light curve of {source['catalog_id']} ({lc['mjd'].size} epochs) -> {out}", file=sys.stderr)
         return 0
-    table = Table({k: v for k, v in lc.items()}, meta={"source": source["catalog_id"],
-                                                      "survey": source["survey"],
-                                                      "ra_deg": source["ra_deg"], "dec_deg": source["dec_deg"]})
+    table = Table({k: v for k, v in lc.items()})
     for k in ("image_path", "qc_status", "norm_status"):
         table[k] = table[k].astype(str)
+    export.describe(table, survey=source["survey"], source=source["catalog_id"],
+                    ra_deg=source["ra_deg"], dec_deg=source["dec_deg"])
     if out is None:
         if args.format == "vot":
             raise ConfigError("--format", "vot", "-o OUT.vot (VOTable is not written to stdout)")
+        if args.format == "csv":
+            export.csv_metadata_columns(table)
         if args.format:
             table.write(sys.stdout, format={"csv": "ascii.csv", "ecsv": "ascii.ecsv"}[args.format])
         else:
-            for line in table["mjd", "peak_jyb", "peak_err_jyb", "norm_flux_jyb", "norm_err_jyb",
-                              "qc_status", "success"].pformat(max_lines=-1, max_width=-1):
-                print(line)
+            print(f"# {source['catalog_id']} ({source['survey']}), {len(table)} epochs; "
+                  "fluxes in mJy/beam")
+            print("\n".join(export.readable_lines(
+                table, ["mjd", "peak_jyb", "peak_err_jyb", "norm_flux_jyb", "norm_err_jyb",
+                        "qc_status", "success"])))
         return 0
     if args.format and out.suffix.lower() != _FORMATS[args.format]:
         raise ConfigError("--format", args.format, f"a format matching the suffix of {out}")
