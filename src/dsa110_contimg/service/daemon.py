@@ -46,6 +46,7 @@ from dsa110_contimg.service import classify
 from dsa110_contimg.service.config import ServiceConfig
 from dsa110_contimg.service.metrics import Metrics
 from dsa110_contimg.service.notify import notify_reloading, sd_notify, watchdog_interval_s
+from dsa110_contimg.service.preflight import check_folders
 from dsa110_contimg.service.pool import Outcome, WorkerPool, resolve_task
 from dsa110_contimg.service.watcher import Watcher, is_fits_name, scan_tree
 from dsa110_contimg.store import files as filestore
@@ -113,6 +114,8 @@ class Daemon:
     def __init__(self, cfg: ServiceConfig):
         self.cfg = cfg
         d = cfg.daemon
+        for warning in check_folders(cfg):   # every missing/unwritable folder at once, now
+            log.warning("preflight", problem=warning)
         self.owner = default_owner()
         try:  # fail at start-up, naming the key, rather than in every worker
             resolve_task(d.executor)
