@@ -157,3 +157,31 @@ def test_daemon_metrics_match_status(tmp_path):
     finally:
         svc.stop_all()
         sock.close()
+
+
+def test_deploy_files_use_only_served_metrics(tmp_path):
+    """Every contimg_* series named in the alert rules and the Grafana dashboard is served."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from prometheus_client import generate_latest
+
+    from dsa110_contimg.store.engine import open_products_db
+
+    open_products_db(tmp_path / "p.sqlite3").dispose()
+    m = Metrics("127.0.0.1:0", tmp_path / "p.sqlite3")
+    served = {s.name for fam in text_string_to_metric_families(generate_latest(m.registry).decode())
+              for s in fam.samples}
+    m.stop()
+    assert {"contimg_jobs", "contimg_queue_depth", "contimg_stage_duration_seconds_bucket",
+            "contimg_ese_candidates", "contimg_database_up"} <= served
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    rules = yaml.safe_load((deploy / "prometheus-alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dash = json.loads((deploy / "grafana-dashboard.json").read_text())
+    exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {n for e in exprs for n in re.findall(r"\bcontimg_[a-z_]+", e)}
+    assert used and used <= served, used - served
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert {"ContimgNoImagesMeasured", "ContimgHighFailureRate", "ContimgOldPendingFile"} <= names
