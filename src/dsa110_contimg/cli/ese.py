@@ -24,7 +24,7 @@ def register(sub) -> None:
     for action, status in (("investigate", "investigated"), ("dismiss", "dismissed"), ("reactivate", "active")):
         a = esub.add_parser(action, help=f"mark a candidate {status}")
         common.add_db_options(a, registry=False)
-        a.add_argument("candidate_id", type=int, metavar="ID")
+        a.add_argument("candidate_id", type=int, metavar="ID", help="candidate id (from `ese list`)")
         a.add_argument("--note", help="free-text note stored with the candidate")
         a.set_defaults(func=set_status, status=status)
 

@@ -15,7 +15,8 @@ def register(sub) -> None:
                        description="SOURCE_ID is the catalogue id (e.g. 'NVSS J123456+123456') or "
                                    "the numeric source id of the products database.")
     common.add_db_options(p, registry=False)
-    p.add_argument("source_id", metavar="SOURCE_ID")
+    p.add_argument("source_id", metavar="SOURCE_ID",
+                   help="catalogue id (e.g. 'NVSS J123456+123456') or numeric source id")
     p.add_argument("--survey", help="disambiguate a catalogue id present in several surveys")
     p.add_argument("-o", "--output", metavar="OUT", help="output file: .png for a plot, or a table "
                    "(.csv .ecsv .vot); default: a table on stdout")
