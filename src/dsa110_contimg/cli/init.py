@@ -60,7 +60,7 @@ def _under(path: Path, roots) -> bool:
 
 def run(args) -> int:
     from dsa110_contimg.cli.common import UsageError
-    from dsa110_contimg.photometry.errors import ConfigError
+    from dsa110_contimg.photometry.errors import PhotometryError
     import tomllib
 
     from dsa110_contimg.service.config import config_from_dict, render_config
@@ -91,8 +91,8 @@ def run(args) -> int:
 
     written = real(target)
     if written.exists() and not args.force:
-        raise ConfigError("--config" if args.config else ("--systemd" if args.systemd else "DIR"),
-                          str(written), "a path with no configuration file yet (or use --force)")
+        raise PhotometryError("a configuration file exists already (use --force to overwrite it)",
+                              written)
     for d in dirs:
         real(d).mkdir(parents=True, exist_ok=True)
     written.parent.mkdir(parents=True, exist_ok=True)
