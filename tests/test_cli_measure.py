@@ -30,9 +30,49 @@ def test_csv_positions_to_stdout_table(image, tmp_path, capsys):
     Table({"name": ["a", "b", "c"], "RA_deg": RA, "Dec_Deg": DEC}).write(pos)
     assert main(["measure", str(image), "--positions", str(pos)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "peak_jyb" in out[0] and len(out) == 3 + 3
-    values = [float(line.split()[4]) for line in out[3:]]
-    np.testing.assert_allclose(values, PEAK, atol=5e-3)
+    # the input's name column first; fluxes in mJy/beam with 3 decimals
+    assert out[0].split()[:2] == ["name", "ra_deg"] and "peak_mjyb" in out[0] and len(out) == 3 + 3
+    assert "mJy / beam" in out[1]
+    assert [line.split()[0] for line in out[3:]] == ["a", "b", "c"]
+    values = [line.split()[5] for line in out[3:]]
+    assert all(len(v.split(".")[1]) == 3 for v in values)
+    np.testing.assert_allclose([float(v) / 1e3 for v in values], PEAK, atol=5e-3)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits", ".vot"])
+def test_exports_keep_input_ids_units_and_metadata(image, tmp_path, suffix):
+    import astropy.units as u
+
+    pos = tmp_path / "pos.csv"
+    Table({"id": [11, 12, 13], "name": ["src a", "src,b", "c"], "ra": RA, "dec": DEC}).write(pos)
+    out = tmp_path / f"out{suffix}"
+    assert main(["measure", str(image), "--positions", str(pos), "-o", str(out)]) == 0
+    t = Table.read(out)
+    assert list(t["id"]) == [11, 12, 13] and [str(x) for x in t["name"]] == ["src a", "src,b", "c"]
+    np.testing.assert_allclose(np.asarray(t["peak_jyb"], float), PEAK, atol=5e-3)
+    if suffix == ".csv":   # no metadata block in CSV: survey as a column, units in the names
+        assert set(t["survey"]) == {"positions from pos.csv"}
+        return
+    assert t["peak_jyb"].unit == u.Jy / u.beam and t["ra_deg"].unit == u.deg
+    meta = {k.lower(): v for k, v in t.meta.items()}
+    if suffix == ".vot":
+        from astropy.io.votable import parse_single_table
+
+        meta = {p.name: p.value for p in parse_single_table(out).params}
+    assert meta["survey"] == "positions from pos.csv" and meta["source_column"] == "name"
+
+
+def test_every_position_failed_exits_1(image, tmp_path, capsys):
+    pos = tmp_path / "off.csv"
+    Table({"ra": [10.0, 11.0], "dec": [-20.0, -21.0]}).write(pos)   # far off the image
+    out = tmp_path / "off.ecsv"
+    assert main(["measure", str(image), "--positions", str(pos), "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([e for e in err if "error:" in e]) == 1 and "none of the 2 positions" in err[-1]
+    assert len(Table.read(out)) == 2          # the flagged rows are still written
+    assert main(["measure", str(image), "--positions", str(pos), "--json"]) == 1
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["success"] for r in rows] == [False, False]
 
 
 def test_sexagesimal_vizier_columns_json(image, tmp_path, capsys):
@@ -102,8 +142,8 @@ def test_bad_tables_exit_1_one_line(image, tmp_path, capsys, content, match):
     assert len(err) == 1 and match in err[0] and "bad.csv" in err[0]
 
 
-def test_missing_positions_and_files_exit_1(image, tmp_path, capsys):
-    assert main(["measure", str(image)]) == 1
+def test_missing_positions_and_files_exit_codes(image, tmp_path, capsys):
+    assert main(["measure", str(image)]) == 2          # usage: neither --positions nor --catalog
     assert "--positions" in capsys.readouterr().err
     assert main(["measure", str(image), "--positions", str(tmp_path / "none.csv")]) == 1
     assert "does not exist" in capsys.readouterr().err
@@ -115,7 +155,7 @@ def test_missing_positions_and_files_exit_1(image, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a FITS" in err[0]
     assert main(["measure", str(image), "--positions", str(pos), "-o",
-                 str(tmp_path / "out.xlsx")]) == 1
+                 str(tmp_path / "out.xlsx")]) == 2   # usage: unknown output suffix
 
 
 def test_read_positions_units_and_ranges(tmp_path):

@@ -200,14 +200,35 @@ def test_cli_lightcurve_plot_and_export(ese_run, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     from astropy.table import Table
 
-    for fmt, suffix in (("csv", ".csv"), ("ecsv", ".ecsv"), ("vot", ".vot")):
+    import astropy.units as u
+
+    for fmt, suffix in (("csv", ".csv"), ("ecsv", ".ecsv"), ("vot", ".vot"), (None, ".fits")):
         out = tmp_path / f"lc{suffix}"
-        assert cli_main(["lightcurve", field.names[target], "--products-db", db, "-o", str(out),
-                         "--format", fmt]) == 0
+        assert cli_main(["lightcurve", field.names[target], "--products-db", db, "-o", str(out)]
+                        + (["--format", fmt] if fmt else [])) == 0
         t = Table.read(out)
         assert len(t) == 30 and np.all(np.diff(np.asarray(t["mjd"])) > 0)
         norm = np.ma.filled(np.ma.asarray(t["norm_flux_jyb"], dtype=float), np.nan)
         assert np.nanmin(norm) < 0.7 * np.nanmedian(norm)   # the dip
+        # units, the source name and the survey travel with every export
+        if fmt == "csv":   # no metadata block: constant columns; units in the column names
+            assert set(t["source"]) == {field.names[target]} and set(t["survey"]) == {"nvss"}
+        else:
+            meta = {k.lower(): v for k, v in t.meta.items()}
+            if fmt == "vot":   # VOTable: PARAMs (astropy's reader keeps only name/description)
+                from astropy.io.votable import parse_single_table
+
+                meta = {p.name: p.value for p in parse_single_table(out).params}
+                assert field.names[target] in t.meta["description"]
+            assert meta["source"] == field.names[target] and meta["survey"] == "nvss", t.meta
+            assert t["peak_jyb"].unit == u.Jy / u.beam and t["mjd"].unit == u.d
+    # readable table: mJy/beam with 3 decimals, not Jy with 17 digits
+    capsys.readouterr()
+    assert cli_main(["lightcurve", field.names[target], "--products-db", db]) == 0
+    text = capsys.readouterr().out
+    assert "peak_mjyb" in text and field.names[target] in text
+    row = text.splitlines()[4].split()
+    assert len(row[1].split(".")[1]) == 3, row
     capsys.readouterr()
     assert cli_main(["lightcurve", "NVSS J000000+000000", "--products-db", db]) == 1
     assert "no source" in capsys.readouterr().err

@@ -113,3 +113,29 @@ def test_jobs_commands(svc, capsys):
     assert main(["jobs", "cancel", str(ids[2]), "--json", "--config", str(cfg)]) == 0
     assert queue.get(ids[2])["status"] == "cancelled"
     assert main(["jobs", "cancel", str(ids[2]), "--config", str(cfg)]) == 1
+
+
+def test_status_watch_refreshes_until_interrupted(svc):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg, _db = svc
+    env = dict(os.environ)
+    p = subprocess.Popen([sys.executable, "-m", "dsa110_contimg.cli.main", "status", "--watch",
+                          "--interval", "0.2", "--config", str(cfg)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while time.monotonic() < deadline and seen.count("daemon:") < 3:
+            seen += p.stdout.readline()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert seen.count("daemon:        not running") >= 3     # refreshed, one snapshot per period
+    assert "Ctrl-C to stop" in seen and "Traceback" not in err
+    assert p.returncode == 3                                 # the code of the last refresh

@@ -1,9 +1,11 @@
 """The demo end to end: catalogue ingest, the real daemon and workflow on 30 simulated epochs,
-the injected ESE flagged, its light curve written."""
+the injected ESE flagged, its light curve written; with JSON logging every line the daemon
+and its workers wrote on stdout and stderr is a JSON object."""
 
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
@@ -22,3 +24,20 @@ def test_demo_flags_the_injected_ese(tmp_path):
     png = tmp_path / "demo" / "ese_candidate_lightcurve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "daemon exit code 0" in text
+
+    # the daemon ran with logging.format = "json", stdout and stderr into daemon.log
+    raw = (tmp_path / "demo" / "daemon.log").read_text().splitlines()
+    assert len(raw) > 50
+    lines = []
+    for n, line in enumerate(raw, 1):
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"daemon.log line {n} is not JSON: {line[:300]}")
+    assert all(isinstance(x, dict) and x.get("event") and x.get("level") and x.get("node")
+               for x in lines)
+    # worker processes log JSON too, with the job id and path bound
+    measured = [x for x in lines if x["event"] == "image_measured"]
+    assert len(measured) == 30
+    assert all(isinstance(x.get("job_id"), int) and x["path"].endswith(".fits") for x in measured)
+    assert {x["event"] for x in lines} >= {"startup", "ready", "job_finished", "stopped"}

@@ -87,7 +87,8 @@ def register(subparsers) -> None:
     bar = ing.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show the progress bar (default: on a terminal, long files)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    bar.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="no progress bar")
     ing.set_defaults(func=_cmd_ingest)
 
     lst = sub.add_parser("list", parents=[common], help="row counts, coverage, source files")
@@ -101,12 +102,14 @@ def register(subparsers) -> None:
     bm.set_defaults(func=_cmd_build_master)
 
     cone = sub.add_parser("cone", parents=[common], help="sources within a radius, brightest first")
-    cone.add_argument("survey", metavar="SURVEY")
+    cone.add_argument("survey", metavar="SURVEY", help="nvss, first, rax (racs), vlass or master")
     cone.add_argument("ra", type=_finite_float, metavar="RA", help="deg")
     cone.add_argument("dec", type=_finite_float, metavar="DEC", help="deg")
     cone.add_argument("radius", type=_positive_float, metavar="RADIUS", help="deg")
-    cone.add_argument("--min-flux", type=_finite_float, default=None, metavar="MJY")
-    cone.add_argument("--max-sources", type=_non_negative_int, default=None, metavar="N")
+    cone.add_argument("--min-flux", type=_finite_float, default=None, metavar="MJY",
+                      help="only sources at least this bright (mJy)")
+    cone.add_argument("--max-sources", type=_non_negative_int, default=None, metavar="N",
+                      help="at most N sources, brightest first")
     cone.add_argument("-o", "--output", type=Path, default=None, metavar="OUT",
                       help="write the table (.csv, .ecsv, .fits, .vot)")
     cone.add_argument("--json", action="store_true", help="print JSON rows on stdout")

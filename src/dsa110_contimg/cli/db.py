@@ -18,7 +18,7 @@ def upgrade(args) -> int:
 
     for which, target, opener in (("products", common.products_db(args), open_products_db),
                                   ("registry", common.registry_db(args), open_registry_db)):
-        db = opener(target, migrate=False)
+        db = common.creating(opener, target, migrate=False)
         head = do_upgrade(db.engine, which)
         print(f"{which} database {target}: at revision {head}")
         db.dispose()

@@ -11,8 +11,8 @@ def register(sub) -> None:
                                    "scattering event, per-epoch gain jitter), wait, print the status "
                                    "and the ESE candidate and write its light-curve PNG.")
     p.add_argument("--workdir", default=None, help="working directory (default: a new temporary one)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=30, help="number of simulated epochs (default 30)")
+    p.add_argument("--workers", type=int, default=2, help="daemon worker processes (default 2)")
     p.add_argument("--timeout", type=float, default=110.0, help="seconds to wait for the daemon")
     p.set_defaults(func=run)
 

@@ -24,16 +24,15 @@ def register(sub) -> None:
     for action, status in (("investigate", "investigated"), ("dismiss", "dismissed"), ("reactivate", "active")):
         a = esub.add_parser(action, help=f"mark a candidate {status}")
         common.add_db_options(a, registry=False)
-        a.add_argument("candidate_id", type=int, metavar="ID")
+        a.add_argument("candidate_id", type=int, metavar="ID", help="candidate id (from `ese list`)")
         a.add_argument("--note", help="free-text note stored with the candidate")
         a.set_defaults(func=set_status, status=status)
 
 
 def list_candidates(args) -> int:
-    from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.review import candidates_json
 
-    db = open_products_db(common.products_db(args), read_only=True)
+    db = common.open_products(args)
     with db.engine.connect() as conn:
         doc = candidates_json(conn, status=args.status, min_score=args.min_score, include_all=args.all)
     rows = doc["candidates"]
@@ -63,10 +62,9 @@ def _fmt(v, width=7, spec=".2f") -> str:
 
 def set_status(args) -> int:
     from dsa110_contimg.photometry.errors import PhotometryError
-    from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.lightcurves import set_candidate_status
 
-    db = open_products_db(common.products_db(args))
+    db = common.open_products(args, write=True, migrate=True)
     with db.engine.begin() as conn:
         if not set_candidate_status(conn, args.candidate_id, args.status, args.note):
             raise PhotometryError(f"no ESE candidate with id {args.candidate_id}")

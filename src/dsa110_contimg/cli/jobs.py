@@ -1,49 +1,71 @@
-"""``contimg-photometry jobs list|show|retry|cancel``: inspect and steer the job queue."""
+"""``contimg-photometry jobs list|show|retry|requeue|cancel``: inspect and steer the job queue.
+
+* ``list``: most recent first, one line per job: id, state, attempts, created and
+  finished times (UTC), the image path and the reason of a failure; ``--limit 0``
+  lists every job; ``--json`` carries ``paths`` (every item's image) and ``error``.
+* ``show``: one job and its items, readable (or ``--json``).
+* ``retry``: a failed, dead or cancelled job back to pending with fresh attempts
+  (its finished items are kept). A done job is not retried: the command says so and
+  points at ``requeue``.
+* ``requeue``: re-measure a finished job (done, failed, dead or cancelled): every item
+  back to pending; the new measurements replace the earlier ones of the same image.
+* ``cancel``: a pending job is cancelled, a running one stops between images.
+
+Exit codes: 0 ok; 1 the job does not exist or is in the wrong state; 2 usage; 4 the
+database is missing (:mod:`dsa110_contimg.cli.common`).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
+
+from dsa110_contimg.cli import common
 
 
 def register(sub) -> None:
-    from dsa110_contimg.cli import common
-
-    p = sub.add_parser("jobs", help="list, show, retry or cancel queued jobs",
+    p = sub.add_parser("jobs", help="list, show, retry, requeue or cancel queued jobs",
                        description="Inspect the durable job queue in the products database. "
                                    "list/show are read-only; retry puts a failed, dead or cancelled "
-                                   "job back to pending with fresh attempts; cancel cancels a pending "
-                                   "job (a running one stops between images). Exit 1 when the job "
-                                   "does not exist or is in the wrong state, 4 when the database is "
-                                   "missing.")
+                                   "job back to pending with fresh attempts; requeue re-measures a "
+                                   "finished (e.g. done) job; cancel cancels a pending job (a running "
+                                   "one stops between images). Exit 1 when the job does not exist or "
+                                   "is in the wrong state, 4 when the database is missing.")
     jsub = p.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
-    lp = jsub.add_parser("list", help="most recent jobs first")
-    lp.add_argument("--state", default=None, help="only jobs in this state")
-    lp.add_argument("--limit", type=int, default=50)
+    lp = jsub.add_parser("list", help="most recent jobs first: path, state, attempts, times, reason")
+    from dsa110_contimg.store.schema import JOB_STATES
+
+    lp.add_argument("--state", default=None, choices=JOB_STATES,
+                    help="only jobs in this state")
+    lp.add_argument("--limit", type=_non_negative_int, default=50, metavar="N",
+                    help="at most N jobs (default 50; 0 lists every job)")
     sp = jsub.add_parser("show", help="one job with its items")
-    sp.add_argument("job_id", type=int)
+    sp.add_argument("job_id", type=int, metavar="JOB_ID", help="job id (from `jobs list`)")
     rp = jsub.add_parser("retry", help="retry a failed/dead/cancelled job (or --all-dead)")
-    rp.add_argument("job_id", type=int, nargs="?")
+    rp.add_argument("job_id", type=int, nargs="?", metavar="JOB_ID", help="job id (from `jobs list`)")
     rp.add_argument("--all-dead", action="store_true", help="retry every dead job")
+    qp = jsub.add_parser("requeue", help="measure a finished (done/failed/dead/cancelled) job again",
+                         description="Put a finished job back to pending with every item pending and "
+                                     "fresh attempts; the daemon or `worker` measures its images again "
+                                     "and the new measurements replace the earlier ones.")
+    qp.add_argument("job_id", type=int, metavar="JOB_ID", help="job id (from `jobs list`)")
     cp = jsub.add_parser("cancel", help="cancel a pending or running job")
-    cp.add_argument("job_id", type=int)
-    for q in (lp, sp, rp, cp):
+    cp.add_argument("job_id", type=int, metavar="JOB_ID", help="job id (from `jobs list`)")
+    for q in (lp, sp, rp, qp, cp):
         common.add_db_options(q, registry=False)
-        q.add_argument("--json", action="store_true", help="machine-readable output")
+        q.add_argument("--json", action="store_true", help="machine-readable output (one JSON object)")
     p.set_defaults(func=run)
 
 
-def _open(args, *, write: bool):
-    from pathlib import Path
+def _non_negative_int(text: str) -> int:
+    import argparse
 
-    from dsa110_contimg.cli import common
-    from dsa110_contimg.photometry.errors import StoreError
-    from dsa110_contimg.store.engine import open_products_db
-
-    path = common.products_db(args)
-    if "://" not in path and not Path(path).exists():
-        raise StoreError("products database does not exist", path)
-    return open_products_db(path, read_only=not write, migrate=False)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def _row(job: dict) -> dict:
@@ -54,59 +76,136 @@ def _row(job: dict) -> dict:
     for k in ("created_at", "updated_at", "started_at", "finished_at", "not_before", "lease_until"):
         out[k] = iso(job[k]) if job.get(k) else None
     out["idempotency_key"] = job["idempotency_key"]
+    if "paths" in job:
+        out["paths"] = job["paths"]
     return out
 
 
-def run(args) -> int:
-    from dsa110_contimg.photometry.errors import StoreError
-    from dsa110_contimg.store.queue import JobQueue
+def _short_time(iso_text: str | None) -> str:
+    """``2026-11-30T12:01:02+00:00`` -> ``2026-11-30 12:01:02``; ``-`` for None."""
+    return "-" if not iso_text else iso_text.replace("T", " ").split("+")[0]
 
-    try:
-        db = _open(args, write=args.jobs_command in ("retry", "cancel"))
-    except StoreError as exc:
-        print(f"contimg-photometry jobs: error: {exc}", file=sys.stderr)
-        return 4
+
+def format_list(rows: list[dict]) -> list[str]:
+    """The readable ``jobs list`` table."""
+    if not rows:
+        return ["no jobs"]
+    lines = [f"{'id':>6}  {'state':<9} {'tries':>5}  {'created (UTC)':<19}  {'finished (UTC)':<19}  "
+             "path / reason"]
+    for r in rows:
+        paths = r.get("paths") or []
+        path = paths[0] if paths else "-"
+        if len(paths) > 1:
+            path += f" (+{len(paths) - 1} more)"
+        reason = f"  [{' '.join(str(r['error']).split())}]" if r.get("error") else ""
+        lines.append(f"{r['id']:>6}  {r['status']:<9} {r['attempts']:>2}/{r['max_attempts']:<2}  "
+                     f"{_short_time(r['created_at']):<19}  {_short_time(r['finished_at']):<19}  "
+                     f"{path}{reason}")
+    return lines
+
+
+def format_show(out: dict) -> list[str]:
+    """The readable ``jobs show`` text: the job's fields, then one block per item."""
+    lines = []
+    for k in ("id", "status", "origin", "attempts", "max_attempts", "total_items", "completed_items",
+              "failed_items", "created_at", "started_at", "finished_at", "updated_at", "not_before",
+              "lease_owner", "lease_until", "error", "idempotency_key"):
+        v = out.get(k)
+        if v is None and k not in ("error",):
+            continue
+        lines.append(f"{k + ':':<17}{'-' if v is None else v}")
+    lines.append(f"items ({len(out['items'])}):")
+    for i in out["items"]:
+        lines.append(f"  #{i['id']} {i['status']:<8} {i['kind']:<7} {i['fits_path']}")
+        extra = []
+        if i.get("image_id") is not None:
+            extra.append(f"image id {i['image_id']}")
+        if i.get("n_measurements") is not None:
+            extra.append(f"{i['n_measurements']} measurements")
+        if extra:
+            lines.append("      " + ", ".join(extra))
+        if i.get("error"):
+            lines.append(f"      error: {' '.join(str(i['error']).split())}")
+    return lines
+
+
+def run(args) -> int:
+    from dsa110_contimg.photometry.errors import PhotometryError
+    from dsa110_contimg.store.queue import JobQueue
+    from dsa110_contimg.store.requeue import list_jobs, requeue_job
+
+    cmd = args.jobs_command
+    if cmd == "retry" and args.job_id is None and not args.all_dead:
+        raise common.UsageError("give a JOB_ID or --all-dead")
+    db = common.open_products(args, write=cmd in ("retry", "requeue", "cancel"))
     try:
         queue = JobQueue(db)
-        cmd = args.jobs_command
         if cmd == "list":
-            rows = [_row(j) for j in queue.list(state=args.state, limit=args.limit)]
+            rows = [_row(j) for j in list_jobs(db, state=args.state, limit=args.limit)]
             if args.json:
-                print(json.dumps({"jobs": rows}, indent=2))
+                print(json.dumps({"jobs": rows, "count": len(rows)}, indent=2))
             else:
-                for r in rows:
-                    print(f"#{r['id']:<6} {r['status']:<9} attempts {r['attempts']}/{r['max_attempts']}  "
-                          f"{r['idempotency_key'] or ''}  {r['error'] or ''}")
-            return 0
-        if cmd == "show":
+                print("\n".join(format_list(rows)))
+            return common.EXIT_OK
+        if cmd in ("show", "requeue", "cancel") or (cmd == "retry" and not args.all_dead):
             job = queue.get(args.job_id)
             if job is None:
-                print(f"contimg-photometry jobs: error: no job {args.job_id}", file=sys.stderr)
-                return 1
+                raise PhotometryError(f"no job {args.job_id}")
+        if cmd == "show":
             out = _row(job)
             out["params"] = job["params"]
             out["items"] = [{k: i[k] for k in ("id", "fits_path", "kind", "status", "error", "image_id",
                                                "n_measurements")} for i in job["items"]]
-            print(json.dumps(out, indent=2) if args.json else
-                  "\n".join(f"{k}: {v}" for k, v in out.items() if k != "params"))
-            return 0
+            out["paths"] = [i["fits_path"] for i in out["items"]]
+            print(json.dumps(out, indent=2) if args.json else "\n".join(format_show(out)))
+            return common.EXIT_OK
         if cmd == "retry":
-            if args.all_dead:
-                ids = [j["id"] for j in queue.list(state="dead", limit=1_000_000)]
-            elif args.job_id is not None:
-                ids = [args.job_id]
-            else:
-                print("contimg-photometry jobs retry: error: give a JOB_ID or --all-dead", file=sys.stderr)
-                return 2
-            done = [i for i in ids if queue.retry(i)]
-            print(json.dumps({"retried": done}) if args.json else f"retried {len(done)} job(s): {done}")
-            return 0 if len(done) == len(ids) else 1
+            return _retry(args, queue, db)
+        if cmd == "requeue":
+            ok = requeue_job(db, args.job_id)
+            msg = (f"job {args.job_id}: requeued; its {len(job['items'])} image(s) will be measured "
+                   "again" if ok else
+                   f"job {args.job_id} is {job['status']}: only a finished job (done, failed, dead, "
+                   "cancelled) can be requeued")
+            print(json.dumps({"requeued": [args.job_id] if ok else [], "message": msg})
+                  if args.json else msg)
+            return common.EXIT_OK if ok else common.EXIT_FAILURE
         if cmd == "cancel":
             ok = queue.cancel(args.job_id)
-            print(json.dumps({"cancelled": ok, "id": args.job_id}) if args.json else
-                  (f"job {args.job_id}: cancelled (or cancel requested)" if ok
-                   else f"job {args.job_id}: not pending or running"))
-            return 0 if ok else 1
+            msg = (f"job {args.job_id}: cancelled (or cancel requested)" if ok
+                   else f"job {args.job_id} is {job['status']}: only a pending or running job can be "
+                        "cancelled")
+            print(json.dumps({"cancelled": ok, "id": args.job_id, "message": msg}) if args.json else msg)
+            return common.EXIT_OK if ok else common.EXIT_FAILURE
     finally:
         db.dispose()
-    return 2
+    return common.EXIT_USAGE
+
+
+def _retry(args, queue, db) -> int:
+    from dsa110_contimg.store.requeue import list_jobs
+
+    if args.all_dead:
+        ids = [j["id"] for j in list_jobs(db, state="dead", limit=0)]
+        states = {i: "dead" for i in ids}
+    else:
+        ids = [args.job_id]
+        states = {args.job_id: queue.get(args.job_id)["status"]}
+    done = [i for i in ids if queue.retry(i)]
+    messages = []
+    for i in ids:
+        if i in done:
+            messages.append(f"job {i}: retried (pending again with fresh attempts)")
+        elif states[i] == "done":
+            messages.append(f"job {i} is done: nothing to retry; to measure its images again use "
+                            f"`contimg-photometry jobs requeue {i}`")
+        else:
+            messages.append(f"job {i} is {states[i]}: only a failed, dead or cancelled job can be "
+                            "retried")
+    if args.all_dead and not ids:
+        messages.append("no dead jobs to retry")
+    if args.json:
+        print(json.dumps({"retried": done, "messages": messages}))
+    else:
+        print("\n".join(messages))
+    return common.EXIT_OK if len(done) == len(ids) else common.EXIT_FAILURE

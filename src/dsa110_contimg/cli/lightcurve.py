@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dsa110_contimg.cli import common
+from dsa110_contimg.cli import common, export
 
 _FORMATS = {"csv": ".csv", "ecsv": ".ecsv", "vot": ".vot"}
 
@@ -15,7 +15,8 @@ def register(sub) -> None:
                        description="SOURCE_ID is the catalogue id (e.g. 'NVSS J123456+123456') or "
                                    "the numeric source id of the products database.")
     common.add_db_options(p, registry=False)
-    p.add_argument("source_id", metavar="SOURCE_ID")
+    p.add_argument("source_id", metavar="SOURCE_ID",
+                   help="catalogue id (e.g. 'NVSS J123456+123456') or numeric source id")
     p.add_argument("--survey", help="disambiguate a catalogue id present in several surveys")
     p.add_argument("-o", "--output", metavar="OUT", help="output file: .png for a plot, or a table "
                    "(.csv .ecsv .vot); default: a table on stdout")
@@ -28,11 +29,11 @@ def lightcurve_table(source: dict, lc: dict):
     measurement, the columns of ``source_lightcurve`` (Jy/beam, MJD), the source in ``meta``."""
     from astropy.table import Table
 
-    table = Table({k: v for k, v in lc.items()}, meta={"source": source["catalog_id"],
-                                                      "survey": source["survey"],
-                                                      "ra_deg": source["ra_deg"], "dec_deg": source["dec_deg"]})
+    table = Table({k: v for k, v in lc.items()})
     for k in ("image_path", "qc_status", "norm_status"):
         table[k] = table[k].astype(str)
+    export.describe(table, survey=source["survey"], source=source["catalog_id"],
+                    ra_deg=source["ra_deg"], dec_deg=source["dec_deg"])
     return table
 
 
@@ -40,10 +41,9 @@ def run(args) -> int:
     import numpy as np
 
     from dsa110_contimg.photometry.errors import ConfigError, PhotometryError
-    from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.lightcurves import find_source, source_lightcurve
 
-    db = open_products_db(common.products_db(args), read_only=True)
+    db = common.open_products(args)
     with db.engine.connect() as conn:
         try:
             source = find_source(conn, args.source_id, args.survey)
@@ -72,12 +72,16 @@ def run(args) -> int:
     if out is None:
         if args.format == "vot":
             raise ConfigError("--format", "vot", "-o OUT.vot (VOTable is not written to stdout)")
+        if args.format == "csv":
+            export.csv_metadata_columns(table)
         if args.format:
             table.write(sys.stdout, format={"csv": "ascii.csv", "ecsv": "ascii.ecsv"}[args.format])
         else:
-            for line in table["mjd", "peak_jyb", "peak_err_jyb", "norm_flux_jyb", "norm_err_jyb",
-                              "qc_status", "success"].pformat(max_lines=-1, max_width=-1):
-                print(line)
+            print(f"# {source['catalog_id']} ({source['survey']}), {len(table)} epochs; "
+                  "fluxes in mJy/beam")
+            print("\n".join(export.readable_lines(
+                table, ["mjd", "peak_jyb", "peak_err_jyb", "norm_flux_jyb", "norm_err_jyb",
+                        "qc_status", "success"])))
         return 0
     if args.format and out.suffix.lower() != _FORMATS[args.format]:
         raise ConfigError("--format", args.format, f"a format matching the suffix of {out}")

@@ -18,7 +18,7 @@ import math
 import sys
 from pathlib import Path
 
-from dsa110_contimg.cli import common
+from dsa110_contimg.cli import common, export
 from dsa110_contimg.photometry.errors import ConfigError
 
 
@@ -112,9 +112,12 @@ def run(args) -> int:
         raise ConfigError("--positions/--catalog", None, "exactly one of --positions FILE or --catalog SURVEY")
     if args.catalog is not None:
         return _run_catalog(args)
-    ra, dec, _table = _positions_from_file(args)
+    ra, dec, source_table = _positions_from_file(args)
     result = measure_positions(args.image, ra, dec, method=args.method, **_method_options(args))
     table = result.to_table()
+    carried = _carry(table, source_table, args)
+    export.describe(table, survey=f"positions from {Path(args.positions).name}",
+                    source_column=export.name_column(carried), image=str(args.image))
     if args.output:
         out = Path(args.output)
         common.write_table(table, out)
@@ -122,24 +125,36 @@ def run(args) -> int:
               file=sys.stderr)
     elif args.json:
         rows = [{k: _json_value(v) for k, v in r._asdict().items()} for r in result]
-        for row, names in zip(rows, table["flag_names"]):
-            row["flag_names"] = str(names)
+        for row, i in zip(rows, range(len(table))):
+            row["flag_names"] = str(table["flag_names"][i])
+            for name in carried:
+                row[name] = _json_value(table[name][i])
         doc = {"meta": {k: _json_value(v) for k, v in result.meta.items()}, "rows": rows}
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        show = ["ra_deg", "dec_deg", "x_pix", "y_pix", "peak_jyb", "peak_err_jyb",
-                "local_rms_jyb", "snr", "cluster_id", "flag_names", "success"]
-        t = table[show]
-        for name in ("ra_deg", "dec_deg"):
-            t[name].format = ".6f"
-        for name in ("x_pix", "y_pix", "snr"):
-            t[name].format = ".2f"
-        for name in ("peak_jyb", "peak_err_jyb", "local_rms_jyb"):
-            t[name].format = ".6g"
-        for line in t.pformat(max_lines=-1, max_width=-1):
-            print(line)
-    return 0
+        show = carried + ["ra_deg", "dec_deg", "x_pix", "y_pix", "peak_jyb", "peak_err_jyb",
+                          "local_rms_jyb", "snr", "cluster_id", "flag_names", "success"]
+        print("\n".join(export.readable_lines(table, show)))
+    return _all_failed(len(table), result.n_success)
+
+
+def _carry(table, source_table, args) -> list[str]:
+    """The positions file's other columns (ids, names) carried into the output."""
+    from dsa110_contimg.photometry.positions import DEC_NAMES, RA_NAMES, _find
+
+    used = (_find(source_table.colnames, RA_NAMES, args.ra_column, "RA", args.positions),
+            _find(source_table.colnames, DEC_NAMES, args.dec_column, "Dec", args.positions))
+    return export.carry_input_columns(table, source_table, used)
+
+
+def _all_failed(n: int, n_success: int) -> int:
+    """Exit code 1 (with a one-line error) when not one position could be measured."""
+    if n and not n_success:
+        print(f"contimg-photometry measure: error: none of the {n} positions could be measured "
+              "(off the image, blanked or failed; see flag_names)", file=sys.stderr)
+        return common.EXIT_FAILURE
+    return common.EXIT_OK
 
 
 def _run_catalog(args) -> int:
@@ -162,8 +177,8 @@ def _run_catalog(args) -> int:
         overrides["nbeam"] = args.nbeam
     if args.cluster_threshold is not None:
         overrides["cluster_threshold"] = args.cluster_threshold
-    manager = PhotometryManager(common.products_db(args), common.registry_db(args), base,
-                                catalog_dir=common.catalog_dir(args))
+    manager = common.creating(PhotometryManager, common.products_db(args), common.registry_db(args),
+                              base, catalog_dir=common.catalog_dir(args))
     call = manager.measure_for_mosaic if args.mosaic else manager.measure_for_fits
     result = call(Path(args.image), create_batch_job=args.batch, data_id=args.data_id, **overrides)
     if args.batch:
@@ -173,6 +188,9 @@ def _run_catalog(args) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     table = result.results.to_table()
+    export.describe(table, survey=result.results.meta.get("catalog") or args.catalog,
+                    source_column="catalog_id" if "catalog_id" in table.colnames else None,
+                    image=str(args.image), image_id=result.image_id)
     if args.output:
         common.write_table(table, Path(args.output))
         print(f"{len(table)} sources measured ({result.measurements_successful} successful), "
@@ -186,6 +204,5 @@ def _run_catalog(args) -> int:
         sys.stdout.write("\n")
     else:
         show = ["catalog_id", "ra_deg", "dec_deg", "peak_jyb", "peak_err_jyb", "snr", "flag_names"]
-        for line in table[show].pformat(max_lines=-1, max_width=-1):
-            print(line)
-    return 0
+        print("\n".join(export.readable_lines(table, show)))
+    return _all_failed(len(table), result.measurements_successful)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import sys
 
-EPILOG = ("exit codes: 0 healthy; 1 degraded (failed or dead jobs, stale heartbeat); "
+EPILOG = ("exit codes: 0 healthy; 1 degraded (failed or dead jobs, stale heartbeat) or failure; "
           "2 usage; 3 daemon not running; 4 database missing or unreadable")
 
 
@@ -20,37 +20,90 @@ def register(sub) -> None:
                                    "the products database read-only.", epilog=EPILOG)
     common.add_db_options(p, registry=False)
     p.add_argument("--json", action="store_true", help="one JSON object with stable nested keys")
+    p.add_argument("--watch", action="store_true",
+                   help="refresh the status in place every --interval seconds until Ctrl-C "
+                        "(exit code of the last refresh)")
+    p.add_argument("--interval", type=_positive_float, default=2.0, metavar="S",
+                   help="refresh period of --watch in seconds (default 2)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import sys
+def _positive_float(text: str) -> float:
+    import argparse
+    import math
 
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def snapshot(args) -> tuple[dict, int]:
+    """``(status dict, exit code)``; raises NoDatabase (exit 4) when the database is missing
+    or unreadable."""
     from dsa110_contimg.cli import common
-    from dsa110_contimg.photometry.errors import StoreError
-    from dsa110_contimg.service.status import (
-        EXIT_NO_DB, collect_status, format_status, status_exit_code,
-    )
-    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.service.status import collect_status, status_exit_code
 
     cfg = common.service_config(args)
     stale = cfg.daemon.stale_after_s if cfg is not None else 60.0
-    path = common.products_db(args)
+    db = common.open_products(args)
     try:
-        if "://" not in path and not Path(path).exists():
-            raise StoreError("products database does not exist", path)
-        db = open_products_db(path, read_only=True)
         try:
             st = collect_status(db, stale_after_s=stale)
-        finally:
-            db.dispose()
-    except StoreError as exc:
+        except Exception as exc:  # noqa: BLE001 - not a database, no schema
+            raise common.NoDatabase(f"cannot read the products database: {type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:300]}", common.products_db(args)) from None
+    finally:
+        db.dispose()
+    return st, status_exit_code(st)
+
+
+def run(args) -> int:
+    from dsa110_contimg.cli import common
+    from dsa110_contimg.service.status import format_status
+
+    if args.watch:
+        return _watch(args)
+    try:
+        st, rc = snapshot(args)
+    except common.NoDatabase as exc:
         if args.json:
             print(json.dumps({"error": str(exc), "daemon": {"running": False}}))
-        print(f"contimg-photometry status: error: {exc}", file=sys.stderr)
-        return EXIT_NO_DB
-    except Exception as exc:  # noqa: BLE001 - unreadable database (not a DB, no schema)
-        print(f"contimg-photometry status: error: cannot read {path}: {exc}", file=sys.stderr)
-        return EXIT_NO_DB
+        raise
     print(json.dumps(st, indent=2) if args.json else format_status(st))
-    return status_exit_code(st)
+    return rc
+
+
+def _watch(args) -> int:
+    """Redraw in place (cursor home + clear to end of screen) on a terminal; elsewhere
+    separate the snapshots with a blank line."""
+    import time
+
+    from dsa110_contimg.cli import common
+    from dsa110_contimg.service.status import format_status
+
+    tty = sys.stdout.isatty()
+    rc = common.EXIT_OK
+    if tty:
+        sys.stdout.write("\x1b[H\x1b[2J")   # clear once; later refreshes overwrite in place
+    try:
+        while True:
+            try:
+                st, rc = snapshot(args)
+                text = json.dumps(st) if args.json else format_status(st)
+            except common.NoDatabase as exc:
+                text, rc = common.error_line("status", exc), common.EXIT_NO_DB
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            header = f"every {args.interval:g} s, {stamp} (Ctrl-C to stop)"
+            if tty:
+                sys.stdout.write("\x1b[H" + header + "\x1b[K\n" +
+                                 "\n".join(line + "\x1b[K" for line in text.splitlines()) + "\n\x1b[J")
+            else:
+                sys.stdout.write(("" if args.json else header + "\n") + text + "\n\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return rc

@@ -28,7 +28,7 @@ def run(args) -> int:
     products = common.products_db(args)
     registry = common.registry_db(args)
     catalogs = str(common.catalog_dir(args))
-    queue = JobQueue(open_products_db(products))
+    queue = JobQueue(common.creating(open_products_db, products))
     stopping = False
 
     def _stop(signum, _frame):

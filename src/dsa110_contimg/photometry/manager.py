@@ -295,6 +295,13 @@ class PhotometryManager:
             notes.extend(f"catalogue: {n}" for n in cat.meta.get("notes", ["coverage is partial"]))
 
         t = time.perf_counter()
+        if method in ("forced", "peak"):   # the noise map, cached on the image for the measurement
+            from dsa110_contimg.photometry.noise import background_maps_for
+
+            background_maps_for(image)
+        steps["noise"] = time.perf_counter() - t
+
+        t = time.perf_counter()
         options: dict[str, Any] = {}
         if method in ("forced", "adaptive"):
             options.update(nbeam=cfg.nbeam, cluster_threshold=cfg.cluster_threshold)

@@ -60,13 +60,15 @@ def execute_job(products_db: str, registry_db: str | None, job_id: int, lease_ow
     dict
         ``done``, ``failed`` (counts this run), ``permanent`` (True when every
         failure was permanent), ``error`` (first failure reason or None),
-        ``cancelled`` (bool), ``durations`` (seconds per item path).
+        ``cancelled`` (bool), ``durations`` (seconds per item path), ``stages``
+        (seconds per workflow stage summed over the items measured: open, noise,
+        catalog, measure, qc, store, normalise, variability, ese).
     """
     cfg = PhotometryConfig.from_dict(params.get("config", {}))
     manager = _manager(products_db, registry_db, catalog_dir)
     queue = manager.queue
     summary: dict[str, Any] = {"done": 0, "failed": 0, "permanent": True, "error": None,
-                               "cancelled": False, "durations": {}}
+                               "cancelled": False, "durations": {}, "stages": {}}
     for item in items:
         if item["status"] == "done":
             continue
@@ -74,7 +76,9 @@ def execute_job(products_db: str, registry_db: str | None, job_id: int, lease_ow
             summary["cancelled"] = True
             break
         queue.heartbeat(job_id, owner=lease_owner)
-        _run_item(manager, queue, job_id, item, cfg, summary)
+        # every log line of this item (manager, QC, astropy warnings) carries job and path
+        with structlog.contextvars.bound_contextvars(job_id=job_id, path=str(item["fits_path"])):
+            _run_item(manager, queue, job_id, item, cfg, summary)
     return summary
 
 
@@ -126,6 +130,8 @@ def _run_item(manager, queue, job_id, item, cfg, summary) -> None:
         manager._link(data_id, path, item["kind"], "completed", job_id)
     summary["done"] += 1
     summary["durations"][str(path)] = time.perf_counter() - t0
+    for stage, seconds in (getattr(result, "step_seconds", None) or {}).items():
+        summary.setdefault("stages", {})[stage] = summary.get("stages", {}).get(stage, 0.0) + seconds
 
 
 def run_claimed(queue, job, products_db: str, registry_db: str | None,

@@ -114,6 +114,9 @@ class DaemonConfig:
     executor : str
         ``module:function`` run in the worker processes (default the
         photometry workflow).
+    metrics_listen : str
+        ``HOST:PORT`` of the Prometheus ``/metrics`` endpoint (e.g.
+        ``127.0.0.1:9464``); empty disables it (:mod:`dsa110_contimg.service.metrics`).
     """
 
     workers: int = 2
@@ -134,6 +137,7 @@ class DaemonConfig:
     stale_after_s: float = 60.0
     max_event_queue: int = 100_000
     executor: str = DEFAULT_EXECUTOR
+    metrics_listen: str = ""
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,10 @@ def _daemon(table: Mapping, src) -> DaemonConfig:
         elif key == "executor":
             if not isinstance(value, str) or value.count(":") != 1:
                 raise ConfigError(name, value, "'package.module:function'", src)
+        elif key == "metrics_listen":
+            from dsa110_contimg.service.metrics import parse_listen
+
+            parse_listen(value, src)
         out[key] = value
     cfg = DaemonConfig(**out)
     if cfg.drain_timeout_s >= cfg.lease_s:
@@ -382,7 +390,7 @@ def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
         "daemon": {"workers": d.workers, "polling": d.polling, "rescan_interval_s": d.rescan_interval_s,
                    "settle_s": d.settle_s, "lease_s": d.lease_s, "max_attempts": d.max_attempts,
                    "job_timeout_s": d.job_timeout_s, "drain_timeout_s": d.drain_timeout_s,
-                   **(daemon or {})},
+                   "metrics_listen": d.metrics_listen, **(daemon or {})},
         "logging": {"format": "auto", "level": "info", **(logging or {})},
     }
     lines = ["# DSA-110 photometry service configuration (written by 'contimg-photometry init').",

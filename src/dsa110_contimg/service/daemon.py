@@ -23,7 +23,11 @@ watch), then ``READY=1``.
 Signals: SIGTERM/SIGINT -> graceful stop (``STOPPING=1``, stop watching and
 claiming, running jobs get ``drain_timeout_s`` to finish, the rest are killed
 and handed back to ``pending`` without counting the attempt; exit 0).
-SIGHUP -> rescan.
+SIGHUP -> rescan (``RELOADING=1`` ... ``READY=1``).
+
+Observability hooks (:mod:`dsa110_contimg.service.metrics`): ``self.metrics`` is told
+about every settled job and every loop iteration; it serves Prometheus metrics when
+``daemon.metrics_listen`` is set and composes the systemd ``STATUS=`` line.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ import structlog
 from dsa110_contimg.photometry.errors import ConfigError, InvalidImage, StoreError
 from dsa110_contimg.service import classify
 from dsa110_contimg.service.config import ServiceConfig
-from dsa110_contimg.service.notify import sd_notify, watchdog_interval_s
+from dsa110_contimg.service.metrics import Metrics
+from dsa110_contimg.service.notify import notify_reloading, sd_notify, watchdog_interval_s
+from dsa110_contimg.service.preflight import check_folders
 from dsa110_contimg.service.pool import Outcome, WorkerPool, resolve_task
 from dsa110_contimg.service.watcher import Watcher, is_fits_name, scan_tree
 from dsa110_contimg.store import files as filestore
@@ -108,6 +114,8 @@ class Daemon:
     def __init__(self, cfg: ServiceConfig):
         self.cfg = cfg
         d = cfg.daemon
+        for warning in check_folders(cfg):   # every missing/unwritable folder at once, now
+            log.warning("preflight", problem=warning)
         self.owner = default_owner()
         try:  # fail at start-up, naming the key, rather than in every worker
             resolve_task(d.executor)
@@ -139,6 +147,7 @@ class Daemon:
         self._next = {"rescan": now + d.rescan_interval_s, "recheck": now, "reap": now + d.reap_interval_s,
                       "lease": now + d.lease_s / 4, "beat": now, "watchdog": now, "claim": now}
         self._wd_interval = watchdog_interval_s()
+        self.metrics = Metrics(d.metrics_listen, cfg.paths.products_db, source=cfg.source)
 
     # -- life cycle --------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -179,6 +188,7 @@ class Daemon:
         log.info("startup", owner=self.owner, pid=os.getpid(), products_db=str(self.cfg.paths.products_db),
                  roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
                  polling=self.cfg.daemon.polling, reaped=reaped, dead_owners=len(gone))
+        self.metrics.start()   # a port that cannot be bound stops the start-up here
         # 2. workers, 3. observer, 4. scan
         self.pool.start()
         self._start_watcher()
@@ -225,6 +235,7 @@ class Daemon:
             log.warning("job_handed_back", job_id=job_id, path=self._job_path(job_id), released=handed)
             self.inflight.pop(job_id, None)
         self._beat(state="stopped")
+        self.metrics.stop()
         self.db.dispose()
         log.info("stopped", handed_back=len(unfinished), **self.stats)
 
@@ -242,8 +253,12 @@ class Daemon:
         if reason is None and now >= self._next["rescan"]:
             reason = "periodic"
         if reason is not None:
+            if reason == "SIGHUP":
+                notify_reloading(f"STATUS=reloading: {self._status_text()}")
             self.scan_all(reason)
             self._next["rescan"] = time.monotonic() + d.rescan_interval_s
+            if reason == "SIGHUP":
+                sd_notify("READY=1", f"STATUS={self._status_text()}")
         if now >= self._next["recheck"]:
             self.recheck_pending()
             self._next["recheck"] = now + d.recheck_interval_s
@@ -261,6 +276,7 @@ class Daemon:
             self._beat()
             self._next["beat"] = time.monotonic() + d.heartbeat_interval_s
         self._check_watcher()
+        self.metrics.on_tick(self)
         self._ping_watchdog()
 
     # -- files -------------------------------------------------------------------------
@@ -456,6 +472,8 @@ class Daemon:
         key = {"done": "done", "failed": "failed", "dead": "dead", "pending": "retried"}.get(state)
         if key:
             self.stats[key] += 1
+        self.metrics.on_settled(state=state, worker_status=o.status, result=o.result, error=error,
+                                duration_s=o.duration_s)
         logf = log.info if state == "done" else log.warning
         logf("job_finished", job_id=o.job_id, path=path, outcome=state, worker_status=o.status,
              attempt=job.attempts, duration_s=round(o.duration_s, 3),
@@ -476,8 +494,7 @@ class Daemon:
 
     # -- health ------------------------------------------------------------------------
     def _status_text(self) -> str:
-        return (f"{len(self.inflight)}/{self.pool.size} busy, {self.stats['done']} done, "
-                f"{self.stats['failed'] + self.stats['dead']} failed, {len(self.pending)} files waiting")
+        return self.metrics.status_line(self)
 
     def _beat(self, state: str = "running") -> None:
         try:

@@ -3,13 +3,15 @@
 One ``AF_UNIX``/``SOCK_DGRAM`` datagram of newline-separated ``KEY=VALUE``
 lines to ``$NOTIFY_SOCKET`` (a leading ``@`` means the abstract namespace).
 Without the variable every call is a no-op and returns False. Keys used by the
-daemon: ``READY=1``, ``STATUS=<text>``, ``WATCHDOG=1``, ``STOPPING=1``.
+daemon: ``READY=1``, ``STATUS=<text>``, ``WATCHDOG=1``, ``STOPPING=1``,
+``RELOADING=1`` with ``MONOTONIC_USEC`` (:func:`notify_reloading`).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 
 
 def sd_notify(*lines: str) -> bool:
@@ -20,8 +22,12 @@ def sd_notify(*lines: str) -> bool:
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.connect(addr)
-        sock.sendall("\n".join(lines).encode("utf-8"))
+        sock.setblocking(False)   # never stall the main loop on a full notify queue
+        try:
+            sock.connect(addr)
+            sock.send("\n".join(lines).encode("utf-8"))
+        except (BlockingIOError, InterruptedError):
+            return False
     return True
 
 
@@ -38,3 +44,9 @@ def watchdog_interval_s() -> float | None:
         return max(int(usec) / 2e6, 0.05)
     except ValueError:
         return None
+
+
+def notify_reloading(*extra: str) -> bool:
+    """``RELOADING=1`` with ``MONOTONIC_USEC`` (CLOCK_MONOTONIC, as systemd requires for
+    ``Type=notify-reload``); send ``READY=1`` when the reload is done."""
+    return sd_notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", *extra)

@@ -98,6 +98,9 @@ def _worker_main(conn, task: str, parent_pid: int) -> None:  # runs in the spawn
     _set_pdeathsig()
     if os.getppid() != parent_pid:  # parent died before prctl took effect
         os._exit(1)
+    from dsa110_contimg.service.logging import configure_from_env
+
+    configure_from_env()   # the daemon's log format (JSON lines) in this process too
     fn = resolve_task(task)
     for name in WARM_IMPORTS:  # pay the import cost before the first job, best effort
         try:

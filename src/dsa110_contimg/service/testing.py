@@ -54,7 +54,7 @@ def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lea
         db = _DBS[products_db] = open_products_db(products_db, migrate=False)
     queue = JobQueue(db, owner=lease_owner)
     summary = {"done": 0, "failed": 0, "permanent": True, "error": None, "cancelled": False,
-               "durations": {}}
+               "durations": {}, "stages": {}}
     sleep_s = float(os.environ.get("CONTIMG_FAKE_SLEEP_S", "0"))
     out_dir = os.environ.get("CONTIMG_FAKE_OUT")
     for item in items:
@@ -84,8 +84,10 @@ def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lea
             summary["failed"] += 1
             summary["error"] = summary["error"] or str(exc)
             continue
+        summary["stages"]["open"] = summary["stages"].get("open", 0.0) + time.perf_counter() - t0
         if sleep_s:
             time.sleep(sleep_s)
+        t_store = time.perf_counter()
         now = time.time()
         st = os.stat(path)
         with db.engine.begin() as conn:
@@ -102,6 +104,7 @@ def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lea
             with open(os.path.join(out_dir, "executions.log"), "a") as fh:
                 fh.write(f"{job_id} {path} {os.getpid()}\n")
         queue.update_item(item["id"], "done", image_id=int(image_id), n_measurements=1)
+        summary["stages"]["store"] = summary["stages"].get("store", 0.0) + time.perf_counter() - t_store
         summary["done"] += 1
         summary["durations"][path] = time.perf_counter() - t0
     return summary

@@ -1,0 +1,163 @@
+"""Table exports and readable tables of the command line.
+
+Every exported table (CSV, ECSV, VOTable, FITS; :func:`dsa110_contimg.cli.common.write_table`)
+carries units on its columns (from the column-name suffix: ``_jyb`` Jy/beam, ``_mjy`` mJy,
+``_deg`` deg, ``_arcsec`` arcsec, ``_pix`` pix, ``mjd``/``_days`` d, ``_s`` s) and, in
+its metadata, the source name(s) and the survey (``source``/``survey`` keys; for a
+table of many sources the names are in a column and ``source_column`` names it). CSV
+has no metadata block (and comment lines would break ``Table.read("x.csv")``): there
+``source`` and ``survey`` are constant columns and the units are the column-name
+suffixes.
+
+Human-readable tables (stdout) print flux densities in mJy/beam with 3 decimals
+(1 µJy/beam) instead of Jy/beam with 17 digits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Unit of a column by name suffix (checked in order).
+_SUFFIX_UNITS = (("_jyb", "Jy / beam"), ("_mjyb", "mJy / beam"), ("_mjy", "mJy"), ("_jy", "Jy"),
+                 ("_deg", "deg"), ("_arcsec", "arcsec"), ("_pix", "pix"), ("_days", "d"),
+                 ("_mjd", "d"), ("_s", "s"), ("_hz", "Hz"))
+_NAME_UNITS = {"mjd": "d", "snr": "", "freq_hz": "Hz"}
+
+
+def unit_for(name: str) -> str | None:
+    """The unit string of a column named ``name`` (None when unknown; "" dimensionless)."""
+    low = name.lower()
+    if low in _NAME_UNITS:
+        return _NAME_UNITS[low]
+    for suffix, unit in _SUFFIX_UNITS:
+        if low.endswith(suffix):
+            return unit
+    return None
+
+
+def add_units(table):
+    """Set the unit of every column whose name tells it (in place; returns ``table``)."""
+    import astropy.units as u
+
+    for name in table.colnames:
+        if getattr(table[name], "unit", None) is not None:
+            continue
+        unit = unit_for(name)
+        if unit and table[name].dtype.kind in "fiu":
+            table[name].unit = u.Unit(unit)
+    return table
+
+
+def describe(table, *, survey, source=None, source_column=None, **extra):
+    """Add the export metadata: ``survey``, ``source`` (one source) or ``source_column``
+    (the column holding each row's name), plus ``extra`` keys; sets the units."""
+    table.meta["survey"] = survey
+    if source is not None:
+        table.meta["source"] = source
+    if source_column is not None:
+        table.meta["source_column"] = source_column
+    for k, v in extra.items():
+        if v is not None:
+            table.meta[k] = v
+    return add_units(table)
+
+
+def csv_metadata_columns(table):
+    """CSV has no metadata block: ``source`` and ``survey`` become constant columns (when
+    the table has no such column); units are in the column-name suffixes (``_jyb``
+    Jy/beam, ``_deg`` deg, ``mjd`` days), which is how the columns are named anyway."""
+    from astropy.table import Column
+
+    for key in ("source", "survey"):
+        value = table.meta.get(key)
+        if value is not None and key not in table.colnames:
+            table.add_column(Column([str(value)] * len(table), name=key))
+    return table
+
+
+def write_votable(table, out) -> None:
+    """A VOTable with the metadata kept: one ``PARAM`` per metadata key, the table
+    ``name`` = the source (one-source tables) and a ``description`` listing the metadata
+    (``Table.read`` returns ``name`` and ``description`` in ``meta``)."""
+    from astropy.io.votable import from_table, writeto
+    from astropy.io.votable.tree import Param
+
+    meta = {k: v for k, v in table.meta.items() if v is not None}
+    plain = table.copy(copy_data=False)
+    plain.meta = {}
+    if meta.get("source") is not None:
+        plain.meta["name"] = str(meta["source"])
+    plain.meta["description"] = "; ".join(f"{k}: {v}" for k, v in meta.items())
+    vot = from_table(plain)
+    element = vot.get_first_table()
+    for key, value in meta.items():
+        if isinstance(value, bool):
+            value = str(value).lower()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            param = Param(vot, name=str(key), ID=f"meta_{key}", value=value,
+                          datatype="double" if isinstance(value, float) else "long",
+                          unit="deg" if str(key).endswith("_deg") else None)
+        else:
+            param = Param(vot, name=str(key), ID=f"meta_{key}", value=str(value),
+                          datatype="char", arraysize="*")
+        element.params.append(param)
+    writeto(vot, str(out))
+
+
+def carry_input_columns(table, source_table, used: tuple[str, ...]):
+    """Prepend the columns of the user's positions table (ids, names, anything but the RA/Dec
+    columns in ``used``) to a measurement table; a name that clashes gets ``input_``."""
+    from astropy.table import Column
+
+    skip = {c.lower() for c in used}
+    carried = []
+    for name in source_table.colnames:
+        if name.lower() in skip:
+            continue
+        out = name if name not in table.colnames else f"input_{name}"
+        col = source_table[name]
+        values = np.asarray(col)
+        if values.dtype.kind == "O":
+            values = values.astype(str)
+        table.add_column(Column(values, name=out, unit=getattr(col, "unit", None)),
+                         index=len(carried))
+        carried.append(out)
+    return carried
+
+
+def name_column(carried: list[str]) -> str | None:
+    """The carried column holding source names/ids (name > id > source), or None."""
+    low = {c.lower(): c for c in carried}
+    for key in ("name", "source_name", "source", "source_id", "id", "catalog_id"):
+        if key in low:
+            return low[key]
+    for c in carried:
+        if "name" in c.lower() or c.lower().endswith("id"):
+            return c
+    return None
+
+
+def readable_lines(table, columns: list[str]) -> list[str]:
+    """A readable table of ``columns``: Jy/beam columns shown in mJy/beam (3 decimals),
+    degrees with 6 decimals, pixels and SNR with 2."""
+    from astropy.table import Table
+
+    out = Table()
+    for name in columns:
+        if name not in table.colnames:
+            continue
+        col = table[name]
+        if name.endswith("_jyb"):
+            new = name[:-4] + "_mjyb"
+            out[new] = np.asarray(col, float) * 1e3
+            out[new].format = ".3f"
+            out[new].unit = "mJy/beam"
+        else:
+            out[name] = col
+            if name.endswith("_deg"):
+                out[name].format = ".6f"
+            elif name.endswith("_pix") or name in ("snr",):
+                out[name].format = ".2f"
+            elif name == "mjd":
+                out[name].format = ".4f"
+    return list(out.pformat(max_lines=-1, max_width=-1))

@@ -1,0 +1,94 @@
+"""Start-up check of the folders the daemon needs, all at once and immediately.
+
+:func:`check_folders` looks at every configured folder before anything starts and
+raises one :class:`PreflightError` naming *every* problem (missing watched
+directory, a directory that cannot be read, a state directory or database folder
+that cannot be written, e.g. outside the systemd unit's ``ReadWritePaths``), rather
+than failing on the first one after retries. A missing catalogue directory is only
+reported as a warning (jobs then fail with the reason; the fake executor of the
+tests needs none).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from dsa110_contimg.photometry.errors import ConfigError
+
+
+class PreflightError(ConfigError):
+    """One or more configured folders are missing or not usable."""
+
+    def __init__(self, problems: list[str], source=None):
+        from dsa110_contimg.photometry.errors import PhotometryError
+
+        self.problems = list(problems)
+        self.field, self.value, self.allowed = "paths", list(problems), "existing, usable folders"
+        PhotometryError.__init__(self, f"cannot start, {len(problems)} folder problem(s): "
+                                       + "; ".join(problems), source)
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")   # a database URL, not a file
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _writable_dir(path: Path, what: str, problems: list[str]) -> None:
+    """``path`` exists and is writable, or can be created (its nearest existing ancestor
+    is a writable directory)."""
+    if path.exists():
+        if not path.is_dir():
+            problems.append(f"{what} {path} is not a directory")
+        elif not os.access(path, os.W_OK | os.X_OK):
+            problems.append(f"{what} {path} is not writable by uid {os.geteuid()}")
+        return
+    base = _nearest_existing(path)
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        problems.append(f"{what} {path} does not exist and cannot be created "
+                        f"({base} is not writable by uid {os.geteuid()})")
+
+
+def check_folders(cfg) -> list[str]:
+    """Check the folders of a :class:`~dsa110_contimg.service.config.ServiceConfig`.
+
+    Returns warnings (e.g. a missing catalogue directory); raises
+    :class:`PreflightError` listing every blocking problem.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    paths = cfg.paths
+    if not paths.watched:
+        problems.append("no watched directory: set paths.image_dirs and/or paths.mosaic_dirs")
+    for key, dirs in (("paths.image_dirs", paths.image_dirs), ("paths.mosaic_dirs", paths.mosaic_dirs)):
+        for d in dirs:
+            d = Path(d)
+            if not d.exists():
+                problems.append(f"{key}: {d} does not exist")
+            elif not d.is_dir():
+                problems.append(f"{key}: {d} is not a directory")
+            elif not os.access(d, os.R_OK | os.X_OK):
+                problems.append(f"{key}: {d} is not readable by uid {os.geteuid()}")
+    for key, db in (("paths.products_db", paths.products_db), ("paths.registry_db", paths.registry_db)):
+        if db is not None and not _URL.match(str(db)):
+            db = Path(db)
+            if db.exists():
+                if not os.access(db, os.R_OK | os.W_OK):
+                    problems.append(f"{key}: {db} is not writable by uid {os.geteuid()}")
+                # SQLite writes its journal/WAL beside the file
+                _writable_dir(db.parent, f"{key} folder", problems)
+            else:
+                _writable_dir(db.parent, f"{key} folder", problems)
+    cat = Path(paths.catalog_dir)
+    if not cat.is_dir():
+        warnings.append(f"paths.catalog_dir: {cat} does not exist (ingest catalogues with "
+                        "'contimg-photometry catalog ingest'; jobs needing one fail until then)")
+    if problems:
+        raise PreflightError(list(dict.fromkeys(problems)), cfg.source)
+    return warnings
