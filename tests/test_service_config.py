@@ -60,7 +60,7 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     ("[daemon]\npolling = 1\n", "daemon.polling", "true or false"),
     ("[daemon]\nlease_s = -1\n", "daemon.lease_s", "> 0"),
     ("[daemon]\ndrain_timeout_s = 400\nlease_s = 300\n", "daemon.drain_timeout_s", "less than"),
-    ("[daemon]\nexecutor = 'nocolon'\n", "daemon.executor", "module:function"),
+    ("[daemon]\nexecutor = 'nocolon'\n", "daemon.executor", "module:attribute"),
     ("[photometry]\nmethod = 'psf'\n", "photometry.method", "forced"),
     ("[photometry]\ncatalogue = 'nvss'\n", "photometry.catalogue", "one of the keys"),
     ("[logging]\nformat = 'xml'\n", "logging.format", "auto, json, console"),

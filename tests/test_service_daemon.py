@@ -1,7 +1,7 @@
 """The daemon as a real subprocess: restarts that resume, arrival paths, bursts,
 graceful SIGTERM, damaged files, crashing workers, two daemons on one database.
 
-The job executor is :func:`dsa110_contimg.service.testing.fake_execute_job`
+The job executor is ``fakes.FakePhotometryExecutor`` (tests/fakes.py)
 (same contract as the photometry workflow: updates its items, upserts one
 ``images`` row per path, logs each execution) so that the tests exercise the
 watching, queueing and pool machinery in seconds.
@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from dsa110_contimg.service.testing import Service, drop, fits_bytes
+from harness import Service, drop, fits_bytes
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -189,7 +189,7 @@ def test_burst_of_small_files(service):
 
 
 def test_sigterm_drains_then_hands_back(service, tmp_path):
-    from dsa110_contimg.service.testing import NotifySocket
+    from harness import NotifySocket
 
     sock = NotifySocket(tmp_path / "notify.sock")
     svc = service(workers=2, drain_timeout_s=3.0)
@@ -298,7 +298,7 @@ def test_real_workflow_survives_sigkills(service):
     from astropy.io import fits
     import numpy as np
 
-    svc = service(workers=2, executor="dsa110_contimg.photometry.worker:execute_job", max_attempts=6,
+    svc = service(workers=2, executor="photometry",
                   photometry={"catalog": "nvss", "method": "forced", "detect_ese": True})
     ra = np.array([150.0, 150.03, 149.97, 150.02])
     dec = np.array([37.0, 37.02, 36.98, 36.97])

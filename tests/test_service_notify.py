@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dsa110_contimg.service.notify import sd_notify, watchdog_interval_s
-from dsa110_contimg.service.testing import NotifySocket, Service, drop
+from harness import NotifySocket, Service, drop
 
 pytestmark = pytest.mark.timeout(180)
 
