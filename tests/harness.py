@@ -98,11 +98,14 @@ class Service:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def start(self, *, wait: bool = True, **env) -> subprocess.Popen:
+    def start(self, *, wait: bool = True, node: str | None = None, **env) -> subprocess.Popen:
+        """Start a daemon (``node``: ``run --node``, a second instance on purpose)."""
         self.n_started += 1
         log = open(self.root / f"daemon{self.n_started}.log", "wb")
-        p = subprocess.Popen([sys.executable, "-m", "dsa110_contimg.cli.main", "run", "--config",
-                              str(self.config)], stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))
+        argv = [sys.executable, "-m", "dsa110_contimg.cli.main", "run", "--config", str(self.config)]
+        if node is not None:
+            argv += ["--node", node]
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))
         p.logfile = self.root / f"daemon{self.n_started}.log"
         self.procs.append(p)
         if wait:

@@ -254,7 +254,7 @@ def test_damaged_files_fail_with_reasons_and_daemon_stays_healthy(service):
 def test_two_daemons_on_one_database_never_run_a_job_twice(service):
     svc = service(workers=2)
     a = svc.start(CONTIMG_FAKE_SLEEP_S=0.05)
-    b = svc.start(CONTIMG_FAKE_SLEEP_S=0.05)
+    b = svc.start(CONTIMG_FAKE_SLEEP_S=0.05, node="second")   # on purpose: another node
     n = 60
     for i in range(n):
         drop(svc.images / f"t{i:03d}.img-image-pb.fits", i)
