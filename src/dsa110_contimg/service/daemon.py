@@ -182,8 +182,8 @@ class Daemon:
         gone = filestore.dead_local_owners(self.db, exclude=self.owner)
         reaped = self.queue.reap_expired(owners_gone=gone)
         filestore.forget_owners(self.db, gone)
-        log.info("startup", owner=self.owner, node=self.node, pid=os.getpid(), products_db=str(self.cfg.paths.products_db),
-                 roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
+        log.info("startup", owner=self.owner, node=self.node, pid=os.getpid(),
+                 products_db=str(self.cfg.paths.products_db), roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
                  polling=self.cfg.daemon.polling, reaped=reaped, dead_owners=len(gone))
         # 2. workers, 3. observer, 4. scan
         self.pool.start()
