@@ -110,6 +110,26 @@ class FakePhotometryExecutor:
         return summary
 
 
+# -- watcher fault hook ($CONTIMG_PHOTOMETRY_TEST_FAULT="fakes:handler_fault") -------------
+class InjectedDeath(BaseException):
+    """Raised by the handler fault to kill the observer's dispatcher thread."""
+
+
+def handler_fault():
+    """A file named ``RAISE-IN-HANDLER*.fits`` raises an ordinary exception in the event
+    handler (must be survived); ``KILL-WATCHER*.fits`` raises a BaseException that kills the
+    dispatcher thread (must be detected)."""
+
+    def fault(event):
+        name = os.path.basename(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
+        if name.startswith("RAISE-IN-HANDLER"):
+            raise RuntimeError("injected handler error")
+        if name.startswith("KILL-WATCHER"):
+            raise InjectedDeath("injected dispatcher death")
+
+    return fault
+
+
 # -- pool test executors (payloads are plain tuples) --------------------------------------
 class SleepExecutor:
     """``(seconds, value)``: sleep, return ``value``."""

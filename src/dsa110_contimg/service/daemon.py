@@ -52,31 +52,23 @@ from dsa110_contimg.store.queue import ClaimedJob, JobQueue, default_owner
 
 log = structlog.get_logger("dsa110_contimg.service.daemon")
 
-#: Test hook: environment variable naming an injected fault (see :func:`_fault_from_env`).
+#: Test hook: environment variable naming an injected fault, ``package.module:function``
+#: returning the callable the watcher's event handler calls with each event (the faults
+#: themselves live in the tests, ``tests/fakes.py``).
 FAULT_ENV = "CONTIMG_PHOTOMETRY_TEST_FAULT"
 #: Observer restarts allowed per 10 minutes before the daemon stops pinging the watchdog.
 MAX_OBSERVER_RESTARTS = 3
 
 
-class _InjectedDeath(BaseException):
-    """Raised by the test fault to kill the observer's dispatcher thread."""
-
-
 def _fault_from_env():
-    """``handler`` faults for tests: a file named ``RAISE-IN-HANDLER*.fits`` raises an
-    ordinary exception in the event handler (must be survived); ``KILL-WATCHER*.fits``
-    raises a BaseException that kills the dispatcher thread (must be detected)."""
-    if os.environ.get(FAULT_ENV) != "handler":
+    """The event-handler fault named by ``$CONTIMG_PHOTOMETRY_TEST_FAULT`` (tests only), or None."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or ":" not in spec:
         return None
+    import importlib
 
-    def fault(event):
-        name = os.path.basename(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
-        if name.startswith("RAISE-IN-HANDLER"):
-            raise RuntimeError("injected handler error")
-        if name.startswith("KILL-WATCHER"):
-            raise _InjectedDeath("injected dispatcher death")
-
-    return fault
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)()
 
 
 def check_fits_complete(path) -> int:
