@@ -63,14 +63,6 @@ class LeaseLost(StoreError):
         self.job_id, self.owner = job_id, owner
 
 
-class JobCancelled(StoreError):
-    """The job was cancelled by an operator while running."""
-
-    def __init__(self, job_id: int):
-        super().__init__(f"job {job_id} was cancelled")
-        self.job_id = job_id
-
-
 @dataclass(frozen=True)
 class JobItem:
     """One image of a batch job."""
