@@ -106,18 +106,67 @@ def test_reaper_requeues_expired_leases_and_dead_owners(db):
     j3, _ = add(qa, "3")
     qa.claim(), qa.claim()
     qb.claim()
-    assert qa.reap_expired() == {"pending": 0, "dead": 0}
+    assert qa.reap_expired() == {"pending": 0, "dead": 0, "cancelled": 0}
     clock.t += 61  # A's and B's leases expire
     qb.heartbeat(j3)  # B is alive and extends its lease
-    assert qa.reap_expired() == {"pending": 1, "dead": 1}
-    assert qa.get(j1)["status"] == "pending"
-    assert qa.get(j2)["status"] == "dead"
+    # an expired lease means the daemon holding it died: the attempt is not counted,
+    # even on a job's last attempt
+    assert qa.reap_expired() == {"pending": 2, "dead": 0, "cancelled": 0}
+    for jid in (j1, j2):
+        job = qa.get(jid)
+        assert (job["status"], job["attempts"], job["interruptions"]) == ("pending", 0, 1)
+        assert job["items"][0]["status"] == "pending"
     assert qa.get(j3)["status"] == "running"
-    # the old owner lost its lease: its late completion is discarded
+    # the old owner lost its lease: its late completion and item writes are discarded
     assert not qa.complete(j1)
+    assert not qa.update_item(qa.get(j1)["items"][0]["id"], "done")
     # a dead owner is reaped at once, lease or not
     assert qa.reap_expired(owners_gone=["B"])["pending"] == 1
     assert qa.get(j3)["status"] == "pending"
+
+
+def test_interruptions_are_bounded(db):
+    """A file that kills the daemon itself every time cannot loop forever."""
+    clock = Clock()
+    queue = q(db, "A", clock, max_interruptions=3)
+    jid, _ = add(queue, "x", max_attempts=1)
+    for n in range(3):
+        assert queue.claim().id == jid
+        clock.t += 61
+        reaped = queue.reap_expired()
+        assert reaped == ({"pending": 1, "dead": 0, "cancelled": 0} if n < 2
+                          else {"pending": 0, "dead": 1, "cancelled": 0})
+    job = queue.get(jid)
+    assert job["status"] == "dead" and "interrupted 3 times" in job["error"]
+    assert job["items"][0]["status"] == "failed"
+    assert queue.retry(jid) and queue.get(jid)["interruptions"] == 0
+
+
+def test_item_and_result_writes_are_fenced_on_the_lease(db):
+    from dsa110_contimg.store.queue import LeaseLost
+
+    clock = Clock()
+    qa, qb = q(db, "A", clock), q(db, "B", clock)
+    jid, _ = add(qa, "x")
+    job = qa.claim()
+    item = job.items[0].id
+    assert qa.update_item(item, "running")
+    assert not qb.update_item(item, "done")                 # B never held the lease
+    clock.t += 61
+    qb.reap_expired()
+    assert qb.claim().id == jid                             # B takes over
+    assert not qa.update_item(item, "done", n_measurements=5)   # A's late write is refused
+    with pytest.raises(LeaseLost):
+        with db.engine.begin() as conn:                     # A's result transaction rolls back
+            conn.execute(batch_jobs.update().where(batch_jobs.c.id == jid).values(error="A was here"))
+            qa.fence(conn, jid)
+    assert qa.get(jid)["error"] is None
+    with db.engine.begin() as conn:
+        qb.fence(conn, jid)                                 # the owner passes
+    assert qb.update_item(item, "done", n_measurements=1)
+    assert qb.complete(jid)
+    got = qb.get(jid)
+    assert got["status"] == "done" and got["items"][0]["n_measurements"] == 1
 
 
 def test_release_hands_back_without_counting_the_attempt(db):
@@ -138,10 +187,35 @@ def test_cancel_pending_and_running(db):
     queue.claim()
     assert queue.cancel(j1)
     assert queue.cancel_requested(j1)
+    job = queue.get(j1)
+    assert job["status"] == "running" and job["cancel_requested"] and job["error"] is None
     assert queue.finish_cancelled(j1)
     assert queue.get(j1)["status"] == "cancelled"
     assert not queue.cancel(j1)
     assert queue.retry(j1)
+    assert not queue.cancel_requested(j1) and queue.get(j1)["status"] == "pending"
+
+
+@pytest.mark.parametrize("outcome", ["retryable", "release", "lease_expired"])
+def test_cancel_wins_over_retryable_failure_release_and_expiry(db, outcome):
+    """A cancelled running job never runs again, whatever its worker reports."""
+    clock = Clock()
+    queue = q(db, "A", clock)
+    jid, _ = add(queue, "x")
+    queue.claim()
+    assert queue.cancel(jid)
+    if outcome == "retryable":
+        assert queue.fail(jid, "OSError: disk full", retryable=True) == "cancelled"
+    elif outcome == "release":
+        assert queue.release(jid)
+    else:
+        clock.t += 61
+        assert queue.reap_expired()["cancelled"] == 1
+    job = queue.get(jid)
+    assert job["status"] == "cancelled" and job["items"][0]["status"] == "cancelled"
+    assert "cancelled by an operator" in job["error"]
+    clock.t += 10_000
+    assert queue.claim() is None
 
 
 def test_list_and_bad_state(db):

@@ -60,7 +60,11 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     ("[daemon]\npolling = 1\n", "daemon.polling", "true or false"),
     ("[daemon]\nlease_s = -1\n", "daemon.lease_s", "> 0"),
     ("[daemon]\ndrain_timeout_s = 400\nlease_s = 300\n", "daemon.drain_timeout_s", "less than"),
-    ("[daemon]\nexecutor = 'nocolon'\n", "daemon.executor", "module:function"),
+    ("[daemon]\nexecutor = 'nocolon'\n", "daemon.executor", "module:attribute"),
+    ("[daemon]\nworker_memory_limit_mb = -1\n", "daemon.worker_memory_limit_mb", "[0, 16777216]"),
+    ("[daemon]\nmax_interruptions = 0\n", "daemon.max_interruptions", "[1, 1000]"),
+    ("[daemon]\nnode = 'a b'\n", "daemon.node", "node name"),
+    ("[daemon]\nnode = 3\n", "daemon.node", "node name"),
     ("[photometry]\nmethod = 'psf'\n", "photometry.method", "forced"),
     ("[photometry]\ncatalogue = 'nvss'\n", "photometry.catalogue", "one of the keys"),
     ("[logging]\nformat = 'xml'\n", "logging.format", "auto, json, console"),
@@ -131,3 +135,33 @@ def test_run_rejects_an_executor_that_does_not_import(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "daemon.executor" in err and "ModuleNotFoundError" in err
     assert not (tmp_path / "state").exists()  # failed before opening the database
+
+
+def test_executor_names_and_the_former_default_string(tmp_path):
+    """``executor = "photometry"`` is the default; the former default string still loads
+    (mapped to it); a module:attribute is kept as written."""
+    from dsa110_contimg.service.config import load_config
+
+    for value, expected in (("photometry", "photometry"),
+                            ("dsa110_contimg.photometry.worker:execute_job", "photometry"),
+                            ("fakes:FakePhotometryExecutor", "fakes:FakePhotometryExecutor")):
+        p = write(tmp_path, f'[daemon]\nexecutor = "{value}"\nnode = "n-1.a_b"\n')
+        cfg = load_config(p)
+        assert cfg.daemon.executor == expected and cfg.daemon.node_name == "n-1.a_b"
+    cfg = load_config(write(tmp_path, "[daemon]\nworkers = 1\n"))
+    import socket
+
+    assert cfg.daemon.node_name == socket.gethostname() and cfg.daemon.worker_memory_limit_mb == 4096
+
+
+def test_instance_lock_refuses_the_same_node_and_allows_another(tmp_path):
+    from dsa110_contimg.service.instance import InstanceLock, InstanceLocked
+
+    a = InstanceLock(tmp_path / "state", "n1").acquire(owner="A")
+    with pytest.raises(InstanceLocked, match=r"another daemon \(pid \d+, started .*\) already runs"):
+        InstanceLock(tmp_path / "state", "n1").acquire(owner="B")
+    b = InstanceLock(tmp_path / "state", "n2").acquire(owner="B")   # another node on purpose
+    a.release()
+    a2 = InstanceLock(tmp_path / "state", "n1").acquire(owner="C")  # free again after release
+    a2.release()
+    b.release()

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dsa110_contimg.photometry.errors import ConfigError
 from dsa110_contimg.service.metrics import Metrics, failure_class, parse_listen
-from dsa110_contimg.service.testing import NotifySocket, Service, drop, fits_bytes
+from harness import NotifySocket, Service, drop, fits_bytes
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -11,7 +11,7 @@ import pytest
 
 from dsa110_contimg.service.pool import WorkerPool
 
-T = "dsa110_contimg.service.testing"
+T = "fakes"  # tests/fakes.py (tests/ is on sys.path under pytest)
 
 
 def collect(pool, n, timeout=60):
@@ -39,7 +39,7 @@ def pool_factory():
 
 
 def test_killed_worker_fails_only_its_job_and_is_replaced(pool_factory):
-    pool = pool_factory(2, f"{T}:sleep_task")
+    pool = pool_factory(2, f"{T}:SleepExecutor")
     pool.submit(1, (0.8, "one"))
     pool.submit(2, (30, "two"))
     time.sleep(0.3)
@@ -58,15 +58,15 @@ def test_killed_worker_fails_only_its_job_and_is_replaced(pool_factory):
 
 
 def test_task_that_kills_its_worker(pool_factory):
-    pool = pool_factory(1, f"{T}:selfkill_task")
-    pool.submit(7, ())
+    pool = pool_factory(1, f"{T}:SelfKillExecutor")
+    pool.submit(7, None)
     out = collect(pool, 1)
     assert out[7].status == "crashed"
     assert pool.wait_ready(60) and pool.idle() == 1
 
 
 def test_time_limit_kills_and_reports(pool_factory):
-    pool = pool_factory(1, f"{T}:sleep_task", job_timeout_s=1.0)
+    pool = pool_factory(1, f"{T}:SleepExecutor", job_timeout_s=1.0)
     t0 = time.monotonic()
     pool.submit(5, (60,))
     out = collect(pool, 1)
@@ -75,22 +75,42 @@ def test_time_limit_kills_and_reports(pool_factory):
     assert pool.replaced == 1
 
 
-def test_errors_are_classified(pool_factory):
-    pool = pool_factory(1, f"{T}:raise_task")
-    pool.submit(1, ("bad pixels", True))
+@pytest.mark.parametrize("kind, permanent, words", [
+    ("invalid", True, "bad pixels"),
+    ("verify", True, "FITS header fails verification"),
+    ("overflow", True, "numeric overflow"),
+    ("permission", True, "permission denied"),
+    ("other", True, "RuntimeError"),
+    ("nospace", False, "No space left"),
+    ("dblocked", False, "database is locked"),
+])
+def test_errors_are_classified(pool_factory, kind, permanent, words):
+    """Only environmental errors (disk, database) are retried; input errors fail at once."""
+    pool = pool_factory(1, f"{T}:RaiseExecutor")
+    pool.submit(1, (kind, "bad pixels"))
     out = collect(pool, 1)
+    assert out[1].status == "error" and out[1].permanent is permanent
+    assert words in out[1].error
     assert pool.wait_ready(60) and pool.idle() == 1
-    pool.submit(2, ("disk hiccup", False))
-    out.update(collect(pool, 1))
-    assert out[1].status == "error" and out[1].permanent and "bad pixels" in out[1].error
-    assert out[2].status == "error" and not out[2].permanent and "RuntimeError" in out[2].error
+
+
+def test_memory_limit_turns_an_absurd_allocation_into_a_permanent_failure(pool_factory):
+    pool = pool_factory(1, f"{T}:AllocateExecutor", memory_limit_mb=1024)
+    pool.submit(1, 64)            # fits
+    out = collect(pool, 1)
+    assert out[1].status == "ok" and out[1].result[1] == 1024 * 1024 * 1024
+    pool.submit(2, 4096)          # 4 GiB: refused inside the worker, the worker survives
+    out = collect(pool, 1)
+    assert out[2].status == "error" and out[2].permanent
+    assert "memory" in out[2].error and "1024 MB" in out[2].error
+    assert pool.replaced == 0
 
 
 def test_worker_environment_and_signals(pool_factory, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
-    pool = pool_factory(1, f"{T}:env_task")
+    pool = pool_factory(1, f"{T}:EnvExecutor")
     assert os.environ["NOTIFY_SOCKET"] == "/nonexistent/notify"  # the parent keeps it
-    pool.submit(1, (["NOTIFY_SOCKET", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"],))
+    pool.submit(1, ["NOTIFY_SOCKET", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"])
     out = collect(pool, 1)
     env, term_ignored, int_ignored = out[1].result
     assert env == {"NOTIFY_SOCKET": None, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -99,6 +119,7 @@ def test_worker_environment_and_signals(pool_factory, monkeypatch):
 
 def test_broken_task_makes_the_pool_unhealthy(pool_factory):
     pool = pool_factory(1, "dsa110_contimg.no_such_module:f")
+    assert pool.size == 1
     deadline = time.monotonic() + 60
     while pool.healthy() and time.monotonic() < deadline:
         pool.poll(0.2)

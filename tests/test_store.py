@@ -131,7 +131,40 @@ def test_db_upgrade_command_brings_both_databases_to_head(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "products database" in out and "registry database" in out and "revision 0001" in out
-    for name in ("p.sqlite3", "r.sqlite3"):
+    for name, head in (("p.sqlite3", "0002"), ("r.sqlite3", "0001")):
         with sqlite3.connect(tmp_path / name) as conn:
-            assert conn.execute("select version_num from alembic_version").fetchone() == ("0001",)
+            assert conn.execute("select version_num from alembic_version").fetchone() == (head,)
     assert main(argv) == 0          # idempotent
+
+
+def test_migration_0002_carries_a_requested_cancel_over(tmp_path):
+    """A database at 0001 with a running job cancelled through the old error string is
+    upgraded: the flag is set and the job's other columns are kept."""
+    from alembic import command
+    from alembic.config import Config
+
+    from dsa110_contimg.store.engine import make_engine, open_products_db
+
+    path = tmp_path / "old.sqlite3"
+    engine = make_engine(path)
+    from dsa110_contimg.store.engine import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS / "products"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    with sqlite3.connect(path) as conn:
+        for i, (status, error) in enumerate((("running", "cancel requested"), ("running", None),
+                                             ("failed", "cancel requested"))):
+            conn.execute("insert into batch_jobs (type, status, origin, params, total_items, "
+                         "completed_items, failed_items, attempts, max_attempts, not_before, "
+                         "created_at, updated_at, error) values ('photometry', ?, 'api', '{}', 0, 0, "
+                         "0, 1, 3, 0, 0, 0, ?)", (status, error))
+    engine.dispose()
+    db = open_products_db(path)
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.text("select status, cancel_requested, interruptions, attempts "
+                                    "from batch_jobs order by id")).all()
+    db.dispose()
+    assert [tuple(r) for r in rows] == [("running", 1, 0, 1), ("running", 0, 0, 1), ("failed", 0, 0, 1)]

@@ -165,10 +165,10 @@ def test_serve_errors_are_one_line(tmp_path):
                               capture_output=True, text=True, timeout=120)
 
     r = serve("--products-db", str(tmp_path / "none.sqlite3"), "--listen", "127.0.0.1:0")
-    assert r.returncode == 1 and "products database does not exist" in r.stderr
+    assert r.returncode == 4 and "products database does not exist" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = serve("--products-db", str(tmp_path / "none.sqlite3"), "--listen", "nowhere")
-    assert r.returncode == 1 and "--listen" in r.stderr and "host:port" in r.stderr
+    assert r.returncode == 2 and "--listen" in r.stderr and "host:port" in r.stderr
 
 
 @pytest.mark.skipif(not os.environ.get("CONTIMG_TEST_POSTGRES_URL"),

@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--config", metavar="FILE", default=None,
                    help="service configuration (TOML); default $CONTIMG_PHOTOMETRY_CONFIG")
     p.add_argument("--workers", type=int, default=None, help="override daemon.workers")
+    p.add_argument("--node", default=None, metavar="NAME",
+                   help="override daemon.node (run a second daemon on the same state on purpose)")
     p.set_defaults(func=run)
 
 
@@ -31,5 +33,11 @@ def run(args) -> int:
         if not 1 <= args.workers <= 64:
             raise ConfigError("--workers", args.workers, "an integer in [1, 64]")
         cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, workers=args.workers))
+    if args.node is not None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", args.node):
+            raise ConfigError("--node", args.node, "a node name of 1-64 letters, digits, '.', '_' or '-'")
+        cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, node=args.node))
     configure_logging(cfg.logging.format, cfg.logging.level)
     return Daemon(cfg).run()

@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from dsa110_contimg.cli import common
-    from dsa110_contimg.photometry.errors import ConfigError, StoreError
+    from dsa110_contimg.photometry.errors import ConfigError
     from dsa110_contimg.service.config import WebConfig, parse_listen
 
     try:
@@ -40,7 +40,8 @@ def run(args) -> int:
     token = read_token(args.token_file or web_cfg.token_file)
     path = common.products_db(args)
     if "://" not in path and not Path(path).exists():
-        raise StoreError("products database does not exist (run the daemon or 'db upgrade' first)", path)
+        raise common.NoDatabase("products database does not exist (run the daemon or 'db upgrade' first)",
+                                path)
     app = create_app(path, token=token, stale_after_s=cfg.daemon.stale_after_s if cfg else 60.0)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"contimg-photometry serve: warning: listening on {host}, not only this machine; "

@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dsa110_contimg.photometry.worker import run_claimed
+    from dsa110_contimg.service.runtime import run_claimed
     from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.queue import JobQueue
 

@@ -52,6 +52,12 @@ class EmptyImage(InvalidImage):
     """The image holds no finite pixel (all NaN / blanked)."""
 
 
+class ImplausibleHeader(InvalidImage):
+    """A header value is unparsable or outside any physically plausible range (NaN beam,
+    BMAJ of 1e300 deg, sub-milliarcsecond pixels, MJD-OBS of 1e300): the image geometry or
+    epoch cannot be trusted, and retrying cannot help."""
+
+
 class MapMismatch(InvalidImage):
     """A background or noise map does not match its image (shape, missing file)."""
 

@@ -13,6 +13,14 @@ Conventions
   "> 2 means arcsec" heuristic), ``BPA`` is degrees **east of north**.
 * Data are returned in Jy/beam: ``mJy/beam`` and ``uJy/beam`` are scaled.
 * The epoch is ``MJD-OBS``, else ``DATE-OBS``; never the processing time.
+
+Sanity ranges (a header outside them raises :class:`ImplausibleHeader`, so science
+code never sees absurd values): unparsable values (``NaN``) of the geometry, beam,
+epoch and scaling keywords; beam axes ``0 < BMIN <= BMAJ <= MAX_BEAM_DEG`` and at
+most ``MAX_BEAM_PIXELS`` pixels; pixel scales within
+``[MIN_PIXEL_DEG, MAX_PIXEL_DEG]`` and at most ``MAX_PIXEL_ASPECT`` apart; epochs
+within ``[MIN_MJD, MAX_MJD]``. Integer images with ``BLANK``/``BSCALE``/``BZERO``
+are read without memory mapping (blanked pixels become NaN).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from dsa110_contimg.photometry.errors import (
     CorruptImage,
     EmptyImage,
+    ImplausibleHeader,
     InvalidImage,
     MissingBeam,
     NoCelestialWCS,
@@ -38,6 +47,20 @@ from dsa110_contimg.photometry.errors import (
 )
 
 FITS_BLOCK = 2880
+#: Largest physically possible restoring-beam FWHM (deg); merely implausible beams are QC failures.
+MAX_BEAM_DEG = 180.0
+#: Largest plausible beam FWHM in pixels (more would make every box and kernel absurd).
+MAX_BEAM_PIXELS = 1e5
+#: Plausible pixel scales (deg): 0.36 milliarcsec .. 10 deg.
+MIN_PIXEL_DEG, MAX_PIXEL_DEG = 1e-7, 10.0
+#: Largest ratio of the two celestial pixel scales.
+MAX_PIXEL_ASPECT = 100.0
+#: Plausible observation epochs (MJD): 1900-01-01 .. 2132-09-01.
+MIN_MJD, MAX_MJD = 15020.0, 100000.0
+#: Keywords whose values must parse (the image geometry, beam, epoch and data scaling).
+_CHECKED_KEYS = ("BMAJ", "BMIN", "BPA", "MJD-OBS", "DATE-OBS", "BSCALE", "BZERO", "BLANK",
+                 "CDELT1", "CDELT2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2",
+                 "CD2_1", "CD2_2", "PC1_1", "PC1_2", "PC2_1", "PC2_2", "CROTA2", "NAXIS1", "NAXIS2")
 _CARD = 80
 
 #: HISTORY beam records written by AIPS and CASA, e.g.
@@ -243,8 +266,43 @@ def _parse_date_obs(value) -> float | None:
         return None
 
 
-def _beam_from_header(header: fits.Header) -> Beam | None:
-    """BMAJ/BMIN/BPA (degrees) or, failing that, the last AIPS/CASA HISTORY beam line."""
+def _sanitised_header(header: fits.Header, label) -> fits.Header:
+    """A copy of ``header`` whose cards all parse.
+
+    An unparsable value (e.g. ``BMAJ = NaN``, which astropy refuses with a
+    ``VerifyError``) of a geometry, beam, epoch or scaling keyword raises
+    :class:`ImplausibleHeader` naming it; other unparsable cards are dropped.
+    """
+    out = header.copy()
+    bad = []
+    for i, card in enumerate(header.cards):
+        raw = getattr(card, "_image", None) or ""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = card.value
+        except Exception:  # astropy VerifyError / ValueError for unparsable values
+            bad.append(i)
+            key = str(card.keyword).upper()
+            if key in _CHECKED_KEYS:
+                text = raw[10:].split("/")[0].strip() if len(raw) > 10 else "?"
+                raise ImplausibleHeader(f"header keyword {key} has an unparsable value {text!r}",
+                                        label) from None
+            continue
+        key = str(card.keyword).upper()
+        if key in _CHECKED_KEYS and isinstance(value, float) and not math.isfinite(value):
+            raise ImplausibleHeader(f"header keyword {key} is not finite ({value!r})", label)
+    for i in reversed(bad):
+        del out[i]
+    return out
+
+
+def _beam_from_header(header: fits.Header, label=None) -> Beam | None:
+    """BMAJ/BMIN/BPA (degrees) or, failing that, the last AIPS/CASA HISTORY beam line.
+
+    Raises :class:`ImplausibleHeader` for a header beam outside
+    ``0 < BMIN <= BMAJ <= MAX_BEAM_DEG`` or with a non-finite position angle.
+    """
     bmaj, bmin = header.get("BMAJ"), header.get("BMIN")
     if bmaj is not None and bmin is not None:
         try:
@@ -253,7 +311,13 @@ def _beam_from_header(header: fits.Header) -> Beam | None:
         except (TypeError, ValueError):
             bmaj = bmin = None
         else:
-            if np.isfinite(bmaj) and np.isfinite(bmin) and bmaj > 0 and bmin > 0 and np.isfinite(bpa):
+            if not (np.isfinite(bmaj) and np.isfinite(bmin) and np.isfinite(bpa)):
+                raise ImplausibleHeader(f"restoring beam BMAJ={bmaj!r} BMIN={bmin!r} BPA={bpa!r} "
+                                        "is not finite", label)
+            if max(bmaj, bmin) > MAX_BEAM_DEG:
+                raise ImplausibleHeader(f"restoring beam BMAJ={bmaj:g} BMIN={bmin:g} deg is not "
+                                        f"plausible (expected at most {MAX_BEAM_DEG:g} deg)", label)
+            if bmaj > 0 and bmin > 0:
                 if bmin > bmaj:
                     bmaj, bmin, bpa = bmin, bmaj, bpa + 90.0
                 return Beam(bmaj, bmin, bpa)
@@ -265,7 +329,7 @@ def _beam_from_header(header: fits.Header) -> Beam | None:
                 vals = [float(g.replace("D", "E").replace("d", "e")) for g in m.groups()]
             except ValueError:
                 continue
-            if vals[0] > 0 and vals[1] > 0:
+            if 0 < vals[0] <= MAX_BEAM_DEG and 0 < vals[1] <= MAX_BEAM_DEG and np.isfinite(vals[2]):
                 major, minor = max(vals[0], vals[1]), min(vals[0], vals[1])
                 pa = vals[2] if vals[0] >= vals[1] else vals[2] + 90.0
                 beam = Beam(major, minor, pa)  # keep the last one (final restoring beam)
@@ -288,6 +352,39 @@ def _flux_scale(bunit: str | None, path) -> float:
     if u.startswith("jy"):
         return 1.0
     raise InvalidImage(f"BUNIT {bunit!r} is not a flux density per beam (Jy/beam expected)", path)
+
+
+def _check_pixel_scales(celestial: WCS, label) -> np.ndarray:
+    """The two celestial pixel scales (deg), checked against the plausible ranges."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    try:
+        scales = np.abs(np.asarray(proj_plane_pixel_scales(celestial), float))
+    except Exception as exc:  # singular CD/PC matrices and the like
+        raise ImplausibleHeader(f"celestial pixel scale cannot be computed: {exc}", label) from None
+    if not np.all(np.isfinite(scales)) or np.any(scales < MIN_PIXEL_DEG) or np.any(scales > MAX_PIXEL_DEG):
+        raise ImplausibleHeader(f"pixel scale {scales[0]:.3g} x {scales[1]:.3g} deg is not plausible "
+                                f"(expected {MIN_PIXEL_DEG:g} to {MAX_PIXEL_DEG:g} deg per pixel)", label)
+    if scales.max() / scales.min() > MAX_PIXEL_ASPECT:
+        raise ImplausibleHeader(f"pixel scales {scales[0]:.3g} and {scales[1]:.3g} deg differ by more "
+                                f"than a factor {MAX_PIXEL_ASPECT:g}", label)
+    return scales
+
+
+def _read_mjd_checked(header, label) -> float | None:
+    """The epoch (MJD-OBS, else DATE-OBS), None when absent; :class:`ImplausibleHeader`
+    when present but outside ``[MIN_MJD, MAX_MJD]`` or not finite."""
+    v = header.get("MJD-OBS")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v != 0:
+        if not (np.isfinite(v) and MIN_MJD <= v <= MAX_MJD):
+            raise ImplausibleHeader(f"MJD-OBS={v!r} is not a plausible observation epoch "
+                                    f"(expected {MIN_MJD:g} to {MAX_MJD:g})", label)
+        return float(v)
+    mjd = _parse_date_obs(header.get("DATE-OBS"))
+    if mjd is not None and not MIN_MJD <= mjd <= MAX_MJD:
+        raise ImplausibleHeader(f"DATE-OBS={header.get('DATE-OBS')!r} (MJD {mjd:.1f}) is not a "
+                                "plausible observation epoch", label)
+    return mjd
 
 
 def _has_finite(arr: np.ndarray, rows: int = 256) -> bool:
@@ -393,7 +490,17 @@ class RadioImage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                data = hdu.data
+                try:
+                    data = hdu.data
+                except ValueError as exc:
+                    if "memmap" not in str(exc).lower():
+                        raise
+                    # scaled integer data (BLANK/BSCALE/BZERO) cannot be memory-mapped: read it
+                    index = hdul.index(hdu)
+                    hdul.close()
+                    hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+                    hdu = hdul[index]
+                    data = hdu.data
         except (OSError, ValueError, TypeError) as exc:
             hdul.close()
             raise CorruptImage(f"cannot read the image data: {exc}", path) from None
@@ -425,6 +532,7 @@ class RadioImage:
         label = path if path is not None else "<array>"
         if data.ndim < 2:
             raise CorruptImage(f"image data has {data.ndim} dimension(s), need at least 2", label)
+        header = _sanitised_header(header, label)
         # WCS: tolerate junk keywords, but insist on a celestial pair
         hdr_wcs = header.copy()
         for k in ("NAXIS",):
@@ -449,6 +557,7 @@ class RadioImage:
         if not np.all(np.isfinite(ref)) and not np.all(np.isfinite(
                 celestial.wcs_pix2world([[data.shape[-1] / 2, data.shape[-2] / 2]], 0))):
             raise NoCelestialWCS("celestial WCS gives non-finite coordinates", label)
+        pixel_deg = _check_pixel_scales(celestial, label)
 
         # numpy axis of FITS axis i (0-based) is ndim-1-i
         nd = data.ndim
@@ -496,7 +605,7 @@ class RadioImage:
         scale = _flux_scale(header.get("BUNIT"), label)
 
         beam_source = "none"
-        hbeam = _beam_from_header(header)
+        hbeam = _beam_from_header(header, label)
         if hbeam is not None:
             beam_source = "header" if "BMAJ" in header else "history"
             beam_used = hbeam
@@ -504,6 +613,13 @@ class RadioImage:
             beam_used, beam_source = beam, "caller"
         else:
             beam_used = None
+        if beam_used is not None:
+            fwhm_pix = beam_used.major_deg / float(np.min(pixel_deg))
+            if fwhm_pix > MAX_BEAM_PIXELS:
+                raise ImplausibleHeader(f"beam FWHM {beam_used.major_arcsec:.4g} arcsec spans "
+                                        f"{fwhm_pix:.3g} pixels of {np.min(pixel_deg) * 3600:.3g} "
+                                        f"arcsec (at most {MAX_BEAM_PIXELS:g} expected)", label)
+        _read_mjd_checked(header, label)
         n_planes = cube.shape[0]
         if plane is None:
             plane = 0

@@ -272,10 +272,12 @@ class PhotometryManager:
         return survey.cone(ra0, dec0, radii[0], **limits)
 
     def run_image(self, path: Path | str, kind: str, cfg: PhotometryConfig, *,
-                  data_id: str | None = None) -> PhotometryResult:
+                  data_id: str | None = None, fence=None) -> PhotometryResult:
         """Run the whole synchronous workflow for one file and return its result.
 
         This is what a batch job runs per item; it does not touch the registry.
+        ``fence(conn)``, when given, is called first inside the result transaction
+        (the job runtime's lease check: it raises to roll the transaction back).
         """
         path = Path(path)
         steps: dict[str, float] = {}
@@ -283,9 +285,9 @@ class PhotometryManager:
         image, kind, method, notes = self._open(path, kind, cfg)
         steps["open"] = time.perf_counter() - t
         with image:
-            return self._run_open_image(path, image, kind, method, notes, cfg, data_id, steps)
+            return self._run_open_image(path, image, kind, method, notes, cfg, data_id, steps, fence)
 
-    def _run_open_image(self, path, image, kind, method, notes, cfg, data_id, steps):
+    def _run_open_image(self, path, image, kind, method, notes, cfg, data_id, steps, fence=None):
         from dsa110_contimg.photometry.forced import measure_positions
 
         t = time.perf_counter()
@@ -319,7 +321,8 @@ class PhotometryManager:
             path, sources_queried=len(cat), measurements_successful=table.n_success,
             measurements_total=len(table), results=table, kind=kind, method=method, notes=notes,
             data_id=data_id)
-        ctx = self._store(path, image, kind, method, cfg, cat, table, data_id, notes, result, steps)
+        ctx = self._store(path, image, kind, method, cfg, cat, table, data_id, notes, result, steps,
+                          fence)
         steps["store"] = time.perf_counter() - t0 - sum(
             steps.get(k, 0.0) for k in ("qc", "normalise", "variability"))
         if cfg.detect_ese:
@@ -327,6 +330,8 @@ class PhotometryManager:
 
             t = time.perf_counter()
             with self.products.engine.begin() as conn:
+                if fence is not None:
+                    fence(conn)
                 result.ese_candidates = lightcurves.evaluate_ese(conn, ctx, cfg)
             steps["ese"] = time.perf_counter() - t
         result.image_id = ctx.image_id
@@ -338,7 +343,8 @@ class PhotometryManager:
                  steps={k: round(v, 4) for k, v in steps.items()})
         return result
 
-    def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes, result, steps):
+    def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes, result, steps,
+               fence=None):
         """One transaction: sources, image row, measurements, QC, normalisation, variability."""
         from dsa110_contimg.photometry import lightcurves
 
@@ -369,6 +375,8 @@ class PhotometryManager:
             conn.rollback()
         steps["qc"] = time.perf_counter() - t
         with self.products.engine.begin() as conn:
+            if fence is not None:
+                fence(conn)
             remeasured = product_store.image_by_path(conn, abs_path) is not None
             source_ids = product_store.upsert_sources(
                 conn, cfg.catalog, [str(s) for s in cat["source_id"]], cat["ra_deg"], cat["dec_deg"],

@@ -37,8 +37,10 @@ from dsa110_contimg.photometry.errors import ConfigError
 
 #: Environment variable naming the configuration file.
 CONFIG_ENV = "CONTIMG_PHOTOMETRY_CONFIG"
-#: Default executor: the photometry workflow shared with ``contimg-photometry worker``.
-DEFAULT_EXECUTOR = "dsa110_contimg.photometry.worker:execute_job"
+#: Default executor: the photometry workflow shared with ``contimg-photometry worker``
+#: (see :mod:`dsa110_contimg.service.runtime`; the former value
+#: ``dsa110_contimg.photometry.worker:execute_job`` still means the same).
+DEFAULT_EXECUTOR = "photometry"
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -117,6 +119,20 @@ class DaemonConfig:
     metrics_listen : str
         ``HOST:PORT`` of the Prometheus ``/metrics`` endpoint (e.g.
         ``127.0.0.1:9464``); empty disables it (:mod:`dsa110_contimg.service.metrics`).
+        The job executor run in the worker processes: ``"photometry"`` (the
+        default) or ``"package.module:attribute"`` naming an executor class or
+        instance (:class:`dsa110_contimg.service.runtime.Executor`).
+    worker_memory_limit_mb : int
+        Address-space limit of each worker process (``RLIMIT_AS``, MiB); an
+        image needing more fails permanently instead of exhausting the host.
+        0: no limit.
+    max_interruptions : int
+        Times a job may be interrupted by the death of the daemon running it
+        (not counted as attempts) before it is ``dead``.
+    node : str
+        Name of this daemon instance (default: the host name). One daemon per
+        node and state directory (an advisory lock in ``state_dir``); give a
+        second daemon on the same state another node name on purpose.
     """
 
     workers: int = 2
@@ -138,6 +154,16 @@ class DaemonConfig:
     max_event_queue: int = 100_000
     executor: str = DEFAULT_EXECUTOR
     metrics_listen: str = ""
+    worker_memory_limit_mb: int = 4096
+    max_interruptions: int = 10
+    node: str = ""
+
+    @property
+    def node_name(self) -> str:
+        """``node``, or the host name when unset."""
+        import socket
+
+        return self.node or socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -252,7 +278,9 @@ def _daemon(table: Mapping, src) -> DaemonConfig:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(name, value, "an integer", src)
             low, high = {"workers": (1, 64), "max_attempts": (1, 100),
-                         "max_event_queue": (100, 10_000_000)}[key]
+                         "max_event_queue": (100, 10_000_000),
+                         "worker_memory_limit_mb": (0, 16_777_216),
+                         "max_interruptions": (1, 1000)}[key]
             if not low <= value <= high:
                 raise ConfigError(name, value, f"an integer in [{low}, {high}]", src)
         elif isinstance(default, float):
@@ -264,12 +292,26 @@ def _daemon(table: Mapping, src) -> DaemonConfig:
             if key in _NON_NEGATIVE and value < 0:
                 raise ConfigError(name, value, "a number of seconds >= 0", src)
         elif key == "executor":
-            if not isinstance(value, str) or value.count(":") != 1:
-                raise ConfigError(name, value, "'package.module:function'", src)
+            from dsa110_contimg.service.runtime import BUILTIN_EXECUTORS, normalise_executor_spec
+
+            if not isinstance(value, str):
+                raise ConfigError(name, value, "a string", src)
+            value = normalise_executor_spec(value)
+            if value not in BUILTIN_EXECUTORS and (value.count(":") != 1 or value.startswith(":")
+                                                   or value.endswith(":")):
+                raise ConfigError(name, value, f"one of {sorted(BUILTIN_EXECUTORS)} or "
+                                               "'package.module:attribute'", src)
         elif key == "metrics_listen":
             from dsa110_contimg.service.metrics import parse_listen
 
             parse_listen(value, src)
+        elif key == "node":
+            import re
+
+            if not isinstance(value, str) or (value and not re.fullmatch(
+                    r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value)):
+                raise ConfigError(name, value, "a node name of 1-64 letters, digits, '.', '_' or "
+                                               "'-' (\"\" = the host name)", src)
         out[key] = value
     cfg = DaemonConfig(**out)
     if cfg.drain_timeout_s >= cfg.lease_s:

@@ -32,6 +32,7 @@ about every settled job and every loop iteration; it serves Prometheus metrics w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -47,7 +48,9 @@ from dsa110_contimg.service.config import ServiceConfig
 from dsa110_contimg.service.metrics import Metrics
 from dsa110_contimg.service.notify import notify_reloading, sd_notify, watchdog_interval_s
 from dsa110_contimg.service.preflight import check_folders
-from dsa110_contimg.service.pool import Outcome, WorkerPool, resolve_task
+from dsa110_contimg.service.instance import InstanceLock
+from dsa110_contimg.service.pool import Outcome, WorkerPool
+from dsa110_contimg.service.runtime import JobContext, JobSummary, load_executor, settle, settle_error
 from dsa110_contimg.service.watcher import Watcher, is_fits_name, scan_tree
 from dsa110_contimg.store import files as filestore
 from dsa110_contimg.store.engine import open_products_db
@@ -56,31 +59,23 @@ from dsa110_contimg.store.queue import ClaimedJob, JobQueue, default_owner
 
 log = structlog.get_logger("dsa110_contimg.service.daemon")
 
-#: Test hook: environment variable naming an injected fault (see :func:`_fault_from_env`).
+#: Test hook: environment variable naming an injected fault, ``package.module:function``
+#: returning the callable the watcher's event handler calls with each event (the faults
+#: themselves live in the tests, ``tests/fakes.py``).
 FAULT_ENV = "CONTIMG_PHOTOMETRY_TEST_FAULT"
 #: Observer restarts allowed per 10 minutes before the daemon stops pinging the watchdog.
 MAX_OBSERVER_RESTARTS = 3
 
 
-class _InjectedDeath(BaseException):
-    """Raised by the test fault to kill the observer's dispatcher thread."""
-
-
 def _fault_from_env():
-    """``handler`` faults for tests: a file named ``RAISE-IN-HANDLER*.fits`` raises an
-    ordinary exception in the event handler (must be survived); ``KILL-WATCHER*.fits``
-    raises a BaseException that kills the dispatcher thread (must be detected)."""
-    if os.environ.get(FAULT_ENV) != "handler":
+    """The event-handler fault named by ``$CONTIMG_PHOTOMETRY_TEST_FAULT`` (tests only), or None."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or ":" not in spec:
         return None
+    import importlib
 
-    def fault(event):
-        name = os.path.basename(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
-        if name.startswith("RAISE-IN-HANDLER"):
-            raise RuntimeError("injected handler error")
-        if name.startswith("KILL-WATCHER"):
-            raise _InjectedDeath("injected dispatcher death")
-
-    return fault
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)()
 
 
 def check_fits_complete(path) -> int:
@@ -117,22 +112,26 @@ class Daemon:
         for warning in check_folders(cfg):   # every missing/unwritable folder at once, now
             log.warning("preflight", problem=warning)
         self.owner = default_owner()
+        self.node = d.node_name
         try:  # fail at start-up, naming the key, rather than in every worker
-            resolve_task(d.executor)
+            load_executor(d.executor)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError("daemon.executor", d.executor,
-                              f"an importable 'module:function' ({type(exc).__name__}: {exc})",
-                              cfg.source) from None
+                              f"an importable executor ({exc})", cfg.source) from None
         if sqlite3.sqlite_version_info < (3, 35):
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the queue needs >= 3.35 "
                              "(UPDATE ... RETURNING)")
+        # one daemon per state directory and node (released by the kernel when we die)
+        self.instance_lock = InstanceLock(cfg.paths.state_dir, self.node).acquire(owner=self.owner)
         self.db = open_products_db(cfg.paths.products_db)
         self.queue = JobQueue(self.db, owner=self.owner, lease_s=d.lease_s,
-                              backoff_base_s=d.backoff_base_s, backoff_cap_s=d.backoff_cap_s)
+                              backoff_base_s=d.backoff_base_s, backoff_cap_s=d.backoff_cap_s,
+                              max_interruptions=d.max_interruptions)
         self.mosaic_roots = [Path(p) for p in cfg.paths.mosaic_dirs]
         self.watcher = Watcher(cfg.paths.watched, polling=d.polling, poll_interval_s=d.poll_interval_s,
                                max_queue=d.max_event_queue, fault=_fault_from_env())
-        self.pool = WorkerPool(d.workers, d.executor, job_timeout_s=d.job_timeout_s)
+        self.pool = WorkerPool(d.workers, d.executor, job_timeout_s=d.job_timeout_s,
+                               memory_limit_mb=d.worker_memory_limit_mb)
         self.params = cfg.photometry_params()
         self.known: set[tuple[str, int, int]] = set()
         self.pending: dict[str, _Candidate] = {}
@@ -185,8 +184,8 @@ class Daemon:
         gone = filestore.dead_local_owners(self.db, exclude=self.owner)
         reaped = self.queue.reap_expired(owners_gone=gone)
         filestore.forget_owners(self.db, gone)
-        log.info("startup", owner=self.owner, pid=os.getpid(), products_db=str(self.cfg.paths.products_db),
-                 roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
+        log.info("startup", owner=self.owner, node=self.node, pid=os.getpid(),
+                 products_db=str(self.cfg.paths.products_db), roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
                  polling=self.cfg.daemon.polling, reaped=reaped, dead_owners=len(gone))
         self.metrics.start()   # a port that cannot be bound stops the start-up here
         # 2. workers, 3. observer, 4. scan
@@ -237,6 +236,7 @@ class Daemon:
         self._beat(state="stopped")
         self.metrics.stop()
         self.db.dispose()
+        self.instance_lock.release()
         log.info("stopped", handed_back=len(unfinished), **self.stats)
 
     # -- the loop ------------------------------------------------------------------------
@@ -441,14 +441,13 @@ class Daemon:
                 # nothing due: poll the queue again in 1 s (or at once after a local enqueue)
                 self._next["claim"] = time.monotonic() + 1.0
                 return
-            items = [dict(id=i.id, fits_path=i.fits_path, kind=i.kind, data_id=i.data_id, status=i.status)
-                     for i in job.items]
-            args = (str(self.cfg.paths.products_db), str(self.cfg.paths.registry_db), job.id,
-                    job.lease_owner, job.params, items, str(self.cfg.paths.catalog_dir))
-            self.pool.submit(job.id, args)
+            ctx = JobContext.from_claim(job, products_db=self.cfg.paths.products_db,
+                                        registry_db=self.cfg.paths.registry_db,
+                                        catalog_dir=self.cfg.paths.catalog_dir, lease_s=self.queue.lease_s)
+            self.pool.submit(job.id, ctx)
             self.inflight[job.id] = (job, time.time())
             log.info("job_started", job_id=job.id, attempt=job.attempts,
-                     path=items[0]["fits_path"] if items else None, n_items=len(items))
+                     path=ctx.items[0]["fits_path"] if ctx.items else None, n_items=len(ctx.items))
 
     def _settle(self, o: Outcome) -> None:
         self._next["claim"] = 0.0   # a worker is free
@@ -458,21 +457,23 @@ class Daemon:
         job, started = entry
         path = job.items[0].fits_path if job.items else None
         if o.status == "ok":
-            from dsa110_contimg.photometry.worker import settle
-
-            state = settle(self.queue, o.job_id, o.result)
-            error = o.result.get("error") if isinstance(o.result, dict) else None
-            durations = o.result.get("durations") if isinstance(o.result, dict) else None
+            try:
+                summary = JobSummary.coerce(o.result)
+            except TypeError as exc:
+                summary = JobSummary(failed=1, permanent=False, error=str(exc))
+            state = settle(self.queue, o.job_id, summary)
+            error, durations = summary.error, summary.durations
+            result = dataclasses.asdict(summary)
         elif o.status == "error":
-            state = self.queue.fail(o.job_id, o.error, retryable=not o.permanent) or "lease_lost"
-            error, durations = o.error, None
-        else:  # crashed, timeout
-            state = self.queue.fail(o.job_id, o.error, retryable=True) or "lease_lost"
-            error, durations = o.error, None
+            state = settle_error(self.queue, o.job_id, o.error, permanent=o.permanent)
+            error, durations, result = o.error, None, None
+        else:  # crashed, timeout: the worker died under a live daemon; the attempt counts
+            state = settle_error(self.queue, o.job_id, o.error, permanent=False)
+            error, durations, result = o.error, None, None
         key = {"done": "done", "failed": "failed", "dead": "dead", "pending": "retried"}.get(state)
         if key:
             self.stats[key] += 1
-        self.metrics.on_settled(state=state, worker_status=o.status, result=o.result, error=error,
+        self.metrics.on_settled(state=state, worker_status=o.status, result=result, error=error,
                                 duration_s=o.duration_s)
         logf = log.info if state == "done" else log.warning
         logf("job_finished", job_id=o.job_id, path=path, outcome=state, worker_status=o.status,
@@ -499,7 +500,7 @@ class Daemon:
     def _beat(self, state: str = "running") -> None:
         try:
             filestore.beat(self.db, self.owner, started_at=self.started_at, workers=self.pool.size,
-                           state=state, status_text=self._status_text())
+                           state=state, status_text=self._status_text(), node=self.node)
             self._db_ok = True
         except Exception as exc:  # noqa: BLE001 - reported through health (no watchdog ping)
             self._db_ok = False

@@ -14,8 +14,16 @@ own pipe, and the parent supervises them:
   (``PR_SET_PDEATHSIG``), so a SIGKILLed daemon leaves no orphan running jobs
   and the lease reaper can safely re-queue them.
 
-Only the parent talks to the pool; the task is a ``module:function`` string
-resolved in the worker, called with picklable arguments.
+* each worker runs under an address-space limit (``RLIMIT_AS``,
+  ``memory_limit_mb``): an absurd header that asks for terabytes gets a
+  ``MemoryError`` in that worker (a permanent failure of that file), not the
+  host's OOM killer.
+
+Only the parent talks to the pool. The work is done by an **executor**
+(:class:`dsa110_contimg.service.runtime.Executor`) named by a spec string
+(``"photometry"`` or ``"package.module:attribute"``), loaded in each worker; a job
+is ``executor.run(payload)`` with a picklable payload (a
+:class:`~dsa110_contimg.service.runtime.JobContext` for the daemon).
 """
 
 from __future__ import annotations
@@ -61,9 +69,23 @@ class Outcome:
 
 
 def resolve_task(spec: str):
-    """Import ``package.module:function``."""
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+    """The executor named by ``spec`` (raises ValueError with the reason)."""
+    from dsa110_contimg.service.runtime import load_executor
+
+    return load_executor(spec)
+
+
+def set_memory_limit(limit_mb: int | None) -> None:
+    """Cap this process's address space at ``limit_mb`` MiB (``RLIMIT_AS``; None/0: no cap)."""
+    if not limit_mb:
+        return
+    import resource
+
+    limit = int(limit_mb) * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _set_pdeathsig() -> None:
@@ -79,17 +101,16 @@ def _set_pdeathsig() -> None:
         pass
 
 
-def _is_permanent(exc: BaseException) -> bool:
+def _classify(exc: BaseException, memory_limit_mb) -> tuple[bool, str]:
     try:
-        from dsa110_contimg.photometry.worker import is_permanent
-    except Exception:  # noqa: BLE001 - fall back to the error base classes
-        from dsa110_contimg.photometry.errors import CatalogError, ConfigError, InvalidImage
-
-        return isinstance(exc, (InvalidImage, CatalogError, ConfigError))
-    return is_permanent(exc)
+        from dsa110_contimg.service.runtime import classify_error
+    except Exception:  # noqa: BLE001 - never lose the report over a broken import
+        return False, f"{type(exc).__name__}: {exc}"
+    return classify_error(exc, memory_limit_mb=memory_limit_mb)
 
 
-def _worker_main(conn, task: str, parent_pid: int) -> None:  # runs in the spawned child
+def _worker_main(conn, task: str, parent_pid: int, memory_limit_mb: int | None = None) -> None:
+    """The spawned child: load the executor, warm up, cap memory, serve jobs."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for key in _DROP_ENV:
@@ -101,12 +122,13 @@ def _worker_main(conn, task: str, parent_pid: int) -> None:  # runs in the spawn
     from dsa110_contimg.service.logging import configure_from_env
 
     configure_from_env()   # the daemon's log format (JSON lines) in this process too
-    fn = resolve_task(task)
+    executor = resolve_task(task)
     for name in WARM_IMPORTS:  # pay the import cost before the first job, best effort
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a broken import surfaces in the job itself
             pass
+    set_memory_limit(memory_limit_mb)   # after the imports: they map shared libraries
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -115,15 +137,16 @@ def _worker_main(conn, task: str, parent_pid: int) -> None:  # runs in the spawn
             return
         if msg is None:
             return
-        job_id, args = msg
+        job_id, payload = msg
         t0 = time.perf_counter()
         try:
-            result = fn(*args)
+            result = executor.run(payload)
             reply = ("ok", job_id, result, None, False, time.perf_counter() - t0)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, never swallowed
-            reason = str(exc) if getattr(exc, "reason", None) else f"{type(exc).__name__}: {exc}"
-            reply = ("error", job_id, traceback.format_exc(limit=20), reason, _is_permanent(exc),
+            permanent, reason = _classify(exc, memory_limit_mb)
+            reply = ("error", job_id, traceback.format_exc(limit=20), reason, permanent,
                      time.perf_counter() - t0)
+            del exc
         try:
             conn.send(reply)
         except (BrokenPipeError, OSError):
@@ -144,22 +167,27 @@ class _Slot:
 
 
 class WorkerPool:
-    """Supervised spawned workers running ``task``.
+    """Supervised spawned workers running an executor.
 
     Parameters
     ----------
     size : int
         Number of worker processes.
     task : str
-        ``module:function`` called as ``function(*args)`` for each job.
+        Executor spec (``"photometry"`` or ``"package.module:attribute"``);
+        each job is ``executor.run(payload)``.
     job_timeout_s : float
         Wall-clock limit per job (s).
+    memory_limit_mb : int, optional
+        Address-space limit of each worker (MiB; None or 0: none).
     """
 
-    def __init__(self, size: int, task: str, *, job_timeout_s: float = 1800.0):
+    def __init__(self, size: int, task: str, *, job_timeout_s: float = 1800.0,
+                 memory_limit_mb: int | None = None):
         self.size = int(size)
         self.task = task
         self.job_timeout_s = float(job_timeout_s)
+        self.memory_limit_mb = memory_limit_mb or None
         self.ctx = mp.get_context("spawn")
         self.slots = [_Slot(i) for i in range(self.size)]
         self.replaced = 0
@@ -176,7 +204,7 @@ class WorkerPool:
         parent, child = self.ctx.Pipe(duplex=True)
         saved = {k: os.environ.pop(k) for k in _DROP_ENV if k in os.environ}
         try:
-            proc = self.ctx.Process(target=_worker_main, args=(child, self.task, os.getpid()),
+            proc = self.ctx.Process(target=_worker_main, args=(child, self.task, os.getpid(), self.memory_limit_mb),
                                     name=f"contimg-worker-{slot.index}", daemon=True)
             proc.start()
         finally:
@@ -245,13 +273,13 @@ class WorkerPool:
     def worker_pids(self) -> list[int]:
         return [s.pid for s in self.slots if s.pid is not None]
 
-    def submit(self, job_id: int, args: tuple) -> None:
-        """Hand a job to an idle worker (raises RuntimeError when none is idle)."""
+    def submit(self, job_id: int, payload) -> None:
+        """Hand a job (``executor.run(payload)``) to an idle worker (RuntimeError when none is idle)."""
         free = [s for s in self.slots if s.job_id is None and s.process is not None]
         for slot in sorted(free, key=lambda s: not s.ready):  # warm workers first
             slot.job_id, slot.started = job_id, time.monotonic()
             try:
-                slot.conn.send((job_id, args))
+                slot.conn.send((job_id, payload))
             except OSError:
                 pass  # the worker is dead; poll() reports the crash
             return

@@ -73,7 +73,15 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
         norm_failed = conn.execute(sa.select(sa.func.count()).select_from(images).where(
             images.c.norm_status == "failed")).scalar()
         conn.rollback()
-    beat = beats[0] if beats else None
+    # every instance (one heartbeat row per daemon); the headline is the freshest live one,
+    # so one of two daemons stopping does not hide the other
+    def inst_state(b):
+        if b["state"] == "stopped":
+            return "stopped"
+        return "stale" if now - b["beat_at"] > stale_after_s else b["state"]
+
+    live = [b for b in beats if inst_state(b) in ("running", "draining")]
+    beat = live[0] if live else (beats[0] if beats else None)
     age = None if beat is None else max(0.0, now - beat["beat_at"])
     if beat is None or beat["state"] == "stopped":
         daemon_state = "not_running"
@@ -92,8 +100,13 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
             "workers": beat["workers"] if beat else 0,
             "started_at": iso(beat["started_at"]) if beat else None,
             "status_text": beat and beat["status_text"],
-            "instances": sum(1 for b in beats if b["state"] != "stopped"
-                             and now - b["beat_at"] <= stale_after_s),
+            "node": beat and beat.get("node"),
+            "instances": len(live),
+            "nodes": [{"node": b.get("node") or b["host"], "owner": b["owner"], "host": b["host"],
+                       "pid": b["pid"], "state": inst_state(b), "workers": b["workers"],
+                       "heartbeat_age_s": round(max(0.0, now - b["beat_at"]), 1),
+                       "started_at": iso(b["started_at"]), "status_text": b["status_text"]}
+                      for b in beats if inst_state(b) != "stopped"],
         },
         "jobs": {
             **jobs,
@@ -140,6 +153,11 @@ def format_status(st: dict) -> str:
                      f"{d['heartbeat_age_s']:.1f} s ago, {d['workers']} workers)")
         if d["status_text"]:
             lines.append(f"               {d['status_text']}")
+    if len(d.get("nodes", [])) > 1 or any(n["state"] == "stale" for n in d.get("nodes", [])):
+        lines.append(f"instances:     {d['instances']} live")
+        for n in d["nodes"]:
+            lines.append(f"  {n['node']}: {n['state']} (pid {n['pid']} on {n['host']}, heartbeat "
+                         f"{n['heartbeat_age_s']:.1f} s ago, {n['workers']} workers)")
     lines.append("jobs:          " + ", ".join(f"{s} {j[s]}" for s in JOB_STATES))
     if j["oldest_pending_age_s"] is not None:
         lines.append(f"oldest pending: {j['oldest_pending_age_s']:.0f} s")

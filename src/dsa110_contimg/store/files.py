@@ -116,8 +116,8 @@ def file_counts(conn) -> dict[str, int]:
 
 # -- heartbeats -------------------------------------------------------------------
 def beat(db: Database, owner: str, *, started_at: float, workers: int, state: str,
-         status_text: str | None = None, now: float | None = None) -> None:
-    """Upsert this daemon's heartbeat row."""
+         status_text: str | None = None, now: float | None = None, node: str | None = None) -> None:
+    """Upsert this daemon's heartbeat row (``node``: its ``[daemon] node`` name)."""
     now = time.time() if now is None else now
 
     def _do():
@@ -127,7 +127,8 @@ def beat(db: Database, owner: str, *, started_at: float, workers: int, state: st
             if not n:
                 conn.execute(heartbeats.insert().values(
                     owner=owner, host=socket.gethostname(), pid=os.getpid(), started_at=started_at,
-                    beat_at=now, workers=workers, state=state, status_text=status_text))
+                    beat_at=now, workers=workers, state=state, status_text=status_text,
+                    node=node or socket.gethostname()))
 
     with_retry(_do)
 

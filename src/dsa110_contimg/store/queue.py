@@ -12,9 +12,16 @@ image). Life cycle::
   RETURNING`` inside ``BEGIN IMMEDIATE`` on SQLite (``FOR UPDATE SKIP LOCKED``
   on PostgreSQL), so two daemons on one database never run the same job.
 * Every claim takes a lease (``lease_owner``, ``lease_until``); a running job
-  extends it with :meth:`JobQueue.heartbeat`. State changes after the claim are
+  extends it with :meth:`JobQueue.heartbeat`. Every write after the claim (job
+  state, item rows, :meth:`JobQueue.fence` inside the result transaction) is
   fenced on the owner: a worker that lost its lease cannot overwrite a newer
-  owner's result.
+  owner's result (:class:`LeaseLost`).
+* Cancellation is a flag (``cancel_requested``), not an error string: a
+  cancelled job is never retried, whatever its worker reports afterwards.
+* A lease that expires (the daemon holding it died: its workers die with it)
+  does not count the attempt; it counts an ``interruption`` instead, and only
+  ``max_interruptions`` of those make a job ``dead`` (a file that kills the
+  daemon itself cannot loop forever).
 * Retryable failures back off exponentially with jitter; after
   ``max_attempts`` claims a job is ``dead`` and waits for ``retry``.
 * Enqueue is idempotent on ``idempotency_key`` (the daemon uses
@@ -45,6 +52,15 @@ from dsa110_contimg.store.schema import JOB_STATES, batch_job_items, batch_jobs
 def default_owner() -> str:
     """A lease owner id unique to this process: ``host:pid:uuid8``."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class LeaseLost(StoreError):
+    """A write was refused: this worker no longer holds the job's lease."""
+
+    def __init__(self, job_id: int, owner: str):
+        super().__init__(f"job {job_id}: lease no longer held by {owner} (taken over, cancelled "
+                         "or expired); write refused")
+        self.job_id, self.owner = job_id, owner
 
 
 @dataclass(frozen=True)
@@ -98,18 +114,21 @@ class JobQueue:
         Lease length; a job whose lease expires is handed to another worker.
     backoff_base_s, backoff_cap_s : float
         Retry delay ``min(cap, base * 2**(attempts-1)) * U(0.5, 1)``.
+    max_interruptions : int
+        Lease expiries (daemon deaths) a job survives before it is ``dead``.
     clock : callable
         Returns the current Unix time (injectable in tests).
     """
 
     def __init__(self, db: Database, *, owner: str | None = None, lease_s: float = 300.0,
                  backoff_base_s: float = 5.0, backoff_cap_s: float = 600.0,
-                 clock: Callable[[], float] = time.time):
+                 max_interruptions: int = 10, clock: Callable[[], float] = time.time):
         self.db = db
         self.owner = owner or default_owner()
         self.lease_s = float(lease_s)
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_cap_s = float(backoff_cap_s)
+        self.max_interruptions = int(max_interruptions)
         self.clock = clock
 
     # -- producing ---------------------------------------------------------------
@@ -187,17 +206,33 @@ class JobQueue:
 
         return with_retry(_do)
 
+    def _held(self, job_id: int, owner: str):
+        return sa.and_(batch_jobs.c.id == job_id, batch_jobs.c.lease_owner == owner,
+                       batch_jobs.c.status == "running")
+
     def _fenced(self, job_id: int, values: dict, *, owner: str | None = None) -> bool:
         owner = owner or self.owner
 
         def _do():
             with self.db.engine.begin() as conn:
-                res = conn.execute(batch_jobs.update().where(
-                    batch_jobs.c.id == job_id, batch_jobs.c.lease_owner == owner,
-                    batch_jobs.c.status == "running").values(updated_at=self.clock(), **values))
+                res = conn.execute(batch_jobs.update().where(self._held(job_id, owner))
+                                   .values(updated_at=self.clock(), **values))
                 return res.rowcount == 1
 
         return with_retry(_do)
+
+    def fence(self, conn, job_id: int, *, owner: str | None = None) -> None:
+        """Inside a caller's write transaction: assert this owner still holds the lease.
+
+        Touches the job row (``UPDATE ... WHERE lease_owner = owner``), which also takes
+        the row's write lock until the caller commits, so the check and the caller's
+        writes are atomic. Raises :class:`LeaseLost` (the caller's transaction rolls back).
+        """
+        owner = owner or self.owner
+        res = conn.execute(batch_jobs.update().where(self._held(job_id, owner))
+                           .values(updated_at=self.clock()))
+        if res.rowcount != 1:
+            raise LeaseLost(job_id, owner)
 
     def heartbeat(self, job_id: int, *, owner: str | None = None) -> bool:
         """Extend the lease of a running job; False if the lease was lost."""
@@ -230,11 +265,14 @@ class JobQueue:
 
         def _do():
             with self.db.engine.begin() as conn:
-                row = conn.execute(sa.select(batch_jobs.c.attempts, batch_jobs.c.max_attempts).where(
-                    batch_jobs.c.id == job_id, batch_jobs.c.lease_owner == (owner or self.owner),
-                    batch_jobs.c.status == "running")).first()
+                row = conn.execute(sa.select(batch_jobs.c.attempts, batch_jobs.c.max_attempts,
+                                             batch_jobs.c.cancel_requested).where(
+                    self._held(job_id, owner or self.owner))).first()
                 if row is None:
                     return None
+                if row.cancel_requested:  # never retried once an operator cancelled it
+                    self._settle_cancelled(conn, job_id, now, error)
+                    return "cancelled"
                 state, not_before = self._after_failure(row.attempts, row.max_attempts, retryable, now)
                 conn.execute(batch_jobs.update().where(batch_jobs.c.id == job_id).values(
                     status=state, not_before=not_before, error=error, lease_owner=None,
@@ -259,7 +297,20 @@ class JobQueue:
 
     def release(self, job_id: int, *, owner: str | None = None) -> bool:
         """Hand a running job back unfinished (graceful stop): ``pending`` again,
-        this attempt not counted."""
+        this attempt not counted (``cancelled`` when a cancel was requested)."""
+        owner = owner or self.owner
+
+        def _cancel():
+            with self.db.engine.begin() as conn:
+                row = conn.execute(sa.select(batch_jobs.c.cancel_requested)
+                                   .where(self._held(job_id, owner))).first()
+                if row is not None and row.cancel_requested:
+                    self._settle_cancelled(conn, job_id, self.clock(), None)
+                    return True
+                return False
+
+        if with_retry(_cancel):
+            return True
         return self._fenced(job_id, {"status": "pending", "lease_owner": None, "lease_until": None,
                                      "attempts": sa.case((batch_jobs.c.attempts > 0,
                                                           batch_jobs.c.attempts - 1), else_=0),
@@ -268,8 +319,12 @@ class JobQueue:
     def reap_expired(self, *, owners_gone: Iterable[str] = ()) -> dict[str, int]:
         """Re-queue running jobs whose lease expired (or whose owner is known dead).
 
-        Returns counts ``{"pending": n, "dead": m}``. A job that already used
-        all its attempts becomes ``dead``.
+        Returns counts ``{"pending": n, "dead": m, "cancelled": c}``. The lost
+        attempt is not counted (the daemon holding it died; a worker that dies
+        under a live daemon is reported by the pool and does count); it counts
+        as an interruption instead, and a job interrupted ``max_interruptions``
+        times becomes ``dead``. A job whose cancellation was requested ends
+        ``cancelled``.
         """
         now = self.clock()
         gone = list(owners_gone)
@@ -280,16 +335,32 @@ class JobQueue:
 
         def _do():
             with self.db.engine.begin() as conn:
+                ids = [r[0] for r in conn.execute(sa.select(batch_jobs.c.id).where(
+                    running, batch_jobs.c.cancel_requested)).all()]
+                for jid in ids:
+                    self._settle_cancelled(conn, jid, now, None)
                 dead = conn.execute(batch_jobs.update().where(
-                    running, batch_jobs.c.attempts >= batch_jobs.c.max_attempts).values(
+                    running, batch_jobs.c.interruptions + 1 >= self.max_interruptions).values(
                     status="dead", lease_owner=None, lease_until=None, updated_at=now,
-                    finished_at=now, error=sa.func.coalesce(batch_jobs.c.error, "lease expired")
-                    + " (lease expired on the last attempt)")).rowcount
+                    finished_at=now, interruptions=batch_jobs.c.interruptions + 1,
+                    error=f"interrupted {self.max_interruptions} times by the death of the daemon "
+                          "running it (lease expired); not retried automatically")).rowcount
+                if dead:
+                    conn.execute(batch_job_items.update().where(
+                        batch_job_items.c.batch_id.in_(sa.select(batch_jobs.c.id).where(
+                            batch_jobs.c.status == "dead", batch_jobs.c.finished_at == now)),
+                        batch_job_items.c.status.in_(("pending", "running"))).values(
+                        status="failed", error="job dead: interrupted too often", completed_at=now))
                 pending = conn.execute(batch_jobs.update().where(running).values(
                     status="pending", lease_owner=None, lease_until=None, updated_at=now,
-                    error=sa.func.coalesce(batch_jobs.c.error, "lease expired: worker or daemon died"),
+                    attempts=sa.case((batch_jobs.c.attempts > 0, batch_jobs.c.attempts - 1), else_=0),
+                    interruptions=batch_jobs.c.interruptions + 1,
                     not_before=now)).rowcount
-                return {"pending": pending, "dead": dead}
+                conn.execute(batch_job_items.update().where(
+                    batch_job_items.c.status == "running",
+                    batch_job_items.c.batch_id.in_(sa.select(batch_jobs.c.id).where(
+                        batch_jobs.c.status == "pending"))).values(status="pending"))
+                return {"pending": pending, "dead": dead, "cancelled": len(ids)}
 
         return with_retry(_do)
 
@@ -303,8 +374,8 @@ class JobQueue:
                 n = conn.execute(batch_jobs.update().where(
                     batch_jobs.c.id == job_id,
                     batch_jobs.c.status.in_(("dead", "failed", "cancelled"))).values(
-                    status="pending", attempts=0, not_before=0.0, error=None, updated_at=now,
-                    finished_at=None)).rowcount
+                    status="pending", attempts=0, interruptions=0, not_before=0.0, error=None,
+                    updated_at=now, finished_at=None, cancel_requested=False)).rowcount
                 if n:
                     conn.execute(batch_job_items.update().where(
                         batch_job_items.c.batch_id == job_id,
@@ -314,7 +385,13 @@ class JobQueue:
         return with_retry(_do)
 
     def cancel(self, job_id: int) -> bool:
-        """Cancel a ``pending`` job (a running one is checked between images)."""
+        """Cancel a ``pending`` job at once; flag a ``running`` one (``cancel_requested``).
+
+        A running job's executor sees the flag between images (and through its
+        :class:`~dsa110_contimg.service.runtime.JobContext`); whatever its worker
+        reports afterwards (success, retryable failure, crash, lease expiry), the
+        job ends ``cancelled`` and never runs again, unless an operator retries it.
+        """
         now = self.clock()
 
         def _do():
@@ -323,8 +400,9 @@ class JobQueue:
                     batch_jobs.c.id == job_id, batch_jobs.c.status.in_(("pending", "running"))).values(
                     status=sa.case((batch_jobs.c.status == "pending", "cancelled"),
                                    else_=batch_jobs.c.status),
-                    error=sa.case((batch_jobs.c.status == "running", "cancel requested"),
-                                  else_=batch_jobs.c.error),
+                    cancel_requested=True,
+                    finished_at=sa.case((batch_jobs.c.status == "pending", now),
+                                        else_=batch_jobs.c.finished_at),
                     updated_at=now)).rowcount
                 conn.execute(batch_job_items.update().where(
                     batch_job_items.c.batch_id == job_id,
@@ -334,21 +412,44 @@ class JobQueue:
         return with_retry(_do)
 
     def cancel_requested(self, job_id: int) -> bool:
-        """True when an operator asked to cancel this running job."""
+        """True when an operator asked to cancel this job."""
         with self.db.engine.connect() as conn:
-            err = conn.execute(sa.select(batch_jobs.c.error).where(batch_jobs.c.id == job_id)).scalar()
+            flag = conn.execute(sa.select(batch_jobs.c.cancel_requested)
+                                .where(batch_jobs.c.id == job_id)).scalar()
             conn.rollback()
-        return err == "cancel requested"
+        return bool(flag)
+
+    def _settle_cancelled(self, conn, job_id: int, now: float, error: str | None) -> None:
+        conn.execute(batch_jobs.update().where(batch_jobs.c.id == job_id).values(
+            status="cancelled", lease_owner=None, lease_until=None, updated_at=now, finished_at=now,
+            error=("cancelled by an operator" + (f"; last attempt: {error}" if error else ""))))
+        conn.execute(batch_job_items.update().where(
+            batch_job_items.c.batch_id == job_id,
+            batch_job_items.c.status.in_(("pending", "running"))).values(status="cancelled"))
 
     def finish_cancelled(self, job_id: int, *, owner: str | None = None) -> bool:
-        """Settle a running job whose cancellation was requested."""
-        return self._fenced(job_id, {"status": "cancelled", "lease_owner": None, "lease_until": None,
-                                     "finished_at": self.clock()}, owner=owner)
+        """Settle a running job whose cancellation was requested (fenced on the owner)."""
+        owner = owner or self.owner
+
+        def _do():
+            with self.db.engine.begin() as conn:
+                if conn.execute(sa.select(batch_jobs.c.id).where(self._held(job_id, owner))).first() is None:
+                    return False
+                self._settle_cancelled(conn, job_id, self.clock(), None)
+                return True
+
+        return with_retry(_do)
 
     # -- items ------------------------------------------------------------------
     def update_item(self, item_id: int, status: str, *, error: str | None = None,
-                    image_id: int | None = None, n_measurements: int | None = None) -> None:
-        """Record the outcome of one image of a job."""
+                    image_id: int | None = None, n_measurements: int | None = None,
+                    owner: str | None = None) -> bool:
+        """Record the outcome of one image of a job, fenced on the job's lease.
+
+        Returns False (nothing written) when ``owner`` (default this queue's
+        owner) no longer holds the lease of the item's job.
+        """
+        owner = owner or self.owner
         now = self.clock()
         values: dict[str, Any] = {"status": status, "error": error}
         if status == "running":
@@ -360,16 +461,23 @@ class JobQueue:
         if n_measurements is not None:
             values["n_measurements"] = n_measurements
 
+        held = sa.exists().where(batch_jobs.c.id == batch_job_items.c.batch_id,
+                                 batch_jobs.c.lease_owner == owner, batch_jobs.c.status == "running")
+
         def _do():
             with self.db.engine.begin() as conn:
-                conn.execute(batch_job_items.update().where(batch_job_items.c.id == item_id).values(**values))
+                n = conn.execute(batch_job_items.update().where(
+                    batch_job_items.c.id == item_id, held).values(**values)).rowcount
+                if n != 1:
+                    return False
                 if status in ("done", "failed"):
                     col = batch_jobs.c.completed_items if status == "done" else batch_jobs.c.failed_items
                     conn.execute(batch_jobs.update().where(batch_jobs.c.id == sa.select(
                         batch_job_items.c.batch_id).where(batch_job_items.c.id == item_id)
                         .scalar_subquery()).values({col: col + 1, "updated_at": now}))
+                return True
 
-        with_retry(_do)
+        return with_retry(_do)
 
     # -- reading ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:

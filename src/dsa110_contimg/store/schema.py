@@ -21,6 +21,7 @@ truth (a test checks that the migrated schema matches it).
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlalchemy import (
     Boolean, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
     Text, UniqueConstraint,
@@ -161,6 +162,10 @@ batch_jobs = Table(
     Column("updated_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False, server_default=sa.false(),
+           doc="an operator asked to cancel the job; it never runs again"),
+    Column("interruptions", Integer, nullable=False, default=0, server_default="0",
+           doc="attempts interrupted by the death of the daemon holding the lease (not counted)"),
     CheckConstraint(_in("status", JOB_STATES), name="status"),
     Index(None, "status", "not_before", "id"),
 )
@@ -210,6 +215,7 @@ heartbeats = Table(
     Column("workers", Integer, nullable=False, default=0),
     Column("state", String(16), nullable=False, default="running", doc="running | draining | stopped"),
     Column("status_text", Text),
+    Column("node", Text, doc="[daemon] node name (default the host name)"),
 )
 
 reference_baselines = Table(

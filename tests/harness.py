@@ -1,25 +1,9 @@
-"""A fast stand-in for the photometry executor, for the daemon's tests and benchmarks.
+"""Test harness for the daemon (tests only, not shipped).
 
-:func:`fake_execute_job` has the signature of
-:func:`dsa110_contimg.photometry.worker.execute_job` and the same contract
-(updates its items, returns the summary), but instead of the photometry
-workflow it
-
-* checks the file (:func:`check_fits_complete`) and reads its data with astropy,
-  raising the typed :class:`InvalidImage` errors on damage (permanent failures);
-* upserts one ``images`` row per path (the "result", idempotent like the real
-  workflow) and appends ``job_id path pid`` to ``$CONTIMG_FAKE_OUT/executions.log``
-  so tests can count executions;
-* sleeps ``$CONTIMG_FAKE_SLEEP_S`` seconds (default 0);
-* file names containing ``SELFKILL`` SIGKILL the worker (OOM stand-in) and
-  ``SLEEPY`` sleep 3600 s (time-limit tests).
-
-Select it with ``[daemon] executor = "dsa110_contimg.service.testing:fake_execute_job"``.
-
-Also here, for the tests and ``bench/daemon.py``: :class:`Service` (a daemon configured in a
-temporary directory and run as a real subprocess), :class:`NotifySocket` (a stand-in for
-systemd's notify socket), :func:`fits_bytes` / :func:`drop` (tiny images, written in place or
-renamed into place).
+:class:`Service` (a daemon configured in a temporary directory and run as a real
+subprocess, with the fake executor of ``tests/fakes.py`` by default),
+:class:`NotifySocket` (a stand-in for systemd's notify socket), :func:`fits_bytes` /
+:func:`drop` (tiny images, written in place or renamed into place).
 """
 
 from __future__ import annotations
@@ -37,111 +21,10 @@ from pathlib import Path
 from dsa110_contimg.service.config import render_config
 
 
-def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lease_owner: str,
-                     params: dict, items: list[dict], catalog_dir: str | None = None) -> dict:
-    import numpy as np
-    import sqlalchemy as sa
-    from astropy.io import fits
-
-    from dsa110_contimg.photometry.errors import CorruptImage, InvalidImage
-    from dsa110_contimg.photometry.image import check_fits_complete
-    from dsa110_contimg.store.engine import open_products_db
-    from dsa110_contimg.store.queue import JobQueue
-    from dsa110_contimg.store.schema import images
-
-    db = _DBS.get(products_db)
-    if db is None:  # one engine per worker process, reused across jobs
-        db = _DBS[products_db] = open_products_db(products_db, migrate=False)
-    queue = JobQueue(db, owner=lease_owner)
-    summary = {"done": 0, "failed": 0, "permanent": True, "error": None, "cancelled": False,
-               "durations": {}, "stages": {}}
-    sleep_s = float(os.environ.get("CONTIMG_FAKE_SLEEP_S", "0"))
-    out_dir = os.environ.get("CONTIMG_FAKE_OUT")
-    for item in items:
-        if item["status"] == "done":
-            continue
-        path = item["fits_path"]
-        t0 = time.perf_counter()
-        name = Path(path).name
-        if "SELFKILL" in name:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if "SLEEPY" in name:
-            time.sleep(3600)
-        try:
-            check_fits_complete(path)
-            try:
-                with fits.open(path, memmap=False) as hdul:
-                    data = hdul[0].data
-                    if data is None:
-                        raise CorruptImage("primary HDU holds no data", path)
-                    peak = float(np.nanmax(data))
-            except InvalidImage:
-                raise
-            except Exception as exc:  # astropy errors -> typed
-                raise CorruptImage(f"unreadable FITS data ({type(exc).__name__}: {exc})", path) from None
-        except InvalidImage as exc:
-            queue.update_item(item["id"], "failed", error=exc.reason)
-            summary["failed"] += 1
-            summary["error"] = summary["error"] or str(exc)
-            continue
-        summary["stages"]["open"] = summary["stages"].get("open", 0.0) + time.perf_counter() - t0
-        if sleep_s:
-            time.sleep(sleep_s)
-        t_store = time.perf_counter()
-        now = time.time()
-        st = os.stat(path)
-        with db.engine.begin() as conn:
-            values = dict(content_id=f"{st.st_size}:{st.st_mtime_ns}", kind=item["kind"],
-                          method="peak", catalog="nvss", n_sources=1, n_success=1,
-                          median_rms_jyb=peak, measured_at=now)
-            n = conn.execute(images.update().where(images.c.path == path).values(**values)).rowcount
-            if not n:
-                image_id = conn.execute(images.insert().values(path=path, **values)
-                                        .returning(images.c.id)).scalar_one()
-            else:
-                image_id = conn.execute(sa.select(images.c.id).where(images.c.path == path)).scalar_one()
-        if out_dir:
-            with open(os.path.join(out_dir, "executions.log"), "a") as fh:
-                fh.write(f"{job_id} {path} {os.getpid()}\n")
-        queue.update_item(item["id"], "done", image_id=int(image_id), n_measurements=1)
-        summary["stages"]["store"] = summary["stages"].get("store", 0.0) + time.perf_counter() - t_store
-        summary["done"] += 1
-        summary["durations"][path] = time.perf_counter() - t0
-    return summary
-
-
-_DBS: dict = {}
-
-
-def sleep_task(seconds: float, value=None):
-    """Pool test task: sleep, return ``value``."""
-    time.sleep(seconds)
-    return value
-
-
-def raise_task(reason: str, permanent: bool):
-    """Pool test task: raise a permanent (InvalidImage) or transient error."""
-    from dsa110_contimg.photometry.errors import InvalidImage
-
-    if permanent:
-        raise InvalidImage(reason, "/nowhere.fits")
-    raise RuntimeError(reason)
-
-
-def selfkill_task():
-    """Pool test task: the worker SIGKILLs itself (OOM-killer stand-in)."""
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def env_task(names):
-    """Pool test task: the worker's view of some environment variables and signal handlers."""
-    return ({n: os.environ.get(n) for n in names},
-            signal.getsignal(signal.SIGTERM) == signal.SIG_IGN,
-            signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
-
-
 # -- test harness ----------------------------------------------------------------------
-FAKE = "dsa110_contimg.service.testing:fake_execute_job"
+FAKE = "fakes:FakePhotometryExecutor"
+#: The tests directory: put on the daemon's PYTHONPATH so it can load ``fakes``.
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 def fits_bytes(seed: int = 0, n: int = 16, *, mosaic: bool = False) -> bytes:
@@ -211,14 +94,18 @@ class Service:
         env.pop("NOTIFY_SOCKET", None)
         env["CONTIMG_FAKE_OUT"] = str(self.out)
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), env.get("PYTHONPATH")) if p)
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def start(self, *, wait: bool = True, **env) -> subprocess.Popen:
+    def start(self, *, wait: bool = True, node: str | None = None, **env) -> subprocess.Popen:
+        """Start a daemon (``node``: ``run --node``, a second instance on purpose)."""
         self.n_started += 1
         log = open(self.root / f"daemon{self.n_started}.log", "wb")
-        p = subprocess.Popen([sys.executable, "-m", "dsa110_contimg.cli.main", "run", "--config",
-                              str(self.config)], stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))
+        argv = [sys.executable, "-m", "dsa110_contimg.cli.main", "run", "--config", str(self.config)]
+        if node is not None:
+            argv += ["--node", node]
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))
         p.logfile = self.root / f"daemon{self.n_started}.log"
         self.procs.append(p)
         if wait:

@@ -1,0 +1,109 @@
+"""The shipped executors (see :mod:`dsa110_contimg.service.runtime`).
+
+:class:`PhotometryExecutor` (``[daemon] executor = "photometry"``) runs every
+unfinished image of a job through :meth:`PhotometryManager.run_image`:
+
+* between images it checks the operator's cancel flag and extends the lease;
+* each image's result transaction is fenced on the lease (``ctx.fence``), as
+  are the item rows (``ctx.update_item``) and the data-registry status (checked
+  just before the write: the registry is another database);
+* a permanent error (bad input, :func:`~dsa110_contimg.service.runtime.classify_error`)
+  fails the image with its reason; an environmental one leaves it ``pending``
+  and the job is retried with back-off.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dsa110_contimg.service.runtime import JobContext, JobSummary, classify_error
+from dsa110_contimg.store.queue import LeaseLost
+
+log = structlog.get_logger("dsa110_contimg.service.executors")
+
+#: One manager (engines, migrated databases, catalogue stores) per database triple and
+#: process: a worker process runs many jobs, and opening + checking migrations per job
+#: costs more than measuring a small image.
+_MANAGERS: dict[tuple, Any] = {}
+
+
+def _manager(products_db: str, registry_db: str | None, catalog_dir: str | None):
+    from dsa110_contimg.photometry.manager import PhotometryManager
+
+    key = (str(products_db), registry_db, catalog_dir)
+    if key not in _MANAGERS:
+        _MANAGERS[key] = PhotometryManager(products_db, registry_db, catalog_dir=catalog_dir)
+    return _MANAGERS[key]
+
+
+class PhotometryExecutor:
+    """The photometry workflow, one image per item (see the module docstring)."""
+
+    name = "photometry"
+
+    def run(self, ctx: JobContext) -> JobSummary:
+        from dsa110_contimg.photometry.config import PhotometryConfig
+
+        cfg = PhotometryConfig.from_dict(ctx.params.get("config", {}))
+        manager = _manager(ctx.products_db, ctx.registry_db, ctx.catalog_dir)
+        summary = JobSummary()
+        for item in ctx.items:
+            if item["status"] == "done":
+                continue
+            if ctx.cancel_requested():
+                summary.cancelled = True
+                break
+            try:
+                if not ctx.heartbeat():
+                    raise LeaseLost(ctx.job_id, ctx.owner)
+                # every log line of this item (manager, QC, astropy warnings) carries job and path
+                with structlog.contextvars.bound_contextvars(job_id=ctx.job_id,
+                                                             path=str(item["fits_path"])):
+                    self._run_item(manager, ctx, item, cfg, summary)
+            except LeaseLost as exc:
+                log.warning("lease_lost", job_id=ctx.job_id, owner=ctx.owner, error=str(exc))
+                summary.lease_lost = True
+                break
+        return summary
+
+    @staticmethod
+    def _link(manager, ctx: JobContext, item: dict, status: str, error: str | None = None) -> None:
+        data_id = item.get("data_id")
+        if not data_id or manager.registry is None:
+            return
+        if not ctx.holds_lease():
+            raise LeaseLost(ctx.job_id, ctx.owner)
+        manager._link(data_id, Path(item["fits_path"]), item["kind"], status, ctx.job_id, error=error)
+
+    def _run_item(self, manager, ctx: JobContext, item: dict, cfg, summary: JobSummary) -> None:
+        path = Path(item["fits_path"])
+        t0 = time.perf_counter()
+        ctx.update_item(item["id"], "running")
+        self._link(manager, ctx, item, "running")
+        try:
+            result = manager.run_image(path, item["kind"], cfg, data_id=item.get("data_id"),
+                                       fence=ctx.fence)
+        except LeaseLost:
+            raise
+        except Exception as exc:  # classified and recorded below, never swallowed
+            permanent, reason = classify_error(exc)
+            summary.record_failure(reason, permanent)
+            log.error("item_failed", job_id=ctx.job_id, path=str(path), permanent=permanent,
+                      error=reason, traceback=None if permanent else traceback.format_exc())
+            if permanent:
+                ctx.update_item(item["id"], "failed", error=reason)
+                self._link(manager, ctx, item, "failed", error=reason)
+            else:   # left pending for the retry; the job records the reason
+                ctx.update_item(item["id"], "pending", error=reason)
+            return
+        ctx.update_item(item["id"], "done", image_id=result.image_id,
+                        n_measurements=result.measurements_total)
+        self._link(manager, ctx, item, "completed")
+        summary.done += 1
+        summary.durations[str(path)] = time.perf_counter() - t0
+        summary.add_stages(getattr(result, "step_seconds", None))
