@@ -24,12 +24,12 @@ import time
 
 import numpy as np
 
-from dsa110_contimg.photometry import ese, normalize
+from dsa110_contimg.photometry import ese, ese_models, normalize
 from dsa110_contimg.photometry.variability import RunningStats
 
 
 def run(seed, n_steady, n_ese, verbose=True):
-    sim = ese.simulate_population(n_steady, n_ese, seed=seed)
+    sim = ese_models.simulate_population(n_steady, n_ese, seed=seed)
     t0 = time.perf_counter()
     refs = normalize.select_references(sim.catalog_snr, np.ones(sim.flux.shape[0], bool),
                                        np.ones(sim.flux.shape[0], bool))

@@ -352,7 +352,8 @@ def template_grid(t_start, t_end, *, durations=DEFAULT_DURATIONS, shapes=None,
             "kappa": np.concatenate(ks), "shape": np.concatenate(sh).astype(int), "names": names}
 
 
-def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, overhang):
+def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, overhang,
+               min_side, recovery_window, recovery_tol):
     """Best template per source for sources sharing the time grid ``tu``.
 
     W, WF, CNT : (s, m) sums of weights, weighted (centred) fluxes and point counts
@@ -379,6 +380,23 @@ def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, over
         dchi2 = np.where(good, A * A / np.where(good, B, 1.0), 0.0)
         c = np.where(good, A / np.where(good, B, 1.0), 0.0)
         a = (Sf - c * St) / Sw                                 # centred baseline
+        # recovery: the level in a window of recovery_window durations before the event
+        # and after it, relative to the fitted model, must agree with the baseline
+        u = 2.0 * (tu[None, :] - grid["t0"][:, None]) / grid["duration"][:, None]
+        for side, win in (("pre", (u <= -1.0) & (u >= -1.0 - 2.0 * recovery_window)),
+                          ("post", (u >= 1.0) & (u <= 1.0 + 2.0 * recovery_window))):
+            wf = win.astype(float)
+            n_side = CNT @ wf.T
+            w_side = W @ wf.T
+            r_side = (WF @ wf.T - a * w_side - c * (W @ (wf * T).T)) / np.where(
+                w_side > 0, w_side, 1.0)
+            tol = recovery_tol * np.abs(c) + 2.0 / np.sqrt(np.where(w_side > 0, w_side, 1.0))
+            good &= (n_side >= min_side) & (np.abs(r_side) <= tol)
+            if side == "pre":
+                r_pre, w_pre = r_side, w_side
+        both = np.sqrt(1.0 / np.where(w_pre > 0, w_pre, 1.0) + 1.0 / np.where(w_side > 0, w_side, 1.0))
+        good &= np.abs(r_side - r_pre) <= recovery_tol * np.abs(c) + 2.0 * both
+        dchi2 = np.where(good, dchi2, 0.0)
         chi2_const = (Sff[:, None] - Sf * Sf / Sw)
         chi2_fit = np.maximum(chi2_const - dchi2, 0.0)
         dof = np.maximum(n - 2.0, 1.0)
@@ -388,10 +406,72 @@ def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, over
             "dof": np.broadcast_to(dof, sig.shape), "n_in": n_in}
 
 
+def _span(mask, tu):
+    """Time between the first and last True of each row of ``mask`` (0 when none)."""
+    t_hi = np.max(np.where(mask, tu[None, :], -np.inf), axis=1)
+    t_lo = np.min(np.where(mask, tu[None, :], np.inf), axis=1)
+    return np.where(mask.any(axis=1), t_hi - t_lo, 0.0)
+
+
+def _dip_consistency(sig, tu, fgrid, a, c, grid, threshold, min_low_frac, min_low_span,
+                     max_elements: int = 4_000_000):
+    """Reject (set sig to -1 in place) templates above ``threshold`` whose dip is not
+    made of consistently low points.
+
+    Inside the dip (P >= 0.5) at least ``min_low_frac`` of the measured epochs must lie
+    below half the fitted dip (centred flux < a + c P / 2), and those low epochs
+    must span at least ``min_low_span`` of the time spanned by all the measured
+    in-dip epochs -- so a run of a few bad epochs inside a longer template, with
+    normal epochs around it, is not an event. Evaluated only where
+    it matters (templates at or above the threshold), best template first, in
+    rounds of growing size per source, so the cost stays small for real events.
+    """
+    above = sig >= threshold
+    src = np.flatnonzero(above.any(axis=1))
+    if not src.size:
+        return
+    m = tu.size
+    batch = max(1, max_elements // max(m, 1))
+    rank_limit = 1
+    pending = src
+    while pending.size:
+        s_sub = sig[pending]
+        order = np.argsort(-s_sub, axis=1)[:, :rank_limit]           # best remaining first
+        ps = np.repeat(pending, order.shape[1])
+        pk = order.ravel()
+        keep = sig[ps, pk] >= threshold
+        ps, pk = ps[keep], pk[keep]
+        passed = np.zeros(ps.size, bool)
+        for lo in range(0, ps.size, batch):
+            i_s, i_k = ps[lo:lo + batch], pk[lo:lo + batch]
+            p, _ = _profiles(tu[None, :], grid["t0"][i_k, None], grid["duration"][i_k, None])
+            f = fgrid[i_s]
+            indip = (p >= 0.5) & np.isfinite(f)
+            with np.errstate(invalid="ignore"):
+                low = indip & (f < (a[i_s, i_k][:, None] + 0.5 * c[i_s, i_k][:, None] * p))
+            n_in = indip.sum(axis=1)
+            n_low = low.sum(axis=1)
+            span_low = _span(low, tu)
+            span_in = _span(indip, tu)
+            passed[lo:lo + batch] = ((n_low >= min_low_frac * np.maximum(n_in, 1)) & (n_low > 0)
+                                     & (span_low >= min_low_span * span_in))
+        sig[ps[~passed], pk[~passed]] = -1.0
+        ok_src = np.unique(ps[passed])
+        # a source is settled when its best remaining template passed or none is left above
+        still = sig[pending] >= threshold
+        best_k = np.argmax(sig[pending], axis=1)
+        settled = np.isin(pending, ok_src) & np.isin(
+            pending * sig.shape[1] + best_k, ps[passed] * sig.shape[1] + pk[passed])
+        pending = pending[~settled & still.any(axis=1)]
+        rank_limit = min(rank_limit * 8, sig.shape[1])
+
+
 def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_MIN_SIGNIFICANCE,
                       durations=DEFAULT_DURATIONS, shapes=None, min_in: int = 3, min_out: int = 5,
                       max_depth: float = 1.0, step_fraction: float = 0.125,
-                      overhang: float = 0.35,
+                      overhang: float = 0.35, min_side: int = 3, recovery_window: float = 1.0,
+                      recovery_tol: float = 0.5, min_low_frac: float = 0.7,
+                      min_low_span: float = 0.3,
                       chunk_sources: int = 512, max_grid: int = 2048) -> dict:
     """Matched-filter ESE search over many light curves at once.
 
@@ -494,12 +574,17 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         Sff = (w[rows] * fc[rows] ** 2).sum(axis=1)
         tr = np.where(sub_ok, t[rows], np.nan)
         res = _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, np.nanmin(tr, axis=1),
-                         np.nanmax(tr, axis=1), overhang)
+                         np.nanmax(tr, axis=1), overhang, min_side, recovery_window,
+                         recovery_tol)
         base = res["a"] + mu[rows][:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
             depth = -res["c"] / base
         admissible = res["good"] & (base > 0) & (depth > 0) & (depth <= max_depth)
         sig = np.where(admissible, res["sig"], -1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fgrid = np.where(CNT > 0, WF / np.where(W > 0, W, 1.0), np.nan)
+        _dip_consistency(sig, tu, fgrid, res["a"], res["c"], grid, min_significance,
+                         min_low_frac, min_low_span)
         k = np.argmax(sig, axis=1)
         ii = np.arange(rows.size)
         best = sig[ii, k]
@@ -605,97 +690,7 @@ def fit_ese(mjd, flux, err, *, min_significance: float = DEFAULT_MIN_SIGNIFICANC
                   chi2_nu_fit=float(r["chi2_nu_fit"][0]), detected=bool(r["detected"][0]))
 
 
-# ----------------------------------------------------------------------------
-# simulation (tests and benchmarks)
-# ----------------------------------------------------------------------------
-
-
-@dataclass
-class SimulatedPopulation:
-    """Light curves of steady sources and injected ESEs, with their truth.
-
-    Attributes
-    ----------
-    mjd : ndarray, shape (n_epochs,)
-        Image epochs (MJD), unevenly spaced, shared by all sources.
-    flux, err : ndarray, shape (n_sources, n_epochs)
-        Raw measured flux (Jy/beam; per-epoch gain applied) and 1-sigma error;
-        NaN where a source was not measured.
-    true_flux : ndarray, shape (n_sources,)
-        Intrinsic out-of-event flux (Jy/beam).
-    catalog_snr : ndarray, shape (n_sources,)
-        Catalogue SNR (for reference selection).
-    gain : ndarray, shape (n_epochs,)
-        Injected per-image gain.
-    is_ese : ndarray of bool
-    depth, duration, t0, caustic_amp : ndarray, shape (n_sources,)
-        Injected ESE parameters (NaN for steady sources).
-    """
-
-    mjd: np.ndarray
-    flux: np.ndarray
-    err: np.ndarray
-    true_flux: np.ndarray
-    catalog_snr: np.ndarray
-    gain: np.ndarray
-    is_ese: np.ndarray
-    depth: np.ndarray
-    duration: np.ndarray
-    t0: np.ndarray
-    caustic_amp: np.ndarray
-
-
-def simulate_population(n_steady: int, n_ese: int, *, n_epochs: int = 60, noise_frac: float = 0.02,
-                        gain_jitter: float = 0.05, depth_range=(0.2, 0.6),
-                        duration_range=(20.0, 150.0), mean_cadence_days: float = 6.0,
-                        missing_frac: float = 0.05, caustic_frac: float = 0.5,
-                        seed: int = 0) -> SimulatedPopulation:
-    """Steady sources plus injected ESEs on an uneven cadence, with gain jitter.
-
-    Epoch spacings are exponential (mean ``mean_cadence_days``) with two seasonal
-    gaps of 20-40 d; each source misses a random ``missing_frac`` of epochs.
-    Fluxes are log-uniform in 5 mJy - 2 Jy; the measurement noise is
-    ``noise_frac`` of the flux (the reported error is exact); every image's
-    flux scale is multiplied by 1 + N(0, ``gain_jitter``). ESE sources get
-    :func:`ese_model` with depth uniform in ``depth_range``, duration log-uniform
-    in ``duration_range``, fully inside the span, and (for a fraction
-    ``caustic_frac``) caustics of 0.1-0.5 times the depth. The catalogue SNR is
-    flux / 0.45 mJy (NVSS-like).
-    """
-    rng = np.random.default_rng(seed)
-    gaps = rng.exponential(mean_cadence_days, n_epochs - 1) + 0.5
-    for g in rng.choice(n_epochs - 1, 2, replace=False):
-        gaps[g] += rng.uniform(20, 40)
-    mjd = 60000.0 + np.concatenate([[0.0], np.cumsum(gaps)])
-    n = n_steady + n_ese
-    true = 10 ** rng.uniform(np.log10(0.005), np.log10(2.0), n)
-    gain = 1.0 + gain_jitter * rng.standard_normal(n_epochs)
-    is_ese = np.zeros(n, bool)
-    is_ese[rng.choice(n, n_ese, replace=False)] = True
-    depth = np.full(n, np.nan)
-    dur = np.full(n, np.nan)
-    t0 = np.full(n, np.nan)
-    caus = np.full(n, np.nan)
-    k = int(is_ese.sum())
-    depth[is_ese] = rng.uniform(*depth_range, k)
-    dur[is_ese] = np.exp(rng.uniform(np.log(duration_range[0]), np.log(duration_range[1]), k))
-    lo, hi = mjd[0] + dur[is_ese] / 2, mjd[-1] - dur[is_ese] / 2
-    t0[is_ese] = rng.uniform(lo, hi)
-    caus[is_ese] = np.where(rng.random(k) < caustic_frac, rng.uniform(0.1, 0.5, k), 0.0) * depth[is_ese]
-    shape = np.ones((n, n_epochs))
-    shape[is_ese] = ese_model(mjd[None, :], t0[is_ese, None], dur[is_ese, None],
-                              depth[is_ese, None], caus[is_ese, None])
-    sigma = noise_frac * true[:, None] * np.ones((1, n_epochs))
-    flux = gain[None, :] * (true[:, None] * shape + sigma * rng.standard_normal((n, n_epochs)))
-    err = gain[None, :] * sigma
-    miss = rng.random((n, n_epochs)) < missing_frac
-    flux[miss] = np.nan
-    err[miss] = np.nan
-    return SimulatedPopulation(mjd, flux, err, true, true / 0.00045, gain, is_ese, depth, dur, t0,
-                               caus)
-
-
 __all__ = ["CAUSTIC_WIDTH", "DEFAULT_DURATIONS", "DEFAULT_MIN_SIGNIFICANCE", "ESEFit",
-           "ESEPreset", "EtaVThresholds", "PRESETS", "SHAPES", "SimulatedPopulation", "TAPER",
+           "ESEPreset", "EtaVThresholds", "PRESETS", "SHAPES", "TAPER",
            "classify", "composite_score", "detect_ese_shapes", "ese_model", "eta_v_candidates",
-           "eta_v_thresholds", "fit_ese", "simulate_population", "template_grid"]
+           "eta_v_thresholds", "fit_ese", "template_grid"]
