@@ -165,7 +165,13 @@ def test_injection_recovery_scaled_down():
     steady, deep = ~sim.is_ese, sim.is_ese & (sim.depth >= 0.3)
     assert np.median(met["chi2_nu"][steady]) == pytest.approx(1.0, abs=0.15)
     shape = ese.detect_ese_shapes(sim.mjd, fn, en)
-    assert shape["detected"][deep].mean() >= 0.9
+    # at this sparse (6-d mean) cadence some events hold 0-2 epochs in their flat bottom: a
+    # dip AND recovery made of >= 3 consistently low epochs cannot be seen there
+    u = (sim.mjd[None, :] - sim.t0[:, None]) / (sim.duration[:, None] / 2)
+    sampled = np.sum(np.isfinite(fn) & (np.abs(u) < 0.7), axis=1) >= 3
+    assert (deep & sampled).sum() >= 15
+    assert shape["detected"][deep & sampled].mean() >= 0.9
+    assert shape["detected"][deep].mean() >= 0.7
     assert shape["detected"][steady].sum() <= 1          # <= 0.5 % of 300 (rounded up)
     hit = sim.is_ese & shape["detected"]
     assert np.median(np.abs(shape["depth"][hit] - sim.depth[hit])) < 0.05
@@ -176,3 +182,43 @@ def test_injection_recovery_scaled_down():
     # and without normalisation the 5 % gain jitter makes steady sources look variable
     raw = RunningStats.from_lightcurves(sim.flux, sim.err, sim.mjd).metrics()
     assert np.median(raw["chi2_nu"][steady]) > 3
+
+
+# ---------------------------------------------------------------- physical light curves
+def test_gaussian_lens_models_match_ray_optics():
+    """Clegg et al. (1998) 1-D lens: central gain 1/(1+alpha), caustics only for
+    alpha > 2 e**1.5 / 4 ~ 2.24, flux conserved; Dong et al. (2018) axisymmetric lens:
+    central gain 1/(1+alpha)**2."""
+    x = np.linspace(-7.5, 7.5, 3001)
+    for alpha in (0.5, 1.0, 3.0, 8.0):
+        g = ese_models.gaussian_lens_gain(x, alpha, source_size=0.02)
+        assert g[1500] == pytest.approx(1 / (1 + alpha), rel=0.03)
+        assert np.trapezoid(g - 1, x) == pytest.approx(0.0, abs=0.05)     # rays are conserved
+        assert (g.max() > 2.0) == (alpha > 2.24)
+        r = ese_models.axisymmetric_lens_gain(np.abs(x), alpha, source_size=0.02)
+        assert r[1500] == pytest.approx(1 / (1 + alpha) ** 2, rel=0.05)
+    smooth = ese_models.gaussian_lens_gain(x, 3.0, source_size=0.4)
+    assert smooth.max() < ese_models.gaussian_lens_gain(x, 3.0, source_size=0.02).max()
+    assert ese_models.lens_curve_type(ese_models.gaussian_lens_gain(x, 3.0)) == "u-dip"
+    grazing = ese_models.axisymmetric_lens_gain(np.hypot(x, 2.5), 3.0, 0.1)
+    assert ese_models.lens_curve_type(grazing) in ("brightening", "weak")
+
+
+def test_detector_on_physical_classes_at_dsa110_cadence():
+    """Daily cadence with 25 % gaps and 2.5 % errors (bench/ese.py runs the full size):
+    Gaussian-lens ESEs are found, steady sources are not, and no negative class (flare,
+    permanent step, slow fade, three bad-calibration epochs) is flagged above 5 %."""
+    samples = ese_models.simulate_classes(60, n_steady=400, seed=3)
+    got = {}
+    for c in samples:
+        det = ese.detect_ese_shapes(c.mjd, c.flux, c.err)["detected"]
+        got[c.name] = (c, det)
+    assert got["steady"][1].sum() <= 2                  # <= 0.5 % of 400
+    for name in ese_models.NEGATIVE_CLASSES:
+        assert got[name][1].sum() <= 3, name             # <= 5 % of 60
+    c, det = got["clegg"]
+    assert det.mean() >= 0.95
+    c, det = got["2d-lens"]
+    u_dip = c.params["type"] == "u-dip"
+    assert u_dip.sum() >= 20 and det[u_dip].mean() >= 0.85
+    assert det[c.params["type"] == "weak"].sum() == 0   # nothing to see, nothing flagged
