@@ -12,8 +12,8 @@ Three layers, all vectorised over sources and free of database access:
 3. **Light-curve shape detector**: a matched filter over a family of ESE
    templates -- a flux dip of fractional depth d lasting 14-180 days, with or
    without caustic brightenings on its edges (Fiedler et al. 1987; Bannister et
-   al. 2016). For every template (epoch of minimum t0, duration D, shape) the
-   model ``flux = a * (1 - d * T(t))`` is linear in (a, a d), so the best fit is
+   al. 2016), that must dip *and recover*. For every template (epoch of minimum
+   t0, duration D, shape) the model ``flux = a * (1 - d * T(t))`` is linear in (a, a d), so the best fit is
    closed-form weighted least squares on the actual (uneven) sampling, and the
    chi-squared improvement over the constant model is analytic. All templates of
    all sources are evaluated with a handful of matrix products
@@ -352,8 +352,13 @@ def template_grid(t_start, t_end, *, durations=DEFAULT_DURATIONS, shapes=None,
             "kappa": np.concatenate(ks), "shape": np.concatenate(sh).astype(int), "names": names}
 
 
+def _recovery_length(duration, recovery_window, min_recovery_days):
+    """Length (days) of the windows before and after an event used by the recovery rule."""
+    return np.maximum(recovery_window * np.asarray(duration, float), min_recovery_days)
+
+
 def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, overhang,
-               min_side, recovery_window, recovery_tol):
+               min_side, recovery_window, recovery_tol, min_recovery_days):
     """Best template per source for sources sharing the time grid ``tu``.
 
     W, WF, CNT : (s, m) sums of weights, weighted (centred) fluxes and point counts
@@ -383,8 +388,13 @@ def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, over
         # recovery: the level in a window of recovery_window durations before the event
         # and after it, relative to the fitted model, must agree with the baseline
         u = 2.0 * (tu[None, :] - grid["t0"][:, None]) / grid["duration"][:, None]
-        for side, win in (("pre", (u <= -1.0) & (u >= -1.0 - 2.0 * recovery_window)),
-                          ("post", (u >= 1.0) & (u <= 1.0 + 2.0 * recovery_window))):
+        rec_len = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
+        reach_u = 1.0 + 2.0 * rec_len[:, None] / grid["duration"][:, None]
+        # the recovery must have been watched for the whole window: a light curve that
+        # ends inside it (a fade or step caught mid-way) is not (yet) an ESE
+        good &= t_last[:, None] >= (grid["t0"] + grid["duration"] / 2.0 + rec_len)[None, :]
+        for side, win in (("pre", (u <= -1.0) & (u >= -reach_u)),
+                          ("post", (u >= 1.0) & (u <= reach_u))):
             wf = win.astype(float)
             n_side = CNT @ wf.T
             w_side = W @ wf.T
@@ -418,8 +428,9 @@ def _dip_consistency(sig, tu, fgrid, a, c, grid, threshold, min_low_frac, min_lo
     """Reject (set sig to -1 in place) templates above ``threshold`` whose dip is not
     made of consistently low points.
 
-    Inside the dip (P >= 0.5) at least ``min_low_frac`` of the measured epochs must lie
-    below half the fitted dip (centred flux < a + c P / 2), and those low epochs
+    Inside the dip (P >= 0.5) at least 2, and all but max(1, (1 - ``min_low_frac``) n_in),
+    of the measured epochs must lie below half the fitted dip (centred flux
+    < a + c P / 2), and those low epochs
     must span at least ``min_low_span`` of the time spanned by all the measured
     in-dip epochs -- so a run of a few bad epochs inside a longer template, with
     normal epochs around it, is not an event. Evaluated only where
@@ -453,7 +464,9 @@ def _dip_consistency(sig, tu, fgrid, a, c, grid, threshold, min_low_frac, min_lo
             n_low = low.sum(axis=1)
             span_low = _span(low, tu)
             span_in = _span(indip, tu)
-            passed[lo:lo + batch] = ((n_low >= min_low_frac * np.maximum(n_in, 1)) & (n_low > 0)
+            n_high = n_in - n_low
+            passed[lo:lo + batch] = ((n_high <= np.maximum(1, (1.0 - min_low_frac) * n_in))
+                                     & (n_low >= 2)
                                      & (span_low >= min_low_span * span_in))
         sig[ps[~passed], pk[~passed]] = -1.0
         ok_src = np.unique(ps[passed])
@@ -470,8 +483,9 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
                       durations=DEFAULT_DURATIONS, shapes=None, min_in: int = 3, min_out: int = 5,
                       max_depth: float = 1.0, step_fraction: float = 0.125,
                       overhang: float = 0.35, min_side: int = 3, recovery_window: float = 1.0,
-                      recovery_tol: float = 0.5, min_low_frac: float = 0.7,
-                      min_low_span: float = 0.3,
+                      recovery_tol: float = 0.5, min_recovery_days: float = 30.0,
+                      min_low_frac: float = 0.7,
+                      min_low_span: float = 0.3, new_since_mjd: float | None = None,
                       chunk_sources: int = 512, max_grid: int = 2048) -> dict:
     """Matched-filter ESE search over many light curves at once.
 
@@ -493,6 +507,36 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     shapes x t0 steps of D/8 over a 500-d span) is absorbed by the threshold,
     calibrated on simulated steady sources (``bench/ese.py``: the maximum over
     10,000 steady sources was 4.9 sigma; default threshold 6).
+
+    **Dip AND recovery.** Intrinsic variability (fades, steps, flares) and
+    calibration failures are the main source of false ESEs, so a template is
+    admissible only when
+
+    * the source is seen *before and after* the event: at least ``min_side``
+      epochs in each window of ``recovery_window`` durations (at least
+      ``min_recovery_days``) adjoining the event,
+      and the mean residual about the fitted model in each window, and their
+      difference, are within ``recovery_tol`` of the dip amplitude (plus 2 sigma
+      of the window means) -- a permanent step, a slow fade, or a dip still in
+      progress at the latest epoch is not (yet) an ESE;
+    * the dip is *consistently low* (evaluated only for templates at or above
+      the threshold): of the measured epochs inside the dip (P >= 0.5) at least
+      2 and all but max(1, (1 - ``min_low_frac``) n_in) lie below half the fitted
+      dip, and they span at least
+      ``min_low_span`` of the time spanned by the in-dip epochs -- so a run of a
+      few bad-calibration epochs inside a longer template is not an event.
+
+    ``bench/ese.py`` measures recall and false positives per light-curve class
+    (Gaussian-lens ESEs of Clegg et al. 1998 and Dong et al. 2018; steady; flare,
+    step, fade, three bad epochs) at DSA-110 cadence.
+
+    **Incremental search** (``new_since_mjd``): with the recovery rule an event
+    can only become detectable when the light curve reaches the end of its
+    recovery window. Given the MJD of the first new epoch, only templates whose
+    window ends after the sources' last earlier epoch (and not after the data)
+    are fitted, on the epochs those templates can touch, so the cost per image
+    no longer grows with the length of the history. Known candidates should be
+    re-searched in full (``lightcurves.evaluate_ese`` does).
 
     All templates of a chunk of sources are evaluated on the union of their
     epochs with matrix products (sources observed on the same images share one
@@ -516,6 +560,15 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     chunk_sources, max_grid : int
         Memory bounds: sources per block, and largest union of epochs per block
         (blocks whose sources have more distinct epochs are split).
+    min_side, recovery_window, recovery_tol, min_recovery_days : int, float, float, float
+        Recovery rule (see above): epochs needed before and after the event,
+        window length (durations, but at least ``min_recovery_days`` days, so
+        that sparse sampling still leaves epochs in it), tolerance (fraction of
+        the dip amplitude).
+    min_low_frac, min_low_span : float
+        Dip-consistency rule (see above).
+    new_since_mjd : float, optional
+        Incremental search: MJD of the first new epoch (see above).
     durations : sequence of float
         Template durations (days), default 14-180 d.
     shapes : mapping name -> caustic fraction, optional
@@ -544,6 +597,24 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         return out
     grid = template_grid(float(t[ok].min()), float(t[ok].max()), durations=durations,
                          shapes=shapes, step_fraction=step_fraction, overhang=overhang)
+    if new_since_mjd is not None:
+        # incremental search: a template can only turn admissible when the light curve
+        # reaches the end of its recovery window, so fit only the templates whose window
+        # ends after each source's last epoch before the new ones, on the epochs they
+        # can touch -> the cost per image is bounded whatever the length of the history
+        since = float(new_since_mjd)
+        with np.errstate(invalid="ignore"):
+            before = np.where(ok & (t < since), t, -np.inf).max(axis=1)
+        prev = float(before.min())
+        rec = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
+        win_end = grid["t0"] + grid["duration"] / 2.0 + rec
+        keep = (win_end > prev) & (win_end <= float(t[ok].max()))
+        if not keep.any():
+            return out
+        grid = {k: (v[keep] if k != "names" else v) for k, v in grid.items()}
+        first = float(np.min(grid["t0"] - grid["duration"] / 2.0 - rec[keep]))
+        with np.errstate(invalid="ignore"):
+            ok &= t >= first
     names = np.array(grid["names"], dtype=object)
     w = np.where(ok, 1.0 / np.where(ok, e, 1.0) ** 2, 0.0)
     fz = np.where(ok, f, 0.0)
@@ -575,7 +646,7 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         tr = np.where(sub_ok, t[rows], np.nan)
         res = _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, np.nanmin(tr, axis=1),
                          np.nanmax(tr, axis=1), overhang, min_side, recovery_window,
-                         recovery_tol)
+                         recovery_tol, min_recovery_days)
         base = res["a"] + mu[rows][:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
             depth = -res["c"] / base
