@@ -210,6 +210,16 @@ def test_cli_lightcurve_plot_and_export(ese_run, capsys):
         assert len(t) == 30 and np.all(np.diff(np.asarray(t["mjd"])) > 0)
         norm = np.ma.filled(np.ma.asarray(t["norm_flux_jyb"], dtype=float), np.nan)
         assert np.nanmin(norm) < 0.7 * np.nanmedian(norm)   # the dip
+        if fmt == "ecsv":                                   # ECSV keeps the metadata
+            from dsa110_contimg.photometry.variability import all_pairs_metrics
+
+            ok = np.isfinite(norm)
+            ref = all_pairs_metrics(norm[ok], np.asarray(t["norm_err_jyb"], float)[ok],
+                                    np.asarray(t["mjd"], float)[ok])
+            assert t.meta["metrics_flux"] == "norm_flux_jyb"
+            assert t.meta["vs_max_all"] == pytest.approx(ref["vs_max_all"])
+            assert t.meta["vs_max_all"] >= t.meta["vs_max"] > 4.3
+            assert abs(t.meta["m_significant"]) > 0.3         # the 45 % dip against the baseline
         # units, the source name and the survey travel with every export
         if fmt == "csv":   # no metadata block: constant columns; units in the column names
             assert set(t["source"]) == {field.names[target]} and set(t["survey"]) == {"nvss"}

@@ -247,3 +247,70 @@ def test_vs_tie_takes_earliest_pair_in_both_paths():
         rs.update([0], [fi], [ei], float(t))
     full = RunningStats.from_lightcurves([f], [e], [0.0, 1.0, 2.0])
     assert rs.m_at_vs_max[0] == pytest.approx(-2 / 3) and full.m_at_vs_max[0] == rs.m_at_vs_max[0]
+
+
+# ------------------------------------------------- VAST all-pairs two-epoch metrics
+def _brute_all_pairs(f, e, t, thr=4.3):
+    ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
+    o = np.argsort(t[ok], kind="stable")
+    f, e = f[ok][o], e[ok][o]
+    vs, m = [], []
+    for a in range(f.size):
+        for b in range(a + 1, f.size):
+            vs.append((f[a] - f[b]) / np.hypot(e[a], e[b]))
+            s = f[a] + f[b]
+            m.append(2 * (f[a] - f[b]) / s if s != 0 else np.nan)
+    return np.array(vs), np.array(m)
+
+
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from dsa110_contimg.photometry.variability import all_pairs_metrics  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(0, 25), data=st.data())
+def test_all_pairs_metrics_equal_brute_force(n, data):
+    f = data.draw(hnp.arrays(np.float64, n, elements=st.floats(-0.5, 5.0)))
+    e = data.draw(hnp.arrays(np.float64, n, elements=st.floats(0.001, 0.5)))
+    t = data.draw(hnp.arrays(np.float64, n, elements=st.floats(0, 100)))
+    holes = data.draw(hnp.arrays(np.bool_, n))
+    f = np.where(holes & (np.arange(n) % 3 == 0), np.nan, f)      # some invalid points
+    block = data.draw(st.sampled_from([1, 7, 10_000]))             # tiny blocks: many rounds
+    got = all_pairs_metrics(f, e, t, max_elements=block)
+    vs, m = _brute_all_pairs(f, e, t)
+    if vs.size == 0:
+        assert all(np.isnan(v) for v in got.values())
+        return
+    avs = np.abs(vs)
+    assert got["vs_max_all"] == pytest.approx(avs.max(), rel=1e-12, abs=1e-12)
+    tied = np.isclose(avs, avs.max(), rtol=1e-12, atol=1e-12)
+    assert np.any(np.isclose(m[tied], got["m_at_vs_max_all"], rtol=1e-9, equal_nan=True))
+    sig = (avs >= 4.3) & np.isfinite(m)
+    if not sig.any():
+        assert np.isnan(got["m_significant"]) and np.isnan(got["vs_at_m_significant"])
+    else:
+        best = np.abs(m[sig]).max()
+        assert abs(got["m_significant"]) == pytest.approx(best, rel=1e-9)
+        cand = sig & np.isclose(np.abs(m), best, rtol=1e-9)
+        assert np.any(np.isclose(m[cand], got["m_significant"], rtol=1e-9))
+        assert np.any(np.isclose(avs[cand], got["vs_at_m_significant"], rtol=1e-9))
+
+
+def test_all_pairs_metrics_vectorised_and_in_lightcurve_metrics():
+    rng = np.random.default_rng(3)
+    f = 1 + 0.02 * rng.standard_normal((30, 200))
+    f[4, 150] = 0.5                                 # one very significant low point
+    e = np.full(f.shape, 0.02)
+    t = np.sort(rng.uniform(0, 300, (30, 200)), axis=1)
+    got = all_pairs_metrics(f, e, t)
+    for i in (0, 4, 17):
+        vs, m = _brute_all_pairs(f[i], e[i], t[i])
+        assert got["vs_max_all"][i] == pytest.approx(np.abs(vs).max())
+    assert got["vs_max_all"][4] > 15 and abs(got["m_significant"][4]) > 0.5
+    one = lightcurve_metrics(f[4], e[4], t[4], pairs="all")
+    assert one["vs_max_all"] == pytest.approx(got["vs_max_all"][4])
+    assert one["vs_max"] <= one["vs_max_all"]       # consecutive pairs are a subset
+    assert lightcurve_metrics(f[4], e[4], t[4])["vs_max"] == one["vs_max"]
+    with pytest.raises(InvalidLightCurve):
+        lightcurve_metrics(f[4], e[4], t[4], pairs="some")

@@ -34,6 +34,7 @@ def lightcurve_table(source: dict, lc: dict):
         table[k] = table[k].astype(str)
     export.describe(table, survey=source["survey"], source=source["catalog_id"],
                     ra_deg=source["ra_deg"], dec_deg=source["dec_deg"])
+    table.meta.update(_pair_metrics_meta(lc))
     return table
 
 
@@ -88,3 +89,22 @@ def run(args) -> int:
     common.write_table(table, out)
     print(f"light curve of {source['catalog_id']} ({len(table)} epochs) -> {out}", file=sys.stderr)
     return 0
+
+
+def _pair_metrics_meta(lc) -> dict:
+    """Two-epoch metrics for the export's metadata: the stored consecutive-pair ``vs_max``
+    and VAST's all-pairs ``vs_max_all`` / ``m_significant`` (|Vs| >= 4.3), on the
+    normalised flux when there is any, else on the raw peak flux (``metrics_flux``)."""
+    import numpy as np
+
+    from dsa110_contimg.photometry.variability import lightcurve_metrics
+
+    ok = np.asarray(lc["success"], bool)
+    use_norm = bool(np.any(ok & np.isfinite(np.asarray(lc["norm_flux_jyb"], float))))
+    fcol, ecol = ("norm_flux_jyb", "norm_err_jyb") if use_norm else ("peak_jyb", "peak_err_jyb")
+    f = np.where(ok, np.asarray(lc[fcol], float), np.nan)
+    met = lightcurve_metrics(f, np.asarray(lc[ecol], float), np.asarray(lc["mjd"], float),
+                             pairs="all")
+    keys = ("n", "vs_max", "m_at_vs_max", "vs_max_all", "m_at_vs_max_all", "m_significant",
+            "vs_at_m_significant")
+    return {"metrics_flux": fcol, **{k: (int(met[k]) if k == "n" else float(met[k])) for k in keys}}

@@ -12,8 +12,8 @@ Three layers, all vectorised over sources and free of database access:
 3. **Light-curve shape detector**: a matched filter over a family of ESE
    templates -- a flux dip of fractional depth d lasting 14-180 days, with or
    without caustic brightenings on its edges (Fiedler et al. 1987; Bannister et
-   al. 2016). For every template (epoch of minimum t0, duration D, shape) the
-   model ``flux = a * (1 - d * T(t))`` is linear in (a, a d), so the best fit is
+   al. 2016), that must dip *and recover*. For every template (epoch of minimum
+   t0, duration D, shape) the model ``flux = a * (1 - d * T(t))`` is linear in (a, a d), so the best fit is
    closed-form weighted least squares on the actual (uneven) sampling, and the
    chi-squared improvement over the constant model is analytic. All templates of
    all sources are evaluated with a handful of matrix products
@@ -352,7 +352,13 @@ def template_grid(t_start, t_end, *, durations=DEFAULT_DURATIONS, shapes=None,
             "kappa": np.concatenate(ks), "shape": np.concatenate(sh).astype(int), "names": names}
 
 
-def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, overhang):
+def _recovery_length(duration, recovery_window, min_recovery_days):
+    """Length (days) of the windows before and after an event used by the recovery rule."""
+    return np.maximum(recovery_window * np.asarray(duration, float), min_recovery_days)
+
+
+def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, overhang,
+               min_side, recovery_window, recovery_tol, min_recovery_days):
     """Best template per source for sources sharing the time grid ``tu``.
 
     W, WF, CNT : (s, m) sums of weights, weighted (centred) fluxes and point counts
@@ -379,6 +385,28 @@ def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, over
         dchi2 = np.where(good, A * A / np.where(good, B, 1.0), 0.0)
         c = np.where(good, A / np.where(good, B, 1.0), 0.0)
         a = (Sf - c * St) / Sw                                 # centred baseline
+        # recovery: the level in a window of recovery_window durations before the event
+        # and after it, relative to the fitted model, must agree with the baseline
+        u = 2.0 * (tu[None, :] - grid["t0"][:, None]) / grid["duration"][:, None]
+        rec_len = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
+        reach_u = 1.0 + 2.0 * rec_len[:, None] / grid["duration"][:, None]
+        # the recovery must have been watched for the whole window: a light curve that
+        # ends inside it (a fade or step caught mid-way) is not (yet) an ESE
+        good &= t_last[:, None] >= (grid["t0"] + grid["duration"] / 2.0 + rec_len)[None, :]
+        for side, win in (("pre", (u <= -1.0) & (u >= -reach_u)),
+                          ("post", (u >= 1.0) & (u <= reach_u))):
+            wf = win.astype(float)
+            n_side = CNT @ wf.T
+            w_side = W @ wf.T
+            r_side = (WF @ wf.T - a * w_side - c * (W @ (wf * T).T)) / np.where(
+                w_side > 0, w_side, 1.0)
+            tol = recovery_tol * np.abs(c) + 2.0 / np.sqrt(np.where(w_side > 0, w_side, 1.0))
+            good &= (n_side >= min_side) & (np.abs(r_side) <= tol)
+            if side == "pre":
+                r_pre, w_pre = r_side, w_side
+        both = np.sqrt(1.0 / np.where(w_pre > 0, w_pre, 1.0) + 1.0 / np.where(w_side > 0, w_side, 1.0))
+        good &= np.abs(r_side - r_pre) <= recovery_tol * np.abs(c) + 2.0 * both
+        dchi2 = np.where(good, dchi2, 0.0)
         chi2_const = (Sff[:, None] - Sf * Sf / Sw)
         chi2_fit = np.maximum(chi2_const - dchi2, 0.0)
         dof = np.maximum(n - 2.0, 1.0)
@@ -388,10 +416,76 @@ def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, over
             "dof": np.broadcast_to(dof, sig.shape), "n_in": n_in}
 
 
+def _span(mask, tu):
+    """Time between the first and last True of each row of ``mask`` (0 when none)."""
+    t_hi = np.max(np.where(mask, tu[None, :], -np.inf), axis=1)
+    t_lo = np.min(np.where(mask, tu[None, :], np.inf), axis=1)
+    return np.where(mask.any(axis=1), t_hi - t_lo, 0.0)
+
+
+def _dip_consistency(sig, tu, fgrid, a, c, grid, threshold, min_low_frac, min_low_span,
+                     max_elements: int = 4_000_000):
+    """Reject (set sig to -1 in place) templates above ``threshold`` whose dip is not
+    made of consistently low points.
+
+    Inside the dip (P >= 0.5) at least 2, and all but max(1, (1 - ``min_low_frac``) n_in),
+    of the measured epochs must lie below half the fitted dip (centred flux
+    < a + c P / 2), and those low epochs
+    must span at least ``min_low_span`` of the time spanned by all the measured
+    in-dip epochs -- so a run of a few bad epochs inside a longer template, with
+    normal epochs around it, is not an event. Evaluated only where
+    it matters (templates at or above the threshold), best template first, in
+    rounds of growing size per source, so the cost stays small for real events.
+    """
+    above = sig >= threshold
+    src = np.flatnonzero(above.any(axis=1))
+    if not src.size:
+        return
+    m = tu.size
+    batch = max(1, max_elements // max(m, 1))
+    rank_limit = 1
+    pending = src
+    while pending.size:
+        s_sub = sig[pending]
+        order = np.argsort(-s_sub, axis=1)[:, :rank_limit]           # best remaining first
+        ps = np.repeat(pending, order.shape[1])
+        pk = order.ravel()
+        keep = sig[ps, pk] >= threshold
+        ps, pk = ps[keep], pk[keep]
+        passed = np.zeros(ps.size, bool)
+        for lo in range(0, ps.size, batch):
+            i_s, i_k = ps[lo:lo + batch], pk[lo:lo + batch]
+            p, _ = _profiles(tu[None, :], grid["t0"][i_k, None], grid["duration"][i_k, None])
+            f = fgrid[i_s]
+            indip = (p >= 0.5) & np.isfinite(f)
+            with np.errstate(invalid="ignore"):
+                low = indip & (f < (a[i_s, i_k][:, None] + 0.5 * c[i_s, i_k][:, None] * p))
+            n_in = indip.sum(axis=1)
+            n_low = low.sum(axis=1)
+            span_low = _span(low, tu)
+            span_in = _span(indip, tu)
+            n_high = n_in - n_low
+            passed[lo:lo + batch] = ((n_high <= np.maximum(1, (1.0 - min_low_frac) * n_in))
+                                     & (n_low >= 2)
+                                     & (span_low >= min_low_span * span_in))
+        sig[ps[~passed], pk[~passed]] = -1.0
+        ok_src = np.unique(ps[passed])
+        # a source is settled when its best remaining template passed or none is left above
+        still = sig[pending] >= threshold
+        best_k = np.argmax(sig[pending], axis=1)
+        settled = np.isin(pending, ok_src) & np.isin(
+            pending * sig.shape[1] + best_k, ps[passed] * sig.shape[1] + pk[passed])
+        pending = pending[~settled & still.any(axis=1)]
+        rank_limit = min(rank_limit * 8, sig.shape[1])
+
+
 def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_MIN_SIGNIFICANCE,
                       durations=DEFAULT_DURATIONS, shapes=None, min_in: int = 3, min_out: int = 5,
                       max_depth: float = 1.0, step_fraction: float = 0.125,
-                      overhang: float = 0.35,
+                      overhang: float = 0.35, min_side: int = 3, recovery_window: float = 1.0,
+                      recovery_tol: float = 0.5, min_recovery_days: float = 30.0,
+                      min_low_frac: float = 0.7,
+                      min_low_span: float = 0.3, new_since_mjd: float | None = None,
                       chunk_sources: int = 512, max_grid: int = 2048) -> dict:
     """Matched-filter ESE search over many light curves at once.
 
@@ -413,6 +507,36 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     shapes x t0 steps of D/8 over a 500-d span) is absorbed by the threshold,
     calibrated on simulated steady sources (``bench/ese.py``: the maximum over
     10,000 steady sources was 4.9 sigma; default threshold 6).
+
+    **Dip AND recovery.** Intrinsic variability (fades, steps, flares) and
+    calibration failures are the main source of false ESEs, so a template is
+    admissible only when
+
+    * the source is seen *before and after* the event: at least ``min_side``
+      epochs in each window of ``recovery_window`` durations (at least
+      ``min_recovery_days``) adjoining the event,
+      and the mean residual about the fitted model in each window, and their
+      difference, are within ``recovery_tol`` of the dip amplitude (plus 2 sigma
+      of the window means) -- a permanent step, a slow fade, or a dip still in
+      progress at the latest epoch is not (yet) an ESE;
+    * the dip is *consistently low* (evaluated only for templates at or above
+      the threshold): of the measured epochs inside the dip (P >= 0.5) at least
+      2 and all but max(1, (1 - ``min_low_frac``) n_in) lie below half the fitted
+      dip, and they span at least
+      ``min_low_span`` of the time spanned by the in-dip epochs -- so a run of a
+      few bad-calibration epochs inside a longer template is not an event.
+
+    ``bench/ese.py`` measures recall and false positives per light-curve class
+    (Gaussian-lens ESEs of Clegg et al. 1998 and Dong et al. 2018; steady; flare,
+    step, fade, three bad epochs) at DSA-110 cadence.
+
+    **Incremental search** (``new_since_mjd``): with the recovery rule an event
+    can only become detectable when the light curve reaches the end of its
+    recovery window. Given the MJD of the first new epoch, only templates whose
+    window ends after the sources' last earlier epoch (and not after the data)
+    are fitted, on the epochs those templates can touch, so the cost per image
+    no longer grows with the length of the history. Known candidates should be
+    re-searched in full (``lightcurves.evaluate_ese`` does).
 
     All templates of a chunk of sources are evaluated on the union of their
     epochs with matrix products (sources observed on the same images share one
@@ -436,6 +560,15 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     chunk_sources, max_grid : int
         Memory bounds: sources per block, and largest union of epochs per block
         (blocks whose sources have more distinct epochs are split).
+    min_side, recovery_window, recovery_tol, min_recovery_days : int, float, float, float
+        Recovery rule (see above): epochs needed before and after the event,
+        window length (durations, but at least ``min_recovery_days`` days, so
+        that sparse sampling still leaves epochs in it), tolerance (fraction of
+        the dip amplitude).
+    min_low_frac, min_low_span : float
+        Dip-consistency rule (see above).
+    new_since_mjd : float, optional
+        Incremental search: MJD of the first new epoch (see above).
     durations : sequence of float
         Template durations (days), default 14-180 d.
     shapes : mapping name -> caustic fraction, optional
@@ -464,6 +597,24 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         return out
     grid = template_grid(float(t[ok].min()), float(t[ok].max()), durations=durations,
                          shapes=shapes, step_fraction=step_fraction, overhang=overhang)
+    if new_since_mjd is not None:
+        # incremental search: a template can only turn admissible when the light curve
+        # reaches the end of its recovery window, so fit only the templates whose window
+        # ends after each source's last epoch before the new ones, on the epochs they
+        # can touch -> the cost per image is bounded whatever the length of the history
+        since = float(new_since_mjd)
+        with np.errstate(invalid="ignore"):
+            before = np.where(ok & (t < since), t, -np.inf).max(axis=1)
+        prev = float(before.min())
+        rec = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
+        win_end = grid["t0"] + grid["duration"] / 2.0 + rec
+        keep = (win_end > prev) & (win_end <= float(t[ok].max()))
+        if not keep.any():
+            return out
+        grid = {k: (v[keep] if k != "names" else v) for k, v in grid.items()}
+        first = float(np.min(grid["t0"] - grid["duration"] / 2.0 - rec[keep]))
+        with np.errstate(invalid="ignore"):
+            ok &= t >= first
     names = np.array(grid["names"], dtype=object)
     w = np.where(ok, 1.0 / np.where(ok, e, 1.0) ** 2, 0.0)
     fz = np.where(ok, f, 0.0)
@@ -494,12 +645,17 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         Sff = (w[rows] * fc[rows] ** 2).sum(axis=1)
         tr = np.where(sub_ok, t[rows], np.nan)
         res = _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, np.nanmin(tr, axis=1),
-                         np.nanmax(tr, axis=1), overhang)
+                         np.nanmax(tr, axis=1), overhang, min_side, recovery_window,
+                         recovery_tol, min_recovery_days)
         base = res["a"] + mu[rows][:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
             depth = -res["c"] / base
         admissible = res["good"] & (base > 0) & (depth > 0) & (depth <= max_depth)
         sig = np.where(admissible, res["sig"], -1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fgrid = np.where(CNT > 0, WF / np.where(W > 0, W, 1.0), np.nan)
+        _dip_consistency(sig, tu, fgrid, res["a"], res["c"], grid, min_significance,
+                         min_low_frac, min_low_span)
         k = np.argmax(sig, axis=1)
         ii = np.arange(rows.size)
         best = sig[ii, k]
@@ -605,97 +761,7 @@ def fit_ese(mjd, flux, err, *, min_significance: float = DEFAULT_MIN_SIGNIFICANC
                   chi2_nu_fit=float(r["chi2_nu_fit"][0]), detected=bool(r["detected"][0]))
 
 
-# ----------------------------------------------------------------------------
-# simulation (tests and benchmarks)
-# ----------------------------------------------------------------------------
-
-
-@dataclass
-class SimulatedPopulation:
-    """Light curves of steady sources and injected ESEs, with their truth.
-
-    Attributes
-    ----------
-    mjd : ndarray, shape (n_epochs,)
-        Image epochs (MJD), unevenly spaced, shared by all sources.
-    flux, err : ndarray, shape (n_sources, n_epochs)
-        Raw measured flux (Jy/beam; per-epoch gain applied) and 1-sigma error;
-        NaN where a source was not measured.
-    true_flux : ndarray, shape (n_sources,)
-        Intrinsic out-of-event flux (Jy/beam).
-    catalog_snr : ndarray, shape (n_sources,)
-        Catalogue SNR (for reference selection).
-    gain : ndarray, shape (n_epochs,)
-        Injected per-image gain.
-    is_ese : ndarray of bool
-    depth, duration, t0, caustic_amp : ndarray, shape (n_sources,)
-        Injected ESE parameters (NaN for steady sources).
-    """
-
-    mjd: np.ndarray
-    flux: np.ndarray
-    err: np.ndarray
-    true_flux: np.ndarray
-    catalog_snr: np.ndarray
-    gain: np.ndarray
-    is_ese: np.ndarray
-    depth: np.ndarray
-    duration: np.ndarray
-    t0: np.ndarray
-    caustic_amp: np.ndarray
-
-
-def simulate_population(n_steady: int, n_ese: int, *, n_epochs: int = 60, noise_frac: float = 0.02,
-                        gain_jitter: float = 0.05, depth_range=(0.2, 0.6),
-                        duration_range=(20.0, 150.0), mean_cadence_days: float = 6.0,
-                        missing_frac: float = 0.05, caustic_frac: float = 0.5,
-                        seed: int = 0) -> SimulatedPopulation:
-    """Steady sources plus injected ESEs on an uneven cadence, with gain jitter.
-
-    Epoch spacings are exponential (mean ``mean_cadence_days``) with two seasonal
-    gaps of 20-40 d; each source misses a random ``missing_frac`` of epochs.
-    Fluxes are log-uniform in 5 mJy - 2 Jy; the measurement noise is
-    ``noise_frac`` of the flux (the reported error is exact); every image's
-    flux scale is multiplied by 1 + N(0, ``gain_jitter``). ESE sources get
-    :func:`ese_model` with depth uniform in ``depth_range``, duration log-uniform
-    in ``duration_range``, fully inside the span, and (for a fraction
-    ``caustic_frac``) caustics of 0.1-0.5 times the depth. The catalogue SNR is
-    flux / 0.45 mJy (NVSS-like).
-    """
-    rng = np.random.default_rng(seed)
-    gaps = rng.exponential(mean_cadence_days, n_epochs - 1) + 0.5
-    for g in rng.choice(n_epochs - 1, 2, replace=False):
-        gaps[g] += rng.uniform(20, 40)
-    mjd = 60000.0 + np.concatenate([[0.0], np.cumsum(gaps)])
-    n = n_steady + n_ese
-    true = 10 ** rng.uniform(np.log10(0.005), np.log10(2.0), n)
-    gain = 1.0 + gain_jitter * rng.standard_normal(n_epochs)
-    is_ese = np.zeros(n, bool)
-    is_ese[rng.choice(n, n_ese, replace=False)] = True
-    depth = np.full(n, np.nan)
-    dur = np.full(n, np.nan)
-    t0 = np.full(n, np.nan)
-    caus = np.full(n, np.nan)
-    k = int(is_ese.sum())
-    depth[is_ese] = rng.uniform(*depth_range, k)
-    dur[is_ese] = np.exp(rng.uniform(np.log(duration_range[0]), np.log(duration_range[1]), k))
-    lo, hi = mjd[0] + dur[is_ese] / 2, mjd[-1] - dur[is_ese] / 2
-    t0[is_ese] = rng.uniform(lo, hi)
-    caus[is_ese] = np.where(rng.random(k) < caustic_frac, rng.uniform(0.1, 0.5, k), 0.0) * depth[is_ese]
-    shape = np.ones((n, n_epochs))
-    shape[is_ese] = ese_model(mjd[None, :], t0[is_ese, None], dur[is_ese, None],
-                              depth[is_ese, None], caus[is_ese, None])
-    sigma = noise_frac * true[:, None] * np.ones((1, n_epochs))
-    flux = gain[None, :] * (true[:, None] * shape + sigma * rng.standard_normal((n, n_epochs)))
-    err = gain[None, :] * sigma
-    miss = rng.random((n, n_epochs)) < missing_frac
-    flux[miss] = np.nan
-    err[miss] = np.nan
-    return SimulatedPopulation(mjd, flux, err, true, true / 0.00045, gain, is_ese, depth, dur, t0,
-                               caus)
-
-
 __all__ = ["CAUSTIC_WIDTH", "DEFAULT_DURATIONS", "DEFAULT_MIN_SIGNIFICANCE", "ESEFit",
-           "ESEPreset", "EtaVThresholds", "PRESETS", "SHAPES", "SimulatedPopulation", "TAPER",
+           "ESEPreset", "EtaVThresholds", "PRESETS", "SHAPES", "TAPER",
            "classify", "composite_score", "detect_ese_shapes", "ese_model", "eta_v_candidates",
-           "eta_v_thresholds", "fit_ese", "simulate_population", "template_grid"]
+           "eta_v_thresholds", "fit_ese", "template_grid"]

@@ -362,6 +362,30 @@ def apply_norm(table, norm: dict):
 
 
 # ------------------------------------------------------------------------ ESE
+def _shape_search(detect, mjd, flux, err, full_rows, new_mjd):
+    """ESE template search with a cost bounded as history grows (issue 15).
+
+    Known candidates (``full_rows``) and re-measured images get the full-history
+    search; every other source only the incremental one (templates whose recovery
+    window reaches the new epoch ``new_mjd``, see ``detect_ese_shapes``), because
+    an event that became detectable earlier was searched when its last epoch came in.
+    """
+    if new_mjd is None or full_rows.all():
+        return detect(mjd, flux, err)
+    inc = ~full_rows
+    part = detect(mjd[inc], flux[inc], err[inc], new_since_mjd=float(new_mjd))
+    if not full_rows.any():
+        return part
+    whole = detect(mjd[full_rows], flux[full_rows], err[full_rows])
+    out = {}
+    for k, v in part.items():
+        arr = np.empty(inc.size, dtype=np.asarray(v).dtype)
+        arr[inc] = v
+        arr[full_rows] = whole[k]
+        out[k] = arr
+    return out
+
+
 def evaluate_ese(conn, ctx: ImageContext, cfg) -> int:
     """Re-evaluate ESE candidates among the image's sources; returns how many are flagged.
 
@@ -404,7 +428,9 @@ def evaluate_ese(conn, ctx: ImageContext, cfg) -> int:
         flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[deep], keep,
                                                       normalized=cfg.normalize)
         if flux.shape[1] >= MIN_EPOCHS_SHAPE:
-            found = detect_ese_shapes(mjd, flux, err)
+            found = _shape_search(detect_ese_shapes, mjd, flux, err,
+                                  np.isin(ctx.source_ids[deep], list(known)),
+                                  None if ctx.remeasured else ctx.mjd)
             shape = {k: np.full(n.size, np.nan if np.asarray(v).dtype.kind == "f" else None,
                                 dtype=np.asarray(v).dtype if np.asarray(v).dtype.kind == "f" else object)
                      for k, v in found.items()}

@@ -58,11 +58,13 @@ def make_sky(n_sources: int = 24, seed: int = 110):
 
 def ese_profile(epochs: int) -> np.ndarray:
     """Multiplicative flux factor per epoch for the ESE source: the library's ESE model
-    (a tapered dip with caustic brightenings, Fiedler et al. 1987) centred 60 % of the way."""
+    (a tapered dip with caustic brightenings, Fiedler et al. 1987) centred 40 % of the way,
+    so that the season also shows its recovery (the shape detector requires dip AND
+    recovery, watched for max(duration, 30 d) after the event)."""
     from dsa110_contimg.photometry.ese import ese_model
 
     t = np.arange(epochs, dtype=float) * CADENCE_DAYS
-    return ese_model(t, 0.6 * t[-1], ESE_DURATION_DAYS, ESE_DEPTH, ESE_CAUSTIC * ESE_DEPTH)
+    return ese_model(t, 0.4 * t[-1], ESE_DURATION_DAYS, ESE_DEPTH, ESE_CAUSTIC * ESE_DEPTH)
 
 
 def write_catalog(path: Path, ra, dec, flux_mjy) -> None:
