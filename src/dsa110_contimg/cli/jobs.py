@@ -87,6 +87,11 @@ def run(args) -> int:
             out["params"] = job["params"]
             out["items"] = [{k: i[k] for k in ("id", "fits_path", "kind", "status", "error", "image_id",
                                                "n_measurements")} for i in job["items"]]
+            from dsa110_contimg.store.images import image_outcome
+
+            with db.engine.connect() as conn:   # each item's image outcome (images show ID)
+                for item in out["items"]:
+                    item["outcome"] = image_outcome(conn, item["image_id"], item["fits_path"])
             print(json.dumps(out, indent=2) if args.json else
                   "\n".join(f"{k}: {v}" for k, v in out.items() if k != "params"))
             return 0

@@ -88,12 +88,24 @@ def image_detail(conn: Connection, image_id: int) -> dict | None:
     return out
 
 
-def image_for_path(conn: Connection, path: str) -> dict | None:
-    """Short outcome of the image stored for ``path`` (for ``jobs show``), or None."""
-    r = conn.execute(sa.select(images.c.id, images.c.qc_status, images.c.norm_status,
-                               images.c.norm_reason, images.c.method)
-                     .where(images.c.path == str(path))).first()
-    return None if r is None else dict(r._mapping)
+def image_outcome(conn: Connection, image_id: int | None, path: str | None = None) -> dict | None:
+    """Short outcome of an image by id (else by path) for ``jobs show``, or None.
+
+    Keys: ``image_id``, ``qc_status``, ``norm_status``, ``norm_reason``, ``method`` and
+    ``see`` (the command that shows everything).
+    """
+    q = sa.select(images.c.id, images.c.qc_status, images.c.norm_status, images.c.norm_reason,
+                  images.c.method)
+    r = None
+    if image_id is not None:
+        r = conn.execute(q.where(images.c.id == int(image_id))).first()
+    if r is None and path:
+        r = conn.execute(q.where(images.c.path == str(path))).first()
+    if r is None:
+        return None
+    return {"image_id": r.id, "qc_status": r.qc_status, "norm_status": r.norm_status,
+            "norm_reason": r.norm_reason, "method": r.method,
+            "see": f"contimg-photometry images show {r.id}"}
 
 
 def norm_reason_summary(conn: Connection) -> list[dict]:
