@@ -53,6 +53,7 @@ def season(shared_data, tmp_path_factory):
     flux = np.asarray(cat["S1.4"], float) / 1000.0          # Jy: point sources at their NVSS flux
     x, y = sky_wcs(RA0, DEC0, PIXSCALE, SHAPE).wcs_world2pix(ra, dec, 0)
     inside = (x > 30) & (x < SHAPE[1] - 30) & (y > 30) & (y < SHAPE[0] - 30)
+    sky = (x > -60) & (x < SHAPE[1] + 60) & (y > -60) & (y < SHAPE[0] + 60)   # painted
     names = np.asarray(cat["NVSS"]).astype(str)
     # the ESE and the flare: isolated sources of 40-300 mJy inside the image
     from scipy.spatial import cKDTree
@@ -75,8 +76,8 @@ def season(shared_data, tmp_path_factory):
         peaks[i_ese] *= ese[k]
         peaks[i_flare] *= flare[k]
         sim = simulate_image(SHAPE, ra0_deg=RA0, dec0_deg=DEC0, pixscale_arcsec=PIXSCALE,
-                             beam_arcsec=BEAM, ra_deg=ra[inside], dec_deg=dec[inside],
-                             peak_jyb=peaks[inside], noise_rms=NOISE, mjd=60676.25 + t[k],
+                             beam_arcsec=BEAM, ra_deg=ra[sky], dec_deg=dec[sky],
+                             peak_jyb=peaks[sky], noise_rms=NOISE, mjd=60676.25 + t[k],
                              seed=500 + k)
         p = images / f"2025-02-{1 + k // 24:02d}T{k % 24:02d}:00:00.img-image-pb.fits"
         fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(p)

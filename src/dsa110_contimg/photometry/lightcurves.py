@@ -64,6 +64,8 @@ class ImageContext:
     remeasured: bool
     source_ids: np.ndarray
     notes: list[str] = field(default_factory=list)
+    #: The photometry method actually used (``peak`` for a beamless mosaic); None = cfg.method.
+    method: str | None = None
 
 
 # --------------------------------------------------------------------------- QC
@@ -153,6 +155,15 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
     from dsa110_contimg.photometry.normalize import select_references
 
     summary = {"status": "not_requested", "renormalised": set()}
+    if ctx.method is not None and ctx.method != cfg.method:
+        # light curves never mix methods silently: a 'peak' fallback stays out of them
+        reason = (f"method mismatch: measured with '{ctx.method}' instead of the configured "
+                  f"'{cfg.method}' (no beam); kept out of the light curves")
+        summary.update(method_mismatch=True, reason=reason)
+        if cfg.normalize:
+            lc_store.set_normalisation(conn, ctx.image_id, status="failed", reason=reason)
+            summary.update(status="failed")
+        return summary
     if not cfg.normalize:
         return summary
     if qc is not None and qc.status == "failed":
@@ -252,7 +263,10 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
 #: steadiness limits on the common-gain-corrected raw light curve.
 ENSEMBLE_MIN_EPOCHS = 8
 ENSEMBLE_MAX_ETA = 3.0
-ENSEMBLE_MAX_V = 0.05
+ENSEMBLE_MAX_V = 0.10
+#: Ensemble members need this measured SNR (lower than ``norm_min_snr``: steadiness is
+#: judged from their own light curves, and the median of many averages their noise down).
+ENSEMBLE_MIN_SNR = 20.0
 #: At most this many of the image's brightest sources are examined for the ensemble.
 ENSEMBLE_CANDIDATES = 200
 
@@ -323,7 +337,7 @@ def _ensemble_references(conn, ctx: ImageContext, table, cfg):
     """Fallback references: sources the service itself has seen to be steady.
 
     After ``ENSEMBLE_MIN_EPOCHS`` images of the field, the raw light curves of the image's
-    brightest successful sources (SNR >= ``norm_min_snr``, at most ``ENSEMBLE_CANDIDATES``)
+    brightest successful sources (SNR >= ``ENSEMBLE_MIN_SNR``, at most ``ENSEMBLE_CANDIDATES``)
     are divided by the common per-epoch gain (median over sources of flux / own median);
     sources whose corrected curve has eta <= ``ENSEMBLE_MAX_ETA`` and V <= ``ENSEMBLE_MAX_V``
     are steady. Returns (indices into the image's table, {index: reason}) or None when the
@@ -336,7 +350,8 @@ def _ensemble_references(conn, ctx: ImageContext, table, cfg):
         return None
     snr = np.asarray(table["snr"], float)
     with np.errstate(invalid="ignore"):
-        ok = np.asarray(table["success"], bool) & np.isfinite(snr) & (snr >= cfg.norm_min_snr)
+        ok = np.asarray(table["success"], bool) & np.isfinite(snr) & \
+            (snr >= min(ENSEMBLE_MIN_SNR, cfg.norm_min_snr))
     cand = np.flatnonzero(ok)
     cand = cand[np.argsort(-snr[cand], kind="stable")][:ENSEMBLE_CANDIDATES]
     if cand.size < cfg.norm_min_refs:
@@ -476,7 +491,7 @@ def update_variability(conn, ctx: ImageContext, table, cfg, qc, norm: dict) -> d
     stored, present, stored_kind = lc_store.load_running_stats(conn, ctx.source_ids)
     stats = RunningStats.from_dict(stored)
     usable_image = not (qc is not None and qc.status == "failed") and \
-        (not cfg.normalize or norm.get("status") == "ok")
+        (not cfg.normalize or norm.get("status") == "ok") and not norm.get("method_mismatch")
     if cfg.normalize and norm.get("status") == "ok":
         flux, err = apply_norm(table, norm)
     else:
