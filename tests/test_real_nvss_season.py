@@ -19,12 +19,12 @@ import pytest
 
 NVSS_REAL = "real/nvss_vizier_VIII65_extract.fits"
 RA0, DEC0 = 99.0, -31.5
-SHAPE = (450, 1100)            # (ny, nx): 0.75 deg x 1.8 deg of sky at 6"
+SHAPE = (420, 1050)            # (ny, nx): 0.7 deg x 1.75 deg of sky at 6"
 PIXSCALE = 6.0
 BEAM = (18.0, 13.0, 25.0)      # DSA-110-like restoring beam (arcsec, arcsec, deg E of N)
 NOISE = 0.6e-3                 # Jy/beam
 GAIN_RMS = 0.04
-EPOCHS = 30
+EPOCHS = 28
 CADENCE = 4.0                  # days
 ESE_DEPTH = 0.45
 
@@ -140,9 +140,10 @@ def test_normalised_scatter_of_steady_compact_sources_is_well_below_raw(season):
     ratios = []
     for cid, v in by.items():
         raw, norm, snr = (np.array(c, float) for c in zip(*v))
-        if len(v) >= 0.8 * EPOCHS and np.median(snr) > 100:
+        if len(v) >= 0.8 * EPOCHS and np.median(snr) > 30:
             ratios.append((np.std(norm) / np.mean(norm)) / (np.std(raw) / np.mean(raw)))
-    assert len(ratios) >= 5
+    assert len(ratios) >= 6
+    # raw: ~4 % gain errors; normalised: the sources' own noise (1-3 %)
     assert np.median(ratios) < 0.5, ratios
 
 
