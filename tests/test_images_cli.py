@@ -87,3 +87,63 @@ def test_jobs_show_links_to_the_image_outcome(sim_field, tmp_path, capsys):
     assert outcome["norm_status"] == "failed"
     assert outcome["norm_reason"].startswith("too few references (compact-source test)")
     assert outcome["see"] == f"contimg-photometry images show {outcome['image_id']}"
+
+
+def test_fallback_ensemble_when_no_catalogue_reference_is_compact(sim_field, tmp_path, capsys):
+    """Every catalogue source is resolved: the first epochs cannot be normalised (reason
+    stored, saying the ensemble needs more epochs); from ENSEMBLE_MIN_EPOCHS on, the sources
+    the service has seen to be steady normalise the images, flagged 'ensemble'."""
+    from dsa110_contimg.photometry import PhotometryManager
+    from dsa110_contimg.photometry.lightcurves import ENSEMBLE_MIN_EPOCHS
+    from dsa110_contimg.service.config import load_config
+
+    conf = _deployment(tmp_path, sim_field)
+    scfg = load_config(conf)
+    manager = PhotometryManager(scfg.paths.products_db, default_config=scfg.photometry,
+                                catalog_dir=scfg.paths.catalog_dir)
+    rng = np.random.default_rng(5)
+    n = ENSEMBLE_MIN_EPOCHS + 4
+    gains = 1 + rng.normal(0, 0.05, n)
+    results = []
+    for k in range(n):
+        p = tmp_path / "images" / f"f{k:02d}.img-image-pb.fits"
+        sim_field.image(p, mjd=60676.0 + k, gain=gains[k], seed=100 + k)
+        results.append(manager.measure_for_fits(p, create_batch_job=False))
+    early = [r.normalization for r in results[:ENSEMBLE_MIN_EPOCHS - 1]]
+    assert all(x["status"] == "failed" for x in early)
+    assert all(x["reason"].startswith("too few references (compact-source test)")
+               and f"fewer than {ENSEMBLE_MIN_EPOCHS} epochs" in x["reason"] for x in early)
+    late = [r.normalization for r in results[ENSEMBLE_MIN_EPOCHS:]]
+    assert all(x["status"] == "ok" and x["method"] == "ensemble" and x["n_refs"] >= 3 for x in late)
+    # the factors follow the injected gains (relative to the ensemble's own baseline)
+    f = np.array([x["factor"] for x in late]) / gains[ENSEMBLE_MIN_EPOCHS:]
+    assert np.std(f) / np.mean(f) < 0.01
+    capsys.readouterr()
+    assert main(["images", "show", str(results[-1].image_id), "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "normalisation: ok (ensemble)" in out and "chosen (fallback ensemble): steady" in out
+
+
+def test_lightcurve_png_uses_configured_baseline_and_stored_significance(sim_field, tmp_path,
+                                                                         capsys, monkeypatch):
+    from dsa110_contimg.photometry import plotting
+
+    conf = _deployment(tmp_path, sim_field, photometry={"norm_baseline_epochs": 4})
+    img = tmp_path / "images" / "e0.img-image-pb.fits"
+    sim_field.image(img)
+    assert main(["measure", str(img), "--catalog", "nvss", "--config", str(conf)]) == 0
+    seen = {}
+    real = plotting.plot_lightcurve
+
+    def spy(lc, path, **kw):
+        seen.update(kw)
+        return real(lc, path, **kw)
+
+    monkeypatch.setattr(plotting, "plot_lightcurve", spy)
+    name = str(sim_field.names[0])
+    assert main(["lightcurve", name, "-o", str(tmp_path / "lc.png"), "--config", str(conf)]) == 0
+    assert seen["baseline_epochs"] == 4 and (tmp_path / "lc.png").stat().st_size > 1000
+    # the legend quotes the stored candidate's numbers, as `ese list` prints them
+    cand = {"id": 7, "score": 8.25, "shape_significance": 6.4, "depth": 0.45, "duration_days": 40.0}
+    label = plotting.ese_label(None, cand)
+    assert label == "ESE candidate #7: score 8.2, shape 6.4 sigma, depth 45%, 40 d"
