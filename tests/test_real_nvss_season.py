@@ -137,14 +137,18 @@ def test_normalised_scatter_of_steady_compact_sources_is_well_below_raw(season):
         if cid in (season["ese_name"], season["flare_name"]) or raw is None or norm is None:
             continue
         by.setdefault(cid, []).append((raw, norm, snr))
-    ratios = []
+    bright, all_ = [], []
     for cid, v in by.items():
         raw, norm, snr = (np.array(c, float) for c in zip(*v))
-        if len(v) >= 0.8 * EPOCHS and np.median(snr) > 50:   # gain errors dominate
-            ratios.append((np.std(norm) / np.mean(norm)) / (np.std(raw) / np.mean(raw)))
-    assert len(ratios) >= 4
-    # raw: ~4 % gain errors; normalised: the sources' own noise (1-3 %)
-    assert np.median(ratios) < 0.5, ratios
+        if len(v) < 0.8 * EPOCHS or np.median(snr) < 30:
+            continue
+        ratio = (np.std(norm) / np.mean(norm)) / (np.std(raw) / np.mean(raw))
+        all_.append(ratio)
+        if np.median(snr) > 80:                      # the 4 % gain errors dominate the raw scatter
+            bright.append(ratio)
+    assert len(bright) >= 3 and len(all_) >= 6
+    assert max(bright) < 0.4, bright                 # raw ~3-4 %, normalised < 1 %
+    assert np.median(all_) < 0.75, all_              # fainter: their own noise (2-3 %) remains
 
 
 def test_ese_source_is_the_top_candidate_and_the_flare_not_above_it(season, capsys):
