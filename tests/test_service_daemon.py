@@ -147,7 +147,8 @@ def test_arrival_paths_and_pb_preference(service):
     time.sleep(1.0)
     by_path = svc.jobs_by_path()
     assert set(by_path) == {str(p) for p in measured}
-    assert all(len(j) == 1 and j[0][1] == "done" for j in by_path.values()), by_path
+    assert all(len(j) == 1 and j[0][1] == "done" for j in by_path.values()), \
+        [(p, j) for p, j in by_path.items() if len(j) != 1 or j[0][1] != "done"]
     assert all(v == 1 for v in svc.executions().values())
     kinds = dict(svc.sql("SELECT path, kind FROM images"))
     assert kinds[str(mosaic)] == "mosaic" and kinds[str(headmosaic)] == "mosaic"
@@ -334,7 +335,8 @@ def test_real_workflow_survives_sigkills(service):
     assert proc.wait(30) == 0
     by_path = svc.jobs_by_path()
     assert set(by_path) == {str(p) for p in paths}
-    assert all(len(j) == 1 and j[0][1] == "done" for j in by_path.values()), by_path
+    assert all(len(j) == 1 and j[0][1] == "done" for j in by_path.values()), \
+        [(p, j) for p, j in by_path.items() if len(j) != 1 or j[0][1] != "done"]
     assert svc.sql("SELECT count(*), count(DISTINCT path) FROM images") == [(n, n)]
     assert svc.sql("SELECT count(*) FROM measurements") == [(n * len(ra),)]
     assert svc.sql("SELECT count(*) FROM sources") == [(len(ra),)]
