@@ -13,7 +13,8 @@ Per layout (columns as the files come; see :mod:`.readers`):
 layout     deconvolved size
 ========== ===================================================================
 master     ``resolved_flag`` (FIRST deconvolved axis > 6 arcsec) decides; rows
-           without a FIRST counterpart fall back to the NVSS rule below
+           without a FIRST counterpart are not resolved (``reference_ok`` of the
+           master list adds its own spectral-index and confusion tests)
 NVSS       ``MajAxis``/``MinAxis`` are deconvolved; ``l_MajAxis == "<"`` marks
            an upper limit (547 of the 639 rows of the real VizieR extract)
 FIRST      ``Maj``/``Min`` (or ``DECONV_MAJ``) deconvolved; 0 = unresolved
