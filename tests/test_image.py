@@ -109,7 +109,10 @@ def test_beam_from_history_line_and_mosaic_flag():
     img = RadioImage.from_array(sim.data, hdr)
     assert img.beam == Beam(1.25e-3, 1.0e-3, 45.0)
     assert img.beam_source == "history"
-    assert img.is_mosaic  # BMAJ keyword absent
+    # one mosaic rule (issue 10): a missing BMAJ is not a mosaic marker, NIMAGES is
+    assert not img.is_mosaic
+    hdr["NIMAGES"] = 4
+    assert RadioImage.from_array(sim.data, hdr).is_mosaic
 
 
 def test_caller_beam_only_when_header_has_none():
