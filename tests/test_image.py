@@ -265,7 +265,7 @@ def test_real_nvas_without_bmaj_uses_history():
     assert img.beam_source == "history"
     assert img.beam.major_deg == pytest.approx(2.3752e-3)
     assert img.beam.pa_deg == pytest.approx(60.19)
-    assert img.is_mosaic  # BMAJ keyword absent (dsa110.md §3 header test)
+    assert not img.is_mosaic  # a real VLA image without BMAJ is an image, not a mosaic (issue 10)
     assert img.mjd == pytest.approx(47918.0)
 
 
