@@ -191,6 +191,10 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
             for c in choices:
                 if c["index"] in chosen:
                     c.update(chosen=True, reason="chosen (fallback ensemble): " + ens_why[c["index"]])
+                elif c["chosen"]:
+                    c.update(chosen=False, reason=(
+                        f"not used: only {ref_idx.size} catalogue reference(s), fewer than "
+                        f"{cfg.norm_min_refs}; the fallback ensemble was used ({c['reason']})"))
             known = {c["index"] for c in choices}
             for i in ens_idx.tolist():
                 if i not in known:
