@@ -300,7 +300,8 @@ def test_real_workflow_survives_sigkills(service):
     import numpy as np
 
     svc = service(workers=2, executor="dsa110_contimg.photometry.worker:execute_job", max_attempts=6,
-                  photometry={"catalog": "nvss", "method": "forced", "detect_ese": True})
+                  photometry={"catalog": "nvss", "method": "forced", "detect_ese": True,
+                              "normalize": False})   # raw series: every epoch counts once
     ra = np.array([150.0, 150.03, 149.97, 150.02])
     dec = np.array([37.0, 37.02, 36.98, 36.97])
     flux = np.array([100.0, 50.0, 80.0, 30.0])
