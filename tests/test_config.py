@@ -14,7 +14,7 @@ from dsa110_contimg.photometry.errors import ConfigError
 def test_defaults_and_alias():
     cfg = PhotometryConfig(catalog="racs")
     assert cfg.catalog == "rax"
-    assert cfg.method == "forced" and cfg.normalize is False and cfg.detect_ese is False
+    assert cfg.method == "forced" and cfg.normalize is True and cfg.detect_ese is True
 
 
 @pytest.mark.parametrize("field,value,needle", [

@@ -109,7 +109,10 @@ def test_beam_from_history_line_and_mosaic_flag():
     img = RadioImage.from_array(sim.data, hdr)
     assert img.beam == Beam(1.25e-3, 1.0e-3, 45.0)
     assert img.beam_source == "history"
-    assert img.is_mosaic  # BMAJ keyword absent
+    # one mosaic rule (issue 10): a missing BMAJ is not a mosaic marker, NIMAGES is
+    assert not img.is_mosaic
+    hdr["NIMAGES"] = 4
+    assert RadioImage.from_array(sim.data, hdr).is_mosaic
 
 
 def test_caller_beam_only_when_header_has_none():
@@ -262,7 +265,7 @@ def test_real_nvas_without_bmaj_uses_history():
     assert img.beam_source == "history"
     assert img.beam.major_deg == pytest.approx(2.3752e-3)
     assert img.beam.pa_deg == pytest.approx(60.19)
-    assert img.is_mosaic  # BMAJ keyword absent (dsa110.md §3 header test)
+    assert not img.is_mosaic  # a real VLA image without BMAJ is an image, not a mosaic (issue 10)
     assert img.mjd == pytest.approx(47918.0)
 
 

@@ -156,6 +156,34 @@ def test_mosaic_without_beam_uses_peak_and_says_so(sim_field, tmp_path):
     assert any("beam_arcsec" in n for n in result.notes)
 
 
+def test_peak_fallback_stays_out_of_light_curves_and_says_why(sim_field, tmp_path):
+    path = tmp_path / "mosaic.fits"
+    sim_field.image(path, include_beam=False, naxis=2, extra_header={"NIMAGES": 10})
+    manager = PhotometryManager(tmp_path / "p.sqlite3", catalog_dir=tmp_path / "catalogs",
+                                default_config=PhotometryConfig(catalog="nvss"))
+    result = manager.measure_for_mosaic(path, create_batch_job=False)
+    assert result.method == "peak"
+    assert result.normalization["status"] == "failed"
+    assert "method mismatch" in result.normalization["reason"]
+    assert any("kept out of the light curves" in n for n in result.notes)
+    with manager.products.engine.connect() as conn:
+        n = conn.exec_driver_sql("select count(*) from variability_stats where sum_w > 0").scalar()
+    assert n == 0
+
+
+def test_beamless_image_in_an_image_directory_is_an_error_not_a_mosaic(sim_field, tmp_path):
+    from dsa110_contimg.photometry.errors import MissingBeam
+
+    path = tmp_path / "images" / "nobeam.img-image-pb.fits"
+    path.parent.mkdir()
+    sim_field.image(path, include_beam=False, naxis=2)
+    manager = PhotometryManager(tmp_path / "p.sqlite3", catalog_dir=tmp_path / "catalogs")
+    with pytest.raises(MissingBeam, match="image without a beam.*not a mosaic.*beam_arcsec"):
+        manager.measure_for_fits(path, create_batch_job=False)
+    result = manager.measure_for_fits(path, create_batch_job=False, beam_arcsec=sim_field.beam)
+    assert result.kind == "image" and result.method == "forced"
+
+
 def test_corrupt_image_fails_job_and_registry(sim_field, tmp_path):
     bad = tmp_path / "bad.fits"
     bad.write_bytes(b"SIMPLE  =                    T" + b"\x00garbage" * 400)

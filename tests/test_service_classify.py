@@ -89,7 +89,13 @@ def test_mosaic_by_header_or_directory(tmp_path):
     img = fits.Header({"BMAJ": 0.004, "BMIN": 0.003})
     assert header_kind(img) == "image"
     assert header_kind(fits.Header({"NIMAGES": 10, "BMAJ": 0.004})) == "mosaic"
-    assert header_kind(fits.Header({"NAXIS": 2})) == "mosaic"
+    # a missing beam does not make a mosaic (one rule with the manager)
+    assert header_kind(fits.Header({"NAXIS": 2})) == "image"
+    from dsa110_contimg.service.classify import file_kind
+
+    assert file_kind(tmp_path / "m" / "x.fits", fits.Header({"NAXIS": 2}), [tmp_path / "m"]) == "mosaic"
+    assert file_kind(tmp_path / "i" / "x.fits", fits.Header({"NAXIS": 2}), [tmp_path / "m"]) == "image"
+    assert file_kind(tmp_path / "i" / "x.fits", fits.Header({"NIMAGES": 3}), [tmp_path / "m"]) == "mosaic"
     assert under_any(tmp_path / "m" / "x.fits", [tmp_path / "m"])
     assert not under_any(tmp_path / "i" / "x.fits", [tmp_path / "m"])
 

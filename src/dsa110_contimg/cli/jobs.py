@@ -126,6 +126,11 @@ def format_show(out: dict) -> list[str]:
             lines.append("      " + ", ".join(extra))
         if i.get("error"):
             lines.append(f"      error: {' '.join(str(i['error']).split())}")
+        o = i.get("outcome")
+        if o:
+            norm = o["norm_status"] + (f" ({o['norm_reason']})" if o.get("norm_reason") else "")
+            lines.append(f"      outcome: QC {o['qc_status']}, normalisation {norm}, method {o['method']}"
+                         f"; see `{o['see']}`")
     return lines
 
 
@@ -157,6 +162,11 @@ def run(args) -> int:
             out["items"] = [{k: i[k] for k in ("id", "fits_path", "kind", "status", "error", "image_id",
                                                "n_measurements")} for i in job["items"]]
             out["paths"] = [i["fits_path"] for i in out["items"]]
+            from dsa110_contimg.store.images import image_outcome
+
+            with db.engine.connect() as conn:   # each item's image outcome (images show ID)
+                for item in out["items"]:
+                    item["outcome"] = image_outcome(conn, item["image_id"], item["fits_path"])
             print(json.dumps(out, indent=2) if args.json else "\n".join(format_show(out)))
             return common.EXIT_OK
         if cmd == "retry":

@@ -66,7 +66,15 @@ def run(args) -> int:
         if norm.sum() >= 8:
             fit = fit_ese(lc["mjd"][norm], lc["norm_flux_jyb"][norm], lc["norm_err_jyb"][norm])
             fit = fit if fit.detected else None
-        plot_lightcurve(lc, out, title=title, ese_fit=fit)
+        from dsa110_contimg.photometry.config import PhotometryConfig
+        from dsa110_contimg.store.lightcurves import list_candidates
+
+        with db.engine.connect() as conn:
+            cands = [c for c in list_candidates(conn) if c["source_id"] == source["id"]]
+        scfg = common.service_config(args)
+        phot = scfg.photometry if scfg is not None else PhotometryConfig()
+        plot_lightcurve(lc, out, title=title, ese_fit=fit, baseline_epochs=phot.norm_baseline_epochs,
+                        candidate=cands[0] if cands else None)
         print(f"light curve of {source['catalog_id']} ({lc['mjd'].size} epochs) -> {out}", file=sys.stderr)
         return 0
     table = lightcurve_table(source, lc)

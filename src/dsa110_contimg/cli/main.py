@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "run",
     "status",
     "jobs",
+    "images",
     "measure",
     "catalog",
     "worker",

@@ -52,7 +52,8 @@ def snapshot(args) -> tuple[dict, int]:
     db = common.open_products(args)
     try:
         try:
-            st = collect_status(db, stale_after_s=stale)
+            st = collect_status(db, stale_after_s=stale,
+                                photometry=cfg.photometry if cfg is not None else None)
         except Exception as exc:  # noqa: BLE001 - not a database, no schema
             raise common.NoDatabase(f"cannot read the products database: {type(exc).__name__}: "
                                     f"{' '.join(str(exc).split())[:300]}", common.products_db(args)) from None

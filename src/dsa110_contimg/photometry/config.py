@@ -52,9 +52,10 @@ class PhotometryConfig:
         ``forced`` (fixed-beam weighted fit, the default), ``peak`` (box
         maximum, biased high), ``adaptive`` (sub-band binning) or ``aegean``.
     normalize : bool
-        Apply per-image ensemble normalisation.
+        Apply per-image ensemble normalisation (default on: the service exists to put
+        images on a common flux scale; ``status`` says when it is off).
     detect_ese : bool
-        Update variability statistics and evaluate ESE candidates.
+        Update variability statistics and evaluate ESE candidates (default on).
     catalog_path : Path, optional
         Catalogue directory (else the service configuration, else ``./catalogs``).
     auto_compute_extent : bool
@@ -90,8 +91,8 @@ class PhotometryConfig:
     min_flux_mjy: float | None = None
     max_sources: int | None = None
     method: str = "forced"
-    normalize: bool = False
-    detect_ese: bool = False
+    normalize: bool = True
+    detect_ese: bool = True
     catalog_path: Path | None = None
     auto_compute_extent: bool = True
     nbeam: float = 3.0

@@ -700,8 +700,11 @@ class RadioImage:
 
     @property
     def is_mosaic(self) -> bool:
-        """True for DSA-110 mosaics: NIMAGES present or BMAJ absent (dsa110.md §3)."""
-        return "NIMAGES" in self.header or "BMAJ" not in self.header
+        """True when the header carries a mosaic keyword (:func:`header_is_mosaic`).
+
+        A missing beam alone does not make a mosaic: a beamless file in an image
+        directory is an image without a beam (an error unless ``beam_arcsec`` is set)."""
+        return header_is_mosaic(self.header)
 
     def _jacobian(self) -> np.ndarray:
         """2x2 matrix mapping pixel offsets (dx, dy) to sky offsets (east, north) in arcsec,
@@ -869,3 +872,17 @@ def as_image(image, *, beam: Beam | None = None) -> RadioImage:
 
 
 __all__ = ["Beam", "RadioImage", "check_fits_complete", "as_image"]
+
+
+#: Header keywords that mark a mosaic (the DSA-110 mosaic builder writes NIMAGES).
+MOSAIC_KEYWORDS = ("NIMAGES",)
+
+
+def header_is_mosaic(header) -> bool:
+    """The one mosaic rule for headers, shared by the daemon's classifier and the manager.
+
+    A file is a mosaic when it lies under a configured mosaic directory (decided by the
+    caller) **or** its header has one of :data:`MOSAIC_KEYWORDS`. A missing BMAJ is not
+    a mosaic marker.
+    """
+    return any(k in header for k in MOSAIC_KEYWORDS)

@@ -64,6 +64,8 @@ class ImageContext:
     remeasured: bool
     source_ids: np.ndarray
     notes: list[str] = field(default_factory=list)
+    #: The photometry method actually used (``peak`` for a beamless mosaic); None = cfg.method.
+    method: str | None = None
 
 
 # --------------------------------------------------------------------------- QC
@@ -116,13 +118,21 @@ def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
+def _compactness(cat, image):
+    """Compactness class and reason per catalogue row in this image's beam (the one rule:
+    :mod:`dsa110_contimg.photometry.catalogs.compactness`)."""
+    from dsa110_contimg.photometry.catalogs.compactness import compactness
+
+    beam = image.beam.major_arcsec if image.beam is not None else None
+    return compactness(cat, beam)
+
+
 def _compact(cat, image) -> np.ndarray | None:
-    if "resolved_flag" in cat.colnames:
-        return ~np.asarray(cat["resolved_flag"], bool)
-    if "maj_arcsec" in cat.colnames and image.beam is not None:
-        maj = np.asarray(cat["maj_arcsec"], float)
-        return ~(np.isfinite(maj) & (maj > COMPACT_BEAMS * image.beam.major_arcsec))
-    return None
+    """Rows not known to be resolved (for the QC flux-scale check)."""
+    from dsa110_contimg.photometry.catalogs.compactness import RESOLVED
+
+    klass, _ = _compactness(cat, image)
+    return klass != RESOLVED
 
 
 def _isolated(cat, image) -> np.ndarray:
@@ -145,6 +155,15 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
     from dsa110_contimg.photometry.normalize import select_references
 
     summary = {"status": "not_requested", "renormalised": set()}
+    if ctx.method is not None and ctx.method != cfg.method:
+        # light curves never mix methods silently: a 'peak' fallback stays out of them
+        reason = (f"method mismatch: measured with '{ctx.method}' instead of the configured "
+                  f"'{cfg.method}' (no beam); kept out of the light curves")
+        summary.update(method_mismatch=True, reason=reason)
+        if cfg.normalize:
+            lc_store.set_normalisation(conn, ctx.image_id, status="failed", reason=reason)
+            summary.update(status="failed")
+        return summary
     if not cfg.normalize:
         return summary
     if qc is not None and qc.status == "failed":
@@ -154,16 +173,40 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
         return summary
 
     snr = np.asarray(table["snr"], float)
-    compact = _compact(cat, image)
-    compact = np.ones(len(table), bool) if compact is None else compact
+    klass, why = _compactness(cat, image)
     isolated = _isolated(cat, image)
     master_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
     baselines = lc_store.load_baselines(conn, ctx.source_ids)
     stable = np.array([baselines.get(int(s), {}).get("valid", True) for s in ctx.source_ids], bool)
-    ok_meas = np.asarray(table["success"], bool) & stable
-    snr_for_selection = np.where(ok_meas, snr, -np.inf)
-    ref_idx = select_references(snr_for_selection, compact, isolated, None, master_ok,
-                                min_snr=cfg.norm_min_snr, max_refs=cfg.norm_max_refs)
+    ref_idx, choices, counts = _choose_references(snr, np.asarray(table["success"], bool), stable,
+                                                  klass, why, isolated, master_ok, baselines,
+                                                  ctx.source_ids, cfg)
+    method = "catalogue"
+    if ref_idx.size < cfg.norm_min_refs:
+        ens = _ensemble_references(conn, ctx, table, cfg)
+        if ens is not None and ens[0].size >= cfg.norm_min_refs:
+            ens_idx, ens_why = ens
+            method = "ensemble"
+            chosen = set(ens_idx.tolist())
+            for c in choices:
+                if c["index"] in chosen:
+                    c.update(chosen=True, reason="chosen (fallback ensemble): " + ens_why[c["index"]])
+                elif c["chosen"]:
+                    c.update(chosen=False, reason=(
+                        f"not used: only {ref_idx.size} catalogue reference(s), fewer than "
+                        f"{cfg.norm_min_refs}; the fallback ensemble was used ({c['reason']})"))
+            known = {c["index"] for c in choices}
+            for i in ens_idx.tolist():
+                if i not in known:
+                    choices.append({"index": i, "source_id": int(ctx.source_ids[i]), "chosen": True,
+                                    "compactness": str(klass[i]), "snr": float(snr[i]),
+                                    "reason": "chosen (fallback ensemble): " + ens_why[i]})
+            ref_idx = ens_idx
+        else:
+            counts["ensemble"] = "no" if ens is None else f"{ens[0].size}"
+    from dsa110_contimg.store.images import save_reference_choices
+
+    save_reference_choices(conn, ctx.image_id, choices)
     ref_ids = ctx.source_ids[ref_idx]
 
     # -- baselines: (re)establish those still within their first epochs
@@ -187,8 +230,10 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
                           flux=np.asarray(table["peak_jyb"], float)[ref_idx],
                           all_flux=np.asarray(table["peak_jyb"], float),
                           all_err=np.asarray(table["peak_err_jyb"], float),
-                          all_ids=ctx.source_ids)
+                          all_ids=ctx.source_ids, method=method,
+                          few_refs_reason=_few_refs_reason(counts, ref_idx.size, cfg))
     summary.update(corr)
+    summary["method"] = method
     if corr["status"] == "ok" and ctx.mjd is not None:
         judged = [s for s, b in lc_store.load_baselines(conn, ctx.source_ids).items()
                   if b["n_points"] >= cfg.norm_baseline_epochs]
@@ -216,6 +261,130 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
                            all_err=e, all_ids=ids)
             summary["renormalised"].add(int(img_id))
     return summary
+
+
+#: Fallback ensemble (self-observed steady sources): minimum epochs of the field, and the
+#: steadiness limits on the common-gain-corrected raw light curve.
+ENSEMBLE_MIN_EPOCHS = 8
+ENSEMBLE_MAX_ETA = 3.0
+ENSEMBLE_MAX_V = 0.10
+#: Ensemble members need this measured SNR (lower than ``norm_min_snr``: steadiness is
+#: judged from their own light curves, and the median of many averages their noise down).
+ENSEMBLE_MIN_SNR = 20.0
+#: At most this many of the image's brightest sources are examined for the ensemble.
+ENSEMBLE_CANDIDATES = 200
+
+
+def _choose_references(snr, success, stable, klass, why, isolated, master_ok, baselines,
+                       source_ids, cfg):
+    """Catalogue references of one image: compact ones first, then those of unknown size,
+    never resolved, confused, master-rejected or unstable ones; highest SNR first.
+
+    Returns (indices, decision rows for every source with SNR >= norm_min_snr, counts).
+    """
+    from dsa110_contimg.photometry.catalogs.compactness import COMPACT, RESOLVED, UNKNOWN
+    from dsa110_contimg.photometry.normalize import select_references
+
+    with np.errstate(invalid="ignore"):
+        bright = success & np.isfinite(snr) & (snr >= cfg.norm_min_snr)
+    snr_sel = np.where(success & stable, snr, -np.inf)
+    first = select_references(snr_sel, klass == COMPACT, isolated, None, master_ok,
+                              min_snr=cfg.norm_min_snr, max_refs=cfg.norm_max_refs)
+    rest = select_references(snr_sel, klass == UNKNOWN, isolated, None, master_ok,
+                             min_snr=cfg.norm_min_snr, max_refs=cfg.norm_max_refs - first.size)
+    idx = np.concatenate([first, rest]).astype(np.int64)
+    chosen = np.zeros(snr.size, bool)
+    chosen[idx] = True
+    m_ok = np.ones(snr.size, bool) if master_ok is None else np.asarray(master_ok, bool)
+    counts = {"bright": int(bright.sum()), "chosen": int(idx.size),
+              "resolved": int((bright & (klass == RESOLVED)).sum()),
+              "confused": int((bright & (klass != RESOLVED) & ~isolated).sum()),
+              "master": int((bright & (klass != RESOLVED) & isolated & ~m_ok).sum()),
+              "unstable": int((bright & (klass != RESOLVED) & isolated & m_ok & ~stable).sum())}
+    rows = []
+    for i in np.flatnonzero(bright | chosen):
+        if chosen[i]:
+            reason = "chosen: " + str(why[i])
+        elif klass[i] == RESOLVED:
+            reason = "rejected: " + str(why[i])
+        elif not isolated[i]:
+            reason = (f"rejected: confused (another catalogue source within {ISOLATION_BEAMS:g} "
+                      "beam majors)")
+        elif not m_ok[i]:
+            reason = "rejected: the master list does not mark it reference_ok"
+        elif not stable[i]:
+            reason = "rejected: unstable: " + str(
+                baselines.get(int(source_ids[i]), {}).get("invalid_reason") or "chi2 test")
+        else:
+            reason = f"not chosen: {cfg.norm_max_refs} references with higher SNR were taken ({why[i]})"
+        rows.append({"index": int(i), "source_id": int(source_ids[i]), "chosen": bool(chosen[i]),
+                     "compactness": str(klass[i]), "snr": float(snr[i]), "reason": reason})
+    return idx, rows, counts
+
+
+def _few_refs_reason(counts: dict, n_chosen: int, cfg) -> str:
+    """The stored reason of an image with fewer than ``norm_min_refs`` references."""
+    ens = counts.get("ensemble")
+    tail = ("" if ens is None else
+            "; fallback ensemble: " + (f"fewer than {ENSEMBLE_MIN_EPOCHS} epochs of the field"
+                                       if ens == "no" else f"only {ens} steady source(s)"))
+    if counts["bright"] < cfg.norm_min_refs:
+        return (f"too few references (no bright sources): {counts['bright']} source(s) with "
+                f"SNR >= {cfg.norm_min_snr:g} on the image, at least {cfg.norm_min_refs} needed{tail}")
+    return (f"too few references (compact-source test): {n_chosen} usable of {counts['bright']} "
+            f"sources with SNR >= {cfg.norm_min_snr:g} ({counts['resolved']} resolved in the image "
+            f"beam, {counts['confused']} confused, {counts['master']} rejected by the master list, "
+            f"{counts['unstable']} unstable); at least {cfg.norm_min_refs} needed{tail}")
+
+
+def _ensemble_references(conn, ctx: ImageContext, table, cfg):
+    """Fallback references: sources the service itself has seen to be steady.
+
+    After ``ENSEMBLE_MIN_EPOCHS`` images of the field, the raw light curves of the image's
+    brightest successful sources (SNR >= ``ENSEMBLE_MIN_SNR``, at most ``ENSEMBLE_CANDIDATES``)
+    are divided by the common per-epoch gain (median over sources of flux / own median);
+    sources whose corrected curve has eta <= ``ENSEMBLE_MAX_ETA`` and V <= ``ENSEMBLE_MAX_V``
+    are steady. Returns (indices into the image's table, {index: reason}) or None when the
+    field has too few epochs.
+    """
+    near = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg,
+                                lc_store.neighbourhood_radius(conn, ctx.radius_deg))
+    ids = near["id"][np.isfinite(near["mjd"])]
+    if ids.size < ENSEMBLE_MIN_EPOCHS:
+        return None
+    snr = np.asarray(table["snr"], float)
+    with np.errstate(invalid="ignore"):
+        ok = np.asarray(table["success"], bool) & np.isfinite(snr) & \
+            (snr >= min(ENSEMBLE_MIN_SNR, cfg.norm_min_snr))
+    cand = np.flatnonzero(ok)
+    cand = cand[np.argsort(-snr[cand], kind="stable")][:ENSEMBLE_CANDIDATES]
+    if cand.size < cfg.norm_min_refs:
+        return np.array([], np.int64), {}
+    flux_r, err_r, _mjd, img2d = lc_store.load_lightcurves(conn, ctx.source_ids[cand], ids,
+                                                           normalized=False)
+    # rows are padded per source: align them by image so that a column is one epoch
+    cols = np.unique(img2d[img2d >= 0])
+    flux = np.full((cand.size, cols.size), np.nan)
+    err = np.full((cand.size, cols.size), np.nan)
+    r, c = np.nonzero(img2d >= 0)
+    j = np.searchsorted(cols, img2d[r, c])
+    flux[r, j], err[r, j] = flux_r[r, c], err_r[r, c]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        good = np.isfinite(flux) & (flux > 0) & np.isfinite(err) & (err > 0)
+        f = np.where(good, flux, np.nan)
+        rel = f / np.nanmedian(f, axis=1, keepdims=True)
+        gain = np.nanmedian(rel, axis=0, keepdims=True)            # common per-epoch gain
+        fc, ec = f / gain, np.where(good, err, np.nan) / gain
+        n = np.isfinite(fc).sum(axis=1)
+        w = 1.0 / ec ** 2
+        wmean = np.nansum(w * fc, axis=1) / np.nansum(w, axis=1)
+        eta = np.nansum(w * (fc - wmean[:, None]) ** 2, axis=1) / (n - 1)
+        v = np.nanstd(fc, axis=1, ddof=1) / np.nanmean(fc, axis=1)
+        steady = (n >= ENSEMBLE_MIN_EPOCHS) & (eta <= ENSEMBLE_MAX_ETA) & (v <= ENSEMBLE_MAX_V)
+    pick = np.flatnonzero(steady)[: cfg.norm_max_refs]
+    why = {int(cand[k]): (f"steady in its own light curve: eta {eta[k]:.2f}, V {v[k]:.3f} over "
+                          f"{int(n[k])} epochs (common gain removed)") for k in pick}
+    return cand[pick].astype(np.int64), why
 
 
 def _check_reference_stability(conn, ctx: ImageContext, ref_ids, cfg) -> None:
@@ -281,12 +450,23 @@ def _update_baselines(conn, ref_ids: list[int], near, cfg) -> set[int]:
     return changed
 
 
-def _correct_image(conn, image_id, ref_ids, baselines, cfg, *, flux, all_flux, all_err, all_ids) -> dict:
+def _correct_image(conn, image_id, ref_ids, baselines, cfg, *, flux, all_flux, all_err, all_ids,
+                   method=None, few_refs_reason=None) -> dict:
     from dsa110_contimg.photometry.normalize import apply_correction, compute_correction
 
     base = np.array([_num(baselines.get(int(s), {}).get("baseline_jyb")) for s in ref_ids], float)
     corr = compute_correction(flux, base, min_refs=cfg.norm_min_refs, max_scatter=cfg.norm_max_scatter)
+    if method is not None:
+        from dsa110_contimg.store.images import set_norm_method
+
+        set_norm_method(conn, image_id, method)
     if not corr.ok:
+        if few_refs_reason and len(ref_ids) < cfg.norm_min_refs:
+            corr.reason = few_refs_reason
+        elif corr.n_refs < cfg.norm_min_refs:
+            corr.reason = ("too few references (baselines not yet established): " + corr.reason)
+        else:
+            corr.reason = "reference ratios disagree: " + corr.reason
         lc_store.set_normalisation(conn, image_id, status="failed", factor=corr.factor,
                                    factor_err=corr.factor_err, scatter=corr.scatter,
                                    n_refs=corr.n_used, reason=corr.reason, ref_ids=ref_ids,
@@ -315,7 +495,7 @@ def update_variability(conn, ctx: ImageContext, table, cfg, qc, norm: dict) -> d
     stored, present, stored_kind = lc_store.load_running_stats(conn, ctx.source_ids)
     stats = RunningStats.from_dict(stored)
     usable_image = not (qc is not None and qc.status == "failed") and \
-        (not cfg.normalize or norm.get("status") == "ok")
+        (not cfg.normalize or norm.get("status") == "ok") and not norm.get("method_mismatch")
     if cfg.normalize and norm.get("status") == "ok":
         flux, err = apply_norm(table, norm)
     else:

@@ -230,9 +230,9 @@ class PhotometryManager:
         beam = Beam.from_arcsec(*cfg.beam_arcsec) if cfg.beam_arcsec else None
         image = RadioImage.open(path, beam=beam)
         notes: list[str] = []
-        if kind == "image" and image.is_mosaic and "NIMAGES" in image.header:
+        if kind == "image" and image.is_mosaic:      # the shared rule (image.header_is_mosaic)
             kind = "mosaic"
-            notes.append("header has NIMAGES: treated as a mosaic")
+            notes.append("header has a mosaic keyword (NIMAGES): treated as a mosaic")
         method = cfg.method
         if image.beam is None and method != "peak":
             if kind == "mosaic":
@@ -240,9 +240,10 @@ class PhotometryManager:
                              f"'peak' instead of '{method}' (box maximum, biased high)")
                 method = "peak"
             else:
-                raise MissingBeam(f"method '{method}' needs the restoring beam: the header has no "
-                                  "BMAJ/BMIN/BPA or HISTORY beam; set beam_arcsec or use method='peak'",
-                                  path)
+                raise MissingBeam(f"image without a beam: method '{method}' needs the restoring "
+                                  "beam but the header has no BMAJ/BMIN/BPA or HISTORY beam, and the "
+                                  "file is not a mosaic (not in a mosaic directory, no NIMAGES "
+                                  "keyword); set photometry.beam_arcsec or use method='peak'", path)
         if image.beam_source == "caller":
             notes.append("beam taken from the configuration (beam_arcsec)")
         if image.mjd is None:
@@ -384,7 +385,8 @@ class PhotometryManager:
             image_id = product_store.store_image_measurements(conn, row, source_ids, table.columns)
             ctx = lightcurves.ImageContext(
                 image_id=image_id, path=abs_path, mjd=image.mjd, ra_deg=ra_c, dec_deg=dec_c,
-                radius_deg=radius, kind=kind, remeasured=remeasured, source_ids=source_ids)
+                radius_deg=radius, kind=kind, remeasured=remeasured, source_ids=source_ids,
+                method=method)
             lightcurves.record_qc(conn, ctx, qc)
             t = time.perf_counter()
             norm = lightcurves.normalise(conn, ctx, image, table, cat, cfg, qc)
@@ -403,5 +405,7 @@ class PhotometryManager:
             notes.append(f"re-normalised {len(norm['renormalised'])} earlier image(s) as reference "
                          "baselines were established")
         if not var["used"]:
-            notes.append("fluxes kept out of the light curves (QC failed or not normalisable)")
+            why = norm.get("reason") or ("image failed quality control" if result.qc_status == "failed"
+                                         else "not normalisable")
+            notes.append(f"fluxes kept out of the light curves: {why}")
         return ctx

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
-                    baseline_epochs: int = 10) -> Path:
+                    baseline_epochs: int = 10, candidate: dict | None = None) -> Path:
     """Write a PNG of one source's light curve.
 
     Parameters
@@ -23,7 +23,11 @@ def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
     ese_fit : ESEFit, optional
         Fitted ESE template on the normalised series; drawn when it has a fit.
     baseline_epochs : int
-        The first epochs (reference baseline window) are shaded.
+        The first epochs (reference baseline window, ``norm_baseline_epochs`` of the
+        deployment's configuration) are shaded and the legend says how many.
+    candidate : dict, optional
+        The source's stored ESE candidate (a row of ``ese list``): the legend quotes
+        its score and shape significance, the same numbers ``ese list`` prints.
 
     Panels: raw and normalised flux density (mJy/beam) with 1-sigma errors
     against MJD; epochs whose image failed QC are drawn hollow; epochs where
@@ -61,8 +65,9 @@ def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
     if ese_fit is not None and ese_fit.template != "none" and finite_mjd.size:
         grid = np.linspace(finite_mjd[0], finite_mjd[-1], 600)
         ax.plot(grid, 1e3 * ese_fit.model(grid), "-", color="C3",
-                label=f"ESE template ({ese_fit.template}): depth {ese_fit.depth:.0%}, "
-                      f"{ese_fit.duration_days:.0f} d, {ese_fit.significance:.1f} sigma")
+                label=ese_label(ese_fit, candidate))
+    elif candidate is not None:
+        ax.plot([], [], " ", label=ese_label(None, candidate))
     ax.set_xlabel("MJD")
     ax.set_ylabel("peak flux density (mJy/beam)")
     ax.set_title(title)
@@ -71,3 +76,22 @@ def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def ese_label(ese_fit, candidate: dict | None) -> str:
+    """Legend text of the ESE overlay: the stored candidate's numbers (as ``ese list``
+    prints them) when there is a candidate, else the fit's own."""
+    if candidate is not None:
+        sig = candidate.get("shape_significance")
+        depth = candidate.get("depth")
+        days = candidate.get("duration_days")
+        parts = [f"ESE candidate #{candidate.get('id')}: score {float(candidate.get('score') or 0):.1f}"]
+        if sig is not None and np.isfinite(sig):
+            parts.append(f"shape {float(sig):.1f} sigma")
+        if depth is not None and np.isfinite(depth):
+            parts.append(f"depth {float(depth):.0%}")
+        if days is not None and np.isfinite(days):
+            parts.append(f"{float(days):.0f} d")
+        return ", ".join(parts)
+    return (f"ESE template ({ese_fit.template}): depth {ese_fit.depth:.0%}, "
+            f"{ese_fit.duration_days:.0f} d, {ese_fit.significance:.1f} sigma")

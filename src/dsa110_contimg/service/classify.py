@@ -15,8 +15,10 @@ Rules:
   (the daemon waits ``pbcor_wait_s`` for one to appear);
 * residual, PSF, model, dirty, beam, weights, mask, sumwt, BANE maps, hidden
   and temporary files are recorded as skipped with the reason;
-* a file is a mosaic when it lies under a mosaic directory, or its header has
-  ``NIMAGES`` or lacks ``BMAJ`` (:func:`header_kind`).
+* a file is a mosaic when it lies under a mosaic directory, or its header has a
+  mosaic keyword (``NIMAGES``; :func:`header_kind`, the rule the manager also uses).
+  A beamless file in an image directory is an *image*: its job fails with a clear
+  reason unless ``beam_arcsec`` is configured (never silently measured with ``peak``).
 """
 
 from __future__ import annotations
@@ -142,10 +144,18 @@ def restored_counterparts(path: str | Path) -> tuple[Path, ...]:
 
 
 def header_kind(header) -> str:
-    """``mosaic`` when the header has ``NIMAGES`` or no ``BMAJ``, else ``image``."""
-    if "NIMAGES" in header or "BMAJ" not in header:
+    """``mosaic`` when the header has a mosaic keyword (``NIMAGES``), else ``image``
+    (:func:`dsa110_contimg.photometry.image.header_is_mosaic`)."""
+    from dsa110_contimg.photometry.image import header_is_mosaic
+
+    return "mosaic" if header_is_mosaic(header) else "image"
+
+
+def file_kind(path, header, mosaic_roots) -> str:
+    """The one mosaic rule: under a mosaic directory, or a mosaic header keyword."""
+    if under_any(path, mosaic_roots):
         return "mosaic"
-    return "image"
+    return header_kind(header)
 
 
 def under_any(path: str | Path, roots) -> bool:

@@ -418,7 +418,7 @@ class Daemon:
         try:
             from astropy.io import fits
 
-            return classify.header_kind(fits.getheader(path, 0))
+            return classify.file_kind(path, fits.getheader(path, 0), self.mosaic_roots)
         except Exception:  # noqa: BLE001 - an unreadable header fails in the job, with its reason
             return "image"
 

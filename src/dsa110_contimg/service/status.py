@@ -40,8 +40,14 @@ def _first_path():
 
 
 def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int = 5,
-                   now: float | None = None) -> dict:
-    """Everything ``status`` shows, as one JSON-ready dict with stable nested keys."""
+                   now: float | None = None, photometry=None) -> dict:
+    """Everything ``status`` shows, as one JSON-ready dict with stable nested keys.
+
+    ``photometry`` (the deployment's PhotometryConfig, when known) adds the ``science``
+    section: whether normalisation and ESE detection are on, with a warning when off.
+    """
+    from dsa110_contimg.store.images import norm_reason_summary
+
     now = time.time() if now is None else now
     with db.engine.connect() as conn:
         beats = heartbeat_rows(conn)
@@ -72,6 +78,11 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
                                  .order_by(images.c.measured_at.desc()).limit(n_failures)).all()
         norm_failed = conn.execute(sa.select(sa.func.count()).select_from(images).where(
             images.c.norm_status == "failed")).scalar()
+        norm_reasons = norm_reason_summary(conn)
+        norm_off = conn.execute(sa.select(sa.func.count()).select_from(images).where(
+            images.c.norm_status == "not_requested")).scalar()
+        norm_ensemble = conn.execute(sa.select(sa.func.count()).select_from(images).where(
+            images.c.norm_status == "ok", images.c.norm_method == "ensemble")).scalar()
         conn.rollback()
     # every instance (one heartbeat row per daemon); the headline is the freshest live one,
     # so one of two daemons stopping does not hide the other
@@ -129,7 +140,27 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
                                     "reasons": json.loads(r.qc_reasons) if r.qc_reasons else []}
                                    for r in qc_failed]},
         "ese": {"candidates": int(n_ese or 0)},
+        "normalisation": {"not_normalised": int(norm_failed or 0),
+                          "not_requested": int(norm_off or 0),
+                          "ensemble": int(norm_ensemble or 0),
+                          "reasons": norm_reasons},
+        "science": _science(photometry),
     }
+
+
+def _science(photometry) -> dict:
+    """Whether the deployment normalises and detects ESEs (None when the config is unknown)."""
+    if photometry is None:
+        return {"normalize": None, "detect_ese": None, "warnings": []}
+    warnings = []
+    if not photometry.normalize:
+        warnings.append("normalisation is OFF (photometry.normalize = false): fluxes are not put "
+                        "on a common scale")
+    if not photometry.detect_ese:
+        warnings.append("ESE detection is OFF (photometry.detect_ese = false): no variability "
+                        "statistics or ESE candidates")
+    return {"normalize": bool(photometry.normalize), "detect_ese": bool(photometry.detect_ese),
+            "warnings": warnings}
 
 
 def status_exit_code(st: dict) -> int:
@@ -173,6 +204,17 @@ def format_status(st: dict) -> str:
                  f"failed (kept out of light curves); {qc['not_normalised']} not normalisable")
     for r in qc["recent_failures"]:
         lines.append(f"  QC failed {r['path']}: {'; '.join(r['reasons'])}")
+    nm = st["normalisation"]
+    for r in nm["reasons"]:
+        lines.append(f"  {r['images']} image{'s' if r['images'] != 1 else ''} not normalised: "
+                     f"{r['reason']} (contimg-photometry images list --norm-status failed)")
+    if nm["ensemble"]:
+        lines.append(f"  {nm['ensemble']} image(s) normalised with the fallback ensemble of "
+                     "self-observed steady sources")
+    if nm["not_requested"]:
+        lines.append(f"  {nm['not_requested']} image(s) measured with normalisation off")
+    for w in st["science"]["warnings"]:
+        lines.append(f"warning:       {w}")
     lines.append(f"ESE candidates: {st['ese']['candidates']}")
     if st["failures"]:
         lines.append("last failures:")

@@ -87,6 +87,8 @@ images = Table(
     Column("norm_reason", Text),
     Column("norm_ref_ids", Text, doc="JSON list of sources.id chosen as reference candidates"),
     Column("norm_used_ids", Text, doc="JSON list of sources.id whose ratio entered the correction"),
+    Column("norm_method", String(16),
+           doc="catalogue (compact catalogue references) | ensemble (self-observed steady sources)"),
     Column("notes", Text, doc="JSON list of workflow notes (beam fallbacks, method changes)"),
     Column("measured_at", Float, nullable=False),
     CheckConstraint(_in("kind", ("image", "mosaic")), name="kind"),
@@ -216,6 +218,17 @@ heartbeats = Table(
     Column("state", String(16), nullable=False, default="running", doc="running | draining | stopped"),
     Column("status_text", Text),
     Column("node", Text, doc="[daemon] node name (default the host name)"),
+)
+
+#: Per image, every bright candidate reference and why it was chosen or rejected.
+reference_choices = Table(
+    "reference_choices", products_metadata,
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("chosen", Boolean, nullable=False),
+    Column("compactness", String(16), nullable=False, doc="compact | unknown | resolved"),
+    Column("snr", Float, doc="measured SNR on the image"),
+    Column("reason", Text, nullable=False),
 )
 
 reference_baselines = Table(

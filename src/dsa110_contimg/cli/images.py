@@ -1,0 +1,110 @@
+"""``contimg-photometry images list|show``: what happened to each image, and why.
+
+Per image: the QC verdict with its reasons, the normalisation status, factor and
+error, the number of references and the reason when it failed, how the references
+were chosen (``catalogue`` or the ``ensemble`` fallback), the photometry method and
+every workflow note. ``show`` adds every candidate reference with why it was chosen
+or rejected, and the jobs that measured the image. Read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    from dsa110_contimg.cli import common
+
+    p = sub.add_parser("images", help="per-image outcome: QC, normalisation and why",
+                       description="Show what happened to measured images: QC verdict and reasons, "
+                                   "normalisation status, factor, error, references and the reason "
+                                   "when an image could not be normalised, method and notes. Exit 1 "
+                                   "when the image does not exist, 4 when the database is missing.")
+    isub = p.add_subparsers(dest="images_command", metavar="ACTION", required=True)
+    lp = isub.add_parser("list", help="most recently measured first")
+    lp.add_argument("--norm-status", choices=("ok", "failed", "not_requested"), default=None,
+                    help="only images with this normalisation status")
+    lp.add_argument("--qc-status", choices=("pending", "passed", "warning", "failed"), default=None)
+    lp.add_argument("--limit", type=int, default=100, help="at most this many (0 = all)")
+    sp = isub.add_parser("show", help="one image with its reference choices")
+    sp.add_argument("image", metavar="IMAGE", help="image id, path (or its tail) or data id")
+    for q in (lp, sp):
+        common.add_db_options(q, registry=False)
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def _fmt(x, spec=".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _summary_line(r: dict) -> str:
+    norm = r["norm_status"]
+    if norm == "ok":
+        norm = (f"normalised, factor {_fmt(r['norm_factor'])} +- {_fmt(r['norm_factor_err'])} "
+                f"({r['norm_n_refs']} {r.get('norm_method') or 'catalogue'} refs)")
+    elif norm == "failed":
+        norm = f"NOT normalised: {r['norm_reason']}"
+    else:
+        norm = "normalisation off"
+    return f"#{r['id']:<6} MJD {_fmt(r['mjd'], '.3f'):>10}  QC {r['qc_status']:<8} {norm}  {r['path']}"
+
+
+def _detail(r: dict) -> str:
+    lines = [f"image #{r['id']}: {r['path']}",
+             f"  kind {r['kind']}, method {r['method']}, catalogue {r['catalog']}, beam from "
+             f"{r['beam_source']}, MJD {_fmt(r['mjd'], '.5f')}",
+             f"  sources {r['n_success']}/{r['n_sources']} measured",
+             f"  QC: {r['qc_status']}"]
+    lines += [f"    - {x}" for x in r["qc_reasons"]]
+    lines.append(f"  normalisation: {r['norm_status']}"
+                 + (f" ({r['norm_method']})" if r.get("norm_method") else ""))
+    if r["norm_factor"] is not None:
+        lines.append(f"    factor {_fmt(r['norm_factor'])} +- {_fmt(r['norm_factor_err'])}, "
+                     f"scatter {_fmt(r['norm_scatter'])}, references used {r['norm_n_refs']}")
+    if r["norm_reason"]:
+        lines.append(f"    reason: {r['norm_reason']}")
+    if r["notes"]:
+        lines.append("  notes:")
+        lines += [f"    - {x}" for x in r["notes"]]
+    if r.get("references"):
+        lines.append("  candidate references (SNR, compactness, decision):")
+        lines += [f"    {x['catalog_id']:<24} SNR {_fmt(x['snr'], '7.1f')}  {x['compactness']:<8} "
+                  f"{x['reason']}" for x in r["references"]]
+    if r.get("jobs"):
+        lines.append("  jobs: " + ", ".join(f"#{j}" for j in r["jobs"]))
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from dsa110_contimg.cli.jobs import _open
+    from dsa110_contimg.photometry.errors import StoreError
+    from dsa110_contimg.service.status import iso
+    from dsa110_contimg.store import images as image_store
+
+    try:
+        db = _open(args, write=False)
+    except StoreError as exc:
+        print(f"contimg-photometry images: error: {exc}", file=sys.stderr)
+        return 4
+    try:
+        with db.engine.connect() as conn:
+            if args.images_command == "list":
+                rows = image_store.list_images(conn, norm_status=args.norm_status,
+                                               qc_status=args.qc_status, limit=args.limit or None)
+                for r in rows:
+                    r["measured_at"] = iso(r["measured_at"])
+                print(json.dumps(rows, indent=2) if args.json else
+                      "\n".join(_summary_line(r) for r in rows) or "no images")
+                return 0
+            image_id = image_store.find_image(conn, args.image)
+            if image_id is None:
+                print(f"contimg-photometry images: error: no image {args.image!r}", file=sys.stderr)
+                return 1
+            r = image_store.image_detail(conn, image_id)
+            r["measured_at"] = iso(r["measured_at"])
+            print(json.dumps(r, indent=2) if args.json else _detail(r))
+            return 0
+    finally:
+        db.dispose()

@@ -1,0 +1,130 @@
+"""Per-image outcome queries: QC verdict, normalisation, reference choices (``images`` CLI).
+
+Write side: :func:`save_reference_choices` (inside the image's transaction).
+Read side: :func:`list_images`, :func:`image_detail`, :func:`norm_reason_summary`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dsa110_contimg.store.schema import batch_job_items, images, reference_choices, sources
+
+_IMAGE_COLS = ("id", "path", "kind", "data_id", "mjd", "method", "catalog", "beam_source",
+               "n_sources", "n_success", "qc_status", "qc_reasons", "norm_status", "norm_method",
+               "norm_factor", "norm_factor_err", "norm_scatter", "norm_n_refs", "norm_reason",
+               "notes", "measured_at")
+
+
+def save_reference_choices(conn: Connection, image_id: int, rows: Sequence[dict]) -> None:
+    """Replace the image's reference decisions (rows: source_id, chosen, compactness, snr, reason)."""
+    conn.execute(reference_choices.delete().where(reference_choices.c.image_id == image_id))
+    if rows:
+        conn.execute(reference_choices.insert(), [
+            {"image_id": int(image_id), "source_id": int(r["source_id"]), "chosen": bool(r["chosen"]),
+             "compactness": str(r["compactness"]),
+             "snr": (float(r["snr"]) if r.get("snr") is not None and np.isfinite(r["snr"]) else None),
+             "reason": str(r["reason"])} for r in rows])
+
+
+def _row(r) -> dict:
+    d = dict(r._mapping)
+    for key in ("qc_reasons", "notes"):
+        d[key] = json.loads(d[key]) if d.get(key) else []
+    return d
+
+
+def list_images(conn: Connection, *, norm_status: str | None = None, qc_status: str | None = None,
+                limit: int | None = 100) -> list[dict]:
+    """Images, newest measured first, with their QC verdict and normalisation outcome."""
+    q = sa.select(*(images.c[c] for c in _IMAGE_COLS)).order_by(images.c.measured_at.desc(),
+                                                                 images.c.id.desc())
+    if norm_status:
+        q = q.where(images.c.norm_status == norm_status)
+    if qc_status:
+        q = q.where(images.c.qc_status == qc_status)
+    if limit:
+        q = q.limit(int(limit))
+    return [_row(r) for r in conn.execute(q)]
+
+
+def find_image(conn: Connection, key: str) -> int | None:
+    """Image id from an id, a path (absolute or ending with ``key``) or a data id."""
+    if str(key).isdigit():
+        hit = conn.execute(sa.select(images.c.id).where(images.c.id == int(key))).scalar()
+        if hit is not None:
+            return int(hit)
+    for cond in (images.c.path == str(key), images.c.data_id == str(key),
+                 images.c.path.like("%/" + str(key).lstrip("/"))):
+        hit = conn.execute(sa.select(images.c.id).where(cond).order_by(images.c.id.desc())
+                           .limit(1)).scalar()
+        if hit is not None:
+            return int(hit)
+    return None
+
+
+def image_detail(conn: Connection, image_id: int) -> dict | None:
+    """One image's outcome, its reference decisions and the jobs that measured it."""
+    r = conn.execute(sa.select(*(images.c[c] for c in _IMAGE_COLS)).where(
+        images.c.id == image_id)).first()
+    if r is None:
+        return None
+    out = _row(r)
+    refs = conn.execute(sa.select(reference_choices.c.source_id, sources.c.catalog_id,
+                                  reference_choices.c.chosen, reference_choices.c.compactness,
+                                  reference_choices.c.snr, reference_choices.c.reason)
+                        .join(sources, sources.c.id == reference_choices.c.source_id)
+                        .where(reference_choices.c.image_id == image_id)
+                        .order_by(reference_choices.c.chosen.desc(),
+                                  reference_choices.c.snr.desc())).all()
+    out["references"] = [dict(x._mapping) for x in refs]
+    out["jobs"] = sorted({int(j) for (j,) in conn.execute(
+        sa.select(batch_job_items.c.batch_id).where(batch_job_items.c.image_id == image_id))})
+    return out
+
+
+def image_outcome(conn: Connection, image_id: int | None, path: str | None = None) -> dict | None:
+    """Short outcome of an image by id (else by path) for ``jobs show``, or None.
+
+    Keys: ``image_id``, ``qc_status``, ``norm_status``, ``norm_reason``, ``method`` and
+    ``see`` (the command that shows everything).
+    """
+    q = sa.select(images.c.id, images.c.qc_status, images.c.norm_status, images.c.norm_reason,
+                  images.c.method)
+    r = None
+    if image_id is not None:
+        r = conn.execute(q.where(images.c.id == int(image_id))).first()
+    if r is None and path:
+        r = conn.execute(q.where(images.c.path == str(path))).first()
+    if r is None:
+        return None
+    return {"image_id": r.id, "qc_status": r.qc_status, "norm_status": r.norm_status,
+            "norm_reason": r.norm_reason, "method": r.method,
+            "see": f"contimg-photometry images show {r.id}"}
+
+
+def norm_reason_summary(conn: Connection) -> list[dict]:
+    """Images not normalised, grouped by reason class (most frequent first)."""
+    rows = conn.execute(sa.select(images.c.norm_reason, sa.func.count()).where(
+        images.c.norm_status == "failed").group_by(images.c.norm_reason)).all()
+    groups: dict[str, int] = {}
+    for reason, n in rows:
+        groups[reason_class(reason)] = groups.get(reason_class(reason), 0) + int(n)
+    return [{"reason": k, "images": v} for k, v in sorted(groups.items(), key=lambda kv: -kv[1])]
+
+
+def reason_class(reason: str | None) -> str:
+    """The stable part of a normalisation failure reason (before the first ':')."""
+    if not reason:
+        return "unknown"
+    return str(reason).split(":", 1)[0].strip()
+
+
+def set_norm_method(conn: Connection, image_id: int, method: str) -> None:
+    """Record how the image's references were chosen (``catalogue`` or ``ensemble``)."""
+    conn.execute(images.update().where(images.c.id == image_id).values(norm_method=method))
