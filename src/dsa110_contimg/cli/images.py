@@ -25,7 +25,8 @@ def register(sub) -> None:
     lp = isub.add_parser("list", help="most recently measured first")
     lp.add_argument("--norm-status", choices=("ok", "failed", "not_requested"), default=None,
                     help="only images with this normalisation status")
-    lp.add_argument("--qc-status", choices=("pending", "passed", "warning", "failed"), default=None)
+    lp.add_argument("--qc-status", choices=("pending", "passed", "warning", "failed"), default=None,
+                    help="only images with this QC verdict")
     lp.add_argument("--limit", type=int, default=100, help="at most this many (0 = all)")
     sp = isub.add_parser("show", help="one image with its reference choices")
     sp.add_argument("image", metavar="IMAGE", help="image id, path (or its tail) or data id")
@@ -78,16 +79,11 @@ def _detail(r: dict) -> str:
 
 
 def run(args) -> int:
-    from dsa110_contimg.cli.jobs import _open
-    from dsa110_contimg.photometry.errors import StoreError
+    from dsa110_contimg.cli import common
     from dsa110_contimg.service.status import iso
     from dsa110_contimg.store import images as image_store
 
-    try:
-        db = _open(args, write=False)
-    except StoreError as exc:
-        print(f"contimg-photometry images: error: {exc}", file=sys.stderr)
-        return 4
+    db = common.open_products(args)
     try:
         with db.engine.connect() as conn:
             if args.images_command == "list":
