@@ -178,6 +178,8 @@ def _gather(arr, idx, nx_shape, scalar_shape):
         return np.zeros(scalar_shape)
     if np.ndim(arr) == 0:
         return np.full(scalar_shape, float(arr))
+    if hasattr(arr, "take_flat"):  # a lazy GridMap: evaluated only at these pixels
+        return arr.take_flat(idx).astype(np.float64)
     return np.take(_flat(arr), idx).astype(np.float64, copy=False)
 
 
