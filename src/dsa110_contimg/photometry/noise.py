@@ -155,7 +155,13 @@ class GridMap:
         """The map on the outer product of pixel ``rows`` and ``cols``, float32."""
         rows = np.asarray(rows, np.int64)
         cols = np.asarray(cols, np.int64)
-        return self.sample(rows[:, None], cols[None, :])
+        # separable: interpolate the grid to the rows, then along the columns
+        iy, fy = self._iy[rows], self._fy[rows][:, None]
+        g0 = self.grid[iy]
+        gr = g0 + fy * (self.grid[iy + 1] - g0)                      # (nrows, nbx)
+        ix, fx = self._ix[cols], self._fx[cols]
+        a = gr[:, ix]
+        return a + fx * (gr[:, ix + 1] - a)
 
     def __getitem__(self, key):
         if not isinstance(key, tuple):
@@ -245,74 +251,70 @@ def _clip_variance_factor(k: float) -> float:
     return 1.0 - 2.0 * k * phi / math.erf(k / math.sqrt(2.0))
 
 
-def _masked_median(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Row medians of ``x`` ignoring ``mask`` (True = excluded), vectorised.
+def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=None):
+    """Per-row sigma-clipped median and std about the median (std corrected for the truncation).
 
-    Excluded entries are replaced by equal numbers of -inf and +inf, which
-    leaves the middle of each sorted row on the kept values (exact to half a
-    rank), so a single ``np.median`` over all rows does the work.
+    Each row is sorted once (NaN last); the kept samples of every clipping round
+    are then a contiguous range of the sorted row (``|x - median| <= k sigma``),
+    so a round costs two comparisons per sample and the sums come from prefix
+    sums. ``start = (centre, halfwidth)`` per row sets the first kept range
+    (default: every finite sample).
+
+    Returns ``(median, std, n_finite)``; NaN where a row has no finite sample.
     """
-    work = x.copy()
-    rows, cols = np.nonzero(mask)            # row-major: grouped by row, O(masked) work
-    k = np.bincount(rows, minlength=x.shape[0])
-    if rows.size:
-        start = np.concatenate(([0], np.cumsum(k)[:-1]))
-        rank = np.arange(rows.size) - start[rows]
-        lo = rank < (k // 2)[rows]
-        work[rows[lo], cols[lo]] = -np.inf
-        work[rows[~lo], cols[~lo]] = np.inf
-    n = work.shape[1]
-    kth = [n // 2 - 1, n // 2] if n % 2 == 0 else [n // 2]
-    work.partition(kth, axis=1)                # in place: no second copy
-    med = work[:, kth].mean(axis=1) if len(kth) == 2 else work[:, kth[0]]
-    nkeep = x.shape[1] - k
-    med = med.astype(np.float64)
-    med[nkeep == 0] = np.nan
-    return med
-
-
-def _clipped_stats(blocks: np.ndarray, bad: np.ndarray, clip_sigma: float, n_iter: int,
-                   start_mask: np.ndarray | None = None):
-    """Per-row sigma-clipped median and std (std corrected for the truncation).
-
-    Returns ``(median, std, mask_median, mask_std)``: the last two are the
-    (uncorrected) statistics that defined the final clipping mask, so that
-    :func:`_clip_mask` rebuilds the mask exactly without keeping it (None
-    when the final mask is the starting one).
-    """
-    mask = bad if start_mask is None else start_mask
-    mmed = mstd = None
-    med = np.full(blocks.shape[0], np.nan)
-    std = np.full(blocks.shape[0], np.nan)
-    with np.errstate(invalid="ignore"):
+    v = np.sort(blocks, axis=1)
+    nr, n = v.shape
+    fin = np.isfinite(v)
+    nfin = fin.sum(axis=1)
+    r = np.arange(nr)
+    ref = v[r, np.clip(nfin // 2, 0, n - 1)].astype(np.float64)
+    ref = np.where(np.isfinite(ref), ref, 0.0)
+    d = np.where(fin, v - ref[:, None].astype(np.float32), np.float32(0.0))
+    c1 = np.zeros((nr, n + 1))
+    c2 = np.zeros((nr, n + 1))
+    np.cumsum(d, axis=1, dtype=np.float64, out=c1[:, 1:])
+    np.cumsum(np.square(d, dtype=np.float64), axis=1, out=c2[:, 1:])
+    lo = np.zeros(nr, np.int64)
+    hi = nfin.astype(np.int64)
+    if start is not None:
+        centre, half = start
+        with np.errstate(invalid="ignore"):
+            c32 = np.asarray(centre, np.float64)[:, None]
+            h32 = np.asarray(half, np.float64)[:, None]
+            ok = np.isfinite(c32[:, 0]) & np.isfinite(h32[:, 0])
+            slo = np.count_nonzero(v < (c32 - h32), axis=1)
+            shi = np.count_nonzero(v <= (c32 + h32), axis=1)
+        use = ok & (shi > slo)
+        lo = np.where(use, slo, lo)
+        hi = np.where(use, shi, hi)
+    med = std = None
+    with np.errstate(invalid="ignore", divide="ignore"):
         for it in range(max(1, n_iter) + 1):
-            med = _masked_median(blocks, mask)
-            dev = blocks - med[:, None].astype(np.float32)
-            kept = ~mask
-            nk = kept.sum(axis=1)
-            dk = np.where(kept, dev, 0.0)
-            sq = np.einsum("ij,ij->i", dk, dk, dtype=np.float64)
-            std = np.sqrt(sq / np.maximum(nk, 1))
+            k = hi - lo
+            have = k > 0
+            a = np.clip(lo + (k - 1) // 2, 0, n - 1)
+            b = np.clip(lo + k // 2, 0, n - 1)
+            med = 0.5 * (v[r, a].astype(np.float64) + v[r, b].astype(np.float64))
+            med[~have] = np.nan
+            m = med - ref
+            s1 = c1[r, hi] - c1[r, lo]
+            s2 = c2[r, hi] - c2[r, lo]
+            kk = np.maximum(k, 1)
+            std = np.sqrt(np.maximum(s2 - 2 * m * s1 + k * m * m, 0.0) / kk)
+            std[~have] = np.nan
             if it == n_iter:
                 break
-            newmask = bad | (np.abs(dev) > clip_sigma * std[:, None])
-            if np.array_equal(newmask, mask):
-                mmed, mstd = med, std
+            thr = (clip_sigma * std)[:, None]
+            nlo = np.count_nonzero(v < (med[:, None] - thr), axis=1)
+            nhi = np.count_nonzero(v <= (med[:, None] + thr), axis=1)
+            nlo = np.where(have, nlo, lo)
+            nhi = np.where(have, np.maximum(nhi, nlo), hi)
+            if np.array_equal(nlo, lo) and np.array_equal(nhi, hi):
                 break
-            mask = newmask
-            mmed, mstd = med, std
+            lo, hi = nlo, nhi
     if n_iter > 0:
         std = std / math.sqrt(_clip_variance_factor(clip_sigma))
-    return med, std, mmed, mstd
-
-
-def _clip_mask(blocks, bad, clip_sigma, mmed, mstd):
-    """The clipping mask defined by per-row statistics (as in :func:`_clipped_stats`)."""
-    if mmed is None:
-        return bad
-    with np.errstate(invalid="ignore"):
-        dev = blocks - mmed[:, None].astype(np.float32)
-        return bad | (np.abs(dev) > clip_sigma * mstd[:, None])
+    return med, std, nfin
 
 
 def _strip_blocks(arr, r: int, boxy: int, boxx: int, nbx: int, s: int) -> np.ndarray:
@@ -425,13 +427,9 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
     med = np.full((nby, nbx), np.nan)
     std = np.full((nby, nbx), np.nan)
     n_finite = np.zeros((nby, nbx), np.int64)
-    mask_stats = []
     for r in range(nby):
         blocks = _strip_blocks(arr, r, boxy, boxx, nbx, s)
-        bad = ~np.isfinite(blocks)
-        n_finite[r] = nsamp - bad.sum(axis=1)
-        med[r], std[r], mmed, mstd = _clipped_stats(blocks, bad, clip_sigma, n_iter)
-        mask_stats.append((mmed, mstd))
+        med[r], std[r], n_finite[r] = _clipped_stats(blocks, clip_sigma, n_iter)
     if not n_finite.any():
         raise EmptyImage("no finite pixel to estimate the background from")
     valid = (n_finite >= max(5, min_fraction * nsamp)) & np.isfinite(med) & np.isfinite(std) \
@@ -447,22 +445,22 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
     bgrid = _fill_and_filter(med, valid, fill, filter_size).astype(np.float32)
     rgrid = _fill_and_filter(std, valid, fill, filter_size)
     bmap = GridMap.from_boxes(bgrid, ny, nx, boxy, boxx)
-    if second_pass:
+    if second_pass and n_iter > 0:
         # BANE's second pass: rms of the data minus the interpolated background, so a
-        # background gradient across a box does not inflate the rms
+        # background gradient across a box does not inflate the rms. Clipping starts
+        # from the first pass's range (|residual| <= k x first-pass rms).
         cols = (np.arange(nbx)[:, None] * boxx + np.arange(0, boxx, s)[None, :]).ravel()
         ry, rx = len(range(0, boxy, s)), len(range(0, boxx, s))
         cols_c = np.minimum(cols, nx - 1)
         std2 = np.full((nby, nbx), np.nan)
+        corr = math.sqrt(_clip_variance_factor(clip_sigma))
         for r in range(nby):
             blocks = _strip_blocks(arr, r, boxy, boxx, nbx, s)
-            bad = ~np.isfinite(blocks)
             rows = np.minimum(r * boxy + np.arange(0, boxy, s), ny - 1)
             bs = bmap.region(rows, cols_c).reshape(ry, nbx, rx).transpose(1, 0, 2)
-            start = _clip_mask(blocks, bad, clip_sigma, *mask_stats[r])
             blocks -= bs.reshape(nbx, ry * rx)
-            _, std2[r], _, _ = _clipped_stats(blocks, bad, clip_sigma, min(n_iter, 2),
-                                              start_mask=start)
+            start = (np.zeros(nbx), clip_sigma * std[r] * corr)
+            _, std2[r], _ = _clipped_stats(blocks, clip_sigma, min(n_iter, 2), start=start)
         r2 = _fill_and_filter(std2, valid, fill, filter_size)
         ok2 = np.isfinite(r2) & (r2 > 0)
         rgrid = np.where(ok2, r2, rgrid)

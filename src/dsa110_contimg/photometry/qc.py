@@ -225,7 +225,7 @@ def _strided_sample(data, max_samples: int) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 1_000_000) -> float:
+def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 262_144) -> float:
     """Sigma-clipped standard deviation of the finite pixels, Jy/beam.
 
     Median-centred clipping at ``sigma`` for up to ``maxiters`` rounds
@@ -233,22 +233,36 @@ def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int
     regular stride (deterministic; the sample, not the map, is copied). NaN
     when no finite pixel.
     """
-    v = _strided_sample(data, max_samples)
-    if v.size == 0:
+    v = np.sort(_strided_sample(data, max_samples))
+    n = v.size
+    if n == 0:
         return float("nan")
+    # sorted once: every clipping round keeps a contiguous range [lo, hi); sums by prefix sums
+    d = v - v[n // 2]
+    c1 = np.concatenate(([0.0], np.cumsum(d)))
+    c2 = np.concatenate(([0.0], np.cumsum(d * d)))
+    lo, hi = 0, n
+
+    def std_of(lo, hi):
+        k = hi - lo
+        mean = (c1[hi] - c1[lo]) / k
+        return float(np.sqrt(max((c2[hi] - c2[lo]) / k - mean * mean, 0.0)))
+
     for _ in range(maxiters):
-        med = np.median(v)
-        std = v.std()
+        k = hi - lo
+        med = 0.5 * (v[lo + (k - 1) // 2] + v[lo + k // 2])
+        std = std_of(lo, hi)
         if not std > 0:
             break
-        keep = np.abs(v - med) <= sigma * std
-        if keep.all():
+        nlo = max(lo, int(np.searchsorted(v, med - sigma * std, "left")))
+        nhi = min(hi, int(np.searchsorted(v, med + sigma * std, "right")))
+        if (nlo, nhi) == (lo, hi) or nhi <= nlo:
             break
-        v = v[keep]
-    return float(v.std())
+        lo, hi = nlo, nhi
+    return std_of(lo, hi)
 
 
-def map_median(rms_map, *, max_samples: int = 1_000_000) -> float:
+def map_median(rms_map, *, max_samples: int = 262_144) -> float:
     """Median of the finite, positive values of an rms map (NaN if none), Jy/beam.
 
     A lazy :class:`~dsa110_contimg.photometry.noise.GridMap` is evaluated on a
