@@ -596,18 +596,18 @@ def background_maps_for(image, *, bkg_path=None, rms_path=None, autoload: bool =
     pl = 0 if plane is None else plane
     bkg = read_map(paths["bkg"], shape, "bkg", label, pl) if paths["bkg"] else None
     rms = read_map(paths["rms"], shape, "rms", label, pl) if paths["rms"] else None
-    box = None
+    box = grid_shape = box_shape = None
     if bkg is None or rms is None:
         opts = dict(estimate_options)
         if "beam_pix" not in opts and "box_pix" not in opts and image.beam is not None:
             opts["beam_pix"] = image.beam.major_arcsec / image.pixel_scale_arcsec
         est = estimate_background(data, **opts)
-        box = est.box_pix
+        box, grid_shape, box_shape = est.box_pix, est.grid_shape, est.box_shape
         bkg = est.background if bkg is None else bkg
         rms = est.rms if rms is None else rms
     n_files = sum(p is not None for p in paths.values())
     source = "files" if n_files == 2 else ("estimated" if n_files == 0 else "mixed")
-    maps = BackgroundMaps(bkg, rms, source, box, paths)
+    maps = BackgroundMaps(bkg, rms, source, box, paths, grid_shape=grid_shape, box_shape=box_shape)
     if cache:
         if store is None:
             store = {}
@@ -667,7 +667,6 @@ def noise_correlation_factor(data, background, rms, kernel: np.ndarray, *,
     yy, xx = (a.ravel() for a in np.meshgrid(ys, xs, indexing="ij"))
     g = np.arange(-hk, hk + 1)
     off = (g[:, None] * nx + g[None, :]).ravel()
-    idx = (yy * nx + xx)[:, None] + off[None, :]
 
     centre = yy * nx + xx
     kflat = kernel.ravel()
@@ -689,13 +688,20 @@ def noise_correlation_factor(data, background, rms, kernel: np.ndarray, *,
     maps_smooth = all(np.ndim(m) == 0 or hasattr(m, "take_flat") for m in (background, rms))
     with np.errstate(invalid="ignore", divide="ignore"):
         if maps_smooth:
-            # background and rms constant over a footprint: filter the data only
-            D = np.take(flat_of(data), idx)
-            DK = (D @ kflat.astype(D.dtype)).astype(np.float64)
+            # background and rms constant over a footprint: filter the data only, in
+            # chunks of points (bounded memory)
+            flat = flat_of(data)
+            DK = np.empty(centre.size)
+            Dc = np.empty(centre.size)
+            for c0 in range(0, centre.size, 256):
+                D = np.take(flat, centre[c0:c0 + 256, None] + off[None, :])
+                DK[c0:c0 + 256] = D @ kflat.astype(D.dtype)
+                Dc[c0:c0 + 256] = D[:, S * S // 2]
             bc, sc = at(background, centre), at(rms, centre)
             f = (DK - bc * kflat.sum()) / sc / norm
-            zc = (D[:, S * S // 2].astype(np.float64) - bc) / sc
+            zc = (Dc - bc) / sc
         else:
+            idx = centre[:, None] + off[None, :]
             z = (at(data, idx) - at(background, idx)) / at(rms, idx)
             f = z @ kflat / norm
             zc = z[:, S * S // 2]
