@@ -210,3 +210,17 @@ def test_qc_history_is_read_without_the_write_lock(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_grid_map_cutouts_are_exact():
+    rng = np.random.default_rng(8)
+    data = rng.normal(0, 1, (400, 500)).astype(np.float32) + np.linspace(0, 5, 500)[None, :]
+    maps = estimate_background(data, box_pix=40)
+    full = np.asarray(maps.rms)
+    for h in (3, 7, 30):   # 30: wider than a box (general path)
+        yc = rng.integers(h, 400 - h, 300)
+        xc = rng.integers(h, 500 - h, 300)
+        cut = maps.rms.cutouts(yc, xc, h)
+        g = np.arange(-h, h + 1)
+        ref = full[(yc[:, None] + g)[:, :, None], (xc[:, None] + g)[:, None, :]]
+        np.testing.assert_allclose(cut, ref, rtol=2e-6)
