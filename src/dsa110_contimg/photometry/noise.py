@@ -549,6 +549,14 @@ def companion_map_paths(image_path: str | Path) -> dict[str, Path]:
             "rms": stem.with_name(stem.name + "_rms.fits")}
 
 
+def _squeeze_plane(arr, plane: int):
+    if arr.ndim > 2 and np.prod(arr.shape[:-2]) == 1:
+        return arr.reshape(arr.shape[-2:])
+    if arr.ndim > 2:
+        return arr.reshape((-1,) + arr.shape[-2:])[plane]
+    return arr
+
+
 def read_map(path: str | Path, shape: tuple[int, int], kind: str, image_path=None,
              plane: int = 0) -> np.ndarray:
     """Read a background/noise map and check it against the image shape.
@@ -569,29 +577,32 @@ def read_map(path: str | Path, shape: tuple[int, int], kind: str, image_path=Non
     if not path.is_file():
         raise MapMismatch(f"configured {kind} map {path} does not exist", image_path or path)
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with fits.open(path, memmap=True) as hdul:
             hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2), None)
             if hdu is None:
                 raise MapMismatch(f"{kind} map {path} holds no image data", image_path or path)
-            arr = np.asarray(hdu.data)
+            arr = hdu.data
             bunit = hdu.header.get("BUNIT")
+            arr = _squeeze_plane(arr, plane)
+            if tuple(arr.shape) != tuple(shape):
+                raise MapMismatch(f"{kind} map {path} has shape {arr.shape}, the image has "
+                                  f"{tuple(shape)}", image_path or path)
+            arr = np.array(arr, dtype=np.float32)   # read while the file is open
     except MapMismatch:
         raise
     except (OSError, ValueError, TypeError) as exc:
         raise MapMismatch(f"{kind} map {path} cannot be read: {exc}", image_path or path) from None
-    arr = arr.reshape(arr.shape[-2:]) if arr.ndim > 2 and np.prod(arr.shape[:-2]) == 1 else \
-        (arr.reshape((-1,) + arr.shape[-2:])[plane] if arr.ndim > 2 else arr)
-    if tuple(arr.shape) != tuple(shape):
-        raise MapMismatch(f"{kind} map {path} has shape {arr.shape}, the image has {tuple(shape)}",
-                          image_path or path)
     try:
         scale = _flux_scale(bunit, path)
     except InvalidImage:
         scale = 1.0
-    out = np.asarray(arr, dtype=np.float32) * np.float32(scale)
+    out = arr                                       # a native float32 copy: scaled in place
+    if scale != 1.0:
+        np.multiply(out, np.float32(scale), out=out)
     if kind == "rms":
         with np.errstate(invalid="ignore"):
-            out[~(out > 0)] = np.nan  # 0 (and negative) noise means "unknown", never sigma=0
+            # 0 (and negative) noise means "unknown", never sigma=0
+            np.copyto(out, np.float32(np.nan), where=~(out > 0))
     return out
 
 
