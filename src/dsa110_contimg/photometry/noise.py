@@ -44,7 +44,7 @@ SUBSAMPLE_BEAMS = 0.75
 #: fewest samples per box the default sub-sampling keeps
 MIN_BOX_SAMPLES = 400
 #: second pass only for boxes where the background ramp across the box has a variance
-#: above this fraction of the rms^2 (it would change the rms by more than half of it)
+#: above this fraction of the rms^2 (it would change the rms by more than 0.05 %)
 GRADIENT_VARIANCE = 1e-3
 
 
@@ -513,7 +513,8 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
         # variance of a linear ramp across a box, against GRADIENT_VARIANCE x rms^2
         gy, gx = (np.gradient(bgrid.astype(np.float64), axis=a) if bgrid.shape[a] > 1
                   else np.zeros(bgrid.shape) for a in (0, 1))
-        ramp_var = (gy ** 2 * (boxy ** 2 - 1) + gx ** 2 * (boxx ** 2 - 1)) / 12.0
+        # np.gradient is per box: the slope per pixel is that / box side
+        ramp_var = ((gy / boxy) ** 2 * (boxy ** 2 - 1) + (gx / boxx) ** 2 * (boxx ** 2 - 1)) / 12.0
         with np.errstate(invalid="ignore"):
             need = ~(ramp_var <= GRADIENT_VARIANCE * rgrid ** 2)
         std2 = np.where(need, np.nan, std)
