@@ -304,7 +304,8 @@ def _clip_variance_factor(k: float) -> float:
     return 1.0 - 2.0 * k * phi / math.erf(k / math.sqrt(2.0))
 
 
-def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=None):
+def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=None,
+                   return_converged: bool = False):
     """Per-row sigma-clipped median and std about the median (std corrected for the truncation).
 
     Each row is sorted once (NaN last); the kept samples of every clipping round
@@ -313,7 +314,9 @@ def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=Non
     sums. ``start = (centre, halfwidth)`` per row sets the first kept range
     (default: every finite sample).
 
-    Returns ``(median, std, n_finite)``; NaN where a row has no finite sample.
+    Returns ``(median, std, n_finite)`` (and ``converged``: the last round moved at
+    most 1 % of the kept samples, with ``return_converged``); NaN where a row has no
+    finite sample.
     """
     v = np.sort(blocks, axis=1)
     nr, n = v.shape
@@ -341,6 +344,7 @@ def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=Non
         lo = np.where(use, slo, lo)
         hi = np.where(use, shi, hi)
     med = std = None
+    conv = np.ones(nr, bool)
     with np.errstate(invalid="ignore", divide="ignore"):
         for it in range(max(1, n_iter) + 1):
             k = hi - lo
@@ -362,11 +366,16 @@ def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=Non
             nhi = np.count_nonzero(v <= (med + thr).astype(np.float32)[:, None], axis=1)
             nlo = np.where(have, nlo, lo)
             nhi = np.where(have, np.maximum(nhi, nlo), hi)
-            if np.array_equal(nlo, lo) and np.array_equal(nhi, hi):
+            moved = (nlo != lo) | (nhi != hi)
+            if not moved.any():
                 break
+            # settled: the last round moved at most 1 % of the kept samples
+            conv = (np.abs(nlo - lo) + np.abs(nhi - hi)) <= 0.01 * np.maximum(k, 1)
             lo, hi = nlo, nhi
     if n_iter > 0:
         std = std / math.sqrt(_clip_variance_factor(clip_sigma))
+    if return_converged:
+        return med, std, nfin, conv
     return med, std, nfin
 
 
@@ -437,7 +446,7 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
         Re-measure the rms on the data minus the interpolated background
         (as BANE does), so gradients inside a box do not inflate it; done
         only for boxes where the background ramp matters
-        (``GRADIENT_VARIANCE``).
+        (``GRADIENT_VARIANCE``) or whose clipping had not converged.
     subsample : int, optional
         Use every ``subsample``-th pixel in each direction within a box. The
         default takes a sample every 0.75 beam FWHM (``SUBSAMPLE_BEAMS``),
@@ -482,9 +491,11 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
     med = np.full((nby, nbx), np.nan)
     std = np.full((nby, nbx), np.nan)
     n_finite = np.zeros((nby, nbx), np.int64)
+    converged = np.ones((nby, nbx), bool)
     for r in range(nby):
         blocks = _strip_blocks(arr, r, boxy, boxx, nbx, s)
-        med[r], std[r], n_finite[r] = _clipped_stats(blocks, clip_sigma, n_iter)
+        med[r], std[r], n_finite[r], converged[r] = _clipped_stats(blocks, clip_sigma, n_iter,
+                                                                   return_converged=True)
     if not n_finite.any():
         raise EmptyImage("no finite pixel to estimate the background from")
     valid = (n_finite >= max(5, min_fraction * nsamp)) & np.isfinite(med) & np.isfinite(std) \
@@ -517,6 +528,9 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
         ramp_var = ((gy / boxy) ** 2 * (boxy ** 2 - 1) + (gx / boxx) ** 2 * (boxx ** 2 - 1)) / 12.0
         with np.errstate(invalid="ignore"):
             need = ~(ramp_var <= GRADIENT_VARIANCE * rgrid ** 2)
+        # and where the first pass's clipping had not settled (bright sources): the second
+        # pass's rounds continue it, as in the estimator that always ran both passes
+        need |= ~converged
         std2 = np.where(need, np.nan, std)
         for r in np.flatnonzero(need.any(axis=1)):
             sel = need[r]
