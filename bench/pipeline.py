@@ -283,9 +283,11 @@ def main(argv=None) -> int:
                   f"ratio {total / floor:.2f}x (target <= 2x, aim 1.2x)")
             print("stages (result.step_seconds): " + ", ".join(
                 f"{k} {v * 1e3:.0f} ms" for k, v in steps.items()))
-            print(f"write lock held per image: {steps.get('write_lock', float('nan')) * 1e3:.0f} ms "
-                  f"(-> at most {60 / max(steps.get('write_lock', 1e-9), 1e-9):,.0f} images/min "
-                  "through the lock)")
+            if "write_lock" in steps:
+                print(f"write lock held per image: {steps['write_lock'] * 1e3:.0f} ms (-> at most "
+                      f"{60 / max(steps['write_lock'], 1e-9):,.0f} images/min through the lock)")
+            else:
+                print("write lock held per image: not measured by this version")
             print("components (last image, separately): " + ", ".join(
                 f"{k} {v * 1e3:.0f} ms" for k, v in comp.items()))
     if not args.skip_rss:
