@@ -279,11 +279,6 @@ def _interp_coeffs(n: int, n_boxes: int, box: int):
     return i0, (t - i0).astype(np.float32)
 
 
-def is_grid_map(arr) -> bool:
-    """True for a :class:`GridMap` (lazy map) rather than an array."""
-    return isinstance(arr, GridMap)
-
-
 def _sample(arr, x, y):
     x = np.atleast_1d(np.asarray(x, float))
     y = np.atleast_1d(np.asarray(y, float))
@@ -398,7 +393,7 @@ def _strip_blocks(arr, r: int, boxy: int, boxx: int, nbx: int, s: int) -> np.nda
     return np.ascontiguousarray(sub.reshape(ry, nbx, rx).transpose(1, 0, 2)).reshape(nbx, ry * rx)
 
 
-def _fill_and_filter(grid, vgrid, fill_index, filter_size):
+def _fill_and_filter(grid, fill_index, filter_size):
     from scipy import ndimage
 
     if fill_index is not None:
@@ -508,8 +503,8 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
     if not valid.all():
         _, fill = ndimage.distance_transform_edt(~valid, return_indices=True)
         fill = tuple(fill)
-    bgrid = _fill_and_filter(med, valid, fill, filter_size).astype(np.float32)
-    rgrid = _fill_and_filter(std, valid, fill, filter_size)
+    bgrid = _fill_and_filter(med, fill, filter_size).astype(np.float32)
+    rgrid = _fill_and_filter(std, fill, filter_size)
     bmap = GridMap.from_boxes(bgrid, ny, nx, boxy, boxx)
     if second_pass and n_iter > 0:
         # BANE's second pass: rms of the data minus the interpolated background, so a
@@ -541,7 +536,7 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
             start = (np.zeros(int(sel.sum())), clip_sigma * std[r][sel] * corr)
             _, std2[r][sel], _ = _clipped_stats(blocks, clip_sigma, min(n_iter, 2), start=start)
         if need.any():
-            r2 = _fill_and_filter(std2, valid, fill, filter_size)
+            r2 = _fill_and_filter(std2, fill, filter_size)
             ok2 = np.isfinite(r2) & (r2 > 0)
             rgrid = np.where(ok2, r2, rgrid)
     rmap = GridMap.from_boxes(rgrid.astype(np.float32), ny, nx, boxy, boxx)
