@@ -178,7 +178,16 @@ def _gather(arr, idx, nx_shape, scalar_shape):
         return np.zeros(scalar_shape)
     if np.ndim(arr) == 0:
         return np.full(scalar_shape, float(arr))
+    if hasattr(arr, "take_flat"):  # a lazy GridMap: evaluated only at these pixels
+        return arr.take_flat(idx).astype(np.float64)
     return np.take(_flat(arr), idx).astype(np.float64, copy=False)
+
+
+def _cutout_gather(arr, yc, xc, h, idx, nx):
+    """Map values on the (m, S*S) cutouts (a GridMap is interpolated per cutout)."""
+    if hasattr(arr, "cutouts"):
+        return arr.cutouts(yc, xc, h).reshape(idx.shape).astype(np.float64)
+    return _gather(arr, idx, nx, idx.shape)
 
 
 def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam: float = 3.0,
@@ -251,8 +260,8 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
         idx = (yc[sel] * nx + xc[sel])[:, None] + off[None, :]
         D = _gather(data, idx, nx, idx.shape)
         if background is not None:
-            D = D - _gather(background, idx, nx, idx.shape)
-        sig = _gather(rms, idx, nx, idx.shape)
+            D = D - _cutout_gather(background, yc[sel], xc[sel], h, idx, nx)
+        sig = _cutout_gather(rms, yc[sel], xc[sel], h, idx, nx)
         fx = (g[None, :] - (x[sel] - xc[sel])[:, None])   # (m, S) offsets along x
         fy = (g[None, :] - (y[sel] - yc[sel])[:, None])   # (m, S) along y
         # exp(-(a dx^2 + b dx dy + c dy^2)) = ey(dy) ex(dx) exp(-b dx dy): two small exps

@@ -69,19 +69,29 @@ class ImageContext:
 
 
 # --------------------------------------------------------------------------- QC
+def qc_field_history(conn, *, path: str, ra_deg: float, dec_deg: float, radius_deg: float,
+                     mjd: float | None) -> list[dict]:
+    """QC metrics of the field's recent images (a read; use a read-only connection)."""
+    return lc_store.qc_history(conn, ra_deg, dec_deg, max(radius_deg, 0.25),
+                               before_mjd=mjd, exclude_path=path)
+
+
 def quality_control(conn, *, path: str, ra_deg: float, dec_deg: float, radius_deg: float,
-                    mjd: float | None, kind: str, image, table, cat, cfg):
+                    mjd: float | None, kind: str, image, table, cat, cfg, history=None):
     """Evaluate QC for an image (image statistics; reads only the field's QC history).
 
     Runs *before* the image's write transaction so that the image-wide statistics do
-    not hold the database lock. Returns the QCResult, or None when QC is off.
+    not hold the database lock. ``history`` (from :func:`qc_field_history`, read on a
+    :func:`~dsa110_contimg.store.engine.read_connection`) avoids any read here; else
+    it is read on ``conn``. Returns the QCResult, or None when QC is off.
     """
     if not cfg.qc:
         return None
     from dsa110_contimg.photometry.qc import QCLimits, evaluate_image_qc
 
-    history = lc_store.qc_history(conn, ra_deg, dec_deg, max(radius_deg, 0.25),
-                                  before_mjd=mjd, exclude_path=path)
+    if history is None:
+        history = qc_field_history(conn, path=path, ra_deg=ra_deg, dec_deg=dec_deg,
+                                   radius_deg=radius_deg, mjd=mjd)
     limits = QCLimits(max_rms_jyb=cfg.qc_max_rms_jyb, require_beam=(kind == "image"))
     compact = _compact(cat, image)
     flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else None

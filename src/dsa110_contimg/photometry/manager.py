@@ -76,7 +76,9 @@ class PhotometryResult:
     ese_candidates : int
         Active ESE candidates among this image's sources after the update.
     step_seconds : dict
-        Wall time of each workflow step.
+        Wall time of each workflow step, seconds (``write_lock``: how long the image's
+        write transaction held the database, overlapping ``store``/``normalise``/
+        ``variability``; the QC statistics and history read are outside it).
     """
 
     fits_path: Path
@@ -369,12 +371,19 @@ class PhotometryManager:
         }
         ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
         t = time.perf_counter()
-        with self.products.engine.connect() as conn:
-            qc = lightcurves.quality_control(conn, path=abs_path, ra_deg=ra_c, dec_deg=dec_c,
-                                             radius_deg=radius, mjd=image.mjd, kind=kind, image=image,
-                                             table=table, cat=cat, cfg=cfg)
-            conn.rollback()
+        history = None
+        if cfg.qc:  # read on a deferred (read-only) transaction: no write lock for the statistics
+            from dsa110_contimg.store.engine import read_connection
+
+            with read_connection(self.products.engine) as conn:
+                history = lightcurves.qc_field_history(conn, path=abs_path, ra_deg=ra_c,
+                                                       dec_deg=dec_c, radius_deg=radius,
+                                                       mjd=image.mjd)
+        qc = lightcurves.quality_control(None, path=abs_path, ra_deg=ra_c, dec_deg=dec_c,
+                                         radius_deg=radius, mjd=image.mjd, kind=kind, image=image,
+                                         table=table, cat=cat, cfg=cfg, history=history)
         steps["qc"] = time.perf_counter() - t
+        t_lock = time.perf_counter()
         with self.products.engine.begin() as conn:
             if fence is not None:
                 fence(conn)
@@ -394,6 +403,8 @@ class PhotometryManager:
             t = time.perf_counter()
             var = lightcurves.update_variability(conn, ctx, table, cfg, qc, norm)
             steps["variability"] = time.perf_counter() - t
+        # time the write transaction held the database (SQLite: the write lock), commit included
+        steps["write_lock"] = time.perf_counter() - t_lock
         table.columns["source_id"] = source_ids
         table.columns["catalog_id"] = np.asarray([str(s) for s in cat["source_id"]], dtype=object)
         table.meta["image_id"] = image_id

@@ -207,36 +207,93 @@ class _Collector:
 
 
 # --- statistics ---------------------------------------------------------------------
-def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 2_000_000) -> float:
+def _strided_sample(data, max_samples: int) -> np.ndarray:
+    """Finite pixels on a regular stride (deterministic), at most about ``max_samples``, float64.
+
+    Only the sampled rows are read (memory-map friendly); never a full-map copy.
+    """
+    if hasattr(data, "sampled"):          # a lazy GridMap
+        v = np.asarray(data.sampled(max_samples), dtype=np.float64).ravel()
+    else:
+        arr = data if hasattr(data, "shape") and hasattr(data, "ndim") else np.asarray(data)
+        if arr.ndim == 0:
+            v = np.asarray([float(arr)])
+        else:
+            stride = max(1, int(np.ceil(np.sqrt(arr.size / max_samples))))
+            sl = (slice(None, None, stride),) * arr.ndim
+            v = np.asarray(arr[sl], dtype=np.float64).ravel()
+    return v[np.isfinite(v)]
+
+
+def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 262_144) -> float:
     """Sigma-clipped standard deviation of the finite pixels, Jy/beam.
 
     Median-centred clipping at ``sigma`` for up to ``maxiters`` rounds
-    (science.md §3.4). Images larger than ``max_samples`` pixels are sampled
-    on a regular stride (deterministic). NaN when no finite pixel.
+    (science.md §3.4) over at most about ``max_samples`` pixels taken on a
+    regular stride (deterministic; the sample, not the map, is copied). NaN
+    when no finite pixel.
     """
-    arr = np.asarray(data)
-    stride = max(1, int(np.ceil(np.sqrt(arr.size / max_samples))))
-    v = np.asarray(arr[::stride, ::stride], dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
+    v = np.sort(_strided_sample(data, max_samples))
+    n = v.size
+    if n == 0:
         return float("nan")
+    # sorted once: every clipping round keeps a contiguous range [lo, hi); sums by prefix sums
+    d = v - v[n // 2]
+    c1 = np.concatenate(([0.0], np.cumsum(d)))
+    c2 = np.concatenate(([0.0], np.cumsum(d * d)))
+    lo, hi = 0, n
+
+    def std_of(lo, hi):
+        k = hi - lo
+        mean = (c1[hi] - c1[lo]) / k
+        return float(np.sqrt(max((c2[hi] - c2[lo]) / k - mean * mean, 0.0)))
+
     for _ in range(maxiters):
-        med = np.median(v)
-        std = v.std()
+        k = hi - lo
+        med = 0.5 * (v[lo + (k - 1) // 2] + v[lo + k // 2])
+        std = std_of(lo, hi)
         if not std > 0:
             break
-        keep = np.abs(v - med) <= sigma * std
-        if keep.all():
+        nlo = max(lo, int(np.searchsorted(v, med - sigma * std, "left")))
+        nhi = min(hi, int(np.searchsorted(v, med + sigma * std, "right")))
+        if (nlo, nhi) == (lo, hi) or nhi <= nlo:
             break
-        v = v[keep]
-    return float(v.std())
+        lo, hi = nlo, nhi
+    return std_of(lo, hi)
 
 
-def map_median(rms_map) -> float:
-    """Median of the finite, positive pixels of an rms map (NaN if none), Jy/beam."""
-    r = np.asarray(rms_map, dtype=np.float64)
-    r = r[np.isfinite(r) & (r > 0)]
+def map_median(rms_map, *, max_samples: int = 262_144) -> float:
+    """Median of the finite, positive values of an rms map (NaN if none), Jy/beam.
+
+    A lazy :class:`~dsa110_contimg.photometry.noise.GridMap` is evaluated on a
+    lattice of at most about ``max_samples`` pixels; an array is sampled on a
+    regular stride. No full-map float64 copy is made.
+    """
+    r = _strided_sample(rms_map, max_samples)
+    r = r[r > 0]
     return float(np.median(r)) if r.size else float("nan")
+
+
+def finite_count_and_peak(data, rows: int = 256) -> tuple[int, float]:
+    """Number of finite pixels and max |finite pixel| of a 2-D map, read in row blocks.
+
+    Memory is one block, not the map (a memory-mapped image is streamed).
+    """
+    arr = data if hasattr(data, "shape") else np.asarray(data)
+    if arr.ndim != 2:
+        arr = np.asarray(arr).reshape(-1, arr.shape[-1])
+    n = 0
+    peak = -np.inf
+    step = max(1, min(rows, 4_000_000 // max(1, arr.shape[1])))
+    for y0 in range(0, arr.shape[0], step):
+        blk = np.asarray(arr[y0:y0 + step])
+        fin = np.isfinite(blk)
+        k = int(np.count_nonzero(fin))
+        n += k
+        if k:
+            peak = max(peak, float(np.max(np.abs(blk[fin]))) if k < fin.size
+                       else float(max(blk.max(), -blk.min())))
+    return n, (peak if n else float("nan"))
 
 
 def _history_median(history: Iterable[Mapping[str, Any]] | None, key: str, min_n: int) -> float:
@@ -444,10 +501,17 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
         "median_rms_jyb": float("nan"), "clipped_rms_jyb": float("nan"),
         "beam_major_arcsec": float("nan"), "beam_minor_arcsec": float("nan"),
         "beam_pa_deg": float("nan"), "beam_pixels": float("nan"),
-        "blanked_fraction": float(image.blanked_fraction), "dynamic_range": float("nan"),
+        "blanked_fraction": float("nan"), "dynamic_range": float("nan"),
         "flux_scale_ratio": float("nan"), "flux_scale_scatter": float("nan"), "n_flux_scale": 0,
     }
     c = _Collector()
+    # one streamed pass for the blanked fraction and the peak (no full-map temporaries)
+    n_finite, peak = finite_count_and_peak(data)
+    m["blanked_fraction"] = float(1.0 - n_finite / data.size) if data.size else 1.0
+    try:
+        image._blanked = m["blanked_fraction"]
+    except AttributeError:
+        pass
     if m["blanked_fraction"] < 1.0:
         if maps is None:
             from dsa110_contimg.photometry.noise import background_maps_for
@@ -455,7 +519,6 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
             maps = background_maps_for(image)
         m["median_rms_jyb"] = map_median(maps.rms)
         m["clipped_rms_jyb"] = clipped_rms(data)
-        peak = float(np.nanmax(np.abs(data)))
         if np.isfinite(m["median_rms_jyb"]) and m["median_rms_jyb"] > 0:
             m["dynamic_range"] = peak / m["median_rms_jyb"]
     _check_noise(c, m, limits, history)
@@ -486,4 +549,4 @@ def mark_measurements(table: MeasurementTable, qc: QCResult) -> MeasurementTable
 
 
 __all__ = ["QCLimits", "QCResult", "evaluate_image_qc", "flux_scale_ratio", "clipped_rms",
-           "map_median", "mark_measurements", "HISTORY_KEYS", "PASSED", "WARNING", "FAILED"]
+           "map_median", "finite_count_and_peak", "mark_measurements", "HISTORY_KEYS", "PASSED", "WARNING", "FAILED"]

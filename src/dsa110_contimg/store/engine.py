@@ -13,6 +13,7 @@ release opens an older database and brings it up to date.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,29 @@ def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: i
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        reading = read_only or conn.get_execution_options().get(READ_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+
+#: Connection execution option: this connection only reads (SQLite: deferred BEGIN, so no
+#: write lock is taken; see :func:`read_connection`).
+READ_OPTION = "contimg_read_only"
+
+
+@contextmanager
+def read_connection(engine: Engine):
+    """A connection for reads only: its transaction never takes the SQLite write lock.
+
+    Write connections autobegin with ``BEGIN IMMEDIATE`` (the write lock, held until
+    commit); reads done before a write transaction (e.g. the QC history) use this so
+    that the lock is held only for the writes. The transaction is rolled back on exit.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_OPTION: True})
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 def set_wal(cur, busy_timeout_ms: int) -> None:

@@ -1,0 +1,311 @@
+"""Per-image pipeline benchmark: end to end against the I/O floor, stage breakdown, lock time,
+and peak memory on large mosaics.
+
+Usage::
+
+    .venv/bin/python bench/pipeline.py [--sizes 2048:1000,4096:4000] [--epochs 4]
+                                       [--rss 8192:10000,16384:30000] [--skip-rss]
+
+Figures printed:
+
+1. **end to end per image** (``PhotometryManager.run_image``: open, catalogue cone, noise
+   map, forced fit, QC, store, normalise, variability, ESE) for 2048² / 1,000 sources and
+   4096² / 4,000 sources, median over the last ``--epochs`` epochs of a field (normalisation
+   and ESE on), against the **floor** measured in the same run: reading the image's data
+   (memory map -> array) plus one ``np.nanmedian`` over it. Ratio = end to end / floor
+   (target <= 2, aim 1.2).
+2. the **stage breakdown** (``result.step_seconds``) and, measured separately on the same
+   image, the noise grid, the noise-correlation factor, the forced fit and the QC statistics;
+3. the **write-lock hold time** per image (``step_seconds["write_lock"]``: the image's
+   write transaction, commit included; QC history is read before it on a deferred
+   read-only connection);
+4. **peak RSS** (``ru_maxrss`` of a child process from ``os.wait4``) measuring a
+   memory-mapped float32 mosaic: 8192² with 10,000 positions and 16384² with 30,000
+   positions (forced fit + QC statistics), targets 0.8 GB and 2.5 GB; and
+   ``contimg-photometry measure --positions`` on the 8192² image with 10,000 positions,
+   target <= 3x the image's bytes. The mosaics are written strip by strip to /tmp and
+   deleted afterwards (16384² is 1 GiB).
+
+The machine is shared: timings are noisy, ratios are measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RA0, DEC0 = 150.0, 37.0
+BEAM = (18.0, 13.0, 20.0)   # arcsec, DSA-110-like
+
+
+def _pix_arcsec(size: int) -> float:
+    return 6.0 if size <= 2048 else 3.0
+
+
+# ----------------------------------------------------------------------------- inputs
+def make_field(root: Path, size: int, n_sources: int, n_epochs: int):
+    """Catalogue (ingested) and ``n_epochs`` float32 images of one field; returns the paths."""
+    from astropy.io import fits
+
+    from dsa110_contimg.photometry.catalogs import CatalogStore
+    from dsa110_contimg.photometry.simulate import random_sky_positions, simulate_image, sky_wcs
+
+    rng = np.random.default_rng(size)
+    pix = _pix_arcsec(size)
+    wcs = sky_wcs(RA0, DEC0, pix, (size, size))
+    ra, dec, _, _ = random_sky_positions(wcs, (size, size), n_sources, rng, margin_pix=30,
+                                         min_separation_pix=8)
+    flux_mjy = 10 ** rng.uniform(np.log10(5), np.log10(500), n_sources)
+    cat = root / "nvss_bench.csv"
+    with open(cat, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["NVSS", "RAJ2000", "DEJ2000", "S1.4"])
+        for i, (r, d, f) in enumerate(zip(ra, dec, flux_mjy)):
+            w.writerow([f"B{i:05d}", r, d, f])
+    store = CatalogStore(root / "catalogs")
+    store.ingest("nvss", [cat], ra_column="RAJ2000", dec_column="DEJ2000", flux_column="S1.4",
+                 flux_unit="mJy", progress=False)
+    store.close()
+    paths = []
+    for i in range(n_epochs):
+        sim = simulate_image((size, size), ra0_deg=RA0, dec0_deg=DEC0, pixscale_arcsec=pix,
+                             beam_arcsec=BEAM, ra_deg=ra, dec_deg=dec,
+                             peak_jyb=flux_mjy / 1000 * (1 + rng.normal(0, 0.02)), noise_rms=1e-3,
+                             mjd=60676.25 + i, seed=i, naxis=2)
+        p = root / f"epoch{i:03d}.fits"
+        fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(p)
+        del sim
+        paths.append(p)
+    return paths
+
+
+def write_mosaic(path: Path, size: int, n_pos: int, seed: int = 0):
+    """A float32 mosaic written strip by strip (bounded memory); returns RA/Dec positions.
+
+    Noise: white noise smoothed with the beam per strip (1 mJy/beam), a weak gradient.
+    """
+    from astropy.io import fits
+    from scipy.ndimage import gaussian_filter
+
+    from dsa110_contimg.photometry.simulate import sky_wcs
+
+    pix = 3.0
+    wcs = sky_wcs(RA0, DEC0, pix, (size, size))
+    hdr = fits.Header()
+    hdr["SIMPLE"] = True
+    hdr["BITPIX"] = -32
+    hdr["NAXIS"] = 2
+    hdr["NAXIS1"] = size
+    hdr["NAXIS2"] = size
+    hdr.update(wcs.to_header())
+    hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = BEAM[0] / 3600, BEAM[1] / 3600, BEAM[2]
+    hdr["BUNIT"] = "Jy/beam"
+    hdr["MJD-OBS"] = 60676.25
+    hdr["NIMAGES"] = 16
+    rng = np.random.default_rng(seed)
+    sig = BEAM[0] / pix / 2.3548
+    strip = 512
+    with open(path, "wb") as fh:
+        fh.write(hdr.tostring().encode("ascii"))
+        for y0 in range(0, size, strip):
+            w = rng.standard_normal((strip + 16, size), dtype=np.float32)
+            blk = gaussian_filter(w, sig, mode="wrap")[8:-8]
+            blk *= np.float32(1e-3 / 0.11)
+            blk += np.float32(1e-4) * np.float32(y0 / size)
+            fh.write(blk.astype(">f4").tobytes())
+        pad = (-size * size * 4) % 2880
+        fh.write(b"\0" * pad)
+    xs = rng.uniform(40, size - 41, n_pos)
+    ys = rng.uniform(40, size - 41, n_pos)
+    ra, dec = wcs.wcs_pix2world(xs, ys, 0)
+    return ra, dec
+
+
+# ----------------------------------------------------------------------------- timing
+def floor_seconds(path: Path) -> float:
+    """Read the data (memory map -> array) + one nanmedian: the I/O-and-one-pass floor."""
+    from astropy.io import fits
+
+    t = time.perf_counter()
+    with fits.open(path, memmap=True) as hdul:
+        data = np.array(hdul[0].data, dtype=np.float32)
+    np.nanmedian(data)
+    return time.perf_counter() - t
+
+
+def bench_end_to_end(size: int, n_sources: int, n_epochs: int, warm: int = 2):
+    from dsa110_contimg.photometry.config import PhotometryConfig
+    from dsa110_contimg.photometry.forced import correlation_factor, measure_arrays, pixel_beam_for
+    from dsa110_contimg.photometry.image import RadioImage
+    from dsa110_contimg.photometry.manager import PhotometryManager
+    from dsa110_contimg.photometry.noise import background_maps_for
+    from dsa110_contimg.photometry.qc import evaluate_image_qc
+
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        root = Path(tmp)
+        paths = make_field(root, size, n_sources, warm + n_epochs)
+        m = PhotometryManager(root / "products.sqlite3", None, catalog_dir=root / "catalogs")
+        cfg = PhotometryConfig(catalog="nvss", method="forced", normalize=True, detect_ese=True)
+        totals, floors, steps = [], [], []
+        for i, p in enumerate(paths):
+            floors_i = floor_seconds(p)
+            t = time.perf_counter()
+            res = m.run_image(p, "image", cfg)
+            dt = time.perf_counter() - t
+            if i >= warm:
+                totals.append(dt)
+                floors.append(floors_i)
+                steps.append(res.step_seconds)
+        n_ok = res.measurements_successful
+        # components on the last image, timed separately
+        comp = {}
+        img = RadioImage.open(paths[-1])
+        t = time.perf_counter()
+        maps = background_maps_for(img, cache=False)
+        comp["noise grid"] = time.perf_counter() - t
+        pb = pixel_beam_for(img)
+        t = time.perf_counter()
+        correlation_factor(img, maps, pb)
+        comp["correlation factor"] = time.perf_counter() - t
+        from dsa110_contimg.photometry.catalogs import CatalogStore
+
+        store = CatalogStore(root / "catalogs")
+        cat = store.survey("nvss").cone(RA0, DEC0, 10.0)
+        store.close()
+        if cat is not None and len(cat):
+            x, y = img.world_to_pixel(np.asarray(cat["ra_deg"], float), np.asarray(cat["dec_deg"], float))
+            t = time.perf_counter()
+            measure_arrays(img.data, maps.background, maps.rms, x, y, pb)
+            comp["forced fit (arrays, clustering on)"] = time.perf_counter() - t
+        t = time.perf_counter()
+        evaluate_image_qc(img, maps=maps)
+        comp["QC statistics"] = time.perf_counter() - t
+        img.close()
+    med_total = statistics.median(totals)
+    med_floor = statistics.median(floors)
+    keys = sorted({k for s in steps for k in s})
+    med_steps = {k: statistics.median(s.get(k, 0.0) for s in steps) for k in keys}
+    return med_total, med_floor, med_steps, comp, n_ok
+
+
+# ----------------------------------------------------------------------------- memory
+CHILD_MOSAIC = r"""
+import resource, sys, numpy as np
+from dsa110_contimg.photometry.forced import measure_positions
+from dsa110_contimg.photometry.image import RadioImage
+from dsa110_contimg.photometry.noise import background_maps_for
+from dsa110_contimg.photometry.qc import evaluate_image_qc
+pos = np.load(sys.argv[2])
+img = RadioImage.open(sys.argv[1])
+t = measure_positions(img, pos[0], pos[1], method="forced")
+qc = evaluate_image_qc(img, t, maps=background_maps_for(img))
+print(t.n_success, qc.status, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def child_peak_rss(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd``; return (peak RSS in bytes from os.wait4, wall seconds, stdout tail)."""
+    t = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        dt = time.perf_counter() - t
+        out.seek(0)
+        text = out.read().decode(errors="replace").strip().splitlines()
+    if p.returncode != 0:
+        raise RuntimeError(f"child failed ({p.returncode}): {' | '.join(text[-5:])}")
+    return usage.ru_maxrss * 1024.0, dt, text[-1] if text else ""
+
+
+def bench_memory(size: int, n_pos: int, with_cli: bool):
+    tmpdir = Path(tempfile.mkdtemp(prefix="bench-mosaic-", dir="/tmp"))
+    try:
+        path = tmpdir / f"mosaic{size}.fits"
+        t = time.perf_counter()
+        ra, dec = write_mosaic(path, size, n_pos)
+        t_write = time.perf_counter() - t
+        nbytes = size * size * 4
+        pos = tmpdir / "pos.npy"
+        np.save(pos, np.vstack([ra, dec]))
+        rss, dt, tail = child_peak_rss([sys.executable, "-c", CHILD_MOSAIC, str(path), str(pos)])
+        rows = [(f"{size}² mosaic, {n_pos} positions (forced + QC)", rss, dt, nbytes, tail)]
+        if with_cli:
+            csvp = tmpdir / "pos.csv"
+            with open(csvp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["ra", "dec"])
+                w.writerows(zip(ra, dec))
+            cmd = [sys.executable, "-m", "dsa110_contimg.cli.main", "measure", str(path),
+                   "--positions", str(csvp), "-o", str(tmpdir / "out.csv")]
+            rss2, dt2, tail2 = child_peak_rss(cmd)
+            rows.append((f"measure --positions {size}², {n_pos} positions", rss2, dt2, nbytes, tail2))
+        return t_write, rows
+    finally:
+        for f in tmpdir.iterdir():
+            f.unlink()
+        tmpdir.rmdir()
+
+
+def _pairs(text: str):
+    out = []
+    for item in text.split(","):
+        if item.strip():
+            a, b = item.split(":")
+            out.append((int(a), int(b)))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="2048:1000,4096:4000", help="SIZE:SOURCES,...")
+    ap.add_argument("--epochs", type=int, default=4, help="timed epochs per size (after 2 warm)")
+    ap.add_argument("--rss", default="8192:10000,16384:30000", help="mosaic SIZE:POSITIONS,...")
+    ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--skip-e2e", action="store_true")
+    args = ap.parse_args(argv)
+    print(f"# pipeline benchmark; numpy {np.__version__}; {os.cpu_count()} CPUs (shared)")
+    if not args.skip_e2e:
+        for size, n in _pairs(args.sizes):
+            total, floor, steps, comp, n_ok = bench_end_to_end(size, n, args.epochs)
+            print(f"\n## {size}x{size}, {n} sources ({n_ok} measured), normalise + ESE on; "
+                  f"medians of {args.epochs} epochs")
+            print(f"end to end per image: {total:.3f} s; floor (read + nanmedian): {floor:.3f} s; "
+                  f"ratio {total / floor:.2f}x (target <= 2x, aim 1.2x)")
+            print("stages (result.step_seconds): " + ", ".join(
+                f"{k} {v * 1e3:.0f} ms" for k, v in steps.items()))
+            if "write_lock" in steps:
+                print(f"write lock held per image: {steps['write_lock'] * 1e3:.0f} ms (-> at most "
+                      f"{60 / max(steps['write_lock'], 1e-9):,.0f} images/min through the lock)")
+            else:
+                print("write lock held per image: not measured by this version")
+            print("components (last image, separately): " + ", ".join(
+                f"{k} {v * 1e3:.0f} ms" for k, v in comp.items()))
+    if not args.skip_rss:
+        for size, n in _pairs(args.rss):
+            target = {8192: 0.8e9, 16384: 2.5e9}.get(size)
+            t_write, rows = bench_memory(size, n, with_cli=(size == 8192))
+            print(f"\n## peak memory, {size}x{size} float32 mosaic ({size * size * 4 / 2**30:.2f} GiB, "
+                  f"written in {t_write:.1f} s, memory-mapped input)")
+            for label, rss, dt, nbytes, tail in rows:
+                extra = ""
+                if label.startswith("measure"):
+                    extra = f"; target <= 3x the image ({3 * nbytes / 1e9:.2f} GB)"
+                elif target:
+                    extra = f"; target <= {target / 1e9:.1f} GB"
+                print(f"{label}: peak RSS {rss / 1e9:.2f} GB = {rss / nbytes:.2f}x the image's "
+                      f"bytes, {dt:.1f} s{extra}  [child: {tail}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
