@@ -41,7 +41,8 @@ def run(args) -> int:
             raise StoreError("products database does not exist", path)
         db = open_products_db(path, read_only=True)
         try:
-            st = collect_status(db, stale_after_s=stale)
+            st = collect_status(db, stale_after_s=stale,
+                                state_dir=None if "://" in path else Path(path).parent)
         finally:
             db.dispose()
     except StoreError as exc:

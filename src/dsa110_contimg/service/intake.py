@@ -24,7 +24,9 @@ States of one path (in memory; the decisions are durable in the database):
 
 Rules:
 
-* A complete file is queued at once. A file whose last data bytes are all zero
+* A complete file is queued at once when an event says the writer is done
+  (close, rename, create) or a scan finds it; a re-check of a candidate (no
+  event: still open for writing) queues it only once ``stable``. A file whose last data bytes are all zero
   (what a writer that writes the header and ``ftruncate``-s to the final size
   leaves before the data arrive; also a legitimate image ending in zeros) or
   that has holes (``st_blocks``) is queued only once ``stable``.
@@ -497,7 +499,7 @@ class Intake:
         """Re-examine every undecided path."""
         out: list[Decision] = []
         for path in list(self.entries):
-            out += self._examine(path, None)
+            out += self._examine(path, "recheck")
         return out
 
     def drop(self, path: str) -> None:
@@ -516,6 +518,10 @@ class Intake:
         if pr.status == "skip":
             self.entries.pop(path, None)
             return [Decision("skip", path, pr.key or Key(0, 0), pr.reason)]
+        if event == "recheck" and pr.status == "complete" and not (old and old.key == pr.key and
+                                                                   self.clock() - old.since >= self.settle_s):
+            pr = Probe("incomplete", pr.key, "complete, but still open for writing (no close event yet)",
+                       pr.cards, pr.target)
         if pr.status == "changed" or pr.key is None:
             self._candidate(path, old, pr.key, now, pr.reason or "changing")
             return self._maybe_record(path)
@@ -530,7 +536,7 @@ class Intake:
         if self.polling and not stable:
             entry.reason = "waiting for the file to be quiescent"
             return self._maybe_record(path)
-        if pr.status == "complete" or stable:
+        if stable or (pr.status == "complete" and event != "recheck"):
             self.entries.pop(path, None)
             reason = "" if pr.status == "complete" else pr.reason
             return [Decision("queue", path, pr.key, reason, pr.cards)]

@@ -4,9 +4,10 @@ The CLI never talks to the daemon: it reads the heartbeat row the daemon
 updates every few seconds and the queue tables, through a read-only
 connection (``mode=ro``) that cannot block the daemon's writes.
 
-Exit codes of ``status``: 0 healthy; 1 degraded (failed or dead jobs, or a
+Exit codes of ``status``: 0 healthy; 1 degraded (failed or dead jobs, a
 heartbeat older than ``stale_after_s`` from a daemon that did not stop
-cleanly); 3 not running (no heartbeat, or the last daemon stopped); 4 database
+cleanly, or the daemon's health thread reporting a held database lock, a full
+disk or a stalled loop); 3 not running (no heartbeat, or the last daemon stopped); 4 database
 missing or unreadable.
 """
 
@@ -40,8 +41,14 @@ def _first_path():
 
 
 def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int = 5,
-                   now: float | None = None) -> dict:
-    """Everything ``status`` shows, as one JSON-ready dict with stable nested keys."""
+                   now: float | None = None, state_dir=None) -> dict:
+    """Everything ``status`` shows, as one JSON-ready dict with stable nested keys.
+
+    ``state_dir``: where the daemon's health thread writes ``health.json``; a
+    fresh verdict other than ``ok`` (database lock held by another process, disk
+    full, stalled loop) makes the daemon ``degraded`` with the reasons, even
+    while the heartbeat row cannot be written.
+    """
     now = time.time() if now is None else now
     with db.engine.connect() as conn:
         beats = heartbeat_rows(conn)
@@ -81,11 +88,18 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
         daemon_state = "stale"
     else:
         daemon_state = beat["state"]
+    health = None
+    if state_dir is not None:
+        from dsa110_contimg.service.health import read_health_file
+
+        health = read_health_file(state_dir, max_age_s=stale_after_s)
+        if health is not None and health.get("verdict") != "ok" and daemon_state != "draining":
+            daemon_state = "degraded"
     jobs = {s: int(counts.get(s, 0)) for s in JOB_STATES}
     return {
         "time": iso(now),
         "daemon": {
-            "running": daemon_state in ("running", "draining"),
+            "running": daemon_state in ("running", "draining", "degraded"),
             "state": daemon_state,
             "heartbeat_age_s": None if age is None else round(age, 1),
             "owner": beat and beat["owner"], "host": beat and beat["host"], "pid": beat and beat["pid"],
@@ -94,6 +108,8 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
             "status_text": beat and beat["status_text"],
             "instances": sum(1 for b in beats if b["state"] != "stopped"
                              and now - b["beat_at"] <= stale_after_s),
+            "health": None if health is None else {"verdict": health.get("verdict"),
+                                                   "reasons": health.get("reasons", [])},
         },
         "jobs": {
             **jobs,
@@ -123,7 +139,7 @@ def status_exit_code(st: dict) -> int:
     """0 healthy, 1 degraded, 3 not running (see the module docstring)."""
     if st["daemon"]["state"] == "not_running":
         return EXIT_NOT_RUNNING
-    if st["daemon"]["state"] == "stale" or st["jobs"]["failed"] or st["jobs"]["dead"]:
+    if st["daemon"]["state"] in ("stale", "degraded") or st["jobs"]["failed"] or st["jobs"]["dead"]:
         return EXIT_DEGRADED
     return EXIT_OK
 
@@ -140,6 +156,9 @@ def format_status(st: dict) -> str:
                      f"{d['heartbeat_age_s']:.1f} s ago, {d['workers']} workers)")
         if d["status_text"]:
             lines.append(f"               {d['status_text']}")
+        health = d.get("health")
+        if health and health["verdict"] != "ok":
+            lines.append(f"health:        {health['verdict']}: {'; '.join(health['reasons'])}")
     lines.append("jobs:          " + ", ".join(f"{s} {j[s]}" for s in JOB_STATES))
     if j["oldest_pending_age_s"] is not None:
         lines.append(f"oldest pending: {j['oldest_pending_age_s']:.0f} s")

@@ -45,6 +45,7 @@ def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lea
 
     from dsa110_contimg.photometry.errors import CorruptImage, InvalidImage
     from dsa110_contimg.photometry.image import check_fits_complete
+    from dsa110_contimg.service.intake import fs_path
     from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.queue import JobQueue
     from dsa110_contimg.store.schema import images
@@ -61,16 +62,17 @@ def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lea
         if item["status"] == "done":
             continue
         path = item["fits_path"]
+        fpath = fs_path(path)      # the stored name may be fsb64: (not UTF-8)
         t0 = time.perf_counter()
-        name = Path(path).name
+        name = Path(fpath).name
         if "SELFKILL" in name:
             os.kill(os.getpid(), signal.SIGKILL)
         if "SLEEPY" in name:
             time.sleep(3600)
         try:
-            check_fits_complete(path)
+            check_fits_complete(fpath)
             try:
-                with fits.open(path, memmap=False) as hdul:
+                with fits.open(fpath, memmap=False) as hdul:
                     data = hdul[0].data
                     if data is None:
                         raise CorruptImage("primary HDU holds no data", path)
@@ -87,7 +89,7 @@ def fake_execute_job(products_db: str, registry_db: str | None, job_id: int, lea
         if sleep_s:
             time.sleep(sleep_s)
         now = time.time()
-        st = os.stat(path)
+        st = os.stat(fpath)
         with db.engine.begin() as conn:
             values = dict(content_id=f"{st.st_size}:{st.st_mtime_ns}", kind=item["kind"],
                           method="peak", catalog="nvss", n_sources=1, n_success=1,
