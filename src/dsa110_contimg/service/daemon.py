@@ -31,7 +31,7 @@ claiming, running jobs get ``drain_timeout_s`` to finish, the rest are killed
 and handed back to ``pending``; exit 0), from any state: start-up, a failing
 database, a full disk. Every shutdown step runs even when an earlier one
 fails, the worker processes are always killed and reaped, and a hard deadline
-(``drain_timeout_s`` + 10 s after the signal) ends the process regardless.
+(``drain_timeout_s`` + 5 s after the signal) ends the process regardless.
 SIGHUP -> rescan.
 """
 
@@ -69,7 +69,7 @@ FAULT_ENV = "CONTIMG_PHOTOMETRY_TEST_FAULT"
 #: Observer restarts allowed per 10 minutes before the daemon stops pinging the watchdog.
 MAX_OBSERVER_RESTARTS = 3
 #: Seconds beyond ``drain_timeout_s`` after which a stopping daemon exits regardless.
-HARD_EXIT_GRACE_S = 10.0
+HARD_EXIT_GRACE_S = 5.0
 
 
 class _InjectedDeath(BaseException):
@@ -139,6 +139,11 @@ class Daemon:
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the queue needs >= 3.35 "
                              "(UPDATE ... RETURNING)")
         self.stopping = False
+        self._hard_exit: threading.Timer | None = None
+        # SIGTERM from here on (even while opening a locked database) ends the process
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_rescan)
         self.started_at = time.time()
         self.db = None
         self.pool = None
@@ -152,7 +157,6 @@ class Daemon:
         self._rescan_request: str | None = None
         self._observer_restarts: list[float] = []
         self._db_ok = True
-        self._hard_exit: threading.Timer | None = None
         now = time.monotonic()
         self._next = {"rescan": now + d.rescan_interval_s, "recheck": now, "reap": now + d.reap_interval_s,
                       "lease": now + d.lease_s / 4, "beat": now, "claim": now}
@@ -186,7 +190,8 @@ class Daemon:
             self._arm_hard_exit()
 
     def _arm_hard_exit(self) -> None:
-        """Whatever happens, the process ends ``drain_timeout_s`` + 10 s after the signal."""
+        """Whatever happens, the process ends ``drain_timeout_s`` + 5 s after the signal
+        (jobs left running are re-queued by the next daemon: its owner is gone)."""
         if self._hard_exit is not None:
             return
         self._hard_exit = threading.Timer(self.cfg.daemon.drain_timeout_s + HARD_EXIT_GRACE_S,
@@ -207,9 +212,6 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code (0 after a stop on request)."""
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGHUP, self.request_rescan)
         failures = 0
         self.health.start()
         try:
@@ -352,6 +354,8 @@ class Daemon:
             if self.stopping:
                 break
             if kind == "dir":
+                if is_fits_name(path):
+                    self.consider(path, event=event_type)   # recorded as skipped (a directory)
                 self.scan_dir(path, f"new directory ({event_type})")
             else:
                 self.consider(path, event=event_type)

@@ -50,6 +50,7 @@ log = structlog.get_logger("dsa110_contimg.service.health")
 #: Free bytes below which the state directory counts as full.
 MIN_FREE_BYTES = 1 << 20
 HEALTH_FILE = "health.json"
+HEALTH_FILE_BYTES = 4096
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -215,11 +216,26 @@ class HealthMonitor:
             return ""
 
     def _write_file(self, verdict: str, reasons: list[str]) -> None:
+        """``health.json``, padded to a fixed 4096 bytes and overwritten in place once it
+        exists, so it can still be updated on a full disk (no new blocks needed)."""
         path = self.state_dir / HEALTH_FILE
         tmp = self.state_dir / f".{HEALTH_FILE}.{os.getpid()}"
+        text = json.dumps({"pid": os.getpid(), "time": time.time(), "verdict": verdict,
+                           "reasons": [r[:300] for r in reasons[:8]]})
+        data = text.encode().ljust(HEALTH_FILE_BYTES)[:HEALTH_FILE_BYTES]
         try:
-            tmp.write_text(json.dumps({"pid": os.getpid(), "time": time.time(), "verdict": verdict,
-                                       "reasons": reasons}))
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                fd = None
+            if fd is not None:
+                try:
+                    if os.fstat(fd).st_size == HEALTH_FILE_BYTES:
+                        os.pwrite(fd, data, 0)
+                        return
+                finally:
+                    os.close(fd)
+            tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError:   # ENOSPC: the status CLI sees an old file and a stale heartbeat
             try:
@@ -246,7 +262,7 @@ def read_health_file(state_dir, *, max_age_s: float) -> dict | None:
     """The daemon's last ``health.json`` when written within ``max_age_s`` by a live process."""
     path = Path(state_dir) / HEALTH_FILE
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode().strip())
         if time.time() - float(data["time"]) > max_age_s:
             return None
         os.kill(int(data["pid"]), 0)

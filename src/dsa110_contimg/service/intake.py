@@ -561,10 +561,10 @@ class Intake:
 
 # -- scanning ----------------------------------------------------------------------------
 def scan_tree(root: str | os.PathLike, *, stop: Callable[[], bool] = lambda: False):
-    """Yield ``(path, size, mtime_ns)`` of every FITS-named non-directory entry under ``root``.
+    """Yield ``(path, size, mtime_ns)`` of every FITS-named entry under ``root``.
 
-    ``os.scandir`` recursion without following directory symlinks; FIFOs, devices and
-    symlinks are yielded too (the intake decides, with the same rule as for events);
+    ``os.scandir`` recursion without following directory symlinks; FIFOs, devices,
+    symlinks and FITS-named directories are yielded too (the intake decides, with the same rule as for events);
     unreadable directories are skipped; ``stop()`` ends the scan early.
     """
     stack = [os.fspath(root)]
@@ -579,7 +579,9 @@ def scan_tree(root: str | os.PathLike, *, stop: Callable[[], bool] = lambda: Fal
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
-                    elif is_fits_name(entry.name):
+                        if not is_fits_name(entry.name):
+                            continue
+                    if is_fits_name(entry.name):
                         st = entry.stat(follow_symlinks=False)
                         yield entry.path, int(st.st_size), int(st.st_mtime_ns)
                 except OSError:

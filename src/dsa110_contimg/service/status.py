@@ -92,8 +92,14 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
     if state_dir is not None:
         from dsa110_contimg.service.health import read_health_file
 
+        from dsa110_contimg.service.health import MIN_FREE_BYTES, free_bytes
+
         health = read_health_file(state_dir, max_age_s=stale_after_s)
-        if health is not None and health.get("verdict") != "ok" and daemon_state != "draining":
+        free = free_bytes(state_dir)
+        if free is not None and free < MIN_FREE_BYTES and daemon_state not in ("not_running",):
+            health = {"verdict": "degraded", "reasons": [f"disk full: {free} bytes free in {state_dir}"]
+                      + (health or {}).get("reasons", [])}
+        if health is not None and health.get("verdict") != "ok" and daemon_state in ("running", "stale"):
             daemon_state = "degraded"
     jobs = {s: int(counts.get(s, 0)) for s in JOB_STATES}
     return {
