@@ -263,20 +263,17 @@ def small_tmpfs(path: Path, size: str = "6m"):
 
 
 def fill(dirpath: Path) -> Path:
-    """Fill the filesystem until ENOSPC; returns the filler file."""
+    """Fill the filesystem until ENOSPC (unbuffered writes); returns the filler file."""
     filler = dirpath / "filler.bin"
-    chunk = b"\xa5" * 65536
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(chunk)
-                fh.flush()
-        except OSError:
-            pass
-        with contextlib.suppress(OSError):
-            while True:
-                fh.write(b"\xa5" * 512)
-                fh.flush()
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for size in (65536, 4096, 512):
+            chunk = b"\xa5" * size
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, chunk)
+    finally:
+        os.close(fd)
     return filler
 
 
