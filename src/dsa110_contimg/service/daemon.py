@@ -70,6 +70,10 @@ FAULT_ENV = "CONTIMG_PHOTOMETRY_TEST_FAULT"
 MAX_OBSERVER_RESTARTS = 3
 #: Seconds beyond ``drain_timeout_s`` after which a stopping daemon exits regardless.
 HARD_EXIT_GRACE_S = 5.0
+#: Seconds after a SIGTERM received during start-up (before READY) after which the daemon exits.
+STARTUP_EXIT_S = 3.0
+#: Seconds of event handling per tick (the rest waits for the next tick).
+EVENT_BUDGET_S = 1.0
 
 
 class _InjectedDeath(BaseException):
@@ -140,10 +144,12 @@ class Daemon:
                              "(UPDATE ... RETURNING)")
         self.stopping = False
         self._hard_exit: threading.Timer | None = None
+        self._ready = False
         # SIGTERM from here on (even while opening a locked database) ends the process
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_rescan)
+        log.info("starting", pid=os.getpid(), config=str(cfg.source) if cfg.source else None)
         self.started_at = time.time()
         self.db = None
         self.pool = None
@@ -190,12 +196,15 @@ class Daemon:
             self._arm_hard_exit()
 
     def _arm_hard_exit(self) -> None:
-        """Whatever happens, the process ends ``drain_timeout_s`` + 5 s after the signal
-        (jobs left running are re-queued by the next daemon: its owner is gone)."""
+        """Whatever happens, the process ends ``drain_timeout_s`` + 5 s after the signal, or
+        3 s when it arrives before READY (jobs left running are re-queued by the next
+        daemon: their owner is gone)."""
         if self._hard_exit is not None:
             return
-        self._hard_exit = threading.Timer(self.cfg.daemon.drain_timeout_s + HARD_EXIT_GRACE_S,
-                                          self._force_exit)
+        delay = self.cfg.daemon.drain_timeout_s + HARD_EXIT_GRACE_S
+        if not self._ready:   # still starting: no job of ours runs, nothing to drain
+            delay = min(delay, STARTUP_EXIT_S)
+        self._hard_exit = threading.Timer(delay, self._force_exit)
         self._hard_exit.daemon = True
         self._hard_exit.start()
 
@@ -266,6 +275,7 @@ class Daemon:
             self._rescan_request = "startup scan failed"
             log.error("startup_scan_failed", error=f"{type(exc).__name__}: {exc}")
         self._beat()
+        self._ready = True
         sd_notify("READY=1", f"STATUS={self._status_text()}")
         log.info("ready", known_files=len(self.known), pending_files=len(self.intake))
 
@@ -350,9 +360,11 @@ class Daemon:
     def tick(self) -> None:
         d = self.cfg.daemon
         now = time.monotonic()
-        for kind, path, event_type, _t in self.watcher.drain(5000):
-            if self.stopping:
-                break
+        # events in small batches within a time budget, so that a burst never keeps the
+        # loop from dispatching, settling and beating; the rest stay queued for the next tick
+        budget_end = time.monotonic() + EVENT_BUDGET_S
+        for kind, path, event_type, _t in self._events(budget_end):
+            self.health.progress()
             if kind == "dir":
                 if is_fits_name(path):
                     self.consider(path, event=event_type)   # recorded as skipped (a directory)
@@ -386,6 +398,13 @@ class Daemon:
             self._next["beat"] = time.monotonic() + d.heartbeat_interval_s
         self._check_watcher()
 
+    def _events(self, budget_end: float):
+        while not self.stopping and time.monotonic() < budget_end:
+            batch = self.watcher.drain(50)
+            if not batch:
+                return
+            yield from batch
+
     # -- files -------------------------------------------------------------------------
     def scan_all(self, reason: str) -> int:
         """Reconciliation scan of every watched tree; returns the number of new entries."""
@@ -399,6 +418,7 @@ class Daemon:
     def scan_dir(self, root, reason: str | None) -> int:
         n = 0
         for path, size, mtime_ns in scan_tree(root, stop=lambda: self.stopping):
+            self.health.progress()
             if (db_path(path), size, mtime_ns) in self.known:
                 continue
             entry = self.intake.waiting(path)
@@ -612,7 +632,7 @@ class Daemon:
             now = time.monotonic()
             recent = [t for t in self._observer_restarts if now - t < 600]
             if len(recent) >= MAX_OBSERVER_RESTARTS:
-                return False, "observer thread dead (restart budget used up)"
+                return False, "observer thread dead"
         if not self.pool.healthy():
             return False, self.pool.broken_reason or "pool broken"
         return True, "ok"

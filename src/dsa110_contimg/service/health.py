@@ -6,7 +6,8 @@ A :class:`HealthMonitor` thread runs beside the main loop and, every
 * measures how long ago the loop last completed a tick (``stall``);
 * probes the products database for a write lock held by another process
   (SQLite: ``BEGIN IMMEDIATE`` with a zero timeout, on its own connection;
-  a lock seen continuously for ``lock_grace_s`` (3 s) counts as held);
+  a lock seen continuously for ``lock_grace_s`` (3 s) while the loop has not
+  completed a tick for as long counts as held);
 * checks the free space of the state directory (``ENOSPC``) and remembers a
   "disk full" error reported by the loop;
 * asks the daemon's own checks (observer alive, pool healthy).
@@ -147,6 +148,10 @@ class HealthMonitor:
         self.tick_failures = 0
         self.tick_error = None
 
+    def progress(self) -> None:
+        """The loop is making progress inside a long tick (a burst of events, a big scan)."""
+        self.last_tick = self.clock()
+
     def tick_failed(self, exc: BaseException) -> None:
         self.last_tick = self.clock()
         self.tick_failures += 1
@@ -163,10 +168,13 @@ class HealthMonitor:
         """``(verdict, reasons)`` with verdict ``ok``, ``degraded`` or ``unhealthy``."""
         now = self.clock()
         outside: list[str] = []
+        age = now - self.last_tick
         if self.db_file is not None and self.db_file.exists():
             if sqlite_lock_held(self.db_file):
                 self._locked_since = now if self._locked_since is None else self._locked_since
-                if now - self._locked_since >= self.lock_grace_s:
+                # reported only when the loop is held up (not for our own workers' writes)
+                if now - self._locked_since >= self.lock_grace_s and \
+                        (age >= self.lock_grace_s or self.tick_failures):
                     outside.append(f"database write lock held for {now - self._locked_since:.0f} s")
             else:
                 self._locked_since = None
@@ -180,7 +188,6 @@ class HealthMonitor:
         ok, why = self.daemon_checks()
         if not ok:
             return "unhealthy", [why] + outside
-        age = now - self.last_tick
         if age > self.stall_s and not self.paused:
             stalled = f"main loop stalled for {age:.0f} s"
             if outside:  # held up by something outside: alive, degraded
@@ -198,7 +205,12 @@ class HealthMonitor:
         if changed:
             (log.info if verdict == "ok" else log.warning)("health", verdict=verdict, reasons=reasons)
         text = self._safe_status_text()
-        status = text if verdict == "ok" else f"{verdict}: {'; '.join(reasons)} ({text})"
+        if verdict == "ok":
+            status = text
+        elif verdict == "unhealthy":
+            status = f"unhealthy: {'; '.join(reasons)}"
+        else:
+            status = f"degraded: {'; '.join(reasons)} ({text})"
         try:
             if verdict != "unhealthy" and self.watchdog:
                 sd_notify("WATCHDOG=1", f"STATUS={status}")
