@@ -145,6 +145,7 @@ class Daemon:
         self.stopping = False
         self._hard_exit: threading.Timer | None = None
         self._ready = False
+        self._workers_warm = False
         # SIGTERM from here on (even while opening a locked database) ends the process
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
@@ -391,6 +392,10 @@ class Daemon:
         self.dispatch()
         for outcome in self.pool.poll(0.02 if self.watcher.events.qsize() else 0.1):
             self._settle(outcome)
+        if not self._workers_warm and self.pool.idle() + len(self.inflight) >= self.pool.size:
+            self._workers_warm = True
+            log.info("workers_ready", workers=self.pool.size,
+                     after_s=round(time.time() - self.started_at, 1))
         if time.monotonic() >= self._next["lease"]:
             self._extend_leases()
         if time.monotonic() >= self._next["beat"]:
