@@ -102,6 +102,21 @@ def test_header_then_truncate_writer_waits_for_the_data(tmp_path):
     assert check_fits_complete(p) == len(GOOD) and p.read_bytes() == GOOD
 
 
+def test_complete_but_still_open_waits_for_close_or_quiescence(tmp_path):
+    """A re-check (no event) of a candidate that became complete does not queue it while
+    it may still be written; the close event does."""
+    ik, clock = make(tmp_path)
+    p = tmp_path / "open.fits"
+    p.write_bytes(GOOD[:3000])
+    assert ik.observe(str(p), "created") == []
+    with open(p, "ab") as fh:
+        fh.write(GOOD[3000:])
+    clock.advance(0.5)
+    assert ik.poll() == []
+    assert "no close event" in ik.waiting(str(p)).reason
+    assert actions(ik.observe(str(p), "closed")) == ["queue"]
+
+
 def test_image_legitimately_ending_in_zeros_is_queued_once_stable(tmp_path):
     ik, clock = make(tmp_path)
     p = tmp_path / "zeros.fits"

@@ -316,7 +316,12 @@ def test_enospc_outages_short_and_long_then_sigterm(service, tmp_path):
         filler.unlink()
         assert rc == 0
         assert stop_s < 5.0 + 5.0 + 5.0
-        print(f"\nENOSPC: images done {figures} s after the short (3 s) / long (20 s) outage ended; "
+        log = proc.logfile.read_text()
+        failed_ticks = log.count('"event": "tick_failed"')
+        if failed_ticks:   # a failed tick asks for an immediate rescan (events re-discovered)
+            assert '"reason": "tick failed"' in log
+        print(f"\nENOSPC: images done {figures} s after the short (3 s) / long (20 s) outage ended "
+              f"(periodic rescan 600 s); {failed_ticks} failed ticks; "
               f"SIGTERM on a full disk: exit {rc} in {stop_s:.1f} s")
 
 

@@ -33,11 +33,8 @@ from dsa110_contimg.photometry.errors import (
     InvalidImage,
     MissingBeam,
     NoCelestialWCS,
-    TruncatedImage,
 )
 
-FITS_BLOCK = 2880
-_CARD = 80
 
 #: HISTORY beam records written by AIPS and CASA, e.g.
 #: ``AIPS   CLEAN BMAJ=  1.2500E-03 BMIN=  1.0000E-03 BPA=  45.00`` (degrees).

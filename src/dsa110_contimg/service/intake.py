@@ -56,7 +56,6 @@ import errno
 import math
 import os
 import stat as stat_mod
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -483,7 +482,6 @@ class Intake:
         self.probe = probe or (lambda p: probe_file(p, roots=self.roots, symlinks=symlinks,
                                                     max_header_bytes=max_header_bytes))
         self.entries: dict[str, Entry] = {}
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.entries)
