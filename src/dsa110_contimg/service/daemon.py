@@ -150,6 +150,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_rescan)
+        self._watch_signals_from_a_thread()
         log.info("starting", pid=os.getpid(), config=str(cfg.source) if cfg.source else None)
         self.started_at = time.time()
         self.db = None
@@ -196,6 +197,32 @@ class Daemon:
             self.stopping = True
             self._arm_hard_exit()
 
+    def _watch_signals_from_a_thread(self) -> None:
+        """SIGTERM must work while the main thread is stuck in C (SQLite's busy wait on a
+        lock held by another process, a hung read): the C-level handler writes the signal
+        number to a wakeup pipe at once, and this thread arms the hard exit."""
+        try:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except (ValueError, OSError):   # not the main thread (tests): Python handlers only
+            return
+        stops = {int(signal.SIGTERM), int(signal.SIGINT)}
+
+        def watch():
+            while True:
+                try:
+                    data = os.read(r, 64)
+                except OSError:
+                    return
+                if not data:
+                    return
+                if stops & set(data):
+                    self.stopping = True
+                    self._arm_hard_exit()
+
+        threading.Thread(target=watch, name="signal-watch", daemon=True).start()
+
     def _arm_hard_exit(self) -> None:
         """Whatever happens, the process ends ``drain_timeout_s`` + 5 s after the signal, or
         3 s when it arrives before READY (jobs left running are re-queued by the next
@@ -211,8 +238,12 @@ class Daemon:
 
     def _force_exit(self) -> None:
         try:
-            log.error("forced_exit", reason="shutdown did not finish within the drain timeout",
-                      drain_timeout_s=self.cfg.daemon.drain_timeout_s)
+            log.error("forced_exit", reason="the process did not end within the stop deadline",
+                      drain_timeout_s=self.cfg.daemon.drain_timeout_s, ready=self._ready)
+            import faulthandler
+            import sys
+
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)  # where it was stuck
         finally:
             _kill_children()
             os._exit(0)
@@ -354,8 +385,8 @@ class Daemon:
         _quiet(self.health.stop)
         _quiet(self.db.dispose)
         log.info("stopped", handed_back=len(unfinished), **self.stats)
-        if self._hard_exit is not None:
-            self._hard_exit.cancel()
+        # the hard-exit timer stays armed (a daemon thread): should interpreter exit hang
+        # (a non-daemon thread stuck in a hung filesystem call), it still ends the process
 
     # -- the loop ------------------------------------------------------------------------
     def tick(self) -> None:
