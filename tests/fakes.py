@@ -39,7 +39,7 @@ class FakePhotometryExecutor:
         from astropy.io import fits
 
         from dsa110_contimg.photometry.errors import CorruptImage, InvalidImage
-        from dsa110_contimg.photometry.image import check_fits_complete
+        from dsa110_contimg.service.intake import check_fits_complete, fs_path
         from dsa110_contimg.store.schema import images
 
         db = ctx.queue.db
@@ -53,8 +53,9 @@ class FakePhotometryExecutor:
                 summary.cancelled = True
                 break
             path = item["fits_path"]
+            fpath = fs_path(path)      # the stored name may be fsb64: (not UTF-8)
             t0 = time.perf_counter()
-            name = Path(path).name
+            name = Path(fpath).name
             if "SELFKILL" in name:
                 os.kill(os.getpid(), signal.SIGKILL)
             if "SLEEPY" in name:
@@ -70,9 +71,9 @@ class FakePhotometryExecutor:
                 summary.record_failure(reason, permanent=False)
                 continue
             try:
-                check_fits_complete(path)
+                check_fits_complete(fpath)
                 try:
-                    with fits.open(path, memmap=False) as hdul:
+                    with fits.open(fpath, memmap=False) as hdul:
                         data = hdul[0].data
                         if data is None:
                             raise CorruptImage("primary HDU holds no data", path)
@@ -91,7 +92,7 @@ class FakePhotometryExecutor:
                 time.sleep(sleep_s)
             t_store = time.perf_counter()
             now = time.time()
-            st = os.stat(path)
+            st = os.stat(fpath)
             with db.engine.begin() as conn:
                 ctx.fence(conn)
                 values = dict(content_id=f"{st.st_size}:{st.st_mtime_ns}", kind=item["kind"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from astropy.table import Table
 
 from dsa110_contimg.photometry.catalogs import CatalogStore

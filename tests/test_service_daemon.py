@@ -258,6 +258,8 @@ def test_two_daemons_on_one_database_never_run_a_job_twice(service):
     svc = service(workers=2)
     a = svc.start(CONTIMG_FAKE_SLEEP_S=0.05)
     b = svc.start(CONTIMG_FAKE_SLEEP_S=0.05, node="second")   # on purpose: another node
+    for p in (a, b):   # both pools warm, or the first daemon may take every job
+        svc.wait_for(lambda p=p: '"event": "workers_ready"' in p.logfile.read_text(), 60, "warm workers")
     n = 60
     for i in range(n):
         drop(svc.images / f"t{i:03d}.img-image-pb.fits", i)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 EPILOG = ("exit codes: 0 healthy; 1 degraded (failed or dead jobs, stale heartbeat) or failure; "
           "2 usage; 3 daemon not running; 4 database missing or unreadable")
@@ -52,7 +53,10 @@ def snapshot(args) -> tuple[dict, int]:
     db = common.open_products(args)
     try:
         try:
-            st = collect_status(db, stale_after_s=stale,
+            where = common.products_db(args)
+            state_dir = cfg.paths.state_dir if cfg is not None else \
+                (None if "://" in where else Path(where).parent)
+            st = collect_status(db, stale_after_s=stale, state_dir=state_dir,
                                 photometry=cfg.photometry if cfg is not None else None)
         except Exception as exc:  # noqa: BLE001 - not a database, no schema
             raise common.NoDatabase(f"cannot read the products database: {type(exc).__name__}: "

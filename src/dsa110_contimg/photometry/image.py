@@ -43,10 +43,8 @@ from dsa110_contimg.photometry.errors import (
     InvalidImage,
     MissingBeam,
     NoCelestialWCS,
-    TruncatedImage,
 )
 
-FITS_BLOCK = 2880
 #: Largest physically possible restoring-beam FWHM (deg); merely implausible beams are QC failures.
 MAX_BEAM_DEG = 180.0
 #: Largest plausible beam FWHM in pixels (more would make every box and kernel absurd).
@@ -61,7 +59,6 @@ MIN_MJD, MAX_MJD = 15020.0, 100000.0
 _CHECKED_KEYS = ("BMAJ", "BMIN", "BPA", "MJD-OBS", "DATE-OBS", "BSCALE", "BZERO", "BLANK",
                  "CDELT1", "CDELT2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2",
                  "CD2_1", "CD2_2", "PC1_1", "PC1_2", "PC2_1", "PC2_2", "CROTA2", "NAXIS1", "NAXIS2")
-_CARD = 80
 
 #: HISTORY beam records written by AIPS and CASA, e.g.
 #: ``AIPS   CLEAN BMAJ=  1.2500E-03 BMIN=  1.0000E-03 BPA=  45.00`` (degrees).
@@ -117,129 +114,26 @@ class Beam:
 
 
 # --------------------------------------------------------------------------------------
-# completeness check (cheap: reads headers only)
+# completeness check (cheap: reads headers only; the bounded parser lives in service.intake)
 # --------------------------------------------------------------------------------------
-def _read_header_blocks(fh, path, offset: int, size: int) -> tuple[dict, int] | None:
-    """Parse one FITS header starting at ``offset``; return (cards, header_bytes).
-
-    Returns None when the first card does not look like a FITS header (caller decides).
-    """
-    cards: dict[str, str] = {}
-    pos = offset
-    first = True
-    while True:
-        fh.seek(pos)
-        block = fh.read(FITS_BLOCK)
-        if len(block) < FITS_BLOCK:
-            if first and offset == 0:
-                if block.startswith(b"\x1f\x8b"):
-                    raise CorruptImage("gzip-compressed file: decompress it first (memory-mapped "
-                                       "photometry needs a plain FITS file)", path)
-                if len(block) == 0:
-                    raise CorruptImage("empty file, not a FITS image", path)
-                if not block.startswith(b"SIMPLE  ="):
-                    raise CorruptImage("not a FITS file (no SIMPLE card)", path)
-            if first and offset > 0:
-                return None
-            raise TruncatedImage(
-                f"file ends inside the header at byte {size} (no END card)", path)
-        if first:
-            if offset == 0 and block.startswith(b"\x1f\x8b"):
-                raise CorruptImage("gzip-compressed file: decompress it first (memory-mapped "
-                                   "photometry needs a plain FITS file)", path)
-            if offset == 0 and not block.startswith(b"SIMPLE  ="):
-                raise CorruptImage("not a FITS file (first card is not SIMPLE)", path)
-            if offset > 0 and not block.startswith(b"XTENSION="):
-                return None
-            first = False
-        try:
-            text = block.decode("ascii")
-        except UnicodeDecodeError:
-            raise CorruptImage(f"non-ASCII bytes in the header block at byte {pos}", path) from None
-        pos += FITS_BLOCK
-        for i in range(0, FITS_BLOCK, _CARD):
-            card = text[i:i + _CARD]
-            key = card[:8].strip()
-            if key == "END":
-                return cards, pos - offset
-            if card[8:10] == "= " and key not in cards:
-                cards[key] = card[10:].split("/")[0].strip()
-
-
-def _card_int(cards: dict, key: str, path, default=None) -> int:
-    if key not in cards:
-        if default is not None:
-            return default
-        raise CorruptImage(f"header lacks the mandatory keyword {key}", path)
-    try:
-        return int(cards[key])
-    except ValueError:
-        raise CorruptImage(f"header keyword {key}={cards[key]!r} is not an integer", path) from None
-
-
 def check_fits_complete(path: str | Path) -> int:
-    """Check that a FITS file is as long as its headers say; return that size.
+    """Check that a FITS file is as long as its headers say; return that size (bytes).
 
-    Only the headers are read, so this is cheap enough for a file watcher to
-    call repeatedly while a file is being written.
-
-    Parameters
-    ----------
-    path : str or Path
-        The FITS file.
-
-    Returns
-    -------
-    int
-        Expected file size in bytes (sum of the header and data blocks of every
-        HDU found, each rounded up to 2880 bytes).
+    Only the headers are read (bounded: a regular file only, opened non-blocking,
+    at most 8 MiB of headers), so a file watcher can call it repeatedly while a
+    file is being written. The parser is
+    :func:`dsa110_contimg.service.intake.fits_layout`.
 
     Raises
     ------
     CorruptImage
-        Not a FITS file (empty, garbage, missing mandatory keywords).
+        Not a FITS file (empty, garbage, missing mandatory keywords, not a regular file).
     TruncatedImage
         The file is shorter than its headers imply.
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise CorruptImage(f"cannot read the file: {exc.strerror or exc}", path) from None
-    offset = 0
-    with open(path, "rb") as fh:
-        while True:
-            parsed = _read_header_blocks(fh, path, offset, size)
-            if parsed is None:  # trailing bytes that are not an extension: ignored
-                break
-            cards, hbytes = parsed
-            bitpix = _card_int(cards, "BITPIX", path)
-            if bitpix not in (8, 16, 32, 64, -32, -64):
-                raise CorruptImage(f"invalid BITPIX {bitpix}", path)
-            naxis = _card_int(cards, "NAXIS", path)
-            if not 0 <= naxis <= 999:
-                raise CorruptImage(f"invalid NAXIS {naxis}", path)
-            dims = [_card_int(cards, f"NAXIS{i}", path) for i in range(1, naxis + 1)]
-            if any(d < 0 for d in dims):
-                raise CorruptImage(f"negative axis length in NAXISn {dims}", path)
-            if offset > 0 or "GROUPS" in cards:
-                pcount = _card_int(cards, "PCOUNT", path, 0)
-                gcount = _card_int(cards, "GCOUNT", path, 1)
-            else:
-                pcount, gcount = 0, 1
-            if "GROUPS" in cards and dims and dims[0] == 0:
-                dims = dims[1:]
-            nelem = math.prod(dims) if dims else 0
-            dbytes = abs(bitpix) // 8 * gcount * (pcount + nelem)
-            dbytes = -(-dbytes // FITS_BLOCK) * FITS_BLOCK
-            offset += hbytes + dbytes
-            if size < offset:
-                raise TruncatedImage(
-                    f"file is {size} bytes but its header implies at least {offset} bytes "
-                    "(truncated or still being written)", path)
-            if size == offset:
-                break
-    return offset
+    from dsa110_contimg.service.intake import check_fits_complete as check
+
+    return check(path)
 
 
 # --------------------------------------------------------------------------------------

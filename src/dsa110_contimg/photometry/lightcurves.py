@@ -162,7 +162,6 @@ def _isolated(cat, image) -> np.ndarray:
 def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
     """Normalise the image (see module doc). Returns a summary and the ids of
     images whose normalisation changed (``renormalised``)."""
-    from dsa110_contimg.photometry.normalize import select_references
 
     summary = {"status": "not_requested", "renormalised": set()}
     if ctx.method is not None and ctx.method != cfg.method:

@@ -133,6 +133,21 @@ class DaemonConfig:
         Name of this daemon instance (default: the host name). One daemon per
         node and state directory (an advisory lock in ``state_dir``); give a
         second daemon on the same state another node name on purpose.
+    symlinks : str
+        ``within_roots`` (follow a symlink only when its target lies inside a
+        watched directory; the default), ``refuse`` (record every symlink as
+        skipped) or ``follow`` (any target; non-regular targets are skipped).
+        The same rule for events and scans.
+    check_timeout_s : float
+        Bound of one intake examination of a file (s); a slower filesystem call
+        is abandoned and the file re-examined later.
+    max_header_bytes : int
+        Header bytes read at most while looking for END cards.
+    loop_stall_s : float
+        A main loop without a completed tick for this long is stalled: the
+        health thread reports it (``degraded`` with an outside cause such as a
+        foreign database lock or a full disk; otherwise ``unhealthy`` and no
+        watchdog ping).
     """
 
     workers: int = 2
@@ -164,6 +179,10 @@ class DaemonConfig:
         import socket
 
         return self.node or socket.gethostname()
+    symlinks: str = "within_roots"
+    check_timeout_s: float = 10.0
+    max_header_bytes: int = 8 * 1024 * 1024
+    loop_stall_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -226,7 +245,7 @@ class ServiceConfig:
 _SECTIONS = ("paths", "photometry", "daemon", "logging", "web")
 _POSITIVE = {"poll_interval_s", "rescan_interval_s", "recheck_interval_s", "lease_s", "backoff_base_s",
              "backoff_cap_s", "job_timeout_s", "reap_interval_s", "heartbeat_interval_s",
-             "stale_after_s"}
+             "stale_after_s", "check_timeout_s", "loop_stall_s"}
 _NON_NEGATIVE = {"settle_s", "pbcor_wait_s", "drain_timeout_s"}
 
 
@@ -280,7 +299,8 @@ def _daemon(table: Mapping, src) -> DaemonConfig:
             low, high = {"workers": (1, 64), "max_attempts": (1, 100),
                          "max_event_queue": (100, 10_000_000),
                          "worker_memory_limit_mb": (0, 16_777_216),
-                         "max_interruptions": (1, 1000)}[key]
+                         "max_interruptions": (1, 1000),
+                         "max_header_bytes": (2880, 1 << 30)}[key]
             if not low <= value <= high:
                 raise ConfigError(name, value, f"an integer in [{low}, {high}]", src)
         elif isinstance(default, float):
@@ -291,6 +311,9 @@ def _daemon(table: Mapping, src) -> DaemonConfig:
                 raise ConfigError(name, value, "a number of seconds > 0", src)
             if key in _NON_NEGATIVE and value < 0:
                 raise ConfigError(name, value, "a number of seconds >= 0", src)
+        elif key == "symlinks":
+            if value not in ("within_roots", "refuse", "follow"):
+                raise ConfigError(name, value, "'within_roots', 'refuse' or 'follow'", src)
         elif key == "executor":
             from dsa110_contimg.service.runtime import BUILTIN_EXECUTORS, normalise_executor_spec
 

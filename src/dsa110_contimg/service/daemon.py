@@ -1,57 +1,72 @@
-"""The photometry daemon: watch, classify, queue, run, settle; resume after restarts.
+"""The photometry daemon: a thin loop wiring intake, queue, pool and health.
 
 One process, one thread doing the work (the main loop); watchdog's observer
-threads only put paths on a queue. Each loop iteration (:meth:`Daemon.tick`):
+threads only put paths on a queue; the health thread
+(:class:`~dsa110_contimg.service.health.HealthMonitor`) judges the loop from
+outside and pings systemd. Each loop iteration (:meth:`Daemon.tick`):
 
-1. take filesystem events and consider each file (classification, completeness);
+1. take filesystem events and give each path to the intake
+   (:class:`~dsa110_contimg.service.intake.Intake`: candidate -> stable ->
+   complete -> queued; every probe bounded in bytes and, in a worker thread,
+   in time);
 2. rescan the watched trees when due (start-up, every ``rescan_interval_s``,
    after an inotify overflow, a full event queue, a handler error, a restarted
-   observer);
-3. re-check files still incomplete (or waiting for a PB-corrected sibling);
+   observer, a failed tick);
+3. re-examine undecided files and PB waits;
 4. reap expired leases when due;
 5. claim jobs while workers are idle and hand them to the pool;
 6. settle finished jobs (done / failed / retried / dead);
-7. extend the leases of running jobs, beat the heartbeat row, ping the systemd
-   watchdog if the health checks pass.
+7. extend the leases of running jobs, beat the heartbeat row.
 
 Durability: every decision is in the products database (``files``,
 ``batch_jobs``); the in-memory state is only a cache rebuilt from the DB and a
-scan at start-up. Order at start-up: reap jobs of dead local daemons, start the
-workers, start the observer, then scan (so nothing falls between scan and
-watch), then ``READY=1``.
+scan at start-up. A tick that fails (database locked, disk full) keeps nothing
+half-done in memory that the database does not have, and asks for an immediate
+rescan so the events it had taken are found again. Order at start-up: reap
+jobs of dead local daemons, start the workers, start the observer, then scan
+(so nothing falls between scan and watch), then ``READY=1``.
 
 Signals: SIGTERM/SIGINT -> graceful stop (``STOPPING=1``, stop watching and
 claiming, running jobs get ``drain_timeout_s`` to finish, the rest are killed
-and handed back to ``pending`` without counting the attempt; exit 0).
-SIGHUP -> rescan (``RELOADING=1`` ... ``READY=1``).
+and handed back to ``pending`` without counting the attempt; exit 0), from any
+state: start-up, a failing database, a full disk. Every shutdown step runs even
+when an earlier one fails, the worker processes are always killed and reaped,
+and a hard deadline (``drain_timeout_s`` + 5 s after the signal) ends the
+process regardless. SIGHUP -> rescan (``RELOADING=1`` ... ``READY=1``).
 
 Observability hooks (:mod:`dsa110_contimg.service.metrics`): ``self.metrics`` is told
 about every settled job and every loop iteration; it serves Prometheus metrics when
-``daemon.metrics_listen`` is set and composes the systemd ``STATUS=`` line.
+``daemon.metrics_listen`` is set and composes the systemd ``STATUS=`` line. The
+health thread (:mod:`dsa110_contimg.service.health`) pings the watchdog.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from dsa110_contimg.photometry.errors import ConfigError, InvalidImage, StoreError
+from dsa110_contimg.photometry.errors import ConfigError, StoreError
 from dsa110_contimg.service import classify
 from dsa110_contimg.service.config import ServiceConfig
+from dsa110_contimg.service.health import HealthMonitor
+from dsa110_contimg.service.instance import InstanceLock
+from dsa110_contimg.service.intake import (
+    BoundedRunner, Decision, Intake, db_path, is_fits_name, printable, probe_file, scan_tree)
 from dsa110_contimg.service.metrics import Metrics
 from dsa110_contimg.service.notify import notify_reloading, sd_notify, watchdog_interval_s
-from dsa110_contimg.service.preflight import check_folders
-from dsa110_contimg.service.instance import InstanceLock
 from dsa110_contimg.service.pool import Outcome, WorkerPool
+from dsa110_contimg.service.preflight import check_folders
 from dsa110_contimg.service.runtime import JobContext, JobSummary, load_executor, settle, settle_error
-from dsa110_contimg.service.watcher import Watcher, is_fits_name, scan_tree
+from dsa110_contimg.service.watcher import Watcher
 from dsa110_contimg.store import files as filestore
 from dsa110_contimg.store.engine import open_products_db
 from dsa110_contimg.store.files import FileKey
@@ -65,6 +80,12 @@ log = structlog.get_logger("dsa110_contimg.service.daemon")
 FAULT_ENV = "CONTIMG_PHOTOMETRY_TEST_FAULT"
 #: Observer restarts allowed per 10 minutes before the daemon stops pinging the watchdog.
 MAX_OBSERVER_RESTARTS = 3
+#: Seconds beyond ``drain_timeout_s`` after which a stopping daemon exits regardless.
+HARD_EXIT_GRACE_S = 5.0
+#: Seconds after a SIGTERM received during start-up (before READY) after which the daemon exits.
+STARTUP_EXIT_S = 3.0
+#: Seconds of event handling per tick (the rest waits for the next tick).
+EVENT_BUDGET_S = 1.0
 
 
 def _fault_from_env():
@@ -78,23 +99,17 @@ def _fault_from_env():
     return getattr(importlib.import_module(module), name)()
 
 
-def check_fits_complete(path) -> int:
-    """Completeness check: :func:`dsa110_contimg.photometry.image.check_fits_complete`."""
-    from dsa110_contimg.photometry.image import check_fits_complete as check
-
-    return check(path)
+class _DroppedEvent(Exception):
+    """Test fault: the event is lost (the handler counts it as an error)."""
 
 
 @dataclass
-class _Candidate:
-    """A file not decided yet: incomplete, not quiescent, or waiting for a PB sibling."""
+class _PBWait:
+    """A restored image waiting for its primary-beam-corrected sibling."""
 
     key: FileKey
-    changed_at: float
-    reason: str
-    wait_until: float = 0.0
-    waited_pb: bool = False
-    recorded: bool = False
+    until: float
+    cards: dict | None
 
 
 class Daemon:
@@ -121,81 +136,196 @@ class Daemon:
         if sqlite3.sqlite_version_info < (3, 35):
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the queue needs >= 3.35 "
                              "(UPDATE ... RETURNING)")
-        # one daemon per state directory and node (released by the kernel when we die)
-        self.instance_lock = InstanceLock(cfg.paths.state_dir, self.node).acquire(owner=self.owner)
-        self.db = open_products_db(cfg.paths.products_db)
-        self.queue = JobQueue(self.db, owner=self.owner, lease_s=d.lease_s,
-                              backoff_base_s=d.backoff_base_s, backoff_cap_s=d.backoff_cap_s,
-                              max_interruptions=d.max_interruptions)
+        self.stopping = False
+        self._hard_exit: threading.Timer | None = None
+        self._ready = False
+        self._workers_warm = False
+        # SIGTERM from here on (even while opening a locked database) ends the process
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_rescan)
+        self._watch_signals_from_a_thread()
+        log.info("starting", pid=os.getpid(), config=str(cfg.source) if cfg.source else None)
+        self.started_at = time.time()
+        self.db = None
+        self.pool = None
+        self.watcher = None
         self.mosaic_roots = [Path(p) for p in cfg.paths.mosaic_dirs]
-        self.watcher = Watcher(cfg.paths.watched, polling=d.polling, poll_interval_s=d.poll_interval_s,
-                               max_queue=d.max_event_queue, fault=_fault_from_env())
-        self.pool = WorkerPool(d.workers, d.executor, job_timeout_s=d.job_timeout_s,
-                               memory_limit_mb=d.worker_memory_limit_mb)
         self.params = cfg.photometry_params()
         self.known: set[tuple[str, int, int]] = set()
-        self.pending: dict[str, _Candidate] = {}
+        self.pb_waits: dict[str, _PBWait] = {}
         self.inflight: dict[int, tuple[ClaimedJob, float]] = {}
-        self.stopping = False
-        self.started_at = time.time()
         self.stats = {"done": 0, "failed": 0, "retried": 0, "dead": 0, "queued": 0, "skipped": 0}
         self._rescan_request: str | None = None
         self._observer_restarts: list[float] = []
         self._db_ok = True
         now = time.monotonic()
         self._next = {"rescan": now + d.rescan_interval_s, "recheck": now, "reap": now + d.reap_interval_s,
-                      "lease": now + d.lease_s / 4, "beat": now, "watchdog": now, "claim": now}
-        self._wd_interval = watchdog_interval_s()
+                      "lease": now + d.lease_s / 4, "beat": now, "claim": now}
+        roots = [str(r) for r in cfg.paths.watched]
+        self.runner = BoundedRunner(d.check_timeout_s)
+        self.intake = Intake(
+            roots, settle_s=d.settle_s if not d.polling else max(d.settle_s, 2 * d.poll_interval_s),
+            polling=d.polling, symlinks=d.symlinks,
+            probe=lambda p: self.runner.call(probe_file, p, roots=roots, symlinks=d.symlinks,
+                                             max_header_bytes=d.max_header_bytes))
         self.metrics = Metrics(d.metrics_listen, cfg.paths.products_db, source=cfg.source)
+        wd = watchdog_interval_s()
+        db_file = cfg.paths.products_db
+        is_file = "://" not in str(db_file)
+        self.health = HealthMonitor(
+            state_dir=Path(db_file).parent if is_file else Path(cfg.paths.state_dir),
+            db_file=Path(db_file) if is_file else None, stall_s=d.loop_stall_s,
+            interval_s=min(wd or 1.0, 1.0), daemon_checks=self.healthy, status_text=self._status_text,
+            watchdog=wd is not None)
+        self.health.paused = True
+        # one daemon per state directory and node (released by the kernel when we die)
+        self.instance_lock = InstanceLock(cfg.paths.state_dir, self.node).acquire(owner=self.owner)
+        self.db = open_products_db(cfg.paths.products_db)
+        self.queue = JobQueue(self.db, owner=self.owner, lease_s=d.lease_s,
+                              backoff_base_s=d.backoff_base_s, backoff_cap_s=d.backoff_cap_s,
+                              max_interruptions=d.max_interruptions)
+        self.watcher = Watcher(cfg.paths.watched, polling=d.polling, poll_interval_s=d.poll_interval_s,
+                               max_queue=d.max_event_queue, fault=_fault_from_env())
+        self.pool = WorkerPool(d.workers, d.executor, job_timeout_s=d.job_timeout_s,
+                               memory_limit_mb=d.worker_memory_limit_mb)
 
     # -- life cycle --------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
-        self.stopping = True
+        if not self.stopping:
+            self.stopping = True
+            self._arm_hard_exit()
+
+    def _watch_signals_from_a_thread(self) -> None:
+        """SIGTERM must work while the main thread is stuck in C (SQLite's busy wait on a
+        lock held by another process, a hung read): the C-level handler writes the signal
+        number to a wakeup pipe at once, and this thread arms the hard exit."""
+        try:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except (ValueError, OSError):   # not the main thread (tests): Python handlers only
+            return
+        stops = {int(signal.SIGTERM), int(signal.SIGINT)}
+
+        def watch():
+            while True:
+                try:
+                    data = os.read(r, 64)
+                except OSError:
+                    return
+                if not data:
+                    return
+                if stops & set(data):
+                    self.stopping = True
+                    self._arm_hard_exit()
+
+        threading.Thread(target=watch, name="signal-watch", daemon=True).start()
+
+    def _arm_hard_exit(self) -> None:
+        """Whatever happens, the process ends ``drain_timeout_s`` + 5 s after the signal, or
+        3 s when it arrives before READY (jobs left running are re-queued by the next
+        daemon: their owner is gone)."""
+        if self._hard_exit is not None:
+            return
+        delay = self.cfg.daemon.drain_timeout_s + HARD_EXIT_GRACE_S
+        if not self._ready:   # still starting: no job of ours runs, nothing to drain
+            delay = min(delay, STARTUP_EXIT_S)
+        self._hard_exit = threading.Timer(delay, self._force_exit)
+        self._hard_exit.daemon = True
+        self._hard_exit.start()
+
+    def _force_exit(self) -> None:
+        try:
+            log.error("forced_exit", reason="the process did not end within the stop deadline",
+                      drain_timeout_s=self.cfg.daemon.drain_timeout_s, ready=self._ready)
+            import faulthandler
+            import sys
+
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)  # where it was stuck
+        finally:
+            _kill_children()
+            os._exit(0)
 
     def request_rescan(self, *_args) -> None:
         self._rescan_request = "SIGHUP"
 
     def run(self) -> int:
-        """Run until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop)."""
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGHUP, self.request_rescan)
-        self.startup()
+        """Run until SIGTERM/SIGINT; returns the exit code (0 after a stop on request)."""
         failures = 0
+        self.health.start()
         try:
+            self.startup()
+            self.health.paused = False
             while not self.stopping:
                 try:
                     self.tick()
                     failures = 0
-                except Exception as exc:  # noqa: BLE001 - e.g. a database locked for too long
+                    self.health.tick_ok()
+                except Exception as exc:  # noqa: BLE001 - a database locked for too long, ENOSPC
                     failures += 1
-                    self._db_ok = False   # no watchdog ping until a tick succeeds again
+                    self._db_ok = False
+                    self.health.tick_failed(exc)
+                    self._rescan_request = "tick failed"   # re-discover the events it had taken
                     log.exception("tick_failed", error=f"{type(exc).__name__}: {exc}",
                                   consecutive=failures)
-                    if failures >= 30:
-                        raise
-                    time.sleep(min(1.0 * failures, 5.0))
+                    self._sleep(min(1.0 * failures, 5.0))
         finally:
+            self.health.paused = True
             self.shutdown()
         return 0
 
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
     def startup(self) -> None:
         # 1. jobs of daemons on this host that died: re-queue now (no worker of ours runs yet)
-        gone = filestore.dead_local_owners(self.db, exclude=self.owner)
-        reaped = self.queue.reap_expired(owners_gone=gone)
-        filestore.forget_owners(self.db, gone)
-        log.info("startup", owner=self.owner, node=self.node, pid=os.getpid(),
-                 products_db=str(self.cfg.paths.products_db), roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
-                 polling=self.cfg.daemon.polling, reaped=reaped, dead_owners=len(gone))
+        gone = self._retry_until_stopped(
+            lambda: filestore.dead_local_owners(self.db, exclude=self.owner), "startup_reap")
+        if self.stopping:
+            return
+        reaped = self._retry_until_stopped(lambda: self.queue.reap_expired(owners_gone=gone), "startup_reap")
+        self._retry_until_stopped(lambda: filestore.forget_owners(self.db, gone), "startup_reap")
+        log.info("startup", owner=self.owner, node=self.node, pid=os.getpid(), products_db=str(self.cfg.paths.products_db),
+                 roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
+                 polling=self.cfg.daemon.polling, reaped=reaped, dead_owners=len(gone or ()))
+        if self.stopping:
+            return
         self.metrics.start()   # a port that cannot be bound stops the start-up here
         # 2. workers, 3. observer, 4. scan
         self.pool.start()
         self._start_watcher()
-        self.known = filestore.decided_keys(self.db)
-        self.scan_all("startup")
+        known = self._retry_until_stopped(lambda: filestore.decided_keys(self.db), "startup_known")
+        self.known = known or set()
+        if self.stopping:
+            return
+        try:
+            self.scan_all("startup")
+        except Exception as exc:  # noqa: BLE001 - e.g. ENOSPC: the loop retries with a rescan
+            self._rescan_request = "startup scan failed"
+            log.error("startup_scan_failed", error=f"{type(exc).__name__}: {exc}")
         self._beat()
+        self._ready = True
         sd_notify("READY=1", f"STATUS={self._status_text()}")
-        log.info("ready", known_files=len(self.known), pending_files=len(self.pending))
+        log.info("ready", known_files=len(self.known), pending_files=len(self.intake))
+
+    def _retry_until_stopped(self, fn, what: str):
+        """Run a start-up database step; retry (database locked, disk full) until stopped."""
+        delay = 0.5
+        while True:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001
+                if self.stopping:
+                    return None
+                self.health.tick_failed(exc)
+                log.warning(f"{what}_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                self._sleep(delay)
+                if self.stopping:
+                    return None
+                delay = min(delay * 2, 5.0)
 
     def _start_watcher(self, timeout_s: float = 60.0) -> None:
         """Start the observer; a missing root (not mounted yet) is retried with back-off."""
@@ -207,44 +337,71 @@ class Daemon:
             except FileNotFoundError as exc:
                 self.watcher.stop()
                 if time.monotonic() + delay > deadline or self.stopping:
-                    self.pool.shutdown(kill=True)
                     raise ConfigError("paths.image_dirs/mosaic_dirs", exc.filename or str(exc),
                                       "existing directories (or a parent in which to create them)",
                                       self.cfg.source) from None
                 log.warning("watch_root_missing", error=str(exc), retry_in_s=delay)
-                time.sleep(delay)
+                self._sleep(delay)
+
                 delay = min(delay * 2, 10.0)
 
     def shutdown(self) -> None:
-        """Drain: finish running jobs within ``drain_timeout_s``, hand back the rest."""
-        sd_notify("STOPPING=1", "STATUS=draining")
-        log.info("stopping", running=len(self.inflight), drain_timeout_s=self.cfg.daemon.drain_timeout_s)
-        self._beat(state="draining")
-        self.watcher.stop()
-        deadline = time.monotonic() + self.cfg.daemon.drain_timeout_s
-        while self.inflight and time.monotonic() < deadline:
-            for outcome in self.pool.poll(0.2):
-                self._settle(outcome)
-            self._extend_leases()
-            self._ping_watchdog(force_health=True)
-        unfinished = list(self.inflight)
-        self.pool.shutdown(kill=True)
+        """Drain: finish running jobs within ``drain_timeout_s``, hand back the rest.
+
+        Every step is attempted even when an earlier one fails (a full disk, a
+        locked database); the worker processes are always killed and reaped.
+        """
+        self._arm_hard_exit()
+        unfinished: list[int] = []
+        try:
+            _quiet(sd_notify, "STOPPING=1", "STATUS=draining")
+            log.info("stopping", running=len(self.inflight), drain_timeout_s=self.cfg.daemon.drain_timeout_s)
+            _quiet(self._beat, state="draining")
+            _quiet(self.watcher.stop)
+            deadline = time.monotonic() + self.cfg.daemon.drain_timeout_s
+            while self.inflight and time.monotonic() < deadline:
+                try:
+                    for outcome in self.pool.poll(0.2):
+                        self._settle(outcome)
+                    if time.monotonic() >= self._next["lease"]:
+                        self._extend_leases()
+                except Exception as exc:  # noqa: BLE001 - the database is failing: stop draining
+                    log.error("drain_failed", error=f"{type(exc).__name__}: {exc}")
+                    break
+            unfinished = list(self.inflight)
+        finally:
+            _quiet(self.pool.shutdown, kill=True)
+            _kill_children()
         for job_id in unfinished:
-            handed = self.queue.release(job_id)
+            try:
+                handed = self.queue.release(job_id)
+            except Exception as exc:  # noqa: BLE001 - its lease expires; a later daemon reaps it
+                handed = False
+                log.error("hand_back_failed", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
             log.warning("job_handed_back", job_id=job_id, path=self._job_path(job_id), released=handed)
             self.inflight.pop(job_id, None)
-        self._beat(state="stopped")
-        self.metrics.stop()
-        self.db.dispose()
-        self.instance_lock.release()
+        _quiet(self._beat, state="stopped")
+        _quiet(self.runner.close)
+        _quiet(self.health.stop)
+        _quiet(self.db.dispose)
+        _quiet(self.metrics.stop)
+        _quiet(self.instance_lock.release)
         log.info("stopped", handed_back=len(unfinished), **self.stats)
+        # the hard-exit timer stays armed (a daemon thread): should interpreter exit hang
+        # (a non-daemon thread stuck in a hung filesystem call), it still ends the process
 
     # -- the loop ------------------------------------------------------------------------
     def tick(self) -> None:
         d = self.cfg.daemon
         now = time.monotonic()
-        for kind, path, event_type, _t in self.watcher.drain(5000):
+        # events in small batches within a time budget, so that a burst never keeps the
+        # loop from dispatching, settling and beating; the rest stay queued for the next tick
+        budget_end = time.monotonic() + EVENT_BUDGET_S
+        for kind, path, event_type, _t in self._events(budget_end):
+            self.health.progress()
             if kind == "dir":
+                if is_fits_name(path):
+                    self.consider(path, event=event_type)   # recorded as skipped (a directory)
                 self.scan_dir(path, f"new directory ({event_type})")
             else:
                 self.consider(path, event=event_type)
@@ -253,9 +410,11 @@ class Daemon:
         if reason is None and now >= self._next["rescan"]:
             reason = "periodic"
         if reason is not None:
+            self._rescan_request = reason   # kept until the scan succeeded
             if reason == "SIGHUP":
                 notify_reloading(f"STATUS=reloading: {self._status_text()}")
             self.scan_all(reason)
+            self._rescan_request = None
             self._next["rescan"] = time.monotonic() + d.rescan_interval_s
             if reason == "SIGHUP":
                 sd_notify("READY=1", f"STATUS={self._status_text()}")
@@ -270,6 +429,10 @@ class Daemon:
         self.dispatch()
         for outcome in self.pool.poll(0.02 if self.watcher.events.qsize() else 0.1):
             self._settle(outcome)
+        if not self._workers_warm and self.pool.idle() + len(self.inflight) >= self.pool.size:
+            self._workers_warm = True
+            log.info("workers_ready", workers=self.pool.size,
+                     after_s=round(time.time() - self.started_at, 1))
         if time.monotonic() >= self._next["lease"]:
             self._extend_leases()
         if time.monotonic() >= self._next["beat"]:
@@ -277,11 +440,17 @@ class Daemon:
             self._next["beat"] = time.monotonic() + d.heartbeat_interval_s
         self._check_watcher()
         self.metrics.on_tick(self)
-        self._ping_watchdog()
+
+    def _events(self, budget_end: float):
+        while not self.stopping and time.monotonic() < budget_end:
+            batch = self.watcher.drain(50)
+            if not batch:
+                return
+            yield from batch
 
     # -- files -------------------------------------------------------------------------
     def scan_all(self, reason: str) -> int:
-        """Reconciliation scan of every watched tree; returns the number of new files."""
+        """Reconciliation scan of every watched tree; returns the number of new entries."""
         t0 = time.perf_counter()
         n = 0
         for root in self.cfg.paths.watched:
@@ -291,96 +460,68 @@ class Daemon:
 
     def scan_dir(self, root, reason: str | None) -> int:
         n = 0
-        for path, size, mtime_ns in scan_tree(root):
-            if (path, size, mtime_ns) in self.known:
+        for path, size, mtime_ns in scan_tree(root, stop=lambda: self.stopping):
+            self.health.progress()
+            if (db_path(path), size, mtime_ns) in self.known:
                 continue
-            cand = self.pending.get(path)
-            if cand is not None and (cand.key.size, cand.key.mtime_ns) == (size, mtime_ns):
+            entry = self.intake.waiting(path)
+            if entry is not None and entry.key is not None and \
+                    (entry.key.size, entry.key.mtime_ns) == (size, mtime_ns):
+                continue   # undecided and unchanged: the re-check owns it
+            if path in self.pb_waits:
                 continue
             n += 1
             self.consider(path, event=None)
         if reason is not None and n:
-            log.info("scanned_directory", path=str(root), reason=reason, new_files=n)
+            log.info("scanned_directory", path=printable(str(root)), reason=reason, new_files=n)
         return n
 
     def consider(self, path: str, *, event: str | None) -> None:
-        """Decide what to do with a candidate file (event or scan)."""
+        """Give a candidate path (event or scan) to the intake and act on its decisions."""
         path = os.path.abspath(path)
-        if not is_fits_name(path):
-            return
-        try:
-            key = FileKey.of(path)
-        except FileNotFoundError:
-            self.pending.pop(path, None)
-            return
-        except OSError as exc:
-            log.warning("stat_failed", path=path, error=str(exc))
-            return
-        triple = (key.path, key.size, key.mtime_ns)
-        if triple in self.known or os.path.basename(path).startswith("."):
-            return  # decided already, or a hidden temporary/canary file (not even recorded)
+        if not is_fits_name(path) or os.path.basename(path).startswith("."):
+            return  # not a FITS name, or a hidden temporary/canary file (not even recorded)
         name = classify.classify_name(path)
         if name.role == "skip":
-            self._decide(key, "skipped", reason=name.reason)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return
+            key = FileKey(db_path(path), int(st.st_size), int(st.st_mtime_ns))
+            if (key.path, key.size, key.mtime_ns) not in self.known:
+                self._decide(key, "skipped", reason=name.reason)
             return
-        now = time.monotonic()
-        old = self.pending.get(path)
-        if self.cfg.daemon.polling:
-            # no close events: wait for (size, mtime) to be stable for settle_s
-            if old is None or old.key != key:
-                self.pending[path] = _Candidate(key, now, "waiting for the file to be quiescent",
-                                                waited_pb=old.waited_pb if old else False)
-            return
-        try:
-            check_fits_complete(path)
-        except InvalidImage as exc:
-            if old is None or old.key != key:
-                # recorded in the DB by recheck_pending if still undecided a moment later
-                # (most files being written in place are complete at their close event)
-                self.pending[path] = _Candidate(key, now, exc.reason)
-            return
-        except OSError as exc:
-            log.warning("check_failed", path=path, error=str(exc))
-            return
-        if old is not None and old.key == key and (event is None or old.wait_until):
-            return  # undecided (scan hit, or waiting for a PB sibling): the re-check loop owns it
-        self.accept(path, key, name)
+        self._apply(self.intake.observe(path, event))
 
     def recheck_pending(self) -> None:
-        """Re-examine undecided files: changed, quiescent, PB wait over."""
+        """Re-examine undecided files and PB waits."""
+        self._apply(self.intake.poll())
         now = time.monotonic()
-        settle = self.cfg.daemon.settle_s
-        if self.cfg.daemon.polling:
-            settle = max(settle, 2 * self.cfg.daemon.poll_interval_s)
-        for path, cand in list(self.pending.items()):
-            try:
-                key = FileKey.of(path)
-            except OSError:
-                gone = self.pending.pop(path, None)
-                if gone is not None and gone.recorded:
-                    filestore.forget_incomplete(self.db, path)
-                continue
-            if key != cand.key:
-                cand.key, cand.changed_at, cand.recorded = key, now, False
-                continue
-            if not cand.recorded and now - cand.changed_at >= 1.0 and not cand.wait_until:
-                filestore.record_file(self.db, key, "incomplete", reason=cand.reason)
-                cand.recorded = True
-            if cand.wait_until and now < cand.wait_until:
-                continue
-            name = classify.classify_name(path)
-            if cand.wait_until:  # PB wait over
-                self.accept(path, key, name, pb_waited=True)
-                continue
-            if now - cand.changed_at < settle:
-                continue
-            try:
-                check_fits_complete(path)
-            except InvalidImage as exc:
-                log.warning("file_incomplete_after_settle", path=path, reason=exc.reason, settle_s=settle)
-            self.accept(path, key, name, pb_waited=cand.waited_pb)
+        for path, wait in list(self.pb_waits.items()):
+            if now >= wait.until:
+                self.pb_waits.pop(path, None)
+                self.accept(path, wait.key, classify.classify_name(path), wait.cards, pb_waited=True)
 
-    def accept(self, path: str, key: FileKey, name: classify.NameClass, *, pb_waited: bool = False) -> None:
+    def _apply(self, decisions: list[Decision]) -> None:
+        for dec in decisions:
+            if dec.action == "forget":
+                filestore.forget_incomplete(self.db, db_path(dec.path))
+                continue
+            key = FileKey(db_path(dec.path), dec.key.size, dec.key.mtime_ns)
+            if (key.path, key.size, key.mtime_ns) in self.known:
+                continue
+            if dec.action == "skip":
+                self._decide(key, "skipped", reason=dec.reason)
+            elif dec.action == "waiting":
+                filestore.record_file(self.db, key, "incomplete", reason=dec.reason)
+            elif dec.action == "queue":
+                if dec.reason:
+                    log.warning("file_queued_unchecked", path=printable(dec.path), reason=dec.reason,
+                                settle_s=self.intake.settle_s)
+                self.accept(dec.path, key, classify.classify_name(dec.path), dec.cards)
+
+    def accept(self, path: str, key: FileKey, name: classify.NameClass, cards: dict | None = None, *,
+               pb_waited: bool = False) -> None:
         """Queue a file (or skip it when a PB-corrected sibling supersedes it)."""
         if name.role == "restored":
             sibling = classify.pb_sibling(path)
@@ -391,41 +532,37 @@ class Daemon:
             if self.cfg.daemon.pbcor_wait_s > 0 and not pb_waited:
                 reason = (f"{name.reason}: waiting {self.cfg.daemon.pbcor_wait_s:g} s for a "
                           "primary-beam-corrected sibling")
-                self.pending[path] = _Candidate(key, time.monotonic(), reason, waited_pb=True,
-                                                wait_until=time.monotonic() + self.cfg.daemon.pbcor_wait_s,
-                                                recorded=True)
                 filestore.record_file(self.db, key, "incomplete", reason=reason)
+                self.pb_waits[path] = _PBWait(key, time.monotonic() + self.cfg.daemon.pbcor_wait_s, cards)
                 return
-        kind = self._kind(path)
+        kind = self._kind(path, cards)
         job_id, created = self.queue.enqueue(
-            self.params, [(path, kind, None)], origin="daemon", idempotency_key=key.idempotency_key,
+            self.params, [(key.path, kind, None)], origin="daemon", idempotency_key=key.idempotency_key,
             max_attempts=self.cfg.daemon.max_attempts)
         self._decide(key, "queued", kind=kind, batch_id=job_id)
         if created:
             self.stats["queued"] += 1
             self._next["claim"] = 0.0
-            log.info("file_queued", path=path, kind=kind, job_id=job_id, size=key.size)
+            log.info("file_queued", path=printable(path), kind=kind, job_id=job_id, size=key.size)
         if name.role == "pbcor":
             for restored in classify.restored_counterparts(path):
-                cand = self.pending.pop(str(restored), None)
-                if cand is not None:
-                    self._decide(cand.key, "skipped",
+                wait = self.pb_waits.pop(str(restored), None)
+                if wait is not None:
+                    self._decide(wait.key, "skipped",
                                  reason=f"superseded by the primary-beam-corrected {Path(path).name}")
 
-    def _kind(self, path: str) -> str:
+    def _kind(self, path: str, cards: dict | None) -> str:
+        """``mosaic`` under a mosaic root or by its header (parsed by the bounded intake probe;
+        no header is read here)."""
         if classify.under_any(path, self.mosaic_roots):
             return "mosaic"
-        try:
-            from astropy.io import fits
-
-            return classify.file_kind(path, fits.getheader(path, 0), self.mosaic_roots)
-        except Exception:  # noqa: BLE001 - an unreadable header fails in the job, with its reason
-            return "image"
+        if cards is None:
+            return "image"   # unreadable header: the job fails with the reason
+        return classify.header_kind(cards)
 
     def _decide(self, key: FileKey, decision: str, *, kind=None, reason=None, batch_id=None) -> None:
         filestore.record_file(self.db, key, decision, kind=kind, reason=reason, batch_id=batch_id)
         self.known.add((key.path, key.size, key.mtime_ns))
-        self.pending.pop(key.path, None)
         if decision == "skipped":
             self.stats["skipped"] += 1
             log.info("file_skipped", path=key.path, reason=reason)
@@ -494,15 +631,23 @@ class Daemon:
         return None
 
     # -- health ------------------------------------------------------------------------
+    def files_waiting(self) -> int:
+        """Files seen but not yet queued (still being written, or waiting for a PB sibling)."""
+        return len(self.intake) + len(self.pb_waits)
+
     def _status_text(self) -> str:
         return self.metrics.status_line(self)
 
     def _beat(self, state: str = "running") -> None:
+        verdict, reasons = self.health.verdict
+        text = self._status_text()
+        if state == "running" and verdict != "ok":
+            state, text = "degraded", f"{'; '.join(reasons)} ({text})"
         try:
             filestore.beat(self.db, self.owner, started_at=self.started_at, workers=self.pool.size,
-                           state=state, status_text=self._status_text(), node=self.node)
+                           state=state, status_text=text, node=self.node)
             self._db_ok = True
-        except Exception as exc:  # noqa: BLE001 - reported through health (no watchdog ping)
+        except Exception as exc:  # noqa: BLE001 - reported through health
             self._db_ok = False
             log.error("heartbeat_failed", error=str(exc))
 
@@ -523,24 +668,48 @@ class Daemon:
         self.scan_all("observer restarted")
 
     def healthy(self) -> tuple[bool, str]:
-        """Health checks gating the watchdog ping."""
+        """The daemon's own checks (called by the health thread): observer and pool.
+
+        Database and disk trouble is judged by the health monitor (degraded, not
+        unhealthy: restarting would not help)."""
+        if self.stopping:
+            return True, "draining"
+        if self.watcher.observer is None:
+            return True, "starting"
         if not self.watcher.alive():
-            return False, "observer thread dead"
+            now = time.monotonic()
+            recent = [t for t in self._observer_restarts if now - t < 600]
+            if len(recent) >= MAX_OBSERVER_RESTARTS:
+                return False, "observer thread dead"
         if not self.pool.healthy():
             return False, self.pool.broken_reason or "pool broken"
-        if not self._db_ok:
-            return False, "database not writable"
         return True, "ok"
 
-    def _ping_watchdog(self, *, force_health: bool = False) -> None:
-        if self._wd_interval is None or time.monotonic() < self._next["watchdog"]:
-            return
-        if not force_health and not self.watcher.alive():
-            self._check_watcher()   # restart it now if the budget allows (it may have just died)
-        ok, why = (True, "draining") if force_health and self.pool.healthy() else self.healthy()
-        if ok:
-            sd_notify("WATCHDOG=1", f"STATUS={self._status_text()}")
-        else:
-            log.error("unhealthy", reason=why)
-            sd_notify(f"STATUS=unhealthy: {why}")
-        self._next["watchdog"] = time.monotonic() + self._wd_interval
+
+def _quiet(fn, *args, **kw):
+    """Run one shutdown step; log and swallow its failure."""
+    try:
+        return fn(*args, **kw)
+    except Exception as exc:  # noqa: BLE001
+        log.error("shutdown_step_failed", step=getattr(fn, "__name__", str(fn)),
+                  error=f"{type(exc).__name__}: {exc}")
+        return None
+
+
+def _kill_children() -> None:
+    """SIGKILL and reap every multiprocessing child, so ``multiprocessing``'s atexit
+    handler (which joins daemonic children after a SIGTERM they may ignore) never waits."""
+    try:
+        children = multiprocessing.active_children()
+    except Exception:  # noqa: BLE001
+        return
+    for p in children:
+        try:
+            p.kill()
+        except Exception:  # noqa: BLE001
+            pass
+    for p in children:
+        try:
+            p.join(2)
+        except Exception:  # noqa: BLE001
+            pass

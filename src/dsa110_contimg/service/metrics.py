@@ -252,7 +252,7 @@ class Metrics:
                 f"{'?' if pending is None else pending} pending, {last}; "
                 f"{len(getattr(daemon, 'inflight', ()))}/{getattr(daemon.pool, 'size', '?')} workers busy, "
                 f"{stats.get('failed', 0) + stats.get('dead', 0)} failed, "
-                f"{len(getattr(daemon, 'pending', ()))} files waiting")
+                f"{daemon.files_waiting() if hasattr(daemon, 'files_waiting') else 0} files waiting")
 
     def images_per_hour(self, now: float | None = None) -> float:
         """Images measured per hour, extrapolated from the last ``RATE_WINDOW_S``."""

@@ -15,18 +15,20 @@ import time
 
 
 def sd_notify(*lines: str) -> bool:
-    """Send ``lines`` to systemd; True when a datagram was sent."""
+    """Send ``lines`` to systemd; True when a datagram was sent (never blocks: False when
+    the socket's queue is full or nobody listens)."""
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
         return False
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.setblocking(False)   # never stall the main loop on a full notify queue
+    # non-blocking: a receiver that does not read (full socket queue) must never stall the
+    # daemon's loop or its shutdown; the datagram is dropped instead
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
         try:
             sock.connect(addr)
             sock.send("\n".join(lines).encode("utf-8"))
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, ConnectionRefusedError, FileNotFoundError):
             return False
     return True
 

@@ -4,9 +4,10 @@ The CLI never talks to the daemon: it reads the heartbeat row the daemon
 updates every few seconds and the queue tables, through a read-only
 connection (``mode=ro``) that cannot block the daemon's writes.
 
-Exit codes of ``status``: 0 healthy; 1 degraded (failed or dead jobs, or a
+Exit codes of ``status``: 0 healthy; 1 degraded (failed or dead jobs, a
 heartbeat older than ``stale_after_s`` from a daemon that did not stop
-cleanly); 3 not running (no heartbeat, or the last daemon stopped); 4 database
+cleanly, or the daemon's health thread reporting a held database lock, a full
+disk or a stalled loop); 3 not running (no heartbeat, or the last daemon stopped); 4 database
 missing or unreadable.
 """
 
@@ -40,11 +41,16 @@ def _first_path():
 
 
 def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int = 5,
-                   now: float | None = None, photometry=None) -> dict:
+                   now: float | None = None, photometry=None, state_dir=None) -> dict:
     """Everything ``status`` shows, as one JSON-ready dict with stable nested keys.
 
     ``photometry`` (the deployment's PhotometryConfig, when known) adds the ``science``
     section: whether normalisation and ESE detection are on, with a warning when off.
+
+    ``state_dir``: where the daemon's health thread writes ``health.json``; a
+    fresh verdict other than ``ok`` (database lock held by another process, disk
+    full, stalled loop) makes the daemon ``degraded`` with the reasons, even
+    while the heartbeat row cannot be written.
     """
     from dsa110_contimg.store.images import norm_reason_summary
 
@@ -91,7 +97,7 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
             return "stopped"
         return "stale" if now - b["beat_at"] > stale_after_s else b["state"]
 
-    live = [b for b in beats if inst_state(b) in ("running", "draining")]
+    live = [b for b in beats if inst_state(b) in ("running", "draining", "degraded")]
     beat = live[0] if live else (beats[0] if beats else None)
     age = None if beat is None else max(0.0, now - beat["beat_at"])
     if beat is None or beat["state"] == "stopped":
@@ -100,11 +106,22 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
         daemon_state = "stale"
     else:
         daemon_state = beat["state"]
+    health = None
+    if state_dir is not None:
+        from dsa110_contimg.service.health import MIN_FREE_BYTES, free_bytes, read_health_file
+
+        health = read_health_file(state_dir, max_age_s=stale_after_s)
+        free = free_bytes(state_dir)
+        if free is not None and free < MIN_FREE_BYTES and daemon_state not in ("not_running",):
+            health = {"verdict": "degraded", "reasons": [f"disk full: {free} bytes free in {state_dir}"]
+                      + (health or {}).get("reasons", [])}
+        if health is not None and health.get("verdict") != "ok" and daemon_state in ("running", "stale"):
+            daemon_state = "degraded"
     jobs = {s: int(counts.get(s, 0)) for s in JOB_STATES}
     return {
         "time": iso(now),
         "daemon": {
-            "running": daemon_state in ("running", "draining"),
+            "running": daemon_state in ("running", "draining", "degraded"),
             "state": daemon_state,
             "heartbeat_age_s": None if age is None else round(age, 1),
             "owner": beat and beat["owner"], "host": beat and beat["host"], "pid": beat and beat["pid"],
@@ -118,6 +135,8 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
                        "heartbeat_age_s": round(max(0.0, now - b["beat_at"]), 1),
                        "started_at": iso(b["started_at"]), "status_text": b["status_text"]}
                       for b in beats if inst_state(b) != "stopped"],
+            "health": None if health is None else {"verdict": health.get("verdict"),
+                                                   "reasons": health.get("reasons", [])},
         },
         "jobs": {
             **jobs,
@@ -167,7 +186,7 @@ def status_exit_code(st: dict) -> int:
     """0 healthy, 1 degraded, 3 not running (see the module docstring)."""
     if st["daemon"]["state"] == "not_running":
         return EXIT_NOT_RUNNING
-    if st["daemon"]["state"] == "stale" or st["jobs"]["failed"] or st["jobs"]["dead"]:
+    if st["daemon"]["state"] in ("stale", "degraded") or st["jobs"]["failed"] or st["jobs"]["dead"]:
         return EXIT_DEGRADED
     return EXIT_OK
 
@@ -184,6 +203,9 @@ def format_status(st: dict) -> str:
                      f"{d['heartbeat_age_s']:.1f} s ago, {d['workers']} workers)")
         if d["status_text"]:
             lines.append(f"               {d['status_text']}")
+        health = d.get("health")
+        if health and health["verdict"] != "ok":
+            lines.append(f"health:        {health['verdict']}: {'; '.join(health['reasons'])}")
     if len(d.get("nodes", [])) > 1 or any(n["state"] == "stale" for n in d.get("nodes", [])):
         lines.append(f"instances:     {d['instances']} live")
         for n in d["nodes"]:
