@@ -99,10 +99,6 @@ def _fault_from_env():
     return getattr(importlib.import_module(module), name)()
 
 
-class _DroppedEvent(Exception):
-    """Test fault: the event is lost (the handler counts it as an error)."""
-
-
 @dataclass
 class _PBWait:
     """A restored image waiting for its primary-beam-corrected sibling."""
