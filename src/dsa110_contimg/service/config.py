@@ -5,8 +5,10 @@ Sections (every key, its default and its meaning are documented in
 
 ``[paths]``
     ``image_dirs``, ``mosaic_dirs`` (watched trees), ``state_dir``,
-    ``products_db``, ``registry_db``, ``catalog_dir``. Relative paths are
-    resolved against the directory of the configuration file.
+    ``products_db``, ``registry_db``, ``catalog_dir``, ``db_password_file``.
+    Relative paths are resolved against the directory of the configuration
+    file. A database value with a scheme (``postgresql+psycopg://...``) is an
+    SQLAlchemy URL, kept as a URL (see :mod:`dsa110_contimg.store.urls`).
 ``[photometry]``
     Passed to :meth:`PhotometryConfig.from_dict` (catalog, method, radius_deg,
     ...); its own validation names the bad key.
@@ -42,14 +44,21 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass(frozen=True)
 class PathsConfig:
-    """Where the service reads and writes (absolute paths after loading)."""
+    """Where the service reads and writes (absolute paths after loading).
+
+    ``products_db`` / ``registry_db`` are SQLite file paths (:class:`Path`) or
+    SQLAlchemy URLs (:class:`~dsa110_contimg.store.urls.DatabaseURL`, a ``str``
+    whose ``repr`` hides the password). ``db_password_file`` holds the password of
+    URLs that name a user but no password.
+    """
 
     image_dirs: tuple[Path, ...] = ()
     mosaic_dirs: tuple[Path, ...] = ()
     state_dir: Path = Path("state")
-    products_db: Path | None = None
-    registry_db: Path | None = None
+    products_db: Path | str | None = None
+    registry_db: Path | str | None = None
     catalog_dir: Path = Path("catalogs")
+    db_password_file: Path | None = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -190,12 +199,37 @@ def _paths(table: Mapping, base: Path, src) -> PathsConfig:
             if not isinstance(value, list):
                 raise ConfigError(f"paths.{key}", value, "a list of directory paths", src)
             out[key] = tuple(one(key, v) for v in value)
-    for key in ("state_dir", "products_db", "registry_db", "catalog_dir"):
-        if key in table:
+    for key in ("state_dir", "catalog_dir", "db_password_file"):
+        if key in table and not (key == "db_password_file" and table[key] == ""):
             out[key] = one(key, table[key])
+    for key in ("products_db", "registry_db"):
+        if key in table:
+            out[key] = _database(key, table[key], base, out.get("db_password_file"), src)
     out.setdefault("state_dir", (base / "state").resolve())
     out.setdefault("catalog_dir", (base / "catalogs").resolve())
     return PathsConfig(**out)
+
+
+def _database(key: str, value, base: Path, password_file: Path | None, src):
+    """A database value: SQLAlchemy URL when it has a scheme, else an SQLite path."""
+    from dsa110_contimg.store.urls import expand_env, is_url, mask_url, parse_database_url
+
+    name = f"paths.{key}"
+    if not isinstance(value, str) or not value:
+        raise ConfigError(name, value, "a non-empty SQLite file path or SQLAlchemy URL", src)
+    try:
+        text = expand_env(value)
+    except KeyError as exc:
+        raise ConfigError(name, mask_url(value), f"an environment variable ${{{exc.args[0]}}} that is "
+                          "set (it is not)", src) from None
+    if not is_url(text):
+        p = Path(text).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+    try:
+        return parse_database_url(text, password_file=password_file)
+    except ValueError as exc:
+        raise ConfigError(name, mask_url(value), "an SQLAlchemy URL such as "
+                          f"postgresql+psycopg://user@host/dbname ({exc})", src) from None
 
 
 def _daemon(table: Mapping, src) -> DaemonConfig:

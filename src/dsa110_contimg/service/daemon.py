@@ -45,6 +45,7 @@ from dsa110_contimg.service.pool import Outcome, WorkerPool, resolve_task
 from dsa110_contimg.service.watcher import Watcher, is_fits_name, scan_tree
 from dsa110_contimg.store import files as filestore
 from dsa110_contimg.store.engine import open_products_db
+from dsa110_contimg.store.urls import mask_url
 from dsa110_contimg.store.files import FileKey
 from dsa110_contimg.store.queue import ClaimedJob, JobQueue, default_owner
 
@@ -176,7 +177,7 @@ class Daemon:
         gone = filestore.dead_local_owners(self.db, exclude=self.owner)
         reaped = self.queue.reap_expired(owners_gone=gone)
         filestore.forget_owners(self.db, gone)
-        log.info("startup", owner=self.owner, pid=os.getpid(), products_db=str(self.cfg.paths.products_db),
+        log.info("startup", owner=self.owner, pid=os.getpid(), products_db=mask_url(self.cfg.paths.products_db),
                  roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
                  polling=self.cfg.daemon.polling, reaped=reaped, dead_owners=len(gone))
         # 2. workers, 3. observer, 4. scan
