@@ -403,6 +403,27 @@ def _check_flux_scale(c: _Collector, m: dict, measurements, catalog_flux_mjy, co
               f"{100 * limits.flux_scale_warn:g} %)")
 
 
+def image_statistics(image, *, maps=None) -> dict[str, float]:
+    """The image-wide statistics QC judges (pure: pixels only, no history).
+
+    Returns ``median_rms_jyb`` (median of the rms map), ``clipped_rms_jyb``
+    (sigma-clipped pixel rms) and ``dynamic_range`` (peak |pixel| / median rms;
+    NaN when the rms is not positive); Jy/beam. ``maps`` as in
+    :func:`evaluate_image_qc`.
+    """
+    if maps is None:
+        from dsa110_contimg.photometry.noise import background_maps_for
+
+        maps = background_maps_for(image)
+    data = image.data
+    out = {"median_rms_jyb": map_median(maps.rms), "clipped_rms_jyb": clipped_rms(data),
+           "dynamic_range": float("nan")}
+    peak = float(np.nanmax(np.abs(data)))
+    if np.isfinite(out["median_rms_jyb"]) and out["median_rms_jyb"] > 0:
+        out["dynamic_range"] = peak / out["median_rms_jyb"]
+    return out
+
+
 def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
                       catalog_flux_mjy=None, history: Iterable[Mapping[str, Any]] | None = None,
                       limits: QCLimits = QCLimits(), *, maps=None, compact=None) -> QCResult:
@@ -410,8 +431,9 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
 
     Parameters
     ----------
-    image : RadioImage or str or Path
-        The image.
+    image : RadioImage or str or Path or ImageSummary
+        The image, or a :class:`~dsa110_contimg.photometry.manager.ImageSummary`
+        whose ``qc_stats`` were computed where it was measured (no pixels needed).
     measurements : MeasurementTable, optional
         Measurements on this image at catalogue positions (for the flux scale).
     catalog_flux_mjy : array-like, optional
@@ -437,9 +459,10 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
 
     if not isinstance(limits, QCLimits):
         raise ConfigError("limits", limits, "a QCLimits instance")
-    image = as_image(image)
+    stats = getattr(image, "qc_stats", None)   # an ImageSummary measured elsewhere (no pixels)
+    if stats is None:
+        image = as_image(image)
     history = list(history) if history is not None else []
-    data = image.data
     m: dict[str, Any] = {
         "median_rms_jyb": float("nan"), "clipped_rms_jyb": float("nan"),
         "beam_major_arcsec": float("nan"), "beam_minor_arcsec": float("nan"),
@@ -449,15 +472,7 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
     }
     c = _Collector()
     if m["blanked_fraction"] < 1.0:
-        if maps is None:
-            from dsa110_contimg.photometry.noise import background_maps_for
-
-            maps = background_maps_for(image)
-        m["median_rms_jyb"] = map_median(maps.rms)
-        m["clipped_rms_jyb"] = clipped_rms(data)
-        peak = float(np.nanmax(np.abs(data)))
-        if np.isfinite(m["median_rms_jyb"]) and m["median_rms_jyb"] > 0:
-            m["dynamic_range"] = peak / m["median_rms_jyb"]
+        m.update(stats if stats is not None else image_statistics(image, maps=maps))
     _check_noise(c, m, limits, history)
     _check_beam(c, m, image, limits, history)
     _check_blanking(c, m, limits)
@@ -485,5 +500,5 @@ def mark_measurements(table: MeasurementTable, qc: QCResult) -> MeasurementTable
     return table
 
 
-__all__ = ["QCLimits", "QCResult", "evaluate_image_qc", "flux_scale_ratio", "clipped_rms",
+__all__ = ["QCLimits", "QCResult", "evaluate_image_qc", "image_statistics", "flux_scale_ratio", "clipped_rms",
            "map_median", "mark_measurements", "HISTORY_KEYS", "PASSED", "WARNING", "FAILED"]
