@@ -32,7 +32,7 @@ def run(args) -> int:
         EXIT_NO_DB, collect_status, format_status, status_exit_code,
     )
     from dsa110_contimg.store.engine import open_products_db
-    from dsa110_contimg.store.urls import mask_url
+    from dsa110_contimg.store.urls import error_line, mask_url
 
     cfg = common.service_config(args)
     stale = cfg.daemon.stale_after_s if cfg is not None else 60.0
@@ -51,7 +51,8 @@ def run(args) -> int:
         print(f"contimg-photometry status: error: {exc}", file=sys.stderr)
         return EXIT_NO_DB
     except Exception as exc:  # noqa: BLE001 - unreadable database (not a DB, no schema)
-        print(f"contimg-photometry status: error: cannot read {mask_url(path)}: {exc}", file=sys.stderr)
+        print(f"contimg-photometry status: error: cannot read {mask_url(path)}: "
+              f"{error_line(exc, path)}", file=sys.stderr)
         return EXIT_NO_DB
     print(json.dumps(st, indent=2) if args.json else format_status(st))
     return status_exit_code(st)

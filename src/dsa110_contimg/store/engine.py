@@ -147,12 +147,10 @@ def _open(path_or_url, which: str, *, migrate: bool, read_only: bool) -> Databas
     except StoreError:
         raise
     except Exception as exc:  # sqlalchemy / sqlite errors: name the database and the cause
-        from dsa110_contimg.store.urls import mask_url
+        from dsa110_contimg.store.urls import error_line, mask_url
 
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "://" in str(path_or_url):
-            reason = reason.replace(str(path_or_url), mask_url(path_or_url))
-        raise StoreError(f"cannot open {which} database: {reason}", mask_url(path_or_url)) from exc
+        raise StoreError(f"cannot open {which} database: {error_line(exc, path_or_url)}",
+                         mask_url(path_or_url)) from exc
     return Database(engine, url, which)
 
 

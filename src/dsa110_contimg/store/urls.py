@@ -94,3 +94,15 @@ def parse_database_url(text: str, *, password_file: Path | None = None) -> Datab
                              f"{exc.strerror or exc}") from None
         url = url.set(password=secret[0] if secret else "")
     return DatabaseURL(url.render_as_string(hide_password=False))
+
+
+def error_line(exc: BaseException, url=None) -> str:
+    """A database error as one line: SQLAlchemy's background links and SQL echo dropped,
+    the rest joined with '; ', ``url``'s password masked."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("(Background on this error", "[SQL:",
+                                                             "[parameters:"))]
+    text = "; ".join(lines) or type(exc).__name__
+    if url is not None and is_url(url):
+        text = text.replace(str(url), mask_url(url))
+    return text
