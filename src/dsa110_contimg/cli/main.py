@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "measure",
     "catalog",
     "worker",
+    "reprocess",
     "ese",
     "lightcurve",
     "db",
