@@ -358,12 +358,13 @@ def _toml_value(value) -> str:
 
 def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
                   daemon: Mapping[str, Any] | None = None,
-                  logging: Mapping[str, Any] | None = None) -> str:
+                  logging: Mapping[str, Any] | None = None,
+                  paths: Mapping[str, Any] | None = None) -> str:
     """The TOML text of a service rooted at ``root`` (what ``contimg-photometry init`` writes).
 
     Paths point at ``root/{images,mosaics,state,catalogs}``. The main keys are written with
-    their defaults; ``photometry``, ``daemon`` and ``logging`` add or override keys of those
-    sections (validated when the file is loaded).
+    their defaults; ``photometry``, ``daemon``, ``logging`` and ``paths`` add or override keys
+    of those sections (validated when the file is loaded; e.g. ``paths={"products_db": URL}``).
     """
     root = Path(root).resolve()
     phot, d = PhotometryConfig(), DaemonConfig()
@@ -372,7 +373,7 @@ def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
                   "state_dir": str(root / "state"),
                   "products_db": str(root / "state" / "products.sqlite3"),
                   "registry_db": str(root / "state" / "data_registry.sqlite3"),
-                  "catalog_dir": str(root / "catalogs")},
+                  "catalog_dir": str(root / "catalogs"), **(paths or {})},
         "photometry": {"catalog": phot.catalog, "method": phot.method, "normalize": phot.normalize,
                        "detect_ese": phot.detect_ese, "ese_preset": phot.ese_preset,
                        **(photometry or {})},
