@@ -18,6 +18,7 @@ import time
 
 import sqlalchemy as sa
 
+from dsa110_contimg.service.nodes import collect_nodes, format_nodes
 from dsa110_contimg.store.engine import Database
 from dsa110_contimg.store.files import file_counts, heartbeat_rows
 from dsa110_contimg.store.schema import (
@@ -72,6 +73,7 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
                                  .order_by(images.c.measured_at.desc()).limit(n_failures)).all()
         norm_failed = conn.execute(sa.select(sa.func.count()).select_from(images).where(
             images.c.norm_status == "failed")).scalar()
+        nodes = collect_nodes(conn, now=now, stale_after_s=stale_after_s)   # several daemons
         conn.rollback()
     beat = beats[0] if beats else None
     age = None if beat is None else max(0.0, now - beat["beat_at"])
@@ -95,6 +97,7 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
             "instances": sum(1 for b in beats if b["state"] != "stopped"
                              and now - b["beat_at"] <= stale_after_s),
         },
+        "nodes": nodes,
         "jobs": {
             **jobs,
             "total": sum(jobs.values()),
@@ -140,6 +143,7 @@ def format_status(st: dict) -> str:
                      f"{d['heartbeat_age_s']:.1f} s ago, {d['workers']} workers)")
         if d["status_text"]:
             lines.append(f"               {d['status_text']}")
+    lines.extend(format_nodes(st.get("nodes", [])))
     lines.append("jobs:          " + ", ".join(f"{s} {j[s]}" for s in JOB_STATES))
     if j["oldest_pending_age_s"] is not None:
         lines.append(f"oldest pending: {j['oldest_pending_age_s']:.0f} s")
