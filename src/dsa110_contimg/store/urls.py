@@ -60,12 +60,25 @@ def mask_url(value) -> str:
 
 
 def expand_env(text: str) -> str:
-    """Expand ``${VAR}`` / ``$VAR``; raises KeyError(name) for an unset variable."""
+    """Expand ``${VAR}`` / ``$VAR``; raises KeyError(name) for an unset variable.
+
+    In a URL, a variable in the ``user:password@`` part is percent-encoded, so a
+    password holding ``@ / : %`` works; elsewhere (host, port, database) it is verbatim.
+    """
+    from urllib.parse import quote
+
+    userinfo_end = -1
+    if is_url(text):
+        start = text.index("://") + 3
+        slash = text.find("/", start)
+        userinfo_end = text.rfind("@", start, slash if slash >= 0 else len(text))
+
     def sub(m):
         name = m.group(1) or m.group(2)
         if name not in os.environ:
             raise KeyError(name)
-        return os.environ[name]
+        value = os.environ[name]
+        return quote(value, safe="") if m.start() < userinfo_end else value
 
     return _VAR.sub(sub, text)
 
