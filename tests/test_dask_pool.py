@@ -127,3 +127,38 @@ def test_queue_jobs_run_exactly_once_on_dask(scheduler, databases):
     with db.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(images)).scalar() == n
     db.dispose()
+
+
+def test_daemon_dispatches_to_dask_every_image_once(scheduler, tmp_path, postgres_cluster):
+    """``[daemon] executor = "dask"`` style: the daemon watches, queues and leases; the jobs
+    run on the Dask workers; PostgreSQL holds the queue. Every image measured once."""
+    import signal
+
+    from dsa110_contimg.service.testing import Service, drop
+
+    address, out = scheduler
+    svc = Service(tmp_path / "svc", executor=FAKE, dask_scheduler=address,
+                  products_db=postgres_cluster.new_database("products"),
+                  registry_db=postgres_cluster.new_database("registry"))
+    log = out / "executions.log"
+    before = len(log.read_text().splitlines()) if log.exists() else 0
+    try:
+        proc = svc.start()
+        n = 20
+        paths = [svc.images / f"dk{i:03d}.img-image-pb.fits" for i in range(n)]
+        for i, p in enumerate(paths):
+            drop(p, i)
+        svc.wait_for(svc.idle_with(n), 120, "all images done on Dask")
+        by_path = svc.jobs_by_path()
+        assert set(by_path) == {str(p) for p in paths}
+        assert all(len(j) == 1 and j[0][1] == "done" for j in by_path.values()), by_path
+        runs = [line.split() for line in log.read_text().splitlines()[before:]]
+        ran = [r[1] for r in runs if r[1] in {str(p) for p in paths}]
+        assert sorted(ran) == sorted(str(p) for p in paths)              # once each
+        assert len({r[2] for r in runs}) == 2                            # on both Dask workers
+        assert proc.pid not in {int(r[2]) for r in runs}
+        assert svc.sql("SELECT workers FROM heartbeats") == [(2,)]       # the cluster's threads
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        svc.stop_all()

@@ -119,7 +119,11 @@ class DaemonConfig:
         a rescan is scheduled.
     executor : str
         ``module:function`` run in the worker processes (default the
-        photometry workflow).
+        photometry workflow); ``"dask"`` is that default run on ``dask_scheduler``.
+    dask_scheduler : str
+        ``tcp://host:port`` of a Dask scheduler: jobs run on its workers
+        (:class:`~dsa110_contimg.service.dask_pool.DaskPool`) instead of local worker
+        processes, with the same queue and leases. Empty: local workers.
     """
 
     workers: int = 2
@@ -140,6 +144,12 @@ class DaemonConfig:
     stale_after_s: float = 60.0
     max_event_queue: int = 100_000
     executor: str = DEFAULT_EXECUTOR
+    dask_scheduler: str = ""
+
+    @property
+    def task(self) -> str:
+        """The ``module:function`` each job runs (``executor``, with ``"dask"`` resolved)."""
+        return DEFAULT_EXECUTOR if self.executor == "dask" else self.executor
 
 
 @dataclass(frozen=True)
@@ -258,10 +268,16 @@ def _daemon(table: Mapping, src) -> DaemonConfig:
             if key in _NON_NEGATIVE and value < 0:
                 raise ConfigError(name, value, "a number of seconds >= 0", src)
         elif key == "executor":
-            if not isinstance(value, str) or value.count(":") != 1:
-                raise ConfigError(name, value, "'package.module:function'", src)
+            if not isinstance(value, str) or (value != "dask" and value.count(":") != 1):
+                raise ConfigError(name, value, "'package.module:function' or 'dask'", src)
+        elif key == "dask_scheduler":
+            if not isinstance(value, str) or (value and "://" not in value):
+                raise ConfigError(name, value, "a Dask scheduler address tcp://host:port, or \"\"", src)
         out[key] = value
     cfg = DaemonConfig(**out)
+    if cfg.executor == "dask" and not cfg.dask_scheduler:
+        raise ConfigError("daemon.dask_scheduler", cfg.dask_scheduler,
+                          "a Dask scheduler address tcp://host:port (executor = \"dask\")", src)
     if cfg.drain_timeout_s >= cfg.lease_s:
         raise ConfigError("daemon.drain_timeout_s", cfg.drain_timeout_s,
                           f"less than daemon.lease_s ({cfg.lease_s})", src)

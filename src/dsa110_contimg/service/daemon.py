@@ -41,7 +41,8 @@ from dsa110_contimg.photometry.errors import ConfigError, InvalidImage, StoreErr
 from dsa110_contimg.service import classify
 from dsa110_contimg.service.config import ServiceConfig
 from dsa110_contimg.service.notify import sd_notify, watchdog_interval_s
-from dsa110_contimg.service.pool import Outcome, WorkerPool, resolve_task
+from dsa110_contimg.service.dask_pool import make_pool
+from dsa110_contimg.service.pool import Outcome, WorkerPool, resolve_task  # noqa: F401
 from dsa110_contimg.service.watcher import Watcher, is_fits_name, scan_tree
 from dsa110_contimg.store import files as filestore
 from dsa110_contimg.store.engine import open_products_db
@@ -111,7 +112,7 @@ class Daemon:
         d = cfg.daemon
         self.owner = default_owner()
         try:  # fail at start-up, naming the key, rather than in every worker
-            resolve_task(d.executor)
+            resolve_task(d.task)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError("daemon.executor", d.executor,
                               f"an importable 'module:function' ({type(exc).__name__}: {exc})",
@@ -125,7 +126,7 @@ class Daemon:
         self.mosaic_roots = [Path(p) for p in cfg.paths.mosaic_dirs]
         self.watcher = Watcher(cfg.paths.watched, polling=d.polling, poll_interval_s=d.poll_interval_s,
                                max_queue=d.max_event_queue, fault=_fault_from_env())
-        self.pool = WorkerPool(d.workers, d.executor, job_timeout_s=d.job_timeout_s)
+        self.pool = make_pool(d)   # local worker processes, or a Dask cluster (dask_pool.py)
         self.params = cfg.photometry_params()
         self.known: set[tuple[str, int, int]] = set()
         self.pending: dict[str, _Candidate] = {}

@@ -155,3 +155,13 @@ class DaskPool:
         if self.client is not None and self.client.status not in ("running", "connecting"):
             self.broken_reason = self.broken_reason or f"Dask client {self.client.status}"
         return self.broken_reason is None
+
+
+def make_pool(daemon_cfg):
+    """The daemon's pool for a :class:`~dsa110_contimg.service.config.DaemonConfig`:
+    :class:`DaskPool` on ``dask_scheduler`` when set, else the local :class:`WorkerPool`."""
+    from dsa110_contimg.service.pool import WorkerPool
+
+    if daemon_cfg.dask_scheduler:
+        return DaskPool(daemon_cfg.dask_scheduler, daemon_cfg.task, job_timeout_s=daemon_cfg.job_timeout_s)
+    return WorkerPool(daemon_cfg.workers, daemon_cfg.task, job_timeout_s=daemon_cfg.job_timeout_s)
