@@ -240,3 +240,25 @@ def test_bad_scheduler_address_is_one_line(archive, tmp_path, capsys):
     rc = cli(tmp_path / "nowhere", "--products-db", tmp_path / "p.sqlite3")
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and "nowhere" in err[-1]
+
+
+def test_progress_bar_only_on_a_terminal():
+    import io
+
+    from dsa110_contimg.service.reprocess import ProgressBar, parse_date
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = TTY(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = ProgressBar(4, stream=stream)
+        bar.update(2, 1)
+        bar.close()
+    assert "[" in tty.getvalue() and "3/4 images, 1 failed" in tty.getvalue()
+    assert pipe.getvalue() == ""
+    assert parse_date("2025-01-01") == 60676.0 and parse_date("2025-01-01", end_of_day=True) == 60677.0
+    assert parse_date("60676.5") == 60676.5 and parse_date("2025-01-01T12:00:00") == 60676.5
+    with pytest.raises(Exception, match="ISO date"):
+        parse_date("last tuesday")
