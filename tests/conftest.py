@@ -80,3 +80,56 @@ def sim_field(tmp_path):
     field = SimulatedField(tmp_path)
     field.ingest(tmp_path / "catalogs")
     return field
+
+
+# --- databases: SQLite and a throw-away PostgreSQL cluster -----------------------------
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """The session's PostgreSQL cluster (tests/pgcluster.py); fails loudly if it cannot start."""
+    from pgcluster import SKIP_ENV, PostgresCluster
+
+    if os.environ.get(SKIP_ENV):
+        pytest.skip(f"PostgreSQL variants skipped: {SKIP_ENV} is set")
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
+
+
+class DatabaseFactory:
+    """Makes fresh databases of one backend: ``new("products")`` -> path or URL string."""
+
+    def __init__(self, backend, tmp_path, request):
+        self.backend, self.tmp_path, self._request = backend, tmp_path, request
+        self._made: list[str] = []
+        self._n = 0
+        self.cluster = request.getfixturevalue("postgres_cluster") if backend == "postgresql" else None
+
+    def new(self, which: str = "products", *, migrated: bool = True) -> str:
+        self._n += 1
+        if self.cluster is None:
+            return str(self.tmp_path / f"{which}{self._n}.sqlite3")
+        url = self.cluster.new_database(which, migrated=migrated)
+        self._made.append(url)
+        return url
+
+    def close(self):
+        for url in self._made:
+            self.cluster.drop_database(url)
+
+
+@pytest.fixture
+def backend():
+    """Database backend of a test; tests run on both with
+    ``@pytest.mark.parametrize("backend", BACKENDS)`` (overrides this default)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def databases(backend, tmp_path, request):
+    """Factory of fresh databases of the test's backend (see :class:`DatabaseFactory`)."""
+    factory = DatabaseFactory(backend, tmp_path, request)
+    yield factory
+    factory.close()

@@ -68,15 +68,26 @@ def drop(path: Path, seed: int = 0, *, how: str = "rename", **kw) -> Path:
 class Service:
     """A daemon configured in ``root`` (images/, mosaics/, state/, out/)."""
 
-    def __init__(self, root: Path, *, workers: int = 2, photometry: dict | None = None, **daemon):
+    def __init__(self, root: Path, *, workers: int = 2, photometry: dict | None = None,
+                 products_db: str | None = None, registry_db: str | None = None,
+                 images: Path | None = None, **daemon):
         self.root = Path(root)
-        self.images = self.root / "images"
+        self.images = Path(images) if images is not None else self.root / "images"
         self.mosaics = self.root / "mosaics"
         self.state = self.root / "state"
         self.out = self.root / "out"
         for d in (self.images, self.mosaics, self.state, self.out):
             d.mkdir(parents=True, exist_ok=True)
         self.db_path = self.state / "products.sqlite3"
+        #: SQLAlchemy URL of a server database (PostgreSQL), else None (SQLite at db_path)
+        self.db_url = products_db if products_db and "://" in str(products_db) else None
+        self.backend = "sqlite" if self.db_url is None else "postgresql"
+        self._engine = None
+        paths = {"image_dirs": [str(self.images)]}
+        if products_db:
+            paths["products_db"] = str(products_db)
+        if registry_db:
+            paths["registry_db"] = str(registry_db)
         settings = {"workers": workers, "executor": FAKE, "settle_s": 1.0, "recheck_interval_s": 0.2,
                     "pbcor_wait_s": 1.0, "lease_s": 30.0, "reap_interval_s": 1.0,
                     "heartbeat_interval_s": 0.5, "drain_timeout_s": 5.0, "backoff_base_s": 0.2,
@@ -84,7 +95,8 @@ class Service:
         settings.update(daemon)
         self.config = self.root / "photometry.toml"
         self.config.write_text(render_config(self.root, photometry=photometry, daemon=settings,
-                                             logging={"format": "json", "level": "info"}))
+                                             logging={"format": "json", "level": "info"},
+                                             paths=paths))
         self.procs: list[subprocess.Popen] = []
         self.n_started = 0
 
@@ -130,6 +142,13 @@ class Service:
 
     # -- database --------------------------------------------------------------------
     def sql(self, query: str, *args):
+        if self.db_url is not None:          # PostgreSQL: same '?' placeholders
+            import sqlalchemy as sa
+
+            if self._engine is None:
+                self._engine = sa.create_engine(self.db_url, poolclass=sa.pool.NullPool)
+            with self._engine.connect() as conn:
+                return [tuple(r) for r in conn.exec_driver_sql(query.replace("?", "%s"), tuple(args))]
         if not self.db_path.exists():
             return []
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
@@ -165,6 +184,10 @@ class Service:
             try:
                 last = pred()
             except sqlite3.OperationalError:
+                last = None
+            except Exception as exc:  # PostgreSQL: schema not created yet by the daemon
+                if "UndefinedTable" not in type(getattr(exc, "orig", exc)).__name__:
+                    raise
                 last = None
             if last:
                 return last

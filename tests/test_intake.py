@@ -16,7 +16,7 @@ from dsa110_contimg.photometry.errors import CorruptImage, InvalidImage, Truncat
 from dsa110_contimg.service import intake
 from dsa110_contimg.service.intake import (
     BoundedRunner, Intake, Key, Probe, check_fits_complete, db_path, fs_path, probe_file, scan_tree)
-from dsa110_contimg.service.testing import fits_bytes
+from harness import fits_bytes
 
 GOOD = fits_bytes(3)          # 2880 header + 2880 data (16x16 float32)
 HEADER = GOOD[:2880]

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from dsa110_contimg.service.intake import db_path
-from dsa110_contimg.service.testing import NotifySocket, Service, drop, fits_bytes
+from harness import NotifySocket, Service, drop, fits_bytes
 
 pytestmark = pytest.mark.timeout(400)
 

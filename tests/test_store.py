@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sqlite3
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +14,18 @@ from dsa110_contimg.store import products as ps
 from dsa110_contimg.store import registry
 from dsa110_contimg.store.schema import measurements, products_metadata, registry_metadata, sources
 
+from conftest import BACKENDS
 
-def test_migrations_create_exactly_the_schema(tmp_path):
+both = pytest.mark.parametrize("backend", BACKENDS)
+
+
+@both
+def test_migrations_create_exactly_the_schema(databases):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
     for opener, meta in ((open_products_db, products_metadata), (open_registry_db, registry_metadata)):
-        db = opener(tmp_path / f"{meta is products_metadata}.sqlite3")
+        db = opener(databases.new("products", migrated=False))   # an empty database, migrated here
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), meta)
         assert diff == [], f"migrations and schema.py disagree: {diff}"
@@ -62,8 +66,9 @@ def _store(db, path, n, rng, scale=1.0):
             "mjd": 60000.0}, sid, _columns(n, rng, scale))
 
 
-def test_remeasure_replaces_rows_atomically(tmp_path):
-    db = open_products_db(tmp_path / "p.sqlite3")
+@both
+def test_remeasure_replaces_rows_atomically(databases):
+    db = open_products_db(databases.new())
     rng = np.random.default_rng(1)
     first = _store(db, "/data/a.fits", 50, rng)
     second = _store(db, "/data/a.fits", 50, rng, scale=10.0)
@@ -76,8 +81,9 @@ def test_remeasure_replaces_rows_atomically(tmp_path):
     assert null_flux == 1
 
 
-def test_failed_transaction_leaves_previous_rows(tmp_path):
-    db = open_products_db(tmp_path / "p.sqlite3")
+@both
+def test_failed_transaction_leaves_previous_rows(databases):
+    db = open_products_db(databases.new())
     rng = np.random.default_rng(2)
     _store(db, "/data/a.fits", 20, rng)
     with pytest.raises(KeyError):
@@ -112,8 +118,9 @@ def test_two_processes_write_one_sqlite_file(tmp_path):
         assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
 
 
-def test_registry_link_creates_then_updates(tmp_path):
-    db = open_registry_db(tmp_path / "r.sqlite3")
+@both
+def test_registry_link_creates_then_updates(databases):
+    db = open_registry_db(databases.new("registry"))
     registry.link(db, "img1", data_type="image", path="/a.fits", photometry_status="pending", job_id=7)
     row = registry.get(db, "img1")
     assert (row["photometry_status"], row["photometry_job_id"], row["data_type"]) == ("pending", "7", "image")
@@ -124,25 +131,34 @@ def test_registry_link_creates_then_updates(tmp_path):
         registry.link(db, "img1", data_type="image", path=None, photometry_status="weird")
 
 
-def test_db_upgrade_command_brings_both_databases_to_head(tmp_path, capsys):
-    from dsa110_contimg.cli.main import main
-
-    argv = ["db", "upgrade", "--products-db", str(tmp_path / "p.sqlite3"),
-            "--registry-db", str(tmp_path / "r.sqlite3")]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "products database" in out and "registry database" in out and "revision 0001" in out or "revision 0002" in out
+def _head(which: str) -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from dsa110_contimg.store import migrations
+    from dsa110_contimg.store.engine import MIGRATIONS
 
-    for name, which in (("p.sqlite3", "products"), ("r.sqlite3", "registry")):
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(migrations.__file__).parent / which))
-        head = ScriptDirectory.from_config(cfg).get_current_head()
-        with sqlite3.connect(tmp_path / name) as conn:
-            assert conn.execute("select version_num from alembic_version").fetchone() == (head,)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS / which))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+@both
+def test_db_upgrade_command_brings_both_databases_to_head(databases, capsys):
+    from dsa110_contimg.cli.main import main
+
+    targets = [databases.new("products", migrated=False), databases.new("registry", migrated=False)]
+    argv = ["db", "upgrade", "--products-db", targets[0], "--registry-db", targets[1]]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    heads = {which: _head(which) for which in ("products", "registry")}
+    assert "products database" in out and "registry database" in out
+    assert f"revision {heads['products']}" in out and f"revision {heads['registry']}" in out
+    assert "pw-For-Tests" not in out          # a URL's password is never printed
+    for target, which in zip(targets, ("products", "registry")):
+        engine = sa.create_engine(target if "://" in target else f"sqlite:///{target}")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("select version_num from alembic_version").scalar() == heads[which]
+        engine.dispose()
     assert main(argv) == 0          # idempotent
 
 

@@ -15,11 +15,12 @@ def register(sub) -> None:
 
 def upgrade(args) -> int:
     from dsa110_contimg.store.engine import open_products_db, open_registry_db, upgrade as do_upgrade
+    from dsa110_contimg.store.urls import mask_url
 
     for which, target, opener in (("products", common.products_db(args), open_products_db),
                                   ("registry", common.registry_db(args), open_registry_db)):
         db = common.creating(opener, target, migrate=False)
         head = do_upgrade(db.engine, which)
-        print(f"{which} database {target}: at revision {head}")
+        print(f"{which} database {mask_url(target)}: at revision {head}")
         db.dispose()
     return 0

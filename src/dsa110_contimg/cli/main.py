@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "measure",
     "catalog",
     "worker",
+    "reprocess",
     "ese",
     "lightcurve",
     "db",

@@ -103,13 +103,76 @@ class PhotometryResult:
         return self.measurements_successful / self.measurements_total if self.measurements_total else 0.0
 
 
+@dataclass
+class ImageSummary:
+    """What storing, QC and normalisation need of an opened image, without its pixels.
+
+    Built on the process that measured the image (:meth:`of`), picklable, so the
+    measurement can run on another host. ``qc_stats`` holds the image-wide noise
+    statistics of :func:`dsa110_contimg.photometry.qc.image_statistics` (Jy/beam);
+    ``header`` keeps only the keys QC looks at (``NIMAGES``).
+    """
+
+    path: Path
+    beam: Any
+    beam_source: str
+    mjd: float | None
+    freq_hz: float | None
+    center_deg: tuple[float, float]
+    radius_deg: float
+    pixel_scale_arcsec: float
+    blanked_fraction: float
+    header: dict
+    qc_stats: dict | None = None
+
+    @classmethod
+    def of(cls, image, *, qc_stats: bool = True) -> "ImageSummary":
+        from dsa110_contimg.photometry.qc import image_statistics
+
+        blanked = float(image.blanked_fraction)
+        stats = image_statistics(image) if (qc_stats and blanked < 1.0) else ({} if qc_stats else None)
+        return cls(path=image.path, beam=image.beam, beam_source=image.beam_source, mjd=image.mjd,
+                   freq_hz=image.freq_hz, center_deg=tuple(image.center()),
+                   radius_deg=float(image.footprint_radius_deg()),
+                   pixel_scale_arcsec=float(image.pixel_scale_arcsec), blanked_fraction=blanked,
+                   header={k: image.header[k] for k in ("NIMAGES",) if k in image.header},
+                   qc_stats=stats)
+
+    def center(self) -> tuple[float, float]:
+        return self.center_deg
+
+    def footprint_radius_deg(self) -> float:
+        return self.radius_deg
+
+
+@dataclass
+class MeasuredImage:
+    """The result of :meth:`PhotometryManager.measure_image` (picklable)."""
+
+    path: Path
+    kind: str
+    method: str
+    notes: list
+    cat: Any
+    table: MeasurementTable
+    image: ImageSummary
+    content_id: str
+    steps: dict
+
+    def __getstate__(self):
+        self.table._record_type = None   # a namedtuple class made on iteration: not picklable
+        return self.__dict__
+
+
 class PhotometryManager:
     """Run the photometry workflow for images and mosaics.
 
     Parameters
     ----------
-    products_db_path : Path or str
+    products_db_path : Path or str or None
         Products database (SQLite path or SQLAlchemy URL); created and migrated.
+        None gives a measure-only manager (:meth:`measure_image`, no storing;
+        what Dask workers of ``reprocess`` use).
     data_registry_db_path : Path or str, optional
         Data registry database; without it nothing is linked.
     default_config : PhotometryConfig, optional
@@ -125,10 +188,11 @@ class PhotometryManager:
         self.data_registry_db_path = data_registry_db_path
         self.default_config = default_config or PhotometryConfig()
         self.catalog_dir = Path(catalog_dir) if catalog_dir is not None else None
-        self.products: Database = open_products_db(products_db_path)
+        self.products: Database = (open_products_db(products_db_path)
+                                   if products_db_path is not None else None)
         self.registry: Database | None = (open_registry_db(data_registry_db_path)
                                           if data_registry_db_path is not None else None)
-        self.queue = JobQueue(self.products)
+        self.queue = JobQueue(self.products) if self.products is not None else None
         self._catalog_stores: dict[tuple, Any] = {}
 
     # -- public API ---------------------------------------------------------------
@@ -278,54 +342,74 @@ class PhotometryManager:
                   data_id: str | None = None, fence=None) -> PhotometryResult:
         """Run the whole synchronous workflow for one file and return its result.
 
-        This is what a batch job runs per item; it does not touch the registry.
-        ``fence(conn)``, when given, is called first inside the result transaction
+        This is what a batch job runs per item; it does not touch the registry. It is
+        :meth:`measure_image` (pure: no database) followed by :meth:`store_measured`.
+        ``fence(conn)``, when given, is called first inside the result transactions
         (the job runtime's lease check: it raises to roll the transaction back).
         """
+        return self.store_measured(self.measure_image(path, kind, cfg), cfg, data_id=data_id,
+                                   fence=fence)
+
+    def measure_image(self, path: Path | str, kind: str, cfg: PhotometryConfig) -> "MeasuredImage":
+        """The database-free part of the workflow: open, catalogue, measure, image statistics.
+
+        Returns a picklable :class:`MeasuredImage` (what ``reprocess`` ships back from
+        Dask workers); :meth:`store_measured` does the rest. Raises the typed errors of
+        :meth:`run_image`.
+        """
+        from dsa110_contimg.photometry.forced import measure_positions
+
         path = Path(path)
         steps: dict[str, float] = {}
         t = time.perf_counter()
         image, kind, method, notes = self._open(path, kind, cfg)
         steps["open"] = time.perf_counter() - t
         with image:
-            return self._run_open_image(path, image, kind, method, notes, cfg, data_id, steps, fence)
+            t = time.perf_counter()
+            cat = self._query_catalog(image, kind, cfg)
+            steps["catalog"] = time.perf_counter() - t
+            if cat.meta.get("coverage") == "partial":
+                notes.extend(f"catalogue: {n}" for n in cat.meta.get("notes", ["coverage is partial"]))
 
-    def _run_open_image(self, path, image, kind, method, notes, cfg, data_id, steps, fence=None):
-        from dsa110_contimg.photometry.forced import measure_positions
+            t = time.perf_counter()
+            if method in ("forced", "peak"):   # the noise map, cached on the image for the measurement
+                from dsa110_contimg.photometry.noise import background_maps_for
 
-        t = time.perf_counter()
-        cat = self._query_catalog(image, kind, cfg)
-        steps["catalog"] = time.perf_counter() - t
-        if cat.meta.get("coverage") == "partial":
-            notes.extend(f"catalogue: {n}" for n in cat.meta.get("notes", ["coverage is partial"]))
+                background_maps_for(image)
+            steps["noise"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        if method in ("forced", "peak"):   # the noise map, cached on the image for the measurement
-            from dsa110_contimg.photometry.noise import background_maps_for
+            t = time.perf_counter()
+            options: dict[str, Any] = {}
+            if method in ("forced", "adaptive"):
+                options.update(nbeam=cfg.nbeam, cluster_threshold=cfg.cluster_threshold)
+            if method == "forced" and cfg.condon_errors:
+                options["condon"] = True
+            table = measure_positions(image, np.asarray(cat["ra_deg"], float),
+                                      np.asarray(cat["dec_deg"], float), method=method, **options)
+            steps["measure"] = time.perf_counter() - t
+            notes.extend(str(n) for n in table.meta.get("notes", []))
+            if table.meta.get("note"):
+                notes.append(str(table.meta["note"]))
+            t = time.perf_counter()
+            summary = ImageSummary.of(image, qc_stats=cfg.qc)
+            steps["image_stats"] = time.perf_counter() - t
+        return MeasuredImage(path=path, kind=kind, method=method, notes=notes, cat=cat, table=table,
+                             image=summary, content_id=product_store.content_id(path), steps=steps)
 
-            background_maps_for(image)
-        steps["noise"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        options: dict[str, Any] = {}
-        if method in ("forced", "adaptive"):
-            options.update(nbeam=cfg.nbeam, cluster_threshold=cfg.cluster_threshold)
-        if method == "forced" and cfg.condon_errors:
-            options["condon"] = True
-        table = measure_positions(image, np.asarray(cat["ra_deg"], float),
-                                  np.asarray(cat["dec_deg"], float), method=method, **options)
-        steps["measure"] = time.perf_counter() - t
-        notes.extend(str(n) for n in table.meta.get("notes", []))
-        if table.meta.get("note"):
-            notes.append(str(table.meta["note"]))
-
+    def store_measured(self, measured: "MeasuredImage", cfg: PhotometryConfig, *,
+                       data_id: str | None = None, fence=None) -> PhotometryResult:
+        """Store a :class:`MeasuredImage`: QC, one write transaction (measurements,
+        normalisation, variability), then ESE candidates. Returns the result."""
+        path, image, kind, method = measured.path, measured.image, measured.kind, measured.method
+        cat, table, notes = measured.cat, measured.table, list(measured.notes)
+        steps = dict(measured.steps)
         t0 = time.perf_counter()
         result = PhotometryResult(
             path, sources_queried=len(cat), measurements_successful=table.n_success,
             measurements_total=len(table), results=table, kind=kind, method=method, notes=notes,
             data_id=data_id)
         ctx = self._store(path, image, kind, method, cfg, cat, table, data_id, notes, result, steps,
-                          fence)
+                          content_id=measured.content_id, fence=fence)
         steps["store"] = time.perf_counter() - t0 - sum(
             steps.get(k, 0.0) for k in ("qc", "normalise", "variability"))
         if cfg.detect_ese:
@@ -346,8 +430,8 @@ class PhotometryManager:
                  steps={k: round(v, 4) for k, v in steps.items()})
         return result
 
-    def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes, result, steps,
-               fence=None):
+    def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes, result, steps, *,
+               content_id=None, fence=None):
         """One transaction: sources, image row, measurements, QC, normalisation, variability."""
         from dsa110_contimg.photometry import lightcurves
 
@@ -358,7 +442,7 @@ class PhotometryManager:
         radius = image.footprint_radius_deg()
         abs_path = str(path.resolve())
         row = {
-            "path": abs_path, "content_id": product_store.content_id(path), "kind": kind,
+            "path": abs_path, "content_id": content_id or product_store.content_id(path), "kind": kind,
             "data_id": data_id, "mjd": image.mjd, "freq_hz": image.freq_hz,
             "beam_major_arcsec": beam.major_arcsec if beam else None,
             "beam_minor_arcsec": beam.minor_arcsec if beam else None,

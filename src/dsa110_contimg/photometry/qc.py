@@ -460,6 +460,40 @@ def _check_flux_scale(c: _Collector, m: dict, measurements, catalog_flux_mjy, co
               f"{100 * limits.flux_scale_warn:g} %)")
 
 
+def image_statistics(image, *, maps=None, with_blanking: bool = False) -> dict[str, float]:
+    """The image-wide statistics QC judges (pure: pixels only, no history).
+
+    Returns ``median_rms_jyb`` (median of the rms map), ``clipped_rms_jyb``
+    (sigma-clipped pixel rms, from a sample) and ``dynamic_range`` (peak |pixel| /
+    median rms; NaN when the rms is not positive); Jy/beam. With ``with_blanking``
+    also ``blanked_fraction``. The peak and the finite count come from one streamed
+    pass over the data (no full-map temporaries); a fully blanked image gets NaN
+    statistics. ``maps`` as in :func:`evaluate_image_qc`.
+    """
+    data = image.data
+    n_finite, peak = finite_count_and_peak(data)
+    blanked = float(1.0 - n_finite / data.size) if data.size else 1.0
+    try:
+        image._blanked = blanked
+    except AttributeError:
+        pass
+    out = {"median_rms_jyb": float("nan"), "clipped_rms_jyb": float("nan"),
+           "dynamic_range": float("nan")}
+    if with_blanking:
+        out["blanked_fraction"] = blanked
+    if blanked >= 1.0:
+        return out
+    if maps is None:
+        from dsa110_contimg.photometry.noise import background_maps_for
+
+        maps = background_maps_for(image)
+    out["median_rms_jyb"] = map_median(maps.rms)
+    out["clipped_rms_jyb"] = clipped_rms(data)
+    if np.isfinite(out["median_rms_jyb"]) and out["median_rms_jyb"] > 0:
+        out["dynamic_range"] = peak / out["median_rms_jyb"]
+    return out
+
+
 def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
                       catalog_flux_mjy=None, history: Iterable[Mapping[str, Any]] | None = None,
                       limits: QCLimits = QCLimits(), *, maps=None, compact=None) -> QCResult:
@@ -467,8 +501,9 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
 
     Parameters
     ----------
-    image : RadioImage or str or Path
-        The image.
+    image : RadioImage or str or Path or ImageSummary
+        The image, or a :class:`~dsa110_contimg.photometry.manager.ImageSummary`
+        whose ``qc_stats`` were computed where it was measured (no pixels needed).
     measurements : MeasurementTable, optional
         Measurements on this image at catalogue positions (for the flux scale).
     catalog_flux_mjy : array-like, optional
@@ -494,9 +529,10 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
 
     if not isinstance(limits, QCLimits):
         raise ConfigError("limits", limits, "a QCLimits instance")
-    image = as_image(image)
+    stats = getattr(image, "qc_stats", None)   # an ImageSummary measured elsewhere (no pixels)
+    if stats is None:
+        image = as_image(image)
     history = list(history) if history is not None else []
-    data = image.data
     m: dict[str, Any] = {
         "median_rms_jyb": float("nan"), "clipped_rms_jyb": float("nan"),
         "beam_major_arcsec": float("nan"), "beam_minor_arcsec": float("nan"),
@@ -505,22 +541,12 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
         "flux_scale_ratio": float("nan"), "flux_scale_scatter": float("nan"), "n_flux_scale": 0,
     }
     c = _Collector()
-    # one streamed pass for the blanked fraction and the peak (no full-map temporaries)
-    n_finite, peak = finite_count_and_peak(data)
-    m["blanked_fraction"] = float(1.0 - n_finite / data.size) if data.size else 1.0
-    try:
-        image._blanked = m["blanked_fraction"]
-    except AttributeError:
-        pass
-    if m["blanked_fraction"] < 1.0:
-        if maps is None:
-            from dsa110_contimg.photometry.noise import background_maps_for
-
-            maps = background_maps_for(image)
-        m["median_rms_jyb"] = map_median(maps.rms)
-        m["clipped_rms_jyb"] = clipped_rms(data)
-        if np.isfinite(m["median_rms_jyb"]) and m["median_rms_jyb"] > 0:
-            m["dynamic_range"] = peak / m["median_rms_jyb"]
+    if stats is not None:   # measured elsewhere: the summary carries the blanked fraction
+        m["blanked_fraction"] = float(image.blanked_fraction)
+        if m["blanked_fraction"] < 1.0:
+            m.update(stats)
+    else:
+        m.update(image_statistics(image, maps=maps, with_blanking=True))
     _check_noise(c, m, limits, history)
     _check_beam(c, m, image, limits, history)
     _check_blanking(c, m, limits)
@@ -548,5 +574,5 @@ def mark_measurements(table: MeasurementTable, qc: QCResult) -> MeasurementTable
     return table
 
 
-__all__ = ["QCLimits", "QCResult", "evaluate_image_qc", "flux_scale_ratio", "clipped_rms",
+__all__ = ["QCLimits", "QCResult", "evaluate_image_qc", "image_statistics", "flux_scale_ratio", "clipped_rms",
            "map_median", "finite_count_and_peak", "mark_measurements", "HISTORY_KEYS", "PASSED", "WARNING", "FAILED"]

@@ -5,8 +5,10 @@ Sections (every key, its default and its meaning are documented in
 
 ``[paths]``
     ``image_dirs``, ``mosaic_dirs`` (watched trees), ``state_dir``,
-    ``products_db``, ``registry_db``, ``catalog_dir``. Relative paths are
-    resolved against the directory of the configuration file.
+    ``products_db``, ``registry_db``, ``catalog_dir``, ``db_password_file``.
+    Relative paths are resolved against the directory of the configuration
+    file. A database value with a scheme (``postgresql+psycopg://...``) is an
+    SQLAlchemy URL, kept as a URL (see :mod:`dsa110_contimg.store.urls`).
 ``[photometry]``
     Passed to :meth:`PhotometryConfig.from_dict` (catalog, method, radius_deg,
     ...); its own validation names the bad key.
@@ -47,14 +49,21 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass(frozen=True)
 class PathsConfig:
-    """Where the service reads and writes (absolute paths after loading)."""
+    """Where the service reads and writes (absolute paths after loading).
+
+    ``products_db`` / ``registry_db`` are SQLite file paths (:class:`Path`) or
+    SQLAlchemy URLs (:class:`~dsa110_contimg.store.urls.DatabaseURL`, a ``str``
+    whose ``repr`` hides the password). ``db_password_file`` holds the password of
+    URLs that name a user but no password.
+    """
 
     image_dirs: tuple[Path, ...] = ()
     mosaic_dirs: tuple[Path, ...] = ()
     state_dir: Path = Path("state")
-    products_db: Path | None = None
-    registry_db: Path | None = None
+    products_db: Path | str | None = None
+    registry_db: Path | str | None = None
     catalog_dir: Path = Path("catalogs")
+    db_password_file: Path | None = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -148,6 +157,11 @@ class DaemonConfig:
         health thread reports it (``degraded`` with an outside cause such as a
         foreign database lock or a full disk; otherwise ``unhealthy`` and no
         watchdog ping).
+    dask_scheduler : str
+        ``tcp://host:port`` of a Dask scheduler: jobs run on its workers
+        (:class:`~dsa110_contimg.service.dask_pool.DaskPool`) instead of local worker
+        processes, with the same queue and leases (``executor = "dask"`` is the
+        photometry executor there). Empty: local workers.
     """
 
     workers: int = 2
@@ -172,6 +186,11 @@ class DaemonConfig:
     worker_memory_limit_mb: int = 4096
     max_interruptions: int = 10
     node: str = ""
+    symlinks: str = "within_roots"
+    check_timeout_s: float = 10.0
+    max_header_bytes: int = 8 * 1024 * 1024
+    loop_stall_s: float = 20.0
+    dask_scheduler: str = ""
 
     @property
     def node_name(self) -> str:
@@ -179,10 +198,12 @@ class DaemonConfig:
         import socket
 
         return self.node or socket.gethostname()
-    symlinks: str = "within_roots"
-    check_timeout_s: float = 10.0
-    max_header_bytes: int = 8 * 1024 * 1024
-    loop_stall_s: float = 20.0
+
+    @property
+    def task(self) -> str:
+        """The executor each job runs (``executor``, with ``"dask"`` meaning the photometry
+        executor on ``dask_scheduler``)."""
+        return "photometry" if self.executor == "dask" else self.executor
 
 
 @dataclass(frozen=True)
@@ -275,12 +296,37 @@ def _paths(table: Mapping, base: Path, src) -> PathsConfig:
             if not isinstance(value, list):
                 raise ConfigError(f"paths.{key}", value, "a list of directory paths", src)
             out[key] = tuple(one(key, v) for v in value)
-    for key in ("state_dir", "products_db", "registry_db", "catalog_dir"):
-        if key in table:
+    for key in ("state_dir", "catalog_dir", "db_password_file"):
+        if key in table and not (key == "db_password_file" and table[key] == ""):
             out[key] = one(key, table[key])
+    for key in ("products_db", "registry_db"):
+        if key in table:
+            out[key] = _database(key, table[key], base, out.get("db_password_file"), src)
     out.setdefault("state_dir", (base / "state").resolve())
     out.setdefault("catalog_dir", (base / "catalogs").resolve())
     return PathsConfig(**out)
+
+
+def _database(key: str, value, base: Path, password_file: Path | None, src):
+    """A database value: SQLAlchemy URL when it has a scheme, else an SQLite path."""
+    from dsa110_contimg.store.urls import expand_env, is_url, mask_url, parse_database_url
+
+    name = f"paths.{key}"
+    if not isinstance(value, str) or not value:
+        raise ConfigError(name, value, "a non-empty SQLite file path or SQLAlchemy URL", src)
+    try:
+        text = expand_env(value)
+    except KeyError as exc:
+        raise ConfigError(name, mask_url(value), f"an environment variable ${{{exc.args[0]}}} that is "
+                          "set (it is not)", src) from None
+    if not is_url(text):
+        p = Path(text).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+    try:
+        return parse_database_url(text, password_file=password_file)
+    except ValueError as exc:
+        raise ConfigError(name, mask_url(value), "an SQLAlchemy URL such as "
+                          f"postgresql+psycopg://user@host/dbname ({exc})", src) from None
 
 
 def _daemon(table: Mapping, src) -> DaemonConfig:
@@ -320,9 +366,9 @@ def _daemon(table: Mapping, src) -> DaemonConfig:
             if not isinstance(value, str):
                 raise ConfigError(name, value, "a string", src)
             value = normalise_executor_spec(value)
-            if value not in BUILTIN_EXECUTORS and (value.count(":") != 1 or value.startswith(":")
+            if value not in BUILTIN_EXECUTORS and value != "dask" and (value.count(":") != 1 or value.startswith(":")
                                                    or value.endswith(":")):
-                raise ConfigError(name, value, f"one of {sorted(BUILTIN_EXECUTORS)} or "
+                raise ConfigError(name, value, f"one of {sorted(BUILTIN_EXECUTORS) + ['dask']} or "
                                                "'package.module:attribute'", src)
         elif key == "metrics_listen":
             from dsa110_contimg.service.metrics import parse_listen
@@ -335,8 +381,14 @@ def _daemon(table: Mapping, src) -> DaemonConfig:
                     r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value)):
                 raise ConfigError(name, value, "a node name of 1-64 letters, digits, '.', '_' or "
                                                "'-' (\"\" = the host name)", src)
+        elif key == "dask_scheduler":
+            if not isinstance(value, str) or (value and "://" not in value):
+                raise ConfigError(name, value, "a Dask scheduler address tcp://host:port, or \"\"", src)
         out[key] = value
     cfg = DaemonConfig(**out)
+    if cfg.executor == "dask" and not cfg.dask_scheduler:
+        raise ConfigError("daemon.dask_scheduler", cfg.dask_scheduler,
+                          "a Dask scheduler address tcp://host:port (executor = \"dask\")", src)
     if cfg.drain_timeout_s >= cfg.lease_s:
         raise ConfigError("daemon.drain_timeout_s", cfg.drain_timeout_s,
                           f"less than daemon.lease_s ({cfg.lease_s})", src)
@@ -434,12 +486,13 @@ def _toml_value(value) -> str:
 
 def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
                   daemon: Mapping[str, Any] | None = None,
-                  logging: Mapping[str, Any] | None = None) -> str:
+                  logging: Mapping[str, Any] | None = None,
+                  paths: Mapping[str, Any] | None = None) -> str:
     """The TOML text of a service rooted at ``root`` (what ``contimg-photometry init`` writes).
 
     Paths point at ``root/{images,mosaics,state,catalogs}``. The main keys are written with
-    their defaults; ``photometry``, ``daemon`` and ``logging`` add or override keys of those
-    sections (validated when the file is loaded).
+    their defaults; ``photometry``, ``daemon``, ``logging`` and ``paths`` add or override keys
+    of those sections (validated when the file is loaded; e.g. ``paths={"products_db": URL}``).
     """
     root = Path(root).resolve()
     phot, d = PhotometryConfig(), DaemonConfig()
@@ -448,7 +501,7 @@ def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
                   "state_dir": str(root / "state"),
                   "products_db": str(root / "state" / "products.sqlite3"),
                   "registry_db": str(root / "state" / "data_registry.sqlite3"),
-                  "catalog_dir": str(root / "catalogs")},
+                  "catalog_dir": str(root / "catalogs"), **(paths or {})},
         "photometry": {"catalog": phot.catalog, "method": phot.method, "normalize": phot.normalize,
                        "detect_ese": phot.detect_ese, "ese_preset": phot.ese_preset,
                        **(photometry or {})},

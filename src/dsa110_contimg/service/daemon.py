@@ -61,14 +61,16 @@ from dsa110_contimg.service.health import HealthMonitor
 from dsa110_contimg.service.instance import InstanceLock
 from dsa110_contimg.service.intake import (
     BoundedRunner, Decision, Intake, db_path, is_fits_name, printable, probe_file, scan_tree)
+from dsa110_contimg.service.dask_pool import make_pool
 from dsa110_contimg.service.metrics import Metrics
 from dsa110_contimg.service.notify import notify_reloading, sd_notify, watchdog_interval_s
-from dsa110_contimg.service.pool import Outcome, WorkerPool
+from dsa110_contimg.service.pool import Outcome
 from dsa110_contimg.service.preflight import check_folders
 from dsa110_contimg.service.runtime import JobContext, JobSummary, load_executor, settle, settle_error
 from dsa110_contimg.service.watcher import Watcher
 from dsa110_contimg.store import files as filestore
 from dsa110_contimg.store.engine import open_products_db
+from dsa110_contimg.store.urls import mask_url
 from dsa110_contimg.store.files import FileKey
 from dsa110_contimg.store.queue import ClaimedJob, JobQueue, default_owner
 
@@ -125,7 +127,7 @@ class Daemon:
         self.owner = default_owner()
         self.node = d.node_name
         try:  # fail at start-up, naming the key, rather than in every worker
-            load_executor(d.executor)
+            load_executor(d.task)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError("daemon.executor", d.executor,
                               f"an importable executor ({exc})", cfg.source) from None
@@ -183,8 +185,7 @@ class Daemon:
                               max_interruptions=d.max_interruptions)
         self.watcher = Watcher(cfg.paths.watched, polling=d.polling, poll_interval_s=d.poll_interval_s,
                                max_queue=d.max_event_queue, fault=_fault_from_env())
-        self.pool = WorkerPool(d.workers, d.executor, job_timeout_s=d.job_timeout_s,
-                               memory_limit_mb=d.worker_memory_limit_mb)
+        self.pool = make_pool(d)   # local worker processes, or a Dask cluster (dask_pool.py)
 
     # -- life cycle --------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -284,7 +285,7 @@ class Daemon:
             return
         reaped = self._retry_until_stopped(lambda: self.queue.reap_expired(owners_gone=gone), "startup_reap")
         self._retry_until_stopped(lambda: filestore.forget_owners(self.db, gone), "startup_reap")
-        log.info("startup", owner=self.owner, node=self.node, pid=os.getpid(), products_db=str(self.cfg.paths.products_db),
+        log.info("startup", owner=self.owner, node=self.node, pid=os.getpid(), products_db=mask_url(self.cfg.paths.products_db),
                  roots=[str(r) for r in self.cfg.paths.watched], workers=self.pool.size,
                  polling=self.cfg.daemon.polling, reaped=reaped, dead_owners=len(gone or ()))
         if self.stopping:

@@ -20,7 +20,7 @@ import time
 import sqlalchemy as sa
 
 from dsa110_contimg.store.engine import Database
-from dsa110_contimg.store.files import file_counts, heartbeat_rows
+from dsa110_contimg.store.files import file_counts, heartbeat_rows, running_jobs_by_owner
 from dsa110_contimg.store.schema import (
     JOB_STATES, QC_STATES, batch_job_items, batch_jobs, ese_candidates, images, measurements,
 )
@@ -89,6 +89,7 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
             images.c.norm_status == "not_requested")).scalar()
         norm_ensemble = conn.execute(sa.select(sa.func.count()).select_from(images).where(
             images.c.norm_status == "ok", images.c.norm_method == "ensemble")).scalar()
+        running_by_owner = running_jobs_by_owner(conn)
         conn.rollback()
     # every instance (one heartbeat row per daemon); the headline is the freshest live one,
     # so one of two daemons stopping does not hide the other
@@ -133,7 +134,8 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
             "nodes": [{"node": b.get("node") or b["host"], "owner": b["owner"], "host": b["host"],
                        "pid": b["pid"], "state": inst_state(b), "workers": b["workers"],
                        "heartbeat_age_s": round(max(0.0, now - b["beat_at"]), 1),
-                       "started_at": iso(b["started_at"]), "status_text": b["status_text"]}
+                       "started_at": iso(b["started_at"]), "status_text": b["status_text"],
+                       "running_jobs": int(running_by_owner.get(b["owner"], 0))}
                       for b in beats if inst_state(b) != "stopped"],
             "health": None if health is None else {"verdict": health.get("verdict"),
                                                    "reasons": health.get("reasons", [])},
@@ -210,7 +212,8 @@ def format_status(st: dict) -> str:
         lines.append(f"instances:     {d['instances']} live")
         for n in d["nodes"]:
             lines.append(f"  {n['node']}: {n['state']} (pid {n['pid']} on {n['host']}, heartbeat "
-                         f"{n['heartbeat_age_s']:.1f} s ago, {n['workers']} workers)")
+                         f"{n['heartbeat_age_s']:.1f} s ago, {n['workers']} workers, "
+                         f"{n.get('running_jobs', 0)} running)")
     lines.append("jobs:          " + ", ".join(f"{s} {j[s]}" for s in JOB_STATES))
     if j["oldest_pending_age_s"] is not None:
         lines.append(f"oldest pending: {j['oldest_pending_age_s']:.0f} s")

@@ -170,7 +170,10 @@ def _open(path_or_url, which: str, *, migrate: bool, read_only: bool) -> Databas
     except StoreError:
         raise
     except Exception as exc:  # sqlalchemy / sqlite errors: name the database and the cause
-        raise StoreError(f"cannot open {which} database: {exc}", path_or_url) from exc
+        from dsa110_contimg.store.urls import error_line, mask_url
+
+        raise StoreError(f"cannot open {which} database: {error_line(exc, path_or_url)}",
+                         mask_url(path_or_url)) from exc
     return Database(engine, url, which)
 
 

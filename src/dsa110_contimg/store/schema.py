@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy import (
+    BigInteger,
     Boolean, CheckConstraint, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
     Text, UniqueConstraint,
 )
@@ -190,12 +191,16 @@ batch_job_items = Table(
     Index(None, "batch_id"),
 )
 
+#: 64-bit integers (file sizes, nanosecond mtimes): BIGINT on PostgreSQL, where INTEGER is
+#: 32-bit; SQLite's INTEGER is already 64-bit (migration 0002).
+FileInteger = BigInteger().with_variant(Integer, "sqlite")
+
 files = Table(
     "files", products_metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("path", Text, nullable=False),
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
+    Column("size", FileInteger, nullable=False, doc="bytes (64-bit)"),
+    Column("mtime_ns", FileInteger, nullable=False, doc="ns since the epoch (64-bit)"),
     Column("kind", String(16), doc="image | mosaic | NULL when skipped"),
     Column("decision", String(16), nullable=False, doc="queued | skipped | incomplete"),
     Column("reason", Text),

@@ -1,0 +1,81 @@
+"""Several daemons on several hosts: two daemon processes with separate state folders
+watching one shared image folder and sharing one PostgreSQL database.
+
+Every image is measured exactly once (one job, one execution, one result row), both
+daemons take work, and ``status`` lists both with their workers.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from harness import Service, drop
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def pg_service(tmp_path, postgres_cluster):
+    made = []
+    products = postgres_cluster.new_database("products")
+    registry = postgres_cluster.new_database("registry")
+    shared = tmp_path / "shared" / "images"
+    shared.mkdir(parents=True)
+
+    def make(name, **kw):
+        s = Service(tmp_path / name, products_db=products, registry_db=registry, images=shared, **kw)
+        made.append(s)
+        return s
+
+    yield make, shared
+    for s in made:
+        s.stop_all()
+    postgres_cluster.drop_database(products)
+    postgres_cluster.drop_database(registry)
+
+
+def test_two_daemons_two_state_folders_one_postgres_every_image_once(pg_service):
+    make, shared = pg_service
+    a, b = make("node-a", workers=2), make("node-b", workers=2)
+    assert a.state != b.state and a.images == b.images == shared
+    pa = a.start(CONTIMG_FAKE_SLEEP_S=0.1)
+    pb = b.start(CONTIMG_FAKE_SLEEP_S=0.1)
+    n = 60
+    paths = [shared / f"n{i // 20}" / f"t{i:03d}.img-image-pb.fits" for i in range(n)]
+    for i, p in enumerate(paths):
+        p.parent.mkdir(exist_ok=True)
+        drop(p, i, how="rename" if i % 2 else "inplace")
+    # status while both run: both daemons and their workers are listed
+    a.wait_for(lambda: len(a.sql("SELECT owner FROM heartbeats WHERE state = 'running'")) == 2, 30,
+               "two live heartbeats")
+    out = subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", "status", "--json",
+                          "--config", str(b.config)], capture_output=True, text=True, env=b.env())
+    st = json.loads(out.stdout)
+    assert st["daemon"]["instances"] == 2
+    nodes = st["nodes"]
+    assert len(nodes) == 2 and {nd["pid"] for nd in nodes} == {pa.pid, pb.pid}
+    assert all(nd["workers"] == 2 and nd["state"] == "running" for nd in nodes)
+    text = subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", "status", "--config",
+                           str(a.config)], capture_output=True, text=True, env=a.env()).stdout
+    assert "nodes:         2 daemons share this database" in text
+    assert f"pid {pa.pid}: running, 2 workers" in text and f"pid {pb.pid}: running, 2 workers" in text
+    assert "pw-For-Tests" not in out.stdout + out.stderr + text
+
+    a.wait_for(a.idle_with(n), 120, "all images done")
+    by_path = a.jobs_by_path()
+    assert set(by_path) == {str(p) for p in paths}
+    assert all(len(j) == 1 and j[0][1] == "done" for j in by_path.values()), by_path
+    assert a.sql("SELECT count(*), count(DISTINCT path) FROM images") == [(n, n)]
+    ex_a, ex_b = a.executions(), b.executions()
+    assert ex_a and ex_b, "both daemons measured images"
+    assert not set(ex_a) & set(ex_b) and set(ex_a) | set(ex_b) == {str(p) for p in paths}
+    assert set(ex_a.values()) | set(ex_b.values()) == {1}          # exactly once
+    for p in (pa, pb):
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    assert sorted(r[0] for r in a.sql("SELECT state FROM heartbeats")) == ["stopped", "stopped"]
