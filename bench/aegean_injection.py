@@ -23,8 +23,8 @@ import warnings
 
 import numpy as np
 
-from dsa110_contimg.photometry.image import RadioImage
-from dsa110_contimg.photometry.methods import aegean as aegean_mod
+from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.methods import aegean as aegean_mod
 
 
 def azp_path():
@@ -66,7 +66,7 @@ def choose_positions(img: RadioImage, rms, n, rng, min_sep_pix=12.0, clear_pix=8
     >= ``min_sep_pix`` apart and from the edges."""
     data = img.data
     ny, nx = data.shape
-    bright = ~np.isfinite(data) | (np.abs(data) > 4 * rms)
+    bright = ~np.isfinite(data) | (np.abs(data) > 4 * np.asarray(rms))   # rms: a map or a GridMap
     from scipy import ndimage
 
     near = ndimage.binary_dilation(bright, iterations=int(clear_pix))
@@ -90,8 +90,8 @@ def choose_positions(img: RadioImage, rms, n, rng, min_sep_pix=12.0, clear_pix=8
 def inject_and_measure(n=60, snr=30.0, seed=0, methods=("forced", "aegean", "aegean-bane"),
                        workdir=None):
     """Returns dict: truth peak, per-method recovered peak (difference), pixel positions."""
-    from dsa110_contimg.photometry.forced import measure_positions
-    from dsa110_contimg.photometry.noise import background_maps_for
+    from dsa110_contimg.science.forced import measure_positions
+    from dsa110_contimg.science.noise import background_maps_for
 
     rng = np.random.default_rng(seed)
     base = RadioImage.open(azp_path())

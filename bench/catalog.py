@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from dsa110_contimg.photometry.catalogs import CatalogStore
-from dsa110_contimg.photometry.catalogs.spatial import angular_separation_deg
+from dsa110_contimg.store.catalogs import CatalogStore
+from dsa110_contimg.catalogs.spatial import angular_separation_deg
 
 
 def generate(n: int, rng: np.random.Generator) -> Table:

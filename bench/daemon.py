@@ -43,8 +43,8 @@ BEAM = (18.0, 13.0, 20.0)
 def make_inputs(root: Path, size: int, n_sources: int, n_images: int):
     from astropy.io import fits
 
-    from dsa110_contimg.photometry.catalogs import CatalogStore
-    from dsa110_contimg.photometry.simulate import random_sky_positions, simulate_image, sky_wcs
+    from dsa110_contimg.store.catalogs import CatalogStore
+    from dsa110_contimg.science.simulate import random_sky_positions, simulate_image, sky_wcs
 
     rng = np.random.default_rng(1)
     wcs = sky_wcs(RA0, DEC0, PIX_ARCSEC, (size, size))
@@ -163,8 +163,8 @@ def _has_heartbeat(db: Path) -> bool:
 
 
 def bench_direct(root: Path, paths):
-    from dsa110_contimg.photometry.config import PhotometryConfig
-    from dsa110_contimg.photometry.manager import PhotometryManager
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.pipeline.manager import PhotometryManager
 
     d = root / "direct"
     m = PhotometryManager(d / "products.sqlite3", None, catalog_dir=d / "catalogs")

@@ -20,7 +20,7 @@ near the last epoch are, by design, not flagged (recall ~62 % for depth >= 0.30
 here, against ~99 % for Gaussian-lens events at DSA-110 cadence in part 2).
 
 Part 2 -- physical light-curve classes at DSA-110 cadence (daily transits over a
-year, 25 % of the days missing, 2.5 % errors; :mod:`dsa110_contimg.photometry.ese_models`):
+year, 25 % of the days missing, 2.5 % errors; :mod:`dsa110_contimg.science.ese_models`):
 Clegg, Fey & Lazio (1998) 1-D Gaussian-lens ESEs and Dong et al. (2018) 2-D
 axisymmetric-lens crossings (typed u-dip / shallow-dip / brightening / weak), steady
 sources, and negatives that must not be flagged (short flare, permanent step down,
@@ -43,8 +43,8 @@ import time
 
 import numpy as np
 
-from dsa110_contimg.photometry import ese, ese_models, normalize
-from dsa110_contimg.photometry.variability import RunningStats
+from dsa110_contimg.science import ese, ese_models, normalize
+from dsa110_contimg.science.variability import RunningStats
 
 
 def run(seed, n_steady, n_ese, verbose=True):

@@ -61,10 +61,10 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from dsa110_contimg.photometry.forced import measure_arrays, measure_positions, pixel_beam_for
-    from dsa110_contimg.photometry.image import RadioImage
-    from dsa110_contimg.photometry.noise import background_maps_for
-    from dsa110_contimg.photometry.simulate import sky_wcs
+    from dsa110_contimg.science.forced import measure_arrays, measure_positions, pixel_beam_for
+    from dsa110_contimg.science.image import RadioImage
+    from dsa110_contimg.science.noise import background_maps_for
+    from dsa110_contimg.science.simulate import sky_wcs
 
     size, n = args.size, args.n
     rng = np.random.default_rng(42)
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         print(f"noise + background map {size}x{size}: {t_noise:.2f} s wall, {c_noise:.2f} s CPU "
               f"(target <= 2 s)")
         # warm the cache used by measure_positions; time the noise-correlation factor once
-        from dsa110_contimg.photometry.forced import correlation_factor
+        from dsa110_contimg.science.forced import correlation_factor
 
         warm = background_maps_for(img)
         t0 = time.perf_counter()
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
 
         # per-image cost from a fresh open, as a service sees it: open + maps + correlation
         # factor + fit, with estimated maps and with BANE-style maps read from disk
-        from dsa110_contimg.photometry.noise import companion_map_paths
+        from dsa110_contimg.science.noise import companion_map_paths
 
         def fresh(thr, **kw):
             return best(lambda: measure_positions(RadioImage.open(path), ra, dec, method="forced",

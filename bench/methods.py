@@ -69,10 +69,10 @@ def main():
     ap.add_argument("--aegean-n", type=int, default=30)
     args = ap.parse_args()
 
-    from dsa110_contimg.photometry.forced import measure_positions
-    from dsa110_contimg.photometry.image import RadioImage
-    from dsa110_contimg.photometry.methods import adaptive
-    from dsa110_contimg.photometry.simulate import (correlated_noise, paint_sources,
+    from dsa110_contimg.science.forced import measure_positions
+    from dsa110_contimg.science.image import RadioImage
+    from dsa110_contimg.science.methods import adaptive
+    from dsa110_contimg.science.simulate import (correlated_noise, paint_sources,
                                                     random_sky_positions, simulate_image, sky_wcs)
 
     rng = np.random.default_rng(1)
@@ -121,7 +121,7 @@ def main():
     print(f"baseline: per-source binning loop {t_loop:7.2f} s (extrapolated from {m}) -> "
           f"speed-up {t_loop / t_bin:,.0f}x; identical bins: {mine == ref}")
 
-    from dsa110_contimg.photometry.methods import aegean
+    from dsa110_contimg.science.methods import aegean
 
     if not aegean.aegean_available():
         print("aegean: AegeanTools not installed, skipped")

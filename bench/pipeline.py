@@ -56,8 +56,8 @@ def make_field(root: Path, size: int, n_sources: int, n_epochs: int):
     """Catalogue (ingested) and ``n_epochs`` float32 images of one field; returns the paths."""
     from astropy.io import fits
 
-    from dsa110_contimg.photometry.catalogs import CatalogStore
-    from dsa110_contimg.photometry.simulate import random_sky_positions, simulate_image, sky_wcs
+    from dsa110_contimg.store.catalogs import CatalogStore
+    from dsa110_contimg.science.simulate import random_sky_positions, simulate_image, sky_wcs
 
     rng = np.random.default_rng(size)
     pix = _pix_arcsec(size)
@@ -96,7 +96,7 @@ def write_mosaic(path: Path, size: int, n_pos: int, seed: int = 0):
     from astropy.io import fits
     from scipy.ndimage import gaussian_filter
 
-    from dsa110_contimg.photometry.simulate import sky_wcs
+    from dsa110_contimg.science.simulate import sky_wcs
 
     pix = 3.0
     wcs = sky_wcs(RA0, DEC0, pix, (size, size))
@@ -143,12 +143,12 @@ def floor_seconds(path: Path) -> float:
 
 
 def bench_end_to_end(size: int, n_sources: int, n_epochs: int, warm: int = 2):
-    from dsa110_contimg.photometry.config import PhotometryConfig
-    from dsa110_contimg.photometry.forced import correlation_factor, measure_arrays, pixel_beam_for
-    from dsa110_contimg.photometry.image import RadioImage
-    from dsa110_contimg.photometry.manager import PhotometryManager
-    from dsa110_contimg.photometry.noise import background_maps_for
-    from dsa110_contimg.photometry.qc import evaluate_image_qc
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.science.forced import correlation_factor, measure_arrays, pixel_beam_for
+    from dsa110_contimg.science.image import RadioImage
+    from dsa110_contimg.pipeline.manager import PhotometryManager
+    from dsa110_contimg.science.noise import background_maps_for
+    from dsa110_contimg.science.qc import evaluate_image_qc
 
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         root = Path(tmp)
@@ -176,7 +176,7 @@ def bench_end_to_end(size: int, n_sources: int, n_epochs: int, warm: int = 2):
         t = time.perf_counter()
         correlation_factor(img, maps, pb)
         comp["correlation factor"] = time.perf_counter() - t
-        from dsa110_contimg.photometry.catalogs import CatalogStore
+        from dsa110_contimg.store.catalogs import CatalogStore
 
         store = CatalogStore(root / "catalogs")
         cat = store.survey("nvss").cone(RA0, DEC0, 10.0)
@@ -200,10 +200,10 @@ def bench_end_to_end(size: int, n_sources: int, n_epochs: int, warm: int = 2):
 # ----------------------------------------------------------------------------- memory
 CHILD_MOSAIC = r"""
 import resource, sys, numpy as np
-from dsa110_contimg.photometry.forced import measure_positions
-from dsa110_contimg.photometry.image import RadioImage
-from dsa110_contimg.photometry.noise import background_maps_for
-from dsa110_contimg.photometry.qc import evaluate_image_qc
+from dsa110_contimg.science.forced import measure_positions
+from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.noise import background_maps_for
+from dsa110_contimg.science.qc import evaluate_image_qc
 pos = np.load(sys.argv[2])
 img = RadioImage.open(sys.argv[1])
 t = measure_positions(img, pos[0], pos[1], method="forced")

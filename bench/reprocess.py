@@ -39,8 +39,8 @@ BEAM = (18.0, 13.0, 20.0)
 def make_inputs(root: Path, size: int, n_sources: int, n_images: int) -> list[Path]:
     from astropy.io import fits
 
-    from dsa110_contimg.photometry.catalogs import CatalogStore
-    from dsa110_contimg.photometry.simulate import random_sky_positions, simulate_image, sky_wcs
+    from dsa110_contimg.store.catalogs import CatalogStore
+    from dsa110_contimg.science.simulate import random_sky_positions, simulate_image, sky_wcs
 
     rng = np.random.default_rng(1)
     wcs = sky_wcs(RA0, DEC0, PIX_ARCSEC, (size, size))
@@ -72,7 +72,7 @@ def make_inputs(root: Path, size: int, n_sources: int, n_images: int) -> list[Pa
 
 
 def fresh(root: Path, name: str, cfg):
-    from dsa110_contimg.photometry.manager import PhotometryManager
+    from dsa110_contimg.pipeline.manager import PhotometryManager
     from dsa110_contimg.service import reprocess as rp
 
     manager = PhotometryManager(root / f"{name}.sqlite3", default_config=cfg, catalog_dir=root / "catalogs")
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    from dsa110_contimg.photometry.config import PhotometryConfig
+    from dsa110_contimg.core.config import PhotometryConfig
 
     cfg = PhotometryConfig(normalize=True, detect_ese=True, norm_min_snr=30.0)
     root = Path(tempfile.mkdtemp(prefix="bench-reprocess-"))

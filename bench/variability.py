@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from dsa110_contimg.photometry.variability import RunningStats, lightcurve_metrics
+from dsa110_contimg.science.variability import RunningStats, lightcurve_metrics
 
 
 def lightcurves(rng, n_src, n_ep):

@@ -31,7 +31,7 @@ def main() -> None:
 
     from dsa110_contimg.store import review
     from dsa110_contimg.store.engine import open_products_db
-    from dsa110_contimg.web.testing import ServeProcess, fill_scale_db
+    from web_harness import ServeProcess, fill_scale_db
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-web-"))
     root.mkdir(parents=True, exist_ok=True)

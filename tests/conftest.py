@@ -23,7 +23,7 @@ def shared_data() -> Path:
 # --- a simulated field: catalogue + images ------------------------------------------
 import numpy as np  # noqa: E402
 
-from dsa110_contimg.photometry.simulate import random_sky_positions, simulate_image, sky_wcs  # noqa: E402
+from dsa110_contimg.science.simulate import random_sky_positions, simulate_image, sky_wcs  # noqa: E402
 
 
 class SimulatedField:
@@ -46,7 +46,7 @@ class SimulatedField:
         self.ra_deg, self.dec_deg, _, _ = random_sky_positions(
             wcs, shape, n_sources, rng, margin_pix=25, min_separation_pix=4 * beam[0] / pixscale)
         self.flux_mjy = rng.uniform(*flux_range, n_sources)
-        from dsa110_contimg.photometry.catalogs.naming import iau_names
+        from dsa110_contimg.catalogs.naming import iau_names
 
         self.names = np.asarray(iau_names("NVSS", self.ra_deg, self.dec_deg, ra_decimals=2,
                                           dec_decimals=1))
@@ -67,7 +67,7 @@ class SimulatedField:
         return sim
 
     def ingest(self, catalog_dir):
-        from dsa110_contimg.photometry.catalogs import CatalogStore
+        from dsa110_contimg.store.catalogs import CatalogStore
 
         store = CatalogStore(catalog_dir)
         store.ingest("nvss", [self.csv_path])

@@ -38,7 +38,7 @@ class FakePhotometryExecutor:
         import sqlalchemy as sa
         from astropy.io import fits
 
-        from dsa110_contimg.photometry.errors import CorruptImage, InvalidImage
+        from dsa110_contimg.core.errors import CorruptImage, InvalidImage
         from dsa110_contimg.service.intake import check_fits_complete, fs_path
         from dsa110_contimg.store.schema import images
 
@@ -153,7 +153,7 @@ class RaiseExecutor:
 
     def run(self, payload):
         kind, reason = payload
-        from dsa110_contimg.photometry.errors import InvalidImage
+        from dsa110_contimg.core.errors import InvalidImage
 
         if kind == "invalid":
             raise InvalidImage(reason, "/nowhere.fits")

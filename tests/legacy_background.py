@@ -1,7 +1,7 @@
 """The landed (pre-issue-15) full-resolution background estimator and noise-correlation factor.
 
 Kept only as the reference of the accuracy tests of
-:mod:`dsa110_contimg.photometry.noise` (the production code evaluates a coarse grid
+:mod:`dsa110_contimg.science.noise` (the production code evaluates a coarse grid
 lazily and samples the correlation factor). Returns plain arrays.
 """
 
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from dsa110_contimg.photometry.errors import EmptyImage
+from dsa110_contimg.core.errors import EmptyImage
 
 
 DEFAULT_BOX_BEAMS = 20.0

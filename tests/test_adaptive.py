@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsa110_contimg.photometry.errors import ConfigError
-from dsa110_contimg.photometry.forced import measure_positions
-from dsa110_contimg.photometry.image import RadioImage
-from dsa110_contimg.photometry.methods.adaptive import adaptive_bins, measure
-from dsa110_contimg.photometry.results import FAILURE_FLAGS, Flag
-from dsa110_contimg.photometry.simulate import simulate_image, sky_wcs
+from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.science.forced import measure_positions
+from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.methods.adaptive import adaptive_bins, measure
+from dsa110_contimg.science.results import FAILURE_FLAGS, Flag
+from dsa110_contimg.science.simulate import simulate_image, sky_wcs
 
 N_PLANES = 16
 SHAPE = (128, 160)

@@ -8,19 +8,19 @@ import sys
 import numpy as np
 import pytest
 
-from dsa110_contimg.photometry.errors import (
+from dsa110_contimg.core.errors import (
     ConfigError,
     MapMismatch,
     MethodUnavailable,
     MissingBeam,
     PhotometryError,
 )
-from dsa110_contimg.photometry.forced import measure_positions
-from dsa110_contimg.photometry.image import RadioImage
-from dsa110_contimg.photometry.methods import aegean as aegean_mod
-from dsa110_contimg.photometry.noise import background_maps_for
-from dsa110_contimg.photometry.results import CORE_COLUMNS, Flag
-from dsa110_contimg.photometry.simulate import simulate_image, sky_wcs
+from dsa110_contimg.science.forced import measure_positions
+from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.methods import aegean as aegean_mod
+from dsa110_contimg.science.noise import background_maps_for
+from dsa110_contimg.science.results import CORE_COLUMNS, Flag
+from dsa110_contimg.science.simulate import simulate_image, sky_wcs
 
 SKIP_REASON = ("AegeanTools is not installed (optional extra: "
                "pip install 'dsa110-contimg-photometry[aegean]')")

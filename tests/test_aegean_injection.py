@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsa110_contimg.photometry.methods import aegean as aegean_mod
+from dsa110_contimg.science.methods import aegean as aegean_mod
 
 _BENCH = Path(__file__).resolve().parents[1] / "bench" / "aegean_injection.py"
 _spec = importlib.util.spec_from_file_location("aegean_injection", _BENCH)
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(not _have_map(), reason="astropy's 1904-66_AZP.f
 
 
 def test_painting_on_the_sky_puts_the_peak_where_asked():
-    from dsa110_contimg.photometry.image import RadioImage
+    from dsa110_contimg.science.image import RadioImage
 
     img = RadioImage.open(inj.azp_path())
     ra, dec = img.pixel_to_world(np.array([95.0]), np.array([95.0]))

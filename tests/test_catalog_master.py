@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from dsa110_contimg.photometry.catalogs import CatalogStore
-from dsa110_contimg.photometry.errors import CatalogMissing
+from dsa110_contimg.store.catalogs import CatalogStore
+from dsa110_contimg.core.errors import CatalogMissing
 
 
 def _offset(ra, dec, arcsec, pa_deg):

@@ -7,9 +7,9 @@ import pytest
 import requests
 from astropy.table import Table
 
-from dsa110_contimg.photometry.catalogs import CatalogStore
-from dsa110_contimg.photometry.catalogs.spatial import angular_separation_deg
-from dsa110_contimg.photometry.errors import CatalogMissing, OnlineCatalogError
+from dsa110_contimg.store.catalogs import CatalogStore
+from dsa110_contimg.catalogs.spatial import angular_separation_deg
+from dsa110_contimg.core.errors import CatalogMissing, OnlineCatalogError
 
 RNG = np.random.default_rng(11)
 SKY_RA = np.mod(RNG.uniform(-10, 10, 5000), 360)

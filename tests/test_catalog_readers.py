@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from dsa110_contimg.photometry.catalogs import CatalogStore, iau_names
-from dsa110_contimg.photometry.catalogs.readers import normalise, parse_sexagesimal
-from dsa110_contimg.photometry.errors import CatalogError, ColumnError, UnknownCatalog
+from dsa110_contimg.catalogs import iau_names
+from dsa110_contimg.store.catalogs import CatalogStore
+from dsa110_contimg.catalogs.readers import normalise, parse_sexagesimal
+from dsa110_contimg.core.errors import CatalogError, ColumnError, UnknownCatalog
 
 NVSS_REAL = "real/nvss_vizier_VIII65_extract.fits"
 RACS_REAL = "real/racs_SB38959_aegean_comp.fits"
@@ -32,7 +33,7 @@ def test_iau_names_use_hours_and_truncate():
 
 
 def test_duplicate_built_names_get_suffixes():
-    from dsa110_contimg.photometry.catalogs.naming import disambiguate
+    from dsa110_contimg.catalogs.naming import disambiguate
 
     names = iau_names("NVSS", [10.0, 10.0001, 10.0002, 20.0], [5.0, 5.0, 5.0, 5.0])
     assert len(set(names[:3])) == 1

@@ -13,8 +13,8 @@ from astropy.wcs import WCS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsa110_contimg.photometry.catalogs import SURVEYS, CatalogStore
-from dsa110_contimg.photometry.errors import CatalogError, CatalogMissing, UnknownCatalog
+from dsa110_contimg.store.catalogs import SURVEYS, CatalogStore
+from dsa110_contimg.core.errors import CatalogError, CatalogMissing, UnknownCatalog
 
 
 def _sky(seed=7, n=30_000):
@@ -168,7 +168,7 @@ def test_in_footprint_elongated_mosaic_with_blanked_border(tmp_path, ra0, dec0, 
 
 def test_in_footprint_with_radio_image(tmp_path):
     """The footprint query accepts the service's RadioImage."""
-    from dsa110_contimg.photometry.image import RadioImage
+    from dsa110_contimg.science.image import RadioImage
 
     w = _image(100, 80, 210.0, -19.0, 10 / 3600)
     header = w.to_header()
@@ -288,7 +288,7 @@ def test_store_survives_fork(sky):
 
 
 def test_damaged_database_is_a_store_error(tmp_path):
-    from dsa110_contimg.photometry.errors import StoreError
+    from dsa110_contimg.core.errors import StoreError
 
     (tmp_path / "nvss.sqlite3").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="nvss"):

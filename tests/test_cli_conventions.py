@@ -15,7 +15,7 @@ import pytest
 from astropy.table import Table
 
 from dsa110_contimg.cli.main import build_parser, main
-from dsa110_contimg.photometry.simulate import simulate_image
+from dsa110_contimg.science.simulate import simulate_image
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -9,9 +9,9 @@ import pytest
 from astropy.table import Table
 
 from dsa110_contimg.cli.main import main
-from dsa110_contimg.photometry.errors import ColumnError
-from dsa110_contimg.photometry.positions import read_positions
-from dsa110_contimg.photometry.simulate import simulate_image
+from dsa110_contimg.core.errors import ColumnError
+from dsa110_contimg.catalogs.positions import read_positions
+from dsa110_contimg.science.simulate import simulate_image
 
 RA = np.array([150.0, 150.01, 149.995])
 DEC = np.array([37.0, 37.02, 36.99])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from dsa110_contimg.photometry.catalogs import CatalogStore
-from dsa110_contimg.photometry.catalogs.compactness import (
+from dsa110_contimg.store.catalogs import CatalogStore
+from dsa110_contimg.catalogs.compactness import (
     COMPACT, RESOLVED, UNKNOWN, compactness, source_sizes,
 )
-from dsa110_contimg.photometry.catalogs.readers import normalise
+from dsa110_contimg.catalogs.readers import normalise
 
 NVSS_REAL = "real/nvss_vizier_VIII65_extract.fits"
 RACS_REAL = "real/racs_SB38959_aegean_comp.fits"

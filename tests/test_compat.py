@@ -9,7 +9,7 @@ import pytest
 from dsa110_contimg.photometry.compat import (
     MosaicPhotometryMixin, trigger_photometry_for_image, trigger_photometry_for_mosaic,
 )
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.store import open_products_db, open_registry_db, registry
 from dsa110_contimg.store.queue import JobQueue
 

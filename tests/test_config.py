@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from dsa110_contimg.photometry import PhotometryConfig
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError
 
 
 def test_defaults_and_alias():

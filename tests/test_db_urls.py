@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.service.config import config_from_dict
 from dsa110_contimg.store.urls import DatabaseURL, mask_url
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsa110_contimg.photometry import ese, ese_models
-from dsa110_contimg.photometry.errors import ConfigError, InvalidLightCurve
-from dsa110_contimg.photometry.normalize import normalise_epochs, select_references
-from dsa110_contimg.photometry.variability import RunningStats
+from dsa110_contimg.science import ese, ese_models
+from dsa110_contimg.core.errors import ConfigError, InvalidLightCurve
+from dsa110_contimg.science.normalize import normalise_epochs, select_references
+from dsa110_contimg.science.variability import RunningStats
 
 
 def test_presets_values_and_all_three_required():

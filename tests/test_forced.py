@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsa110_contimg.photometry import measure_positions as lazy_measure_positions
-from dsa110_contimg.photometry.errors import ConfigError, MissingBeam
-from dsa110_contimg.photometry.forced import (
+from dsa110_contimg.core.errors import ConfigError, MissingBeam
+from dsa110_contimg.science.forced import (
     PixelBeam, cluster_labels, measure_arrays, measure_positions, peak_arrays, pixel_beam_for)
-from dsa110_contimg.photometry.image import Beam, RadioImage
-from dsa110_contimg.photometry.results import Flag
-from dsa110_contimg.photometry.simulate import (
+from dsa110_contimg.science.image import Beam, RadioImage
+from dsa110_contimg.science.results import Flag
+from dsa110_contimg.science.simulate import (
     gaussian_profile, random_sky_positions, simulate_image, sky_wcs)
 
 
@@ -214,7 +214,7 @@ def test_no_good_pixels_when_noise_map_blank(tmp_path):
 def test_edge_and_nan_positions_property(x, y, nbeam):
     """Any position: success <=> finite flux and error and no failure flag; failures are NaN
     (never 0); NEAR_EDGE exactly when the cutout is cut by the edge."""
-    from dsa110_contimg.photometry.results import FAILURE_FLAGS
+    from dsa110_contimg.science.results import FAILURE_FLAGS
 
     x = np.asarray(x)
     y = np.asarray(y[:x.size])
@@ -399,14 +399,14 @@ def test_method_dispatch(monkeypatch):
     with pytest.raises(ConfigError, match="forced, peak, adaptive, aegean"):
         measure_positions("x.fits", [0.0], [0.0], method="psf")
     calls = {}
-    fake = types.ModuleType("dsa110_contimg.photometry.methods.adaptive")
+    fake = types.ModuleType("dsa110_contimg.science.methods.adaptive")
 
     def measure(image, ra, dec, **options):
         calls["args"] = (image, list(ra), list(dec), options)
         return "adaptive-result"
 
     fake.measure = measure
-    monkeypatch.setitem(sys.modules, "dsa110_contimg.photometry.methods.adaptive", fake)
+    monkeypatch.setitem(sys.modules, "dsa110_contimg.science.methods.adaptive", fake)
     assert measure_positions("img.fits", [1.0], [2.0], method="adaptive", target_snr=5) \
         == "adaptive-result"
     assert calls["args"] == ("img.fits", [1.0], [2.0], {"target_snr": 5})
@@ -430,7 +430,7 @@ def test_real_first_cutout_forced(tmp_path):
 
 
 def test_condon_formulas():
-    from dsa110_contimg.photometry import condon
+    from dsa110_contimg.science import condon
 
     # unresolved source fitted at the beam size: rho^2 = 2 SNR^2 for both exponent sets
     assert condon.rho_squared(10.0, 12.0, 8.0, 12.0, 8.0) == pytest.approx(200.0)

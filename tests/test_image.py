@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dsa110_contimg.photometry.errors import (
+from dsa110_contimg.core.errors import (
     CorruptImage, EmptyImage, InvalidImage, MissingBeam, NoCelestialWCS, TruncatedImage)
-from dsa110_contimg.photometry.image import Beam, RadioImage, check_fits_complete
-from dsa110_contimg.photometry.simulate import simulate_image
+from dsa110_contimg.science.image import Beam, RadioImage, check_fits_complete
+from dsa110_contimg.science.simulate import simulate_image
 
 
 def _pkg_file(package: str, *parts: str) -> Path:
@@ -284,7 +284,7 @@ def test_real_galactic_magpis_icrs_round_trip():
 
 
 def test_dec_first_axis_order_gives_same_measurement():
-    from dsa110_contimg.photometry.forced import measure_positions
+    from dsa110_contimg.science.forced import measure_positions
 
     sim = simulate_image((100, 120), ra_deg=[150.0], dec_deg=[37.0], peak_jyb=[0.05], naxis=2,
                          noise_rms=1e-4, beam_arcsec=(15, 9, 30))
@@ -301,7 +301,7 @@ def test_dec_first_axis_order_gives_same_measurement():
 
 
 def test_as_image_caller_beam_does_not_modify_the_image():
-    from dsa110_contimg.photometry.image import as_image
+    from dsa110_contimg.science.image import as_image
 
     sim = simulate_image((32, 32), include_beam=False)
     img = RadioImage.from_array(sim.data, sim.header)

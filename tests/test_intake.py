@@ -12,7 +12,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dsa110_contimg.photometry.errors import CorruptImage, InvalidImage, TruncatedImage
+from dsa110_contimg.core.errors import CorruptImage, InvalidImage, TruncatedImage
 from dsa110_contimg.service import intake
 from dsa110_contimg.service.intake import (
     BoundedRunner, Intake, Key, Probe, check_fits_complete, db_path, fs_path, probe_file, scan_tree)

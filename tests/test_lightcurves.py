@@ -14,8 +14,8 @@ import pytest
 
 from dsa110_contimg.cli.main import main as cli_main
 from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
-from dsa110_contimg.photometry.ese import ese_model
-from dsa110_contimg.photometry.variability import lightcurve_metrics
+from dsa110_contimg.science.ese import ese_model
+from dsa110_contimg.science.variability import lightcurve_metrics
 
 from conftest import SimulatedField
 
@@ -211,7 +211,7 @@ def test_cli_lightcurve_plot_and_export(ese_run, capsys):
         norm = np.ma.filled(np.ma.asarray(t["norm_flux_jyb"], dtype=float), np.nan)
         assert np.nanmin(norm) < 0.7 * np.nanmedian(norm)   # the dip
         if fmt == "ecsv":                                   # ECSV keeps the metadata
-            from dsa110_contimg.photometry.variability import all_pairs_metrics
+            from dsa110_contimg.science.variability import all_pairs_metrics
 
             ok = np.isfinite(norm)
             ref = all_pairs_metrics(norm[ok], np.asarray(t["norm_err_jyb"], float)[ok],

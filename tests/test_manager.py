@@ -11,7 +11,7 @@ import pytest
 
 from dsa110_contimg.cli.main import main as cli_main
 from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
-from dsa110_contimg.photometry.errors import CatalogMissing, CorruptImage, InvalidImage, UnknownCatalog
+from dsa110_contimg.core.errors import CatalogMissing, CorruptImage, InvalidImage, UnknownCatalog
 from dsa110_contimg.store import open_registry_db, registry
 from dsa110_contimg.store.engine import open_products_db
 from dsa110_contimg.store.queue import JobQueue
@@ -172,7 +172,7 @@ def test_peak_fallback_stays_out_of_light_curves_and_says_why(sim_field, tmp_pat
 
 
 def test_beamless_image_in_an_image_directory_is_an_error_not_a_mosaic(sim_field, tmp_path):
-    from dsa110_contimg.photometry.errors import MissingBeam
+    from dsa110_contimg.core.errors import MissingBeam
 
     path = tmp_path / "images" / "nobeam.img-image-pb.fits"
     path.parent.mkdir()
@@ -193,7 +193,7 @@ def test_corrupt_image_fails_job_and_registry(sim_field, tmp_path):
     assert result.batch_job_id is not None
     queue = manager.queue
     job = queue.claim()
-    from dsa110_contimg.photometry.worker import run_claimed
+    from dsa110_contimg.service.runtime import run_claimed
 
     state = run_claimed(queue, job, str(tmp_path / "p.sqlite3"), str(tmp_path / "r.sqlite3"),
                         str(tmp_path / "catalogs"))

@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dsa110_contimg.photometry.errors import EmptyImage, MapMismatch
-from dsa110_contimg.photometry.forced import PixelBeam
-from dsa110_contimg.photometry.image import RadioImage
-from dsa110_contimg.photometry.noise import (
+from dsa110_contimg.core.errors import EmptyImage, MapMismatch
+from dsa110_contimg.science.forced import PixelBeam
+from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.noise import (
     background_maps_for, companion_map_paths, estimate_background, noise_correlation_factor)
-from dsa110_contimg.photometry.simulate import random_sky_positions, simulate_image
+from dsa110_contimg.science.simulate import random_sky_positions, simulate_image
 
 
 def test_gradient_and_rms_recovered_with_sources():
     rng = np.random.default_rng(1)
     shape = (512, 512)
-    from dsa110_contimg.photometry.simulate import sky_wcs
+    from dsa110_contimg.science.simulate import sky_wcs
     ra, dec, _, _ = random_sky_positions(sky_wcs(150, 37, 3.0, shape), shape, 60, rng,
                                          margin_pix=10)
     sim = simulate_image(shape, ra_deg=ra, dec_deg=dec, peak_jyb=rng.uniform(0.01, 0.5, 60),

@@ -13,12 +13,12 @@ from astropy.io import fits
 from scipy import ndimage
 
 import legacy_background as legacy
-from dsa110_contimg.photometry.forced import PixelBeam, measure_arrays, measure_positions
-from dsa110_contimg.photometry.image import RadioImage
-from dsa110_contimg.photometry.noise import (
+from dsa110_contimg.science.forced import PixelBeam, measure_arrays, measure_positions
+from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.noise import (
     GridMap, background_maps_for, estimate_background, noise_correlation_factor)
-from dsa110_contimg.photometry.qc import clipped_rms, finite_count_and_peak, map_median
-from dsa110_contimg.photometry.simulate import random_sky_positions, simulate_image
+from dsa110_contimg.science.qc import clipped_rms, finite_count_and_peak, map_median
+from dsa110_contimg.science.simulate import random_sky_positions, simulate_image
 
 
 def _p99(a):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsa110_contimg.photometry.errors import InvalidLightCurve, NotNormalisable
-from dsa110_contimg.photometry.normalize import (
+from dsa110_contimg.core.errors import InvalidLightCurve, NotNormalisable
+from dsa110_contimg.science.normalize import (
     MEDIAN_EFFICIENCY,
     Correction,
     apply_correction,

@@ -23,7 +23,7 @@ def _engine(target: str):
 @both
 def test_workflow_and_queue(databases, tmp_path):
     from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
-    from dsa110_contimg.photometry.worker import run_claimed
+    from dsa110_contimg.service.runtime import run_claimed
 
     products, registry = databases.new("products"), databases.new("registry")
     field = SimulatedField(tmp_path, n_sources=30, seed=4, flux_range=(60.0, 400.0))

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsa110_contimg.photometry.errors import ConfigError
-from dsa110_contimg.photometry.forced import measure_positions
-from dsa110_contimg.photometry.image import RadioImage
-from dsa110_contimg.photometry.qc import (
+from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.science.forced import measure_positions
+from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.qc import (
     FAILED,
     PASSED,
     WARNING,
@@ -20,8 +20,8 @@ from dsa110_contimg.photometry.qc import (
     flux_scale_ratio,
     mark_measurements,
 )
-from dsa110_contimg.photometry.results import Flag, MeasurementTable
-from dsa110_contimg.photometry.simulate import random_sky_positions, simulate_image, sky_wcs
+from dsa110_contimg.science.results import Flag, MeasurementTable
+from dsa110_contimg.science.simulate import random_sky_positions, simulate_image, sky_wcs
 
 SHAPE = (192, 192)
 RMS = 1e-3

@@ -36,8 +36,8 @@ def season(shared_data, tmp_path_factory):
 
     from dsa110_contimg.cli.main import main
     from dsa110_contimg.photometry import PhotometryManager
-    from dsa110_contimg.photometry.ese import ese_model
-    from dsa110_contimg.photometry.simulate import simulate_image, sky_wcs
+    from dsa110_contimg.science.ese import ese_model
+    from dsa110_contimg.science.simulate import simulate_image, sky_wcs
     from dsa110_contimg.service.config import load_config
 
     root = tmp_path_factory.mktemp("deploy")

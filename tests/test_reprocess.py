@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from conftest import SimulatedField
 from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
-from dsa110_contimg.photometry.ese import ese_model
+from dsa110_contimg.science.ese import ese_model
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -9,7 +9,7 @@ import errno
 import pytest
 from astropy.io import fits
 
-from dsa110_contimg.photometry.errors import InvalidImage, StoreError
+from dsa110_contimg.core.errors import InvalidImage, StoreError
 from dsa110_contimg.service.executors import PhotometryExecutor
 from dsa110_contimg.service.runtime import (
     Executor, JobContext, JobSummary, LegacyFunctionExecutor, classify_error, load_executor,
@@ -132,7 +132,7 @@ def test_int16_image_with_blank_is_measured(runtime_field):
     blanked pixels become NaN, the sources are measured."""
     import numpy as np
 
-    from dsa110_contimg.photometry.image import RadioImage
+    from dsa110_contimg.science.image import RadioImage
 
     sim_field, manager, tmp_path = runtime_field
     good = tmp_path / "good.fits"

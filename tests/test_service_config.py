@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dsa110_contimg.cli.main import main
-from dsa110_contimg.photometry.config import PhotometryConfig
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.config import PhotometryConfig
+from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.service.config import (
     CONFIG_ENV, DaemonConfig, LoggingConfig, PathsConfig, find_config_path, load_config,
 )

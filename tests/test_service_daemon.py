@@ -312,8 +312,8 @@ def test_real_workflow_survives_sigkills(service):
     """The real executor (PhotometryManager through execute_job) under SIGKILL restarts:
     every image stored once, one measurement per image and source, variability statistics
     counting each epoch once."""
-    from dsa110_contimg.photometry.catalogs import CatalogStore
-    from dsa110_contimg.photometry.simulate import simulate_image
+    from dsa110_contimg.store.catalogs import CatalogStore
+    from dsa110_contimg.science.simulate import simulate_image
     from astropy.io import fits
     import numpy as np
 

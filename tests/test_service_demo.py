@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def test_demo_flags_the_injected_ese(tmp_path):
-    from dsa110_contimg.service.demo import run_demo
+    from dsa110_contimg.cli.demo_run import run_demo
 
     out = io.StringIO()
     rc = run_demo(workdir=tmp_path / "demo", epochs=30, workers=2, timeout_s=150, out=out)

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.service.metrics import Metrics, failure_class, parse_listen
 from harness import NotifySocket, Service, drop, fits_bytes
 

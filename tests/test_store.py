@@ -40,7 +40,7 @@ def test_connection_settings(tmp_path):
 
 
 def test_read_only_open_of_missing_db_is_a_clear_error(tmp_path):
-    from dsa110_contimg.photometry.errors import StoreError
+    from dsa110_contimg.core.errors import StoreError
 
     with pytest.raises(StoreError, match="does not exist"):
         open_products_db(tmp_path / "nope.sqlite3", read_only=True)

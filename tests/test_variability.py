@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from dsa110_contimg.photometry.errors import InvalidLightCurve, OutOfOrderEpoch
-from dsa110_contimg.photometry.variability import (
+from dsa110_contimg.core.errors import InvalidLightCurve, OutOfOrderEpoch
+from dsa110_contimg.science.variability import (
     METRIC_KEYS,
     P_VALUE_FLOOR,
     RunningStats,
@@ -265,7 +265,7 @@ def _brute_all_pairs(f, e, t, thr=4.3):
 
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from dsa110_contimg.photometry.variability import all_pairs_metrics  # noqa: E402
+from dsa110_contimg.science.variability import all_pairs_metrics  # noqa: E402
 
 
 @settings(max_examples=150, deadline=None)

@@ -18,7 +18,7 @@ TOKEN = "unit-test-token-0123"
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    from dsa110_contimg.web.testing import fill_scale_db
+    from web_harness import fill_scale_db
 
     path = tmp_path_factory.mktemp("webapp") / "products.sqlite3"
     info = fill_scale_db(path, n_sources=400, n_epochs=12, n_fields=2, n_candidates=40)
@@ -138,7 +138,7 @@ def test_review_needs_the_token(db):
 
 
 def test_web_config_section(tmp_path):
-    from dsa110_contimg.photometry.errors import ConfigError
+    from dsa110_contimg.core.errors import ConfigError
     from dsa110_contimg.service.config import config_from_dict, parse_listen
     from dsa110_contimg.web.app import read_token
 

@@ -30,7 +30,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The demo's service directory after the daemon processed every epoch."""
-    from dsa110_contimg.service.demo import make_sky, run_demo
+    from dsa110_contimg.cli.demo_run import make_sky, run_demo
 
     root = tmp_path_factory.mktemp("webdemo")
     log = root / "demo.out"
@@ -66,7 +66,7 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(demo):
-    from dsa110_contimg.web.testing import ServeProcess
+    from web_harness import ServeProcess
 
     srv = ServeProcess("--config", str(demo["config"]), log=demo["root"] / "serve.log")
     yield srv

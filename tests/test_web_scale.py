@@ -20,7 +20,7 @@ ALLOWED_S = 5 * BUDGET_S
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    from dsa110_contimg.web.testing import ServeProcess, fill_scale_db
+    from web_harness import ServeProcess, fill_scale_db
 
     root = tmp_path_factory.mktemp("webscale")
     db = root / "products.sqlite3"

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.cli import common as cli_common
-from dsa110_contimg.photometry.errors import CatalogError
+from dsa110_contimg.core.errors import CatalogError
 
 def _store(args, *, allow_online: bool = False):
-    from dsa110_contimg.photometry.catalogs import CatalogStore
+    from dsa110_contimg.store.catalogs import CatalogStore
 
     return CatalogStore(cli_common.catalog_dir(args), allow_online=allow_online)
 

@@ -26,7 +26,7 @@ import argparse
 import os
 from pathlib import Path
 
-from dsa110_contimg.photometry.errors import ConfigError, PhotometryError, StoreError
+from dsa110_contimg.core.errors import ConfigError, PhotometryError, StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
 #: The ``--help`` epilog of every command.
@@ -201,7 +201,7 @@ TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".
 
 def write_table(table, out: Path) -> None:
     """Write an astropy Table in the format given by ``out``'s suffix, with units on its
-    columns and its metadata (:mod:`dsa110_contimg.cli.export`).
+    columns and its metadata (:mod:`dsa110_contimg.pipeline.export`).
 
     Raises ConfigError for an unknown suffix and PhotometryError when the file
     cannot be written.
@@ -212,7 +212,7 @@ def write_table(table, out: Path) -> None:
     fmt = TABLE_FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise ConfigError("-o", str(out), "a file ending in " + ", ".join(TABLE_FORMATS))
-    from dsa110_contimg.cli.export import add_units, csv_metadata_columns
+    from dsa110_contimg.pipeline.export import add_units, csv_metadata_columns
 
     table = add_units(table.copy(copy_data=False))
     if fmt == "ascii.csv":   # no metadata block in CSV: source and survey as columns
@@ -227,7 +227,7 @@ def write_table(table, out: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # HIERARCH cards for long meta keys
             if fmt == "votable":   # astropy drops table.meta: PARAMs and a description
-                from dsa110_contimg.cli.export import write_votable
+                from dsa110_contimg.pipeline.export import write_votable
 
                 write_votable(table, out)
             else:

@@ -18,6 +18,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dsa110_contimg.service.demo import run_demo
+    from dsa110_contimg.cli.demo_run import run_demo
 
     return run_demo(workdir=args.workdir, epochs=args.epochs, workers=args.workers, timeout_s=args.timeout)

@@ -61,7 +61,7 @@ def _fmt(v, width=7, spec=".2f") -> str:
 
 
 def set_status(args) -> int:
-    from dsa110_contimg.photometry.errors import PhotometryError
+    from dsa110_contimg.core.errors import PhotometryError
     from dsa110_contimg.store.lightcurves import set_candidate_status
 
     db = common.open_products(args, write=True, migrate=True)

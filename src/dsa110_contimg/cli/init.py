@@ -60,7 +60,7 @@ def _under(path: Path, roots) -> bool:
 
 def run(args) -> int:
     from dsa110_contimg.cli.common import UsageError
-    from dsa110_contimg.photometry.errors import PhotometryError
+    from dsa110_contimg.core.errors import PhotometryError
     import tomllib
 
     from dsa110_contimg.service.config import config_from_dict, render_config

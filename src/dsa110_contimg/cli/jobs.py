@@ -135,7 +135,7 @@ def format_show(out: dict) -> list[str]:
 
 
 def run(args) -> int:
-    from dsa110_contimg.photometry.errors import PhotometryError
+    from dsa110_contimg.core.errors import PhotometryError
     from dsa110_contimg.store.queue import JobQueue
     from dsa110_contimg.store.requeue import list_jobs, requeue_job
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dsa110_contimg.cli import common, export
+from dsa110_contimg.cli import common
+from dsa110_contimg.pipeline import export
+from dsa110_contimg.pipeline.export import lightcurve_table
 
 _FORMATS = {"csv": ".csv", "ecsv": ".ecsv", "vot": ".vot"}
 
@@ -24,24 +26,10 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def lightcurve_table(source: dict, lc: dict):
-    """The export table of one light curve (also served by the web site): one row per
-    measurement, the columns of ``source_lightcurve`` (Jy/beam, MJD), the source in ``meta``."""
-    from astropy.table import Table
-
-    table = Table({k: v for k, v in lc.items()})
-    for k in ("image_path", "qc_status", "norm_status"):
-        table[k] = table[k].astype(str)
-    export.describe(table, survey=source["survey"], source=source["catalog_id"],
-                    ra_deg=source["ra_deg"], dec_deg=source["dec_deg"])
-    table.meta.update(_pair_metrics_meta(lc))
-    return table
-
-
 def run(args) -> int:
     import numpy as np
 
-    from dsa110_contimg.photometry.errors import ConfigError, PhotometryError
+    from dsa110_contimg.core.errors import ConfigError, PhotometryError
     from dsa110_contimg.store.lightcurves import find_source, source_lightcurve
 
     db = common.open_products(args)
@@ -58,15 +46,15 @@ def run(args) -> int:
     if out is not None and out.suffix.lower() == ".png":
         if args.format:
             raise ConfigError("--format", args.format, "no --format with a .png output")
-        from dsa110_contimg.photometry.ese import fit_ese
-        from dsa110_contimg.photometry.plotting import plot_lightcurve
+        from dsa110_contimg.science.ese import fit_ese
+        from dsa110_contimg.pipeline.plotting import plot_lightcurve
 
         norm = lc["success"] & np.isfinite(lc["norm_flux_jyb"])
         fit = None
         if norm.sum() >= 8:
             fit = fit_ese(lc["mjd"][norm], lc["norm_flux_jyb"][norm], lc["norm_err_jyb"][norm])
             fit = fit if fit.detected else None
-        from dsa110_contimg.photometry.config import PhotometryConfig
+        from dsa110_contimg.core.config import PhotometryConfig
         from dsa110_contimg.store.lightcurves import list_candidates
 
         with db.engine.connect() as conn:
@@ -97,22 +85,3 @@ def run(args) -> int:
     common.write_table(table, out)
     print(f"light curve of {source['catalog_id']} ({len(table)} epochs) -> {out}", file=sys.stderr)
     return 0
-
-
-def _pair_metrics_meta(lc) -> dict:
-    """Two-epoch metrics for the export's metadata: the stored consecutive-pair ``vs_max``
-    and VAST's all-pairs ``vs_max_all`` / ``m_significant`` (|Vs| >= 4.3), on the
-    normalised flux when there is any, else on the raw peak flux (``metrics_flux``)."""
-    import numpy as np
-
-    from dsa110_contimg.photometry.variability import lightcurve_metrics
-
-    ok = np.asarray(lc["success"], bool)
-    use_norm = bool(np.any(ok & np.isfinite(np.asarray(lc["norm_flux_jyb"], float))))
-    fcol, ecol = ("norm_flux_jyb", "norm_err_jyb") if use_norm else ("peak_jyb", "peak_err_jyb")
-    f = np.where(ok, np.asarray(lc[fcol], float), np.nan)
-    met = lightcurve_metrics(f, np.asarray(lc[ecol], float), np.asarray(lc["mjd"], float),
-                             pairs="all")
-    keys = ("n", "vs_max", "m_at_vs_max", "vs_max_all", "m_at_vs_max_all", "m_significant",
-            "vs_at_m_significant")
-    return {"metrics_flux": fcol, **{k: (int(met[k]) if k == "n" else float(met[k])) for k in keys}}

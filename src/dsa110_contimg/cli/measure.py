@@ -18,8 +18,9 @@ import math
 import sys
 from pathlib import Path
 
-from dsa110_contimg.cli import common, export
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.cli import common
+from dsa110_contimg.pipeline import export
+from dsa110_contimg.core.errors import ConfigError
 
 
 
@@ -63,14 +64,14 @@ def register(subparsers) -> None:
 
 
 def _positions_from_file(args):
-    from dsa110_contimg.photometry.positions import read_positions
+    from dsa110_contimg.catalogs.positions import read_positions
 
     ra, dec, table = read_positions(args.positions, args.ra_column, args.dec_column)
     return ra, dec, table
 
 
 def _method_options(args) -> dict:
-    from dsa110_contimg.photometry.image import Beam
+    from dsa110_contimg.science.image import Beam
 
     opts: dict = {}
     if args.beam is not None:
@@ -106,7 +107,7 @@ def _json_value(v):
 
 
 def run(args) -> int:
-    from dsa110_contimg.photometry.forced import measure_positions
+    from dsa110_contimg.science.forced import measure_positions
 
     if (args.positions is None) == (args.catalog is None):
         raise ConfigError("--positions/--catalog", None, "exactly one of --positions FILE or --catalog SURVEY")
@@ -141,7 +142,7 @@ def run(args) -> int:
 
 def _carry(table, source_table, args) -> list[str]:
     """The positions file's other columns (ids, names) carried into the output."""
-    from dsa110_contimg.photometry.positions import DEC_NAMES, RA_NAMES, _find
+    from dsa110_contimg.catalogs.positions import DEC_NAMES, RA_NAMES, _find
 
     used = (_find(source_table.colnames, RA_NAMES, args.ra_column, "RA", args.positions),
             _find(source_table.colnames, DEC_NAMES, args.dec_column, "Dec", args.positions))
@@ -159,8 +160,8 @@ def _all_failed(n: int, n_success: int) -> int:
 
 def _run_catalog(args) -> int:
     """The catalogue-driven workflow through :class:`PhotometryManager`."""
-    from dsa110_contimg.photometry.config import PhotometryConfig
-    from dsa110_contimg.photometry.manager import PhotometryManager
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.pipeline.manager import PhotometryManager
 
     scfg = common.service_config(args)
     base = scfg.photometry if scfg is not None else PhotometryConfig()

@@ -44,7 +44,7 @@ def register(sub) -> None:
 def build_config(args):
     """The workflow configuration: the service configuration's [photometry] (else the full
     workflow: normalisation and ESE on), with --catalog / --method."""
-    from dsa110_contimg.photometry.config import PhotometryConfig
+    from dsa110_contimg.core.config import PhotometryConfig
 
     scfg = common.service_config(args)
     cfg = scfg.photometry if scfg is not None else PhotometryConfig(normalize=True, detect_ese=True)
@@ -53,8 +53,8 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from dsa110_contimg.photometry.errors import ConfigError
-    from dsa110_contimg.photometry.manager import PhotometryManager
+    from dsa110_contimg.core.errors import ConfigError
+    from dsa110_contimg.pipeline.manager import PhotometryManager
     from dsa110_contimg.service import reprocess as rp
 
     if args.workers is not None and args.workers < 1:

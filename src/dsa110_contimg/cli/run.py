@@ -23,7 +23,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import dataclasses
 
-    from dsa110_contimg.photometry.errors import ConfigError
+    from dsa110_contimg.core.errors import ConfigError
     from dsa110_contimg.service.config import load_config
     from dsa110_contimg.service.daemon import Daemon
     from dsa110_contimg.service.logging import configure_logging

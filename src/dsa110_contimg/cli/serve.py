@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from dsa110_contimg.cli import common
-    from dsa110_contimg.photometry.errors import ConfigError
+    from dsa110_contimg.core.errors import ConfigError
     from dsa110_contimg.service.config import WebConfig, parse_listen
 
     try:

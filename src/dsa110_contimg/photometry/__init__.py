@@ -21,14 +21,14 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "PhotometryManager": "manager",
-    "PhotometryResult": "manager",
-    "PhotometryConfig": "config",
-    "measure_positions": "forced",
-    "RadioImage": "image",
-    "Beam": "image",
-    "MeasurementTable": "results",
-    "Flag": "results",
+    "PhotometryManager": "dsa110_contimg.pipeline.manager",
+    "PhotometryResult": "dsa110_contimg.pipeline.manager",
+    "PhotometryConfig": "dsa110_contimg.core.config",
+    "measure_positions": "dsa110_contimg.science.forced",
+    "RadioImage": "dsa110_contimg.science.image",
+    "Beam": "dsa110_contimg.science.image",
+    "MeasurementTable": "dsa110_contimg.science.results",
+    "Flag": "dsa110_contimg.science.results",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -38,7 +38,7 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'dsa110_contimg.photometry' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

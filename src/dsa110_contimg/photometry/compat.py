@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from dsa110_contimg.photometry.config import PhotometryConfig
-from dsa110_contimg.photometry.manager import PhotometryManager
+from dsa110_contimg.core.config import PhotometryConfig
+from dsa110_contimg.pipeline.manager import PhotometryManager
 
 
 def trigger_photometry_for_image(image_path: str | Path, group_id: str | None = None, args: Any = None,

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from dsa110_contimg.photometry.config import PhotometryConfig
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.config import PhotometryConfig
+from dsa110_contimg.core.errors import ConfigError
 
 #: Environment variable naming the configuration file.
 CONFIG_ENV = "CONTIMG_PHOTOMETRY_CONFIG"
@@ -258,7 +258,7 @@ class ServiceConfig:
     web: WebConfig = field(default_factory=WebConfig)
 
     def photometry_params(self) -> dict:
-        """Job parameters for :func:`~dsa110_contimg.photometry.worker.execute_job`."""
+        """Job parameters of the photometry executor (:mod:`dsa110_contimg.service.executors`)."""
         return {"config": self.photometry.to_dict()}
 
 

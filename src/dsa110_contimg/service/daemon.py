@@ -54,7 +54,7 @@ from pathlib import Path
 
 import structlog
 
-from dsa110_contimg.photometry.errors import ConfigError, StoreError
+from dsa110_contimg.core.errors import ConfigError, StoreError
 from dsa110_contimg.service import classify
 from dsa110_contimg.service.config import ServiceConfig
 from dsa110_contimg.service.health import HealthMonitor

@@ -33,7 +33,7 @@ _MANAGERS: dict[tuple, Any] = {}
 
 
 def _manager(products_db: str, registry_db: str | None, catalog_dir: str | None):
-    from dsa110_contimg.photometry.manager import PhotometryManager
+    from dsa110_contimg.pipeline.manager import PhotometryManager
 
     key = (str(products_db), registry_db, catalog_dir)
     if key not in _MANAGERS:
@@ -47,7 +47,7 @@ class PhotometryExecutor:
     name = "photometry"
 
     def run(self, ctx: JobContext) -> JobSummary:
-        from dsa110_contimg.photometry.config import PhotometryConfig
+        from dsa110_contimg.core.config import PhotometryConfig
 
         cfg = PhotometryConfig.from_dict(ctx.params.get("config", {}))
         manager = _manager(ctx.products_db, ctx.registry_db, ctx.catalog_dir)

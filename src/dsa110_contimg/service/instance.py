@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from dsa110_contimg.photometry.errors import PhotometryError
+from dsa110_contimg.core.errors import PhotometryError
 
 
 class InstanceLocked(PhotometryError):

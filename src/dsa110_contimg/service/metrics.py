@@ -47,7 +47,7 @@ import time
 
 import structlog
 
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError
 
 log = structlog.get_logger("dsa110_contimg.service.metrics")
 

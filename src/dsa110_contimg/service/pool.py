@@ -45,7 +45,7 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 #: Modules a worker imports before it reports ready (so the first job is not slowed down
 #: by, or killed during, the numpy/astropy import).
 WARM_IMPORTS = ("numpy", "astropy.io.fits", "astropy.wcs", "sqlalchemy",
-                "dsa110_contimg.photometry.manager")
+                "dsa110_contimg.pipeline.manager")
 _DROP_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 

@@ -15,14 +15,14 @@ import os
 import re
 from pathlib import Path
 
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError
 
 
 class PreflightError(ConfigError):
     """One or more configured folders are missing or not usable."""
 
     def __init__(self, problems: list[str], source=None):
-        from dsa110_contimg.photometry.errors import PhotometryError
+        from dsa110_contimg.core.errors import PhotometryError
 
         self.problems = list(problems)
         self.field, self.value, self.allowed = "paths", list(problems), "existing, usable folders"

@@ -5,7 +5,7 @@ The work is split where the workflow splits (:meth:`PhotometryManager.measure_im
 
 * **Dask workers measure** (the pure part, no database): open the image, query the
   catalogue, noise maps, the estimator, the image-wide QC statistics. Each task
-  returns a picklable :class:`~dsa110_contimg.photometry.manager.MeasuredImage`.
+  returns a picklable :class:`~dsa110_contimg.pipeline.manager.MeasuredImage`.
 * **The coordinator stores**, one transaction per image, in epoch order (MJD, then
   path): measurements, QC against the field's history, normalisation, running
   statistics, ESE candidates, the data-registry link. The light-curve maths
@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
-from dsa110_contimg.photometry.errors import ConfigError, PhotometryError
+from dsa110_contimg.core.errors import ConfigError, PhotometryError
 
 log = structlog.get_logger("dsa110_contimg.service.reprocess")
 
@@ -156,7 +156,7 @@ def _header_epoch_kind(path: Path, mosaic_dirs) -> tuple[float | None, str]:
     """(MJD, kind) from the primary header only (cheap); (None, 'image') if unreadable."""
     from astropy.io import fits
 
-    from dsa110_contimg.photometry.image import RadioImage
+    from dsa110_contimg.science.image import RadioImage
     from dsa110_contimg.service.classify import header_kind, under_any
 
     try:
@@ -215,8 +215,8 @@ def measure_task(path: str, kind: str, config: dict, catalog_dir: str | None) ->
     Returns ``("ok", MeasuredImage)`` or ``("failed", reason)``; never raises for a bad
     image (the coordinator lists it).
     """
-    from dsa110_contimg.photometry.config import PhotometryConfig
-    from dsa110_contimg.photometry.manager import PhotometryManager
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.pipeline.manager import PhotometryManager
 
     try:
         manager = _MEASURERS.get(catalog_dir)

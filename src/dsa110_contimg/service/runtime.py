@@ -256,7 +256,7 @@ def classify_error(exc: BaseException, *, memory_limit_mb: int | None = None) ->
     missing or unreadable for its permissions, and any other programming-level
     error (``ValueError``, ``TypeError``, ...) raised by the same input every time.
     """
-    from dsa110_contimg.photometry.errors import (
+    from dsa110_contimg.core.errors import (
         CatalogError, ConfigError, ExternalToolError, InvalidImage, OnlineCatalogError,
         PhotometryError, StoreError,
     )

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from dsa110_contimg.photometry.errors import StoreError
+from dsa110_contimg.core.errors import StoreError
 from dsa110_contimg.store.engine import Database
 from dsa110_contimg.store.schema import JOB_STATES, batch_job_items, batch_jobs
 

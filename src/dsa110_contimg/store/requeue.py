@@ -14,7 +14,7 @@ import time
 
 import sqlalchemy as sa
 
-from dsa110_contimg.photometry.errors import StoreError
+from dsa110_contimg.core.errors import StoreError
 from dsa110_contimg.store.schema import JOB_STATES, batch_job_items, batch_jobs
 
 #: States from which ``requeue`` starts a job again.

@@ -60,7 +60,7 @@ def read_token(path: str | Path | None) -> str | None:
 
     Raises ConfigError when the file is configured but unreadable or empty.
     """
-    from dsa110_contimg.photometry.errors import ConfigError
+    from dsa110_contimg.core.errors import ConfigError
 
     if path is None:
         return None
@@ -206,7 +206,7 @@ def _lc_json(lc: dict) -> dict:
 
 
 def _fit(lc):
-    from dsa110_contimg.photometry.ese import fit_ese
+    from dsa110_contimg.science.ese import fit_ese
 
     norm = lc["success"] & np.isfinite(lc["norm_flux_jyb"]) & (lc["qc_status"] != "failed")
     if norm.sum() < 8:
@@ -221,8 +221,8 @@ def _warm_up() -> None:
     import astropy.io.votable  # noqa: F401
     from astropy.table import Table  # noqa: F401
 
-    import dsa110_contimg.cli.lightcurve  # noqa: F401
-    import dsa110_contimg.photometry.ese  # noqa: F401
+    import dsa110_contimg.pipeline.export  # noqa: F401
+    import dsa110_contimg.science.ese  # noqa: F401
 
 
 def create_app(products_db: str, *, token: str | None = None, stale_after_s: float = 60.0) -> Starlette:
@@ -277,7 +277,7 @@ def create_app(products_db: str, *, token: str | None = None, stale_after_s: flo
                   "v": np.append(ev["v"], var["v"])}
         thresholds = None
         try:
-            from dsa110_contimg.photometry.ese import eta_v_thresholds
+            from dsa110_contimg.science.ese import eta_v_thresholds
 
             t = eta_v_thresholds(ev["eta"], ev["v"])
             thresholds = (t.eta_threshold, t.v_threshold)
@@ -305,7 +305,7 @@ def create_app(products_db: str, *, token: str | None = None, stale_after_s: flo
             n_qc_failed=int(np.sum(lc["qc_status"] == "failed")))
 
     def export(request: Request):
-        from dsa110_contimg.cli.lightcurve import lightcurve_table
+        from dsa110_contimg.pipeline.export import lightcurve_table
 
         fmt = request.path_params["fmt"]
         if fmt not in ("csv", "ecsv", "vot"):

@@ -3,7 +3,7 @@
 Layout of ``<catalog_dir>/<survey>.sqlite3`` (SQLAlchemy Core over SQLite, WAL):
 
 * ``sources`` -- one row per catalogue source: the normalised columns
-  (:data:`~dsa110_contimg.photometry.catalogs.readers.CORE_COLUMNS`), the
+  (:data:`~dsa110_contimg.catalogs.readers.CORE_COLUMNS`), the
   survey's own columns ("extras", added with ``ALTER TABLE`` as files bring
   them), and ``zone``, ``rid`` (row id), ``file_id``. It is a ``WITHOUT ROWID``
   table whose primary key ``(zone, ra_deg, rid)`` clusters rows by declination
@@ -37,14 +37,14 @@ from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 from sqlalchemy import event
 
-from dsa110_contimg.photometry.catalogs import spatial
-from dsa110_contimg.photometry.catalogs.readers import (
+from dsa110_contimg.catalogs import spatial
+from dsa110_contimg.catalogs.readers import (
     CORE_COLUMNS,
     NormalisedTable,
     normalise,
     read_table,
 )
-from dsa110_contimg.photometry.errors import (
+from dsa110_contimg.core.errors import (
     CatalogError,
     CatalogMissing,
     StoreError,
@@ -246,7 +246,7 @@ class CatalogStore:
 
     def build_master(self, *, match_radius_arcsec: float = 7.5, progress=None) -> int:
         """Build the master reference catalogue from NVSS, FIRST and VLASS (see ``master.py``)."""
-        from dsa110_contimg.photometry.catalogs.master import build_master
+        from dsa110_contimg.catalogs.master import build_master
 
         return build_master(self, match_radius_arcsec=match_radius_arcsec, progress=progress)
 
@@ -528,7 +528,7 @@ class SurveyCatalog:
                     else f"ingest it with `catalog ingest {self.name} FILE`"
                     + ("" if self.store.allow_online else " or allow online queries"))
             raise CatalogMissing(f"{self.name}: local catalogue {why}; {hint}", self.path)
-        from dsa110_contimg.photometry.catalogs import online
+        from dsa110_contimg.catalogs import online
 
         ra, dec, radius = region[4]
         table = online.fetch_cone(self.name, ra, dec, radius, timeout_s=self.store.online_timeout_s)

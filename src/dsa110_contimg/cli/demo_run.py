@@ -5,7 +5,7 @@ Steps (:func:`run_demo`):
 1. ``init`` a service in the work directory (images/, mosaics/, state/, catalogs/)
    with normalisation and ESE detection on;
 2. make a small NVSS-like catalogue (a CSV of positions and 1.4 GHz fluxes in mJy)
-   and ingest it through :class:`~dsa110_contimg.photometry.catalogs.CatalogStore`;
+   and ingest it through :class:`~dsa110_contimg.store.catalogs.CatalogStore`;
 3. start ``contimg-photometry run`` as a subprocess (the real daemon);
 4. drop ``epochs`` simulated DSA-110-like images (PB-corrected WSClean names,
    written to a hidden temporary file and renamed into place): every source
@@ -61,7 +61,7 @@ def ese_profile(epochs: int) -> np.ndarray:
     (a tapered dip with caustic brightenings, Fiedler et al. 1987) centred 40 % of the way,
     so that the season also shows its recovery (the shape detector requires dip AND
     recovery, watched for max(duration, 30 d) after the event)."""
-    from dsa110_contimg.photometry.ese import ese_model
+    from dsa110_contimg.science.ese import ese_model
 
     t = np.arange(epochs, dtype=float) * CADENCE_DAYS
     return ese_model(t, 0.4 * t[-1], ESE_DURATION_DAYS, ESE_DEPTH, ESE_CAUSTIC * ESE_DEPTH)
@@ -79,7 +79,7 @@ def write_epoch(images: Path, i: int, ra, dec, flux_mjy, factor, rng) -> Path:
     """One epoch: gain jitter for every source, the ESE factor for source 0."""
     from astropy.io import fits
 
-    from dsa110_contimg.photometry.simulate import simulate_image
+    from dsa110_contimg.science.simulate import simulate_image
 
     gain = 1.0 + rng.normal(0.0, GAIN_JITTER)
     peaks = flux_mjy / 1000.0 * gain
@@ -112,7 +112,7 @@ def _config_text(root: Path, workers: int) -> str:
 def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, workers: int = 2,
              timeout_s: float = 110.0, out=None) -> int:
     """Run the demo; returns 0 when the ESE source is flagged and its light curve written."""
-    from dsa110_contimg.photometry.catalogs import CatalogStore
+    from dsa110_contimg.store.catalogs import CatalogStore
     from dsa110_contimg.service.config import load_config
     from dsa110_contimg.service.status import collect_status, format_status
     from dsa110_contimg.store.engine import open_products_db

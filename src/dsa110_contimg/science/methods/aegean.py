@@ -70,7 +70,7 @@ compare aegean's fluxes with forced ones only at the same (prior) positions.
 
 Result columns
 --------------
-The core columns of :data:`~dsa110_contimg.photometry.results.CORE_COLUMNS`:
+The core columns of :data:`~dsa110_contimg.science.results.CORE_COLUMNS`:
 ``peak_jyb`` = Aegean ``peak_flux``, ``peak_err_jyb`` = ``err_peak_flux``
 (Aegean's covariance-aware amplitude error), ``local_rms_jyb`` = the noise map
 at the source, ``snr`` = peak/err, ``chi2`` = NaN and ``dof`` = -1 (Aegean
@@ -95,13 +95,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa110_contimg.photometry.errors import (
+from dsa110_contimg.core.errors import (
     ConfigError,
     ExternalToolError,
     MapMismatch,
     MethodUnavailable,
 )
-from dsa110_contimg.photometry.results import FAILURE_FLAGS, Flag, MeasurementTable
+from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 #: How to install the optional dependency (quoted in errors).
 INSTALL_HINT = "pip install 'dsa110-contimg-photometry[aegean]'"
@@ -295,7 +295,7 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
         Positions, ICRS degrees.
     maps : {"bane", "project"} or object with ``background`` and ``rms`` arrays
         Background/noise for Aegean: BANE (default), this project's maps
-        (:func:`dsa110_contimg.photometry.noise.background_maps_for`), or given
+        (:func:`dsa110_contimg.science.noise.background_maps_for`), or given
         maps (Jy/beam, same shape as the image).
     docov : bool
         Use Aegean's pixel-covariance matrix in the fit (slower, correct errors).
@@ -316,7 +316,7 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
         Beam used when the header has none.
     bkg_path, rms_path, autoload_maps, background_options
         As for ``forced``; used only with ``maps="project"`` (passed to
-        :func:`~dsa110_contimg.photometry.noise.background_maps_for`).
+        :func:`~dsa110_contimg.science.noise.background_maps_for`).
 
     Returns
     -------
@@ -337,7 +337,7 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
         An option has an invalid value.
     """
     SourceFinder, ComponentSource, aegean_logger = load_aegean()
-    from dsa110_contimg.photometry.image import as_image
+    from dsa110_contimg.science.image import as_image
 
     image = as_image(image, beam=beam)
     beam = image.require_beam()
@@ -400,7 +400,7 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
                                               cores=bane_cores)
             else:
                 if isinstance(maps, str):  # "project"
-                    from dsa110_contimg.photometry.noise import background_maps_for
+                    from dsa110_contimg.science.noise import background_maps_for
 
                     maps_obj = background_maps_for(image, bkg_path=bkg_path, rms_path=rms_path,
                                                    autoload=bool(autoload_maps),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa110_contimg.photometry.errors import ColumnError
+from dsa110_contimg.core.errors import ColumnError
 
 RA_NAMES = ("ra_deg", "ra", "_raj2000", "raj2000", "ra_j2000", "radeg")
 DEC_NAMES = ("dec_deg", "dec", "_dej2000", "dej2000", "decj2000", "dec_j2000", "dedeg")

@@ -24,7 +24,7 @@ Method ``forced`` (science.md §1)
     ``np.linalg.solve`` on stacked normal matrices.
 
     Quoted error: ``peak_err_jyb = err_mn x c`` where ``c`` is the image's
-    matched-filter noise factor (:func:`~dsa110_contimg.photometry.noise.noise_correlation_factor`),
+    matched-filter noise factor (:func:`~dsa110_contimg.science.noise.noise_correlation_factor`),
     measured on the image itself: interferometric noise is correlated on the
     beam scale, and the mean local noise alone is then not an honest 1-sigma
     error (for noise made by convolving white noise with the beam the true
@@ -50,13 +50,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsa110_contimg.photometry.errors import ConfigError
-from dsa110_contimg.photometry.results import FAILURE_FLAGS, Flag, MeasurementTable
+from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 METHODS = ("forced", "peak", "adaptive", "aegean")
-_DELEGATED = {"adaptive": "dsa110_contimg.photometry.methods.adaptive",
-              "aegean": "dsa110_contimg.photometry.methods.aegean"}
+_DELEGATED = {"adaptive": "dsa110_contimg.science.methods.adaptive",
+              "aegean": "dsa110_contimg.science.methods.aegean"}
 #: sources per vectorised chunk (bounds memory: ~N*S*S*8 bytes per array)
 CHUNK = 16384
 
@@ -94,7 +94,7 @@ class PixelBeam:
 
     @classmethod
     def from_beam(cls, beam, jacobian_arcsec: np.ndarray, pixel_scale_arcsec: float) -> "PixelBeam":
-        """From a sky :class:`~dsa110_contimg.photometry.image.Beam` and the local WCS.
+        """From a sky :class:`~dsa110_contimg.science.image.Beam` and the local WCS.
 
         ``jacobian_arcsec`` maps pixel offsets to (east, north) arcsec; the
         beam's covariance on the sky (major axis at ``pa_deg`` east of north)
@@ -509,14 +509,14 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
         ICRS positions, degrees.
     method : {"forced", "peak", "adaptive", "aegean"}
         ``adaptive`` and ``aegean`` are delegated to
-        :mod:`dsa110_contimg.photometry.methods`.
+        :mod:`dsa110_contimg.science.methods`.
     **options
         forced: ``nbeam`` (3.0), ``cluster_threshold`` (1.5; None disables),
         ``error_model`` ("correlated" | "mean_noise"), ``condon`` (False; adds
         ``condon_err_jyb``). Both: ``beam`` (a Beam used when the header has
         none), ``bkg_path``, ``rms_path``, ``autoload_maps`` (True),
         ``background_options`` (dict for
-        :func:`~dsa110_contimg.photometry.noise.estimate_background`).
+        :func:`~dsa110_contimg.science.noise.estimate_background`).
         peak: ``box_pix`` (beam FWHM in pixels, else 5), ``subtract_background`` (False).
 
     Returns
@@ -540,8 +540,8 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
         mod = importlib.import_module(_DELEGATED[method])
         return mod.measure(image, ra_deg, dec_deg, **options)
 
-    from dsa110_contimg.photometry.image import as_image
-    from dsa110_contimg.photometry.noise import background_maps_for
+    from dsa110_contimg.science.image import as_image
+    from dsa110_contimg.science.noise import background_maps_for
 
     ra, dec = _positions(ra_deg, dec_deg)
     beam_opt = options.pop("beam", None)
@@ -594,7 +594,7 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
                               cluster_threshold=None if thr is None else float(thr),
                               error_scale=scale)
         if condon:
-            from dsa110_contimg.photometry.condon import peak_flux_error
+            from dsa110_contimg.science.condon import peak_flux_error
 
             cols["condon_err_jyb"] = peak_flux_error(
                 cols["peak_jyb"], cols["local_rms_jyb"], beam_major=beam.major_arcsec,
@@ -634,7 +634,7 @@ def correlation_factor(image, maps, pixel_beam: PixelBeam, nbeam: float = 3.0,
     ``data`` defaults to ``image.data``; pass ``image.plane(i)`` (with that plane's
     maps) for a cube plane. NaN when the image is too small to measure it.
     """
-    from dsa110_contimg.photometry.noise import noise_correlation_factor
+    from dsa110_contimg.science.noise import noise_correlation_factor
 
     key = (pixel_beam, nbeam)
     cache = maps.__dict__.setdefault("_corr_cache", {})

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa110_contimg.photometry.errors import EmptyImage, MapMismatch
+from dsa110_contimg.core.errors import EmptyImage, MapMismatch
 
 #: default box side in beams (BANE: grid 4 beams, box 5 x grid)
 DEFAULT_BOX_BEAMS = 20.0
@@ -580,8 +580,8 @@ def read_map(path: str | Path, shape: tuple[int, int], kind: str, image_path=Non
     """
     from astropy.io import fits
 
-    from dsa110_contimg.photometry.image import _flux_scale
-    from dsa110_contimg.photometry.errors import InvalidImage
+    from dsa110_contimg.science.image import _flux_scale
+    from dsa110_contimg.core.errors import InvalidImage
 
     path = Path(path)
     if not path.is_file():

@@ -2,7 +2,7 @@
 
 Used by the test-suite (injection-recovery), the benchmarks and the demo. The
 generator is deliberately independent of the estimators in
-:mod:`dsa110_contimg.photometry.forced`: sources are painted with their own
+:mod:`dsa110_contimg.science.forced`: sources are painted with their own
 Gaussian code, and noise is white noise convolved with the restoring beam, so
 it is correlated on the beam scale as in a real interferometric image.
 

@@ -46,8 +46,8 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from dsa110_contimg.photometry.catalogs.naming import NAME_FORMATS, disambiguate, iau_names
-from dsa110_contimg.photometry.errors import CatalogError, ColumnError
+from dsa110_contimg.catalogs.naming import NAME_FORMATS, disambiguate, iau_names
+from dsa110_contimg.core.errors import CatalogError, ColumnError
 
 #: Normalised columns of every survey table, in order.
 CORE_COLUMNS = ("source_id", "ra_deg", "dec_deg", "flux_mjy", "flux_err_mjy", "peak_flux_mjy",

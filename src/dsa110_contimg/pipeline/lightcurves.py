@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 
-from dsa110_contimg.photometry.results import Flag
+from dsa110_contimg.science.results import Flag
 from dsa110_contimg.store import lightcurves as lc_store
 
-log = structlog.get_logger("dsa110_contimg.photometry.lightcurves")
+log = structlog.get_logger("dsa110_contimg.pipeline.lightcurves")
 
 #: Catalogue neighbours closer than this many beam majors make a reference "confused".
 ISOLATION_BEAMS = 3.0
@@ -87,7 +87,7 @@ def quality_control(conn, *, path: str, ra_deg: float, dec_deg: float, radius_de
     """
     if not cfg.qc:
         return None
-    from dsa110_contimg.photometry.qc import QCLimits, evaluate_image_qc
+    from dsa110_contimg.science.qc import QCLimits, evaluate_image_qc
 
     if history is None:
         history = qc_field_history(conn, path=path, ra_deg=ra_deg, dec_deg=dec_deg,
@@ -130,8 +130,8 @@ def _jsonable(d: dict) -> dict:
 
 def _compactness(cat, image):
     """Compactness class and reason per catalogue row in this image's beam (the one rule:
-    :mod:`dsa110_contimg.photometry.catalogs.compactness`)."""
-    from dsa110_contimg.photometry.catalogs.compactness import compactness
+    :mod:`dsa110_contimg.catalogs.compactness`)."""
+    from dsa110_contimg.catalogs.compactness import compactness
 
     beam = image.beam.major_arcsec if image.beam is not None else None
     return compactness(cat, beam)
@@ -139,7 +139,7 @@ def _compactness(cat, image):
 
 def _compact(cat, image) -> np.ndarray | None:
     """Rows not known to be resolved (for the QC flux-scale check)."""
-    from dsa110_contimg.photometry.catalogs.compactness import RESOLVED
+    from dsa110_contimg.catalogs.compactness import RESOLVED
 
     klass, _ = _compactness(cat, image)
     return klass != RESOLVED
@@ -291,8 +291,8 @@ def _choose_references(snr, success, stable, klass, why, isolated, master_ok, ba
 
     Returns (indices, decision rows for every source with SNR >= norm_min_snr, counts).
     """
-    from dsa110_contimg.photometry.catalogs.compactness import COMPACT, RESOLVED, UNKNOWN
-    from dsa110_contimg.photometry.normalize import select_references
+    from dsa110_contimg.catalogs.compactness import COMPACT, RESOLVED, UNKNOWN
+    from dsa110_contimg.science.normalize import select_references
 
     with np.errstate(invalid="ignore"):
         bright = success & np.isfinite(snr) & (snr >= cfg.norm_min_snr)
@@ -432,7 +432,7 @@ def _check_reference_stability(conn, ctx: ImageContext, ref_ids, cfg) -> None:
 
 def _update_baselines(conn, ref_ids: list[int], near, cfg) -> set[int]:
     """Recompute baselines of references with fewer than ``norm_baseline_epochs`` points."""
-    from dsa110_contimg.photometry.normalize import reference_baselines
+    from dsa110_contimg.science.normalize import reference_baselines
 
     flux, _err, mjd, _img = lc_store.load_lightcurves(conn, ref_ids, near["id"], normalized=False)
     if flux.shape[1] == 0:
@@ -461,7 +461,7 @@ def _update_baselines(conn, ref_ids: list[int], near, cfg) -> set[int]:
 
 def _correct_image(conn, image_id, ref_ids, baselines, cfg, *, flux, all_flux, all_err, all_ids,
                    method=None, few_refs_reason=None) -> dict:
-    from dsa110_contimg.photometry.normalize import apply_correction, compute_correction
+    from dsa110_contimg.science.normalize import apply_correction, compute_correction
 
     base = np.array([_num(baselines.get(int(s), {}).get("baseline_jyb")) for s in ref_ids], float)
     corr = compute_correction(flux, base, min_refs=cfg.norm_min_refs, max_scatter=cfg.norm_max_scatter)
@@ -498,7 +498,7 @@ def _num(x) -> float:
 # ---------------------------------------------------------------- variability
 def update_variability(conn, ctx: ImageContext, table, cfg, qc, norm: dict) -> dict:
     """Update the running statistics of the image's sources (see module doc)."""
-    from dsa110_contimg.photometry.variability import RunningStats, needs_recompute
+    from dsa110_contimg.science.variability import RunningStats, needs_recompute
 
     kind = "normalized" if cfg.normalize else "raw"
     stored, present, stored_kind = lc_store.load_running_stats(conn, ctx.source_ids)
@@ -542,7 +542,7 @@ def update_variability(conn, ctx: ImageContext, table, cfg, qc, norm: dict) -> d
 
 def apply_norm(table, norm: dict):
     """Normalised (flux, err) of a table from a stored correction summary."""
-    from dsa110_contimg.photometry.normalize import Correction, apply_correction
+    from dsa110_contimg.science.normalize import Correction, apply_correction
 
     corr = Correction(norm["factor"], norm["factor_err"], norm["n_refs"], norm["n_refs"],
                       norm.get("scatter", np.nan), np.zeros(0, bool), True)
@@ -590,10 +590,10 @@ def evaluate_ese(conn, ctx: ImageContext, cfg) -> int:
     to the shape significance (capped at 10) when the template search detects
     an event. Existing candidates are refreshed; their lifecycle status is kept.
     """
-    from dsa110_contimg.photometry.ese import (
+    from dsa110_contimg.science.ese import (
         PRESETS, classify, composite_score, detect_ese_shapes, eta_v_candidates,
     )
-    from dsa110_contimg.photometry.variability import RunningStats
+    from dsa110_contimg.science.variability import RunningStats
 
     stored, present, _ = lc_store.load_running_stats(conn, ctx.source_ids)
     metrics = RunningStats.from_dict(stored).metrics()

@@ -11,7 +11,7 @@ baseline gives the image's gain, and every flux of the image is divided by it
 3. :func:`compute_correction` -- clipped median of flux/baseline for one image,
    with at least 3 references, and a trust decision (``ok``/``reason``).
 4. :func:`apply_correction` -- F/C with the error of C propagated; refuses
-   (:class:`~dsa110_contimg.photometry.errors.NotNormalisable`) when the
+   (:class:`~dsa110_contimg.core.errors.NotNormalisable`) when the
    correction is not trusted: fluxes are never silently "normalised" by 1.
 
 Units: fluxes and baselines in Jy/beam (any unit, as long as it is the same for
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsa110_contimg.photometry.errors import InvalidLightCurve, NotNormalisable
+from dsa110_contimg.core.errors import InvalidLightCurve, NotNormalisable
 
 #: Gaussian-equivalent sigma of the median absolute deviation.
 MAD_TO_SIGMA = 1.4826

@@ -2,8 +2,8 @@
 
 Each module exposes ``measure(image, ra_deg, dec_deg, **options) ->
 MeasurementTable`` with the core columns of
-:data:`dsa110_contimg.photometry.results.CORE_COLUMNS`, one row per requested
-position in input order. :func:`dsa110_contimg.photometry.forced.measure_positions`
+:data:`dsa110_contimg.science.results.CORE_COLUMNS`, one row per requested
+position in input order. :func:`dsa110_contimg.science.forced.measure_positions`
 dispatches to them lazily by method name.
 
 ``adaptive``
@@ -32,7 +32,7 @@ def get_method(name: str):
     ------
     KeyError
         ``name`` is not an optional method of this package.
-    dsa110_contimg.photometry.errors.MethodUnavailable
+    dsa110_contimg.core.errors.MethodUnavailable
         Only when the method itself is called without its optional dependency.
     """
     module = METHOD_MODULES[name]

@@ -1,4 +1,4 @@
-"""Table exports and readable tables of the command line.
+"""Table exports and readable tables (the command line and the web site).
 
 Every exported table (CSV, ECSV, VOTable, FITS; :func:`dsa110_contimg.cli.common.write_table`)
 carries units on its columns (from the column-name suffix: ``_jyb`` Jy/beam, ``_mjy`` mJy,
@@ -161,3 +161,36 @@ def readable_lines(table, columns: list[str]) -> list[str]:
             elif name == "mjd":
                 out[name].format = ".4f"
     return list(out.pformat(max_lines=-1, max_width=-1))
+
+
+def lightcurve_table(source: dict, lc: dict):
+    """The export table of one light curve (also served by the web site): one row per
+    measurement, the columns of ``source_lightcurve`` (Jy/beam, MJD), the source in ``meta``."""
+    from astropy.table import Table
+
+    table = Table({k: v for k, v in lc.items()})
+    for k in ("image_path", "qc_status", "norm_status"):
+        table[k] = table[k].astype(str)
+    describe(table, survey=source["survey"], source=source["catalog_id"],
+                    ra_deg=source["ra_deg"], dec_deg=source["dec_deg"])
+    table.meta.update(_pair_metrics_meta(lc))
+    return table
+
+
+def _pair_metrics_meta(lc) -> dict:
+    """Two-epoch metrics for the export's metadata: the stored consecutive-pair ``vs_max``
+    and VAST's all-pairs ``vs_max_all`` / ``m_significant`` (|Vs| >= 4.3), on the
+    normalised flux when there is any, else on the raw peak flux (``metrics_flux``)."""
+    import numpy as np
+
+    from dsa110_contimg.science.variability import lightcurve_metrics
+
+    ok = np.asarray(lc["success"], bool)
+    use_norm = bool(np.any(ok & np.isfinite(np.asarray(lc["norm_flux_jyb"], float))))
+    fcol, ecol = ("norm_flux_jyb", "norm_err_jyb") if use_norm else ("peak_jyb", "peak_err_jyb")
+    f = np.where(ok, np.asarray(lc[fcol], float), np.nan)
+    met = lightcurve_metrics(f, np.asarray(lc[ecol], float), np.asarray(lc["mjd"], float),
+                             pairs="all")
+    keys = ("n", "vs_max", "m_at_vs_max", "vs_max_all", "m_at_vs_max_all", "m_significant",
+            "vs_at_m_significant")
+    return {"metrics_flux": fcol, **{k: (int(met[k]) if k == "n" else float(met[k])) for k in keys}}

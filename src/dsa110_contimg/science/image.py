@@ -36,7 +36,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from dsa110_contimg.photometry.errors import (
+from dsa110_contimg.core.errors import (
     CorruptImage,
     EmptyImage,
     ImplausibleHeader,
@@ -44,6 +44,7 @@ from dsa110_contimg.photometry.errors import (
     MissingBeam,
     NoCelestialWCS,
 )
+from dsa110_contimg.science.fitsfile import check_fits_complete
 
 #: Largest physically possible restoring-beam FWHM (deg); merely implausible beams are QC failures.
 MAX_BEAM_DEG = 180.0
@@ -116,24 +117,7 @@ class Beam:
 # --------------------------------------------------------------------------------------
 # completeness check (cheap: reads headers only; the bounded parser lives in service.intake)
 # --------------------------------------------------------------------------------------
-def check_fits_complete(path: str | Path) -> int:
-    """Check that a FITS file is as long as its headers say; return that size (bytes).
 
-    Only the headers are read (bounded: a regular file only, opened non-blocking,
-    at most 8 MiB of headers), so a file watcher can call it repeatedly while a
-    file is being written. The parser is
-    :func:`dsa110_contimg.service.intake.fits_layout`.
-
-    Raises
-    ------
-    CorruptImage
-        Not a FITS file (empty, garbage, missing mandatory keywords, not a regular file).
-    TruncatedImage
-        The file is shorter than its headers imply.
-    """
-    from dsa110_contimg.service.intake import check_fits_complete as check
-
-    return check(path)
 
 
 # --------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Three layers, all vectorised over sources and free of database access:
 
 1. **Threshold presets** on the per-source statistics of
-   :mod:`dsa110_contimg.photometry.variability` (``science.md`` section 11.2):
+   :mod:`dsa110_contimg.science.variability` (``science.md`` section 11.2):
    sigma-deviation, reduced chi-squared and eta must *all* pass
    (:data:`PRESETS`, :func:`classify`), plus a 0-10 :func:`composite_score`.
 2. **eta-V selection** with Gaussian sigma thresholds fitted to the population
@@ -36,8 +36,8 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy import stats
 
-from dsa110_contimg.photometry.errors import ConfigError, InvalidLightCurve
-from dsa110_contimg.photometry.variability import lightcurve_block
+from dsa110_contimg.core.errors import ConfigError, InvalidLightCurve
+from dsa110_contimg.science.variability import lightcurve_block
 
 # ----------------------------------------------------------------------------
 # 1. presets and composite score

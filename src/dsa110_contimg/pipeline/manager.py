@@ -12,10 +12,10 @@ at once with its id; ``contimg-photometry worker`` or the daemon runs it).
 Errors
 ------
 Synchronous calls raise the typed errors of
-:mod:`dsa110_contimg.photometry.errors` (``InvalidImage`` and subclasses,
+:mod:`dsa110_contimg.core.errors` (``InvalidImage`` and subclasses,
 ``CatalogMissing``, ``UnknownCatalog``, ``ConfigError``, ``StoreError``) after
 recording the failure in the data registry when a ``data_id`` is given. A
-missing file raises :class:`~dsa110_contimg.photometry.errors.CorruptImage`.
+missing file raises :class:`~dsa110_contimg.core.errors.CorruptImage`.
 Asynchronous calls raise only for errors in the call itself (bad config,
 database); failures while the job runs are recorded on the job and in the
 registry.
@@ -32,15 +32,15 @@ from typing import Any
 import numpy as np
 import structlog
 
-from dsa110_contimg.photometry.config import PhotometryConfig
-from dsa110_contimg.photometry.errors import MissingBeam, PhotometryError
-from dsa110_contimg.photometry.results import MeasurementTable
+from dsa110_contimg.core.config import PhotometryConfig
+from dsa110_contimg.core.errors import MissingBeam, PhotometryError
+from dsa110_contimg.science.results import MeasurementTable
 from dsa110_contimg.store import products as product_store
 from dsa110_contimg.store import registry as registry_store
 from dsa110_contimg.store.engine import Database, open_products_db, open_registry_db
 from dsa110_contimg.store.queue import JobQueue
 
-log = structlog.get_logger("dsa110_contimg.photometry.manager")
+log = structlog.get_logger("dsa110_contimg.pipeline.manager")
 
 DEFAULT_CATALOG_DIR = Path("catalogs")
 
@@ -109,7 +109,7 @@ class ImageSummary:
 
     Built on the process that measured the image (:meth:`of`), picklable, so the
     measurement can run on another host. ``qc_stats`` holds the image-wide noise
-    statistics of :func:`dsa110_contimg.photometry.qc.image_statistics` (Jy/beam);
+    statistics of :func:`dsa110_contimg.science.qc.image_statistics` (Jy/beam);
     ``header`` keeps only the keys QC looks at (``NIMAGES``).
     """
 
@@ -127,7 +127,7 @@ class ImageSummary:
 
     @classmethod
     def of(cls, image, *, qc_stats: bool = True) -> "ImageSummary":
-        from dsa110_contimg.photometry.qc import image_statistics
+        from dsa110_contimg.science.qc import image_statistics
 
         blanked = float(image.blanked_fraction)
         stats = image_statistics(image) if (qc_stats and blanked < 1.0) else ({} if qc_stats else None)
@@ -291,7 +291,7 @@ class PhotometryManager:
 
     def _open(self, path: Path, kind: str, cfg: PhotometryConfig):
         """Open the image; decide the kind and the method actually used."""
-        from dsa110_contimg.photometry.image import Beam, RadioImage
+        from dsa110_contimg.science.image import Beam, RadioImage
 
         beam = Beam.from_arcsec(*cfg.beam_arcsec) if cfg.beam_arcsec else None
         image = RadioImage.open(path, beam=beam)
@@ -319,7 +319,7 @@ class PhotometryManager:
 
     def catalog_store(self, cfg: PhotometryConfig):
         """The catalogue store for ``cfg`` (cached per directory)."""
-        from dsa110_contimg.photometry.catalogs import CatalogStore
+        from dsa110_contimg.store.catalogs import CatalogStore
 
         directory = cfg.catalog_path or self.catalog_dir or DEFAULT_CATALOG_DIR
         key = (str(directory), cfg.allow_online)
@@ -357,7 +357,7 @@ class PhotometryManager:
         Dask workers); :meth:`store_measured` does the rest. Raises the typed errors of
         :meth:`run_image`.
         """
-        from dsa110_contimg.photometry.forced import measure_positions
+        from dsa110_contimg.science.forced import measure_positions
 
         path = Path(path)
         steps: dict[str, float] = {}
@@ -373,7 +373,7 @@ class PhotometryManager:
 
             t = time.perf_counter()
             if method in ("forced", "peak"):   # the noise map, cached on the image for the measurement
-                from dsa110_contimg.photometry.noise import background_maps_for
+                from dsa110_contimg.science.noise import background_maps_for
 
                 background_maps_for(image)
             steps["noise"] = time.perf_counter() - t
@@ -413,7 +413,7 @@ class PhotometryManager:
         steps["store"] = time.perf_counter() - t0 - sum(
             steps.get(k, 0.0) for k in ("qc", "normalise", "variability"))
         if cfg.detect_ese:
-            from dsa110_contimg.photometry import lightcurves
+            from dsa110_contimg.pipeline import lightcurves
 
             t = time.perf_counter()
             with self.products.engine.begin() as conn:
@@ -433,7 +433,7 @@ class PhotometryManager:
     def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes, result, steps, *,
                content_id=None, fence=None):
         """One transaction: sources, image row, measurements, QC, normalisation, variability."""
-        from dsa110_contimg.photometry import lightcurves
+        from dsa110_contimg.pipeline import lightcurves
 
         beam = image.beam
         rms = table["local_rms_jyb"]

@@ -4,7 +4,7 @@ The fields follow the seed design (catalog, radius_deg, ra/dec radii for
 elongated mosaics, min_flux_mjy, max_sources, method, normalize, detect_ese,
 catalog_path, auto_compute_extent) plus the estimator, normalisation and ESE
 settings the workflow needs. Every value is validated on construction; a bad
-value raises :class:`~dsa110_contimg.photometry.errors.ConfigError` naming the
+value raises :class:`~dsa110_contimg.core.errors.ConfigError` naming the
 field and what is allowed.
 
 Search region rule (see :meth:`PhotometryConfig.search_region`): explicit radii
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from dsa110_contimg.photometry.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError
 
 CATALOGS = ("nvss", "first", "rax", "vlass", "master")
 CATALOG_ALIASES = {"racs": "rax"}

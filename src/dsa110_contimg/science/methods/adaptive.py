@@ -5,7 +5,7 @@ threshold in every sub-band but detected when adjacent sub-bands are
 combined. This method
 
 1. measures every frequency plane with the fixed-beam ``forced`` estimator
-   (:func:`dsa110_contimg.photometry.forced.measure_arrays`), with one
+   (:func:`dsa110_contimg.science.forced.measure_arrays`), with one
    background/noise map per plane and the plane's own noise-correlation
    factor, all sources at once;
 2. bins adjacent planes per source until the bin reaches ``target_snr``:
@@ -67,8 +67,8 @@ from typing import Sequence
 
 import numpy as np
 
-from dsa110_contimg.photometry.errors import ConfigError
-from dsa110_contimg.photometry.results import FAILURE_FLAGS, Flag, MeasurementTable
+from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 _BIN_KEYS = ("source_index", "first_plane", "last_plane", "width", "n_used", "freq_min_hz",
              "freq_max_hz", "freq_mean_hz", "flux_jyb", "err_jyb", "snr")
@@ -182,7 +182,7 @@ def adaptive_bins(flux: np.ndarray, err: np.ndarray, *, target_snr: float = 5.0,
 # --- measuring the planes -------------------------------------------------------------------
 def _plane_list(image, beam):
     """[(RadioImage, plane index, frequency Hz)] for a cube or a sequence of images."""
-    from dsa110_contimg.photometry.image import as_image
+    from dsa110_contimg.science.image import as_image
 
     if isinstance(image, (str, os.PathLike)) or hasattr(image, "n_planes"):
         img = as_image(image, beam=beam)
@@ -236,13 +236,13 @@ def measure(image, ra_deg, dec_deg, *, target_snr: float = 5.0, initial_width: i
     MissingBeam, InvalidImage, MapMismatch
         From the images and maps.
     """
-    from dsa110_contimg.photometry.forced import (
+    from dsa110_contimg.science.forced import (
         _positions,
         measure_arrays,
         measure_positions,
         pixel_beam_for,
     )
-    from dsa110_contimg.photometry.noise import background_maps_for, noise_correlation_factor
+    from dsa110_contimg.science.noise import background_maps_for, noise_correlation_factor
 
     if not (isinstance(target_snr, (int, float)) and np.isfinite(target_snr) and target_snr > 0):
         raise ConfigError("target_snr", target_snr, "a number > 0")

@@ -1,6 +1,6 @@
 """Opt-in online source: VizieR cone queries through astroquery.
 
-Used only when a :class:`~dsa110_contimg.photometry.catalogs.store.CatalogStore`
+Used only when a :class:`~dsa110_contimg.store.catalogs.CatalogStore`
 is created with ``allow_online=True`` and a query region is not covered
 locally; the result is cached into the local store by the caller.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from astropy.table import Table
 
-from dsa110_contimg.photometry.errors import CatalogMissing, OnlineCatalogError
+from dsa110_contimg.core.errors import CatalogMissing, OnlineCatalogError
 
 VIZIER_CATALOGS = {
     "nvss": "VIII/65/nvss",

@@ -44,8 +44,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from dsa110_contimg.photometry.errors import ConfigError
-from dsa110_contimg.photometry.results import Flag, MeasurementTable
+from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.science.results import Flag, MeasurementTable
 
 PASSED, WARNING, FAILED = "passed", "warning", "failed"
 _RANK = {PASSED: 0, WARNING: 1, FAILED: 2}
@@ -265,7 +265,7 @@ def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int
 def map_median(rms_map, *, max_samples: int = 262_144) -> float:
     """Median of the finite, positive values of an rms map (NaN if none), Jy/beam.
 
-    A lazy :class:`~dsa110_contimg.photometry.noise.GridMap` is evaluated on a
+    A lazy :class:`~dsa110_contimg.science.noise.GridMap` is evaluated on a
     lattice of at most about ``max_samples`` pixels; an array is sampled on a
     regular stride. No full-map float64 copy is made.
     """
@@ -484,7 +484,7 @@ def image_statistics(image, *, maps=None, with_blanking: bool = False) -> dict[s
     if blanked >= 1.0:
         return out
     if maps is None:
-        from dsa110_contimg.photometry.noise import background_maps_for
+        from dsa110_contimg.science.noise import background_maps_for
 
         maps = background_maps_for(image)
     out["median_rms_jyb"] = map_median(maps.rms)
@@ -502,7 +502,7 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
     Parameters
     ----------
     image : RadioImage or str or Path or ImageSummary
-        The image, or a :class:`~dsa110_contimg.photometry.manager.ImageSummary`
+        The image, or a :class:`~dsa110_contimg.pipeline.manager.ImageSummary`
         whose ``qc_stats`` were computed where it was measured (no pixels needed).
     measurements : MeasurementTable, optional
         Measurements on this image at catalogue positions (for the flux scale).
@@ -516,7 +516,7 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
         Thresholds.
     maps : BackgroundMaps, optional
         Precomputed background/rms maps of this plane; otherwise
-        :func:`dsa110_contimg.photometry.noise.background_maps_for` is used
+        :func:`dsa110_contimg.science.noise.background_maps_for` is used
         (cached on the image, so the measurement reuses it).
     compact : array-like of bool, optional
         Rows whose catalogue source is compact; all when None.
@@ -525,7 +525,7 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
     -------
     QCResult
     """
-    from dsa110_contimg.photometry.image import as_image
+    from dsa110_contimg.science.image import as_image
 
     if not isinstance(limits, QCLimits):
         raise ConfigError("limits", limits, "a QCLimits instance")

@@ -1,7 +1,7 @@
 """Variability metrics of light curves: one-shot, incremental (O(1)) and bulk.
 
 All metrics are computed on one flux series per source -- the *normalised*
-forced peak flux density (Jy/beam, see :mod:`dsa110_contimg.photometry.normalize`)
+forced peak flux density (Jy/beam, see :mod:`dsa110_contimg.science.normalize`)
 when normalisation is on -- with 1-sigma errors in the same unit.
 
 Definitions (``science.md`` section 8). A light curve has N valid points
@@ -40,7 +40,7 @@ absolute value, and ``m_at_vs_max`` is the signed m of that same pair
 (positive when the flux fell). This is exactly O(1)-updatable when points arrive
 in time order; :class:`RunningStats.from_lightcurves` sorts by MJD and gives the
 same value, and an epoch arriving out of time order requires a recompute
-(:func:`needs_recompute`, :class:`~dsa110_contimg.photometry.errors.OutOfOrderEpoch`).
+(:func:`needs_recompute`, :class:`~dsa110_contimg.core.errors.OutOfOrderEpoch`).
 
 VAST's definitions over *all* pairs are available on demand
 (``lightcurve_metrics(..., pairs="all")``, :func:`all_pairs_metrics`):
@@ -57,7 +57,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import stats
 
-from dsa110_contimg.photometry.errors import InvalidLightCurve, OutOfOrderEpoch
+from dsa110_contimg.core.errors import InvalidLightCurve, OutOfOrderEpoch
 
 #: Floor of the chi-squared p-value (Robbie convention).
 P_VALUE_FLOOR = 1e-10

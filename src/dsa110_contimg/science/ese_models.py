@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsa110_contimg.photometry.ese import ese_model
+from dsa110_contimg.science.ese import ese_model
 
 #: Half-extent (lens radii) and resolution of the ray-shooting grids.
 _U_MAX = 8.0

@@ -36,8 +36,8 @@ import math
 import numpy as np
 from scipy.spatial import cKDTree
 
-from dsa110_contimg.photometry.catalogs.readers import NormalisedTable
-from dsa110_contimg.photometry.errors import CatalogError, CatalogMissing
+from dsa110_contimg.catalogs.readers import NormalisedTable
+from dsa110_contimg.core.errors import CatalogError, CatalogMissing
 
 #: Frequencies (GHz) of NVSS and VLASS used for the spectral index.
 NU_NVSS_GHZ = 1.4

@@ -1,0 +1,1 @@
+"""The ``pipeline`` layer (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""The ``science`` layer (see ARCHITECTURE.md)."""
