@@ -242,3 +242,42 @@ def test_cli_lightcurve_plot_and_export(ese_run, capsys):
     capsys.readouterr()
     assert cli_main(["lightcurve", "NVSS J000000+000000", "--products-db", db]) == 1
     assert "no source" in capsys.readouterr().err
+
+
+def test_single_epoch_flare_does_not_outrank_a_recovered_ese(tmp_path, capsys):
+    """A daily season of 104 epochs: one source flares (x2) on a single early epoch,
+    another has a 40-d, 45 % ESE that recovers inside the season. The flare passes
+    the threshold preset (sigma-dev = sqrt(n - 1) > 10: composite score 10) and is
+    flagged on its 14th epoch; the ESE is flagged by the dip-and-recovery shape
+    search only once its recovery has been watched (score 10 too). The ESE must
+    rank first in ``ese list`` and on the web page's ordering, not the older flare."""
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.review import candidates_page
+
+    field = _field(tmp_path, seed=7)
+    n = 104
+    mjds = 60000.0 + np.arange(n, dtype=float)
+    order = np.argsort(field.flux_mjy)
+    ese_src, flare_src = int(order[15]), int(order[16])
+    scales = np.ones((n, field.flux_mjy.size))
+    scales[:, ese_src] = ese_model(mjds, 60040.0, 40.0, 0.45, 0.0)
+    scales[8, flare_src] = 2.0
+    gains = 1.0 + np.random.default_rng(3).normal(0, 0.04, n)
+    cfg = PhotometryConfig(normalize=True, detect_ese=True, norm_min_snr=30.0)
+    _run_epochs(tmp_path, field, range(n), gains, cfg, scales=scales, mjds=mjds)
+
+    capsys.readouterr()
+    assert cli_main(["ese", "list", "--products-db", str(tmp_path / "p.sqlite3"), "--json"]) == 0
+    cands = json.loads(capsys.readouterr().out)["candidates"]
+    by = {c["catalog_id"]: c for c in cands}
+    ese, flare = by[field.names[ese_src]], by[field.names[flare_src]]
+    # the premise: the flare is the older candidate, flagged by the preset only, and its
+    # composite score is as high as the ESE's -- by score (then age) it would come first
+    assert flare["id"] < ese["id"] and flare["score"] >= ese["score"]
+    assert "shape" not in flare["criteria"] and "shape" in ese["criteria"]
+    assert cands[0]["catalog_id"] == field.names[ese_src], [(c["catalog_id"], c["score"]) for c in cands]
+    store = open_products_db(tmp_path / "p.sqlite3")
+    with store.engine.connect() as conn:
+        rows, _ = candidates_page(conn)
+    store.dispose()
+    assert rows[0]["catalog_id"] == field.names[ese_src]

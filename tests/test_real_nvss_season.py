@@ -27,6 +27,13 @@ GAIN_RMS = 0.04
 EPOCHS = 28
 CADENCE = 4.0                  # days
 ESE_DEPTH = 0.45
+ESE_DURATION = 40.0            # days
+# Epoch of minimum, in days from the first epoch: 40 % into the 108-d season, so the dip
+# (t0 +- 20 d) has 6 epochs of baseline before it and the whole recovery window the shape
+# detector asks for (max(duration, 30 d) = 40 d after the dip, see detect_ese_shapes)
+# lies inside the season. An ESE still dipping, or recovered for less than that window, at
+# the last epoch is rightly not (yet) an ESE: it cannot be told from a step or a fade.
+ESE_T0 = 0.4 * (EPOCHS - 1) * CADENCE
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +71,11 @@ def season(shared_data, tmp_path_factory):
     pick = np.flatnonzero(inside & isolated & (flux > 0.04) & (flux < 0.3))
     i_ese, i_flare = int(pick[0]), int(pick[1])
     t = np.arange(EPOCHS) * CADENCE
-    ese = ese_model(t, 0.65 * t[-1], 40.0, ESE_DEPTH, 0.05 * ESE_DEPTH)
+    from dsa110_contimg.photometry.ese import _recovery_length
+
+    assert ESE_T0 + ESE_DURATION / 2 + _recovery_length(ESE_DURATION, 1.0, 30.0) <= t[-1]
+    assert np.sum(t < ESE_T0 - ESE_DURATION / 2) >= 3
+    ese = ese_model(t, ESE_T0, ESE_DURATION, ESE_DEPTH, 0.05 * ESE_DEPTH)
     flare = np.ones(EPOCHS)
     flare[int(0.4 * EPOCHS):int(0.4 * EPOCHS) + 2] = 1.6
     rng = np.random.default_rng(2026)

@@ -13,7 +13,7 @@ from dsa110_contimg.store.schema import ESE_STATES
 def register(sub) -> None:
     p = sub.add_parser("ese", help="extreme scattering event candidates")
     esub = p.add_subparsers(dest="ese_command", metavar="ACTION", required=True)
-    ls = esub.add_parser("list", help="list candidates, highest score first")
+    ls = esub.add_parser("list", help="list candidates: detected dip and recovery (shape) first, then highest score")
     common.add_db_options(ls, registry=False)
     ls.add_argument("--status", choices=ESE_STATES, help="only candidates in this state")
     ls.add_argument("--min-score", type=float, default=None, metavar="X", help="composite score >= X (0-10)")

@@ -364,13 +364,28 @@ def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def candidate_order() -> tuple:
+    """ORDER BY terms ranking ESE candidates: a detected dip-and-recovery first.
+
+    Candidates whose light curve passed the matched-filter shape search
+    (``"shape"`` among the criteria) come before candidates flagged only by the
+    threshold preset or eta-V, then highest score, then oldest. The composite
+    score of sigma-dev / chi2_nu / eta rewards a short flare or a single bad
+    epoch (sigma-dev = sqrt(n - 1) for one outlier among n epochs: score 10 from
+    about 100 epochs), so by score alone such a point ties with, or outranks, a
+    real ESE whose recovery has been observed.
+    """
+    shape_first = sa.case((ese_candidates.c.criteria.like('%"shape"%'), 0), else_=1)
+    return (shape_first, ese_candidates.c.score.desc(), ese_candidates.c.id)
+
+
 def list_candidates(conn: Connection, *, status: str | None = None, min_score: float | None = None,
                     limit: int | None = None) -> list[dict]:
-    """ESE candidates with their source, highest score first."""
+    """ESE candidates with their source, ranked by :func:`candidate_order`."""
     q = (sa.select(ese_candidates, sources.c.survey, sources.c.catalog_id, sources.c.ra_deg,
                    sources.c.dec_deg)
          .join(sources, sources.c.id == ese_candidates.c.source_id)
-         .order_by(ese_candidates.c.score.desc(), ese_candidates.c.id))
+         .order_by(*candidate_order()))
     if status is not None:
         q = q.where(ese_candidates.c.status == status)
     if min_score is not None:

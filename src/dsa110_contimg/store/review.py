@@ -21,6 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsa110_contimg.store.lightcurves import candidate_order
 from dsa110_contimg.store.schema import (
     ESE_STATES, METRIC_COLUMNS, batch_jobs, ese_candidates, images, measurements, sources,
     variability_stats,
@@ -68,7 +69,9 @@ def _candidate_filter(q, *, status, min_score, include_all):
 def candidates_page(conn: Connection, *, status: str | None = None, min_score: float | None = None,
                     include_all: bool = False, limit: int | None = None, offset: int = 0
                     ) -> tuple[list[dict], int]:
-    """ESE candidates, highest score first, with their source: ``(rows, total)``.
+    """ESE candidates with their source: ``(rows, total)``, ranked by
+    :func:`dsa110_contimg.store.lightcurves.candidate_order` (a detected dip and
+    recovery first, then highest score).
 
     The rows are the objects of ``contimg-photometry ese list --json`` (criteria as a
     list, NaN as None); ``total`` counts every row matching the filters.
@@ -76,7 +79,7 @@ def candidates_page(conn: Connection, *, status: str | None = None, min_score: f
     q = (sa.select(ese_candidates, sources.c.survey, sources.c.catalog_id, sources.c.ra_deg,
                    sources.c.dec_deg)
          .join(sources, sources.c.id == ese_candidates.c.source_id)
-         .order_by(ese_candidates.c.score.desc(), ese_candidates.c.id))
+         .order_by(*candidate_order()))
     q = _candidate_filter(q, status=status, min_score=min_score, include_all=include_all)
     if limit is not None:
         q = q.limit(int(limit)).offset(int(offset))
