@@ -71,7 +71,7 @@ def season(shared_data, tmp_path_factory):
     pick = np.flatnonzero(inside & isolated & (flux > 0.04) & (flux < 0.3))
     i_ese, i_flare = int(pick[0]), int(pick[1])
     t = np.arange(EPOCHS) * CADENCE
-    from dsa110_contimg.photometry.ese import _recovery_length
+    from dsa110_contimg.science.ese import _recovery_length
 
     assert ESE_T0 + ESE_DURATION / 2 + _recovery_length(ESE_DURATION, 1.0, 30.0) <= t[-1]
     assert np.sum(t < ESE_T0 - ESE_DURATION / 2) >= 3
