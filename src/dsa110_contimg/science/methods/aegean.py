@@ -281,7 +281,7 @@ def _island_offset(pos: np.ndarray, width: np.ndarray, labels: np.ndarray) -> np
 # --- measurement ----------------------------------------------------------------------
 def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
             regroup_eps_arcmin: float | None = None, bane_timeout_s: float = 300.0,
-            bane_cores: int = 1, correct_half_pixel: bool = True,
+            bane_cores: int = 1, correct_half_pixel: bool = True, keep_sky_beam: bool = True,
             workdir: str | Path | None = None, beam=None, bkg_path=None, rms_path=None,
             autoload_maps: bool = True, background_options: dict | None = None
             ) -> MeasurementTable:
@@ -309,6 +309,11 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
     correct_half_pixel : bool
         Undo AegeanTools 2.3.5's half-pixel island offset (see module notes).
         Leave on; off reproduces upstream behaviour.
+    keep_sky_beam : bool
+        Fit the image beam as it is on the sky at every position (see module
+        notes, "Prior shape"). Leave on; off reproduces upstream behaviour (the
+        header beam held constant in pixels, wrong by up to ~3 % in amplitude on
+        a projection whose pixel size varies across the image).
     workdir : str or Path, optional
         Directory for the temporary FITS files (default: a fresh temp dir,
         removed afterwards).
@@ -381,6 +386,7 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
         "aegean_stage": 1, "aegean_docov": bool(docov),
         "aegean_maps": maps if isinstance(maps, str) else "given",
         "aegean_half_pixel_correction": bool(correct_half_pixel),
+        "aegean_keep_sky_beam": bool(keep_sky_beam),
     }
     peak = np.full(n, np.nan)
     err = np.full(n, np.nan)
@@ -418,7 +424,8 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
                 rms_path = _write_plane(tmp / "image_rms.fits", r, header)
             res = _fit(SourceFinder, ComponentSource, aegean_logger, img_path, bkg_path, rms_path,
                        ra[usable], dec[usable], x[usable], y[usable], beam, image,
-                       docov=docov, eps=regroup_eps_arcmin, correct=correct_half_pixel)
+                       docov=docov, eps=regroup_eps_arcmin, correct=correct_half_pixel,
+                       sky_beam=keep_sky_beam)
         idx = np.flatnonzero(usable)
         for name, target in (("peak", peak), ("err", err), ("rms", rms), ("bkg", bkg),
                              ("resid", resid), ("aflags", aflags), ("group", cluster)):
@@ -444,7 +451,7 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
 
 
 def _fit(SourceFinder, ComponentSource, aegean_logger, img_path, bkg_path, rms_path,
-         ra, dec, x, y, beam, image, *, docov, eps, correct):
+         ra, dec, x, y, beam, image, *, docov, eps, correct, sky_beam=True):
     """Run the priorized fit on usable positions; return per-position arrays."""
     n = ra.size
     a_arcsec, b_arcsec = beam.major_deg * 3600.0, beam.minor_deg * 3600.0
@@ -464,8 +471,14 @@ def _fit(SourceFinder, ComponentSource, aegean_logger, img_path, bkg_path, rms_p
             # Aegean's island half-width per source: int(round(4 * sigma_major_pix)) + 1
             width = np.empty(n)
             for i in range(n):  # Aegean's own per-source projection (its loop is per source too)
-                sx = sf.wcshelper.sky2pix_ellipse([ra[i], dec[i]], a_arcsec / 3600.0,
-                                                  b_arcsec / 3600.0, beam.pa_deg)[2]
+                # the shape Aegean will fit: ours with sky_beam, else its rescaled one (its
+                # image psf at the position, see the prior loop below)
+                sa, sb = a_arcsec / 3600.0, b_arcsec / 3600.0
+                if not sky_beam:
+                    ib = sf.wcshelper.get_skybeam(ra[i], dec[i])
+                    if ib is not None and np.isfinite(ib.a) and np.isfinite(ib.b):
+                        sa, sb = ib.a, ib.b
+                sx = sf.wcshelper.sky2pix_ellipse([ra[i], dec[i]], sa, sb, beam.pa_deg)[2]
                 width[i] = int(round(4.0 * sx * _FWHM2CC)) + 1
             dy = _island_offset(y, width, labels)  # Aegean's first axis is numpy rows (y)
             dx = _island_offset(x, width, labels)
@@ -479,6 +492,14 @@ def _fit(SourceFinder, ComponentSource, aegean_logger, img_path, bkg_path, rms_p
             c.peak_flux = 1.0
             c.a, c.b, c.pa = a_arcsec, b_arcsec, beam.pa_deg
             c.psf_a, c.psf_b, c.psf_pa = a_arcsec, b_arcsec, beam.pa_deg
+            if sky_beam:
+                # Aegean rescales every prior to a^2 - psf_a^2 + (its image psf)^2, and its
+                # image psf is the header beam held constant in *pixels*: on a projection
+                # whose pixel size varies across the image that is not the beam on the sky.
+                # A prior psf equal to Aegean's own image psf here leaves the shape alone.
+                ib = sf.wcshelper.get_skybeam(c.ra, c.dec)
+                if ib is not None and np.all(np.isfinite((ib.a, ib.b))) and ib.a > 0 and ib.b > 0:
+                    c.psf_a, c.psf_b, c.psf_pa = ib.a * 3600.0, ib.b * 3600.0, ib.pa
             c.island, c.source = int(labels[i]), i
             c.uuid = str(i)
             priors.append(c)
