@@ -152,6 +152,7 @@ def _row(name, v, ref_cat, ref_f):
 def main():
     sub, meas, moved = compare()
     groups = {"compact, isolated": sub["compact"] & sub["isolated"],
+              "compact (all)": sub["compact"],
               "compact, with a neighbour < 2 beams": sub["compact"] & ~sub["isolated"],
               "extended (int/peak >= 1.25)": ~sub["compact"]}
     print(f"Aegean blind catalogue of 1904-66_AZP.fits (BANE, default clips): "
