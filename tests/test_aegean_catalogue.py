@@ -26,7 +26,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsa110_contimg.science.forced import local_kernels, measure_positions, pixel_beam_for
+from dsa110_contimg.science.forced import (
+    local_kernels,
+    measure_positions,
+    pixel_beam_for,
+)
 from dsa110_contimg.science.image import RadioImage
 from dsa110_contimg.science.methods import aegean as aegean_mod
 
