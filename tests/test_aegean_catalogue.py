@@ -122,15 +122,16 @@ def test_forced_blended_pairs_use_each_members_geometry():
     assert np.all(np.abs(q - 1) < 0.003)
 
 
-def test_regular_image_keeps_the_centre_kernel():
-    # a 1.3 deg SIN field: the geometry does not vary enough to change anything
+@pytest.mark.parametrize("cdelt_deg", [0.007, 0.02])
+def test_regular_image_keeps_the_centre_kernel(cdelt_deg):
+    # SIN fields 1.3 and 3.8 deg across (a DSA-110 image is ~3.4 deg): the geometry does
+    # not vary enough to change anything, every source gets the centre's kernel
     h = _sin_header()
-    h["CDELT1"], h["CDELT2"] = -0.007, 0.007
-    h["BMAJ"] = h["BMIN"] = 0.025
+    h["CDELT1"], h["CDELT2"] = -cdelt_deg, cdelt_deg
+    h["BMAJ"] = h["BMIN"] = 3.6 * cdelt_deg
     img = RadioImage.from_array(np.zeros((192, 192)), h)
-    xs, ys = _grid()
-    x0, y0 = xs.copy(), ys.copy()
-    assert local_kernels(img, img.beam, x0, y0, pixel_beam_for(img)) is None
+    xs, ys = _grid(lo=0.0, hi=191.0)
+    assert local_kernels(img, img.beam, xs, ys, pixel_beam_for(img)) is None
 
 
 @needs_aegean
