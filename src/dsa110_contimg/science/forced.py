@@ -15,6 +15,11 @@ Method ``forced`` (science.md §1)
         err_mn = sum(K / s)     / sum(K / s^2)              (mean local noise)
         chi2   = sum(((D - F K) / s)^2),  dof = N_good - 1
 
+    K is mapped from the sky to the pixel grid through the WCS Jacobian at the
+    image centre, or at each source when the pixel geometry varies across the
+    image by more than :data:`LOCAL_GEOMETRY_TOLERANCE` (:func:`local_kernels`;
+    e.g. AZP or very wide fields; option ``pixel_geometry``).
+
     All sources are processed at once: the cutouts are gathered into an
     ``(N, S, S)`` array with fancy indexing. Sources closer than
     ``cluster_threshold`` x BMAJ are grouped transitively (connected
