@@ -51,8 +51,8 @@ def test_injected_sources_recovered_on_the_real_parkes_map(methods):
         pytest.skip("AegeanTools not installed")
     r = inj.inject_and_measure(n=30, snr=50.0, seed=4, methods=methods)
     truth = r["truth"]
-    # noise: peak error ~ rms, i.e. 1-4 % per source at SNR 25-100; the AZP projection
-    # changes the pixel size by up to +-2.5 % across the map and forced uses the centre's
+    # noise: peak error ~ rms, i.e. 1-4 % per source at SNR 25-100 (the AZP projection
+    # changes the pixel size by -5...+6 % across the map; forced maps the beam per source)
     q = r["forced"] / truth
     assert np.isfinite(q).all()
     assert np.median(q) == pytest.approx(1.0, abs=0.015)

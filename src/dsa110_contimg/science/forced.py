@@ -15,6 +15,11 @@ Method ``forced`` (science.md §1)
         err_mn = sum(K / s)     / sum(K / s^2)              (mean local noise)
         chi2   = sum(((D - F K) / s)^2),  dof = N_good - 1
 
+    K is mapped from the sky to the pixel grid through the WCS Jacobian at the
+    image centre, or at each source when the pixel geometry varies across the
+    image by more than :data:`LOCAL_GEOMETRY_TOLERANCE` (:func:`local_kernels`;
+    e.g. AZP or very wide fields; option ``pixel_geometry``).
+
     All sources are processed at once: the cutouts are gathered into an
     ``(N, S, S)`` array with fancy indexing. Sources closer than
     ``cluster_threshold`` x BMAJ are grouped transitively (connected
@@ -136,6 +141,89 @@ def pixel_beam_for(image, beam=None) -> PixelBeam:
     return PixelBeam.from_beam(b, image.pixel_jacobian_arcsec(), image.pixel_scale_arcsec)
 
 
+#: Largest relative change of the kernel coefficients across the measured positions
+#: that is still treated as a regular image (one kernel, the image centre's, for all).
+#: A relative error d in a coefficient changes a fitted peak by about d/4, so below
+#: this the centre's kernel is right to < 0.1 % (e.g. a SIN field 4 deg across).
+LOCAL_GEOMETRY_TOLERANCE = 4e-3
+
+
+def local_jacobians_arcsec(image, x, y, step: float = 0.5) -> np.ndarray:
+    """The WCS Jacobian at every position: ``(n, 2, 2)``, ``(east, north) = J @ (dx, dy)``.
+
+    Arcsec per pixel, by central differences of ``step`` pixels (all positions in
+    one WCS call); rows with a non-finite position or WCS are NaN.
+    """
+    x = np.atleast_1d(np.asarray(x, float))
+    y = np.atleast_1d(np.asarray(y, float))
+    px = np.stack([x, x + step, x - step, x, x], axis=1)
+    py = np.stack([y, y, y, y + step, y - step], axis=1)
+    lon, lat = image.pixel_to_world(px.ravel(), py.ravel())
+    lon = np.asarray(lon, float).reshape(-1, 5)
+    lat = np.asarray(lat, float).reshape(-1, 5)
+    cosd = np.cos(np.deg2rad(lat[:, :1]))
+    east = ((lon - lon[:, :1] + 180.0) % 360.0 - 180.0) * cosd * 3600.0
+    north = (lat - lat[:, :1]) * 3600.0
+    j = np.empty((x.size, 2, 2))
+    j[:, 0, 0] = (east[:, 1] - east[:, 2]) / (2 * step)
+    j[:, 0, 1] = (east[:, 3] - east[:, 4]) / (2 * step)
+    j[:, 1, 0] = (north[:, 1] - north[:, 2]) / (2 * step)
+    j[:, 1, 1] = (north[:, 3] - north[:, 4]) / (2 * step)
+    return j
+
+
+def local_kernel_coefficients(beam, jacobians: np.ndarray) -> np.ndarray:
+    """Per-position kernel coefficients ``(n, 3)`` = (a, b, c) of :class:`PixelBeam`.
+
+    The beam's covariance on the sky pulled back through each position's own
+    Jacobian (``(n, 2, 2)``, arcsec per pixel), as :meth:`PixelBeam.from_beam`
+    does with the centre's; NaN where the Jacobian is not finite.
+    """
+    smaj = beam.major_arcsec * FWHM_TO_SIGMA
+    smin = beam.minor_arcsec * FWHM_TO_SIGMA
+    pa = math.radians(beam.pa_deg)
+    u = np.array([math.sin(pa), math.cos(pa)])
+    v = np.array([math.cos(pa), -math.sin(pa)])
+    cinv = np.outer(u, u) / smaj ** 2 + np.outer(v, v) / smin ** 2
+    j = np.asarray(jacobians, float)
+    q = np.einsum("nki,kl,nlj->nij", j, cinv, j)
+    return np.stack([0.5 * q[:, 0, 0], q[:, 0, 1], 0.5 * q[:, 1, 1]], axis=1)
+
+
+def local_kernels(image, beam, x, y, pixel_beam: PixelBeam,
+                  tolerance: float = LOCAL_GEOMETRY_TOLERANCE) -> np.ndarray | None:
+    """Per-source kernel coefficients when the pixel geometry varies, else None.
+
+    None (use ``pixel_beam``, the image centre's, for every source) when all the
+    positions' coefficients are within ``tolerance`` (relative to the kernel's
+    scale) of the centre's: a regular image is measured exactly as before. On a
+    projection whose pixel size or skew changes across the field (e.g. the AZP
+    map ``1904-66_AZP.fits``: pixel area -5 %...+6 % from the centre) the
+    centre's kernel is too wide or too narrow away from it, and the fitted peak
+    drifts by as much (issue 10 item 7).
+    """
+    x = np.atleast_1d(np.asarray(x, float))
+    y = np.atleast_1d(np.asarray(y, float))
+    if x.size == 0:
+        return None
+    centre = np.array([pixel_beam.a, pixel_beam.b, pixel_beam.c])
+    scale = max(abs(pixel_beam.a), abs(pixel_beam.c))
+
+    def varies(coef):
+        coef[~np.all(np.isfinite(coef), axis=1)] = centre
+        return bool(np.any(np.abs(coef - centre) > tolerance * scale))
+
+    # cheap first look: the distortion of the usual projections grows with the distance
+    # from the reference point, so its extremes over the image lie on the border
+    ny, nx = image.shape
+    bx = np.array([0, (nx - 1) / 2, nx - 1, 0, nx - 1, 0, (nx - 1) / 2, nx - 1], float)
+    by = np.array([0, 0, 0, (ny - 1) / 2, (ny - 1) / 2, ny - 1, ny - 1, ny - 1], float)
+    if not varies(local_kernel_coefficients(beam, local_jacobians_arcsec(image, bx, by))):
+        return None
+    coef = local_kernel_coefficients(beam, local_jacobians_arcsec(image, x, y))
+    return coef if varies(coef) else None
+
+
 # --------------------------------------------------------------------------------------
 # array level
 # --------------------------------------------------------------------------------------
@@ -192,7 +280,8 @@ def _cutout_gather(arr, yc, xc, h, idx, nx):
 
 def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam: float = 3.0,
                    cluster_threshold: float | None = 1.5, error_scale: float = 1.0,
-                   chunk: int = CHUNK) -> dict[str, np.ndarray]:
+                   chunk: int = CHUNK, kernels: np.ndarray | None = None
+                   ) -> dict[str, np.ndarray]:
     """Forced photometry on arrays (all positions at once).
 
     Parameters
@@ -214,6 +303,10 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
     error_scale : float
         Multiplies the mean-noise error to give ``peak_err_jyb`` (the image's
         noise-correlation factor; 1 = science.md estimator as is).
+    kernels : ndarray (n, 3), optional
+        Per-source kernel coefficients (a, b, c) as in :class:`PixelBeam`
+        (:func:`local_kernels`); by default ``pixel_beam``'s for every source.
+        ``pixel_beam`` still sets the cutout size and the clustering radius.
 
     Returns
     -------
@@ -253,10 +346,17 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
     g = np.arange(-h, h + 1)
     off = (g[:, None] * nx + g[None, :]).reshape(-1)
     sel_all = np.flatnonzero(ok)
-    a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
+    if kernels is not None:
+        kernels = np.asarray(kernels, float)
+        if kernels.shape != (n, 3):
+            raise ConfigError("kernels", f"shape {kernels.shape}", f"shape ({n}, 3)")
     for start in range(0, sel_all.size, chunk):
         sel = sel_all[start:start + chunk]
         m = sel.size
+        if kernels is None:
+            a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
+        else:
+            a, b, c = (kernels[sel, k][:, None] for k in range(3))
         idx = (yc[sel] * nx + xc[sel])[:, None] + off[None, :]
         D = _gather(data, idx, nx, idx.shape)
         if background is not None:
@@ -267,7 +367,7 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
         # exp(-(a dx^2 + b dx dy + c dy^2)) = ey(dy) ex(dx) exp(-b dx dy): two small exps
         # and one full-size one (none when the beam is aligned with the axes)
         K = np.exp(-c * fy * fy)[:, :, None] * np.exp(-a * fx * fx)[:, None, :]
-        if b != 0.0:
+        if np.any(b != 0.0):
             K *= np.exp((-b * fy)[:, :, None] * fx[:, None, :])
         K = K.reshape(m, S * S)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -299,7 +399,7 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
 
     if cluster_threshold and cluster_threshold > 0 and sel_all.size > 1:
         _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pixel_beam, h,
-                      cluster_threshold, chunk)
+                      cluster_threshold, chunk, kernels)
 
     err = out["mean_noise_err_jyb"]
     out["peak_err_jyb"] = err * float(error_scale)
@@ -343,7 +443,8 @@ def cluster_labels(x, y, radius: float) -> np.ndarray:
     return labels
 
 
-def _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pb, h, threshold, chunk):
+def _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pb, h, threshold, chunk,
+                  kernels=None):
     """Joint exact least-squares fits of blended groups (in place on ``out``)."""
     labels = cluster_labels(x[sel_all], y[sel_all], threshold * pb.major_pix)
     counts = np.bincount(labels)
@@ -366,7 +467,6 @@ def _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pb, h, thre
     out["cluster_id"][members_all] = cid
     out["flags"][members_all] |= int(Flag.CLUSTERED)
     sizes = counts[lab]
-    a, b, c = pb.a, pb.b, pb.c
     for size in np.unique(sizes):
         mem = members_all[sizes == size].reshape(-1, size)          # (B, m)
         x0 = xc[mem].min(axis=1) - h
@@ -398,6 +498,11 @@ def _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pb, h, thre
             D0 = np.where(good, D, 0.0)
             fx = gx[:, None, :] - x[M][:, :, None]                    # (B, m, W)
             fy = gy[:, None, :] - y[M][:, :, None]                    # (B, m, H)
+            if kernels is None:
+                a, b, c = pb.a, pb.b, pb.c
+            else:  # per member: a, c (B, m, 1) against fx, fy; b (B, m, 1, 1)
+                a, c = kernels[M, 0][:, :, None], kernels[M, 2][:, :, None]
+                b = kernels[M, 1][:, :, None, None]
             q = (a * fx * fx)[:, :, None, :] + (c * fy * fy)[:, :, :, None] \
                 + b * fy[:, :, :, None] * fx[:, :, None, :]
             K = np.exp(-q).reshape(B, size, -1)                       # (B, m, P)
@@ -513,7 +618,10 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
     **options
         forced: ``nbeam`` (3.0), ``cluster_threshold`` (1.5; None disables),
         ``error_model`` ("correlated" | "mean_noise"), ``condon`` (False; adds
-        ``condon_err_jyb``). Both: ``beam`` (a Beam used when the header has
+        ``condon_err_jyb``), ``pixel_geometry`` ("local": the beam is mapped to
+        the pixel grid through the WCS at each source when the pixel geometry
+        varies across the image by more than :data:`LOCAL_GEOMETRY_TOLERANCE`,
+        else through the centre's; "centre": always the centre's). Both: ``beam`` (a Beam used when the header has
         none), ``bkg_path``, ``rms_path``, ``autoload_maps`` (True),
         ``background_options`` (dict for
         :func:`~dsa110_contimg.science.noise.estimate_background`).
@@ -568,10 +676,13 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
         thr = options.pop("cluster_threshold", 1.5)
         error_model = options.pop("error_model", "correlated")
         condon = bool(options.pop("condon", False))
+        geometry = options.pop("pixel_geometry", "local")
         if options:
             raise ConfigError("options", sorted(options), "forced options: nbeam, cluster_threshold, "
-                              "error_model, condon, beam, bkg_path, rms_path, autoload_maps, "
-                              "background_options")
+                              "error_model, condon, pixel_geometry, beam, bkg_path, rms_path, "
+                              "autoload_maps, background_options")
+        _check_option("pixel_geometry", geometry, geometry in ("local", "centre"),
+                      "'local' or 'centre'")
         _check_option("nbeam", nbeam, np.isfinite(nbeam) and nbeam > 0, "a number > 0")
         _check_option("cluster_threshold", thr, thr is None or (np.isfinite(float(thr))
                                                                 and float(thr) >= 0),
@@ -590,9 +701,10 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
                 meta["error_model_note"] = ("noise correlation not measurable on this image "
                                             "(too few pixels): mean-noise error used")
         x, y = img.world_to_pixel(ra, dec)
+        kernels = local_kernels(img, beam, x, y, pb) if geometry == "local" else None
         cols = measure_arrays(img.data, maps.background, maps.rms, x, y, pb, nbeam=nbeam,
                               cluster_threshold=None if thr is None else float(thr),
-                              error_scale=scale)
+                              error_scale=scale, kernels=kernels)
         if condon:
             from dsa110_contimg.science.condon import peak_flux_error
 
@@ -602,7 +714,8 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
             cols["condon_err_jyb"][~cols["success"]] = np.nan
         meta.update(nbeam=nbeam, cluster_threshold=thr, error_model=error_model,
                     noise_corr_factor=float(scale), noise_source=maps.source,
-                    kernel_pix=(float(pb.a), float(pb.b), float(pb.c)))
+                    kernel_pix=(float(pb.a), float(pb.b), float(pb.c)),
+                    pixel_geometry="centre" if kernels is None else "local")
     else:  # peak
         subtract = bool(options.pop("subtract_background", False))
         box = options.pop("box_pix", None)
@@ -645,4 +758,5 @@ def correlation_factor(image, maps, pixel_beam: PixelBeam, nbeam: float = 3.0,
 
 
 __all__ = ["measure_positions", "measure_arrays", "peak_arrays", "PixelBeam", "pixel_beam_for",
+           "local_kernels", "local_kernel_coefficients", "local_jacobians_arcsec",
            "cluster_labels", "correlation_factor", "METHODS"]
