@@ -60,7 +60,9 @@ def error_line(command: str, exc: BaseException) -> str:
         reason = f"{where}{exc.strerror or exc}"
     else:
         reason = str(exc)
-    reason = " ".join(reason.split())   # one line
+    from dsa110_contimg.store.urls import mask_passwords
+
+    reason = mask_passwords(" ".join(reason.split()))   # one line, no database password
     return f"contimg-photometry {command}: error: {reason}"
 
 

@@ -249,13 +249,18 @@ def open_client(scheduler: str | None = None, *, workers: int | None = None):
         try:
             return Client(scheduler, timeout="30s")
         except (OSError, TimeoutError, ValueError) as exc:
-            raise ConfigError("--scheduler", scheduler, "a reachable Dask scheduler address "
-                              f"tcp://host:port ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-                              ) from None
+            raise SchedulerUnreachable(
+                f"--scheduler {scheduler}: expected a reachable Dask scheduler address "
+                f"tcp://host:port ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     n = max(1, int(workers or os.cpu_count() or 1))
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                            host="127.0.0.1", silence_logs=logging.ERROR)
     return Client(cluster)
+
+
+class SchedulerUnreachable(PhotometryError):
+    """The Dask scheduler named by ``--scheduler`` does not answer (an environmental
+    failure, exit code 1; a malformed address is a usage error)."""
 
 
 def _check_reachable(address: str) -> None:
@@ -275,8 +280,8 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, port), timeout=10).close()
     except OSError as exc:
-        raise ConfigError("--scheduler", address, "a reachable Dask scheduler address tcp://host:port "
-                          f"({exc.strerror or exc})") from None
+        raise SchedulerUnreachable(f"--scheduler {address}: expected a reachable Dask scheduler "
+                                   f"address tcp://host:port ({exc.strerror or exc})") from None
 
 
 def close_client(client) -> None:

@@ -481,11 +481,13 @@ class JobQueue:
 
     # -- reading ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """Number of jobs in each state (every state present, 0 when none)."""
-        with self.db.engine.connect() as conn:
+        """Number of jobs in each state (every state present, 0 when none). A read that
+        never waits for the write lock (safe from the health thread)."""
+        from dsa110_contimg.store.engine import read_connection
+
+        with read_connection(self.db.engine) as conn:
             rows = dict(conn.execute(sa.select(batch_jobs.c.status, sa.func.count())
                                      .group_by(batch_jobs.c.status)).all())
-            conn.rollback()
         return {s: int(rows.get(s, 0)) for s in JOB_STATES}
 
     def get(self, job_id: int) -> dict | None:

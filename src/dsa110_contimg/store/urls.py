@@ -59,6 +59,11 @@ def mask_url(value) -> str:
         return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", text)
 
 
+def mask_passwords(text: str) -> str:
+    """Free text (an error message) with the password of every URL in it replaced by ``***``."""
+    return re.sub(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)[^@/\s]*@", r"\1***@", str(text))
+
+
 def expand_env(text: str) -> str:
     """Expand ``${VAR}`` / ``$VAR``; raises KeyError(name) for an unset variable.
 
