@@ -8,6 +8,7 @@ daemons take work, and ``status`` lists both with their workers.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,8 @@ def pg_service(tmp_path, postgres_cluster):
     shared.mkdir(parents=True)
 
     def make(name, **kw):
-        s = Service(tmp_path / name, products_db=products, registry_db=registry, images=shared, **kw)
+        s = Service(tmp_path / name, products_db=products, registry_db=registry, images=shared,
+                    node=name, **kw)
         made.append(s)
         return s
 
@@ -57,13 +59,15 @@ def test_two_daemons_two_state_folders_one_postgres_every_image_once(pg_service)
                           "--config", str(b.config)], capture_output=True, text=True, env=b.env())
     st = json.loads(out.stdout)
     assert st["daemon"]["instances"] == 2
-    nodes = st["nodes"]
+    nodes = st["daemon"]["nodes"]
     assert len(nodes) == 2 and {nd["pid"] for nd in nodes} == {pa.pid, pb.pid}
+    assert {nd["node"] for nd in nodes} == {"node-a", "node-b"}
     assert all(nd["workers"] == 2 and nd["state"] == "running" for nd in nodes)
     text = subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", "status", "--config",
                            str(a.config)], capture_output=True, text=True, env=a.env()).stdout
-    assert "nodes:         2 daemons share this database" in text
-    assert f"pid {pa.pid}: running, 2 workers" in text and f"pid {pb.pid}: running, 2 workers" in text
+    assert "instances:     2 live" in text
+    for pid in (pa.pid, pb.pid):
+        assert re.search(rf"node-[ab]: running \(pid {pid} on [^,]+, heartbeat [0-9.]+ s ago, 2 workers", text), text
     assert "pw-For-Tests" not in out.stdout + out.stderr + text
 
     a.wait_for(a.idle_with(n), 120, "all images done")
