@@ -50,11 +50,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsa110_contimg.core.enums import METHODS
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-METHODS = ("forced", "peak", "adaptive", "aegean")
 _DELEGATED = {"adaptive": "dsa110_contimg.science.methods.adaptive",
               "aegean": "dsa110_contimg.science.methods.aegean"}
 #: sources per vectorised chunk (bounds memory: ~N*S*S*8 bytes per array)

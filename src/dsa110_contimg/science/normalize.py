@@ -24,17 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dsa110_contimg.core.clipping import MAD_TO_SIGMA, MEDIAN_EFFICIENCY, mad_clip, mad_sigma  # noqa: F401 (re-exported)
 from dsa110_contimg.core.errors import InvalidLightCurve, NotNormalisable
 
-#: Gaussian-equivalent sigma of the median absolute deviation.
-MAD_TO_SIGMA = 1.4826
-#: Standard error of a sample median is sqrt(pi/2) sigma/sqrt(N) for Gaussian data.
-MEDIAN_EFFICIENCY = float(np.sqrt(np.pi / 2.0))
-
-
-def _mad_sigma(x, axis=None):
-    med = np.nanmedian(x, axis=axis, keepdims=True)
-    return MAD_TO_SIGMA * np.nanmedian(np.abs(x - med), axis=axis)
 
 
 def select_references(snr, compact_ok, isolated_ok, chi2_nu_recent=None, master_reference_ok=None,
@@ -138,7 +130,7 @@ def reference_baselines(flux2d, mjd2d, *, n_epochs: int = 10, min_points: int = 
     if usable.any():
         sub = first[usable]
         baseline[usable] = np.nanmedian(sub, axis=1)
-        rms[usable] = _mad_sigma(sub, axis=1)
+        rms[usable] = mad_sigma(sub, axis=1)
     return baseline, rms, usable
 
 
@@ -240,11 +232,11 @@ def compute_correction(ref_flux, ref_baseline, *, min_refs: int = 3, clip_sigma:
                           f"baseline); at least {min_refs} needed")
     rv = r[valid]
     c = float(np.median(rv))
-    s = float(_mad_sigma(rv))
-    keep = np.abs(rv - c) <= clip_sigma * s
+    s = float(mad_sigma(rv))
+    keep = mad_clip(rv, clip_sigma, max_iter=1)
     if keep.sum() >= min_refs:
         c = float(np.median(rv[keep]))
-        s = float(_mad_sigma(rv[keep]))
+        s = float(mad_sigma(rv[keep]))
     else:
         keep = np.ones_like(keep)
     used = np.zeros(f.shape, bool)

@@ -44,6 +44,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from dsa110_contimg.core.clipping import MEDIAN_EFFICIENCY, clipped_std, mad_sigma
+from dsa110_contimg.core.enums import header_is_mosaic
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.science.results import Flag, MeasurementTable
 
@@ -228,38 +230,13 @@ def _strided_sample(data, max_samples: int) -> np.ndarray:
 def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 262_144) -> float:
     """Sigma-clipped standard deviation of the finite pixels, Jy/beam.
 
-    Median-centred clipping at ``sigma`` for up to ``maxiters`` rounds
-    (science.md §3.4) over at most about ``max_samples`` pixels taken on a
+    Median-centred std clipping at ``sigma`` for up to ``maxiters`` rounds
+    (:func:`dsa110_contimg.core.clipping.clipped_std`; docs/science.md, Noise and QC
+    statistics) over at most about ``max_samples`` pixels taken on a
     regular stride (deterministic; the sample, not the map, is copied). NaN
     when no finite pixel.
     """
-    v = np.sort(_strided_sample(data, max_samples))
-    n = v.size
-    if n == 0:
-        return float("nan")
-    # sorted once: every clipping round keeps a contiguous range [lo, hi); sums by prefix sums
-    d = v - v[n // 2]
-    c1 = np.concatenate(([0.0], np.cumsum(d)))
-    c2 = np.concatenate(([0.0], np.cumsum(d * d)))
-    lo, hi = 0, n
-
-    def std_of(lo, hi):
-        k = hi - lo
-        mean = (c1[hi] - c1[lo]) / k
-        return float(np.sqrt(max((c2[hi] - c2[lo]) / k - mean * mean, 0.0)))
-
-    for _ in range(maxiters):
-        k = hi - lo
-        med = 0.5 * (v[lo + (k - 1) // 2] + v[lo + k // 2])
-        std = std_of(lo, hi)
-        if not std > 0:
-            break
-        nlo = max(lo, int(np.searchsorted(v, med - sigma * std, "left")))
-        nhi = min(hi, int(np.searchsorted(v, med + sigma * std, "right")))
-        if (nlo, nhi) == (lo, hi) or nhi <= nlo:
-            break
-        lo, hi = nlo, nhi
-    return std_of(lo, hi)
+    return clipped_std(_strided_sample(data, max_samples), sigma=sigma, maxiters=maxiters)
 
 
 def map_median(rms_map, *, max_samples: int = 262_144) -> float:
@@ -342,7 +319,7 @@ def _check_noise(c: _Collector, m: dict, limits: QCLimits, history):
 def _check_beam(c: _Collector, m: dict, image, limits: QCLimits, history):
     beam = image.beam
     if beam is None:
-        if "NIMAGES" in image.header:
+        if header_is_mosaic(image.header):
             c.add("beam", WARNING, "mosaic without a restoring beam (expected for DSA-110 "
                                    "mosaics; fluxes from the biased box-peak method)")
         elif limits.require_beam:
@@ -410,7 +387,7 @@ def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compac
     Returns
     -------
     (ratio, scatter, n)
-        Median ratio, its standard error (1.4826 MAD x 1.2533 / sqrt(n)) and the
+        Median ratio, its standard error (1.4826 MAD x sqrt(pi/2) / sqrt(n)) and the
         number of sources used (NaN, NaN, n when n is 0).
     """
     cat = np.asarray(catalog_flux_mjy, dtype=float).ravel()
@@ -433,7 +410,7 @@ def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compac
         return float("nan"), float("nan"), 0
     r = peak_mjy[sel] / cat[sel]
     med = float(np.median(r))
-    err = float(1.4826 * np.median(np.abs(r - med)) * 1.2533 / np.sqrt(n))
+    err = float(mad_sigma(r) * MEDIAN_EFFICIENCY / np.sqrt(n))
     return med, err, n
 
 

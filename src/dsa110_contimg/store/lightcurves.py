@@ -16,6 +16,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsa110_contimg.core.geometry import angular_separation_deg
 from dsa110_contimg.store.schema import (
     METRIC_COLUMNS, RUNNING_SUM_COLUMNS, ese_candidates, images, measurements, reference_baselines,
     sources, variability_stats,
@@ -55,18 +56,12 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
     if rows:
         ra = out["ra_center_deg"].astype(float)
         dec = out["dec_center_deg"].astype(float)
-        sep = _sep_deg(ra, dec, ra_deg, dec_deg)
+        sep = angular_separation_deg(ra, dec, ra_deg, dec_deg)
         keep = sep <= radius_deg
         out = {k: v[keep] for k, v in out.items()}
     out["id"] = out["id"].astype(np.int64)
     out["mjd"] = np.array([np.nan if v is None else v for v in out["mjd"]], float)
     return out
-
-
-def _sep_deg(ra1, dec1, ra2, dec2):
-    r1, d1, r2, d2 = map(np.deg2rad, (ra1, dec1, ra2, dec2))
-    s = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
-    return np.rad2deg(2 * np.arcsin(np.sqrt(np.clip(s, 0, 1))))
 
 
 def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Sequence[int], *,
@@ -131,6 +126,25 @@ def load_image_fluxes(conn: Connection, image_id: int, source_ids: Sequence[int]
     flux = np.array([found.get(s, (np.nan, np.nan))[0] for s in src], float)
     err = np.array([found.get(s, (np.nan, np.nan))[1] for s in src], float)
     return flux, err
+
+
+def image_raw_fluxes(conn: Connection, image_id: int):
+    """Every measurement of one image: ``(source_ids, peak_jyb, peak_err_jyb)`` arrays
+    (NaN where a value is NULL; failed measurements included)."""
+    rows = conn.execute(sa.select(measurements.c.source_id, measurements.c.peak_jyb,
+                                  measurements.c.peak_err_jyb).where(
+        measurements.c.image_id == int(image_id))).all()
+    ids = np.array([r[0] for r in rows], np.int64)
+    f = np.array([np.nan if r[1] is None else r[1] for r in rows], float)
+    e = np.array([np.nan if r[2] is None else r[2] for r in rows], float)
+    return ids, f, e
+
+
+def flag_image_measurements(conn: Connection, image_id: int, flag: int) -> None:
+    """OR ``flag`` (a :class:`~dsa110_contimg.science.results.Flag` bit) into every
+    measurement of one image."""
+    conn.execute(measurements.update().where(measurements.c.image_id == int(image_id))
+                 .values(flags=measurements.c.flags.op("|")(int(flag))))
 
 
 def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=None, factor_err=None,

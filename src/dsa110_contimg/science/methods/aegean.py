@@ -101,6 +101,7 @@ from dsa110_contimg.core.errors import (
     MapMismatch,
     MethodUnavailable,
 )
+from dsa110_contimg.core.geometry import unit_vectors
 from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 #: How to install the optional dependency (quoted in errors).
@@ -241,8 +242,7 @@ def _group_labels(ra_deg, dec_deg, eps_arcmin: float) -> np.ndarray:
     n = len(ra_deg)
     if n == 0:
         return np.zeros(0, np.int64)
-    ra, dec = np.deg2rad(ra_deg), np.deg2rad(dec_deg)
-    xyz = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    xyz = unit_vectors(ra_deg, dec_deg)
     chord = np.sin(np.deg2rad(eps_arcmin / 60.0))  # the measure Aegean uses
     pairs = cKDTree(xyz).query_pairs(chord, output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
