@@ -438,7 +438,7 @@ def _update_baselines(conn, ref_ids: list[int], near, cfg) -> set[int]:
     rows, changed = [], set()
     for sid, b, r, u, k, th in zip(ref_ids, base, rms, usable, npts, through):
         prev = old.get(sid, {})
-        rows.append({"source_id": sid, "method": "forced", "baseline_jyb": b if u else None,
+        rows.append({"source_id": sid, "method": cfg.method, "baseline_jyb": b if u else None,
                      "baseline_rms_jyb": r if u else None, "n_points": int(k),
                      "through_mjd": th if np.isfinite(th) else None,
                      "valid": bool(prev.get("valid", True)), "invalid_reason": prev.get("invalid_reason")})

@@ -449,7 +449,6 @@ class PhotometryManager:
             "beam_minor_arcsec": beam.minor_arcsec if beam else None,
             "beam_pa_deg": beam.pa_deg if beam else None, "beam_source": image.beam_source,
             "ra_center_deg": ra_c, "dec_center_deg": dec_c, "radius_deg": radius,
-            "field_key": f"{round(ra_c, 1):.1f}{round(dec_c, 1):+.1f}",
             "median_rms_jyb": median_rms, "method": method, "catalog": cfg.catalog,
             "n_sources": len(table), "n_success": table.n_success, "notes": json.dumps(notes),
             "measured_at": time.time(),
