@@ -386,7 +386,7 @@ def _ensemble_references(conn, ctx: ImageContext, table, cfg):
 
 
 def _check_reference_stability(conn, ctx: ImageContext, ref_ids, cfg) -> None:
-    """science.md section 7 step 5: chi2_nu of each reference's normalised flux over the last
+    """docs/science.md, Normalisation (reference stability): chi2_nu of each reference's normalised flux over the last
     ``norm_stability_days`` (>= 5 points) above ``norm_stability_chi2`` -> reference invalid.
 
     Only references with a complete baseline are judged (while a baseline is the median

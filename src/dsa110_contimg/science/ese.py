@@ -3,7 +3,7 @@
 Three layers, all vectorised over sources and free of database access:
 
 1. **Threshold presets** on the per-source statistics of
-   :mod:`dsa110_contimg.science.variability` (``science.md`` section 11.2):
+   :mod:`dsa110_contimg.science.variability` (docs/science.md, ESE criteria):
    sigma-deviation, reduced chi-squared and eta must *all* pass
    (:data:`PRESETS`, :func:`classify`), plus a 0-10 :func:`composite_score`.
 2. **eta-V selection** with Gaussian sigma thresholds fitted to the population
@@ -65,7 +65,8 @@ class ESEPreset:
     eta: float
 
 
-#: Named presets (sigma-dev / chi2_nu / eta), ``science.md`` section 11.2.
+#: Named presets (sigma-dev / chi2_nu / eta), docs/science.md, ESE criteria
+#: (the values: :data:`dsa110_contimg.core.enums.ESE_PRESET_THRESHOLDS`).
 PRESETS: dict[str, ESEPreset] = {name: ESEPreset(*t) for name, t in ESE_PRESET_THRESHOLDS.items()}
 
 #: Composite score weights and the metric range mapped onto [0, 1].

@@ -691,7 +691,7 @@ def noise_correlation_factor(data, background, rms, kernel: np.ndarray, *,
     """Matched-filter noise factor of an image: std(filtered z) / std(z), z = (D - B)/sigma.
 
     The forced estimator's quoted error is the kernel-weighted mean pixel
-    noise (science.md §1.3). For noise correlated on the beam scale the
+    noise (docs/science.md, Forced photometry: estimator). For noise correlated on the beam scale the
     amplitude scatters more or less than a pixel does (sqrt(2) times for white
     noise convolved with the beam, about 1.15 for noise correlated like the
     PSF, much less for white noise). Applying the same unit-peak kernel to the

@@ -4,7 +4,7 @@ Each image's flux scale wanders by several per cent (atmosphere, calibration
 drift, beam model). Bright, compact, isolated and stable *reference* sources are
 forced-measured on every image; the ratio of each reference's flux to its
 baseline gives the image's gain, and every flux of the image is divided by it
-(``science.md`` section 7):
+(docs/science.md, Normalisation):
 
 1. :func:`select_references` -- the references of a field.
 2. :func:`reference_baselines` -- median of each reference's first epochs.
@@ -42,7 +42,7 @@ def select_references(snr, compact_ok, isolated_ok, chi2_nu_recent=None, master_
         Unresolved (``resolved_flag == 0``) and unconfused (``confusion_flag == 0``).
     chi2_nu_recent : array-like, shape (n,), optional
         Reduced chi-squared of each source's normalised flux over the last 30 days
-        (``science.md`` section 7 step 5); NaN means "fewer than 5 recent points,
+        (docs/science.md, Normalisation: reference stability); NaN means "fewer than 5 recent points,
         not judged" and keeps the source. Sources above ``max_chi2_nu`` are dropped.
     master_reference_ok : array-like of bool, shape (n,), optional
         Flag from the master source list (e.g. spectral index -1.2 < alpha < 0.2 and

@@ -11,8 +11,8 @@ passes the ``metrics`` of the field's recent images back in as ``history``.
 Checks
 ------
 noise
-    ``median_rms_jyb`` = median of the rms map (finite, > 0 pixels, science.md
-    §3.4), ``clipped_rms_jyb`` = 3-sigma, 5-iteration clipped standard
+    ``median_rms_jyb`` = median of the rms map (finite, > 0 pixels; docs/science.md,
+    Noise and QC statistics), ``clipped_rms_jyb`` = 3-sigma, 5-iteration clipped standard
     deviation of the image. Each is compared with an absolute limit
     (:attr:`QCLimits.max_rms_jyb`) and with the median of the same metric over
     the field's history (ratio limits; a much *lower* noise than usual is a
