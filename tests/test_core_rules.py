@@ -87,3 +87,12 @@ def test_truncated_normal_variance_matches_sampling():
     z = rng.normal(size=2_000_000)
     assert clipping.truncated_normal_variance(2.0) == pytest.approx(np.var(z[np.abs(z) <= 2.0]),
                                                                     rel=5e-3)
+
+
+def test_fits_name_rule_is_shared():
+    from dsa110_contimg.service import classify, intake, watcher
+
+    assert watcher.is_fits_name is enums.is_fits_name and intake.is_fits_name is enums.is_fits_name
+    assert enums.is_fits_name(b"/a/\xff.FTS") and not enums.is_fits_name("/a/x.fits.part")
+    assert classify.classify_name("/a/x.fit").reason != "not a FITS file name"
+    assert classify.classify_name("/a/x.txt").reason == "not a FITS file name"

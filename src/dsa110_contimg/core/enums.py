@@ -9,11 +9,14 @@ Every other layer imports these names; none re-spells the lists.
   :data:`ESE_PRESET_THRESHOLDS`, docs/science.md, ESE criteria).
 * :data:`CONFIDENCE_LEVELS`, :func:`confidence_level` -- the ESE candidate
   confidence of a composite score (0-10).
+* :data:`FITS_SUFFIXES`, :func:`is_fits_name` -- which file names are images.
 * :data:`MOSAIC_KEYWORDS`, :func:`header_is_mosaic` -- the mosaic rule for FITS
   headers (the daemon's classifier, the manager and QC all use it).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -71,6 +74,16 @@ def confidence_level(score) -> np.ndarray:
                                  np.where(np.isfinite(s), "low", "none")))
 
 
+#: File-name suffixes of FITS images the service considers (case-insensitive).
+FITS_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fts")
+
+
+def is_fits_name(path) -> bool:
+    """True when the name of ``path`` (str or bytes, undecodable bytes allowed) ends with
+    one of :data:`FITS_SUFFIXES`, case-insensitively."""
+    return os.fsencode(path).lower().endswith(tuple(s.encode() for s in FITS_SUFFIXES))
+
+
 #: Header keywords that mark a mosaic (the DSA-110 mosaic builder writes NIMAGES).
 MOSAIC_KEYWORDS: tuple[str, ...] = ("NIMAGES",)
 
@@ -87,4 +100,4 @@ def header_is_mosaic(header) -> bool:
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "SURVEYS", "SURVEY_ALIASES",
            "canonical_survey", "ESE_PRESETS", "ESE_PRESET_THRESHOLDS", "CONFIDENCE_LEVELS",
-           "CONFIDENCE_THRESHOLDS", "confidence_level", "MOSAIC_KEYWORDS", "header_is_mosaic"]
+           "CONFIDENCE_THRESHOLDS", "confidence_level", "MOSAIC_KEYWORDS", "header_is_mosaic", "FITS_SUFFIXES", "is_fits_name"]

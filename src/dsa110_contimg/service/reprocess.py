@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
+from dsa110_contimg.core.enums import is_fits_name
 from dsa110_contimg.core.errors import ConfigError, PhotometryError
 from dsa110_contimg.core.progress import ProgressBar as _ProgressBar
 
@@ -142,7 +143,7 @@ def discover(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple
         for q in candidates:
             nc = classify_name(q)
             if not nc.measured:
-                if p.is_file() or q.suffix.lower() in (".fits", ".fit", ".fts"):
+                if p.is_file() or is_fits_name(q.name):
                     skipped.append((str(q), nc.reason))
                 continue
             if nc.role == "restored" and pb_sibling(q) is not None:
