@@ -190,6 +190,14 @@ class QCResult:
         return asdict(self)
 
 
+def _times(x: float) -> str:
+    return f"{x:g}x"
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:g} %"
+
+
 class _Collector:
     def __init__(self):
         self.reasons: list[str] = []
@@ -202,6 +210,17 @@ class _Collector:
         self.reasons.append(f"{check}: {text}")
         if _RANK[level] > _RANK[self.checks.get(check, PASSED)]:
             self.checks[check] = level
+
+    def grade(self, check: str, value: float, warn: float, fail: float, what: str, limit) -> bool:
+        """The one warn/fail rule: ``value > fail`` fails, else ``value > warn`` warns, the
+        reason being ``what`` and the threshold as ``limit(threshold)``. True when graded."""
+        if value > fail:
+            self.add(check, FAILED, f"{what} (limit {limit(fail)})")
+        elif value > warn:
+            self.add(check, WARNING, f"{what} (warn at {limit(warn)})")
+        else:
+            return False
+        return True
 
     @property
     def status(self) -> str:
@@ -302,15 +321,10 @@ def _check_noise(c: _Collector, m: dict, limits: QCLimits, history):
         if np.isfinite(ref):
             ratio = v / ref
             c.ok("rms_history")
-            if ratio > limits.rms_history_fail:
-                c.add("rms_history", FAILED, f"{label} {v * 1e3:.4g} mJy/beam is {ratio:.2f}x the "
-                      f"field's recent median {ref * 1e3:.4g} mJy/beam (limit "
-                      f"{limits.rms_history_fail:g}x)")
-            elif ratio > limits.rms_history_warn:
-                c.add("rms_history", WARNING, f"{label} {v * 1e3:.4g} mJy/beam is {ratio:.2f}x the "
-                      f"field's recent median {ref * 1e3:.4g} mJy/beam (warn at "
-                      f"{limits.rms_history_warn:g}x)")
-            elif ratio < 1.0 / limits.rms_history_fail:
+            high = c.grade("rms_history", ratio, limits.rms_history_warn, limits.rms_history_fail,
+                           f"{label} {v * 1e3:.4g} mJy/beam is {ratio:.2f}x the field's recent "
+                           f"median {ref * 1e3:.4g} mJy/beam", _times)
+            if not high and ratio < 1.0 / limits.rms_history_fail:
                 c.add("rms_history", WARNING, f"{label} {v * 1e3:.4g} mJy/beam is only {ratio:.2f}x "
                       f"the field's recent median {ref * 1e3:.4g} mJy/beam (model or mis-scaled "
                       f"image?)")
@@ -350,23 +364,16 @@ def _check_beam(c: _Collector, m: dict, image, limits: QCLimits, history):
         c.ok("beam_history")
         r = max(v / ref, ref / v)
         axis = key.split("_")[1]
-        if r > limits.beam_history_fail:
-            c.add("beam_history", FAILED, f"beam {axis} axis {v:.4g}\" differs {r:.2f}x from the "
-                  f"field's recent median {ref:.4g}\" (limit {limits.beam_history_fail:g}x)")
-        elif r > limits.beam_history_warn:
-            c.add("beam_history", WARNING, f"beam {axis} axis {v:.4g}\" differs {r:.2f}x from the "
-                  f"field's recent median {ref:.4g}\" (warn at {limits.beam_history_warn:g}x)")
+        c.grade("beam_history", r, limits.beam_history_warn, limits.beam_history_fail,
+                f"beam {axis} axis {v:.4g}\" differs {r:.2f}x from the field's recent median "
+                f"{ref:.4g}\"", _times)
 
 
 def _check_blanking(c: _Collector, m: dict, limits: QCLimits):
     f = m["blanked_fraction"]
     c.ok("blanked")
-    if f > limits.blanked_fail:
-        c.add("blanked", FAILED, f"{100 * f:.1f} % of pixels are blanked (limit "
-                                 f"{100 * limits.blanked_fail:g} %)")
-    elif f > limits.blanked_warn:
-        c.add("blanked", WARNING, f"{100 * f:.1f} % of pixels are blanked (warn at "
-                                  f"{100 * limits.blanked_warn:g} %)")
+    c.grade("blanked", f, limits.blanked_warn, limits.blanked_fail,
+            f"{100 * f:.1f} % of pixels are blanked", _percent)
 
 
 def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compact=None,
@@ -427,14 +434,9 @@ def _check_flux_scale(c: _Collector, m: dict, measurements, catalog_flux_mjy, co
         return
     c.ok("flux_scale")
     dev = abs(ratio - 1.0)
-    if dev > limits.flux_scale_fail:
-        c.add("flux_scale", FAILED, f"median measured/catalogue flux ratio {ratio:.3f} +/- "
-              f"{err:.3f} over {n} sources is off by {100 * dev:.1f} % (limit "
-              f"{100 * limits.flux_scale_fail:g} %)")
-    elif dev > limits.flux_scale_warn:
-        c.add("flux_scale", WARNING, f"median measured/catalogue flux ratio {ratio:.3f} +/- "
-              f"{err:.3f} over {n} sources is off by {100 * dev:.1f} % (warn at "
-              f"{100 * limits.flux_scale_warn:g} %)")
+    c.grade("flux_scale", dev, limits.flux_scale_warn, limits.flux_scale_fail,
+            f"median measured/catalogue flux ratio {ratio:.3f} +/- {err:.3f} over {n} sources "
+            f"is off by {100 * dev:.1f} %", _percent)
 
 
 def image_statistics(image, *, maps=None, with_blanking: bool = False) -> dict[str, float]:
