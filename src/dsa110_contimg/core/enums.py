@@ -9,6 +9,7 @@ Every other layer imports these names; none re-spells the lists.
   :data:`ESE_PRESET_THRESHOLDS`, docs/science.md, ESE criteria).
 * :data:`CONFIDENCE_LEVELS`, :func:`confidence_level` -- the ESE candidate
   confidence of a composite score (0-10).
+* :data:`QC_VERDICTS`, :data:`QC_STATES` -- image quality-control outcomes.
 * :data:`FITS_SUFFIXES`, :func:`is_fits_name` -- which file names are images.
 * :data:`MOSAIC_KEYWORDS`, :func:`header_is_mosaic` -- the mosaic rule for FITS
   headers (the daemon's classifier, the manager and QC all use it).
@@ -74,6 +75,12 @@ def confidence_level(score) -> np.ndarray:
                                  np.where(np.isfinite(s), "low", "none")))
 
 
+#: Verdicts of image quality control, best first.
+QC_VERDICTS: tuple[str, ...] = ("passed", "warning", "failed")
+#: Stored QC states of an image: ``pending`` until QC ran, then a verdict.
+QC_STATES: tuple[str, ...] = ("pending",) + QC_VERDICTS
+
+
 #: File-name suffixes of FITS images the service considers (case-insensitive).
 FITS_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fts")
 
@@ -100,4 +107,5 @@ def header_is_mosaic(header) -> bool:
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "SURVEYS", "SURVEY_ALIASES",
            "canonical_survey", "ESE_PRESETS", "ESE_PRESET_THRESHOLDS", "CONFIDENCE_LEVELS",
-           "CONFIDENCE_THRESHOLDS", "confidence_level", "MOSAIC_KEYWORDS", "header_is_mosaic", "FITS_SUFFIXES", "is_fits_name"]
+           "CONFIDENCE_THRESHOLDS", "confidence_level", "MOSAIC_KEYWORDS", "header_is_mosaic", "FITS_SUFFIXES", "is_fits_name",
+           "QC_VERDICTS", "QC_STATES"]

@@ -45,11 +45,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from dsa110_contimg.core.clipping import MEDIAN_EFFICIENCY, clipped_std, mad_sigma
-from dsa110_contimg.core.enums import header_is_mosaic
+from dsa110_contimg.core.enums import QC_VERDICTS, header_is_mosaic
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.science.results import Flag, MeasurementTable
 
-PASSED, WARNING, FAILED = "passed", "warning", "failed"
+PASSED, WARNING, FAILED = QC_VERDICTS
 _RANK = {PASSED: 0, WARNING: 1, FAILED: 2}
 
 #: metrics keys compared against history

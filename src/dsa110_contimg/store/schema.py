@@ -28,6 +28,8 @@ from sqlalchemy import (
     Text, UniqueConstraint,
 )
 
+from dsa110_contimg.core.enums import QC_STATES  # noqa: F401 - image QC states, re-exported
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -43,8 +45,6 @@ registry_metadata = MetaData(naming_convention=NAMING)
 JOB_STATES = ("pending", "running", "done", "failed", "dead", "cancelled")
 #: Batch job item states.
 ITEM_STATES = ("pending", "running", "done", "failed", "cancelled")
-#: Image quality-control states.
-QC_STATES = ("pending", "passed", "warning", "failed")
 #: Per-image normalisation states.
 NORM_STATES = ("not_requested", "ok", "failed")
 #: ESE candidate lifecycle.
