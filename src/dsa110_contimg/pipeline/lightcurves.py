@@ -36,6 +36,7 @@ from dsa110_contimg.core.enums import confidence_level
 from dsa110_contimg.core.geometry import chord_of_angle, unit_vectors
 from dsa110_contimg.science.results import Flag
 from dsa110_contimg.store import lightcurves as lc_store
+from dsa110_contimg.store.values import clean
 
 log = structlog.get_logger("dsa110_contimg.pipeline.lightcurves")
 
@@ -108,23 +109,9 @@ def record_qc(conn, ctx: ImageContext, qc) -> None:
     from dsa110_contimg.store.products import set_image_fields
 
     set_image_fields(conn, ctx.image_id, qc_status=qc.status, qc_reasons=list(qc.reasons),
-                     qc_metrics=_jsonable(qc.metrics))
+                     qc_metrics=clean(qc.metrics))
     if qc.status == "failed":
         lc_store.flag_image_measurements(conn, ctx.image_id, Flag.QC_FAILED)
-
-
-def _jsonable(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, (np.floating, float)):
-            out[k] = float(v) if np.isfinite(v) else None
-        elif isinstance(v, (np.integer,)):
-            out[k] = int(v)
-        elif isinstance(v, (np.bool_,)):
-            out[k] = bool(v)
-        else:
-            out[k] = v
-    return json.loads(json.dumps(out, default=str))
 
 
 def _compactness(cat, image):

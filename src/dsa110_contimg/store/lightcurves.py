@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dsa110_contimg.core.geometry import angular_separation_deg
+from dsa110_contimg.store.values import clean as _clean
+from dsa110_contimg.store.values import finite_or_none as _f
 from dsa110_contimg.store.schema import (
     METRIC_COLUMNS, RUNNING_SUM_COLUMNS, ese_candidates, images, measurements, reference_baselines,
     sources, variability_stats,
@@ -168,13 +170,6 @@ def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=No
         .values(norm_flux_jyb=sa.bindparam("f"), norm_err_jyb=sa.bindparam("e")), rows)
 
 
-def _f(x):
-    if x is None:
-        return None
-    x = float(x)
-    return x if np.isfinite(x) else None
-
-
 def load_baselines(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
     """Reference baselines by source id."""
     out: dict[int, dict] = {}
@@ -194,16 +189,6 @@ def save_baselines(conn: Connection, rows: Iterable[dict]) -> None:
     for chunk in _chunks(ids):
         conn.execute(reference_baselines.delete().where(reference_baselines.c.source_id.in_(chunk)))
     conn.execute(reference_baselines.insert(), [{k: _clean(v) for k, v in r.items()} for r in rows])
-
-
-def _clean(v):
-    if isinstance(v, (float, np.floating)):
-        return _f(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
 
 
 def load_running_stats(conn: Connection, source_ids: Sequence[int]):
