@@ -17,4 +17,4 @@ if ((${#need[@]})); then
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test,aegean,postgres,dask,web]'
+.venv/bin/pip install -q -e '.[test,aegean,postgres,dask,web,online,plot]'

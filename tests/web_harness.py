@@ -77,7 +77,7 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
                 gain = 1.0 + rng.normal(0, 0.03)
                 img_rows.append((image_id, f"/data/images/field{k:02d}/epoch{e:03d}.img-image-pb.fits", "x",
                                  "image", mjd, 1.4e9, 15.0, 10.0, 0.0, "header", 10.0 + 8.0 * k, 30.0, 1.0,
-                                 f"f{k}", 1e-3, "forced", "nvss", ids.size, ids.size, qc,
+                                 1e-3, "forced", "nvss", ids.size, ids.size, qc,
                                  json.dumps(["rms 3.1x the field median"] if qc == "failed" else []),
                                  "ok" if qc == "passed" else "failed", gain, 0.002, 0.01, 20,
                                  None if qc == "passed" else "image failed QC", now - 86400 + 80 * image_id))
@@ -87,10 +87,10 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
                                  now - 86400 + 80 * image_id + 20, now - 86400 + 80 * image_id + 20))
         con.executemany(
             "INSERT INTO images (id, path, content_id, kind, mjd, freq_hz, beam_major_arcsec, beam_minor_arcsec, "
-            "beam_pa_deg, beam_source, ra_center_deg, dec_center_deg, radius_deg, field_key, median_rms_jyb, "
+            "beam_pa_deg, beam_source, ra_center_deg, dec_center_deg, radius_deg, median_rms_jyb, "
             "method, catalog, n_sources, n_success, qc_status, qc_reasons, norm_status, norm_factor, "
             "norm_factor_err, norm_scatter, norm_n_refs, norm_reason, measured_at) VALUES "
-            f"({','.join('?' * 28)})", img_rows)
+            f"({','.join('?' * 27)})", img_rows)
         con.executemany("INSERT INTO batch_jobs (type, status, origin, params, total_items, completed_items, "
                         "failed_items, attempts, max_attempts, not_before, created_at, updated_at, finished_at) "
                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

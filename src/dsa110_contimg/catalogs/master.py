@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 
 from dsa110_contimg.catalogs.readers import NormalisedTable
 from dsa110_contimg.core.errors import CatalogError, CatalogMissing
+from dsa110_contimg.core.geometry import angle_of_chord, chord_of_angle, unit_vectors
 
 #: Frequencies (GHz) of NVSS and VLASS used for the spectral index.
 NU_NVSS_GHZ = 1.4
@@ -47,12 +48,6 @@ SNR_MIN = 50.0
 RESOLVED_ARCSEC = 6.0
 ALPHA_RANGE = (-1.2, 0.2)
 MASTER_KEY = "master:build"
-
-
-def _xyz(ra_deg, dec_deg) -> np.ndarray:
-    ra, dec = np.radians(np.asarray(ra_deg, float)), np.radians(np.asarray(dec_deg, float))
-    c = np.cos(dec)
-    return np.column_stack([c * np.cos(ra), c * np.sin(ra), np.sin(dec)])
 
 
 def match_nearest(ra1, dec1, ra2, dec2, radius_arcsec: float):
@@ -70,12 +65,12 @@ def match_nearest(ra1, dec1, ra2, dec2, radius_arcsec: float):
     n1 = len(ra1)
     if n1 == 0 or len(ra2) == 0:
         return np.full(n1, -1), np.full(n1, np.nan), np.zeros(n1, dtype=np.int64)
-    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
-    tree = cKDTree(_xyz(ra2, dec2))
-    p = _xyz(ra1, dec1)
+    chord = float(chord_of_angle(radius_arcsec / 3600.0))
+    tree = cKDTree(unit_vectors(ra2, dec2))
+    p = unit_vectors(ra1, dec1)
     dist, idx = tree.query(p, k=1, distance_upper_bound=chord * (1 + 1e-12))
     ok = np.isfinite(dist)
-    sep = np.where(ok, np.degrees(2.0 * np.arcsin(np.minimum(dist, 2.0) / 2.0)) * 3600.0, np.nan)
+    sep = np.where(ok, angle_of_chord(dist) * 3600.0, np.nan)
     count = np.asarray(tree.query_ball_point(p, chord * (1 + 1e-12), return_length=True),
                        dtype=np.int64)
     return np.where(ok, idx, -1), sep, count

@@ -4,7 +4,7 @@ The IAU rule for ``JHHMMSS.s+DDMMSS`` designations is truncation, not
 rounding, of the sexagesimal position: RA 90.0084167 deg (06h00m02.02s),
 Dec -31.6706111 deg (-31d40m14.2s) gives ``J060002-314014``. RA is divided by
 15 (degrees -> hours) before formatting; the earlier code's defect of
-formatting degrees as hours (science.md section 13, #1) is what this module
+formatting degrees as hours (docs/science.md, Known pitfalls: source names) is what this module
 exists to avoid.
 """
 

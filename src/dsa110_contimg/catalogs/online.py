@@ -65,7 +65,8 @@ def fetch_cone(survey: str, ra_deg: float, dec_deg: float, radius_deg: float, *,
         from astropy.coordinates import SkyCoord
         from astroquery.vizier import Vizier
     except ImportError as exc:
-        raise OnlineCatalogError(f"astroquery is not installed: {exc}") from exc
+        raise OnlineCatalogError(f"astroquery is not installed ({exc}): pip install "
+                                 "'dsa110-contimg-photometry[online]'") from exc
     try:
         vizier = Vizier(columns=["**", "_RAJ2000", "_DEJ2000"], row_limit=-1, timeout=timeout_s)
         result = vizier.query_region(SkyCoord(ra_deg, dec_deg, unit="deg", frame="icrs"),

@@ -29,7 +29,7 @@ any        generic CSV/ECSV/FITS/VOTable    ``--ra-column/--dec-column/--flux-co
 Units are converted exactly once: a column's own unit (FITS ``TUNIT``, VOTable
 ``unit``, ECSV) wins; a unitless column takes ``flux_unit`` or the layout's
 documented unit. An explicit ``flux_unit`` that contradicts the column's own
-unit is a :class:`ColumnError` (the double-conversion trap, science.md #10).
+unit is a :class:`ColumnError` (the double-conversion trap, docs/science.md, Known pitfalls).
 ``flux_mjy`` is the integrated flux density where the survey has one, else
 the peak.
 """

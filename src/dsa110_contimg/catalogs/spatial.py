@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from dsa110_contimg.core.geometry import angular_separation_deg  # noqa: F401 (part of this module's API)
+
 #: Height of a declination zone (deg).
 ZONE_HEIGHT_DEG = 0.25
 N_ZONES = int(round(180.0 / ZONE_HEIGHT_DEG))
@@ -25,18 +27,6 @@ def zone_of(dec_deg) -> np.ndarray:
     """Zone number of each declination (deg); Dec +90 falls in the last zone."""
     z = np.floor((np.asarray(dec_deg, dtype=float) + 90.0) / ZONE_HEIGHT_DEG).astype(np.int64)
     return np.clip(z, 0, N_ZONES - 1)
-
-
-def angular_separation_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
-    """Great-circle distance (deg), Vincenty formula (accurate at all separations)."""
-    l1, b1, l2, b2 = (np.radians(np.asarray(x, dtype=float)) for x in (ra1, dec1, ra2, dec2))
-    dl = l2 - l1
-    sdl, cdl = np.sin(dl), np.cos(dl)
-    sb1, cb1, sb2, cb2 = np.sin(b1), np.cos(b1), np.sin(b2), np.cos(b2)
-    num1 = cb2 * sdl
-    num2 = cb1 * sb2 - sb1 * cb2 * cdl
-    den = sb1 * sb2 + cb1 * cb2 * cdl
-    return np.degrees(np.arctan2(np.hypot(num1, num2), den))
 
 
 def wrap_delta_ra(ra_deg, ra0_deg) -> np.ndarray:

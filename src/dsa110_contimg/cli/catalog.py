@@ -24,7 +24,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from dsa110_contimg.cli import common as cli_common
 from dsa110_contimg.core.errors import CatalogError
@@ -183,7 +182,9 @@ def _cmd_cone(args) -> int:
                   "COVERAGE": table.meta.get("coverage", "")}
         cli_common.write_table(t, out)
     if args.json:
-        rows = [{k: _jsonable(row[k]) for k in table.colnames} for row in table]
+        from dsa110_contimg.store.values import clean
+
+        rows = [{k: clean(row[k]) for k in table.colnames} for row in table]
         print(json.dumps(rows))
     elif out is None:
         cols = ["source_id", "ra_deg", "dec_deg", "flux_mjy"]
@@ -195,15 +196,3 @@ def _cmd_cone(args) -> int:
         print(f"{len(table)} sources" + (f" -> {out}" if out is not None else ""),
               file=sys.stderr if out is None else sys.stdout)
     return 0
-
-
-def _jsonable(v):
-    if v is np.ma.masked:
-        return None
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, bytes):
-        return v.decode()
-    return v

@@ -190,35 +190,29 @@ def _wait_log(path: Path, needle: str, proc, timeout: float) -> None:
 
 
 def _report_candidates(db, root: Path, ra_ese: float, dec_ese: float, out) -> int:
-    import sqlalchemy as sa
-
     from dsa110_contimg.cli.main import main as cli_main
-    from dsa110_contimg.store.schema import ese_candidates, sources
+    from dsa110_contimg.core.geometry import angular_separation_deg
+    from dsa110_contimg.store.lightcurves import list_candidates
 
     with db.engine.connect() as conn:
-        rows = conn.execute(sa.select(ese_candidates.c.id, ese_candidates.c.source_id,
-                                      ese_candidates.c.score, ese_candidates.c.confidence,
-                                      ese_candidates.c.sigma_deviation, ese_candidates.c.depth,
-                                      sources.c.catalog_id, sources.c.ra_deg, sources.c.dec_deg)
-                            .join(sources, sources.c.id == ese_candidates.c.source_id)
-                            .order_by(ese_candidates.c.score.desc())).all()
+        rows = list_candidates(conn)
         conn.rollback()
     if not rows:
         print("demo: no ESE candidate was flagged", file=out)
         return 1
     print("ESE candidates (best first):", file=out)
-    for r in rows:
-        sep = np.hypot((r.ra_deg - ra_ese) * np.cos(np.deg2rad(dec_ese)), r.dec_deg - dec_ese) * 3600
-        tag = "  <- injected ESE" if sep < 10 else ""
-        print(f"  #{r.id} {r.catalog_id}: score {r.score:.2f} ({r.confidence}), "
-              f"sigma {r.sigma_deviation or float('nan'):.1f}, depth {r.depth or float('nan'):.2f}{tag}",
-              file=out)
+    sep = angular_separation_deg([r["ra_deg"] for r in rows], [r["dec_deg"] for r in rows],
+                                 ra_ese, dec_ese) * 3600.0
+    for r, s in zip(rows, sep):
+        tag = "  <- injected ESE" if s < 10 else ""
+        print(f"  #{r['id']} {r['catalog_id']}: score {r['score']:.2f} ({r['confidence']}), "
+              f"sigma {r['sigma_deviation'] or float('nan'):.1f}, "
+              f"depth {r['depth'] or float('nan'):.2f}{tag}", file=out)
     best = rows[0]
     png = root / "ese_candidate_lightcurve.png"
-    rc = cli_main(["lightcurve", str(best.source_id), "-o", str(png), "--products-db",
+    rc = cli_main(["lightcurve", str(best["source_id"]), "-o", str(png), "--products-db",
                    str(root / "state" / "products.sqlite3")])
     if rc == 0 and png.exists():
-        print(f"demo: light curve of {best.catalog_id} written to {png}", file=out)
-    found = any(np.hypot((r.ra_deg - ra_ese) * np.cos(np.deg2rad(dec_ese)), r.dec_deg - dec_ese) * 3600
-                < 10 for r in rows)
+        print(f"demo: light curve of {best['catalog_id']} written to {png}", file=out)
+    found = bool((sep < 10).any())
     return 0 if (found and rc == 0 and png.exists()) else 1

@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import sys
 
+from dsa110_contimg.core.enums import QC_STATES
+from dsa110_contimg.store.schema import NORM_STATES
+
 
 def register(sub) -> None:
     from dsa110_contimg.cli import common
@@ -23,9 +26,9 @@ def register(sub) -> None:
                                    "when the image does not exist, 4 when the database is missing.")
     isub = p.add_subparsers(dest="images_command", metavar="ACTION", required=True)
     lp = isub.add_parser("list", help="most recently measured first")
-    lp.add_argument("--norm-status", choices=("ok", "failed", "not_requested"), default=None,
+    lp.add_argument("--norm-status", choices=NORM_STATES, default=None,
                     help="only images with this normalisation status")
-    lp.add_argument("--qc-status", choices=("pending", "passed", "warning", "failed"), default=None,
+    lp.add_argument("--qc-status", choices=QC_STATES, default=None,
                     help="only images with this QC verdict")
     lp.add_argument("--limit", type=int, default=100, help="at most this many (0 = all)")
     sp = isub.add_parser("show", help="one image with its reference choices")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dsa110_contimg.cli import common
 from dsa110_contimg.pipeline import export
+from dsa110_contimg.core.enums import DEFAULT_METHOD, METHODS
 from dsa110_contimg.core.errors import ConfigError
 
 
@@ -50,7 +51,7 @@ def register(subparsers) -> None:
     common.add_db_options(wf)
     p.add_argument("--ra-column", metavar="C", help="RA column name")
     p.add_argument("--dec-column", metavar="C", help="Dec column name")
-    p.add_argument("--method", default="forced", choices=["forced", "peak", "adaptive", "aegean"],
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help="measurement method (default: forced)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output table; format from the suffix (.csv .ecsv .fits .vot)")

@@ -32,8 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 
+from dsa110_contimg.core.enums import confidence_level
+from dsa110_contimg.core.geometry import chord_of_angle, unit_vectors
 from dsa110_contimg.science.results import Flag
 from dsa110_contimg.store import lightcurves as lc_store
+from dsa110_contimg.store.values import clean
 
 log = structlog.get_logger("dsa110_contimg.pipeline.lightcurves")
 
@@ -106,26 +109,9 @@ def record_qc(conn, ctx: ImageContext, qc) -> None:
     from dsa110_contimg.store.products import set_image_fields
 
     set_image_fields(conn, ctx.image_id, qc_status=qc.status, qc_reasons=list(qc.reasons),
-                     qc_metrics=_jsonable(qc.metrics))
+                     qc_metrics=clean(qc.metrics))
     if qc.status == "failed":
-        from dsa110_contimg.store.schema import measurements
-
-        conn.execute(measurements.update().where(measurements.c.image_id == ctx.image_id)
-                     .values(flags=measurements.c.flags.op("|")(int(Flag.QC_FAILED))))
-
-
-def _jsonable(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, (np.floating, float)):
-            out[k] = float(v) if np.isfinite(v) else None
-        elif isinstance(v, (np.integer,)):
-            out[k] = int(v)
-        elif isinstance(v, (np.bool_,)):
-            out[k] = bool(v)
-        else:
-            out[k] = v
-    return json.loads(json.dumps(out, default=str))
+        lc_store.flag_image_measurements(conn, ctx.image_id, Flag.QC_FAILED)
 
 
 def _compactness(cat, image):
@@ -149,12 +135,10 @@ def _isolated(cat, image) -> np.ndarray:
     """No other catalogue source within ISOLATION_BEAMS x BMAJ (of those queried)."""
     from scipy.spatial import cKDTree
 
-    ra = np.deg2rad(np.asarray(cat["ra_deg"], float))
-    dec = np.deg2rad(np.asarray(cat["dec_deg"], float))
-    xyz = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    xyz = unit_vectors(cat["ra_deg"], cat["dec_deg"])
     beam = image.beam.major_deg if image.beam is not None else 45.0 / 3600.0
-    r = 2 * np.sin(np.deg2rad(ISOLATION_BEAMS * beam) / 2)
-    counts = np.array([len(n) for n in cKDTree(xyz).query_ball_point(xyz, r)]) if len(ra) else np.array([], int)
+    r = chord_of_angle(ISOLATION_BEAMS * beam)
+    counts = np.array([len(n) for n in cKDTree(xyz).query_ball_point(xyz, r)]) if len(xyz) else np.array([], int)
     return counts <= 1
 
 
@@ -257,15 +241,7 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
             if not changed.intersection(refs.tolist()):
                 continue
             flux, _ = lc_store.load_image_fluxes(conn, int(img_id), refs)
-            from dsa110_contimg.store.schema import measurements
-            import sqlalchemy as sa
-
-            rows = conn.execute(sa.select(measurements.c.source_id, measurements.c.peak_jyb,
-                                          measurements.c.peak_err_jyb).where(
-                measurements.c.image_id == int(img_id))).all()
-            ids = np.array([r[0] for r in rows], np.int64)
-            f = np.array([np.nan if r[1] is None else r[1] for r in rows], float)
-            e = np.array([np.nan if r[2] is None else r[2] for r in rows], float)
+            ids, f, e = lc_store.image_raw_fluxes(conn, int(img_id))
             _correct_image(conn, int(img_id), refs, baselines, cfg, flux=flux, all_flux=f,
                            all_err=e, all_ids=ids)
             summary["renormalised"].add(int(img_id))
@@ -397,7 +373,7 @@ def _ensemble_references(conn, ctx: ImageContext, table, cfg):
 
 
 def _check_reference_stability(conn, ctx: ImageContext, ref_ids, cfg) -> None:
-    """science.md section 7 step 5: chi2_nu of each reference's normalised flux over the last
+    """docs/science.md, Normalisation (reference stability): chi2_nu of each reference's normalised flux over the last
     ``norm_stability_days`` (>= 5 points) above ``norm_stability_chi2`` -> reference invalid.
 
     Only references with a complete baseline are judged (while a baseline is the median
@@ -449,7 +425,7 @@ def _update_baselines(conn, ref_ids: list[int], near, cfg) -> set[int]:
     rows, changed = [], set()
     for sid, b, r, u, k, th in zip(ref_ids, base, rms, usable, npts, through):
         prev = old.get(sid, {})
-        rows.append({"source_id": sid, "method": "forced", "baseline_jyb": b if u else None,
+        rows.append({"source_id": sid, "method": cfg.method, "baseline_jyb": b if u else None,
                      "baseline_rms_jyb": r if u else None, "n_points": int(k),
                      "through_mjd": th if np.isfinite(th) else None,
                      "valid": bool(prev.get("valid", True)), "invalid_reason": prev.get("invalid_reason")})
@@ -630,7 +606,8 @@ def evaluate_ese(conn, ctx: ImageContext, cfg) -> int:
     score, conf = composite_score(metrics["sigma_deviation"], metrics["chi2_nu"], metrics["eta"])
     sig = np.asarray(shape.get("significance", np.full(n.size, np.nan)), float)
     score = np.where(shape["detected"], np.fmax(score, np.minimum(sig, 10.0)), score)
-    conf = np.where(score >= 7, "high", np.where(score >= 4, "medium", "low"))
+    score = np.nan_to_num(score)  # a candidate without computable metrics is stored at score 0
+    conf = confidence_level(score)
     rows = []
     for i in np.flatnonzero(flagged | np.isin(ctx.source_ids, list(known))):
         criteria = [name for name, hit in (("preset", by_preset[i]), ("shape", shape["detected"][i]),

@@ -33,6 +33,7 @@ import numpy as np
 import structlog
 
 from dsa110_contimg.core.config import PhotometryConfig
+from dsa110_contimg.core.enums import MOSAIC_KEYWORDS
 from dsa110_contimg.core.errors import MissingBeam, PhotometryError
 from dsa110_contimg.science.results import MeasurementTable
 from dsa110_contimg.store import products as product_store
@@ -135,7 +136,7 @@ class ImageSummary:
                    freq_hz=image.freq_hz, center_deg=tuple(image.center()),
                    radius_deg=float(image.footprint_radius_deg()),
                    pixel_scale_arcsec=float(image.pixel_scale_arcsec), blanked_fraction=blanked,
-                   header={k: image.header[k] for k in ("NIMAGES",) if k in image.header},
+                   header={k: image.header[k] for k in MOSAIC_KEYWORDS if k in image.header},
                    qc_stats=stats)
 
     def center(self) -> tuple[float, float]:
@@ -296,7 +297,7 @@ class PhotometryManager:
         beam = Beam.from_arcsec(*cfg.beam_arcsec) if cfg.beam_arcsec else None
         image = RadioImage.open(path, beam=beam)
         notes: list[str] = []
-        if kind == "image" and image.is_mosaic:      # the shared rule (image.header_is_mosaic)
+        if kind == "image" and image.is_mosaic:      # the shared rule (core.enums.header_is_mosaic)
             kind = "mosaic"
             notes.append("header has a mosaic keyword (NIMAGES): treated as a mosaic")
         method = cfg.method
@@ -448,7 +449,6 @@ class PhotometryManager:
             "beam_minor_arcsec": beam.minor_arcsec if beam else None,
             "beam_pa_deg": beam.pa_deg if beam else None, "beam_source": image.beam_source,
             "ra_center_deg": ra_c, "dec_center_deg": dec_c, "radius_deg": radius,
-            "field_key": f"{round(ra_c, 1):.1f}{round(dec_c, 1):+.1f}",
             "median_rms_jyb": median_rms, "method": method, "catalog": cfg.catalog,
             "n_sources": len(table), "n_success": table.n_success, "notes": json.dumps(notes),
             "measured_at": time.time(),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dsa110_contimg.core.errors import PhotometryError
+
 
 def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
                     baseline_epochs: int = 10, candidate: dict | None = None) -> Path:
@@ -33,7 +35,11 @@ def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
     against MJD; epochs whose image failed QC are drawn hollow; epochs where
     the source served as a normalisation reference are marked with a star.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise PhotometryError("plotting needs matplotlib (pip install 'dsa110-contimg-photometry[plot]'); "
+                                "write a table instead (-o x.csv)") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

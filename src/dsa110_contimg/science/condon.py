@@ -1,4 +1,4 @@
-"""Condon (1997) error formulas for elliptical Gaussian fits (science.md §4).
+"""Condon (1997) error formulas for elliptical Gaussian fits (docs/science.md, Condon errors).
 
 Port of the formulas used by the VAST pipeline, restated from the paper.
 Angles: axes in arcsec (any consistent unit), position angles in degrees

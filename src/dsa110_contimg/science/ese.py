@@ -3,7 +3,7 @@
 Three layers, all vectorised over sources and free of database access:
 
 1. **Threshold presets** on the per-source statistics of
-   :mod:`dsa110_contimg.science.variability` (``science.md`` section 11.2):
+   :mod:`dsa110_contimg.science.variability` (docs/science.md, ESE criteria):
    sigma-deviation, reduced chi-squared and eta must *all* pass
    (:data:`PRESETS`, :func:`classify`), plus a 0-10 :func:`composite_score`.
 2. **eta-V selection** with Gaussian sigma thresholds fitted to the population
@@ -36,6 +36,8 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy import stats
 
+from dsa110_contimg.core.clipping import mad_clip
+from dsa110_contimg.core.enums import ESE_PRESET_THRESHOLDS, confidence_level
 from dsa110_contimg.core.errors import ConfigError, InvalidLightCurve
 from dsa110_contimg.science.variability import lightcurve_block
 
@@ -63,12 +65,9 @@ class ESEPreset:
     eta: float
 
 
-#: Named presets (sigma-dev / chi2_nu / eta), ``science.md`` section 11.2.
-PRESETS: dict[str, ESEPreset] = {
-    "conservative": ESEPreset(5.0, 4.0, 3.0),
-    "moderate": ESEPreset(3.5, 2.5, 2.0),
-    "sensitive": ESEPreset(2.5, 1.5, 1.0),
-}
+#: Named presets (sigma-dev / chi2_nu / eta), docs/science.md, ESE criteria
+#: (the values: :data:`dsa110_contimg.core.enums.ESE_PRESET_THRESHOLDS`).
+PRESETS: dict[str, ESEPreset] = {name: ESEPreset(*t) for name, t in ESE_PRESET_THRESHOLDS.items()}
 
 #: Composite score weights and the metric range mapped onto [0, 1].
 SCORE_WEIGHTS = {"sigma_deviation": 0.5, "chi2_nu": 0.3, "eta": 0.2}
@@ -151,9 +150,7 @@ def composite_score(sigma_deviation, chi2_nu, eta):
         den += np.where(present, SCORE_WEIGHTS[name], 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(den > 0, 10.0 * num / np.where(den > 0, den, 1.0), np.nan)
-    conf = np.where(score >= 7, "high", np.where(score >= 4, "medium",
-                                                  np.where(np.isfinite(score), "low", "none")))
-    return score, conf
+    return score, confidence_level(score)
 
 
 # ----------------------------------------------------------------------------
@@ -188,16 +185,7 @@ class EtaVThresholds:
 
 
 def _clipped_norm_fit(x, clip_sigma, max_iter=10):
-    keep = np.ones(x.size, bool)
-    for _ in range(max_iter):
-        med = np.median(x[keep])
-        sd = 1.4826 * np.median(np.abs(x[keep] - med))
-        if not sd > 0:
-            break
-        new = np.abs(x - med) <= clip_sigma * sd
-        if np.array_equal(new, keep):
-            break
-        keep = new
+    keep = mad_clip(x, clip_sigma, max_iter)
     mu, sigma = stats.norm.fit(x[keep])
     return float(mu), float(sigma), int(keep.sum())
 

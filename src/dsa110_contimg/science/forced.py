@@ -4,7 +4,7 @@ Public entry point: :func:`measure_positions`. Array level (reused per plane
 by the adaptive method): :func:`measure_arrays`, :func:`peak_arrays`,
 :class:`PixelBeam`.
 
-Method ``forced`` (science.md §1)
+Method ``forced`` (docs/science.md, Forced photometry)
     For every position a unit-peak elliptical Gaussian kernel K (the restoring
     beam, PA east of north mapped through the image's WCS, centred on the
     exact sub-pixel position) is fitted by weighted linear least squares to
@@ -34,10 +34,10 @@ Method ``forced`` (science.md §1)
     beam scale, and the mean local noise alone is then not an honest 1-sigma
     error (for noise made by convolving white noise with the beam the true
     scatter is sqrt(2) x the pixel rms). ``error_model="mean_noise"`` gives
-    the plain science.md estimator (c = 1); the unscaled value is always in
+    the plain estimator of docs/science.md (c = 1); the unscaled value is always in
     the ``mean_noise_err_jyb`` column.
 
-Method ``peak`` (science.md §2)
+Method ``peak`` (docs/science.md, Peak method)
     The maximum finite pixel in a beam-sized box (5 px without a beam), no
     background subtraction by default, error = noise-map rms at the position;
     flagged ``BIASED_PEAK``.
@@ -55,11 +55,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsa110_contimg.core.enums import METHODS
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-METHODS = ("forced", "peak", "adaptive", "aegean")
 _DELEGATED = {"adaptive": "dsa110_contimg.science.methods.adaptive",
               "aegean": "dsa110_contimg.science.methods.aegean"}
 #: sources per vectorised chunk (bounds memory: ~N*S*S*8 bytes per array)
@@ -302,7 +302,7 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
         Fit sources closer than this x BMAJ jointly; None or <= 0 disables.
     error_scale : float
         Multiplies the mean-noise error to give ``peak_err_jyb`` (the image's
-        noise-correlation factor; 1 = science.md estimator as is).
+        noise-correlation factor; 1 = the docs/science.md estimator as is).
     kernels : ndarray (n, 3), optional
         Per-source kernel coefficients (a, b, c) as in :class:`PixelBeam`
         (:func:`local_kernels`); by default ``pixel_beam``'s for every source.
@@ -534,7 +534,7 @@ def _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pb, h, thre
 
 
 def peak_arrays(data, rms, x, y, *, box_pix: int = 5, background=None) -> dict[str, np.ndarray]:
-    """Box-peak photometry on arrays (science.md §2), all positions at once.
+    """Box-peak photometry on arrays (docs/science.md, Peak method), all positions at once.
 
     The box is ``centre +- max(1, box_pix // 2)`` pixels, clipped to the
     image; the flux is the largest finite pixel (minus ``background`` at that

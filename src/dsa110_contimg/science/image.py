@@ -36,6 +36,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from dsa110_contimg.core.enums import header_is_mosaic
+from dsa110_contimg.core.geometry import angular_separation_deg
 from dsa110_contimg.core.errors import (
     CorruptImage,
     EmptyImage,
@@ -686,12 +688,9 @@ class RadioImage:
         xs = np.array([cx, -0.5, nx - 0.5, -0.5, nx - 0.5])
         ys = np.array([cy, -0.5, -0.5, ny - 0.5, ny - 0.5])
         lon, lat = self.pixel_to_world(xs, ys)
-        lon, lat = np.deg2rad(lon), np.deg2rad(lat)
         if not np.all(np.isfinite(lon[1:])):  # corners off the projection: use the pixel scale
             return float(np.hypot(nx, ny) / 2.0 * self.pixel_scale_arcsec / 3600.0)
-        cosd = (np.sin(lat[0]) * np.sin(lat[1:]) + np.cos(lat[0]) * np.cos(lat[1:])
-                * np.cos(lon[1:] - lon[0]))
-        return float(np.rad2deg(np.arccos(np.clip(cosd, -1.0, 1.0))).max())
+        return float(angular_separation_deg(lon[0], lat[0], lon[1:], lat[1:]).max())
 
     @property
     def blanked_fraction(self) -> float:
@@ -756,15 +755,3 @@ def as_image(image, *, beam: Beam | None = None) -> RadioImage:
 __all__ = ["Beam", "RadioImage", "check_fits_complete", "as_image"]
 
 
-#: Header keywords that mark a mosaic (the DSA-110 mosaic builder writes NIMAGES).
-MOSAIC_KEYWORDS = ("NIMAGES",)
-
-
-def header_is_mosaic(header) -> bool:
-    """The one mosaic rule for headers, shared by the daemon's classifier and the manager.
-
-    A file is a mosaic when it lies under a configured mosaic directory (decided by the
-    caller) **or** its header has one of :data:`MOSAIC_KEYWORDS`. A missing BMAJ is not
-    a mosaic marker.
-    """
-    return any(k in header for k in MOSAIC_KEYWORDS)

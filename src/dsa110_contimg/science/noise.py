@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsa110_contimg.core.clipping import mad_clip, truncated_normal_variance
 from dsa110_contimg.core.errors import EmptyImage, MapMismatch
 
 #: default box side in beams (BANE: grid 4 beams, box 5 x grid)
@@ -293,12 +294,6 @@ def _sample(arr, x, y):
     return out
 
 
-def _clip_variance_factor(k: float) -> float:
-    """Variance of a unit normal truncated at +-k sigma (corrects clipped std)."""
-    phi = math.exp(-0.5 * k * k) / math.sqrt(2 * math.pi)
-    return 1.0 - 2.0 * k * phi / math.erf(k / math.sqrt(2.0))
-
-
 def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=None,
                    return_converged: bool = False):
     """Per-row sigma-clipped median and std about the median (std corrected for the truncation).
@@ -368,7 +363,7 @@ def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=Non
             conv = (np.abs(nlo - lo) + np.abs(nhi - hi)) <= 0.01 * np.maximum(k, 1)
             lo, hi = nlo, nhi
     if n_iter > 0:
-        std = std / math.sqrt(_clip_variance_factor(clip_sigma))
+        std = std / math.sqrt(truncated_normal_variance(clip_sigma))
     if return_converged:
         return med, std, nfin, conv
     return med, std, nfin
@@ -514,7 +509,7 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
         ry, rx = len(range(0, boxy, s)), len(range(0, boxx, s))
         cols_c = np.minimum(cols, nx - 1)
         std2 = np.full((nby, nbx), np.nan)
-        corr = math.sqrt(_clip_variance_factor(clip_sigma))
+        corr = math.sqrt(truncated_normal_variance(clip_sigma))
         # only boxes where the interpolated background varies enough to matter: the
         # variance of a linear ramp across a box, against GRADIENT_VARIANCE x rms^2
         gy, gx = (np.gradient(bgrid.astype(np.float64), axis=a) if bgrid.shape[a] > 1
@@ -696,7 +691,7 @@ def noise_correlation_factor(data, background, rms, kernel: np.ndarray, *,
     """Matched-filter noise factor of an image: std(filtered z) / std(z), z = (D - B)/sigma.
 
     The forced estimator's quoted error is the kernel-weighted mean pixel
-    noise (science.md §1.3). For noise correlated on the beam scale the
+    noise (docs/science.md, Forced photometry: estimator). For noise correlated on the beam scale the
     amplitude scatters more or less than a pixel does (sqrt(2) times for white
     noise convolved with the beam, about 1.15 for noise correlated like the
     PSF, much less for white noise). Applying the same unit-peak kernel to the
@@ -783,12 +778,8 @@ def noise_correlation_factor(data, background, rms, kernel: np.ndarray, *,
 
     def clipped_std(v):
         v = v[np.isfinite(v)]
-        for _ in range(3):
-            m = np.median(v)
-            s = 1.4826 * np.median(np.abs(v - m))
-            keep = np.abs(v - m) < clip_sigma * s
-            v = v[keep]
-        return np.std(v) / math.sqrt(_clip_variance_factor(clip_sigma))
+        v = v[mad_clip(v, clip_sigma, max_iter=3)]
+        return np.std(v) / math.sqrt(truncated_normal_variance(clip_sigma))
 
     sz = clipped_std(zc)
     sf = clipped_std(f)

@@ -4,7 +4,7 @@ Each image's flux scale wanders by several per cent (atmosphere, calibration
 drift, beam model). Bright, compact, isolated and stable *reference* sources are
 forced-measured on every image; the ratio of each reference's flux to its
 baseline gives the image's gain, and every flux of the image is divided by it
-(``science.md`` section 7):
+(docs/science.md, Normalisation):
 
 1. :func:`select_references` -- the references of a field.
 2. :func:`reference_baselines` -- median of each reference's first epochs.
@@ -24,17 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dsa110_contimg.core.clipping import MAD_TO_SIGMA, MEDIAN_EFFICIENCY, mad_clip, mad_sigma  # noqa: F401 (re-exported)
 from dsa110_contimg.core.errors import InvalidLightCurve, NotNormalisable
 
-#: Gaussian-equivalent sigma of the median absolute deviation.
-MAD_TO_SIGMA = 1.4826
-#: Standard error of a sample median is sqrt(pi/2) sigma/sqrt(N) for Gaussian data.
-MEDIAN_EFFICIENCY = float(np.sqrt(np.pi / 2.0))
-
-
-def _mad_sigma(x, axis=None):
-    med = np.nanmedian(x, axis=axis, keepdims=True)
-    return MAD_TO_SIGMA * np.nanmedian(np.abs(x - med), axis=axis)
 
 
 def select_references(snr, compact_ok, isolated_ok, chi2_nu_recent=None, master_reference_ok=None,
@@ -50,7 +42,7 @@ def select_references(snr, compact_ok, isolated_ok, chi2_nu_recent=None, master_
         Unresolved (``resolved_flag == 0``) and unconfused (``confusion_flag == 0``).
     chi2_nu_recent : array-like, shape (n,), optional
         Reduced chi-squared of each source's normalised flux over the last 30 days
-        (``science.md`` section 7 step 5); NaN means "fewer than 5 recent points,
+        (docs/science.md, Normalisation: reference stability); NaN means "fewer than 5 recent points,
         not judged" and keeps the source. Sources above ``max_chi2_nu`` are dropped.
     master_reference_ok : array-like of bool, shape (n,), optional
         Flag from the master source list (e.g. spectral index -1.2 < alpha < 0.2 and
@@ -138,7 +130,7 @@ def reference_baselines(flux2d, mjd2d, *, n_epochs: int = 10, min_points: int = 
     if usable.any():
         sub = first[usable]
         baseline[usable] = np.nanmedian(sub, axis=1)
-        rms[usable] = _mad_sigma(sub, axis=1)
+        rms[usable] = mad_sigma(sub, axis=1)
     return baseline, rms, usable
 
 
@@ -240,11 +232,11 @@ def compute_correction(ref_flux, ref_baseline, *, min_refs: int = 3, clip_sigma:
                           f"baseline); at least {min_refs} needed")
     rv = r[valid]
     c = float(np.median(rv))
-    s = float(_mad_sigma(rv))
-    keep = np.abs(rv - c) <= clip_sigma * s
+    s = float(mad_sigma(rv))
+    keep = mad_clip(rv, clip_sigma, max_iter=1)
     if keep.sum() >= min_refs:
         c = float(np.median(rv[keep]))
-        s = float(_mad_sigma(rv[keep]))
+        s = float(mad_sigma(rv[keep]))
     else:
         keep = np.ones_like(keep)
     used = np.zeros(f.shape, bool)

@@ -11,8 +11,8 @@ passes the ``metrics`` of the field's recent images back in as ``history``.
 Checks
 ------
 noise
-    ``median_rms_jyb`` = median of the rms map (finite, > 0 pixels, science.md
-    §3.4), ``clipped_rms_jyb`` = 3-sigma, 5-iteration clipped standard
+    ``median_rms_jyb`` = median of the rms map (finite, > 0 pixels; docs/science.md,
+    Noise and QC statistics), ``clipped_rms_jyb`` = 3-sigma, 5-iteration clipped standard
     deviation of the image. Each is compared with an absolute limit
     (:attr:`QCLimits.max_rms_jyb`) and with the median of the same metric over
     the field's history (ratio limits; a much *lower* noise than usual is a
@@ -44,10 +44,12 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from dsa110_contimg.core.clipping import MEDIAN_EFFICIENCY, clipped_std, mad_sigma
+from dsa110_contimg.core.enums import QC_VERDICTS, header_is_mosaic
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.science.results import Flag, MeasurementTable
 
-PASSED, WARNING, FAILED = "passed", "warning", "failed"
+PASSED, WARNING, FAILED = QC_VERDICTS
 _RANK = {PASSED: 0, WARNING: 1, FAILED: 2}
 
 #: metrics keys compared against history
@@ -188,6 +190,14 @@ class QCResult:
         return asdict(self)
 
 
+def _times(x: float) -> str:
+    return f"{x:g}x"
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:g} %"
+
+
 class _Collector:
     def __init__(self):
         self.reasons: list[str] = []
@@ -200,6 +210,17 @@ class _Collector:
         self.reasons.append(f"{check}: {text}")
         if _RANK[level] > _RANK[self.checks.get(check, PASSED)]:
             self.checks[check] = level
+
+    def grade(self, check: str, value: float, warn: float, fail: float, what: str, limit) -> bool:
+        """The one warn/fail rule: ``value > fail`` fails, else ``value > warn`` warns, the
+        reason being ``what`` and the threshold as ``limit(threshold)``. True when graded."""
+        if value > fail:
+            self.add(check, FAILED, f"{what} (limit {limit(fail)})")
+        elif value > warn:
+            self.add(check, WARNING, f"{what} (warn at {limit(warn)})")
+        else:
+            return False
+        return True
 
     @property
     def status(self) -> str:
@@ -228,38 +249,13 @@ def _strided_sample(data, max_samples: int) -> np.ndarray:
 def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 262_144) -> float:
     """Sigma-clipped standard deviation of the finite pixels, Jy/beam.
 
-    Median-centred clipping at ``sigma`` for up to ``maxiters`` rounds
-    (science.md §3.4) over at most about ``max_samples`` pixels taken on a
+    Median-centred std clipping at ``sigma`` for up to ``maxiters`` rounds
+    (:func:`dsa110_contimg.core.clipping.clipped_std`; docs/science.md, Noise and QC
+    statistics) over at most about ``max_samples`` pixels taken on a
     regular stride (deterministic; the sample, not the map, is copied). NaN
     when no finite pixel.
     """
-    v = np.sort(_strided_sample(data, max_samples))
-    n = v.size
-    if n == 0:
-        return float("nan")
-    # sorted once: every clipping round keeps a contiguous range [lo, hi); sums by prefix sums
-    d = v - v[n // 2]
-    c1 = np.concatenate(([0.0], np.cumsum(d)))
-    c2 = np.concatenate(([0.0], np.cumsum(d * d)))
-    lo, hi = 0, n
-
-    def std_of(lo, hi):
-        k = hi - lo
-        mean = (c1[hi] - c1[lo]) / k
-        return float(np.sqrt(max((c2[hi] - c2[lo]) / k - mean * mean, 0.0)))
-
-    for _ in range(maxiters):
-        k = hi - lo
-        med = 0.5 * (v[lo + (k - 1) // 2] + v[lo + k // 2])
-        std = std_of(lo, hi)
-        if not std > 0:
-            break
-        nlo = max(lo, int(np.searchsorted(v, med - sigma * std, "left")))
-        nhi = min(hi, int(np.searchsorted(v, med + sigma * std, "right")))
-        if (nlo, nhi) == (lo, hi) or nhi <= nlo:
-            break
-        lo, hi = nlo, nhi
-    return std_of(lo, hi)
+    return clipped_std(_strided_sample(data, max_samples), sigma=sigma, maxiters=maxiters)
 
 
 def map_median(rms_map, *, max_samples: int = 262_144) -> float:
@@ -325,15 +321,10 @@ def _check_noise(c: _Collector, m: dict, limits: QCLimits, history):
         if np.isfinite(ref):
             ratio = v / ref
             c.ok("rms_history")
-            if ratio > limits.rms_history_fail:
-                c.add("rms_history", FAILED, f"{label} {v * 1e3:.4g} mJy/beam is {ratio:.2f}x the "
-                      f"field's recent median {ref * 1e3:.4g} mJy/beam (limit "
-                      f"{limits.rms_history_fail:g}x)")
-            elif ratio > limits.rms_history_warn:
-                c.add("rms_history", WARNING, f"{label} {v * 1e3:.4g} mJy/beam is {ratio:.2f}x the "
-                      f"field's recent median {ref * 1e3:.4g} mJy/beam (warn at "
-                      f"{limits.rms_history_warn:g}x)")
-            elif ratio < 1.0 / limits.rms_history_fail:
+            high = c.grade("rms_history", ratio, limits.rms_history_warn, limits.rms_history_fail,
+                           f"{label} {v * 1e3:.4g} mJy/beam is {ratio:.2f}x the field's recent "
+                           f"median {ref * 1e3:.4g} mJy/beam", _times)
+            if not high and ratio < 1.0 / limits.rms_history_fail:
                 c.add("rms_history", WARNING, f"{label} {v * 1e3:.4g} mJy/beam is only {ratio:.2f}x "
                       f"the field's recent median {ref * 1e3:.4g} mJy/beam (model or mis-scaled "
                       f"image?)")
@@ -342,7 +333,7 @@ def _check_noise(c: _Collector, m: dict, limits: QCLimits, history):
 def _check_beam(c: _Collector, m: dict, image, limits: QCLimits, history):
     beam = image.beam
     if beam is None:
-        if "NIMAGES" in image.header:
+        if header_is_mosaic(image.header):
             c.add("beam", WARNING, "mosaic without a restoring beam (expected for DSA-110 "
                                    "mosaics; fluxes from the biased box-peak method)")
         elif limits.require_beam:
@@ -373,23 +364,16 @@ def _check_beam(c: _Collector, m: dict, image, limits: QCLimits, history):
         c.ok("beam_history")
         r = max(v / ref, ref / v)
         axis = key.split("_")[1]
-        if r > limits.beam_history_fail:
-            c.add("beam_history", FAILED, f"beam {axis} axis {v:.4g}\" differs {r:.2f}x from the "
-                  f"field's recent median {ref:.4g}\" (limit {limits.beam_history_fail:g}x)")
-        elif r > limits.beam_history_warn:
-            c.add("beam_history", WARNING, f"beam {axis} axis {v:.4g}\" differs {r:.2f}x from the "
-                  f"field's recent median {ref:.4g}\" (warn at {limits.beam_history_warn:g}x)")
+        c.grade("beam_history", r, limits.beam_history_warn, limits.beam_history_fail,
+                f"beam {axis} axis {v:.4g}\" differs {r:.2f}x from the field's recent median "
+                f"{ref:.4g}\"", _times)
 
 
 def _check_blanking(c: _Collector, m: dict, limits: QCLimits):
     f = m["blanked_fraction"]
     c.ok("blanked")
-    if f > limits.blanked_fail:
-        c.add("blanked", FAILED, f"{100 * f:.1f} % of pixels are blanked (limit "
-                                 f"{100 * limits.blanked_fail:g} %)")
-    elif f > limits.blanked_warn:
-        c.add("blanked", WARNING, f"{100 * f:.1f} % of pixels are blanked (warn at "
-                                  f"{100 * limits.blanked_warn:g} %)")
+    c.grade("blanked", f, limits.blanked_warn, limits.blanked_fail,
+            f"{100 * f:.1f} % of pixels are blanked", _percent)
 
 
 def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compact=None,
@@ -410,7 +394,7 @@ def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compac
     Returns
     -------
     (ratio, scatter, n)
-        Median ratio, its standard error (1.4826 MAD x 1.2533 / sqrt(n)) and the
+        Median ratio, its standard error (1.4826 MAD x sqrt(pi/2) / sqrt(n)) and the
         number of sources used (NaN, NaN, n when n is 0).
     """
     cat = np.asarray(catalog_flux_mjy, dtype=float).ravel()
@@ -433,7 +417,7 @@ def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compac
         return float("nan"), float("nan"), 0
     r = peak_mjy[sel] / cat[sel]
     med = float(np.median(r))
-    err = float(1.4826 * np.median(np.abs(r - med)) * 1.2533 / np.sqrt(n))
+    err = float(mad_sigma(r) * MEDIAN_EFFICIENCY / np.sqrt(n))
     return med, err, n
 
 
@@ -450,14 +434,9 @@ def _check_flux_scale(c: _Collector, m: dict, measurements, catalog_flux_mjy, co
         return
     c.ok("flux_scale")
     dev = abs(ratio - 1.0)
-    if dev > limits.flux_scale_fail:
-        c.add("flux_scale", FAILED, f"median measured/catalogue flux ratio {ratio:.3f} +/- "
-              f"{err:.3f} over {n} sources is off by {100 * dev:.1f} % (limit "
-              f"{100 * limits.flux_scale_fail:g} %)")
-    elif dev > limits.flux_scale_warn:
-        c.add("flux_scale", WARNING, f"median measured/catalogue flux ratio {ratio:.3f} +/- "
-              f"{err:.3f} over {n} sources is off by {100 * dev:.1f} % (warn at "
-              f"{100 * limits.flux_scale_warn:g} %)")
+    c.grade("flux_scale", dev, limits.flux_scale_warn, limits.flux_scale_fail,
+            f"median measured/catalogue flux ratio {ratio:.3f} +/- {err:.3f} over {n} sources "
+            f"is off by {100 * dev:.1f} %", _percent)
 
 
 def image_statistics(image, *, maps=None, with_blanking: bool = False) -> dict[str, float]:

@@ -4,7 +4,7 @@ All metrics are computed on one flux series per source -- the *normalised*
 forced peak flux density (Jy/beam, see :mod:`dsa110_contimg.science.normalize`)
 when normalisation is on -- with 1-sigma errors in the same unit.
 
-Definitions (``science.md`` section 8). A light curve has N valid points
+Definitions (docs/science.md, Variability metrics). A light curve has N valid points
 I_i with errors s_i, where *valid* means finite flux, finite error and
 error > 0 (anything else is ignored, never counted as zero); w_i = 1/s_i**2.
 

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsa110_contimg.core.enums import header_is_mosaic, is_fits_name
+
 #: Roles of a file name.
 ROLES = ("pbcor", "restored", "other", "skip")
 
@@ -105,7 +107,7 @@ def classify_name(path: str | Path) -> NameClass:
     if name.startswith("."):
         return NameClass("skip", "hidden file (temporary or canary)")
     lower = name.lower()
-    if not lower.endswith((".fits", ".fit", ".fts")):
+    if not is_fits_name(lower):
         return NameClass("skip", "not a FITS file name")
     for pattern, role, reason, siblings in _TABLE:
         m = pattern.match(lower)
@@ -145,9 +147,7 @@ def restored_counterparts(path: str | Path) -> tuple[Path, ...]:
 
 def header_kind(header) -> str:
     """``mosaic`` when the header has a mosaic keyword (``NIMAGES``), else ``image``
-    (:func:`dsa110_contimg.science.image.header_is_mosaic`)."""
-    from dsa110_contimg.science.image import header_is_mosaic
-
+    (:func:`dsa110_contimg.core.enums.header_is_mosaic`)."""
     return "mosaic" if header_is_mosaic(header) else "image"
 
 

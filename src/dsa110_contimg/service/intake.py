@@ -59,11 +59,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from dsa110_contimg.core.enums import FITS_SUFFIXES, is_fits_name  # noqa: F401 - re-exported
 from dsa110_contimg.core.errors import CorruptImage, TruncatedImage
 from dsa110_contimg.science.fitsfile import (  # noqa: F401 - re-exported for the intake's users
     FITS_BLOCK, MAX_HEADER_BYTES, TAIL_BYTES, Layout, check_fits_complete, file_type, fits_layout)
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts")
 SYMLINK_POLICIES = ("within_roots", "refuse", "follow")
 _FSB64 = "fsb64:"
 
@@ -90,10 +90,6 @@ def fs_path(stored: str) -> str:
 def printable(path: str) -> str:
     """A log-safe rendering of a path (undecodable bytes as ``\\xNN``)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def is_fits_name(path: str) -> bool:
-    return os.fsencode(path).lower().endswith(tuple(s.encode() for s in FITS_SUFFIXES))
 
 
 # -- probing one path ------------------------------------------------------------------
@@ -386,12 +382,14 @@ class Intake:
 
 
 # -- scanning ----------------------------------------------------------------------------
-def scan_tree(root: str | os.PathLike, *, stop: Callable[[], bool] = lambda: False):
+def scan_tree(root: str | os.PathLike, *, stop: Callable[[], bool] = lambda: False,
+              regular_only: bool = False):
     """Yield ``(path, size, mtime_ns)`` of every FITS-named entry under ``root``.
 
     ``os.scandir`` recursion without following directory symlinks; FIFOs, devices,
-    symlinks and FITS-named directories are yielded too (the intake decides, with the same rule as for events);
-    unreadable directories are skipped; ``stop()`` ends the scan early.
+    symlinks and FITS-named directories are yielded too (the intake decides, with the same rule as for events)
+    unless ``regular_only``; unreadable directories and entries that vanish during the
+    scan are skipped; ``stop()`` ends the scan early.
     """
     stack = [os.fspath(root)]
     while stack and not stop():
@@ -407,7 +405,8 @@ def scan_tree(root: str | os.PathLike, *, stop: Callable[[], bool] = lambda: Fal
                         stack.append(entry.path)
                         if not is_fits_name(entry.name):
                             continue
-                    if is_fits_name(entry.name):
+                    if is_fits_name(entry.name) and (not regular_only
+                                                     or entry.is_file(follow_symlinks=False)):
                         st = entry.stat(follow_symlinks=False)
                         yield entry.path, int(st.st_size), int(st.st_mtime_ns)
                 except OSError:

@@ -47,6 +47,7 @@ import time
 
 import structlog
 
+from dsa110_contimg.core.enums import CONFIDENCE_LEVELS
 from dsa110_contimg.core.errors import ConfigError
 
 log = structlog.get_logger("dsa110_contimg.service.metrics")
@@ -270,13 +271,10 @@ class Metrics:
 
     def _init_last_success(self) -> None:
         try:
-            import sqlalchemy as sa
-
-            from dsa110_contimg.store.schema import batch_jobs
+            from dsa110_contimg.store.status import last_success_at
 
             with self._db_lock, self._database().engine.connect() as conn:
-                last = conn.execute(sa.select(sa.func.max(batch_jobs.c.finished_at))
-                                    .where(batch_jobs.c.status == "done")).scalar()
+                last = last_success_at(conn)
                 conn.rollback()
             if last:
                 self.last_success_at = float(last)
@@ -287,19 +285,16 @@ class Metrics:
 
     def database_snapshot(self, now: float | None = None) -> dict:
         """``{"jobs": {state: n}, "oldest_pending_age_s": s, "ese": {confidence: n}}``."""
-        import sqlalchemy as sa
-
-        from dsa110_contimg.store.schema import JOB_STATES, batch_jobs, ese_candidates
+        from dsa110_contimg.store.schema import JOB_STATES
+        from dsa110_contimg.store.status import (
+            active_candidates_by_confidence, job_counts, oldest_pending_at,
+        )
 
         now = time.time() if now is None else now
         with self._db_lock, self._database().engine.connect() as conn:
-            counts = dict(conn.execute(sa.select(batch_jobs.c.status, sa.func.count())
-                                       .group_by(batch_jobs.c.status)).all())
-            oldest = conn.execute(sa.select(sa.func.min(batch_jobs.c.created_at))
-                                  .where(batch_jobs.c.status == "pending")).scalar()
-            ese = dict(conn.execute(sa.select(ese_candidates.c.confidence, sa.func.count())
-                                    .where(ese_candidates.c.status == "active")
-                                    .group_by(ese_candidates.c.confidence)).all())
+            counts = job_counts(conn)
+            oldest = oldest_pending_at(conn)
+            ese = active_candidates_by_confidence(conn)
             conn.rollback()
         return {"jobs": {s: int(counts.get(s, 0)) for s in JOB_STATES},
                 "oldest_pending_age_s": 0.0 if oldest is None else max(0.0, now - float(oldest)),
@@ -342,6 +337,6 @@ class _DatabaseCollector:
         yield age
         ese = GaugeMetricFamily("contimg_ese_candidates", "Active ESE candidates by confidence",
                                 labels=["confidence"])
-        for conf in sorted(set(snap["ese"]) | {"high", "medium", "low"}):
+        for conf in sorted(set(snap["ese"]) | set(CONFIDENCE_LEVELS[:-1])):
             ese.add_metric([conf], snap["ese"].get(conf, 0))
         yield ese

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,9 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
+from dsa110_contimg.core.enums import is_fits_name
 from dsa110_contimg.core.errors import ConfigError, PhotometryError
+from dsa110_contimg.core.progress import ProgressBar as _ProgressBar
 
 log = structlog.get_logger("dsa110_contimg.service.reprocess")
 
@@ -142,7 +143,7 @@ def discover(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple
         for q in candidates:
             nc = classify_name(q)
             if not nc.measured:
-                if p.is_file() or q.suffix.lower() in (".fits", ".fit", ".fts"):
+                if p.is_file() or is_fits_name(q.name):
                     skipped.append((str(q), nc.reason))
                 continue
             if nc.role == "restored" and pb_sibling(q) is not None:
@@ -175,15 +176,13 @@ def make_plan(files: list[Path], products_db, *, since_mjd: float | None = None,
     ``content_id`` (size, mtime and header digest). With a date window, images without
     an epoch are left out (their date is unknown).
     """
-    import sqlalchemy as sa
-
+    from dsa110_contimg.store.images import stored_content_ids
     from dsa110_contimg.store.products import content_id
-    from dsa110_contimg.store.schema import images
 
     stored: dict[str, str] = {}
     if not force:
         with products_db.engine.connect() as conn:
-            stored = dict(conn.execute(sa.select(images.c.path, images.c.content_id)).all())
+            stored = stored_content_ids(conn)
             conn.rollback()
     plan = Plan(tasks=[])
     for path in files:
@@ -293,29 +292,15 @@ def close_client(client) -> None:
 
 
 # --------------------------------------------------------------------------- coordinator
-class ProgressBar:
-    """``[#####.....] 12/40 images, 1 failed, 35.2 img/min`` on a terminal (stderr)."""
+class ProgressBar(_ProgressBar):
+    """``reprocess [#####.....] 12/40 images, 1 failed, 35.2 img/min`` on a terminal (stderr)."""
 
     def __init__(self, total: int, stream=None):
-        self.total, self.stream = total, stream or sys.stderr
-        self.t0 = time.monotonic()
-        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty() and total > 0
+        super().__init__(total, "reprocess", unit="images", stream=stream, enabled=None if total > 0 else False)
 
     def update(self, done: int, failed: int) -> None:
-        if not self.enabled:
-            return
         n = done + failed
-        width = 30
-        fill = int(width * n / self.total)
-        rate = 60.0 * n / max(time.monotonic() - self.t0, 1e-9)
-        self.stream.write(f"\rreprocess [{'#' * fill}{'.' * (width - fill)}] {n}/{self.total} images, "
-                          f"{failed} failed, {rate:.1f} img/min ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        super().update(n, f"{failed} failed, {60.0 * n / max(self.elapsed_s, 1e-9):.1f} img/min")
 
 
 def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = None,

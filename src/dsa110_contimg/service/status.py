@@ -17,13 +17,9 @@ import datetime as _dt
 import json
 import time
 
-import sqlalchemy as sa
-
 from dsa110_contimg.store.engine import Database
-from dsa110_contimg.store.files import file_counts, heartbeat_rows, running_jobs_by_owner
-from dsa110_contimg.store.schema import (
-    JOB_STATES, QC_STATES, batch_job_items, batch_jobs, ese_candidates, images, measurements,
-)
+from dsa110_contimg.store.schema import JOB_STATES, QC_STATES
+from dsa110_contimg.store.status import read_status_counts
 
 EXIT_OK, EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 3, 4
 
@@ -33,11 +29,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _first_path():
-    return (sa.select(sa.func.min(batch_job_items.c.fits_path))
-            .where(batch_job_items.c.batch_id == batch_jobs.c.id).scalar_subquery())
 
 
 def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int = 5,
@@ -52,45 +43,10 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
     full, stalled loop) makes the daemon ``degraded`` with the reasons, even
     while the heartbeat row cannot be written.
     """
-    from dsa110_contimg.store.images import norm_reason_summary
-
     now = time.time() if now is None else now
-    with db.engine.connect() as conn:
-        beats = heartbeat_rows(conn)
-        counts = dict(conn.execute(sa.select(batch_jobs.c.status, sa.func.count())
-                                   .group_by(batch_jobs.c.status)).all())
-        oldest = conn.execute(sa.select(sa.func.min(batch_jobs.c.created_at))
-                              .where(batch_jobs.c.status == "pending")).scalar()
-        done_hour = conn.execute(sa.select(sa.func.count()).where(
-            batch_jobs.c.status == "done", batch_jobs.c.finished_at >= now - 3600)).scalar()
-        running = conn.execute(sa.select(batch_jobs.c.id, batch_jobs.c.attempts, batch_jobs.c.lease_owner,
-                                         batch_jobs.c.lease_until, batch_jobs.c.started_at,
-                                         _first_path().label("path"))
-                               .where(batch_jobs.c.status == "running").order_by(batch_jobs.c.id)).all()
-        failures = conn.execute(sa.select(batch_jobs.c.id, batch_jobs.c.status, batch_jobs.c.error,
-                                          batch_jobs.c.attempts, batch_jobs.c.finished_at,
-                                          _first_path().label("path"))
-                                .where(batch_jobs.c.status.in_(("failed", "dead")))
-                                .order_by(batch_jobs.c.updated_at.desc()).limit(n_failures)).all()
-        fcounts = file_counts(conn)
-        n_images = conn.execute(sa.select(sa.func.count()).select_from(images)).scalar()
-        n_meas = conn.execute(sa.select(sa.func.count()).select_from(measurements)).scalar()
-        n_ese = conn.execute(sa.select(sa.func.count()).select_from(ese_candidates).where(
-            ese_candidates.c.status == "active")).scalar()
-        qc_counts = dict(conn.execute(sa.select(images.c.qc_status, sa.func.count())
-                                      .group_by(images.c.qc_status)).all())
-        qc_failed = conn.execute(sa.select(images.c.path, images.c.mjd, images.c.qc_reasons)
-                                 .where(images.c.qc_status == "failed")
-                                 .order_by(images.c.measured_at.desc()).limit(n_failures)).all()
-        norm_failed = conn.execute(sa.select(sa.func.count()).select_from(images).where(
-            images.c.norm_status == "failed")).scalar()
-        norm_reasons = norm_reason_summary(conn)
-        norm_off = conn.execute(sa.select(sa.func.count()).select_from(images).where(
-            images.c.norm_status == "not_requested")).scalar()
-        norm_ensemble = conn.execute(sa.select(sa.func.count()).select_from(images).where(
-            images.c.norm_status == "ok", images.c.norm_method == "ensemble")).scalar()
-        running_by_owner = running_jobs_by_owner(conn)
-        conn.rollback()
+    snap = read_status_counts(db, now=now, n_failures=n_failures)
+    beats, counts, oldest = snap["heartbeats"], snap["job_counts"], snap["oldest_pending_at"]
+    running_by_owner, fcounts, qc_counts = snap["running_by_owner"], snap["file_counts"], snap["qc_counts"]
     # every instance (one heartbeat row per daemon); the headline is the freshest live one,
     # so one of two daemons stopping does not hide the other
     def inst_state(b):
@@ -144,27 +100,28 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
             **jobs,
             "total": sum(jobs.values()),
             "oldest_pending_age_s": None if oldest is None else round(now - oldest, 1),
-            "done_last_hour": int(done_hour or 0),
-            "running_jobs": [{"id": r.id, "path": r.path, "attempts": r.attempts, "owner": r.lease_owner,
-                              "lease_remaining_s": None if r.lease_until is None
-                              else round(r.lease_until - now, 1),
-                              "started_at": iso(r.started_at)} for r in running],
+            "done_last_hour": snap["done_last_hour"],
+            "running_jobs": [{"id": r["id"], "path": r["path"], "attempts": r["attempts"],
+                              "owner": r["lease_owner"],
+                              "lease_remaining_s": None if r["lease_until"] is None
+                              else round(r["lease_until"] - now, 1),
+                              "started_at": iso(r["started_at"])} for r in snap["running"]],
         },
-        "failures": [{"id": r.id, "status": r.status, "path": r.path, "attempts": r.attempts,
-                      "error": r.error, "finished_at": iso(r.finished_at)} for r in failures],
-        "images": {"measured": int(n_images or 0), "skipped": fcounts["skipped"],
+        "failures": [{**{k: r[k] for k in ("id", "status", "path", "attempts", "error")},
+                      "finished_at": iso(r["finished_at"])} for r in snap["failures"]],
+        "images": {"measured": snap["images"], "skipped": fcounts["skipped"],
                    "queued": fcounts["queued"], "incomplete": fcounts["incomplete"]},
-        "measurements": {"total": int(n_meas or 0)},
+        "measurements": {"total": snap["measurements"]},
         "qc": {**{k: int(qc_counts.get(k, 0)) for k in QC_STATES},
-               "not_normalised": int(norm_failed or 0),
-               "recent_failures": [{"path": r.path, "mjd": r.mjd,
-                                    "reasons": json.loads(r.qc_reasons) if r.qc_reasons else []}
-                                   for r in qc_failed]},
-        "ese": {"candidates": int(n_ese or 0)},
-        "normalisation": {"not_normalised": int(norm_failed or 0),
-                          "not_requested": int(norm_off or 0),
-                          "ensemble": int(norm_ensemble or 0),
-                          "reasons": norm_reasons},
+               "not_normalised": snap["norm_failed"],
+               "recent_failures": [{"path": r["path"], "mjd": r["mjd"],
+                                    "reasons": json.loads(r["qc_reasons"]) if r["qc_reasons"] else []}
+                                   for r in snap["qc_failed"]]},
+        "ese": {"candidates": snap["ese_active"]},
+        "normalisation": {"not_normalised": snap["norm_failed"],
+                          "not_requested": snap["norm_not_requested"],
+                          "ensemble": snap["norm_ensemble"],
+                          "reasons": snap["norm_reasons"]},
         "science": _science(photometry),
     }
 

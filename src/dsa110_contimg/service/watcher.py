@@ -32,17 +32,8 @@ from watchdog.events import (
     DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent,
     FileSystemEventHandler,
 )
-from watchdog.utils.patterns import match_any_paths
 
-#: Patterns of candidate files (watchdog >= 7 semantics: full-path match).
-FITS_PATTERNS = ["**/*.fits", "**/*.fit", "**/*.fts"]
-
-_FITS_SUFFIXES = (".fits", ".fit", ".fts")
-
-
-def is_fits_name(path: str) -> bool:
-    """True when ``path`` matches :data:`FITS_PATTERNS` (case-insensitive)."""
-    return match_any_paths([path], included_patterns=FITS_PATTERNS, case_sensitive=False)
+from dsa110_contimg.core.enums import is_fits_name  # noqa: F401 - the one FITS-name rule, re-exported
 
 
 class RescanFlag:
@@ -116,12 +107,12 @@ class EnqueueHandler(FileSystemEventHandler):
             return ("dir", os.fsdecode(path), event.event_type, time.monotonic())
         if isinstance(event, FileMovedEvent):
             dest = os.fsdecode(event.dest_path)
-            if dest and dest.lower().endswith(_FITS_SUFFIXES) and is_fits_name(dest):
+            if dest and is_fits_name(dest):
                 return ("file", dest, "moved", time.monotonic())
             return None
         if isinstance(event, (FileClosedEvent, FileCreatedEvent)):
             src = os.fsdecode(event.src_path)
-            if src.lower().endswith(_FITS_SUFFIXES) and is_fits_name(src):
+            if is_fits_name(src):
                 return ("file", src, event.event_type, time.monotonic())
         return None
 
@@ -211,25 +202,8 @@ class Watcher:
 
 
 def scan_tree(root: str | os.PathLike):
-    """Yield ``(path, size, mtime_ns)`` of every FITS-named regular file under ``root``.
+    """Yield ``(path, size, mtime_ns)`` of every FITS-named regular file under ``root``
+    (:func:`dsa110_contimg.service.intake.scan_tree` with ``regular_only``)."""
+    from dsa110_contimg.service.intake import scan_tree as _scan
 
-    ``os.scandir`` recursion (no symlink following); unreadable directories are
-    skipped; files that vanish during the scan are ignored.
-    """
-    stack = [os.fspath(root)]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
-            for entry in it:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif entry.name.lower().endswith(_FITS_SUFFIXES) and entry.is_file(follow_symlinks=False):
-                        st = entry.stat(follow_symlinks=False)
-                        yield entry.path, int(st.st_size), int(st.st_mtime_ns)
-                except OSError:
-                    continue
+    return _scan(root, regular_only=True)

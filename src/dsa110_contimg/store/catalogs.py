@@ -25,8 +25,6 @@ import hashlib
 import math
 import os
 import sqlite3
-import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
@@ -35,7 +33,6 @@ import numpy as np
 import sqlalchemy as sa
 from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
-from sqlalchemy import event
 
 from dsa110_contimg.catalogs import spatial
 from dsa110_contimg.catalogs.readers import (
@@ -44,18 +41,15 @@ from dsa110_contimg.catalogs.readers import (
     normalise,
     read_table,
 )
+from dsa110_contimg.core.enums import SURVEYS, canonical_survey
 from dsa110_contimg.core.errors import (
     CatalogError,
     CatalogMissing,
     StoreError,
-    UnknownCatalog,
 )
-from dsa110_contimg.store.engine import set_wal
+from dsa110_contimg.core.progress import ProgressBar
+from dsa110_contimg.store.engine import WRITE_OPTION, make_engine
 
-#: Survey keys the store knows, in display order.
-SURVEYS = ("nvss", "first", "rax", "vlass", "master")
-#: Accepted aliases of survey keys.
-ALIASES = {"racs": "rax"}
 
 _FLOAT_CORE = [c for c in CORE_COLUMNS if c != "source_id"]
 _SQL_TYPES = {"float": "REAL", "int": "INTEGER", "bool": "INTEGER", "str": "TEXT"}
@@ -64,44 +58,20 @@ _MAX_UNION = 200  # SQLite allows 500 terms in a compound SELECT
 _PROGRESS_MIN_ROWS = 200_000
 
 
-def canonical_survey(name: str) -> str:
-    """The canonical survey key of ``name`` (case-insensitive; ``racs`` -> ``rax``)."""
-    key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in SURVEYS:
-        raise UnknownCatalog(f"unknown catalogue {name!r}: expected one of {', '.join(SURVEYS)} "
-                             f"(alias: racs = rax)")
-    return key
-
-
 def _q(name: str) -> str:
     """Quote an SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
+#: SQLite settings of a catalogue file beyond the service's defaults: large pages
+#: (effective only for a new file), memory-mapped reads, in-memory temporary tables.
+_CATALOG_PRAGMAS = ("page_size=16384", "mmap_size=268435456", "temp_store=MEMORY")
+
+
 def _make_engine(path: Path) -> sa.Engine:
-    engine = sa.create_engine(f"sqlite:///{path}",
-                              connect_args={"timeout": 30.0, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # SQLAlchemy's begin hook issues BEGIN itself
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA page_size=16384")  # effective only for a new file
-        cur.execute("PRAGMA busy_timeout=30000")
-        set_wal(cur, 30_000)   # a fresh file may be locked by another writer: retried
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA cache_size=-65536")
-        cur.execute("PRAGMA mmap_size=268435456")
-        cur.execute("PRAGMA temp_store=MEMORY")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):
-        immediate = conn.get_execution_options().get("sqlite_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
+    """Engine of one survey file (:func:`dsa110_contimg.store.engine.make_engine`: WAL,
+    busy timeout; reads by default, writes with ``WRITE_OPTION``)."""
+    return make_engine(path, pragmas=_CATALOG_PRAGMAS, reads_by_default=True)
 
 
 def _kind_of(values) -> str:
@@ -131,30 +101,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class _Progress:
-    """A plain stderr progress bar (shown on a TTY for long ingests, or when asked)."""
+def _progress(total: int, label: str, progress) -> Callable[[int], None]:
+    """Row-progress reporter of an ingest: ``progress`` is a callable ``(done, total)``,
+    True/False (bar on/off) or None (a bar on a terminal for long ingests)."""
+    callback = progress if callable(progress) else None
+    bar = ProgressBar(total, label, unit="rows", enabled=False if callback else progress,
+                      min_total=_PROGRESS_MIN_ROWS)
 
-    def __init__(self, total: int, label: str, enabled):
-        self.total = max(total, 1)
-        self.label = label
-        self.callback = enabled if callable(enabled) else None
-        if enabled is None:
-            enabled = sys.stderr.isatty() and total >= _PROGRESS_MIN_ROWS
-        self.enabled = bool(enabled) and self.callback is None
-        self.t0 = time.perf_counter()
+    def update(done: int) -> None:
+        if callback is not None:
+            callback(done, max(total, 1))
+        bar.update(done)
+        if done >= total:
+            bar.close()
 
-    def update(self, done: int) -> None:
-        if self.callback is not None:
-            self.callback(done, self.total)
-        if not self.enabled:
-            return
-        frac = done / self.total
-        bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r{self.label} [{bar:<30}] {done:>10,d}/{self.total:,d} rows "
-                         f"{time.perf_counter() - self.t0:6.1f} s")
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    return update
 
 
 # --- the store --------------------------------------------------------------------
@@ -316,7 +277,7 @@ class SurveyCatalog:
 
     def _create_schema(self) -> None:
         core = ", ".join(f"{c} REAL" for c in _FLOAT_CORE if c not in ("ra_deg", "dec_deg"))
-        with self._engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+        with self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
             conn.exec_driver_sql(
                 "CREATE TABLE IF NOT EXISTS files (file_id INTEGER PRIMARY KEY, path TEXT UNIQUE "
                 "NOT NULL, sha256 TEXT, layout TEXT, n_rows INTEGER, ingested_at TEXT, "
@@ -355,8 +316,8 @@ class SurveyCatalog:
         cov = coverage_cone or (None, None, None)
         if coverage_cone is not None:
             ra_lo = ra_hi = dec_min = dec_max = None  # a cached online cone covers exactly the cone
-        bar = _Progress(n, f"{self.name} {Path(key).name}", progress)
-        with engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+        bar = _progress(n, f"{self.name} {Path(key).name}", progress)
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
             # Idempotency: the same path, or the same content under another path.
             old = conn.exec_driver_sql(
                 "SELECT file_id FROM files WHERE path = ? OR (sha256 IS NOT NULL AND sha256 = ?)",
@@ -384,10 +345,10 @@ class SurveyCatalog:
                 cols += [core[c][idx].tolist() for c in _FLOAT_CORE if c not in ("ra_deg", "dec_deg")]
                 cols += [_storable(norm.extras[c][idx]) for c in extras]
                 conn.exec_driver_sql(sql, list(zip(*cols)))
-                bar.update(start + m)
+                bar(start + m)
             conn.exec_driver_sql("UPDATE meta SET value = ? WHERE key = 'next_rid'", (str(rid0 + n),))
         if n == 0:
-            bar.update(0)
+            bar(0)
         return n
 
     def _add_extra_columns(self, conn, extras: dict) -> list[str]:
@@ -849,4 +810,4 @@ def _column(values: tuple, kind: str):
     return np.array(values, dtype=dtype)
 
 
-__all__ = ["CatalogStore", "SurveyCatalog", "SURVEYS", "ALIASES", "canonical_survey"]
+__all__ = ["CatalogStore", "SurveyCatalog", "SURVEYS", "canonical_survey"]

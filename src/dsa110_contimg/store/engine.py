@@ -41,7 +41,16 @@ def database_url(path_or_url: str | Path, *, read_only: bool = False) -> str:
 
 
 def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: int,
-                          cache_mib: int = DEFAULT_CACHE_MIB) -> None:
+                          cache_mib: int = DEFAULT_CACHE_MIB, pragmas: tuple[str, ...] = (),
+                          reads_by_default: bool = False) -> None:
+    """The service's SQLite connection settings (one definition for every SQLite file).
+
+    Every connection: busy timeout, foreign keys, page cache of ``cache_mib``, then the
+    extra ``pragmas`` (e.g. ``"page_size=16384"``); writable ones also WAL and
+    ``synchronous=NORMAL``. Transactions: ``BEGIN IMMEDIATE`` (the write lock) unless the
+    connection has :data:`READ_OPTION`; with ``reads_by_default`` (the catalogue store,
+    read far more than written) the reverse: ``BEGIN`` unless it has :data:`WRITE_OPTION`.
+    """
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         # Let SQLAlchemy's begin hook (below) issue BEGIN itself.
@@ -50,6 +59,8 @@ def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: i
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
+        for pragma in pragmas:
+            cur.execute(f"PRAGMA {pragma}")
         if not read_only:
             cur.execute("PRAGMA synchronous=NORMAL")
             set_wal(cur, busy_timeout_ms)
@@ -57,13 +68,20 @@ def _install_sqlite_hooks(engine: Engine, *, read_only: bool, busy_timeout_ms: i
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        reading = read_only or conn.get_execution_options().get(READ_OPTION, False)
+        opts = conn.get_execution_options()
+        if reads_by_default:
+            reading = read_only or not opts.get(WRITE_OPTION, False)
+        else:
+            reading = read_only or opts.get(READ_OPTION, False)
         conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 #: Connection execution option: this connection only reads (SQLite: deferred BEGIN, so no
 #: write lock is taken; see :func:`read_connection`).
 READ_OPTION = "contimg_read_only"
+#: Connection execution option: this connection writes (``BEGIN IMMEDIATE`` on an engine
+#: made with ``reads_by_default``).
+WRITE_OPTION = "sqlite_immediate"
 
 
 @contextmanager
@@ -98,7 +116,8 @@ def set_wal(cur, busy_timeout_ms: int) -> None:
 
 
 def make_engine(path_or_url: str | Path, *, read_only: bool = False,
-                busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Engine:
+                busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, cache_mib: int = DEFAULT_CACHE_MIB,
+                pragmas: tuple[str, ...] = (), reads_by_default: bool = False) -> Engine:
     """Create an engine with the service's connection settings.
 
     Parameters
@@ -109,6 +128,8 @@ def make_engine(path_or_url: str | Path, *, read_only: bool = False,
         Open SQLite read-only (``mode=ro``); the file must exist.
     busy_timeout_ms : int
         How long a writer waits for the lock before "database is locked".
+    cache_mib, pragmas, reads_by_default
+        SQLite only: see :func:`_install_sqlite_hooks`.
     """
     url = database_url(path_or_url, read_only=read_only)
     if url.startswith("sqlite"):
@@ -118,7 +139,8 @@ def make_engine(path_or_url: str | Path, *, read_only: bool = False,
             url, connect_args={"timeout": busy_timeout_ms / 1000.0, "check_same_thread": False},
             poolclass=sa.pool.NullPool if read_only else None,
         )
-        _install_sqlite_hooks(engine, read_only=read_only, busy_timeout_ms=busy_timeout_ms)
+        _install_sqlite_hooks(engine, read_only=read_only, busy_timeout_ms=busy_timeout_ms,
+                              cache_mib=cache_mib, pragmas=pragmas, reads_by_default=reads_by_default)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 

@@ -125,6 +125,11 @@ def reason_class(reason: str | None) -> str:
     return str(reason).split(":", 1)[0].strip()
 
 
+def stored_content_ids(conn: Connection) -> dict[str, str]:
+    """``{path: content_id}`` of every stored image (what reprocess skips)."""
+    return dict(conn.execute(sa.select(images.c.path, images.c.content_id)).all())
+
+
 def set_norm_method(conn: Connection, image_id: int, method: str) -> None:
     """Record how the image's references were chosen (``catalogue`` or ``ensemble``)."""
     conn.execute(images.update().where(images.c.id == image_id).values(norm_method=method))

@@ -16,6 +16,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsa110_contimg.core.geometry import angular_separation_deg
+from dsa110_contimg.store.values import clean as _clean
+from dsa110_contimg.store.values import finite_or_none as _f
 from dsa110_contimg.store.schema import (
     METRIC_COLUMNS, RUNNING_SUM_COLUMNS, ese_candidates, images, measurements, reference_baselines,
     sources, variability_stats,
@@ -55,18 +58,12 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
     if rows:
         ra = out["ra_center_deg"].astype(float)
         dec = out["dec_center_deg"].astype(float)
-        sep = _sep_deg(ra, dec, ra_deg, dec_deg)
+        sep = angular_separation_deg(ra, dec, ra_deg, dec_deg)
         keep = sep <= radius_deg
         out = {k: v[keep] for k, v in out.items()}
     out["id"] = out["id"].astype(np.int64)
     out["mjd"] = np.array([np.nan if v is None else v for v in out["mjd"]], float)
     return out
-
-
-def _sep_deg(ra1, dec1, ra2, dec2):
-    r1, d1, r2, d2 = map(np.deg2rad, (ra1, dec1, ra2, dec2))
-    s = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
-    return np.rad2deg(2 * np.arcsin(np.sqrt(np.clip(s, 0, 1))))
 
 
 def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Sequence[int], *,
@@ -133,6 +130,25 @@ def load_image_fluxes(conn: Connection, image_id: int, source_ids: Sequence[int]
     return flux, err
 
 
+def image_raw_fluxes(conn: Connection, image_id: int):
+    """Every measurement of one image: ``(source_ids, peak_jyb, peak_err_jyb)`` arrays
+    (NaN where a value is NULL; failed measurements included)."""
+    rows = conn.execute(sa.select(measurements.c.source_id, measurements.c.peak_jyb,
+                                  measurements.c.peak_err_jyb).where(
+        measurements.c.image_id == int(image_id))).all()
+    ids = np.array([r[0] for r in rows], np.int64)
+    f = np.array([np.nan if r[1] is None else r[1] for r in rows], float)
+    e = np.array([np.nan if r[2] is None else r[2] for r in rows], float)
+    return ids, f, e
+
+
+def flag_image_measurements(conn: Connection, image_id: int, flag: int) -> None:
+    """OR ``flag`` (a :class:`~dsa110_contimg.science.results.Flag` bit) into every
+    measurement of one image."""
+    conn.execute(measurements.update().where(measurements.c.image_id == int(image_id))
+                 .values(flags=measurements.c.flags.op("|")(int(flag))))
+
+
 def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=None, factor_err=None,
                       scatter=None, n_refs=None, reason=None, ref_ids=None, used_ids=None,
                       norm_flux=None, norm_err=None, source_ids=None) -> None:
@@ -154,13 +170,6 @@ def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=No
         .values(norm_flux_jyb=sa.bindparam("f"), norm_err_jyb=sa.bindparam("e")), rows)
 
 
-def _f(x):
-    if x is None:
-        return None
-    x = float(x)
-    return x if np.isfinite(x) else None
-
-
 def load_baselines(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
     """Reference baselines by source id."""
     out: dict[int, dict] = {}
@@ -180,16 +189,6 @@ def save_baselines(conn: Connection, rows: Iterable[dict]) -> None:
     for chunk in _chunks(ids):
         conn.execute(reference_baselines.delete().where(reference_baselines.c.source_id.in_(chunk)))
     conn.execute(reference_baselines.insert(), [{k: _clean(v) for k, v in r.items()} for r in rows])
-
-
-def _clean(v):
-    if isinstance(v, (float, np.floating)):
-        return _f(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
 
 
 def load_running_stats(conn: Connection, source_ids: Sequence[int]):

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dsa110_contimg.store.lightcurves import candidate_order
+from dsa110_contimg.store.values import clean  # noqa: F401 - used here and by the web app
 from dsa110_contimg.store.schema import (
     ESE_STATES, METRIC_COLUMNS, batch_jobs, ese_candidates, images, measurements, sources,
     variability_stats,
@@ -33,24 +34,6 @@ REVIEW_ACTIONS = {
     "dismissed": "dismissed", "dismiss": "dismissed",
     "reactivated": "active", "reactivate": "active", "active": "active",
 }
-
-
-def clean(value):
-    """A JSON-ready copy: non-finite floats become None, numpy scalars Python scalars."""
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [clean(v) for v in value.tolist()]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def _candidate_filter(q, *, status, min_score, include_all):

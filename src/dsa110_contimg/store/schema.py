@@ -28,6 +28,8 @@ from sqlalchemy import (
     Text, UniqueConstraint,
 )
 
+from dsa110_contimg.core.enums import QC_STATES  # noqa: F401 - image QC states, re-exported
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -43,8 +45,6 @@ registry_metadata = MetaData(naming_convention=NAMING)
 JOB_STATES = ("pending", "running", "done", "failed", "dead", "cancelled")
 #: Batch job item states.
 ITEM_STATES = ("pending", "running", "done", "failed", "cancelled")
-#: Image quality-control states.
-QC_STATES = ("pending", "passed", "warning", "failed")
 #: Per-image normalisation states.
 NORM_STATES = ("not_requested", "ok", "failed")
 #: ESE candidate lifecycle.
@@ -71,7 +71,6 @@ images = Table(
     Column("ra_center_deg", Float),
     Column("dec_center_deg", Float),
     Column("radius_deg", Float, doc="centre-to-corner radius of the pixel footprint"),
-    Column("field_key", String(32), doc="groups images of the same field for QC history"),
     Column("median_rms_jyb", Float),
     Column("method", String(16), nullable=False),
     Column("catalog", String(16), nullable=False),
@@ -96,7 +95,6 @@ images = Table(
     CheckConstraint(_in("qc_status", QC_STATES), name="qc_status"),
     CheckConstraint(_in("norm_status", NORM_STATES), name="norm_status"),
     Index(None, "mjd"),
-    Index(None, "field_key", "mjd"),
     Index(None, "ra_center_deg"),
     Index(None, "dec_center_deg"),
     Index(None, "radius_deg"),

@@ -8,7 +8,7 @@ dispatches to them lazily by method name.
 
 ``adaptive``
     Per-plane forced photometry of a sub-band cube, then adjacent planes binned
-    until each source reaches a target SNR (science.md §6).
+    until each source reaches a target SNR (docs/science.md, Adaptive binning).
 ``aegean``
     AegeanTools' priorized (flux-only) fitting; needs the optional extra
     ``pip install 'dsa110-contimg-photometry[aegean]'``.

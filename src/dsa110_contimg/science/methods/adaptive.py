@@ -1,4 +1,4 @@
-"""Adaptive sub-band binning (science.md §6, the WABIFAT pattern).
+"""Adaptive sub-band binning (docs/science.md, Adaptive binning; the WABIFAT pattern).
 
 DSA-110 images 16 sub-bands. A faint source may be below the detection
 threshold in every sub-band but detected when adjacent sub-bands are

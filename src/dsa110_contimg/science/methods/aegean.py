@@ -1,11 +1,11 @@
-"""Aegean priorized (flux-only) fitting at catalogue positions (science.md §5).
+"""Aegean priorized (flux-only) fitting at catalogue positions (docs/science.md, Aegean).
 
 This wraps AegeanTools' ``SourceFinder.priorized_fit_islands`` at ``stage=1``
 (the ``--priorized 1`` mode: position and shape fixed to the prior, amplitude
 free), the Aegean equivalent of the fixed-beam ``forced`` estimator. It is an
 optional extra: ``pip install 'dsa110-contimg-photometry[aegean]'``.
 
-How the upstream pitfalls of science.md §5.2 are handled
+How the upstream pitfalls (docs/science.md, Aegean) are handled
 ---------------------------------------------------------
 * **numpy >= 2.4**: AegeanTools catches ``np.linalg.linalg.LinAlgError``,
   an alias removed in numpy 2.4 (Aegean#228); :func:`load_aegean` restores
@@ -35,7 +35,7 @@ How the upstream pitfalls of science.md §5.2 are handled
   A free-position (``stage=2``) fit of the same image moves the sources by
   the same +0.5 px, which is how it was confirmed.
 * **Background and noise**: from BANE (default, run once per image in a
-  subprocess under a wall-clock time-out, science.md §3.2 "known hangs"), or
+  subprocess under a wall-clock time-out, docs/science.md, Noise maps: BANE "known hangs"), or
   from this project's maps (``maps="project"`` or a maps object), written to
   temporary FITS files that Aegean loads as ``bkgin``/``rmsin``.
 * **Prior shape** (found on the AZP map below; AegeanTools 2.3.5):
@@ -110,6 +110,7 @@ from dsa110_contimg.core.errors import (
     MapMismatch,
     MethodUnavailable,
 )
+from dsa110_contimg.core.geometry import unit_vectors
 from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 #: How to install the optional dependency (quoted in errors).
@@ -230,7 +231,7 @@ def run_bane(image_path: str | Path, out_base: str | Path, *, timeout_s: float =
                               timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ExternalToolError(f"BANE did not finish within {timeout_s:g} s (known upstream "
-                                f"hangs, science.md §3.2); pass maps='project' or a longer "
+                                f"hangs, docs/science.md, Noise maps); pass maps='project' or a longer "
                                 f"bane_timeout_s", image_path) from None
     bkg, rms = Path(f"{out_base}_bkg.fits"), Path(f"{out_base}_rms.fits")
     if proc.returncode != 0 or not (bkg.exists() and rms.exists()):
@@ -250,8 +251,7 @@ def _group_labels(ra_deg, dec_deg, eps_arcmin: float) -> np.ndarray:
     n = len(ra_deg)
     if n == 0:
         return np.zeros(0, np.int64)
-    ra, dec = np.deg2rad(ra_deg), np.deg2rad(dec_deg)
-    xyz = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    xyz = unit_vectors(ra_deg, dec_deg)
     chord = np.sin(np.deg2rad(eps_arcmin / 60.0))  # the measure Aegean uses
     pairs = cKDTree(xyz).query_pairs(chord, output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))

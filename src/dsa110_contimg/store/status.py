@@ -1,0 +1,108 @@
+"""The read-only queries behind ``status`` (the service layer turns them into a verdict).
+
+:func:`read_status_counts` runs every query on one connection and returns plain
+Python values (ints, lists of dicts); it never writes.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from dsa110_contimg.store.engine import Database
+from dsa110_contimg.store.files import file_counts, heartbeat_rows, running_jobs_by_owner
+from dsa110_contimg.store.images import norm_reason_summary
+from dsa110_contimg.store.schema import batch_job_items, batch_jobs, ese_candidates, images, measurements
+
+
+def _first_path():
+    return (sa.select(sa.func.min(batch_job_items.c.fits_path))
+            .where(batch_job_items.c.batch_id == batch_jobs.c.id).scalar_subquery())
+
+
+def _count(conn, table, *where) -> int:
+    q = sa.select(sa.func.count()).select_from(table)
+    if where:
+        q = q.where(*where)
+    return int(conn.execute(q).scalar() or 0)
+
+
+def job_counts(conn) -> dict[str, int]:
+    """Number of jobs by status (only the statuses present)."""
+    bj = batch_jobs.c
+    return {str(k): int(v) for k, v in
+            conn.execute(sa.select(bj.status, sa.func.count()).group_by(bj.status)).all()}
+
+
+def oldest_pending_at(conn) -> float | None:
+    """Creation time (Unix s) of the oldest pending job, None when none is pending."""
+    bj = batch_jobs.c
+    v = conn.execute(sa.select(sa.func.min(bj.created_at)).where(bj.status == "pending")).scalar()
+    return None if v is None else float(v)
+
+
+def last_success_at(conn) -> float | None:
+    """Finish time (Unix s) of the latest job done, None when none is."""
+    bj = batch_jobs.c
+    v = conn.execute(sa.select(sa.func.max(bj.finished_at)).where(bj.status == "done")).scalar()
+    return None if v is None else float(v)
+
+
+def active_candidates_by_confidence(conn) -> dict[str, int]:
+    """Active ESE candidates by confidence level."""
+    ec = ese_candidates.c
+    return {str(k): int(v) for k, v in conn.execute(
+        sa.select(ec.confidence, sa.func.count()).where(ec.status == "active")
+        .group_by(ec.confidence)).all()}
+
+
+def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict:
+    """Heartbeats, queue and product counts for ``status`` (``now``: Unix seconds).
+
+    Keys: ``heartbeats`` (:func:`~dsa110_contimg.store.files.heartbeat_rows`),
+    ``job_counts`` (status -> n), ``oldest_pending_at`` (Unix s or None),
+    ``done_last_hour``, ``running`` and ``failures`` (the latest ``n_failures``
+    failed/dead jobs; dicts with the job's first file as ``path``), ``file_counts``,
+    ``images``, ``measurements``, ``ese_active``, ``qc_counts`` (qc_status -> n),
+    ``qc_failed`` (latest ``n_failures`` QC-failed images), ``norm_failed``,
+    ``norm_not_requested``, ``norm_ensemble``, ``norm_reasons``, ``running_by_owner``.
+    """
+    with db.engine.connect() as conn:
+        bj = batch_jobs.c
+        out = {
+            "heartbeats": heartbeat_rows(conn),
+            "job_counts": job_counts(conn),
+            "oldest_pending_at": oldest_pending_at(conn),
+            "done_last_hour": _count(conn, batch_jobs, bj.status == "done",
+                                     bj.finished_at >= now - 3600),
+            "running": [dict(r) for r in conn.execute(
+                sa.select(bj.id, bj.attempts, bj.lease_owner, bj.lease_until, bj.started_at,
+                          _first_path().label("path"))
+                .where(bj.status == "running").order_by(bj.id)).mappings()],
+            "failures": [dict(r) for r in conn.execute(
+                sa.select(bj.id, bj.status, bj.error, bj.attempts, bj.finished_at,
+                          _first_path().label("path"))
+                .where(bj.status.in_(("failed", "dead")))
+                .order_by(bj.updated_at.desc()).limit(n_failures)).mappings()],
+            "file_counts": file_counts(conn),
+            "images": _count(conn, images),
+            "measurements": _count(conn, measurements),
+            "ese_active": _count(conn, ese_candidates, ese_candidates.c.status == "active"),
+            "qc_counts": dict(conn.execute(sa.select(images.c.qc_status, sa.func.count())
+                                           .group_by(images.c.qc_status)).all()),
+            "qc_failed": [dict(r) for r in conn.execute(
+                sa.select(images.c.path, images.c.mjd, images.c.qc_reasons)
+                .where(images.c.qc_status == "failed")
+                .order_by(images.c.measured_at.desc()).limit(n_failures)).mappings()],
+            "norm_failed": _count(conn, images, images.c.norm_status == "failed"),
+            "norm_reasons": norm_reason_summary(conn),
+            "norm_not_requested": _count(conn, images, images.c.norm_status == "not_requested"),
+            "norm_ensemble": _count(conn, images, images.c.norm_status == "ok",
+                                    images.c.norm_method == "ensemble"),
+            "running_by_owner": running_jobs_by_owner(conn),
+        }
+        conn.rollback()
+    return out
+
+
+__all__ = ["read_status_counts", "job_counts", "oldest_pending_at", "last_success_at",
+           "active_candidates_by_confidence"]

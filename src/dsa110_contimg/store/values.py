@@ -1,0 +1,44 @@
+"""How Python/numpy values are stored: the one conversion rule for database rows and JSON.
+
+Non-finite floats (NaN, +-inf) and masked values become ``None`` (SQL NULL, JSON null);
+numpy scalars become Python scalars, bytes str; dicts, lists, tuples and arrays are converted element-wise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def clean(value):
+    """A storable / JSON-ready copy of ``value`` (see the module docstring)."""
+    if value is np.ma.masked:
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [clean(v) for v in value.tolist()]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def finite_or_none(x) -> float | None:
+    """``float(x)``, or None for None and non-finite values."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+__all__ = ["clean", "finite_or_none"]
