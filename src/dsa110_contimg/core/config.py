@@ -41,6 +41,69 @@ def _listed(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+class QCLimits(ConfigModel):
+    """Thresholds of image quality control (:func:`dsa110_contimg.science.qc.evaluate_image_qc`;
+    warn / fail pairs). Units: Jy/beam for noise, arcsec for beams, mJy for catalogue fluxes.
+    The workflow builds them from ``PhotometryConfig.qc_max_rms_jyb`` and the image kind."""
+
+    max_rms_jyb: float | None = Field(None, gt=0)
+    """Absolute limit on the median and the clipped rms, Jy/beam (None: not checked)."""
+    rms_history_warn: float = Field(1.3, gt=1.0)
+    """Ratio of this image's rms to the field's recent median above which the image gets a
+    warning (> 1 and <= rms_history_fail)."""
+    rms_history_fail: float = Field(1.6, gt=1.0)
+    """Same ratio above which the image fails; its reciprocal bounds a suspiciously low rms
+    (warning)."""
+    min_history: int = Field(3, ge=1)
+    """Recent images needed before history comparisons are made."""
+    min_beam_arcsec: float = Field(1.0, gt=0)
+    """Smallest plausible beam FWHM (arcsec; outside the range: failed)."""
+    max_beam_arcsec: float = Field(600.0, gt=0)
+    """Largest plausible beam FWHM (arcsec)."""
+    min_beam_pixels: float = Field(1.5, gt=0)
+    """Minimum beam minor FWHM in pixels (undersampled below: failed)."""
+    max_beam_axis_ratio: float = Field(5.0, ge=1.0)
+    """Maximum BMAJ/BMIN (above: warning)."""
+    beam_history_warn: float = Field(1.2, gt=1.0)
+    """Ratio (either way) of the beam axes to the field's recent median beyond which the image
+    gets a warning (> 1 and <= beam_history_fail)."""
+    beam_history_fail: float = Field(1.5, gt=1.0)
+    """Same ratio beyond which the image fails."""
+    blanked_warn: float = Field(0.2, ge=0.0, le=1.0)
+    """Fraction of blanked pixels for a warning (<= blanked_fail)."""
+    blanked_fail: float = Field(0.5, ge=0.0, le=1.0)
+    """Fraction of blanked pixels for a failure."""
+    flux_scale_warn: float = Field(0.10, gt=0)
+    """|median(measured/catalogue) - 1| for a warning (<= flux_scale_fail)."""
+    flux_scale_fail: float = Field(0.15, gt=0)
+    """|median(measured/catalogue) - 1| for a failure."""
+    flux_scale_min_snr: float = Field(5.0, gt=0)
+    """Minimum measured SNR of a flux-scale source."""
+    flux_scale_min_mjy: float = Field(10.0, gt=0)
+    """Catalogue flux band of flux-scale sources: lower end (mJy)."""
+    flux_scale_max_mjy: float = Field(10_000.0, gt=0)
+    """Catalogue flux band of flux-scale sources: upper end (mJy)."""
+    flux_scale_min_sources: int = Field(3, ge=1)
+    """Fewest sources to judge the flux scale (fewer: warning)."""
+    min_dynamic_range: float = Field(10.0, gt=0)
+    """max|pixel| / median rms below which a warning is given."""
+    require_beam: bool = True
+    """Fail images without a beam (mosaics with NIMAGES only warn)."""
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for lo, hi in (("rms_history_warn", "rms_history_fail"),
+                       ("beam_history_warn", "beam_history_fail"),
+                       ("blanked_warn", "blanked_fail"), ("flux_scale_warn", "flux_scale_fail"),
+                       ("min_beam_arcsec", "max_beam_arcsec"),
+                       ("flux_scale_min_mjy", "flux_scale_max_mjy")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            strict = lo.startswith(("min_", "flux_scale_min"))
+            if a > b or (strict and a == b):
+                raise invalid(f"{'<' if strict else '<='} {hi} ({b})", field=lo, value=a)
+        return self
+
+
 class PhotometryConfig(ConfigModel):
     """Configuration of one photometry run (the ``[photometry]`` table).
 
