@@ -16,7 +16,6 @@ for mosaics.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Mapping
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator

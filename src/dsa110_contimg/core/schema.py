@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Mapping
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, ValidationInfo
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+)
 from pydantic_core import PydanticCustomError
 
 from dsa110_contimg.core.errors import ConfigError

@@ -44,12 +44,16 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from dsa110_contimg.core.config import QCLimits  # noqa: F401 (the thresholds; part of the schema)
+from dsa110_contimg.core.config import QCLimits
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.science.results import Flag, MeasurementTable
 
 PASSED, WARNING, FAILED = "passed", "warning", "failed"
 _RANK = {PASSED: 0, WARNING: 1, FAILED: 2}
+
+#: The default thresholds (:class:`~dsa110_contimg.core.config.QCLimits`, part of the
+#: configuration schema).
+DEFAULT_LIMITS = QCLimits()
 
 #: metrics keys compared against history
 HISTORY_KEYS = ("median_rms_jyb", "clipped_rms_jyb", "beam_major_arcsec", "beam_minor_arcsec")
@@ -296,7 +300,7 @@ def _check_blanking(c: _Collector, m: dict, limits: QCLimits):
 
 
 def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compact=None,
-                     limits: QCLimits = QCLimits()) -> tuple[float, float, int]:
+                     limits: QCLimits = DEFAULT_LIMITS) -> tuple[float, float, int]:
     """Median measured/catalogue flux ratio of bright, compact, unblended sources.
 
     Parameters
@@ -399,7 +403,7 @@ def image_statistics(image, *, maps=None, with_blanking: bool = False) -> dict[s
 
 def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
                       catalog_flux_mjy=None, history: Iterable[Mapping[str, Any]] | None = None,
-                      limits: QCLimits = QCLimits(), *, maps=None, compact=None) -> QCResult:
+                      limits: QCLimits = DEFAULT_LIMITS, *, maps=None, compact=None) -> QCResult:
     """Quality-control one image (its selected plane) before its fluxes are used.
 
     Parameters

@@ -36,14 +36,34 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Mapping
 
-from pydantic import BeforeValidator, Field, PlainValidator, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dsa110_contimg.core.config import PhotometryConfig
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.core.schema import (
-    Allowed, ConfigModel, Directory, FilePath, invalid, one_of, section_toml, toml_value,
+    Allowed,
+    ConfigModel,
+    Directory,
+    FilePath,
+    invalid,
+    one_of,
+    section_toml,
+    toml_value,
 )
-from dsa110_contimg.store.urls import DatabaseURL, expand_env, is_url, mask_url, parse_database_url
+from dsa110_contimg.store.urls import (
+    DatabaseURL,
+    expand_env,
+    is_url,
+    mask_url,
+    parse_database_url,
+)
 
 #: Environment variable naming the configuration file.
 CONFIG_ENV = "CONTIMG_PHOTOMETRY_CONFIG"
@@ -110,6 +130,9 @@ def _empty_is_none(value):
 
 DirectoryList = Annotated[tuple[Directory, ...], BeforeValidator(_dir_list),
                           Allowed("a list of directory paths")]
+SymlinkRule = one_of(SYMLINK_RULES)
+LogFormat = one_of(LOG_FORMATS)
+LogLevel = one_of(LOG_LEVELS, fold_case=True)
 #: Seconds, > 0 / >= 0.
 Seconds = Annotated[float, Field(gt=0), Allowed("a number of seconds > 0")]
 NonNegativeSeconds = Annotated[float, Field(ge=0), Allowed("a number of seconds >= 0")]
@@ -252,7 +275,7 @@ class DaemonConfig(ConfigModel):
     state directory (advisory lock state_dir/daemon-<node>.lock); to run a second daemon on
     the same state on purpose, give it another node name, e.g. "dsa-node-1". 'status' lists
     every live instance."""
-    symlinks: one_of(SYMLINK_RULES) = "within_roots"
+    symlinks: SymlinkRule = "within_roots"
     """Symlinks among the watched files: within_roots (followed only when the target lies
     inside a watched directory) | refuse (recorded as skipped) | follow (any target). Same
     rule for events and scans; FIFOs, sockets, devices and directories are always skipped
@@ -276,7 +299,10 @@ class DaemonConfig(ConfigModel):
     @field_validator("executor")
     @classmethod
     def _executor(cls, value: str) -> str:
-        from dsa110_contimg.service.runtime import BUILTIN_EXECUTORS, normalise_executor_spec
+        from dsa110_contimg.service.runtime import (
+            BUILTIN_EXECUTORS,
+            normalise_executor_spec,
+        )
 
         value = normalise_executor_spec(value)
         if value not in BUILTIN_EXECUTORS and value != "dask" and (
@@ -334,17 +360,13 @@ class DaemonConfig(ConfigModel):
         return "photometry" if self.executor == "dask" else self.executor
 
 
-def _lower(value):
-    return value.lower() if isinstance(value, str) else value
-
-
 class LoggingConfig(ConfigModel):
     """How the service logs."""
 
-    format: one_of(LOG_FORMATS) = "auto"
+    format: LogFormat = "auto"
     """auto (readable on a terminal, JSON lines otherwise, e.g. under systemd/journald) | json |
     console"""
-    level: Annotated[one_of(LOG_LEVELS), BeforeValidator(_lower)] = "info"
+    level: LogLevel = "info"
     """debug | info | warning | error"""
 
 
