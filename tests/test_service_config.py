@@ -238,3 +238,18 @@ def test_instance_lock_refuses_the_same_node_and_allows_another(tmp_path):
     a2 = InstanceLock(tmp_path / "state", "n1").acquire(owner="C")  # free again after release
     a2.release()
     b.release()
+
+
+def test_config_dump_and_check_commands(tmp_path, capsys):
+    from dsa110_contimg.service.config import documented_toml
+
+    assert main(["config", "dump"]) == 0
+    assert capsys.readouterr().out == documented_toml()
+    assert main(["config", "check", "--config", str(DOC)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{DOC.resolve()}: valid") and "catalog nvss" in out
+    bad = write(tmp_path, '[paths]\nproducts_db = "mysql://u:hunter2@h/db"\n')
+    assert main(["config", "check", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "paths.products_db" in err and str(bad) in err
+    assert "unsupported database 'mysql'" in err and "hunter2" not in err
