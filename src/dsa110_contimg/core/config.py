@@ -3,9 +3,13 @@
 The fields follow the seed design (catalog, radius_deg, ra/dec radii for
 elongated mosaics, min_flux_mjy, max_sources, method, normalize, detect_ese,
 catalog_path, auto_compute_extent) plus the estimator, normalisation and ESE
-settings the workflow needs. Every value is validated on construction; a bad
-value raises :class:`~dsa110_contimg.core.errors.ConfigError` naming the
-field and what is allowed.
+settings the workflow needs, and :class:`QCLimits`, the quality-control
+thresholds. Both are sections of the configuration schema
+(:class:`~dsa110_contimg.core.schema.ConfigModel`, pydantic v2): every value is
+validated on construction; a bad value raises
+:class:`~dsa110_contimg.core.errors.ConfigError` naming the field, the value and
+what is allowed. The docstring under each field is its documentation and its
+comment in the generated ``config/photometry.toml``.
 
 Search region rule (see :meth:`PhotometryConfig.search_region`): explicit radii
 first (an ellipse when both ``ra_radius_deg`` and ``dec_radius_deg`` are set,
