@@ -79,3 +79,20 @@ def test_search_region_rule():
     assert PhotometryConfig().search_region("image") == ("footprint", ())
     assert PhotometryConfig(auto_compute_extent=False).search_region("image") == ("cone", (0.5,))
     assert PhotometryConfig(auto_compute_extent=False).search_region("mosaic") == ("cone", (1.0,))
+
+
+def test_immutable_hashable_and_errors_are_config_errors_on_one_line():
+    import dataclasses
+
+    cfg = PhotometryConfig(catalog="nvss", method="forced", normalize=True, detect_ese=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.method = "peak"
+    assert hash(cfg) == hash(PhotometryConfig()) and cfg == PhotometryConfig()
+    for kwargs, key, allowed in (({"colour": "red"}, "colour", "one of the keys"),
+                                 ({"nbeam": "3"}, "nbeam", "a number > 0 and <= 50.0"),
+                                 ({"max_sources": 2.5}, "max_sources", "a positive integer")):
+        with pytest.raises(ConfigError) as err:
+            PhotometryConfig.from_dict(kwargs)
+        text = str(err.value)
+        assert err.value.field == key and allowed in text and "\n" not in text
+        assert text.startswith(f"invalid value {kwargs[key]!r} for '{key}': expected ")

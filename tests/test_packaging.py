@@ -11,9 +11,6 @@ SRC = ROOT / "src" / "dsa110_contimg"
 IMPORT_NAMES = {"SQLAlchemy": "sqlalchemy", "prometheus_client": "prometheus_client",
                 "AegeanTools": "AegeanTools", "psycopg[binary]": "psycopg",
                 "dask[distributed]": "dask"}
-#: declared for a schema that another branch brings (the pydantic configuration of
-#: issue 16 item 2); remove once core/config.py imports pydantic
-PENDING = {"pydantic"}
 
 
 def _imported_modules() -> set[str]:
@@ -36,6 +33,6 @@ def test_every_required_dependency_is_imported():
     for req in PYPROJECT["project"]["dependencies"]:
         dist = re.split(r"[<>=!~ ]", req, maxsplit=1)[0]
         name = IMPORT_NAMES.get(dist, dist.lower().replace("-", "_"))
-        if name not in imported and dist not in PENDING:
+        if name not in imported:
             unused.append(dist)
     assert not unused, f"required dependencies never imported: {unused}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -27,10 +29,10 @@ def write(tmp_path, text: str) -> Path:
 
 def test_documented_config_lists_every_key_with_its_default():
     data = tomllib.loads(DOC.read_text())
-    daemon_defaults = {f.name: f.default for f in dataclasses.fields(DaemonConfig)}
+    daemon_defaults = {name: f.default for name, f in DaemonConfig.model_fields.items()}
     assert data["daemon"] == daemon_defaults
-    assert data["logging"] == {f.name: f.default for f in dataclasses.fields(LoggingConfig)}
-    assert set(data["paths"]) == {f.name for f in dataclasses.fields(PathsConfig)}
+    assert data["logging"] == {name: f.default for name, f in LoggingConfig.model_fields.items()}
+    assert set(data["paths"]) == set(PathsConfig.model_fields)
     # every photometry field appears, set or as a commented example
     text = DOC.read_text()
     phot_defaults = PhotometryConfig().to_dict()
@@ -42,6 +44,77 @@ def test_documented_config_lists_every_key_with_its_default():
     cfg = load_config(DOC)
     assert cfg.daemon == DaemonConfig()
     assert cfg.paths.image_dirs == ((DOC.parent / "images").resolve(),)
+
+
+def test_shipped_config_is_the_one_generated_from_the_schema():
+    """config/photometry.toml is documented_toml(): regenerate it with
+    ``PYTHONPATH=src python -m dsa110_contimg.service.config > config/photometry.toml``."""
+    from dsa110_contimg.service.config import documented_toml
+
+    text = documented_toml()
+    assert DOC.read_text(encoding="utf-8") == text, \
+        "config/photometry.toml is stale: run PYTHONPATH=src python -m dsa110_contimg.service.config " \
+        "> config/photometry.toml"
+    # every key of every section is there with its docstring as the comment above it
+    assert "# Worker processes (spawned; 1..64). Each runs one job at a time.\nworkers = 2\n" in text
+    assert "# radius_deg = 0.5\n" in text and "# token_file = \"state/web_token\"\n" in text
+    # the documented command writes exactly that text
+    r = subprocess.run([sys.executable, "-m", "dsa110_contimg.service.config"], capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert r.returncode == 0 and r.stdout == text, r.stderr
+
+
+def test_documented_defaults_are_the_schema_defaults(tmp_path):
+    """A file with every key at its documented value is the same configuration as an empty one."""
+    p = write(tmp_path, "")
+    empty = load_config(p)
+    shipped = tmp_path / "shipped.toml"
+    shipped.write_text(DOC.read_text())
+    full = load_config(shipped)
+    assert full.photometry == empty.photometry and full.daemon == empty.daemon
+    assert full.logging == empty.logging and full.web == empty.web
+    assert full.paths.state_dir == empty.paths.state_dir == tmp_path / "state"
+    assert full.paths.products_db == empty.paths.products_db == tmp_path / "state" / "products.sqlite3"
+    assert full.paths.registry_db == empty.paths.registry_db
+
+
+@pytest.mark.parametrize("text, key, value, allowed", [
+    # an unknown key
+    ("[daemon]\nworkerz = 2\n", "daemon.workerz", "2", "one of the keys backoff_base_s, backoff_cap_s"),
+    ("[photometry]\nradius = 0.5\n", "photometry.radius", "0.5", "one of the keys allow_online"),
+    # a bad type
+    ("[daemon]\nworkers = \"2\"\n", "daemon.workers", "'2'", "an integer in [1, 64]"),
+    ("[photometry]\nnormalize = \"yes\"\n", "photometry.normalize", "'yes'", "true or false"),
+    ("[photometry]\nnbeam = \"3\"\n", "photometry.nbeam", "'3'", "a number > 0 and <= 50.0"),
+    ("[paths]\nstate_dir = 7\n", "paths.state_dir", "7", "a non-empty path string"),
+    ("[daemon]\nlease_s = true\n", "daemon.lease_s", "True", "a number of seconds > 0"),
+    ("paths = 3\n", "paths", "3", "a [table]"),
+    # a bad database URL (password masked)
+    ("[paths]\nproducts_db = \"mysql://u:hunter2@h/db\"\n", "paths.products_db",
+     "'mysql://u:***@h/db'", "unsupported database 'mysql'"),
+    ("[paths]\nregistry_db = \"postgresql+psycopg://u:hunter2@h:port/db\"\n", "paths.registry_db",
+     "'postgresql+psycopg://u:***@h:port/db'", "an SQLAlchemy URL such as"),
+])
+def test_one_clear_line_names_file_key_value_and_allowed(tmp_path, text, key, value, allowed):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert err.value.field == key and "\n" not in msg and "hunter2" not in msg
+    assert msg.startswith(f"{p}: invalid value {value} for '{key}': expected "), msg
+    assert allowed in msg
+    assert "pydantic" not in msg and "validation error" not in msg
+
+
+def test_sections_are_immutable_and_replace_validates():
+    cfg = DaemonConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.workers = 3
+    assert cfg.replace(workers=3).workers == 3 and cfg.workers == 2
+    with pytest.raises(ConfigError, match="'workers'.*\\[1, 64\\]"):
+        cfg.replace(workers=65)
+    with pytest.raises(ConfigError, match="less than"):
+        DaemonConfig(lease_s=10.0)
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path):
@@ -165,3 +238,18 @@ def test_instance_lock_refuses_the_same_node_and_allows_another(tmp_path):
     a2 = InstanceLock(tmp_path / "state", "n1").acquire(owner="C")  # free again after release
     a2.release()
     b.release()
+
+
+def test_config_dump_and_check_commands(tmp_path, capsys):
+    from dsa110_contimg.service.config import documented_toml
+
+    assert main(["config", "dump"]) == 0
+    assert capsys.readouterr().out == documented_toml()
+    assert main(["config", "check", "--config", str(DOC)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{DOC.resolve()}: valid") and "catalog nvss" in out
+    bad = write(tmp_path, '[paths]\nproducts_db = "mysql://u:hunter2@h/db"\n')
+    assert main(["config", "check", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "paths.products_db" in err and str(bad) in err
+    assert "unsupported database 'mysql'" in err and "hunter2" not in err

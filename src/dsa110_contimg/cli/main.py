@@ -22,6 +22,7 @@ from dsa110_contimg.cli import common
 COMMAND_MODULES = [
     "demo",
     "init",
+    "config",
     "run",
     "status",
     "jobs",

@@ -21,8 +21,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import dataclasses
-
     from dsa110_contimg.core.errors import ConfigError
     from dsa110_contimg.service.config import load_config
     from dsa110_contimg.service.daemon import Daemon
@@ -32,12 +30,12 @@ def run(args) -> int:
     if args.workers is not None:
         if not 1 <= args.workers <= 64:
             raise ConfigError("--workers", args.workers, "an integer in [1, 64]")
-        cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, workers=args.workers))
+        cfg = cfg.replace(daemon=cfg.daemon.replace(workers=args.workers))
     if args.node is not None:
         import re
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", args.node):
             raise ConfigError("--node", args.node, "a node name of 1-64 letters, digits, '.', '_' or '-'")
-        cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, node=args.node))
+        cfg = cfg.replace(daemon=cfg.daemon.replace(node=args.node))
     configure_logging(cfg.logging.format, cfg.logging.level)
     return Daemon(cfg).run()

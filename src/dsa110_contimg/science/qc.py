@@ -46,112 +46,19 @@ import numpy as np
 
 from dsa110_contimg.core.clipping import MEDIAN_EFFICIENCY, clipped_std, mad_sigma
 from dsa110_contimg.core.enums import QC_VERDICTS, header_is_mosaic
+from dsa110_contimg.core.config import QCLimits
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.science.results import Flag, MeasurementTable
 
 PASSED, WARNING, FAILED = QC_VERDICTS
 _RANK = {PASSED: 0, WARNING: 1, FAILED: 2}
 
+#: The default thresholds (:class:`~dsa110_contimg.core.config.QCLimits`, part of the
+#: configuration schema).
+DEFAULT_LIMITS = QCLimits()
+
 #: metrics keys compared against history
 HISTORY_KEYS = ("median_rms_jyb", "clipped_rms_jyb", "beam_major_arcsec", "beam_minor_arcsec")
-
-
-@dataclass(frozen=True)
-class QCLimits:
-    """Thresholds of :func:`evaluate_image_qc` (warn / fail pairs).
-
-    Attributes
-    ----------
-    max_rms_jyb : float or None
-        Absolute limit on the median and the clipped rms, Jy/beam (None: not checked).
-    rms_history_warn, rms_history_fail : float
-        Ratio of this image's rms to the field's recent median above which the
-        image gets a warning / fails. The reciprocal of ``rms_history_fail``
-        bounds a suspiciously *low* rms (warning).
-    min_history : int
-        Recent images needed before history comparisons are made.
-    min_beam_arcsec, max_beam_arcsec : float
-        Plausible beam FWHM range, arcsec (outside: failed).
-    min_beam_pixels : float
-        Minimum beam minor FWHM in pixels (undersampled below: failed).
-    max_beam_axis_ratio : float
-        Maximum BMAJ/BMIN (above: warning).
-    beam_history_warn, beam_history_fail : float
-        Ratio (either way) of beam axes to the field's recent median beyond
-        which the image gets a warning / fails.
-    blanked_warn, blanked_fail : float
-        Fraction of blanked pixels for a warning / failure.
-    flux_scale_warn, flux_scale_fail : float
-        |median(measured/catalogue) - 1| for a warning / failure.
-    flux_scale_min_snr : float
-        Minimum measured SNR of a flux-scale source.
-    flux_scale_min_mjy, flux_scale_max_mjy : float
-        Catalogue flux band of flux-scale sources, mJy.
-    flux_scale_min_sources : int
-        Fewest sources to judge the flux scale (fewer: warning).
-    min_dynamic_range : float
-        max|pixel| / median rms below which a warning is given.
-    require_beam : bool
-        Fail images without a beam (mosaics with ``NIMAGES`` only warn).
-    """
-
-    max_rms_jyb: float | None = None
-    rms_history_warn: float = 1.3
-    rms_history_fail: float = 1.6
-    min_history: int = 3
-    min_beam_arcsec: float = 1.0
-    max_beam_arcsec: float = 600.0
-    min_beam_pixels: float = 1.5
-    max_beam_axis_ratio: float = 5.0
-    beam_history_warn: float = 1.2
-    beam_history_fail: float = 1.5
-    blanked_warn: float = 0.2
-    blanked_fail: float = 0.5
-    flux_scale_warn: float = 0.10
-    flux_scale_fail: float = 0.15
-    flux_scale_min_snr: float = 5.0
-    flux_scale_min_mjy: float = 10.0
-    flux_scale_max_mjy: float = 10_000.0
-    flux_scale_min_sources: int = 3
-    min_dynamic_range: float = 10.0
-    require_beam: bool = True
-
-    def __post_init__(self):
-        def positive(name):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
-                raise ConfigError(name, v, "a positive number")
-
-        if self.max_rms_jyb is not None:
-            positive("max_rms_jyb")
-        for name in ("min_beam_arcsec", "max_beam_arcsec", "min_beam_pixels", "flux_scale_min_snr",
-                     "flux_scale_min_mjy", "flux_scale_max_mjy", "min_dynamic_range",
-                     "flux_scale_warn", "flux_scale_fail"):
-            positive(name)
-        for lo, hi in (("rms_history_warn", "rms_history_fail"),
-                       ("beam_history_warn", "beam_history_fail")):
-            positive(lo)
-            positive(hi)
-            if not 1.0 < getattr(self, lo) <= getattr(self, hi):
-                raise ConfigError(lo, getattr(self, lo), f"> 1 and <= {hi} ({getattr(self, hi)})")
-        if not 1.0 <= self.max_beam_axis_ratio:
-            raise ConfigError("max_beam_axis_ratio", self.max_beam_axis_ratio, ">= 1")
-        if not 0.0 <= self.blanked_warn <= self.blanked_fail <= 1.0:
-            raise ConfigError("blanked_warn", (self.blanked_warn, self.blanked_fail),
-                              "0 <= blanked_warn <= blanked_fail <= 1")
-        if self.flux_scale_warn > self.flux_scale_fail:
-            raise ConfigError("flux_scale_warn", self.flux_scale_warn,
-                              f"<= flux_scale_fail ({self.flux_scale_fail})")
-        if self.min_beam_arcsec >= self.max_beam_arcsec:
-            raise ConfigError("min_beam_arcsec", self.min_beam_arcsec,
-                              f"< max_beam_arcsec ({self.max_beam_arcsec})")
-        if self.flux_scale_min_mjy >= self.flux_scale_max_mjy:
-            raise ConfigError("flux_scale_min_mjy", self.flux_scale_min_mjy,
-                              f"< flux_scale_max_mjy ({self.flux_scale_max_mjy})")
-        for name in ("min_history", "flux_scale_min_sources"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, np.integer)) and v >= 1):
-                raise ConfigError(name, v, "an integer >= 1")
 
 
 @dataclass
@@ -377,7 +284,7 @@ def _check_blanking(c: _Collector, m: dict, limits: QCLimits):
 
 
 def flux_scale_ratio(measurements: MeasurementTable, catalog_flux_mjy, *, compact=None,
-                     limits: QCLimits = QCLimits()) -> tuple[float, float, int]:
+                     limits: QCLimits = DEFAULT_LIMITS) -> tuple[float, float, int]:
     """Median measured/catalogue flux ratio of bright, compact, unblended sources.
 
     Parameters
@@ -475,7 +382,7 @@ def image_statistics(image, *, maps=None, with_blanking: bool = False) -> dict[s
 
 def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
                       catalog_flux_mjy=None, history: Iterable[Mapping[str, Any]] | None = None,
-                      limits: QCLimits = QCLimits(), *, maps=None, compact=None) -> QCResult:
+                      limits: QCLimits = DEFAULT_LIMITS, *, maps=None, compact=None) -> QCResult:
     """Quality-control one image (its selected plane) before its fluxes are used.
 
     Parameters

@@ -1,41 +1,69 @@
-"""The service configuration: one TOML file, validated before anything runs.
+"""The service configuration: one TOML file, one schema, validated before anything runs.
 
-Sections (every key, its default and its meaning are documented in
-``config/photometry.toml``):
+The schema is a set of pydantic models (:mod:`dsa110_contimg.core.schema`), one per TOML
+table; each key is a field whose type, limits and docstring are its specification:
 
-``[paths]``
-    ``image_dirs``, ``mosaic_dirs`` (watched trees), ``state_dir``,
-    ``products_db``, ``registry_db``, ``catalog_dir``, ``db_password_file``.
-    Relative paths are resolved against the directory of the configuration
-    file. A database value with a scheme (``postgresql+psycopg://...``) is an
-    SQLAlchemy URL, kept as a URL (see :mod:`dsa110_contimg.store.urls`).
-``[photometry]``
-    Passed to :meth:`PhotometryConfig.from_dict` (catalog, method, radius_deg,
-    ...); its own validation names the bad key.
-``[daemon]``
-    Watcher, queue and pool settings (:class:`DaemonConfig`).
-``[logging]``
+``[paths]`` (:class:`PathsConfig`)
+    Watched trees, state, databases, catalogues. Relative paths are resolved against the
+    directory of the configuration file (:data:`~dsa110_contimg.core.schema.Directory`). A
+    database value with a scheme (``postgresql+psycopg://...``) is an SQLAlchemy URL, kept
+    as a URL (:data:`Database`, see :mod:`dsa110_contimg.store.urls`); a plain value is an
+    SQLite file.
+``[photometry]`` (:class:`~dsa110_contimg.core.config.PhotometryConfig`)
+    The workflow parameters, quality control included (``qc``, ``qc_max_rms_jyb``).
+``[daemon]`` (:class:`DaemonConfig`)
+    Watcher, queue, pool, metrics endpoint, node identity.
+``[logging]`` (:class:`LoggingConfig`)
     ``format`` (``auto`` | ``json`` | ``console``) and ``level``.
-``[web]``
-    ``listen`` (``host:port`` of ``contimg-photometry serve``) and ``token_file``
-    (:class:`WebConfig`).
+``[web]`` (:class:`WebConfig`)
+    ``listen`` (``host:port`` of ``contimg-photometry serve``) and ``token_file``.
 
-An unknown key or a bad value raises :class:`ConfigError` naming the key, the
-file and what is allowed.
+An unknown key, a bad type or a bad value raises :class:`ConfigError`, one line naming the
+file, the key, the value and what is allowed.
+
+``config/photometry.toml`` is generated from the schema by :func:`documented_toml`
+(docstrings as comments, defaults as values); regenerate it with::
+
+    PYTHONPATH=src python -m dsa110_contimg.service.config > config/photometry.toml
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
+import re
+import sys
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dsa110_contimg.core.config import PhotometryConfig
 from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.core.schema import (
+    Allowed,
+    ConfigModel,
+    Directory,
+    FilePath,
+    invalid,
+    one_of,
+    section_toml,
+    toml_value,
+)
+from dsa110_contimg.store.urls import (
+    DatabaseURL,
+    expand_env,
+    is_url,
+    mask_url,
+    parse_database_url,
+)
 
 #: Environment variable naming the configuration file.
 CONFIG_ENV = "CONTIMG_PHOTOMETRY_CONFIG"
@@ -45,10 +73,93 @@ CONFIG_ENV = "CONTIMG_PHOTOMETRY_CONFIG"
 DEFAULT_EXECUTOR = "photometry"
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SYMLINK_RULES = ("within_roots", "refuse", "follow")
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DB_ALLOWED = "a non-empty SQLite file path or SQLAlchemy URL"
 
 
-@dataclass(frozen=True)
-class PathsConfig:
+# -- types -------------------------------------------------------------------------------
+def _database(value: Any, info: ValidationInfo):
+    """A database value: an SQLAlchemy URL (:class:`DatabaseURL`) when it has a scheme, else an
+    SQLite file path resolved against the configuration folder; unset: under ``state_dir``."""
+    if value is None:
+        state = info.data.get("state_dir")
+        if state is None:
+            return None
+        return Path(state) / ("products.sqlite3" if info.field_name == "products_db"
+                              else "data_registry.sqlite3")
+    if isinstance(value, DatabaseURL):
+        return value
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise invalid(_DB_ALLOWED)
+    try:
+        text = expand_env(value)
+    except KeyError as exc:
+        raise invalid(f"an environment variable ${{{exc.args[0]}}} that is set (it is not)",
+                      value=mask_url(value)) from None
+    if not is_url(text):
+        path = Path(text).expanduser()
+        base = (info.context or {}).get("base")
+        return (Path(base) / path).resolve() if base is not None and not path.is_absolute() else path
+    try:
+        return parse_database_url(text, password_file=info.data.get("db_password_file"))
+    except ValueError as exc:
+        raise invalid("an SQLAlchemy URL such as postgresql+psycopg://user@host/dbname "
+                      f"({exc})", value=mask_url(value)) from None
+
+
+#: A database: an SQLAlchemy URL (``postgresql+psycopg://user@host/db``, kept as a
+#: :class:`~dsa110_contimg.store.urls.DatabaseURL` whose ``repr`` hides the password) or an
+#: SQLite file path (relative to the configuration file's folder).
+Database = Annotated[Path | DatabaseURL | None, PlainValidator(_database), Allowed(_DB_ALLOWED)]
+
+
+def _dir_list(value):
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _empty_is_none(value):
+    return None if value == "" else value
+
+
+DirectoryList = Annotated[tuple[Directory, ...], BeforeValidator(_dir_list),
+                          Allowed("a list of directory paths")]
+SymlinkRule = one_of(SYMLINK_RULES)
+LogFormat = one_of(LOG_FORMATS)
+LogLevel = one_of(LOG_LEVELS, fold_case=True)
+#: Seconds, > 0 / >= 0.
+Seconds = Annotated[float, Field(gt=0), Allowed("a number of seconds > 0")]
+NonNegativeSeconds = Annotated[float, Field(ge=0), Allowed("a number of seconds >= 0")]
+
+
+def parse_listen(value, src=None, key: str = "web.listen") -> tuple[str, int]:
+    """``host:port`` -> (host, port); raises ConfigError naming ``key``."""
+    parsed = _host_port(value)
+    if parsed is None:
+        raise ConfigError(key, value, _LISTEN_ALLOWED, src)
+    return parsed
+
+
+_LISTEN_ALLOWED = "'host:port' with a port in [0, 65535], e.g. 127.0.0.1:8088"
+
+
+def _host_port(value) -> tuple[str, int] | None:
+    if isinstance(value, str) and ":" in value:
+        host, _, port = value.rpartition(":")
+        host = host.strip("[]")
+        if host and port.isdigit() and 0 <= int(port) <= 65535:
+            return host, int(port)
+    return None
+
+
+# -- sections ------------------------------------------------------------------------------
+class PathsConfig(ConfigModel):
     """Where the service reads and writes (absolute paths after loading).
 
     ``products_db`` / ``registry_db`` are SQLite file paths (:class:`Path`) or
@@ -57,140 +168,183 @@ class PathsConfig:
     URLs that name a user but no password.
     """
 
-    image_dirs: tuple[Path, ...] = ()
-    mosaic_dirs: tuple[Path, ...] = ()
-    state_dir: Path = Path("state")
-    products_db: Path | str | None = None
-    registry_db: Path | str | None = None
-    catalog_dir: Path = Path("catalogs")
-    db_password_file: Path | None = None
+    toml_comment = "Relative paths are resolved against the directory of this file."
 
-    def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        set_("state_dir", Path(self.state_dir))
-        if self.products_db is None:
-            set_("products_db", self.state_dir / "products.sqlite3")
-        if self.registry_db is None:
-            set_("registry_db", self.state_dir / "data_registry.sqlite3")
+    image_dirs: DirectoryList = Field((), json_schema_extra={"toml": ["images"]})
+    """Directories watched recursively for new images (WSClean/tclean outputs). A file is a
+    mosaic when it lies under a mosaic directory, or when its header has NIMAGES / lacks
+    BMAJ."""
+    mosaic_dirs: DirectoryList = Field((), json_schema_extra={"toml": ["mosaics"]})
+    """Directories watched recursively for mosaics."""
+    state_dir: Directory = Field(Path("state"), validate_default=True)
+    """Local-disk directory for the databases (SQLite WAL does not work over NFS/Lustre)."""
+    db_password_file: Annotated[FilePath | None, BeforeValidator(_empty_is_none)] = \
+        Field(None, json_schema_extra={"toml": ""})
+    """File whose first line is the password of database URLs that name a user but no
+    password (e.g. a systemd credential, mode 0600). Empty: none."""
+    products_db: Database = Field(None, validate_default=True,
+                                  json_schema_extra={"toml": "state/products.sqlite3"})
+    """Products database (images, measurements, the job queue, heartbeats). Default:
+    <state_dir>/products.sqlite3. A value with a scheme is an SQLAlchemy URL, never a path:
+    several daemons on several hosts share one PostgreSQL database (pip install
+    '.[postgres]'), e.g.
+      products_db = "postgresql+psycopg://contimg@dbhost:5432/contimg"
+    Credentials never go in this file: ${VAR} / $VAR are expanded from the environment (an
+    unset variable is an error), libpq's PGPASSWORD / PGPASSFILE (~/.pgpass) / PGUSER apply
+    when the URL has no password, or see db_password_file. Logs and 'status' show URLs with
+    the password masked."""
+    registry_db: Database = Field(None, validate_default=True,
+                                  json_schema_extra={"toml": "state/data_registry.sqlite3"})
+    """Data registry database (path or URL, as products_db). Default:
+    <state_dir>/data_registry.sqlite3."""
+    catalog_dir: Directory = Field(Path("catalogs"), validate_default=True)
+    """Catalogue directory (NVSS/FIRST/RACS/VLASS/master stores)."""
 
     @property
     def watched(self) -> tuple[Path, ...]:
         return tuple(self.image_dirs) + tuple(self.mosaic_dirs)
 
 
-@dataclass(frozen=True)
-class DaemonConfig:
-    """Watcher, queue and worker-pool settings.
+class DaemonConfig(ConfigModel):
+    """Watcher, queue and worker-pool settings (each field is documented by the docstring
+    under it, which is also its comment in ``config/photometry.toml``)."""
 
-    Parameters
-    ----------
-    workers : int
-        Worker processes (spawned), 1..64.
-    polling : bool
-        Use a polling observer (network filesystems: NFS, Lustre, GPFS, CIFS)
-        instead of inotify.
-    poll_interval_s : float
-        Polling observer interval (s).
-    rescan_interval_s : float
-        Period of the reconciliation scan of every watched tree (s).
-    settle_s : float
-        A file that is not complete stays ``incomplete``; once its size and
-        mtime have not changed for ``settle_s`` seconds it is re-checked and,
-        if still incomplete, queued anyway so the job fails with the reason.
-        In polling mode it is also the quiescence time before a file is checked.
-    recheck_interval_s : float
-        How often incomplete files are re-examined (s).
-    pbcor_wait_s : float
-        How long a non-primary-beam-corrected image waits for its PB-corrected
-        sibling before it is measured itself (s).
-    lease_s : float
-        Job lease; the daemon extends it while a job runs.
-    max_attempts : int
-        Claims before a job is ``dead``.
-    backoff_base_s, backoff_cap_s : float
-        Exponential retry back-off (s).
-    job_timeout_s : float
-        Per-job wall-clock limit; the worker is killed and the job retried.
-    drain_timeout_s : float
-        On SIGTERM, how long running jobs may finish before being handed back.
-    reap_interval_s : float
-        Period of the expired-lease reaper (s).
-    heartbeat_interval_s : float
-        Period of the daemon's heartbeat row update (s).
-    stale_after_s : float
-        The status CLI calls a heartbeat older than this stale.
-    max_event_queue : int
-        Bound of the in-memory event queue; when full, events are dropped and
-        a rescan is scheduled.
-    executor : str
-        ``module:function`` run in the worker processes (default the
-        photometry workflow).
-    metrics_listen : str
-        ``HOST:PORT`` of the Prometheus ``/metrics`` endpoint (e.g.
-        ``127.0.0.1:9464``); empty disables it (:mod:`dsa110_contimg.service.metrics`).
-        The job executor run in the worker processes: ``"photometry"`` (the
-        default) or ``"package.module:attribute"`` naming an executor class or
-        instance (:class:`dsa110_contimg.service.runtime.Executor`).
-    worker_memory_limit_mb : int
-        Address-space limit of each worker process (``RLIMIT_AS``, MiB); an
-        image needing more fails permanently instead of exhausting the host.
-        0: no limit.
-    max_interruptions : int
-        Times a job may be interrupted by the death of the daemon running it
-        (not counted as attempts) before it is ``dead``.
-    node : str
-        Name of this daemon instance (default: the host name). One daemon per
-        node and state directory (an advisory lock in ``state_dir``); give a
-        second daemon on the same state another node name on purpose.
-    symlinks : str
-        ``within_roots`` (follow a symlink only when its target lies inside a
-        watched directory; the default), ``refuse`` (record every symlink as
-        skipped) or ``follow`` (any target; non-regular targets are skipped).
-        The same rule for events and scans.
-    check_timeout_s : float
-        Bound of one intake examination of a file (s); a slower filesystem call
-        is abandoned and the file re-examined later.
-    max_header_bytes : int
-        Header bytes read at most while looking for END cards.
-    loop_stall_s : float
-        A main loop without a completed tick for this long is stalled: the
-        health thread reports it (``degraded`` with an outside cause such as a
-        foreign database lock or a full disk; otherwise ``unhealthy`` and no
-        watchdog ping).
-    dask_scheduler : str
-        ``tcp://host:port`` of a Dask scheduler: jobs run on its workers
-        (:class:`~dsa110_contimg.service.dask_pool.DaskPool`) instead of local worker
-        processes, with the same queue and leases (``executor = "dask"`` is the
-        photometry executor there). Empty: local workers.
-    """
-
-    workers: int = 2
+    workers: int = Field(2, ge=1, le=64)
+    """Worker processes (spawned; 1..64). Each runs one job at a time."""
     polling: bool = False
-    poll_interval_s: float = 5.0
-    rescan_interval_s: float = 300.0
-    settle_s: float = 30.0
-    recheck_interval_s: float = 1.0
-    pbcor_wait_s: float = 60.0
-    lease_s: float = 300.0
-    max_attempts: int = 3
-    backoff_base_s: float = 5.0
-    backoff_cap_s: float = 600.0
-    job_timeout_s: float = 1800.0
-    drain_timeout_s: float = 60.0
-    reap_interval_s: float = 30.0
-    heartbeat_interval_s: float = 5.0
-    stale_after_s: float = 60.0
-    max_event_queue: int = 100_000
-    executor: str = DEFAULT_EXECUTOR
-    metrics_listen: str = ""
-    worker_memory_limit_mb: int = 4096
-    max_interruptions: int = 10
-    node: str = ""
-    symlinks: str = "within_roots"
-    check_timeout_s: float = 10.0
-    max_header_bytes: int = 8 * 1024 * 1024
-    loop_stall_s: float = 20.0
-    dask_scheduler: str = ""
+    """Polling observer instead of inotify: required on NFS/Lustre/GPFS/CIFS, where writes from
+    other hosts produce no inotify events."""
+    poll_interval_s: Seconds = 5.0
+    """Polling interval (s), polling mode only."""
+    rescan_interval_s: Seconds = 300.0
+    """Reconciliation scan of every watched tree (s); also at start-up, on SIGHUP and after an
+    inotify overflow."""
+    settle_s: NonNegativeSeconds = 30.0
+    """A file that is not complete (size below what its header implies, or unreadable) stays
+    'incomplete'; once unchanged for settle_s it is queued anyway and its job fails with the
+    reason. Polling mode: the quiescence time (at least 2 x poll_interval_s)."""
+    recheck_interval_s: Seconds = 1.0
+    """How often incomplete files are re-checked (s)."""
+    pbcor_wait_s: NonNegativeSeconds = 60.0
+    """How long a restored image without primary-beam correction (-image.fits, .image.fits)
+    waits for its PB-corrected sibling (-image-pb.fits, .pbcor.fits) before being measured
+    (s)."""
+    lease_s: Seconds = 300.0
+    """Job lease (s); the daemon extends it while a job runs. A job whose lease expires (daemon
+    killed) is queued again by the reaper."""
+    max_attempts: int = Field(3, ge=1, le=100)
+    """Claims before a job is 'dead' (retry with 'contimg-photometry jobs retry')."""
+    backoff_base_s: Seconds = 5.0
+    """Retry back-off: min(cap, base * 2**(attempt-1)) * U(0.5, 1) seconds; this is the base."""
+    backoff_cap_s: Seconds = 600.0
+    """Retry back-off cap (s)."""
+    job_timeout_s: Seconds = 1800.0
+    """Per-job wall-clock limit (s): the worker is killed and the job retried."""
+    drain_timeout_s: NonNegativeSeconds = 60.0
+    """On SIGTERM, running jobs get this long to finish; the rest are handed back (s). Must be
+    below lease_s and below systemd's TimeoutStopSec."""
+    reap_interval_s: Seconds = 30.0
+    """Expired-lease reaper period (s)."""
+    heartbeat_interval_s: Seconds = 5.0
+    """Heartbeat row update period (s); 'status' reads its age."""
+    stale_after_s: Seconds = 60.0
+    """'status' reports a heartbeat older than this as stale (degraded, exit 1)."""
+    max_event_queue: int = Field(100_000, ge=100, le=10_000_000)
+    """Bound of the in-memory event queue; when full, events are dropped and a rescan
+    scheduled."""
+    executor: Annotated[str, Allowed("'photometry', 'dask' or 'package.module:attribute'")] = DEFAULT_EXECUTOR
+    """The job executor run in the workers: "photometry", or 'package.module:attribute' naming
+    an executor class/instance (an object with name and run(ctx)). The former value
+    "dsa110_contimg.photometry.worker:execute_job" is still accepted and means "photometry"."""
+    metrics_listen: Annotated[str, Allowed("'' (disabled) or 'HOST:PORT' such as '127.0.0.1:9464' "
+                                           "(port 0-65535)")] = ""
+    """Prometheus endpoint: "HOST:PORT" serves http://HOST:PORT/metrics from the daemon (jobs by
+    state, queue depth and age, stage durations, images/min, failures by class, workers, ESE
+    candidates, last success); "" disables it. 'contimg-photometry init' writes
+    "127.0.0.1:9464". Example Grafana dashboard and alert rules: deploy/."""
+    worker_memory_limit_mb: int = Field(4096, ge=0, le=16_777_216)
+    """Address-space limit of each worker process (RLIMIT_AS, MiB; 0 = none): an image whose
+    header asks for an absurd amount of memory fails with the reason instead of exhausting
+    the host."""
+    max_interruptions: int = Field(10, ge=1, le=1000)
+    """A job interrupted this many times by the death of the daemon running it (SIGKILL, host
+    crash) is 'dead'; such interruptions do not count as attempts."""
+    node: Annotated[str, Allowed("a node name of 1-64 letters, digits, '.', '_' or '-' "
+                                 "(\"\" = the host name)")] = ""
+    """Name of this daemon instance ("" = the host name). Only one daemon may run per node and
+    state directory (advisory lock state_dir/daemon-<node>.lock); to run a second daemon on
+    the same state on purpose, give it another node name, e.g. "dsa-node-1". 'status' lists
+    every live instance."""
+    symlinks: SymlinkRule = "within_roots"
+    """Symlinks among the watched files: within_roots (followed only when the target lies
+    inside a watched directory) | refuse (recorded as skipped) | follow (any target). Same
+    rule for events and scans; FIFOs, sockets, devices and directories are always skipped
+    with the reason."""
+    check_timeout_s: Seconds = 10.0
+    """Bound of one examination of a file (s): a filesystem call that hangs longer is abandoned
+    and the file re-examined later; the main loop never waits for it."""
+    max_header_bytes: int = Field(8 * 1024 * 1024, ge=2880, le=1 << 30)
+    """Header bytes read at most while looking for END cards (a file without one fails)."""
+    loop_stall_s: Seconds = 20.0
+    """A main loop without a completed tick for this long (s) is stalled: 'status' and the
+    watchdog STATUS say degraded when another process holds the database lock or the disk is
+    full (watchdog still pinged), unhealthy otherwise (no ping: systemd restarts the
+    service)."""
+    dask_scheduler: Annotated[str, Allowed("a Dask scheduler address tcp://host:port, or \"\"")] = ""
+    """Run jobs on a Dask cluster instead of local worker processes: the scheduler's address,
+    e.g. "tcp://head:8786" (with executor = "dask" or any 'module:function'). The queue, the
+    leases and exactly-once stay here; workers need this package, the images, the catalogues
+    and a shared database (PostgreSQL). Empty: local workers."""
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str) -> str:
+        from dsa110_contimg.service.runtime import (
+            BUILTIN_EXECUTORS,
+            normalise_executor_spec,
+        )
+
+        value = normalise_executor_spec(value)
+        if value not in BUILTIN_EXECUTORS and value != "dask" and (
+                value.count(":") != 1 or value.startswith(":") or value.endswith(":")):
+            raise invalid(f"one of {sorted(BUILTIN_EXECUTORS) + ['dask']} or "
+                          "'package.module:attribute'")
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str) -> str:
+        from dsa110_contimg.service.metrics import parse_listen as parse_metrics_listen
+
+        try:
+            parse_metrics_listen(value)
+        except ConfigError as exc:
+            raise invalid(exc.allowed) from None
+        return value
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, value: str) -> str:
+        if value and not _NODE.fullmatch(value):
+            raise invalid("a node name of 1-64 letters, digits, '.', '_' or '-' (\"\" = the host name)")
+        return value
+
+    @field_validator("dask_scheduler")
+    @classmethod
+    def _dask_scheduler(cls, value: str) -> str:
+        if value and "://" not in value:
+            raise invalid("a Dask scheduler address tcp://host:port, or \"\"")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.executor == "dask" and not self.dask_scheduler:
+            raise invalid("a Dask scheduler address tcp://host:port (executor = \"dask\")",
+                          field="dask_scheduler", value=self.dask_scheduler)
+        if self.drain_timeout_s >= self.lease_s:
+            raise invalid(f"less than daemon.lease_s ({self.lease_s})", field="drain_timeout_s",
+                          value=self.drain_timeout_s)
+        return self
 
     @property
     def node_name(self) -> str:
@@ -206,206 +360,57 @@ class DaemonConfig:
         return "photometry" if self.executor == "dask" else self.executor
 
 
-@dataclass(frozen=True)
-class LoggingConfig:
-    """``format``: auto (console on a TTY, else JSON), json or console; ``level``."""
+class LoggingConfig(ConfigModel):
+    """How the service logs."""
 
-    format: str = "auto"
-    level: str = "info"
+    format: LogFormat = "auto"
+    """auto (readable on a terminal, JSON lines otherwise, e.g. under systemd/journald) | json |
+    console"""
+    level: LogLevel = "info"
+    """debug | info | warning | error"""
 
 
-@dataclass(frozen=True)
-class WebConfig:
+class WebConfig(ConfigModel):
     """``contimg-photometry serve``: ``listen`` (``host:port``, localhost by default) and
     ``token_file`` (a file holding the review token; unset = the site is read-only)."""
 
-    listen: str = "127.0.0.1:8088"
-    token_file: Path | None = None
+    toml_comment = "'contimg-photometry serve': the review web site and its JSON API under /api/."
+
+    listen: Annotated[str, Allowed(_LISTEN_ALLOWED)] = "127.0.0.1:8088"
+    """host:port it listens on; keep it on localhost and put a reverse proxy in front for
+    others."""
+    token_file: FilePath | None = Field(None, json_schema_extra={"example": "state/web_token"})
+    """A file holding the review token (one line; keep it mode 0600). Review actions
+    (investigate, dismiss, reactivate a candidate) need it as 'Authorization: Bearer <token>'
+    or entered on a page. Unset: the site is read-only."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if _host_port(value) is None:
+            raise invalid(_LISTEN_ALLOWED)
+        return value
 
 
-def parse_listen(value, src=None, key: str = "web.listen") -> tuple[str, int]:
-    """``host:port`` -> (host, port); raises ConfigError naming ``key``."""
-    if isinstance(value, str) and ":" in value:
-        host, _, port = value.rpartition(":")
-        host = host.strip("[]")
-        if host and port.isdigit() and 0 <= int(port) <= 65535:
-            return host, int(port)
-    raise ConfigError(key, value, "'host:port' with a port in [0, 65535], e.g. 127.0.0.1:8088", src)
+_SECTIONS = ("paths", "photometry", "daemon", "logging", "web")
 
 
-def _web(table: Mapping, base: Path, src) -> WebConfig:
-    _check_keys(table, ("listen", "token_file"), "web", src)
-    listen = table.get("listen", WebConfig.listen)
-    parse_listen(listen, src)
-    token = table.get("token_file")
-    if token is not None:
-        if not isinstance(token, str) or not token:
-            raise ConfigError("web.token_file", token, "a non-empty path string", src)
-        token = Path(os.path.expandvars(token)).expanduser()
-        token = token if token.is_absolute() else (base / token).resolve()
-    return WebConfig(listen=listen, token_file=token)
+class ServiceConfig(ConfigModel):
+    """The whole service configuration: one attribute per TOML table, ``source`` the file."""
 
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """The whole service configuration."""
-
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
-    daemon: DaemonConfig = field(default_factory=DaemonConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    source: Path | None = None
-    web: WebConfig = field(default_factory=WebConfig)
+    paths: PathsConfig = Field(default_factory=dict, validate_default=True)
+    photometry: PhotometryConfig = Field(default_factory=dict, validate_default=True)
+    daemon: DaemonConfig = Field(default_factory=dict, validate_default=True)
+    logging: LoggingConfig = Field(default_factory=dict, validate_default=True)
+    web: WebConfig = Field(default_factory=dict, validate_default=True)
+    source: Path | None = Field(None, json_schema_extra={"internal": True})
 
     def photometry_params(self) -> dict:
         """Job parameters of the photometry executor (:mod:`dsa110_contimg.service.executors`)."""
         return {"config": self.photometry.to_dict()}
 
 
-# -- validation -------------------------------------------------------------------
-_SECTIONS = ("paths", "photometry", "daemon", "logging", "web")
-_POSITIVE = {"poll_interval_s", "rescan_interval_s", "recheck_interval_s", "lease_s", "backoff_base_s",
-             "backoff_cap_s", "job_timeout_s", "reap_interval_s", "heartbeat_interval_s",
-             "stale_after_s", "check_timeout_s", "loop_stall_s"}
-_NON_NEGATIVE = {"settle_s", "pbcor_wait_s", "drain_timeout_s"}
-
-
-def _check_keys(table: Mapping, allowed, section: str, src) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ConfigError(f"{section}.{key}" if section else key, table[key],
-                              "one of the keys " + ", ".join(sorted(allowed)), src)
-
-
-def _paths(table: Mapping, base: Path, src) -> PathsConfig:
-    names = [f.name for f in dataclasses.fields(PathsConfig)]
-    _check_keys(table, names, "paths", src)
-
-    def one(key, value) -> Path:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"paths.{key}", value, "a non-empty path string", src)
-        p = Path(os.path.expandvars(value)).expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
-
-    out: dict[str, Any] = {}
-    for key in ("image_dirs", "mosaic_dirs"):
-        if key in table:
-            value = table[key]
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list):
-                raise ConfigError(f"paths.{key}", value, "a list of directory paths", src)
-            out[key] = tuple(one(key, v) for v in value)
-    for key in ("state_dir", "catalog_dir", "db_password_file"):
-        if key in table and not (key == "db_password_file" and table[key] == ""):
-            out[key] = one(key, table[key])
-    for key in ("products_db", "registry_db"):
-        if key in table:
-            out[key] = _database(key, table[key], base, out.get("db_password_file"), src)
-    out.setdefault("state_dir", (base / "state").resolve())
-    out.setdefault("catalog_dir", (base / "catalogs").resolve())
-    return PathsConfig(**out)
-
-
-def _database(key: str, value, base: Path, password_file: Path | None, src):
-    """A database value: SQLAlchemy URL when it has a scheme, else an SQLite path."""
-    from dsa110_contimg.store.urls import expand_env, is_url, mask_url, parse_database_url
-
-    name = f"paths.{key}"
-    if not isinstance(value, str) or not value:
-        raise ConfigError(name, value, "a non-empty SQLite file path or SQLAlchemy URL", src)
-    try:
-        text = expand_env(value)
-    except KeyError as exc:
-        raise ConfigError(name, mask_url(value), f"an environment variable ${{{exc.args[0]}}} that is "
-                          "set (it is not)", src) from None
-    if not is_url(text):
-        p = Path(text).expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
-    try:
-        return parse_database_url(text, password_file=password_file)
-    except ValueError as exc:
-        raise ConfigError(name, mask_url(value), "an SQLAlchemy URL such as "
-                          f"postgresql+psycopg://user@host/dbname ({exc})", src) from None
-
-
-def _daemon(table: Mapping, src) -> DaemonConfig:
-    fields = {f.name: f for f in dataclasses.fields(DaemonConfig)}
-    _check_keys(table, fields, "daemon", src)
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        name = f"daemon.{key}"
-        default = fields[key].default
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(name, value, "true or false", src)
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(name, value, "an integer", src)
-            low, high = {"workers": (1, 64), "max_attempts": (1, 100),
-                         "max_event_queue": (100, 10_000_000),
-                         "worker_memory_limit_mb": (0, 16_777_216),
-                         "max_interruptions": (1, 1000),
-                         "max_header_bytes": (2880, 1 << 30)}[key]
-            if not low <= value <= high:
-                raise ConfigError(name, value, f"an integer in [{low}, {high}]", src)
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(name, value, "a number of seconds", src)
-            value = float(value)
-            if key in _POSITIVE and not value > 0:
-                raise ConfigError(name, value, "a number of seconds > 0", src)
-            if key in _NON_NEGATIVE and value < 0:
-                raise ConfigError(name, value, "a number of seconds >= 0", src)
-        elif key == "symlinks":
-            if value not in ("within_roots", "refuse", "follow"):
-                raise ConfigError(name, value, "'within_roots', 'refuse' or 'follow'", src)
-        elif key == "executor":
-            from dsa110_contimg.service.runtime import BUILTIN_EXECUTORS, normalise_executor_spec
-
-            if not isinstance(value, str):
-                raise ConfigError(name, value, "a string", src)
-            value = normalise_executor_spec(value)
-            if value not in BUILTIN_EXECUTORS and value != "dask" and (value.count(":") != 1 or value.startswith(":")
-                                                   or value.endswith(":")):
-                raise ConfigError(name, value, f"one of {sorted(BUILTIN_EXECUTORS) + ['dask']} or "
-                                               "'package.module:attribute'", src)
-        elif key == "metrics_listen":
-            from dsa110_contimg.service.metrics import parse_listen
-
-            parse_listen(value, src)
-        elif key == "node":
-            import re
-
-            if not isinstance(value, str) or (value and not re.fullmatch(
-                    r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value)):
-                raise ConfigError(name, value, "a node name of 1-64 letters, digits, '.', '_' or "
-                                               "'-' (\"\" = the host name)", src)
-        elif key == "dask_scheduler":
-            if not isinstance(value, str) or (value and "://" not in value):
-                raise ConfigError(name, value, "a Dask scheduler address tcp://host:port, or \"\"", src)
-        out[key] = value
-    cfg = DaemonConfig(**out)
-    if cfg.executor == "dask" and not cfg.dask_scheduler:
-        raise ConfigError("daemon.dask_scheduler", cfg.dask_scheduler,
-                          "a Dask scheduler address tcp://host:port (executor = \"dask\")", src)
-    if cfg.drain_timeout_s >= cfg.lease_s:
-        raise ConfigError("daemon.drain_timeout_s", cfg.drain_timeout_s,
-                          f"less than daemon.lease_s ({cfg.lease_s})", src)
-    return cfg
-
-
-def _logging(table: Mapping, src) -> LoggingConfig:
-    _check_keys(table, ("format", "level"), "logging", src)
-    fmt = table.get("format", "auto")
-    level = table.get("level", "info")
-    if fmt not in LOG_FORMATS:
-        raise ConfigError("logging.format", fmt, "one of " + ", ".join(LOG_FORMATS), src)
-    if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
-        raise ConfigError("logging.level", level, "one of " + ", ".join(LOG_LEVELS), src)
-    return LoggingConfig(fmt, level.lower())
-
-
+# -- loading -------------------------------------------------------------------------------
 def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
                      source: Path | None = None) -> ServiceConfig:
     """Validate a parsed TOML document and build a :class:`ServiceConfig`.
@@ -414,25 +419,12 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
     directory). Raises :class:`ConfigError` naming key, file and allowed values.
     """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    _check_keys(data, _SECTIONS, "", source)
-    for section in _SECTIONS:
-        if section in data and not isinstance(data[section], dict):
-            raise ConfigError(section, data[section], "a [table]", source)
-    phot_table = dict(data.get("photometry", {}))
-    try:
-        photometry = PhotometryConfig.from_dict(phot_table)
-    except ConfigError as exc:
-        raise ConfigError(f"photometry.{exc.field}", exc.value, exc.allowed, source) from None
-    if photometry.catalog_path is not None and not Path(photometry.catalog_path).is_absolute():
-        photometry = photometry.replace(catalog_path=(base / photometry.catalog_path).resolve())
-    return ServiceConfig(
-        paths=_paths(data.get("paths", {}), base, source),
-        photometry=photometry,
-        daemon=_daemon(data.get("daemon", {}), source),
-        logging=_logging(data.get("logging", {}), source),
-        source=source,
-        web=_web(data.get("web", {}), base, source),
-    )
+    data = dict(data)
+    if "source" in data:
+        raise ConfigError("source", data["source"], "one of the keys " + ", ".join(sorted(_SECTIONS)),
+                          source)
+    cfg = ServiceConfig.validate_dict(data, context={"base": base}, source=source)
+    return cfg.model_copy(update={"source": source})
 
 
 def find_config_path(arg: str | os.PathLike | None = None) -> Path | None:
@@ -474,14 +466,33 @@ def load_config(path: str | os.PathLike | None = None) -> ServiceConfig:
     return config_from_dict(data, base_dir=found.parent, source=found)
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))   # a TOML basic string (same escapes as JSON)
+#: TOML literal of a value (kept for ``cli/init.py``).
+_toml_value = toml_value
+
+#: The top of the documented configuration file.
+DOC_HEADER = """\
+DSA-110 photometry service configuration: every key, with its default.
+
+Use:   contimg-photometry run --config /etc/contimg/photometry.toml
+       (or set CONTIMG_PHOTOMETRY_CONFIG). 'contimg-photometry init DIR' writes a ready file.
+Relative paths are resolved against the directory of this file. An unknown key or a bad value
+stops every command at start-up with an error naming the key, the file and what is allowed.
+Values shown are the defaults.
+
+This file is generated from the schema (dsa110_contimg.service.config); regenerate it with
+  PYTHONPATH=src python -m dsa110_contimg.service.config > config/photometry.toml"""
+
+
+def documented_toml() -> str:
+    """The documented configuration file (``config/photometry.toml``): every section and key of
+    the schema, its docstring as a comment and its default as the value."""
+    from dsa110_contimg.core.schema import comment
+
+    lines = comment(DOC_HEADER)
+    for name in _SECTIONS:
+        model = ServiceConfig.model_fields[name].annotation
+        lines += [""] + section_toml(name, model)
+    return "\n".join(lines) + "\n"
 
 
 def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
@@ -516,3 +527,7 @@ def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
     for name, table in sections.items():
         lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":   # python -m dsa110_contimg.service.config > config/photometry.toml
+    sys.stdout.write(documented_toml())
