@@ -5,7 +5,6 @@ and the [web] configuration section."""
 from __future__ import annotations
 
 import io
-import os
 import json
 import subprocess
 import sys
@@ -171,9 +170,7 @@ def test_serve_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "--listen" in r.stderr and "host:port" in r.stderr
 
 
-@pytest.mark.skipif(not os.environ.get("CONTIMG_TEST_POSTGRES_URL"),
-                    reason="PostgreSQL tests need CONTIMG_TEST_POSTGRES_URL (a server and an empty database)")
-def test_site_on_postgres(tmp_path):
+def test_site_on_postgres(tmp_path, postgres_cluster):
     """The same pages, API and review on a PostgreSQL products database filled by the workflow."""
     import numpy as np
     import sqlalchemy as sa
@@ -182,12 +179,7 @@ def test_site_on_postgres(tmp_path):
     from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
     from dsa110_contimg.store.lightcurves import upsert_ese_candidates
 
-    url = os.environ["CONTIMG_TEST_POSTGRES_URL"]
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:       # start from an empty schema
-        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-        conn.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
+    url = postgres_cluster.new_database("products", migrated=False)   # an empty database
     field = SimulatedField(tmp_path, n_sources=20, seed=4, flux_range=(60.0, 400.0))
     field.ingest(tmp_path / "catalogs")
     manager = PhotometryManager(url, default_config=PhotometryConfig(normalize=True, norm_min_snr=30.0),
@@ -217,6 +209,7 @@ def test_site_on_postgres(tmp_path):
                headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
     assert cli_json("ese", "list", "--json", "--products-db", url)["candidates"][0]["status"] == "dismissed"
+    postgres_cluster.drop_database(url)
 
 
 def test_reference_baseline_is_drawn(db):
