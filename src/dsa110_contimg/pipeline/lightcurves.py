@@ -257,15 +257,7 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
             if not changed.intersection(refs.tolist()):
                 continue
             flux, _ = lc_store.load_image_fluxes(conn, int(img_id), refs)
-            from dsa110_contimg.store.schema import measurements
-            import sqlalchemy as sa
-
-            rows = conn.execute(sa.select(measurements.c.source_id, measurements.c.peak_jyb,
-                                          measurements.c.peak_err_jyb).where(
-                measurements.c.image_id == int(img_id))).all()
-            ids = np.array([r[0] for r in rows], np.int64)
-            f = np.array([np.nan if r[1] is None else r[1] for r in rows], float)
-            e = np.array([np.nan if r[2] is None else r[2] for r in rows], float)
+            ids, f, e = lc_store.image_fluxes(conn, int(img_id))
             _correct_image(conn, int(img_id), refs, baselines, cfg, flux=flux, all_flux=f,
                            all_err=e, all_ids=ids)
             summary["renormalised"].add(int(img_id))
