@@ -247,6 +247,14 @@ def load_running_stats(conn: Connection, source_ids: Sequence[int]):
     return out, present, kind if n else np.array([], dtype=object)
 
 
+def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> frozenset:
+    """``{(source_id, n, updated_at)}`` of the stored running statistics of ``source_ids``:
+    changes whenever any of them is rewritten (to validate reads made before a write
+    transaction)."""
+    return frozenset(bulk.fetch_in(conn, "SELECT source_id, n, updated_at FROM variability_stats "
+                                         "WHERE source_id IN ({in})", [int(s) for s in source_ids]))
+
+
 def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict, metrics: dict,
                        flux_kind: str) -> None:
     """Upsert running sums and metrics (delete + bulk insert inside the caller's transaction)."""

@@ -53,19 +53,39 @@ def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_el
     conn.execute(insert(table).on_conflict_do_nothing(index_elements=index_elements), rows)
 
 
+_SOURCE_IDS_SQL = "SELECT catalog_id, id FROM sources WHERE survey = ? AND catalog_id IN ({in})"
+
+
+def existing_source_ids(conn: Connection, survey: str, catalog_ids: Sequence[str]) -> dict[str, int]:
+    """``{catalog_id: sources.id}`` of the catalogue sources that already have a row.
+
+    A read: source rows are never updated or deleted once written, so this may run on a
+    read-only connection before the write transaction (see :func:`upsert_sources`).
+    """
+    from dsa110_contimg.store import bulk
+
+    return dict(bulk.fetch_in(conn, _SOURCE_IDS_SQL, [str(c) for c in catalog_ids], (survey,)))
+
+
 def upsert_sources(conn: Connection, survey: str, catalog_ids: Sequence[str], ra_deg, dec_deg,
-                   flux_mjy=None, reference_ok=None) -> np.ndarray:
+                   flux_mjy=None, reference_ok=None, *, known: dict[str, int] | None = None
+                   ) -> np.ndarray:
     """Make sure every catalogue source has a row; return their ``sources.id`` in input order.
 
     Existing rows are kept as they are (insert-if-absent); only the missing ones are
-    inserted, with one driver-level ``executemany``.
+    inserted, with one driver-level ``executemany``. ``known`` (from
+    :func:`existing_source_ids`, read before the write transaction) spares the lookup
+    of the sources it holds.
     """
     from dsa110_contimg.store import bulk
 
     ids = [str(c) for c in catalog_ids]
     n = len(ids)
-    sql = "SELECT catalog_id, id FROM sources WHERE survey = ? AND catalog_id IN ({in})"
-    found: dict[str, int] = dict(bulk.fetch_in(conn, sql, ids, (survey,)))
+    sql = _SOURCE_IDS_SQL
+    found: dict[str, int] = dict(known or {})
+    unknown = [c for c in ids if c not in found]
+    if unknown:
+        found.update(bulk.fetch_in(conn, sql, unknown, (survey,)))
     missing = [i for i, c in enumerate(ids) if c not in found]
     if missing:
         m = np.asarray(missing, np.int64)
