@@ -268,8 +268,7 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc, *, inputs: di
             refs = np.array(json.loads(refs_json), np.int64)
             if not changed.intersection(refs.tolist()):
                 continue
-            flux, _ = lc_store.load_image_fluxes(conn, int(img_id), refs)
-            ids, f, e = lc_store.image_fluxes(conn, int(img_id))
+            ids, f, e, flux = lc_store.image_fluxes(conn, int(img_id), refs)
             _correct_image(conn, int(img_id), refs, baselines, cfg, flux=flux, all_flux=f,
                            all_err=e, all_ids=ids)
             summary["renormalised"].add(int(img_id))

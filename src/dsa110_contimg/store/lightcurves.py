@@ -139,13 +139,26 @@ def load_image_fluxes(conn: Connection, image_id: int, source_ids: Sequence[int]
     return flux, err
 
 
-def image_fluxes(conn: Connection, image_id: int):
+def image_fluxes(conn: Connection, image_id: int, ref_ids: Sequence[int] | None = None):
     """(source_id, peak_jyb, peak_err_jyb) arrays of every measurement of one image
-    (NULL -> NaN), in storage order."""
-    rows = bulk.execute(conn, "SELECT source_id, peak_jyb, peak_err_jyb FROM measurements "
+    (NULL -> NaN), in storage order; with ``ref_ids`` also the raw peak of those sources
+    as :func:`load_image_fluxes` gives it (NaN where absent or failed), from the same read.
+    """
+    rows = bulk.execute(conn, "SELECT source_id, peak_jyb, peak_err_jyb, success FROM measurements "
                               "WHERE image_id = ?", (int(image_id),))
-    arr = np.array(rows, float).reshape(-1, 3)
-    return arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2]
+    arr = np.array(rows, float).reshape(-1, 4)
+    ids = arr[:, 0].astype(np.int64)
+    if ref_ids is None:
+        return ids, arr[:, 1], arr[:, 2]
+    want = np.asarray(ref_ids, np.int64)
+    ref_flux = np.full(want.size, np.nan)
+    if ids.size and want.size:
+        order = np.argsort(ids, kind="stable")
+        pos = np.minimum(np.searchsorted(ids[order], want), ids.size - 1)
+        j = order[pos]
+        hit = (ids[j] == want) & (arr[j, 3] != 0) & np.isfinite(arr[j, 1])
+        ref_flux[hit] = arr[j[hit], 1]
+    return ids, arr[:, 1], arr[:, 2], ref_flux
 
 
 def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=None, factor_err=None,
@@ -247,12 +260,14 @@ def load_running_stats(conn: Connection, source_ids: Sequence[int]):
     return out, present, kind if n else np.array([], dtype=object)
 
 
-def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> frozenset:
-    """``{(source_id, n, updated_at)}`` of the stored running statistics of ``source_ids``:
-    changes whenever any of them is rewritten (to validate reads made before a write
-    transaction)."""
-    return frozenset(bulk.fetch_in(conn, "SELECT source_id, n, updated_at FROM variability_stats "
-                                         "WHERE source_id IN ({in})", [int(s) for s in source_ids]))
+def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> tuple:
+    """Per chunk of ``source_ids``: count, sum of ``n``, max and sum of ``updated_at`` of
+    their stored running statistics. Every rewrite of a row sets ``updated_at`` to the
+    time of its transaction, so the signature changes whenever any of them is rewritten
+    (to validate reads made before a write transaction)."""
+    return tuple(bulk.fetch_in(conn, "SELECT count(*), sum(n), max(updated_at), sum(updated_at) "
+                                     "FROM variability_stats WHERE source_id IN ({in})",
+                               [int(s) for s in source_ids]))
 
 
 def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict, metrics: dict,
