@@ -8,8 +8,8 @@ import sqlite3
 
 import numpy as np
 import pytest
-
 from conftest import BACKENDS
+
 from dsa110_contimg.store import bulk, open_products_db
 from dsa110_contimg.store import lightcurves as lc_store
 from dsa110_contimg.store import products as ps
@@ -64,9 +64,9 @@ def test_measurements_and_normalised_fluxes_round_trip_with_nulls(databases):
         lc_store.set_normalisation(conn, image_id, status="ok", factor=1.0, norm_flux=norm,
                                    norm_err=norm / 10, source_ids=sid)
     with db.engine.connect() as conn:
-        ids, f, e, ref = lc_store.image_fluxes(conn, image_id, sid[:20])
-        flux, err = lc_store.load_image_fluxes(conn, image_id, sid[:20])
-        fl, er, mjd, img = lc_store.load_lightcurves(conn, sid, [image_id], normalized=True)
+        ids, _f, _e, ref = lc_store.image_fluxes(conn, image_id, sid[:20])
+        flux, _err = lc_store.load_image_fluxes(conn, image_id, sid[:20])
+        fl, _er, mjd, img = lc_store.load_lightcurves(conn, sid, [image_id], normalized=True)
         raw, _, _, _ = lc_store.load_lightcurves(conn, sid[::-1], [image_id], normalized=False)
     np.testing.assert_array_equal(np.sort(ids), np.sort(sid))
     np.testing.assert_array_equal(ref, flux)               # one read gives what two did

@@ -18,8 +18,12 @@ from sqlalchemy.engine import Connection
 
 from dsa110_contimg.store import bulk
 from dsa110_contimg.store.schema import (
-    METRIC_COLUMNS, RUNNING_SUM_COLUMNS, ese_candidates, images, measurements, reference_baselines,
-    sources, variability_stats,
+    METRIC_COLUMNS,
+    RUNNING_SUM_COLUMNS,
+    ese_candidates,
+    images,
+    measurements,
+    sources,
 )
 
 _CHUNK = 900

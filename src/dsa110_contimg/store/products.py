@@ -20,7 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dsa110_contimg.store.schema import images, measurements, sources
+from dsa110_contimg.store.schema import images, measurements
 
 #: Parameters per statement chunk for IN lists (portable below SQLite's limit).
 _CHUNK = 900
