@@ -21,7 +21,15 @@ each image as a whole and running sums are never updated from stale reads:
 
 :func:`evaluate_ese` then runs in its own transaction: preset thresholds,
 the eta-V criterion, the light-curve shape detector, the composite score, and
-candidate records (``active`` / ``investigated`` / ``dismissed``).
+candidate records (``active`` / ``investigated`` / ``dismissed``). The manager
+evaluates (:func:`ese_rows`) on a read connection and writes with :func:`store_ese`
+in a short transaction, which evaluates again only if the sources' running
+statistics or candidates changed in between (:func:`ese_inputs_signature`).
+
+Reads that need no lock happen before the image's transaction: the QC history,
+the ids of already-stored sources and the reference-selection inputs
+(:func:`normalisation_inputs`). The database work itself goes through
+:mod:`dsa110_contimg.store.bulk` (one driver-level ``executemany`` per bulk write).
 """
 
 from __future__ import annotations
