@@ -21,7 +21,15 @@ each image as a whole and running sums are never updated from stale reads:
 
 :func:`evaluate_ese` then runs in its own transaction: preset thresholds,
 the eta-V criterion, the light-curve shape detector, the composite score, and
-candidate records (``active`` / ``investigated`` / ``dismissed``).
+candidate records (``active`` / ``investigated`` / ``dismissed``). The manager
+evaluates (:func:`ese_rows`) on a read connection and writes with :func:`store_ese`
+in a short transaction, which evaluates again only if the sources' running
+statistics or candidates changed in between (:func:`ese_inputs_signature`).
+
+Reads that need no lock happen before the image's transaction: the QC history,
+the ids of already-stored sources and the reference-selection inputs
+(:func:`normalisation_inputs`). The database work itself goes through
+:mod:`dsa110_contimg.store.bulk` (one driver-level ``executemany`` per bulk write).
 """
 
 from __future__ import annotations
@@ -143,9 +151,21 @@ def _isolated(cat, image) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ normalise
-def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
+def normalisation_inputs(image, cat) -> dict:
+    """What reference selection needs of the catalogue and the image's beam, without the
+    database: compactness class and reason, isolation, master-list flags per catalogue
+    row. Computed before the write transaction (pass to :func:`normalise` as ``inputs``)."""
+    klass, why = _compactness(cat, image)
+    return {"klass": klass, "why": why, "isolated": _isolated(cat, image),
+            "master_ok": (np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames
+                          else None)}
+
+
+def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc, *, inputs: dict | None = None
+              ) -> dict:
     """Normalise the image (see module doc). Returns a summary and the ids of
-    images whose normalisation changed (``renormalised``)."""
+    images whose normalisation changed (``renormalised``). ``inputs``: the result of
+    :func:`normalisation_inputs` when computed beforehand (else computed here)."""
 
     summary = {"status": "not_requested", "renormalised": set()}
     if ctx.method is not None and ctx.method != cfg.method:
@@ -166,9 +186,9 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
         return summary
 
     snr = np.asarray(table["snr"], float)
-    klass, why = _compactness(cat, image)
-    isolated = _isolated(cat, image)
-    master_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
+    inputs = inputs if inputs is not None else normalisation_inputs(image, cat)
+    klass, why, isolated, master_ok = (inputs["klass"], inputs["why"], inputs["isolated"],
+                                       inputs["master_ok"])
     baselines = lc_store.load_baselines(conn, ctx.source_ids)
     stable = np.array([baselines.get(int(s), {}).get("valid", True) for s in ctx.source_ids], bool)
     ref_idx, choices, counts = _choose_references(snr, np.asarray(table["success"], bool), stable,
@@ -240,8 +260,7 @@ def normalise(conn, ctx: ImageContext, image, table, cat, cfg, qc) -> dict:
             refs = np.array(json.loads(refs_json), np.int64)
             if not changed.intersection(refs.tolist()):
                 continue
-            flux, _ = lc_store.load_image_fluxes(conn, int(img_id), refs)
-            ids, f, e = lc_store.image_raw_fluxes(conn, int(img_id))
+            ids, f, e, flux = lc_store.image_fluxes(conn, int(img_id), refs)
             _correct_image(conn, int(img_id), refs, baselines, cfg, flux=flux, all_flux=f,
                            all_err=e, all_ids=ids)
             summary["renormalised"].add(int(img_id))
@@ -552,7 +571,35 @@ def _shape_search(detect, mjd, flux, err, full_rows, new_mjd):
 
 
 def evaluate_ese(conn, ctx: ImageContext, cfg) -> int:
-    """Re-evaluate ESE candidates among the image's sources; returns how many are flagged.
+    """Re-evaluate ESE candidates among the image's sources and store them; returns how
+    many are flagged (criteria: :func:`ese_rows`). Reads and writes on ``conn``; the
+    manager instead evaluates on a read connection and writes with :func:`store_ese`."""
+    rows, flagged = ese_rows(conn, ctx, cfg)
+    lc_store.upsert_ese_candidates(conn, rows)
+    return flagged
+
+
+def ese_inputs_signature(conn, ctx: ImageContext) -> tuple:
+    """What :func:`ese_rows` depends on that another worker may change: the image's sources'
+    running-statistics rows (id, n, updated_at) and which of them are candidates."""
+    return (lc_store.running_stats_signature(conn, ctx.source_ids),
+            frozenset(lc_store.candidate_source_ids(conn, ctx.source_ids)))
+
+
+def store_ese(conn, ctx: ImageContext, cfg, evaluated: tuple, signature: tuple) -> int:
+    """Write ESE rows evaluated on a read connection (``evaluated`` = :func:`ese_rows`,
+    ``signature`` = :func:`ese_inputs_signature` read with them) inside the write
+    transaction ``conn``; when the inputs changed meanwhile (another image of the field
+    committed), evaluate again on ``conn`` first. Returns how many are flagged."""
+    rows, flagged = evaluated
+    if ese_inputs_signature(conn, ctx) != signature:
+        rows, flagged = ese_rows(conn, ctx, cfg)
+    lc_store.upsert_ese_candidates(conn, rows)
+    return flagged
+
+
+def ese_rows(conn, ctx: ImageContext, cfg) -> tuple[list[dict], int]:
+    """ESE candidate rows of the image's sources (reads only); returns (rows, n flagged).
 
     Criteria (any of them makes a candidate; all are recorded):
 
@@ -622,5 +669,4 @@ def evaluate_ese(conn, ctx: ImageContext, cfg) -> int:
                        duration_days=shape["duration_days"][i], t_min_mjd=shape["t_min_mjd"][i],
                        template=shape["template"][i])
         rows.append(row)
-    lc_store.upsert_ese_candidates(conn, rows)
-    return int(flagged.sum())
+    return rows, int(flagged.sum())

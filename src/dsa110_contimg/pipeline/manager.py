@@ -79,7 +79,9 @@ class PhotometryResult:
     step_seconds : dict
         Wall time of each workflow step, seconds (``write_lock``: how long the image's
         write transaction held the database, overlapping ``store``/``normalise``/
-        ``variability``; the QC statistics and history read are outside it).
+        ``variability``; the QC statistics and history read are outside it; ``ese_lock``:
+        the ESE candidates' write transaction, the evaluation itself runs before it on a
+        read connection).
     """
 
     fits_path: Path
@@ -416,11 +418,20 @@ class PhotometryManager:
         if cfg.detect_ese:
             from dsa110_contimg.pipeline import lightcurves
 
+            from dsa110_contimg.store.engine import read_connection
+
             t = time.perf_counter()
+            # evaluated on a read connection (the shape search needs no lock), written in a
+            # short transaction that re-evaluates only if the inputs changed meanwhile
+            with read_connection(self.products.engine) as conn:
+                signature = lightcurves.ese_inputs_signature(conn, ctx)
+                evaluated = lightcurves.ese_rows(conn, ctx, cfg)
+            t_lock = time.perf_counter()
             with self.products.engine.begin() as conn:
                 if fence is not None:
                     fence(conn)
-                result.ese_candidates = lightcurves.evaluate_ese(conn, ctx, cfg)
+                result.ese_candidates = lightcurves.store_ese(conn, ctx, cfg, evaluated, signature)
+            steps["ese_lock"] = time.perf_counter() - t_lock
             steps["ese"] = time.perf_counter() - t
         result.image_id = ctx.image_id
         result.step_seconds = steps
@@ -456,13 +467,19 @@ class PhotometryManager:
         ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
         t = time.perf_counter()
         history = None
-        if cfg.qc:  # read on a deferred (read-only) transaction: no write lock for the statistics
-            from dsa110_contimg.store.engine import read_connection
+        catalog_ids = [str(s) for s in cat["source_id"]]
+        # Reads that need no write lock, on a deferred (read-only) transaction: the QC
+        # history and the ids of sources already stored (source rows never change).
+        from dsa110_contimg.store.engine import read_connection
 
-            with read_connection(self.products.engine) as conn:
+        with read_connection(self.products.engine) as conn:
+            known_ids = product_store.existing_source_ids(conn, cfg.catalog, catalog_ids)
+            if cfg.qc:
                 history = lightcurves.qc_field_history(conn, path=abs_path, ra_deg=ra_c,
                                                        dec_deg=dec_c, radius_deg=radius,
                                                        mjd=image.mjd)
+        norm_inputs = (lightcurves.normalisation_inputs(image, cat)
+                       if cfg.normalize and (method == cfg.method) else None)
         qc = lightcurves.quality_control(None, path=abs_path, ra_deg=ra_c, dec_deg=dec_c,
                                          radius_deg=radius, mjd=image.mjd, kind=kind, image=image,
                                          table=table, cat=cat, cfg=cfg, history=history)
@@ -473,8 +490,8 @@ class PhotometryManager:
                 fence(conn)
             remeasured = product_store.image_by_path(conn, abs_path) is not None
             source_ids = product_store.upsert_sources(
-                conn, cfg.catalog, [str(s) for s in cat["source_id"]], cat["ra_deg"], cat["dec_deg"],
-                cat["flux_mjy"] if "flux_mjy" in cat.colnames else None, ref_ok)
+                conn, cfg.catalog, catalog_ids, cat["ra_deg"], cat["dec_deg"],
+                cat["flux_mjy"] if "flux_mjy" in cat.colnames else None, ref_ok, known=known_ids)
             image_id = product_store.store_image_measurements(conn, row, source_ids, table.columns)
             ctx = lightcurves.ImageContext(
                 image_id=image_id, path=abs_path, mjd=image.mjd, ra_deg=ra_c, dec_deg=dec_c,
@@ -482,7 +499,7 @@ class PhotometryManager:
                 method=method)
             lightcurves.record_qc(conn, ctx, qc)
             t = time.perf_counter()
-            norm = lightcurves.normalise(conn, ctx, image, table, cat, cfg, qc)
+            norm = lightcurves.normalise(conn, ctx, image, table, cat, cfg, qc, inputs=norm_inputs)
             steps["normalise"] = time.perf_counter() - t
             t = time.perf_counter()
             var = lightcurves.update_variability(conn, ctx, table, cfg, qc, norm)
@@ -490,7 +507,7 @@ class PhotometryManager:
         # time the write transaction held the database (SQLite: the write lock), commit included
         steps["write_lock"] = time.perf_counter() - t_lock
         table.columns["source_id"] = source_ids
-        table.columns["catalog_id"] = np.asarray([str(s) for s in cat["source_id"]], dtype=object)
+        table.columns["catalog_id"] = np.asarray(catalog_ids, dtype=object)
         table.meta["image_id"] = image_id
         result.qc_status = None if qc is None else qc.status
         if qc is not None and qc.status != "passed":

@@ -23,13 +23,14 @@ _IMAGE_COLS = ("id", "path", "kind", "data_id", "mjd", "method", "catalog", "bea
 
 def save_reference_choices(conn: Connection, image_id: int, rows: Sequence[dict]) -> None:
     """Replace the image's reference decisions (rows: source_id, chosen, compactness, snr, reason)."""
+    from dsa110_contimg.store import bulk
+
     conn.execute(reference_choices.delete().where(reference_choices.c.image_id == image_id))
-    if rows:
-        conn.execute(reference_choices.insert(), [
-            {"image_id": int(image_id), "source_id": int(r["source_id"]), "chosen": bool(r["chosen"]),
-             "compactness": str(r["compactness"]),
-             "snr": (float(r["snr"]) if r.get("snr") is not None and np.isfinite(r["snr"]) else None),
-             "reason": str(r["reason"])} for r in rows])
+    bulk.executemany(conn, bulk.insert_sql(
+        "reference_choices", ("image_id", "source_id", "chosen", "compactness", "snr", "reason")), [
+        (int(image_id), int(r["source_id"]), bool(r["chosen"]), str(r["compactness"]),
+         (float(r["snr"]) if r.get("snr") is not None and np.isfinite(r["snr"]) else None),
+         str(r["reason"])) for r in rows])
 
 
 def _row(r) -> dict:

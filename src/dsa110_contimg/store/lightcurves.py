@@ -19,9 +19,14 @@ from sqlalchemy.engine import Connection
 from dsa110_contimg.core.geometry import angular_separation_deg
 from dsa110_contimg.store.values import clean as _clean
 from dsa110_contimg.store.values import finite_or_none as _f
+from dsa110_contimg.store import bulk
 from dsa110_contimg.store.schema import (
-    METRIC_COLUMNS, RUNNING_SUM_COLUMNS, ese_candidates, images, measurements, reference_baselines,
-    sources, variability_stats,
+    METRIC_COLUMNS,
+    RUNNING_SUM_COLUMNS,
+    ese_candidates,
+    images,
+    measurements,
+    sources,
 )
 
 _CHUNK = 900
@@ -79,26 +84,33 @@ def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Seq
     """
     src = np.asarray(source_ids, np.int64)
     n = src.size
-    fcol = measurements.c.norm_flux_jyb if normalized else measurements.c.peak_jyb
-    ecol = measurements.c.norm_err_jyb if normalized else measurements.c.peak_err_jyb
-    recs = []
-    want = set(src.tolist())
+    fcol, ecol = ("norm_flux_jyb", "norm_err_jyb") if normalized else ("peak_jyb", "peak_err_jyb")
     img = [int(i) for i in image_ids]
-    for chunk in _chunks(img):
-        q = sa.select(measurements.c.source_id, measurements.c.image_id, measurements.c.mjd, fcol, ecol) \
-            .where(measurements.c.image_id.in_(chunk))
-        if successful_only:
-            q = q.where(measurements.c.success.is_(True))
-        if n <= _CHUNK:
-            q = q.where(measurements.c.source_id.in_(src.tolist()))
-        recs.extend(r for r in conn.execute(q).all() if r[0] in want)
+    recs: list[tuple] = []
+    if n and img:
+        ok = " AND success = ?" if successful_only else ""
+        okp = (True,) if successful_only else ()
+        base = f"SELECT source_id, image_id, mjd, {fcol}, {ecol} FROM measurements WHERE "
+        if n <= bulk.CHUNK:
+            # one index seek per (image, source) pair through the unique index
+            marks = ",".join("?" * n)
+            recs = bulk.fetch_in(conn, base + f"image_id IN ({{in}}) AND source_id IN ({marks})" + ok,
+                                 img, (), tuple(src.tolist()) + okp)
+        else:
+            recs = bulk.fetch_in(conn, base + "image_id IN ({in})" + ok, img, (), okp)
     if not recs:
         empty = np.empty((n, 0))
         return empty, empty, empty, np.empty((n, 0), np.int64)
-    arr = np.array([(r[0], r[1], np.nan if r[2] is None else r[2], np.nan if r[3] is None else r[3],
-                     np.nan if r[4] is None else r[4]) for r in recs], dtype=float)
-    row_of = {s: i for i, s in enumerate(src.tolist())}
-    rows = np.array([row_of[int(s)] for s in arr[:, 0]])
+    arr = np.array(recs, dtype=float)      # None (NULL) -> nan
+    order_src = np.argsort(src, kind="stable")
+    pos = np.searchsorted(src[order_src], arr[:, 0].astype(np.int64))
+    pos = np.minimum(pos, n - 1)
+    hit = src[order_src][pos] == arr[:, 0].astype(np.int64)
+    arr = arr[hit]
+    if not arr.shape[0]:
+        empty = np.empty((n, 0))
+        return empty, empty, empty, np.empty((n, 0), np.int64)
+    rows = order_src[pos[hit]]
     order = np.lexsort((arr[:, 2], rows))
     rows, arr = rows[order], arr[order]
     counts = np.bincount(rows, minlength=n)
@@ -118,28 +130,14 @@ def load_image_fluxes(conn: Connection, image_id: int, source_ids: Sequence[int]
     """Raw (peak, err) of ``source_ids`` on one image, NaN where absent or failed."""
     src = [int(s) for s in source_ids]
     found: dict[int, tuple] = {}
-    for chunk in _chunks(src):
-        for sid, f, e, ok in conn.execute(sa.select(
-                measurements.c.source_id, measurements.c.peak_jyb, measurements.c.peak_err_jyb,
-                measurements.c.success).where(measurements.c.image_id == image_id,
-                                              measurements.c.source_id.in_(chunk))).all():
-            if ok and f is not None:
-                found[sid] = (f, np.nan if e is None else e)
+    for sid, f, e, ok in bulk.fetch_in(
+            conn, "SELECT source_id, peak_jyb, peak_err_jyb, success FROM measurements "
+                  "WHERE image_id = ? AND source_id IN ({in})", src, (int(image_id),)):
+        if ok and f is not None:
+            found[sid] = (f, np.nan if e is None else e)
     flux = np.array([found.get(s, (np.nan, np.nan))[0] for s in src], float)
     err = np.array([found.get(s, (np.nan, np.nan))[1] for s in src], float)
     return flux, err
-
-
-def image_raw_fluxes(conn: Connection, image_id: int):
-    """Every measurement of one image: ``(source_ids, peak_jyb, peak_err_jyb)`` arrays
-    (NaN where a value is NULL; failed measurements included)."""
-    rows = conn.execute(sa.select(measurements.c.source_id, measurements.c.peak_jyb,
-                                  measurements.c.peak_err_jyb).where(
-        measurements.c.image_id == int(image_id))).all()
-    ids = np.array([r[0] for r in rows], np.int64)
-    f = np.array([np.nan if r[1] is None else r[1] for r in rows], float)
-    e = np.array([np.nan if r[2] is None else r[2] for r in rows], float)
-    return ids, f, e
 
 
 def flag_image_measurements(conn: Connection, image_id: int, flag: int) -> None:
@@ -147,6 +145,28 @@ def flag_image_measurements(conn: Connection, image_id: int, flag: int) -> None:
     measurement of one image."""
     conn.execute(measurements.update().where(measurements.c.image_id == int(image_id))
                  .values(flags=measurements.c.flags.op("|")(int(flag))))
+
+
+def image_fluxes(conn: Connection, image_id: int, ref_ids: Sequence[int] | None = None):
+    """(source_id, peak_jyb, peak_err_jyb) arrays of every measurement of one image
+    (NULL -> NaN), in storage order; with ``ref_ids`` also the raw peak of those sources
+    as :func:`load_image_fluxes` gives it (NaN where absent or failed), from the same read.
+    """
+    rows = bulk.execute(conn, "SELECT source_id, peak_jyb, peak_err_jyb, success FROM measurements "
+                              "WHERE image_id = ?", (int(image_id),))
+    arr = np.array(rows, float).reshape(-1, 4)
+    ids = arr[:, 0].astype(np.int64)
+    if ref_ids is None:
+        return ids, arr[:, 1], arr[:, 2]
+    want = np.asarray(ref_ids, np.int64)
+    ref_flux = np.full(want.size, np.nan)
+    if ids.size and want.size:
+        order = np.argsort(ids, kind="stable")
+        pos = np.minimum(np.searchsorted(ids[order], want), ids.size - 1)
+        j = order[pos]
+        hit = (ids[j] == want) & (arr[j, 3] != 0) & np.isfinite(arr[j, 1])
+        ref_flux[hit] = arr[j[hit], 1]
+    return ids, arr[:, 1], arr[:, 2], ref_flux
 
 
 def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=None, factor_err=None,
@@ -162,33 +182,36 @@ def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=No
         conn.execute(measurements.update().where(measurements.c.image_id == image_id).values(
             norm_flux_jyb=None, norm_err_jyb=None))
         return
-    rows = [{"i": image_id, "s": int(s), "f": _f(f), "e": _f(e)}
-            for s, f, e in zip(np.asarray(source_ids).tolist(), np.asarray(norm_flux).tolist(),
-                               np.asarray(norm_err).tolist())]
-    conn.execute(measurements.update().where(
-        measurements.c.image_id == sa.bindparam("i"), measurements.c.source_id == sa.bindparam("s"))
-        .values(norm_flux_jyb=sa.bindparam("f"), norm_err_jyb=sa.bindparam("e")), rows)
+    sid = np.asarray(source_ids, np.int64).tolist()
+    rows = list(zip(bulk.nullable(norm_flux), bulk.nullable(norm_err), [int(image_id)] * len(sid), sid))
+    bulk.executemany(conn, "UPDATE measurements SET norm_flux_jyb = ?, norm_err_jyb = ? "
+                           "WHERE image_id = ? AND source_id = ?", rows)
+
+
+_BASELINE_COLS = ("source_id", "method", "baseline_jyb", "baseline_rms_jyb", "n_points",
+                  "through_mjd", "valid", "invalid_reason", "updated_at")
 
 
 def load_baselines(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
     """Reference baselines by source id."""
     out: dict[int, dict] = {}
-    for chunk in _chunks([int(s) for s in source_ids]):
-        for r in conn.execute(sa.select(reference_baselines).where(
-                reference_baselines.c.source_id.in_(chunk))).mappings():
-            out[int(r["source_id"])] = dict(r)
+    for r in bulk.fetch_in(conn, f"SELECT {', '.join(_BASELINE_COLS)} FROM reference_baselines "
+                                 "WHERE source_id IN ({in})", [int(s) for s in source_ids]):
+        d = dict(zip(_BASELINE_COLS, r))
+        d["valid"] = bool(d["valid"])
+        out[int(d["source_id"])] = d
     return out
 
 
 def save_baselines(conn: Connection, rows: Iterable[dict]) -> None:
     """Replace the baseline rows of the given sources."""
-    rows = [dict(r, updated_at=time.time()) for r in rows]
+    now = time.time()
+    rows = [dict(r, updated_at=now) for r in rows]
     if not rows:
         return
-    ids = [r["source_id"] for r in rows]
-    for chunk in _chunks(ids):
-        conn.execute(reference_baselines.delete().where(reference_baselines.c.source_id.in_(chunk)))
-    conn.execute(reference_baselines.insert(), [{k: _clean(v) for k, v in r.items()} for r in rows])
+    bulk.delete_in(conn, "reference_baselines", "source_id", [int(r["source_id"]) for r in rows])
+    bulk.executemany(conn, bulk.insert_sql("reference_baselines", _BASELINE_COLS),
+                     [tuple(_clean(r.get(c)) for c in _BASELINE_COLS) for r in rows])
 
 
 def load_running_stats(conn: Connection, source_ids: Sequence[int]):
@@ -198,23 +221,44 @@ def load_running_stats(conn: Connection, source_ids: Sequence[int]):
     RunningStats fields (``n`` and :data:`RUNNING_SUM_COLUMNS`; empty values
     where absent), a boolean ``present`` array and an object array of kinds.
     """
-    src = [int(s) for s in source_ids]
-    found: dict[int, dict] = {}
-    cols = [variability_stats.c.source_id, variability_stats.c.flux_kind, variability_stats.c.n] + \
-        [variability_stats.c[c] for c in RUNNING_SUM_COLUMNS]
-    for chunk in _chunks(src):
-        for r in conn.execute(sa.select(*cols).where(variability_stats.c.source_id.in_(chunk))).mappings():
-            found[int(r["source_id"])] = dict(r)
-    n = len(src)
-    present = np.array([s in found for s in src], bool)
-    out = {"n": np.array([found[s]["n"] if s in found else 0 for s in src], np.int64)}
+    src = np.asarray([int(s) for s in source_ids], np.int64)
+    n = src.size
+    names = ("source_id", "flux_kind", "n") + tuple(RUNNING_SUM_COLUMNS)
+    recs = bulk.fetch_in(conn, f"SELECT {', '.join(names)} FROM variability_stats "
+                               "WHERE source_id IN ({in})", src.tolist()) if n else []
     zero_sums = {"sum_w", "sum_wf", "sum_wf2", "sum_f", "sum_f2", "sum_var"}
+    present = np.zeros(n, bool)
+    out = {"n": np.zeros(n, np.int64)}
     for c in RUNNING_SUM_COLUMNS:
-        default = 0.0 if c in zero_sums else np.nan
-        out[c] = np.array([(found[s][c] if found[s][c] is not None else default) if s in found
-                           else default for s in src], float)
-    kind = np.array([found[s]["flux_kind"] if s in found else None for s in src], dtype=object)
+        out[c] = np.full(n, 0.0 if c in zero_sums else np.nan)
+    kind = np.full(n, None, dtype=object)
+    if recs:
+        rec_ids = np.array([r[0] for r in recs], np.int64)
+        order = np.argsort(rec_ids, kind="stable")
+        pos = np.minimum(np.searchsorted(rec_ids[order], src), len(recs) - 1)
+        hit = rec_ids[order][pos] == src
+        j = order[pos[hit]]                      # record row of each present source
+        present[hit] = True
+        kinds = np.array([r[1] for r in recs], dtype=object)
+        kind[hit] = kinds[j]
+        out["n"][hit] = np.array([r[2] for r in recs], np.int64)[j]
+        vals = np.array([r[3:] for r in recs], float)          # NULL -> nan
+        for k, c in enumerate(RUNNING_SUM_COLUMNS):
+            v = vals[j, k]
+            if c in zero_sums:
+                v = np.where(np.isnan(v), 0.0, v)
+            out[c][hit] = v
     return out, present, kind if n else np.array([], dtype=object)
+
+
+def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> tuple:
+    """Per chunk of ``source_ids``: count, sum of ``n``, max and sum of ``updated_at`` of
+    their stored running statistics. Every rewrite of a row sets ``updated_at`` to the
+    time of its transaction, so the signature changes whenever any of them is rewritten
+    (to validate reads made before a write transaction)."""
+    return tuple(bulk.fetch_in(conn, "SELECT count(*), sum(n), max(updated_at), sum(updated_at) "
+                                     "FROM variability_stats WHERE source_id IN ({in})",
+                               [int(s) for s in source_ids]))
 
 
 def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict, metrics: dict,
@@ -223,17 +267,16 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
     src = [int(s) for s in source_ids]
     if not src:
         return
-    for chunk in _chunks(src):
-        conn.execute(variability_stats.delete().where(variability_stats.c.source_id.in_(chunk)))
+    bulk.delete_in(conn, "variability_stats", "source_id", src)
     now = time.time()
-    cols = {c: np.asarray(stats[c], float) for c in RUNNING_SUM_COLUMNS}
-    mets = {c: np.asarray(metrics[c], float) for c in METRIC_COLUMNS}
-    conv = {k: _null_list(v) for k, v in {**cols, **mets}.items()}
-    n = np.asarray(stats["n"]).tolist()
-    names = list(conv)
-    rows = [dict(zip(names, vals), source_id=s, n=k, flux_kind=flux_kind, updated_at=now)
-            for s, k, *vals in zip(src, n, *(conv[c] for c in names))]
-    conn.execute(variability_stats.insert(), rows)
+    cols = [bulk.nullable(stats[c]) for c in RUNNING_SUM_COLUMNS] + \
+        [bulk.nullable(metrics[c]) for c in METRIC_COLUMNS]
+    k = len(src)
+    names = ("source_id", "n", "flux_kind", "updated_at") + tuple(RUNNING_SUM_COLUMNS) + \
+        tuple(METRIC_COLUMNS)
+    rows = list(zip(src, np.asarray(stats["n"]).astype(np.int64).tolist(), [flux_kind] * k,
+                    [now] * k, *cols))
+    bulk.executemany(conn, bulk.insert_sql("variability_stats", names), rows)
 
 
 def _null_list(a: np.ndarray) -> list:
@@ -273,11 +316,9 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> None:
     now = time.time()
     if not rows:
         return
-    ids = [r["source_id"] for r in rows]
-    existing = {}
-    for chunk in _chunks(ids):
-        existing.update({int(s): i for s, i in conn.execute(sa.select(
-            ese_candidates.c.source_id, ese_candidates.c.id).where(ese_candidates.c.source_id.in_(chunk))).all()})
+    ids = [int(r["source_id"]) for r in rows]
+    existing = {int(s): i for s, i in bulk.fetch_in(
+        conn, "SELECT source_id, id FROM ese_candidates WHERE source_id IN ({in})", ids)}
     new, old = [], []
     for r in rows:
         r = {k: _clean(v) for k, v in r.items()}
@@ -291,18 +332,20 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> None:
             new.append(r)
     if new:
         conn.execute(ese_candidates.insert(), new)
+    groups: dict[tuple, list[tuple]] = {}
     for r in old:
         cid = r.pop("_id")
         r.pop("source_id")
-        conn.execute(ese_candidates.update().where(ese_candidates.c.id == cid).values(**r))
+        groups.setdefault(tuple(r), []).append(tuple(r.values()) + (cid,))
+    for names, params in groups.items():
+        bulk.executemany(conn, f"UPDATE ese_candidates SET {', '.join(f'{c} = ?' for c in names)} "
+                               "WHERE id = ?", params)
 
 
 def candidate_source_ids(conn: Connection, source_ids: Sequence[int]) -> set[int]:
-    out: set[int] = set()
-    for chunk in _chunks([int(s) for s in source_ids]):
-        out.update(int(s) for (s,) in conn.execute(sa.select(ese_candidates.c.source_id).where(
-            ese_candidates.c.source_id.in_(chunk))).all())
-    return out
+    return {int(r[0]) for r in bulk.fetch_in(
+        conn, "SELECT source_id FROM ese_candidates WHERE source_id IN ({in})",
+        [int(s) for s in source_ids])}
 
 
 def neighbourhood_radius(conn: Connection, radius_deg: float) -> float:
@@ -421,9 +464,6 @@ def set_baseline_validity(conn: Connection, verdicts: dict[int, str | None]) -> 
     """Mark references stable (reason None) or unstable (reason given); unstable ones are
     not chosen as references until a later check finds them stable again."""
     now = time.time()
-    rows = [{"sid": int(s), "valid": r is None, "reason": r, "now": now} for s, r in verdicts.items()]
-    if rows:
-        conn.execute(reference_baselines.update().where(
-            reference_baselines.c.source_id == sa.bindparam("sid")).values(
-            valid=sa.bindparam("valid"), invalid_reason=sa.bindparam("reason"),
-            updated_at=sa.bindparam("now")), rows)
+    rows = [(r is None, r, now, int(s)) for s, r in verdicts.items()]
+    bulk.executemany(conn, "UPDATE reference_baselines SET valid = ?, invalid_reason = ?, "
+                           "updated_at = ? WHERE source_id = ?", rows)

@@ -20,7 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dsa110_contimg.store.schema import images, measurements, sources
+from dsa110_contimg.store.schema import images, measurements
 
 #: Parameters per statement chunk for IN lists (portable below SQLite's limit).
 _CHUNK = 900
@@ -53,25 +53,53 @@ def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_el
     conn.execute(insert(table).on_conflict_do_nothing(index_elements=index_elements), rows)
 
 
+_SOURCE_IDS_SQL = "SELECT catalog_id, id FROM sources WHERE survey = ? AND catalog_id IN ({in})"
+
+
+def existing_source_ids(conn: Connection, survey: str, catalog_ids: Sequence[str]) -> dict[str, int]:
+    """``{catalog_id: sources.id}`` of the catalogue sources that already have a row.
+
+    A read: source rows are never updated or deleted once written, so this may run on a
+    read-only connection before the write transaction (see :func:`upsert_sources`).
+    """
+    from dsa110_contimg.store import bulk
+
+    return dict(bulk.fetch_in(conn, _SOURCE_IDS_SQL, [str(c) for c in catalog_ids], (survey,)))
+
+
 def upsert_sources(conn: Connection, survey: str, catalog_ids: Sequence[str], ra_deg, dec_deg,
-                   flux_mjy=None, reference_ok=None) -> np.ndarray:
-    """Make sure every catalogue source has a row; return their ``sources.id`` in input order."""
+                   flux_mjy=None, reference_ok=None, *, known: dict[str, int] | None = None
+                   ) -> np.ndarray:
+    """Make sure every catalogue source has a row; return their ``sources.id`` in input order.
+
+    Existing rows are kept as they are (insert-if-absent); only the missing ones are
+    inserted, with one driver-level ``executemany``. ``known`` (from
+    :func:`existing_source_ids`, read before the write transaction) spares the lookup
+    of the sources it holds.
+    """
+    from dsa110_contimg.store import bulk
+
     ids = [str(c) for c in catalog_ids]
     n = len(ids)
-    ra = np.asarray(ra_deg, float)
-    dec = np.asarray(dec_deg, float)
-    flux = np.full(n, np.nan) if flux_mjy is None else np.asarray(flux_mjy, float)
-    ref = np.zeros(n, bool) if reference_ok is None else np.asarray(reference_ok, bool)
-    rows = [{"survey": survey, "catalog_id": c, "ra_deg": r, "dec_deg": d,
-             "catalog_flux_mjy": (f if np.isfinite(f) else None), "reference_ok": bool(k)}
-            for c, r, d, f, k in zip(ids, ra.tolist(), dec.tolist(), flux.tolist(), ref.tolist())]
-    _insert_ignore(conn, sources, rows, ["survey", "catalog_id"])
-    found: dict[str, int] = {}
-    for start in range(0, n, _CHUNK):
-        chunk = ids[start:start + _CHUNK]
-        found.update(conn.execute(sa.select(sources.c.catalog_id, sources.c.id).where(
-            sources.c.survey == survey, sources.c.catalog_id.in_(chunk))).all())
-    return np.array([found[c] for c in ids], dtype=np.int64)
+    sql = _SOURCE_IDS_SQL
+    found: dict[str, int] = dict(known or {})
+    unknown = [c for c in ids if c not in found]
+    if unknown:
+        found.update(bulk.fetch_in(conn, sql, unknown, (survey,)))
+    missing = [i for i, c in enumerate(ids) if c not in found]
+    if missing:
+        m = np.asarray(missing, np.int64)
+        ra = np.asarray(ra_deg, float)[m]
+        dec = np.asarray(dec_deg, float)[m]
+        flux = np.full(m.size, np.nan) if flux_mjy is None else np.asarray(flux_mjy, float)[m]
+        ref = np.zeros(m.size, bool) if reference_ok is None else np.asarray(reference_ok, bool)[m]
+        rows = list(zip([survey] * m.size, [ids[i] for i in missing], ra.tolist(), dec.tolist(),
+                        bulk.nullable(flux), ref.tolist()))
+        bulk.executemany(conn, bulk.insert_sql("sources", (
+            "survey", "catalog_id", "ra_deg", "dec_deg", "catalog_flux_mjy", "reference_ok"))
+            + " ON CONFLICT (survey, catalog_id) DO NOTHING", rows)
+        found.update(bulk.fetch_in(conn, sql, sorted({ids[i] for i in missing}), (survey,)))
+    return np.array([found[c] for c in ids], dtype=np.int64) if n else np.zeros(0, np.int64)
 
 
 def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], source_ids: np.ndarray,
@@ -106,14 +134,17 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
                  "norm_scatter": None, "norm_n_refs": None, "norm_reason": None, "norm_ref_ids": None,
                  "norm_used_ids": None}
         conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
-    mjd = row.get("mjd")
+    mjd = None if row.get("mjd") is None else float(row["mjd"])
     cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}
     n = len(source_ids)
     if n:
+        from dsa110_contimg.store import bulk
+
         sid = np.asarray(source_ids).tolist()
-        rows = [dict(zip(MEASUREMENT_COLUMNS, vals), image_id=image_id, source_id=s, mjd=mjd)
-                for s, *vals in zip(sid, *(cols[k] for k in MEASUREMENT_COLUMNS))]
-        conn.execute(measurements.insert(), rows)
+        cols["success"] = [bool(v) for v in cols["success"]]
+        rows = list(zip([int(image_id)] * n, sid, [mjd] * n, *(cols[k] for k in MEASUREMENT_COLUMNS)))
+        bulk.executemany(conn, bulk.insert_sql(
+            "measurements", ("image_id", "source_id", "mjd") + MEASUREMENT_COLUMNS), rows)
     return int(image_id)
 
 

@@ -1,0 +1,181 @@
+"""The driver-level bulk statements of the per-image hot paths (store/bulk.py) on both
+back-ends, and the ESE evaluation made outside the write transaction (re-evaluated inside it
+only when its inputs changed meanwhile)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from conftest import BACKENDS
+
+from dsa110_contimg.store import bulk, open_products_db
+from dsa110_contimg.store import lightcurves as lc_store
+from dsa110_contimg.store import products as ps
+from dsa110_contimg.store.schema import METRIC_COLUMNS, RUNNING_SUM_COLUMNS
+
+both = pytest.mark.parametrize("backend", BACKENDS)
+
+
+def _sources(conn, n, start=0):
+    ids = [f"NVSS J{i:06d}" for i in range(start, start + n)]
+    return ps.upsert_sources(conn, "nvss", ids, np.linspace(10, 11, n), np.full(n, 30.0),
+                             np.full(n, 5.0), np.arange(n) % 2 == 0)
+
+
+@both
+def test_sources_are_inserted_once_and_ids_come_back_in_input_order(databases):
+    db = open_products_db(databases.new("products"))
+    with db.engine.begin() as conn:
+        first = _sources(conn, 1500)                       # more than one IN chunk
+    assert np.unique(first).size == 1500
+    with db.engine.begin() as conn:
+        known = ps.existing_source_ids(conn, "nvss", [f"NVSS J{i:06d}" for i in range(1000)])
+        again = _sources(conn, 2000)                       # 1,500 known + 500 new
+        assert conn.exec_driver_sql("select count(*) from sources").scalar() == 2000
+        rev = ps.upsert_sources(conn, "nvss", [f"NVSS J{i:06d}" for i in range(1999, -1, -1)],
+                                np.zeros(2000), np.zeros(2000), known=known)
+    assert len(known) == 1000
+    np.testing.assert_array_equal(again[:1500], first)
+    np.testing.assert_array_equal(rev, again[::-1])
+    with db.engine.connect() as conn:
+        ok = dict(conn.exec_driver_sql("select catalog_id, reference_ok from sources").all())
+    assert bool(ok["NVSS J000002"]) is True and bool(ok["NVSS J000003"]) is False
+    db.dispose()
+
+
+@both
+def test_measurements_and_normalised_fluxes_round_trip_with_nulls(databases):
+    db = open_products_db(databases.new("products"))
+    n = 1200
+    with db.engine.begin() as conn:
+        sid = _sources(conn, n)
+        cols = {k: np.linspace(1, 2, n) for k in ps.MEASUREMENT_COLUMNS}
+        cols["peak_jyb"] = np.where(np.arange(n) % 7 == 0, np.nan, np.linspace(0.1, 0.2, n))
+        cols["dof"] = np.full(n, 10)
+        cols["cluster_id"] = np.full(n, -1)
+        cols["flags"] = np.zeros(n, np.int64)
+        cols["success"] = np.arange(n) % 5 != 0
+        image_id = ps.store_image_measurements(conn, {
+            "path": "/x.fits", "content_id": "1:2:ab", "kind": "image", "method": "forced",
+            "catalog": "nvss", "mjd": np.float64(60000.5)}, sid, cols)
+        norm = np.where(np.arange(n) % 3 == 0, np.nan, np.arange(n) * 1.0)
+        lc_store.set_normalisation(conn, image_id, status="ok", factor=1.0, norm_flux=norm,
+                                   norm_err=norm / 10, source_ids=sid)
+    with db.engine.connect() as conn:
+        ids, _f, _e, ref = lc_store.image_fluxes(conn, image_id, sid[:20])
+        flux, _err = lc_store.load_image_fluxes(conn, image_id, sid[:20])
+        fl, _er, mjd, img = lc_store.load_lightcurves(conn, sid, [image_id], normalized=True)
+        raw, _, _, _ = lc_store.load_lightcurves(conn, sid[::-1], [image_id], normalized=False)
+    np.testing.assert_array_equal(np.sort(ids), np.sort(sid))
+    np.testing.assert_array_equal(ref, flux)               # one read gives what two did
+    assert np.isnan(flux[0]) and np.isnan(flux[5]) and flux[1] == pytest.approx(cols["peak_jyb"][1])
+    ok = cols["success"]
+    np.testing.assert_array_equal(np.isfinite(fl[:, 0]), ok & np.isfinite(norm))
+    np.testing.assert_allclose(fl[ok, 0], norm[ok])
+    assert np.all(mjd[ok, 0] == 60000.5) and np.all(img[ok, 0] == image_id)
+    np.testing.assert_array_equal(np.isnan(raw[::-1, 0]), ~ok | np.isnan(cols["peak_jyb"]))
+    db.dispose()
+
+
+@both
+def test_running_stats_round_trip_and_signature_changes_on_rewrite(databases):
+    db = open_products_db(databases.new("products"))
+    n = 1000
+    with db.engine.begin() as conn:
+        sid = _sources(conn, n)
+        stats = {c: np.arange(n, dtype=float) for c in RUNNING_SUM_COLUMNS}
+        stats["min_flux"][::4] = np.nan
+        stats["n"] = np.arange(n) % 9
+        mets = {c: np.full(n, 0.5) for c in METRIC_COLUMNS}
+        lc_store.save_running_stats(conn, sid[::2], {k: v[::2] for k, v in stats.items()},
+                                    {k: v[::2] for k, v in mets.items()}, "normalized")
+    with db.engine.connect() as conn:
+        got, present, kind = lc_store.load_running_stats(conn, sid)
+        sig1 = lc_store.running_stats_signature(conn, sid)
+        assert lc_store.running_stats_signature(conn, sid) == sig1
+    np.testing.assert_array_equal(present, np.arange(n) % 2 == 0)
+    assert set(kind[present]) == {"normalized"} and set(kind[~present]) == {None}
+    np.testing.assert_array_equal(got["n"][present], stats["n"][::2])
+    np.testing.assert_array_equal(got["n"][~present], 0)
+    np.testing.assert_array_equal(got["sum_w"][~present], 0.0)          # zero sums when absent
+    assert np.isnan(got["min_flux"][~present]).all()
+    np.testing.assert_array_equal(np.isnan(got["min_flux"][present]), np.isnan(stats["min_flux"][::2]))
+    with db.engine.begin() as conn:     # another image rewrites one source's row
+        lc_store.save_running_stats(conn, sid[2:3], {k: v[2:3] for k, v in stats.items()},
+                                    {k: v[2:3] for k, v in mets.items()}, "normalized")
+    with db.engine.connect() as conn:
+        assert lc_store.running_stats_signature(conn, sid) != sig1
+    db.dispose()
+
+
+def test_ese_rows_are_reused_unless_their_inputs_changed(tmp_path, monkeypatch):
+    from dsa110_contimg.pipeline import lightcurves as lc
+    from dsa110_contimg.store.engine import read_connection
+
+    db = open_products_db(tmp_path / "p.sqlite3")
+    with db.engine.begin() as conn:
+        sid = _sources(conn, 50)
+        stats = {c: np.ones(50) for c in RUNNING_SUM_COLUMNS}
+        stats["n"] = np.full(50, 6)
+        lc_store.save_running_stats(conn, sid, stats, {c: np.ones(50) for c in METRIC_COLUMNS},
+                                    "normalized")
+    ctx = lc.ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
+                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid)
+    row = {"source_id": int(sid[3]), "criteria": "[\"preset\"]", "preset": "moderate",
+           "score": 5.0, "confidence": "medium", "n_epochs": 6}
+    calls = []
+
+    def fresh(conn, ctx_, cfg):
+        calls.append(cfg)
+        return [dict(row, score=9.0)], 1
+
+    monkeypatch.setattr(lc, "ese_rows", fresh)
+    with read_connection(db.engine) as conn:
+        sig = lc.ese_inputs_signature(conn, ctx)
+    # unchanged inputs: the rows evaluated outside the transaction are written as they are
+    with db.engine.begin() as conn:
+        assert lc.store_ese(conn, ctx, None, ([dict(row)], 1), sig) == 1
+    assert calls == []
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("select score from ese_candidates").scalar() == 5.0
+    # another image rewrote a source's statistics in between: evaluated again, inside
+    with db.engine.begin() as conn:
+        lc_store.save_running_stats(conn, sid[:1], {k: v[:1] for k, v in stats.items()},
+                                    {c: np.ones(1) for c in METRIC_COLUMNS}, "normalized")
+    with db.engine.begin() as conn:
+        assert lc.store_ese(conn, ctx, "cfg", ([dict(row)], 1), sig) == 1
+    assert calls == ["cfg"]
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("select score from ese_candidates").scalar() == 9.0
+    db.dispose()
+
+
+def test_ese_evaluation_reads_go_through_while_another_worker_holds_the_write_lock(tmp_path):
+    from dsa110_contimg.pipeline import lightcurves as lc
+    from dsa110_contimg.store.engine import make_engine, read_connection
+
+    path = tmp_path / "p.sqlite3"
+    db = open_products_db(path)
+    with db.engine.begin() as conn:
+        sid = _sources(conn, 30)
+    db.dispose()
+    ctx = lc.ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
+                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid)
+    holder = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        engine = make_engine(path, busy_timeout_ms=200)
+        with read_connection(engine) as conn:
+            sig = lc.ese_inputs_signature(conn, ctx)
+            assert bulk.fetch_in(conn, "SELECT count(*) FROM sources WHERE id IN ({in})",
+                                 sid.tolist()) == [(30,)]
+        assert sig[1] == frozenset()
+        with pytest.raises(Exception, match="locked"):
+            with engine.begin() as conn:
+                lc.store_ese(conn, ctx, None, ([], 0), sig)
+        engine.dispose()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
