@@ -217,3 +217,21 @@ def test_permission_denied_file_is_a_failed_job_when_the_daemon_runs_as_nobody()
         if svc is not None:
             svc.stop_all()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_daemons_queue_path_imports_neither_numpy_nor_astropy():
+    """Deciding a file's kind in the main loop must not import astropy (seconds under CPU
+    load: a file closed right after start-up was queued 10 s late, a stalled loop)."""
+    code = ("import sys\n"
+            "from dsa110_contimg.service import classify, daemon, intake\n"
+            "assert classify.header_kind({'NIMAGES': 4}) == 'mosaic'\n"
+            "assert classify.header_kind({'BMAJ': 0.01}) == 'image'\n"
+            "classify.classify_name('/x/a.img-image-pb.fits')\n"
+            "print(sorted(m for m in ('numpy', 'astropy', 'dsa110_contimg.science.image') "
+            "if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout
+    from dsa110_contimg.science.image import header_is_mosaic   # still the shared rule
+
+    assert header_is_mosaic({"NIMAGES": 2}) and not header_is_mosaic({})

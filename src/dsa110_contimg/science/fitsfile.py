@@ -193,5 +193,20 @@ def check_fits_complete(path: str | os.PathLike, *, max_header_bytes: int = MAX_
         os.close(fd)
 
 
-__all__ = ["FITS_BLOCK", "MAX_HEADER_BYTES", "TAIL_BYTES", "Layout", "check_fits_complete",
-           "file_type", "fits_layout"]
+#: Header keywords that make a file a mosaic (the DSA-110 mosaic builder writes NIMAGES).
+MOSAIC_KEYWORDS = ("NIMAGES",)
+
+
+def header_is_mosaic(header) -> bool:
+    """The one mosaic rule for headers, shared by the daemon's classifier and the manager.
+
+    A file is a mosaic when it lies under a configured mosaic directory (decided by the
+    caller) **or** its header (any mapping of cards) has one of :data:`MOSAIC_KEYWORDS`.
+    A missing BMAJ is not a mosaic marker. Kept here, free of numpy/astropy, so that the
+    daemon's main loop can apply it without a multi-second import.
+    """
+    return any(k in header for k in MOSAIC_KEYWORDS)
+
+
+__all__ = ["FITS_BLOCK", "MAX_HEADER_BYTES", "MOSAIC_KEYWORDS", "TAIL_BYTES", "Layout",
+           "check_fits_complete", "file_type", "fits_layout", "header_is_mosaic"]

@@ -756,15 +756,7 @@ def as_image(image, *, beam: Beam | None = None) -> RadioImage:
 __all__ = ["Beam", "RadioImage", "check_fits_complete", "as_image"]
 
 
-#: Header keywords that mark a mosaic (the DSA-110 mosaic builder writes NIMAGES).
-MOSAIC_KEYWORDS = ("NIMAGES",)
-
-
-def header_is_mosaic(header) -> bool:
-    """The one mosaic rule for headers, shared by the daemon's classifier and the manager.
-
-    A file is a mosaic when it lies under a configured mosaic directory (decided by the
-    caller) **or** its header has one of :data:`MOSAIC_KEYWORDS`. A missing BMAJ is not
-    a mosaic marker.
-    """
-    return any(k in header for k in MOSAIC_KEYWORDS)
+# Header keywords that mark a mosaic (the DSA-110 mosaic builder writes NIMAGES) and
+# the one mosaic rule for headers lives in fitsfile (no numpy/astropy: the daemon's main loop
+# applies it without importing this module); re-exported here.
+from dsa110_contimg.science.fitsfile import MOSAIC_KEYWORDS, header_is_mosaic  # noqa: E402,F401

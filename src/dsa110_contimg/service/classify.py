@@ -145,8 +145,9 @@ def restored_counterparts(path: str | Path) -> tuple[Path, ...]:
 
 def header_kind(header) -> str:
     """``mosaic`` when the header has a mosaic keyword (``NIMAGES``), else ``image``
-    (:func:`dsa110_contimg.science.image.header_is_mosaic`)."""
-    from dsa110_contimg.science.image import header_is_mosaic
+    (:func:`dsa110_contimg.science.fitsfile.header_is_mosaic`; no numpy/astropy import in
+    the daemon's main loop)."""
+    from dsa110_contimg.science.fitsfile import header_is_mosaic
 
     return "mosaic" if header_is_mosaic(header) else "image"
 
