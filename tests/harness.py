@@ -110,11 +110,15 @@ class Service:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def start(self, *, wait: bool = True, node: str | None = None, **env) -> subprocess.Popen:
-        """Start a daemon (``node``: ``run --node``, a second instance on purpose)."""
+    def start(self, *, wait: bool = True, node: str | None = None, python: list[str] | None = None,
+              **env) -> subprocess.Popen:
+        """Start a daemon (``node``: ``run --node``, a second instance on purpose; ``python``:
+        the command running the interpreter, default ``[sys.executable]``, e.g. ``setpriv ...
+        python3`` to drop privileges)."""
         self.n_started += 1
         log = open(self.root / f"daemon{self.n_started}.log", "wb")
-        argv = [sys.executable, "-m", "dsa110_contimg.cli.main", "run", "--config", str(self.config)]
+        argv = list(python or [sys.executable]) + ["-m", "dsa110_contimg.cli.main", "run", "--config",
+                                                   str(self.config)]
         if node is not None:
             argv += ["--node", node]
         p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))

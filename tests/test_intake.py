@@ -243,17 +243,46 @@ def test_symlinks_same_rule_inside_outside_and_refused(tmp_path):
         Intake([root], symlinks="sometimes")
 
 
-def test_permission_denied_file_is_skipped_with_the_reason(tmp_path):
+def test_permission_denied_file_is_queued_once_stable_with_the_reason(tmp_path):
+    """A regular *.fits we may not open (EACCES, simulated: tests run as root) is a failure
+    the operator must see: queued once stable with the reason (its job then fails with
+    "permission denied"), never skipped. A writer that fixes the permissions in time
+    (simulated: open allowed again before the file is stable) is measured normally."""
     p = tmp_path / "secret.fits"
     p.write_bytes(GOOD)
+    denied = {"on": True}
 
     def open_fn(path, flags):
-        raise PermissionError(13, "Permission denied")
+        if denied["on"]:
+            raise PermissionError(13, "Permission denied")
+        return os.open(path, flags)
 
-    ik = Intake([tmp_path], clock=Clock(), probe=lambda path: probe_file(path, roots=[tmp_path],
-                                                                         open_fn=open_fn))
-    out = ik.observe(str(p), "closed")
-    assert actions(out) == ["skip"] and "Permission denied" in out[0].reason
+    clock = Clock()
+    ik = Intake([tmp_path], clock=clock, settle_s=5.0,
+                probe=lambda path: probe_file(path, roots=[tmp_path], open_fn=open_fn))
+    assert ik.observe(str(p), "closed") == []            # not skipped, not queued at once
+    assert "permission denied" in ik.waiting(str(p)).reason
+    clock.advance(1.0)
+    out = ik.poll()
+    assert actions(out) == ["waiting"] and "permission denied" in out[0].reason
+    clock.advance(5.0)
+    out = ik.poll()
+    assert actions(out) == ["queue"] and "permission denied" in out[0].reason
+    st_ = os.stat(p)
+    assert out[0].key == Key(st_.st_size, st_.st_mtime_ns, st_.st_ino) and out[0].cards is None
+    # the same file made readable before it is stable: a normal, checked decision
+    q = tmp_path / "fixed.fits"
+    q.write_bytes(GOOD)
+    assert ik.observe(str(q), "closed") == []
+    denied["on"] = False
+    out = ik.observe(str(q), "modified")                  # chmod: IN_ATTRIB
+    assert actions(out) == ["queue"] and out[0].reason == "" and out[0].cards["BMAJ"]
+    # other open errors of a regular file stay skips with the reason
+    def eio(path, flags):
+        raise OSError(5, "Input/output error")
+
+    out = probe_file(str(q), roots=[tmp_path], open_fn=eio)
+    assert out.status == "skip" and "Input/output error" in out.reason
 
 
 def test_vanished_candidate_is_forgotten(tmp_path):

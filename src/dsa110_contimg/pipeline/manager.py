@@ -35,6 +35,7 @@ import structlog
 from dsa110_contimg.core.config import PhotometryConfig
 from dsa110_contimg.core.enums import MOSAIC_KEYWORDS
 from dsa110_contimg.core.errors import MissingBeam, PhotometryError
+from dsa110_contimg.core.paths import db_path, fs_path, printable
 from dsa110_contimg.science.results import MeasurementTable
 from dsa110_contimg.store import products as product_store
 from dsa110_contimg.store import registry as registry_store
@@ -246,9 +247,9 @@ class PhotometryManager:
 
     def _measure(self, path, kind, config, create_batch_job, data_id, group_id, dry_run, overrides):
         cfg = self._config(config, overrides)
-        path = Path(path)
+        path = Path(fs_path(path))   # a database form (``fsb64:``) is accepted too
         if create_batch_job and not dry_run:
-            return self._create_batch_job(path, kind, cfg, data_id or path.stem, group_id)
+            return self._create_batch_job(path, kind, cfg, data_id or printable(path.stem), group_id)
         if dry_run:
             image, kind, _method, notes = self._open(path, kind, cfg)
             with image:
@@ -280,16 +281,16 @@ class PhotometryManager:
             # The job still goes in: the worker will fail it with this reason on record.
             notes.append(f"pre-check failed (the job will record it): {exc}")
         params = {"config": cfg.to_dict(), "group_id": group_id}
-        job_id, _ = self.queue.enqueue(params, [(str(path.resolve()), kind, data_id)], data_id=data_id)
+        job_id, _ = self.queue.enqueue(params, [(db_path(path.resolve()), kind, data_id)], data_id=data_id)
         if self.registry is not None:
             self._link(data_id, path, kind, "pending", job_id)
-        log.info("batch_job_created", job_id=job_id, path=str(path), kind=kind, data_id=data_id,
+        log.info("batch_job_created", job_id=job_id, path=printable(path), kind=kind, data_id=data_id,
                  sources=n_sources)
         return PhotometryResult(path, sources_queried=n_sources, batch_job_id=job_id, kind=kind,
                                 notes=notes, data_id=data_id)
 
     def _link(self, data_id, path, kind, status, job_id, error=None):
-        registry_store.link(self.registry, data_id, data_type=kind, path=str(path),
+        registry_store.link(self.registry, data_id, data_type=kind, path=db_path(path),
                             photometry_status=status, job_id=job_id, error=error)
 
     def _open(self, path: Path, kind: str, cfg: PhotometryConfig):
@@ -349,6 +350,9 @@ class PhotometryManager:
         :meth:`measure_image` (pure: no database) followed by :meth:`store_measured`.
         ``fence(conn)``, when given, is called first inside the result transactions
         (the job runtime's lease check: it raises to roll the transaction back).
+        ``path`` may be the filesystem form of a name or its database form
+        (:func:`dsa110_contimg.core.paths.db_path`, ``fsb64:`` for a name that is not
+        valid UTF-8); the ``images`` row and the registry hold the database form.
         """
         return self.store_measured(self.measure_image(path, kind, cfg), cfg, data_id=data_id,
                                    fence=fence)
@@ -362,7 +366,7 @@ class PhotometryManager:
         """
         from dsa110_contimg.science.forced import measure_positions
 
-        path = Path(path)
+        path = Path(fs_path(path))   # opened by its filesystem form; stored by db_path()
         steps: dict[str, float] = {}
         t = time.perf_counter()
         image, kind, method, notes = self._open(path, kind, cfg)
@@ -435,7 +439,7 @@ class PhotometryManager:
             steps["ese"] = time.perf_counter() - t
         result.image_id = ctx.image_id
         result.step_seconds = steps
-        log.info("image_measured", path=str(path), kind=kind, method=method, image_id=ctx.image_id,
+        log.info("image_measured", path=printable(path), kind=kind, method=method, image_id=ctx.image_id,
                  sources=len(cat), successful=table.n_success, qc=result.qc_status,
                  normalization=(result.normalization or {}).get("status"),
                  ese_candidates=result.ese_candidates,
@@ -452,7 +456,7 @@ class PhotometryManager:
         median_rms = float(np.nanmedian(rms)) if np.isfinite(rms).any() else None
         ra_c, dec_c = image.center()
         radius = image.footprint_radius_deg()
-        abs_path = str(path.resolve())
+        abs_path = db_path(path.resolve())   # the database form, as in files and batch_job_items
         row = {
             "path": abs_path, "content_id": content_id or product_store.content_id(path), "kind": kind,
             "data_id": data_id, "mjd": image.mjd, "freq_hz": image.freq_hz,

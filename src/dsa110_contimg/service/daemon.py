@@ -515,11 +515,13 @@ class Daemon:
                 if dec.reason:
                     log.warning("file_queued_unchecked", path=printable(dec.path), reason=dec.reason,
                                 settle_s=self.intake.settle_s)
-                self.accept(dec.path, key, classify.classify_name(dec.path), dec.cards)
+                self.accept(dec.path, key, classify.classify_name(dec.path), dec.cards,
+                            reason=dec.reason or None)
 
     def accept(self, path: str, key: FileKey, name: classify.NameClass, cards: dict | None = None, *,
-               pb_waited: bool = False) -> None:
-        """Queue a file (or skip it when a PB-corrected sibling supersedes it)."""
+               pb_waited: bool = False, reason: str | None = None) -> None:
+        """Queue a file (or skip it when a PB-corrected sibling supersedes it). ``reason``:
+        why it was queued unchecked (kept on its ``files`` row; its job will say more)."""
         if name.role == "restored":
             sibling = classify.pb_sibling(path)
             if sibling is not None:
@@ -536,7 +538,7 @@ class Daemon:
         job_id, created = self.queue.enqueue(
             self.params, [(key.path, kind, None)], origin="daemon", idempotency_key=key.idempotency_key,
             max_attempts=self.cfg.daemon.max_attempts)
-        self._decide(key, "queued", kind=kind, batch_id=job_id)
+        self._decide(key, "queued", kind=kind, batch_id=job_id, reason=reason)
         if created:
             self.stats["queued"] += 1
             self._next["claim"] = 0.0

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from dsa110_contimg.core.paths import fs_path, printable
 from dsa110_contimg.service.runtime import JobContext, JobSummary, classify_error
 from dsa110_contimg.store.queue import LeaseLost
 
@@ -63,7 +64,7 @@ class PhotometryExecutor:
                     raise LeaseLost(ctx.job_id, ctx.owner)
                 # every log line of this item (manager, QC, astropy warnings) carries job and path
                 with structlog.contextvars.bound_contextvars(job_id=ctx.job_id,
-                                                             path=str(item["fits_path"])):
+                                                             path=printable(item["fits_path"])):
                     self._run_item(manager, ctx, item, cfg, summary)
             except LeaseLost as exc:
                 log.warning("lease_lost", job_id=ctx.job_id, owner=ctx.owner, error=str(exc))
@@ -78,10 +79,13 @@ class PhotometryExecutor:
             return
         if not ctx.holds_lease():
             raise LeaseLost(ctx.job_id, ctx.owner)
-        manager._link(data_id, Path(item["fits_path"]), item["kind"], status, ctx.job_id, error=error)
+        manager._link(data_id, Path(fs_path(item["fits_path"])), item["kind"], status, ctx.job_id,
+                      error=error)
 
     def _run_item(self, manager, ctx: JobContext, item: dict, cfg, summary: JobSummary) -> None:
-        path = Path(item["fits_path"])
+        # an item holds the database form of its name (``fsb64:`` when not valid UTF-8):
+        # opened by its filesystem form, stored again in the database form by the manager
+        path = Path(fs_path(item["fits_path"]))
         t0 = time.perf_counter()
         ctx.update_item(item["id"], "running")
         self._link(manager, ctx, item, "running")
@@ -93,7 +97,7 @@ class PhotometryExecutor:
         except Exception as exc:  # classified and recorded below, never swallowed
             permanent, reason = classify_error(exc)
             summary.record_failure(reason, permanent)
-            log.error("item_failed", job_id=ctx.job_id, path=str(path), permanent=permanent,
+            log.error("item_failed", job_id=ctx.job_id, path=printable(path), permanent=permanent,
                       error=reason, traceback=None if permanent else traceback.format_exc())
             if permanent:
                 ctx.update_item(item["id"], "failed", error=reason)
@@ -105,5 +109,5 @@ class PhotometryExecutor:
                         n_measurements=result.measurements_total)
         self._link(manager, ctx, item, "completed")
         summary.done += 1
-        summary.durations[str(path)] = time.perf_counter() - t0
+        summary.durations[item["fits_path"]] = time.perf_counter() - t0
         summary.add_stages(getattr(result, "step_seconds", None))

@@ -20,7 +20,7 @@ States of one path (in memory; the decisions are durable in the database):
 ``queued`` / ``skipped``
     terminal for that key: a job exists, or the entry is recorded as skipped
     with the reason (FIFO, socket, device, directory, symlink leaving the
-    watched roots, unreadable).
+    watched roots, cannot be stat-ed).
 
 Rules:
 
@@ -31,7 +31,10 @@ Rules:
   leaves before the data arrive; also a legitimate image ending in zeros) or
   that has holes (``st_blocks``) is queued only once ``stable``.
 * A file that stays incomplete or is not FITS is queued once ``stable`` anyway,
-  so its job fails with the reason (nothing is lost silently).
+  so its job fails with the reason (nothing is lost silently). So is a regular
+  file we may not read (permission denied): the operator sees a failed job
+  ("permission denied") in ``status`` and ``jobs list``, not a silent skip;
+  a writer that fixes the permissions within ``settle_s`` is simply measured.
 * In polling mode (no close events) every file must be ``stable`` first.
 * Symlinks are resolved; the target must lie inside a watched root
   (``symlinks = "within_roots"``, the default), or symlinks are refused
@@ -50,7 +53,6 @@ Rules:
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures as cf
 import errno
 import os
@@ -61,35 +63,14 @@ from typing import Callable
 
 from dsa110_contimg.core.enums import FITS_SUFFIXES, is_fits_name  # noqa: F401 - re-exported
 from dsa110_contimg.core.errors import CorruptImage, TruncatedImage
+from dsa110_contimg.core.paths import db_path, fs_path, printable  # noqa: F401 - re-exported
 from dsa110_contimg.science.fitsfile import (  # noqa: F401 - re-exported for the intake's users
     FITS_BLOCK, MAX_HEADER_BYTES, TAIL_BYTES, Layout, check_fits_complete, file_type, fits_layout)
 
 SYMLINK_POLICIES = ("within_roots", "refuse", "follow")
-_FSB64 = "fsb64:"
 
 
-# -- lossless names ------------------------------------------------------------------
-def db_path(path: str | bytes | os.PathLike) -> str:
-    """The form of a path stored in the database: itself when it is valid UTF-8,
-    else ``fsb64:`` + URL-safe base64 of its bytes (absolute paths start with ``/``,
-    so the two forms cannot collide)."""
-    raw = os.fsencode(path)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return _FSB64 + base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def fs_path(stored: str) -> str:
-    """Inverse of :func:`db_path`: a ``str`` usable with ``open`` (surrogate-escaped)."""
-    if stored.startswith(_FSB64):
-        return os.fsdecode(base64.urlsafe_b64decode(stored[len(_FSB64):].encode("ascii")))
-    return stored
-
-
-def printable(path: str) -> str:
-    """A log-safe rendering of a path (undecodable bytes as ``\\xNN``)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+# -- lossless names: dsa110_contimg.core.paths (db_path, fs_path, printable) -----------
 
 
 # -- probing one path ------------------------------------------------------------------
@@ -112,9 +93,11 @@ class Probe:
 
     ``status``: ``complete``, ``suspect`` (complete by size but the final data
     block is zero-filled or the file has holes), ``incomplete`` (truncated),
-    ``invalid`` (not FITS / absurd header), ``skip`` (not a regular file,
-    symlink refused, unreadable), ``gone`` (vanished), ``changed`` (the key
-    changed while it was read).
+    ``invalid`` (not FITS / absurd header), ``unreadable`` (a regular file we
+    may not open: EACCES/EPERM), ``skip`` (not a regular file, symlink refused,
+    cannot be stat-ed or opened for another reason), ``gone`` (vanished),
+    ``changed`` (the key changed while it was read). ``key`` of an ``unreadable``
+    file comes from ``lstat``/``stat`` (the file cannot be opened).
     """
 
     status: str
@@ -167,6 +150,13 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return Probe("changed", reason="replaced by a symlink while being examined")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            # a regular file we may not read: a failure the operator must see, not a skip
+            # (queued once stable, its job fails with the reason; a writer that fixes the
+            # permissions before that is simply measured)
+            return Probe("unreadable", Key.of_stat(lst),
+                         f"permission denied: cannot open for reading ({exc.strerror or exc})",
+                         target=target)
         return Probe("skip", Key.of_stat(lst), f"cannot open: {exc.strerror or exc}")
     try:
         st = fstat(fd)

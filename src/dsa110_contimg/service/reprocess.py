@@ -42,6 +42,7 @@ import structlog
 from dsa110_contimg.core.enums import is_fits_name
 from dsa110_contimg.core.errors import ConfigError, PhotometryError
 from dsa110_contimg.core.progress import ProgressBar as _ProgressBar
+from dsa110_contimg.core.paths import db_path, printable
 
 log = structlog.get_logger("dsa110_contimg.service.reprocess")
 
@@ -60,7 +61,7 @@ class Task:
 
     @property
     def data_id(self) -> str:
-        return self.path.stem
+        return printable(self.path.stem)   # a registry key: storable whatever the name's encoding
 
 
 @dataclass
@@ -186,7 +187,7 @@ def make_plan(files: list[Path], products_db, *, since_mjd: float | None = None,
             conn.rollback()
     plan = Plan(tasks=[])
     for path in files:
-        cid = stored.get(str(path))
+        cid = stored.get(db_path(path.resolve()))   # the images table holds the database form
         if cid is not None:
             st = path.stat()
             if cid.startswith(f"{st.st_size}:{st.st_mtime_ns}:") and cid == content_id(path):

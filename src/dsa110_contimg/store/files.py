@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from dsa110_contimg.core.paths import printable
 from dsa110_contimg.store.engine import Database
 from dsa110_contimg.store.queue import with_retry
 from dsa110_contimg.store.schema import files, heartbeats
@@ -58,6 +59,7 @@ def record_file(db: Database, key: FileKey, decision: str, *, kind: str | None =
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
     now = time.time() if now is None else now
+    reason = None if reason is None else printable(reason)   # a name in the reason may not be UTF-8
 
     def _do():
         with db.engine.begin() as conn:

@@ -45,6 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dsa110_contimg.core.errors import StoreError
+from dsa110_contimg.core.paths import printable
 from dsa110_contimg.store.engine import Database
 from dsa110_contimg.store.schema import JOB_STATES, batch_job_items, batch_jobs
 
@@ -255,13 +256,14 @@ class JobQueue:
         status = "failed" if failed and not done else "done"
         return self._fenced(job_id, {
             "status": status, "completed_items": done, "failed_items": failed,
-            "finished_at": now, "lease_owner": None, "lease_until": None, "error": error,
+            "finished_at": now, "lease_owner": None, "lease_until": None, "error": _storable(error),
         }, owner=owner)
 
     def fail(self, job_id: int, error: str, *, retryable: bool, owner: str | None = None) -> str | None:
         """Record a failed attempt. Returns the new state (``pending``, ``dead``
         or ``failed``), or None if the lease was lost."""
         now = self.clock()
+        error = _storable(error)
 
         def _do():
             with self.db.engine.begin() as conn:
@@ -451,7 +453,7 @@ class JobQueue:
         """
         owner = owner or self.owner
         now = self.clock()
-        values: dict[str, Any] = {"status": status, "error": error}
+        values: dict[str, Any] = {"status": status, "error": _storable(error)}
         if status == "running":
             values["started_at"] = now
         else:
@@ -517,3 +519,9 @@ class JobQueue:
         for r in rows:
             r["params"] = json.loads(r["params"])
         return rows
+
+
+def _storable(text: str | None) -> str | None:
+    """An error text any database can hold: a reason naming a file whose name is not
+    valid UTF-8 carries surrogate escapes, rendered as ``\\xNN``."""
+    return None if text is None else printable(str(text))

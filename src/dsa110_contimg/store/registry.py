@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from dsa110_contimg.core.paths import db_path, printable
 from dsa110_contimg.store.engine import Database
 from dsa110_contimg.store.queue import with_retry
 from dsa110_contimg.store.schema import data_products
@@ -27,12 +28,13 @@ def link(db: Database, data_id: str, *, data_type: str, path: str | None,
     if photometry_status not in PHOTOMETRY_STATES:
         raise ValueError(f"photometry_status must be one of {PHOTOMETRY_STATES}, not {photometry_status!r}")
     now = time.time()
-    values: dict[str, Any] = {"photometry_status": photometry_status, "photometry_error": error,
+    values: dict[str, Any] = {"photometry_status": photometry_status,
+                              "photometry_error": None if error is None else printable(error),
                               "updated_at": now}
     if job_id is not None:
         values["photometry_job_id"] = str(job_id)
     if path is not None:
-        values["path"] = str(path)
+        values["path"] = db_path(path)   # the database form (``fsb64:`` for a non-UTF-8 name)
     if metadata is not None:
         values["metadata_json"] = json.dumps(metadata, sort_keys=True)
 
