@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from dsa110_contimg.core.errors import UnknownCatalog
 
 #: Measurement methods: ``forced`` (fixed-beam weighted fit, the default), ``peak``
@@ -64,10 +62,12 @@ CONFIDENCE_LEVELS: tuple[str, ...] = ("high", "medium", "low", "none")
 CONFIDENCE_THRESHOLDS: dict[str, float] = {"high": 7.0, "medium": 4.0}
 
 
-def confidence_level(score) -> np.ndarray:
+def confidence_level(score):
     """Confidence of composite ESE scores (0-10): ``high`` (>= 7), ``medium`` (>= 4),
     ``low`` (any other finite score) or ``none`` (NaN). Vectorised; returns an
     array of str with the shape of ``score``."""
+    import numpy as np   # here: the daemon's main loop imports this module, not numpy
+
     s = np.asarray(score, dtype=float)
     with np.errstate(invalid="ignore"):
         return np.where(s >= CONFIDENCE_THRESHOLDS["high"], "high",
