@@ -21,7 +21,6 @@ The machine is shared: figures are noisy; compare the ratios.
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import sys
 import tempfile
@@ -30,8 +29,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from benchfield import field_catalogue, ingest
 
-RA0, DEC0 = 150.0, 37.0
+from benchfield import DEC0, RA0  # noqa: E402 - the benchmark field centre
 PIX_ARCSEC = 6.0
 BEAM = (18.0, 13.0, 20.0)
 
@@ -39,24 +39,12 @@ BEAM = (18.0, 13.0, 20.0)
 def make_inputs(root: Path, size: int, n_sources: int, n_images: int) -> list[Path]:
     from astropy.io import fits
 
-    from dsa110_contimg.store.catalogs import CatalogStore
-    from dsa110_contimg.science.simulate import random_sky_positions, simulate_image, sky_wcs
+    from dsa110_contimg.science.simulate import simulate_image
 
     rng = np.random.default_rng(1)
-    wcs = sky_wcs(RA0, DEC0, PIX_ARCSEC, (size, size))
-    ra, dec, _, _ = random_sky_positions(wcs, (size, size), n_sources, rng, margin_pix=30,
-                                         min_separation_pix=12)
-    flux_mjy = 10 ** rng.uniform(np.log10(5), np.log10(500), n_sources)
-    cat = root / "nvss_bench.csv"
-    with open(cat, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["NVSS", "RAJ2000", "DEJ2000", "S1.4"])
-        for i, (r, d, f) in enumerate(zip(ra, dec, flux_mjy)):
-            w.writerow([f"B{i:05d}", r, d, f])
-    store = CatalogStore(root / "catalogs")
-    store.ingest("nvss", [cat], ra_column="RAJ2000", dec_column="DEJ2000", flux_column="S1.4",
-                 flux_unit="mJy", progress=False)
-    store.close()
+    ra, dec, flux_mjy, cat = field_catalogue(root, size, n_sources, PIX_ARCSEC, rng,
+                                             min_separation_pix=12)
+    ingest(cat, root / "catalogs")
     images = root / "images"
     images.mkdir()
     paths = []

@@ -133,3 +133,24 @@ def databases(backend, tmp_path, request):
     factory = DatabaseFactory(backend, tmp_path, request)
     yield factory
     factory.close()
+
+
+@pytest.fixture
+def service(tmp_path, databases):
+    """Makes daemons; on the ``postgresql`` backend each gets fresh server databases
+    (pass ``products_db=`` to make several daemons share one)."""
+    from harness import Service
+
+    made = []
+
+    def make(**kw):
+        if databases.backend == "postgresql":
+            kw.setdefault("products_db", databases.new("products"))
+            kw.setdefault("registry_db", databases.new("registry"))
+        s = Service(tmp_path / f"svc{len(made)}", **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop_all()

@@ -35,20 +35,6 @@ from harness import NotifySocket, Service, drop, fits_bytes
 pytestmark = pytest.mark.timeout(400)
 
 
-@pytest.fixture
-def service(tmp_path):
-    made = []
-
-    def make(**kw):
-        s = Service(tmp_path / f"svc{len(made)}", **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop_all()
-
-
 @contextlib.contextmanager
 def busy_processes(n: int = 2):
     """``n`` CPU-bound processes for the duration (CPU contention)."""

@@ -21,31 +21,12 @@ import time
 import pytest
 
 from conftest import BACKENDS
-from harness import Service, drop, fits_bytes
+from harness import drop, fits_bytes
 
 pytestmark = pytest.mark.timeout(240)
 
 
 both = pytest.mark.parametrize("backend", BACKENDS)
-
-
-@pytest.fixture
-def service(tmp_path, databases):
-    """Makes daemons; on the ``postgresql`` backend each gets fresh server databases
-    (pass ``products_db=`` to make several daemons share one)."""
-    made = []
-
-    def make(**kw):
-        if databases.backend == "postgresql":
-            kw.setdefault("products_db", databases.new("products"))
-            kw.setdefault("registry_db", databases.new("registry"))
-        s = Service(tmp_path / f"svc{len(made)}", **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop_all()
 
 
 def _pid_alive(pid: int) -> bool:

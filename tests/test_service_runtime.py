@@ -22,20 +22,6 @@ from harness import Service, drop
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def service(tmp_path):
-    made = []
-
-    def make(**kw):
-        svc = Service(tmp_path / f"svc{len(made)}", **kw)
-        made.append(svc)
-        return svc
-
-    yield make
-    for svc in made:
-        svc.stop_all()
-
-
 def cli(svc: Service, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", *args, "--config",
                            str(svc.config)], capture_output=True, text=True, env=svc.env(), timeout=60)
