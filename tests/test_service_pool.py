@@ -124,3 +124,18 @@ def test_broken_task_makes_the_pool_unhealthy(pool_factory):
     while pool.healthy() and time.monotonic() < deadline:
         pool.poll(0.2)
     assert not pool.healthy() and "no_such_module" in pool.broken_reason
+
+
+def test_workers_dying_before_ready_are_respawned_with_back_off(pool_factory):
+    """A worker that cannot start is re-spawned after a doubling delay, not in a tight loop
+    (a broken interpreter once gave ~900 spawns per second); after 5 deaths the pool is
+    unhealthy, which stops the watchdog so systemd restarts the service."""
+    pool = pool_factory(1, "dsa110_contimg.no_such_module:f")
+    t0 = time.monotonic()
+    while pool.healthy() and time.monotonic() - t0 < 120:
+        pool.poll(0.05)
+    took = time.monotonic() - t0
+    assert not pool.healthy()
+    assert pool.slots[0].deaths_idle == 5
+    # four back-off pauses (0.5 + 1 + 2 + 4 s) separate the five deaths
+    assert took >= 7.0, took

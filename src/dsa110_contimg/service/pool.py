@@ -42,6 +42,9 @@ from typing import Any
 #: Environment of worker processes: one thread per numeric library.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
+#: Back-off before re-spawning a worker that died before becoming ready (s): doubles per
+#: consecutive death up to the cap, so a broken interpreter or import cannot spin the host.
+RESPAWN_BACKOFF_S, RESPAWN_BACKOFF_CAP_S = 0.5, 30.0
 #: Modules a worker imports before it reports ready (so the first job is not slowed down
 #: by, or killed during, the numpy/astropy import).
 WARM_IMPORTS = ("numpy", "astropy.io.fits", "astropy.wcs", "sqlalchemy",
@@ -164,6 +167,7 @@ class _Slot:
     started: float = 0.0
     spawned_at: float = 0.0
     deaths_idle: int = field(default=0)
+    respawn_at: float = 0.0     # > 0: no process; spawn again at this monotonic time
 
 
 class WorkerPool:
@@ -214,7 +218,8 @@ class WorkerPool:
         slot.ready, slot.job_id = False, None
         slot.spawned_at = time.monotonic()
 
-    def _replace(self, slot: _Slot) -> None:
+    def _retire(self, slot: _Slot) -> None:
+        """Close a slot's pipe and reap its process (killed if alive); the slot is empty."""
         try:
             slot.conn.close()
         except OSError:
@@ -222,6 +227,10 @@ class WorkerPool:
         if slot.process.is_alive():
             slot.process.kill()
         slot.process.join(5)
+        slot.process, slot.conn, slot.pid, slot.ready = None, None, None, False
+
+    def _replace(self, slot: _Slot) -> None:
+        self._retire(slot)
         self.replaced += 1
         self._spawn(slot)
 
@@ -289,8 +298,9 @@ class WorkerPool:
         """Wait up to ``timeout`` s for results, crashes and time-outs."""
         waitables = []
         for s in self.slots:
-            waitables.append(s.conn)
-            waitables.append(s.process.sentinel)
+            if s.process is not None:
+                waitables.append(s.conn)
+                waitables.append(s.process.sentinel)
         try:
             multiprocessing.connection.wait(waitables, timeout)
         except OSError:
@@ -303,6 +313,11 @@ class WorkerPool:
 
     def _check(self, slot: _Slot, now: float) -> list[Outcome]:
         out: list[Outcome] = []
+        if slot.process is None:   # backing off after deaths before ready
+            if slot.respawn_at and now >= slot.respawn_at:
+                slot.respawn_at = 0.0
+                self._spawn(slot)
+            return out
         try:
             while slot.conn.poll():
                 msg = slot.conn.recv()
@@ -333,7 +348,12 @@ class WorkerPool:
                     self.broken_reason = (f"worker {slot.index} died {slot.deaths_idle} times before "
                                           f"becoming ready (exit code {code}); task {self.task!r}")
             deaths = slot.deaths_idle
-            self._replace(slot)
+            if deaths and slot.job_id is None and not slot.ready:
+                self._retire(slot)   # re-spawned by a later poll, after the back-off
+                slot.respawn_at = now + min(RESPAWN_BACKOFF_CAP_S,
+                                            RESPAWN_BACKOFF_S * 2 ** (deaths - 1))
+            else:
+                self._replace(slot)
             slot.deaths_idle = deaths
         elif slot.job_id is not None and now - slot.started > self.job_timeout_s:
             out.append(Outcome(slot.job_id, "timeout", duration_s=now - slot.started,
