@@ -39,7 +39,7 @@ from dsa110_contimg.core.paths import db_path, fs_path, printable
 from dsa110_contimg.science.results import MeasurementTable
 from dsa110_contimg.store import products as product_store
 from dsa110_contimg.store import registry as registry_store
-from dsa110_contimg.store.engine import Database, open_products_db, open_registry_db
+from dsa110_contimg.store.engine import Database, open_products_db, open_registry_db, serialise_writes
 from dsa110_contimg.store.queue import JobQueue
 
 log = structlog.get_logger("dsa110_contimg.pipeline.manager")
@@ -432,6 +432,7 @@ class PhotometryManager:
                 evaluated = lightcurves.ese_rows(conn, ctx, cfg)
             t_lock = time.perf_counter()
             with self.products.engine.begin() as conn:
+                serialise_writes(conn)
                 if fence is not None:
                     fence(conn)
                 result.ese_candidates = lightcurves.store_ese(conn, ctx, cfg, evaluated, signature)
@@ -490,6 +491,7 @@ class PhotometryManager:
         steps["qc"] = time.perf_counter() - t
         t_lock = time.perf_counter()
         with self.products.engine.begin() as conn:
+            serialise_writes(conn)   # SQLite: BEGIN IMMEDIATE already; PostgreSQL: advisory lock
             if fence is not None:
                 fence(conn)
             remeasured = product_store.image_by_path(conn, abs_path) is not None

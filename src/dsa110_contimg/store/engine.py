@@ -100,6 +100,22 @@ def read_connection(engine: Engine):
             conn.rollback()
 
 
+#: Key of the PostgreSQL advisory lock that serialises the per-image write transactions.
+PRODUCTS_WRITE_LOCK = 110_0001
+
+
+def serialise_writes(conn) -> None:
+    """Hold the products database's write lock for the rest of this transaction.
+
+    The per-image transaction reads and rewrites running sums, baselines and candidates of
+    the sources it touches; two of them must never interleave. SQLite's ``BEGIN
+    IMMEDIATE`` already serialises them; on PostgreSQL a transaction-level advisory lock
+    does the same (released at commit or rollback). Call it first in the transaction.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PRODUCTS_WRITE_LOCK})")
+
+
 def set_wal(cur, busy_timeout_ms: int) -> None:
     """Switch to WAL (persistent); a fresh file may need the write lock, so retry."""
     import sqlite3
