@@ -62,7 +62,7 @@ def test_two_daemons_two_state_folders_one_postgres_every_image_once(pg_service)
     nodes = st["daemon"]["nodes"]
     assert len(nodes) == 2 and {nd["pid"] for nd in nodes} == {pa.pid, pb.pid}
     assert {nd["node"] for nd in nodes} == {"node-a", "node-b"}
-    assert all(nd["workers"] == 2 and nd["state"] == "running" for nd in nodes)
+    assert all(nd["workers"] == 2 and nd["state"] == "running" for nd in nodes), nodes
     text = subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", "status", "--config",
                            str(a.config)], capture_output=True, text=True, env=a.env()).stdout
     assert "instances:     2 live" in text
@@ -83,3 +83,6 @@ def test_two_daemons_two_state_folders_one_postgres_every_image_once(pg_service)
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
     assert sorted(r[0] for r in a.sql("SELECT state FROM heartbeats")) == ["stopped", "stopped"]
+    # both daemons recorded the same file versions at once without a failing tick
+    for p in (pa, pb):
+        assert "tick_failed" not in p.logfile.read_text(errors="replace")

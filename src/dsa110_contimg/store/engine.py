@@ -116,6 +116,22 @@ def serialise_writes(conn) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PRODUCTS_WRITE_LOCK})")
 
 
+def dialect_insert(conn, table: sa.Table):
+    """``INSERT`` of the connection's dialect, which has ``on_conflict_do_nothing/update``.
+
+    Used where two processes (or two daemons on two hosts) may insert the same key at
+    once: the loser's row is merged by the database instead of raising a unique violation.
+    """
+    name = conn.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # pragma: no cover - other back-ends are not supported
+        raise NotImplementedError(f"upsert on {name}")
+    return insert(table)
+
+
 def set_wal(cur, busy_timeout_ms: int) -> None:
     """Switch to WAL (persistent); a fresh file may need the write lock, so retry."""
     import sqlite3

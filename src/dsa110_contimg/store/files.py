@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dsa110_contimg.core.paths import printable
-from dsa110_contimg.store.engine import Database
+from dsa110_contimg.store.engine import Database, dialect_insert
 from dsa110_contimg.store.queue import with_retry
 from dsa110_contimg.store.schema import files, heartbeats
 
@@ -63,16 +63,16 @@ def record_file(db: Database, key: FileKey, decision: str, *, kind: str | None =
 
     def _do():
         with db.engine.begin() as conn:
-            updated = conn.execute(files.update().where(
-                files.c.path == key.path, files.c.size == key.size,
-                files.c.mtime_ns == key.mtime_ns).values(
-                decision=decision, kind=kind, reason=reason, batch_id=batch_id,
-                updated_at=now)).rowcount
-            if not updated:
-                conn.execute(files.insert().values(
-                    path=key.path, size=key.size, mtime_ns=key.mtime_ns, kind=kind,
-                    decision=decision, reason=reason, batch_id=batch_id, first_seen=now,
-                    updated_at=now))
+            # one statement: two daemons watching one shared folder record the same version
+            # at once, and the second merges into the first's row instead of raising
+            ins = dialect_insert(conn, files).values(
+                path=key.path, size=key.size, mtime_ns=key.mtime_ns, kind=kind,
+                decision=decision, reason=reason, batch_id=batch_id, first_seen=now,
+                updated_at=now)
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=[files.c.path, files.c.size, files.c.mtime_ns],
+                set_={"decision": decision, "kind": kind, "reason": reason,
+                      "batch_id": batch_id, "updated_at": now}))
             if decision != "incomplete":
                 conn.execute(files.delete().where(
                     files.c.path == key.path, files.c.decision == "incomplete",

@@ -20,6 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsa110_contimg.store.engine import dialect_insert
 from dsa110_contimg.store.schema import images, measurements
 
 #: Parameters per statement chunk for IN lists (portable below SQLite's limit).
@@ -43,14 +44,7 @@ def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_el
     """``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL."""
     if not rows:
         return
-    name = conn.dialect.name
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # pragma: no cover - other back-ends are not supported
-        raise NotImplementedError(f"upsert on {name}")
-    conn.execute(insert(table).on_conflict_do_nothing(index_elements=index_elements), rows)
+    conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(index_elements=index_elements), rows)
 
 
 _SOURCE_IDS_SQL = "SELECT catalog_id, id FROM sources WHERE survey = ? AND catalog_id IN ({in})"
