@@ -50,6 +50,57 @@ def baseline_loop(data, bkg, rms, x, y, pb, nbeam=3.0):
     return flux, err
 
 
+def _have_forced_phot() -> bool:
+    try:
+        import forced_phot  # noqa: F401
+    except Exception:  # noqa: BLE001 - optional, any import failure means "absent"
+        return False
+    return True
+
+
+def compare_forced_phot(path, comp, ra, dec, n, best, fresh):
+    """The same positions with forced_phot (askap-vast), numpy and numba paths, clustering on
+    and off, from the same image and the same ``_bkg``/``_rms`` maps on disk.
+
+    Two modes per setting: *fresh* (open the image and both maps, then fit: what a service
+    pays per image) and *fit only* (objects already built, maps in memory). Ratios are
+    forced_phot's time / ours in the same run (> 1: ours is faster).
+    """
+    import warnings
+
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from forced_phot import ForcedPhot
+
+    from dsa110_contimg.science.forced import measure_positions
+    from dsa110_contimg.science.image import RadioImage
+
+    pos = SkyCoord(ra * u.deg, dec * u.deg)
+    img = RadioImage.open(path)
+    measure_positions(img, ra, dec, method="forced")     # maps read and cached once
+    ours_fit = {thr: best(lambda: measure_positions(img, ra, dec, method="forced",
+                                                    cluster_threshold=thr))[0]
+                for thr in (1.5, None)}
+    ours_fresh = {thr: fresh(thr) for thr in (1.5, None)}
+    print("# forced_phot comparison (ratio = forced_phot time / ours; > 1 means ours is faster)")
+    for numba in (False, True):
+        for thr, label in ((1.5, "clustering on"), (None, "clustering off")):
+            kw = dict(nbeam=3, cluster_threshold=thr, use_clusters=thr is not None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fp = ForcedPhot(path, str(comp["bkg"]), str(comp["rms"]), use_numba=numba)
+                fp.measure(pos[:50], **kw)                  # numba: compile outside the timing
+                t_fit = best(lambda: fp.measure(pos, **kw))[0]
+                t_fresh = best(lambda: ForcedPhot(path, str(comp["bkg"]), str(comp["rms"]),
+                                                  use_numba=numba).measure(pos, **kw))[0]
+            name = "numba" if numba else "numpy"
+            print(f"forced_phot {name}, {label}: fit only {t_fit:.3f} s "
+                  f"(ours {ours_fit[thr]:.3f} s, ratio {t_fit / ours_fit[thr]:.1f}x); "
+                  f"fresh with maps from disk {t_fresh:.3f} s "
+                  f"(ours {ours_fresh[thr]:.3f} s, ratio {t_fresh / ours_fresh[thr]:.1f}x)")
+    img.close()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000)
@@ -158,6 +209,11 @@ def main(argv=None) -> int:
             t_d = fresh(thr)
             print(f"fresh image, maps from disk (_bkg/_rms.fits), {label}: {t_d:.3f} s -> "
                   f"{n / t_d:,.0f} sources/s")
+
+        if _have_forced_phot():
+            compare_forced_phot(path, comp, ra, dec, n, best, fresh)
+        else:
+            print("forced_phot not installed: no comparison with it (optional; see README)")
 
         nb = min(n, 2000)
         t0 = time.process_time()

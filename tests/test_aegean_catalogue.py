@@ -18,14 +18,13 @@ with the map's header; the real-map test runs Aegean's blind source finder.
 
 from __future__ import annotations
 
-import importlib.util
 import types
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmods import inj, load_bench, needs_azp_map
 from dsa110_contimg.science.forced import (
     local_kernels,
     measure_positions,
@@ -34,29 +33,9 @@ from dsa110_contimg.science.forced import (
 from dsa110_contimg.science.image import RadioImage
 from dsa110_contimg.science.methods import aegean as aegean_mod
 
-_BENCH = Path(__file__).resolve().parents[1] / "bench"
+catbench = load_bench("aegean_catalogue")
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, _BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-inj = _load("aegean_injection")
-catbench = _load("aegean_catalogue")
-
-
-def _have_map():
-    try:
-        inj.azp_path()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _have_map(), reason="astropy's 1904-66_AZP.fits test data absent")
+pytestmark = needs_azp_map
 needs_aegean = pytest.mark.skipif(not aegean_mod.aegean_available(),
                                   reason="AegeanTools not installed")
 

@@ -9,29 +9,13 @@ the same positions and the difference is compared with truth
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from benchmods import inj, needs_azp_map
 from dsa110_contimg.science.methods import aegean as aegean_mod
 
-_BENCH = Path(__file__).resolve().parents[1] / "bench" / "aegean_injection.py"
-_spec = importlib.util.spec_from_file_location("aegean_injection", _BENCH)
-inj = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(inj)
-
-
-def _have_map():
-    try:
-        inj.azp_path()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _have_map(), reason="astropy's 1904-66_AZP.fits test data absent")
+pytestmark = needs_azp_map
 
 
 def test_painting_on_the_sky_puts_the_peak_where_asked():

@@ -16,7 +16,8 @@ import legacy_background as legacy
 from dsa110_contimg.science.forced import PixelBeam, measure_arrays, measure_positions
 from dsa110_contimg.science.image import RadioImage
 from dsa110_contimg.science.noise import (
-    GridMap, background_maps_for, estimate_background, noise_correlation_factor)
+    FileMap, GridMap, background_maps_for, companion_map_paths, estimate_background,
+    noise_correlation_factor)
 from dsa110_contimg.science.qc import clipped_rms, finite_count_and_peak, map_median
 from dsa110_contimg.science.simulate import random_sky_positions, simulate_image
 
@@ -128,6 +129,47 @@ def test_memory_mapped_image_is_measured_without_full_maps(tmp_path):
         tracemalloc.stop()
     assert t["peak_jyb"][0] == pytest.approx(0.05, abs=5 * t["peak_err_jyb"][0])
     assert peak < 0.5 * 1024 * 1024 * 4, f"peak {peak / 1e6:.1f} MB for a 4.2 MB image"
+
+
+def test_maps_from_disk_are_memory_mapped_and_read_only_where_used(tmp_path):
+    # BANE-style _bkg/_rms files beside the image: read lazily (a memory map), in mJy/beam
+    # with zeros for "unknown"; the values equal a full read, and measuring touches only
+    # the cutouts (far less memory than one map)
+    sim = simulate_image((2048, 2048), pixscale_arcsec=3.0, beam_arcsec=(15, 15, 0), naxis=4,
+                         ra_deg=[150.0], dec_deg=[37.0], peak_jyb=[0.05], noise_rms=1e-3)
+    path = tmp_path / "img.fits"
+    sim.write(path)
+    rng = np.random.default_rng(3)
+    bkg_mjy = (0.2 + 0.01 * rng.normal(size=(2048, 2048))).astype(np.float32)
+    rms_mjy = np.full((2048, 2048), 1.0, np.float32)
+    rms_mjy[:8] = 0.0
+    comp = companion_map_paths(path)
+    fits.PrimaryHDU(bkg_mjy[None, None], fits.Header({"BUNIT": "mJy/beam"})).writeto(comp["bkg"])
+    fits.PrimaryHDU(rms_mjy, fits.Header({"BUNIT": "mJy/beam"})).writeto(comp["rms"])
+    img = RadioImage.open(path)
+    maps = background_maps_for(img)
+    assert maps.source == "files" and isinstance(maps.rms, FileMap)
+    full_b, full_r = np.asarray(maps.background), np.asarray(maps.rms)
+    assert full_b.dtype == np.float32 and full_b.flags.writeable
+    np.testing.assert_allclose(full_b, bkg_mjy * 1e-3, rtol=1e-6)
+    assert np.isnan(full_r[:8]).all() and np.allclose(full_r[8:], 1e-3)
+    yi, xi = rng.integers(0, 2048, 300), rng.integers(0, 2048, 300)
+    np.testing.assert_array_equal(maps.background[yi, xi], full_b[yi, xi])
+    np.testing.assert_array_equal(maps.background.take_flat(yi * 2048 + xi), full_b[yi, xi])
+    np.testing.assert_array_equal(maps.rms[100:110, 5:9], full_r[100:110, 5:9])
+    assert np.isnan(maps.rms_at([3.0], [2.0])[0])
+    measure_positions(img, [150.0], [37.0])          # warm-up: lazy imports, cached factor
+    img2 = RadioImage.open(path)
+    tracemalloc.start()
+    try:
+        t = measure_positions(img2, [150.0], [37.0])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert t.meta["noise_source"] == "files"
+    assert t["bkg_jyb"][0] == pytest.approx(2e-4, abs=5e-5)
+    assert t["peak_jyb"][0] == pytest.approx(0.05 - 2e-4, abs=5 * t["peak_err_jyb"][0])
+    assert peak < 0.25 * bkg_mjy.nbytes, f"peak {peak / 1e6:.1f} MB for a 16.8 MB map"
 
 
 def test_forced_fluxes_and_errors_against_the_landed_maps():

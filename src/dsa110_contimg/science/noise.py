@@ -69,8 +69,9 @@ class BackgroundMaps:
     grid_shape, box_shape : tuple or None
         ``(nby, nbx)`` boxes of ``(boxy, boxx)`` pixels of an estimated map.
 
-    Estimated maps are :class:`GridMap` objects (evaluated where indexed);
-    maps read from files are arrays. Use ``np.asarray`` for a full array.
+    Estimated maps are :class:`GridMap` objects (evaluated where indexed); maps read
+    from floating-point files are :class:`FileMap` objects (memory-mapped, read where
+    indexed), from scaled integer files arrays. Use ``np.asarray`` for a full array.
     """
 
     background: "np.ndarray | GridMap"
@@ -113,6 +114,8 @@ class GridMap:
 
     ndim = 2
     dtype = np.dtype(np.float32)
+    #: values vary only on the box scale (constant over a beam footprint)
+    smooth = True
 
     def __init__(self, grid, iy, fy, ix, fx):
         g = np.asarray(grid, np.float32)
@@ -568,11 +571,91 @@ def _squeeze_plane(arr, plane: int):
     return arr
 
 
-def read_map(path: str | Path, shape: tuple[int, int], kind: str, image_path=None,
-             plane: int = 0) -> np.ndarray:
-    """Read a background/noise map and check it against the image shape.
+class FileMap:
+    """A background or rms map read lazily from a FITS file (a memory map, never copied whole).
 
-    Degenerate axes are squeezed; mJy/beam maps are scaled to Jy/beam.
+    Behaves like a read-only ``(ny, nx)`` float32 array for what the photometry needs,
+    as :class:`GridMap` does: ``m[yi, xi]``, ``m[y0:y1, x0:x1]``, :meth:`take_flat` and
+    :meth:`sampled`; ``np.asarray(m)`` reads the whole map. Values are converted on
+    the way out: to native float32, to Jy/beam (``scale``), and for an rms map zero or
+    negative values become NaN ("unknown", never sigma = 0). Only the pages the
+    photometry touches are read, so a map beside a large mosaic costs no memory.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+    #: values may vary pixel to pixel (not a smooth grid interpolation)
+    smooth = False
+
+    def __init__(self, raw: np.ndarray, scale: float, kind: str):
+        self._raw = raw
+        self.scale = np.float32(scale)
+        self.kind = kind
+        self.shape = tuple(raw.shape)
+        self.size = int(raw.size)
+
+    def _fix(self, values) -> np.ndarray:
+        out = np.array(values, dtype=np.float32)        # native byte order, a copy
+        if self.scale != 1.0:
+            np.multiply(out, self.scale, out=out)
+        if self.kind == "rms":
+            with np.errstate(invalid="ignore"):
+                np.copyto(out, np.float32(np.nan), where=~(out > 0))
+        return out
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        return self._fix(self._raw[key])
+
+    def take_flat(self, idx) -> np.ndarray:
+        """Like ``np.take(map.ravel(), idx)``, float32."""
+        return self._fix(np.take(self._raw.reshape(-1), np.asarray(idx, np.int64)))
+
+    def sampled(self, max_samples: int = 1_000_000) -> np.ndarray:
+        """The map on a regular lattice of at most about ``max_samples`` pixels (for statistics)."""
+        ny, nx = self.shape
+        stride = max(1, int(np.ceil(np.sqrt(ny * nx / max_samples))))
+        return self[::stride, ::stride]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, np.float32)
+        step = max(1, 4_000_000 // max(1, self.shape[1]))
+        for y0 in range(0, self.shape[0], step):
+            out[y0:y0 + step] = self[y0:y0 + step]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def astype(self, dtype, copy=True):
+        return np.asarray(self, dtype=dtype)
+
+    def __repr__(self):
+        return f"FileMap({self.kind}, shape={self.shape})"
+
+
+def _memory_map(path: Path, hdul, hdu):
+    """The HDU's data as a read-only ``np.memmap`` (floating point, unscaled), else None."""
+    from astropy.io import fits
+
+    h = hdu.header
+    bitpix = h.get("BITPIX")
+    if bitpix not in (-32, -64) or float(h.get("BSCALE", 1.0)) != 1.0 \
+            or float(h.get("BZERO", 0.0)) != 0.0 or isinstance(hdu, fits.CompImageHDU):
+        return None
+    naxes = [int(h[f"NAXIS{i}"]) for i in range(int(h["NAXIS"]), 0, -1)]
+    offset = hdul.fileinfo(hdul.index(hdu))["datLoc"]
+    return np.memmap(path, dtype=">f4" if bitpix == -32 else ">f8", mode="r", offset=offset,
+                     shape=tuple(naxes))
+
+
+def read_map(path: str | Path, shape: tuple[int, int], kind: str, image_path=None,
+             plane: int = 0):
+    """Open a background/noise map and check it against the image shape.
+
+    Degenerate axes are squeezed; mJy/beam maps are scaled to Jy/beam; in an rms map,
+    zero or negative values mean "unknown" (NaN). A floating-point map is returned as
+    a lazy :class:`FileMap` over a memory map (only the pixels used are read); scaled
+    integer maps are read whole into a float32 array.
 
     Raises
     ------
@@ -587,26 +670,33 @@ def read_map(path: str | Path, shape: tuple[int, int], kind: str, image_path=Non
     path = Path(path)
     if not path.is_file():
         raise MapMismatch(f"configured {kind} map {path} does not exist", image_path or path)
+    lazy = None
     try:
         with fits.open(path, memmap=True) as hdul:
-            hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2), None)
+            hdu = next((h for h in hdul if h.header.get("NAXIS", 0) >= 2 and h.data is not None
+                        and h.data.ndim >= 2), None)
             if hdu is None:
                 raise MapMismatch(f"{kind} map {path} holds no image data", image_path or path)
-            arr = hdu.data
             bunit = hdu.header.get("BUNIT")
-            arr = _squeeze_plane(arr, plane)
+            arr = _squeeze_plane(hdu.data, plane)
             if tuple(arr.shape) != tuple(shape):
                 raise MapMismatch(f"{kind} map {path} has shape {arr.shape}, the image has "
                                   f"{tuple(shape)}", image_path or path)
-            arr = np.array(arr, dtype=np.float32)   # read while the file is open
+            mm = _memory_map(path, hdul, hdu)
+            if mm is not None:
+                lazy = _squeeze_plane(mm, plane)
+            else:
+                arr = np.array(arr, dtype=np.float32)   # read while the file is open
     except MapMismatch:
         raise
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise MapMismatch(f"{kind} map {path} cannot be read: {exc}", image_path or path) from None
     try:
         scale = _flux_scale(bunit, path)
     except InvalidImage:
         scale = 1.0
+    if lazy is not None:
+        return FileMap(lazy, scale, kind)
     out = arr                                       # a native float32 copy: scaled in place
     if scale != 1.0:
         np.multiply(out, np.float32(scale), out=out)
@@ -757,26 +847,25 @@ def noise_correlation_factor(data, background, rms, kernel: np.ndarray, *,
             return arr.take_flat(where).astype(np.float64)
         return np.take(flat_of(arr), where).astype(np.float64)
 
-    maps_smooth = all(np.ndim(m) == 0 or hasattr(m, "take_flat") for m in (background, rms))
+    maps_smooth = all(np.ndim(m) == 0 or getattr(m, "smooth", False) for m in (background, rms))
+    f = np.empty(centre.size)
+    zc = np.empty(centre.size)
+    flat = flat_of(data)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if maps_smooth:
-            # background and rms constant over a footprint: filter the data only, in
-            # chunks of points (bounded memory)
-            flat = flat_of(data)
-            DK = np.empty(centre.size)
-            Dc = np.empty(centre.size)
-            for c0 in range(0, centre.size, 256):
-                D = np.take(flat, centre[c0:c0 + 256, None] + off[None, :])
-                DK[c0:c0 + 256] = D @ kflat.astype(D.dtype)
-                Dc[c0:c0 + 256] = D[:, S * S // 2]
-            bc, sc = at(background, centre), at(rms, centre)
-            f = (DK - bc * kflat.sum()) / sc / norm
-            zc = (Dc - bc) / sc
-        else:
-            idx = centre[:, None] + off[None, :]
-            z = (at(data, idx) - at(background, idx)) / at(rms, idx)
-            f = z @ kflat / norm
-            zc = z[:, S * S // 2]
+        # in chunks of points: memory is bounded by the chunk, not max_points x the kernel
+        for c0 in range(0, centre.size, 256):
+            cen = centre[c0:c0 + 256]
+            idx = cen[:, None] + off[None, :]
+            D = np.take(flat, idx) if flat is not None else at(data, idx)
+            if maps_smooth:
+                # background and rms constant over a footprint: filter the data only
+                bc, sc = at(background, cen), at(rms, cen)
+                f[c0:c0 + 256] = (D @ kflat.astype(D.dtype) - bc * kflat.sum()) / sc / norm
+                zc[c0:c0 + 256] = (D[:, S * S // 2] - bc) / sc
+            else:
+                z = (D - at(background, idx)) / at(rms, idx)
+                f[c0:c0 + 256] = z @ kflat / norm
+                zc[c0:c0 + 256] = z[:, S * S // 2]
     good = np.isfinite(f) & np.isfinite(zc)
     if good.sum() < 50:
         return float("nan")
@@ -792,5 +881,5 @@ def noise_correlation_factor(data, background, rms, kernel: np.ndarray, *,
     return float(sf / sz) if sz > 0 else float("nan")
 
 
-__all__ = ["BackgroundMaps", "GridMap", "estimate_background", "background_maps_for",
+__all__ = ["BackgroundMaps", "GridMap", "FileMap", "estimate_background", "background_maps_for",
            "companion_map_paths", "read_map", "noise_correlation_factor"]
