@@ -293,3 +293,56 @@ def test_damaged_database_is_a_store_error(tmp_path):
     (tmp_path / "nvss.sqlite3").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="nvss"):
         CatalogStore(tmp_path).survey("nvss").cone(1, 1, 1)
+
+
+def test_overlapping_extracts_give_each_source_once(tmp_path, capsys):
+    # two VizieR cone extracts of NVSS that overlap, as an astronomer downloads them: the
+    # names both hold are one source each; the newer file's rows replace the older ones
+    rng = np.random.default_rng(3)
+    n = 300
+    ra = 150 + rng.uniform(-2, 2, n)
+    dec = 30 + rng.uniform(-2, 2, n)
+    names = np.array([f"J{i:06d}+300000" for i in range(n)])
+    flux = rng.uniform(3, 300, n)
+
+    def extract(sel, path, scale=1.0):
+        t = Table({"NVSS": names[sel], "_RAJ2000": ra[sel], "_DEJ2000": dec[sel],
+                   "S1.4": flux[sel] * scale})
+        t["S1.4"].unit = "mJy"
+        t.write(path)
+        return path
+
+    a = extract(slice(0, 200), tmp_path / "a.fits")
+    b = extract(slice(150, 300), tmp_path / "b.fits", scale=2.0)
+    from dsa110_contimg.cli.main import main
+
+    assert main(["catalog", "ingest", "nvss", str(a), "--catalog-dir", str(tmp_path / "cat")]) == 0
+    assert main(["catalog", "ingest", "nvss", str(b), "--catalog-dir", str(tmp_path / "cat")]) == 0
+    out = capsys.readouterr().out
+    assert "note: 50 row(s) of earlier files had the same names and were replaced" in out
+    store = CatalogStore(tmp_path / "cat")
+    cone = store.survey("nvss").cone(150.0, 30.0, 5.0)
+    ids = np.asarray(cone["source_id"]).astype(str)
+    assert len(ids) == n and len(set(ids)) == n
+    got = dict(zip(ids, np.asarray(cone["flux_mjy"])))
+    assert got["NVSS J000160+300000"] == pytest.approx(2 * flux[160])   # the newer file's row
+    assert got["NVSS J000010+300000"] == pytest.approx(flux[10])
+    assert sorted(f["n_rows"] for f in store.survey("nvss").info()["files"]) == [150, 150]
+    store.close()
+
+
+def test_repeated_and_blank_names_in_one_file(tmp_path):
+    t = Table({"NVSS": ["J1", "J1", "", "", "J2"], "_RAJ2000": [150.0, 150.1, 150.2, 150.3, 150.4],
+               "_DEJ2000": [30.0] * 5, "S1.4": [10.0, 20.0, 30.0, 40.0, 50.0]})
+    t["S1.4"].unit = "mJy"
+    t.write(tmp_path / "t.fits")
+    store = CatalogStore(tmp_path / "cat")
+    assert store.ingest("nvss", [tmp_path / "t.fits"]) == 4
+    notes = store.survey("nvss").last_write_notes
+    assert notes == ["1 repeated name(s) in the file: the first row of each kept"]
+    cone = store.survey("nvss").cone(150.2, 30.0, 1.0)
+    ids = sorted(np.asarray(cone["source_id"]).astype(str))
+    # blank names are named by position, as in a table without names
+    assert ids == ["NVSS J1", "NVSS J100048+300000", "NVSS J100112+300000", "NVSS J2"]
+    assert dict(zip(np.asarray(cone["source_id"]).astype(str), cone["flux_mjy"]))["NVSS J1"] == 10.0
+    store.close()

@@ -472,10 +472,16 @@ def normalise(table: Table, survey: str, *, path=None, ra_column: str | None = N
         "min_arcsec": angle("min", u.arcsec),
         "pa_deg": angle("pa", u.deg),
     }
+    prefix, rd, dd = NAME_FORMATS[survey]
     if "name" in cols:
         names = _survey_name(_extra_values(table[cols["name"]]), survey)
+        blank = np.char.str_len(names) == 0
+        if blank.any():   # a row without a name is named by its position, as without the column
+            names = names.astype(object)
+            names[blank] = disambiguate(iau_names(prefix, ra[blank], dec[blank], ra_decimals=rd,
+                                                  dec_decimals=dd))
+            names = names.astype(str)
     else:
-        prefix, rd, dd = NAME_FORMATS[survey]
         names = disambiguate(iau_names(prefix, ra, dec, ra_decimals=rd, dec_decimals=dd))
     core = {"source_id": names, **core}
     extras = extras_of(table) if keep_extras else {}

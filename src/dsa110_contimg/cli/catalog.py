@@ -124,7 +124,10 @@ def _cmd_ingest(args) -> int:
         rows = store.ingest(args.survey, [path], ra_column=args.ra_column,
                             dec_column=args.dec_column, flux_column=args.flux_column,
                             flux_unit=args.flux_unit, progress=args.progress)
-        print(f"{store.survey(args.survey).name}: {rows} rows from {path}")
+        survey = store.survey(args.survey)
+        print(f"{survey.name}: {rows} rows from {path}")
+        for note in survey.last_write_notes:
+            print(f"  note: {note}")
         n += rows
     print(f"ingested {n} rows into {store.path_of(args.survey)}")
     return 0

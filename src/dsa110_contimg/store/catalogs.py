@@ -243,6 +243,8 @@ class SurveyCatalog:
         self.path = store.path_of(survey)
         self._engine: sa.Engine | None = None
         self._engine_pid = os.getpid()
+        #: what the last ingest changed besides adding rows (names replaced or repeated)
+        self.last_write_notes: list[str] = []
 
     def __repr__(self) -> str:
         return f"SurveyCatalog({self.name!r}, {str(self.path)!r})"
@@ -291,6 +293,7 @@ class SurveyCatalog:
                 "rid INTEGER NOT NULL, dec_deg REAL NOT NULL, file_id INTEGER NOT NULL, "
                 f"source_id TEXT NOT NULL, {core}, PRIMARY KEY (zone, ra_deg, rid)) WITHOUT ROWID")
             conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS sources_file ON sources (file_id)")
+            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS sources_name ON sources (source_id)")
             conn.exec_driver_sql(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('zone_height_deg', ?), "
                 "('survey', ?), ('next_rid', '0')", (repr(spatial.ZONE_HEIGHT_DEG), self.name))
@@ -304,9 +307,15 @@ class SurveyCatalog:
     def _write(self, norm: NormalisedTable, key: str, *, sha256: str | None,
                coverage_cone: tuple[float, float, float] | None = None, progress=None) -> int:
         engine = self._db(create=True)
-        n = len(norm)
         core = norm.core
-        ra, dec = core["ra_deg"], core["dec_deg"]
+        ids = np.asarray(core["source_id"]).astype(str)
+        # a name is one source: within the file its first row is kept
+        _, first = np.unique(ids, return_index=True)
+        keep = np.sort(first)
+        n_dup_in_file = len(ids) - keep.size
+        n = keep.size
+        ids = ids[keep]
+        ra, dec = core["ra_deg"][keep], core["dec_deg"][keep]
         zone = spatial.zone_of(dec)
         order = np.lexsort((ra, zone))
         if n:
@@ -325,6 +334,25 @@ class SurveyCatalog:
             for fid in old:
                 conn.exec_driver_sql("DELETE FROM sources WHERE file_id = ?", (fid,))
                 conn.exec_driver_sql("DELETE FROM files WHERE file_id = ?", (fid,))
+            # the same names in files ingested earlier (overlapping extracts, cached online
+            # cones): this file's rows replace them, so a cone never returns a source twice
+            replaced, touched = 0, set()
+            for start in range(0, n, 900):
+                chunk = ids[start:start + 900].tolist()
+                marks = ",".join("?" * len(chunk))
+                touched.update(conn.exec_driver_sql(
+                    f"SELECT DISTINCT file_id FROM sources WHERE source_id IN ({marks})",
+                    tuple(chunk)).scalars().all())
+                replaced += conn.exec_driver_sql(
+                    f"DELETE FROM sources WHERE source_id IN ({marks})", tuple(chunk)).rowcount
+            for tf in touched:
+                conn.exec_driver_sql("UPDATE files SET n_rows = (SELECT count(*) FROM sources "
+                                     "WHERE file_id = ?) WHERE file_id = ?", (tf, tf))
+            self.last_write_notes = (
+                ([f"{replaced} row(s) of earlier files had the same names and were replaced"]
+                 if replaced else [])
+                + ([f"{n_dup_in_file} repeated name(s) in the file: the first row of each kept"]
+                   if n_dup_in_file else []))
             extras = self._add_extra_columns(conn, norm.extras)
             fid = conn.exec_driver_sql(
                 "INSERT INTO files (path, sha256, layout, n_rows, ingested_at, ra_lo, ra_hi, "
@@ -339,11 +367,12 @@ class SurveyCatalog:
             for start in range(0, n, _INSERT_CHUNK):
                 idx = order[start:start + _INSERT_CHUNK]
                 m = idx.size
+                src = keep[idx]                  # rows of the normalised table
                 cols = [zone[idx].tolist(), ra[idx].tolist(),
                         list(range(rid0 + start, rid0 + start + m)), dec[idx].tolist(), [fid] * m,
-                        core["source_id"][idx].tolist()]
-                cols += [core[c][idx].tolist() for c in _FLOAT_CORE if c not in ("ra_deg", "dec_deg")]
-                cols += [_storable(norm.extras[c][idx]) for c in extras]
+                        ids[idx].tolist()]
+                cols += [core[c][src].tolist() for c in _FLOAT_CORE if c not in ("ra_deg", "dec_deg")]
+                cols += [_storable(norm.extras[c][src]) for c in extras]
                 conn.exec_driver_sql(sql, list(zip(*cols)))
                 bar(start + m)
             conn.exec_driver_sql("UPDATE meta SET value = ? WHERE key = 'next_rid'", (str(rid0 + n),))
