@@ -4,6 +4,7 @@ clock, real files in a temporary directory, injected I/O for the failure cases."
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import socket
 import threading
@@ -277,12 +278,57 @@ def test_permission_denied_file_is_queued_once_stable_with_the_reason(tmp_path):
     denied["on"] = False
     out = ik.observe(str(q), "modified")                  # chmod: IN_ATTRIB
     assert actions(out) == ["queue"] and out[0].reason == "" and out[0].cards["BMAJ"]
-    # other open errors of a regular file stay skips with the reason
-    def eio(path, flags):
-        raise OSError(5, "Input/output error")
 
-    out = probe_file(str(q), roots=[tmp_path], open_fn=eio)
-    assert out.status == "skip" and "Input/output error" in out.reason
+
+
+def test_io_errors_never_skip_a_file(tmp_path):
+    """EIO / a stale NFS handle on open or read, or on stat, is not the file's fault: the
+    file is never recorded as skipped. A transient error is followed by a normal decision;
+    a lasting one queues the file once stable with the reason (its job retries, then
+    fails for the operator to see)."""
+    p = tmp_path / "lustre.fits"
+    p.write_bytes(GOOD)
+    fail = {"open": True, "read": False, "stat": False}
+
+    def open_fn(path, flags):
+        if fail["open"]:
+            raise OSError(errno.EIO, "Input/output error")
+        return os.open(path, flags)
+
+    def pread(fd, n, off):
+        if fail["read"]:
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return os.pread(fd, n, off)
+
+    def lstat(path):
+        if fail["stat"]:
+            raise OSError(errno.EIO, "Input/output error")
+        return os.lstat(path)
+
+    clock = Clock()
+    ik = Intake([tmp_path], clock=clock, settle_s=5.0,
+                probe=lambda path: probe_file(path, roots=[tmp_path], open_fn=open_fn,
+                                              pread=pread, lstat=lstat))
+    assert ik.observe(str(p), "closed") == []
+    assert "cannot open: Input/output error" in ik.waiting(str(p)).reason
+    fail.update(open=False, read=True)
+    clock.advance(1.0)
+    out = ik.poll()
+    assert actions(out) == ["waiting"] and "cannot read: Stale file handle" in out[0].reason
+    fail.update(read=False, stat=True)
+    clock.advance(1.0)
+    assert "skip" not in actions(ik.poll()) and "cannot stat" in ik.waiting(str(p)).reason
+    fail.update(stat=False)                               # the filesystem recovered
+    out = ik.observe(str(p), "closed")
+    assert actions(out) == ["queue"] and out[0].reason == "" and out[0].cards["BMAJ"]
+    # a lasting error: queued once stable with the reason, never skipped
+    q = tmp_path / "bad-sector.fits"
+    q.write_bytes(GOOD)
+    fail.update(open=True)
+    assert ik.observe(str(q), "closed") == []
+    clock.advance(6.0)
+    out = ik.poll()
+    assert actions(out) == ["queue"] and "Input/output error" in out[0].reason
 
 
 def test_vanished_candidate_is_forgotten(tmp_path):

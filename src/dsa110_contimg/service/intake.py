@@ -32,9 +32,11 @@ Rules:
   that has holes (``st_blocks``) is queued only once ``stable``.
 * A file that stays incomplete or is not FITS is queued once ``stable`` anyway,
   so its job fails with the reason (nothing is lost silently). So is a regular
-  file we may not read (permission denied): the operator sees a failed job
-  ("permission denied") in ``status`` and ``jobs list``, not a silent skip;
-  a writer that fixes the permissions within ``settle_s`` is simply measured.
+  file we may not read (permission denied, or an I/O error such as EIO or a stale
+  NFS handle): the operator sees a failed job ("permission denied") in ``status``
+  and ``jobs list``, not a silent skip; an I/O error in the job is retried with
+  back-off; a writer that fixes the permissions within ``settle_s``, or a
+  filesystem that recovers, is simply measured.
 * In polling mode (no close events) every file must be ``stable`` first.
 * Symlinks are resolved; the target must lie inside a watched root
   (``symlinks = "within_roots"``, the default), or symlinks are refused
@@ -94,9 +96,9 @@ class Probe:
     ``status``: ``complete``, ``suspect`` (complete by size but the final data
     block is zero-filled or the file has holes), ``incomplete`` (truncated),
     ``invalid`` (not FITS / absurd header), ``unreadable`` (a regular file we
-    may not open: EACCES/EPERM), ``skip`` (not a regular file, symlink refused,
-    cannot be stat-ed or opened for another reason), ``gone`` (vanished),
-    ``changed`` (the key changed while it was read). ``key`` of an ``unreadable``
+    may not open or read: EACCES/EPERM, EIO, ESTALE, ...), ``skip`` (not a regular
+    file, symlink refused or outside the roots), ``gone`` (vanished), ``changed``
+    (the key changed while it was read, or it cannot be stat-ed just now). ``key`` of an ``unreadable``
     file comes from ``lstat``/``stat`` (the file cannot be opened).
     """
 
@@ -125,7 +127,8 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
     except FileNotFoundError:
         return Probe("gone")
     except OSError as exc:
-        return Probe("skip", reason=f"cannot stat: {exc.strerror or exc}")
+        # EIO, ESTALE, a hung mount: nothing is known of the file yet; examined again later
+        return Probe("changed", reason=f"cannot stat: {exc.strerror or exc} (will look again)")
     target = path
     if stat_mod.S_ISLNK(lst.st_mode):
         if symlinks == "refuse":
@@ -157,7 +160,11 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
             return Probe("unreadable", Key.of_stat(lst),
                          f"permission denied: cannot open for reading ({exc.strerror or exc})",
                          target=target)
-        return Probe("skip", Key.of_stat(lst), f"cannot open: {exc.strerror or exc}")
+        # EIO, ESTALE, ETIMEDOUT, EMFILE...: a regular file that may read fine later; never a
+        # silent skip. Like a denied one it is queued once stable, and its job retries
+        # (environmental errors) or fails with the reason for the operator to see
+        return Probe("unreadable", Key.of_stat(lst), f"cannot open: {exc.strerror or exc}",
+                     target=target)
     try:
         st = fstat(fd)
         key = Key.of_stat(st)
@@ -182,8 +189,8 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
             status, reason, cards = "incomplete", exc.reason, None
         except CorruptImage as exc:
             status, reason, cards = "invalid", exc.reason, None
-        except OSError as exc:
-            return Probe("skip", key, f"cannot read: {exc.strerror or exc}", target=target)
+        except OSError as exc:   # EIO in the middle of the file: as for an open error
+            return Probe("unreadable", key, f"cannot read: {exc.strerror or exc}", target=target)
         after = Key.of_stat(fstat(fd))
         if after != key:
             return Probe("changed", after, "changed while being examined", target=target)
