@@ -96,7 +96,7 @@ class FakePhotometryExecutor:
             with db.engine.begin() as conn:
                 ctx.fence(conn)
                 values = dict(content_id=f"{st.st_size}:{st.st_mtime_ns}", kind=item["kind"],
-                              method="peak", catalog="nvss", n_sources=1, n_success=1,
+                              method="peak", catalog="nvss", n_sources=0, n_success=0,
                               median_rms_jyb=peak, measured_at=now)
                 n = conn.execute(images.update().where(images.c.path == path).values(**values)).rowcount
                 if not n:

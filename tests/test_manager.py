@@ -299,3 +299,24 @@ def test_image_without_epoch_is_stored_and_said_to_stay_out_of_light_curves(sim_
     db = tmp_path / "p.sqlite3"
     assert _count(db, "select count(*) from measurements where mjd is null") == 30
     assert _count(db, "select count(*) from variability_stats where n > 0") == 0
+
+
+def test_status_measurement_total_is_the_number_of_rows(sim_field, tmp_path):
+    # status sums the images' row counts instead of counting millions of measurements:
+    # the two agree after first measurements and after a re-measurement replaced rows
+    import time
+
+    from dsa110_contimg.store.status import read_status_counts
+
+    a, b = tmp_path / "a.fits", tmp_path / "b.fits"
+    sim_field.image(a)
+    sim_field.image(b, seed=2, mjd=60677.0)
+    m = PhotometryManager(tmp_path / "products.sqlite3", catalog_dir=tmp_path / "catalogs")
+    cfg = PhotometryConfig(catalog="nvss", method="forced")
+    for p in (a, b, a):
+        m.run_image(p, "image", cfg)
+    db = open_products_db(tmp_path / "products.sqlite3")
+    counts = read_status_counts(db, now=time.time())
+    n_rows = _count(tmp_path / "products.sqlite3", "SELECT count(*) FROM measurements")
+    assert n_rows == 2 * len(sim_field.ra_deg) > 0
+    assert counts["measurements"] == n_rows and counts["images"] == 2

@@ -118,6 +118,8 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
     """
     row = dict(image_row)
     row.setdefault("measured_at", time.time())
+    # the image's row count is always the number of its measurement rows (status sums it)
+    row["n_sources"] = len(source_ids)
     image_id = conn.execute(sa.select(images.c.id).where(images.c.path == row["path"])).scalar()
     if image_id is None:
         image_id = conn.execute(images.insert().values(**row).returning(images.c.id)).scalar_one()
