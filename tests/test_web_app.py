@@ -233,3 +233,24 @@ def test_reference_baseline_is_drawn(db):
     store.dispose()
     page = c.get("/sources/5").text
     assert 'class="reference-baseline"' not in page and "no longer used: chi2_nu 9 &gt; 2" in page
+
+
+def test_names_that_are_not_utf8_are_shown_readably(tmp_path):
+    # stored losslessly as fsb64:..., shown as the name with the odd byte escaped
+    import sqlite3
+
+    from web_harness import fill_scale_db
+
+    from dsa110_contimg.core.paths import db_path
+
+    path = tmp_path / "products.sqlite3"
+    fill_scale_db(path, n_sources=10, n_epochs=2, n_fields=1, n_candidates=1)
+    stored = db_path(b"/data/images/caf\xe9.img-image-pb.fits")
+    assert stored.startswith("fsb64:")
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE images SET path = ? WHERE id = 1", (stored,))
+    c = client(path)
+    for url in ("/images", "/images/1"):
+        page = c.get(url).text
+        assert "caf\\xe9.img-image-pb.fits" in page and "fsb64:" not in page, url
+    assert c.get("/api/images/1").json()["path"] == stored     # the API stays lossless

@@ -42,6 +42,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from dsa110_contimg.core.paths import printable
 from dsa110_contimg.store import review
 from dsa110_contimg.store.engine import open_products_db
 from dsa110_contimg.web import svg
@@ -111,7 +112,8 @@ class WebApp:
                               if token else None)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         env = self.templates.env
-        env.filters.update(fmt=_fmt, age=_age, utc=_utc)
+        # paths are stored losslessly (``fsb64:`` for names that are not UTF-8); shown readably
+        env.filters.update(fmt=_fmt, age=_age, utc=_utc, printable=printable)
         env.globals.update(review_states=("investigating", "dismissed", "reactivated"))
 
     # -- helpers ---------------------------------------------------------------
