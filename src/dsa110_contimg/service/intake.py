@@ -98,8 +98,8 @@ class Probe:
     ``invalid`` (not FITS / absurd header), ``unreadable`` (a regular file we
     may not open or read: EACCES/EPERM, EIO, ESTALE, ...), ``skip`` (not a regular
     file, symlink refused or outside the roots), ``gone`` (vanished), ``changed``
-    (the key changed while it was read, or it cannot be stat-ed just now). ``key`` of an ``unreadable``
-    file comes from ``lstat``/``stat`` (the file cannot be opened).
+    (the key changed while it was read, or it cannot be stat-ed just now). ``key``
+    of an ``unreadable`` file comes from ``lstat``/``stat`` (it may not be opened).
     """
 
     status: str
