@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
@@ -21,6 +22,8 @@ def test_demo_flags_the_injected_ese(tmp_path):
     assert rc == 0, text
     assert "<- injected ESE" in text
     assert "done 30, failed 0, dead 0" in text
+    # the daemon's own status line agrees with the settled jobs (not a heartbeat behind)
+    assert re.search(r"images/h, 0 pending, last [0-9]+ s ago; 0/[0-9]+ workers busy", text), text
     png = tmp_path / "demo" / "ese_candidate_lightcurve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "daemon exit code 0" in text

@@ -80,8 +80,10 @@ def test_status_line_counts_images_per_hour():
             return 2
 
     class Queue:
+        pending = 3
+
         def counts(self):
-            return {"pending": 3}
+            return {"pending": self.pending}
 
     class D:
         inflight, pending, stats, pool, queue = {}, {}, {"failed": 1, "dead": 0}, Pool(), Queue()
@@ -93,6 +95,13 @@ def test_status_line_counts_images_per_hour():
     line = m.status_line(D(), now=now)
     assert line.startswith("84 images/h, 3 pending, last 30 s ago"), line   # 7 in 5 min -> 84/h
     assert "0/2 workers busy, 1 failed" in line
+    # the queue is not read again within 5 s while nothing changed here...
+    d = D()
+    d.queue.pending = 0
+    assert ", 3 pending," in m.status_line(d, now=now)
+    # ...but at once after this daemon settled a job (no stale count after the last image)
+    d.stats = {"failed": 1, "dead": 0, "done": 1}
+    assert ", 0 pending," in m.status_line(d, now=now)
 
 
 def test_daemon_metrics_match_status(tmp_path):

@@ -159,6 +159,13 @@ def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, work
             j = st["jobs"]
             settled = j["done"] + j["failed"] + j["dead"]
             if settled >= epochs and not j["pending"] and not j["running"]:
+                # one more heartbeat, so the daemon's own status line is as settled as the jobs
+                beat_at = time.time()
+                while time.monotonic() < deadline and proc.poll() is None:
+                    st = collect_status(db)
+                    if (st["daemon"]["heartbeat_age_s"] or 0.0) < time.time() - beat_at:
+                        break
+                    time.sleep(0.2)
                 break
             if proc.poll() is not None:
                 break

@@ -124,7 +124,7 @@ class Metrics:
         self._db_lock = threading.Lock()
         self._done_times: collections.deque[float] = collections.deque()
         self.last_success_at: float | None = None
-        self._pending_cache: tuple[float, int | None] = (0.0, None)
+        self._pending_cache: tuple[float, tuple, int | None] = (0.0, (), None)
         if not self.enabled:
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -239,16 +239,19 @@ class Metrics:
         workers busy, 0 failed, 0 files waiting``."""
         now = time.time() if now is None else now
         mono = time.monotonic()
-        at, pending = self._pending_cache
-        if pending is None or mono - at > 5.0:
+        stats = getattr(daemon, "stats", {})
+        # the queue is read at most every 5 s, and at once when this daemon queued or
+        # settled a job since (the line never says "25 pending" after the last image)
+        seen = tuple(stats.get(k, 0) for k in ("queued", "done", "failed", "dead", "retried"))
+        at, seen_before, pending = self._pending_cache
+        if pending is None or mono - at > 5.0 or seen != seen_before:
             try:
                 pending = int(daemon.queue.counts().get("pending", 0))
             except Exception:  # noqa: BLE001 - the database may be locked: keep the last value
                 pass
-            self._pending_cache = (mono, pending)
+            self._pending_cache = (mono, seen, pending)
         last = ("no image yet" if self.last_success_at is None
                 else f"last {max(0.0, now - self.last_success_at):.0f} s ago")
-        stats = getattr(daemon, "stats", {})
         return (f"{self.images_per_hour(now):.0f} images/h, "
                 f"{'?' if pending is None else pending} pending, {last}; "
                 f"{len(getattr(daemon, 'inflight', ()))}/{getattr(daemon.pool, 'size', '?')} workers busy, "
