@@ -1,6 +1,6 @@
 """A simulated field for the benchmarks: a catalogue of random sources written as an
-NVSS-like CSV and ingested into a catalogue store (shared by pipeline.py, daemon.py and
-reprocess.py; the images themselves differ per benchmark)."""
+NVSS-like CSV and ingested into a catalogue store, and a season of images of it (shared by
+pipeline.py, daemon.py and reprocess.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 RA0, DEC0 = 150.0, 37.0
+#: restoring beam of the simulated images (BMAJ, BMIN arcsec, BPA deg), DSA-110-like
+BEAM = (18.0, 13.0, 20.0)
 
 
 def field_catalogue(root: Path, size: int, n_sources: int, pix_arcsec: float, rng, *,
@@ -40,3 +42,23 @@ def ingest(csv_path: Path, catalog_dir: Path) -> None:
     store.ingest("nvss", [csv_path], ra_column="RAJ2000", dec_column="DEJ2000", flux_column="S1.4",
                  flux_unit="mJy", progress=False)
     store.close()
+
+
+def write_epochs(paths, size: int, pix_arcsec: float, ra, dec, flux_mjy, rng, *, gain_sd: float,
+                 **simulate_options) -> list[Path]:
+    """Write one float32 image of the field per path: epoch ``i`` at MJD 60676.25 + i (noise
+    seed ``i``, 1 mJy/beam), every source scaled by one gain drawn with ``gain_sd`` per epoch.
+    ``simulate_options`` go to ``simulate_image`` (e.g. ``naxis=2``). Returns the paths."""
+    from astropy.io import fits
+
+    from dsa110_contimg.science.simulate import simulate_image
+
+    out = []
+    for i, p in enumerate(paths):
+        sim = simulate_image((size, size), ra0_deg=RA0, dec0_deg=DEC0, pixscale_arcsec=pix_arcsec,
+                             beam_arcsec=BEAM, ra_deg=ra, dec_deg=dec,
+                             peak_jyb=flux_mjy / 1000 * (1 + rng.normal(0, gain_sd)),
+                             noise_rms=1e-3, mjd=60676.25 + i, seed=i, **simulate_options)
+        fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(p)
+        out.append(Path(p))
+    return out

@@ -33,18 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchfield import field_catalogue, ingest
+from benchfield import field_catalogue, ingest, write_epochs
 
-from benchfield import DEC0, RA0  # noqa: E402 - the benchmark field centre
 PIX_ARCSEC = 6.0
-BEAM = (18.0, 13.0, 20.0)
 
 
 def make_inputs(root: Path, size: int, n_sources: int, n_images: int):
-    from astropy.io import fits
-
-    from dsa110_contimg.science.simulate import simulate_image
-
     rng = np.random.default_rng(1)
     ra, dec, flux_mjy, cat = field_catalogue(root, size, n_sources, PIX_ARCSEC, rng,
                                              min_separation_pix=12)
@@ -52,16 +46,8 @@ def make_inputs(root: Path, size: int, n_sources: int, n_images: int):
         ingest(cat, catdir)
     src = root / "src"
     src.mkdir()
-    paths = []
-    for i in range(n_images):
-        sim = simulate_image((size, size), ra0_deg=RA0, dec0_deg=DEC0, pixscale_arcsec=PIX_ARCSEC,
-                             beam_arcsec=BEAM, ra_deg=ra, dec_deg=dec,
-                             peak_jyb=flux_mjy / 1000 * (1 + rng.normal(0, 0.02)), noise_rms=1e-3,
-                             mjd=60676.25 + i, seed=i)
-        p = src / f"2025-01-01T{i:04d}.img-image-pb.fits"
-        fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(p)
-        paths.append(p)
-    return paths
+    return write_epochs([src / f"2025-01-01T{i:04d}.img-image-pb.fits" for i in range(n_images)],
+                        size, PIX_ARCSEC, ra, dec, flux_mjy, rng, gain_sd=0.02)
 
 
 def config_text(root: Path, workers: int) -> str:

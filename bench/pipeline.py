@@ -45,10 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchfield import field_catalogue, ingest
-
-from benchfield import DEC0, RA0  # noqa: E402 - the benchmark field centre
-BEAM = (18.0, 13.0, 20.0)   # arcsec, DSA-110-like
+from benchfield import BEAM, DEC0, RA0, field_catalogue, ingest, write_epochs
 
 
 def _pix_arcsec(size: int) -> float:
@@ -58,26 +55,13 @@ def _pix_arcsec(size: int) -> float:
 # ----------------------------------------------------------------------------- inputs
 def make_field(root: Path, size: int, n_sources: int, n_epochs: int):
     """Catalogue (ingested) and ``n_epochs`` float32 images of one field; returns the paths."""
-    from astropy.io import fits
-
-    from dsa110_contimg.science.simulate import simulate_image
-
     rng = np.random.default_rng(size)
     pix = _pix_arcsec(size)
     ra, dec, flux_mjy, cat = field_catalogue(root, size, n_sources, pix, rng,
                                              min_separation_pix=8)
     ingest(cat, root / "catalogs")
-    paths = []
-    for i in range(n_epochs):
-        sim = simulate_image((size, size), ra0_deg=RA0, dec0_deg=DEC0, pixscale_arcsec=pix,
-                             beam_arcsec=BEAM, ra_deg=ra, dec_deg=dec,
-                             peak_jyb=flux_mjy / 1000 * (1 + rng.normal(0, 0.02)), noise_rms=1e-3,
-                             mjd=60676.25 + i, seed=i, naxis=2)
-        p = root / f"epoch{i:03d}.fits"
-        fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(p)
-        del sim
-        paths.append(p)
-    return paths
+    return write_epochs([root / f"epoch{i:03d}.fits" for i in range(n_epochs)], size, pix,
+                        ra, dec, flux_mjy, rng, gain_sd=0.02, naxis=2)
 
 
 def write_mosaic(path: Path, size: int, n_pos: int, seed: int = 0):

@@ -46,12 +46,7 @@ class FakePhotometryExecutor:
         summary = JobSummary()
         sleep_s = float(os.environ.get("CONTIMG_FAKE_SLEEP_S", "0"))
         out_dir = os.environ.get("CONTIMG_FAKE_OUT")
-        for item in ctx.items:
-            if item["status"] == "done":
-                continue
-            if ctx.cancel_requested():
-                summary.cancelled = True
-                break
+        for item in ctx.todo(summary):
             path = item["fits_path"]
             fpath = fs_path(path)      # the stored name may be fsb64: (not UTF-8)
             t0 = time.perf_counter()

@@ -22,6 +22,16 @@ from dsa110_contimg.science.qc import clipped_rms, finite_count_and_peak, map_me
 from dsa110_contimg.science.simulate import random_sky_positions, simulate_image
 
 
+def _traced_peak(fn):
+    """``(fn(), peak bytes allocated by Python and numpy while it ran)``."""
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _p99(a):
     return float(np.percentile(np.abs(a), 99))
 
@@ -104,12 +114,7 @@ def test_grid_map_indexing_equals_materialised_map():
 def test_noise_map_memory_is_a_few_strips_not_the_image():
     rng = np.random.default_rng(2)
     data = rng.normal(0, 1e-3, (2048, 2048)).astype(np.float32)
-    tracemalloc.start()
-    try:
-        maps = estimate_background(data, beam_pix=4.0)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    maps, peak = _traced_peak(lambda: estimate_background(data, beam_pix=4.0))
     assert peak < 0.15 * data.nbytes, f"peak {peak / 1e6:.1f} MB for a {data.nbytes / 1e6:.0f} MB image"
     assert np.median(maps.rms.sampled()) == pytest.approx(1e-3, rel=0.02)
 
@@ -121,12 +126,7 @@ def test_memory_mapped_image_is_measured_without_full_maps(tmp_path):
     fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(path)
     measure_positions(RadioImage.open(path), [150.0], [37.0])   # warm-up: lazy imports
     img = RadioImage.open(path)
-    tracemalloc.start()
-    try:
-        t = measure_positions(img, [150.0], [37.0])
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    t, peak = _traced_peak(lambda: measure_positions(img, [150.0], [37.0]))
     assert t["peak_jyb"][0] == pytest.approx(0.05, abs=5 * t["peak_err_jyb"][0])
     assert peak < 0.5 * 1024 * 1024 * 4, f"peak {peak / 1e6:.1f} MB for a 4.2 MB image"
 
@@ -160,12 +160,7 @@ def test_maps_from_disk_are_memory_mapped_and_read_only_where_used(tmp_path):
     assert np.isnan(maps.rms_at([3.0], [2.0])[0])
     measure_positions(img, [150.0], [37.0])          # warm-up: lazy imports, cached factor
     img2 = RadioImage.open(path)
-    tracemalloc.start()
-    try:
-        t = measure_positions(img2, [150.0], [37.0])
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    t, peak = _traced_peak(lambda: measure_positions(img2, [150.0], [37.0]))
     assert t.meta["noise_source"] == "files"
     assert t["bkg_jyb"][0] == pytest.approx(2e-4, abs=5e-5)
     assert t["peak_jyb"][0] == pytest.approx(0.05 - 2e-4, abs=5 * t["peak_err_jyb"][0])

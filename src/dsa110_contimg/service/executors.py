@@ -53,12 +53,7 @@ class PhotometryExecutor:
         cfg = PhotometryConfig.from_dict(ctx.params.get("config", {}))
         manager = _manager(ctx.products_db, ctx.registry_db, ctx.catalog_dir)
         summary = JobSummary()
-        for item in ctx.items:
-            if item["status"] == "done":
-                continue
-            if ctx.cancel_requested():
-                summary.cancelled = True
-                break
+        for item in ctx.todo(summary):
             try:
                 if not ctx.heartbeat():
                     raise LeaseLost(ctx.job_id, ctx.owner)

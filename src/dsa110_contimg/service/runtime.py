@@ -113,6 +113,17 @@ class JobContext:
         """True when an operator asked to cancel this job."""
         return self.queue.cancel_requested(self.job_id)
 
+    def todo(self, summary: "JobSummary"):
+        """The items still to run, in order (done ones are passed over); stops, with
+        ``summary.cancelled`` set, as soon as an operator asked to cancel the job."""
+        for item in self.items:
+            if item["status"] == "done":
+                continue
+            if self.cancel_requested():
+                summary.cancelled = True
+                return
+            yield item
+
     def holds_lease(self) -> bool:
         """True while this owner still holds the job's lease (extends it)."""
         return self.heartbeat()
