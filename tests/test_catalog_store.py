@@ -346,3 +346,18 @@ def test_repeated_and_blank_names_in_one_file(tmp_path):
     assert ids == ["NVSS J1", "NVSS J100048+300000", "NVSS J100112+300000", "NVSS J2"]
     assert dict(zip(np.asarray(cone["source_id"]).astype(str), cone["flux_mjy"]))["NVSS J1"] == 10.0
     store.close()
+
+
+def test_overlapping_extracts_of_the_real_nvss_file(shared_data, tmp_path):
+    # the real VizieR extract cut into two overlapping downloads: each source once in a cone
+    t = Table.read(shared_data / "real" / "nvss_vizier_VIII65_extract.fits")
+    t[:400].write(tmp_path / "a.fits")
+    t[300:].write(tmp_path / "b.fits")
+    store = CatalogStore(tmp_path / "cat")
+    store.ingest("nvss", [tmp_path / "a.fits", tmp_path / "b.fits"])
+    assert store.survey("nvss").last_write_notes == [
+        "100 row(s) of earlier files had the same names and were replaced"]
+    ra, dec = float(np.median(t["_RAJ2000"])), float(np.median(t["_DEJ2000"]))
+    ids = np.asarray(store.survey("nvss").cone(ra, dec, 10.0)["source_id"]).astype(str)
+    assert len(ids) == len(t) == len(set(ids))
+    store.close()

@@ -15,6 +15,7 @@ from scipy import ndimage
 import legacy_background as legacy
 from dsa110_contimg.science.forced import PixelBeam, measure_arrays, measure_positions
 from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.methods import aegean as aegean_mod
 from dsa110_contimg.science.noise import (
     FileMap, GridMap, background_maps_for, companion_map_paths, estimate_background,
     noise_correlation_factor)
@@ -265,3 +266,29 @@ def test_grid_map_cutouts_are_exact():
         g = np.arange(-h, h + 1)
         ref = full[(yc[:, None] + g)[:, :, None], (xc[:, None] + g)[:, None, :]]
         np.testing.assert_allclose(cut, ref, rtol=2e-6)
+
+
+@pytest.mark.skipif(not aegean_mod.aegean_available(),
+                    reason="AegeanTools not installed (the [aegean] extra)")
+def test_bane_maps_beside_the_shared_image_are_read_lazily_and_used(shared_data, tmp_path):
+    # as a user would: BANE writes <stem>_bkg.fits / <stem>_rms.fits beside the image, and
+    # measuring picks them up (memory-mapped) and recovers the known peaks
+    import csv
+    import shutil
+
+    path = tmp_path / "aegean_synthetic_test.fits"
+    shutil.copy(shared_data / "synthetic" / "aegean_synthetic_test.fits", path)
+    aegean_mod.run_bane(path, tmp_path / "aegean_synthetic_test")
+    with open(shared_data / "synthetic" / "aegean_synthetic_test_truth.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["inside_image"].lower() in ("true", "1")]
+    ra, dec, peak = (np.array([float(r[k]) for r in rows]) for k in ("ra_deg", "dec_deg", "peak_flux"))
+    img = RadioImage.open(path)
+    assert isinstance(background_maps_for(img).rms, FileMap)
+    files = measure_positions(img, ra, dec)
+    est = measure_positions(RadioImage.open(path), ra, dec, autoload_maps=False)
+    assert files.meta["noise_source"] == "files" and est.meta["noise_source"] == "estimated"
+    ok = files["success"] & est["success"] & (peak > 1.0)
+    assert ok.sum() > 50
+    assert np.median(files["peak_jyb"][ok] / peak[ok]) == pytest.approx(1.0, abs=0.01)
+    assert np.median(files["bkg_jyb"][ok]) == pytest.approx(0.25, rel=0.02)
+    assert np.median(files["peak_err_jyb"][ok] / est["peak_err_jyb"][ok]) == pytest.approx(1.0, abs=0.1)
