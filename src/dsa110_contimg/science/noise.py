@@ -47,6 +47,10 @@ MIN_BOX_SAMPLES = 400
 #: second pass only for boxes where the background ramp across the box has a variance
 #: above this fraction of the rms^2 (it would change the rms by more than 0.05 %)
 GRADIENT_VARIANCE = 1e-3
+#: samples whose clipped statistics are computed together (several strips of boxes at
+#: once; a strip larger than this is one batch): bounds the estimator's working memory
+#: (about 20 bytes per sample) whatever the image size
+BATCH_SAMPLES = 1 << 20
 
 
 @dataclass
@@ -297,74 +301,163 @@ def _sample(arr, x, y):
     return out
 
 
+def _count_sorted(v: np.ndarray, rows: np.ndarray, t, a, b, inclusive: bool = False) -> np.ndarray:
+    """Per row of ``v`` (each sorted, NaN last): how many entries are ``< t`` (``<= t`` with
+    ``inclusive``; ``t`` rounded to ``v``'s dtype), given that the answer lies in ``[a, b]``.
+
+    A binary search on every row at once (steps of decreasing powers of two): about
+    log2(max(b - a)) vector operations over the rows instead of a comparison per sample.
+    """
+    n = v.shape[1]
+    pos = np.array(a, np.int64)
+    b = np.asarray(b, np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = np.asarray(t).astype(v.dtype)
+    width = int((b - pos).max(initial=0))
+    step = 1 << (width.bit_length() - 1) if width > 0 else 0
+    while step:
+        cand = pos + step
+        x = v[rows, np.minimum(cand - 1, n - 1)]
+        below = (x <= t) if inclusive else (x < t)
+        pos = np.where(below & (cand <= b), cand, pos)
+        step >>= 1
+    return pos
+
+
+#: samples converted to float64 at a time by :func:`_range_sums`
+_SUM_CHUNK = 65536
+
+
+def _range_sums(v: np.ndarray, a: np.ndarray, b: np.ndarray, ref: np.ndarray, rows=None):
+    """Per row: sum and sum of squares of ``v[row, a:b] - ref`` (``a <= b``), float64.
+
+    ``rows`` selects rows of ``v`` (``a``, ``b``, ``ref`` are then per selected row).
+    The columns ``min(a):max(b)`` are read when the rows' ranges line up (whole rows,
+    the tails of rows of equal length), else ``max(b - a)`` samples per row are
+    gathered: the cost follows the widest range, not the row length. Converted to
+    float64 a chunk of rows at a time (bounded memory).
+    """
+    n = v.shape[1]
+    nr = a.size
+    width = int((b - a).max(initial=0))
+    s1, s2 = np.zeros(nr), np.zeros(nr)
+    if width == 0:
+        return s1, s2
+    c0, c1 = int(a.min()), int(b.max())
+    aligned = c1 - c0 <= 2 * width
+    span = c1 - c0 if aligned else width
+    step = max(1, _SUM_CHUNK // span)
+    for i in range(0, nr, step):
+        sl = slice(i, i + step)
+        ai, bi = a[sl, None], b[sl, None]
+        r = np.arange(i, min(nr, i + step)) if rows is None else rows[sl]
+        if aligned:
+            j = np.arange(c0, c1)
+            x = (v[sl, c0:c1] if rows is None else v[r, c0:c1]).astype(np.float64)
+            outside = (j < ai) | (j >= bi)
+        else:
+            j = np.arange(width)
+            x = v[r[:, None], np.minimum(ai + j, n - 1)].astype(np.float64)
+            outside = j >= bi - ai
+        x -= ref[sl, None]
+        x[outside] = 0.0
+        s1[sl] = x.sum(axis=1)
+        s2[sl] = np.einsum("ij,ij->i", x, x)
+    return s1, s2
+
+
 def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=None,
-                   return_converged: bool = False):
+                   return_converged: bool = False, overwrite: bool = False):
     """Per-row sigma-clipped median and std about the median (std corrected for the truncation).
 
     Each row is sorted once (NaN last); the kept samples of every clipping round
-    are then a contiguous range of the sorted row (``|x - median| <= k sigma``),
-    so a round costs two comparisons per sample and the sums come from prefix
-    sums. ``start = (centre, halfwidth)`` per row sets the first kept range
-    (default: every finite sample).
+    are then a contiguous range of the sorted row (``|x - median| <= k sigma``).
+    A round finds every row's new range ends by a binary search over all rows at once
+    (:func:`_count_sorted`) and updates the range's sums by the samples that entered or left it, so after
+    the sort a round costs a few operations per row, not per sample.
+    ``start = (centre, halfwidth)`` per row sets the first kept range (default:
+    every finite sample).
 
     Returns ``(median, std, n_finite)`` (and ``converged``: the last round moved at
     most 1 % of the kept samples, with ``return_converged``); NaN where a row has no
-    finite sample.
+    finite sample. With ``overwrite`` a float32 ``blocks`` is sorted in place (no copy).
     """
-    v = np.sort(blocks, axis=1)
+    if overwrite and isinstance(blocks, np.ndarray) and blocks.dtype == np.float32:
+        blocks.sort(axis=1)
+        v = blocks
+    else:
+        v = np.sort(np.asarray(blocks, np.float32), axis=1)
     nr, n = v.shape
-    fin = np.isfinite(v)
-    nfin = fin.sum(axis=1)
     r = np.arange(nr)
-    ref = v[r, np.clip(nfin // 2, 0, n - 1)].astype(np.float64)
-    ref = np.where(np.isfinite(ref), ref, 0.0)
-    d = np.where(fin, v - ref[:, None].astype(np.float32), np.float32(0.0))
-    c1 = np.zeros((nr, n + 1))
-    c2 = np.zeros((nr, n + 1))
-    np.cumsum(d, axis=1, dtype=np.float64, out=c1[:, 1:])
-    np.cumsum(np.square(d, dtype=np.float64), axis=1, out=c2[:, 1:])
-    lo = np.zeros(nr, np.int64)
-    hi = nfin.astype(np.int64)
+    # the finite samples of a sorted row are one range: -inf first, then +inf and NaN
+    f0 = np.zeros(nr, np.int64)
+    f1 = np.full(nr, n, np.int64)
+    odd = ~(np.isfinite(v[:, 0]) & np.isfinite(v[:, -1]))
+    if odd.any():
+        big = np.finfo(np.float32).max
+        f0 = np.where(odd, _count_sorted(v, r, -big, 0, n), 0)
+        f1 = np.where(odd, _count_sorted(v, r, big, f0, n, inclusive=True), n)
+    nfin = f1 - f0
+    ref = v[r, np.clip(f0 + nfin // 2, 0, n - 1)].astype(np.float64)
+    ref = np.where(nfin > 0, ref, 0.0)
+    lo, hi = f0, f1
     if start is not None:
         centre, half = start
         with np.errstate(invalid="ignore"):
-            c32 = np.asarray(centre, np.float64)[:, None]
-            h32 = np.asarray(half, np.float64)[:, None]
-            ok = np.isfinite(c32[:, 0]) & np.isfinite(h32[:, 0])
-            slo = np.count_nonzero(v < (c32 - h32), axis=1)
-            shi = np.count_nonzero(v <= (c32 + h32), axis=1)
+            c = np.asarray(centre, np.float64)
+            h = np.asarray(half, np.float64)
+            ok = np.isfinite(c) & np.isfinite(h)
+            slo = _count_sorted(v, r, np.where(ok, c - h, 0.0), f0, f1)
+            shi = _count_sorted(v, r, np.where(ok, c + h, 0.0), slo, f1, inclusive=True)
         use = ok & (shi > slo)
         lo = np.where(use, slo, lo)
         hi = np.where(use, shi, hi)
-    med = std = None
+    s1, s2 = _range_sums(v, lo, hi, ref)
+    lo, hi = lo.copy(), hi.copy()
+    med = np.full(nr, np.nan)
+    std = np.full(nr, np.nan)
     conv = np.ones(nr, bool)
+
+    def settle(idx):
+        """median and std of the kept range of rows ``idx``"""
+        k = hi[idx] - lo[idx]
+        mid_lo = np.clip(lo[idx] + (k - 1) // 2, 0, n - 1)
+        mid_hi = np.clip(lo[idx] + k // 2, 0, n - 1)
+        md = 0.5 * (v[idx, mid_lo].astype(np.float64) + v[idx, mid_hi].astype(np.float64))
+        m = md - ref[idx]
+        sd = np.sqrt(np.maximum(s2[idx] - 2 * m * s1[idx] + k * m * m, 0.0) / k)
+        med[idx], std[idx] = md, sd
+
+    # rows with samples are clipped; a row whose kept range did not move is settled for
+    # good (the same range gives the same thresholds), so each round works on fewer rows
+    act = np.flatnonzero(hi > lo)
     with np.errstate(invalid="ignore", divide="ignore"):
-        for it in range(max(1, n_iter) + 1):
-            k = hi - lo
-            have = k > 0
-            a = np.clip(lo + (k - 1) // 2, 0, n - 1)
-            b = np.clip(lo + k // 2, 0, n - 1)
-            med = 0.5 * (v[r, a].astype(np.float64) + v[r, b].astype(np.float64))
-            med[~have] = np.nan
-            m = med - ref
-            s1 = c1[r, hi] - c1[r, lo]
-            s2 = c2[r, hi] - c2[r, lo]
-            kk = np.maximum(k, 1)
-            std = np.sqrt(np.maximum(s2 - 2 * m * s1 + k * m * m, 0.0) / kk)
-            std[~have] = np.nan
-            if it == n_iter:
+        settle(act)
+        for _ in range(n_iter):
+            if not act.size:
                 break
-            thr = clip_sigma * std
-            nlo = np.count_nonzero(v < (med - thr).astype(np.float32)[:, None], axis=1)
-            nhi = np.count_nonzero(v <= (med + thr).astype(np.float32)[:, None], axis=1)
-            nlo = np.where(have, nlo, lo)
-            nhi = np.where(have, np.maximum(nhi, nlo), hi)
-            moved = (nlo != lo) | (nhi != hi)
-            if not moved.any():
-                break
+            thr = clip_sigma * std[act]
+            f0a, f1a = f0[act], f1[act]
+            nlo = _count_sorted(v, act, med[act] - thr, f0a, f1a)
+            nhi = np.maximum(_count_sorted(v, act, med[act] + thr, nlo, f1a, inclusive=True), nlo)
+            olo, ohi = lo[act], hi[act]
+            moved = (nlo != olo) | (nhi != ohi)
             # settled: the last round moved at most 1 % of the kept samples
-            conv = (np.abs(nlo - lo) + np.abs(nhi - hi)) <= 0.01 * np.maximum(k, 1)
-            lo, hi = nlo, nhi
+            conv[act] = (np.abs(nlo - olo) + np.abs(nhi - ohi)) <= 0.01 * (ohi - olo)
+            act, nlo, nhi, olo, ohi = act[moved], nlo[moved], nhi[moved], olo[moved], ohi[moved]
+            # the kept range's sums change by the samples that left or entered at each end:
+            # low end [lo, nlo) leaves (nlo > lo) or [nlo, lo) enters; high end [nhi, hi)
+            # leaves (nhi < hi) or [hi, nhi) enters
+            for e0, e1, leaves in ((olo, nlo, nlo > olo), (nhi, ohi, nhi < ohi)):
+                d1, d2 = _range_sums(v, np.minimum(e0, e1), np.maximum(e0, e1), ref[act], act)
+                sign = np.where(leaves, -1.0, 1.0)
+                s1[act] += sign * d1
+                s2[act] += sign * d2
+            lo[act], hi[act] = nlo, nhi
+            emptied = nhi <= nlo
+            med[act[emptied]] = std[act[emptied]] = np.nan
+            act = act[~emptied]
+            settle(act)
     if n_iter > 0:
         std = std / math.sqrt(truncated_normal_variance(clip_sigma))
     if return_converged:
@@ -372,23 +465,27 @@ def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=Non
     return med, std, nfin
 
 
-def _strip_blocks(arr, r: int, boxy: int, boxx: int, nbx: int, s: int) -> np.ndarray:
-    """Sub-sampled pixels of box row ``r`` as ``(nbx, samples)`` float32 (NaN padding).
+def _strip_blocks(arr, r: int, boxy: int, boxx: int, nbx: int, s: int,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """Sub-sampled pixels of box row ``r`` as ``(nbx, samples)`` float32 (NaN padding),
+    written into ``out`` when given.
 
-    Reads only the rows ``r*boxy, r*boxy + s, ...`` of the image (memory-map friendly).
+    Reads only the rows ``r*boxy, r*boxy + s, ...`` of the image (memory-map friendly):
+    one gather of the sampled columns, one transposing copy into box order.
     """
     ny, nx = arr.shape
     y0 = r * boxy
     rows = arr[y0:min(ny, y0 + boxy):s]
+    k = rows.shape[0]
     ry, rx = len(range(0, boxy, s)), len(range(0, boxx, s))
-    cols = (np.arange(nbx)[:, None] * boxx + np.arange(0, boxx, s)[None, :]).ravel()
-    sub = np.full((ry, nbx * rx), np.nan, dtype=np.float32)
-    inside = cols < nx
-    if s == 1 and inside.all() and cols.size == nx:
-        sub[:rows.shape[0]] = rows
-    else:
-        sub[:rows.shape[0], inside] = rows[:, cols[inside]]
-    return np.ascontiguousarray(sub.reshape(ry, nbx, rx).transpose(1, 0, 2)).reshape(nbx, ry * rx)
+    cols = np.arange(nbx)[:, None] * boxx + np.arange(0, boxx, s)[None, :]
+    out = np.empty((nbx, ry, rx), np.float32) if out is None else out.reshape(nbx, ry, rx)
+    out[:, :k] = np.take(rows, np.minimum(cols, nx - 1).ravel(), axis=1).reshape(k, nbx, rx) \
+        .transpose(1, 0, 2)
+    out[:, k:] = np.nan                       # rows below the image (last strip)
+    bi, ji = np.nonzero(cols >= nx)           # columns beyond it (last box column)
+    out[bi, :, ji] = np.nan
+    return out.reshape(nbx, ry * rx)
 
 
 def _fill_and_filter(grid, fill_index, filter_size):
@@ -486,15 +583,21 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
     s = int(max(1, subsample))
     nsamp = len(range(0, boxy, s)) * len(range(0, boxx, s))
 
-    # pass 1: clipped statistics of every box, one strip (box row) at a time
+    # pass 1: clipped statistics of every box, a few strips (box rows) at a time
+    per_batch = max(1, BATCH_SAMPLES // max(1, nbx * nsamp))
     med = np.full((nby, nbx), np.nan)
     std = np.full((nby, nbx), np.nan)
     n_finite = np.zeros((nby, nbx), np.int64)
     converged = np.ones((nby, nbx), bool)
-    for r in range(nby):
-        blocks = _strip_blocks(arr, r, boxy, boxx, nbx, s)
-        med[r], std[r], n_finite[r], converged[r] = _clipped_stats(blocks, clip_sigma, n_iter,
-                                                                   return_converged=True)
+    buf = np.empty((min(nby, per_batch) * nbx, nsamp), np.float32)   # one batch, reused
+    for r0 in range(0, nby, per_batch):
+        r1 = min(nby, r0 + per_batch)
+        for r in range(r0, r1):
+            _strip_blocks(arr, r, boxy, boxx, nbx, s, out=buf[(r - r0) * nbx:(r - r0 + 1) * nbx])
+        stats = _clipped_stats(buf[:(r1 - r0) * nbx], clip_sigma, n_iter, return_converged=True,
+                               overwrite=True)
+        for grid, values in zip((med, std, n_finite, converged), stats):
+            grid[r0:r1] = values.reshape(r1 - r0, nbx)
     if not n_finite.any():
         raise EmptyImage("no finite pixel to estimate the background from")
     valid = (n_finite >= max(5, min_fraction * nsamp)) & np.isfinite(med) & np.isfinite(std) \
@@ -531,14 +634,26 @@ def estimate_background(data, *, beam_pix: float | None = None, box_pix: int | N
         # pass's rounds continue it, as in the estimator that always ran both passes
         need |= ~converged
         std2 = np.where(need, np.nan, std)
-        for r in np.flatnonzero(need.any(axis=1)):
-            sel = need[r]
-            blocks = _strip_blocks(arr, r, boxy, boxx, nbx, s)[sel]
-            rows = np.minimum(r * boxy + np.arange(0, boxy, s), ny - 1)
-            bs = bmap.region(rows, cols_c).reshape(ry, nbx, rx).transpose(1, 0, 2)[sel]
-            blocks -= bs.reshape(-1, ry * rx)
-            start = (np.zeros(int(sel.sum())), clip_sigma * std[r][sel] * corr)
-            _, std2[r][sel], _ = _clipped_stats(blocks, clip_sigma, min(n_iter, 2), start=start)
+        # the boxes that need it, packed strip by strip into the batch buffer
+        strips = list(np.flatnonzero(need.any(axis=1)))
+        counts = need.sum(axis=1)
+        while strips:
+            batch, filled = [], 0
+            while strips and filled + counts[strips[0]] <= buf.shape[0]:
+                r = strips.pop(0)
+                sel = need[r]
+                rows = np.minimum(r * boxy + np.arange(0, boxy, s), ny - 1)
+                bs = bmap.region(rows, cols_c).reshape(ry, nbx, rx).transpose(1, 0, 2)[sel]
+                np.subtract(_strip_blocks(arr, r, boxy, boxx, nbx, s)[sel], bs.reshape(-1, ry * rx),
+                            out=buf[filled:filled + counts[r]])
+                filled += counts[r]
+                batch.append(r)
+            sel = need[batch]
+            start = (np.zeros(filled), clip_sigma * std[batch][sel] * corr)
+            part = std2[batch]
+            _, part[sel], _ = _clipped_stats(buf[:filled], clip_sigma, min(n_iter, 2), start=start,
+                                             overwrite=True)
+            std2[batch] = part
         if need.any():
             r2 = _fill_and_filter(std2, fill, filter_size)
             ok2 = np.isfinite(r2) & (r2 > 0)
