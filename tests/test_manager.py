@@ -276,6 +276,7 @@ def test_qc_failure_is_stored_kept_out_of_light_curves_and_reported(sim_field, t
     assert _count(db, "select count(*) from variability_stats where n > 0") == 0   # ... kept out
     import json
 
+    capsys.readouterr()            # the measurement's own log lines are not the JSON
     assert cli_main(["status", "--json", "--products-db", str(db)]) == 3  # no daemon running
     st = json.loads(capsys.readouterr().out)
     assert st["qc"]["failed"] == 1 and st["images"]["measured"] == 1

@@ -179,3 +179,61 @@ def test_ese_evaluation_reads_go_through_while_another_worker_holds_the_write_lo
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+@both
+def test_running_stats_read_back_in_their_stored_form(databases):
+    # the one rule of how running statistics come back from the store (NULL for non-finite;
+    # NaN, or 0 for the running sums), which lets the ESE step use what was just written
+    db = open_products_db(databases.new("products"))
+    rng = np.random.default_rng(4)
+    n = 40
+    stats = {c: rng.normal(size=n) for c in RUNNING_SUM_COLUMNS}
+    for c in RUNNING_SUM_COLUMNS:
+        stats[c][rng.random(n) < 0.2] = rng.choice([np.nan, np.inf, -np.inf])
+    stats["n"] = rng.integers(0, 50, n)
+    with db.engine.begin() as conn:
+        sid = _sources(conn, n)
+        lc_store.save_running_stats(conn, sid, stats, {c: np.ones(n) for c in METRIC_COLUMNS},
+                                    "normalized")
+    with db.engine.connect() as conn:
+        got, present, _ = lc_store.load_running_stats(conn, sid)
+    assert present.all()
+    want = lc_store.as_stored(stats)
+    assert set(want) == set(got)
+    for c in want:
+        np.testing.assert_array_equal(got[c], want[c], err_msg=c)
+    db.dispose()
+
+
+def test_ese_rows_use_the_written_stats_only_while_nothing_rewrote_them(tmp_path, monkeypatch):
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.pipeline import lightcurves as lc
+    from dsa110_contimg.store.engine import read_connection
+
+    db = open_products_db(tmp_path / "p.sqlite3")
+    stats = {c: np.ones(50) for c in RUNNING_SUM_COLUMNS}
+    stats["n"] = np.full(50, 6)
+    with db.engine.begin() as conn:
+        sid = _sources(conn, 50)
+        lc_store.save_running_stats(conn, sid, stats, {c: np.ones(50) for c in METRIC_COLUMNS},
+                                    "normalized")
+        written = (lc_store.running_stats_signature(conn, sid), lc_store.as_stored(stats))
+    ctx = lc.ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
+                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid,
+                          written_stats=written)
+    reads = []
+    real = lc_store.load_running_stats
+    monkeypatch.setattr(lc_store, "load_running_stats", lambda *a: reads.append(1) or real(*a))
+    cfg = PhotometryConfig()
+    with read_connection(db.engine) as conn:
+        lc.ese_rows(conn, ctx, cfg, lc.ese_inputs_signature(conn, ctx))
+    assert reads == []                              # the signature matches: no read
+    with db.engine.begin() as conn:                 # another image rewrote one source
+        lc_store.save_running_stats(conn, sid[:1], {k: v[:1] for k, v in stats.items()},
+                                    {c: np.ones(1) for c in METRIC_COLUMNS}, "normalized")
+    with read_connection(db.engine) as conn:
+        lc.ese_rows(conn, ctx, cfg, lc.ese_inputs_signature(conn, ctx))
+        lc.ese_rows(conn, ctx, cfg)                 # no signature: always read
+    assert reads == [1, 1]
+    db.dispose()

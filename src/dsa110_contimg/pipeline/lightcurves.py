@@ -77,6 +77,10 @@ class ImageContext:
     notes: list[str] = field(default_factory=list)
     #: The photometry method actually used (``peak`` for a beamless mosaic); None = cfg.method.
     method: str | None = None
+    #: Set by :func:`update_variability`: ``(running_stats_signature, stats)`` of the
+    #: image's sources as its transaction wrote them, so that the ESE step need not read
+    #: them again while the signature still matches.
+    written_stats: tuple | None = None
 
 
 # --------------------------------------------------------------------------- QC
@@ -532,6 +536,8 @@ def update_variability(conn, ctx: ImageContext, table, cfg, qc, norm: dict) -> d
     if changed.size:
         sub = stats.take(changed)
         lc_store.save_running_stats(conn, ctx.source_ids[changed], sub.to_dict(), sub.metrics(), kind)
+    ctx.written_stats = (lc_store.running_stats_signature(conn, ctx.source_ids),
+                         lc_store.as_stored(stats.to_dict()))
     return {"updated": int(idx.size), "recomputed": n_re, "series": kind, "used": bool(usable_image)}
 
 
@@ -598,8 +604,12 @@ def store_ese(conn, ctx: ImageContext, cfg, evaluated: tuple, signature: tuple) 
     return flagged
 
 
-def ese_rows(conn, ctx: ImageContext, cfg) -> tuple[list[dict], int]:
+def ese_rows(conn, ctx: ImageContext, cfg, signature: tuple | None = None) -> tuple[list[dict], int]:
     """ESE candidate rows of the image's sources (reads only); returns (rows, n flagged).
+
+    ``signature`` (:func:`ese_inputs_signature`, read on ``conn``) lets the running
+    statistics this image's transaction wrote (``ctx.written_stats``) stand in for a
+    read when nothing rewrote them since.
 
     Criteria (any of them makes a candidate; all are recorded):
 
@@ -618,7 +628,11 @@ def ese_rows(conn, ctx: ImageContext, cfg) -> tuple[list[dict], int]:
     )
     from dsa110_contimg.science.variability import RunningStats
 
-    stored, present, _ = lc_store.load_running_stats(conn, ctx.source_ids)
+    if signature is not None and ctx.written_stats is not None \
+            and signature[0] == ctx.written_stats[0]:
+        stored = ctx.written_stats[1]
+    else:
+        stored, _, _ = lc_store.load_running_stats(conn, ctx.source_ids)
     metrics = RunningStats.from_dict(stored).metrics()
     n = metrics["n"]
     by_preset = classify(metrics, cfg.ese_preset, min_n=MIN_EPOCHS_ESE)

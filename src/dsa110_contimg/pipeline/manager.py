@@ -133,8 +133,10 @@ class ImageSummary:
     def of(cls, image, *, qc_stats: bool = True) -> "ImageSummary":
         from dsa110_contimg.science.qc import image_statistics
 
+        stats = image_statistics(image) if qc_stats else None   # also caches the blanked fraction
         blanked = float(image.blanked_fraction)
-        stats = image_statistics(image) if (qc_stats and blanked < 1.0) else ({} if qc_stats else None)
+        if stats is not None and blanked >= 1.0:
+            stats = {}
         return cls(path=image.path, beam=image.beam, beam_source=image.beam_source, mjd=image.mjd,
                    freq_hz=image.freq_hz, center_deg=tuple(image.center()),
                    radius_deg=float(image.footprint_radius_deg()),
@@ -429,7 +431,7 @@ class PhotometryManager:
             # short transaction that re-evaluates only if the inputs changed meanwhile
             with read_connection(self.products.engine) as conn:
                 signature = lightcurves.ese_inputs_signature(conn, ctx)
-                evaluated = lightcurves.ese_rows(conn, ctx, cfg)
+                evaluated = lightcurves.ese_rows(conn, ctx, cfg, signature)
             t_lock = time.perf_counter()
             with self.products.engine.begin() as conn:
                 serialise_writes(conn)

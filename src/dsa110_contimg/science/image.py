@@ -279,6 +279,38 @@ def _has_finite(arr: np.ndarray, rows: int = 256) -> bool:
     return any(np.isfinite(arr[i:i + rows]).any() for i in range(0, ny, rows))
 
 
+def finite_count_and_peak(data, rows: int = 256) -> tuple[int, float]:
+    """Number of finite pixels and max |finite pixel| (Jy/beam) of a 2-D map, read in row
+    blocks (memory is one block, not the map: a memory-mapped image is streamed).
+
+    A block whose max and min are both finite has no NaN (they propagate) and no inf, so
+    two reductions settle it; only blocks with blanked pixels are masked. Peak NaN when
+    no pixel is finite.
+    """
+    arr = data if hasattr(data, "shape") else np.asarray(data)
+    if arr.ndim != 2:
+        arr = np.asarray(arr).reshape(-1, arr.shape[-1])
+    n = 0
+    peak = -np.inf
+    step = max(1, min(rows, 4_000_000 // max(1, arr.shape[1])))
+    with np.errstate(invalid="ignore"):
+        for y0 in range(0, arr.shape[0], step):
+            blk = np.asarray(arr[y0:y0 + step])
+            if not blk.size:
+                continue
+            hi, lo = blk.max(), blk.min()
+            if np.isfinite(hi) and np.isfinite(lo):
+                n += blk.size
+                peak = max(peak, float(hi), -float(lo))
+                continue
+            fin = np.isfinite(blk)
+            k = int(np.count_nonzero(fin))
+            n += k
+            if k:
+                peak = max(peak, float(np.max(np.abs(blk[fin]))))
+    return n, (peak if n else float("nan"))
+
+
 class RadioImage:
     """A radio image squeezed to 2-D planes in Jy/beam, with its WCS, beam and epoch.
 
@@ -697,10 +729,8 @@ class RadioImage:
         """Fraction of non-finite pixels in :attr:`data`."""
         if self._blanked is None:
             data = self.data
-            step = max(1, 4_000_000 // max(1, data.shape[-1]))   # row blocks: no full-map mask
-            n = sum(int(np.count_nonzero(np.isfinite(data[y0:y0 + step])))
-                    for y0 in range(0, data.shape[0], step))
-            self._blanked = float(1.0 - n / data.size)
+            n, _ = finite_count_and_peak(data)
+            self._blanked = float(1.0 - n / data.size) if data.size else 1.0
         return self._blanked
 
     def require_beam(self) -> Beam:
@@ -752,6 +782,6 @@ def as_image(image, *, beam: Beam | None = None) -> RadioImage:
     raise TypeError(f"expected a RadioImage or a path, got {type(image).__name__}")
 
 
-__all__ = ["Beam", "RadioImage", "check_fits_complete", "as_image"]
+__all__ = ["Beam", "RadioImage", "check_fits_complete", "as_image", "finite_count_and_peak"]
 
 

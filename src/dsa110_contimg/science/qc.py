@@ -48,6 +48,7 @@ from dsa110_contimg.core.clipping import MEDIAN_EFFICIENCY, clipped_std, mad_sig
 from dsa110_contimg.core.enums import QC_VERDICTS, header_is_mosaic
 from dsa110_contimg.core.config import QCLimits
 from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.science.image import finite_count_and_peak
 from dsa110_contimg.science.results import Flag, MeasurementTable
 
 PASSED, WARNING, FAILED = QC_VERDICTS
@@ -153,7 +154,7 @@ def _strided_sample(data, max_samples: int) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 262_144) -> float:
+def clipped_rms(data, *, sigma: float = 3.0, maxiters: int = 5, max_samples: int = 65_536) -> float:
     """Sigma-clipped standard deviation of the finite pixels, Jy/beam.
 
     Median-centred std clipping at ``sigma`` for up to ``maxiters`` rounds
@@ -172,31 +173,12 @@ def map_median(rms_map, *, max_samples: int = 262_144) -> float:
     lattice of at most about ``max_samples`` pixels; an array is sampled on a
     regular stride. No full-map float64 copy is made.
     """
+    grid = getattr(rms_map, "grid", None)
+    if grid is not None:      # a GridMap varies on the box scale: 4 x 4 samples per box suffice
+        max_samples = min(max_samples, 16 * grid.size)
     r = _strided_sample(rms_map, max_samples)
     r = r[r > 0]
     return float(np.median(r)) if r.size else float("nan")
-
-
-def finite_count_and_peak(data, rows: int = 256) -> tuple[int, float]:
-    """Number of finite pixels and max |finite pixel| of a 2-D map, read in row blocks.
-
-    Memory is one block, not the map (a memory-mapped image is streamed).
-    """
-    arr = data if hasattr(data, "shape") else np.asarray(data)
-    if arr.ndim != 2:
-        arr = np.asarray(arr).reshape(-1, arr.shape[-1])
-    n = 0
-    peak = -np.inf
-    step = max(1, min(rows, 4_000_000 // max(1, arr.shape[1])))
-    for y0 in range(0, arr.shape[0], step):
-        blk = np.asarray(arr[y0:y0 + step])
-        fin = np.isfinite(blk)
-        k = int(np.count_nonzero(fin))
-        n += k
-        if k:
-            peak = max(peak, float(np.max(np.abs(blk[fin]))) if k < fin.size
-                       else float(max(blk.max(), -blk.min())))
-    return n, (peak if n else float("nan"))
 
 
 def _history_median(history: Iterable[Mapping[str, Any]] | None, key: str, min_n: int) -> float:

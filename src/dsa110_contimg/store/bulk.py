@@ -94,6 +94,14 @@ def insert_sql(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
+def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` of every other column (SQLite >= 3.24
+    and PostgreSQL): one statement per row instead of a delete and an insert."""
+    rest = [c for c in columns if c not in key]
+    return (f"{insert_sql(table, columns)} ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in rest))
+
+
 def nullable(a) -> list:
     """A float array as a list with non-finite values as None (SQL NULL)."""
     a = np.asarray(a, float)

@@ -214,6 +214,22 @@ def save_baselines(conn: Connection, rows: Iterable[dict]) -> None:
                      [tuple(_clean(r.get(c)) for c in _BASELINE_COLS) for r in rows])
 
 
+#: running sums stored as 0 when absent or NULL (the others read back as NaN)
+_ZERO_SUMS = frozenset({"sum_w", "sum_wf", "sum_wf2", "sum_f", "sum_f2", "sum_var"})
+
+
+def as_stored(stats: dict) -> dict:
+    """Running statistics (``n`` and :data:`RUNNING_SUM_COLUMNS`) as
+    :func:`load_running_stats` reads them back after :func:`save_running_stats`: a
+    non-finite value is stored as NULL and reads as NaN, or 0 for the running sums."""
+    out = {"n": np.asarray(stats["n"]).astype(np.int64)}
+    for c in RUNNING_SUM_COLUMNS:
+        v = np.array(stats[c], float)
+        v[~np.isfinite(v)] = 0.0 if c in _ZERO_SUMS else np.nan
+        out[c] = v
+    return out
+
+
 def load_running_stats(conn: Connection, source_ids: Sequence[int]):
     """Stored running sums for ``source_ids`` (input order).
 
@@ -226,11 +242,10 @@ def load_running_stats(conn: Connection, source_ids: Sequence[int]):
     names = ("source_id", "flux_kind", "n") + tuple(RUNNING_SUM_COLUMNS)
     recs = bulk.fetch_in(conn, f"SELECT {', '.join(names)} FROM variability_stats "
                                "WHERE source_id IN ({in})", src.tolist()) if n else []
-    zero_sums = {"sum_w", "sum_wf", "sum_wf2", "sum_f", "sum_f2", "sum_var"}
     present = np.zeros(n, bool)
     out = {"n": np.zeros(n, np.int64)}
     for c in RUNNING_SUM_COLUMNS:
-        out[c] = np.full(n, 0.0 if c in zero_sums else np.nan)
+        out[c] = np.full(n, 0.0 if c in _ZERO_SUMS else np.nan)
     kind = np.full(n, None, dtype=object)
     if recs:
         rec_ids = np.array([r[0] for r in recs], np.int64)
@@ -245,7 +260,7 @@ def load_running_stats(conn: Connection, source_ids: Sequence[int]):
         vals = np.array([r[3:] for r in recs], float)          # NULL -> nan
         for k, c in enumerate(RUNNING_SUM_COLUMNS):
             v = vals[j, k]
-            if c in zero_sums:
+            if c in _ZERO_SUMS:
                 v = np.where(np.isnan(v), 0.0, v)
             out[c][hit] = v
     return out, present, kind if n else np.array([], dtype=object)
@@ -263,11 +278,10 @@ def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> tupl
 
 def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict, metrics: dict,
                        flux_kind: str) -> None:
-    """Upsert running sums and metrics (delete + bulk insert inside the caller's transaction)."""
+    """Upsert running sums and metrics (one bulk upsert inside the caller's transaction)."""
     src = [int(s) for s in source_ids]
     if not src:
         return
-    bulk.delete_in(conn, "variability_stats", "source_id", src)
     now = time.time()
     cols = [bulk.nullable(stats[c]) for c in RUNNING_SUM_COLUMNS] + \
         [bulk.nullable(metrics[c]) for c in METRIC_COLUMNS]
@@ -276,7 +290,7 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
         tuple(METRIC_COLUMNS)
     rows = list(zip(src, np.asarray(stats["n"]).astype(np.int64).tolist(), [flux_kind] * k,
                     [now] * k, *cols))
-    bulk.executemany(conn, bulk.insert_sql("variability_stats", names), rows)
+    bulk.executemany(conn, bulk.upsert_sql("variability_stats", names, ("source_id",)), rows)
 
 
 def _null_list(a: np.ndarray) -> list:
