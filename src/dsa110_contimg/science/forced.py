@@ -278,6 +278,50 @@ def _cutout_gather(arr, yc, xc, h, idx, nx):
     return _gather(arr, idx, nx, idx.shape)
 
 
+def _fit_pixel_noise(D, K, sig):
+    """Weighted matched-filter amplitudes of cutouts ``D`` (background subtracted) with
+    kernels ``K`` and per-pixel noise ``sig``, all ``(m, S*S)``: returns ``(F, mean noise
+    error, chi2, good pixels)`` per row (docs/science.md, Forced photometry: estimator)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        good = np.isfinite(D) & (sig > 0) & np.isfinite(sig)
+        inv_s = np.where(good, 1.0 / np.where(good, sig, 1.0), 0.0)
+    w = inv_s * inv_s
+    D0 = np.where(good, D, 0.0)
+    KW = K * w
+    skk = np.einsum("ij,ij->i", KW, K)
+    skd = np.einsum("ij,ij->i", KW, D0)
+    sks = np.einsum("ij,ij->i", K, inv_s)
+    skw = KW.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        F = skd / skk
+        err = sks / skw
+        resid = D0 - F[:, None] * K
+        chi2 = np.einsum("ij,ij->i", resid * resid, w)
+    return F, err, chi2, good.sum(axis=1)
+
+
+def _fit_constant_noise(D, K, bkg, sig):
+    """:func:`_fit_pixel_noise` when background ``bkg`` and noise ``sig`` (``(m,)``) are
+    constant over each cutout: the weights cancel from the amplitude and the mean noise
+    error is ``sig`` itself, so the fit needs no per-pixel weight arrays."""
+    with np.errstate(invalid="ignore"):
+        row_ok = np.isfinite(sig) & (sig > 0) & np.isfinite(bkg)
+    D -= bkg[:, None]
+    good = np.isfinite(D)
+    if not good.all():
+        D[~good] = 0.0
+        K = np.where(good, K, 0.0)
+    good &= row_ok[:, None]
+    skk = np.einsum("ij,ij->i", K, K)
+    skd = np.einsum("ij,ij->i", K, D)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        F = skd / skk
+        D -= F[:, None] * K                       # the residual, in place
+        chi2 = np.einsum("ij,ij->i", D, D) / (sig * sig)
+    F[~row_ok] = np.nan
+    return F, np.where(row_ok, sig, np.nan), chi2, good.sum(axis=1)
+
+
 def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam: float = 3.0,
                    cluster_threshold: float | None = 1.5, error_scale: float = 1.0,
                    chunk: int = CHUNK, kernels: np.ndarray | None = None
@@ -346,6 +390,10 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
     g = np.arange(-h, h + 1)
     off = (g[:, None] * nx + g[None, :]).reshape(-1)
     sel_all = np.flatnonzero(ok)
+    # maps that vary only on the box scale (an estimated grid, or constants) are constant
+    # over a cutout (a few beams against a box of ~20): one value per source
+    smooth_maps = all(m is None or np.ndim(m) == 0 or getattr(m, "smooth", False)
+                      for m in (background, rms))
     if kernels is not None:
         kernels = np.asarray(kernels, float)
         if kernels.shape != (n, 3):
@@ -357,11 +405,9 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
             a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
         else:
             a, b, c = (kernels[sel, k][:, None] for k in range(3))
-        idx = (yc[sel] * nx + xc[sel])[:, None] + off[None, :]
+        centre = yc[sel] * nx + xc[sel]
+        idx = centre[:, None] + off[None, :]
         D = _gather(data, idx, nx, idx.shape)
-        if background is not None:
-            D = D - _cutout_gather(background, yc[sel], xc[sel], h, idx, nx)
-        sig = _cutout_gather(rms, yc[sel], xc[sel], h, idx, nx)
         fx = (g[None, :] - (x[sel] - xc[sel])[:, None])   # (m, S) offsets along x
         fy = (g[None, :] - (y[sel] - yc[sel])[:, None])   # (m, S) along y
         # exp(-(a dx^2 + b dx dy + c dy^2)) = ey(dy) ex(dx) exp(-b dx dy): two small exps
@@ -370,23 +416,15 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
         if np.any(b != 0.0):
             K *= np.exp((-b * fy)[:, :, None] * fx[:, None, :])
         K = K.reshape(m, S * S)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            good = np.isfinite(D) & (sig > 0) & np.isfinite(sig)
-            inv_s = np.where(good, 1.0 / np.where(good, sig, 1.0), 0.0)
-        w = inv_s * inv_s
-        D0 = np.where(good, D, 0.0)
-        KW = K * w
-        skk = np.einsum("ij,ij->i", KW, K)
-        skd = np.einsum("ij,ij->i", KW, D0)
-        sks = np.einsum("ij,ij->i", K, inv_s)
-        skw = KW.sum(axis=1)
-        ngood = good.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            F = skd / skk
-            err = sks / skw
-            resid = D0 - F[:, None] * K
-            chi2 = np.einsum("ij,ij->i", resid * resid, w)
-        nogood = (ngood == 0) | ~(skk > 0)
+        if smooth_maps:
+            F, err, chi2, ngood = _fit_constant_noise(
+                D, K, _gather(background, centre, nx, (m,)), _gather(rms, centre, nx, (m,)))
+        else:
+            if background is not None:
+                D -= _cutout_gather(background, yc[sel], xc[sel], h, idx, nx)
+            sig = _cutout_gather(rms, yc[sel], xc[sel], h, idx, nx)
+            F, err, chi2, ngood = _fit_pixel_noise(D, K, sig)
+        nogood = (ngood == 0) | ~np.isfinite(F)
         F[nogood] = np.nan
         err[nogood] = np.nan
         chi2[nogood] = np.nan
