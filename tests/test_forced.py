@@ -484,3 +484,26 @@ def test_smooth_noise_grid_fits_like_per_pixel_weights():
     # cent (its own scatter is ~sqrt(2 / independent beams), tens of per cent), not overall
     ratio = lazy["chi2"][ok] / full["chi2"][ok]
     assert abs(np.median(ratio) - 1) < 0.01 and np.all(np.abs(ratio - 1) < 0.1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 12), m=st.integers(1, 30), seed=st.integers(0, 2**32 - 1),
+       per_source=st.booleans(), rotated=st.booleans())
+def test_kernel_cutouts_equal_the_beam_evaluated_pixel_by_pixel(h, m, seed, per_source, rotated):
+    # the kernel is assembled from x, y and offset-product factors (few exponentials);
+    # it equals exp(-(a fx^2 + b fx fy + c fy^2)) evaluated at every cutout pixel
+    from dsa110_contimg.science.forced import _kernel_cutouts
+
+    rng = np.random.default_rng(seed)
+    g = np.arange(-h, h + 1)
+    dx, dy = rng.uniform(-0.5, 0.5, m), rng.uniform(-0.5, 0.5, m)
+    shape = (m, 1) if per_source else ()
+    a = rng.uniform(0.01, 0.7, shape)
+    c = rng.uniform(0.01, 0.7, shape)
+    b = rng.uniform(-0.5, 0.5, shape) * np.sqrt(a * c) if rotated else np.zeros(shape)
+    fx = g[None, None, :] - dx[:, None, None]
+    fy = g[None, :, None] - dy[:, None, None]
+    abc = [np.reshape(v, (-1, 1, 1)) for v in (a, b, c)]
+    want = np.exp(-(abc[0] * fx ** 2 + abc[1] * fx * fy + abc[2] * fy ** 2)).reshape(m, -1)
+    got = _kernel_cutouts(a, b, c, g, dx, dy)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)

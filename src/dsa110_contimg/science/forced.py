@@ -278,6 +278,29 @@ def _cutout_gather(arr, yc, xc, h, idx, nx):
     return _gather(arr, idx, nx, idx.shape)
 
 
+def _kernel_cutouts(a, b, c, g, dx, dy):
+    """The unit-peak kernel exp(-(a fx^2 + b fx fy + c fy^2)) on ``(m, S*S)`` cutouts,
+    fx = g - dx, fy = g - dy (``g`` the S integer offsets, ``dx``/``dy`` each source's
+    sub-pixel offset from its cutout's centre pixel; ``a``/``b``/``c`` scalars or ``(m, 1)``).
+
+    The cross term b fx fy = b (gx gy - gx dy - gy dx + dx dy) splits into parts in x only,
+    in y only, and b gx gy, which takes few distinct values (the products of two offsets):
+    so only ``(m, S)`` and ``(m, distinct products)`` exponentials are taken, never one per
+    cutout pixel.
+    """
+    m, S = dx.size, g.size
+    gg = g[None, :].astype(float)
+    dxc, dyc = dx[:, None], dy[:, None]
+    ex = np.exp(-a * (gg - dxc) ** 2 + b * gg * dyc - b * dxc * dyc)
+    ey = np.exp(-c * (gg - dyc) ** 2 + b * gg * dxc)
+    K = ey[:, :, None] * ex[:, None, :]
+    if np.any(b != 0.0):
+        products, where = np.unique(g[:, None] * g[None, :], return_inverse=True)
+        cross = np.exp(-np.reshape(b, (-1, 1)) * products[None, :])   # (m or 1, distinct)
+        K *= cross[:, where.reshape(S, S)]
+    return K.reshape(m, S * S)
+
+
 def _fit_pixel_noise(D, K, sig):
     """Weighted matched-filter amplitudes of cutouts ``D`` (background subtracted) with
     kernels ``K`` and per-pixel noise ``sig``, all ``(m, S*S)``: returns ``(F, mean noise
@@ -394,6 +417,7 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
     # over a cutout (a few beams against a box of ~20): one value per source
     smooth_maps = all(m is None or np.ndim(m) == 0 or getattr(m, "smooth", False)
                       for m in (background, rms))
+    windows = np.lib.stride_tricks.sliding_window_view(data, (S, S))
     if kernels is not None:
         kernels = np.asarray(kernels, float)
         if kernels.shape != (n, 3):
@@ -407,15 +431,9 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
             a, b, c = (kernels[sel, k][:, None] for k in range(3))
         centre = yc[sel] * nx + xc[sel]
         idx = centre[:, None] + off[None, :]
-        D = _gather(data, idx, nx, idx.shape)
-        fx = (g[None, :] - (x[sel] - xc[sel])[:, None])   # (m, S) offsets along x
-        fy = (g[None, :] - (y[sel] - yc[sel])[:, None])   # (m, S) along y
-        # exp(-(a dx^2 + b dx dy + c dy^2)) = ey(dy) ex(dx) exp(-b dx dy): two small exps
-        # and one full-size one (none when the beam is aligned with the axes)
-        K = np.exp(-c * fy * fy)[:, :, None] * np.exp(-a * fx * fx)[:, None, :]
-        if np.any(b != 0.0):
-            K *= np.exp((-b * fy)[:, :, None] * fx[:, None, :])
-        K = K.reshape(m, S * S)
+        # the cutouts lie inside the image: copied as (S, S) blocks of a window view
+        D = windows[yc[sel] - h, xc[sel] - h].reshape(m, S * S).astype(np.float64)
+        K = _kernel_cutouts(a, b, c, g, x[sel] - xc[sel], y[sel] - yc[sel])
         if smooth_maps:
             F, err, chi2, ngood = _fit_constant_noise(
                 D, K, _gather(background, centre, nx, (m,)), _gather(rms, centre, nx, (m,)))
