@@ -430,7 +430,6 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
         else:
             a, b, c = (kernels[sel, k][:, None] for k in range(3))
         centre = yc[sel] * nx + xc[sel]
-        idx = centre[:, None] + off[None, :]
         # the cutouts lie inside the image: copied as (S, S) blocks of a window view
         D = windows[yc[sel] - h, xc[sel] - h].reshape(m, S * S).astype(np.float64)
         K = _kernel_cutouts(a, b, c, g, x[sel] - xc[sel], y[sel] - yc[sel])
@@ -438,6 +437,7 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
             F, err, chi2, ngood = _fit_constant_noise(
                 D, K, _gather(background, centre, nx, (m,)), _gather(rms, centre, nx, (m,)))
         else:
+            idx = centre[:, None] + off[None, :]
             if background is not None:
                 D -= _cutout_gather(background, yc[sel], xc[sel], h, idx, nx)
             sig = _cutout_gather(rms, yc[sel], xc[sel], h, idx, nx)
