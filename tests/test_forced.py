@@ -476,7 +476,8 @@ def test_smooth_noise_grid_fits_like_per_pixel_weights():
     full = measure_arrays(data, np.asarray(maps.background), np.asarray(maps.rms), x, y, pb)
     ok = full["success"]
     assert ok.sum() > 280 and np.array_equal(lazy["success"], ok)
-    assert np.array_equal(lazy["n_pix"], full["n_pix"]) and (full["n_pix"][:20] < full["n_pix"].max()).all()
+    assert np.array_equal(lazy["n_pix"], full["n_pix"])
+    assert (full["n_pix"][:20] < full["n_pix"].max()).all()       # the blanked pixels count
     dflux = (lazy["peak_jyb"] - full["peak_jyb"])[ok] / full["peak_err_jyb"][ok]
     assert np.max(np.abs(dflux)) < 0.02
     np.testing.assert_allclose(lazy["peak_err_jyb"][ok], full["peak_err_jyb"][ok], rtol=5e-3)

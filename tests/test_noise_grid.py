@@ -129,7 +129,7 @@ def test_noise_map_memory_is_a_fixed_budget_not_the_image():
         maps, peaks[n] = _traced_peak(lambda: estimate_background(data, beam_pix=2.0))
         assert np.median(maps.rms.sampled()) == pytest.approx(1e-3, rel=0.02)
     assert peaks[4096] < 1.25 * peaks[2048], peaks
-    assert peaks[4096] < 0.15 * 4096 * 4096 * 4, f"peak {peaks[4096] / 1e6:.1f} MB for a 67 MB image"
+    assert peaks[4096] < 0.15 * 4096 * 4096 * 4, f"peak {peaks[4096] / 1e6:.1f} MB, image 67 MB"
 
 
 def test_memory_mapped_image_is_measured_without_full_maps(tmp_path):

@@ -604,7 +604,8 @@ def store_ese(conn, ctx: ImageContext, cfg, evaluated: tuple, signature: tuple) 
     return flagged
 
 
-def ese_rows(conn, ctx: ImageContext, cfg, signature: tuple | None = None) -> tuple[list[dict], int]:
+def ese_rows(conn, ctx: ImageContext, cfg,
+             signature: tuple | None = None) -> tuple[list[dict], int]:
     """ESE candidate rows of the image's sources (reads only); returns (rows, n flagged).
 
     ``signature`` (:func:`ese_inputs_signature`, read on ``conn``) lets the running

@@ -49,7 +49,7 @@ MIN_BOX_SAMPLES = 400
 GRADIENT_VARIANCE = 1e-3
 #: samples whose clipped statistics are computed together (several strips of boxes at
 #: once; a strip larger than this is one batch): bounds the estimator's working memory
-#: (about 20 bytes per sample) whatever the image size
+#: (one float32 buffer of this many samples, about 6 MB in all) whatever the image size
 BATCH_SAMPLES = 1 << 20
 
 
@@ -373,8 +373,9 @@ def _clipped_stats(blocks: np.ndarray, clip_sigma: float, n_iter: int, start=Non
     Each row is sorted once (NaN last); the kept samples of every clipping round
     are then a contiguous range of the sorted row (``|x - median| <= k sigma``).
     A round finds every row's new range ends by a binary search over all rows at once
-    (:func:`_count_sorted`) and updates the range's sums by the samples that entered or left it, so after
-    the sort a round costs a few operations per row, not per sample.
+    (:func:`_count_sorted`) and updates the range's sums by the samples that entered or
+    left it, so after the sort a round costs a few operations per row, not per sample;
+    a row whose range stopped moving is settled and drops out.
     ``start = (centre, halfwidth)`` per row sets the first kept range (default:
     every finite sample).
 
