@@ -48,6 +48,7 @@ from dsa110_contimg.core.errors import (
     StoreError,
 )
 from dsa110_contimg.core.progress import ProgressBar
+from dsa110_contimg.store import bulk
 from dsa110_contimg.store.engine import WRITE_OPTION, make_engine
 
 
@@ -336,15 +337,12 @@ class SurveyCatalog:
                 conn.exec_driver_sql("DELETE FROM files WHERE file_id = ?", (fid,))
             # the same names in files ingested earlier (overlapping extracts, cached online
             # cones): this file's rows replace them, so a cone never returns a source twice
-            replaced, touched = 0, set()
-            for start in range(0, n, 900):
-                chunk = ids[start:start + 900].tolist()
-                marks = ",".join("?" * len(chunk))
-                touched.update(conn.exec_driver_sql(
-                    f"SELECT DISTINCT file_id FROM sources WHERE source_id IN ({marks})",
-                    tuple(chunk)).scalars().all())
-                replaced += conn.exec_driver_sql(
-                    f"DELETE FROM sources WHERE source_id IN ({marks})", tuple(chunk)).rowcount
+            names = ids.tolist()
+            per_file = bulk.fetch_in(conn, "SELECT file_id, count(*) FROM sources "
+                                           "WHERE source_id IN ({in}) GROUP BY file_id", names)
+            touched = {int(f) for f, _ in per_file}
+            replaced = sum(int(k) for _, k in per_file)
+            bulk.delete_in(conn, "sources", "source_id", names)
             for tf in touched:
                 conn.exec_driver_sql("UPDATE files SET n_rows = (SELECT count(*) FROM sources "
                                      "WHERE file_id = ?) WHERE file_id = ?", (tf, tf))

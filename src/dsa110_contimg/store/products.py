@@ -44,7 +44,8 @@ def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_el
     """``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL."""
     if not rows:
         return
-    conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(index_elements=index_elements), rows)
+    conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(index_elements=index_elements),
+                 rows)
 
 
 _SOURCE_IDS_SQL = "SELECT catalog_id, id FROM sources WHERE survey = ? AND catalog_id IN ({in})"
