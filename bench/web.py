@@ -21,7 +21,7 @@ from pathlib import Path
 
 BUDGET_S = 0.5
 # the scale database and the server process are the web tests' own (tests/web_harness.py)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from dsa110_contimg.service.config import (
     CONFIG_ENV, DaemonConfig, LoggingConfig, PathsConfig, find_config_path, load_config,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "config" / "photometry.toml"
 
 

@@ -1,7 +1,7 @@
 """Test harness for the daemon (tests only, not shipped).
 
 :class:`Service` (a daemon configured in a temporary directory and run as a real
-subprocess, with the fake executor of ``tests/fakes.py`` by default),
+subprocess, with the fake executor of ``tests/support/fakes.py`` by default),
 :class:`NotifySocket` (a stand-in for systemd's notify socket), :func:`fits_bytes` /
 :func:`drop` (tiny images, written in place or renamed into place).
 """

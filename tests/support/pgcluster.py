@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 SKIP_ENV = "CONTIMG_SKIP_POSTGRES"
+#: The database backends store, queue, workflow and daemon tests run on.
+BACKENDS = ("sqlite", "postgresql")
 USER = "contimg"
 PASSWORD = "pw-For-Tests-0nly"
 

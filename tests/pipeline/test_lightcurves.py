@@ -17,7 +17,7 @@ from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
 from dsa110_contimg.science.ese import ese_model
 from dsa110_contimg.science.variability import lightcurve_metrics
 
-from conftest import SimulatedField
+from fields import SimulatedField
 
 N_EPOCHS = 14
 

@@ -185,7 +185,7 @@ def test_deploy_files_use_only_served_metrics(tmp_path):
     m.stop()
     assert {"contimg_jobs", "contimg_queue_depth", "contimg_stage_duration_seconds_bucket",
             "contimg_ese_candidates", "contimg_database_up"} <= served
-    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
     rules = yaml.safe_load((deploy / "prometheus-alerts.yml").read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     dash = json.loads((deploy / "grafana-dashboard.json").read_text())

@@ -153,8 +153,8 @@ def _unprivileged_python() -> tuple[list[str] | None, str]:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return None, "needs root and setpriv"
     site = sysconfig.get_paths()["purelib"]
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    pythonpath = os.pathsep.join([str(Path(__file__).resolve().parent), src, site])
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    pythonpath = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "support"), src, site])
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for exe in dict.fromkeys([sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"]):
         if not os.path.exists(exe):

@@ -2,7 +2,7 @@
 failure; daemon deaths during a job do not cost its attempts; one daemon per state directory
 and node, several on purpose, and ``status`` listing every live instance.
 
-The executor is ``fakes.FakePhotometryExecutor`` (tests/fakes.py): file names ``WAITFAIL``
+The executor is ``fakes.FakePhotometryExecutor`` (tests/support/fakes.py): file names ``WAITFAIL``
 and ``SLOW`` are its fault hooks.
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import mmap
 from pathlib import Path
 
@@ -16,16 +15,7 @@ from dsa110_contimg.science.image import Beam, RadioImage, check_fits_complete
 from dsa110_contimg.science.simulate import simulate_image
 
 
-def _pkg_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    assert spec is not None and spec.origin, f"{package} is a declared dependency"
-    return Path(spec.origin).parent.joinpath(*parts)
-
-
-AZP = _pkg_file("astropy", "modeling", "tests", "data", "1904-66_AZP.fits")
-FIRST = _pkg_file("astroquery", "image_cutouts", "first", "tests", "data", "image.fits")
-MAGPIS = _pkg_file("astroquery", "magpis", "tests", "data", "image.fits")
-NVAS = _pkg_file("astroquery", "nvas", "tests", "data", "image.imfits")
+from packaged_images import AZP, FIRST, MAGPIS, NVAS  # noqa: F401
 
 
 @pytest.fixture

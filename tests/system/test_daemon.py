@@ -1,7 +1,7 @@
 """The daemon as a real subprocess: restarts that resume, arrival paths, bursts,
 graceful SIGTERM, damaged files, crashing workers, two daemons on one database.
 
-The job executor is ``fakes.FakePhotometryExecutor`` (tests/fakes.py)
+The job executor is ``fakes.FakePhotometryExecutor`` (tests/support/fakes.py)
 (same contract as the photometry workflow: updates its items, upserts one
 ``images`` row per path, logs each execution) so that the tests exercise the
 watching, queueing and pool machinery in seconds.
@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import BACKENDS
+from pgcluster import BACKENDS
 from harness import drop, fits_bytes
 
 pytestmark = pytest.mark.timeout(240)

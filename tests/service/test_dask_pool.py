@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BACKENDS
+from pgcluster import BACKENDS
 from dsa110_contimg.service.dask_pool import DaskPool
 
 pytestmark = pytest.mark.timeout(300)

@@ -11,7 +11,7 @@ import pytest
 
 from dsa110_contimg.service.pool import WorkerPool
 
-T = "fakes"  # tests/fakes.py (tests/ is on sys.path under pytest)
+T = "fakes"  # tests/support/fakes.py (tests/support is on sys.path under pytest)
 
 
 def collect(pool, n, timeout=60):

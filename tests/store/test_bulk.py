@@ -8,7 +8,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import BACKENDS
+from pgcluster import BACKENDS
 
 from dsa110_contimg.store import bulk, open_products_db
 from dsa110_contimg.store import lightcurves as lc_store

@@ -21,7 +21,7 @@ class Clock:
         return self.t
 
 
-from conftest import BACKENDS  # noqa: E402
+from pgcluster import BACKENDS  # noqa: E402
 
 
 @pytest.fixture(params=BACKENDS)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from conftest import SimulatedField
+from fields import SimulatedField
 from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
 from dsa110_contimg.science.ese import ese_model
 

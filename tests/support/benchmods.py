@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-_BENCH = Path(__file__).resolve().parents[1] / "bench"
+_BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def load_bench(name: str):

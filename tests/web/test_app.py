@@ -174,7 +174,7 @@ def test_site_on_postgres(tmp_path, postgres_cluster):
     """The same pages, API and review on a PostgreSQL products database filled by the workflow."""
     import numpy as np
     import sqlalchemy as sa
-    from conftest import SimulatedField
+    from fields import SimulatedField
 
     from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
     from dsa110_contimg.store.lightcurves import upsert_ese_candidates

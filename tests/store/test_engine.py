@@ -14,7 +14,7 @@ from dsa110_contimg.store import products as ps
 from dsa110_contimg.store import registry
 from dsa110_contimg.store.schema import measurements, products_metadata, registry_metadata, sources
 
-from conftest import BACKENDS
+from pgcluster import BACKENDS
 
 both = pytest.mark.parametrize("backend", BACKENDS)
 

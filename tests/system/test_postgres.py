@@ -1,6 +1,6 @@
 """The workflow, the CLI and the configuration on PostgreSQL (one URL away from SQLite).
 
-The server is the session's throw-away cluster (tests/pgcluster.py, started by the
+The server is the session's throw-away cluster (tests/support/pgcluster.py, started by the
 ``postgres_cluster`` fixture): no external server, no skip in CI. Every workflow test
 runs on both backends and must give the same numbers.
 """
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from conftest import BACKENDS, SimulatedField
+from fields import SimulatedField
+from pgcluster import BACKENDS
 
 both = pytest.mark.parametrize("backend", BACKENDS)
 

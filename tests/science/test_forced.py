@@ -418,7 +418,7 @@ def test_method_dispatch(monkeypatch):
 
 
 def test_real_first_cutout_forced(tmp_path):
-    from tests.test_image import FIRST
+    from packaged_images import FIRST
 
     img = RadioImage.open(FIRST)
     ra, dec = img.center()
