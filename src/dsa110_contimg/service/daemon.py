@@ -78,7 +78,7 @@ log = structlog.get_logger("dsa110_contimg.service.daemon")
 
 #: Test hook: environment variable naming an injected fault, ``package.module:function``
 #: returning the callable the watcher's event handler calls with each event (the faults
-#: themselves live in the tests, ``tests/fakes.py``).
+#: themselves live in the tests, ``tests/support/fakes.py``).
 FAULT_ENV = "CONTIMG_PHOTOMETRY_TEST_FAULT"
 #: Observer restarts allowed per 10 minutes before the daemon stops pinging the watchdog.
 MAX_OBSERVER_RESTARTS = 3
