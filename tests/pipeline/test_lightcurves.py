@@ -161,6 +161,20 @@ def test_injected_ese_becomes_a_candidate(ese_run):
     assert status == "active" and "shape" in json.loads(criteria)
     assert 0.3 < depth < 0.6 and abs(tmin - 60075.0) < 15
     assert len(flagged) <= 2            # at most one false positive among 29 steady sources
+    # the stored template is the whole fit: drawn from the row, it follows the dip in the data
+    from dsa110_contimg.pipeline.plotting import stored_ese_fit
+
+    with sqlite3.connect(tmp_path / "p.sqlite3") as conn:
+        conn.row_factory = sqlite3.Row
+        row = dict(conn.execute("select c.* from ese_candidates c join sources s on s.id = c.source_id "
+                                "where s.catalog_id = ?", (cid,)).fetchone())
+    row["criteria"] = json.loads(row["criteria"])
+    assert row["baseline_jyb"] == pytest.approx(field.flux_mjy[target] / 1e3, rel=0.1)
+    mjd, _, _, norm, err = _lightcurves(tmp_path / "p.sqlite3")[cid].T
+    ok = np.isfinite(norm)
+    pull = (norm[ok] - stored_ese_fit(row).model(mjd[ok])) / err[ok]
+    steady = (norm[ok] - np.median(norm[ok])) / err[ok]
+    assert np.sqrt(np.mean(pull ** 2)) < 3.0 < np.sqrt(np.mean(steady ** 2))
     with sqlite3.connect(tmp_path / "p.sqlite3") as conn:
         verdicts = dict(conn.execute("select s.catalog_id, b.valid from reference_baselines b "
                                      "join sources s on s.id = b.source_id").fetchall())

@@ -104,12 +104,16 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
                             np.concatenate([f[3] for f in field_src]).tolist(), [now] * n_sources))
         cand_src = rng.choice(np.arange(1, n_sources + 1), n_candidates, replace=False)
         score = np.sort(rng.uniform(0, 10, n_candidates))[::-1]
+        catalog_jy = np.concatenate([f[3] for f in field_src])
+        # every candidate a detected dip with its fitted template stored (drawn on its page)
         con.executemany("INSERT INTO ese_candidates (source_id, status, flagged_by, criteria, preset, score, "
-                        "confidence, sigma_deviation, chi2_nu, eta, v, depth, duration_days, t_min_mjd, "
-                        "n_epochs, first_flagged_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        [(int(s), "active", "auto", '["sigma"]', "moderate", float(sc),
-                          "high" if sc > 7 else "medium" if sc > 4 else "low", 5.0, 3.0, 3.0, 0.1, 0.4, 40.0,
-                          60080.0, n_epochs, now, now) for s, sc in zip(cand_src, score)])
+                        "confidence, sigma_deviation, chi2_nu, eta, v, shape_significance, depth, "
+                        "duration_days, t_min_mjd, template, baseline_jyb, caustic_amp, n_epochs, "
+                        "first_flagged_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [(int(s), "active", "auto", '["shape"]', "moderate", float(sc),
+                          "high" if sc > 7 else "medium" if sc > 4 else "low", 5.0, 3.0, 3.0, 0.1, float(sc),
+                          0.4, 40.0, 60080.0, "dip", float(catalog_jy[s - 1]), 0.0, n_epochs, now, now)
+                         for s, sc in zip(cand_src, score)])
     con.execute("PRAGMA journal_mode=WAL")
     con.close()
     return {"seconds": time.perf_counter() - t0, "n_measurements": n_sources * n_epochs,

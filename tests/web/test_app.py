@@ -97,7 +97,22 @@ def test_exports_are_the_light_curve(db):
         assert len(t) == 12 and list(t["mjd"]) == pytest.approx(lc["mjd"])
         assert list(t["peak_jyb"]) == pytest.approx(lc["peak_jyb"])
     assert ecsv.meta["source"] == c.get(f"/api/sources/{sid}").json()["source"]["catalog_id"]
-    assert c.get(f"/sources/{sid}/lightcurve.fits").status_code == 404
+    assert c.get(f"/sources/{sid}/lightcurve.xlsx").status_code == 404
+
+
+def test_downloads_are_the_files_of_the_cli(db, tmp_path):
+    # one export path: `lightcurve -o OUT` and the site's download write the same bytes
+    from dsa110_contimg.cli.main import main
+
+    path, info = db
+    c = client(path)
+    sid = info["top_candidate_source"]
+    for fmt in ("csv", "ecsv", "vot", "fits"):
+        out = tmp_path / f"lc.{fmt}"
+        assert main(["lightcurve", str(sid), "-o", str(out), "--products-db", str(path)]) == 0
+        got = c.get(f"/sources/{sid}/lightcurve.{fmt}")
+        assert got.status_code == 200 and got.content == out.read_bytes(), fmt
+        assert got.headers["content-disposition"].startswith('attachment; filename="SIM_J')
 
 
 def test_review_needs_the_token(db):
@@ -139,7 +154,7 @@ def test_review_needs_the_token(db):
 def test_web_config_section(tmp_path):
     from dsa110_contimg.core.errors import ConfigError
     from dsa110_contimg.service.config import config_from_dict, parse_listen
-    from dsa110_contimg.web.app import read_token
+    from dsa110_contimg.web.auth import read_token
 
     cfg = config_from_dict({"web": {"token_file": "state/tok"}}, base_dir=tmp_path)
     assert cfg.web.listen == "127.0.0.1:8088" and cfg.web.token_file == tmp_path / "state" / "tok"

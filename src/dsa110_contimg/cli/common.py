@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from dsa110_contimg.core.errors import ConfigError, PhotometryError, StoreError
+from dsa110_contimg.pipeline import export
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
 #: The ``--help`` epilog of every command.
@@ -197,42 +198,22 @@ def catalog_dir(args: argparse.Namespace) -> Path:
 
 
 #: Output table formats by file suffix.
-TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits",
-                 ".vot": "votable", ".xml": "votable"}
+TABLE_FORMATS = export.TABLE_FORMATS
 
 
 def write_table(table, out: Path) -> None:
     """Write an astropy Table in the format given by ``out``'s suffix, with units on its
-    columns and its metadata (:mod:`dsa110_contimg.pipeline.export`).
+    columns and its metadata (:func:`dsa110_contimg.pipeline.export.write_table`, the
+    writer the web site's downloads share).
 
     Raises ConfigError for an unknown suffix and PhotometryError when the file
     cannot be written.
     """
-    import warnings
-
     out = Path(out)
-    fmt = TABLE_FORMATS.get(out.suffix.lower())
+    fmt = export.format_for(out.suffix)
     if fmt is None:
         raise ConfigError("-o", str(out), "a file ending in " + ", ".join(TABLE_FORMATS))
-    from dsa110_contimg.pipeline.export import add_units, csv_metadata_columns
-
-    table = add_units(table.copy(copy_data=False))
-    if fmt == "ascii.csv":   # no metadata block in CSV: source and survey as columns
-        csv_metadata_columns(table)
-    if fmt in ("fits", "votable"):
-        table.meta = {k: (str(v) if isinstance(v, (tuple, list, dict)) or v is None else v)
-                      for k, v in table.meta.items()}
-        for name in table.colnames:   # object columns (ids) as strings
-            if table[name].dtype.kind == "O":
-                table[name] = table[name].astype(str)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # HIERARCH cards for long meta keys
-            if fmt == "votable":   # astropy drops table.meta: PARAMs and a description
-                from dsa110_contimg.pipeline.export import write_votable
-
-                write_votable(table, out)
-            else:
-                table.write(out, format=fmt, overwrite=True)
+        export.write_table(table, out, fmt)
     except OSError as exc:
         raise PhotometryError(f"cannot write the output table: {exc.strerror or exc}", out) from None

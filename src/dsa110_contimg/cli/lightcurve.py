@@ -27,8 +27,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-
     from dsa110_contimg.core.errors import ConfigError, PhotometryError
     from dsa110_contimg.store.lightcurves import find_source, source_lightcurve
 
@@ -46,33 +44,25 @@ def run(args) -> int:
     if out is not None and out.suffix.lower() == ".png":
         if args.format:
             raise ConfigError("--format", args.format, "no --format with a .png output")
-        from dsa110_contimg.science.ese import fit_ese
-        from dsa110_contimg.pipeline.plotting import plot_lightcurve
-
-        norm = lc["success"] & np.isfinite(lc["norm_flux_jyb"])
-        fit = None
-        if norm.sum() >= 8:
-            fit = fit_ese(lc["mjd"][norm], lc["norm_flux_jyb"][norm], lc["norm_err_jyb"][norm])
-            fit = fit if fit.detected else None
         from dsa110_contimg.core.config import PhotometryConfig
-        from dsa110_contimg.store.lightcurves import list_candidates
+        from dsa110_contimg.pipeline.plotting import plot_lightcurve, stored_ese_fit
+        from dsa110_contimg.store.review import candidate_of_source
 
         with db.engine.connect() as conn:
-            cands = [c for c in list_candidates(conn) if c["source_id"] == source["id"]]
+            cand = candidate_of_source(conn, source["id"])
         scfg = common.service_config(args)
         phot = scfg.photometry if scfg is not None else PhotometryConfig()
-        plot_lightcurve(lc, out, title=title, ese_fit=fit, baseline_epochs=phot.norm_baseline_epochs,
-                        candidate=cands[0] if cands else None)
+        plot_lightcurve(lc, out, title=title, ese_fit=stored_ese_fit(cand),
+                        baseline_epochs=phot.norm_baseline_epochs, candidate=cand)
         print(f"light curve of {source['catalog_id']} ({lc['mjd'].size} epochs) -> {out}", file=sys.stderr)
         return 0
     table = lightcurve_table(source, lc)
     if out is None:
         if args.format == "vot":
             raise ConfigError("--format", "vot", "-o OUT.vot (VOTable is not written to stdout)")
-        if args.format == "csv":
-            export.csv_metadata_columns(table)
         if args.format:
-            table.write(sys.stdout, format={"csv": "ascii.csv", "ecsv": "ascii.ecsv"}[args.format])
+            sys.stdout.flush()
+            export.write_table(table, sys.stdout.buffer, export.format_for(args.format))
         else:
             print(f"# {source['catalog_id']} ({source['survey']}), {len(table)} epochs; "
                   "fluxes in mJy/beam")

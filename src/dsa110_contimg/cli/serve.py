@@ -30,7 +30,8 @@ def run(args) -> int:
     try:
         import uvicorn
 
-        from dsa110_contimg.web.app import create_app, read_token
+        from dsa110_contimg.web.app import create_app
+        from dsa110_contimg.web.auth import read_token
     except ImportError as exc:
         raise ConfigError("serve", exc.name, "the web extra installed: pip install '.[web]'") from None
     cfg = common.service_config(args)

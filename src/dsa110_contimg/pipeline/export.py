@@ -1,13 +1,13 @@
 """Table exports and readable tables (the command line and the web site).
 
-Every exported table (CSV, ECSV, VOTable, FITS; :func:`dsa110_contimg.cli.common.write_table`)
-carries units on its columns (from the column-name suffix: ``_jyb`` Jy/beam, ``_mjy`` mJy,
-``_deg`` deg, ``_arcsec`` arcsec, ``_pix`` pix, ``mjd``/``_days`` d, ``_s`` s) and, in
-its metadata, the source name(s) and the survey (``source``/``survey`` keys; for a
-table of many sources the names are in a column and ``source_column`` names it). CSV
-has no metadata block (and comment lines would break ``Table.read("x.csv")``): there
-``source`` and ``survey`` are constant columns and the units are the column-name
-suffixes.
+One writer for both: :func:`write_table` (a file for ``-o OUT`` of the CLI, bytes for a
+download from ``serve``). Every exported table (CSV, ECSV, VOTable, FITS) carries units
+on its columns (from the column-name suffix: ``_jyb`` Jy/beam, ``_mjy`` mJy, ``_deg`` deg,
+``_arcsec`` arcsec, ``_pix`` pix, ``mjd``/``_days`` d, ``_s`` s) and, in its metadata,
+the source name(s) and the survey (``source``/``survey`` keys; for a table of many
+sources the names are in a column and ``source_column`` names it). CSV has no metadata
+block (and comment lines would break ``Table.read("x.csv")``): there ``source`` and
+``survey`` are constant columns and the units are the column-name suffixes.
 
 Human-readable tables (stdout) print flux densities in mJy/beam with 3 decimals
 (1 µJy/beam) instead of Jy/beam with 17 digits.
@@ -15,7 +15,15 @@ Human-readable tables (stdout) print flux densities in mJy/beam with 3 decimals
 
 from __future__ import annotations
 
+import io
+import warnings
+from pathlib import Path
+
 import numpy as np
+
+#: Export table formats by file suffix (astropy format names).
+TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits",
+                 ".vot": "votable", ".xml": "votable"}
 
 #: Unit of a column by name suffix (checked in order).
 _SUFFIX_UNITS = (("_jyb", "Jy / beam"), ("_mjyb", "mJy / beam"), ("_mjy", "mJy"), ("_jy", "Jy"),
@@ -75,6 +83,49 @@ def csv_metadata_columns(table):
     return table
 
 
+def format_for(suffix: str) -> str | None:
+    """The astropy format of an export file suffix (``.csv``, ``.vot``, ...), or None."""
+    return TABLE_FORMATS.get(suffix.lower() if suffix.startswith(".") else "." + suffix.lower())
+
+
+def write_table(table, out, fmt: str) -> None:
+    """Write an export table to ``out`` (a path, or a binary file object) in astropy
+    format ``fmt`` (a value of :data:`TABLE_FORMATS`), with units on its columns and its
+    metadata: CSV gets ``source``/``survey`` columns, VOTable one ``PARAM`` per metadata
+    key, FITS the metadata as header cards. ``table`` itself is not changed.
+
+    Raises ValueError for an unknown ``fmt`` and OSError when ``out`` cannot be written.
+    """
+    if fmt not in set(TABLE_FORMATS.values()):
+        raise ValueError(f"unknown export format {fmt!r}")
+    table = add_units(table.copy(copy_data=False))
+    if fmt == "ascii.csv":
+        csv_metadata_columns(table)
+    if fmt in ("fits", "votable"):
+        table.meta = {k: (str(v) if isinstance(v, (tuple, list, dict)) or v is None else v)
+                      for k, v in table.meta.items()}
+        for name in table.colnames:   # object columns (names, paths) as strings
+            if table[name].dtype.kind == "O":
+                table[name] = table[name].astype(str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # HIERARCH cards for long meta keys
+        if fmt == "votable":   # astropy drops table.meta: PARAMs and a description
+            write_votable(table, out)
+        elif fmt.startswith("ascii.") and not isinstance(out, (str, Path)):
+            text = io.StringIO()
+            table.write(text, format=fmt)
+            out.write(text.getvalue().encode("utf-8"))
+        else:
+            table.write(out, format=fmt, **({"overwrite": True} if isinstance(out, (str, Path)) else {}))
+
+
+def table_bytes(table, fmt: str) -> bytes:
+    """The export file of ``table`` in format ``fmt`` as bytes (see :func:`write_table`)."""
+    buf = io.BytesIO()
+    write_table(table, buf, fmt)
+    return buf.getvalue()
+
+
 def write_votable(table, out) -> None:
     """A VOTable with the metadata kept: one ``PARAM`` per metadata key, the table
     ``name`` = the source (one-source tables) and a ``description`` listing the metadata
@@ -101,7 +152,7 @@ def write_votable(table, out) -> None:
             param = Param(vot, name=str(key), ID=f"meta_{key}", value=str(value),
                           datatype="char", arraysize="*")
         element.params.append(param)
-    writeto(vot, str(out))
+    writeto(vot, str(out) if isinstance(out, (str, Path)) else out)
 
 
 def carry_input_columns(table, source_table, used: tuple[str, ...]):

@@ -682,6 +682,7 @@ def ese_rows(conn, ctx: ImageContext, cfg,
         if "significance" in shape:
             row.update(shape_significance=shape["significance"][i], depth=shape["depth"][i],
                        duration_days=shape["duration_days"][i], t_min_mjd=shape["t_min_mjd"][i],
-                       template=shape["template"][i])
+                       template=shape["template"][i], baseline_jyb=shape["baseline"][i],
+                       caustic_amp=shape["caustic_amp"][i])
         rows.append(row)
     return rows, int(flagged.sum())

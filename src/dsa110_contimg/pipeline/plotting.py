@@ -1,4 +1,5 @@
-"""Light-curve figures (matplotlib, non-interactive Agg backend)."""
+"""Light-curve figures (matplotlib, non-interactive Agg backend) and the stored ESE
+template they draw (:func:`stored_ese_fit`, also drawn by the web site)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,32 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.core.errors import PhotometryError
+
+
+def stored_ese_fit(candidate: dict | None):
+    """The ESE template the shape search fitted when ``candidate`` (a row of
+    ``ese list``) was evaluated, as an :class:`~dsa110_contimg.science.ese.ESEFit` whose
+    ``model(mjd)`` gives Jy/beam; None when the candidate has no detected shape or no
+    stored template (evaluated before the template's baseline was stored).
+
+    Drawing from stored parameters keeps a plot equal to what the pipeline decided and
+    costs no fit.
+    """
+    from dsa110_contimg.science.ese import ESEFit
+
+    if not candidate or "shape" not in (candidate.get("criteria") or []):
+        return None
+    values = {k: candidate.get(k) for k in ("depth", "duration_days", "t_min_mjd", "baseline_jyb")}
+    if any(v is None or not np.isfinite(v) for v in values.values()) or not candidate.get("template"):
+        return None
+    nan = float("nan")
+    return ESEFit(depth=float(values["depth"]), duration_days=float(values["duration_days"]),
+                  t_min_mjd=float(values["t_min_mjd"]),
+                  significance=float(candidate.get("shape_significance") or nan),
+                  template=str(candidate["template"]), chi2_improvement=nan,
+                  baseline=float(values["baseline_jyb"]),
+                  caustic_amp=float(candidate.get("caustic_amp") or 0.0),
+                  chi2_nu_fit=nan, detected=True)
 
 
 def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
@@ -23,7 +50,8 @@ def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
         Output PNG.
     title : str
     ese_fit : ESEFit, optional
-        Fitted ESE template on the normalised series; drawn when it has a fit.
+        The ESE template fitted to the series (:func:`stored_ese_fit`); drawn when it
+        has a fit.
     baseline_epochs : int
         The first epochs (reference baseline window, ``norm_baseline_epochs`` of the
         deployment's configuration) are shaded and the legend says how many.

@@ -99,6 +99,13 @@ def candidate(conn: Connection, candidate_id: int) -> dict | None:
     return clean(d)
 
 
+def candidate_of_source(conn: Connection, source_id: int) -> dict | None:
+    """The ESE candidate row of one source (same object as in :func:`candidates_page`), or None."""
+    cand = conn.execute(sa.select(ese_candidates.c.id).where(
+        ese_candidates.c.source_id == int(source_id))).scalar()
+    return None if cand is None else candidate(conn, cand)
+
+
 def source_summary(conn: Connection, source_id: int) -> dict | None:
     """A source's catalogue row, its variability metrics and its ESE candidate row (or None)."""
     src = conn.execute(sa.select(sources).where(sources.c.id == int(source_id))).mappings().first()
@@ -107,10 +114,8 @@ def source_summary(conn: Connection, source_id: int) -> dict | None:
     stats = conn.execute(sa.select(variability_stats.c.flux_kind, variability_stats.c.n,
                                    *[variability_stats.c[c] for c in METRIC_COLUMNS])
                          .where(variability_stats.c.source_id == int(source_id))).mappings().first()
-    cand = conn.execute(sa.select(ese_candidates.c.id).where(
-        ese_candidates.c.source_id == int(source_id))).scalar()
     return clean({"source": dict(src), "variability": dict(stats) if stats else None,
-                  "candidate": candidate(conn, cand) if cand is not None else None})
+                  "candidate": candidate_of_source(conn, source_id)})
 
 
 def field_eta_v(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,

@@ -287,6 +287,9 @@ ese_candidates = Table(
     Column("duration_days", Float),
     Column("t_min_mjd", Float),
     Column("template", Text),
+    Column("baseline_jyb", Float, doc="out-of-event flux density of the fitted ESE template (Jy/beam, "
+                                      "on the flux the search ran on: normalised when normalisation is on)"),
+    Column("caustic_amp", Float, doc="fractional height of the fitted template's caustic brightenings"),
     Column("n_epochs", Integer),
     Column("first_flagged_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),

@@ -1,0 +1,98 @@
+"""``/sources/{id}``: one source — its light curve with the ESE template the pipeline
+fitted (drawn from the stored candidate, never fitted here), the η–V diagram of its
+field, its measurements one page at a time — and ``/api/sources/{id}`` (catalogue row,
+variability metrics, candidate and the whole light curve)."""
+
+from __future__ import annotations
+
+import numpy as np
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from dsa110_contimg.store import review
+from dsa110_contimg.web import svg
+from dsa110_contimg.web.paging import Paging
+from dsa110_contimg.web.state import site
+
+MEASUREMENTS_PER_PAGE = 50
+#: Most field sources drawn on the η–V diagram.
+ETA_V_LIMIT = 3000
+#: Columns of the measurements table (Jy/beam, MJD; shown in mJy/beam).
+TABLE_COLUMNS = ("mjd", "peak_jyb", "peak_err_jyb", "norm_flux_jyb", "norm_err_jyb", "snr", "success",
+                 "qc_status", "norm_status", "image_id", "used_as_reference")
+
+
+def source_of(request: Request) -> tuple[dict, dict]:
+    """(summary, light curve) of the source in the path; HTTP 404 when there is none.
+    ``summary`` as :func:`dsa110_contimg.store.review.source_summary`, the light curve as
+    :func:`dsa110_contimg.store.lightcurves.source_lightcurve` (Jy/beam, MJD)."""
+    from dsa110_contimg.store.lightcurves import source_lightcurve
+
+    source_id = request.path_params["source_id"]
+    with site(request).read() as conn:
+        summary = review.source_summary(conn, source_id)
+        if summary is None:
+            raise HTTPException(404, f"no source with id {source_id}")
+        return summary, source_lightcurve(conn, summary["source"])
+
+
+def field_eta_v(conn, summary: dict) -> tuple[dict, tuple[float, float] | None]:
+    """η and V of at most :data:`ETA_V_LIMIT` sources around the source (the source itself
+    always among them) and the field's η and V thresholds (None when too few sources for
+    the population's Gaussian fit)."""
+    from dsa110_contimg.science.ese import eta_v_thresholds
+    from dsa110_contimg.store.lightcurves import neighbourhood_radius
+
+    src, var = summary["source"], summary["variability"]
+    radius = max(neighbourhood_radius(conn, 0.0) - 0.01, 0.1)
+    ev = review.field_eta_v(conn, src["ra_deg"], src["dec_deg"], radius, limit=ETA_V_LIMIT)
+    if var and var.get("eta") and var.get("v") and src["id"] not in set(ev["source_id"].tolist()):
+        ev = {"source_id": np.append(ev["source_id"], src["id"]), "eta": np.append(ev["eta"], var["eta"]),
+              "v": np.append(ev["v"], var["v"])}
+    try:
+        t = eta_v_thresholds(ev["eta"], ev["v"])
+    except Exception:  # noqa: BLE001 - too few sources for a population fit: no lines
+        return ev, None
+    return ev, (t.eta_threshold, t.v_threshold)
+
+
+def measurement_rows(lc: dict, paging: Paging) -> list[dict]:
+    """This page's rows of the measurements table."""
+    return [{k: lc[k][i] for k in TABLE_COLUMNS} for i in paging.window(int(lc["mjd"].size))]
+
+
+def source_page(request: Request):
+    from dsa110_contimg.pipeline.plotting import stored_ese_fit
+    from dsa110_contimg.store.lightcurves import load_baselines
+
+    summary, lc = source_of(request)
+    src, cand = summary["source"], summary["candidate"]
+    paging = Paging.of(request, MEASUREMENTS_PER_PAGE).counted(int(lc["mjd"].size))
+    with site(request).read() as conn:
+        baseline = load_baselines(conn, [src["id"]]).get(src["id"])
+        ev, thresholds = field_eta_v(conn, summary)
+    fit = stored_ese_fit(cand)
+    reference = baseline["baseline_jyb"] if baseline and baseline["valid"] else None
+    return site(request).render(
+        request, "source.html", s=summary, src=src, var=summary["variability"], cand=cand, fit=fit,
+        plot=svg.lightcurve_svg(lc, fit=fit, title=f"light curve of {src['catalog_id']}",
+                                reference_jyb=reference),
+        baseline=baseline, n_field=int(ev["eta"].size),
+        etav=svg.eta_v_svg(ev["eta"], ev["v"], highlight=src["id"], source_ids=ev["source_id"],
+                           thresholds=thresholds),
+        table=measurement_rows(lc, paging), paging=paging, n=paging.total,
+        n_qc_failed=int(np.sum(lc["qc_status"] == "failed")))
+
+
+def api_source(request: Request):
+    summary, lc = source_of(request)
+    series = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in lc.items()}
+    return JSONResponse({**summary, "lightcurve": review.clean(series)})
+
+
+ROUTES = [
+    Route("/sources/{source_id:int}", source_page),
+    Route("/api/sources/{source_id:int}", api_source),
+]
