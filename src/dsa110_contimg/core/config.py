@@ -185,6 +185,35 @@ class PhotometryConfig(ConfigModel):
     comparison with the field's history."""
     allow_online: bool = False
     """Allow online (VizieR) catalogue queries when a region is missing locally."""
+    detect: bool = True
+    """Blind source detection on every image (docs/science.md §15): islands above
+    detect_sigma x the local rms, deblended, measured with the forced estimator; detections
+    are associated with known sources and unmatched ones tested as new sources."""
+    detect_sigma: float = Field(5.0, gt=0)
+    """Blind detection: a component's brightest pixel reaches this many local rms."""
+    detect_analysis_sigma: float = Field(3.0, gt=0)
+    """Blind detection: islands are the connected pixels above this many local rms
+    (<= detect_sigma)."""
+    detect_systematic_arcsec: float = Field(1.0, ge=0)
+    """Astrometric systematic added in quadrature to each detection's Condon position
+    error (arcsec)."""
+    association_precut_beams: float = Field(1.5, gt=0)
+    """Association: candidate sources within this many BMAJ/2 of a detection."""
+    association_max_r: float = Field(5.68, gt=0)
+    """Association: largest de Ruiter radius of a match (dimensionless)."""
+    new_source_min_sigma: float = Field(6.0, gt=0)
+    """A detection that matches nothing is new when peak / (an earlier covering image's rms
+    at the position) reaches this (new_high_sigma)."""
+    new_source_edge_beams: float = Field(1.8, ge=0)
+    """Detections (and earlier images' depths) closer than this many BMAJ to an image edge
+    are not used for new sources."""
+    artefact_radius_beams: float = Field(5.0, ge=0)
+    """A detection within this many BMAJ of a much brighter one is an artefact candidate."""
+    artefact_flux_ratio: float = Field(0.1, gt=0, le=1.0)
+    """... when its peak is below this fraction of the brighter detection's peak."""
+    backfill_new_sources: bool = True
+    """Measure a new source's position in the earlier images that cover it (a batch job
+    through the queue), so its light curve starts before it appeared."""
 
     @field_validator("beam_arcsec")
     @classmethod
@@ -192,6 +221,13 @@ class PhotometryConfig(ConfigModel):
         if beam is not None and not 0 < beam[1] <= beam[0]:
             raise invalid("BMIN <= BMAJ and BMIN > 0 (" + _BEAM_ALLOWED + ")")
         return beam
+
+    @model_validator(mode="after")
+    def _detection_thresholds(self):
+        if self.detect_analysis_sigma > self.detect_sigma:
+            raise invalid(f"<= detect_sigma ({self.detect_sigma})", field="detect_analysis_sigma",
+                          value=self.detect_analysis_sigma)
+        return self
 
     @model_validator(mode="after")
     def _ellipse(self):

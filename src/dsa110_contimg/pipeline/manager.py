@@ -164,9 +164,15 @@ class MeasuredImage:
     image: ImageSummary
     content_id: str
     steps: dict
+    #: blind detections (science/detect.py), None when detection is off or impossible
+    detections: MeasurementTable | None = None
+    #: the image's noise footprint (science/footprint.py, serialised), None without detection
+    footprint: bytes | None = None
 
     def __getstate__(self):
         self.table._record_type = None   # a namedtuple class made on iteration: not picklable
+        if self.detections is not None:
+            self.detections._record_type = None
         return self.__dict__
 
 
@@ -400,10 +406,31 @@ class PhotometryManager:
             if table.meta.get("note"):
                 notes.append(str(table.meta["note"]))
             t = time.perf_counter()
+            detections, footprint = self._detect(image, method, cfg, notes)
+            if detections is not None:
+                steps["detect"] = time.perf_counter() - t
+            t = time.perf_counter()
             summary = ImageSummary.of(image, qc_stats=cfg.qc)
             steps["image_stats"] = time.perf_counter() - t
         return MeasuredImage(path=path, kind=kind, method=method, notes=notes, cat=cat, table=table,
-                             image=summary, content_id=product_store.content_id(path), steps=steps)
+                             image=summary, content_id=product_store.content_id(path), steps=steps,
+                             detections=detections, footprint=footprint)
+
+    @staticmethod
+    def _detect(image, method: str, cfg: PhotometryConfig, notes: list):
+        """Blind detections and the noise footprint of an image (None, None when off)."""
+        if not cfg.detect:
+            return None, None
+        if image.beam is None:
+            notes.append("no beam: blind detection skipped")
+            return None, None
+        from dsa110_contimg.science.detect import DetectionOptions, detect_sources
+        from dsa110_contimg.science.footprint import footprint_of
+        from dsa110_contimg.science.noise import background_maps_for
+
+        maps = background_maps_for(image)      # the maps the forced measurement used (cached)
+        detections = detect_sources(image, maps, options=DetectionOptions.from_config(cfg))
+        return detections, footprint_of(image, maps).to_bytes()
 
     def store_measured(self, measured: "MeasuredImage", cfg: PhotometryConfig, *,
                        data_id: str | None = None, fence=None) -> PhotometryResult:

@@ -658,36 +658,11 @@ class RadioImage:
 
     # -- geometry -------------------------------------------------------------------
     def _is_equatorial(self) -> bool:
-        ctype = str(self.wcs.wcs.ctype[self.wcs.wcs.lng]).upper()
-        return ctype.startswith("RA")
+        return wcs_is_equatorial(self.wcs)
 
     def world_to_pixel(self, ra_deg, dec_deg) -> tuple[np.ndarray, np.ndarray]:
         """ICRS RA/Dec (deg) -> 0-based pixel ``(x, y)`` arrays (NaN where not projectable)."""
-        ra = np.atleast_1d(np.asarray(ra_deg, dtype=float))
-        dec = np.atleast_1d(np.asarray(dec_deg, dtype=float))
-        lon, lat = ra, dec
-        if not self._is_equatorial():
-            from astropy.coordinates import SkyCoord
-            from astropy.wcs.utils import wcs_to_celestial_frame
-            import astropy.units as u
-
-            frame = wcs_to_celestial_frame(self.wcs)
-            ok = np.isfinite(ra) & np.isfinite(dec)
-            c = SkyCoord(np.where(ok, ra, 0.0) * u.deg, np.where(ok, dec, 0.0) * u.deg,
-                         frame="icrs").transform_to(frame)
-            sph = c.spherical
-            lon = np.where(ok, sph.lon.deg, np.nan)
-            lat = np.where(ok, sph.lat.deg, np.nan)
-        world = [lon, lat] if self.wcs.wcs.lng == 0 else [lat, lon]
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            x, y = self.wcs.wcs_world2pix(world[0], world[1], 0)
-        x = np.asarray(x, float)
-        y = np.asarray(y, float)
-        bad = ~(np.isfinite(ra) & np.isfinite(dec) & np.isfinite(x) & np.isfinite(y))
-        x[bad] = np.nan
-        y[bad] = np.nan
-        return x, y
+        return wcs_world_to_pixel(self.wcs, ra_deg, dec_deg)
 
     def pixel_to_world(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         """0-based pixel -> world (lon, lat) in the image's own frame, degrees."""
@@ -695,6 +670,22 @@ class RadioImage:
             warnings.simplefilter("ignore")
             a, b = self.wcs.wcs_pix2world(np.asarray(x, float), np.asarray(y, float), 0)
         return (a, b) if self.wcs.wcs.lng == 0 else (b, a)
+
+    def pixel_to_icrs(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """0-based pixel -> ICRS RA, Dec (deg; other frames converted), NaN where undefined."""
+        lon, lat = self.pixel_to_world(x, y)
+        lon, lat = np.asarray(lon, float), np.asarray(lat, float)
+        if not self._is_equatorial():
+            from astropy.coordinates import SkyCoord
+            from astropy.wcs.utils import wcs_to_celestial_frame
+            import astropy.units as u
+
+            ok = np.isfinite(lon) & np.isfinite(lat)
+            c = SkyCoord(np.where(ok, lon, 0.0) * u.deg, np.where(ok, lat, 0.0) * u.deg,
+                         frame=wcs_to_celestial_frame(self.wcs)).icrs
+            lon = np.where(ok, c.ra.deg, np.nan)
+            lat = np.where(ok, c.dec.deg, np.nan)
+        return lon % 360.0, lat
 
     def center(self) -> tuple[float, float]:
         """RA, Dec (ICRS; FK5 J2000 taken as ICRS) of the central pixel, degrees.
@@ -760,6 +751,41 @@ class RadioImage:
                 f"planes={self.n_planes} beam={b} mjd={self.mjd}>")
 
 
+def wcs_is_equatorial(wcs) -> bool:
+    """True when the celestial WCS is in RA/Dec."""
+    return str(wcs.wcs.ctype[wcs.wcs.lng]).upper().startswith("RA")
+
+
+def wcs_world_to_pixel(wcs, ra_deg, dec_deg) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS RA/Dec (deg) -> 0-based pixel ``(x, y)`` of a celestial WCS (other frames
+    converted; NaN where a position does not project)."""
+    ra = np.atleast_1d(np.asarray(ra_deg, dtype=float))
+    dec = np.atleast_1d(np.asarray(dec_deg, dtype=float))
+    lon, lat = ra, dec
+    if not wcs_is_equatorial(wcs):
+        from astropy.coordinates import SkyCoord
+        from astropy.wcs.utils import wcs_to_celestial_frame
+        import astropy.units as u
+
+        frame = wcs_to_celestial_frame(wcs)
+        ok = np.isfinite(ra) & np.isfinite(dec)
+        c = SkyCoord(np.where(ok, ra, 0.0) * u.deg, np.where(ok, dec, 0.0) * u.deg,
+                     frame="icrs").transform_to(frame)
+        sph = c.spherical
+        lon = np.where(ok, sph.lon.deg, np.nan)
+        lat = np.where(ok, sph.lat.deg, np.nan)
+    world = [lon, lat] if wcs.wcs.lng == 0 else [lat, lon]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, y = wcs.wcs_world2pix(world[0], world[1], 0)
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    bad = ~(np.isfinite(ra) & np.isfinite(dec) & np.isfinite(x) & np.isfinite(y))
+    x[bad] = np.nan
+    y[bad] = np.nan
+    return x, y
+
+
 def as_image(image, *, beam: Beam | None = None) -> RadioImage:
     """A :class:`RadioImage` for ``image`` (a RadioImage or a path).
 
@@ -782,6 +808,7 @@ def as_image(image, *, beam: Beam | None = None) -> RadioImage:
     raise TypeError(f"expected a RadioImage or a path, got {type(image).__name__}")
 
 
-__all__ = ["Beam", "RadioImage", "check_fits_complete", "as_image", "finite_count_and_peak"]
+__all__ = ["Beam", "RadioImage", "check_fits_complete", "as_image", "finite_count_and_peak",
+           "wcs_is_equatorial", "wcs_world_to_pixel"]
 
 

@@ -1,0 +1,161 @@
+"""Is a detection that matches no known source a *new* source? (docs/science.md §18)
+
+Known false-positive classes first (:func:`false_positive_reasons`), per detection of the
+current image:
+
+* ``edge``: closer than ``edge_beams`` x BMAJ to the image edge (VAST's edge buffer,
+  1.2 x 3/2 beams; islands there are cut and the noise map is extrapolated);
+* ``blanked``: a blanked pixel within ``blank_beams`` x BMAJ (a cut island, a map border);
+* ``artefact``: within ``artefact_radius_beams`` x BMAJ of a detection at least
+  1 / ``artefact_flux_ratio`` times brighter (sidelobes and calibration artefacts of
+  bright sources sit at a few per cent of their peak, a few beams away).
+
+Then the depth test (:func:`new_source_significance`), against the earlier images that
+covered the position (VAST ``new_sources``; TraP ``newsource``):
+
+* no earlier image covers it: a first visit, never new;
+* ``sigma_i = peak / rms_i`` with ``rms_i`` the noise of earlier image *i* at the position
+  (skipped where that image's position is in its edge buffer or near blanked pixels);
+  ``new_high_sigma`` is the largest ``sigma_i`` and ``new_sigma_image`` its image;
+* new when ``new_high_sigma >= min_sigma``: the source would have been seen at that
+  significance in at least one earlier image. The default 6 is TraP's detection threshold
+  plus margin on top of this service's 5-sigma detection, so a noise peak just above the
+  detection threshold is not new, while VAST's 5 would call it new;
+* ``likely_transient`` (TraP type 1): also ``peak >= min_sigma x rms_max`` of that image,
+  i.e. it would have been seen anywhere in it;
+* ``sigma_rms_min = peak / min(rms_min)`` over the covering images is VAST's ``diff_sigma``,
+  kept for reference.
+
+Fluxes Jy/beam, positions deg.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsa110_contimg.science.footprint import COVER_OK, COVER_OUTSIDE
+
+REASON_EDGE = "edge"
+REASON_BLANKED = "blanked"
+REASON_ARTEFACT = "artefact"
+
+
+@dataclass(frozen=True)
+class NewSourceRules:
+    """Thresholds of the new-source decision (see the module docstring)."""
+
+    min_sigma: float = 6.0
+    edge_beams: float = 1.8
+    blank_beams: float = 0.5
+    artefact_radius_beams: float = 5.0
+    artefact_flux_ratio: float = 0.1
+
+    @classmethod
+    def from_config(cls, cfg) -> "NewSourceRules":
+        """The thresholds of a :class:`~dsa110_contimg.core.config.PhotometryConfig`."""
+        return cls(min_sigma=cfg.new_source_min_sigma, edge_beams=cfg.new_source_edge_beams,
+                   artefact_radius_beams=cfg.artefact_radius_beams,
+                   artefact_flux_ratio=cfg.artefact_flux_ratio)
+
+
+def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_blank,
+                           beam_major_arcsec: float, rules: NewSourceRules = NewSourceRules()):
+    """The false-positive class of each detection of one image.
+
+    Returns ``(reason, related)``: ``reason`` is ``""`` (none), ``"edge"``, ``"blanked"``
+    or ``"artefact"``; ``related`` is, for an artefact, the index of the brightest
+    detection that makes it one (else -1). ``peak_jyb`` NaN (a failed fit) counts as 0.
+    """
+    from scipy.spatial import cKDTree
+
+    from dsa110_contimg.core.geometry import chord_of_angle, unit_vectors
+
+    peak = np.nan_to_num(np.asarray(peak_jyb, float), nan=0.0)
+    n = peak.size
+    reason = np.full(n, "", dtype=object)
+    related = np.full(n, -1, np.int64)
+    if n == 0:
+        return reason, related
+    chord = chord_of_angle(rules.artefact_radius_beams * beam_major_arcsec / 3600.0)
+    pairs = cKDTree(unit_vectors(ra_deg, dec_deg)).query_pairs(chord, output_type="ndarray")
+    if pairs.size:
+        i = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+        faint = peak[i] < rules.artefact_flux_ratio * peak[j]
+        i, j = i[faint], j[faint]
+        order = np.lexsort((-peak[j], i))
+        first = order[np.r_[True, i[order][1:] != i[order][:-1]]] if order.size else order
+        reason[i[first]] = REASON_ARTEFACT
+        related[i[first]] = j[first]
+    reason[np.asarray(near_blank, bool)] = REASON_BLANKED
+    reason[np.asarray(edge_distance_beams, float) < rules.edge_beams] = REASON_EDGE
+    return reason, related
+
+
+@dataclass
+class NewSourceVerdict:
+    """Per detection (see :func:`new_source_significance`)."""
+
+    is_new: np.ndarray
+    new_high_sigma: np.ndarray
+    new_sigma_image: np.ndarray
+    likely_transient: np.ndarray
+    sigma_rms_min: np.ndarray
+    n_covering: np.ndarray
+    reason: np.ndarray
+
+
+def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
+                            rules: NewSourceRules = NewSourceRules()) -> NewSourceVerdict:
+    """The VAST/TraP new-source test of detections against earlier images.
+
+    Parameters
+    ----------
+    peak_jyb : (n,)
+        Peak flux of each detection, Jy/beam.
+    depth_rms, depth_status : (n, k)
+        Per detection and earlier image: rms at the position (Jy/beam) and its status
+        (:meth:`~dsa110_contimg.science.footprint.NoiseFootprint.depth_at`).
+    rms_min, rms_max : (k,)
+        The earlier images' noise extremes, Jy/beam.
+
+    Returns
+    -------
+    NewSourceVerdict
+        ``new_sigma_image`` indexes the earlier images (-1 for none); ``reason`` says
+        why a detection is or is not new.
+    """
+    peak = np.asarray(peak_jyb, float)
+    n = peak.size
+    rms = np.asarray(depth_rms, float).reshape(n, -1)
+    status = np.asarray(depth_status, dtype=object).reshape(n, -1)
+    k = rms.shape[1]
+    rms_min = np.asarray(rms_min, float).reshape(k)
+    rms_max = np.asarray(rms_max, float).reshape(k)
+    covering = status != COVER_OUTSIDE
+    usable = (status == COVER_OK) & np.isfinite(rms) & (rms > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma = np.where(usable, peak[:, None] / np.where(usable, rms, 1.0), -np.inf)
+        min_rms_min = np.where(covering, rms_min[None, :], np.inf).min(axis=1, initial=np.inf)
+        sigma_rms_min = np.where(np.isfinite(min_rms_min), peak / min_rms_min, np.nan)
+    best = np.argmax(sigma, axis=1) if k else np.zeros(n, np.int64)
+    high = sigma[np.arange(n), best] if k else np.full(n, -np.inf)
+    any_usable = usable.any(axis=1)
+    new_high = np.where(any_usable, high, np.nan)
+    is_new = any_usable & (new_high >= rules.min_sigma)
+    rmax_best = rms_max[best] if k else np.full(n, np.nan)
+    likely = is_new & (peak >= rules.min_sigma * rmax_best)
+    n_cov = covering.sum(axis=1)
+    reason = np.full(n, "new", dtype=object)
+    reason[~is_new] = [f"earlier images too shallow: new_high_sigma {v:.1f} < {rules.min_sigma:g}"
+                       for v in new_high[~is_new]]
+    reason[(n_cov > 0) & ~any_usable] = "earlier images cover it only near an edge or blanked pixels"
+    reason[n_cov == 0] = "first visit: no earlier image covers it"
+    return NewSourceVerdict(is_new, new_high, np.where(any_usable, best, -1), likely,
+                            sigma_rms_min, n_cov, reason)
+
+
+__all__ = ["NewSourceRules", "NewSourceVerdict", "false_positive_reasons",
+           "new_source_significance", "REASON_EDGE", "REASON_BLANKED", "REASON_ARTEFACT"]

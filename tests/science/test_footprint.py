@@ -1,0 +1,60 @@
+"""Noise footprints: stored depth equals the maps forced photometry uses, coverage, edges,
+blanked cells, and a round trip through bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dsa110_contimg.science.footprint import NoiseFootprint, footprint_of
+from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.noise import background_maps_for
+from dsa110_contimg.science.simulate import simulate_image
+
+
+def _image(noise_gradient=True):
+    sim = simulate_image((300, 260), beam_arcsec=(15.0, 10.0, 30.0), noise_rms=1e-3, naxis=2,
+                         seed=4, projection="SIN")
+    if noise_gradient:
+        sim.data *= np.linspace(1.0, 3.0, 260)[None, :]   # noise rising with x
+    sim.data[200:220, 100:130] = np.nan
+    return RadioImage.from_array(sim.data.astype(np.float32), sim.header)
+
+
+def test_depth_equals_the_noise_map_and_survives_serialisation():
+    image = _image()
+    maps = background_maps_for(image)
+    fp = NoiseFootprint.from_bytes(footprint_of(image, maps).to_bytes())
+    assert len(footprint_of(image, maps).to_bytes()) < 20_000
+    x = np.array([50.0, 150.0, 240.0])
+    y = np.array([50.0, 100.0, 150.0])
+    ra, dec = image.pixel_to_icrs(x, y)
+    rms, status = fp.depth_at(ra, dec)
+    assert status.tolist() == ["ok", "ok", "ok"]
+    assert np.allclose(rms, maps.rms_at(x, y), rtol=1e-5)
+    assert rms[2] > 1.5 * rms[0]                    # the gradient is there
+    assert np.isclose(fp.rms_min, np.nanmin(np.asarray(maps.rms)), rtol=1e-5)
+    assert np.isclose(fp.rms_max, np.nanmax(np.asarray(maps.rms)), rtol=1e-5)
+
+
+def test_outside_edge_and_blanked_positions():
+    image = _image(noise_gradient=False)
+    fp = footprint_of(image, background_maps_for(image))
+    x = np.array([-40.0, 2.0, 115.0, 115.0])
+    y = np.array([100.0, 100.0, 210.0, 150.0])
+    ra, dec = image.pixel_to_icrs(x, y)
+    rms, status = fp.depth_at(ra, dec)
+    assert status.tolist() == ["outside", "edge", "blanked", "ok"]
+    assert np.isnan(rms[:3]).all() and rms[3] > 0
+
+
+def test_maps_from_arrays_are_reduced_to_a_coarse_grid():
+    image = _image()
+    maps = background_maps_for(image)
+    from dsa110_contimg.science.noise import BackgroundMaps
+
+    pixel_maps = BackgroundMaps(np.asarray(maps.background), np.asarray(maps.rms), "files")
+    fp = footprint_of(image, pixel_maps)
+    ra, dec = image.pixel_to_icrs(np.array([60.0, 200.0]), np.array([60.0, 60.0]))
+    rms, status = fp.depth_at(ra, dec)
+    assert status.tolist() == ["ok", "ok"]
+    assert np.allclose(rms, maps.rms_at([60, 200], [60, 60]), rtol=0.1)

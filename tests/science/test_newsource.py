@@ -1,0 +1,52 @@
+"""New-source significance (VAST true sigma, TraP likely transient) and false-positive classes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dsa110_contimg.science.newsource import (
+    NewSourceRules, false_positive_reasons, new_source_significance)
+
+
+def test_first_visit_is_never_new():
+    v = new_source_significance([1.0], np.full((1, 2), np.nan), [["outside", "outside"]],
+                                [1e-3, 1e-3], [2e-3, 2e-3])
+    assert not v.is_new[0] and np.isnan(v.new_high_sigma[0]) and v.n_covering[0] == 0
+    assert v.reason[0].startswith("first visit")
+
+
+def test_new_high_sigma_is_the_largest_local_significance_and_names_its_image():
+    peak = np.array([20e-3, 5.5e-3, 20e-3])
+    rms = np.array([[2e-3, 1e-3, np.nan], [1e-3, 1e-3, np.nan], [np.nan, np.nan, np.nan]])
+    status = [["ok", "ok", "outside"], ["ok", "ok", "outside"], ["edge", "blanked", "outside"]]
+    v = new_source_significance(peak, rms, status, [0.8e-3, 0.9e-3, 1e-3], [5e-3, 3e-3, 4e-3])
+    assert v.is_new.tolist() == [True, False, False]
+    assert np.isclose(v.new_high_sigma[0], 20.0) and v.new_sigma_image[0] == 1
+    assert np.isclose(v.sigma_rms_min[0], 20e-3 / 0.8e-3)
+    assert v.likely_transient[0]                 # 20 mJy > 6 x 3 mJy (rms_max of image 1)
+    assert "too shallow" in v.reason[1]          # 5.5 sigma < 6: a noise peak, not new
+    assert "near an edge" in v.reason[2] and v.new_sigma_image[2] == -1
+
+
+def test_likely_transient_needs_the_whole_earlier_image_deep_enough():
+    v = new_source_significance([10e-3], [[1e-3]], [["ok"]], [1e-3], [5e-3])
+    assert v.is_new[0] and not v.likely_transient[0]
+    strict = new_source_significance([10e-3], [[1e-3]], [["ok"]], [1e-3], [5e-3],
+                                     NewSourceRules(min_sigma=12.0))
+    assert not strict.is_new[0]
+
+
+def test_false_positive_classes():
+    dec0 = 37.0
+    ra = np.array([150.0, 150.0 + 30 / 3600, 150.2, 150.3, 150.4])
+    dec = np.full(5, dec0)
+    peak = np.array([2.0, 0.05, 0.01, 0.01, 0.01])
+    edge = np.array([10.0, 10.0, 10.0, 1.0, 10.0])
+    blank = np.array([False, False, False, False, True])
+    reason, related = false_positive_reasons(peak, ra, dec, edge, blank, beam_major_arcsec=15.0)
+    assert reason.tolist() == ["", "artefact", "", "edge", "blanked"]
+    assert related.tolist() == [-1, 0, -1, -1, -1]
+    # a comparable neighbour is no artefact
+    reason, _ = false_positive_reasons([2.0, 0.5], ra[:2], dec[:2], [10, 10], [False, False],
+                                       beam_major_arcsec=15.0)
+    assert reason.tolist() == ["", ""]
