@@ -49,6 +49,12 @@ ITEM_STATES = ("pending", "running", "done", "failed", "cancelled")
 NORM_STATES = ("not_requested", "ok", "failed")
 #: ESE candidate lifecycle.
 ESE_STATES = ("active", "investigated", "dismissed")
+#: What a source is: from the deployment's catalogue, a monitor list, or found by blind
+#: detection (``new``: passed the new-source test; ``blind``: in no catalogue but not new,
+#: e.g. seen on its first visit).
+SOURCE_KINDS = ("catalogue", "monitor", "new", "blind")
+#: What became of a blind detection (docs/science.md §16, §18).
+DETECTION_STATES = ("associated", "duplicate", "new_source", "blind_source", "rejected")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -110,8 +116,94 @@ sources = Table(
     Column("catalog_flux_mjy", Float),
     Column("reference_ok", Boolean, nullable=False, default=False,
            doc="master-list reference quality (compact, isolated, unconfused)"),
+    Column("kind", String(16), nullable=False, default="catalogue", server_default="catalogue",
+           doc="catalogue | monitor | new | blind (SOURCE_KINDS)"),
     UniqueConstraint("survey", "catalog_id"),
+    CheckConstraint(_in("kind", SOURCE_KINDS), name="kind"),
     Index(None, "dec_deg", "ra_deg"),
+    Index(None, "kind"),
+)
+
+#: Per source, its blind detections so far: running inverse-variance weighted-mean position
+#: (docs/science.md §16; weights 1/sigma^2 in arcsec^-2) and detection counts.
+source_detections = Table(
+    "source_detections", products_metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("wm_ra_deg", Float, nullable=False),
+    Column("wm_dec_deg", Float, nullable=False),
+    Column("w_ra", Float, nullable=False, doc="sum of 1/sigma_ra^2, arcsec^-2"),
+    Column("w_dec", Float, nullable=False, doc="sum of 1/sigma_dec^2, arcsec^-2"),
+    Column("n_detections", Integer, nullable=False, default=0),
+    Column("first_detected_mjd", Float),
+    Column("last_detected_mjd", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+#: Blind detections of each image and what became of them (every association is a row).
+detections = Table(
+    "detections", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="SET NULL"),
+           doc="the source this detection feeds (associated, new_source, blind_source)"),
+    Column("mjd", Float),
+    Column("ra_deg", Float, nullable=False),
+    Column("dec_deg", Float, nullable=False),
+    Column("ra_err_arcsec", Float),
+    Column("dec_err_arcsec", Float),
+    Column("x_pix", Float),
+    Column("y_pix", Float),
+    Column("peak_jyb", Float),
+    Column("peak_err_jyb", Float),
+    Column("local_rms_jyb", Float),
+    Column("snr", Float),
+    Column("island_id", Integer),
+    Column("n_components", Integer),
+    Column("flags", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False, doc="DETECTION_STATES"),
+    Column("de_ruiter_r", Float, doc="de Ruiter radius of the association (or of the duplicate)"),
+    Column("n_candidates", Integer, nullable=False, default=0,
+           doc="known sources within the de Ruiter limit"),
+    Column("related_source_id", Integer, ForeignKey("sources.id", ondelete="SET NULL"),
+           doc="duplicate: the source a closer detection took; artefact: the bright source"),
+    Column("reason", Text),
+    CheckConstraint(_in("status", DETECTION_STATES), name="status"),
+    # read per image, and per source through the images near it (as measurements)
+    Index(None, "image_id"),
+)
+
+#: Per image, its depth for later new-source tests (science/footprint.py), so no FITS file
+#: is read again.
+image_depths = Table(
+    "image_depths", products_metadata,
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("rms_min_jyb", Float),
+    Column("rms_max_jyb", Float),
+    Column("footprint", sa.LargeBinary, nullable=False, doc="NoiseFootprint.to_bytes()"),
+    Column("n_detections", Integer, nullable=False, default=0),
+    Index(None, "rms_min_jyb"),
+)
+
+#: Sources that passed the new-source test: where a new source is recorded (in the
+#: transaction of the image that found it).
+new_sources = Table(
+    "new_sources", products_metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), nullable=False,
+           doc="the image of its first detection"),
+    Column("mjd", Float, doc="epoch of the first detection, MJD"),
+    Column("peak_jyb", Float, nullable=False),
+    Column("peak_err_jyb", Float),
+    Column("new_high_sigma", Float, nullable=False,
+           doc="largest peak / rms at the position over the earlier covering images"),
+    Column("sigma_image_id", Integer, ForeignKey("images.id", ondelete="SET NULL"),
+           doc="the earlier image new_high_sigma refers to"),
+    Column("sigma_rms_min", Float, doc="peak / the lowest rms_min of the covering images"),
+    Column("likely_transient", Boolean, nullable=False, default=False),
+    Column("n_earlier_images", Integer, nullable=False, default=0),
+    Column("backfill_job_id", Integer, ForeignKey("batch_jobs.id", ondelete="SET NULL")),
+    Column("created_at", Float, nullable=False),
+    Index(None, "new_high_sigma"),
 )
 
 measurements = Table(

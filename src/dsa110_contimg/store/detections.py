@@ -1,0 +1,203 @@
+"""Blind detections, weighted-mean source positions, image depths and new sources (SQL).
+
+Tables (``store/schema.py``): ``detections`` (every blind detection of an image and what
+became of it), ``source_detections`` (per source: running weighted-mean position and
+detection counts), ``image_depths`` (per image: its noise footprint for later new-source
+tests) and ``new_sources`` (the sources that passed the new-source test, written in the
+transaction of the image that found them). Reads are bounded by a field (a cone around
+an image) or by a page, never by the size of a table.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dsa110_contimg.store import bulk
+from dsa110_contimg.store.engine import dialect_insert
+from dsa110_contimg.store.schema import (
+    detections, image_depths, images, new_sources, source_detections, sources)
+
+#: Columns of a detection row written by :func:`replace_detections`.
+DETECTION_COLUMNS = (
+    "source_id", "mjd", "ra_deg", "dec_deg", "ra_err_arcsec", "dec_err_arcsec", "x_pix", "y_pix",
+    "peak_jyb", "peak_err_jyb", "local_rms_jyb", "snr", "island_id", "n_components", "flags",
+    "status", "de_ruiter_r", "n_candidates", "related_source_id", "reason")
+#: Kinds of sources that live only in this database (not in a catalogue file).
+OWN_KINDS = ("monitor", "new", "blind")
+
+
+def _cone_condition(table, ra_deg: float, dec_deg: float, radius_deg: float) -> list:
+    """A box around a cone on ``table.c.ra_deg``/``dec_deg`` (the caller cuts the circle)."""
+    dec_lo, dec_hi = dec_deg - radius_deg, dec_deg + radius_deg
+    cosd = max(np.cos(np.deg2rad(min(abs(dec_deg) + radius_deg, 89.9))), 1e-3)
+    half = radius_deg / cosd
+    cond = [table.c.dec_deg.between(dec_lo, dec_hi)]
+    if half < 180.0 and dec_hi < 89.9 and dec_lo > -89.9:
+        lo, hi = (ra_deg - half) % 360.0, (ra_deg + half) % 360.0
+        cond.append(table.c.ra_deg.between(lo, hi) if lo <= hi else
+                    sa.or_(table.c.ra_deg >= lo, table.c.ra_deg <= hi))
+    return cond
+
+
+def own_sources_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float,
+                     kinds: Sequence[str] = OWN_KINDS) -> dict[str, np.ndarray]:
+    """Sources of ``kinds`` within ``radius_deg`` of (ra, dec) with their positions.
+
+    Columns: ``id``, ``survey``, ``catalog_id``, ``kind`` and ``ra_deg``/``dec_deg`` (the
+    running weighted-mean position once detected, else the stored position), ``w_ra``,
+    ``w_dec`` (accumulated weights, arcsec⁻²; 0 before any detection), ``n_detections``.
+    """
+    from dsa110_contimg.core.geometry import angular_separation_deg
+
+    sd = source_detections
+    cols = [sources.c.id, sources.c.survey, sources.c.catalog_id, sources.c.kind,
+            sources.c.ra_deg, sources.c.dec_deg, sd.c.wm_ra_deg, sd.c.wm_dec_deg, sd.c.w_ra,
+            sd.c.w_dec, sd.c.n_detections]
+    q = (sa.select(*cols).select_from(sources.outerjoin(sd, sd.c.source_id == sources.c.id))
+         .where(sources.c.kind.in_(list(kinds)), *_cone_condition(sources, ra_deg, dec_deg,
+                                                                     radius_deg)))
+    rows = conn.execute(q).all()
+    out = {
+        "id": np.array([r[0] for r in rows], np.int64),
+        "survey": np.array([r[1] for r in rows], object),
+        "catalog_id": np.array([r[2] for r in rows], object),
+        "kind": np.array([r[3] for r in rows], object),
+        "ra_deg": np.array([r[4] if r[6] is None else r[6] for r in rows], float),
+        "dec_deg": np.array([r[5] if r[7] is None else r[7] for r in rows], float),
+        "w_ra": np.array([r[8] or 0.0 for r in rows], float),
+        "w_dec": np.array([r[9] or 0.0 for r in rows], float),
+        "n_detections": np.array([r[10] or 0 for r in rows], np.int64),
+    }
+    if rows:
+        keep = angular_separation_deg(out["ra_deg"], out["dec_deg"], ra_deg, dec_deg) <= radius_deg
+        out = {k: v[keep] for k, v in out.items()}
+    return out
+
+
+def detection_positions(conn: Connection, source_ids: Sequence[int]) -> dict[int, tuple]:
+    """``{source_id: (wm_ra_deg, wm_dec_deg, w_ra, w_dec, n_detections, first_mjd)}``."""
+    sql = ("SELECT source_id, wm_ra_deg, wm_dec_deg, w_ra, w_dec, n_detections, "
+           "first_detected_mjd FROM source_detections WHERE source_id IN ({in})")
+    return {int(r[0]): tuple(r[1:]) for r in bulk.fetch_in(conn, sql, [int(s) for s in source_ids])}
+
+
+def save_detection_positions(conn: Connection, rows: Iterable[tuple]) -> None:
+    """Upsert ``(source_id, wm_ra, wm_dec, w_ra, w_dec, n_detections, first_mjd, last_mjd)``."""
+    now = time.time()
+    rows = [tuple(r) + (now,) for r in rows]
+    if not rows:
+        return
+    names = ("source_id", "wm_ra_deg", "wm_dec_deg", "w_ra", "w_dec", "n_detections",
+             "first_detected_mjd", "last_detected_mjd", "updated_at")
+    bulk.executemany(conn, bulk.upsert_sql("source_detections", names, ("source_id",)), rows)
+
+
+def replace_detections(conn: Connection, image_id: int, columns: dict[str, list]) -> None:
+    """Replace the detections of one image (a re-measured image keeps no stale rows).
+
+    ``columns`` maps each name of :data:`DETECTION_COLUMNS` to a list of Python values
+    (None for SQL NULL).
+    """
+    conn.execute(detections.delete().where(detections.c.image_id == int(image_id)))
+    n = len(columns["status"])
+    if n:
+        rows = list(zip([int(image_id)] * n, *(columns[c] for c in DETECTION_COLUMNS)))
+        bulk.executemany(conn, bulk.insert_sql("detections", ("image_id",) + DETECTION_COLUMNS),
+                         rows)
+
+
+def store_image_depth(conn: Connection, image_id: int, footprint: bytes, rms_min, rms_max,
+                      n_detections: int) -> None:
+    """Create or replace the depth row of one image."""
+    values = {"image_id": int(image_id), "footprint": footprint,
+              "rms_min_jyb": _num(rms_min), "rms_max_jyb": _num(rms_max),
+              "n_detections": int(n_detections)}
+    stmt = dialect_insert(conn, image_depths).values(**values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["image_id"], set_={
+        k: v for k, v in values.items() if k != "image_id"}))
+
+
+def _num(v):
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def earlier_depths(conn: Connection, image_ids: Sequence[int], before_mjd: float,
+                   limit: int = 64) -> list[dict]:
+    """Depth rows of the images among ``image_ids`` observed before ``before_mjd``, the
+    ``limit`` deepest first (lowest ``rms_min``): ``image_id``, ``mjd``, ``rms_min_jyb``,
+    ``rms_max_jyb``, ``footprint``."""
+    ids = [int(i) for i in image_ids]
+    if not ids or before_mjd is None or not np.isfinite(before_mjd):
+        return []
+    out = []
+    for start in range(0, len(ids), bulk.CHUNK):
+        q = (sa.select(image_depths.c.image_id, images.c.mjd, image_depths.c.rms_min_jyb,
+                       image_depths.c.rms_max_jyb)
+             .select_from(image_depths.join(images, images.c.id == image_depths.c.image_id))
+             .where(image_depths.c.image_id.in_(ids[start:start + bulk.CHUNK]),
+                    images.c.mjd < float(before_mjd), image_depths.c.rms_min_jyb.is_not(None)))
+        out.extend(conn.execute(q).mappings().all())
+    out = sorted(out, key=lambda r: r["rms_min_jyb"])[:limit]
+    if not out:
+        return []
+    blobs = dict(conn.execute(sa.select(image_depths.c.image_id, image_depths.c.footprint).where(
+        image_depths.c.image_id.in_([r["image_id"] for r in out]))).all())
+    return [{**dict(r), "footprint": blobs[r["image_id"]]} for r in out]
+
+
+def record_new_sources(conn: Connection, rows: list[dict]) -> None:
+    """Insert ``new_sources`` rows (a source is new once: later inserts are ignored)."""
+    if rows:
+        now = time.time()
+        conn.execute(dialect_insert(conn, new_sources).on_conflict_do_nothing(
+            index_elements=["source_id"]), [{"created_at": now, **r} for r in rows])
+
+
+def set_backfill_job(conn: Connection, source_ids: Sequence[int], job_id: int) -> None:
+    conn.execute(new_sources.update().where(new_sources.c.source_id.in_(
+        [int(s) for s in source_ids])).values(backfill_job_id=int(job_id)))
+
+
+def image_detections(conn: Connection, image_id: int) -> list[dict]:
+    """The detections of one image, brightest first."""
+    q = (sa.select(detections, sources.c.catalog_id.label("source_name"))
+         .select_from(detections.outerjoin(sources, sources.c.id == detections.c.source_id))
+         .where(detections.c.image_id == int(image_id))
+         .order_by(detections.c.peak_jyb.desc().nulls_last(), detections.c.id))
+    return [dict(r) for r in conn.execute(q).mappings().all()]
+
+
+def source_detections_in(conn: Connection, source_id: int, image_ids: Sequence[int]) -> list[dict]:
+    """The detections of one source among ``image_ids`` (its field), by epoch."""
+    out = []
+    ids = [int(i) for i in image_ids]
+    for start in range(0, len(ids), bulk.CHUNK):
+        q = (sa.select(detections, images.c.path)
+             .select_from(detections.join(images, images.c.id == detections.c.image_id))
+             .where(detections.c.image_id.in_(ids[start:start + bulk.CHUNK]),
+                    sa.or_(detections.c.source_id == int(source_id),
+                           detections.c.related_source_id == int(source_id))))
+        out.extend(dict(r) for r in conn.execute(q).mappings().all())
+    return sorted(out, key=lambda r: (r["mjd"] is None, r["mjd"] or 0.0, r["id"]))
+
+
+def detection_counts(conn: Connection) -> dict[str, int]:
+    """Totals for ``status``: detections (summed per image), new and non-catalogue sources."""
+    n_det = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(image_depths.c.n_detections), 0))
+                         ).scalar()
+    kinds = dict(conn.execute(sa.select(sources.c.kind, sa.func.count()).where(
+        sources.c.kind.in_(list(OWN_KINDS))).group_by(sources.c.kind)).all())
+    return {"detections": int(n_det or 0), "new_sources": int(kinds.get("new", 0)),
+            "blind_sources": int(kinds.get("blind", 0)),
+            "monitor_sources": int(kinds.get("monitor", 0))}
+
+
+__all__ = ["DETECTION_COLUMNS", "OWN_KINDS", "own_sources_near", "detection_positions",
+           "save_detection_positions", "replace_detections", "store_image_depth",
+           "earlier_depths", "record_new_sources", "set_backfill_job", "image_detections",
+           "source_detections_in", "detection_counts"]
