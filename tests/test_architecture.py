@@ -4,6 +4,7 @@ and it really fails on a back-edge (a copy of the package with one deliberate up
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,3 +34,34 @@ def test_a_back_edge_breaks_the_contract(tmp_path):
     res = lint(tmp_path)
     assert res.returncode != 0
     assert "dsa110_contimg.core is not allowed to import dsa110_contimg.cli" in res.stdout, res.stdout
+
+
+def _defines(source: str, name: str) -> bool:
+    return re.search(rf"^\s*(?:def|class)\s+{name}\b|^{name}\s*[:=]", source, re.M) is not None
+
+
+def test_architecture_names_only_modules_and_names_that_exist():
+    """Every `path.py`, `path.py: name` and `folder/` that ARCHITECTURE.md names exists
+    (paths under src/dsa110_contimg, or the repository root for tests/, bench/, docs/ ...)."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    package = ROOT / "src" / "dsa110_contimg"
+
+    def resolve(rel: str) -> Path:
+        if "/" not in rel.rstrip("/"):                 # a bare name: at the root or in the package
+            return ROOT / rel if (ROOT / rel).exists() else next(package.rglob(rel), package / rel)
+        top = rel.split("/", 1)[0]
+        return ROOT / rel if (ROOT / top).is_dir() and not (package / top).is_dir() else package / rel
+
+    missing = []
+    for rel, name in re.findall(r"`([\w./]+\.py)(?::\s+(\w+))?", text):
+        if "NAME" in rel:                              # the placeholders of "How to add"
+            continue
+        path = resolve(rel)
+        if not path.is_file():
+            missing.append(rel)
+        elif name and not _defines(path.read_text(), name):
+            missing.append(f"{rel}: {name}")
+    for rel in re.findall(r"`([\w./]+/)`", text):
+        if not rel.startswith("../") and not resolve(rel).is_dir():
+            missing.append(rel)
+    assert not missing, f"ARCHITECTURE.md names what does not exist: {missing}"

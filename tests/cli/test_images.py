@@ -94,7 +94,7 @@ def test_fallback_ensemble_when_no_catalogue_reference_is_compact(sim_field, tmp
     stored, saying the ensemble needs more epochs); from ENSEMBLE_MIN_EPOCHS on, the sources
     the service has seen to be steady normalise the images, flagged 'ensemble'."""
     from dsa110_contimg.photometry import PhotometryManager
-    from dsa110_contimg.pipeline.lightcurves import ENSEMBLE_MIN_EPOCHS
+    from dsa110_contimg.pipeline.references import ENSEMBLE_MIN_EPOCHS
     from dsa110_contimg.service.config import load_config
 
     conf = _deployment(tmp_path, sim_field)

@@ -127,20 +127,6 @@ def test_forced_workflow_recovers_truth_and_stores_catalogue_ids(sim_field, tmp_
     assert mjd == [(60676.0,)]   # the observation epoch, never the processing time
 
 
-def test_remeasuring_leaves_one_set_of_rows(sim_field, tmp_path):
-    path = tmp_path / "img.fits"
-    sim_field.image(path)
-    manager = PhotometryManager(tmp_path / "p.sqlite3", catalog_dir=tmp_path / "catalogs")
-    first = manager.measure_for_fits(path, create_batch_job=False)
-    sim_field.image(path, gain=1.2, seed=5)          # the file is rewritten, then measured again
-    second = manager.measure_for_fits(path, create_batch_job=False)
-    assert first.image_id == second.image_id
-    db = tmp_path / "p.sqlite3"
-    assert _count(db, "select count(*) from images") == 1
-    assert _count(db, "select count(*) from measurements") == 30
-    assert _count(db, "select count(*) from sources") == 30
-
-
 def test_mosaic_without_beam_uses_peak_and_says_so(sim_field, tmp_path):
     path = tmp_path / "mosaic.fits"
     sim_field.image(path, include_beam=False, naxis=2, extra_header={"NIMAGES": 10})
@@ -154,21 +140,6 @@ def test_mosaic_without_beam_uses_peak_and_says_so(sim_field, tmp_path):
                                         beam_arcsec=sim_field.beam)
     assert result.method == "forced"
     assert any("beam_arcsec" in n for n in result.notes)
-
-
-def test_peak_fallback_stays_out_of_light_curves_and_says_why(sim_field, tmp_path):
-    path = tmp_path / "mosaic.fits"
-    sim_field.image(path, include_beam=False, naxis=2, extra_header={"NIMAGES": 10})
-    manager = PhotometryManager(tmp_path / "p.sqlite3", catalog_dir=tmp_path / "catalogs",
-                                default_config=PhotometryConfig(catalog="nvss"))
-    result = manager.measure_for_mosaic(path, create_batch_job=False)
-    assert result.method == "peak"
-    assert result.normalization["status"] == "failed"
-    assert "method mismatch" in result.normalization["reason"]
-    assert any("kept out of the light curves" in n for n in result.notes)
-    with manager.products.engine.connect() as conn:
-        n = conn.exec_driver_sql("select count(*) from variability_stats where sum_w > 0").scalar()
-    assert n == 0
 
 
 def test_beamless_image_in_an_image_directory_is_an_error_not_a_mosaic(sim_field, tmp_path):
@@ -262,28 +233,6 @@ def test_cli_measure_with_catalogue_sync_and_batch(sim_field, tmp_path, monkeypa
     assert _count(Path("state/products.sqlite3"), "select count(*) from measurements") == 30
 
 
-def test_qc_failure_is_stored_kept_out_of_light_curves_and_reported(sim_field, tmp_path, capsys):
-    path = tmp_path / "noisy.fits"
-    sim_field.image(path, noise=1e-3)
-    manager = PhotometryManager(tmp_path / "p.sqlite3", catalog_dir=tmp_path / "catalogs",
-                                default_config=PhotometryConfig(qc_max_rms_jyb=1e-4, detect_ese=True))
-    result = manager.measure_for_fits(path, create_batch_job=False)
-    assert result.qc_status == "failed"
-    assert any("QC failed" in n and "rms" in n for n in result.notes)
-    db = tmp_path / "p.sqlite3"
-    assert _count(db, "select count(*) from measurements") == 30          # stored ...
-    assert _count(db, "select count(*) from measurements where flags & 1024") == 30
-    assert _count(db, "select count(*) from variability_stats where n > 0") == 0   # ... kept out
-    import json
-
-    capsys.readouterr()            # the measurement's own log lines are not the JSON
-    assert cli_main(["status", "--json", "--products-db", str(db)]) == 3  # no daemon running
-    st = json.loads(capsys.readouterr().out)
-    assert st["qc"]["failed"] == 1 and st["images"]["measured"] == 1
-    assert st["qc"]["recent_failures"][0]["path"].endswith("noisy.fits")
-    assert any("rms" in r for r in st["qc"]["recent_failures"][0]["reasons"])
-
-
 def test_image_without_epoch_is_stored_and_said_to_stay_out_of_light_curves(sim_field, tmp_path):
     from astropy.io import fits
 
@@ -300,24 +249,3 @@ def test_image_without_epoch_is_stored_and_said_to_stay_out_of_light_curves(sim_
     db = tmp_path / "p.sqlite3"
     assert _count(db, "select count(*) from measurements where mjd is null") == 30
     assert _count(db, "select count(*) from variability_stats where n > 0") == 0
-
-
-def test_status_measurement_total_is_the_number_of_rows(sim_field, tmp_path):
-    # status sums the images' row counts instead of counting millions of measurements:
-    # the two agree after first measurements and after a re-measurement replaced rows
-    import time
-
-    from dsa110_contimg.store.status import read_status_counts
-
-    a, b = tmp_path / "a.fits", tmp_path / "b.fits"
-    sim_field.image(a)
-    sim_field.image(b, seed=2, mjd=60677.0)
-    m = PhotometryManager(tmp_path / "products.sqlite3", catalog_dir=tmp_path / "catalogs")
-    cfg = PhotometryConfig(catalog="nvss", method="forced")
-    for p in (a, b, a):
-        m.run_image(p, "image", cfg)
-    db = open_products_db(tmp_path / "products.sqlite3")
-    counts = read_status_counts(db, now=time.time())
-    n_rows = _count(tmp_path / "products.sqlite3", "SELECT count(*) FROM measurements")
-    assert n_rows == 2 * len(sim_field.ra_deg) > 0
-    assert counts["measurements"] == n_rows and counts["images"] == 2

@@ -11,6 +11,7 @@ from dsa110_contimg.science.normalize import (
     Correction,
     apply_correction,
     compute_correction,
+    ensemble_steadiness,
     normalise_epochs,
     reference_baselines,
     select_references,
@@ -160,3 +161,28 @@ def test_normalise_epochs_marks_untrusted_images_nan():
     good = np.delete(np.arange(15), 7)
     flat = fn[:, good] / true[:, None]
     assert np.std(flat / np.median(flat, axis=1, keepdims=True)) < 0.02
+
+
+def test_ensemble_steadiness_removes_the_common_gain_and_finds_the_variable():
+    rng = np.random.default_rng(12)
+    true, gain, mjd, flux, err = _field(rng, 40, 20, 0.01, gain_amp=0.15)
+    flux[7, 8:12] *= 0.6                                  # one source dips by 40 %
+    flux[3, 5] = np.nan                                   # missing and unusable points
+    err[4, 6] = 0.0
+    got = ensemble_steadiness(flux, err, mjd)
+    steady = np.ones(40, bool)
+    steady[7] = False
+    assert got["n"][3] == 19 and got["n"][4] == 19 and got["n"][0] == 20
+    # the gain (15 %) is gone: steady sources scatter at their 1 % noise (eta ~ 1, V ~ 0.01)
+    assert np.median(got["eta"][steady]) == pytest.approx(1.0, abs=0.35)
+    assert np.all(got["v"][steady] < 0.03) and got["v"][7] > 0.15
+    assert got["eta"][7] > 50 * np.max(got["eta"][steady])
+    # the metrics are those of science/variability of the gain-divided curves
+    from dsa110_contimg.science.variability import lightcurve_metrics
+
+    good = np.where((flux > 0) & (err > 0), flux, np.nan)   # unusable points vote for no gain
+    common = np.nanmedian(good / np.nanmedian(good, axis=1, keepdims=True), axis=0)
+    one = lightcurve_metrics(flux[0] / common, err[0] / common, mjd)
+    assert got["eta"][0] == pytest.approx(one["eta"], rel=1e-9)
+    assert got["v"][0] == pytest.approx(one["v"], rel=1e-9)
+

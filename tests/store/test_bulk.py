@@ -1,16 +1,13 @@
 """The driver-level bulk statements of the per-image hot paths (store/bulk.py) on both
-back-ends, and the ESE evaluation made outside the write transaction (re-evaluated inside it
-only when its inputs changed meanwhile)."""
+back-ends."""
 
 from __future__ import annotations
-
-import sqlite3
 
 import numpy as np
 import pytest
 from pgcluster import BACKENDS
 
-from dsa110_contimg.store import bulk, open_products_db
+from dsa110_contimg.store import open_products_db
 from dsa110_contimg.store import lightcurves as lc_store
 from dsa110_contimg.store import products as ps
 from dsa110_contimg.store.schema import METRIC_COLUMNS, RUNNING_SUM_COLUMNS
@@ -110,77 +107,6 @@ def test_running_stats_round_trip_and_signature_changes_on_rewrite(databases):
     db.dispose()
 
 
-def test_ese_rows_are_reused_unless_their_inputs_changed(tmp_path, monkeypatch):
-    from dsa110_contimg.pipeline import lightcurves as lc
-    from dsa110_contimg.store.engine import read_connection
-
-    db = open_products_db(tmp_path / "p.sqlite3")
-    with db.engine.begin() as conn:
-        sid = _sources(conn, 50)
-        stats = {c: np.ones(50) for c in RUNNING_SUM_COLUMNS}
-        stats["n"] = np.full(50, 6)
-        lc_store.save_running_stats(conn, sid, stats, {c: np.ones(50) for c in METRIC_COLUMNS},
-                                    "normalized")
-    ctx = lc.ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
-                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid)
-    row = {"source_id": int(sid[3]), "criteria": "[\"preset\"]", "preset": "moderate",
-           "score": 5.0, "confidence": "medium", "n_epochs": 6}
-    calls = []
-
-    def fresh(conn, ctx_, cfg):
-        calls.append(cfg)
-        return [dict(row, score=9.0)], 1
-
-    monkeypatch.setattr(lc, "ese_rows", fresh)
-    with read_connection(db.engine) as conn:
-        sig = lc.ese_inputs_signature(conn, ctx)
-    # unchanged inputs: the rows evaluated outside the transaction are written as they are
-    with db.engine.begin() as conn:
-        assert lc.store_ese(conn, ctx, None, ([dict(row)], 1), sig) == 1
-    assert calls == []
-    with db.engine.connect() as conn:
-        assert conn.exec_driver_sql("select score from ese_candidates").scalar() == 5.0
-    # another image rewrote a source's statistics in between: evaluated again, inside
-    with db.engine.begin() as conn:
-        lc_store.save_running_stats(conn, sid[:1], {k: v[:1] for k, v in stats.items()},
-                                    {c: np.ones(1) for c in METRIC_COLUMNS}, "normalized")
-    with db.engine.begin() as conn:
-        assert lc.store_ese(conn, ctx, "cfg", ([dict(row)], 1), sig) == 1
-    assert calls == ["cfg"]
-    with db.engine.connect() as conn:
-        assert conn.exec_driver_sql("select score from ese_candidates").scalar() == 9.0
-    db.dispose()
-
-
-def test_ese_evaluation_reads_go_through_while_another_worker_holds_the_write_lock(tmp_path):
-    from dsa110_contimg.pipeline import lightcurves as lc
-    from dsa110_contimg.store.engine import make_engine, read_connection
-
-    path = tmp_path / "p.sqlite3"
-    db = open_products_db(path)
-    with db.engine.begin() as conn:
-        sid = _sources(conn, 30)
-    db.dispose()
-    ctx = lc.ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
-                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid)
-    holder = sqlite3.connect(path, timeout=0.1, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        engine = make_engine(path, busy_timeout_ms=200)
-        with read_connection(engine) as conn:
-            sig = lc.ese_inputs_signature(conn, ctx)
-            assert bulk.fetch_in(conn, "SELECT count(*) FROM sources WHERE id IN ({in})",
-                                 sid.tolist()) == [(30,)]
-        assert sig[1] == frozenset()
-        with pytest.raises(Exception, match="locked"):
-            with engine.begin() as conn:
-                lc.store_ese(conn, ctx, None, ([], 0), sig)
-        engine.dispose()
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-
-
 @both
 def test_running_stats_read_back_in_their_stored_form(databases):
     # the one rule of how running statistics come back from the store (NULL for non-finite;
@@ -203,37 +129,4 @@ def test_running_stats_read_back_in_their_stored_form(databases):
     assert set(want) == set(got)
     for c in want:
         np.testing.assert_array_equal(got[c], want[c], err_msg=c)
-    db.dispose()
-
-
-def test_ese_rows_use_the_written_stats_only_while_nothing_rewrote_them(tmp_path, monkeypatch):
-    from dsa110_contimg.core.config import PhotometryConfig
-    from dsa110_contimg.pipeline import lightcurves as lc
-    from dsa110_contimg.store.engine import read_connection
-
-    db = open_products_db(tmp_path / "p.sqlite3")
-    stats = {c: np.ones(50) for c in RUNNING_SUM_COLUMNS}
-    stats["n"] = np.full(50, 6)
-    with db.engine.begin() as conn:
-        sid = _sources(conn, 50)
-        lc_store.save_running_stats(conn, sid, stats, {c: np.ones(50) for c in METRIC_COLUMNS},
-                                    "normalized")
-        written = (lc_store.running_stats_signature(conn, sid), lc_store.as_stored(stats))
-    ctx = lc.ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
-                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid,
-                          written_stats=written)
-    reads = []
-    real = lc_store.load_running_stats
-    monkeypatch.setattr(lc_store, "load_running_stats", lambda *a: reads.append(1) or real(*a))
-    cfg = PhotometryConfig()
-    with read_connection(db.engine) as conn:
-        lc.ese_rows(conn, ctx, cfg, lc.ese_inputs_signature(conn, ctx))
-    assert reads == []                              # the signature matches: no read
-    with db.engine.begin() as conn:                 # another image rewrote one source
-        lc_store.save_running_stats(conn, sid[:1], {k: v[:1] for k, v in stats.items()},
-                                    {c: np.ones(1) for c in METRIC_COLUMNS}, "normalized")
-    with read_connection(db.engine) as conn:
-        lc.ese_rows(conn, ctx, cfg, lc.ese_inputs_signature(conn, ctx))
-        lc.ese_rows(conn, ctx, cfg)                 # no signature: always read
-    assert reads == [1, 1]
     db.dispose()

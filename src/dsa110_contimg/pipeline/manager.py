@@ -2,8 +2,9 @@
 
 One call runs, for one FITS file::
 
-    catalogue query -> measure -> quality control -> store (one transaction)
-        -> normalise -> variability statistics -> ESE candidates -> link
+    measure (pipeline/measure.py: catalogue query, noise, measurement; no database)
+        -> the steps of pipeline/steps (one transaction: store, QC, normalise,
+           variability; then ESE candidates in their own) -> link
 
 either now (``create_batch_job=False``, returning the per-source results) or
 as a batch job in the products database (``create_batch_job=True``, returning
@@ -23,8 +24,6 @@ registry.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,13 @@ import numpy as np
 import structlog
 
 from dsa110_contimg.core.config import PhotometryConfig
-from dsa110_contimg.core.enums import MOSAIC_KEYWORDS
-from dsa110_contimg.core.errors import MissingBeam, PhotometryError
+from dsa110_contimg.core.errors import PhotometryError
 from dsa110_contimg.core.paths import db_path, fs_path, printable
+from dsa110_contimg.pipeline.measure import MeasuredImage, measure_image, open_image, query_catalog
+from dsa110_contimg.pipeline.runner import store_measured
 from dsa110_contimg.science.results import MeasurementTable
-from dsa110_contimg.store import products as product_store
 from dsa110_contimg.store import registry as registry_store
-from dsa110_contimg.store.engine import Database, open_products_db, open_registry_db, serialise_writes
+from dsa110_contimg.store.engine import Database, open_products_db, open_registry_db
 from dsa110_contimg.store.queue import JobQueue
 
 log = structlog.get_logger("dsa110_contimg.pipeline.manager")
@@ -78,11 +77,12 @@ class PhotometryResult:
     ese_candidates : int
         Active ESE candidates among this image's sources after the update.
     step_seconds : dict
-        Wall time of each workflow step, seconds (``write_lock``: how long the image's
-        write transaction held the database, overlapping ``store``/``normalise``/
-        ``variability``; the QC statistics and history read are outside it; ``ese_lock``:
-        the ESE candidates' write transaction, the evaluation itself runs before it on a
-        read connection).
+        Wall time of each workflow step, seconds: the measurement's stages (``open``,
+        ``catalog``, ``noise``, ``measure``, ``image_stats``), each step's reads and writes
+        (``store``, ``qc``, ``normalise``, ``variability``, ``ese``), ``write_lock`` (how
+        long the image's write transaction held the database, commit included) and
+        ``ese_lock`` (the ESE step's own short transaction; its evaluation runs before it
+        on a read connection).
     """
 
     fits_path: Path
@@ -105,75 +105,6 @@ class PhotometryResult:
     def success_rate(self) -> float:
         """measurements_successful / measurements_total (0 when nothing was measured)."""
         return self.measurements_successful / self.measurements_total if self.measurements_total else 0.0
-
-
-@dataclass
-class ImageSummary:
-    """What storing, QC and normalisation need of an opened image, without its pixels.
-
-    Built on the process that measured the image (:meth:`of`), picklable, so the
-    measurement can run on another host. ``qc_stats`` holds the image-wide noise
-    statistics of :func:`dsa110_contimg.science.qc.image_statistics` (Jy/beam);
-    ``header`` keeps only the keys QC looks at (``NIMAGES``).
-    """
-
-    path: Path
-    beam: Any
-    beam_source: str
-    mjd: float | None
-    freq_hz: float | None
-    center_deg: tuple[float, float]
-    radius_deg: float
-    pixel_scale_arcsec: float
-    blanked_fraction: float
-    header: dict
-    qc_stats: dict | None = None
-
-    @classmethod
-    def of(cls, image, *, qc_stats: bool = True) -> "ImageSummary":
-        from dsa110_contimg.science.qc import image_statistics
-
-        stats = image_statistics(image) if qc_stats else None   # also caches the blanked fraction
-        blanked = float(image.blanked_fraction)
-        if stats is not None and blanked >= 1.0:
-            stats = {}
-        return cls(path=image.path, beam=image.beam, beam_source=image.beam_source, mjd=image.mjd,
-                   freq_hz=image.freq_hz, center_deg=tuple(image.center()),
-                   radius_deg=float(image.footprint_radius_deg()),
-                   pixel_scale_arcsec=float(image.pixel_scale_arcsec), blanked_fraction=blanked,
-                   header={k: image.header[k] for k in MOSAIC_KEYWORDS if k in image.header},
-                   qc_stats=stats)
-
-    def center(self) -> tuple[float, float]:
-        return self.center_deg
-
-    def footprint_radius_deg(self) -> float:
-        return self.radius_deg
-
-
-@dataclass
-class MeasuredImage:
-    """The result of :meth:`PhotometryManager.measure_image` (picklable)."""
-
-    path: Path
-    kind: str
-    method: str
-    notes: list
-    cat: Any
-    table: MeasurementTable
-    image: ImageSummary
-    content_id: str
-    steps: dict
-    #: blind detections (science/detect.py), None when detection is off or impossible
-    detections: MeasurementTable | None = None
-    #: the image's noise footprint (science/footprint.py, serialised), None without detection
-    footprint: bytes | None = None
-
-    def __getstate__(self):
-        self.table._record_type = None   # a namedtuple class made on iteration: not picklable
-        if self.detections is not None:
-            self.detections._record_type = None
-        return self.__dict__
 
 
 class PhotometryManager:
@@ -259,9 +190,9 @@ class PhotometryManager:
         if create_batch_job and not dry_run:
             return self._create_batch_job(path, kind, cfg, data_id or printable(path.stem), group_id)
         if dry_run:
-            image, kind, _method, notes = self._open(path, kind, cfg)
+            image, kind, _method, notes = open_image(path, kind, cfg)
             with image:
-                cat = self._query_catalog(image, kind, cfg)
+                cat = query_catalog(self.catalog_store(cfg), image, kind, cfg)
             return PhotometryResult(path, sources_queried=len(cat), kind=kind, notes=notes,
                                     data_id=data_id)
         if data_id is not None and self.registry is not None:
@@ -282,9 +213,9 @@ class PhotometryManager:
         notes: list[str] = []
         n_sources = 0
         try:
-            image, kind, _method, notes = self._open(path, kind, cfg)
+            image, kind, _method, notes = open_image(path, kind, cfg)
             with image:
-                n_sources = len(self._query_catalog(image, kind, cfg))
+                n_sources = len(query_catalog(self.catalog_store(cfg), image, kind, cfg))
         except PhotometryError as exc:
             # The job still goes in: the worker will fail it with this reason on record.
             notes.append(f"pre-check failed (the job will record it): {exc}")
@@ -301,34 +232,6 @@ class PhotometryManager:
         registry_store.link(self.registry, data_id, data_type=kind, path=db_path(path),
                             photometry_status=status, job_id=job_id, error=error)
 
-    def _open(self, path: Path, kind: str, cfg: PhotometryConfig):
-        """Open the image; decide the kind and the method actually used."""
-        from dsa110_contimg.science.image import Beam, RadioImage
-
-        beam = Beam.from_arcsec(*cfg.beam_arcsec) if cfg.beam_arcsec else None
-        image = RadioImage.open(path, beam=beam)
-        notes: list[str] = []
-        if kind == "image" and image.is_mosaic:      # the shared rule (core.enums.header_is_mosaic)
-            kind = "mosaic"
-            notes.append("header has a mosaic keyword (NIMAGES): treated as a mosaic")
-        method = cfg.method
-        if image.beam is None and method != "peak":
-            if kind == "mosaic":
-                notes.append(f"no beam in the header and no beam_arcsec configured: measured with "
-                             f"'peak' instead of '{method}' (box maximum, biased high)")
-                method = "peak"
-            else:
-                raise MissingBeam(f"image without a beam: method '{method}' needs the restoring "
-                                  "beam but the header has no BMAJ/BMIN/BPA or HISTORY beam, and the "
-                                  "file is not a mosaic (not in a mosaic directory, no NIMAGES "
-                                  "keyword); set photometry.beam_arcsec or use method='peak'", path)
-        if image.beam_source == "caller":
-            notes.append("beam taken from the configuration (beam_arcsec)")
-        if image.mjd is None:
-            notes.append("no observation epoch in the header (MJD-OBS / DATE-OBS): measurements are "
-                         "stored but cannot enter light curves")
-        return image, kind, method, notes
-
     def catalog_store(self, cfg: PhotometryConfig):
         """The catalogue store for ``cfg`` (cached per directory)."""
         from dsa110_contimg.store.catalogs import CatalogStore
@@ -338,17 +241,6 @@ class PhotometryManager:
         if key not in self._catalog_stores:
             self._catalog_stores[key] = CatalogStore(directory, allow_online=cfg.allow_online)
         return self._catalog_stores[key]
-
-    def _query_catalog(self, image, kind: str, cfg: PhotometryConfig):
-        survey = self.catalog_store(cfg).survey(cfg.catalog)
-        region, radii = cfg.search_region(kind)
-        limits = {"min_flux_mjy": cfg.min_flux_mjy, "max_sources": cfg.max_sources}
-        if region == "footprint":
-            return survey.in_footprint(image, **limits)
-        ra0, dec0 = image.center()
-        if region == "ellipse":
-            return survey.ellipse(ra0, dec0, radii[0], radii[1], **limits)
-        return survey.cone(ra0, dec0, radii[0], **limits)
 
     def run_image(self, path: Path | str, kind: str, cfg: PhotometryConfig, *,
                   data_id: str | None = None, fence=None) -> PhotometryResult:
@@ -365,194 +257,38 @@ class PhotometryManager:
         return self.store_measured(self.measure_image(path, kind, cfg), cfg, data_id=data_id,
                                    fence=fence)
 
-    def measure_image(self, path: Path | str, kind: str, cfg: PhotometryConfig) -> "MeasuredImage":
-        """The database-free part of the workflow: open, catalogue, measure, image statistics.
+    def measure_image(self, path: Path | str, kind: str, cfg: PhotometryConfig) -> MeasuredImage:
+        """The database-free part of the workflow (:func:`dsa110_contimg.pipeline.measure.
+        measure_image`): open, catalogue, measure, image statistics.
 
-        Returns a picklable :class:`MeasuredImage` (what ``reprocess`` ships back from
-        Dask workers); :meth:`store_measured` does the rest. Raises the typed errors of
-        :meth:`run_image`.
+        Returns a picklable :class:`~dsa110_contimg.pipeline.measure.MeasuredImage` (what
+        ``reprocess`` ships back from Dask workers); :meth:`store_measured` does the rest.
+        Raises the typed errors of :meth:`run_image`.
         """
-        from dsa110_contimg.science.forced import measure_positions
+        return measure_image(path, kind, cfg, self.catalog_store(cfg))
 
-        path = Path(fs_path(path))   # opened by its filesystem form; stored by db_path()
-        steps: dict[str, float] = {}
-        t = time.perf_counter()
-        image, kind, method, notes = self._open(path, kind, cfg)
-        steps["open"] = time.perf_counter() - t
-        with image:
-            t = time.perf_counter()
-            cat = self._query_catalog(image, kind, cfg)
-            steps["catalog"] = time.perf_counter() - t
-            if cat.meta.get("coverage") == "partial":
-                notes.extend(f"catalogue: {n}" for n in cat.meta.get("notes", ["coverage is partial"]))
-
-            t = time.perf_counter()
-            if method in ("forced", "peak"):   # the noise map, cached on the image for the measurement
-                from dsa110_contimg.science.noise import background_maps_for
-
-                background_maps_for(image)
-            steps["noise"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            options: dict[str, Any] = {}
-            if method in ("forced", "adaptive"):
-                options.update(nbeam=cfg.nbeam, cluster_threshold=cfg.cluster_threshold)
-            if method == "forced" and cfg.condon_errors:
-                options["condon"] = True
-            table = measure_positions(image, np.asarray(cat["ra_deg"], float),
-                                      np.asarray(cat["dec_deg"], float), method=method, **options)
-            steps["measure"] = time.perf_counter() - t
-            notes.extend(str(n) for n in table.meta.get("notes", []))
-            if table.meta.get("note"):
-                notes.append(str(table.meta["note"]))
-            t = time.perf_counter()
-            detections, footprint = self._detect(image, method, cfg, notes)
-            if detections is not None:
-                steps["detect"] = time.perf_counter() - t
-            t = time.perf_counter()
-            summary = ImageSummary.of(image, qc_stats=cfg.qc)
-            steps["image_stats"] = time.perf_counter() - t
-        return MeasuredImage(path=path, kind=kind, method=method, notes=notes, cat=cat, table=table,
-                             image=summary, content_id=product_store.content_id(path), steps=steps,
-                             detections=detections, footprint=footprint)
-
-    @staticmethod
-    def _detect(image, method: str, cfg: PhotometryConfig, notes: list):
-        """Blind detections and the noise footprint of an image (None, None when off)."""
-        if not cfg.detect:
-            return None, None
-        if image.beam is None:
-            notes.append("no beam: blind detection skipped")
-            return None, None
-        from dsa110_contimg.science.detect import DetectionOptions, detect_sources
-        from dsa110_contimg.science.footprint import footprint_of
-        from dsa110_contimg.science.noise import background_maps_for
-
-        maps = background_maps_for(image)      # the maps the forced measurement used (cached)
-        detections = detect_sources(image, maps, options=DetectionOptions.from_config(cfg))
-        return detections, footprint_of(image, maps).to_bytes()
-
-    def store_measured(self, measured: "MeasuredImage", cfg: PhotometryConfig, *,
+    def store_measured(self, measured: MeasuredImage, cfg: PhotometryConfig, *,
                        data_id: str | None = None, fence=None) -> PhotometryResult:
-        """Store a :class:`MeasuredImage`: QC, one write transaction (measurements,
-        normalisation, variability), then ESE candidates. Returns the result."""
-        path, image, kind, method = measured.path, measured.image, measured.kind, measured.method
-        cat, table, notes = measured.cat, measured.table, list(measured.notes)
-        steps = dict(measured.steps)
-        t0 = time.perf_counter()
+        """Store a measured image through the per-image steps
+        (:func:`dsa110_contimg.pipeline.runner.store_measured`: one write transaction for
+        the measurements, QC, normalisation and variability, then ESE candidates) and
+        return its result."""
+        outcome = store_measured(self.products.engine, measured, cfg, data_id=data_id, fence=fence)
+        table, cat = measured.table, measured.cat
+        results = MeasurementTable(
+            {**table.columns, "source_id": outcome.source_ids,
+             "catalog_id": np.asarray([str(s) for s in cat["source_id"]], dtype=object)},
+            {**table.meta, "image_id": outcome.image_id})
         result = PhotometryResult(
-            path, sources_queried=len(cat), measurements_successful=table.n_success,
-            measurements_total=len(table), results=table, kind=kind, method=method, notes=notes,
-            data_id=data_id)
-        ctx = self._store(path, image, kind, method, cfg, cat, table, data_id, notes, result, steps,
-                          content_id=measured.content_id, fence=fence)
-        steps["store"] = time.perf_counter() - t0 - sum(
-            steps.get(k, 0.0) for k in ("qc", "normalise", "variability"))
-        if cfg.detect_ese:
-            from dsa110_contimg.pipeline import lightcurves
-
-            from dsa110_contimg.store.engine import read_connection
-
-            t = time.perf_counter()
-            # evaluated on a read connection (the shape search needs no lock), written in a
-            # short transaction that re-evaluates only if the inputs changed meanwhile
-            with read_connection(self.products.engine) as conn:
-                signature = lightcurves.ese_inputs_signature(conn, ctx)
-                evaluated = lightcurves.ese_rows(conn, ctx, cfg, signature)
-            t_lock = time.perf_counter()
-            with self.products.engine.begin() as conn:
-                serialise_writes(conn)
-                if fence is not None:
-                    fence(conn)
-                result.ese_candidates = lightcurves.store_ese(conn, ctx, cfg, evaluated, signature)
-            steps["ese_lock"] = time.perf_counter() - t_lock
-            steps["ese"] = time.perf_counter() - t
-        result.image_id = ctx.image_id
-        result.step_seconds = steps
-        log.info("image_measured", path=printable(path), kind=kind, method=method, image_id=ctx.image_id,
-                 sources=len(cat), successful=table.n_success, qc=result.qc_status,
-                 normalization=(result.normalization or {}).get("status"),
+            measured.path, sources_queried=len(cat), measurements_successful=table.n_success,
+            measurements_total=len(table), results=results, kind=measured.kind,
+            method=measured.method, notes=outcome.notes, image_id=outcome.image_id,
+            data_id=data_id, qc_status=outcome.qc_status, normalization=outcome.normalization,
+            ese_candidates=outcome.ese_candidates, step_seconds=outcome.step_seconds)
+        log.info("image_measured", path=printable(measured.path), kind=measured.kind,
+                 method=measured.method, image_id=outcome.image_id, sources=len(cat),
+                 successful=table.n_success, qc=result.qc_status,
+                 normalization=result.normalization.get("status"),
                  ese_candidates=result.ese_candidates,
-                 steps={k: round(v, 4) for k, v in steps.items()})
+                 steps={k: round(v, 4) for k, v in outcome.step_seconds.items()})
         return result
-
-    def _store(self, path, image, kind, method, cfg, cat, table, data_id, notes, result, steps, *,
-               content_id=None, fence=None):
-        """One transaction: sources, image row, measurements, QC, normalisation, variability."""
-        from dsa110_contimg.pipeline import lightcurves
-
-        beam = image.beam
-        rms = table["local_rms_jyb"]
-        median_rms = float(np.nanmedian(rms)) if np.isfinite(rms).any() else None
-        ra_c, dec_c = image.center()
-        radius = image.footprint_radius_deg()
-        abs_path = db_path(path.resolve())   # the database form, as in files and batch_job_items
-        row = {
-            "path": abs_path, "content_id": content_id or product_store.content_id(path), "kind": kind,
-            "data_id": data_id, "mjd": image.mjd, "freq_hz": image.freq_hz,
-            "beam_major_arcsec": beam.major_arcsec if beam else None,
-            "beam_minor_arcsec": beam.minor_arcsec if beam else None,
-            "beam_pa_deg": beam.pa_deg if beam else None, "beam_source": image.beam_source,
-            "ra_center_deg": ra_c, "dec_center_deg": dec_c, "radius_deg": radius,
-            "median_rms_jyb": median_rms, "method": method, "catalog": cfg.catalog,
-            "n_sources": len(table), "n_success": table.n_success, "notes": json.dumps(notes),
-            "measured_at": time.time(),
-        }
-        ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
-        t = time.perf_counter()
-        history = None
-        catalog_ids = [str(s) for s in cat["source_id"]]
-        # Reads that need no write lock, on a deferred (read-only) transaction: the QC
-        # history and the ids of sources already stored (source rows never change).
-        from dsa110_contimg.store.engine import read_connection
-
-        with read_connection(self.products.engine) as conn:
-            known_ids = product_store.existing_source_ids(conn, cfg.catalog, catalog_ids)
-            if cfg.qc:
-                history = lightcurves.qc_field_history(conn, path=abs_path, ra_deg=ra_c,
-                                                       dec_deg=dec_c, radius_deg=radius,
-                                                       mjd=image.mjd)
-        norm_inputs = (lightcurves.normalisation_inputs(image, cat)
-                       if cfg.normalize and (method == cfg.method) else None)
-        qc = lightcurves.quality_control(None, path=abs_path, ra_deg=ra_c, dec_deg=dec_c,
-                                         radius_deg=radius, mjd=image.mjd, kind=kind, image=image,
-                                         table=table, cat=cat, cfg=cfg, history=history)
-        steps["qc"] = time.perf_counter() - t
-        t_lock = time.perf_counter()
-        with self.products.engine.begin() as conn:
-            serialise_writes(conn)   # SQLite: BEGIN IMMEDIATE already; PostgreSQL: advisory lock
-            if fence is not None:
-                fence(conn)
-            remeasured = product_store.image_by_path(conn, abs_path) is not None
-            source_ids = product_store.upsert_sources(
-                conn, cfg.catalog, catalog_ids, cat["ra_deg"], cat["dec_deg"],
-                cat["flux_mjy"] if "flux_mjy" in cat.colnames else None, ref_ok, known=known_ids)
-            image_id = product_store.store_image_measurements(conn, row, source_ids, table.columns)
-            ctx = lightcurves.ImageContext(
-                image_id=image_id, path=abs_path, mjd=image.mjd, ra_deg=ra_c, dec_deg=dec_c,
-                radius_deg=radius, kind=kind, remeasured=remeasured, source_ids=source_ids,
-                method=method)
-            lightcurves.record_qc(conn, ctx, qc)
-            t = time.perf_counter()
-            norm = lightcurves.normalise(conn, ctx, image, table, cat, cfg, qc, inputs=norm_inputs)
-            steps["normalise"] = time.perf_counter() - t
-            t = time.perf_counter()
-            var = lightcurves.update_variability(conn, ctx, table, cfg, qc, norm)
-            steps["variability"] = time.perf_counter() - t
-        # time the write transaction held the database (SQLite: the write lock), commit included
-        steps["write_lock"] = time.perf_counter() - t_lock
-        table.columns["source_id"] = source_ids
-        table.columns["catalog_id"] = np.asarray(catalog_ids, dtype=object)
-        table.meta["image_id"] = image_id
-        result.qc_status = None if qc is None else qc.status
-        if qc is not None and qc.status != "passed":
-            notes.extend(f"QC {qc.status}: {r}" for r in qc.reasons)
-        result.normalization = {k: v for k, v in norm.items() if k != "renormalised"}
-        if norm.get("renormalised"):
-            notes.append(f"re-normalised {len(norm['renormalised'])} earlier image(s) as reference "
-                         "baselines were established")
-        if not var["used"]:
-            why = norm.get("reason") or ("image failed quality control" if result.qc_status == "failed"
-                                         else "not normalisable")
-            notes.append(f"fluxes kept out of the light curves: {why}")
-        return ctx

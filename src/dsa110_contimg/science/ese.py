@@ -524,7 +524,7 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     window ends after the sources' last earlier epoch (and not after the data)
     are fitted, on the epochs those templates can touch, so the cost per image
     no longer grows with the length of the history. Known candidates should be
-    re-searched in full (``lightcurves.evaluate_ese`` does).
+    re-searched in full (the ESE step, ``pipeline/steps/ese.py``, does).
 
     All templates of a chunk of sources are evaluated on the union of their
     epochs with matrix products (sources observed on the same images share one

@@ -49,7 +49,6 @@ Negative fluxes are kept.
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 
@@ -57,11 +56,10 @@ import numpy as np
 
 from dsa110_contimg.core.enums import METHODS
 from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.science import methods as optional_methods
 from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-_DELEGATED = {"adaptive": "dsa110_contimg.science.methods.adaptive",
-              "aegean": "dsa110_contimg.science.methods.aegean"}
 #: sources per vectorised chunk (bounds memory: ~N*S*S*8 bytes per array)
 CHUNK = 16384
 
@@ -700,9 +698,8 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
     """
     if method not in METHODS:
         raise ConfigError("method", method, "one of " + ", ".join(METHODS))
-    if method in _DELEGATED:
-        mod = importlib.import_module(_DELEGATED[method])
-        return mod.measure(image, ra_deg, dec_deg, **options)
+    if method in optional_methods.MODULES:
+        return optional_methods.measure_function(method)(image, ra_deg, dec_deg, **options)
 
     from dsa110_contimg.science.image import as_image
     from dsa110_contimg.science.noise import background_maps_for

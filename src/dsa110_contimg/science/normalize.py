@@ -287,6 +287,38 @@ def apply_correction(flux, flux_err, correction: Correction):
     return fn, en
 
 
+def ensemble_steadiness(flux2d, err2d, mjd2d) -> dict:
+    """How steady each of a block of raw light curves is once the common gain is removed.
+
+    The common per-epoch gain is the median over sources of flux / the source's own
+    median flux; each light curve is divided by it (flux and error), and the variability
+    metrics of :mod:`dsa110_contimg.science.variability` are taken of what is left.
+
+    Parameters
+    ----------
+    flux2d, err2d : array-like, shape (n_sources, n_epochs)
+        Raw flux and error (Jy/beam), one column per epoch (image); NaN where missing.
+        Points with flux <= 0 or error <= 0 are ignored.
+    mjd2d : array-like, shape (n_sources, n_epochs) or (n_epochs,)
+        Epoch of each point (MJD).
+
+    Returns
+    -------
+    dict
+        ``n`` (valid points), ``eta`` and ``v`` per source (NaN for fewer than 2 points).
+    """
+    from dsa110_contimg.science.variability import RunningStats, lightcurve_block
+
+    f, e, t = lightcurve_block(flux2d, err2d, mjd2d, "ensemble_steadiness")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        good = np.isfinite(f) & (f > 0) & np.isfinite(e) & (e > 0)
+        f = np.where(good, f, np.nan)
+        gain = np.nanmedian(f / np.nanmedian(f, axis=1, keepdims=True), axis=0, keepdims=True)
+        metrics = RunningStats.from_lightcurves(f / gain, np.where(good, e, np.nan) / gain,
+                                                t).metrics()
+    return {"n": metrics["n"], "eta": metrics["eta"], "v": metrics["v"]}
+
+
 def normalise_epochs(flux2d, err2d, mjd, ref_index, *, n_epochs: int = 10, min_points: int = 3,
                      **correction_kw):
     """Normalise a block of light curves image by image (e.g. a full recompute).
@@ -332,5 +364,6 @@ def normalise_epochs(flux2d, err2d, mjd, ref_index, *, n_epochs: int = 10, min_p
     return fn, en, corrections
 
 
-__all__ = ["Correction", "apply_correction", "compute_correction", "normalise_epochs",
+__all__ = ["Correction", "apply_correction", "compute_correction", "ensemble_steadiness",
+           "normalise_epochs",
            "reference_baselines", "select_references", "MAD_TO_SIGMA", "MEDIAN_EFFICIENCY"]

@@ -370,7 +370,7 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
     Parameters
     ----------
     image : RadioImage or str or Path or ImageSummary
-        The image, or a :class:`~dsa110_contimg.pipeline.manager.ImageSummary`
+        The image, or a :class:`~dsa110_contimg.pipeline.measure.ImageSummary`
         whose ``qc_stats`` were computed where it was measured (no pixels needed).
     measurements : MeasurementTable, optional
         Measurements on this image at catalogue positions (for the flux scale).

@@ -110,21 +110,6 @@ class MeasurementTable:
         self.meta = dict(meta or {})
         self._record_type = None
 
-    # -- construction ---------------------------------------------------------
-    @classmethod
-    def empty_like_positions(cls, ra_deg, dec_deg, meta=None) -> "MeasurementTable":
-        """A table of failed rows (NaN flux, ``BAD_POSITION``) for the given positions."""
-        ra = np.atleast_1d(np.asarray(ra_deg, dtype=float))
-        n = ra.size
-        nan = np.full(n, np.nan)
-        return cls({
-            "ra_deg": ra, "dec_deg": np.atleast_1d(np.asarray(dec_deg, dtype=float)),
-            "x_pix": nan, "y_pix": nan, "peak_jyb": nan, "peak_err_jyb": nan,
-            "local_rms_jyb": nan, "snr": nan, "chi2": nan, "dof": np.zeros(n, np.int64),
-            "cluster_id": np.full(n, -1), "flags": np.full(n, int(Flag.BAD_POSITION)),
-            "success": np.zeros(n, bool),
-        }, meta)
-
     # -- access -----------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.columns["ra_deg"])

@@ -5,7 +5,7 @@ The work is split where the workflow splits (:meth:`PhotometryManager.measure_im
 
 * **Dask workers measure** (the pure part, no database): open the image, query the
   catalogue, noise maps, the estimator, the image-wide QC statistics. Each task
-  returns a picklable :class:`~dsa110_contimg.pipeline.manager.MeasuredImage`.
+  returns a picklable :class:`~dsa110_contimg.pipeline.measure.MeasuredImage`.
 * **The coordinator stores**, one transaction per image, in epoch order (MJD, then
   path): measurements, QC against the field's history, normalisation, running
   statistics, ESE candidates, the data-registry link. The light-curve maths

@@ -293,12 +293,6 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
     bulk.executemany(conn, bulk.upsert_sql("variability_stats", names, ("source_id",)), rows)
 
 
-def _null_list(a: np.ndarray) -> list:
-    out = a.astype(object)
-    out[~np.isfinite(a)] = None
-    return out.tolist()
-
-
 def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
                before_mjd: float | None, exclude_path: str, limit: int = 20) -> list[dict]:
     """QC metrics of the most recent passed/warning images near (ra, dec) before an epoch."""

@@ -20,11 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dsa110_contimg.store.engine import dialect_insert
 from dsa110_contimg.store.schema import images, measurements
-
-#: Parameters per statement chunk for IN lists (portable below SQLite's limit).
-_CHUNK = 900
 
 MEASUREMENT_COLUMNS = (
     "ra_deg", "dec_deg", "x_pix", "y_pix", "peak_jyb", "peak_err_jyb", "local_rms_jyb", "snr",
@@ -38,14 +34,6 @@ def content_id(path: str | Path) -> str:
     with open(path, "rb") as fh:
         digest = hashlib.sha1(fh.read(2880 * 8)).hexdigest()[:16]
     return f"{st.st_size}:{st.st_mtime_ns}:{digest}"
-
-
-def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_elements: list[str]) -> None:
-    """``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL."""
-    if not rows:
-        return
-    conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(index_elements=index_elements),
-                 rows)
 
 
 _SOURCE_IDS_SQL = "SELECT catalog_id, id FROM sources WHERE survey = ? AND catalog_id IN ({in})"
@@ -163,22 +151,3 @@ def set_image_fields(conn: Connection, image_id: int, **values: Any) -> None:
 def image_by_path(conn: Connection, path: str | Path) -> dict | None:
     row = conn.execute(sa.select(images).where(images.c.path == str(path))).mappings().first()
     return None if row is None else dict(row)
-
-
-def measurements_for_image(conn: Connection, image_id: int) -> dict[str, np.ndarray]:
-    """All measurement columns of one image as float/int arrays (NULL -> NaN)."""
-    rows = conn.execute(sa.select(measurements).where(measurements.c.image_id == image_id)
-                        .order_by(measurements.c.id)).mappings().all()
-    return rows_to_arrays(rows, [c.name for c in measurements.columns])
-
-
-def rows_to_arrays(rows, names) -> dict[str, np.ndarray]:
-    """Column arrays from result mappings; numeric NULLs become NaN."""
-    out: dict[str, np.ndarray] = {}
-    for name in names:
-        values = [r[name] for r in rows]
-        if all(v is None or isinstance(v, (int, float)) for v in values):
-            out[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
-        else:
-            out[name] = np.array(values, dtype=object)
-    return out

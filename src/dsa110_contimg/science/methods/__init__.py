@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import importlib
 
-#: method name -> module under this package
-METHOD_MODULES = {"adaptive": "adaptive", "aegean": "aegean"}
+#: The optional methods: name -> module under this package (the one registry;
+#: ``core/enums.py: METHODS`` lists every method the configuration accepts).
+MODULES = {"adaptive": "adaptive", "aegean": "aegean"}
 
 
-def get_method(name: str):
-    """Return the ``measure`` function of an optional method by name.
+def measure_function(name: str):
+    """The ``measure`` function of the optional method ``name``, imported on demand.
 
     Raises
     ------
@@ -35,8 +36,7 @@ def get_method(name: str):
     dsa110_contimg.core.errors.MethodUnavailable
         Only when the method itself is called without its optional dependency.
     """
-    module = METHOD_MODULES[name]
-    return importlib.import_module(f"{__name__}.{module}").measure
+    return importlib.import_module(f"{__name__}.{MODULES[name]}").measure
 
 
-__all__ = ["METHOD_MODULES", "get_method"]
+__all__ = ["MODULES", "measure_function"]

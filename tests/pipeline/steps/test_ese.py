@@ -1,8 +1,5 @@
-"""Light curves through the workflow: normalisation, running statistics and ESE candidates.
-
-Each test measures many simulated epochs of one field with per-epoch gain errors and
-checks what ends in the products database.
-"""
+"""Step ``ese``: an injected ESE becomes a candidate, the CLI lists and exports it, a flare
+does not outrank it; evaluation on a read connection, written only if its inputs held."""
 
 from __future__ import annotations
 
@@ -13,131 +10,23 @@ import numpy as np
 import pytest
 
 from dsa110_contimg.cli.main import main as cli_main
-from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
+from dsa110_contimg.photometry import PhotometryConfig
 from dsa110_contimg.science.ese import ese_model
-from dsa110_contimg.science.variability import lightcurve_metrics
 
-from fields import SimulatedField
+from dsa110_contimg.pipeline.steps.base import ImageContext
+from dsa110_contimg.store import bulk, open_products_db
+from dsa110_contimg.store import lightcurves as lc_store
+from dsa110_contimg.store import products as ps
+from dsa110_contimg.store.schema import METRIC_COLUMNS, RUNNING_SUM_COLUMNS
 
-N_EPOCHS = 14
-
-
-def _field(tmp_path, seed=0):
-    field = SimulatedField(tmp_path, n_sources=30, seed=seed, flux_range=(60.0, 400.0))
-    field.ingest(tmp_path / "catalogs")
-    return field
-
-
-def _run_epochs(tmp_path, field, order, gains, cfg, scales=None, mjds=None, db_name="p.sqlite3"):
-    manager = PhotometryManager(tmp_path / db_name, default_config=cfg, catalog_dir=tmp_path / "catalogs")
-    mjds = np.arange(len(gains)) * 3.0 + 60000.0 if mjds is None else mjds
-    results = {}
-    for k in order:
-        path = tmp_path / f"epoch{k:03d}.fits"
-        if not path.exists():
-            field.image(path, mjd=float(mjds[k]), gain=gains[k], seed=100 + k,
-                        scale=None if scales is None else scales[k])
-        results[k] = manager.measure_for_fits(path, create_batch_job=False)
-    return manager, results
-
-
-def _lightcurves(db):
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "select s.catalog_id, m.mjd, m.peak_jyb, m.peak_err_jyb, m.norm_flux_jyb, m.norm_err_jyb "
-            "from measurements m join sources s on s.id = m.source_id order by s.catalog_id, m.mjd").fetchall()
-    out = {}
-    for cid, mjd, f, e, fn, en in rows:
-        out.setdefault(cid, []).append((mjd, f, e, fn, en))
-    return {k: np.array(v, dtype=float) for k, v in out.items()}
-
-
-def test_normalisation_removes_per_epoch_gain_errors(tmp_path):
-    field = _field(tmp_path)
-    rng = np.random.default_rng(7)
-    gains = 1.0 + rng.uniform(-0.10, 0.10, N_EPOCHS)
-    cfg = PhotometryConfig(normalize=True, norm_min_snr=30.0)
-    manager, results = _run_epochs(tmp_path, field, range(N_EPOCHS), gains, cfg)
-    db = tmp_path / "p.sqlite3"
-    with sqlite3.connect(db) as conn:
-        status = conn.execute("select norm_status, count(*) from images group by norm_status").fetchall()
-        factors = np.array(conn.execute("select norm_factor from images order by mjd").fetchall(), float)[:, 0]
-    # the first two epochs could not be normalised when they arrived; they were once the
-    # reference baselines existed
-    assert status == [("ok", N_EPOCHS)]
-    # the correction tracks the injected gain up to a common scale (baseline = median epoch)
-    rel = factors / gains
-    assert np.std(rel / np.median(rel)) < 0.01
-    lcs = _lightcurves(db)
-    raw_scatter, norm_scatter = [], []
-    for lc in lcs.values():
-        raw_scatter.append(np.std(lc[:, 1]) / np.mean(lc[:, 1]))
-        norm_scatter.append(np.std(lc[:, 3]) / np.mean(lc[:, 3]))
-    assert np.median(raw_scatter) > 0.04
-    assert np.median(norm_scatter) < 0.015
-    assert results[N_EPOCHS - 1].normalization["status"] == "ok"
-
-
-def test_two_references_are_refused_not_normalised_by_one(tmp_path):
-    field = SimulatedField(tmp_path, n_sources=6, seed=3, flux_range=(2.0, 6.0))
-    field.flux_mjy[:2] = 300.0            # only two sources bright enough to be references
-    field.csv_path.unlink()
-    field = _rewrite_catalogue(field)
-    field.ingest(tmp_path / "catalogs")
-    cfg = PhotometryConfig(normalize=True)
-    _, results = _run_epochs(tmp_path, field, range(5), np.ones(5), cfg)
-    last = results[4]
-    assert last.normalization["status"] == "failed"
-    assert "at least 3" in last.normalization["reason"]
-    with sqlite3.connect(tmp_path / "p.sqlite3") as conn:
-        assert conn.execute("select count(*) from measurements where norm_flux_jyb is not null").fetchone()[0] == 0
-        assert conn.execute("select count(*) from variability_stats where n > 0").fetchone()[0] == 0
-
-
-def _rewrite_catalogue(field):
-    from astropy.table import Table
-
-    Table({"_RAJ2000": field.ra_deg, "_DEJ2000": field.dec_deg, "NVSS": [n[5:] for n in field.names],
-           "S1.4": field.flux_mjy, "e_S1.4": np.full(field.flux_mjy.size, 0.5)}).write(field.csv_path)
-    return field
-
-
-def test_running_statistics_equal_full_recompute_in_any_arrival_order(tmp_path):
-    field = _field(tmp_path, seed=2)
-    rng = np.random.default_rng(11)
-    gains = 1.0 + rng.uniform(-0.05, 0.05, N_EPOCHS)
-    # Reference stability verdicts depend on what had arrived when (by design); switch the
-    # check off so that the normalisation itself can be compared across arrival orders.
-    cfg = PhotometryConfig(normalize=True, norm_min_snr=30.0, norm_stability_chi2=1e9)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    for sub, order in (("a", list(range(N_EPOCHS))), ("b", list(rng.permutation(N_EPOCHS)))):
-        d = tmp_path / sub
-        d.joinpath("catalogs").symlink_to(tmp_path / "catalogs")
-        _run_epochs(d, field, order, gains, cfg)
-    stats = {}
-    for sub in ("a", "b"):
-        with sqlite3.connect(tmp_path / sub / "p.sqlite3") as conn:
-            stats[sub] = {r[0]: r[1:] for r in conn.execute(
-                "select s.catalog_id, v.n, v.mean, v.eta, v.v, v.chi2_nu, v.sigma_deviation, v.vs_max "
-                "from variability_stats v join sources s on s.id = v.source_id")}
-    assert stats["a"].keys() == stats["b"].keys() == set(field.names)
-    for cid in stats["a"]:
-        np.testing.assert_allclose(stats["a"][cid], stats["b"][cid], rtol=1e-7, atol=1e-12)
-    # and both equal the one-shot metrics of the stored normalised light curves
-    lcs = _lightcurves(tmp_path / "a" / "p.sqlite3")
-    for cid, lc in lcs.items():
-        ref = lightcurve_metrics(lc[:, 3], lc[:, 4])
-        got = stats["a"][cid]
-        np.testing.assert_allclose(got[:7], [ref["n"], ref["mean"], ref["eta"], ref["v"], ref["chi2_nu"],
-                                             ref["sigma_deviation"], ref["vs_max"]], rtol=1e-6)
+from seasons import bright_field, run_epochs, stored_lightcurves
 
 
 @pytest.fixture(scope="module")
 def ese_run(tmp_path_factory):
     """30 epochs over 150 days, 4 % gain jitter, one source with a 45 % ESE dip."""
     tmp_path = tmp_path_factory.mktemp("ese")
-    field = _field(tmp_path, seed=4)
+    field = bright_field(tmp_path, seed=4)
     n_epochs = 30
     mjds = 60000.0 + np.sort(np.random.default_rng(5).uniform(0, 150, n_epochs))
     rng = np.random.default_rng(9)
@@ -146,7 +35,7 @@ def ese_run(tmp_path_factory):
     scales = np.ones((n_epochs, field.flux_mjy.size))
     scales[:, target] = ese_model(mjds, 60075.0, 40.0, 0.45, 0.0)
     cfg = PhotometryConfig(normalize=True, detect_ese=True, norm_min_snr=30.0)
-    _run_epochs(tmp_path, field, range(n_epochs), gains, cfg, scales=scales, mjds=mjds)
+    run_epochs(tmp_path, field, range(n_epochs), gains, cfg, scales=scales, mjds=mjds)
     return tmp_path, field, target
 
 
@@ -170,7 +59,7 @@ def test_injected_ese_becomes_a_candidate(ese_run):
                                 "where s.catalog_id = ?", (cid,)).fetchone())
     row["criteria"] = json.loads(row["criteria"])
     assert row["baseline_jyb"] == pytest.approx(field.flux_mjy[target] / 1e3, rel=0.1)
-    mjd, _, _, norm, err = _lightcurves(tmp_path / "p.sqlite3")[cid].T
+    mjd, _, _, norm, err = stored_lightcurves(tmp_path / "p.sqlite3")[cid].T
     ok = np.isfinite(norm)
     pull = (norm[ok] - stored_ese_fit(row).model(mjd[ok])) / err[ok]
     steady = (norm[ok] - np.median(norm[ok])) / err[ok]
@@ -268,7 +157,7 @@ def test_single_epoch_flare_does_not_outrank_a_recovered_ese(tmp_path, capsys):
     from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.review import candidates_page
 
-    field = _field(tmp_path, seed=7)
+    field = bright_field(tmp_path, seed=7)
     n = 104
     mjds = 60000.0 + np.arange(n, dtype=float)
     order = np.argsort(field.flux_mjy)
@@ -278,7 +167,7 @@ def test_single_epoch_flare_does_not_outrank_a_recovered_ese(tmp_path, capsys):
     scales[8, flare_src] = 2.0
     gains = 1.0 + np.random.default_rng(3).normal(0, 0.04, n)
     cfg = PhotometryConfig(normalize=True, detect_ese=True, norm_min_snr=30.0)
-    _run_epochs(tmp_path, field, range(n), gains, cfg, scales=scales, mjds=mjds)
+    run_epochs(tmp_path, field, range(n), gains, cfg, scales=scales, mjds=mjds)
 
     capsys.readouterr()
     assert cli_main(["ese", "list", "--products-db", str(tmp_path / "p.sqlite3"), "--json"]) == 0
@@ -295,3 +184,114 @@ def test_single_epoch_flare_does_not_outrank_a_recovered_ese(tmp_path, capsys):
         rows, _ = candidates_page(conn)
     store.dispose()
     assert rows[0]["catalog_id"] == field.names[ese_src]
+
+
+# -- evaluated outside the write transaction, written inside it ------------------------
+def _sources(conn, n):
+    ids = [f"NVSS J{i:06d}" for i in range(n)]
+    return ps.upsert_sources(conn, "nvss", ids, np.linspace(10, 11, n), np.full(n, 30.0),
+                             np.full(n, 5.0), np.arange(n) % 2 == 0)
+
+
+def test_ese_rows_are_reused_unless_their_inputs_changed(tmp_path, monkeypatch):
+    from dsa110_contimg.pipeline.steps import ese as lc
+    from dsa110_contimg.store.engine import read_connection
+
+    db = open_products_db(tmp_path / "p.sqlite3")
+    with db.engine.begin() as conn:
+        sid = _sources(conn, 50)
+        stats = {c: np.ones(50) for c in RUNNING_SUM_COLUMNS}
+        stats["n"] = np.full(50, 6)
+        lc_store.save_running_stats(conn, sid, stats, {c: np.ones(50) for c in METRIC_COLUMNS},
+                                    "normalized")
+    ctx = ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
+                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid)
+    row = {"source_id": int(sid[3]), "criteria": "[\"preset\"]", "preset": "moderate",
+           "score": 5.0, "confidence": "medium", "n_epochs": 6}
+    calls = []
+
+    def fresh(conn, ctx_, cfg):
+        calls.append(cfg)
+        return [dict(row, score=9.0)], 1
+
+    monkeypatch.setattr(lc, "ese_rows", fresh)
+    with read_connection(db.engine) as conn:
+        sig = lc.ese_inputs_signature(conn, ctx)
+    # unchanged inputs: the rows evaluated outside the transaction are written as they are
+    with db.engine.begin() as conn:
+        assert lc.store_ese(conn, ctx, None, ([dict(row)], 1), sig) == 1
+    assert calls == []
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("select score from ese_candidates").scalar() == 5.0
+    # another image rewrote a source's statistics in between: evaluated again, inside
+    with db.engine.begin() as conn:
+        lc_store.save_running_stats(conn, sid[:1], {k: v[:1] for k, v in stats.items()},
+                                    {c: np.ones(1) for c in METRIC_COLUMNS}, "normalized")
+    with db.engine.begin() as conn:
+        assert lc.store_ese(conn, ctx, "cfg", ([dict(row)], 1), sig) == 1
+    assert calls == ["cfg"]
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("select score from ese_candidates").scalar() == 9.0
+    db.dispose()
+
+
+def test_ese_evaluation_reads_go_through_while_another_worker_holds_the_write_lock(tmp_path):
+    from dsa110_contimg.pipeline.steps import ese as lc
+    from dsa110_contimg.store.engine import make_engine, read_connection
+
+    path = tmp_path / "p.sqlite3"
+    db = open_products_db(path)
+    with db.engine.begin() as conn:
+        sid = _sources(conn, 30)
+    db.dispose()
+    ctx = ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
+                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid)
+    holder = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        engine = make_engine(path, busy_timeout_ms=200)
+        with read_connection(engine) as conn:
+            sig = lc.ese_inputs_signature(conn, ctx)
+            assert bulk.fetch_in(conn, "SELECT count(*) FROM sources WHERE id IN ({in})",
+                                 sid.tolist()) == [(30,)]
+        assert sig[1] == frozenset()
+        with pytest.raises(Exception, match="locked"):
+            with engine.begin() as conn:
+                lc.store_ese(conn, ctx, None, ([], 0), sig)
+        engine.dispose()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_ese_rows_use_the_written_stats_only_while_nothing_rewrote_them(tmp_path, monkeypatch):
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.pipeline.steps import ese as lc
+    from dsa110_contimg.store.engine import read_connection
+
+    db = open_products_db(tmp_path / "p.sqlite3")
+    stats = {c: np.ones(50) for c in RUNNING_SUM_COLUMNS}
+    stats["n"] = np.full(50, 6)
+    with db.engine.begin() as conn:
+        sid = _sources(conn, 50)
+        lc_store.save_running_stats(conn, sid, stats, {c: np.ones(50) for c in METRIC_COLUMNS},
+                                    "normalized")
+        written = (lc_store.running_stats_signature(conn, sid), lc_store.as_stored(stats))
+    ctx = ImageContext(image_id=1, path="/x.fits", mjd=60000.0, ra_deg=10.0, dec_deg=30.0,
+                          radius_deg=1.0, kind="image", remeasured=False, source_ids=sid,
+                          written_stats=written)
+    reads = []
+    real = lc_store.load_running_stats
+    monkeypatch.setattr(lc_store, "load_running_stats", lambda *a: reads.append(1) or real(*a))
+    cfg = PhotometryConfig()
+    with read_connection(db.engine) as conn:
+        lc.ese_rows(conn, ctx, cfg, lc.ese_inputs_signature(conn, ctx))
+    assert reads == []                              # the signature matches: no read
+    with db.engine.begin() as conn:                 # another image rewrote one source
+        lc_store.save_running_stats(conn, sid[:1], {k: v[:1] for k, v in stats.items()},
+                                    {c: np.ones(1) for c in METRIC_COLUMNS}, "normalized")
+    with read_connection(db.engine) as conn:
+        lc.ese_rows(conn, ctx, cfg, lc.ese_inputs_signature(conn, ctx))
+        lc.ese_rows(conn, ctx, cfg)                 # no signature: always read
+    assert reads == [1, 1]
+    db.dispose()

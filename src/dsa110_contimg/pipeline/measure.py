@@ -1,0 +1,213 @@
+"""The database-free part of one image's workflow: open, catalogue, noise, measure, statistics.
+
+:func:`measure_image` returns a picklable :class:`MeasuredImage` (what ``reprocess``
+ships back from Dask workers); the steps of :mod:`dsa110_contimg.pipeline.steps`
+store it (:func:`dsa110_contimg.pipeline.runner.store_measured`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsa110_contimg.core.config import PhotometryConfig
+from dsa110_contimg.core.enums import MOSAIC_KEYWORDS
+from dsa110_contimg.core.errors import MissingBeam
+from dsa110_contimg.core.paths import fs_path
+from dsa110_contimg.pipeline.timing import StepTimer
+from dsa110_contimg.science.results import MeasurementTable
+from dsa110_contimg.store import products as product_store
+
+
+@dataclass
+class ImageSummary:
+    """What storing, QC and normalisation need of an opened image, without its pixels.
+
+    Built on the process that measured the image (:meth:`of`), picklable, so the
+    measurement can run on another host. ``qc_stats`` holds the image-wide noise
+    statistics of :func:`dsa110_contimg.science.qc.image_statistics` (Jy/beam);
+    ``header`` keeps only the keys QC looks at (``NIMAGES``).
+    """
+
+    path: Path
+    beam: Any
+    beam_source: str
+    mjd: float | None
+    freq_hz: float | None
+    center_deg: tuple[float, float]
+    radius_deg: float
+    pixel_scale_arcsec: float
+    blanked_fraction: float
+    header: dict
+    qc_stats: dict | None = None
+
+    @classmethod
+    def of(cls, image, *, qc_stats: bool = True) -> "ImageSummary":
+        from dsa110_contimg.science.qc import image_statistics
+
+        stats = image_statistics(image) if qc_stats else None   # also caches the blanked fraction
+        blanked = float(image.blanked_fraction)
+        if stats is not None and blanked >= 1.0:
+            stats = {}
+        return cls(path=image.path, beam=image.beam, beam_source=image.beam_source, mjd=image.mjd,
+                   freq_hz=image.freq_hz, center_deg=tuple(image.center()),
+                   radius_deg=float(image.footprint_radius_deg()),
+                   pixel_scale_arcsec=float(image.pixel_scale_arcsec), blanked_fraction=blanked,
+                   header={k: image.header[k] for k in MOSAIC_KEYWORDS if k in image.header},
+                   qc_stats=stats)
+
+    def center(self) -> tuple[float, float]:
+        return self.center_deg
+
+    def footprint_radius_deg(self) -> float:
+        return self.radius_deg
+
+
+@dataclass
+class MeasuredImage:
+    """The result of :func:`measure_image` (picklable).
+
+    ``method`` is the method actually used (``peak`` for a beamless mosaic), ``notes``
+    the workflow decisions so far, ``cat`` the catalogue rows measured (one per row of
+    ``table``), ``steps`` the seconds spent per stage.
+    """
+
+    path: Path
+    kind: str
+    method: str
+    notes: list
+    cat: Any
+    table: MeasurementTable
+    image: ImageSummary
+    content_id: str
+    steps: dict
+    #: blind detections (science/detect.py), None when detection is off or impossible
+    detections: MeasurementTable | None = None
+    #: the image's noise footprint (science/footprint.py, serialised), None without detection
+    footprint: bytes | None = None
+
+    def __getstate__(self):
+        self.table._record_type = None   # a namedtuple class made on iteration: not picklable
+        if self.detections is not None:
+            self.detections._record_type = None
+        return self.__dict__
+
+
+def open_image(path: Path, kind: str, cfg: PhotometryConfig):
+    """Open the image; decide the kind and the method actually used.
+
+    Returns ``(image, kind, method, notes)``. A header with a mosaic keyword makes it a
+    mosaic; a mosaic without a beam is measured with ``peak``; an image without one
+    raises :class:`~dsa110_contimg.core.errors.MissingBeam`.
+    """
+    from dsa110_contimg.science.image import Beam, RadioImage
+
+    beam = Beam.from_arcsec(*cfg.beam_arcsec) if cfg.beam_arcsec else None
+    image = RadioImage.open(path, beam=beam)
+    notes: list[str] = []
+    if kind == "image" and image.is_mosaic:      # the shared rule (core.enums.header_is_mosaic)
+        kind = "mosaic"
+        notes.append("header has a mosaic keyword (NIMAGES): treated as a mosaic")
+    method = cfg.method
+    if image.beam is None and method != "peak":
+        if kind == "mosaic":
+            notes.append(f"no beam in the header and no beam_arcsec configured: measured with "
+                         f"'peak' instead of '{method}' (box maximum, biased high)")
+            method = "peak"
+        else:
+            raise MissingBeam(f"image without a beam: method '{method}' needs the restoring "
+                              "beam but the header has no BMAJ/BMIN/BPA or HISTORY beam, and the "
+                              "file is not a mosaic (not in a mosaic directory, no NIMAGES "
+                              "keyword); set photometry.beam_arcsec or use method='peak'", path)
+    if image.beam_source == "caller":
+        notes.append("beam taken from the configuration (beam_arcsec)")
+    if image.mjd is None:
+        notes.append("no observation epoch in the header (MJD-OBS / DATE-OBS): measurements are "
+                     "stored but cannot enter light curves")
+    return image, kind, method, notes
+
+
+def query_catalog(catalogs, image, kind: str, cfg: PhotometryConfig):
+    """The catalogue rows in the image's search region (``cfg.search_region(kind)``) from
+    the :class:`~dsa110_contimg.store.catalogs.CatalogStore` ``catalogs``."""
+    survey = catalogs.survey(cfg.catalog)
+    region, radii = cfg.search_region(kind)
+    limits = {"min_flux_mjy": cfg.min_flux_mjy, "max_sources": cfg.max_sources}
+    if region == "footprint":
+        return survey.in_footprint(image, **limits)
+    ra0, dec0 = image.center()
+    if region == "ellipse":
+        return survey.ellipse(ra0, dec0, radii[0], radii[1], **limits)
+    return survey.cone(ra0, dec0, radii[0], **limits)
+
+
+def _measurement_options(method: str, cfg: PhotometryConfig) -> dict[str, Any]:
+    """Options of :func:`~dsa110_contimg.science.forced.measure_positions` the workflow sets."""
+    options: dict[str, Any] = {}
+    if method in ("forced", "adaptive"):
+        options.update(nbeam=cfg.nbeam, cluster_threshold=cfg.cluster_threshold)
+    if method == "forced" and cfg.condon_errors:
+        options["condon"] = True
+    return options
+
+
+def detect(image, cfg: PhotometryConfig, notes: list):
+    """Blind detections and the noise footprint of an image (None, None when off)."""
+    if not cfg.detect:
+        return None, None
+    if image.beam is None:
+        notes.append("no beam: blind detection skipped")
+        return None, None
+    from dsa110_contimg.science.detect import DetectionOptions, detect_sources
+    from dsa110_contimg.science.footprint import footprint_of
+    from dsa110_contimg.science.noise import background_maps_for
+
+    maps = background_maps_for(image)      # the maps the forced measurement used (cached)
+    detections = detect_sources(image, maps, options=DetectionOptions.from_config(cfg))
+    return detections, footprint_of(image, maps).to_bytes()
+
+
+def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs) -> MeasuredImage:
+    """Open, query the catalogue, estimate the noise, measure every position, image statistics.
+
+    ``catalogs`` is the :class:`~dsa110_contimg.store.catalogs.CatalogStore` to query.
+    Raises the typed errors of :mod:`dsa110_contimg.core.errors` (``InvalidImage`` and
+    subclasses, ``CatalogMissing``, ...). ``path`` may be the filesystem form or the
+    database form (``fsb64:``) of the name.
+    """
+    from dsa110_contimg.science.forced import measure_positions
+
+    path = Path(fs_path(path))   # opened by its filesystem form; stored by db_path()
+    timer = StepTimer()
+    with timer("open"):
+        image, kind, method, notes = open_image(path, kind, cfg)
+    with image:
+        with timer("catalog"):
+            cat = query_catalog(catalogs, image, kind, cfg)
+        if cat.meta.get("coverage") == "partial":
+            notes.extend(f"catalogue: {n}" for n in cat.meta.get("notes", ["coverage is partial"]))
+        with timer("noise"):
+            if method in ("forced", "peak"):   # the noise map, cached on the image for the measurement
+                from dsa110_contimg.science.noise import background_maps_for
+
+                background_maps_for(image)
+        with timer("measure"):
+            table = measure_positions(image, np.asarray(cat["ra_deg"], float),
+                                      np.asarray(cat["dec_deg"], float), method=method,
+                                      **_measurement_options(method, cfg))
+        notes.extend(str(n) for n in table.meta.get("notes", []))
+        if table.meta.get("note"):
+            notes.append(str(table.meta["note"]))
+        if cfg.detect:
+            with timer("detect"):
+                detections, footprint = detect(image, cfg, notes)
+        else:
+            detections, footprint = None, None
+        with timer("image_stats"):
+            summary = ImageSummary.of(image, qc_stats=cfg.qc)
+    return MeasuredImage(path=path, kind=kind, method=method, notes=notes, cat=cat, table=table,
+                         image=summary, content_id=product_store.content_id(path),
+                         steps=timer.seconds, detections=detections, footprint=footprint)

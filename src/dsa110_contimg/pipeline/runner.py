@@ -1,0 +1,110 @@
+"""Run the per-image steps (:data:`dsa110_contimg.pipeline.steps.STEPS`) on a measured image.
+
+:func:`store_measured` is the database half of one image's workflow:
+
+1. every ``image``-transaction step's ``prepare`` on one read connection (no lock);
+2. one write transaction (the write lock, fenced on the job's lease) in which those
+   steps ``write`` in order -- the measurements, QC, normalisation, running statistics;
+3. each ``own``-transaction step (ESE): ``prepare`` on a read connection, ``write`` in a
+   short transaction of its own.
+
+It returns the image's :class:`ImageOutcome` and changes nothing it was given.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from dsa110_contimg.core.paths import db_path
+from dsa110_contimg.pipeline.steps import IMAGE_TRANSACTION, STEPS, ImageContext, Step
+from dsa110_contimg.pipeline.timing import StepTimer
+from dsa110_contimg.store.engine import read_connection, serialise_writes
+
+
+@dataclass
+class ImageOutcome:
+    """What storing one measured image gave.
+
+    ``results`` maps each step's name to its result (``qc``: the QCResult; ``normalise``:
+    the normalisation summary; ``variability``; ``ese``: the number of sources flagged);
+    ``source_ids`` are the ``sources.id`` of the measurement rows; ``notes`` the
+    measurement's and the steps' notes; ``step_seconds`` the measurement's and the steps'
+    times (s) with ``write_lock`` (the image's write transaction, commit included) and
+    ``<step>_lock`` for steps with a transaction of their own.
+    """
+
+    image_id: int
+    source_ids: np.ndarray
+    results: dict[str, Any]
+    notes: list[str]
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def qc_status(self) -> str | None:
+        qc = self.results.get("qc")
+        return None if qc is None else qc.status
+
+    @property
+    def normalization(self) -> dict:
+        """The normalisation summary without the ids of images normalised again."""
+        return {k: v for k, v in (self.results.get("normalise") or {}).items() if k != "renormalised"}
+
+    @property
+    def ese_candidates(self) -> int:
+        return int(self.results.get("ese") or 0)
+
+
+def image_context(measured, cfg, *, data_id: str | None = None) -> ImageContext:
+    """The context of a measured image before any step ran."""
+    image = measured.image
+    ra, dec = image.center()
+    return ImageContext(
+        image_id=None, path=db_path(measured.path.resolve()), mjd=image.mjd, ra_deg=ra,
+        dec_deg=dec, radius_deg=image.footprint_radius_deg(), kind=measured.kind,
+        remeasured=False, source_ids=None, method=measured.method, cfg=cfg, measured=measured,
+        data_id=data_id, notes=list(measured.notes))
+
+
+@contextmanager
+def _transaction(engine, fence):
+    """A write transaction holding the products database's write lock, fenced."""
+    with engine.begin() as conn:
+        serialise_writes(conn)   # SQLite: BEGIN IMMEDIATE already; PostgreSQL: advisory lock
+        if fence is not None:
+            fence(conn)
+        yield conn
+
+
+def store_measured(engine, measured, cfg, *, data_id: str | None = None,
+                   fence: Callable | None = None, steps: Sequence[Step] = STEPS) -> ImageOutcome:
+    """Store a :class:`~dsa110_contimg.pipeline.measure.MeasuredImage` through ``steps``.
+
+    ``engine`` is the products database's engine; ``fence(conn)``, when given, is called
+    first inside every write transaction (the job runtime's lease check: it raises to
+    roll the transaction back).
+    """
+    ctx = image_context(measured, cfg, data_id=data_id)
+    timer = StepTimer(measured.steps)
+    active = [s for s in steps if s.enabled(cfg)]
+    in_image = [s for s in active if s.transaction == IMAGE_TRANSACTION]
+    with read_connection(engine) as conn:
+        for step in in_image:
+            with timer(step.name):
+                step.prepare(conn, ctx)
+    with timer("write_lock"), _transaction(engine, fence) as conn:
+        for step in in_image:
+            with timer(step.name):
+                ctx.results[step.name] = step.write(conn, ctx)
+    for step in active:
+        if step.transaction != IMAGE_TRANSACTION:
+            with timer(step.name):
+                with read_connection(engine) as conn:
+                    step.prepare(conn, ctx)
+                with timer(f"{step.name}_lock"), _transaction(engine, fence) as conn:
+                    ctx.results[step.name] = step.write(conn, ctx)
+    return ImageOutcome(image_id=ctx.image_id, source_ids=ctx.source_ids, results=ctx.results,
+                        notes=ctx.notes, step_seconds=timer.seconds)

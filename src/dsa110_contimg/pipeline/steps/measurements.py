@@ -1,0 +1,63 @@
+"""Step ``store``: the image row, its catalogue sources and its measurements.
+
+Prepare (read connection): the ids of the catalogue sources already stored (source
+rows never change once written). Write: insert the missing sources, create or update
+the image row (by path) and replace its measurements
+(:func:`dsa110_contimg.store.products.store_image_measurements`); sets
+``ctx.image_id``, ``ctx.source_ids`` and ``ctx.remeasured``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from dsa110_contimg.pipeline.steps.base import ImageContext, Step
+from dsa110_contimg.store import products as product_store
+
+
+def _catalog_ids(ctx: ImageContext) -> list[str]:
+    return [str(s) for s in ctx.measured.cat["source_id"]]
+
+
+def _image_row(ctx: ImageContext) -> dict:
+    """The ``images`` row of the measured image."""
+    measured, cfg = ctx.measured, ctx.cfg
+    image, table = measured.image, measured.table
+    beam = image.beam
+    rms = table["local_rms_jyb"]
+    median_rms = float(np.nanmedian(rms)) if np.isfinite(rms).any() else None
+    return {
+        "path": ctx.path, "content_id": measured.content_id or product_store.content_id(measured.path),
+        "kind": ctx.kind, "data_id": ctx.data_id, "mjd": ctx.mjd, "freq_hz": image.freq_hz,
+        "beam_major_arcsec": beam.major_arcsec if beam else None,
+        "beam_minor_arcsec": beam.minor_arcsec if beam else None,
+        "beam_pa_deg": beam.pa_deg if beam else None, "beam_source": image.beam_source,
+        "ra_center_deg": ctx.ra_deg, "dec_center_deg": ctx.dec_deg, "radius_deg": ctx.radius_deg,
+        "median_rms_jyb": median_rms, "method": ctx.method, "catalog": cfg.catalog,
+        "n_sources": len(table), "n_success": table.n_success, "notes": json.dumps(ctx.notes),
+        "measured_at": time.time(),
+    }
+
+
+def prepare(conn, ctx: ImageContext) -> None:
+    ctx.prepared["store"] = product_store.existing_source_ids(conn, ctx.cfg.catalog,
+                                                              _catalog_ids(ctx))
+
+
+def write(conn, ctx: ImageContext) -> dict:
+    cat = ctx.measured.cat
+    ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
+    ctx.remeasured = product_store.image_by_path(conn, ctx.path) is not None
+    ctx.source_ids = product_store.upsert_sources(
+        conn, ctx.cfg.catalog, _catalog_ids(ctx), cat["ra_deg"], cat["dec_deg"],
+        cat["flux_mjy"] if "flux_mjy" in cat.colnames else None, ref_ok,
+        known=ctx.prepared.get("store"))
+    ctx.image_id = product_store.store_image_measurements(conn, _image_row(ctx), ctx.source_ids,
+                                                          ctx.measured.table.columns)
+    return {"image_id": ctx.image_id, "remeasured": ctx.remeasured}
+
+
+STEP = Step("store", write, prepare)

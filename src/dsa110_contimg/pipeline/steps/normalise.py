@@ -1,0 +1,247 @@
+"""Step ``normalise``: the image's flux-scale correction (docs/science.md, Normalisation).
+
+Prepare (no database): the reference-selection inputs of the catalogue in this beam
+(:func:`dsa110_contimg.pipeline.references.reference_inputs`). Write, inside the image's
+transaction:
+
+1. the references (:func:`dsa110_contimg.pipeline.references.choose_references`) and
+   every decision with its reason;
+2. their baselines (median of their first ``norm_baseline_epochs`` raw epochs, >= 3
+   points; :func:`dsa110_contimg.science.normalize.reference_baselines`), recomputed
+   while still being established or when this image falls inside their window;
+3. the correction (clipped median of flux / baseline, >= ``norm_min_refs`` references;
+   :func:`dsa110_contimg.science.normalize.compute_correction`) and the normalised
+   fluxes;
+4. the stability verdict of references with complete baselines;
+5. every earlier image of the field that used a reference whose baseline moved is
+   normalised again.
+
+The result is a summary dict (``status``, ``factor``, ``factor_err``, ``n_refs``,
+``scatter``, ``reason``, ``method``) with the ids of the images normalised again
+(``renormalised``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from dsa110_contimg.pipeline import references
+from dsa110_contimg.pipeline.steps import qc as qc_step
+from dsa110_contimg.pipeline.steps.base import ImageContext, Step
+from dsa110_contimg.store import lightcurves as lc_store
+
+
+def prepare(conn, ctx: ImageContext) -> None:
+    if ctx.method == ctx.cfg.method:
+        ctx.prepared["normalise"] = references.reference_inputs(ctx.measured.cat,
+                                                                ctx.measured.image)
+
+
+def _refused(conn, ctx: ImageContext, summary: dict) -> dict | None:
+    """The summary of an image that is not normalised at all (method fallback, QC failed),
+    its status stored; None when the image goes on to be normalised."""
+    cfg = ctx.cfg
+    if ctx.method is not None and ctx.method != cfg.method:
+        # light curves never mix methods silently: a 'peak' fallback stays out of them
+        reason = (f"method mismatch: measured with '{ctx.method}' instead of the configured "
+                  f"'{cfg.method}' (no beam); kept out of the light curves")
+        summary.update(method_mismatch=True, reason=reason)
+        if cfg.normalize:
+            lc_store.set_normalisation(conn, ctx.image_id, status="failed", reason=reason)
+            summary.update(status="failed")
+        return summary
+    if not cfg.normalize:
+        return summary
+    if qc_step.failed(ctx):
+        lc_store.set_normalisation(conn, ctx.image_id, status="failed",
+                                   reason="image failed quality control")
+        summary.update(status="failed", reason="image failed quality control")
+        return summary
+    return None
+
+
+def write(conn, ctx: ImageContext) -> dict:
+    summary = {"status": "not_requested", "renormalised": set()}
+    refused = _refused(conn, ctx, summary)
+    if refused is not None:
+        return refused
+    cfg, table = ctx.cfg, ctx.measured.table
+    inputs = ctx.prepared.get("normalise") or references.reference_inputs(ctx.measured.cat,
+                                                                          ctx.measured.image)
+    baselines = lc_store.load_baselines(conn, ctx.source_ids)
+    stable = np.array([baselines.get(int(s), {}).get("valid", True) for s in ctx.source_ids], bool)
+    ref_idx, choices, counts, method = references.choose_references(conn, ctx, stable, baselines,
+                                                                    inputs)
+    from dsa110_contimg.store.images import save_reference_choices
+
+    save_reference_choices(conn, ctx.image_id, choices)
+    ref_ids = ctx.source_ids[ref_idx]
+    changed = _maintain_baselines(conn, ctx, ref_ids, baselines)
+    if changed is not None:
+        baselines = lc_store.load_baselines(conn, ctx.source_ids)
+    flux = np.asarray(table["peak_jyb"], float)
+    corr = correct_image(conn, ctx, ctx.image_id, ref_ids, baselines, flux=flux[ref_idx],
+                         all_flux=flux, all_err=np.asarray(table["peak_err_jyb"], float),
+                         all_ids=ctx.source_ids, method=method,
+                         few_refs_reason=references.few_refs_reason(counts, ref_idx.size, cfg))
+    summary.update(corr)
+    summary["method"] = method
+    if corr["status"] == "ok" and ctx.mjd is not None:
+        judged = [s for s, b in lc_store.load_baselines(conn, ctx.source_ids).items()
+                  if b["n_points"] >= cfg.norm_baseline_epochs]
+        if judged:
+            check_reference_stability(conn, ctx, judged)
+    if changed:
+        summary["renormalised"] = _renormalise_field(conn, ctx, changed, baselines)
+    if summary["renormalised"]:
+        ctx.notes.append(f"re-normalised {len(summary['renormalised'])} earlier image(s) as "
+                         "reference baselines were established")
+    return summary
+
+
+def _maintain_baselines(conn, ctx: ImageContext, ref_ids, baselines) -> set[int] | None:
+    """Recompute the baselines still being established or whose first-epochs window this
+    image falls in: of the references chosen now and of every source of the image that
+    already has one (it may be chosen on another image). Returns the ids whose baseline
+    changed, or None when none needed a recompute."""
+    cfg = ctx.cfg
+    mjd = np.inf if ctx.mjd is None else ctx.mjd
+    maintained = set(int(s) for s in ref_ids) | set(baselines)
+    needs = sorted(s for s in maintained
+                   if baselines.get(s, {}).get("n_points", 0) < cfg.norm_baseline_epochs
+                   or mjd < (baselines[s].get("through_mjd") or -np.inf))
+    if not needs:
+        return None
+    return update_baselines(conn, needs, ctx.field_images(conn).ids, cfg)
+
+
+def _renormalise_field(conn, ctx: ImageContext, changed: set[int], baselines) -> set[int]:
+    """Normalise again the field's images that used a reference whose baseline moved."""
+    field = ctx.field_images(conn)
+    done = set()
+    for img_id, refs_json, status in zip(field.ids, list(field.norm_ref_ids),
+                                         list(field.norm_status)):
+        if int(img_id) == ctx.image_id or not refs_json or status == "not_requested":
+            continue
+        refs = np.array(json.loads(refs_json), np.int64)
+        if not changed.intersection(refs.tolist()):
+            continue
+        ids, f, e, flux = lc_store.image_fluxes(conn, int(img_id), refs)
+        correct_image(conn, ctx, int(img_id), refs, baselines, flux=flux, all_flux=f, all_err=e,
+                      all_ids=ids)
+        done.add(int(img_id))
+    return done
+
+
+def check_reference_stability(conn, ctx: ImageContext, ref_ids) -> None:
+    """docs/science.md, Normalisation (reference stability): chi2_nu of each reference's
+    normalised flux over the last ``norm_stability_days`` (>= 5 points) above
+    ``norm_stability_chi2`` -> reference invalid.
+
+    Only references with a complete baseline are judged (while a baseline is the median
+    of a few epochs the ratio scatter, and so the normalised errors, are underestimated).
+    The verdict is re-evaluated at every check rather than kept forever: with honest
+    errors chi2_nu(4 dof) > 2 happens 9 % of the time, so a sticky flag would retire
+    every steady reference eventually; a truly variable source stays excluded while its
+    recent light curve is variable. Which references an image used therefore depends on
+    what had arrived when it was measured (stored per image in ``norm_used_ids``)."""
+    from dsa110_contimg.science.variability import RunningStats
+
+    cfg = ctx.cfg
+    field = ctx.field_images(conn)
+    recent = (field.norm_status == "ok") & (field.mjd <= ctx.mjd) & \
+        (field.mjd >= ctx.mjd - cfg.norm_stability_days)
+    flux, err, mjd, _ = lc_store.load_lightcurves(conn, ref_ids, field.ids[recent], normalized=True)
+    if flux.shape[1] < 5:
+        return
+    metrics = RunningStats.from_lightcurves(flux, err, mjd).metrics()
+    n, chi2_nu = metrics["n"], metrics["chi2_nu"]
+    judged = n >= 5
+    with np.errstate(invalid="ignore"):
+        bad = judged & (chi2_nu > cfg.norm_stability_chi2)
+    ids = np.asarray(ref_ids)
+    lc_store.set_baseline_validity(conn, {
+        int(s): (None if not b else
+                 f"chi2_nu {c:.1f} > {cfg.norm_stability_chi2} over {int(k)} epochs in the last "
+                 f"{cfg.norm_stability_days:g} days (MJD {ctx.mjd:.2f})")
+        for s, c, k, b in zip(ids[judged], chi2_nu[judged], n[judged], bad[judged])})
+
+
+def update_baselines(conn, ref_ids: list[int], image_ids, cfg) -> set[int]:
+    """Recompute the baselines of ``ref_ids`` from their raw light curves over
+    ``image_ids``; returns the ids whose baseline value changed."""
+    from dsa110_contimg.science.normalize import reference_baselines
+
+    flux, _err, mjd, _img = lc_store.load_lightcurves(conn, ref_ids, image_ids, normalized=False)
+    if flux.shape[1] == 0:
+        return set()
+    base, rms, usable = reference_baselines(flux, mjd, n_epochs=cfg.norm_baseline_epochs,
+                                            min_points=3)
+    finite = np.isfinite(flux)
+    npts = np.minimum(finite.sum(axis=1), cfg.norm_baseline_epochs)
+    # MJD of the last epoch inside each reference's baseline window (rows are MJD-sorted)
+    rank = np.cumsum(finite, axis=1)
+    in_window = finite & (rank <= cfg.norm_baseline_epochs)
+    through = np.nanmax(np.where(in_window, mjd, -np.inf), axis=1)
+    old = lc_store.load_baselines(conn, ref_ids)
+    rows, changed = [], set()
+    for sid, b, r, u, k, th in zip(ref_ids, base, rms, usable, npts, through):
+        prev = old.get(sid, {})
+        rows.append({"source_id": sid, "method": cfg.method, "baseline_jyb": b if u else None,
+                     "baseline_rms_jyb": r if u else None, "n_points": int(k),
+                     "through_mjd": th if np.isfinite(th) else None,
+                     "valid": bool(prev.get("valid", True)), "invalid_reason": prev.get("invalid_reason")})
+        if u and prev.get("baseline_jyb") != float(b):
+            changed.add(sid)
+    lc_store.save_baselines(conn, rows)
+    return changed
+
+
+def _failure_reason(corr, n_refs: int, cfg, few_refs_reason: str | None) -> str:
+    if few_refs_reason and n_refs < cfg.norm_min_refs:
+        return few_refs_reason
+    if corr.n_refs < cfg.norm_min_refs:
+        return "too few references (baselines not yet established): " + corr.reason
+    return "reference ratios disagree: " + corr.reason
+
+
+def correct_image(conn, ctx: ImageContext, image_id: int, ref_ids, baselines, *, flux, all_flux,
+                  all_err, all_ids, method=None, few_refs_reason=None) -> dict:
+    """Compute and store one image's correction from its references' raw ``flux`` and
+    ``baselines``; store its sources' normalised fluxes when it is trusted. Returns the
+    summary (``status``, ``factor``, ``factor_err``, ``n_refs``, ``scatter``, ``reason``)."""
+    from dsa110_contimg.science.normalize import apply_correction, compute_correction
+
+    cfg = ctx.cfg
+    base = np.array([_num(baselines.get(int(s), {}).get("baseline_jyb")) for s in ref_ids], float)
+    corr = compute_correction(flux, base, min_refs=cfg.norm_min_refs, max_scatter=cfg.norm_max_scatter)
+    if method is not None:
+        from dsa110_contimg.store.images import set_norm_method
+
+        set_norm_method(conn, image_id, method)
+    used_ids = np.asarray(ref_ids)[corr.used_mask]
+    if not corr.ok:
+        corr.reason = _failure_reason(corr, len(ref_ids), cfg, few_refs_reason)
+        lc_store.set_normalisation(conn, image_id, status="failed", factor=corr.factor,
+                                   factor_err=corr.factor_err, scatter=corr.scatter,
+                                   n_refs=corr.n_used, reason=corr.reason, ref_ids=ref_ids,
+                                   used_ids=used_ids)
+        ctx.record_normalisation(image_id, "failed", ref_ids)
+        return {"status": "failed", "reason": corr.reason, "factor": corr.factor, "n_refs": corr.n_used}
+    fn, en = apply_correction(all_flux, all_err, corr)
+    lc_store.set_normalisation(conn, image_id, status="ok", factor=corr.factor,
+                               factor_err=corr.factor_err, scatter=corr.scatter, n_refs=corr.n_used,
+                               reason=None, ref_ids=ref_ids, used_ids=used_ids, norm_flux=fn,
+                               norm_err=en, source_ids=all_ids)
+    ctx.record_normalisation(image_id, "ok", ref_ids)
+    return {"status": "ok", "factor": corr.factor, "factor_err": corr.factor_err,
+            "n_refs": corr.n_used, "scatter": corr.scatter, "reason": None}
+
+
+def _num(x) -> float:
+    return np.nan if x is None else float(x)
+
+
+STEP = Step("normalise", write, prepare)

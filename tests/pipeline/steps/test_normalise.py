@@ -1,0 +1,79 @@
+"""Step ``normalise`` through the workflow: per-epoch gains removed, too few references refused."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+
+from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
+
+from fields import SimulatedField
+from seasons import bright_field, run_epochs, stored_lightcurves
+
+N_EPOCHS = 14
+
+
+def test_normalisation_removes_per_epoch_gain_errors(tmp_path):
+    field = bright_field(tmp_path)
+    rng = np.random.default_rng(7)
+    gains = 1.0 + rng.uniform(-0.10, 0.10, N_EPOCHS)
+    cfg = PhotometryConfig(normalize=True, norm_min_snr=30.0)
+    manager, results = run_epochs(tmp_path, field, range(N_EPOCHS), gains, cfg)
+    db = tmp_path / "p.sqlite3"
+    with sqlite3.connect(db) as conn:
+        status = conn.execute("select norm_status, count(*) from images group by norm_status").fetchall()
+        factors = np.array(conn.execute("select norm_factor from images order by mjd").fetchall(), float)[:, 0]
+    # the first two epochs could not be normalised when they arrived; they were once the
+    # reference baselines existed
+    assert status == [("ok", N_EPOCHS)]
+    # the correction tracks the injected gain up to a common scale (baseline = median epoch)
+    rel = factors / gains
+    assert np.std(rel / np.median(rel)) < 0.01
+    lcs = stored_lightcurves(db)
+    raw_scatter, norm_scatter = [], []
+    for lc in lcs.values():
+        raw_scatter.append(np.std(lc[:, 1]) / np.mean(lc[:, 1]))
+        norm_scatter.append(np.std(lc[:, 3]) / np.mean(lc[:, 3]))
+    assert np.median(raw_scatter) > 0.04
+    assert np.median(norm_scatter) < 0.015
+    assert results[N_EPOCHS - 1].normalization["status"] == "ok"
+
+
+def test_two_references_are_refused_not_normalised_by_one(tmp_path):
+    field = SimulatedField(tmp_path, n_sources=6, seed=3, flux_range=(2.0, 6.0))
+    field.flux_mjy[:2] = 300.0            # only two sources bright enough to be references
+    field.csv_path.unlink()
+    field = _rewrite_catalogue(field)
+    field.ingest(tmp_path / "catalogs")
+    cfg = PhotometryConfig(normalize=True)
+    _, results = run_epochs(tmp_path, field, range(5), np.ones(5), cfg)
+    last = results[4]
+    assert last.normalization["status"] == "failed"
+    assert "at least 3" in last.normalization["reason"]
+    with sqlite3.connect(tmp_path / "p.sqlite3") as conn:
+        assert conn.execute("select count(*) from measurements where norm_flux_jyb is not null").fetchone()[0] == 0
+        assert conn.execute("select count(*) from variability_stats where n > 0").fetchone()[0] == 0
+
+
+def _rewrite_catalogue(field):
+    from astropy.table import Table
+
+    Table({"_RAJ2000": field.ra_deg, "_DEJ2000": field.dec_deg, "NVSS": [n[5:] for n in field.names],
+           "S1.4": field.flux_mjy, "e_S1.4": np.full(field.flux_mjy.size, 0.5)}).write(field.csv_path)
+    return field
+
+
+def test_peak_fallback_stays_out_of_light_curves_and_says_why(sim_field, tmp_path):
+    path = tmp_path / "mosaic.fits"
+    sim_field.image(path, include_beam=False, naxis=2, extra_header={"NIMAGES": 10})
+    manager = PhotometryManager(tmp_path / "p.sqlite3", catalog_dir=tmp_path / "catalogs",
+                                default_config=PhotometryConfig(catalog="nvss"))
+    result = manager.measure_for_mosaic(path, create_batch_job=False)
+    assert result.method == "peak"
+    assert result.normalization["status"] == "failed"
+    assert "method mismatch" in result.normalization["reason"]
+    assert any("kept out of the light curves" in n for n in result.notes)
+    with manager.products.engine.connect() as conn:
+        n = conn.exec_driver_sql("select count(*) from variability_stats where sum_w > 0").scalar()
+    assert n == 0
