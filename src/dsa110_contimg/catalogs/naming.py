@@ -20,6 +20,7 @@ NAME_FORMATS: dict[str, tuple[str, int, int]] = {
     "rax": ("RACS", 1, 0),
     "vlass": ("VLASS", 2, 1),
     "master": ("NVSS", 0, 0),
+    "monitor": ("MON", 1, 0),
 }
 
 

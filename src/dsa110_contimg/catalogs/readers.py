@@ -120,10 +120,14 @@ LAYOUTS: dict[str, list[Layout]] = {
     ],
 }
 LAYOUTS["master"] = []
+#: Monitor lists: a name, RA and Dec in any layout (degrees or sexagesimal); no flux needed.
+LAYOUTS["monitor"] = []
 
 #: Names the generic reader recognises when no column is given explicitly.
 GENERIC_RA = ["ra_deg", "ra", "raj2000", "_raj2000", "ra_j2000", "ra_icrs", "right_ascension"]
 GENERIC_DEC = ["dec_deg", "dec", "dej2000", "_dej2000", "dec_j2000", "de_icrs", "declination"]
+GENERIC_NAME = ["name", "source", "source_name", "source_id", "id", "object", "target", "psrj",
+                "psr", "designation"]
 GENERIC_FLUX = ["flux_mjy", "flux", "int_flux", "total_flux", "flux_int", "fint", "ftot",
                 "s_int", "peak_flux", "flux_peak", "fpeak"]
 
@@ -434,8 +438,13 @@ def normalise(table: Table, survey: str, *, path=None, ra_column: str | None = N
         cols["ra"] = _guess_unique(table, GENERIC_RA, "RA", "--ra-column", path)
     if "dec" not in cols:
         cols["dec"] = _guess_unique(table, GENERIC_DEC, "Dec", "--dec-column", path)
-    if "flux" not in cols:
+    monitor = survey == "monitor"
+    if "flux" not in cols and not (monitor and _find(table, GENERIC_FLUX, _index(table), path) is None):
         cols["flux"] = _guess_unique(table, GENERIC_FLUX, "flux", "--flux-column", path)
+    if monitor and "name" not in cols:
+        name_col = _find(table, GENERIC_NAME, _index(table), path)
+        if name_col is not None:
+            cols["name"] = name_col
     default_unit = flux_unit if flux_unit is not None else (layout.flux_unit if layout else None)
     explicit_unit = flux_unit is not None
 
@@ -474,7 +483,10 @@ def normalise(table: Table, survey: str, *, path=None, ra_column: str | None = N
     }
     prefix, rd, dd = NAME_FORMATS[survey]
     if "name" in cols:
-        names = _survey_name(_extra_values(table[cols["name"]]), survey)
+        raw = _extra_values(table[cols["name"]])
+        # a monitor list's names are its own (pulsar or target names): kept as written
+        names = (np.char.strip(np.asarray(raw).astype(str)) if monitor
+                 else _survey_name(raw, survey))
         blank = np.char.str_len(names) == 0
         if blank.any():   # a row without a name is named by its position, as without the column
             names = names.astype(object)
@@ -519,7 +531,8 @@ def _match_layout(table: Table, survey: str, path, explicit: bool):
         try:
             _guess_unique(table, GENERIC_RA, "RA", "--ra-column", path)
             _guess_unique(table, GENERIC_DEC, "Dec", "--dec-column", path)
-            _guess_unique(table, GENERIC_FLUX, "flux", "--flux-column", path)
+            if survey != "monitor":          # a monitor list needs no flux
+                _guess_unique(table, GENERIC_FLUX, "flux", "--flux-column", path)
         except ColumnError as exc:
             raise ColumnError(f"no known {survey} layout matches ({wanted or 'none defined'}); "
                               f"generic guess failed: {exc.reason}", path) from exc

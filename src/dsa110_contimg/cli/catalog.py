@@ -76,7 +76,9 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
 
     ing = sub.add_parser("ingest", parents=[common], help="read survey files into the store")
-    ing.add_argument("survey", metavar="SURVEY", help="nvss, first, rax (racs) or vlass")
+    ing.add_argument("survey", metavar="SURVEY", help="nvss, first, rax (racs), vlass, or monitor "
+                     "(a monitor list: name, RA, Dec in degrees or sexagesimal; measured in every "
+                     "covering image besides the catalogue, never a flux reference)")
     ing.add_argument("files", metavar="FILE", nargs="+", type=Path,
                      help="CSV/ECSV/FITS/VOTable, optionally .gz")
     ing.add_argument("--ra-column", help="RA column (deg or sexagesimal hours)")

@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "worker",
     "reprocess",
     "ese",
+    "sources",
     "lightcurve",
     "db",
     "serve",

@@ -26,7 +26,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from dsa110_contimg.core.enums import ESE_PRESETS, METHODS
 from dsa110_contimg.core.enums import SURVEY_ALIASES as CATALOG_ALIASES
-from dsa110_contimg.core.enums import SURVEYS as CATALOGS
+from dsa110_contimg.core.enums import CATALOG_SURVEYS as CATALOGS
 from dsa110_contimg.core.errors import ConfigError  # noqa: F401 (raised through the schema)
 from dsa110_contimg.core.schema import Allowed, ConfigModel, Directory, invalid, one_of
 

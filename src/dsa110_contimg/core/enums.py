@@ -27,8 +27,13 @@ from dsa110_contimg.core.errors import UnknownCatalog
 METHODS: tuple[str, ...] = ("forced", "peak", "adaptive", "aegean")
 DEFAULT_METHOD = "forced"
 
-#: Survey (catalogue) keys, in display order.
-SURVEYS: tuple[str, ...] = ("nvss", "first", "rax", "vlass", "master")
+#: Survey (catalogue) keys, in display order; ``monitor`` holds monitor lists (positions
+#: measured in every covering image besides the deployment's catalogue, never references).
+SURVEYS: tuple[str, ...] = ("nvss", "first", "rax", "vlass", "master", "monitor")
+#: The survey key of monitor lists.
+MONITOR_SURVEY = "monitor"
+#: Surveys a deployment can use as its catalogue (``[photometry] catalog``).
+CATALOG_SURVEYS: tuple[str, ...] = tuple(s for s in SURVEYS if s != MONITOR_SURVEY)
 #: Accepted aliases of survey keys (RACS is stored as ``rax``).
 SURVEY_ALIASES: dict[str, str] = {"racs": "rax"}
 
@@ -105,7 +110,8 @@ def header_is_mosaic(header) -> bool:
     return any(k in header for k in MOSAIC_KEYWORDS)
 
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "SURVEYS", "SURVEY_ALIASES",
+__all__ = ["METHODS", "DEFAULT_METHOD", "SURVEYS", "SURVEY_ALIASES", "MONITOR_SURVEY",
+           "CATALOG_SURVEYS",
            "canonical_survey", "ESE_PRESETS", "ESE_PRESET_THRESHOLDS", "CONFIDENCE_LEVELS",
            "CONFIDENCE_THRESHOLDS", "confidence_level", "MOSAIC_KEYWORDS", "header_is_mosaic", "FITS_SUFFIXES", "is_fits_name",
            "QC_VERDICTS", "QC_STATES"]

@@ -41,7 +41,7 @@ from dsa110_contimg.catalogs.readers import (
     normalise,
     read_table,
 )
-from dsa110_contimg.core.enums import SURVEYS, canonical_survey
+from dsa110_contimg.core.enums import MONITOR_SURVEY, SURVEYS, canonical_survey
 from dsa110_contimg.core.errors import (
     CatalogError,
     CatalogMissing,
@@ -479,6 +479,8 @@ class SurveyCatalog:
                 return self._missing(region, "has no ingested file", zone_ranges, min_flux_mjy,
                                      keep, max_sources, _online_done)
             inside = self._covered(cov, np.r_[cra, sra], np.r_[cdec, sdec])
+            if self.name == MONITOR_SURVEY:      # a list of positions covers the whole sky
+                inside[:] = True
             if not inside.all() and self.store.allow_online and not _online_done \
                     and self.name != "master":
                 conn.rollback()

@@ -51,8 +51,8 @@ def existing_source_ids(conn: Connection, survey: str, catalog_ids: Sequence[str
 
 
 def upsert_sources(conn: Connection, survey: str, catalog_ids: Sequence[str], ra_deg, dec_deg,
-                   flux_mjy=None, reference_ok=None, *, known: dict[str, int] | None = None
-                   ) -> np.ndarray:
+                   flux_mjy=None, reference_ok=None, *, known: dict[str, int] | None = None,
+                   kind: str = "catalogue") -> np.ndarray:
     """Make sure every catalogue source has a row; return their ``sources.id`` in input order.
 
     Existing rows are kept as they are (insert-if-absent); only the missing ones are
@@ -77,12 +77,39 @@ def upsert_sources(conn: Connection, survey: str, catalog_ids: Sequence[str], ra
         flux = np.full(m.size, np.nan) if flux_mjy is None else np.asarray(flux_mjy, float)[m]
         ref = np.zeros(m.size, bool) if reference_ok is None else np.asarray(reference_ok, bool)[m]
         rows = list(zip([survey] * m.size, [ids[i] for i in missing], ra.tolist(), dec.tolist(),
-                        bulk.nullable(flux), ref.tolist()))
+                        bulk.nullable(flux), ref.tolist(), [kind] * m.size))
         bulk.executemany(conn, bulk.insert_sql("sources", (
-            "survey", "catalog_id", "ra_deg", "dec_deg", "catalog_flux_mjy", "reference_ok"))
-            + " ON CONFLICT (survey, catalog_id) DO NOTHING", rows)
+            "survey", "catalog_id", "ra_deg", "dec_deg", "catalog_flux_mjy", "reference_ok",
+            "kind")) + " ON CONFLICT (survey, catalog_id) DO NOTHING", rows)
         found.update(bulk.fetch_in(conn, sql, sorted({ids[i] for i in missing}), (survey,)))
     return np.array([found[c] for c in ids], dtype=np.int64) if n else np.zeros(0, np.int64)
+
+
+def upsert_table_sources(conn: Connection, default_survey: str, cat, *,
+                         known: dict[str, int] | None = None) -> np.ndarray:
+    """:func:`upsert_sources` for a measured catalogue table whose rows may come from several
+    surveys (columns ``survey`` and ``kind``: monitor lists, the service's own sources; a
+    row without a survey is from ``default_survey``, kind ``catalogue``). Ids in row order;
+    ``known`` holds ids already read for ``default_survey``."""
+    names = [str(s) for s in cat["source_id"]]
+    ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
+    flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else None
+    if "survey" not in cat.colnames:
+        return upsert_sources(conn, default_survey, names, cat["ra_deg"], cat["dec_deg"], flux,
+                              ref_ok, known=known)
+    surveys = np.array([default_survey if s in (None, "") or s is np.ma.masked else str(s)
+                        for s in cat["survey"]], object)
+    kinds = np.array([("catalogue" if k in (None, "") or k is np.ma.masked else str(k))
+                      for k in cat["kind"]], object)
+    out = np.zeros(len(names), np.int64)
+    ra, dec = np.asarray(cat["ra_deg"], float), np.asarray(cat["dec_deg"], float)
+    for survey, kind in sorted(set(zip(surveys.tolist(), kinds.tolist()))):
+        sel = np.flatnonzero((surveys == survey) & (kinds == kind))
+        out[sel] = upsert_sources(
+            conn, survey, [names[i] for i in sel], ra[sel], dec[sel],
+            None if flux is None else flux[sel], None if ref_ok is None else ref_ok[sel],
+            known=known if survey == default_survey else None, kind=kind)
+    return out
 
 
 def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], source_ids: np.ndarray,

@@ -1,0 +1,119 @@
+"""``contimg-photometry sources``: catalogue, monitor and blindly found sources.
+
+``sources list [--new | --monitor] [--json]`` lists them (new sources by significance);
+``sources show ID [--json]`` one source with its associations (every blind detection that
+fed it or was a duplicate of it); ``sources backfill ID | --monitor`` measures positions in
+the earlier images that cover them (a batch job through the queue). Filters of ``list``
+are fields of :class:`dsa110_contimg.store.sources.SourceQuery`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from dsa110_contimg.cli import common
+
+#: ``sources list`` filter options -> (kinds, order)
+KIND_FILTERS = {"new": (("new",), "significance"), "monitor": (("monitor",), "name")}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sources", help="sources: catalogue, monitor list and found by blind detection")
+    ssub = p.add_subparsers(dest="sources_command", metavar="ACTION", required=True)
+    ls = ssub.add_parser("list", help="list sources (id order; --new: by new_high_sigma)")
+    common.add_db_options(ls, registry=False)
+    which = ls.add_mutually_exclusive_group()
+    which.add_argument("--new", action="store_true", help="only new sources (found by blind "
+                       "detection where earlier images were deep enough to see them)")
+    which.add_argument("--monitor", action="store_true", help="only monitor-list positions")
+    ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N rows (0: all)")
+    ls.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N rows")
+    ls.add_argument("--json", action="store_true", help="JSON output (a list of objects)")
+    ls.set_defaults(func=list_sources)
+    sh = ssub.add_parser("show", help="one source and its associations")
+    common.add_db_options(sh, registry=False)
+    sh.add_argument("source_id", type=int, metavar="ID", help="source id (from `sources list`)")
+    sh.add_argument("--json", action="store_true", help="JSON output")
+    sh.set_defaults(func=show_source)
+
+
+def query_from_args(args):
+    """The :class:`~dsa110_contimg.store.sources.SourceQuery` of ``sources list`` options."""
+    from dsa110_contimg.store.sources import SourceQuery
+
+    kinds, order = (), "id"
+    for flag, (k, o) in KIND_FILTERS.items():
+        if getattr(args, flag, False):
+            kinds, order = k, o
+    return SourceQuery(kinds=kinds, order=order, limit=None if args.limit == 0 else args.limit,
+                       offset=args.offset)
+
+
+def list_sources(args) -> int:
+    from dsa110_contimg.store.sources import list_sources as query
+
+    db = common.open_products(args)
+    with db.engine.connect() as conn:
+        rows = query(conn, query_from_args(args))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    if not rows:
+        print("no sources")
+        return 0
+    print(f"{'id':>6} {'name':<30} {'kind':<9} {'ra_deg':>10} {'dec_deg':>10} {'first_mjd':>10} "
+          f"{'new_sigma':>9} {'n_det':>5} {'n_meas':>6}")
+    for r in rows:
+        print(f"{r['id']:>6} {r['name']:<30} {r['kind']:<9} {r['ra_deg']:10.5f} {r['dec_deg']:10.5f} "
+              f"{_fmt(r['first_detected_mjd'], 10, '.2f')} {_fmt(r['new_high_sigma'], 9, '.1f')} "
+              f"{r['n_detections']:>5} {r['n_measurements']:>6}")
+    return 0
+
+
+def _fmt(v, width, spec) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-".rjust(width)
+    return format(v, spec).rjust(width)
+
+
+def source_document(conn, source_id: int) -> dict:
+    """A source's row with ``associations``: its detections in the images of its field."""
+    from dsa110_contimg.core.errors import PhotometryError
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store.detections import source_detections_in
+    from dsa110_contimg.store.sources import source_by_id
+
+    row = source_by_id(conn, source_id)
+    if row is None:
+        raise PhotometryError(f"no source with id {source_id}")
+    near = lc_store.images_near(conn, row["ra_deg"], row["dec_deg"],
+                                lc_store.neighbourhood_radius(conn, 0.0), exclude_qc_failed=False)
+    keep = ("image_id", "path", "mjd", "status", "ra_deg", "dec_deg", "ra_err_arcsec",
+            "dec_err_arcsec", "peak_jyb", "peak_err_jyb", "snr", "de_ruiter_r", "n_candidates",
+            "reason")
+    row["associations"] = [{k: d[k] for k in keep}
+                           for d in source_detections_in(conn, source_id, near["id"].tolist())]
+    return row
+
+
+def show_source(args) -> int:
+    db = common.open_products(args)
+    with db.engine.connect() as conn:
+        doc = source_document(conn, args.source_id)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return 0
+    for key in ("id", "name", "survey", "kind", "ra_deg", "dec_deg", "first_detected_mjd",
+                "new_high_sigma", "likely_transient", "n_detections", "n_measurements"):
+        print(f"{key:<20} {doc[key]}")
+    print(f"associations ({len(doc['associations'])}):")
+    for a in doc["associations"]:
+        print(f"  {_fmt(a['mjd'], 10, '.3f')} {a['status']:<12} "
+              f"{_fmt(a['peak_jyb'] * 1e3 if a['peak_jyb'] is not None else None, 9, '.3f')} mJy/beam "
+              f"r={_fmt(a['de_ruiter_r'], 5, '.2f')} {a['path']}"
+              + (f"  ({a['reason']})" if a["reason"] else ""))
+    return 0
