@@ -147,7 +147,7 @@ def bench_end_to_end(size: int, n_sources: int, n_epochs: int, warm: int = 2):
         comp = {}
         img = RadioImage.open(paths[-1])
         t = time.perf_counter()
-        maps = background_maps_for(img, cache=False)
+        maps = background_maps_for(img)
         comp["noise grid"] = time.perf_counter() - t
         pb = pixel_beam_for(img)
         t = time.perf_counter()
@@ -186,8 +186,9 @@ from dsa110_contimg.science.noise import background_maps_for
 from dsa110_contimg.science.qc import evaluate_image_qc
 pos = np.load(sys.argv[2])
 img = RadioImage.open(sys.argv[1])
-t = measure_positions(img, pos[0], pos[1], method="forced")
-qc = evaluate_image_qc(img, t, maps=background_maps_for(img))
+maps = background_maps_for(img)
+t = measure_positions(img, pos[0], pos[1], method="forced", maps=maps)
+qc = evaluate_image_qc(img, t, maps=maps)
 print(t.n_success, qc.status, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

@@ -1,112 +1,82 @@
-"""Background / rms estimation and user-supplied maps."""
+"""The maps of an image plane as a value: built once by background_maps_for, held by the caller
+and passed to the measurement; nothing is cached on the image."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
-from dsa110_contimg.core.errors import EmptyImage, MapMismatch
-from dsa110_contimg.science.forced import PixelBeam
+from dsa110_contimg.core.errors import ConfigError, MapMismatch
+from dsa110_contimg.science.forced import measure_positions, pixel_beam_for
 from dsa110_contimg.science.image import RadioImage
-from dsa110_contimg.science.noise import (
-    background_maps_for, companion_map_paths, estimate_background, noise_correlation_factor)
-from dsa110_contimg.science.simulate import random_sky_positions, simulate_image
+from dsa110_contimg.science.noise import background_maps_for
+from dsa110_contimg.science.noise_maps import BackgroundMaps
+from dsa110_contimg.science.simulate import random_sky_positions, simulate_image, sky_wcs
+
+SHAPE = (384, 384)
 
 
-def test_gradient_and_rms_recovered_with_sources():
-    rng = np.random.default_rng(1)
-    shape = (512, 512)
-    from dsa110_contimg.science.simulate import sky_wcs
-    ra, dec, _, _ = random_sky_positions(sky_wcs(150, 37, 3.0, shape), shape, 60, rng,
-                                         margin_pix=10)
-    sim = simulate_image(shape, ra_deg=ra, dec_deg=dec, peak_jyb=rng.uniform(0.01, 0.5, 60),
-                         noise_rms=1e-3, background=(0.02, 0.01, -0.006), naxis=2, seed=4)
-    yy, xx = np.mgrid[0:512, 0:512]
-    true_bkg = 0.02 + 0.01 * (xx - 256) / 512 - 0.006 * (yy - 256) / 512
-    maps = estimate_background(sim.data, beam_pix=5.0)
-    assert maps.source == "estimated"
-    assert maps.background.shape == shape and maps.rms.shape == shape
-    inner = (slice(50, -50), slice(50, -50))
-    resid = maps.background[inner] - true_bkg[inner]
-    assert np.median(np.abs(resid)) < 0.3e-3  # well below the 1 mJy noise
-    assert np.median(maps.rms) == pytest.approx(1e-3, rel=0.08)
+@pytest.fixture(scope="module")
+def field():
+    """An image with 40 sources, 1 mJy/beam correlated noise on a 20 mJy/beam pedestal."""
+    rng = np.random.default_rng(5)
+    ra, dec, _, _ = random_sky_positions(sky_wcs(150, 37, 3.0, SHAPE), SHAPE, 40, rng,
+                                         margin_pix=20, min_separation_pix=15)
+    sim = simulate_image(SHAPE, ra_deg=ra, dec_deg=dec, peak_jyb=rng.uniform(0.01, 0.1, ra.size),
+                         noise_rms=1e-3, background=(0.02, 0.0, 0.0), naxis=2, seed=6)
+    return RadioImage.from_array(sim.data.astype(np.float32), sim.header), ra, dec
 
 
-def test_nan_regions_ignored_and_all_nan_raises():
-    rng = np.random.default_rng(2)
-    data = rng.normal(0.5, 0.1, (300, 300)).astype(np.float32)
-    data[:, :120] = np.nan  # a blanked strip wider than a box
-    maps = estimate_background(data, box_pix=50)
-    assert np.all(np.isfinite(maps.background)) and np.all(np.isfinite(maps.rms))
-    assert np.median(maps.background[:, 150:]) == pytest.approx(0.5, abs=0.01)
-    assert np.median(maps.rms[:, 150:]) == pytest.approx(0.1, rel=0.05)
-    with pytest.raises(EmptyImage):
-        estimate_background(np.full((64, 64), np.nan), box_pix=16)
+def test_maps_of_an_image_are_jy_per_beam_arrays_on_demand(field):
+    img, _, _ = field
+    attributes = set(vars(img))
+    maps = background_maps_for(img)
+    assert maps.source == "estimated" and maps.shape == SHAPE
+    background, rms = maps.arrays()
+    assert background.shape == rms.shape == SHAPE
+    assert background.dtype == rms.dtype == np.float32
+    assert np.median(background) == pytest.approx(0.02, abs=2e-4)
+    assert np.median(rms) == pytest.approx(1e-3, rel=0.08)
+    np.testing.assert_array_equal(maps.rms_at([10.2, 300.7], [50.0, 7.4]), rms[[50, 7], [10, 301]])
+    # a value the caller holds: each call builds its own, and the image is left as it was
+    again = background_maps_for(img)
+    assert again is not maps and np.array_equal(again.arrays()[1], rms)
+    assert set(vars(img)) == attributes
 
 
-def test_constant_map_exact_and_tiny_image():
-    data = np.full((20, 20), 3.0, np.float32) + np.random.default_rng(0).normal(0, 1, (20, 20))
-    maps = estimate_background(data, box_pix=64)  # box larger than the image: one box
-    assert maps.background.shape == (20, 20)
-    assert np.ptp(maps.background) == 0
+def test_measurement_uses_the_maps_it_is_given(field):
+    img, ra, dec = field
+    maps = background_maps_for(img)
+    given = measure_positions(img, ra, dec, maps=maps)
+    built = measure_positions(img, ra, dec)
+    for col in ("peak_jyb", "peak_err_jyb", "local_rms_jyb", "bkg_jyb", "flags"):
+        np.testing.assert_array_equal(given[col], built[col])
+    # the noise factor measured on the plane is kept with its maps for the next measurement
+    assert list(maps.correlation_factors.values()) == [given.meta["noise_corr_factor"]]
+    # other maps: a background 5 mJy/beam higher lowers a matched-filter amplitude by
+    # 5 mJy/beam x sum(K) / sum(K^2) and a box peak by 5 mJy/beam
+    background, rms = maps.arrays()
+    shifted = BackgroundMaps(background + np.float32(5e-3), rms, "given")
+    plain = BackgroundMaps(background, rms, "given")
+    moved = measure_positions(img, ra, dec, maps=shifted, error_model="mean_noise")
+    assert moved.meta["noise_source"] == "given"
+    kernel = pixel_beam_for(img).stamp(3.0)
+    drop = measure_positions(img, ra, dec, maps=plain, error_model="mean_noise")["peak_jyb"] \
+        - moved["peak_jyb"]
+    np.testing.assert_allclose(drop, 5e-3 * kernel.sum() / (kernel ** 2).sum(), rtol=0.01)
+    peaks = [measure_positions(img, ra, dec, method="peak", maps=m, subtract_background=True)
+             for m in (plain, shifted)]
+    np.testing.assert_allclose(peaks[0]["peak_jyb"] - peaks[1]["peak_jyb"], 5e-3, atol=1e-6)
 
 
-def _write(path, arr, header=None):
-    fits.PrimaryHDU(np.asarray(arr, np.float32), header).writeto(path, overwrite=True)
-    return path
-
-
-def test_companion_maps_are_honoured(tmp_path):
-    sim = simulate_image((64, 64), naxis=4, seed=0)
-    img_path = sim.write(tmp_path / "field.img-image-pb.fits")
-    comp = companion_map_paths(img_path)
-    assert comp["rms"].name == "field.img-image-pb_rms.fits"
-    bkg = np.full((64, 64), 0.25)
-    rms = np.full((64, 64), 2e-3)
-    rms[:10] = 0.0  # BANE-style zeros mean "no noise estimate"
-    _write(comp["bkg"], bkg[None, None])
-    _write(comp["rms"], rms)
-    maps = background_maps_for(RadioImage.open(img_path))
-    assert maps.source == "files"
-    np.testing.assert_allclose(maps.background, 0.25)
-    assert np.all(np.isnan(maps.rms[:10])) and np.allclose(maps.rms[10:], 2e-3)
-    est = background_maps_for(RadioImage.open(img_path), autoload=False)
-    assert est.source == "estimated"
-
-
-def test_only_rms_file_is_mixed_and_mjy_scaled(tmp_path):
-    sim = simulate_image((64, 64), naxis=2, seed=0)
-    img_path = sim.write(tmp_path / "a.fits")
-    rms_path = _write(tmp_path / "noise.fits", np.full((64, 64), 3.0),
-                      fits.Header({"BUNIT": "mJy/beam"}))
-    maps = background_maps_for(RadioImage.open(img_path), rms_path=rms_path)
-    assert maps.source == "mixed"
-    np.testing.assert_allclose(maps.rms, 3e-3, rtol=1e-6)
-
-
-def test_map_mismatch_errors(tmp_path):
-    sim = simulate_image((64, 64), naxis=2, seed=0)
-    img_path = sim.write(tmp_path / "a.fits")
-    img = RadioImage.open(img_path)
-    with pytest.raises(MapMismatch, match="does not exist"):
-        background_maps_for(img, rms_path=tmp_path / "missing_rms.fits")
-    bad = _write(tmp_path / "bad_rms.fits", np.ones((32, 64)))
-    with pytest.raises(MapMismatch, match=r"shape \(32, 64\)"):
-        background_maps_for(img, rms_path=bad)
-    _write(companion_map_paths(img_path)["bkg"], np.ones((10, 10)))
-    with pytest.raises(MapMismatch, match="a_bkg.fits"):
-        background_maps_for(RadioImage.open(img_path))
-
-
-def test_noise_correlation_factor_white_and_beam_correlated():
-    pb = PixelBeam.from_fwhm(5.0, 5.0, 0.0)
-    k = pb.stamp(3.0)
-    rng = np.random.default_rng(3)
-    white = rng.normal(0, 1, (512, 512))
-    zeros, ones = np.zeros_like(white), np.ones_like(white)
-    f_white = noise_correlation_factor(white, zeros, ones, k)
-    assert f_white == pytest.approx(1 / np.sqrt(np.sum(k ** 2)), rel=0.05)
-    sim = simulate_image((512, 512), beam_arcsec=(15, 15, 0), pixscale_arcsec=3.0, naxis=2)
-    f_corr = noise_correlation_factor(sim.data, zeros, ones * 1e-3, k)
-    assert f_corr == pytest.approx(np.sqrt(2), rel=0.06)  # white noise convolved with the beam
+def test_given_maps_are_checked_against_the_image(field):
+    img, ra, dec = field
+    maps = background_maps_for(img)
+    small = BackgroundMaps(np.zeros((10, 10), np.float32), np.ones((10, 10), np.float32), "given")
+    with pytest.raises(MapMismatch, match=r"shape \(10, 10\)"):
+        measure_positions(img, ra, dec, maps=small)
+    with pytest.raises(ConfigError, match="rms_path"):
+        measure_positions(img, ra, dec, maps=maps, rms_path="noise.fits")
+    with pytest.raises(ConfigError, match="background_options"):
+        measure_positions(img, ra, dec, method="peak", maps=maps,
+                          background_options={"box_pix": 32})

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.science.forced import measure_positions
 from dsa110_contimg.science.image import RadioImage
+from dsa110_contimg.science.noise_estimate import estimate_background
 from dsa110_contimg.science.qc import (
     FAILED,
     PASSED,
@@ -17,7 +18,9 @@ from dsa110_contimg.science.qc import (
     QCLimits,
     clipped_rms,
     evaluate_image_qc,
+    finite_count_and_peak,
     flux_scale_ratio,
+    map_median,
     mark_measurements,
 )
 from dsa110_contimg.science.results import Flag, MeasurementTable
@@ -245,3 +248,26 @@ def test_flux_scale_selection():
 def test_limits_are_validated(kwargs):
     with pytest.raises(ConfigError):
         QCLimits(**kwargs)
+
+
+
+def test_qc_statistics_from_samples():
+    rng = np.random.default_rng(6)
+    data = rng.normal(0.0, 2e-3, (1500, 1500)).astype(np.float32)
+    data[rng.integers(0, 1500, 200), rng.integers(0, 1500, 200)] = 1.0   # bright outliers
+    data[:100] = np.nan
+    # (the clipped std is not corrected for the 3-sigma truncation: 0.9866 sigma)
+    assert clipped_rms(data) == pytest.approx(0.9866 * 2e-3, rel=0.01)
+    # the sorted-window clipping gives what the straightforward loop gives on the same sample
+    v = np.asarray(data[::3, ::3], np.float64).ravel()
+    v = v[np.isfinite(v)]
+    for _ in range(5):
+        keep = np.abs(v - np.median(v)) <= 3 * v.std()
+        if keep.all():
+            break
+        v = v[keep]
+    assert clipped_rms(data, max_samples=data.size // 9 + 1) == pytest.approx(v.std(), rel=1e-9)
+    maps = estimate_background(data, box_pix=100)
+    assert map_median(maps.rms) == pytest.approx(np.nanmedian(np.asarray(maps.rms)), rel=0.01)
+    n, peak = finite_count_and_peak(data)
+    assert n == np.isfinite(data).sum() and peak == 1.0

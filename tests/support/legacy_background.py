@@ -1,8 +1,8 @@
 """The landed (pre-issue-15) full-resolution background estimator and noise-correlation factor.
 
-Kept only as the reference of the accuracy tests of
-:mod:`dsa110_contimg.science.noise` (the production code evaluates a coarse grid
-lazily and samples the correlation factor). Returns plain arrays.
+Kept only as the reference of the accuracy tests of the estimator and of the noise-correlation
+factor (``science/noise_estimate.py``, ``science/noise_correlation.py``: the production code
+evaluates a coarse grid lazily and samples the correlation factor). Returns plain arrays.
 """
 
 from __future__ import annotations

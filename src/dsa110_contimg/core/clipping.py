@@ -18,7 +18,7 @@ Two conventions are used in the package, each with one home here:
   copy with prefix sums: ~3x faster than astropy on a 262 144-pixel sample, which
   matters because it runs on every image.
 
-The per-box background estimator of :mod:`dsa110_contimg.science.noise` keeps its
+The per-box background estimator keeps (in :mod:`dsa110_contimg.science.noise_clipping`) its
 own row-wise variant of the std convention (vectorised over thousands of boxes,
 std about the median, corrected with :func:`truncated_normal_variance`).
 """

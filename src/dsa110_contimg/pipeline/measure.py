@@ -45,10 +45,13 @@ class ImageSummary:
     qc_stats: dict | None = None
 
     @classmethod
-    def of(cls, image, *, qc_stats: bool = True) -> "ImageSummary":
+    def of(cls, image, *, qc_stats: bool = True, maps=None) -> "ImageSummary":
+        """The summary of an open image; ``maps`` are its background/noise maps when the
+        caller already has them (else the QC statistics build them)."""
         from dsa110_contimg.science.qc import image_statistics
 
-        stats = image_statistics(image) if qc_stats else None   # also caches the blanked fraction
+        # also caches the blanked fraction
+        stats = image_statistics(image, maps=maps) if qc_stats else None
         blanked = float(image.blanked_fraction)
         if stats is not None and blanked >= 1.0:
             stats = {}
@@ -154,8 +157,9 @@ def _measurement_options(method: str, cfg: PhotometryConfig) -> dict[str, Any]:
     return options
 
 
-def detect(image, cfg: PhotometryConfig, notes: list):
-    """Blind detections and the noise footprint of an image (None, None when off)."""
+def detect(image, cfg: PhotometryConfig, notes: list, maps):
+    """Blind detections and the noise footprint of an image on its background and noise
+    ``maps`` (None, None when off)."""
     if not cfg.detect:
         return None, None
     if image.beam is None:
@@ -163,9 +167,7 @@ def detect(image, cfg: PhotometryConfig, notes: list):
         return None, None
     from dsa110_contimg.science.detect import DetectionOptions, detect_sources
     from dsa110_contimg.science.footprint import footprint_of
-    from dsa110_contimg.science.noise import background_maps_for
 
-    maps = background_maps_for(image)      # the maps the forced measurement used (cached)
     detections = detect_sources(image, maps, options=DetectionOptions.from_config(cfg))
     return detections, footprint_of(image, maps).to_bytes()
 
@@ -179,6 +181,7 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs) 
     database form (``fsb64:``) of the name.
     """
     from dsa110_contimg.science.forced import measure_positions
+    from dsa110_contimg.science.noise import background_maps_for
 
     path = Path(fs_path(path))   # opened by its filesystem form; stored by db_path()
     timer = StepTimer()
@@ -189,25 +192,26 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs) 
             cat = query_catalog(catalogs, image, kind, cfg)
         if cat.meta.get("coverage") == "partial":
             notes.extend(f"catalogue: {n}" for n in cat.meta.get("notes", ["coverage is partial"]))
+        options = _measurement_options(method, cfg)
+        maps = None
         with timer("noise"):
-            if method in ("forced", "peak"):   # the noise map, cached on the image for the measurement
-                from dsa110_contimg.science.noise import background_maps_for
-
-                background_maps_for(image)
+            if method in ("forced", "peak"):   # built once: measurement, detection and QC
+                maps = options["maps"] = background_maps_for(image)
         with timer("measure"):
             table = measure_positions(image, np.asarray(cat["ra_deg"], float),
-                                      np.asarray(cat["dec_deg"], float), method=method,
-                                      **_measurement_options(method, cfg))
+                                      np.asarray(cat["dec_deg"], float), method=method, **options)
         notes.extend(str(n) for n in table.meta.get("notes", []))
         if table.meta.get("note"):
             notes.append(str(table.meta["note"]))
         if cfg.detect:
             with timer("detect"):
-                detections, footprint = detect(image, cfg, notes)
+                if maps is None:   # the method built its own (per plane): these serve
+                    maps = background_maps_for(image)   # detection and QC
+                detections, footprint = detect(image, cfg, notes, maps)
         else:
             detections, footprint = None, None
         with timer("image_stats"):
-            summary = ImageSummary.of(image, qc_stats=cfg.qc)
+            summary = ImageSummary.of(image, qc_stats=cfg.qc, maps=maps)
     return MeasuredImage(path=path, kind=kind, method=method, notes=notes, cat=cat, table=table,
                          image=summary, content_id=product_store.content_id(path),
                          steps=timer.seconds, detections=detections, footprint=footprint)

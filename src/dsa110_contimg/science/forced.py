@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsa110_contimg.core.enums import METHODS
-from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError, MapMismatch
 from dsa110_contimg.science import methods as optional_methods
 from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
@@ -384,15 +384,35 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
     ny, nx = data.shape
     x = np.atleast_1d(np.asarray(x, float))
     y = np.atleast_1d(np.asarray(y, float))
-    n = x.size
     h = pixel_beam.half_size(nbeam)
-    S = 2 * h + 1
     flags, xc, yc, inside, blanked, local_rms = _locate(data, rms, x, y, h)
     full = inside & (xc - h >= 0) & (xc + h < nx) & (yc - h >= 0) & (yc + h < ny)
     flags[inside & ~full] |= int(Flag.NEAR_EDGE)
     ok = full & ~blanked
+    out = _forced_columns(x, y, flags, local_rms)
+    out["bkg_jyb"][inside] = _background_at(background, yc[inside], xc[inside])
+    if kernels is not None:
+        kernels = np.asarray(kernels, float)
+        if kernels.shape != (x.size, 3):
+            raise ConfigError("kernels", f"shape {kernels.shape}", f"shape ({x.size}, 3)")
+    cutouts = _Cutouts(data, background, rms, x, y, xc, yc, h)
+    sel_all = np.flatnonzero(ok)
+    for start in range(0, sel_all.size, chunk):
+        _fit_isolated(out, cutouts, sel_all[start:start + chunk], pixel_beam, kernels)
+    if cluster_threshold and cluster_threshold > 0 and sel_all.size > 1:
+        _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pixel_beam, h,
+                      cluster_threshold, chunk, kernels)
+    out["peak_err_jyb"] = out["mean_noise_err_jyb"] * float(error_scale)
+    fail_noise = ok & np.isfinite(out["peak_jyb"]) & ~(out["peak_err_jyb"] > 0)
+    flags[fail_noise] |= int(Flag.NO_NOISE)
+    _finalise(out)
+    return out
 
-    out = {
+
+def _forced_columns(x, y, flags, local_rms) -> dict[str, np.ndarray]:
+    """The result columns of :func:`measure_arrays` before any fit (NaN, 0, -1, False)."""
+    n = x.size
+    return {
         "x_pix": x.copy(), "y_pix": y.copy(),
         "peak_jyb": np.full(n, np.nan), "peak_err_jyb": np.full(n, np.nan),
         "mean_noise_err_jyb": np.full(n, np.nan), "local_rms_jyb": local_rms,
@@ -401,66 +421,91 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
         "cluster_id": np.full(n, -1, np.int64), "flags": flags,
         "success": np.zeros(n, bool),
     }
-    if background is not None and np.ndim(background) == 2:
-        out["bkg_jyb"][inside] = np.asarray(background[yc[inside], xc[inside]], float)
-    elif background is not None:
-        out["bkg_jyb"][inside] = float(background)
-    else:
-        out["bkg_jyb"][inside] = 0.0
 
-    g = np.arange(-h, h + 1)
-    off = (g[:, None] * nx + g[None, :]).reshape(-1)
-    sel_all = np.flatnonzero(ok)
-    # maps that vary only on the box scale (an estimated grid, or constants) are constant
-    # over a cutout (a few beams against a box of ~20): one value per source
-    smooth_maps = all(m is None or np.ndim(m) == 0 or getattr(m, "smooth", False)
-                      for m in (background, rms))
-    windows = np.lib.stride_tricks.sliding_window_view(data, (S, S))
-    if kernels is not None:
-        kernels = np.asarray(kernels, float)
-        if kernels.shape != (n, 3):
-            raise ConfigError("kernels", f"shape {kernels.shape}", f"shape ({n}, 3)")
-    for start in range(0, sel_all.size, chunk):
-        sel = sel_all[start:start + chunk]
-        m = sel.size
+
+def _background_at(background, yc, xc) -> np.ndarray | float:
+    """The background (a map, a scalar or None = 0) at integer pixels, Jy/beam."""
+    if background is not None and np.ndim(background) == 2:
+        return np.asarray(background[yc, xc], float)
+    if background is not None:
+        return float(background)
+    return 0.0
+
+
+class _Cutouts:
+    """The ``(S, S)`` cutouts of the image and its maps around each position's pixel.
+
+    Data cutouts are copied as blocks of a sliding-window view (the cutouts lie inside
+    the image). Maps that vary only on the box scale (an estimated grid, or constants)
+    are constant over a cutout (a few beams against a box of ~20), so :meth:`maps`
+    gives one value per source for them; other maps are taken pixel by pixel.
+    """
+
+    def __init__(self, data, background, rms, x, y, xc, yc, h: int):
+        self.background, self.rms = background, rms
+        self.x, self.y, self.xc, self.yc, self.h = x, y, xc, yc, h
+        self.nx = data.shape[1]
+        self.S = 2 * h + 1
+        g = np.arange(-h, h + 1)
+        self.offsets = g
+        self.flat_offsets = (g[:, None] * self.nx + g[None, :]).reshape(-1)
+        self.smooth_maps = all(m is None or np.ndim(m) == 0 or getattr(m, "smooth", False)
+                               for m in (background, rms))
+        self.windows = np.lib.stride_tricks.sliding_window_view(data, (self.S, self.S))
+
+    def data(self, sel) -> np.ndarray:
+        """``(m, S*S)`` float64 copies of the data cutouts of positions ``sel``."""
+        return self.windows[self.yc[sel] - self.h, self.xc[sel] - self.h] \
+            .reshape(sel.size, self.S * self.S).astype(np.float64)
+
+    def centres(self, sel) -> np.ndarray:
+        """Flat pixel index of each cutout's centre."""
+        return self.yc[sel] * self.nx + self.xc[sel]
+
+    def pixel_maps(self, sel):
+        """Background (or None) and rms on the ``(m, S*S)`` cutouts, pixel by pixel."""
+        idx = self.centres(sel)[:, None] + self.flat_offsets[None, :]
+        bkg = None
+        if self.background is not None:
+            bkg = _cutout_gather(self.background, self.yc[sel], self.xc[sel], self.h, idx,
+                                 self.nx)
+        return bkg, _cutout_gather(self.rms, self.yc[sel], self.xc[sel], self.h, idx, self.nx)
+
+    def kernels(self, sel, pixel_beam: PixelBeam, kernels) -> np.ndarray:
+        """``(m, S*S)`` unit-peak kernels centred on the exact positions of ``sel``."""
         if kernels is None:
             a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
         else:
             a, b, c = (kernels[sel, k][:, None] for k in range(3))
-        centre = yc[sel] * nx + xc[sel]
-        # the cutouts lie inside the image: copied as (S, S) blocks of a window view
-        D = windows[yc[sel] - h, xc[sel] - h].reshape(m, S * S).astype(np.float64)
-        K = _kernel_cutouts(a, b, c, g, x[sel] - xc[sel], y[sel] - yc[sel])
-        if smooth_maps:
-            F, err, chi2, ngood = _fit_constant_noise(
-                D, K, _gather(background, centre, nx, (m,)), _gather(rms, centre, nx, (m,)))
-        else:
-            idx = centre[:, None] + off[None, :]
-            if background is not None:
-                D -= _cutout_gather(background, yc[sel], xc[sel], h, idx, nx)
-            sig = _cutout_gather(rms, yc[sel], xc[sel], h, idx, nx)
-            F, err, chi2, ngood = _fit_pixel_noise(D, K, sig)
-        nogood = (ngood == 0) | ~np.isfinite(F)
-        F[nogood] = np.nan
-        err[nogood] = np.nan
-        chi2[nogood] = np.nan
-        out["peak_jyb"][sel] = F
-        out["mean_noise_err_jyb"][sel] = err
-        out["chi2"][sel] = chi2
-        out["dof"][sel] = np.maximum(ngood - 1, 0)
-        out["n_pix"][sel] = ngood
-        flags[sel[nogood]] |= int(Flag.NO_GOOD_PIXELS)
+        return _kernel_cutouts(a, b, c, self.offsets, self.x[sel] - self.xc[sel],
+                               self.y[sel] - self.yc[sel])
 
-    if cluster_threshold and cluster_threshold > 0 and sel_all.size > 1:
-        _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pixel_beam, h,
-                      cluster_threshold, chunk, kernels)
 
-    err = out["mean_noise_err_jyb"]
-    out["peak_err_jyb"] = err * float(error_scale)
-    fail_noise = ok & np.isfinite(out["peak_jyb"]) & ~(out["peak_err_jyb"] > 0)
-    flags[fail_noise] |= int(Flag.NO_NOISE)
-    _finalise(out)
-    return out
+def _fit_isolated(out, cutouts: _Cutouts, sel, pixel_beam: PixelBeam, kernels) -> None:
+    """Fit positions ``sel`` one kernel each (in place on ``out``)."""
+    m = sel.size
+    D = cutouts.data(sel)
+    K = cutouts.kernels(sel, pixel_beam, kernels)
+    if cutouts.smooth_maps:
+        centre = cutouts.centres(sel)
+        F, err, chi2, ngood = _fit_constant_noise(
+            D, K, _gather(cutouts.background, centre, cutouts.nx, (m,)),
+            _gather(cutouts.rms, centre, cutouts.nx, (m,)))
+    else:
+        bkg, sig = cutouts.pixel_maps(sel)
+        if bkg is not None:
+            D -= bkg
+        F, err, chi2, ngood = _fit_pixel_noise(D, K, sig)
+    nogood = (ngood == 0) | ~np.isfinite(F)
+    F[nogood] = np.nan
+    err[nogood] = np.nan
+    chi2[nogood] = np.nan
+    out["peak_jyb"][sel] = F
+    out["mean_noise_err_jyb"][sel] = err
+    out["chi2"][sel] = chi2
+    out["dof"][sel] = np.maximum(ngood - 1, 0)
+    out["n_pix"][sel] = ngood
+    out["flags"][sel[nogood]] |= int(Flag.NO_GOOD_PIXELS)
 
 
 def _finalise(out):
@@ -675,10 +720,13 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
         ``condon_err_jyb``), ``pixel_geometry`` ("local": the beam is mapped to
         the pixel grid through the WCS at each source when the pixel geometry
         varies across the image by more than :data:`LOCAL_GEOMETRY_TOLERANCE`,
-        else through the centre's; "centre": always the centre's). Both: ``beam`` (a Beam used when the header has
-        none), ``bkg_path``, ``rms_path``, ``autoload_maps`` (True),
-        ``background_options`` (dict for
-        :func:`~dsa110_contimg.science.noise.estimate_background`).
+        else through the centre's; "centre": always the centre's).
+        Both: ``beam`` (a Beam used when the header has none), ``maps`` (the
+        image plane's :class:`~dsa110_contimg.science.noise_maps.BackgroundMaps`,
+        as built by :func:`~dsa110_contimg.science.noise.background_maps_for`;
+        otherwise they are built here from ``bkg_path``, ``rms_path``,
+        ``autoload_maps`` (True) and ``background_options`` (dict for
+        :func:`~dsa110_contimg.science.noise.estimate_background`)).
         peak: ``box_pix`` (beam FWHM in pixels, else 5), ``subtract_background`` (False).
 
     Returns
@@ -693,6 +741,8 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
         Unknown method or option value.
     MissingBeam
         ``forced`` on an image without a beam (use ``peak`` or pass ``beam``).
+    MapMismatch
+        ``maps`` of another shape than the image, or map files that do not fit it.
     InvalidImage subclasses
         From opening the image or its maps.
     """
@@ -700,114 +750,185 @@ def measure_positions(image, ra_deg, dec_deg, *, method: str = "forced", **optio
         raise ConfigError("method", method, "one of " + ", ".join(METHODS))
     if method in optional_methods.MODULES:
         return optional_methods.measure_function(method)(image, ra_deg, dec_deg, **options)
+    request = _Request.of(image, ra_deg, dec_deg, options)
+    measure = _measure_forced if method == "forced" else _measure_peak
+    cols, meta = measure(request, options)
+    cols["ra_deg"] = request.ra
+    cols["dec_deg"] = request.dec
+    return MeasurementTable(cols, {**request.meta(method), **meta})
 
-    from dsa110_contimg.science.image import as_image
-    from dsa110_contimg.science.noise import background_maps_for
 
-    ra, dec = _positions(ra_deg, dec_deg)
-    beam_opt = options.pop("beam", None)
-    bkg_path = options.pop("bkg_path", None)
-    rms_path = options.pop("rms_path", None)
-    autoload = bool(options.pop("autoload_maps", True))
-    bg_opts = dict(options.pop("background_options", None) or {})
-    img = as_image(image, beam=beam_opt)
-    # the image's own beam wins; the caller's is used when it has none (image not modified)
-    img_beam, beam_source = img.beam, img.beam_source
-    if img_beam is None and beam_opt is not None:
-        img_beam, beam_source = beam_opt, "caller"
+@dataclass
+class _Request:
+    """What :func:`measure_positions` measures, common to ``forced`` and ``peak``: the image,
+    its beam (the image's own, else the caller's; the image is not modified), the
+    positions (deg) and where the background and noise maps come from."""
 
-    if img.beam is None and img_beam is not None and not {"beam_pix", "box_pix"} & set(bg_opts):
-        bg_opts["beam_pix"] = img_beam.major_arcsec / img.pixel_scale_arcsec
+    image: object
+    beam: object
+    beam_source: str
+    ra: np.ndarray
+    dec: np.ndarray
+    maps: object
+    map_options: dict
+    estimate_options: dict
 
-    meta = {
-        "method": method, "image": None if img.path is None else str(img.path), "mjd": img.mjd,
-        "freq_hz": img.freq_hz, "beam_deg": None if img_beam is None else img_beam.as_tuple(),
-        "beam_source": beam_source,
-    }
-    if method == "forced":
-        nbeam = float(options.pop("nbeam", 3.0))
-        thr = options.pop("cluster_threshold", 1.5)
-        error_model = options.pop("error_model", "correlated")
-        condon = bool(options.pop("condon", False))
-        geometry = options.pop("pixel_geometry", "local")
-        if options:
-            raise ConfigError("options", sorted(options), "forced options: nbeam, cluster_threshold, "
-                              "error_model, condon, pixel_geometry, beam, bkg_path, rms_path, "
-                              "autoload_maps, background_options")
-        _check_option("pixel_geometry", geometry, geometry in ("local", "centre"),
-                      "'local' or 'centre'")
-        _check_option("nbeam", nbeam, np.isfinite(nbeam) and nbeam > 0, "a number > 0")
-        _check_option("cluster_threshold", thr, thr is None or (np.isfinite(float(thr))
-                                                                and float(thr) >= 0),
-                      "a number >= 0 or None")
-        _check_option("error_model", error_model, error_model in ("correlated", "mean_noise"),
-                      "'correlated' or 'mean_noise'")
-        beam = img_beam if img_beam is not None else img.require_beam()
-        pb = pixel_beam_for(img, beam)
-        maps = background_maps_for(img, bkg_path=bkg_path, rms_path=rms_path,
-                                   autoload=autoload, **bg_opts)
-        scale = 1.0
-        if error_model == "correlated":
-            scale = correlation_factor(img, maps, pb, nbeam)
-            if not np.isfinite(scale):
-                scale = 1.0
-                meta["error_model_note"] = ("noise correlation not measurable on this image "
-                                            "(too few pixels): mean-noise error used")
-        x, y = img.world_to_pixel(ra, dec)
-        kernels = local_kernels(img, beam, x, y, pb) if geometry == "local" else None
-        cols = measure_arrays(img.data, maps.background, maps.rms, x, y, pb, nbeam=nbeam,
-                              cluster_threshold=None if thr is None else float(thr),
-                              error_scale=scale, kernels=kernels)
-        if condon:
-            from dsa110_contimg.science.condon import peak_flux_error
+    @classmethod
+    def of(cls, image, ra_deg, dec_deg, options: dict) -> "_Request":
+        """Open the image and take the common options out of ``options``."""
+        from dsa110_contimg.science.image import as_image
 
-            cols["condon_err_jyb"] = peak_flux_error(
-                cols["peak_jyb"], cols["local_rms_jyb"], beam_major=beam.major_arcsec,
-                beam_minor=beam.minor_arcsec)
-            cols["condon_err_jyb"][~cols["success"]] = np.nan
-        meta.update(nbeam=nbeam, cluster_threshold=thr, error_model=error_model,
-                    noise_corr_factor=float(scale), noise_source=maps.source,
-                    kernel_pix=(float(pb.a), float(pb.b), float(pb.c)),
-                    pixel_geometry="centre" if kernels is None else "local")
-    else:  # peak
-        subtract = bool(options.pop("subtract_background", False))
-        box = options.pop("box_pix", None)
-        if options:
-            raise ConfigError("options", sorted(options), "peak options: box_pix, "
-                              "subtract_background, beam, bkg_path, rms_path, autoload_maps, "
-                              "background_options")
-        if box is None:
-            box = max(3, int(round(img_beam.major_arcsec / img.pixel_scale_arcsec))) \
-                if img_beam is not None else 5
-        _check_option("box_pix", box, int(box) >= 1, "an integer >= 1")
-        maps = background_maps_for(img, bkg_path=bkg_path, rms_path=rms_path,
-                                   autoload=autoload, **bg_opts)
-        x, y = img.world_to_pixel(ra, dec)
-        cols = peak_arrays(img.data, maps.rms, x, y, box_pix=int(box),
-                           background=maps.background if subtract else None)
-        if not subtract:
-            cols["bkg_jyb"] = maps.background_at(x, y)
-        meta.update(box_pix=int(box), subtract_background=subtract, noise_source=maps.source)
-    cols["ra_deg"] = ra
-    cols["dec_deg"] = dec
-    return MeasurementTable(cols, meta)
+        ra, dec = _positions(ra_deg, dec_deg)
+        beam_opt = options.pop("beam", None)
+        maps = options.pop("maps", None)
+        map_options = {"bkg_path": options.pop("bkg_path", None),
+                       "rms_path": options.pop("rms_path", None),
+                       "autoload": bool(options.pop("autoload_maps", True))}
+        given_bg = options.pop("background_options", None)
+        bg_opts = dict(given_bg or {})
+        img = as_image(image, beam=beam_opt)
+        img_beam, beam_source = img.beam, img.beam_source
+        if img_beam is None and beam_opt is not None:
+            img_beam, beam_source = beam_opt, "caller"
+        if img.beam is None and img_beam is not None and not {"beam_pix", "box_pix"} & set(bg_opts):
+            bg_opts["beam_pix"] = img_beam.major_arcsec / img.pixel_scale_arcsec
+        if maps is not None:
+            _check_given_maps(maps, img, (("bkg_path", map_options["bkg_path"]),
+                                          ("rms_path", map_options["rms_path"]),
+                                          ("background_options", given_bg)))
+        return cls(img, img_beam, beam_source, ra, dec, maps, map_options, bg_opts)
+
+    def background_maps(self):
+        """The caller's maps, else those of :func:`background_maps_for` from the map options."""
+        if self.maps is not None:
+            return self.maps
+        from dsa110_contimg.science.noise import background_maps_for
+
+        return background_maps_for(self.image, **self.map_options, **self.estimate_options)
+
+    def meta(self, method: str) -> dict:
+        img = self.image
+        return {"method": method, "image": None if img.path is None else str(img.path),
+                "mjd": img.mjd, "freq_hz": img.freq_hz,
+                "beam_deg": None if self.beam is None else self.beam.as_tuple(),
+                "beam_source": self.beam_source}
+
+
+def _check_given_maps(maps, img, map_options) -> None:
+    """The caller's maps fit the image, and no option asks to build other maps."""
+    for name, value in map_options:
+        if value:
+            raise ConfigError(name, value, "no map option when 'maps' is given (the maps are built)",
+                              img.path)
+    if tuple(maps.shape) != tuple(img.shape):
+        raise MapMismatch(f"maps of shape {tuple(maps.shape)} given for an image of shape "
+                          f"{tuple(img.shape)}", img.path)
+
+
+_FORCED_OPTIONS = ("nbeam, cluster_threshold, error_model, condon, pixel_geometry, beam, maps, "
+                   "bkg_path, rms_path, autoload_maps, background_options")
+_PEAK_OPTIONS = ("box_pix, subtract_background, beam, maps, bkg_path, rms_path, autoload_maps, "
+                 "background_options")
+
+
+def _forced_options(options: dict) -> dict:
+    """The forced method's own options, checked (``ConfigError`` for an unknown one)."""
+    opts = {"nbeam": float(options.pop("nbeam", 3.0)),
+            "cluster_threshold": options.pop("cluster_threshold", 1.5),
+            "error_model": options.pop("error_model", "correlated"),
+            "condon": bool(options.pop("condon", False)),
+            "pixel_geometry": options.pop("pixel_geometry", "local")}
+    if options:
+        raise ConfigError("options", sorted(options), "forced options: " + _FORCED_OPTIONS)
+    geometry, nbeam, thr = opts["pixel_geometry"], opts["nbeam"], opts["cluster_threshold"]
+    _check_option("pixel_geometry", geometry, geometry in ("local", "centre"),
+                  "'local' or 'centre'")
+    _check_option("nbeam", nbeam, np.isfinite(nbeam) and nbeam > 0, "a number > 0")
+    _check_option("cluster_threshold", thr, thr is None or (np.isfinite(float(thr))
+                                                            and float(thr) >= 0),
+                  "a number >= 0 or None")
+    _check_option("error_model", opts["error_model"],
+                  opts["error_model"] in ("correlated", "mean_noise"), "'correlated' or 'mean_noise'")
+    return opts
+
+
+def _measure_forced(request: _Request, options: dict):
+    """The ``forced`` method on a request: result columns and the method's metadata."""
+    opts = _forced_options(options)
+    img, nbeam, thr = request.image, opts["nbeam"], opts["cluster_threshold"]
+    beam = request.beam if request.beam is not None else img.require_beam()
+    pb = pixel_beam_for(img, beam)
+    maps = request.background_maps()
+    meta = {}
+    scale = 1.0
+    if opts["error_model"] == "correlated":
+        scale = correlation_factor(img, maps, pb, nbeam)
+        if not np.isfinite(scale):
+            scale = 1.0
+            meta["error_model_note"] = ("noise correlation not measurable on this image "
+                                        "(too few pixels): mean-noise error used")
+    x, y = img.world_to_pixel(request.ra, request.dec)
+    kernels = local_kernels(img, beam, x, y, pb) if opts["pixel_geometry"] == "local" else None
+    cols = measure_arrays(img.data, maps.background, maps.rms, x, y, pb, nbeam=nbeam,
+                          cluster_threshold=None if thr is None else float(thr),
+                          error_scale=scale, kernels=kernels)
+    if opts["condon"]:
+        _add_condon_errors(cols, beam)
+    meta.update(nbeam=nbeam, cluster_threshold=thr, error_model=opts["error_model"],
+                noise_corr_factor=float(scale), noise_source=maps.source,
+                kernel_pix=(float(pb.a), float(pb.b), float(pb.c)),
+                pixel_geometry="centre" if kernels is None else "local")
+    return cols, meta
+
+
+def _add_condon_errors(cols: dict, beam) -> None:
+    """The ``condon_err_jyb`` column (Condon 1997 peak error; NaN where the fit failed)."""
+    from dsa110_contimg.science.condon import peak_flux_error
+
+    cols["condon_err_jyb"] = peak_flux_error(
+        cols["peak_jyb"], cols["local_rms_jyb"], beam_major=beam.major_arcsec,
+        beam_minor=beam.minor_arcsec)
+    cols["condon_err_jyb"][~cols["success"]] = np.nan
+
+
+def _measure_peak(request: _Request, options: dict):
+    """The ``peak`` method on a request: result columns and the method's metadata."""
+    img = request.image
+    subtract = bool(options.pop("subtract_background", False))
+    box = options.pop("box_pix", None)
+    if options:
+        raise ConfigError("options", sorted(options), "peak options: " + _PEAK_OPTIONS)
+    if box is None:
+        box = max(3, int(round(request.beam.major_arcsec / img.pixel_scale_arcsec))) \
+            if request.beam is not None else 5
+    _check_option("box_pix", box, int(box) >= 1, "an integer >= 1")
+    maps = request.background_maps()
+    x, y = img.world_to_pixel(request.ra, request.dec)
+    cols = peak_arrays(img.data, maps.rms, x, y, box_pix=int(box),
+                       background=maps.background if subtract else None)
+    if not subtract:
+        cols["bkg_jyb"] = maps.background_at(x, y)
+    return cols, {"box_pix": int(box), "subtract_background": subtract,
+                  "noise_source": maps.source}
 
 
 def correlation_factor(image, maps, pixel_beam: PixelBeam, nbeam: float = 3.0,
                        data=None) -> float:
-    """The image's matched-filter noise factor for this kernel (cached on ``maps``).
+    """The image's matched-filter noise factor for this kernel (dimensionless).
 
-    ``data`` defaults to ``image.data``; pass ``image.plane(i)`` (with that plane's
-    maps) for a cube plane. NaN when the image is too small to measure it.
+    Kept in ``maps.correlation_factors`` under ``(pixel_beam, nbeam)``, so measuring the
+    same plane with the same maps again does not measure it again. ``data`` defaults to
+    ``image.data``; pass ``image.plane(i)`` (with that plane's maps) for a cube plane.
+    NaN when the image is too small to measure it.
     """
     from dsa110_contimg.science.noise import noise_correlation_factor
 
     key = (pixel_beam, nbeam)
-    cache = maps.__dict__.setdefault("_corr_cache", {})
-    if key not in cache:
-        cache[key] = noise_correlation_factor(image.data if data is None else data,
+    known = maps.correlation_factors
+    if key not in known:
+        known[key] = noise_correlation_factor(image.data if data is None else data,
                                               maps.background, maps.rms, pixel_beam.stamp(nbeam))
-    return cache[key]
+    return known[key]
 
 
 __all__ = ["measure_positions", "measure_arrays", "peak_arrays", "PixelBeam", "pixel_beam_for",

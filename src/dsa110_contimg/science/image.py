@@ -792,14 +792,12 @@ def as_image(image, *, beam: Beam | None = None) -> RadioImage:
     ``beam`` is used when the image has none: for a path it is passed to
     :meth:`RadioImage.open`; for a RadioImage without a beam a shallow copy
     carrying the caller's beam is returned (the caller's object is not
-    modified; data and caches are shared).
+    modified; the data are shared).
     """
     if isinstance(image, RadioImage):
         if beam is not None and image.beam is None:
             import copy
 
-            if getattr(image, "_background_cache", None) is None:
-                image._background_cache = {}  # shared by the copy
             image = copy.copy(image)
             image.beam, image.beam_source = beam, "caller"
         return image

@@ -384,8 +384,8 @@ def evaluate_image_qc(image, measurements: MeasurementTable | None = None,
         Thresholds.
     maps : BackgroundMaps, optional
         Precomputed background/rms maps of this plane; otherwise
-        :func:`dsa110_contimg.science.noise.background_maps_for` is used
-        (cached on the image, so the measurement reuses it).
+        :func:`dsa110_contimg.science.noise.background_maps_for` builds them (pass the
+        maps the measurement used, so they are not built twice).
     compact : array-like of bool, optional
         Rows whose catalogue source is compact; all when None.
 
