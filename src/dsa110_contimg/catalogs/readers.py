@@ -422,10 +422,21 @@ def normalise(table: Table, survey: str, *, path=None, ra_column: str | None = N
     ColumnError
         A required column is missing or ambiguous (the message names the candidates).
     """
-    n = len(table)
+    layout, cols = _columns_of(table, survey, path, ra_column, dec_column, flux_column)
+    ra, dec = _position(table, cols["ra"], cols["dec"], path)
+    core = _core_columns(table, cols, layout, ra, dec, path, flux_unit=flux_unit,
+                         explicit_flux=flux_column is not None)
+    core = {"source_id": _source_names(table, cols, survey, ra, dec), **core}
+    extras = extras_of(table) if keep_extras else {}
+    return NormalisedTable(core=core, extras=extras,
+                           layout=layout.name if layout else "generic")
+
+
+def _columns_of(table: Table, survey: str, path, ra_column, dec_column, flux_column):
+    """The layout that fits the table (None: generic) and the column of each role: the
+    layout's, overridden by explicit names, else a unique generic guess."""
     explicit = any(x is not None for x in (ra_column, dec_column, flux_column))
     layout, cols = _match_layout(table, survey, path, explicit)
-    # Explicit columns override whatever the layout found.
     if ra_column is not None:
         cols["ra"] = _explicit(table, ra_column, "RA", path)
     if dec_column is not None:
@@ -438,24 +449,24 @@ def normalise(table: Table, survey: str, *, path=None, ra_column: str | None = N
         cols["ra"] = _guess_unique(table, GENERIC_RA, "RA", "--ra-column", path)
     if "dec" not in cols:
         cols["dec"] = _guess_unique(table, GENERIC_DEC, "Dec", "--dec-column", path)
-    monitor = survey == "monitor"
-    if "flux" not in cols and not (monitor and _find(table, GENERIC_FLUX, _index(table), path) is None):
+    if "flux" not in cols:
         cols["flux"] = _guess_unique(table, GENERIC_FLUX, "flux", "--flux-column", path)
-    if monitor and "name" not in cols:
-        name_col = _find(table, GENERIC_NAME, _index(table), path)
-        if name_col is not None:
-            cols["name"] = name_col
-    default_unit = flux_unit if flux_unit is not None else (layout.flux_unit if layout else None)
-    explicit_unit = flux_unit is not None
+    return layout, cols
 
-    ra, dec = _position(table, cols["ra"], cols["dec"], path)
+
+def _core_columns(table: Table, cols: dict, layout, ra, dec, path, *, flux_unit,
+                  explicit_flux: bool) -> dict[str, np.ndarray]:
+    """Positions (deg), fluxes (mJy), sizes (arcsec) and PA (deg) of every row (NaN where
+    the table has no such column)."""
+    n = len(table)
+    default_unit = flux_unit if flux_unit is not None else (layout.flux_unit if layout else None)
     nan = np.full(n, np.nan)
 
     def flux(role):
         name = cols.get(role)
         if name is None:
             return nan.copy()
-        return _flux_to_mjy(table[name], default_unit, role, path, explicit=explicit_unit)
+        return _flux_to_mjy(table[name], default_unit, role, path, explicit=flux_unit is not None)
 
     def angle(role, unit_to):
         name = cols.get(role)
@@ -467,8 +478,8 @@ def normalise(table: Table, survey: str, *, path=None, ra_column: str | None = N
     f = flux("flux")
     # A layout's flux column is integrated unless it says otherwise; an explicit
     # or generic flux column's nature is unknown, so neither is claimed for it.
-    claim = layout is not None and flux_column is None
-    core = {
+    claim = layout is not None and not explicit_flux
+    return {
         "ra_deg": ra,
         "dec_deg": dec,
         "flux_mjy": f,
@@ -481,24 +492,22 @@ def normalise(table: Table, survey: str, *, path=None, ra_column: str | None = N
         "min_arcsec": angle("min", u.arcsec),
         "pa_deg": angle("pa", u.deg),
     }
+
+
+def _source_names(table: Table, cols: dict, survey: str, ra, dec) -> np.ndarray:
+    """The survey's names of the rows; a row without one (or a table without a name
+    column) is named by its position (IAU style, repeated names disambiguated)."""
     prefix, rd, dd = NAME_FORMATS[survey]
-    if "name" in cols:
-        raw = _extra_values(table[cols["name"]])
-        # a monitor list's names are its own (pulsar or target names): kept as written
-        names = (np.char.strip(np.asarray(raw).astype(str)) if monitor
-                 else _survey_name(raw, survey))
-        blank = np.char.str_len(names) == 0
-        if blank.any():   # a row without a name is named by its position, as without the column
-            names = names.astype(object)
-            names[blank] = disambiguate(iau_names(prefix, ra[blank], dec[blank], ra_decimals=rd,
-                                                  dec_decimals=dd))
-            names = names.astype(str)
-    else:
-        names = disambiguate(iau_names(prefix, ra, dec, ra_decimals=rd, dec_decimals=dd))
-    core = {"source_id": names, **core}
-    extras = extras_of(table) if keep_extras else {}
-    return NormalisedTable(core=core, extras=extras,
-                           layout=layout.name if layout else "generic")
+    if "name" not in cols:
+        return disambiguate(iau_names(prefix, ra, dec, ra_decimals=rd, dec_decimals=dd))
+    names = _survey_name(_extra_values(table[cols["name"]]), survey)
+    blank = np.char.str_len(names) == 0
+    if blank.any():
+        names = names.astype(object)
+        names[blank] = disambiguate(iau_names(prefix, ra[blank], dec[blank], ra_decimals=rd,
+                                              dec_decimals=dd))
+        names = names.astype(str)
+    return names
 
 
 def _match_layout(table: Table, survey: str, path, explicit: bool):

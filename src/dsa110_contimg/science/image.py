@@ -311,6 +311,174 @@ def finite_count_and_peak(data, rows: int = 256) -> tuple[int, float]:
     return n, (peak if n else float("nan"))
 
 
+# --------------------------------------------------------------------------------------
+# building an image: the file, the celestial WCS, the plane cube, the beam
+# --------------------------------------------------------------------------------------
+def _open_fits_image(path: Path):
+    """``(hdul, hdu, data)`` of the first HDU holding at least 2-D image data, memory-mapped
+    when the file allows it (scaled integer data are read). ``CorruptImage`` otherwise."""
+    if not path.exists():
+        raise CorruptImage("file does not exist", path)
+    if path.is_dir():
+        raise CorruptImage("is a directory (a CASA image table?), not a FITS file", path)
+    check_fits_complete(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CorruptImage(f"astropy cannot read it: {exc}", path) from None
+    hdu = next((h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                and h.header.get("NAXIS", 0) >= 2), None)
+    if hdu is None:
+        hdul.close()
+        raise CorruptImage("no HDU holds image data (header-only file)", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                data = hdu.data
+            except ValueError as exc:
+                if "memmap" not in str(exc).lower():
+                    raise
+                # scaled integer data (BLANK/BSCALE/BZERO) cannot be memory-mapped: read it
+                index = hdul.index(hdu)
+                hdul.close()
+                hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+                hdu = hdul[index]
+                data = hdu.data
+    except (OSError, ValueError, TypeError) as exc:
+        hdul.close()
+        raise CorruptImage(f"cannot read the image data: {exc}", path) from None
+    if data is None:
+        hdul.close()
+        raise CorruptImage("the image HDU holds no data", path)
+    return hdul, hdu, data
+
+
+def _celestial_wcs(header: fits.Header, data, label):
+    """``(full WCS, celestial WCS, pixel scales in deg)``; junk keywords are tolerated, but a
+    celestial axis pair that transforms pixels is required (``NoCelestialWCS``)."""
+    hdr_wcs = header.copy()
+    hdr_wcs["NAXIS"] = max(int(header.get("NAXIS", data.ndim)), data.ndim)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            full = WCS(hdr_wcs)
+    except Exception as exc:  # astropy raises a variety of types for bad WCS
+        raise NoCelestialWCS(f"header WCS cannot be parsed: {exc}", label) from None
+    if not full.has_celestial:
+        raise NoCelestialWCS("header has no celestial (RA/Dec or GLON/GLAT) axes", label)
+    if full.wcs.lng < 0 or full.wcs.lat < 0:
+        raise NoCelestialWCS("header has no celestial axis pair", label)
+    celestial = full.celestial
+    try:
+        ref = celestial.wcs_pix2world([[0.0, 0.0]], 0)
+    except Exception as exc:
+        raise NoCelestialWCS(f"celestial WCS cannot transform pixels: {exc}", label) from None
+    if not np.all(np.isfinite(ref)) and not np.all(np.isfinite(
+            celestial.wcs_pix2world([[data.shape[-1] / 2, data.shape[-2] / 2]], 0))):
+        raise NoCelestialWCS("celestial WCS gives non-finite coordinates", label)
+    return full, celestial, _check_pixel_scales(celestial, label)
+
+
+def _plane_cube(data, full: WCS, label):
+    """The data as ``(planes, ny, nx)`` with the celestial axes last, and the FITS axis (0-based)
+    of the planes' frequency (None when the planes have no frequency axis).
+
+    Non-celestial axes: the first FREQ-like axis (or, failing one, an unnamed axis of several
+    pixels) becomes the planes; STOKES takes I (value 1, else its first plane); degenerate
+    axes are dropped; any other axis of several pixels is a ``CorruptImage``.
+    """
+    nd = data.ndim
+    naxis_wcs = full.naxis
+    if nd > naxis_wcs:
+        raise CorruptImage(f"data has {nd} axes but the header describes {naxis_wcs}", label)
+    cel_fits = sorted((full.wcs.lng, full.wcs.lat))
+    if cel_fits[1] >= nd:
+        raise NoCelestialWCS("celestial axes are beyond the data dimensions", label)
+    # numpy axis of FITS axis i (0-based) is ndim-1-i
+    np_x, np_y = nd - 1 - cel_fits[0], nd - 1 - cel_fits[1]
+    other_np = [a for a in range(nd) if a not in (np_x, np_y)]
+    cube = np.transpose(data, other_np + [np_y, np_x]) if other_np != list(range(nd - 2)) else data
+    freq_axis = None
+    index = []
+    for k, np_axis in enumerate(other_np):
+        fits_axis = nd - 1 - np_axis
+        ctype = str(full.wcs.ctype[fits_axis]).upper() if fits_axis < naxis_wcs else ""
+        n = cube.shape[k]
+        if ctype.startswith(_FREQ_CTYPES) and freq_axis is None:
+            freq_axis = (k, fits_axis)
+            index.append(slice(None))
+        elif n == 1:
+            index.append(0)
+        elif ctype.startswith("STOKES"):
+            # take Stokes I (value 1) when present, else the first plane
+            vals = full.wcs.crval[fits_axis] + (np.arange(n) + 1 - full.wcs.crpix[fits_axis]) \
+                * full.wcs.cdelt[fits_axis]
+            hit = np.flatnonzero(np.isclose(vals, 1.0))
+            index.append(int(hit[0]) if hit.size else 0)
+        elif freq_axis is None:
+            # unnamed non-degenerate axis: treat as the plane axis
+            freq_axis = (k, None)
+            index.append(slice(None))
+        else:
+            raise CorruptImage(f"cannot reduce axis {fits_axis + 1} ({ctype or 'no CTYPE'}) "
+                               f"of length {n} to one plane", label)
+    cube = cube[tuple(index) + (slice(None), slice(None))]
+    if cube.ndim == 2:
+        cube = cube[np.newaxis]
+    return cube, None if freq_axis is None else freq_axis[1]
+
+
+def _image_beam(header: fits.Header, beam: Beam | None, pixel_deg, label):
+    """``(beam, beam_source)``: the header's (BMAJ/BMIN/BPA, else a HISTORY line), else the
+    caller's; ``ImplausibleHeader`` for a beam wider than ``MAX_BEAM_PIXELS`` pixels."""
+    beam_used, beam_source = None, "none"
+    hbeam = _beam_from_header(header, label)
+    if hbeam is not None:
+        beam_used, beam_source = hbeam, ("header" if "BMAJ" in header else "history")
+    elif beam is not None:
+        beam_used, beam_source = beam, "caller"
+    if beam_used is not None:
+        fwhm_pix = beam_used.major_deg / float(np.min(pixel_deg))
+        if fwhm_pix > MAX_BEAM_PIXELS:
+            raise ImplausibleHeader(f"beam FWHM {beam_used.major_arcsec:.4g} arcsec spans "
+                                    f"{fwhm_pix:.3g} pixels of {np.min(pixel_deg) * 3600:.3g} "
+                                    f"arcsec (at most {MAX_BEAM_PIXELS:g} expected)", label)
+    return beam_used, beam_source
+
+
+def _plane_frequency(header: fits.Header, freq_axis, i: int) -> float | None:
+    """Frequency of plane ``i`` (Hz): from the planes' FREQ axis, else a FREQ axis described
+    beyond NAXIS (e.g. FIRST cutouts), else RESTFRQ/RESTFREQ/FREQ; None when unknown."""
+    fits_axis, full = freq_axis
+    if fits_axis is not None:
+        w = full.wcs
+        ctype = str(w.ctype[fits_axis]).upper()
+        if ctype.startswith("FREQ"):
+            unit = str(w.cunit[fits_axis]).strip().upper() or "HZ"
+            try:
+                f = float(w.crval[fits_axis] + (i + 1 - w.crpix[fits_axis]) * w.cdelt[fits_axis])
+            except (TypeError, ValueError):
+                f = None
+            if f is not None:
+                # astropy normalises CUNIT to SI (Hz), keep a fallback for raw headers
+                return f * _FREQ_UNITS.get(unit.replace(" ", ""), 1.0)
+    for k in range(1, 10):
+        if str(header.get(f"CTYPE{k}", "")).upper().startswith("FREQ"):
+            v = header.get(f"CRVAL{k}")
+            if isinstance(v, (int, float)) and np.isfinite(v) and v > 0:
+                unit = str(header.get(f"CUNIT{k}", "Hz")).strip().upper()
+                return float(v) * _FREQ_UNITS.get(unit, 1.0)
+    for key in ("RESTFRQ", "RESTFREQ", "FREQ"):
+        v = header.get(key)
+        if isinstance(v, (int, float)) and np.isfinite(v) and v > 0:
+            return float(v)
+    return None
+
+
 class RadioImage:
     """A radio image squeezed to 2-D planes in Jy/beam, with its WCS, beam and epoch.
 
@@ -379,46 +547,7 @@ class RadioImage:
         CorruptImage, TruncatedImage, NoCelestialWCS, EmptyImage, InvalidImage
         """
         path = Path(path)
-        if not path.exists():
-            raise CorruptImage("file does not exist", path)
-        if path.is_dir():
-            raise CorruptImage("is a directory (a CASA image table?), not a FITS file", path)
-        check_fits_complete(path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
-        except (OSError, ValueError, TypeError) as exc:
-            raise CorruptImage(f"astropy cannot read it: {exc}", path) from None
-        hdu = None
-        for h in hdul:
-            if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) \
-                    and h.header.get("NAXIS", 0) >= 2:
-                hdu = h
-                break
-        if hdu is None:
-            hdul.close()
-            raise CorruptImage("no HDU holds image data (header-only file)", path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    data = hdu.data
-                except ValueError as exc:
-                    if "memmap" not in str(exc).lower():
-                        raise
-                    # scaled integer data (BLANK/BSCALE/BZERO) cannot be memory-mapped: read it
-                    index = hdul.index(hdu)
-                    hdul.close()
-                    hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-                    hdu = hdul[index]
-                    data = hdu.data
-        except (OSError, ValueError, TypeError) as exc:
-            hdul.close()
-            raise CorruptImage(f"cannot read the image data: {exc}", path) from None
-        if data is None:
-            hdul.close()
-            raise CorruptImage("the image HDU holds no data", path)
+        hdul, hdu, data = _open_fits_image(path)
         try:
             return cls._build(data, hdu.header.copy(), path=path, beam=beam, plane=plane,
                               hdul=hdul, check_empty=check_empty)
@@ -445,100 +574,16 @@ class RadioImage:
         if data.ndim < 2:
             raise CorruptImage(f"image data has {data.ndim} dimension(s), need at least 2", label)
         header = _sanitised_header(header, label)
-        # WCS: tolerate junk keywords, but insist on a celestial pair
-        hdr_wcs = header.copy()
-        for k in ("NAXIS",):
-            hdr_wcs[k] = max(int(header.get(k, data.ndim)), data.ndim)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FITSFixedWarning)
-                warnings.simplefilter("ignore", UserWarning)
-                full = WCS(hdr_wcs)
-        except Exception as exc:  # astropy raises a variety of types for bad WCS
-            raise NoCelestialWCS(f"header WCS cannot be parsed: {exc}", label) from None
-        if not full.has_celestial:
-            raise NoCelestialWCS("header has no celestial (RA/Dec or GLON/GLAT) axes", label)
-        lng, lat = full.wcs.lng, full.wcs.lat
-        if lng < 0 or lat < 0:
-            raise NoCelestialWCS("header has no celestial axis pair", label)
-        celestial = full.celestial
-        try:
-            ref = celestial.wcs_pix2world([[0.0, 0.0]], 0)
-        except Exception as exc:
-            raise NoCelestialWCS(f"celestial WCS cannot transform pixels: {exc}", label) from None
-        if not np.all(np.isfinite(ref)) and not np.all(np.isfinite(
-                celestial.wcs_pix2world([[data.shape[-1] / 2, data.shape[-2] / 2]], 0))):
-            raise NoCelestialWCS("celestial WCS gives non-finite coordinates", label)
-        pixel_deg = _check_pixel_scales(celestial, label)
-
-        # numpy axis of FITS axis i (0-based) is ndim-1-i
-        nd = data.ndim
-        naxis_wcs = full.naxis
-        if nd > naxis_wcs:
-            raise CorruptImage(f"data has {nd} axes but the header describes {naxis_wcs}", label)
-        cel_fits = sorted((lng, lat))
-        if cel_fits[1] >= nd:
-            raise NoCelestialWCS("celestial axes are beyond the data dimensions", label)
-        np_x, np_y = nd - 1 - cel_fits[0], nd - 1 - cel_fits[1]
-        other_np = [a for a in range(nd) if a not in (np_x, np_y)]
-        cube = np.transpose(data, other_np + [np_y, np_x]) if other_np != list(range(nd - 2)) else data
-
-        # classify the non-celestial axes
-        freq_axis = None
-        index = []
-        for k, np_axis in enumerate(other_np):
-            fits_axis = nd - 1 - np_axis
-            ctype = str(full.wcs.ctype[fits_axis]).upper() if fits_axis < naxis_wcs else ""
-            n = cube.shape[k]
-            if ctype.startswith(_FREQ_CTYPES) and freq_axis is None:
-                freq_axis = (k, fits_axis)
-                index.append(slice(None))
-            elif n == 1:
-                index.append(0)
-            elif ctype.startswith("STOKES"):
-                # take Stokes I (value 1) when present, else the first plane
-                vals = full.wcs.crval[fits_axis] + (np.arange(n) + 1 - full.wcs.crpix[fits_axis]) \
-                    * full.wcs.cdelt[fits_axis]
-                hit = np.flatnonzero(np.isclose(vals, 1.0))
-                index.append(int(hit[0]) if hit.size else 0)
-            elif freq_axis is None:
-                # unnamed non-degenerate axis: treat as the plane axis
-                freq_axis = (k, None)
-                index.append(slice(None))
-            else:
-                raise CorruptImage(f"cannot reduce axis {fits_axis + 1} ({ctype or 'no CTYPE'}) "
-                                   f"of length {n} to one plane", label)
-        cube = cube[tuple(index) + (slice(None), slice(None))]
-        if cube.ndim == 2:
-            cube = cube[np.newaxis]
-        freq_info = None
-        if freq_axis is not None:
-            freq_info = freq_axis[1]
+        full, celestial, pixel_deg = _celestial_wcs(header, data, label)
+        cube, freq_fits_axis = _plane_cube(data, full, label)
         scale = _flux_scale(header.get("BUNIT"), label)
-
-        beam_source = "none"
-        hbeam = _beam_from_header(header, label)
-        if hbeam is not None:
-            beam_source = "header" if "BMAJ" in header else "history"
-            beam_used = hbeam
-        elif beam is not None:
-            beam_used, beam_source = beam, "caller"
-        else:
-            beam_used = None
-        if beam_used is not None:
-            fwhm_pix = beam_used.major_deg / float(np.min(pixel_deg))
-            if fwhm_pix > MAX_BEAM_PIXELS:
-                raise ImplausibleHeader(f"beam FWHM {beam_used.major_arcsec:.4g} arcsec spans "
-                                        f"{fwhm_pix:.3g} pixels of {np.min(pixel_deg) * 3600:.3g} "
-                                        f"arcsec (at most {MAX_BEAM_PIXELS:g} expected)", label)
+        beam_used, beam_source = _image_beam(header, beam, pixel_deg, label)
         _read_mjd_checked(header, label)
-        n_planes = cube.shape[0]
-        if plane is None:
-            plane = 0
-        if not 0 <= plane < n_planes:
-            raise InvalidImage(f"plane {plane} requested but the image has {n_planes}", label)
+        plane = 0 if plane is None else plane
+        if not 0 <= plane < cube.shape[0]:
+            raise InvalidImage(f"plane {plane} requested but the image has {cube.shape[0]}", label)
         obj = cls(path=path, header=header, wcs=celestial, cube=cube,
-                  freq_axis=(freq_info, full), plane_index=plane, scale=scale,
+                  freq_axis=(freq_fits_axis, full), plane_index=plane, scale=scale,
                   beam=beam_used, beam_source=beam_source, hdul=hdul)
         if check_empty and not _has_finite(obj.data):
             raise EmptyImage("every pixel of the image is NaN/blanked", label)
@@ -566,30 +611,7 @@ class RadioImage:
         return arr
 
     def _plane_freq(self, i: int) -> float | None:
-        fits_axis, full = self._freq_axis
-        if fits_axis is not None:
-            w = full.wcs
-            ctype = str(w.ctype[fits_axis]).upper()
-            if ctype.startswith("FREQ"):
-                unit = str(w.cunit[fits_axis]).strip().upper() or "HZ"
-                try:
-                    f = float(w.crval[fits_axis] + (i + 1 - w.crpix[fits_axis]) * w.cdelt[fits_axis])
-                except (TypeError, ValueError):
-                    f = None
-                if f is not None:
-                    # astropy normalises CUNIT to SI (Hz), keep a fallback for raw headers
-                    return f * _FREQ_UNITS.get(unit.replace(" ", ""), 1.0)
-        for k in range(1, 10):  # FREQ axis described beyond NAXIS (e.g. FIRST cutouts)
-            if str(self.header.get(f"CTYPE{k}", "")).upper().startswith("FREQ"):
-                v = self.header.get(f"CRVAL{k}")
-                if isinstance(v, (int, float)) and np.isfinite(v) and v > 0:
-                    unit = str(self.header.get(f"CUNIT{k}", "Hz")).strip().upper()
-                    return float(v) * _FREQ_UNITS.get(unit, 1.0)
-        for key in ("RESTFRQ", "RESTFREQ", "FREQ"):
-            v = self.header.get(key)
-            if isinstance(v, (int, float)) and np.isfinite(v) and v > 0:
-                return float(v)
-        return None
+        return _plane_frequency(self.header, self._freq_axis, i)
 
     @property
     def plane_freqs_hz(self) -> np.ndarray:

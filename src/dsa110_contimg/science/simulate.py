@@ -225,10 +225,26 @@ def simulate_image(
         Write BMAJ/BMIN/BPA (False mimics a DSA-110 mosaic header).
     """
     rng = np.random.default_rng(seed)
-    ny, nx = shape
     wcs = sky_wcs(ra0_deg, dec0_deg, pixscale_arcsec, shape, projection)
+    ra = np.atleast_1d(np.asarray(ra_deg, dtype=float))
+    dec = np.atleast_1d(np.asarray(dec_deg, dtype=float))
+    peak = np.atleast_1d(np.asarray(peak_jyb, dtype=float))
     bmaj, bmin, bpa = beam_arcsec
-    fmaj, fmin = bmaj / pixscale_arcsec, bmin / pixscale_arcsec
+    data = _simulated_sky(shape, wcs, (bmaj / pixscale_arcsec, bmin / pixscale_arcsec, bpa),
+                          ra, dec, peak, noise_rms, correlated, background, rng)
+    header = _simulated_header(wcs, shape, naxis=naxis, freq_hz=freq_hz,
+                               beam_arcsec=beam_arcsec if include_beam else None, bunit=bunit,
+                               mjd=mjd, extra_header=extra_header)
+    scale = 1000.0 if bunit.lower().startswith("mjy") else 1.0
+    return SimulatedImage(data * scale, header, wcs, ra, dec, peak, noise_rms * scale)
+
+
+def _simulated_sky(shape, wcs, beam_pix, ra, dec, peak, noise_rms, correlated, background,
+                   rng) -> np.ndarray:
+    """Noise, then the background plane, then the sources, Jy/beam (float64). ``beam_pix``
+    is ``(FWHM major, FWHM minor, PA)`` in pixels and degrees east of north."""
+    ny, nx = shape
+    fmaj, fmin, bpa = beam_pix
     data = np.zeros(shape, dtype=np.float64)
     if noise_rms > 0:
         if correlated:
@@ -239,13 +255,17 @@ def simulate_image(
     if b0 or gx or gy:
         yy, xx = np.mgrid[0:ny, 0:nx]
         data += b0 + gx * (xx - nx / 2) / nx + gy * (yy - ny / 2) / ny
-    ra = np.atleast_1d(np.asarray(ra_deg, dtype=float))
-    dec = np.atleast_1d(np.asarray(dec_deg, dtype=float))
-    peak = np.atleast_1d(np.asarray(peak_jyb, dtype=float))
     if ra.size:
         x, y = wcs.wcs_world2pix(ra, dec, 0)
         paint_sources(data, x, y, peak, fmaj, fmin, bpa)
+    return data
 
+
+def _simulated_header(wcs, shape, *, naxis, freq_hz, beam_arcsec, bunit, mjd,
+                      extra_header) -> fits.Header:
+    """The header of a simulated image: the WCS, degenerate FREQ (and STOKES) axes for
+    ``naxis`` 3 (4), else RESTFRQ; the beam (deg) unless None; unit, epoch and marks."""
+    ny, nx = shape
     header = wcs.to_header()
     header["NAXIS"] = naxis
     header["NAXIS1"] = nx
@@ -263,11 +283,11 @@ def simulate_image(
         header["CRPIX4"] = 1.0
     if naxis < 3:
         header["RESTFRQ"] = freq_hz
-    if include_beam:
+    if beam_arcsec is not None:
+        bmaj, bmin, bpa = beam_arcsec
         header["BMAJ"] = bmaj / 3600.0
         header["BMIN"] = bmin / 3600.0
         header["BPA"] = bpa
-    scale = 1000.0 if bunit.lower().startswith("mjy") else 1.0
     header["BUNIT"] = bunit
     header["BTYPE"] = "Intensity"
     header["TELESCOP"] = "DSA-110"
@@ -277,4 +297,4 @@ def simulate_image(
     header["SYNTH"] = True
     for k, v in (extra_header or {}).items():
         header[k] = v
-    return SimulatedImage(data * scale, header, wcs, ra, dec, peak, noise_rms * scale)
+    return header

@@ -63,6 +63,7 @@ one plane each, in frequency order, each with its own WCS and beam.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -236,14 +237,66 @@ def measure(image, ra_deg, dec_deg, *, target_snr: float = 5.0, initial_width: i
     MissingBeam, InvalidImage, MapMismatch
         From the images and maps.
     """
-    from dsa110_contimg.science.forced import (
-        _positions,
-        measure_arrays,
-        measure_positions,
-        pixel_beam_for,
-    )
-    from dsa110_contimg.science.noise import background_maps_for, noise_correlation_factor
+    from dsa110_contimg.science.forced import _positions, measure_positions
 
+    _check_options(target_snr, initial_width, max_width, error_model, nbeam)
+    ra, dec = _positions(ra_deg, dec_deg)
+    planes = _plane_list(image, beam)
+    if len({id(img) for img, _, _ in planes}) > 1 and (bkg_path or rms_path):
+        raise ConfigError("bkg_path" if bkg_path else "rms_path", bkg_path or rms_path,
+                          "no explicit map file with one image per sub-band (each image's "
+                          "<stem>_bkg/_rms.fits companions are picked up automatically)")
+    if len(planes) == 1:
+        table = measure_positions(planes[0][0], ra, dec, method="forced", nbeam=nbeam,
+                                  cluster_threshold=cluster_threshold, error_model=error_model,
+                                  beam=beam, bkg_path=bkg_path, rms_path=rms_path,
+                                  autoload_maps=autoload_maps,
+                                  background_options=background_options)
+        table.columns["flags"] = table.columns["flags"] | int(Flag.SINGLE_PLANE)
+        table.meta.update(method="adaptive", n_planes=1, target_snr=float(target_snr),
+                          note="single-plane image: adaptive binning not possible, result "
+                               "equals method 'forced'")
+        return table
+    map_options = dict(bkg_path=bkg_path, rms_path=rms_path, autoload=bool(autoload_maps),
+                       **dict(background_options or {}))
+    stack = _PlaneStack.measure(planes, ra, dec, nbeam=nbeam, cluster_threshold=cluster_threshold,
+                                error_model=error_model, map_options=map_options)
+    band = _band_average(stack)
+    freqs = np.array([f for _, _, f in planes])
+    bins = _frequency_bins(stack.F, stack.E, freqs, target_snr=target_snr,
+                           initial_width=initial_width, max_width=max_width,
+                           merge_leftovers=merge_leftovers)
+    n = ra.size
+    n_bins = np.bincount(bins["source_index"], minlength=n)
+    best = np.full(n, np.nan)
+    if bins["snr"].size:
+        np.fmax.at(best, bins["source_index"], bins["snr"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = band["peak"] / band["perr"]
+    p = len(planes)
+    meta = {
+        "method": "adaptive", "image": _image_label(planes), "mjd": planes[0][0].mjd,
+        "freq_hz": float(np.nanmean(freqs)) if np.isfinite(freqs).any() else None,
+        "beam_deg": None if planes[0][0].beam is None else planes[0][0].beam.as_tuple(),
+        "n_planes": p, "target_snr": float(target_snr), "initial_width": int(initial_width),
+        "max_width": int(p if max_width is None else max_width),
+        "merge_leftovers": bool(merge_leftovers), "combination": "inverse-variance weighted mean",
+        "nbeam": nbeam, "cluster_threshold": cluster_threshold, "error_model": error_model,
+        "noise_corr_factors": stack.factors, "noise_source": sorted(set(stack.noise_sources)),
+        "plane_freqs_hz": freqs, "plane_peak_jyb": stack.F, "plane_err_jyb": stack.E,
+        "bins": bins,
+    }
+    return MeasurementTable({
+        "ra_deg": ra, "dec_deg": dec, "x_pix": stack.x, "y_pix": stack.y,
+        "peak_jyb": band["peak"], "peak_err_jyb": band["perr"], "local_rms_jyb": band["rms"],
+        "snr": snr, "chi2": band["chi2"], "dof": band["dof"], "cluster_id": stack.cluster,
+        "flags": band["flags"], "success": band["success"],
+        "n_planes_used": band["n_used"], "n_bins": n_bins,
+        "spectral_chi2": band["spectral_chi2"], "best_bin_snr": best,
+    }, meta)
+
+
+def _check_options(target_snr, initial_width, max_width, error_model, nbeam) -> None:
     if not (isinstance(target_snr, (int, float)) and np.isfinite(target_snr) and target_snr > 0):
         raise ConfigError("target_snr", target_snr, "a number > 0")
     if not (isinstance(initial_width, (int, np.integer)) and initial_width >= 1):
@@ -256,62 +309,72 @@ def measure(image, ra_deg, dec_deg, *, target_snr: float = 5.0, initial_width: i
     if not (np.isfinite(nbeam) and nbeam > 0):
         raise ConfigError("nbeam", nbeam, "a number > 0")
 
-    ra, dec = _positions(ra_deg, dec_deg)
-    planes = _plane_list(image, beam)
-    if len({id(img) for img, _, _ in planes}) > 1 and (bkg_path or rms_path):
-        raise ConfigError("bkg_path" if bkg_path else "rms_path", bkg_path or rms_path,
-                          "no explicit map file with one image per sub-band (each image's "
-                          "<stem>_bkg/_rms.fits companions are picked up automatically)")
-    forced_opts = dict(nbeam=nbeam, cluster_threshold=cluster_threshold, error_model=error_model,
-                       beam=beam, bkg_path=bkg_path, rms_path=rms_path,
-                       autoload_maps=autoload_maps, background_options=background_options)
 
-    if len(planes) == 1:
-        img, _, _ = planes[0]
-        table = measure_positions(img, ra, dec, method="forced", **forced_opts)
-        table.columns["flags"] = table.columns["flags"] | int(Flag.SINGLE_PLANE)
-        table.meta.update(method="adaptive", n_planes=1, target_snr=float(target_snr),
-                          note="single-plane image: adaptive binning not possible, result "
-                               "equals method 'forced'")
-        return table
+@dataclass
+class _PlaneStack:
+    """The forced measurements of every plane: ``F``, ``E``, ``R`` (flux, error, local rms,
+    Jy/beam) of shape ``(n_sources, n_planes)`` (NaN where a plane failed); ``chi2``/``dof``
+    summed over the successful planes; the AND and OR of the per-plane flags; the first
+    plane's pixel positions and cluster ids; each plane's noise factor and map source."""
 
-    n, p = ra.size, len(planes)
-    F = np.full((p, n), np.nan)
-    E = np.full((p, n), np.nan)
-    R = np.full((p, n), np.nan)
-    chi2 = np.zeros(n)
-    dof = np.zeros(n, np.int64)
-    flags_all = np.full(n, -1, np.int64)  # AND of the per-plane flags
-    flags_any = np.zeros(n, np.int64)
-    x0 = y0 = None
-    factors = np.ones(p)
-    noise_sources = []
-    bg_opts = dict(background_options or {})
-    for k, (img, i, _freq) in enumerate(planes):
-        pb = pixel_beam_for(img)
-        maps = background_maps_for(img, bkg_path=bkg_path, rms_path=rms_path,
-                                   autoload=bool(autoload_maps), plane=i, **bg_opts)
-        noise_sources.append(maps.source)
-        data = img.plane(i)
-        if error_model == "correlated":
-            c = noise_correlation_factor(data, maps.background, maps.rms, pb.stamp(nbeam))
-            factors[k] = c if np.isfinite(c) else 1.0
-        x, y = img.world_to_pixel(ra, dec)
-        cols = measure_arrays(data, maps.background, maps.rms, x, y, pb, nbeam=nbeam,
-                              cluster_threshold=cluster_threshold, error_scale=factors[k])
-        if x0 is None:
-            x0, y0, cluster = x, y, cols["cluster_id"]
-        ok = cols["success"]
-        F[k, ok] = cols["peak_jyb"][ok]
-        E[k, ok] = cols["peak_err_jyb"][ok]
-        R[k, ok] = cols["local_rms_jyb"][ok]
-        chi2[ok] += cols["chi2"][ok]
-        dof[ok] += cols["dof"][ok]
-        flags_all &= cols["flags"]
-        flags_any |= cols["flags"]
+    F: np.ndarray
+    E: np.ndarray
+    R: np.ndarray
+    chi2: np.ndarray
+    dof: np.ndarray
+    flags_all: np.ndarray
+    flags_any: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    cluster: np.ndarray
+    factors: np.ndarray
+    noise_sources: list
 
-    F, E, R = F.T, E.T, R.T  # (n_sources, n_planes)
-    freqs = np.array([f for _, _, f in planes])
+    @classmethod
+    def measure(cls, planes, ra, dec, *, nbeam, cluster_threshold, error_model,
+                map_options) -> "_PlaneStack":
+        """Measure every plane with its own maps and noise-correlation factor."""
+        from dsa110_contimg.science.forced import measure_arrays, pixel_beam_for
+        from dsa110_contimg.science.noise import background_maps_for, noise_correlation_factor
+
+        n, p = ra.size, len(planes)
+        F, E, R = (np.full((p, n), np.nan) for _ in range(3))
+        chi2 = np.zeros(n)
+        dof = np.zeros(n, np.int64)
+        flags_all = np.full(n, -1, np.int64)  # AND of the per-plane flags
+        flags_any = np.zeros(n, np.int64)
+        first = None
+        factors = np.ones(p)
+        noise_sources = []
+        for k, (img, i, _freq) in enumerate(planes):
+            pb = pixel_beam_for(img)
+            maps = background_maps_for(img, plane=i, **map_options)
+            noise_sources.append(maps.source)
+            data = img.plane(i)
+            if error_model == "correlated":
+                c = noise_correlation_factor(data, maps.background, maps.rms, pb.stamp(nbeam))
+                factors[k] = c if np.isfinite(c) else 1.0
+            x, y = img.world_to_pixel(ra, dec)
+            cols = measure_arrays(data, maps.background, maps.rms, x, y, pb, nbeam=nbeam,
+                                  cluster_threshold=cluster_threshold, error_scale=factors[k])
+            if first is None:
+                first = (x, y, cols["cluster_id"])
+            ok = cols["success"]
+            F[k, ok] = cols["peak_jyb"][ok]
+            E[k, ok] = cols["peak_err_jyb"][ok]
+            R[k, ok] = cols["local_rms_jyb"][ok]
+            chi2[ok] += cols["chi2"][ok]
+            dof[ok] += cols["dof"][ok]
+            flags_all &= cols["flags"]
+            flags_any |= cols["flags"]
+        return cls(F.T, E.T, R.T, chi2, dof, flags_all, flags_any, *first, factors,
+                   noise_sources)
+
+
+def _band_average(stack: _PlaneStack) -> dict[str, np.ndarray]:
+    """The inverse-variance weighted mean over the successful planes of every source (see
+    the module notes) and the columns that go with it."""
+    F, E, R = stack.F, stack.E, stack.R
     good = np.isfinite(F) & np.isfinite(E) & (E > 0)
     n_used = good.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -324,16 +387,20 @@ def measure(image, ra_deg, dec_deg, *, target_snr: float = 5.0, initial_width: i
         spectral_chi2 = (w * (np.where(good, F, 0.0) - peak[:, None]) ** 2).sum(axis=1)
     success = n_used > 0
     # flags: failure bits only where every plane failed; informational bits from any plane
-    flags = np.where(success, flags_any & ~int(FAILURE_FLAGS), flags_all)
+    flags = np.where(success, stack.flags_any & ~int(FAILURE_FLAGS), stack.flags_all)
     flags = np.where(success | (flags != 0), flags, int(Flag.NO_GOOD_PIXELS))
     for arr in (peak, perr, spectral_chi2):
         arr[~success] = np.nan
     rms[~np.isfinite(rms)] = np.nan
-    chi2 = np.where(success, chi2, np.nan)
-    dof = np.where(success, dof, 0)
+    return {"peak": peak, "perr": perr, "rms": rms, "spectral_chi2": spectral_chi2,
+            "success": success, "flags": flags, "n_used": n_used,
+            "chi2": np.where(success, stack.chi2, np.nan),
+            "dof": np.where(success, stack.dof, 0)}
 
-    bins = adaptive_bins(F, E, target_snr=target_snr, initial_width=initial_width,
-                         max_width=max_width, merge_leftovers=merge_leftovers)
+
+def _frequency_bins(F, E, freqs, **binning) -> dict[str, np.ndarray]:
+    """:func:`adaptive_bins` with each bin's frequency range and mean plane frequency (Hz)."""
+    bins = adaptive_bins(F, E, **binning)
     lo, hi = bins["first_plane"], bins["last_plane"]
     csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(freqs))])
     with np.errstate(invalid="ignore"):
@@ -341,33 +408,7 @@ def measure(image, ra_deg, dec_deg, *, target_snr: float = 5.0, initial_width: i
         bins["freq_max_hz"] = np.maximum(freqs[lo], freqs[hi])
         bins["freq_mean_hz"] = np.where(np.isfinite(freqs[lo]) & np.isfinite(freqs[hi]),
                                         (csum[hi + 1] - csum[lo]) / (hi - lo + 1), np.nan)
-    bins = {k: bins[k] for k in _BIN_KEYS}
-    n_bins = np.bincount(bins["source_index"], minlength=n)
-    best = np.full(n, np.nan)
-    if bins["snr"].size:
-        np.fmax.at(best, bins["source_index"], bins["snr"])
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = peak / perr
-    meta = {
-        "method": "adaptive", "image": _image_label(planes), "mjd": planes[0][0].mjd,
-        "freq_hz": float(np.nanmean(freqs)) if np.isfinite(freqs).any() else None,
-        "beam_deg": None if planes[0][0].beam is None else planes[0][0].beam.as_tuple(),
-        "n_planes": p, "target_snr": float(target_snr), "initial_width": int(initial_width),
-        "max_width": int(p if max_width is None else max_width),
-        "merge_leftovers": bool(merge_leftovers), "combination": "inverse-variance weighted mean",
-        "nbeam": nbeam, "cluster_threshold": cluster_threshold, "error_model": error_model,
-        "noise_corr_factors": factors, "noise_source": sorted(set(noise_sources)),
-        "plane_freqs_hz": freqs, "plane_peak_jyb": F, "plane_err_jyb": E, "bins": bins,
-    }
-    return MeasurementTable({
-        "ra_deg": ra, "dec_deg": dec, "x_pix": x0, "y_pix": y0,
-        "peak_jyb": peak, "peak_err_jyb": perr, "local_rms_jyb": rms, "snr": snr,
-        "chi2": chi2, "dof": dof, "cluster_id": cluster,
-        "flags": flags, "success": success,
-        "n_planes_used": n_used, "n_bins": n_bins, "spectral_chi2": spectral_chi2,
-        "best_bin_snr": best,
-    }, meta)
+    return {k: bins[k] for k in _BIN_KEYS}
 
 
 def _image_label(planes):

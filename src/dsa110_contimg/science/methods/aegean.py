@@ -305,7 +305,8 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
     maps : {"bane", "project"} or object with ``background`` and ``rms`` arrays
         Background/noise for Aegean: BANE (default), this project's maps
         (:func:`dsa110_contimg.science.noise.background_maps_for`), or given
-        maps (Jy/beam, same shape as the image).
+        maps (Jy/beam, same shape as the image, e.g. a
+        :class:`~dsa110_contimg.science.noise_maps.BackgroundMaps`).
     docov : bool
         Use Aegean's pixel-covariance matrix in the fit (slower, correct errors).
     regroup_eps_arcmin : float, optional
@@ -350,98 +351,105 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
     ConfigError
         An option has an invalid value.
     """
-    SourceFinder, ComponentSource, aegean_logger = load_aegean()
+    aegean = load_aegean()
     from dsa110_contimg.science.image import as_image
 
     image = as_image(image, beam=beam)
     beam = image.require_beam()
+    map_options = {"bkg_path": bkg_path, "rms_path": rms_path,
+                   "background_options": background_options}
+    _check_options(image, maps, map_options, bane_timeout_s)
+    from dsa110_contimg.science.forced import _positions
+
+    ra, dec = _positions(ra_deg, dec_deg)
+    x, y, flags = _locate(image, ra, dec)
+    usable = flags == 0
+    meta = {
+        "method": "aegean", "image": None if image.path is None else str(image.path),
+        "mjd": image.mjd, "freq_hz": image.freq_hz, "beam_deg": beam.as_tuple(),
+        "aegean_stage": 1, "aegean_docov": bool(docov),
+        "aegean_maps": maps if isinstance(maps, str) else "given",
+        "aegean_half_pixel_correction": bool(correct_half_pixel),
+        "aegean_keep_sky_beam": bool(keep_sky_beam)}
+    out = {k: np.full(ra.size, np.nan) for k in ("peak", "err", "rms", "bkg", "resid")}
+    out["aflags"] = np.zeros(ra.size, np.int64)
+    out["group"] = np.full(ra.size, -1, np.int64)
+    if usable.any():
+        with tempfile.TemporaryDirectory(dir=workdir, prefix="aegean_") as tmp:
+            files = _input_files(Path(tmp), image, maps, bane_timeout_s, bane_cores,
+                                 autoload_maps, map_options)
+            res = _fit(*aegean, *files, ra[usable], dec[usable], x[usable], y[usable], beam,
+                       image, docov=docov, eps=regroup_eps_arcmin, correct=correct_half_pixel,
+                       sky_beam=keep_sky_beam)
+        idx = np.flatnonzero(usable)
+        for name, target in out.items():
+            target[idx] = res[name]
+        flags[idx[res["blended"]]] |= int(Flag.CLUSTERED)
+        meta["aegean_groups"] = int(res["n_groups"])
+    return _table(ra, dec, x, y, flags, usable, out, meta)
+
+
+def _check_options(image, maps, map_options: dict, bane_timeout_s) -> None:
     if not (isinstance(maps, str) and maps in ("bane", "project")) and not (
             hasattr(maps, "background") and hasattr(maps, "rms")):
         raise ConfigError("maps", maps, "'bane', 'project' or an object with background and rms "
                           "arrays", image.path)
     if not (isinstance(maps, str) and maps == "project"):
-        given = [k for k, v in (("bkg_path", bkg_path), ("rms_path", rms_path),
-                                ("background_options", background_options)) if v]
+        given = [k for k, v in map_options.items() if v]
         if given:
-            raise ConfigError(given[0], locals()[given[0]], "only with maps='project' (or give the "
-                              "maps object itself)", image.path)
+            raise ConfigError(given[0], map_options[given[0]], "only with maps='project' (or give "
+                              "the maps object itself)", image.path)
     if not (np.isfinite(bane_timeout_s) and bane_timeout_s > 0):
         raise ConfigError("bane_timeout_s", bane_timeout_s, "a positive number of seconds")
 
-    ra = np.atleast_1d(np.asarray(ra_deg, dtype=float))
-    dec = np.atleast_1d(np.asarray(dec_deg, dtype=float))
-    if ra.shape != dec.shape:
-        raise ConfigError("dec_deg", f"{dec.size} values", f"as many values as ra_deg ({ra.size})")
-    n = ra.size
+
+def _locate(image, ra, dec):
+    """Pixel positions and the flags known before fitting (bad position, off the image,
+    blanked pixel)."""
     ny, nx = image.shape
     x, y = image.world_to_pixel(ra, dec)
-    flags = np.zeros(n, np.int64)
+    flags = np.zeros(ra.size, np.int64)
     finite = np.isfinite(x) & np.isfinite(y)
     flags[~finite] |= int(Flag.BAD_POSITION)
     xr = np.where(finite, np.round(np.where(finite, x, 0.0)), -1).astype(np.int64)
     yr = np.where(finite, np.round(np.where(finite, y, 0.0)), -1).astype(np.int64)
     inside = finite & (xr >= 0) & (xr < nx) & (yr >= 0) & (yr < ny)
     flags[finite & ~inside] |= int(Flag.OFF_IMAGE)
-    data = image.data
-    pix = np.full(n, np.nan)
-    pix[inside] = data[yr[inside], xr[inside]]
+    pix = np.full(ra.size, np.nan)
+    pix[inside] = image.data[yr[inside], xr[inside]]
     flags[inside & ~np.isfinite(pix)] |= int(Flag.BLANKED)
-    usable = flags == 0
+    return x, y, flags
 
-    meta = {
-        "method": "aegean", "image": None if image.path is None else str(image.path),
-        "mjd": image.mjd, "freq_hz": image.freq_hz,
-        "beam_deg": (beam.major_deg, beam.minor_deg, beam.pa_deg),
-        "aegean_stage": 1, "aegean_docov": bool(docov),
-        "aegean_maps": maps if isinstance(maps, str) else "given",
-        "aegean_half_pixel_correction": bool(correct_half_pixel),
-        "aegean_keep_sky_beam": bool(keep_sky_beam),
-    }
-    peak = np.full(n, np.nan)
-    err = np.full(n, np.nan)
-    rms = np.full(n, np.nan)
-    bkg = np.full(n, np.nan)
-    resid = np.full(n, np.nan)
-    aflags = np.zeros(n, np.int64)
-    cluster = np.full(n, -1, np.int64)
 
-    if usable.any():
-        header = _plane_header(image)
-        with tempfile.TemporaryDirectory(dir=workdir, prefix="aegean_") as tmp:
-            tmp = Path(tmp)
-            img_path = _write_plane(tmp / "image.fits", data, header)
-            if isinstance(maps, str) and maps == "bane":
-                bkg_path, rms_path = run_bane(img_path, tmp / "image", timeout_s=bane_timeout_s,
-                                              cores=bane_cores)
-            else:
-                if isinstance(maps, str):  # "project"
-                    from dsa110_contimg.science.noise import background_maps_for
+def _input_files(tmp: Path, image, maps, bane_timeout_s, bane_cores, autoload_maps,
+                 map_options: dict) -> tuple[Path, Path, Path]:
+    """The image plane and its background and noise maps as 2-D FITS files for Aegean:
+    ``(image, background, rms)``."""
+    header = _plane_header(image)
+    img_path = _write_plane(tmp / "image.fits", image.data, header)
+    if isinstance(maps, str) and maps == "bane":
+        return (img_path, *run_bane(img_path, tmp / "image", timeout_s=bane_timeout_s,
+                                    cores=bane_cores))
+    if isinstance(maps, str):  # "project"
+        from dsa110_contimg.science.noise import background_maps_for
 
-                    maps_obj = background_maps_for(image, bkg_path=bkg_path, rms_path=rms_path,
-                                                   autoload=bool(autoload_maps),
-                                                   **dict(background_options or {}))
-                else:
-                    maps_obj = maps
-                b = np.asarray(maps_obj.background, dtype=float)
-                r = np.asarray(maps_obj.rms, dtype=float)
-                for name, arr in (("background", b), ("rms", r)):
-                    if arr.shape != (ny, nx):
-                        raise MapMismatch(f"{name} map has shape {arr.shape}, image has "
-                                          f"{(ny, nx)}", image.path)
-                r = np.where(r > 0, r, np.nan)  # a noise of 0 means no noise estimate
-                bkg_path = _write_plane(tmp / "image_bkg.fits", b, header)
-                rms_path = _write_plane(tmp / "image_rms.fits", r, header)
-            res = _fit(SourceFinder, ComponentSource, aegean_logger, img_path, bkg_path, rms_path,
-                       ra[usable], dec[usable], x[usable], y[usable], beam, image,
-                       docov=docov, eps=regroup_eps_arcmin, correct=correct_half_pixel,
-                       sky_beam=keep_sky_beam)
-        idx = np.flatnonzero(usable)
-        for name, target in (("peak", peak), ("err", err), ("rms", rms), ("bkg", bkg),
-                             ("resid", resid), ("aflags", aflags), ("group", cluster)):
-            target[idx] = res[name]
-        flags[idx[res["blended"]]] |= int(Flag.CLUSTERED)
-        meta["aegean_groups"] = int(res["n_groups"])
+        maps = background_maps_for(image, bkg_path=map_options["bkg_path"],
+                                   rms_path=map_options["rms_path"], autoload=bool(autoload_maps),
+                                   **dict(map_options["background_options"] or {}))
+    b = np.asarray(maps.background, dtype=float)
+    r = np.asarray(maps.rms, dtype=float)
+    for name, arr in (("background", b), ("rms", r)):
+        if arr.shape != image.shape:
+            raise MapMismatch(f"{name} map has shape {arr.shape}, image has {image.shape}",
+                              image.path)
+    r = np.where(r > 0, r, np.nan)  # a noise of 0 means no noise estimate
+    return (img_path, _write_plane(tmp / "image_bkg.fits", b, header),
+            _write_plane(tmp / "image_rms.fits", r, header))
 
+
+def _table(ra, dec, x, y, flags, usable, out: dict, meta: dict) -> MeasurementTable:
+    """The result columns: failed fits flagged, failed rows NaN (see the module notes)."""
+    peak, err, aflags = out["peak"], out["err"], out["aflags"]
     bad_fit = usable & ((aflags & (_AEGEAN_FITERR | _AEGEAN_NOTFIT)) != 0)
     bad_fit |= usable & ~(np.isfinite(peak) & np.isfinite(err) & (err > 0))
     flags[bad_fit] |= int(Flag.FIT_FAILED)
@@ -452,10 +460,10 @@ def measure(image, ra_deg, dec_deg, *, maps="bane", docov: bool = True,
         snr = peak / err
     return MeasurementTable({
         "ra_deg": ra, "dec_deg": dec, "x_pix": x, "y_pix": y,
-        "peak_jyb": peak, "peak_err_jyb": err, "local_rms_jyb": rms, "snr": snr,
-        "chi2": np.full(n, np.nan), "dof": np.full(n, -1, np.int64), "cluster_id": cluster,
-        "flags": flags, "success": success,
-        "background_jyb": bkg, "aegean_flags": aflags, "residual_std_jyb": resid,
+        "peak_jyb": peak, "peak_err_jyb": err, "local_rms_jyb": out["rms"], "snr": snr,
+        "chi2": np.full(ra.size, np.nan), "dof": np.full(ra.size, -1, np.int64),
+        "cluster_id": out["group"], "flags": flags, "success": success,
+        "background_jyb": out["bkg"], "aegean_flags": aflags, "residual_std_jyb": out["resid"],
     }, meta)
 
 
