@@ -97,7 +97,7 @@ def test_configuration_url_with_credentials_from_env_and_file(postgres_cluster, 
     assert main(["status", "--config", str(cfg_path)]) == 3
     assert main(["db", "upgrade", "--config", str(cfg_path)]) == 0
     out = capsys.readouterr()
-    assert "daemon:        not running" in out.out and "127.0.0.1" in out.out
+    assert "daemon:        not started yet" in out.out and "127.0.0.1" in out.out
     assert PASSWORD not in out.out + out.err
     # an unset variable and a bad URL are one clear line, password masked
     monkeypatch.delenv("CONTIMG_TEST_DBPW")

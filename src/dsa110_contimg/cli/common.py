@@ -54,6 +54,17 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def error_line(command: str, exc: BaseException) -> str:
     """``contimg-photometry COMMAND: error: REASON`` on one line."""
     if isinstance(exc, OSError) and not isinstance(exc, PhotometryError):

@@ -1,4 +1,4 @@
-"""``contimg-photometry jobs list|show|retry|requeue|cancel``: inspect and steer the job queue.
+"""``contimg-photometry jobs list|show|retry|requeue|cancel|ack``: inspect and steer the job queue.
 
 * ``list``: most recent first, one line per job: id, state, attempts, created and
   finished times (UTC), the image path and the reason of a failure; ``--limit 0``
@@ -10,33 +10,39 @@
 * ``requeue``: re-measure a finished job (done, failed, dead or cancelled): every item
   back to pending; the new measurements replace the earlier ones of the same image.
 * ``cancel``: a pending job is cancelled, a running one stops between images.
+* ``ack``: acknowledge a failed or dead job (or ``--all`` of them): it stays listed and
+  can still be retried, but no longer makes ``status`` degraded.
 
-Exit codes: 0 ok; 1 the job does not exist or is in the wrong state; 2 usage; 4 the
-database is missing (:mod:`dsa110_contimg.cli.common`).
+What was done goes to stdout; a job that does not exist or is in the wrong state is a
+one-line error on stderr. Exit codes: 0 ok; 1 the job does not exist or is in the wrong
+state; 2 usage; 4 the database is missing (:mod:`dsa110_contimg.cli.common`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 from dsa110_contimg.cli import common
 
 
 def register(sub) -> None:
-    p = sub.add_parser("jobs", help="list, show, retry, requeue or cancel queued jobs",
+    p = sub.add_parser("jobs", help="list, show, retry, requeue, cancel or acknowledge queued jobs",
                        description="Inspect the durable job queue in the products database. "
                                    "list/show are read-only; retry puts a failed, dead or cancelled "
                                    "job back to pending with fresh attempts; requeue re-measures a "
                                    "finished (e.g. done) job; cancel cancels a pending job (a running "
-                                   "one stops between images). Exit 1 when the job does not exist or "
-                                   "is in the wrong state, 4 when the database is missing.")
+                                   "one stops between images); ack acknowledges failed or dead jobs "
+                                   "so that status is no longer degraded by them. Exit 1 when the job "
+                                   "does not exist or is in the wrong state (one line on stderr), 4 "
+                                   "when the database is missing.")
     jsub = p.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
     lp = jsub.add_parser("list", help="most recent jobs first: path, state, attempts, times, reason")
     from dsa110_contimg.store.schema import JOB_STATES
 
     lp.add_argument("--state", default=None, choices=JOB_STATES,
                     help="only jobs in this state")
-    lp.add_argument("--limit", type=_non_negative_int, default=50, metavar="N",
+    lp.add_argument("--limit", type=common.non_negative_int, default=50, metavar="N",
                     help="at most N jobs (default 50; 0 lists every job)")
     sp = jsub.add_parser("show", help="one job with its items")
     sp.add_argument("job_id", type=int, metavar="JOB_ID", help="job id (from `jobs list`)")
@@ -50,22 +56,18 @@ def register(sub) -> None:
     qp.add_argument("job_id", type=int, metavar="JOB_ID", help="job id (from `jobs list`)")
     cp = jsub.add_parser("cancel", help="cancel a pending or running job")
     cp.add_argument("job_id", type=int, metavar="JOB_ID", help="job id (from `jobs list`)")
-    for q in (lp, sp, rp, qp, cp):
+    ap = jsub.add_parser("ack", help="acknowledge a failed/dead job (or --all): `status` is no "
+                                     "longer degraded by it",
+                         description="Acknowledge failed or dead jobs an operator has looked at. "
+                                     "They stay listed (`jobs list --state failed`) and can still be "
+                                     "retried, but no longer make `status` degraded (exit 1). A job "
+                                     "that fails again after a retry needs a new acknowledgement.")
+    ap.add_argument("job_id", type=int, nargs="?", metavar="JOB_ID", help="job id (from `jobs list`)")
+    ap.add_argument("--all", action="store_true", help="every failed or dead job not yet acknowledged")
+    for q in (lp, sp, rp, qp, cp, ap):
         common.add_db_options(q, registry=False)
         q.add_argument("--json", action="store_true", help="machine-readable output (one JSON object)")
     p.set_defaults(func=run)
-
-
-def _non_negative_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def _row(job: dict) -> dict:
@@ -73,7 +75,8 @@ def _row(job: dict) -> dict:
 
     out = {k: job[k] for k in ("id", "status", "origin", "attempts", "max_attempts", "error",
                                "lease_owner", "total_items", "completed_items", "failed_items")}
-    for k in ("created_at", "updated_at", "started_at", "finished_at", "not_before", "lease_until"):
+    for k in ("created_at", "updated_at", "started_at", "finished_at", "not_before", "lease_until",
+              "acknowledged_at"):
         out[k] = iso(job[k]) if job.get(k) else None
     out["idempotency_key"] = job["idempotency_key"]
     if "paths" in job:
@@ -98,6 +101,8 @@ def format_list(rows: list[dict]) -> list[str]:
         if len(paths) > 1:
             path += f" (+{len(paths) - 1} more)"
         reason = f"  [{' '.join(str(r['error']).split())}]" if r.get("error") else ""
+        if r.get("acknowledged_at"):
+            reason += " (acknowledged)"
         lines.append(f"{r['id']:>6}  {r['status']:<9} {r['attempts']:>2}/{r['max_attempts']:<2}  "
                      f"{_short_time(r['created_at']):<19}  {_short_time(r['finished_at']):<19}  "
                      f"{path}{reason}")
@@ -109,7 +114,7 @@ def format_show(out: dict) -> list[str]:
     lines = []
     for k in ("id", "status", "origin", "attempts", "max_attempts", "total_items", "completed_items",
               "failed_items", "created_at", "started_at", "finished_at", "updated_at", "not_before",
-              "lease_owner", "lease_until", "error", "idempotency_key"):
+              "lease_owner", "lease_until", "error", "acknowledged_at", "idempotency_key"):
         v = out.get(k)
         if v is None and k not in ("error",):
             continue
@@ -136,13 +141,15 @@ def format_show(out: dict) -> list[str]:
 
 def run(args) -> int:
     from dsa110_contimg.core.errors import PhotometryError
+    from dsa110_contimg.store.job_queries import list_jobs
     from dsa110_contimg.store.queue import JobQueue
-    from dsa110_contimg.store.requeue import list_jobs, requeue_job
 
     cmd = args.jobs_command
-    if cmd == "retry" and args.job_id is None and not args.all_dead:
+    if cmd == "retry" and (args.job_id is None) == (not args.all_dead):
         raise common.UsageError("give a JOB_ID or --all-dead")
-    db = common.open_products(args, write=cmd in ("retry", "requeue", "cancel"))
+    if cmd == "ack" and (args.job_id is None) == (not args.all):
+        raise common.UsageError("give a JOB_ID or --all")
+    db = common.open_products(args, write=cmd in ("retry", "requeue", "cancel", "ack"))
     try:
         queue = JobQueue(db)
         if cmd == "list":
@@ -152,70 +159,100 @@ def run(args) -> int:
             else:
                 print("\n".join(format_list(rows)))
             return common.EXIT_OK
-        if cmd in ("show", "requeue", "cancel") or (cmd == "retry" and not args.all_dead):
+        job = None
+        if getattr(args, "job_id", None) is not None:
             job = queue.get(args.job_id)
             if job is None:
-                raise PhotometryError(f"no job {args.job_id}")
+                raise PhotometryError(f"no job {args.job_id} (see `contimg-photometry jobs list`)")
         if cmd == "show":
-            out = _row(job)
-            out["params"] = job["params"]
-            out["items"] = [{k: i[k] for k in ("id", "fits_path", "kind", "status", "error", "image_id",
-                                               "n_measurements")} for i in job["items"]]
-            out["paths"] = [i["fits_path"] for i in out["items"]]
-            from dsa110_contimg.store.images import image_outcome
-
-            with db.engine.connect() as conn:   # each item's image outcome (images show ID)
-                for item in out["items"]:
-                    item["outcome"] = image_outcome(conn, item["image_id"], item["fits_path"])
-            print(json.dumps(out, indent=2) if args.json else "\n".join(format_show(out)))
-            return common.EXIT_OK
+            return _show(args, db, job)
         if cmd == "retry":
-            return _retry(args, queue, db)
+            return _retry(args, queue, db, job)
+        if cmd == "ack":
+            return _ack(args, queue, job)
         if cmd == "requeue":
-            ok = requeue_job(db, args.job_id)
-            msg = (f"job {args.job_id}: requeued; its {len(job['items'])} image(s) will be measured "
-                   "again" if ok else
-                   f"job {args.job_id} is {job['status']}: only a finished job (done, failed, dead, "
-                   "cancelled) can be requeued")
-            print(json.dumps({"requeued": [args.job_id] if ok else [], "message": msg})
-                  if args.json else msg)
-            return common.EXIT_OK if ok else common.EXIT_FAILURE
+            if not queue.requeue(args.job_id):
+                raise PhotometryError(f"job {args.job_id} is {job['status']}: only a finished job "
+                                      "(done, failed, dead, cancelled) can be requeued")
+            return _report(args, {"requeued": [args.job_id]},
+                           [f"job {args.job_id}: requeued; its {len(job['items'])} image(s) will be "
+                            "measured again"])
         if cmd == "cancel":
-            ok = queue.cancel(args.job_id)
-            msg = (f"job {args.job_id}: cancelled (or cancel requested)" if ok
-                   else f"job {args.job_id} is {job['status']}: only a pending or running job can be "
-                        "cancelled")
-            print(json.dumps({"cancelled": ok, "id": args.job_id, "message": msg}) if args.json else msg)
-            return common.EXIT_OK if ok else common.EXIT_FAILURE
+            if not queue.cancel(args.job_id):
+                raise PhotometryError(f"job {args.job_id} is {job['status']}: only a pending or "
+                                      "running job can be cancelled")
+            return _report(args, {"cancelled": True, "id": args.job_id},
+                           [f"job {args.job_id}: cancelled (or cancel requested)"])
     finally:
         db.dispose()
     return common.EXIT_USAGE
 
 
-def _retry(args, queue, db) -> int:
-    from dsa110_contimg.store.requeue import list_jobs
+def _report(args, doc: dict, messages: list[str], errors: list[str] = ()) -> int:
+    """What was done on stdout (one JSON object with ``--json``), each refusal as one
+    ``error:`` line on stderr; exit 1 when anything was refused."""
+    if args.json:
+        print(json.dumps({**doc, "messages": messages, "errors": list(errors)}))
+    elif messages:
+        print("\n".join(messages))
+    for e in errors:
+        print(f"contimg-photometry jobs: error: {e}", file=sys.stderr)
+    return common.EXIT_FAILURE if errors else common.EXIT_OK
+
+
+def _show(args, db, job: dict) -> int:
+    from dsa110_contimg.store.images import image_outcome
+
+    out = _row(job)
+    out["params"] = job["params"]
+    out["items"] = [{k: i[k] for k in ("id", "fits_path", "kind", "status", "error", "image_id",
+                                       "n_measurements")} for i in job["items"]]
+    out["paths"] = [i["fits_path"] for i in out["items"]]
+    with db.engine.connect() as conn:   # each item's image outcome (images show ID)
+        for item in out["items"]:
+            item["outcome"] = image_outcome(conn, item["image_id"], item["fits_path"])
+    print(json.dumps(out, indent=2) if args.json else "\n".join(format_show(out)))
+    return common.EXIT_OK
+
+
+def _retry(args, queue, db, job: dict | None) -> int:
+    from dsa110_contimg.store.job_queries import list_jobs
 
     if args.all_dead:
-        ids = [j["id"] for j in list_jobs(db, state="dead", limit=0)]
-        states = {i: "dead" for i in ids}
+        states = {j["id"]: "dead" for j in list_jobs(db, state="dead", limit=0)}
     else:
-        ids = [args.job_id]
-        states = {args.job_id: queue.get(args.job_id)["status"]}
-    done = [i for i in ids if queue.retry(i)]
-    messages = []
-    for i in ids:
+        states = {args.job_id: job["status"]}
+    done = [i for i in states if queue.retry(i)]
+    messages = [f"job {i}: retried (pending again with fresh attempts)" for i in done]
+    errors = []
+    for i, state in states.items():
         if i in done:
-            messages.append(f"job {i}: retried (pending again with fresh attempts)")
-        elif states[i] == "done":
-            messages.append(f"job {i} is done: nothing to retry; to measure its images again use "
-                            f"`contimg-photometry jobs requeue {i}`")
+            continue
+        if state == "done":
+            errors.append(f"job {i} is done: nothing to retry; to measure its images again use "
+                          f"`contimg-photometry jobs requeue {i}`")
         else:
-            messages.append(f"job {i} is {states[i]}: only a failed, dead or cancelled job can be "
-                            "retried")
-    if args.all_dead and not ids:
+            errors.append(f"job {i} is {state}: only a failed, dead or cancelled job can be retried")
+    if args.all_dead and not states:
         messages.append("no dead jobs to retry")
-    if args.json:
-        print(json.dumps({"retried": done, "messages": messages}))
-    else:
-        print("\n".join(messages))
-    return common.EXIT_OK if len(done) == len(ids) else common.EXIT_FAILURE
+    return _report(args, {"retried": done}, messages, errors)
+
+
+def _ack(args, queue, job: dict | None) -> int:
+    from dsa110_contimg.store.job_actions import ACKNOWLEDGEABLE
+
+    acked = queue.ack(None if args.all else args.job_id)
+    if args.all:
+        messages = [f"acknowledged {len(acked)} failed or dead job(s)"
+                    + (f": {', '.join(map(str, acked))}" if acked else "")]
+        return _report(args, {"acknowledged": acked}, messages)
+    if acked:
+        return _report(args, {"acknowledged": acked},
+                       [f"job {args.job_id} ({job['status']}): acknowledged; `status` no longer "
+                        "counts it (it stays listed and can still be retried)"])
+    if job["status"] in ACKNOWLEDGEABLE:
+        return _report(args, {"acknowledged": []},
+                       [f"job {args.job_id} was acknowledged already"])
+    return _report(args, {"acknowledged": []}, [],
+                   [f"job {args.job_id} is {job['status']}: only a failed or dead job can be "
+                    "acknowledged"])

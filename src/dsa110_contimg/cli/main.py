@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "run",
     "status",
     "jobs",
+    "files",
     "images",
     "measure",
     "catalog",

@@ -6,19 +6,22 @@ import json
 import sys
 from pathlib import Path
 
-EPILOG = ("exit codes: 0 healthy; 1 degraded (failed or dead jobs, stale heartbeat) or failure; "
-          "2 usage; 3 daemon not running; 4 database missing or unreadable")
+EPILOG = ("exit codes: 0 healthy; 1 degraded (failed or dead jobs not acknowledged, stale "
+          "heartbeat, the daemon's own health check) or failure; 2 usage; 3 daemon not running "
+          "or not started yet (no database yet); 4 database unreadable")
 
 
 def register(sub) -> None:
     from dsa110_contimg.cli import common
 
-    p = sub.add_parser("status", help="daemon and queue status (exit 0 ok, 1 degraded, 3 not running, "
-                                      "4 no database)",
+    p = sub.add_parser("status", help="daemon and queue status (exit 0 ok, 1 degraded, 3 not running "
+                                      "or not started, 4 database unreadable)",
                        description="Show whether the daemon runs (heartbeat age), its workers, job "
-                                   "counts by state, the oldest pending job, the throughput over the "
-                                   "last hour, the last failures and the ESE candidate count. Reads "
-                                   "the products database read-only.", epilog=EPILOG)
+                                   "counts by state (all time), the oldest pending job, what was done "
+                                   "and failed in the last hour, the failures no operator acknowledged "
+                                   "and the ESE candidate count. One verdict (JSON: health) decides "
+                                   "the exit code. Reads the products database read-only.",
+                       epilog=EPILOG)
     common.add_db_options(p, registry=False)
     p.add_argument("--json", action="store_true", help="one JSON object with stable nested keys")
     p.add_argument("--watch", action="store_true",
@@ -47,23 +50,54 @@ def snapshot(args) -> tuple[dict, int]:
     or unreadable."""
     from dsa110_contimg.cli import common
     from dsa110_contimg.service.status import collect_status, status_exit_code
+    from dsa110_contimg.store.migrate import schema_state
+    from dsa110_contimg.store.urls import mask_url
 
     cfg = common.service_config(args)
     stale = cfg.daemon.stale_after_s if cfg is not None else 60.0
+    photometry = cfg.photometry if cfg is not None else None
+    where = common.products_db(args)
+    if _before_first_run(where):
+        from dsa110_contimg.service.status import not_started_status
+
+        st = not_started_status(where, photometry=photometry)
+        return st, status_exit_code(st)
     db = common.open_products(args)
     try:
         try:
-            where = common.products_db(args)
             state_dir = cfg.paths.state_dir if cfg is not None else \
                 (None if "://" in where else Path(where).parent)
-            st = collect_status(db, stale_after_s=stale, state_dir=state_dir,
-                                photometry=cfg.photometry if cfg is not None else None)
+            current, head = schema_state(db.engine, "products")
+            if current is None:   # a server database no daemon has migrated yet
+                from dsa110_contimg.service.status import not_started_status
+
+                st = not_started_status(mask_url(where), photometry=photometry)
+            elif current != head:
+                raise common.NoDatabase(
+                    f"the products database schema is at revision {current}, this release reads "
+                    f"{head}: run `contimg-photometry db upgrade` (the daemon of this release "
+                    "also upgrades it when it starts)", mask_url(where))
+            else:
+                st = collect_status(db, stale_after_s=stale, state_dir=state_dir,
+                                    photometry=photometry)
+        except common.NoDatabase:
+            raise
         except Exception as exc:  # noqa: BLE001 - not a database, no schema
             raise common.NoDatabase(f"cannot read the products database: {type(exc).__name__}: "
-                                    f"{' '.join(str(exc).split())[:300]}", common.products_db(args)) from None
+                                    f"{' '.join(str(exc).split())[:300]}", mask_url(where)) from None
     finally:
         db.dispose()
     return st, status_exit_code(st)
+
+
+def _before_first_run(where: str) -> bool:
+    """An SQLite products database that does not exist yet in an existing folder (as
+    ``init`` leaves it): the daemon creates it on its first run. A missing folder is a
+    wrong path instead (exit 4)."""
+    if "://" in where:
+        return False
+    path = Path(where).expanduser()
+    return not path.exists() and path.parent.is_dir()
 
 
 def run(args) -> int:

@@ -6,8 +6,8 @@ SQLite settings (per connection): WAL journal, ``busy_timeout``,
 immediate SQLITE_BUSY (the busy handler is honoured at BEGIN). Read-only
 engines (status CLI) open the file with ``mode=ro`` and never block the daemon.
 
-Schemas are migrated with Alembic on open (``upgrade`` to head), so a newer
-release opens an older database and brings it up to date.
+Schemas are migrated with Alembic on open (:func:`~dsa110_contimg.store.migrate.upgrade`
+to head), so a newer release opens an older database and brings it up to date.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from dsa110_contimg.core.errors import StoreError
+from dsa110_contimg.store.migrate import MIGRATIONS, upgrade  # noqa: F401 - re-exported
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 #: SQLite page cache per connection (MiB).
 DEFAULT_CACHE_MIB = 64
@@ -175,30 +175,6 @@ def make_engine(path_or_url: str | Path, *, read_only: bool = False,
                               cache_mib=cache_mib, pragmas=pragmas, reads_by_default=reads_by_default)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
-
-
-def upgrade(engine: Engine, which: str) -> str:
-    """Apply the Alembic migrations of ``which`` (``products`` or ``registry``) up to head.
-
-    Returns the head revision. Cheap when the database is already current.
-    """
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS / which))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-        conn.rollback()
-    if current == head:
-        return head
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-    return head
 
 
 @dataclass

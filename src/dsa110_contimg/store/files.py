@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dsa110_contimg.core.paths import printable
-from dsa110_contimg.store.engine import Database, dialect_insert
-from dsa110_contimg.store.queue import with_retry
+from dsa110_contimg.store.engine import Database, dialect_insert, read_connection
+from dsa110_contimg.store.retry import with_retry
 from dsa110_contimg.store.schema import files, heartbeats
 
 DECISIONS = ("queued", "skipped", "incomplete")
@@ -107,6 +107,22 @@ def incomplete_files(db: Database) -> list[dict]:
                             .order_by(files.c.first_seen)).mappings().all()
         conn.rollback()
     return [dict(r) for r in rows]
+
+
+def list_files(db: Database, *, decisions=("skipped", "incomplete"), limit: int = 50) -> list[dict]:
+    """File versions with one of ``decisions``, most recently decided first, with their
+    ``reason`` (why skipped, or what the daemon waits for). ``limit`` 0 lists every one."""
+    unknown = set(decisions) - set(DECISIONS)
+    if unknown:
+        raise ValueError(f"decisions must be among {DECISIONS}, not {sorted(unknown)}")
+    q = (sa.select(files.c.path, files.c.size, files.c.mtime_ns, files.c.kind, files.c.decision,
+                   files.c.reason, files.c.batch_id, files.c.first_seen, files.c.updated_at)
+         .where(files.c.decision.in_(tuple(decisions)))
+         .order_by(files.c.updated_at.desc(), files.c.id.desc()))
+    if limit and limit > 0:
+        q = q.limit(int(limit))
+    with read_connection(db.engine) as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]
 
 
 def file_counts(conn) -> dict[str, int]:

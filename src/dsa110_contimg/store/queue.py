@@ -27,6 +27,11 @@ image). Life cycle::
 * Enqueue is idempotent on ``idempotency_key`` (the daemon uses
   ``path:size:mtime_ns``, one job per file version).
 
+This module holds the producer and worker side (enqueue, claims, leases, settling);
+the operator's actions (retry, requeue, cancel, acknowledge) are in
+:mod:`~dsa110_contimg.store.job_actions` and the reads in
+:mod:`~dsa110_contimg.store.job_queries`, both mixed into :class:`JobQueue`.
+
 Timestamps are Unix seconds. The clock is injectable for tests.
 """
 
@@ -42,12 +47,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from dsa110_contimg.core.errors import StoreError
 from dsa110_contimg.core.paths import printable
 from dsa110_contimg.store.engine import Database
-from dsa110_contimg.store.schema import JOB_STATES, batch_job_items, batch_jobs
+from dsa110_contimg.store.job_actions import JobActions, settle_cancelled
+from dsa110_contimg.store.job_queries import JobQueries
+from dsa110_contimg.store.retry import with_retry  # noqa: F401 - re-exported
+from dsa110_contimg.store.schema import batch_job_items, batch_jobs
 
 
 def default_owner() -> str:
@@ -89,21 +97,8 @@ class ClaimedJob:
     items: tuple[JobItem, ...] = field(default_factory=tuple)
 
 
-def with_retry(fn: Callable[[], Any], *, attempts: int = 8, base_s: float = 0.05) -> Any:
-    """Run ``fn``; on "database is locked/busy" retry with jittered back-off."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except OperationalError as exc:
-            text = str(exc).lower()
-            if ("locked" not in text and "busy" not in text) or i == attempts - 1:
-                raise
-            time.sleep(base_s * (2 ** i) * random.uniform(0.5, 1.0))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-class JobQueue:
-    """Queue operations on the ``batch_jobs`` table.
+class JobQueue(JobActions, JobQueries):
+    """Queue operations on the ``batch_jobs`` table (operator actions and reads mixed in).
 
     Parameters
     ----------
@@ -273,7 +268,7 @@ class JobQueue:
                 if row is None:
                     return None
                 if row.cancel_requested:  # never retried once an operator cancelled it
-                    self._settle_cancelled(conn, job_id, now, error)
+                    settle_cancelled(conn, job_id, now, error)
                     return "cancelled"
                 state, not_before = self._after_failure(row.attempts, row.max_attempts, retryable, now)
                 conn.execute(batch_jobs.update().where(batch_jobs.c.id == job_id).values(
@@ -307,7 +302,7 @@ class JobQueue:
                 row = conn.execute(sa.select(batch_jobs.c.cancel_requested)
                                    .where(self._held(job_id, owner))).first()
                 if row is not None and row.cancel_requested:
-                    self._settle_cancelled(conn, job_id, self.clock(), None)
+                    settle_cancelled(conn, job_id, self.clock(), None)
                     return True
                 return False
 
@@ -340,7 +335,7 @@ class JobQueue:
                 ids = [r[0] for r in conn.execute(sa.select(batch_jobs.c.id).where(
                     running, batch_jobs.c.cancel_requested)).all()]
                 for jid in ids:
-                    self._settle_cancelled(conn, jid, now, None)
+                    settle_cancelled(conn, jid, now, None)
                 dead = conn.execute(batch_jobs.update().where(
                     running, batch_jobs.c.interruptions + 1 >= self.max_interruptions).values(
                     status="dead", lease_owner=None, lease_until=None, updated_at=now,
@@ -363,82 +358,6 @@ class JobQueue:
                     batch_job_items.c.batch_id.in_(sa.select(batch_jobs.c.id).where(
                         batch_jobs.c.status == "pending"))).values(status="pending"))
                 return {"pending": pending, "dead": dead, "cancelled": len(ids)}
-
-        return with_retry(_do)
-
-    # -- operator actions -------------------------------------------------------
-    def retry(self, job_id: int) -> bool:
-        """Put a ``dead``, ``failed`` or ``cancelled`` job back to ``pending`` with fresh attempts."""
-        now = self.clock()
-
-        def _do():
-            with self.db.engine.begin() as conn:
-                n = conn.execute(batch_jobs.update().where(
-                    batch_jobs.c.id == job_id,
-                    batch_jobs.c.status.in_(("dead", "failed", "cancelled"))).values(
-                    status="pending", attempts=0, interruptions=0, not_before=0.0, error=None,
-                    updated_at=now, finished_at=None, cancel_requested=False)).rowcount
-                if n:
-                    conn.execute(batch_job_items.update().where(
-                        batch_job_items.c.batch_id == job_id,
-                        batch_job_items.c.status != "done").values(status="pending", error=None))
-                return n == 1
-
-        return with_retry(_do)
-
-    def cancel(self, job_id: int) -> bool:
-        """Cancel a ``pending`` job at once; flag a ``running`` one (``cancel_requested``).
-
-        A running job's executor sees the flag between images (and through its
-        :class:`~dsa110_contimg.service.runtime.JobContext`); whatever its worker
-        reports afterwards (success, retryable failure, crash, lease expiry), the
-        job ends ``cancelled`` and never runs again, unless an operator retries it.
-        """
-        now = self.clock()
-
-        def _do():
-            with self.db.engine.begin() as conn:
-                n = conn.execute(batch_jobs.update().where(
-                    batch_jobs.c.id == job_id, batch_jobs.c.status.in_(("pending", "running"))).values(
-                    status=sa.case((batch_jobs.c.status == "pending", "cancelled"),
-                                   else_=batch_jobs.c.status),
-                    cancel_requested=True,
-                    finished_at=sa.case((batch_jobs.c.status == "pending", now),
-                                        else_=batch_jobs.c.finished_at),
-                    updated_at=now)).rowcount
-                conn.execute(batch_job_items.update().where(
-                    batch_job_items.c.batch_id == job_id,
-                    batch_job_items.c.status == "pending").values(status="cancelled"))
-                return n == 1
-
-        return with_retry(_do)
-
-    def cancel_requested(self, job_id: int) -> bool:
-        """True when an operator asked to cancel this job."""
-        with self.db.engine.connect() as conn:
-            flag = conn.execute(sa.select(batch_jobs.c.cancel_requested)
-                                .where(batch_jobs.c.id == job_id)).scalar()
-            conn.rollback()
-        return bool(flag)
-
-    def _settle_cancelled(self, conn, job_id: int, now: float, error: str | None) -> None:
-        conn.execute(batch_jobs.update().where(batch_jobs.c.id == job_id).values(
-            status="cancelled", lease_owner=None, lease_until=None, updated_at=now, finished_at=now,
-            error=("cancelled by an operator" + (f"; last attempt: {error}" if error else ""))))
-        conn.execute(batch_job_items.update().where(
-            batch_job_items.c.batch_id == job_id,
-            batch_job_items.c.status.in_(("pending", "running"))).values(status="cancelled"))
-
-    def finish_cancelled(self, job_id: int, *, owner: str | None = None) -> bool:
-        """Settle a running job whose cancellation was requested (fenced on the owner)."""
-        owner = owner or self.owner
-
-        def _do():
-            with self.db.engine.begin() as conn:
-                if conn.execute(sa.select(batch_jobs.c.id).where(self._held(job_id, owner))).first() is None:
-                    return False
-                self._settle_cancelled(conn, job_id, self.clock(), None)
-                return True
 
         return with_retry(_do)
 
@@ -480,45 +399,6 @@ class JobQueue:
                 return True
 
         return with_retry(_do)
-
-    # -- reading ----------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        """Number of jobs in each state (every state present, 0 when none). A read that
-        never waits for the write lock (safe from the health thread)."""
-        from dsa110_contimg.store.engine import read_connection
-
-        with read_connection(self.db.engine) as conn:
-            rows = dict(conn.execute(sa.select(batch_jobs.c.status, sa.func.count())
-                                     .group_by(batch_jobs.c.status)).all())
-        return {s: int(rows.get(s, 0)) for s in JOB_STATES}
-
-    def get(self, job_id: int) -> dict | None:
-        """A job as a dict with its ``items`` list, or None."""
-        with self.db.engine.connect() as conn:
-            job = conn.execute(sa.select(batch_jobs).where(batch_jobs.c.id == job_id)).mappings().first()
-            if job is None:
-                return None
-            items = conn.execute(sa.select(batch_job_items).where(
-                batch_job_items.c.batch_id == job_id).order_by(batch_job_items.c.id)).mappings().all()
-            conn.rollback()
-        out = dict(job)
-        out["params"] = json.loads(out["params"])
-        out["items"] = [dict(i) for i in items]
-        return out
-
-    def list(self, *, state: str | None = None, limit: int = 50) -> list[dict]:
-        """Most recent jobs first, optionally in one state."""
-        if state is not None and state not in JOB_STATES:
-            raise StoreError(f"unknown job state {state!r}; expected one of {', '.join(JOB_STATES)}")
-        q = sa.select(batch_jobs).order_by(batch_jobs.c.id.desc()).limit(int(limit))
-        if state is not None:
-            q = q.where(batch_jobs.c.status == state)
-        with self.db.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(q).mappings().all()]
-            conn.rollback()
-        for r in rows:
-            r["params"] = json.loads(r["params"])
-        return rows
 
 
 def _storable(text: str | None) -> str | None:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from dsa110_contimg.core.paths import db_path, printable
 from dsa110_contimg.store.engine import Database
-from dsa110_contimg.store.queue import with_retry
+from dsa110_contimg.store.retry import with_retry
 from dsa110_contimg.store.schema import data_products
 
 PHOTOMETRY_STATES = ("pending", "running", "completed", "failed")

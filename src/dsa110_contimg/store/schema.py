@@ -259,6 +259,8 @@ batch_jobs = Table(
            doc="an operator asked to cancel the job; it never runs again"),
     Column("interruptions", Integer, nullable=False, default=0, server_default="0",
            doc="attempts interrupted by the death of the daemon holding the lease (not counted)"),
+    Column("acknowledged_at", Float,
+           doc="when an operator acknowledged this failed/dead job (Unix s); NULL: not yet"),
     CheckConstraint(_in("status", JOB_STATES), name="status"),
     Index(None, "status", "not_before", "id"),
 )

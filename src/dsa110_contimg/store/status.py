@@ -60,8 +60,10 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
 
     Keys: ``heartbeats`` (:func:`~dsa110_contimg.store.files.heartbeat_rows`),
     ``job_counts`` (status -> n), ``oldest_pending_at`` (Unix s or None),
-    ``done_last_hour``, ``running`` and ``failures`` (the latest ``n_failures``
-    failed/dead jobs; dicts with the job's first file as ``path``), ``file_counts``,
+    ``done_last_hour``, ``failed_last_hour`` (failed or dead), ``unacknowledged``
+    (``failed``/``dead`` -> jobs no operator acknowledged), ``running`` and ``failures``
+    (the latest ``n_failures`` unacknowledged failed/dead jobs; dicts with the job's first
+    file as ``path``), ``file_counts``,
     ``images``, ``measurements``, ``ese_active``, ``qc_counts`` (qc_status -> n),
     ``qc_failed`` (latest ``n_failures`` QC-failed images), ``norm_failed``,
     ``norm_not_requested``, ``norm_ensemble``, ``norm_reasons``, ``running_by_owner``.
@@ -74,6 +76,12 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
             "oldest_pending_at": oldest_pending_at(conn),
             "done_last_hour": _count(conn, batch_jobs, bj.status == "done",
                                      bj.finished_at >= now - 3600),
+            "failed_last_hour": _count(conn, batch_jobs, bj.status.in_(("failed", "dead")),
+                                       bj.finished_at >= now - 3600),
+            "unacknowledged": {str(k): int(v) for k, v in conn.execute(
+                sa.select(bj.status, sa.func.count())
+                .where(bj.status.in_(("failed", "dead")), bj.acknowledged_at.is_(None))
+                .group_by(bj.status)).all()},
             "running": [dict(r) for r in conn.execute(
                 sa.select(bj.id, bj.attempts, bj.lease_owner, bj.lease_until, bj.started_at,
                           _first_path().label("path"))
@@ -81,7 +89,7 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
             "failures": [dict(r) for r in conn.execute(
                 sa.select(bj.id, bj.status, bj.error, bj.attempts, bj.finished_at,
                           _first_path().label("path"))
-                .where(bj.status.in_(("failed", "dead")))
+                .where(bj.status.in_(("failed", "dead")), bj.acknowledged_at.is_(None))
                 .order_by(bj.updated_at.desc()).limit(n_failures)).mappings()],
             "file_counts": file_counts(conn),
             "images": _count(conn, images),

@@ -1,9 +1,14 @@
-"""Alembic environment of the products database (run programmatically by store.engine.upgrade)."""
+"""Alembic environment of the products database (run programmatically by store.migrate.upgrade).
+
+Its revisions are recorded in a version table of their own (``store.migrate.VERSION_TABLES``),
+so the products and registry histories can share one database.
+"""
 
 from alembic import context
 
 from dsa110_contimg.store.schema import products_metadata
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=products_metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=products_metadata, render_as_batch=True,
+                  version_table=context.config.attributes["version_table"])
 context.run_migrations()
