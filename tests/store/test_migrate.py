@@ -27,7 +27,7 @@ from dsa110_contimg.store.migrate import (
 from pgcluster import BACKENDS
 
 #: The last revision of each history written by releases that kept it in ``alembic_version``.
-LEGACY_UNTIL = {"products": "0005", "registry": "0001"}
+LEGACY_UNTIL = {"products": "0006", "registry": "0001"}
 T0 = 1_700_000_000.0
 
 
@@ -106,6 +106,13 @@ def seed_products_0005(conn) -> None:
 
 
 def seed_products_0006(conn) -> None:
+    put(conn, "ese_candidates", source_id=1, status="investigated", flagged_by="auto",
+        criteria='["shape"]', score=6.5, confidence="medium", depth=0.4, duration_days=30.0,
+        t_min_mjd=60002.0, template="gaussian", baseline_jyb=0.01, caustic_amp=0.02,
+        first_flagged_at=T0, updated_at=T0)
+
+
+def seed_products_0007(conn) -> None:
     _job(conn, 5, "dead", error="disk full", acknowledged_at=T0)
 
 
@@ -118,7 +125,8 @@ def seed_registry_0001(conn) -> None:
 #: The data each revision's code writes, by history and revision.
 SEEDS = {
     "products": {"0001": seed_products_0001, "0002": seed_products_0002, "0003": seed_products_0003,
-                 "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006},
+                 "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006,
+                 "0007": seed_products_0007},
     "registry": {"0001": seed_registry_0001},
 }
 

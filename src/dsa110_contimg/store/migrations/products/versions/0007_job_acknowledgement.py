@@ -4,15 +4,15 @@ A failed or dead job no operator has acknowledged makes ``status`` degraded; onc
 acknowledged (``contimg-photometry jobs ack``) it stays listed but no longer does.
 Existing failed and dead jobs start unacknowledged.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006'
-down_revision = '0005'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
