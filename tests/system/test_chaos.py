@@ -373,7 +373,7 @@ def test_foreign_write_lock_watchdog_keeps_pinging_and_status_says_degraded(serv
         code_after, st_after = status(svc)
         assert code_after == 0, st_after
         print(f"\nforeign lock 12 s: max watchdog gap {max(gaps):.2f} s, status during lock exit {code} "
-              f"({st['daemon']['health']['reasons']}), 10 images done {took:.1f} s after release")
+              f"({st['health']['reasons']}), 10 images done {took:.1f} s after release")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:

@@ -302,6 +302,9 @@ files = Table(
     UniqueConstraint("path", "size", "mtime_ns"),
     CheckConstraint(_in("decision", ("queued", "skipped", "incomplete")), name="decision"),
     Index(None, "decision"),
+    # deleting a job (db prune) sets its files' batch_id to NULL: found by this index
+    # instead of a scan of the whole table per job
+    Index(None, "batch_id"),
 )
 
 heartbeats = Table(
