@@ -27,7 +27,7 @@ from dsa110_contimg.store.migrate import (
 from pgcluster import BACKENDS
 
 #: The last revision of each history written by releases that kept it in ``alembic_version``.
-LEGACY_UNTIL = {"products": "0006", "registry": "0001"}
+LEGACY_UNTIL = {"products": "0007", "registry": "0001"}
 T0 = 1_700_000_000.0
 
 
@@ -113,6 +113,21 @@ def seed_products_0006(conn) -> None:
 
 
 def seed_products_0007(conn) -> None:
+    put(conn, "sources", id=3, survey="blind", catalog_id="DSA J100012+370000", ra_deg=150.05,
+        dec_deg=37.0, reference_ok=False, kind="new")
+    put(conn, "source_detections", source_id=3, wm_ra_deg=150.05, wm_dec_deg=37.0, w_ra=1.0,
+        w_dec=1.0, n_detections=1, first_detected_mjd=60003.0, last_detected_mjd=60003.0,
+        updated_at=T0)
+    put(conn, "detections", image_id=3, source_id=3, mjd=60003.0, ra_deg=150.05, dec_deg=37.0,
+        peak_jyb=0.05, flags=0, status="new_source", n_candidates=0)
+    put(conn, "image_depths", image_id=3, rms_min_jyb=1e-3, rms_max_jyb=2e-3, footprint=b"\x00\x01",
+        n_detections=1)
+    put(conn, "new_sources", source_id=3, image_id=3, mjd=60003.0, peak_jyb=0.05,
+        new_high_sigma=12.0, likely_transient=True, n_earlier_images=2, backfill_job_id=4,
+        created_at=T0)
+
+
+def seed_products_0008(conn) -> None:
     _job(conn, 5, "dead", error="disk full", acknowledged_at=T0)
 
 
@@ -126,7 +141,7 @@ def seed_registry_0001(conn) -> None:
 SEEDS = {
     "products": {"0001": seed_products_0001, "0002": seed_products_0002, "0003": seed_products_0003,
                  "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006,
-                 "0007": seed_products_0007},
+                 "0007": seed_products_0007, "0008": seed_products_0008},
     "registry": {"0001": seed_registry_0001},
 }
 

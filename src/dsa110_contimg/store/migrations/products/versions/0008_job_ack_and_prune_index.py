@@ -8,15 +8,15 @@ Existing failed and dead jobs start unacknowledged.
 ``db prune`` deletes old jobs; each deleted job sets ``files.batch_id`` of its files to
 NULL, which without an index costs a scan of ``files`` per job.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0007'
-down_revision = '0006'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
