@@ -7,8 +7,10 @@ import pytest
 import requests
 from astropy.table import Table
 
+from dsa110_contimg.catalogs.online import OnlineRegion, VizierSource
+from dsa110_contimg.catalogs.readers import normalise
 from dsa110_contimg.store.catalogs import CatalogStore
-from dsa110_contimg.catalogs.spatial import angular_separation_deg
+from dsa110_contimg.catalogs.spatial import angular_separation_deg, wrap_delta_ra
 from dsa110_contimg.core.errors import CatalogMissing, OnlineCatalogError
 
 RNG = np.random.default_rng(11)
@@ -109,3 +111,44 @@ def test_huge_regions_are_not_fetched(tmp_path, fake_vizier):
     with pytest.raises(OnlineCatalogError, match="too large"):
         store.survey("vlass").box(0, 360, -40, 90)
     assert fake_vizier.calls == []
+
+
+class _SkySource:
+    """An online source of our own behind the store's interface: serves the SKY_* table and
+    records the cones it is asked for."""
+
+    def __init__(self):
+        self.cones = []
+
+    def fetch(self, survey, cone):
+        self.cones.append(cone)
+        ra, dec, radius = cone
+        m = angular_separation_deg(ra, dec, SKY_RA, SKY_DEC) <= radius
+        t = Table({"_RAJ2000": SKY_RA[m], "_DEJ2000": SKY_DEC[m], "S1.4": SKY_S[m]})
+        t["S1.4"].unit = "mJy"
+        return OnlineRegion(f"sky:{survey}:{ra},{dec},{radius}", normalise(t, survey), cone)
+
+
+def test_the_store_asks_its_source_for_the_region_bounding_cone(tmp_path, fake_vizier):
+    source = _SkySource()
+    store = CatalogStore(tmp_path, online_source=source)
+    got = store.survey("nvss").ellipse(2.0, 1.0, 1.5, 0.5)
+    assert fake_vizier.calls == [] and len(source.cones) == 1
+    ra, dec, radius = source.cones[0]
+    assert (ra, dec) == (2.0, 1.0) and 1.5 <= radius < 1.6
+    dra = wrap_delta_ra(SKY_RA, 2.0) * np.cos(np.radians(1.0))
+    inside = (dra / 1.5) ** 2 + ((SKY_DEC - 1.0) / 0.5) ** 2 <= 1
+    assert sorted(got["flux_mjy"]) == sorted(SKY_S[inside]) and inside.sum() > 5
+    store.survey("nvss").cone(2.5, 1.2, 0.4)            # inside the cached cone: local
+    assert len(source.cones) == 1
+    assert store.list()[0]["files"][0]["path"] == f"sky:nvss:{ra},{dec},{radius}"
+
+
+def test_vizier_source_normalises_and_names_what_it_fetched(fake_vizier):
+    fetched = VizierSource(timeout_s=4.0).fetch("nvss", (359.5, 2.0, 1.0))
+    assert fetched.key == "vizier:VIII/65/nvss:cone(359.500000,2.000000,1.000000)"
+    assert fetched.cone == (359.5, 2.0, 1.0) and fake_vizier.calls[0][4] == 4.0
+    sep = angular_separation_deg(359.5, 2.0, SKY_RA, SKY_DEC)
+    np.testing.assert_allclose(np.sort(fetched.table.core["flux_mjy"]), np.sort(SKY_S[sep <= 1.0]))
+    empty = VizierSource().fetch("first", (180.0, 60.0, 0.5))
+    assert len(empty.table.core["ra_deg"]) == 0 and empty.table.layout == "vizier-empty"

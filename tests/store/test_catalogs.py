@@ -185,6 +185,32 @@ def test_in_footprint_with_radio_image(tmp_path):
     assert list(got["flux_mjy"]) == [2.0, 1.0]
 
 
+def test_query_reads_any_region_value(sky):
+    # the public queries build a Region; query() takes any, including one of a caller's own
+    from dsa110_contimg.catalogs.region import Box, Cone, Ellipse
+
+    cat, ra, dec, _ = sky
+    for region, direct in ((Cone(100.0, 10.0, 2.0), cat.cone(100.0, 10.0, 2.0, max_sources=40)),
+                           (Box(350.0, 10.0, -5.0, 5.0), cat.box(350.0, 10.0, -5.0, 5.0,
+                                                                 max_sources=40)),
+                           (Ellipse(0.3, -10.0, 1.0, 3.0), cat.ellipse(0.3, -10.0, 1.0, 3.0,
+                                                                       max_sources=40))):
+        got = cat.query(region, max_sources=40)
+        assert list(got["source_id"]) == list(direct["source_id"]) and len(got) > 0
+
+    class Ring(Cone):
+        def contains(self, ra_deg, dec_deg):
+            sep = angular_separation(*np.radians([self.ra_deg, self.dec_deg]),
+                                     np.radians(ra_deg), np.radians(dec_deg))
+            return (np.degrees(sep) <= self.radius_deg) & (np.degrees(sep) >= self.radius_deg / 2)
+
+    ring = cat.query(Ring(200.0, -30.0, 3.0))
+    sep = np.degrees(angular_separation(*np.radians([200.0, -30.0]), np.radians(ra),
+                                        np.radians(dec)))
+    assert len(ring) == ((sep >= 1.5) & (sep <= 3.0)).sum() > 0
+    assert np.all(np.diff(np.asarray(ring["flux_mjy"])) <= 0)
+
+
 def test_missing_catalogue_and_unknown_names(tmp_path, sky):
     store = CatalogStore(tmp_path / "empty")
     with pytest.raises(CatalogMissing, match="never ingested"):

@@ -2,7 +2,9 @@
 
 Used only when a :class:`~dsa110_contimg.store.catalogs.CatalogStore`
 is created with ``allow_online=True`` and a query region is not covered
-locally; the result is cached into the local store by the caller.
+locally. The store sees one small interface, an object with
+``fetch(survey, cone) -> OnlineRegion`` (:class:`VizierSource` here): the rows of a
+cone, normalised, with the key and the coverage under which the store caches them.
 
 The VizieR tables (dsa110.md section 6): NVSS ``VIII/65/nvss``, FIRST
 ``VIII/92/first14``, VLASS ``J/ApJS/255/30/comp`` (Gordon et al. 2021), RACS-low
@@ -11,8 +13,12 @@ The VizieR tables (dsa110.md section 6): NVSS ``VIII/65/nvss``, FIRST
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from astropy.table import Table
 
+from dsa110_contimg.catalogs.readers import CORE_COLUMNS, NormalisedTable, normalise
 from dsa110_contimg.core.errors import CatalogMissing, OnlineCatalogError
 
 VIZIER_CATALOGS = {
@@ -82,3 +88,60 @@ def fetch_cone(survey: str, ra_deg: float, dec_deg: float, radius_deg: float, *,
     if not tables:
         return Table({"_RAJ2000": [], "_DEJ2000": []}, dtype=[float, float])
     return tables[0]
+
+
+@dataclass(frozen=True)
+class OnlineRegion:
+    """Rows fetched online for one cone, ready to be cached by the store.
+
+    Attributes
+    ----------
+    key : str
+        The file key the store keeps them under (one per survey and cone).
+    table : NormalisedTable
+        The rows, normalised (possibly none: an empty region is a valid answer).
+    cone : (float, float, float)
+        RA, Dec, radius (deg) the rows cover exactly.
+    """
+
+    key: str
+    table: NormalisedTable
+    cone: tuple[float, float, float]
+
+
+class VizierSource:
+    """The online source of a catalogue store: VizieR cone queries (:func:`fetch_cone`).
+
+    Parameters
+    ----------
+    timeout_s : float
+        Time-out of one query, s.
+    """
+
+    def __init__(self, timeout_s: float = 30.0):
+        self.timeout_s = float(timeout_s)
+
+    def fetch(self, survey: str, cone: tuple[float, float, float]) -> OnlineRegion:
+        """All rows of ``survey`` within the cone ``(ra, dec, radius)`` (deg), normalised.
+
+        Raises ``OnlineCatalogError`` (network, time-out, VizieR, too large a cone) and
+        ``CatalogMissing`` (a survey without an online source).
+        """
+        ra, dec, radius = cone
+        table = fetch_cone(survey, ra, dec, radius, timeout_s=self.timeout_s)
+        catalog = VIZIER_CATALOGS[survey]
+        if len(table):
+            norm = normalise(table, survey, path=f"vizier:{catalog}")
+        else:
+            core = {c: np.empty(0) for c in CORE_COLUMNS}
+            core["source_id"] = np.empty(0, dtype=str)
+            norm = NormalisedTable(core=core, extras={}, layout="vizier-empty")
+        key = f"vizier:{catalog}:cone({ra:.6f},{dec:.6f},{radius:.6f})"
+        return OnlineRegion(key, norm, (ra, dec, radius))
+
+    def __repr__(self) -> str:
+        return f"VizierSource(timeout_s={self.timeout_s})"
+
+
+__all__ = ["MAX_ONLINE_RADIUS_DEG", "OnlineRegion", "VIZIER_CATALOGS", "VizierSource",
+           "fetch_cone"]
