@@ -131,6 +131,20 @@ def seed_products_0008(conn) -> None:
     _job(conn, 5, "dead", error="disk full", acknowledged_at=T0)
 
 
+def seed_products_0009(conn) -> None:
+    put(conn, "ese_candidates", id=10, source_id=3, status="investigated", flagged_by="auto",
+        criteria='["shape"]', score=8.0, confidence="high", first_flagged_at=T0, updated_at=T0 + 1)
+    put(conn, "review_log", candidate_id=10, created_at=T0, reviewer="pipeline", action="flagged",
+        status="active", note="criteria: shape")
+    put(conn, "review_log", candidate_id=10, created_at=T0 + 1, reviewer="alice", action="investigating",
+        status="investigated", note="follow up")
+
+
+def seed_products_0010(conn) -> None:
+    put(conn, "variability_stats", source_id=2, flux_kind="normalized", n=4, v=0.05, eta=2.0,
+        weighted_mean=0.02, updated_at=T0)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -141,7 +155,8 @@ def seed_registry_0001(conn) -> None:
 SEEDS = {
     "products": {"0001": seed_products_0001, "0002": seed_products_0002, "0003": seed_products_0003,
                  "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006,
-                 "0007": seed_products_0007, "0008": seed_products_0008},
+                 "0007": seed_products_0007, "0008": seed_products_0008, "0009": seed_products_0009,
+                 "0010": seed_products_0010},
     "registry": {"0001": seed_registry_0001},
 }
 
@@ -152,8 +167,19 @@ def check_cancel_carried_over(conn, start: str) -> None:
     assert bool(flag) is True
 
 
+def check_candidates_have_their_flagging(conn, start: str) -> None:
+    """0009 started each candidate's review log with the pipeline's flagging; only the
+    pipeline creates candidates, so ``flagged_by`` is ``auto`` again everywhere."""
+    flagged = conn.execute(sa.text("SELECT c.id FROM ese_candidates c JOIN review_log r ON r.candidate_id = c.id "
+                                   "AND r.action = 'flagged' AND r.reviewer = 'pipeline'")).scalars().all()
+    everyone = conn.execute(sa.text("SELECT id FROM ese_candidates")).scalars().all()
+    assert sorted(flagged) == sorted(everyone)
+    assert {r[0] for r in conn.execute(sa.text("SELECT flagged_by FROM ese_candidates"))} <= {"auto"}
+
+
 #: Checks of data a migration moves, run when a database started before that revision.
-CHECKS = {"products": {"0002": check_cancel_carried_over}, "registry": {}}
+CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidates_have_their_flagging},
+          "registry": {}}
 
 
 def build(engine, which: str, until: str) -> None:

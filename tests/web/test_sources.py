@@ -54,7 +54,7 @@ def test_the_template_is_drawn_from_the_stored_candidate_without_fitting(db, mon
     _store_template(path, sid, criteria='["shape"]', template="dip", depth=0.4, duration_days=40.0,
                     t_min_mjd=t_min, baseline_jyb=0.05, caustic_amp=0.0, shape_significance=9.5)
     page = client(path).get(f"/sources/{sid}").text
-    assert "Fitted ESE template (dip): depth 40%, 40 d, minimum at MJD 60090.0, 9.5 σ" in page
+    assert "Fitted ESE template (dip): depth 40%, 40 d, minimum at MJD 60090.0 (2023-05-26), 9.5 σ" in page
     fit = _points(re.search(r'<path class="fit" d="([^"]+)"', page).group(1))
     # the curve's flat bottom is centred on the stored epoch of minimum: map pixels to MJD
     # through the normalised points (one square per epoch, MJD-ordered)
@@ -89,3 +89,39 @@ def test_measurements_one_page_at_a_time(db):
     assert rows(first)[0] == "60000.0000" and rows(second)[-1] == "60177.0000"
     assert "page 2 of 2" in second and 'id="previous-page"' in second and 'id="next-page"' not in second
     assert c.get(f"/sources/{sid}?page=x").status_code == 400
+
+
+def test_a_page_an_astronomer_can_use(db):
+    from dsa110_contimg.web.formatting import dec_dms, ra_hms
+
+    path, info = db
+    sid = info["top_candidate_source"]
+    with sqlite3.connect(path) as con:
+        ra, dec, flux = con.execute("SELECT ra_deg, dec_deg, catalog_flux_mjy FROM sources WHERE id = ?",
+                                    (sid,)).fetchone()
+        # a neighbour 20" north (within 3 beams of 15"), one 60" away (outside)
+        con.executemany("INSERT INTO sources (survey, catalog_id, ra_deg, dec_deg, catalog_flux_mjy, reference_ok) "
+                        "VALUES ('NVSS', ?, ?, ?, ?, 0)", [("NEAR ONE", ra, dec + 20 / 3600, 12.5),
+                                                           ("FAR ONE", ra, dec + 60 / 3600, 99.0)])
+    page = client(path).get(f"/sources/{sid}").text
+    position = re.search(r'id="position-sexagesimal">([^<]+)<', page).group(1)
+    assert position == f"{ra_hms(ra)} {dec_dms(dec)}"
+    assert re.fullmatch(r"\d\dh\d\dm\d\d\.\d\ds [+-]\d\d°\d\d′\d\d\.\d″", position)
+    links = dict((label, href.replace("&amp;", "&")) for href, label in
+                 re.findall(r'<a href="([^"]+)" rel="noopener noreferrer" target="_blank">([^<]+)</a>', page))
+    assert {"SIMBAD", "NED", "VizieR", "Aladin Lite (NVSS)", "NVSS cutout", "VLASS images (CADC)"} <= set(links)
+    assert f"{ra:.6f}" in links["SIMBAD"] and f"{ra:.6f}" in links["VizieR"] and ra_hms(ra, 2, (" ", " ", ""))\
+        .replace(" ", "+") in links["NVSS cutout"]
+    table = page.split('id="neighbours"')[1].split("</table>")[0]
+    assert "NEAR ONE" in table and "FAR ONE" not in table and "<td class=\"num\">20.0</td>" in table
+    assert "Neighbours within 45″ (3 beams of 15.0″)" in page
+    # the catalogue flux is drawn, and every legend row fits in the plot's width
+    assert 'class="catalog-flux"' in page and f"catalogue flux (NVSS) ({flux:.1f} mJy)" in page
+    svg_width = float(re.search(r'class="plot lightcurve" width="(\d+)"', page).group(1))
+    from dsa110_contimg.web.svg import LEGEND_CHAR_PX
+
+    legend = page.split('<g class="legend">')[1].split("</svg>")[0]
+    texts = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" class="legend">([^<]+)</text>', legend)
+    assert len(texts) == 7 and len({y for _, y, _ in texts}) == 2          # two rows
+    for x, _, label in texts:
+        assert float(x) + LEGEND_CHAR_PX * len(label) <= svg_width, label

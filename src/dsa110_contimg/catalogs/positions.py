@@ -64,9 +64,64 @@ def _find(colnames, wanted, explicit, what, path):
                       f"use --{what.lower()}-column); columns are {list(colnames)}", path)
 
 
-def _to_degrees(col, is_ra: bool, name: str, path) -> np.ndarray:
+def angle_deg(text: str, *, is_ra: bool) -> float:
+    """One coordinate written by a person, in degrees: with units (``12h34m56.7s``,
+    ``-30d12m``, ``10.5deg``, ``+36°34′15″``), sexagesimal with ``:`` or spaces (hours for
+    RA, degrees for Dec), or a plain number of degrees. Raises ValueError when it is none."""
     import astropy.units as u
     from astropy.coordinates import Angle
+
+    s = str(text).strip().replace("′", "m").replace("″", "s").replace("°", "d")
+    try:
+        if any(ch.isalpha() for ch in s):
+            value = Angle(s).deg
+        elif ":" in s or " " in s:
+            value = Angle(s, unit=u.hourangle if is_ra else u.deg).deg
+        else:
+            value = float(s)
+    except Exception as exc:   # astropy raises several types for unparsable angles
+        raise ValueError(f"{text!r} is not an angle ({exc})") from None
+    if not np.isfinite(value) or (not is_ra and abs(value) > 90.0):
+        raise ValueError(f"{text!r} is not a {'right ascension' if is_ra else 'declination'}")
+    return float(value % 360.0) if is_ra else float(value)
+
+
+def parse_position(text: str) -> tuple[float, float]:
+    """An ICRS position written by a person: ``RA Dec`` (deg) as two numbers (``149.4795
+    +36.571``, optionally comma-separated), sexagesimal (``09:57:55.1 +36:34:15.6``,
+    ``09 57 55.1 +36 34 15.6``: RA in hours) or with units (``09h57m55.1s +36d34m15.6s``,
+    ``149.48deg 36.57deg``). Returns (ra_deg, dec_deg); raises ValueError otherwise."""
+    parts = str(text).replace(",", " ").split()
+    if len(parts) == 2:
+        ra, dec = parts
+    elif len(parts) == 6:
+        ra, dec = " ".join(parts[:3]), " ".join(parts[3:])
+    else:
+        raise ValueError(f"{text!r} is not a position (RA Dec, in degrees or sexagesimal)")
+    return angle_deg(ra, is_ra=True), angle_deg(dec, is_ra=False)
+
+
+#: Units of a radius by the way people write them, in degrees.
+_RADIUS_UNITS = {"arcsec": 1 / 3600, "asec": 1 / 3600, '"': 1 / 3600, "″": 1 / 3600, "s": 1 / 3600,
+                 "arcmin": 1 / 60, "amin": 1 / 60, "'": 1 / 60, "′": 1 / 60, "m": 1 / 60,
+                 "deg": 1.0, "d": 1.0, "°": 1.0}
+
+
+def parse_radius(text: str, default_unit: str = "arcsec") -> float:
+    """A search radius written by a person, in degrees: a number with a unit (``10"``,
+    ``10 arcsec``, ``1.5'``, ``1.5 arcmin``, ``0.1 deg``) or a bare number of
+    ``default_unit``. Raises ValueError for anything else or a radius <= 0."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z\"'″′°]*)\s*", str(text))
+    unit = (m.group(2) or default_unit).lower() if m else None
+    if m is None or unit not in _RADIUS_UNITS or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a radius (a number with arcsec, arcmin or deg)")
+    return float(m.group(1)) * _RADIUS_UNITS[unit]
+
+
+def _to_degrees(col, is_ra: bool, name: str, path) -> np.ndarray:
+    import astropy.units as u
 
     values = np.asarray(col)
     if values.dtype.kind in "fiu":
@@ -88,12 +143,7 @@ def _to_degrees(col, is_ra: bool, name: str, path) -> np.ndarray:
         for i, s in enumerate(strings):
             if not s or s.lower() in ("nan", "--", "none"):
                 continue
-            if any(ch.isalpha() for ch in s):        # 12h34m56s, -30d12m, 10.5deg
-                out[i] = Angle(s).deg
-            elif ":" in s or " " in s.strip():      # sexagesimal: hours for RA, degrees for Dec
-                out[i] = Angle(s, unit=u.hourangle if is_ra else u.deg).deg
-            else:
-                out[i] = float(s)
+            out[i] = angle_deg(s, is_ra=is_ra)
     except Exception as exc:
         raise ColumnError(f"column {name!r} holds a value that is not an angle: {exc}", path) \
             from None
@@ -137,4 +187,4 @@ def read_positions(path: str | Path, ra_column: str | None = None,
     return ra % 360.0, dec, table
 
 
-__all__ = ["read_positions", "read_table", "RA_NAMES", "DEC_NAMES"]
+__all__ = ["read_positions", "read_table", "RA_NAMES", "DEC_NAMES", "angle_deg", "parse_position", "parse_radius"]

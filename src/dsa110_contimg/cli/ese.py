@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 from dsa110_contimg.cli import common
 from dsa110_contimg.store.schema import ESE_STATES
@@ -20,12 +21,17 @@ def register(sub) -> None:
     ls.add_argument("--all", action="store_true",
                     help="include sources whose latest evaluation met no criterion")
     ls.add_argument("--json", action="store_true", help="JSON output")
+    ls.add_argument("-o", "--output", metavar="OUT", type=Path, default=None,
+                    help="write the list with each candidate's review state (.csv .ecsv .vot .fits), "
+                         "the file the web site's /candidates.{csv,vot} downloads are")
     ls.set_defaults(func=list_candidates)
     for action, status in (("investigate", "investigated"), ("dismiss", "dismissed"), ("reactivate", "active")):
         a = esub.add_parser(action, help=f"mark a candidate {status}")
         common.add_db_options(a, registry=False)
         a.add_argument("candidate_id", type=int, metavar="ID", help="candidate id (from `ese list`)")
         a.add_argument("--note", help="free-text note stored with the candidate")
+        a.add_argument("--reviewer", default=None,
+                       help="who reviews (recorded in the candidate's review log; default: your user name)")
         a.set_defaults(func=set_status, status=status)
 
 
@@ -36,6 +42,15 @@ def list_candidates(args) -> int:
     with db.engine.connect() as conn:
         doc = candidates_json(conn, status=args.status, min_score=args.min_score, include_all=args.all)
     rows = doc["candidates"]
+    if args.output is not None:
+        from dsa110_contimg.pipeline.export import candidates_table
+        from dsa110_contimg.store.review_log import latest
+
+        with db.engine.connect() as conn:
+            reviews = latest(conn, [r["id"] for r in rows])
+        common.write_table(candidates_table(rows, reviews), args.output)
+        print(f"{len(rows)} ESE candidates -> {args.output}", file=sys.stderr)
+        return 0
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -61,12 +76,15 @@ def _fmt(v, width=7, spec=".2f") -> str:
 
 
 def set_status(args) -> int:
-    from dsa110_contimg.core.errors import PhotometryError
-    from dsa110_contimg.store.lightcurves import set_candidate_status
+    import getpass
 
+    from dsa110_contimg.core.errors import PhotometryError
+    from dsa110_contimg.store.review_log import review
+
+    reviewer = args.reviewer or getpass.getuser()
     db = common.open_products(args, write=True, migrate=True)
     with db.engine.begin() as conn:
-        if not set_candidate_status(conn, args.candidate_id, args.status, args.note):
+        if not review(conn, args.candidate_id, args.status, reviewer=reviewer, note=args.note):
             raise PhotometryError(f"no ESE candidate with id {args.candidate_id}")
-    print(f"candidate {args.candidate_id}: {args.status}")
+    print(f"candidate {args.candidate_id}: {args.status} (by {reviewer})")
     return 0

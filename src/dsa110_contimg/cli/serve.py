@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", default=None,
                    help="address to listen on (default [web] listen, else 127.0.0.1:8088)")
     p.add_argument("--token-file", metavar="FILE", default=None,
-                   help="file holding the review token (default [web] token_file; none = read-only)")
+                   help="file of reviewers' 'name:token' lines, or one bare token (default [web] "
+                        "token_file; none = read-only)")
     p.set_defaults(func=run)
 
 
@@ -31,23 +32,23 @@ def run(args) -> int:
         import uvicorn
 
         from dsa110_contimg.web.app import create_app
-        from dsa110_contimg.web.auth import read_token
+        from dsa110_contimg.web.auth import read_reviewers
     except ImportError as exc:
         raise ConfigError("serve", exc.name, "the web extra installed: pip install '.[web]'") from None
     cfg = common.service_config(args)
     web_cfg = cfg.web if cfg is not None else WebConfig()
     listen = args.listen or web_cfg.listen
     host, port = parse_listen(listen, key="--listen" if args.listen else "web.listen")
-    token = read_token(args.token_file or web_cfg.token_file)
+    reviewers = read_reviewers(args.token_file or web_cfg.token_file)
     path = common.products_db(args)
     if "://" not in path and not Path(path).exists():
         raise common.NoDatabase("products database does not exist (run the daemon or 'db upgrade' first)",
                                 path)
-    app = create_app(path, token=token, stale_after_s=cfg.daemon.stale_after_s if cfg else 60.0)
+    app = create_app(path, reviewers=reviewers, stale_after_s=cfg.daemon.stale_after_s if cfg else 60.0)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"contimg-photometry serve: warning: listening on {host}, not only this machine; "
               "the site has no TLS (put a reverse proxy with TLS in front)", file=sys.stderr)
-    print(f"contimg-photometry serve: http://{host}:{port}/ ({'review enabled' if token else 'read-only'})",
+    print(f"contimg-photometry serve: http://{host}:{port}/ ({f'{len(reviewers)} reviewer(s)' if reviewers else 'read-only'})",
           file=sys.stderr, flush=True)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the previous
     # handler: make that a no-op so that a stop by systemd exits 0.

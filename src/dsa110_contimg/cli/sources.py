@@ -1,6 +1,8 @@
 """``contimg-photometry sources``: catalogue, monitor and blindly found sources.
 
-``sources list [--new | --monitor] [--json]`` lists them (new sources by significance);
+``sources list [--new | --monitor] [--name TEXT] [--near 'RA DEC' [--radius R]] [--sort KEY]
+[--min-epochs N] [--json]`` lists them (new sources by significance; the search of the web
+site's ``/sources``);
 ``sources show ID [--json]`` one source with its associations (every blind detection that
 fed it or was a duplicate of it); ``sources backfill ID | --monitor`` measures positions in
 the earlier images that cover them (a batch job through the queue). Filters of ``list``
@@ -14,6 +16,7 @@ import math
 import sys
 
 from dsa110_contimg.cli import common
+from dsa110_contimg.store.sources import ORDERS
 
 #: ``sources list`` filter options -> (kinds, order)
 KIND_FILTERS = {"new": (("new",), "significance"), "monitor": (("monitor",), "name")}
@@ -28,6 +31,19 @@ def register(sub) -> None:
     which.add_argument("--new", action="store_true", help="only new sources (found by blind "
                        "detection where earlier images were deep enough to see them)")
     which.add_argument("--monitor", action="store_true", help="only monitor-list positions")
+    ls.add_argument("--name", metavar="TEXT", help="designation starting with TEXT (any case; a bare "
+                    "'J...' under any survey prefix)")
+    ls.add_argument("--near", metavar="'RA DEC'", help="within --radius of a position: degrees "
+                    "('149.48 +36.57'), sexagesimal ('09:57:55.1 +36:34:15.6', RA in hours) or with units "
+                    "('09h57m55.1s +36d34m15.6s')")
+    ls.add_argument("--radius", metavar="R", default="30 arcsec",
+                    help="radius of --near: a number with arcsec (default unit), arcmin or deg, e.g. 10\" "
+                         "1.5' 0.1deg (default 30 arcsec, at most 2 deg)")
+    ls.add_argument("--sort", choices=tuple(ORDERS), default=None,
+                    help="order: eta, v, flux (weighted mean), epochs (highest first; sources without "
+                         "the metric left out), name, id, significance (new sources), distance (--near; "
+                         "its default)")
+    ls.add_argument("--min-epochs", type=int, default=None, metavar="N", help="at least N measurements")
     ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N rows (0: all)")
     ls.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N rows")
     ls.add_argument("--json", action="store_true", help="JSON output (a list of objects)")
@@ -40,15 +56,28 @@ def register(sub) -> None:
 
 
 def query_from_args(args):
-    """The :class:`~dsa110_contimg.store.sources.SourceQuery` of ``sources list`` options."""
+    """The :class:`~dsa110_contimg.store.sources.SourceQuery` of ``sources list`` options (the
+    query the web site's ``/sources`` runs). Raises UsageError for a position, radius or
+    combination it cannot use."""
+    from dsa110_contimg.catalogs.positions import parse_position, parse_radius
     from dsa110_contimg.store.sources import SourceQuery
 
     kinds, order = (), "id"
     for flag, (k, o) in KIND_FILTERS.items():
         if getattr(args, flag, False):
             kinds, order = k, o
-    return SourceQuery(kinds=kinds, order=order, limit=None if args.limit == 0 else args.limit,
-                       offset=args.offset)
+    fields = {}
+    try:
+        if getattr(args, "near", None):
+            fields["ra_deg"], fields["dec_deg"] = parse_position(args.near)
+            fields["radius_deg"] = parse_radius(args.radius)
+            order = "distance"
+        return SourceQuery(kinds=kinds, order=getattr(args, "sort", None) or order,
+                           limit=None if args.limit == 0 else args.limit, offset=args.offset,
+                           name=getattr(args, "name", None), min_epochs=getattr(args, "min_epochs", None),
+                           **fields)
+    except ValueError as exc:
+        raise common.UsageError(str(exc)) from None
 
 
 def list_sources(args) -> int:

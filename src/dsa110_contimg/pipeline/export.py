@@ -245,3 +245,46 @@ def _pair_metrics_meta(lc) -> dict:
     keys = ("n", "vs_max", "m_at_vs_max", "vs_max_all", "m_at_vs_max_all", "m_significant",
             "vs_at_m_significant")
     return {"metrics_flux": fcol, **{k: (int(met[k]) if k == "n" else float(met[k])) for k in keys}}
+
+
+#: Columns of the candidate list export, from the objects of ``ese list --json``.
+CANDIDATE_COLUMNS = ("id", "source_id", "catalog_id", "survey", "ra_deg", "dec_deg", "status", "flagged_by",
+                     "criteria", "score", "confidence", "shape_significance", "depth", "duration_days",
+                     "t_min_mjd", "sigma_deviation", "chi2_nu", "eta", "v", "n_epochs", "first_flagged_at_iso",
+                     "updated_at_iso", "notes")
+#: Review-state columns: the latest entry of each candidate's review log.
+REVIEW_COLUMNS = (("last_action", "action"), ("last_reviewer", "reviewer"),
+                  ("last_reviewed_at_iso", "created_at_iso"), ("last_note", "note"), ("n_reviews", "n_reviews"))
+
+
+def candidates_table(rows: list[dict], reviews: dict[int, dict]):
+    """The export table of a candidate list (CLI ``ese list -o``, the site's
+    ``/candidates.{csv,vot,...}``): one row per candidate (the objects of ``ese list
+    --json``, criteria joined by ``,``) with its review state (``reviews``: the latest
+    review-log entry per candidate id, :func:`dsa110_contimg.store.review_log.latest`).
+    Missing numbers are NaN (counts 0), missing text empty."""
+    from astropy.table import Table
+
+    def value(row, key):
+        v = row.get(key)
+        return ",".join(v) if isinstance(v, list) else v
+
+    data = {k: [value(r, k) for r in rows] for k in CANDIDATE_COLUMNS}
+    for name, key in REVIEW_COLUMNS:
+        data[name] = [reviews.get(r["id"], {}).get(key) for r in rows]
+    table = Table()
+    for name, values in data.items():
+        if name in _COUNT_COLUMNS:
+            table[name] = np.array([v or 0 for v in values], dtype=np.int64)
+        elif name in _NUMBER_COLUMNS:
+            table[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+        else:
+            table[name] = np.array(["" if v is None else str(v) for v in values], dtype=str)
+    surveys = sorted({str(r.get("survey")) for r in rows})
+    return describe(table, survey=surveys[0] if len(surveys) == 1 else ",".join(surveys),
+                    source_column="catalog_id")
+
+
+_COUNT_COLUMNS = ("id", "source_id", "n_epochs", "n_reviews")
+_NUMBER_COLUMNS = ("ra_deg", "dec_deg", "score", "shape_significance", "depth", "duration_days", "t_min_mjd",
+                   "sigma_deviation", "chi2_nu", "eta", "v")

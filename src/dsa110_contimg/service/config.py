@@ -372,7 +372,7 @@ class LoggingConfig(ConfigModel):
 
 class WebConfig(ConfigModel):
     """``contimg-photometry serve``: ``listen`` (``host:port``, localhost by default) and
-    ``token_file`` (a file holding the review token; unset = the site is read-only)."""
+    ``token_file`` (the reviewers' tokens; unset = the site is read-only)."""
 
     toml_comment = "'contimg-photometry serve': the review web site and its JSON API under /api/."
 
@@ -380,9 +380,11 @@ class WebConfig(ConfigModel):
     """host:port it listens on; keep it on localhost and put a reverse proxy in front for
     others."""
     token_file: FilePath | None = Field(None, json_schema_extra={"example": "state/web_token"})
-    """A file holding the review token (one line; keep it mode 0600). Review actions
-    (investigate, dismiss, reactivate a candidate) need it as 'Authorization: Bearer <token>'
-    or entered on a page. Unset: the site is read-only."""
+    """The reviewers: one 'name:token' line each (tokens of >= 8 characters; '#' comments),
+    or a single bare token for one anonymous reviewer; keep it mode 0600. Review actions
+    (investigate, dismiss, reactivate a candidate) need a token, as 'Authorization: Bearer
+    <token>' or entered on a page, and are logged under its reviewer's name. Unset: the site
+    is read-only."""
 
     @field_validator("listen")
     @classmethod

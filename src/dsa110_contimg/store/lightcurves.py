@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from dsa110_contimg.core.geometry import angular_separation_deg
 from dsa110_contimg.store.values import clean as _clean
 from dsa110_contimg.store.values import finite_or_none as _f
-from dsa110_contimg.store import bulk
+from dsa110_contimg.store import bulk, review_log
 from dsa110_contimg.store.schema import (
     METRIC_COLUMNS,
     RUNNING_SUM_COLUMNS,
@@ -320,7 +320,7 @@ def source_table(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]
 
 def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> None:
     """Insert new candidates or refresh existing ones (status and timestamps of the
-    lifecycle are kept)."""
+    lifecycle are kept); a new candidate's flagging is the first entry of its review log."""
     now = time.time()
     if not rows:
         return
@@ -340,6 +340,9 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> None:
             new.append(r)
     if new:
         conn.execute(ese_candidates.insert(), new)
+        review_log.flag(conn, [r["source_id"] for r in new], at=now,
+                        note_of={r["source_id"]: "criteria: " + ", ".join(json.loads(r["criteria"]) or ["none"])
+                                 for r in new})
     groups: dict[tuple, list[tuple]] = {}
     for r in old:
         cid = r.pop("_id")
@@ -448,24 +451,6 @@ def list_candidates(conn: Connection, *, status: str | None = None, min_score: f
         d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
         out.append(d)
     return out
-
-
-def set_candidate_status(conn: Connection, candidate_id: int, status: str, note: str | None = None) -> bool:
-    """Move a candidate through its lifecycle (active / investigated / dismissed)."""
-    from dsa110_contimg.store.schema import ESE_STATES
-
-    if status not in ESE_STATES:
-        raise ValueError(f"status must be one of {', '.join(ESE_STATES)}, not {status!r}")
-    now = time.time()
-    values = {"status": status, "updated_at": now, "flagged_by": "operator"}
-    if status == "investigated":
-        values["investigated_at"] = now
-    elif status == "dismissed":
-        values["dismissed_at"] = now
-    if note is not None:
-        values["notes"] = note
-    return conn.execute(ese_candidates.update().where(ese_candidates.c.id == candidate_id)
-                        .values(**values)).rowcount == 1
 
 
 def set_baseline_validity(conn: Connection, verdicts: dict[int, str | None]) -> None:

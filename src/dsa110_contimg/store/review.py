@@ -8,13 +8,13 @@ curve goes through :func:`~dsa110_contimg.store.lightcurves.source_lightcurve`
 η–V diagram of a field reads at most ``limit`` sources of a declination/RA box
 (``sources (dec_deg, ra_deg)`` index) joined to ``variability_stats`` by key.
 
-Units as in :mod:`dsa110_contimg.store.schema`: Jy/beam, degrees, MJD, Unix seconds.
+Units as in :mod:`dsa110_contimg.store.schema`: Jy/beam, degrees, MJD, Unix seconds; every
+``*_at`` time has an ISO 8601 UTC twin ``*_at_iso``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import numpy as np
@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dsa110_contimg.store.lightcurves import candidate_order
-from dsa110_contimg.store.values import clean  # noqa: F401 - used here and by the web app
+from dsa110_contimg.store.sky import cone_box
+from dsa110_contimg.store.values import clean, with_iso_times
 from dsa110_contimg.store.schema import (
     ESE_STATES, METRIC_COLUMNS, batch_jobs, ese_candidates, images, measurements, sources,
     variability_stats,
@@ -66,11 +67,7 @@ def candidates_page(conn: Connection, *, status: str | None = None, min_score: f
     q = _candidate_filter(q, status=status, min_score=min_score, include_all=include_all)
     if limit is not None:
         q = q.limit(int(limit)).offset(int(offset))
-    rows = []
-    for r in conn.execute(q).mappings():
-        d = dict(r)
-        d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
-        rows.append(clean(d))
+    rows = [_candidate_dict(r) for r in conn.execute(q).mappings()]
     if limit is None:
         return rows, len(rows)
     total = conn.execute(_candidate_filter(sa.select(sa.func.count()).select_from(ese_candidates),
@@ -92,11 +89,13 @@ def candidate(conn: Connection, candidate_id: int) -> dict | None:
          .join(sources, sources.c.id == ese_candidates.c.source_id)
          .where(ese_candidates.c.id == int(candidate_id)))
     r = conn.execute(q).mappings().first()
-    if r is None:
-        return None
+    return None if r is None else _candidate_dict(r)
+
+
+def _candidate_dict(r) -> dict:
     d = dict(r)
     d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
-    return clean(d)
+    return with_iso_times(clean(d))
 
 
 def candidate_of_source(conn: Connection, source_id: int) -> dict | None:
@@ -118,17 +117,22 @@ def source_summary(conn: Connection, source_id: int) -> dict | None:
                   "candidate": candidate_of_source(conn, source_id)})
 
 
+def typical_beam_arcsec(conn: Connection, image_ids) -> float | None:
+    """Median restoring-beam major axis (FWHM, arcsec) of the given images (None when none
+    has a beam); the ids are those of one light curve, so the read is bounded by it."""
+    from dsa110_contimg.store.bulk import fetch_in
+
+    ids = sorted({int(i) for i in image_ids})
+    values = [r[0] for r in fetch_in(conn, "SELECT beam_major_arcsec FROM images WHERE id IN ({in})", ids)
+              if r[0] is not None]
+    return float(np.median(values)) if values else None
+
+
 def field_eta_v(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
                 limit: int = 3000) -> dict[str, np.ndarray]:
     """η and V of at most ``limit`` sources within a box of half-size ``radius_deg`` (deg)
     around (ra, dec): arrays ``source_id, eta, v`` (sources without metrics left out)."""
-    cosd = max(math.cos(math.radians(min(abs(dec_deg) + radius_deg, 89.9))), 1e-3)
-    half = radius_deg / cosd
-    cond = [sources.c.dec_deg.between(dec_deg - radius_deg, dec_deg + radius_deg)]
-    if half < 180.0:
-        lo, hi = (ra_deg - half) % 360.0, (ra_deg + half) % 360.0
-        cond.append(sources.c.ra_deg.between(lo, hi) if lo <= hi
-                    else sa.or_(sources.c.ra_deg >= lo, sources.c.ra_deg <= hi))
+    cond = cone_box(sources.c.ra_deg, sources.c.dec_deg, ra_deg, dec_deg, radius_deg)
     q = (sa.select(sources.c.id, variability_stats.c.eta, variability_stats.c.v)
          .join(variability_stats, variability_stats.c.source_id == sources.c.id)
          .where(*cond, variability_stats.c.eta.is_not(None), variability_stats.c.v.is_not(None))
@@ -176,13 +180,14 @@ def _image_dict(r) -> dict:
     for k in ("qc_metrics", "notes", "norm_ref_ids", "norm_used_ids"):
         if k in d:
             d[k] = json.loads(d[k]) if d[k] else None
-    return clean(d)
+    return with_iso_times(clean(d))
 
 
 def images_page(conn: Connection, *, qc_status: str | None = None, limit: int = 50,
                 offset: int = 0) -> tuple[list[dict], int]:
-    """Most recently measured images first (by id, the primary key): ``(rows, total)``."""
-    q = sa.select(*_IMAGE_LIST_COLS).order_by(images.c.id.desc()).limit(int(limit)).offset(int(offset))
+    """Latest observations first (by MJD, indexed; then by id): ``(rows, total)``."""
+    q = (sa.select(*_IMAGE_LIST_COLS).order_by(images.c.mjd.desc(), images.c.id.desc())
+         .limit(int(limit)).offset(int(offset)))
     cq = sa.select(sa.func.count()).select_from(images)
     if qc_status:
         q, cq = q.where(images.c.qc_status == qc_status), cq.where(images.c.qc_status == qc_status)
@@ -221,7 +226,7 @@ def nodes(conn: Connection, *, now: float | None = None, stale_after_s: float = 
     for r in rows:
         age = max(0.0, now - r["beat_at"])
         state = r["state"] if r["state"] == "stopped" or age <= stale_after_s else "stale"
-        out.append({"host": r["host"], "pid": r["pid"], "workers": r["workers"], "state": state,
-                    "heartbeat_age_s": round(age, 1), "started_at": r["started_at"],
-                    "status_text": r["status_text"]})
+        out.append(with_iso_times({"host": r["host"], "pid": r["pid"], "workers": r["workers"], "state": state,
+                                   "heartbeat_age_s": round(age, 1), "started_at": r["started_at"],
+                                   "status_text": r["status_text"]}))
     return out

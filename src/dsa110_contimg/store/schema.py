@@ -6,7 +6,7 @@ Two databases, two :class:`~sqlalchemy.MetaData` objects:
     images, catalogue sources, measurements (one row per image x source),
     batch jobs (the durable job queue) and their items, files seen by the
     watcher, daemon heartbeats, normalisation baselines, variability
-    statistics (running sums) and ESE candidates.
+    statistics (running sums), ESE candidates and their review log.
 ``registry_metadata``
     data products and their photometry status.
 
@@ -55,6 +55,8 @@ ESE_STATES = ("active", "investigated", "dismissed")
 SOURCE_KINDS = ("catalogue", "monitor", "new", "blind")
 #: What became of a blind detection (docs/science.md §16, §18).
 DETECTION_STATES = ("associated", "duplicate", "new_source", "blind_source", "rejected")
+#: What a review-log entry records: the pipeline flagging a candidate, or a review action.
+REVIEW_LOG_ACTIONS = ("flagged", "investigating", "dismissed", "reactivated")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -122,6 +124,7 @@ sources = Table(
     CheckConstraint(_in("kind", SOURCE_KINDS), name="kind"),
     Index(None, "dec_deg", "ra_deg"),
     Index(None, "kind"),
+    Index(None, "catalog_id"),
 )
 
 #: Per source, its blind detections so far: running inverse-variance weighted-mean position
@@ -363,6 +366,9 @@ variability_stats = Table(
     Column("updated_at", Float, nullable=False),
     Index(None, "sigma_deviation"),
     Index(None, "eta"),
+    Index(None, "v"),
+    Index(None, "weighted_mean"),
+    Index(None, "n"),
 )
 
 ese_candidates = Table(
@@ -395,6 +401,22 @@ ese_candidates = Table(
     Column("notes", Text),
     CheckConstraint(_in("status", ESE_STATES), name="status"),
     Index(None, "status", "score"),
+)
+
+review_log = Table(
+    "review_log", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("candidate_id", Integer, ForeignKey("ese_candidates.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("reviewer", Text, nullable=False,
+           doc="who: a reviewer's name, 'anonymous' (a single shared token), 'pipeline' (its own flagging) "
+               "or the account that ran the CLI"),
+    Column("action", String(16), nullable=False),
+    Column("status", String(16), nullable=False, doc="the candidate's status after the action"),
+    Column("note", Text),
+    CheckConstraint(_in("action", REVIEW_LOG_ACTIONS), name="action"),
+    CheckConstraint(_in("status", ESE_STATES), name="status"),
+    Index(None, "candidate_id", "created_at"),
 )
 
 data_products = Table(

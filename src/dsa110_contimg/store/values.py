@@ -6,6 +6,7 @@ numpy scalars become Python scalars, bytes str; dicts, lists, tuples and arrays 
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 
 import numpy as np
@@ -41,4 +42,22 @@ def finite_or_none(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-__all__ = ["clean", "finite_or_none"]
+def iso_utc(unix_s) -> str | None:
+    """Unix seconds as ISO 8601 UTC (``2025-01-02T03:04:05Z``); None for None."""
+    if unix_s is None:
+        return None
+    stamp = _dt.datetime.fromtimestamp(float(unix_s), _dt.timezone.utc)
+    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def with_iso_times(row: dict) -> dict:
+    """``row`` with ``<key>_iso`` (:func:`iso_utc`) beside every ``<key>_at`` holding Unix seconds
+    (the JSON objects carry both: the number to compute with, the text to read)."""
+    for key in [k for k in row if k.endswith("_at")]:
+        value = row[key]
+        if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+            row[f"{key}_iso"] = iso_utc(value)
+    return row
+
+
+__all__ = ["clean", "finite_or_none", "iso_utc", "with_iso_times"]

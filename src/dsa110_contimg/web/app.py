@@ -9,7 +9,8 @@ CLI's ``--json`` (``status``, ``ese list``). Light-curve downloads:
 :class:`~dsa110_contimg.web.state.Site` on ``app.state.site``.
 
 Review actions (``POST /api/candidates/{id}`` with ``{"status": ..., "note": ...}``, or the
-form on a source page) need the token of ``[web] token_file`` (:mod:`dsa110_contimg.web.auth`).
+form on a source page) need a reviewer's token of ``[web] token_file``
+(:mod:`dsa110_contimg.web.auth`) and are kept in the candidate's review log.
 
 Budget: every page reads one bounded page of rows (25 candidates with their thumbnails,
 50 measurements, 50 images, at most 3,000 field sources for the η–V diagram) and fits no
@@ -52,13 +53,15 @@ async def http_error(request: Request, exc: HTTPException):
     return site(request).render(request, "refused.html", exc.status_code, reason=exc.detail, title="Error")
 
 
-def create_app(products_db: str, *, token: str | None = None, stale_after_s: float = 60.0) -> Starlette:
+def create_app(products_db: str, *, reviewers: dict[str, str] | None = None,
+               stale_after_s: float = 60.0) -> Starlette:
     """The web application reading ``products_db`` (SQLite path or SQLAlchemy URL).
 
-    ``token``: the review token (None = read-only site); ``stale_after_s``: a daemon
-    whose heartbeat is older is shown stale.
+    ``reviewers``: ``{name: token}`` (:func:`dsa110_contimg.web.auth.read_reviewers`;
+    None = read-only site); ``stale_after_s``: a daemon whose heartbeat is older is shown
+    stale.
     """
-    state = Site(products_db, access=Access(token), stale_after_s=stale_after_s)
+    state = Site(products_db, access=Access(reviewers), stale_after_s=stale_after_s)
     _warm_up()
 
     @contextlib.asynccontextmanager

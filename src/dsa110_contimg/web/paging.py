@@ -55,6 +55,11 @@ class Paging:
         """The query string (``?...``) of page ``number`` with the same other parameters."""
         return "?" + urlencode([*self.params, ("page", str(number))])
 
+    def filters(self) -> str:
+        """The query string (``?...``, or empty) of the other parameters alone: the same
+        list, not paged (e.g. for a download)."""
+        return "?" + urlencode(self.params) if self.params else ""
+
     def json(self) -> dict:
         """The paging fields of an API answer: ``page``, ``per_page``, ``total``, ``pages``."""
         return {"page": self.number, "per_page": self.per_page, "total": self.total, "pages": self.pages}

@@ -48,10 +48,10 @@ class Site:
             self._write_db.dispose()
 
     def render(self, request: Request, name: str, status_code: int = 200, **ctx) -> Response:
-        """Template ``name`` with ``ctx`` plus what the page frame shows (sign-in state,
+        """Template ``name`` with ``ctx`` plus what the page frame shows (who signed in,
         the ``?msg=`` message)."""
         ctx.setdefault("read_only", self.access.read_only)
-        ctx.setdefault("logged_in", self.access.session_ok(request))
+        ctx.setdefault("reviewer", self.access.signed_in(request))
         ctx.setdefault("message", request.query_params.get("msg"))
         return self.templates.TemplateResponse(request, name, ctx, status_code=status_code)
 

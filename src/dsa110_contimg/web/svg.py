@@ -12,6 +12,7 @@ from html import escape
 import numpy as np
 
 C_RAW, C_NORM, C_QC, C_REF, C_FIT, C_HL = "#8a8a8a", "#1f5fa8", "#c0392b", "#2e8b57", "#d35400", "#c0392b"
+C_CAT = "#6b4c9a"
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -104,8 +105,49 @@ def _errorbars(out, xs, lo, hi, color):
         out.append(f'<path d="{d}" stroke="{color}" stroke-width="1" opacity="0.7"/>')
 
 
+#: Approximate advance of one legend character (px at the 11 px legend font) and the
+#: room a legend symbol with its gap takes.
+LEGEND_CHAR_PX, LEGEND_SYMBOL_PX, LEGEND_ROW_PX = 6.4, 30, 16
+
+
+def _legend_rows(labels: list[str], width: float) -> list[list[int]]:
+    """Indices of the legend items on each row, wrapped so that no row is wider than ``width``."""
+    rows: list[list[int]] = [[]]
+    used = 0.0
+    for i, label in enumerate(labels):
+        w = LEGEND_SYMBOL_PX + LEGEND_CHAR_PX * len(label)
+        if rows[-1] and used + w > width:
+            rows.append([])
+            used = 0.0
+        rows[-1].append(i)
+        used += w
+    return rows
+
+
+def _legend(out, items, x0: float, y0: float, width: float) -> None:
+    """Draw legend ``items`` ((label, colour, kind) with kind circle, square, star, hollow,
+    band, line or dotted) in rows from (x0, y0), wrapped within ``width``."""
+    for r, row in enumerate(_legend_rows([label for label, _, _ in items], width)):
+        lx, y = x0, y0 + r * LEGEND_ROW_PX
+        for i in row:
+            label, col, kind = items[i]
+            if kind in ("line", "dotted"):
+                dash = ' stroke-dasharray="2 3"' if kind == "dotted" else ""
+                out.append(f'<line x1="{lx}" y1="{y - 4}" x2="{lx + 14}" y2="{y - 4}" stroke="{col}" '
+                           f'stroke-width="2"{dash}/>')
+            elif kind == "band":
+                out.append(f'<rect x="{lx}" y="{y - 9}" width="12" height="10" fill="{col}" opacity="0.2"/>')
+            elif kind == "hollow":
+                out.append(f'<circle cx="{lx + 6}" cy="{y - 4}" r="4" fill="none" stroke="{col}"/>')
+            else:
+                _points(out, [lx + 6], [y - 4], shape=kind, fill=col, r=3)
+            out.append(f'<text x="{lx + 18}" y="{y}" class="legend">{escape(label)}</text>')
+            lx += LEGEND_SYMBOL_PX + LEGEND_CHAR_PX * len(label)
+
+
 def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, baseline_epochs: int = 10,
-                   title: str = "light curve", reference_jyb: float | None = None) -> str:
+                   title: str = "light curve", reference_jyb: float | None = None,
+                   catalog_mjy: float | None = None, catalog_label: str = "catalogue flux") -> str:
     """The full light-curve plot of a source.
 
     ``lc`` as from :func:`dsa110_contimg.store.lightcurves.source_lightcurve` (Jy/beam, MJD).
@@ -113,7 +155,9 @@ def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, b
     failed QC hollow red circles (class ``qc-failed``), epochs where the source served as a
     normalisation reference green stars, the first ``baseline_epochs`` epochs shaded,
     ``fit`` (an ESEFit with ``model(mjd)``) as an orange line, ``reference_jyb`` (the source's
-    stored normalisation baseline, Jy/beam) as a dashed green line.
+    stored normalisation baseline, Jy/beam) as a dashed green line, ``catalog_mjy`` (the
+    catalogue flux density, mJy) as a dotted grey line. The legend wraps onto as many rows
+    as it needs below the plot (the canvas grows by them), so no item is cut.
     """
     mjd = np.asarray(lc["mjd"], float)
     ok = np.asarray(lc["success"], bool) & np.isfinite(mjd)
@@ -122,8 +166,8 @@ def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, b
     nf, ne = 1e3 * np.asarray(lc["norm_flux_jyb"], float), 1e3 * np.asarray(lc["norm_err_jyb"], float)
     norm = ok & np.isfinite(nf) & ~qc_bad
     good = ok & ~qc_bad
-    out = _open(width, height, title, "plot lightcurve")
     if not ok.any():
+        out = _open(width, height, title, "plot lightcurve")
         out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no measurements</text></svg>')
         return "".join(out)
     grid = fitv = None
@@ -131,14 +175,28 @@ def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, b
         grid = np.linspace(mjd[ok].min(), mjd[ok].max(), 200)
         fitv = 1e3 * np.asarray(fit.model(grid), float)
     ref_mjy = 1e3 * reference_jyb if reference_jyb is not None and math.isfinite(reference_jyb) else None
-    ylo, yhi = _limits(raw[ok], nf[norm], fitv if fitv is not None else [], [ref_mjy] if ref_mjy else [])
-    f = _Frame(width, height, _limits(mjd[ok], pad=0.03), (ylo, yhi), margin=(62, 12, 12, 62))
+    cat_mjy = float(catalog_mjy) if catalog_mjy is not None and math.isfinite(catalog_mjy) else None
+    items = [("raw", C_RAW, "circle"), ("normalised", C_NORM, "square"), ("image failed QC", C_QC, "hollow"),
+             ("used as reference", C_REF, "star"), ("baseline epochs", C_REF, "band")]
+    items += [("reference baseline", C_REF, "line")] if ref_mjy is not None else []
+    items += [(f"{catalog_label} ({cat_mjy:.1f} mJy)", C_CAT, "dotted")] if cat_mjy is not None else []
+    items += [("fitted ESE template", C_FIT, "line")] if fitv is not None else []
+    margin_l, margin_r = 62, 12
+    n_rows = len(_legend_rows([i[0] for i in items], width - margin_l - margin_r))
+    legend_h = LEGEND_ROW_PX * n_rows
+    height += legend_h - LEGEND_ROW_PX
+    out = _open(width, height, title, "plot lightcurve")
+    ylo, yhi = _limits(raw[ok], nf[norm], fitv if fitv is not None else [],
+                       [v for v in (ref_mjy, cat_mjy) if v is not None])
+    f = _Frame(width, height, _limits(mjd[ok], pad=0.03), (ylo, yhi),
+               margin=(margin_l, margin_r, 12, 46 + legend_h))
     sm = np.sort(mjd[ok])
     end = sm[min(baseline_epochs, sm.size) - 1]
     x0, x1 = float(f.x(sm[0])) - 3, float(f.x(end)) + 3
     out.append(f'<rect class="baseline" x="{x0:.1f}" y="{f.t}" width="{max(x1 - x0, 1):.1f}" '
                f'height="{height - f.t - f.b}" fill="{C_REF}" opacity="0.08"/>')
-    _axes(out, f, "MJD", "peak flux density (mJy/beam)", xfmt="{:.0f}", yfmt="{:g}", xlabel_y=height - 28)
+    _axes(out, f, "MJD", "peak flux density (mJy/beam)", xfmt="{:.0f}", yfmt="{:g}",
+          xlabel_y=height - f.b + 30)
     _errorbars(out, f.x(mjd[good]), f.y(raw[good] - rawe[good]), f.y(raw[good] + rawe[good]), C_RAW)
     _points(out, f.x(mjd[good]), f.y(raw[good]), fill=C_RAW, r=2.8, css="raw")
     if norm.any():
@@ -150,34 +208,18 @@ def lightcurve_svg(lc: dict, *, fit=None, width: int = 760, height: int = 340, b
     ref = norm & np.asarray(lc.get("used_as_reference", np.zeros(mjd.size, bool)), bool)
     if ref.any():
         _points(out, f.x(mjd[ref]), f.y(nf[ref]) - 9, shape="star", fill=C_REF, r=3.2, css="reference")
-    if ref_mjy is not None:
-        y = float(f.y(ref_mjy))
-        out.append(f'<line class="reference-baseline" x1="{f.l}" y1="{y:.1f}" x2="{width - f.r}" y2="{y:.1f}" '
-                   f'stroke="{C_REF}" stroke-width="1.5" stroke-dasharray="6 4"/>')
+    for value, css, col, dash in ((ref_mjy, "reference-baseline", C_REF, "6 4"),
+                                  (cat_mjy, "catalog-flux", C_CAT, "2 3")):
+        if value is not None:
+            y = float(f.y(value))
+            out.append(f'<line class="{css}" x1="{f.l}" y1="{y:.1f}" x2="{width - f.r}" y2="{y:.1f}" '
+                       f'stroke="{col}" stroke-width="1.5" stroke-dasharray="{dash}"/>')
     if fitv is not None:
         d = "M" + "L".join(f"{x:.1f} {y:.1f}" for x, y in zip(f.x(grid).tolist(), f.y(fitv).tolist()))
         out.append(f'<path class="fit" d="{d}" fill="none" stroke="{C_FIT}" stroke-width="2"/>')
-    # legend
-    items = [("raw", C_RAW, "circle"), ("normalised", C_NORM, "square"), ("image failed QC", C_QC, "hollow"),
-             ("used as reference", C_REF, "star"), ("baseline epochs", C_REF, "band")]
-    if ref_mjy is not None:
-        items.append(("reference baseline", C_REF, "line"))
-    if fitv is not None:
-        items.append(("fitted ESE template", C_FIT, "line"))
-    lx = f.l
-    for label, col, kind in items:
-        y = height - 7
-        if kind == "line":
-            out.append(f'<line x1="{lx}" y1="{y - 4}" x2="{lx + 14}" y2="{y - 4}" stroke="{col}" stroke-width="2"/>')
-        elif kind == "band":
-            out.append(f'<rect x="{lx}" y="{y - 9}" width="12" height="10" fill="{col}" opacity="0.2"/>')
-        elif kind == "hollow":
-            out.append(f'<circle cx="{lx + 6}" cy="{y - 4}" r="4" fill="none" stroke="{col}"/>')
-        else:
-            _points(out, [lx + 6], [y - 4], shape=kind, fill=col, r=3)
-        out.append(f'<text x="{lx + 18}" y="{y}" class="legend">{label}</text>')
-        lx += 26 + 6.2 * len(label)
-    out.append("</svg>")
+    out.append('<g class="legend">')
+    _legend(out, items, f.l, height - legend_h + 4, width - f.l - f.r)
+    out.append("</g></svg>")
     return "".join(out)
 
 

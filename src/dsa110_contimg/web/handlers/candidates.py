@@ -1,6 +1,6 @@
 """``/candidates``: the ranked ESE candidates (filters, one page with thumbnail light
 curves) and their JSON (``/api/candidates``, ``/api/candidates/{id}``: the objects of
-``contimg-photometry ese list --json``)."""
+``contimg-photometry ese list --json``, one candidate with its review history)."""
 
 from __future__ import annotations
 
@@ -55,9 +55,11 @@ def api_candidates(request: Request):
 
 
 def api_candidate(request: Request):
+    from dsa110_contimg.web.handlers.review import candidate_with_history
+
     cid = request.path_params["candidate_id"]
     with site(request).read() as conn:
-        cand = review.candidate(conn, cid)
+        cand = candidate_with_history(conn, cid)
     if cand is None:
         raise HTTPException(404, f"no ESE candidate with id {cid}")
     return JSONResponse(cand)

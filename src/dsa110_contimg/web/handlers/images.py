@@ -1,5 +1,6 @@
-"""``/images``: the measured images one page at a time (filter by QC status) and
-``/images/{id}``: everything stored about one image; their JSON under ``/api/images``."""
+"""``/images``: the measured images one page at a time, latest observation (MJD) first
+(filter by QC status), and ``/images/{id}``: everything stored about one image, its QC
+checks and numbers in the units of the pages; their JSON under ``/api/images``."""
 
 from __future__ import annotations
 
@@ -34,13 +35,38 @@ def image_of(request: Request) -> dict:
     return image
 
 
+def qc_metric_rows(metrics: dict | None) -> list[tuple[str, object, str]]:
+    """The image's QC numbers as (name, value, unit) rows in the units of the pages:
+    ``*_jyb`` values in mJy/beam (name without the suffix), ``*_arcsec`` in arcsec,
+    ``*_deg`` in deg, others unitless; the per-check verdicts (``checks``) are not numbers
+    and are listed apart (:func:`qc_check_rows`)."""
+    rows = []
+    for key, value in (metrics or {}).items():
+        if key == "checks":
+            continue
+        for suffix, unit, scale in (("_jyb", "mJy/beam", 1e3), ("_arcsec", "arcsec", 1.0), ("_deg", "deg", 1.0)):
+            if key.endswith(suffix):
+                rows.append((key[:-len(suffix)], value * scale if isinstance(value, (int, float)) else value, unit))
+                break
+        else:
+            rows.append((key, value, ""))
+    return rows
+
+
+def qc_check_rows(metrics: dict | None) -> list[tuple[str, str]]:
+    """(check, verdict) of every QC check the image went through."""
+    return sorted(((metrics or {}).get("checks") or {}).items())
+
+
 def images_page(request: Request):
     rows, paging, qc = images_of(request)
     return site(request).render(request, "images.html", rows=rows, paging=paging, qc=qc or "")
 
 
 def image_page(request: Request):
-    return site(request).render(request, "image.html", im=image_of(request))
+    image = image_of(request)
+    return site(request).render(request, "image.html", im=image, qc_rows=qc_metric_rows(image.get("qc_metrics")),
+                                qc_checks=qc_check_rows(image.get("qc_metrics")))
 
 
 def api_images(request: Request):

@@ -1,5 +1,6 @@
-"""Signing in and out on the pages: ``POST /login`` checks the review token and sets the
-session cookie (:mod:`dsa110_contimg.web.auth`), ``POST /logout`` forgets it."""
+"""Signing in and out on the pages: ``POST /login`` finds the reviewer whose token was
+entered and sets the session cookie naming them (:mod:`dsa110_contimg.web.auth`),
+``POST /logout`` forgets it."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ async def login(request: Request):
     back = local_path(form.get("next"), "/")
     if s.access.read_only:
         return s.render(request, "refused.html", 403, reason="the site is read-only: no token is configured")
-    if not s.access.token_ok(str(form.get("token") or "")):
+    name = s.access.reviewer_of(str(form.get("token") or ""))
+    if name is None:
         return s.render(request, "refused.html", 403, reason="invalid token", back=back)
-    resp = RedirectResponse(with_message(back, "token accepted"), 303)
-    resp.set_cookie(COOKIE, s.access.session_value, httponly=True, samesite="strict", max_age=SESSION_S)
+    resp = RedirectResponse(with_message(back, f"signed in as {name}"), 303)
+    resp.set_cookie(COOKIE, s.access.session_value(name), httponly=True, samesite="strict", max_age=SESSION_S)
     return resp
 
 

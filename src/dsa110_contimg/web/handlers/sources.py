@@ -1,7 +1,9 @@
-"""``/sources/{id}``: one source — its light curve with the ESE template the pipeline
-fitted (drawn from the stored candidate, never fitted here), the η–V diagram of its
-field, its measurements one page at a time — and ``/api/sources/{id}`` (catalogue row,
-variability metrics, candidate and the whole light curve)."""
+"""``/sources/{id}``: one source — its position (sexagesimal and degrees) with links out,
+its light curve with the catalogue flux and the ESE template the pipeline fitted (drawn
+from the stored candidate, never fitted here), the neighbours that could blend with it,
+the η–V diagram of its field, its measurements one page at a time — and
+``/api/sources/{id}`` (catalogue row, variability metrics, candidate and the whole light
+curve)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dsa110_contimg.store import review
+from dsa110_contimg.store import review, review_log
+from dsa110_contimg.store.values import clean
 from dsa110_contimg.web import svg
+from dsa110_contimg.web.links import links_out
 from dsa110_contimg.web.paging import Paging
 from dsa110_contimg.web.state import site
 
 MEASUREMENTS_PER_PAGE = 50
+#: Neighbours listed: sources within this many beam FWHM (at most NEIGHBOURS_LIMIT).
+NEIGHBOUR_BEAMS = 3.0
+NEIGHBOURS_LIMIT = 20
+#: Beam FWHM (arcsec) assumed when no image of the source records one.
+DEFAULT_BEAM_ARCSEC = 15.0
 #: Most field sources drawn on the η–V diagram.
 ETA_V_LIMIT = 3000
 #: Columns of the measurements table (Jy/beam, MJD; shown in mJy/beam).
@@ -63,6 +72,18 @@ def measurement_rows(lc: dict, paging: Paging) -> list[dict]:
     return [{k: lc[k][i] for k in TABLE_COLUMNS} for i in paging.window(int(lc["mjd"].size))]
 
 
+def neighbours(conn, src: dict, lc: dict) -> tuple[list[dict], float | None, float]:
+    """(sources within :data:`NEIGHBOUR_BEAMS` beams, the beam FWHM in arcsec or None, the
+    search radius in arcsec): what could blend with the source in the images."""
+    from dsa110_contimg.store.sources import sources_near
+
+    beam = review.typical_beam_arcsec(conn, lc["image_id"].tolist())
+    radius_arcsec = NEIGHBOUR_BEAMS * (beam or DEFAULT_BEAM_ARCSEC)
+    rows = sources_near(conn, src["ra_deg"], src["dec_deg"], radius_arcsec / 3600.0, exclude_id=src["id"],
+                        limit=NEIGHBOURS_LIMIT)
+    return rows, beam, radius_arcsec
+
+
 def source_page(request: Request):
     from dsa110_contimg.pipeline.plotting import stored_ese_fit
     from dsa110_contimg.store.lightcurves import load_baselines
@@ -73,23 +94,28 @@ def source_page(request: Request):
     with site(request).read() as conn:
         baseline = load_baselines(conn, [src["id"]]).get(src["id"])
         ev, thresholds = field_eta_v(conn, summary)
+        near, beam, near_radius = neighbours(conn, src, lc)
+        history = review_log.history(conn, cand["id"]) if cand else []
     fit = stored_ese_fit(cand)
     reference = baseline["baseline_jyb"] if baseline and baseline["valid"] else None
+    plot = svg.lightcurve_svg(lc, fit=fit, title=f"light curve of {src['catalog_id']}", reference_jyb=reference,
+                              catalog_mjy=src.get("catalog_flux_mjy"),
+                              catalog_label=f"catalogue flux ({str(src['survey']).upper()})")
     return site(request).render(
         request, "source.html", s=summary, src=src, var=summary["variability"], cand=cand, fit=fit,
-        plot=svg.lightcurve_svg(lc, fit=fit, title=f"light curve of {src['catalog_id']}",
-                                reference_jyb=reference),
-        baseline=baseline, n_field=int(ev["eta"].size),
+        plot=plot, baseline=baseline, n_field=int(ev["eta"].size),
         etav=svg.eta_v_svg(ev["eta"], ev["v"], highlight=src["id"], source_ids=ev["source_id"],
                            thresholds=thresholds),
         table=measurement_rows(lc, paging), paging=paging, n=paging.total,
-        n_qc_failed=int(np.sum(lc["qc_status"] == "failed")))
+        n_qc_failed=int(np.sum(lc["qc_status"] == "failed")), neighbours=near, beam_arcsec=beam,
+        neighbour_radius_arcsec=near_radius, history=history,
+        links=links_out(src["ra_deg"], src["dec_deg"], max(near_radius, 30.0)))
 
 
 def api_source(request: Request):
     summary, lc = source_of(request)
     series = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in lc.items()}
-    return JSONResponse({**summary, "lightcurve": review.clean(series)})
+    return JSONResponse({**summary, "lightcurve": clean(series)})
 
 
 ROUTES = [

@@ -1,0 +1,93 @@
+"""Finding sources (``sources list`` and the web site's ``/sources``): a cone keeps exactly
+the sources within its radius, also across RA 0 and near a pole; a name is a prefix, a bare
+designation matches under any survey; a ranking by a metric leaves out the sources without
+it; the count is that of every match, the rows one page."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from pgcluster import BACKENDS
+
+from dsa110_contimg.core.geometry import angular_separation_deg
+
+
+def _fill(url):
+    from dsa110_contimg.store.engine import open_products_db
+
+    rng = np.random.default_rng(3)
+    centres = [(0.05, 10.0), (150.0, 36.0), (200.0, 89.5)]      # across RA 0, mid-sky, near the pole
+    ra, dec = [], []
+    for ra0, dec0 in centres:
+        d = rng.uniform(-0.3, 0.3, 300) + dec0
+        ra.append((ra0 + rng.uniform(-0.3, 0.3, 300) / np.cos(np.radians(np.minimum(np.abs(d), 89.9)))) % 360)
+        dec.append(np.clip(d, -90, 90))
+    ra, dec = np.concatenate(ra), np.concatenate(dec)
+    db = open_products_db(url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO sources (survey, catalog_id, ra_deg, dec_deg, catalog_flux_mjy, "
+                             "reference_ok, kind) VALUES (:s, :n, :r, :d, :f, false, 'catalogue')"),
+                     [{"s": "nvss" if i % 2 else "first", "n": f"{'NVSS' if i % 2 else 'FIRST'} J{i:06d}+000000",
+                       "r": float(r), "d": float(d), "f": 10.0 + i} for i, (r, d) in enumerate(zip(ra, dec))])
+        conn.execute(sa.text("INSERT INTO variability_stats (source_id, flux_kind, n, eta, v, weighted_mean, "
+                             "updated_at) VALUES (:i, 'normalized', :n, :e, :v, :m, 0)"),
+                     [{"i": i, "n": 5 + i % 7, "e": float(i % 13), "v": 0.01 * (i % 11), "m": 0.001 * i}
+                      for i in range(1, 601)])           # the third field has no metrics
+    return db, ra, dec
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    store, ra, dec = _fill(str(tmp_path_factory.mktemp("sources") / "p.sqlite3"))
+    yield store, ra, dec
+    store.dispose()
+
+
+@pytest.mark.parametrize("centre", [(0.02, 10.05), (359.9, 9.9), (150.1, 36.1), (200.0, 89.6), (100.0, 89.7)])
+def test_a_cone_keeps_exactly_the_sources_within_it(db, centre):
+    from dsa110_contimg.store.sources import SourceQuery, search_sources
+
+    store, ra, dec = db
+    radius = 0.2
+    sep = angular_separation_deg(ra, dec, *centre)
+    with store.engine.connect() as conn:
+        rows, total = search_sources(conn, SourceQuery(ra_deg=centre[0], dec_deg=centre[1], radius_deg=radius,
+                                                       order="distance", limit=None))
+    assert total == int((sep <= radius).sum()) == len(rows) > 0
+    assert sorted(r["id"] for r in rows) == sorted((np.flatnonzero(sep <= radius) + 1).tolist())
+    got = [r["separation_arcsec"] for r in rows]
+    assert got == sorted(got) and got == pytest.approx(np.sort(sep[sep <= radius]) * 3600)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_names_rankings_and_pages(databases):
+    from dsa110_contimg.store.sources import SourceQuery, search_sources
+
+    store, _, _ = _fill(databases.new("products"))
+    with store.engine.connect() as conn:
+        rows, total = search_sources(conn, SourceQuery(name="nvss j00001", order="name", limit=None))
+        assert total == len(rows) == 5 and all(r["name"].startswith("NVSS J00001") for r in rows)
+        bare, n_bare = search_sources(conn, SourceQuery(name="J00012", order="name"))
+        assert n_bare == 10 and {r["survey"] for r in bare} == {"nvss", "first"}
+        ranked, n_ranked = search_sources(conn, SourceQuery(order="eta", limit=20, offset=20))
+        assert n_ranked == 600                              # the 300 without metrics are left out
+        eta = [r["eta"] for r in ranked]
+        assert eta == sorted(eta, reverse=True) and len(ranked) == 20
+        top = search_sources(conn, SourceQuery(order="eta", limit=40))[0]
+        assert [r["id"] for r in top[20:]] == [r["id"] for r in ranked]
+        few, n_few = search_sources(conn, SourceQuery(order="epochs", min_epochs=11, limit=None))
+        assert n_few == len(few) == sum(1 for i in range(1, 601) if 5 + i % 7 >= 11)
+        assert search_sources(conn, SourceQuery(order="id", limit=None))[1] == 900
+    store.dispose()
+
+
+@pytest.mark.parametrize("fields, why", [({"ra_deg": 1.0}, "both RA and Dec"),
+                                          ({"ra_deg": 1.0, "dec_deg": 1.0, "radius_deg": 3.0}, "at most 2"),
+                                          ({"order": "distance"}, "needs a position"), ({"order": "x"}, "one of")])
+def test_queries_that_cannot_run(fields, why):
+    from dsa110_contimg.store.sources import SourceQuery
+
+    with pytest.raises(ValueError, match=why):
+        SourceQuery(**fields)

@@ -1,0 +1,55 @@
+"""The image pages: latest observation first, one image's QC checks and numbers readable,
+in mJy/beam, and ISO 8601 times beside the Unix ones in the API."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import warnings
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    from web_harness import fill_scale_db
+
+    path = tmp_path_factory.mktemp("webimages") / "products.sqlite3"
+    fill_scale_db(path, n_sources=40, n_epochs=30, n_fields=2, n_candidates=2)
+    return path
+
+
+def client(db_path):
+    from dsa110_contimg.web.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+        return TestClient(create_app(str(db_path)))
+
+
+def test_images_latest_observation_first(db):
+    c = client(db)
+    first, second = c.get("/api/images").json(), c.get("/api/images?page=2").json()
+    mjd = [im["mjd"] for im in first["images"] + second["images"]]
+    assert len(mjd) == 60 and mjd == sorted(mjd, reverse=True)
+    ids = [im["id"] for im in first["images"]]
+    assert ids != sorted(ids, reverse=True)          # the ids (processing order) differ from MJD order
+    assert all(im["measured_at_iso"].endswith("Z") for im in first["images"])
+    assert "latest observation first" in c.get("/images").text
+
+
+def test_image_page_checks_and_units(db):
+    metrics = {"median_rms_jyb": 0.00123, "beam_major_arcsec": 15.2, "dynamic_range": 250.0,
+               "checks": {"rms": "passed", "beam_history": "warning"}}
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE images SET qc_metrics = ? WHERE id = 3", (json.dumps(metrics),))
+    page = client(db).get("/images/3").text
+    assert "{&#39;" not in page and "{'" not in page             # no raw Python dict
+    checks = page.split('id="qc-checks"')[1].split("</table>")[0]
+    assert "<td>beam history</td><td><span class=\"state state-warning\">warning</span>" in checks
+    numbers = page.split('id="qc-metrics"')[1].split("</table>")[0]
+    assert "<td>median rms</td><td class=\"num\">1.23</td><td>mJy/beam</td>" in numbers
+    assert "<td>beam major</td><td class=\"num\">15.2</td><td>arcsec</td>" in numbers
+    assert "Jy/beam" not in page.replace("mJy/beam", "")
