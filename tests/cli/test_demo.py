@@ -21,7 +21,8 @@ def test_demo_flags_the_injected_ese(tmp_path):
     text = out.getvalue()
     assert rc == 0, text
     assert "<- injected ESE" in text
-    assert "done 30, failed 0, dead 0" in text
+    assert "<- injected source switching on" in text           # found as a new source
+    assert "done 31, failed 0, dead 0" in text                 # 30 epochs and its backfill
     # the daemon's own status line agrees with the settled jobs (not a heartbeat behind)
     assert re.search(r"images/h, 0 pending, last [0-9]+ s ago; 0/[0-9]+ workers busy", text), text
     png = tmp_path / "demo" / "ese_candidate_lightcurve.png"
@@ -43,4 +44,17 @@ def test_demo_flags_the_injected_ese(tmp_path):
     measured = [x for x in lines if x["event"] == "image_measured"]
     assert len(measured) == 30
     assert all(isinstance(x.get("job_id"), int) and x["path"].endswith(".fits") for x in measured)
-    assert {x["event"] for x in lines} >= {"startup", "ready", "job_finished", "stopped"}
+    assert {x["event"] for x in lines} >= {"startup", "ready", "job_finished", "stopped",
+                                           "new_sources"}
+    # the daemon end to end: `sources list --new --json` lists the source in no catalogue
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", "sources", "list",
+                             "--new", "--json", "--config", str(tmp_path / "demo" / "photometry.toml")],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    (new,) = json.loads(listed.stdout)
+    assert {"id", "name", "kind", "ra_deg", "dec_deg", "first_detected_mjd", "new_high_sigma",
+            "n_detections", "n_measurements"} <= set(new)
+    assert new["kind"] == "new" and new["new_high_sigma"] > 10 and new["n_measurements"] == 30

@@ -86,3 +86,54 @@ def test_catalog_ingest_monitor_reads_sexagesimal_lists(tmp_path, capsys):
     assert np.isclose(t["ra_deg"][0], 150.01) and np.isclose(t["dec_deg"][0], 37.02)
     # a list is exhaustive: no position far away is an empty answer, not a coverage error
     assert len(CatalogStore(tmp_path / "cat").survey("monitor").cone(300.0, -20.0, 1.0)) == 0
+
+
+def test_a_transient_through_the_command_line(sim_field, tmp_path, capsys):
+    """A source in no catalogue switching on: sources list/show, images show, lightcurve,
+    status counts, and sources backfill run by `worker`."""
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.photometry import PhotometryManager
+    from dsa110_contimg.science.simulate import simulate_image, sky_wcs
+
+    db = tmp_path / "p.sqlite3"
+    manager = PhotometryManager(db, catalog_dir=tmp_path / "catalogs",
+                                default_config=PhotometryConfig(backfill_new_sources=False))
+    wcs = sky_wcs(sim_field.ra0, sim_field.dec0, sim_field.pixscale, sim_field.shape)
+    cx, cy = wcs.wcs_world2pix(sim_field.ra_deg, sim_field.dec_deg, 0)
+    gx, gy = np.meshgrid(np.arange(40, 216, 4.0), np.arange(40, 216, 4.0))
+    far = np.argmax(np.min(np.hypot(gx.ravel()[:, None] - cx, gy.ravel()[:, None] - cy), axis=1))
+    t_ra, t_dec = wcs.wcs_pix2world([gx.ravel()[far]], [gy.ravel()[far]], 0)
+    for k in range(6):
+        sim = simulate_image(sim_field.shape, ra0_deg=sim_field.ra0, dec0_deg=sim_field.dec0,
+                             pixscale_arcsec=sim_field.pixscale, beam_arcsec=sim_field.beam,
+                             ra_deg=np.r_[sim_field.ra_deg, t_ra], dec_deg=np.r_[sim_field.dec_deg, t_dec],
+                             peak_jyb=np.r_[sim_field.flux_mjy / 1e3, 0.04 * (k >= 3)],
+                             noise_rms=1e-3, mjd=60676.0 + k, seed=k)
+        sim.write(tmp_path / f"e{k}.fits")
+        manager.measure_for_fits(tmp_path / f"e{k}.fits", create_batch_job=False)
+    args = ["--products-db", str(db)]
+    capsys.readouterr()
+    assert main(["sources", "list", "--new", "--json", *args]) == 0
+    (new,) = json.loads(capsys.readouterr().out)
+    assert new["kind"] == "new" and new["first_detected_mjd"] == 60679.0
+    assert new["n_detections"] == 3 and new["n_measurements"] == 3
+    assert main(["images", "show", "4", "--json", *args]) == 0
+    det = json.loads(capsys.readouterr().out)["detections"]
+    assert [d["status"] for d in det].count("new_source") == 1
+    assert main(["status", "--json", *args]) in (0, 1, 3)
+    tr = json.loads(capsys.readouterr().out)["transients"]
+    assert tr["new_sources"] == 1 and tr["detections"] >= 6 * len(sim_field.ra_deg)
+    # backward fill on request, run by a worker: the light curve then starts at the first epoch
+    assert main(["sources", "backfill", str(new["id"]), *args]) == 0
+    assert "backfill job" in capsys.readouterr().out
+    assert main(["worker", "--once", *args, "--catalog-dir", str(tmp_path / "catalogs")]) == 0
+    out = tmp_path / "lc.csv"
+    assert main(["lightcurve", str(new["id"]), "-o", str(out), "--format", "csv", *args]) == 0
+    from astropy.table import Table
+
+    lc = Table.read(out, format="ascii.csv")
+    assert len(lc) == 6
+    flux = np.asarray(lc[[c for c in lc.colnames if c.startswith("peak") and c.endswith("_jyb")][0]])
+    assert np.all(np.abs(flux[:3]) < 5e-3) and np.all(flux[3:] > 0.03)
+    assert main(["sources", "backfill", "--monitor", *args]) == 1
+    assert "no monitor-list source" in capsys.readouterr().err

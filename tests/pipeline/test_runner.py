@@ -33,7 +33,8 @@ def test_an_added_step_runs_in_order_with_its_result_time_and_transaction(sim_fi
     def after(conn, ctx):
         return _count_rows(conn, ctx)
 
-    steps = STEPS[:2] + (Step("census", write, prepare),) + STEPS[2:] + (
+    after_qc = [s.name for s in STEPS].index("qc") + 1
+    steps = STEPS[:after_qc] + (Step("census", write, prepare),) + STEPS[after_qc:] + (
         Step("after_commit", after, transaction=OWN_TRANSACTION),
         Step("switched_off", lambda conn, ctx: 1 / 0, enabled=lambda cfg: False))
     path = tmp_path / "img.fits"
@@ -43,7 +44,8 @@ def test_an_added_step_runs_in_order_with_its_result_time_and_transaction(sim_fi
     measured = manager.measure_image(path, "image", cfg)
     outcome = runner.store_measured(manager.products.engine, measured, cfg, steps=steps)
     # prepared with no image id yet; written after 'store' and 'qc', before 'normalise'
-    assert seen == [("prepare", None), ("write", outcome.image_id, ["qc", "store"])]
+    assert seen == [("prepare", None),
+                    ("write", outcome.image_id, ["associate", "detections", "qc", "store"])]
     assert outcome.results["census"] == (30, "read before the lock")
     assert outcome.results["after_commit"] == 30 and "switched_off" not in outcome.results
     assert {"census", "after_commit", "after_commit_lock", "write_lock", "store", "open"} <= \

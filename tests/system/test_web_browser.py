@@ -127,12 +127,21 @@ def test_review_in_the_browser(demo, server, browser):
 
     # the overview shows what `status --json` says
     browser.get(server.url + "/")
-    assert browser.find_element(By.ID, "jobs-done").text == "30"
+    assert browser.find_element(By.ID, "jobs-done").text == "31"   # 30 epochs + 1 backfill
     assert browser.find_element(By.ID, "daemon-state").text == "running"
     states = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#nodes tr td:nth-child(3)")]
     assert states[0] == "running"
     assert browser.find_elements(By.CSS_SELECTOR, "svg.bars rect")
     shot(browser, "overview")
+
+    # the source in no catalogue that switched on is on the new-sources page, with its light
+    # curve (backfilled before it appeared), linked from the navigation
+    browser.find_element(By.CSS_SELECTOR, 'nav a[href="/new-sources"], a[href="/new-sources"]').click()
+    rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "tr.new-source"), "new sources")
+    assert rows[0].find_element(By.CSS_SELECTOR, "a.source-link").text.startswith("DSA110 J")
+    assert rows[0].find_elements(By.CSS_SELECTOR, "svg")
+    assert float(rows[0].find_element(By.CSS_SELECTOR, "td.significance").text) > 10
+    shot(browser, "new_sources")
 
     # the injected ESE is the top candidate, with a thumbnail light curve
     browser.get(server.url + "/candidates")

@@ -11,7 +11,8 @@ Steps (:func:`run_demo`):
    written to a hidden temporary file and renamed into place): every source
    scaled by a per-epoch gain jitter (3 % rms), one source with an injected
    extreme-scattering-event dip;
-5. wait until every job is settled, print the status and the ESE candidates,
+5. wait until every job is settled, print the status, the ESE candidates and the new
+   sources (a source in no catalogue switches on 60 % of the way through the season),
    write the best candidate's light curve as a PNG, stop the daemon (SIGTERM).
 """
 
@@ -38,6 +39,8 @@ ESE_DEPTH = 0.50              # fractional dip at the minimum
 ESE_DURATION_DAYS = 45.0      # full duration of the event (ESEs last weeks to months)
 ESE_CAUSTIC = 0.10            # fractional height of the caustic brightenings at its edges
 CADENCE_DAYS = 4.0            # 30 epochs span ~4 months
+TRANSIENT_MJY = 80.0          # a source in no catalogue that switches on ...
+TRANSIENT_ON = 0.6            # ... 60 % of the way through the season
 
 
 def make_sky(n_sources: int = 24, seed: int = 110):
@@ -75,8 +78,15 @@ def write_catalog(path: Path, ra, dec, flux_mjy) -> None:
             w.writerow([f"DEMO J{r:08.4f}{d:+08.4f}", f"{r:.6f}", f"{d:.6f}", f"{f:.2f}"])
 
 
-def write_epoch(images: Path, i: int, ra, dec, flux_mjy, factor, rng) -> Path:
-    """One epoch: gain jitter for every source, the ESE factor for source 0."""
+def transient_position(ra, dec) -> tuple[float, float]:
+    """A position in no catalogue: half-way between the first two catalogue sources of the
+    grid (more than two beams from each)."""
+    return float((ra[0] + ra[1]) / 2), float((dec[0] + dec[1]) / 2)
+
+
+def write_epoch(images: Path, i: int, ra, dec, flux_mjy, factor, rng, transient_on=False) -> Path:
+    """One epoch: gain jitter for every source, the ESE factor for source 0, and the source in
+    no catalogue (last position) once it has switched on."""
     from astropy.io import fits
 
     from dsa110_contimg.science.simulate import simulate_image
@@ -85,6 +95,7 @@ def write_epoch(images: Path, i: int, ra, dec, flux_mjy, factor, rng) -> Path:
     peaks = flux_mjy / 1000.0 * gain
     peaks = peaks.copy()
     peaks[0] *= factor
+    peaks[-1] = TRANSIENT_MJY / 1000.0 if transient_on else 0.0
     mjd = 60676.25 + i * CADENCE_DAYS
     sim = simulate_image(SHAPE, ra0_deg=RA0, dec0_deg=DEC0, pixscale_arcsec=PIXSCALE_ARCSEC,
                          beam_arcsec=BEAM, ra_deg=ra, dec_deg=dec, peak_jyb=peaks, noise_rms=NOISE_JYB,
@@ -134,6 +145,8 @@ def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, work
     n = store.ingest("nvss", [cat_csv], ra_column="RAJ2000", dec_column="DEJ2000", flux_column="S1.4",
                      flux_unit="mJy", progress=False)
     store.close()
+    print(f"demo: a {TRANSIENT_MJY:.0f} mJy source in no catalogue switches on at epoch "
+          f"{int(TRANSIENT_ON * epochs)}", file=out)
     print(f"demo: catalogue of {n} sources ingested; ESE injected on "
           f"DEMO J{ra[0]:08.4f}{dec[0]:+08.4f} ({flux[0]:.0f} mJy, dip {ESE_DEPTH:.0%})", file=out)
 
@@ -149,8 +162,10 @@ def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, work
               file=out)
         rng = np.random.default_rng(7)
         factors = ese_profile(epochs)
+        t_ra, t_dec = transient_position(ra, dec)
         for i in range(epochs):
-            write_epoch(root / "images", i, ra, dec, flux, factors[i], rng)
+            write_epoch(root / "images", i, np.r_[ra, t_ra], np.r_[dec, t_dec], np.r_[flux, 0.0],
+                        factors[i], rng, transient_on=i >= int(TRANSIENT_ON * epochs))
         db = open_products_db(cfg.paths.products_db, read_only=True)
         deadline = t_start + timeout_s
         st = collect_status(db)
@@ -172,6 +187,7 @@ def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, work
             time.sleep(0.5)
         print("\n" + format_status(st) + "\n", file=out)
         rc = _report_candidates(db, root, ra[0], dec[0], out)
+        rc = max(rc, _report_new_sources(db, t_ra, t_dec, out))
         db.dispose()
     finally:
         if proc.poll() is None:
@@ -183,6 +199,29 @@ def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, work
     print(f"demo: finished in {time.monotonic() - t_start:.0f} s (daemon exit code {proc.returncode})",
           file=out)
     return rc
+
+
+def _report_new_sources(db, ra_t: float, dec_t: float, out) -> int:
+    """Print the new sources (blind detections no earlier image explains); 0 when the
+    injected source in no catalogue is among them."""
+    from dsa110_contimg.core.geometry import angular_separation_deg
+    from dsa110_contimg.store.sources import SourceQuery, list_sources
+
+    with db.engine.connect() as conn:
+        rows = list_sources(conn, SourceQuery(kinds=("new",), order="significance"))
+        conn.rollback()
+    if not rows:
+        print("demo: no new source was found", file=out)
+        return 1
+    print("new sources (in no catalogue; most significant first):", file=out)
+    sep = angular_separation_deg([r["ra_deg"] for r in rows], [r["dec_deg"] for r in rows],
+                                 ra_t, dec_t) * 3600.0
+    for r, s in zip(rows, sep):
+        tag = "  <- injected source switching on" if s < BEAM[0] else ""
+        print(f"  #{r['id']} {r['name']}: first detected MJD {r['first_detected_mjd']:.2f}, "
+              f"new_high_sigma {r['new_high_sigma']:.1f}, {r['n_measurements']} measurements"
+              f"{tag}", file=out)
+    return 0 if bool((sep < BEAM[0]).any()) else 1
 
 
 def _wait_log(path: Path, needle: str, proc, timeout: float) -> None:

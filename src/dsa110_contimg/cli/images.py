@@ -76,6 +76,18 @@ def _detail(r: dict) -> str:
         lines.append("  candidate references (SNR, compactness, decision):")
         lines += [f"    {x['catalog_id']:<24} SNR {_fmt(x['snr'], '7.1f')}  {x['compactness']:<8} "
                   f"{x['reason']}" for x in r["references"]]
+    if r.get("detections") is not None:
+        det = r["detections"]
+        counts = {}
+        for d in det:
+            counts[d["status"]] = counts.get(d["status"], 0) + 1
+        lines.append(f"  blind detections: {len(det)}"
+                     + (" (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
+                        if det else ""))
+        lines += [f"    {d['status']:<12} {(d['source_name'] or '-'):<28} "
+                  f"{_fmt(d['peak_jyb'] * 1e3 if d['peak_jyb'] is not None else None, '9.3f')} "
+                  f"mJy/beam  SNR {_fmt(d['snr'], '6.1f')}" + (f"  ({d['reason']})" if d['reason'] else "")
+                  for d in det if d["status"] != "associated"]
     if r.get("jobs"):
         lines.append("  jobs: " + ", ".join(f"#{j}" for j in r["jobs"]))
     return "\n".join(lines)

@@ -53,6 +53,14 @@ def register(sub) -> None:
     sh.add_argument("source_id", type=int, metavar="ID", help="source id (from `sources list`)")
     sh.add_argument("--json", action="store_true", help="JSON output")
     sh.set_defaults(func=show_source)
+    bf = ssub.add_parser("backfill", help="measure sources in the stored images that cover them "
+                         "(a batch job through the queue; the daemon or `worker` runs it)")
+    common.add_db_options(bf, registry=False)
+    target = bf.add_mutually_exclusive_group(required=True)
+    target.add_argument("source_id", type=int, nargs="?", metavar="ID", help="source id")
+    target.add_argument("--monitor", action="store_true",
+                        help="every monitor-list source measured so far")
+    bf.set_defaults(func=backfill_sources)
 
 
 def query_from_args(args):
@@ -146,3 +154,34 @@ def show_source(args) -> int:
               f"r={_fmt(a['de_ruiter_r'], 5, '.2f')} {a['path']}"
               + (f"  ({a['reason']})" if a["reason"] else ""))
     return 0
+
+
+def backfill_sources(args) -> int:
+    """Queue a backfill job (exit 1 when no source or no covering image is found)."""
+    from dsa110_contimg.core.errors import PhotometryError
+    from dsa110_contimg.pipeline.backfill import queue_backfill, sources_to_backfill
+    from dsa110_contimg.store.engine import serialise_writes
+
+    cfg = _photometry_config(args)
+    db = common.open_products(args, write=True, migrate=True)
+    with db.engine.begin() as conn:
+        serialise_writes(conn)
+        sources = sources_to_backfill(conn, None if args.monitor else [args.source_id],
+                                      monitor=args.monitor)
+        if not sources:
+            raise PhotometryError("no monitor-list source has been measured yet" if args.monitor
+                                  else f"no source with id {args.source_id}")
+        job = queue_backfill(conn, sources, cfg, origin="cli")
+    if job is None:
+        raise PhotometryError("no stored image covers " + ("the monitor list" if args.monitor
+                                                         else f"source {args.source_id}"))
+    print(f"backfill job {job} queued for {len(sources)} source(s)")
+    return 0
+
+
+def _photometry_config(args):
+    """The deployment's photometry configuration (defaults without a configuration file)."""
+    from dsa110_contimg.core.config import PhotometryConfig
+
+    scfg = common.service_config(args)
+    return scfg.photometry if scfg is not None else PhotometryConfig()

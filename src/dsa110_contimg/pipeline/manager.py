@@ -265,7 +265,17 @@ class PhotometryManager:
         ``reprocess`` ships back from Dask workers); :meth:`store_measured` does the rest.
         Raises the typed errors of :meth:`run_image`.
         """
-        return measure_image(path, kind, cfg, self.catalog_store(cfg))
+        return measure_image(path, kind, cfg, self.catalog_store(cfg),
+                             own_sources=self._own_sources if self.products is not None else None)
+
+    def _own_sources(self, ra_deg: float, dec_deg: float, radius_deg: float) -> dict:
+        """The service's own (new, blind) sources near a footprint, read from the products
+        database, for their forward measurement."""
+        from dsa110_contimg.store.detections import own_sources_near
+        from dsa110_contimg.store.engine import read_connection
+
+        with read_connection(self.products.engine) as conn:
+            return own_sources_near(conn, ra_deg, dec_deg, radius_deg, kinds=("new", "blind"))
 
     def store_measured(self, measured: MeasuredImage, cfg: PhotometryConfig, *,
                        data_id: str | None = None, fence=None) -> PhotometryResult:
@@ -274,6 +284,7 @@ class PhotometryManager:
         the measurements, QC, normalisation and variability, then ESE candidates) and
         return its result."""
         outcome = store_measured(self.products.engine, measured, cfg, data_id=data_id, fence=fence)
+        measured = outcome.measured
         table, cat = measured.table, measured.cat
         results = MeasurementTable(
             {**table.columns, "source_id": outcome.source_ids,

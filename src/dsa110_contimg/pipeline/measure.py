@@ -147,6 +147,50 @@ def query_catalog(catalogs, image, kind: str, cfg: PhotometryConfig):
     return survey.cone(ra0, dec0, radii[0], **limits)
 
 
+def with_extra_positions(cat, catalogs, image, own_sources=None):
+    """The catalogue rows plus the monitor list's positions on the image (``monitor``
+    survey of ``catalogs``, when ingested) and the service's own sources of the footprint
+    (``own_sources(ra_deg, dec_deg, radius_deg)`` -> columns of
+    :func:`dsa110_contimg.store.detections.own_sources_near`; measured at their weighted-mean
+    positions). Extra rows carry ``survey`` and ``kind`` columns and no catalogue flux; the
+    catalogue alone is returned unchanged."""
+    from astropy.table import Table, vstack
+
+    from dsa110_contimg.core.enums import MONITOR_SURVEY
+
+    parts = []
+    if catalogs.path_of(MONITOR_SURVEY).exists():
+        mon = catalogs.survey(MONITOR_SURVEY).in_footprint(image)
+        if len(mon):
+            parts.append(Table({"source_id": np.asarray(mon["source_id"], str),
+                                "ra_deg": mon["ra_deg"], "dec_deg": mon["dec_deg"],
+                                "survey": np.full(len(mon), MONITOR_SURVEY, object),
+                                "kind": np.full(len(mon), "monitor", object)}))
+    if own_sources is not None:
+        ra0, dec0 = image.center()
+        own = own_sources(ra0, dec0, image.footprint_radius_deg())
+        if len(own["id"]):
+            x, y = image.world_to_pixel(own["ra_deg"], own["dec_deg"])
+            ny, nx = image.shape
+            on = np.isfinite(x) & (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+            if on.any():
+                parts.append(Table({"source_id": np.asarray(own["catalog_id"][on], str),
+                                    "ra_deg": own["ra_deg"][on], "dec_deg": own["dec_deg"][on],
+                                    "survey": np.asarray(own["survey"][on], object),
+                                    "kind": np.asarray(own["kind"][on], object)}))
+    if not parts:
+        return cat
+    base = cat.copy(copy_data=False)
+    base["survey"] = np.full(len(base), None, object)
+    base["kind"] = np.full(len(base), "catalogue", object)
+    merged = vstack([base, *parts], join_type="outer", metadata_conflicts="silent")
+    merged.meta = dict(cat.meta)
+    for col in ("flux_mjy", "reference_ok"):
+        if col in merged.colnames and hasattr(merged[col], "filled"):
+            merged[col] = merged[col].filled(np.nan if col == "flux_mjy" else False)
+    return merged
+
+
 def _measurement_options(method: str, cfg: PhotometryConfig) -> dict[str, Any]:
     """Options of :func:`~dsa110_contimg.science.forced.measure_positions` the workflow sets."""
     options: dict[str, Any] = {}
@@ -169,13 +213,17 @@ def detect(image, cfg: PhotometryConfig, notes: list, maps):
     from dsa110_contimg.science.footprint import footprint_of
 
     detections = detect_sources(image, maps, options=DetectionOptions.from_config(cfg))
-    return detections, footprint_of(image, maps).to_bytes()
+    corr = float(detections.meta.get("noise_corr_factor", 1.0))
+    return detections, footprint_of(image, maps, corr).to_bytes()
 
 
-def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs) -> MeasuredImage:
+def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
+                  own_sources=None) -> MeasuredImage:
     """Open, query the catalogue, estimate the noise, measure every position, image statistics.
 
-    ``catalogs`` is the :class:`~dsa110_contimg.store.catalogs.CatalogStore` to query.
+    ``catalogs`` is the :class:`~dsa110_contimg.store.catalogs.CatalogStore` to query;
+    monitor-list positions and, with ``own_sources`` (see :func:`with_extra_positions`),
+    the service's own sources are measured too.
     Raises the typed errors of :mod:`dsa110_contimg.core.errors` (``InvalidImage`` and
     subclasses, ``CatalogMissing``, ...). ``path`` may be the filesystem form or the
     database form (``fsb64:``) of the name.
@@ -189,7 +237,8 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs) 
         image, kind, method, notes = open_image(path, kind, cfg)
     with image:
         with timer("catalog"):
-            cat = query_catalog(catalogs, image, kind, cfg)
+            cat = with_extra_positions(query_catalog(catalogs, image, kind, cfg), catalogs,
+                                       image, own_sources)
         if cat.meta.get("coverage") == "partial":
             notes.extend(f"catalogue: {n}" for n in cat.meta.get("notes", ["coverage is partial"]))
         options = _measurement_options(method, cfg)

@@ -41,6 +41,19 @@ def _isolated(cat, image) -> np.ndarray:
     return counts <= 1
 
 
+#: why a row that is not from the catalogue is never a reference
+NOT_CATALOGUE = ("not a catalogue source (a monitor-list position or a source found by blind "
+                 "detection): never a flux reference")
+
+
+def catalogue_rows(cat) -> np.ndarray:
+    """Which rows of a measured table are catalogue sources (monitor-list positions and the
+    service's own sources carry ``kind``; they are never references)."""
+    if "kind" not in cat.colnames:
+        return np.ones(len(cat), bool)
+    return np.array([k in (None, "", "catalogue") or k is np.ma.masked for k in cat["kind"]], bool)
+
+
 def reference_inputs(cat, image) -> dict:
     """What reference selection needs of the catalogue and the image's beam, without the
     database: compactness class and reason (:mod:`dsa110_contimg.catalogs.compactness`),
@@ -48,6 +61,12 @@ def reference_inputs(cat, image) -> dict:
     from dsa110_contimg.catalogs.compactness import compactness
 
     klass, why = compactness(cat, image.beam.major_arcsec if image.beam is not None else None)
+    other = ~catalogue_rows(cat)
+    if other.any():
+        from dsa110_contimg.catalogs.compactness import RESOLVED
+
+        klass, why = np.asarray(klass, object).copy(), np.asarray(why, object).copy()
+        klass[other], why[other] = RESOLVED, NOT_CATALOGUE
     return {"klass": klass, "why": why, "isolated": _isolated(cat, image),
             "master_ok": (np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames
                           else None)}
@@ -146,7 +165,7 @@ def ensemble_references(conn, ctx, table, cfg):
     snr = np.asarray(table["snr"], float)
     with np.errstate(invalid="ignore"):
         ok = np.asarray(table["success"], bool) & np.isfinite(snr) & \
-            (snr >= min(ENSEMBLE_MIN_SNR, cfg.norm_min_snr))
+            (snr >= min(ENSEMBLE_MIN_SNR, cfg.norm_min_snr)) & catalogue_rows(ctx.measured.cat)
     cand = np.flatnonzero(ok)
     cand = cand[np.argsort(-snr[cand], kind="stable")][:ENSEMBLE_CANDIDATES]
     if cand.size < cfg.norm_min_refs:

@@ -42,6 +42,8 @@ class ImageOutcome:
     results: dict[str, Any]
     notes: list[str]
     step_seconds: dict[str, float] = field(default_factory=dict)
+    #: the measured image as stored (a step may add rows: the sources blind detection found)
+    measured: Any = None
 
     @property
     def qc_status(self) -> str | None:
@@ -107,4 +109,4 @@ def store_measured(engine, measured, cfg, *, data_id: str | None = None,
                 with timer(f"{step.name}_lock"), _transaction(engine, fence) as conn:
                     ctx.results[step.name] = step.write(conn, ctx)
     return ImageOutcome(image_id=ctx.image_id, source_ids=ctx.source_ids, results=ctx.results,
-                        notes=ctx.notes, step_seconds=timer.seconds)
+                        notes=ctx.notes, step_seconds=timer.seconds, measured=ctx.measured)

@@ -69,13 +69,15 @@ def candidate_pairs(det_ra, det_dec, src_ra, src_dec, radius_arcsec: float):
     """All (detection, source) index pairs closer than ``radius_arcsec`` (k-d tree)."""
     from scipy.spatial import cKDTree
 
-    n, m = np.size(det_ra), np.size(src_ra)
-    if n == 0 or m == 0:
+    det_ok = np.flatnonzero(np.isfinite(det_ra) & np.isfinite(det_dec))
+    src_ok = np.flatnonzero(np.isfinite(src_ra) & np.isfinite(src_dec))
+    if det_ok.size == 0 or src_ok.size == 0:       # non-finite positions never match
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    sm = cKDTree(unit_vectors(src_ra, src_dec)).sparse_distance_matrix(
-        cKDTree(unit_vectors(det_ra, det_dec)), chord_of_angle(radius_arcsec / 3600.0),
-        output_type="ndarray")
-    return sm["j"].astype(np.int64), sm["i"].astype(np.int64)
+    sm = cKDTree(unit_vectors(np.asarray(src_ra)[src_ok], np.asarray(src_dec)[src_ok])
+                 ).sparse_distance_matrix(
+        cKDTree(unit_vectors(np.asarray(det_ra)[det_ok], np.asarray(det_dec)[det_ok])),
+        chord_of_angle(radius_arcsec / 3600.0), output_type="ndarray")
+    return det_ok[sm["j"]].astype(np.int64), src_ok[sm["i"]].astype(np.int64)
 
 
 def _match_smallest(d, s, r):

@@ -10,7 +10,8 @@ source?" without re-reading the FITS file:
   read from files), Jy/beam;
 * ``rms_min``/``rms_max`` of that map (VAST's and TraP's per-image depth);
 * a mask of cells (about half a beam wide) holding any blanked pixel;
-* the beam major axis in pixels (edge and blank buffers are in beams).
+* the beam major axis in pixels (edge and blank buffers are in beams);
+* the noise-correlation factor c (a fixed-beam flux there has the error c x rms).
 
 Serialised with :meth:`NoiseFootprint.to_bytes` (a compressed ``npz``, a few kB for a
 4096² image).
@@ -51,6 +52,9 @@ class NoiseFootprint:
         Extremes of the finite rms map, Jy/beam.
     beam_major_pix : float
         BMAJ in pixels.
+    noise_corr_factor : float
+        The image's matched-filter noise factor c (docs/science.md §1.3): a fixed-beam
+        flux measured there has the error c x rms.
     """
 
     shape: tuple[int, int]
@@ -62,6 +66,7 @@ class NoiseFootprint:
     rms_min: float
     rms_max: float
     beam_major_pix: float
+    noise_corr_factor: float = 1.0
 
     def _wcs(self):
         w = self.__dict__.get("_wcs_cache")
@@ -134,7 +139,7 @@ class NoiseFootprint:
             blank=np.packbits(self.blank_cells, axis=None),
             blank_shape=np.asarray(self.blank_cells.shape, np.int64),
             cell=np.asarray(self.cell_pix), extremes=np.asarray([self.rms_min, self.rms_max]),
-            beam=np.asarray(self.beam_major_pix))
+            beam=np.asarray(self.beam_major_pix), corr=np.asarray(self.noise_corr_factor))
         return buf.getvalue()
 
     @classmethod
@@ -146,7 +151,8 @@ class NoiseFootprint:
                        grid=z["grid"], box=tuple(int(v) for v in z["box"]),
                        blank_cells=blank.reshape(bshape), cell_pix=int(z["cell"]),
                        rms_min=float(z["extremes"][0]), rms_max=float(z["extremes"][1]),
-                       beam_major_pix=float(z["beam"]))
+                       beam_major_pix=float(z["beam"]),
+                       noise_corr_factor=float(z["corr"]) if "corr" in z.files else 1.0)
 
 
 def _blank_cells(data, cell: int, strip_rows: int = 1024) -> np.ndarray:
@@ -187,8 +193,9 @@ def _coarse_rms(rms, shape, box_pix: int):
     return grid.astype(np.float32), (k * step, k * step)
 
 
-def footprint_of(image, maps) -> NoiseFootprint:
-    """The :class:`NoiseFootprint` of a :class:`RadioImage` and its background maps."""
+def footprint_of(image, maps, noise_corr_factor: float = 1.0) -> NoiseFootprint:
+    """The :class:`NoiseFootprint` of a :class:`RadioImage`, its background maps and its
+    noise-correlation factor."""
     ny, nx = image.shape
     beam_pix = (image.beam.major_arcsec / image.pixel_scale_arcsec) if image.beam is not None \
         else 5.0
@@ -206,7 +213,7 @@ def footprint_of(image, maps) -> NoiseFootprint:
                      np.zeros((-(-ny // cell), -(-nx // cell)), bool)), cell_pix=cell,
         rms_min=float(finite.min()) if finite.size else float("nan"),
         rms_max=float(finite.max()) if finite.size else float("nan"),
-        beam_major_pix=float(beam_pix))
+        beam_major_pix=float(beam_pix), noise_corr_factor=float(noise_corr_factor))
 
 
 __all__ = ["NoiseFootprint", "footprint_of", "COVER_OK", "COVER_EDGE", "COVER_BLANKED",

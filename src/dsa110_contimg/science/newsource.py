@@ -14,17 +14,20 @@ Then the depth test (:func:`new_source_significance`), against the earlier image
 covered the position (VAST ``new_sources``; TraP ``newsource``):
 
 * no earlier image covers it: a first visit, never new;
-* ``sigma_i = peak / rms_i`` with ``rms_i`` the noise of earlier image *i* at the position
-  (skipped where that image's position is in its edge buffer or near blanked pixels);
+* ``sigma_i = peak / (c_i rms_i)`` with ``rms_i`` the noise of earlier image *i* at the
+  position and ``c_i`` its noise-correlation factor, i.e. the SNR a fixed-beam measurement
+  would have had there (positions in its edge buffer or near blanked pixels are skipped);
   ``new_high_sigma`` is the largest ``sigma_i`` and ``new_sigma_image`` its image;
-* new when ``new_high_sigma >= min_sigma``: the source would have been seen at that
-  significance in at least one earlier image. The default 6 is TraP's detection threshold
-  plus margin on top of this service's 5-sigma detection, so a noise peak just above the
-  detection threshold is not new, while VAST's 5 would call it new;
-* ``likely_transient`` (TraP type 1): also ``peak >= min_sigma x rms_max`` of that image,
+* new when ``new_high_sigma >= min_sigma`` (default 6): the source would have been seen at
+  that significance in at least one earlier image. VAST divides by the pixel rms alone;
+  on beam-correlated noise (c ~ 1.4) a 5-sigma pixel peak of noise often fits to 6-7
+  "pixel sigma", so the pixel rms would call about one noise peak in six images new,
+  while in measurement units 6 sigma is above every noise detection of 40 simulated images
+  (docs/science.md §18);
+* ``likely_transient`` (TraP type 1): also ``peak >= min_sigma x c rms_max`` of that image,
   i.e. it would have been seen anywhere in it;
-* ``sigma_rms_min = peak / min(rms_min)`` over the covering images is VAST's ``diff_sigma``,
-  kept for reference.
+* ``sigma_rms_min = peak / (c min(rms_min))`` over the covering images is VAST's
+  ``diff_sigma`` in the same units, kept for reference.
 
 Fluxes Jy/beam, positions deg.
 """
@@ -108,7 +111,8 @@ class NewSourceVerdict:
 
 
 def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
-                            rules: NewSourceRules = NewSourceRules()) -> NewSourceVerdict:
+                            rules: NewSourceRules = NewSourceRules(),
+                            corr_factor=None) -> NewSourceVerdict:
     """The VAST/TraP new-source test of detections against earlier images.
 
     Parameters
@@ -120,6 +124,8 @@ def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
         (:meth:`~dsa110_contimg.science.footprint.NoiseFootprint.depth_at`).
     rms_min, rms_max : (k,)
         The earlier images' noise extremes, Jy/beam.
+    corr_factor : (k,), optional
+        The earlier images' noise-correlation factors (default 1: pixel units).
 
     Returns
     -------
@@ -132,8 +138,10 @@ def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
     rms = np.asarray(depth_rms, float).reshape(n, -1)
     status = np.asarray(depth_status, dtype=object).reshape(n, -1)
     k = rms.shape[1]
-    rms_min = np.asarray(rms_min, float).reshape(k)
-    rms_max = np.asarray(rms_max, float).reshape(k)
+    c = np.ones(k) if corr_factor is None else np.asarray(corr_factor, float).reshape(k)
+    rms = rms * c[None, :]
+    rms_min = np.asarray(rms_min, float).reshape(k) * c
+    rms_max = np.asarray(rms_max, float).reshape(k) * c
     covering = status != COVER_OUTSIDE
     usable = (status == COVER_OK) & np.isfinite(rms) & (rms > 0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -50,9 +50,12 @@ class PhotometryExecutor:
     def run(self, ctx: JobContext) -> JobSummary:
         from dsa110_contimg.core.config import PhotometryConfig
 
+        from dsa110_contimg.pipeline.backfill import BACKFILL_JOB
+
         cfg = PhotometryConfig.from_dict(ctx.params.get("config", {}))
         manager = _manager(ctx.products_db, ctx.registry_db, ctx.catalog_dir)
         summary = JobSummary()
+        backfill = ctx.params.get(BACKFILL_JOB)
         for item in ctx.todo(summary):
             try:
                 if not ctx.heartbeat():
@@ -60,7 +63,10 @@ class PhotometryExecutor:
                 # every log line of this item (manager, QC, astropy warnings) carries job and path
                 with structlog.contextvars.bound_contextvars(job_id=ctx.job_id,
                                                              path=printable(item["fits_path"])):
-                    self._run_item(manager, ctx, item, cfg, summary)
+                    if backfill is not None:
+                        self._run_backfill_item(manager, ctx, item, cfg, backfill, summary)
+                    else:
+                        self._run_item(manager, ctx, item, cfg, summary)
             except LeaseLost as exc:
                 log.warning("lease_lost", job_id=ctx.job_id, owner=ctx.owner, error=str(exc))
                 summary.lease_lost = True
@@ -76,6 +82,37 @@ class PhotometryExecutor:
             raise LeaseLost(ctx.job_id, ctx.owner)
         manager._link(data_id, Path(fs_path(item["fits_path"])), item["kind"], status, ctx.job_id,
                       error=error)
+
+    @staticmethod
+    def _run_backfill_item(manager, ctx: JobContext, item: dict, cfg, sources: list,
+                           summary: JobSummary) -> None:
+        """Forced photometry of a backfill job's sources on one stored image
+        (:mod:`dsa110_contimg.pipeline.backfill`); an unreadable image fails its item with
+        the reason."""
+        from dsa110_contimg.pipeline.backfill import measure_backfill, store_backfill
+        from dsa110_contimg.store.engine import serialise_writes
+
+        t0 = time.perf_counter()
+        ctx.update_item(item["id"], "running")
+        try:
+            table = measure_backfill(item["fits_path"], cfg, sources)
+            with manager.products.engine.begin() as conn:
+                serialise_writes(conn)
+                ctx.fence(conn)
+                image_id = store_backfill(conn, item["fits_path"], sources, table, cfg)
+        except LeaseLost:
+            raise
+        except Exception as exc:  # classified and recorded below, never swallowed
+            permanent, reason = classify_error(exc)
+            permanent = permanent or isinstance(exc, (LookupError, FileNotFoundError))
+            summary.record_failure(reason, permanent)
+            log.error("backfill_item_failed", job_id=ctx.job_id, path=printable(item["fits_path"]),
+                      permanent=permanent, error=reason)
+            ctx.update_item(item["id"], "failed" if permanent else "pending", error=reason)
+            return
+        ctx.update_item(item["id"], "done", image_id=image_id, n_measurements=len(table))
+        summary.done += 1
+        summary.durations[item["fits_path"]] = time.perf_counter() - t0
 
     def _run_item(self, manager, ctx: JobContext, item: dict, cfg, summary: JobSummary) -> None:
         # an item holds the database form of its name (``fsb64:`` when not valid UTF-8):

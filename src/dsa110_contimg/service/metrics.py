@@ -33,6 +33,9 @@ name                                         type       meaning
 ``workers_live`` / ``workers_busy``          gauge      worker processes ready or running a
                                                         job / running a job
 ``ese_candidates{confidence}``               gauge      active ESE candidates by confidence
+``detections``                               gauge      blind detections stored (per image:
+                                                        its rate over the images' rate)
+``sources{kind}``                            gauge      new, blind and monitor sources
 ``last_success_timestamp_seconds``           gauge      Unix time of the last image measured
                                                         (from the database at start-up)
 ``daemon_healthy``                           gauge      1 while the watchdog health checks pass
@@ -53,7 +56,8 @@ from dsa110_contimg.core.errors import ConfigError
 log = structlog.get_logger("dsa110_contimg.service.metrics")
 
 #: Workflow stages reported by :meth:`PhotometryManager.run_image` (``step_seconds``).
-STAGES = ("open", "noise", "catalog", "measure", "qc", "store", "normalise", "variability", "ese")
+STAGES = ("open", "noise", "catalog", "measure", "detect", "associate", "qc", "store", "detections",
+          "normalise", "variability", "ese")
 #: Histogram buckets (s): from a few ms (small images, a store) to minutes (4096² mosaics).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
            600.0, 1800.0)
@@ -287,7 +291,9 @@ class Metrics:
             log.warning("metrics_db_unavailable", error=f"{type(exc).__name__}: {exc}")
 
     def database_snapshot(self, now: float | None = None) -> dict:
-        """``{"jobs": {state: n}, "oldest_pending_age_s": s, "ese": {confidence: n}}``."""
+        """``{"jobs": {state: n}, "oldest_pending_age_s": s, "ese": {confidence: n},
+        "transients": counts}`` (:func:`~dsa110_contimg.store.detections.detection_counts`)."""
+        from dsa110_contimg.store.detections import detection_counts
         from dsa110_contimg.store.schema import JOB_STATES
         from dsa110_contimg.store.status import (
             active_candidates_by_confidence, job_counts, oldest_pending_at,
@@ -298,10 +304,11 @@ class Metrics:
             counts = job_counts(conn)
             oldest = oldest_pending_at(conn)
             ese = active_candidates_by_confidence(conn)
+            transients = detection_counts(conn)
             conn.rollback()
         return {"jobs": {s: int(counts.get(s, 0)) for s in JOB_STATES},
                 "oldest_pending_age_s": 0.0 if oldest is None else max(0.0, now - float(oldest)),
-                "ese": {str(k): int(v) for k, v in ese.items()}}
+                "ese": {str(k): int(v) for k, v in ese.items()}, "transients": transients}
 
 
 class _DatabaseCollector:
@@ -343,3 +350,13 @@ class _DatabaseCollector:
         for conf in sorted(set(snap["ese"]) | set(CONFIDENCE_LEVELS[:-1])):
             ese.add_metric([conf], snap["ese"].get(conf, 0))
         yield ese
+        tr = snap.get("transients", {})
+        det = GaugeMetricFamily("contimg_detections", "Blind detections stored (all images; "
+                                "per image: rate(contimg_detections) / rate of images measured)")
+        det.add_metric([], tr.get("detections", 0))
+        yield det
+        kinds = GaugeMetricFamily("contimg_sources", "Sources not from the catalogue, by kind "
+                                  "(new: passed the new-source test)", labels=["kind"])
+        for kind in ("new", "blind", "monitor"):
+            kinds.add_metric([kind], tr.get(f"{kind}_sources", 0))
+        yield kinds

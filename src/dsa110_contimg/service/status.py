@@ -123,6 +123,7 @@ def status_from_counts(snap: dict, *, now: float, stale_after_s: float, photomet
                                     "reasons": json.loads(r["qc_reasons"]) if r["qc_reasons"] else []}
                                    for r in snap["qc_failed"]]},
         "ese": {"candidates": snap["ese_active"]},
+        "transients": snap["transients"],
         "normalisation": {"not_normalised": snap["norm_failed"],
                           "not_requested": snap["norm_not_requested"],
                           "ensemble": snap["norm_ensemble"],
@@ -315,4 +316,8 @@ def _science_lines(st: dict) -> list[str]:
     for w in st["science"]["warnings"]:
         lines.append(f"warning:       {w}")
     lines.append(f"ESE candidates (active): {st['ese']['candidates']}")
+    tr = st.get("transients") or {}
+    lines.append(f"blind detection (all time): {tr.get('detections', 0)} detections, "
+                 f"{tr.get('new_sources', 0)} new sources, {tr.get('blind_sources', 0)} other "
+                 f"non-catalogue sources, {tr.get('monitor_sources', 0)} monitor positions")
     return lines

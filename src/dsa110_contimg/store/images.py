@@ -84,6 +84,11 @@ def image_detail(conn: Connection, image_id: int) -> dict | None:
                         .order_by(reference_choices.c.chosen.desc(),
                                   reference_choices.c.snr.desc())).all()
     out["references"] = [dict(x._mapping) for x in refs]
+    from dsa110_contimg.store.detections import image_detections
+
+    keep = ("id", "source_id", "source_name", "status", "ra_deg", "dec_deg", "ra_err_arcsec",
+            "dec_err_arcsec", "peak_jyb", "peak_err_jyb", "snr", "de_ruiter_r", "reason")
+    out["detections"] = [{k: d[k] for k in keep} for d in image_detections(conn, image_id)]
     out["jobs"] = sorted({int(j) for (j,) in conn.execute(
         sa.select(batch_job_items.c.batch_id).where(batch_job_items.c.image_id == image_id))})
     return out

@@ -178,3 +178,28 @@ def set_image_fields(conn: Connection, image_id: int, **values: Any) -> None:
 def image_by_path(conn: Connection, path: str | Path) -> dict | None:
     row = conn.execute(sa.select(images).where(images.c.path == str(path))).mappings().first()
     return None if row is None else dict(row)
+
+
+def replace_source_measurements(conn: Connection, image_id: int, mjd, source_ids,
+                                columns: Mapping[str, np.ndarray], norm_flux, norm_err) -> None:
+    """Replace the measurements of some sources on one image (backward and on-request
+    forced photometry), keeping the image's other rows and its row count in step."""
+    from dsa110_contimg.store import bulk
+
+    sid = [int(s) for s in source_ids]
+    if not sid:
+        return
+    for start in range(0, len(sid), bulk.CHUNK):
+        conn.execute(measurements.delete().where(measurements.c.image_id == int(image_id),
+                                                 measurements.c.source_id.in_(sid[start:start + bulk.CHUNK])))
+    cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}
+    cols["success"] = [bool(v) for v in cols["success"]]
+    n = len(sid)
+    rows = list(zip([int(image_id)] * n, sid, [mjd] * n, *(cols[k] for k in MEASUREMENT_COLUMNS),
+                    bulk.nullable(norm_flux), bulk.nullable(norm_err)))
+    bulk.executemany(conn, bulk.insert_sql("measurements", ("image_id", "source_id", "mjd")
+                                           + MEASUREMENT_COLUMNS
+                                           + ("norm_flux_jyb", "norm_err_jyb")), rows)
+    count = conn.execute(sa.select(sa.func.count()).select_from(measurements).where(
+        measurements.c.image_id == int(image_id))).scalar()
+    conn.execute(images.update().where(images.c.id == int(image_id)).values(n_sources=int(count)))

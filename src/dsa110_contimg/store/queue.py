@@ -97,6 +97,26 @@ class ClaimedJob:
     items: tuple[JobItem, ...] = field(default_factory=tuple)
 
 
+def insert_job(conn, params: dict, items, *, now: float, data_id: str | None = None,
+               origin: str = "api", job_type: str = "photometry",
+               idempotency_key: str | None = None, max_attempts: int = 3) -> int:
+    """Insert a pending job and its items ``(fits_path, kind, data_id)`` on ``conn``, inside
+    the caller's transaction (a step queues follow-up work atomically with its results).
+    Returns the job id."""
+    items = list(items)
+    job_id = conn.execute(batch_jobs.insert().values(
+        type=job_type, status="pending", origin=origin, idempotency_key=idempotency_key,
+        data_id=data_id, params=json.dumps(params, sort_keys=True),
+        total_items=len(items), completed_items=0, failed_items=0, attempts=0,
+        max_attempts=int(max_attempts), not_before=0.0, created_at=now, updated_at=now,
+    ).returning(batch_jobs.c.id)).scalar_one()
+    if items:
+        conn.execute(batch_job_items.insert(), [
+            {"batch_id": job_id, "fits_path": str(p), "kind": k, "data_id": d,
+             "status": "pending"} for p, k, d in items])
+    return int(job_id)
+
+
 class JobQueue(JobActions, JobQueries):
     """Queue operations on the ``batch_jobs`` table (operator actions and reads mixed in).
 
@@ -146,17 +166,9 @@ class JobQueue(JobActions, JobQueries):
                         batch_jobs.c.idempotency_key == idempotency_key)).scalar()
                     if existing is not None:
                         return int(existing), False
-                job_id = conn.execute(batch_jobs.insert().values(
-                    type=job_type, status="pending", origin=origin, idempotency_key=idempotency_key,
-                    data_id=data_id, params=json.dumps(params, sort_keys=True),
-                    total_items=len(items), completed_items=0, failed_items=0, attempts=0,
-                    max_attempts=int(max_attempts), not_before=0.0, created_at=now, updated_at=now,
-                ).returning(batch_jobs.c.id)).scalar_one()
-                if items:
-                    conn.execute(batch_job_items.insert(), [
-                        {"batch_id": job_id, "fits_path": str(p), "kind": k, "data_id": d,
-                         "status": "pending"} for p, k, d in items])
-                return int(job_id), True
+                return insert_job(conn, params, items, now=now, data_id=data_id, origin=origin,
+                                  job_type=job_type, idempotency_key=idempotency_key,
+                                  max_attempts=max_attempts), True
 
         try:
             return with_retry(_do)

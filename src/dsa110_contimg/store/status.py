@@ -55,6 +55,9 @@ def active_candidates_by_confidence(conn) -> dict[str, int]:
         .group_by(ec.confidence)).all()}
 
 
+from dsa110_contimg.store.detections import detection_counts  # noqa: E402
+
+
 def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict:
     """Heartbeats, queue and product counts for ``status`` (``now``: Unix seconds).
 
@@ -66,7 +69,8 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
     file as ``path``), ``file_counts``,
     ``images``, ``measurements``, ``ese_active``, ``qc_counts`` (qc_status -> n),
     ``qc_failed`` (latest ``n_failures`` QC-failed images), ``norm_failed``,
-    ``norm_not_requested``, ``norm_ensemble``, ``norm_reasons``, ``running_by_owner``.
+    ``norm_not_requested``, ``norm_ensemble``, ``norm_reasons``, ``running_by_owner``,
+    ``transients`` (:func:`~dsa110_contimg.store.detections.detection_counts`).
     """
     with db.engine.connect() as conn:
         bj = batch_jobs.c
@@ -98,6 +102,7 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
             "measurements": int(conn.execute(
                 sa.select(sa.func.coalesce(sa.func.sum(images.c.n_sources), 0))).scalar()),
             "ese_active": _count(conn, ese_candidates, ese_candidates.c.status == "active"),
+            "transients": detection_counts(conn),
             "qc_counts": dict(conn.execute(sa.select(images.c.qc_status, sa.func.count())
                                            .group_by(images.c.qc_status)).all()),
             "qc_failed": [dict(r) for r in conn.execute(

@@ -4,8 +4,13 @@
 runs for every image (after the database-free measurement,
 :func:`dsa110_contimg.pipeline.measure.measure_image`):
 
+``associate`` (:mod:`.associate`)
+    blind detections against the field's known sources, new and blind sources decided
+    (when ``detect`` is on);
 ``store`` (:mod:`.measurements`)
     the image row, its catalogue sources and measurements;
+``detections`` (:mod:`.detections`)
+    detection rows, weighted-mean positions, new sources, the image's depth footprint;
 ``qc`` (:mod:`.qc`)
     the quality-control verdict;
 ``normalise`` (:mod:`.normalise`)
@@ -32,12 +37,15 @@ Adding a step is one module and one entry in :data:`STEPS` (and its name in
 
 from __future__ import annotations
 
-from dsa110_contimg.pipeline.steps import ese, measurements, normalise, qc, variability
+from dsa110_contimg.pipeline.steps import (
+    associate, detections, ese, measurements, normalise, qc, variability)
 from dsa110_contimg.pipeline.steps.base import IMAGE_TRANSACTION, OWN_TRANSACTION, ImageContext, Step
 
 #: The steps every image goes through, in order.
 STEPS: tuple[Step, ...] = (
+    associate.STEP,
     measurements.STEP,
+    detections.STEP,
     qc.STEP,
     normalise.STEP,
     variability.STEP,

@@ -48,13 +48,10 @@ def prepare(conn, ctx: ImageContext) -> None:
 
 
 def write(conn, ctx: ImageContext) -> dict:
-    cat = ctx.measured.cat
-    ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
     ctx.remeasured = product_store.image_by_path(conn, ctx.path) is not None
-    ctx.source_ids = product_store.upsert_sources(
-        conn, ctx.cfg.catalog, _catalog_ids(ctx), cat["ra_deg"], cat["dec_deg"],
-        cat["flux_mjy"] if "flux_mjy" in cat.colnames else None, ref_ok,
-        known=ctx.prepared.get("store"))
+    # rows of several surveys: the catalogue, monitor lists, the service's own sources
+    ctx.source_ids = product_store.upsert_table_sources(conn, ctx.cfg.catalog, ctx.measured.cat,
+                                                        known=ctx.prepared.get("store"))
     ctx.image_id = product_store.store_image_measurements(conn, _image_row(ctx), ctx.source_ids,
                                                           ctx.measured.table.columns)
     return {"image_id": ctx.image_id, "remeasured": ctx.remeasured}

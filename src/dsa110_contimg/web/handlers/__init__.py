@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 
 #: Handler modules, in the order their routes are matched.
-MODULES = ("overview", "candidates", "review", "sources", "source_search", "exports", "images", "session")
+MODULES = ("overview", "candidates", "new_sources", "review", "sources", "source_search",
+           "exports", "images", "session")
 
 
 def routes() -> list:

@@ -1,0 +1,151 @@
+"""Forced photometry of given sources in images already stored (backward fill).
+
+A new source found in image N is measured forwards like a catalogue source (it is among
+the positions of every later image). Its earlier images are measured by a ``backfill``
+job through the same queue (:func:`queue_backfill`, queued in the transaction that
+records the new source; ``sources backfill ID|--monitor`` queues one on request): one
+item per earlier image that covers the position (its stored footprint), each measured
+with the forced estimator at the source's weighted-mean position
+(:func:`measure_backfill`, no database) and stored with :func:`store_backfill` in one
+fenced transaction: the measurement rows (normalised with the image's stored correction),
+then the sources' running statistics recomputed exactly from their light curves. An
+image that can no longer be read fails its item with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dsa110_contimg.store import lightcurves as lc_store
+from dsa110_contimg.store import products as product_store
+
+#: key of a backfill job's sources in its params (and prefix of its data_id)
+BACKFILL_JOB = "backfill"
+
+
+def covering_images(conn, ra_deg, dec_deg, *, before_mjd: float | None = None,
+                    exclude: tuple[int, ...] = ()) -> list[dict]:
+    """Stored images whose pixels cover any of the positions (deg; observed before
+    ``before_mjd``): ``id``, ``path``, ``kind``, ``mjd``, by epoch. Coverage from each
+    image's stored noise footprint (one WCS transform per image for all positions), else
+    its centre-to-corner radius. The images are those of the field around the positions."""
+    import sqlalchemy as sa
+
+    from dsa110_contimg.core.geometry import angular_separation_deg
+    from dsa110_contimg.science.footprint import COVER_OUTSIDE, NoiseFootprint
+    from dsa110_contimg.store.schema import image_depths, images
+
+    ra, dec = np.atleast_1d(np.asarray(ra_deg, float)), np.atleast_1d(np.asarray(dec_deg, float))
+    if ra.size == 0:
+        return []
+    ra0, dec0 = float(ra[0]), float(dec[0])
+    spread = float(angular_separation_deg(ra0, dec0, ra, dec).max())
+    near = lc_store.images_near(conn, ra0, dec0,
+                                lc_store.neighbourhood_radius(conn, 0.0) + spread,
+                                exclude_qc_failed=False)
+    ids = [int(i) for i, m in zip(near["id"], near["mjd"])
+           if int(i) not in exclude and (before_mjd is None or (np.isfinite(m) and m < before_mjd))]
+    if not ids:
+        return []
+    rows = conn.execute(sa.select(images.c.id, images.c.path, images.c.kind, images.c.mjd,
+                                  images.c.ra_center_deg, images.c.dec_center_deg,
+                                  images.c.radius_deg, image_depths.c.footprint)
+                        .select_from(images.outerjoin(image_depths,
+                                                      image_depths.c.image_id == images.c.id))
+                        .where(images.c.id.in_(ids))).mappings().all()
+    out = []
+    for r in rows:                                  # per image, all positions at once
+        if r["footprint"] is not None:
+            _, status = NoiseFootprint.from_bytes(r["footprint"]).depth_at(ra, dec)
+            covered = bool(np.any(status != COVER_OUTSIDE))
+        else:
+            covered = bool(np.any(angular_separation_deg(r["ra_center_deg"], r["dec_center_deg"],
+                                                         ra, dec) <= (r["radius_deg"] or 0.0)))
+        if covered:
+            out.append({k: r[k] for k in ("id", "path", "kind", "mjd")})
+    return sorted(out, key=lambda r: (r["mjd"] is None, r["mjd"] or 0.0, r["id"]))
+
+
+def queue_backfill(conn, sources: list[dict], cfg, *, before_mjd: float | None = None,
+                   exclude: tuple[int, ...] = (), origin: str = "daemon") -> int | None:
+    """Queue a backfill job on ``conn`` (inside the caller's transaction) for ``sources``
+    (``id``, ``ra_deg``, ``dec_deg``): one item per image covering any of them. Returns the
+    job id, or None when no stored image covers them."""
+    from dsa110_contimg.store.queue import insert_job
+
+    imgs = covering_images(conn, [s["ra_deg"] for s in sources], [s["dec_deg"] for s in sources],
+                           before_mjd=before_mjd, exclude=exclude)
+    if not imgs:
+        return None
+    params = {"config": cfg.to_dict(), BACKFILL_JOB: [
+        {"id": int(s["id"]), "ra_deg": float(s["ra_deg"]), "dec_deg": float(s["dec_deg"])}
+        for s in sources]}
+    # a photometry job (the daemon's workers claim these) whose params name the sources
+    return insert_job(conn, params, [(r["path"], r["kind"], None) for r in imgs], now=time.time(),
+                      origin=origin, data_id=f"{BACKFILL_JOB}:" + ",".join(
+                          str(int(s["id"])) for s in sources))
+
+
+def measure_backfill(path, cfg, sources: list[dict]):
+    """Forced photometry of ``sources`` on one image (database-free). Raises the typed
+    errors of :mod:`dsa110_contimg.core.errors` when the image cannot be read."""
+    from dsa110_contimg.core.paths import fs_path
+    from dsa110_contimg.pipeline.measure import open_image
+    from dsa110_contimg.science.forced import measure_positions
+
+    image, _kind, method, _notes = open_image(Path(fs_path(path)), "image", cfg)
+    with image:
+        options = {"nbeam": cfg.nbeam, "cluster_threshold": cfg.cluster_threshold} \
+            if method == "forced" else {}
+        return measure_positions(image, [s["ra_deg"] for s in sources],
+                                 [s["dec_deg"] for s in sources], method=method, **options)
+
+
+def store_backfill(conn, path: str, sources: list[dict], table, cfg) -> int:
+    """Store one image's backfill measurements and recompute the sources' statistics
+    (inside the caller's fenced write transaction). Returns the image id."""
+    from dsa110_contimg.science.normalize import Correction, apply_correction
+    from dsa110_contimg.science.variability import RunningStats
+
+    image = product_store.image_by_path(conn, path)
+    if image is None:
+        raise LookupError(f"{path} is not a stored image")
+    ids = np.array([int(s["id"]) for s in sources], np.int64)
+    flux, err = np.asarray(table["peak_jyb"], float), np.asarray(table["peak_err_jyb"], float)
+    norm_flux = norm_err = np.full(ids.size, np.nan)
+    if image["norm_status"] == "ok" and image["norm_factor"]:
+        corr = Correction(image["norm_factor"], image["norm_factor_err"] or 0.0,
+                          image["norm_n_refs"] or 0, image["norm_n_refs"] or 0,
+                          image["norm_scatter"] or np.nan, np.zeros(0, bool), True)
+        norm_flux, norm_err = apply_correction(flux, err, corr)
+    product_store.replace_source_measurements(conn, image["id"], image["mjd"], ids,
+                                              table.columns, norm_flux, norm_err)
+    for s in sources:
+        near = lc_store.images_near(conn, s["ra_deg"], s["dec_deg"],
+                                    lc_store.neighbourhood_radius(conn, 0.0))
+        keep = near["id"][near["norm_status"] == "ok"] if cfg.normalize else near["id"]
+        f2, e2, m2, _ = lc_store.load_lightcurves(conn, [int(s["id"])], keep,
+                                                  normalized=cfg.normalize)
+        stats = RunningStats.from_lightcurves(f2, e2, m2) if f2.shape[1] else RunningStats.empty(1)
+        lc_store.save_running_stats(conn, [int(s["id"])], stats.to_dict(), stats.metrics(),
+                                    "normalized" if cfg.normalize else "raw")
+    return int(image["id"])
+
+
+def sources_to_backfill(conn, source_ids=None, *, monitor: bool = False) -> list[dict]:
+    """``id``, ``ra_deg``, ``dec_deg`` (weighted mean once detected) of the given sources,
+    or of every monitor-list source."""
+    from dsa110_contimg.store.sources import SourceQuery, list_sources, source_by_id
+
+    if monitor:
+        rows = list_sources(conn, SourceQuery(kinds=("monitor",), limit=None))
+    else:
+        rows = [r for r in (source_by_id(conn, int(i)) for i in source_ids or ()) if r is not None]
+    return [{"id": r["id"], "ra_deg": r["ra_deg"], "dec_deg": r["dec_deg"]} for r in rows]
+
+
+__all__ = ["BACKFILL_JOB", "covering_images", "queue_backfill", "measure_backfill",
+           "store_backfill", "sources_to_backfill"]
