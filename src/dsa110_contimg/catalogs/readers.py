@@ -449,8 +449,13 @@ def _columns_of(table: Table, survey: str, path, ra_column, dec_column, flux_col
         cols["ra"] = _guess_unique(table, GENERIC_RA, "RA", "--ra-column", path)
     if "dec" not in cols:
         cols["dec"] = _guess_unique(table, GENERIC_DEC, "Dec", "--dec-column", path)
-    if "flux" not in cols:
+    monitor = survey == "monitor"     # a monitor list: a name and a position, no flux needed
+    if "flux" not in cols and not (monitor and _find(table, GENERIC_FLUX, _index(table), path) is None):
         cols["flux"] = _guess_unique(table, GENERIC_FLUX, "flux", "--flux-column", path)
+    if monitor and "name" not in cols:
+        name_col = _find(table, GENERIC_NAME, _index(table), path)
+        if name_col is not None:
+            cols["name"] = name_col
     return layout, cols
 
 
@@ -500,7 +505,10 @@ def _source_names(table: Table, cols: dict, survey: str, ra, dec) -> np.ndarray:
     prefix, rd, dd = NAME_FORMATS[survey]
     if "name" not in cols:
         return disambiguate(iau_names(prefix, ra, dec, ra_decimals=rd, dec_decimals=dd))
-    names = _survey_name(_extra_values(table[cols["name"]]), survey)
+    raw = _extra_values(table[cols["name"]])
+    # a monitor list's names are its own (pulsar or target names): kept as written
+    names = (np.char.strip(np.asarray(raw).astype(str)) if survey == "monitor"
+             else _survey_name(raw, survey))
     blank = np.char.str_len(names) == 0
     if blank.any():
         names = names.astype(object)
