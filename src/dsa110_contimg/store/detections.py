@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from dsa110_contimg.store import bulk
 from dsa110_contimg.store.engine import dialect_insert
+from dsa110_contimg.store.sky import cone_box
 from dsa110_contimg.store.schema import (
     detections, image_depths, images, new_sources, source_detections, sources)
 
@@ -29,19 +30,6 @@ DETECTION_COLUMNS = (
     "status", "de_ruiter_r", "n_candidates", "related_source_id", "reason")
 #: Kinds of sources that live only in this database (not in a catalogue file).
 OWN_KINDS = ("monitor", "new", "blind")
-
-
-def _cone_condition(table, ra_deg: float, dec_deg: float, radius_deg: float) -> list:
-    """A box around a cone on ``table.c.ra_deg``/``dec_deg`` (the caller cuts the circle)."""
-    dec_lo, dec_hi = dec_deg - radius_deg, dec_deg + radius_deg
-    cosd = max(np.cos(np.deg2rad(min(abs(dec_deg) + radius_deg, 89.9))), 1e-3)
-    half = radius_deg / cosd
-    cond = [table.c.dec_deg.between(dec_lo, dec_hi)]
-    if half < 180.0 and dec_hi < 89.9 and dec_lo > -89.9:
-        lo, hi = (ra_deg - half) % 360.0, (ra_deg + half) % 360.0
-        cond.append(table.c.ra_deg.between(lo, hi) if lo <= hi else
-                    sa.or_(table.c.ra_deg >= lo, table.c.ra_deg <= hi))
-    return cond
 
 
 def own_sources_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float,
@@ -59,8 +47,8 @@ def own_sources_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg
             sources.c.ra_deg, sources.c.dec_deg, sd.c.wm_ra_deg, sd.c.wm_dec_deg, sd.c.w_ra,
             sd.c.w_dec, sd.c.n_detections]
     q = (sa.select(*cols).select_from(sources.outerjoin(sd, sd.c.source_id == sources.c.id))
-         .where(sources.c.kind.in_(list(kinds)), *_cone_condition(sources, ra_deg, dec_deg,
-                                                                     radius_deg)))
+         .where(sources.c.kind.in_(list(kinds)),
+                *cone_box(sources.c.ra_deg, sources.c.dec_deg, ra_deg, dec_deg, radius_deg)))
     rows = conn.execute(q).all()
     out = {
         "id": np.array([r[0] for r in rows], np.int64),

@@ -19,7 +19,9 @@ from sqlalchemy.engine import Connection
 from dsa110_contimg.core.geometry import angular_separation_deg
 from dsa110_contimg.store.values import clean as _clean
 from dsa110_contimg.store.values import finite_or_none as _f
-from dsa110_contimg.store import bulk, review_log
+from dsa110_contimg.store import bulk
+from dsa110_contimg.store import review_log
+from dsa110_contimg.store.sky import cone_box
 from dsa110_contimg.store.schema import (
     METRIC_COLUMNS,
     RUNNING_SUM_COLUMNS,
@@ -44,15 +46,7 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
     Returns columns ``id, mjd, ra_center_deg, dec_center_deg, qc_status, norm_status,
     norm_factor, norm_factor_err, norm_ref_ids`` (object arrays for text).
     """
-    dec_lo, dec_hi = dec_deg - radius_deg, dec_deg + radius_deg
-    cosd = max(np.cos(np.deg2rad(min(abs(dec_deg) + radius_deg, 89.9))), 1e-3)
-    half = radius_deg / cosd
-    cond = [images.c.dec_center_deg.between(dec_lo, dec_hi)]
-    if half < 180.0 and dec_hi < 89.9 and dec_lo > -89.9:
-        lo, hi = (ra_deg - half) % 360.0, (ra_deg + half) % 360.0
-        ra_cond = (images.c.ra_center_deg.between(lo, hi) if lo <= hi else
-                   sa.or_(images.c.ra_center_deg >= lo, images.c.ra_center_deg <= hi))
-        cond.append(ra_cond)
+    cond = cone_box(images.c.ra_center_deg, images.c.dec_center_deg, ra_deg, dec_deg, radius_deg)
     if exclude_qc_failed:
         cond.append(images.c.qc_status != "failed")
     cols = [images.c.id, images.c.mjd, images.c.ra_center_deg, images.c.dec_center_deg,
