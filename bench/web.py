@@ -5,7 +5,12 @@ subprocess and times each page over HTTP (first request and median of 5). The sa
 baseline is what the pages avoid: loading the light curves of every ESE candidate (as an
 unpaginated candidates page with thumbnails would), timed in process.
 
-Budget: every page < 0.5 s.
+Postage stamps: the top candidate's field gets a real 4096 x 4096 image (one file, hard
+linked as each of its epochs, so each epoch is a cutout of its own); the source page with
+its strip of stamps (the HTML, then every PNG, one after the other) is timed with an empty
+stamp cache (cold: every cutout read from the images) and then cached (median of 5).
+
+Budget: every page < 0.5 s; a source page with its stamps < 1 s cold, < 0.2 s cached.
 
 Run: .venv/bin/python bench/web.py [--sources 100000] [--epochs 50] [--keep DIR]
 """
@@ -13,13 +18,17 @@ Run: .venv/bin/python bench/web.py [--sources 100000] [--epochs 50] [--keep DIR]
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from dsa110_contimg.store import review
+
 BUDGET_S = 0.5
+STAMPS_COLD_BUDGET_S, STAMPS_CACHED_BUDGET_S = 1.0, 0.2
 # the scale database and the server process are the web tests' own (tests/web_harness.py)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
@@ -32,7 +41,6 @@ def main() -> None:
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep the database")
     args = ap.parse_args()
 
-    from dsa110_contimg.store import review
     from dsa110_contimg.store.engine import open_products_db
     from web_harness import ServeProcess, fill_scale_db
 
@@ -50,11 +58,16 @@ def main() -> None:
         with d.engine.connect() as conn:
             top = review.candidates_page(conn, limit=1)[0][0]["source_id"]
         d.dispose()
+    stamp_images = real_field_images(db, top, root)
+    shutil.rmtree(root / "stamps", ignore_errors=True)       # the stamp cache `serve` keeps beside the db
     srv = ServeProcess("--products-db", str(db), log=root / "serve.log")
     try:
+        stamp_figures = time_stamps(srv, top)
         results = {}
         for path in ("/", "/candidates", "/candidates?page=30", f"/sources/{top}", f"/sources/{top}?page=1",
-                     "/images", "/images?page=15", "/images/500", "/api/candidates", f"/api/sources/{top}"):
+                     "/images", "/images?page=15", "/images/500", "/api/candidates", f"/api/sources/{top}",
+                     "/sources", "/sources?sort=flux&page=1000", "/sources?q=SIM+J01",
+                     "/sources?q=10.0+%2B30.0&radius=0.5deg&sort=eta"):
             code, _, first = srv.get(path)
             assert code == 200, path
             times = [srv.get(path)[2] for _ in range(5)]
@@ -75,6 +88,97 @@ def main() -> None:
         print(f"{path:<28} {first * 1000:10.1f} {med * 1000:12.1f} {med / BUDGET_S:8.2f} {med / baseline:10.3f}")
     print(f"budget {BUDGET_S * 1000:.0f} ms per page; worst median "
           f"{max(m for _, m in results.values()) * 1000:.0f} ms")
+    cold, cached, n_stamps = stamp_figures
+    own_cold, own_cached, render = stamp_costs(db, top, root)
+    print(f"the stamps' own share (in process): strip of {n_stamps} from the 4096x4096 images "
+          f"{own_cold * 1000:.0f} ms cold, {own_cached * 1000:.1f} ms from the cache; {render * 1000:.1f} ms "
+          f"to render the {n_stamps} PNGs")
+    print(f"source page with {n_stamps} stamps of {stamp_images} 4096x4096 epochs (HTML + every PNG): "
+          f"cold {cold * 1000:.0f} ms (budget {STAMPS_COLD_BUDGET_S * 1000:.0f}, ratio "
+          f"{cold / STAMPS_COLD_BUDGET_S:.2f}), cached median {cached * 1000:.0f} ms (budget "
+          f"{STAMPS_CACHED_BUDGET_S * 1000:.0f}, ratio {cached / STAMPS_CACHED_BUDGET_S:.2f}); "
+          f"cold/cached {cold / cached:.1f}")
+
+
+def real_field_images(db: Path, source_id: int, root: Path) -> int:
+    """Give the field of ``source_id`` a real 4096 x 4096 image: one FITS file centred on
+    the field, hard linked under a name per epoch, the epochs' stored paths pointed at them.
+    Returns the number of epochs."""
+    import os
+    import sqlite3
+
+    import numpy as np
+
+    from dsa110_contimg.science.simulate import simulate_image
+
+    con = sqlite3.connect(db)
+    ra, dec = con.execute("SELECT ra_deg, dec_deg FROM sources WHERE id = ?", (source_id,)).fetchone()
+    field = con.execute("SELECT id, ra_center_deg, dec_center_deg FROM images ORDER BY "
+                        "(ra_center_deg - ?) * (ra_center_deg - ?) + (dec_center_deg - ?) * (dec_center_deg - ?) "
+                        "LIMIT 1", (ra, ra, dec, dec)).fetchone()
+    ids = [r[0] for r in con.execute("SELECT id FROM images WHERE ra_center_deg = ? AND dec_center_deg = ?",
+                                     field[1:])]
+    big = root / "stamps-4096.fits"
+    if not big.exists():
+        simulate_image((4096, 4096), ra0_deg=field[1], dec0_deg=field[2], pixscale_arcsec=3.0,
+                       beam_arcsec=(15.0, 10.0, 0.0), ra_deg=[ra], dec_deg=[dec], peak_jyb=[0.05],
+                       noise_rms=1e-3, correlated=False, seed=1).write(big)
+    (root / "epochs").mkdir(exist_ok=True)
+    with con:
+        for i in ids:
+            link = root / "epochs" / f"epoch{i}.fits"
+            if not link.exists():
+                os.link(big, link)
+            con.execute("UPDATE images SET path = ? WHERE id = ?", (str(link), i))
+    con.close()
+    return len(ids)
+
+
+def stamp_costs(db: Path, source_id: int, root: Path) -> tuple[float, float, float]:
+    """(strip cold s, strip cached s, rendering every PNG s), timed in process: what the
+    stamps add to a source page and its images, without the page's other queries."""
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.lightcurves import source_lightcurve
+    from dsa110_contimg.web.stamp_cache import StampCache
+    from dsa110_contimg.web.stamps import render_png, strip
+
+    cache_dir = root / "stamps-inprocess"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    cache = StampCache(cache_dir, 256 << 20)
+    d = open_products_db(db, read_only=True)
+    with d.engine.connect() as conn:
+        summary = review.source_summary(conn, source_id)
+        lc = source_lightcurve(conn, summary["source"])
+    d.dispose()
+    t0 = time.perf_counter()
+    strip(cache, lc, summary["source"], summary["candidate"], 15.0)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stamps, (low, high) = strip(cache, lc, summary["source"], summary["candidate"], 15.0)
+    cached = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for st in stamps:
+        render_png(st.cutout, low, high)
+    return cold, cached, time.perf_counter() - t0
+
+
+def time_stamps(srv, source_id: int) -> tuple[float, float, int]:
+    """(cold seconds, cached median seconds, number of stamps) of the source page and its PNGs."""
+    import re
+
+    def page_and_stamps() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        code, body, _ = srv.get(f"/sources/{source_id}")
+        assert code == 200
+        urls = [u.replace("&amp;", "&") for u in re.findall(r'<img src="([^"]+\.png[^"]*)"', body.decode())]
+        for u in urls:
+            code, png, _ = srv.get(u)
+            assert code == 200 and png[:8] == b"\x89PNG\r\n\x1a\n", u
+        return time.perf_counter() - t0, len(urls)
+
+    cold, n = page_and_stamps()
+    cached = statistics.median(page_and_stamps()[0] for _ in range(5))
+    return cold, cached, n
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_a_cone_keeps_exactly_the_sources_within_it(db, centre):
     radius = 0.2
     sep = angular_separation_deg(ra, dec, *centre)
     with store.engine.connect() as conn:
-        rows, total = search_sources(conn, SourceQuery(ra_deg=centre[0], dec_deg=centre[1], radius_deg=radius,
+        rows, total, _ = search_sources(conn, SourceQuery(ra_deg=centre[0], dec_deg=centre[1], radius_deg=radius,
                                                        order="distance", limit=None))
     assert total == int((sep <= radius).sum()) == len(rows) > 0
     assert sorted(r["id"] for r in rows) == sorted((np.flatnonzero(sep <= radius) + 1).tolist())
@@ -67,20 +67,35 @@ def test_names_rankings_and_pages(databases):
 
     store, _, _ = _fill(databases.new("products"))
     with store.engine.connect() as conn:
-        rows, total = search_sources(conn, SourceQuery(name="nvss j00001", order="name", limit=None))
+        rows, total, _ = search_sources(conn, SourceQuery(name="nvss j00001", order="name", limit=None))
         assert total == len(rows) == 5 and all(r["name"].startswith("NVSS J00001") for r in rows)
-        bare, n_bare = search_sources(conn, SourceQuery(name="J00012", order="name"))
+        bare, n_bare, _ = search_sources(conn, SourceQuery(name="J00012", order="name"))
         assert n_bare == 10 and {r["survey"] for r in bare} == {"nvss", "first"}
-        ranked, n_ranked = search_sources(conn, SourceQuery(order="eta", limit=20, offset=20))
+        ranked, n_ranked, _ = search_sources(conn, SourceQuery(order="eta", limit=20, offset=20))
         assert n_ranked == 600                              # the 300 without metrics are left out
         eta = [r["eta"] for r in ranked]
         assert eta == sorted(eta, reverse=True) and len(ranked) == 20
         top = search_sources(conn, SourceQuery(order="eta", limit=40))[0]
         assert [r["id"] for r in top[20:]] == [r["id"] for r in ranked]
-        few, n_few = search_sources(conn, SourceQuery(order="epochs", min_epochs=11, limit=None))
+        few, n_few, _ = search_sources(conn, SourceQuery(order="epochs", min_epochs=11, limit=None))
         assert n_few == len(few) == sum(1 for i in range(1, 601) if 5 + i % 7 >= 11)
         assert search_sources(conn, SourceQuery(order="id", limit=None))[1] == 900
+        # ties in a metric are ranked by id, highest first (the index's own order), on every page
+        pages = [r["id"] for k in range(0, 600, 50)
+                 for r in search_sources(conn, SourceQuery(order="epochs", limit=50, offset=k)).rows]
+        assert pages == [i for _, i in sorted(((5 + i % 7, i) for i in range(1, 601)), reverse=True)]
     store.dispose()
+
+
+def test_counts_stop_at_the_cap(db, monkeypatch):
+    from dsa110_contimg.store import sources as store_sources
+
+    monkeypatch.setattr(store_sources, "COUNT_CAP", 100)
+    store, _, _ = db
+    with store.engine.connect() as conn:
+        page = store_sources.search_sources(conn, store_sources.SourceQuery(order="eta", limit=10, offset=590))
+        assert (page.total, page.exact, len(page.rows)) == (100, False, 10)      # the page is still served
+        assert store_sources.search_sources(conn, store_sources.SourceQuery(name="NVSS J00001")).exact
 
 
 @pytest.mark.parametrize("fields, why", [({"ra_deg": 1.0}, "both RA and Dec"),

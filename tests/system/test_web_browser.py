@@ -1,5 +1,9 @@
 """The review web site in a real headless Chromium (selenium) against the demo's database:
-the real daemon has processed 30 simulated epochs with an injected ESE.
+the real daemon has processed 30 simulated epochs with an injected ESE. Two named
+reviewers (alice, bob) review the candidate; its page shows the postage stamps (loaded
+images), the position in sexagesimal, the links out, the whole legend and the history;
+``/sources`` finds it by name and by a position 10" away; an image moved away leaves a
+placeholder saying so.
 
 Uses Debian's /usr/bin/chromium and /usr/bin/chromedriver (installed by
 scripts/test-setup.sh; never downloaded). With CONTIMG_WRITE_SCREENSHOTS=1 the test
@@ -22,7 +26,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "review-token-for-tests-7f3a"
+TOKENS = {"alice": "review-token-of-alice-7f3a", "bob": "review-token-of-bob-91c2"}
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -39,7 +43,7 @@ def demo(tmp_path_factory):
     assert rc == 0, log.read_text()
     ra, dec, _ = make_sky()
     token_file = root / "state" / "web_token"
-    token_file.write_text(TOKEN + "\n")
+    token_file.write_text("".join(f"{name}:{token}\n" for name, token in TOKENS.items()))
     token_file.chmod(0o600)
     with open(root / "photometry.toml", "a") as fh:
         fh.write(f'\n[web]\nlisten = "127.0.0.1:8088"\ntoken_file = "{token_file}"\n')
@@ -54,7 +58,7 @@ def demo(tmp_path_factory):
                  "the daemon to be ready", 120)
         assert daemon.poll() is None, daemon_log.read_text()[-2000:]
         yield {"root": root, "config": root / "photometry.toml",
-               "ese_name": f"DEMO J{ra[0]:08.4f}{dec[0]:+08.4f}"}
+               "ese_name": f"DEMO J{ra[0]:08.4f}{dec[0]:+08.4f}", "ra": float(ra[0]), "dec": float(dec[0])}
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -163,6 +167,7 @@ def test_review_in_the_browser(demo, server, browser):
     assert plot.find_elements(By.CSS_SELECTOR, "path.fit")
     assert browser.find_elements(By.CSS_SELECTOR, "svg.etav circle")
     source_url = browser.current_url
+    check_astronomers_page(browser, demo)
     shot(browser, "source")
 
     # dismiss without the token: refused, nothing changes
@@ -176,11 +181,12 @@ def test_review_in_the_browser(demo, server, browser):
     assert server.post_json(f"/api/candidates/{cid}", {"status": "dismissed"}, token="wrong-token")[0] == 403
     assert ese_list(demo)[cid]["status"] == "active"
 
-    # enter the token, then dismiss from the page: `ese list --json` reports it
+    # alice enters her token, then dismisses from the page: `ese list --json` reports it
     browser.get(source_url)
-    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "token").send_keys(TOKENS["alice"])
     browser.find_element(By.ID, "login").click()
-    wait_for(lambda: browser.find_elements(By.ID, "message"), "token accepted")
+    wait_for(lambda: browser.find_elements(By.ID, "signed-in-as"), "signed in")
+    assert browser.find_element(By.ID, "signed-in-as").text == "alice"
     browser.find_element(By.ID, "note").send_keys("scintillation, not an ESE")
     browser.find_element(By.ID, "dismiss").click()
     wait_for(lambda: browser.find_elements(By.ID, "candidate-status")
@@ -188,15 +194,93 @@ def test_review_in_the_browser(demo, server, browser):
     after = ese_list(demo)[cid]
     assert after["status"] == "dismissed" and after["notes"] == "scintillation, not an ESE"
 
-    # the API with the bearer token reactivates it; the JSON equals the CLI's object
+    # bob reactivates through the API with his token; the JSON equals the CLI's object
     code, body = server.post_json(f"/api/candidates/{cid}", {"status": "reactivated", "note": "look again"},
-                                  token=TOKEN)
-    assert code == 200 and body["status"] == "active"
+                                  token=TOKENS["bob"])
+    assert code == 200 and body["status"] == "active" and body["history"][-1]["reviewer"] == "bob"
     cli = ese_list(demo)[cid]
     assert cli["status"] == "active" and cli["notes"] == "look again"
     code, raw, _ = server.get("/api/candidates")
     api = {c["id"]: c for c in json.loads(raw)["candidates"]}
     assert api[cid] == cli
-    # the token appears in no page and no log line
-    assert TOKEN not in browser.page_source
-    assert TOKEN not in server.log.read_text()
+    # the page keeps both reviews, by name, after the pipeline's flagging
+    browser.get(source_url)
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in browser.find_elements(By.CSS_SELECTOR, "#review-history tr.review-entry")]
+    assert [(r[1], r[2], r[4]) for r in rows] == [
+        ("pipeline", "flagged", rows[0][4]), ("alice", "dismissed", "scintillation, not an ESE"),
+        ("bob", "reactivated", "look again")]
+    # the tokens appear in no page and no log line
+    for token in TOKENS.values():
+        assert token not in browser.page_source and token not in server.log.read_text()
+
+    find_sources(browser, server, demo, source_url)
+    browser.get(source_url)
+    moved_image_placeholder(browser, server, source_url)
+
+
+def check_astronomers_page(browser, demo) -> None:
+    """Stamps loaded, sexagesimal position, links out, the whole legend."""
+    from selenium.webdriver.common.by import By
+
+    from dsa110_contimg.web.formatting import dec_dms, ra_hms
+
+    images = browser.find_elements(By.CSS_SELECTOR, "#stamps figure.stamp img")
+    assert len(images) == 8
+    wait_for(lambda: all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i)
+                         for i in images), "every stamp loaded")
+    assert all(browser.execute_script("return arguments[0].naturalWidth", i) == 128 for i in images)
+    assert not browser.find_elements(By.CSS_SELECTOR, ".stamp-placeholder")
+    position = browser.find_element(By.ID, "position-sexagesimal").text
+    assert position.startswith(ra_hms(demo["ra"])[:8]) and dec_dms(demo["dec"])[:6] in position
+    links = {a.text: a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#links-out a")}
+    assert {"SIMBAD", "NED", "VizieR", "Aladin Lite (NVSS)", "NVSS cutout"} <= set(links)
+    assert f"{demo['ra']:.3f}" in links["SIMBAD"] and f"{demo['ra']:.3f}" in links["VizieR"]
+    # every legend entry is inside the plot, as the browser lays out its text
+    inside = browser.execute_script(
+        "const svg = document.querySelector('#lightcurve svg.lightcurve');"
+        "const w = svg.viewBox.baseVal.width;"
+        "return Array.from(svg.querySelectorAll('text.legend')).map(t => {"
+        "  const b = t.getBBox(); return [t.textContent, b.x + b.width <= w, b.width > 0]; });")
+    assert len(inside) >= 7 and all(ok and shown for _, ok, shown in inside), inside
+
+
+def find_sources(browser, server, demo, source_url) -> None:
+    """``/sources`` finds the candidate by name and by a position 10" north of it."""
+    from selenium.webdriver.common.by import By
+
+    from dsa110_contimg.web.formatting import dec_dms, ra_hms
+
+    colons = (":", ":", "")
+    north_10 = f"{ra_hms(demo['ra'], 2, colons)} {dec_dms(demo['dec'] + 10 / 3600, 1, colons)}"
+    for query, radius in ((demo["ese_name"].lower(), ""), (north_10, '15"')):
+        browser.get(server.url + "/sources")
+        box = browser.find_element(By.ID, "search-q")
+        box.clear()
+        box.send_keys(query)
+        if radius:
+            browser.find_element(By.ID, "search-radius").clear()
+            browser.find_element(By.ID, "search-radius").send_keys(radius)
+        browser.find_element(By.ID, "search").click()
+        first = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#sources a.source-link"), query)[0]
+        assert first.text == demo["ese_name"] and first.get_attribute("href") == source_url, query
+    shot(browser, "sources")
+
+
+def moved_image_placeholder(browser, server, source_url) -> None:
+    """An image moved away: its stamp is a placeholder that says so."""
+    from selenium.webdriver.common.by import By
+
+    image_id = browser.find_element(By.CSS_SELECTOR, "#stamps figure.stamp").get_attribute("data-image-id")
+    path = Path(json.loads(server.get(f"/api/images/{image_id}")[1])["path"])
+    moved = path.with_name(path.name + ".moved")
+    path.rename(moved)
+    try:
+        browser.get(source_url)
+        holder = browser.find_element(By.CSS_SELECTOR,
+                                      f'#stamps figure.stamp[data-image-id="{image_id}"] .stamp-placeholder')
+        assert "moved or deleted" in holder.text and path.name in holder.text
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#stamps figure.stamp img")) == 7
+        shot(browser, "source-moved-image")
+    finally:
+        moved.rename(path)

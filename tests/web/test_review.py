@@ -37,8 +37,8 @@ def test_two_reviewers_make_a_history(db, caplog):
     cand = c.get("/api/candidates").json()["candidates"][0]
     cid, sid = cand["id"], cand["source_id"]
     with caplog.at_level(logging.INFO, logger="dsa110_contimg.web"):
-        r = c.post(f"/api/candidates/{cid}", json={"status": "investigating", "note": "looks real; follow up with VLA"},
-                   headers={"Authorization": f"Bearer {REVIEWERS['alice']}"})
+        r = c.post(f"/api/candidates/{cid}", headers={"Authorization": f"Bearer {REVIEWERS['alice']}"},
+                   json={"status": "investigating", "note": "looks real; follow up with VLA"})
     assert r.status_code == 200 and r.json()["history"][-1]["reviewer"] == "alice"
     assert any("by alice" in m and f"candidate {cid}" in m for m in caplog.messages)
     # bob signs in on the page (the cookie names him) and dismisses from the form

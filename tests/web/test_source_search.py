@@ -61,7 +61,8 @@ def test_the_page_is_the_cli_query(db, capsys):
 
     path, _ = db
     c = client(path)
-    for params, argv in (({"sort": "eta"}, ["--sort", "eta"]), ({"sort": "flux", "page": "3"}, ["--sort", "flux", "--offset", "100"]),
+    for params, argv in (({"sort": "eta"}, ["--sort", "eta"]),
+                         ({"sort": "flux", "page": "3"}, ["--sort", "flux", "--offset", "100"]),
                          ({"q": "10.0 30.0", "radius": "0.5deg", "sort": "v"},
                           ["--near", "10.0 30.0", "--radius", "0.5deg", "--sort", "v"])):
         api = c.get("/api/sources", params=params).json()

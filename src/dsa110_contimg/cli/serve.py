@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,6 +22,17 @@ def register(sub) -> None:
                    help="file of reviewers' 'name:token' lines, or one bare token (default [web] "
                         "token_file; none = read-only)")
     p.set_defaults(func=run)
+
+
+def stamp_cache_dir(cfg, products_db: str) -> Path:
+    """Where the site keeps its stamp cutouts: ``[web] stamp_cache_dir``, else
+    ``<state_dir>/stamps`` of the configuration, else beside a SQLite database, else the
+    user's cache directory."""
+    if cfg is not None:
+        return Path(cfg.web.stamp_cache_dir or Path(cfg.paths.state_dir) / "stamps")
+    if "://" not in products_db:
+        return Path(products_db).resolve().parent / "stamps"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "contimg-photometry" / "stamps"
 
 
 def run(args) -> int:
@@ -44,7 +56,8 @@ def run(args) -> int:
     if "://" not in path and not Path(path).exists():
         raise common.NoDatabase("products database does not exist (run the daemon or 'db upgrade' first)",
                                 path)
-    app = create_app(path, reviewers=reviewers, stale_after_s=cfg.daemon.stale_after_s if cfg else 60.0)
+    app = create_app(path, reviewers=reviewers, stale_after_s=cfg.daemon.stale_after_s if cfg else 60.0,
+                     stamp_cache_dir=stamp_cache_dir(cfg, path), stamp_cache_mb=web_cfg.stamp_cache_mb)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"contimg-photometry serve: warning: listening on {host}, not only this machine; "
               "the site has no TLS (put a reverse proxy with TLS in front)", file=sys.stderr)

@@ -371,8 +371,9 @@ class LoggingConfig(ConfigModel):
 
 
 class WebConfig(ConfigModel):
-    """``contimg-photometry serve``: ``listen`` (``host:port``, localhost by default) and
-    ``token_file`` (the reviewers' tokens; unset = the site is read-only)."""
+    """``contimg-photometry serve``: ``listen`` (``host:port``, localhost by default),
+    ``token_file`` (the reviewers' tokens; unset = the site is read-only) and the
+    postage-stamp cache (``stamp_cache_dir``, ``stamp_cache_mb``)."""
 
     toml_comment = "'contimg-photometry serve': the review web site and its JSON API under /api/."
 
@@ -385,6 +386,13 @@ class WebConfig(ConfigModel):
     (investigate, dismiss, reactivate a candidate) need a token, as 'Authorization: Bearer
     <token>' or entered on a page, and are logged under its reviewer's name. Unset: the site
     is read-only."""
+
+    stamp_cache_dir: Annotated[Directory | None, BeforeValidator(_empty_is_none)] = \
+        Field(None, json_schema_extra={"toml": ""})
+    """Directory of the postage-stamp cutouts the source pages show (cut once from the
+    stored images, then read from here). Empty: <state_dir>/stamps."""
+    stamp_cache_mb: int = Field(256, ge=1, le=1_000_000)
+    """Size bound of the stamp directory (MB); the least recently used cutouts go first."""
 
     @field_validator("listen")
     @classmethod

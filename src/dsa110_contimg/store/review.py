@@ -107,7 +107,7 @@ def candidate_of_source(conn: Connection, source_id: int) -> dict | None:
 
 def source_summary(conn: Connection, source_id: int) -> dict | None:
     """A source's catalogue row, its variability metrics and its ESE candidate row (or None)."""
-    src = conn.execute(sa.select(sources).where(sources.c.id == int(source_id))).mappings().first()
+    src = source_row(conn, source_id)
     if src is None:
         return None
     stats = conn.execute(sa.select(variability_stats.c.flux_kind, variability_stats.c.n,
@@ -193,6 +193,17 @@ def images_page(conn: Connection, *, qc_status: str | None = None, limit: int = 
         q, cq = q.where(images.c.qc_status == qc_status), cq.where(images.c.qc_status == qc_status)
     rows = [_image_dict(r) for r in conn.execute(q).mappings()]
     return rows, int(conn.execute(cq).scalar() or 0)
+
+
+def image_path(conn: Connection, image_id: int) -> str | None:
+    """The stored path of one image (``fsb64:`` for names that are not UTF-8), or None."""
+    return conn.execute(sa.select(images.c.path).where(images.c.id == int(image_id))).scalar()
+
+
+def source_row(conn: Connection, source_id: int) -> dict | None:
+    """One source's catalogue row, or None."""
+    r = conn.execute(sa.select(sources).where(sources.c.id == int(source_id))).mappings().first()
+    return None if r is None else dict(r)
 
 
 def image_detail(conn: Connection, image_id: int) -> dict | None:

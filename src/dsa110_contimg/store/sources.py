@@ -8,7 +8,8 @@ What a listing reads is bounded by its page or its cone, never by the size of th
 a name is matched as a prefix through the ``catalog_id`` index, a cone (radius at most
 :data:`MAX_RADIUS_DEG`) through the ``(dec_deg, ra_deg)`` index and then by the exact
 separation, an order by a metric walks that metric's index (sources without the metric
-are left out of such a ranking). Filters are added by giving :class:`SourceQuery` a field
+are left out of such a ranking) and the page's rows are joined to their details only once
+chosen; matches are counted up to :data:`COUNT_CAP`. Filters are added by giving :class:`SourceQuery` a field
 and :func:`_conditions` its condition (and, for an order, :data:`ORDERS` an entry).
 
 Every row (:func:`source_rows`): ``id``, ``name`` (the survey's or the service's own
@@ -24,7 +25,9 @@ designation), ``survey``, ``kind`` (catalogue | monitor | new | blind), ``ra_deg
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -33,10 +36,13 @@ from dsa110_contimg.core.geometry import angular_separation_deg
 from dsa110_contimg.store.schema import (
     ese_candidates, new_sources, source_detections, sources, variability_stats,
 )
+from dsa110_contimg.store.bulk import CHUNK
 from dsa110_contimg.store.sky import cone_box
 
 #: Largest search radius (deg): a cone reads every source inside it.
 MAX_RADIUS_DEG = 2.0
+#: Matches are counted up to this many (a count reads its rows): beyond, "more than".
+COUNT_CAP = 10_000
 #: Orders ranked by a metric (highest first): name -> column; sources without it left out.
 METRIC_ORDERS = {"eta": variability_stats.c.eta, "v": variability_stats.c.v,
                  "flux": variability_stats.c.weighted_mean, "epochs": variability_stats.c.n}
@@ -45,7 +51,7 @@ ORDERS = {
     "id": (sources.c.id,),
     "significance": (new_sources.c.new_high_sigma.desc().nulls_last(), sources.c.id),
     "name": (sources.c.catalog_id, sources.c.id),
-    **{name: (col.desc(), sources.c.id) for name, col in METRIC_ORDERS.items()},
+    **{name: (col.desc(), sources.c.id.desc()) for name, col in METRIC_ORDERS.items()},
     "distance": (sources.c.id,),
 }
 #: The code point after every character: the end of a prefix range.
@@ -117,7 +123,9 @@ def _conditions(q: SourceQuery, conn: Connection | None = None) -> list:
         cond += cone_box(sources.c.ra_deg, sources.c.dec_deg, q.ra_deg, q.dec_deg, q.radius_deg)
     if q.min_epochs:
         cond.append(variability_stats.c.n >= int(q.min_epochs))
-    if q.order in METRIC_ORDERS:
+    if q.order in METRIC_ORDERS and not q.cone:
+        # ranked by a metric: those that have it (a cone drops the others itself, so that its
+        # box, not the metric's index, drives the query)
         cond.append(METRIC_ORDERS[q.order].is_not(None))
     return cond
 
@@ -153,54 +161,120 @@ def source_rows(rows) -> list[dict]:
     return out
 
 
-def _cone_rows(conn: Connection, query: SourceQuery, cond: list) -> list[dict]:
-    """Every source of the cone's box within the radius, with its separation, in order."""
-    rows = source_rows(conn.execute(_select().where(*cond)).mappings().all())
-    if rows:
-        sep = 3600.0 * angular_separation_deg([r["ra_deg"] for r in rows], [r["dec_deg"] for r in rows],
-                                              query.ra_deg, query.dec_deg)
-        for r, s in zip(rows, sep.tolist()):
-            r["separation_arcsec"] = s
-        rows = [r for r in rows if r["separation_arcsec"] <= 3600.0 * query.radius_deg]
-    key = {"id": "id", "name": "name", "distance": "separation_arcsec", "significance": "new_high_sigma",
-           "eta": "eta", "v": "v", "flux": "mean_flux_jyb", "epochs": "n_measurements"}[query.order]
-    ascending = query.order in ("id", "name", "distance")
-    present = [r for r in rows if r[key] is not None]
-    present.sort(key=lambda r: (r[key] if ascending else -r[key], r["id"]))
-    return present + [r for r in rows if r[key] is None]
+def _details(conn: Connection, ids: list[int]) -> dict[int, dict]:
+    """The rows (:func:`source_rows`) of the sources ``ids``, by id."""
+    out = {}
+    for start in range(0, len(ids), CHUNK):
+        for r in source_rows(conn.execute(_select().where(sources.c.id.in_(ids[start:start + CHUNK])))
+                             .mappings().all()):
+            out[r["id"]] = r
+    return out
 
 
-def search_sources(conn: Connection, query: SourceQuery = SourceQuery()) -> tuple[list[dict], int]:
-    """One page of sources matching ``query`` and how many match in all."""
-    cond = _conditions(query, conn)
+#: The column each order of a cone's matches is ranked by (``distance``: the separation).
+_ORDER_KEYS = {"id": sources.c.id, "name": sources.c.catalog_id, "significance": new_sources.c.new_high_sigma,
+               **METRIC_ORDERS}
+
+
+def _cone_page(conn: Connection, query: SourceQuery, cond: list) -> SourcePage:
+    """The cone's matches: every source of its box (id, position, ranking key only) kept
+    within the radius and ranked, then the page's rows with their details."""
+    sd = source_detections
+    key = _ORDER_KEYS.get(query.order, sources.c.id).label("key")
+    light = (sa.select(sources.c.id, sa.func.coalesce(sd.c.wm_ra_deg, sources.c.ra_deg),
+                       sa.func.coalesce(sd.c.wm_dec_deg, sources.c.dec_deg), key)
+             .select_from(sources.outerjoin(sd, sd.c.source_id == sources.c.id)
+                          .outerjoin(new_sources, new_sources.c.source_id == sources.c.id)
+                          .outerjoin(variability_stats, variability_stats.c.source_id == sources.c.id))
+             .where(*cond))
+    found = conn.execute(light).all()
+    sep = 3600.0 * angular_separation_deg([r[1] for r in found], [r[2] for r in found],
+                                          query.ra_deg, query.dec_deg) if found else []
+    inside = [(r[0], r[3], s) for r, s in zip(found, np.atleast_1d(sep).tolist())
+              if s <= 3600.0 * query.radius_deg]
+    if query.order == "distance":
+        inside.sort(key=lambda t: (t[2], t[0]))
+    else:
+        ascending = query.order in ("id", "name")
+        ranked = sorted((t for t in inside if t[1] is not None),
+                        key=lambda t: (t[1], t[0]) if ascending else (-t[1], -t[0]))
+        inside = ranked if query.order in METRIC_ORDERS else ranked + [t for t in inside if t[1] is None]
     stop = None if query.limit is None else query.offset + int(query.limit)
-    if query.cone:
-        rows = _cone_rows(conn, query, cond)
-        return rows[query.offset:stop], len(rows)
-    stmt = _select().where(*cond).order_by(*ORDERS[query.order])
+    page = inside[query.offset:stop]
+    rows = _details(conn, [t[0] for t in page])
+    for sid, _, s in page:
+        rows[sid]["separation_arcsec"] = s
+    return SourcePage([rows[t[0]] for t in page], len(inside), True)
+
+
+class SourcePage(NamedTuple):
+    """One page of a search: its ``rows``, how many match (``total``) and whether that is
+    exact (``False``: more than :data:`COUNT_CAP` match; ``total`` is then the cap)."""
+
+    rows: list[dict]
+    total: int
+    exact: bool
+
+
+def _only_metrics(query: SourceQuery) -> bool:
+    """Whether every filter and the order are on ``variability_stats`` alone."""
+    return not (query.kinds or query.name or query.cone) and query.order in METRIC_ORDERS
+
+
+def _ranked_ids(query: SourceQuery, cond: list):
+    """The ids of the page, in order: a walk of the order's index (only the index, for a
+    ranking by a metric without other filters; ``offset`` costs index entries, not rows)."""
+    if _only_metrics(query):
+        vs = variability_stats
+        stmt = sa.select(vs.c.source_id).where(*cond).order_by(
+            METRIC_ORDERS[query.order].desc(), vs.c.source_id.desc())
+    else:
+        stmt = sa.select(sources.c.id).select_from(
+            sources.outerjoin(new_sources, new_sources.c.source_id == sources.c.id)
+            .outerjoin(variability_stats, variability_stats.c.source_id == sources.c.id)
+        ).where(*cond).order_by(*ORDERS[query.order])
     if query.limit is not None:
         stmt = stmt.limit(int(query.limit)).offset(int(query.offset))
-    rows = source_rows(conn.execute(stmt).mappings().all())
-    counted = sources.outerjoin(variability_stats, variability_stats.c.source_id == sources.c.id)
-    total = conn.execute(sa.select(sa.func.count()).select_from(counted).where(*cond)).scalar()
-    return rows, int(total or 0)
+    return stmt
+
+
+def _count(conn: Connection, query: SourceQuery, cond: list) -> tuple[int, bool]:
+    """(matches, exact): counted up to :data:`COUNT_CAP` + 1 rows, never the whole table."""
+    if _only_metrics(query):
+        inner = sa.select(variability_stats.c.source_id).where(*cond)
+    else:
+        inner = sa.select(sources.c.id).select_from(
+            sources.outerjoin(variability_stats, variability_stats.c.source_id == sources.c.id)).where(*cond)
+    n = int(conn.execute(sa.select(sa.func.count()).select_from(inner.limit(COUNT_CAP + 1).subquery())).scalar())
+    return min(n, COUNT_CAP), n <= COUNT_CAP
+
+
+def search_sources(conn: Connection, query: SourceQuery = SourceQuery()) -> SourcePage:
+    """One page of sources matching ``query`` and how many match (see :class:`SourcePage`)."""
+    cond = _conditions(query, conn)
+    if query.cone:
+        return _cone_page(conn, query, cond)
+    ids = [r[0] for r in conn.execute(_ranked_ids(query, cond))]
+    rows = _details(conn, ids)
+    return SourcePage([rows[i] for i in ids], *_count(conn, query, cond))
 
 
 def list_sources(conn: Connection, query: SourceQuery = SourceQuery()) -> list[dict]:
     """One page of sources matching ``query`` (see the module docstring for the fields)."""
-    return search_sources(conn, query)[0]
+    return search_sources(conn, query).rows
 
 
 def count_sources(conn: Connection, query: SourceQuery = SourceQuery()) -> int:
-    return search_sources(conn, SourceQuery(**{**query.__dict__, "limit": 0, "offset": 0}))[1]
+    """How many sources match ``query`` (at most :data:`COUNT_CAP`)."""
+    return search_sources(conn, SourceQuery(**{**query.__dict__, "limit": 0, "offset": 0})).total
 
 
 def sources_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
                  exclude_id: int | None = None, limit: int = 20) -> list[dict]:
     """The sources within ``radius_deg`` of a position, nearest first (at most ``limit``,
     ``exclude_id`` left out), as the rows of :func:`search_sources`."""
-    rows, _ = search_sources(conn, SourceQuery(ra_deg=ra_deg, dec_deg=dec_deg, order="distance",
-                                               radius_deg=min(radius_deg, MAX_RADIUS_DEG), limit=limit + 1))
+    rows = search_sources(conn, SourceQuery(ra_deg=ra_deg, dec_deg=dec_deg, order="distance",
+                                            radius_deg=min(radius_deg, MAX_RADIUS_DEG), limit=limit + 1)).rows
     return [r for r in rows if r["id"] != exclude_id][:limit]
 
 
@@ -210,5 +284,5 @@ def source_by_id(conn: Connection, source_id: int) -> dict | None:
     return rows[0] if rows else None
 
 
-__all__ = ["MAX_RADIUS_DEG", "METRIC_ORDERS", "ORDERS", "SourceQuery", "count_sources", "list_sources",
-           "search_sources", "source_by_id", "sources_near"]
+__all__ = ["COUNT_CAP", "MAX_RADIUS_DEG", "METRIC_ORDERS", "ORDERS", "SourcePage", "SourceQuery",
+           "count_sources", "list_sources", "search_sources", "source_by_id", "sources_near"]

@@ -22,7 +22,9 @@ model (the ESE template is drawn from the stored candidate); with 100,000 source
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from dsa110_contimg.web import handlers
 from dsa110_contimg.web.auth import Access
+from dsa110_contimg.web.stamp_cache import StampCache
 from dsa110_contimg.web.state import HERE, Site, site
 
 
@@ -44,6 +47,7 @@ def _warm_up() -> None:
 
     import dsa110_contimg.pipeline.export  # noqa: F401
     import dsa110_contimg.science.ese  # noqa: F401
+    import dsa110_contimg.science.image  # noqa: F401
 
 
 async def http_error(request: Request, exc: HTTPException):
@@ -53,21 +57,29 @@ async def http_error(request: Request, exc: HTTPException):
     return site(request).render(request, "refused.html", exc.status_code, reason=exc.detail, title="Error")
 
 
-def create_app(products_db: str, *, reviewers: dict[str, str] | None = None,
-               stale_after_s: float = 60.0) -> Starlette:
+def create_app(products_db: str, *, reviewers: dict[str, str] | None = None, stale_after_s: float = 60.0,
+               stamp_cache_dir: str | Path | None = None, stamp_cache_mb: int = 256) -> Starlette:
     """The web application reading ``products_db`` (SQLite path or SQLAlchemy URL).
 
     ``reviewers``: ``{name: token}`` (:func:`dsa110_contimg.web.auth.read_reviewers`;
     None = read-only site); ``stale_after_s``: a daemon whose heartbeat is older is shown
-    stale.
+    stale; ``stamp_cache_dir``: where postage-stamp cutouts are kept, at most
+    ``stamp_cache_mb`` MB (None: a temporary directory removed when the app stops).
     """
-    state = Site(products_db, access=Access(reviewers), stale_after_s=stale_after_s)
+    scratch = None
+    if stamp_cache_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="contimg-stamps-")
+        stamp_cache_dir = scratch.name
+    state = Site(products_db, access=Access(reviewers), stale_after_s=stale_after_s,
+                 stamps=StampCache(stamp_cache_dir, stamp_cache_mb * 1024 * 1024))
     _warm_up()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         state.close()
+        if scratch is not None:
+            scratch.cleanup()
 
     routes = [*handlers.routes(), Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)

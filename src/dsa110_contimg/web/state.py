@@ -1,6 +1,6 @@
 """What every handler shares, kept on ``request.app.state.site``: the products database
 (a read-only engine, and a writing one opened on the first review), who may review, the
-templates, and how a page is rendered."""
+postage-stamp cache, the templates, and how a page is rendered."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.templating import Jinja2Templates
 from dsa110_contimg.store.engine import open_products_db
 from dsa110_contimg.web import formatting
 from dsa110_contimg.web.auth import Access
+from dsa110_contimg.web.stamp_cache import StampCache
 
 HERE = Path(__file__).resolve().parent
 #: Review actions offered on the pages.
@@ -22,11 +23,12 @@ REVIEW_ACTIONS = ("investigating", "dismissed", "reactivated")
 class Site:
     """The shared state of one running site (one per application)."""
 
-    def __init__(self, products_db: str, *, access: Access, stale_after_s: float = 60.0):
+    def __init__(self, products_db: str, *, access: Access, stamps: StampCache, stale_after_s: float = 60.0):
         self.products_db = str(products_db)
         self.db = open_products_db(self.products_db, read_only=True)
         self._write_db = None
         self.access = access
+        self.stamps = stamps
         self.stale_after_s = stale_after_s
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         formatting.register(self.templates.env)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 #: Handler modules, in the order their routes are matched.
-MODULES = ("overview", "candidates", "new_sources", "review", "sources", "source_search",
+MODULES = ("overview", "candidates", "new_sources", "review", "sources", "stamps", "source_search",
            "exports", "images", "session")
 
 

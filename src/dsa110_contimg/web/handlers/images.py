@@ -46,7 +46,8 @@ def qc_metric_rows(metrics: dict | None) -> list[tuple[str, object, str]]:
             continue
         for suffix, unit, scale in (("_jyb", "mJy/beam", 1e3), ("_arcsec", "arcsec", 1.0), ("_deg", "deg", 1.0)):
             if key.endswith(suffix):
-                rows.append((key[:-len(suffix)], value * scale if isinstance(value, (int, float)) else value, unit))
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                rows.append((key[:-len(suffix)], value * scale if number else value, unit))
                 break
         else:
             rows.append((key, value, ""))

@@ -1,7 +1,9 @@
 """``/sources``: find any source — by name, or by position and radius (sexagesimal or
 degrees, with units), ranked by η, V, flux or number of epochs, one page at a time — and
-``/api/sources`` (the rows of ``contimg-photometry sources list --json``). The query is
-:func:`dsa110_contimg.store.sources.search_sources`, the one the CLI runs.
+``/api/sources`` (the rows of ``contimg-photometry sources list --json``; ``total`` is
+exact up to :data:`~dsa110_contimg.store.sources.COUNT_CAP`, ``total_exact`` says
+whether it is). The query is :func:`dsa110_contimg.store.sources.search_sources`, the one
+the CLI runs.
 
 Query parameters: ``q`` (a name, or a position ``RA Dec``), ``radius`` (default
 :data:`DEFAULT_RADIUS`, a number with ``arcsec``/``arcmin``/``deg`` or ``"``/``'``; bare
@@ -59,26 +61,26 @@ def query_of(request: Request, paging: Paging):
                                                   "min_epochs must be an integer, not")) from None
 
 
-def sources_of(request: Request) -> tuple[list[dict], Paging, object]:
-    """The requested page of sources: (rows, paging, query)."""
+def sources_of(request: Request) -> tuple[list[dict], Paging, object, bool]:
+    """The requested page of sources: (rows, paging, query, whether the total is exact)."""
     from dsa110_contimg.store.sources import search_sources
 
     paging = Paging.of(request, SOURCES_PER_PAGE)
     query = query_of(request, paging)
     with site(request).read() as conn:
-        rows, total = search_sources(conn, query)
-    return rows, paging.counted(total), query
+        found = search_sources(conn, query)
+    return found.rows, paging.counted(found.total), query, found.exact
 
 
 def sources_page(request: Request):
     from dsa110_contimg.store.schema import SOURCE_KINDS
 
-    rows, paging, query = sources_of(request)
+    rows, paging, query, exact = sources_of(request)
     q = request.query_params
     form = {"q": q.get("q", ""), "radius": q.get("radius") or DEFAULT_RADIUS, "sort": query.order,
             "kind": q.get("kind", ""), "min_epochs": q.get("min_epochs", "")}
     return site(request).render(request, "sources.html", rows=rows, paging=paging, query=query, form=form,
-                                sorts=SORT_LABELS, kinds=SOURCE_KINDS)
+                                sorts=SORT_LABELS, kinds=SOURCE_KINDS, exact=exact)
 
 
 def source_by_name(request: Request):
@@ -99,8 +101,8 @@ def source_by_name(request: Request):
 
 
 def api_sources(request: Request):
-    rows, paging, _ = sources_of(request)
-    return JSONResponse({"sources": rows, "count": len(rows), **paging.json()})
+    rows, paging, _, exact = sources_of(request)
+    return JSONResponse({"sources": rows, "count": len(rows), **paging.json(), "total_exact": exact})
 
 
 ROUTES = [

@@ -1,11 +1,13 @@
 """``/sources/{id}``: one source — its position (sexagesimal and degrees) with links out,
-its light curve with the catalogue flux and the ESE template the pipeline fitted (drawn
-from the stored candidate, never fitted here), the neighbours that could blend with it,
-the η–V diagram of its field, its measurements one page at a time — and
-``/api/sources/{id}`` (catalogue row, variability metrics, candidate and the whole light
-curve)."""
+postage stamps of it in its epochs (:mod:`dsa110_contimg.web.stamps`), its light curve
+with the catalogue flux and the ESE template the pipeline fitted (drawn from the stored
+candidate, never fitted here), the neighbours that could blend with it, the η–V diagram
+of its field, its measurements one page at a time — and ``/api/sources/{id}``
+(catalogue row, variability metrics, candidate and the whole light curve)."""
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 import numpy as np
 from starlette.exceptions import HTTPException
@@ -17,6 +19,7 @@ from dsa110_contimg.store import review, review_log
 from dsa110_contimg.store.values import clean
 from dsa110_contimg.web import svg
 from dsa110_contimg.web.links import links_out
+from dsa110_contimg.web.stamps import HALF_WIDTH_BEAMS, strip
 from dsa110_contimg.web.paging import Paging
 from dsa110_contimg.web.state import site
 
@@ -97,6 +100,8 @@ def source_page(request: Request):
         near, beam, near_radius = neighbours(conn, src, lc)
         history = review_log.history(conn, cand["id"]) if cand else []
     fit = stored_ese_fit(cand)
+    stamp_beam = beam or DEFAULT_BEAM_ARCSEC
+    stamps, (low, high) = strip(site(request).stamps, lc, src, cand, stamp_beam)
     reference = baseline["baseline_jyb"] if baseline and baseline["valid"] else None
     plot = svg.lightcurve_svg(lc, fit=fit, title=f"light curve of {src['catalog_id']}", reference_jyb=reference,
                               catalog_mjy=src.get("catalog_flux_mjy"),
@@ -109,7 +114,10 @@ def source_page(request: Request):
         table=measurement_rows(lc, paging), paging=paging, n=paging.total,
         n_qc_failed=int(np.sum(lc["qc_status"] == "failed")), neighbours=near, beam_arcsec=beam,
         neighbour_radius_arcsec=near_radius, history=history,
-        links=links_out(src["ra_deg"], src["dec_deg"], max(near_radius, 30.0)))
+        links=links_out(src["ra_deg"], src["dec_deg"], max(near_radius, 30.0)), stamps=stamps,
+        stamp_query=urlencode({"w": f"{HALF_WIDTH_BEAMS * stamp_beam:.3f}", "lo": f"{low:.6g}",
+                               "hi": f"{high:.6g}"}),
+        stamp_low=low, stamp_high=high, stamp_half_width_arcsec=HALF_WIDTH_BEAMS * stamp_beam)
 
 
 def api_source(request: Request):
