@@ -1,5 +1,6 @@
 """Helpers for the web tests and ``bench/web.py``: a large synthetic products database
-filled in bulk, and ``contimg-photometry serve`` as a real subprocess on a free port.
+filled in bulk, the site in process (:func:`site_client`), and ``contimg-photometry
+serve`` as a real subprocess on a free port.
 """
 
 from __future__ import annotations
@@ -118,6 +119,27 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
     con.close()
     return {"seconds": time.perf_counter() - t0, "n_measurements": n_sources * n_epochs,
             "n_images": n_fields * n_epochs, "n_sources": n_sources, "top_candidate_source": int(cand_src[0])}
+
+
+def scale_db(tmp_path_factory, name: str, **sizes) -> tuple[Path, dict]:
+    """A fresh database of :func:`fill_scale_db` (``sizes``: its keyword arguments) in a
+    temporary folder ``name``: (path, what ``fill_scale_db`` returned)."""
+    path = tmp_path_factory.mktemp(name) / "products.sqlite3"
+    return path, fill_scale_db(path, **sizes)
+
+
+def site_client(db_path, **options):
+    """A Starlette test client of the site reading ``db_path`` (``options``: those of
+    :func:`dsa110_contimg.web.app.create_app`, e.g. ``reviewers``, ``stamp_cache_dir``)."""
+    import warnings
+
+    from dsa110_contimg.web.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # starlette's note about httpx versions
+        from starlette.testclient import TestClient
+
+        return TestClient(create_app(str(db_path), **options))
 
 
 def free_port() -> int:

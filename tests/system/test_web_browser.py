@@ -281,6 +281,5 @@ def moved_image_placeholder(browser, server, source_url) -> None:
                                       f'#stamps figure.stamp[data-image-id="{image_id}"] .stamp-placeholder')
         assert "moved or deleted" in holder.text and path.name in holder.text
         assert len(browser.find_elements(By.CSS_SELECTOR, "#stamps figure.stamp img")) == 7
-        shot(browser, "source-moved-image")
     finally:
         moved.rename(path)

@@ -62,6 +62,12 @@ def test_pages_answer_within_budget_at_scale(big):
     assert html.count('<td class="num">60') == 50            # 50 epochs in the table (MJD 60...)
     src = json.loads(srv.get(f"/api/sources/{sid}")[1])
     assert len(src["lightcurve"]["mjd"]) == 50
+    # finding sources: a ranking (index walk, a deep page), a name, a cone
+    body, *figures["/sources"] = timed(srv, "/sources?sort=eta")
+    assert body.decode().count('class="source"') == 50
+    _, *figures["/sources?sort=flux&page=1500"] = timed(srv, "/sources?sort=flux&page=1500")
+    _, *figures["/sources?q=SIM+J01"] = timed(srv, "/sources?q=SIM+J01")
+    _, *figures["/sources?q=10 +30&radius=0.5deg"] = timed(srv, "/sources?q=10.0+%2B30.0&radius=0.5deg")
     _, *figures["/"] = timed(srv, "/")
     _, *figures["/images"] = timed(srv, "/images")
     _, *figures["/api/candidates"] = timed(srv, "/api/candidates")

@@ -11,28 +11,19 @@ import sys
 import warnings
 
 import pytest
+from web_harness import scale_db, site_client
 
 TOKEN = "unit-test-token-0123"
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    from web_harness import fill_scale_db
-
-    path = tmp_path_factory.mktemp("webapp") / "products.sqlite3"
-    info = fill_scale_db(path, n_sources=400, n_epochs=12, n_fields=2, n_candidates=40)
-    return path, info
+    return scale_db(tmp_path_factory, "webapp", n_sources=400, n_epochs=12, n_fields=2, n_candidates=40)
 
 
 def client(db_path, token=None):
     """A test client of the site; ``token``: the single bare token of one anonymous reviewer."""
-    from dsa110_contimg.web.app import create_app
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # starlette's note about httpx versions
-        from starlette.testclient import TestClient
-
-        return TestClient(create_app(str(db_path), reviewers={"anonymous": token} if token else None))
+    return site_client(db_path, reviewers={"anonymous": token} if token else None)
 
 
 def cli_json(*args) -> dict:

@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import warnings
 
 import pytest
+from web_harness import scale_db, site_client
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    from web_harness import fill_scale_db
-
-    path = tmp_path_factory.mktemp("webimages") / "products.sqlite3"
-    fill_scale_db(path, n_sources=40, n_epochs=30, n_fields=2, n_candidates=2)
-    return path
+    return scale_db(tmp_path_factory, "webimages", n_sources=40, n_epochs=30, n_fields=2, n_candidates=2)[0]
 
 
-def client(db_path):
-    from dsa110_contimg.web.app import create_app
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-
-        return TestClient(create_app(str(db_path)))
+client = site_client
 
 
 def test_images_latest_observation_first(db):

@@ -9,27 +9,18 @@ import logging
 import warnings
 
 import pytest
+from web_harness import scale_db, site_client
 
 REVIEWERS = {"alice": "token-of-alice-0001", "bob": "token-of-bob-00002"}
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    from web_harness import fill_scale_db
-
-    path = tmp_path_factory.mktemp("webreview") / "products.sqlite3"
-    fill_scale_db(path, n_sources=60, n_epochs=6, n_fields=1, n_candidates=4)
-    return path
+    return scale_db(tmp_path_factory, "webreview", n_sources=60, n_epochs=6, n_fields=1, n_candidates=4)[0]
 
 
 def client(db_path):
-    from dsa110_contimg.web.app import create_app
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-
-        return TestClient(create_app(str(db_path), reviewers=REVIEWERS))
+    return site_client(db_path, reviewers=REVIEWERS)
 
 
 def test_two_reviewers_make_a_history(db, caplog):

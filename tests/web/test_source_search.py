@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 
 import pytest
+from web_harness import scale_db, site_client
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    from web_harness import fill_scale_db
-
-    path = tmp_path_factory.mktemp("websearch") / "products.sqlite3"
-    info = fill_scale_db(path, n_sources=600, n_epochs=5, n_fields=3, n_candidates=5)
-    return path, info
+    return scale_db(tmp_path_factory, "websearch", n_sources=600, n_epochs=5, n_fields=3, n_candidates=5)
 
 
-def client(db_path):
-    from dsa110_contimg.web.app import create_app
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-
-        return TestClient(create_app(str(db_path)))
+client = site_client
 
 
 def _candidate(c, info):

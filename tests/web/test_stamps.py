@@ -7,13 +7,13 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import warnings
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
+from web_harness import site_client
 
 from dsa110_contimg.science.cutout import Cutout
 from dsa110_contimg.web.png import encode_rgb
@@ -42,13 +42,7 @@ def season(tmp_path_factory):
 
 
 def client(db, cache_dir):
-    from dsa110_contimg.web.app import create_app
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-
-        return TestClient(create_app(str(db), stamp_cache_dir=cache_dir))
+    return site_client(db, stamp_cache_dir=cache_dir)
 
 
 def test_png_files_decode_to_the_pixels():
@@ -97,7 +91,7 @@ def test_a_moved_or_broken_image_gives_a_placeholder_saying_why(season, tmp_path
     page = c.get("/sources/3").text
     reasons = re.findall(r'<div class="stamp-placeholder">([^<]+)</div>', page)
     assert len(reasons) == 2 and len(re.findall(r"<img src=", page)) == 4
-    assert f"image not found at {work / 'images' / 'e1.fits'} (moved or deleted)" in reasons[0]
+    assert reasons[0] == f"image moved or deleted: nothing at {work / 'images' / 'e1.fits'}"
     assert reasons[1].startswith("image unreadable:")
     assert c.get("/sources/3/stamps/2.png?w=60").status_code == 404
 

@@ -91,7 +91,7 @@ def load_stamp(cache: StampCache, stored_path: str, ra_deg: float, dec_deg: floa
     try:
         stat = os.stat(path)
     except FileNotFoundError:
-        return None, f"image not found at {printable(stored_path)} (moved or deleted)"
+        return None, f"image moved or deleted: nothing at {printable(stored_path)}"
     except OSError as exc:
         return None, f"image not readable: {exc.strerror or exc}"
     key = cutout_key(path, stat, ra_deg, dec_deg, half_width_deg)
@@ -170,7 +170,7 @@ def render_png(c: Cutout, low: float, high: float, size: int = STAMP_PX) -> byte
     rgb = _LUT[np.nan_to_num(t * 255.0, nan=0.0).astype(np.uint8)]
     rgb[~np.isfinite(img)] = BLANK_RGB
     _overlays(rgb, c, size / n)
-    return encode_rgb(rgb)
+    return encode_rgb(rgb, level=1)      # stamps are mostly noise: more effort buys little
 
 
 def strip(cache: StampCache, lc: dict, source: dict, candidate: dict | None, beam_arcsec: float

@@ -77,7 +77,7 @@ def sources_page(request: Request):
 
     rows, paging, query, exact = sources_of(request)
     q = request.query_params
-    form = {"q": q.get("q", ""), "radius": q.get("radius") or DEFAULT_RADIUS, "sort": query.order,
+    form = {"q": q.get("q", ""), "radius": q.get("radius") or DEFAULT_RADIUS, "sort": q.get("sort", ""),
             "kind": q.get("kind", ""), "min_epochs": q.get("min_epochs", "")}
     return site(request).render(request, "sources.html", rows=rows, paging=paging, query=query, form=form,
                                 sorts=SORT_LABELS, kinds=SOURCE_KINDS, exact=exact)
