@@ -399,9 +399,10 @@ def measure_arrays(data, background, rms, x, y, pixel_beam: PixelBeam, *, nbeam:
     sel_all = np.flatnonzero(ok)
     # the last chunk's arrays stay referenced until the clusters are fitted: freed first,
     # their pages go back to the system and the cluster fit faults new ones in (~15 % of
-    # the whole fit's time)
+    # the whole fit's time); each earlier chunk's are freed before the next is made
     held = None
     for start in range(0, sel_all.size, chunk):
+        held = None
         held = _fit_isolated(out, cutouts, sel_all[start:start + chunk], pixel_beam, kernels)
     if cluster_threshold and cluster_threshold > 0 and sel_all.size > 1:
         _fit_clusters(out, data, background, rms, x, y, xc, yc, sel_all, pixel_beam, h,
