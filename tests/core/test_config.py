@@ -88,8 +88,11 @@ def test_immutable_hashable_and_errors_are_config_errors_on_one_line():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.method = "peak"
     assert hash(cfg) == hash(PhotometryConfig()) and cfg == PhotometryConfig()
-    for kwargs, key, allowed in (({"colour": "red"}, "colour", "one of the keys"),
-                                 ({"nbeam": "3"}, "nbeam", "a number > 0 and <= 50.0"),
+    with pytest.raises(ConfigError) as err:
+        PhotometryConfig.from_dict({"colour": "red"})
+    assert err.value.field == "colour"
+    assert str(err.value).startswith("unknown key 'colour' (= 'red'): expected one of the keys ")
+    for kwargs, key, allowed in (({"nbeam": "3"}, "nbeam", "a number > 0 and <= 50.0"),
                                  ({"max_sources": 2.5}, "max_sources", "a positive integer")):
         with pytest.raises(ConfigError) as err:
             PhotometryConfig.from_dict(kwargs)

@@ -45,3 +45,16 @@ def test_check_folders_passes_a_ready_layout_and_warns_on_missing_catalogs(tmp_p
     with pytest.raises(PreflightError) as exc:
         check_folders(cfg)
     assert exc.value.problems == [f"paths.image_dirs: {tmp_path / 'images'} does not exist"]
+
+
+def test_network_filesystem_of_a_path_from_the_mount_table():
+    from dsa110_contimg.service.preflight import network_filesystem
+
+    mounts = ("/dev/sda1 / ext4 rw 0 0\n"
+              "server:/export /data nfs4 rw,relatime 0 0\n"
+              "/dev/sdb1 /data/local xfs rw 0 0\n"
+              "mds@tcp:/lustre /lustre lustre rw 0 0\n")
+    assert network_filesystem("/data/state/products.sqlite3", mounts) == "nfs4"
+    assert network_filesystem("/data/local/state", mounts) is None         # the longest match
+    assert network_filesystem("/lustre/a/b/c", mounts) == "lustre"
+    assert network_filesystem("/home/x", mounts) is None

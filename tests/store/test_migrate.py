@@ -3,9 +3,8 @@ revision is brought to the current schema without losing a row, on SQLite and Po
 both histories keep their own version table, so they can share one database; databases
 of earlier releases (one ``alembic_version`` table) are adopted in place.
 
-Adding a migration: add the data that revision's code writes to ``SEEDS`` (the test
-fails while a revision has none), and, when the migration moves data, a check to
-``CHECKS``.
+The databases are built by ``tests/support/schema_history.py``; adding a migration means
+adding its seed data there (the first test fails until then).
 """
 
 from __future__ import annotations
@@ -17,203 +16,13 @@ from dsa110_contimg.store.engine import make_engine, open_products_db, open_regi
 from dsa110_contimg.store.migrate import (
     LEGACY_VERSION_TABLE,
     VERSION_TABLES,
-    alembic_config,
     current_revision,
     revisions,
     schema_differences,
-    upgrade,
 )
 
 from pgcluster import BACKENDS
-
-#: The last revision of each history written by releases that kept it in ``alembic_version``.
-LEGACY_UNTIL = {"products": "0007", "registry": "0001"}
-T0 = 1_700_000_000.0
-
-
-def put(conn, table: str, **values) -> None:
-    """Insert one row into ``table`` as the schema is at the current revision."""
-    reflected = sa.Table(table, sa.MetaData(), autoload_with=conn)
-    conn.execute(reflected.insert().values(**values))
-
-
-def _job(conn, job_id: int, status: str, **extra) -> None:
-    put(conn, "batch_jobs", id=job_id, type="photometry", status=status, origin="daemon",
-        idempotency_key=f"/img/{job_id}.fits:1:{job_id}", params="{}", total_items=1,
-        completed_items=int(status == "done"), failed_items=int(status in ("failed", "dead")),
-        attempts=1, max_attempts=3, not_before=0.0, created_at=T0, updated_at=T0,
-        finished_at=None if status in ("pending", "running") else T0, **extra)
-    put(conn, "batch_job_items", id=job_id, batch_id=job_id, fits_path=f"/img/{job_id}.fits",
-        kind="image", status={"dead": "failed"}.get(status, status))
-
-
-def _image(conn, image_id: int, **extra) -> None:
-    put(conn, "images", id=image_id, path=f"/img/{image_id}.fits", content_id=f"1:{image_id}:abc",
-        kind="image", mjd=60000.0 + image_id, ra_center_deg=150.0, dec_center_deg=37.0,
-        radius_deg=1.0, method="forced", catalog="nvss", n_sources=2, n_success=2,
-        qc_status="passed", norm_status="ok", norm_factor=1.01, measured_at=T0, **extra)
-
-
-def _measure(conn, image_id: int, source_ids) -> None:
-    for sid in source_ids:
-        put(conn, "measurements", image_id=image_id, source_id=sid, mjd=60000.0 + image_id,
-            ra_deg=150.0, dec_deg=37.0, peak_jyb=0.01 * sid, peak_err_jyb=1e-3, flags=0,
-            success=True, norm_flux_jyb=0.0101 * sid, norm_err_jyb=1e-3)
-
-
-def seed_products_0001(conn) -> None:
-    for sid in (1, 2):
-        put(conn, "sources", id=sid, survey="nvss", catalog_id=f"NVSS J1000{sid:02d}+370000",
-            ra_deg=150.0 + sid * 0.01, dec_deg=37.0, catalog_flux_mjy=10.0 * sid, reference_ok=True)
-    _image(conn, 1, field_key="150.0:37.0")
-    _measure(conn, 1, (1, 2))
-    _job(conn, 1, "done")
-    _job(conn, 2, "running", error="cancel requested", lease_owner="h:1:a", lease_until=T0 + 60)
-    put(conn, "files", path="/img/1.fits", size=1, mtime_ns=1, kind="image", decision="queued",
-        batch_id=1, first_seen=T0, updated_at=T0)
-    put(conn, "heartbeats", owner="h:1:a", host="h", pid=1, started_at=T0, beat_at=T0, workers=2,
-        state="stopped")
-    put(conn, "reference_baselines", source_id=1, method="catalogue", baseline_jyb=0.01, n_points=10,
-        valid=True, updated_at=T0)
-    put(conn, "variability_stats", source_id=1, flux_kind="normalized", n=1, sum_w=1.0,
-        updated_at=T0)
-    put(conn, "ese_candidates", source_id=2, status="active", flagged_by="auto", criteria="[]",
-        score=3.0, confidence="low", first_flagged_at=T0, updated_at=T0)
-
-
-def seed_products_0002(conn) -> None:
-    _job(conn, 3, "cancelled", cancel_requested=True, interruptions=2)
-    put(conn, "heartbeats", owner="h:2:b", host="h", pid=2, started_at=T0, beat_at=T0, workers=1,
-        state="running", node="node-b")
-
-
-def seed_products_0003(conn) -> None:
-    _image(conn, 2, field_key="150.0:37.0", norm_method="ensemble")
-    _measure(conn, 2, (1, 2))
-    put(conn, "reference_choices", image_id=2, source_id=1, chosen=True, compactness="compact",
-        snr=50.0, reason="compact, isolated")
-
-
-def seed_products_0004(conn) -> None:
-    put(conn, "files", path="/img/big.fits", size=5 * 2**32, mtime_ns=1_700_000_000_123_456_789,
-        decision="skipped", reason="residual", first_seen=T0, updated_at=T0)
-
-
-def seed_products_0005(conn) -> None:
-    _image(conn, 3)
-    _measure(conn, 3, (1,))
-    _job(conn, 4, "failed", error="corrupt FITS")
-
-
-def seed_products_0006(conn) -> None:
-    put(conn, "ese_candidates", source_id=1, status="investigated", flagged_by="auto",
-        criteria='["shape"]', score=6.5, confidence="medium", depth=0.4, duration_days=30.0,
-        t_min_mjd=60002.0, template="gaussian", baseline_jyb=0.01, caustic_amp=0.02,
-        first_flagged_at=T0, updated_at=T0)
-
-
-def seed_products_0007(conn) -> None:
-    put(conn, "sources", id=3, survey="blind", catalog_id="DSA J100012+370000", ra_deg=150.05,
-        dec_deg=37.0, reference_ok=False, kind="new")
-    put(conn, "source_detections", source_id=3, wm_ra_deg=150.05, wm_dec_deg=37.0, w_ra=1.0,
-        w_dec=1.0, n_detections=1, first_detected_mjd=60003.0, last_detected_mjd=60003.0,
-        updated_at=T0)
-    put(conn, "detections", image_id=3, source_id=3, mjd=60003.0, ra_deg=150.05, dec_deg=37.0,
-        peak_jyb=0.05, flags=0, status="new_source", n_candidates=0)
-    put(conn, "image_depths", image_id=3, rms_min_jyb=1e-3, rms_max_jyb=2e-3, footprint=b"\x00\x01",
-        n_detections=1)
-    put(conn, "new_sources", source_id=3, image_id=3, mjd=60003.0, peak_jyb=0.05,
-        new_high_sigma=12.0, likely_transient=True, n_earlier_images=2, backfill_job_id=4,
-        created_at=T0)
-
-
-def seed_products_0008(conn) -> None:
-    _job(conn, 5, "dead", error="disk full", acknowledged_at=T0)
-
-
-def seed_products_0009(conn) -> None:
-    put(conn, "ese_candidates", id=10, source_id=3, status="investigated", flagged_by="auto",
-        criteria='["shape"]', score=8.0, confidence="high", first_flagged_at=T0, updated_at=T0 + 1)
-    put(conn, "review_log", candidate_id=10, created_at=T0, reviewer="pipeline", action="flagged",
-        status="active", note="criteria: shape")
-    put(conn, "review_log", candidate_id=10, created_at=T0 + 1, reviewer="alice", action="investigating",
-        status="investigated", note="follow up")
-
-
-def seed_products_0010(conn) -> None:
-    put(conn, "variability_stats", source_id=2, flux_kind="normalized", n=4, v=0.05, eta=2.0,
-        weighted_mean=0.02, updated_at=T0)
-
-
-def seed_registry_0001(conn) -> None:
-    put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
-        status="registered", photometry_status="completed", photometry_job_id="1",
-        created_at=T0, updated_at=T0)
-
-
-#: The data each revision's code writes, by history and revision.
-SEEDS = {
-    "products": {"0001": seed_products_0001, "0002": seed_products_0002, "0003": seed_products_0003,
-                 "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006,
-                 "0007": seed_products_0007, "0008": seed_products_0008, "0009": seed_products_0009,
-                 "0010": seed_products_0010},
-    "registry": {"0001": seed_registry_0001},
-}
-
-
-def check_cancel_carried_over(conn, start: str) -> None:
-    """0002 turned the running job's ``error = 'cancel requested'`` into the flag."""
-    flag = conn.execute(sa.text("SELECT cancel_requested FROM batch_jobs WHERE id = 2")).scalar()
-    assert bool(flag) is True
-
-
-def check_candidates_have_their_flagging(conn, start: str) -> None:
-    """0009 started each candidate's review log with the pipeline's flagging; only the
-    pipeline creates candidates, so ``flagged_by`` is ``auto`` again everywhere."""
-    flagged = conn.execute(sa.text("SELECT c.id FROM ese_candidates c JOIN review_log r ON r.candidate_id = c.id "
-                                   "AND r.action = 'flagged' AND r.reviewer = 'pipeline'")).scalars().all()
-    everyone = conn.execute(sa.text("SELECT id FROM ese_candidates")).scalars().all()
-    assert sorted(flagged) == sorted(everyone)
-    assert {r[0] for r in conn.execute(sa.text("SELECT flagged_by FROM ese_candidates"))} <= {"auto"}
-
-
-#: Checks of data a migration moves, run when a database started before that revision.
-CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidates_have_their_flagging},
-          "registry": {}}
-
-
-def build(engine, which: str, until: str) -> None:
-    """The database as the releases of each revision up to ``until`` left it: every
-    revision's data written by its own code, in the version table it used."""
-    from alembic import command
-
-    legacy = list(revisions(which)).index(LEGACY_UNTIL[which])
-    for i, rev in enumerate(revisions(which)):
-        if i <= legacy:
-            cfg = alembic_config(which)
-            cfg.attributes["version_table"] = LEGACY_VERSION_TABLE
-            with engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, rev)
-        else:
-            upgrade(engine, which, rev)
-        with engine.begin() as conn:
-            SEEDS[which][rev](conn)
-        if rev == until:
-            return
-
-
-def snapshot(conn) -> dict[str, set]:
-    """Every table's primary keys (version tables left out)."""
-    insp = sa.inspect(conn)
-    out = {}
-    for name in insp.get_table_names():
-        if name in VERSION_TABLES.values() or name == LEGACY_VERSION_TABLE:
-            continue
-        pk = insp.get_pk_constraint(name)["constrained_columns"]
-        cols = ", ".join(pk)
-        out[name] = {tuple(r) for r in conn.execute(sa.text(f"SELECT {cols} FROM {name}"))}
-    return out
+from schema_history import CHECKS, LEGACY_UNTIL, SEEDS, build, snapshot
 
 
 def test_every_revision_has_seed_data():

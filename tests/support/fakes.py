@@ -12,6 +12,9 @@ job context, a :class:`JobSummary`), but instead of the photometry workflow it
   idempotent like the real workflow) and appends ``job_id path pid`` to
   ``$CONTIMG_FAKE_OUT/executions.log`` so tests can count executions;
 * sleeps ``$CONTIMG_FAKE_SLEEP_S`` seconds (default 0) before storing;
+* with ``$CONTIMG_FAKE_REGISTRY`` set, opens (and migrates) the data registry once per
+  worker as the photometry workflow does, and links each image there (``data_id`` = its
+  path, status ``completed``);
 * fault hooks by file name: ``SELFKILL`` SIGKILLs the worker (OOM stand-in), ``SLEEPY``
   sleeps 3600 s (time limits), ``SLOW`` sleeps ``$CONTIMG_FAKE_SLOW_S`` (default 5 s;
   daemon-kill tests), ``WAITFAIL`` writes ``$CONTIMG_FAKE_OUT/<name>.started``, waits for
@@ -102,11 +105,28 @@ class FakePhotometryExecutor:
             if out_dir:
                 with open(os.path.join(out_dir, "executions.log"), "a") as fh:
                     fh.write(f"{ctx.job_id} {path} {os.getpid()}\n")
+            if os.environ.get("CONTIMG_FAKE_REGISTRY") and ctx.registry_db:
+                from dsa110_contimg.store import registry
+
+                registry.link(_registry(ctx.registry_db), path, data_type=item["kind"], path=path,
+                              photometry_status="completed", job_id=ctx.job_id)
             ctx.update_item(item["id"], "done", image_id=int(image_id), n_measurements=1)
             summary.done += 1
             summary.durations[path] = time.perf_counter() - t0
             summary.add_stages({"open": t_open, "store": time.perf_counter() - t_store})
         return summary
+
+
+_REGISTRIES: dict = {}
+
+
+def _registry(url: str):
+    """The registry database of this worker process, opened (migrated) on first use."""
+    if url not in _REGISTRIES:
+        from dsa110_contimg.store.engine import open_registry_db
+
+        _REGISTRIES[url] = open_registry_db(url)
+    return _REGISTRIES[url]
 
 
 # -- watcher fault hook ($CONTIMG_PHOTOMETRY_TEST_FAULT="fakes:handler_fault") -------------

@@ -86,3 +86,43 @@ def test_two_daemons_two_state_folders_one_postgres_every_image_once(pg_service)
     # both daemons recorded the same file versions at once without a failing tick
     for p in (pa, pb):
         assert "tick_failed" not in p.logfile.read_text(errors="replace")
+
+
+def test_two_daemons_one_postgres_database_for_both_stores(tmp_path, postgres_cluster):
+    """products_db = registry_db = one empty PostgreSQL database: the two daemons and their
+    workers create both schemas at once (each in its own version table), every image is
+    measured once and linked in the registry."""
+    url = postgres_cluster.new_database("products", migrated=False)
+    shared = tmp_path / "shared" / "images"
+    shared.mkdir(parents=True)
+    services = [Service(tmp_path / name, products_db=url, registry_db=url, images=shared, node=name,
+                        workers=2) for name in ("node-a", "node-b")]
+    try:
+        procs = [s.start(wait=False, CONTIMG_FAKE_SLEEP_S=0.05, CONTIMG_FAKE_REGISTRY=1)
+                 for s in services]
+        for s, p in zip(services, procs):
+            s.wait_ready(p)
+        a = services[0]
+        n = 30
+        for i in range(n):
+            drop(shared / f"s{i:03d}.img-image-pb.fits", i, how="rename")
+        a.wait_for(a.idle_with(n), 120, "all images done")
+        assert set(a.job_states()) == {"done"}, a.jobs_by_path()
+        assert a.sql("SELECT count(*), count(DISTINCT data_id), min(photometry_status), "
+                     "max(photometry_status) FROM data_products") == [(n, n, "completed", "completed")]
+        from dsa110_contimg.store.migrate import head_revision
+
+        for which in ("products", "registry"):
+            assert a.sql(f"SELECT version_num FROM alembic_version_{which}") == [(head_revision(which),)]
+        assert a.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = "
+                     "'alembic_version'") == [(0,)]
+        ex = [s.executions() for s in services]
+        assert sum(len(e) for e in ex) == n and all(v == 1 for e in ex for v in e.values())
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(30) == 0
+            assert "tick_failed" not in p.logfile.read_text(errors="replace")
+    finally:
+        for s in services:
+            s.stop_all()
+        postgres_cluster.drop_database(url)

@@ -199,6 +199,17 @@ def registry_db(args: argparse.Namespace) -> str:
     return str(cfg.paths.registry_db) if cfg is not None else str(DEFAULT_REGISTRY_DB)
 
 
+def database_targets(args: argparse.Namespace) -> list[tuple[str, tuple[str, ...]]]:
+    """``(database, schemas it holds)`` of the products and registry databases: one entry
+    when both name the same database (``products_db`` = ``registry_db``)."""
+    from dsa110_contimg.store.urls import same_database
+
+    products, registry = products_db(args), registry_db(args)
+    if same_database(products, registry):
+        return [(products, ("products", "registry"))]
+    return [(products, ("products",)), (registry, ("registry",))]
+
+
 def catalog_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "catalog_dir", None):
         return Path(args.catalog_dir)

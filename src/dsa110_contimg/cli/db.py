@@ -88,25 +88,19 @@ def _cutoff(text: str) -> float:
 
 
 def _targets(args, *, existing: bool = False) -> list[tuple[str, tuple[str, ...]]]:
-    """``(database, histories in it)``: one entry when both stores share a database.
-    ``existing``: leave out an SQLite registry database not created yet (with a note; the
-    first image linked to the registry creates it)."""
-    products, registry = common.products_db(args), common.registry_db(args)
-    if _same_database(products, registry):
-        return [(products, ("products", "registry"))]
-    if existing and "://" not in registry and not Path(registry).expanduser().is_file():
-        import sys
+    """:func:`~dsa110_contimg.cli.common.database_targets`; ``existing`` leaves out an SQLite
+    registry database not created yet (with a note; the first image linked to the registry
+    creates it)."""
+    targets = common.database_targets(args)
+    if existing and len(targets) == 2:
+        registry = targets[1][0]
+        if "://" not in registry and not Path(registry).expanduser().is_file():
+            import sys
 
-        print(f"note: registry database {registry} does not exist yet (created when the first "
-              "image is linked); left out", file=sys.stderr)
-        return [(products, ("products",))]
-    return [(products, ("products",)), (registry, ("registry",))]
-
-
-def _same_database(a: str, b: str) -> bool:
-    if "://" in a or "://" in b:
-        return a == b
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+            print(f"note: registry database {registry} does not exist yet (created when the first "
+                  "image is linked); left out", file=sys.stderr)
+            return targets[:1]
+    return targets
 
 
 def upgrade(args) -> int:

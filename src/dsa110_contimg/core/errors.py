@@ -106,6 +106,45 @@ class ConfigError(PhotometryError):
         super().__init__(f"invalid value {value!r} for '{field}': expected {allowed}", path)
 
 
+class UnknownKey(ConfigError):
+    """A configuration key or ``[section]`` the schema does not have, with the nearest
+    known spelling when one is close (``wrokers`` -> ``workers``).
+
+    Parameters
+    ----------
+    field : str
+        The dotted key as written (``daemon.wrokers``, or ``deamon`` for a section).
+    value : object
+        The value given (a section's table is not repeated in the message).
+    known : sequence of str
+        The keys (or sections) allowed where it was found.
+    path : str or Path, optional
+        The configuration file.
+    section : bool
+        The unknown name is a ``[section]``, not a key.
+    """
+
+    def __init__(self, field: str, value: object, known, path: str | Path | None = None, *,
+                 section: bool = False):
+        import difflib
+
+        known = sorted(known)
+        name = field.rsplit(".", 1)[-1]
+        guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        prefix = field[: len(field) - len(name)]
+        kind = "sections" if section else "keys"
+        self.field, self.value = field, value
+        self.allowed = f"one of the {kind} " + ", ".join(known)
+        self.suggestion = guess[0] if guess else None
+        what = f"unknown section [{field}]" if section else f"unknown key '{field}' (= {value!r})"
+        if guess:   # the list of every key only when no known name is close
+            hint = (f"did you mean [{guess[0]}]?" if section else f"did you mean '{prefix}{guess[0]}'?")
+            text = f"{what}: {hint} (every {kind[:-1]}: contimg-photometry config dump)"
+        else:
+            text = f"{what}: expected {self.allowed}"
+        PhotometryError.__init__(self, text, path)
+
+
 class StoreError(PhotometryError):
     """A database could not be opened, migrated or written."""
 

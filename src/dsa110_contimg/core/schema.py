@@ -41,7 +41,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.core.errors import ConfigError, UnknownKey
 
 _MISSING = object()
 
@@ -154,7 +154,7 @@ class ConfigModel(BaseModel):
         fields = type(self).model_fields
         for key in overrides:
             if key not in fields:
-                raise ConfigError(key, overrides[key], "one of the keys " + ", ".join(sorted(fields)))
+                raise UnknownKey(key, overrides[key], list(fields))
         return type(self)(**{**{name: getattr(self, name) for name in fields}, **overrides})
 
 
@@ -181,13 +181,15 @@ def config_error(exc: ValidationError, model: type[BaseModel], *, prefix: str = 
                 names.append(part)
             break
     value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        section = not prefix and len(names) == 1 and isinstance(value, Mapping)   # a [table]
+        return UnknownKey(prefix + ".".join(names), value, _public_keys(owner), source,
+                          section=section)
     if err["type"] == "config":
         allowed = ctx["allowed"]
         if "field" in ctx:
             names.append(ctx["field"])
         value = ctx.get("value", value)
-    elif err["type"] == "extra_forbidden":
-        allowed = "one of the keys " + ", ".join(sorted(_public_keys(owner)))
     elif info is not None:
         allowed = allowed_text(info)
     else:

@@ -92,3 +92,29 @@ def check_folders(cfg) -> list[str]:
     if problems:
         raise PreflightError(list(dict.fromkeys(problems)), cfg.source)
     return warnings
+
+
+#: Filesystems on which SQLite's WAL (shared-memory index, POSIX locks) is not safe.
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "lustre", "cifs", "smb3", "smbfs", "gpfs", "ceph", "glusterfs",
+                       "beegfs", "fuse.sshfs", "9p", "afs")
+
+
+def network_filesystem(path: str | os.PathLike, mounts: str | None = None) -> str | None:
+    """The type of the network filesystem holding ``path`` (symlinks resolved), or None on
+    a local one. ``mounts``: the text of ``/proc/self/mounts`` (read when None;
+    None is returned where it cannot be read)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return None
+    where = Path(os.path.realpath(Path(path).expanduser().absolute()))
+    best, fstype = -1, None
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = Path(parts[1].replace("\\040", " "))
+        if (where == point or point in where.parents) and len(point.parts) > best:
+            best, fstype = len(point.parts), parts[2]
+    return fstype if fstype in NETWORK_FILESYSTEMS else None

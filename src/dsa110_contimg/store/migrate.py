@@ -31,6 +31,10 @@ LEGACY_VERSION_TABLE = "alembic_version"
 #: A table each history's first revision creates: its schema is present.
 MARKER_TABLES = {"products": "batch_jobs", "registry": "data_products"}
 HISTORIES = tuple(VERSION_TABLES)
+#: PostgreSQL advisory lock held by a migration (SQLite's ``BEGIN IMMEDIATE`` already
+#: serialises them): the second of two daemons starting on an empty database waits, then
+#: finds it current.
+MIGRATION_LOCK = 110_0002
 
 
 def alembic_config(which: str):
@@ -125,6 +129,8 @@ def upgrade(engine: Engine, which: str, revision: str = "head") -> str:
     cfg = alembic_config(which)
     with engine.connect() as conn, _foreign_keys_deferred(conn):
         with conn.begin():
+            if conn.dialect.name == "postgresql":   # daemons starting at once migrate in turn
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             _adopt_legacy(conn, which)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
@@ -187,3 +193,40 @@ def schema_state(engine: Engine, which: str) -> tuple[str | None, str]:
         current = current_revision(conn, which)
         conn.rollback()
     return current, head_revision(which)
+
+
+def inspect_schemas(conn: Connection, histories) -> tuple[list[str], list[str]]:
+    """``(notes, problems)`` about a database configured to hold the schemas ``histories``:
+    the revision of each against this release's; a problem when a revision is unknown to
+    this release or when the database holds the other history's schema although it is not
+    configured for it (the two databases swapped, or another service's)."""
+    tables = set(sa.inspect(conn).get_table_names())
+    notes, problems = [], []
+    for which in histories:
+        current, head = _current(conn, which, tables), head_revision(which)
+        own = VERSION_TABLES[which] in tables
+        if current is None and own:
+            problems.append(f"{VERSION_TABLES[which]} is empty")
+        elif current is None:
+            notes.append(f"no {which} schema yet (created when the daemon starts)")
+        elif current not in revisions(which):
+            problems.append(f"{which} schema at revision {current}, which this release does not "
+                            "know (written by a newer release?)")
+        elif current == head:
+            notes.append(f"{which} schema at revision {current} (this release's)"
+                         + ("" if own else "; its version row moves to its own table on the next "
+                                           "upgrade"))
+        else:
+            notes.append(f"{which} schema at revision {current}: the daemon of this release upgrades "
+                         f"it to {head} when it starts (take a `db backup` first)")
+    for which in VERSION_TABLES:
+        if which not in histories and MARKER_TABLES[which] in tables:
+            problems.append(f"holds the {which} schema (table {MARKER_TABLES[which]}) but is not "
+                            f"configured as the {which} database: databases swapped, or another "
+                            "service's?")
+    if LEGACY_VERSION_TABLE in tables and not any(_legacy_revision(conn, w, tables)
+                                                   for w in VERSION_TABLES):
+        rows = _read_version(conn, LEGACY_VERSION_TABLE)
+        notes.append(f"{LEGACY_VERSION_TABLE} (revision {', '.join(rows) or 'none'}) is not this "
+                     "service's (another application's migrations?); left alone")
+    return notes, problems

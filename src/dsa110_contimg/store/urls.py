@@ -124,3 +124,21 @@ def error_line(exc: BaseException, url=None) -> str:
     if url is not None and is_url(url):
         text = text.replace(str(url), mask_url(url))
     return text
+
+
+def same_database(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two configured values name one database: the same SQLite file (however
+    the path is spelled), or URLs equal but for the password and the driver."""
+    a, b = str(a), str(b)
+    if is_url(a) != is_url(b):
+        return False
+    if not is_url(a):
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    from sqlalchemy.engine import make_url
+
+    try:
+        ua, ub = make_url(a), make_url(b)
+    except Exception:  # noqa: BLE001 - unparsable: compare as written
+        return a == b
+    key = lambda u: (u.get_backend_name(), u.username, u.host, u.port, u.database)  # noqa: E731
+    return key(ua) == key(ub)
