@@ -6,6 +6,7 @@ database); every option has help text; the codes are in every --help."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -131,17 +132,63 @@ CASES = [
     (["jobs", "show", "999", "--config", "{cfg}"], FAIL, "no such job"),
     (["jobs", "retry", "1", "--config", "{cfg}"], FAIL, "a done job is not retried"),
     (["status", "--config", "{cfg}"], NOT_RUNNING, "no daemon"),
+    (["db", "check", "--products-db", "{missing}"], NO_DB, "missing database"),
+    (["db", "backup", "{root}/bk", "--products-db", "{missing}"], NO_DB, "missing database"),
+    (["db", "prune", "--jobs-before", "30d", "--products-db", "{missing}"], NO_DB, "missing database"),
+    (["files", "list", "--products-db", "{missing}"], NO_DB, "missing database"),
+    (["jobs", "ack", "--products-db", "{missing}", "1"], NO_DB, "missing database"),
 ]
+
+# -- what the one error line says, on stderr only -------------------------------------------
+MESSAGES = [
+    # (argv, exit code, what stderr says)
+    (["measure", "{img}"], USAGE, "one of the arguments --positions --catalog is required"),
+    (["measure", "{img}", "--positions", "{pos}", "--catalog", "nvss"], USAGE, "not allowed with"),
+    (["lightcurve", "DEMO A", "--config", "{cfg}", "-o", "{root}/lc.txt"], USAGE,
+     "expected a plot (.png .pdf .svg) or a table (.csv .ecsv .fits .fit .vot .xml)"),
+    (["lightcurve", "DEMO A", "--config", "{cfg}", "-o", "{root}/lc.pdf", "--format", "csv"], USAGE,
+     "no --format with a .pdf plot"),
+    (["catalog", "cone", "nvss", "10h00m", "+37d", "3parsec", "--config", "{cfg}"], USAGE,
+     "radius: expected degrees (0.5) or units (30arcmin"),
+    (["catalog", "cone", "nvss", "10:00:00", "+95:00:00", "1", "--config", "{cfg}"], USAGE,
+     "Dec: must be within [-90, +90]"),
+    (["config", "check", "--config", "{root}/typo.toml"], FAIL,
+     "unknown key 'daemon.wrokers' (= 2): did you mean 'daemon.workers'?"),
+    (["config", "check", "--config", "{root}/typo-section.toml"], FAIL,
+     "unknown section [deamon]: did you mean [daemon]?"),
+    (["jobs", "cancel", "1", "--config", "{cfg}"], FAIL, "only a pending or running job can be cancelled"),
+    (["jobs", "retry", "1", "--config", "{cfg}"], FAIL, "use `contimg-photometry jobs requeue 1`"),
+    (["jobs", "ack", "1", "--config", "{cfg}"], FAIL, "only a failed or dead job can be acknowledged"),
+    (["jobs", "ack", "--config", "{cfg}"], USAGE, "give a JOB_ID or --all"),
+    (["jobs", "show", "99", "--config", "{cfg}"], FAIL, "no job 99"),
+    (["files", "list", "--limit", "-1", "--config", "{cfg}"], USAGE, "expected an integer >= 0"),
+    (["db", "prune", "--config", "{cfg}"], USAGE, "the following arguments are required: --jobs-before"),
+]
+
+
+@pytest.mark.parametrize("argv,code,needle", MESSAGES, ids=[" ".join(c[0][:2]) + f" ({c[2][:30]})"
+                                                             for c in MESSAGES])
+def test_each_error_says_what_is_wrong_on_stderr(site, argv, code, needle, capsys, monkeypatch):
+    monkeypatch.delenv("CONTIMG_PHOTOMETRY_CONFIG", raising=False)
+    (site["root"] / "typo.toml").write_text("[daemon]\nwrokers = 2\n")
+    (site["root"] / "typo-section.toml").write_text("[deamon]\nworkers = 2\n")
+    capsys.readouterr()
+    assert main(_fmt(argv, site)) == code
+    out, err = capsys.readouterr()
+    _one_line(err)
+    assert out == "" and needle in err and "{" not in err, (out, err)
 
 
 @pytest.mark.parametrize("argv,code,what", CASES, ids=[" ".join(c[0][:2]) + f" ({c[2]})" for c in CASES])
 def test_errors_are_one_line_with_documented_codes(site, argv, code, what, capsys, monkeypatch):
     monkeypatch.delenv("CONTIMG_PHOTOMETRY_CONFIG", raising=False)
     assert main(_fmt(argv, site)) == code, capsys.readouterr().err
-    _, err = capsys.readouterr()
+    out, err = capsys.readouterr()
     _one_line(err)
     if code not in (OK, NOT_RUNNING):
         assert "error:" in err, err
+        # stdout stays empty, except `status --json`, which still answers in JSON
+        assert out == "" or ("--json" in argv and json.loads(out)["error"]), (out, err)
 
 
 def test_done_job_retry_explains_and_requeue_remeasures(site, capsys):
@@ -164,6 +211,49 @@ def test_done_job_retry_explains_and_requeue_remeasures(site, capsys):
 
     row = json.loads(capsys.readouterr().out)["jobs"][0]
     assert row["paths"] == [str(site["img"])] and "error" in row and row["attempts"] == 1
+
+
+# -- the smaller things that work ------------------------------------------------------------
+def test_plot_formats_angles_with_units_aligned_list_and_init(site, capsys, tmp_path):
+    cfg = str(site["cfg"])
+    for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml"), (".png", b"\x89PNG")):
+        out = tmp_path / f"lc{suffix}"
+        assert main(["lightcurve", "DEMO A", "--config", cfg, "-o", str(out)]) == OK
+        assert out.read_bytes()[:len(magic)] == magic
+    capsys.readouterr()
+    cones = []
+    for where in (["150", "37", "0.1"], ["10:00:00", "+37:00:00", "6arcmin"],
+                  ["10h00m00s", "37d", "360\""], ["150.0d", "37:00:00", "0.1deg"]):
+        assert main(["catalog", "cone", "nvss", *where, "--json", "--config", cfg]) == OK
+        cones.append(capsys.readouterr().out)
+    assert len(json.loads(cones[0])) == 3 and all(c == cones[0] for c in cones)
+    # a negative sexagesimal Dec is a value, not an option (the catalogue does not cover it)
+    assert main(["catalog", "cone", "nvss", "10:00:00", "-36:59:00", "1", "--config", cfg]) == FAIL
+    assert "does not cover" in capsys.readouterr().err
+    assert main(["catalog", "list", "--config", cfg]) == OK
+    lines = capsys.readouterr().out.splitlines()
+    blank = lines.index("")
+    for table in (lines[:blank], lines[blank + 1:]):
+        assert table[0].startswith("survey  rows  ") and len(table) >= 2
+        end = table[0].index("rows") + len("rows")          # numbers right-aligned under "rows"
+        assert all(row[end - 1].isdigit() and row[end] == " " for row in table[1:]), table
+    assert "Dec range (deg)" in lines[0] and "coverage (deg)" in lines[blank + 1]
+    assert "source file" in lines[blank + 1] and "nvss.csv" in lines[blank + 2]
+    text = site["cfg"].read_text()
+    assert "contimg-photometry config dump" in text and "source tree" not in text
+
+
+def test_no_library_log_line_on_the_terminal(site, tmp_path):
+    """matplotlib announces its font cache on first use in a fresh environment; the
+    terminal gets only the command's own line."""
+    env = dict(os.environ, MPLCONFIGDIR=str(tmp_path / "mpl"))
+    env.pop("CONTIMG_PHOTOMETRY_CONFIG", None)
+    p = subprocess.run([sys.executable, "-m", "dsa110_contimg.cli.main", "lightcurve", "DEMO A",
+                        "--config", str(site["cfg"]), "-o", str(tmp_path / "lc.png")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == OK, p.stderr
+    assert p.stderr.splitlines() == [f"light curve of DEMO A (1 epochs) -> {tmp_path / 'lc.png'}"], p.stderr
+    assert (tmp_path / "mpl").is_dir()          # matplotlib did start fresh here
 
 
 # -- closed stdout (`| head` that already exited) ------------------------------------------

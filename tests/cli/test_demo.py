@@ -28,6 +28,13 @@ def test_demo_flags_the_injected_ese(tmp_path):
     png = tmp_path / "demo" / "ese_candidate_lightcurve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "daemon exit code 0" in text
+    # every image is named after its epoch (DATE-OBS)
+    from astropy.io import fits
+
+    images = sorted((tmp_path / "demo" / "images").glob("*.fits"))
+    assert len(images) == 30
+    for path in images:
+        assert path.name == f"{fits.getheader(path)['DATE-OBS'][:19]}.img-image-pb.fits"
 
     # the daemon ran with logging.format = "json", stdout and stderr into daemon.log
     raw = (tmp_path / "demo" / "daemon.log").read_text().splitlines()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -54,14 +55,51 @@ def _finite_float(text: str) -> float:
     return v
 
 
-def _non_negative_int(text: str) -> int:
+#: The accepted forms of each angle, as error messages name them.
+_ANGLE_FORMS = {"RA": "degrees (150.25), sexagesimal hours (10:01:00) or units (10h01m00s)",
+                "Dec": "degrees (37.5), sexagesimal degrees (+37:30:00) or units (+37d30m)",
+                "radius": "degrees (0.5) or units (30arcmin, 30', 90arcsec, 1.5deg)"}
+
+
+def _angle_deg(text: str, *, sexagesimal_unit: str, what: str) -> float:
+    """An angle in degrees from a number (deg), a sexagesimal value (``10:00:00``,
+    ``10 00 00``: in ``sexagesimal_unit``) or a value with units (``10h00m00s``,
+    ``+37d30m``, ``30arcmin``, ``30'``, ``1.5deg``)."""
+    import astropy.units as u
+    from astropy.coordinates import Angle
+
+    text = text.strip()
     try:
-        v = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return v
+        try:
+            if ":" in text or len(text.split()) == 3:
+                value = Angle(text, unit=getattr(u, sexagesimal_unit)).deg
+            else:
+                value = Angle(text).deg
+        except (ValueError, u.UnitsError, TypeError):
+            raise argparse.ArgumentTypeError(f"{what}: expected {_ANGLE_FORMS[what]}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{what}: must be finite, got {text!r}")
+    return float(value)
+
+
+def _ra(text: str) -> float:
+    return _angle_deg(text, sexagesimal_unit="hourangle", what="RA") % 360.0
+
+
+def _dec(text: str) -> float:
+    value = _angle_deg(text, sexagesimal_unit="deg", what="Dec")
+    if abs(value) > 90.0:
+        raise argparse.ArgumentTypeError(f"Dec: must be within [-90, +90] deg, got {text!r}")
+    return value
+
+
+def _radius(text: str) -> float:
+    value = _angle_deg(text, sexagesimal_unit="deg", what="radius")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"radius: must be > 0, got {text!r}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -104,12 +142,17 @@ def register(subparsers) -> None:
 
     cone = sub.add_parser("cone", parents=[common], help="sources within a radius, brightest first")
     cone.add_argument("survey", metavar="SURVEY", help="nvss, first, rax (racs), vlass or master")
-    cone.add_argument("ra", type=_finite_float, metavar="RA", help="deg")
-    cone.add_argument("dec", type=_finite_float, metavar="DEC", help="deg")
-    cone.add_argument("radius", type=_positive_float, metavar="RADIUS", help="deg")
+    cone.add_argument("ra", type=_ra, metavar="RA",
+                      help="deg (150.25), sexagesimal hours (10:01:00) or with units (10h01m00s, 150.25d)")
+    cone.add_argument("dec", type=_dec, metavar="DEC",
+                      help="deg (37.5), sexagesimal deg (+37:30:00, -05:00:00) or with units (+37d30m)")
+    cone.add_argument("radius", type=_radius, metavar="RADIUS",
+                      help="deg (0.5) or with units (30arcmin, 30', 90arcsec, 1.5deg)")
+    # a negative sexagesimal Dec (-05:00:00, -5d) is a value, not an option
+    cone._negative_number_matcher = re.compile(r"^-\d")
     cone.add_argument("--min-flux", type=_finite_float, default=None, metavar="MJY",
                       help="only sources at least this bright (mJy)")
-    cone.add_argument("--max-sources", type=_non_negative_int, default=None, metavar="N",
+    cone.add_argument("--max-sources", type=cli_common.non_negative_int, default=None, metavar="N",
                       help="at most N sources, brightest first")
     cone.add_argument("-o", "--output", type=Path, default=None, metavar="OUT",
                       help="write the table (.csv, .ecsv, .fits, .vot)")
@@ -144,21 +187,42 @@ def _cmd_list(args) -> int:
     if not info:
         print(f"no catalogues in {store.catalog_dir}")
         return 0
-    print(f"{'survey':<8} {'rows':>10} {'Dec range (deg)':>22}  files")
-    for s in info:
-        dec = ("-" if s["dec_min"] is None
-               else f"{s['dec_min']:+8.3f} .. {s['dec_max']:+8.3f}")
-        print(f"{s['survey']:<8} {s['n_rows']:>10d} {dec:>22}  {s['n_files']}")
-        for f in s["files"]:
-            if f["cov_radius"] is not None:
-                cov = (f"cone ({f['cov_ra']:.3f}, {f['cov_dec']:+.3f}) r={f['cov_radius']:.3f}")
-            elif f["dec_min"] is not None:
-                cov = (f"RA {f['ra_lo']:.3f}..{f['ra_hi'] % 360 if f['ra_hi'] != 360 else 360:.3f}"
-                       f" Dec {f['dec_min']:+.3f}..{f['dec_max']:+.3f}")
-            else:
-                cov = "empty"
-            print(f"    {f['n_rows']:>10d}  {f['layout']:<16} {cov}  {f['path']}")
+    surveys = [(s["survey"], str(s["n_rows"]), _dec_range(s["dec_min"], s["dec_max"]), str(s["n_files"]))
+               for s in info]
+    print("\n".join(_aligned(("survey", "rows", "Dec range (deg)", "files"), surveys, right=(1, 3))))
+    files = [(s["survey"], str(f["n_rows"]), f["layout"], _coverage(f), str(f["path"]))
+             for s in info for f in s["files"]]
+    if files:
+        print()
+        print("\n".join(_aligned(("survey", "rows", "layout", "coverage (deg)", "source file"), files,
+                                 right=(1,))))
     return 0
+
+
+def _dec_range(lo, hi) -> str:
+    return "-" if lo is None else f"{lo:+.3f} .. {hi:+.3f}"
+
+
+def _coverage(f: dict) -> str:
+    """What one ingested file covers: a cone (centre, radius) or an RA/Dec box."""
+    if f["cov_radius"] is not None:
+        return f"cone at ({f['cov_ra']:.3f}, {f['cov_dec']:+.3f}), radius {f['cov_radius']:.3f}"
+    if f["dec_min"] is None:
+        return "empty"
+    ra_hi = 360.0 if f["ra_hi"] == 360 else f["ra_hi"] % 360
+    return f"RA {f['ra_lo']:.3f} .. {ra_hi:.3f}, Dec {f['dec_min']:+.3f} .. {f['dec_max']:+.3f}"
+
+
+def _aligned(header, rows, *, right=()) -> list[str]:
+    """A table with a header: every column as wide as its widest cell, the columns in
+    ``right`` (numbers) right-aligned, two spaces between columns."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(header)] + [line(r) for r in rows]
 
 
 def _cmd_build_master(args) -> int:

@@ -100,7 +100,7 @@ def write_epoch(images: Path, i: int, ra, dec, flux_mjy, factor, rng, transient_
     sim = simulate_image(SHAPE, ra0_deg=RA0, dec0_deg=DEC0, pixscale_arcsec=PIXSCALE_ARCSEC,
                          beam_arcsec=BEAM, ra_deg=ra, dec_deg=dec, peak_jyb=peaks, noise_rms=NOISE_JYB,
                          mjd=mjd, seed=1000 + i)
-    name = f"2025-01-{1 + i // 24:02d}T{i % 24:02d}:00:00.img-image-pb.fits"
+    name = f"{sim.header['DATE-OBS'][:19]}.img-image-pb.fits"   # named after its epoch
     final = images / name
     tmp = images / f".{name}.part"
     fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(tmp, overwrite=True)

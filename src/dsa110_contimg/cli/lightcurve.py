@@ -13,23 +13,45 @@ _FORMATS = {"csv": ".csv", "ecsv": ".ecsv", "vot": ".vot"}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lightcurve", help="plot (PNG) or export (csv/ecsv/vot) a source's light curve",
+    p = sub.add_parser("lightcurve", help="plot (png/pdf/svg) or export (csv/ecsv/fits/vot) a source's "
+                                          "light curve",
                        description="SOURCE_ID is the catalogue id (e.g. 'NVSS J123456+123456') or "
                                    "the numeric source id of the products database.")
     common.add_db_options(p, registry=False)
     p.add_argument("source_id", metavar="SOURCE_ID",
                    help="catalogue id (e.g. 'NVSS J123456+123456') or numeric source id")
     p.add_argument("--survey", help="disambiguate a catalogue id present in several surveys")
-    p.add_argument("-o", "--output", metavar="OUT", help="output file: .png for a plot, or a table "
-                   "(.csv .ecsv .vot); default: a table on stdout")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file: a plot (.png .pdf .svg) or a "
+                   "table (.csv .ecsv .fits .vot); default: a table on stdout")
     p.add_argument("--format", choices=sorted(_FORMATS), help="table format (default from OUT's suffix)")
     p.set_defaults(func=run)
+
+
+def _is_plot(out: Path) -> bool:
+    """True for a plot suffix, False for a table one; any other suffix is a usage error
+    listing both (plots only where matplotlib can write them)."""
+    from dsa110_contimg.core.errors import ConfigError
+    from dsa110_contimg.pipeline.plotting import PLOT_SUFFIXES, plot_suffixes
+
+    suffix = out.suffix.lower()
+    if suffix in PLOT_SUFFIXES:
+        if suffix not in plot_suffixes():
+            raise ConfigError("-o", str(out), "a table (.csv .ecsv .fits .vot): plots need "
+                              "matplotlib (pip install 'dsa110-contimg-photometry[plot]')")
+        return True
+    if export.format_for(suffix) is None:
+        plots = " ".join(plot_suffixes())
+        raise ConfigError("-o", str(out), (f"a plot ({plots}) or " if plots else "")
+                          + "a table (" + " ".join(common.TABLE_FORMATS) + ")")
+    return False
 
 
 def run(args) -> int:
     from dsa110_contimg.core.errors import ConfigError, PhotometryError
     from dsa110_contimg.store.lightcurves import find_source, source_lightcurve
 
+    out = Path(args.output) if args.output else None
+    plot = out is not None and _is_plot(out)
     db = common.open_products(args)
     with db.engine.connect() as conn:
         try:
@@ -40,10 +62,9 @@ def run(args) -> int:
     if lc["mjd"].size == 0:
         raise PhotometryError(f"source {source['catalog_id']} has no measurements")
     title = f"{source['catalog_id']} ({source['ra_deg']:.5f}, {source['dec_deg']:+.5f})"
-    out = Path(args.output) if args.output else None
-    if out is not None and out.suffix.lower() == ".png":
+    if plot:
         if args.format:
-            raise ConfigError("--format", args.format, "no --format with a .png output")
+            raise ConfigError("--format", args.format, f"no --format with a {out.suffix} plot")
         from dsa110_contimg.core.config import PhotometryConfig
         from dsa110_contimg.pipeline.plotting import plot_lightcurve, stored_ese_fit
         from dsa110_contimg.store.review import candidate_of_source

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
         description="Forced photometry at sky positions on one FITS image. Give the "
                     "positions with --positions FILE (CSV, ECSV, FITS or VOTable).")
     p.add_argument("image", metavar="IMAGE", help="FITS image (primary-beam corrected)")
-    src = p.add_argument_group("positions (exactly one)")
+    src = p.add_argument_group("what to measure (exactly one)").add_mutually_exclusive_group(required=True)
     src.add_argument("--positions", metavar="FILE",
                      help="table with RA/Dec columns (ra, dec, ra_deg, dec_deg, RAJ2000, "
                           "DEJ2000, _RAJ2000, _DEJ2000; any case; degrees or sexagesimal)")
@@ -110,8 +110,6 @@ def _json_value(v):
 def run(args) -> int:
     from dsa110_contimg.science.forced import measure_positions
 
-    if (args.positions is None) == (args.catalog is None):
-        raise ConfigError("--positions/--catalog", None, "exactly one of --positions FILE or --catalog SURVEY")
     if args.catalog is not None:
         return _run_catalog(args)
     ra, dec, source_table = _positions_from_file(args)

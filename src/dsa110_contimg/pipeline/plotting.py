@@ -9,6 +9,20 @@ import numpy as np
 
 from dsa110_contimg.core.errors import PhotometryError
 
+#: Plot formats offered, by file suffix (each only where matplotlib writes it: :func:`plot_suffixes`).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def plot_suffixes() -> tuple[str, ...]:
+    """The suffixes of :data:`PLOT_SUFFIXES` matplotlib's Agg canvas can write here
+    (none without matplotlib)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        return ()
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    return tuple(s for s in PLOT_SUFFIXES if s[1:] in supported)
+
 
 def stored_ese_fit(candidate: dict | None):
     """The ESE template the shape search fitted when ``candidate`` (a row of
@@ -38,7 +52,7 @@ def stored_ese_fit(candidate: dict | None):
 
 def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
                     baseline_epochs: int = 10, candidate: dict | None = None) -> Path:
-    """Write a PNG of one source's light curve.
+    """Write one source's light curve as a PNG, PDF or SVG (by ``path``'s suffix).
 
     Parameters
     ----------
@@ -47,7 +61,7 @@ def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
         ``peak_jyb``, ``peak_err_jyb``, ``norm_flux_jyb``, ``norm_err_jyb``,
         ``success``, ``qc_status``, ``used_as_reference``.
     path : Path
-        Output PNG.
+        Output file; its suffix (one of :func:`plot_suffixes`) gives the format.
     title : str
     ese_fit : ESEFit, optional
         The ESE template fitted to the series (:func:`stored_ese_fit`); drawn when it

@@ -533,7 +533,8 @@ def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
         "logging": {"format": "auto", "level": "info", **(logging or {})},
     }
     lines = ["# DSA-110 photometry service configuration (written by 'contimg-photometry init').",
-             "# Every key is documented with its default in config/photometry.toml of the source tree."]
+             "# Every key, documented, with its default: contimg-photometry config dump",
+             "# Check this file (and its databases): contimg-photometry config check --config FILE"]
     for name, table in sections.items():
         lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"

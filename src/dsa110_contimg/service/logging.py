@@ -79,6 +79,10 @@ def configure_logging(fmt: str = "auto", level: str = "info", *, stream=None) ->
     root.setLevel(_LEVELS[level])
     for noisy in ("sqlalchemy", "alembic", "watchdog"):
         logging.getLogger(noisy).setLevel(max(_LEVELS[level], logging.WARNING))
+    # matplotlib's font-cache notices ("generated new fontManager", "building the font
+    # cache") say nothing about the service: only its errors are shown
+    for chatty in ("matplotlib", "PIL", "fontTools"):
+        logging.getLogger(chatty).setLevel(max(_LEVELS[level], logging.ERROR))
     logging.captureWarnings(True)   # warnings.warn -> logger "py.warnings" -> this handler
     _route_astropy()
 
