@@ -81,8 +81,8 @@ def not_started_status(where: str, *, now: float | None = None, photometry=None)
     """The status before the daemon's first run: no products database at ``where`` yet."""
     now = time.time() if now is None else now
     st = status_from_counts(EMPTY_COUNTS, now=now, stale_after_s=60.0, photometry=photometry)
-    st["health"]["reasons"] = [f"{NOT_STARTED}: no products database at {where} (its first run "
-                               "creates it)"]
+    st["health"]["reasons"] = [f"{NOT_STARTED}: no products database at {where} yet (its first "
+                               "run creates it)"]
     return st
 
 
@@ -201,7 +201,7 @@ def assess(st: dict) -> dict:
     reasons = []
     if d["state"] == "not_started":
         verdict = "not_started"
-        reasons.append(NOT_STARTED)
+        reasons.append(f"{NOT_STARTED}: no daemon has written a heartbeat to this database")
     elif d["state"] == "not_running":
         verdict = "not_running"
         reasons.append("the daemon is not running (it stopped)")
@@ -257,7 +257,8 @@ def format_status(st: dict) -> str:
 def _daemon_lines(st: dict) -> list[str]:
     d, health = st["daemon"], st["health"]
     if d["state"] == "not_started":
-        lines = [f"daemon:        not started yet ({'; '.join(health['reasons'][:1])})"]
+        detail = health["reasons"][0].split(": ", 1)[-1]
+        lines = [f"daemon:        not started yet ({detail})"]
     elif d["state"] == "not_running":
         lines = ["daemon:        not running" + (f" (last beat {d['heartbeat_age_s']:.0f} s ago)"
                                                  if d["heartbeat_age_s"] is not None else "")]
