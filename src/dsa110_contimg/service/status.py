@@ -43,13 +43,6 @@ NOT_STARTED = "the daemon has not started yet"
 #: The time window of each count of the status.
 WINDOWS = {"jobs": "all time", "images": "all time", "measurements": "all time", "qc": "all time",
            "last_hour": "the last 3600 s", "daemon.status_text": "since that daemon started"}
-#: What a database without any row holds (status before the daemon's first run).
-EMPTY_COUNTS = {"heartbeats": [], "job_counts": {}, "oldest_pending_at": None, "done_last_hour": 0,
-                "failed_last_hour": 0, "unacknowledged": {}, "running": [], "failures": [],
-                "file_counts": {"queued": 0, "skipped": 0, "incomplete": 0}, "images": 0,
-                "measurements": 0, "ese_active": 0, "qc_counts": {}, "qc_failed": [],
-                "norm_failed": 0, "norm_reasons": [], "norm_not_requested": 0, "norm_ensemble": 0,
-                "running_by_owner": {}}
 
 
 def iso(ts: float | None) -> str | None:
@@ -80,10 +73,22 @@ def collect_status(db: Database, *, stale_after_s: float = 60.0, n_failures: int
 def not_started_status(where: str, *, now: float | None = None, photometry=None) -> dict:
     """The status before the daemon's first run: no products database at ``where`` yet."""
     now = time.time() if now is None else now
-    st = status_from_counts(EMPTY_COUNTS, now=now, stale_after_s=60.0, photometry=photometry)
+    st = status_from_counts(_empty_counts(now), now=now, stale_after_s=60.0, photometry=photometry)
     st["health"]["reasons"] = [f"{NOT_STARTED}: no products database at {where} yet (its first "
                                "run creates it)"]
     return st
+
+
+def _empty_counts(now: float) -> dict:
+    """The counts of a database without a row: the status queries run on an empty schema
+    in memory, so every key is there and zero."""
+    from dsa110_contimg.store.engine import empty_products_database
+
+    db = empty_products_database()
+    try:
+        return read_status_counts(db, now=now)
+    finally:
+        db.dispose()
 
 
 def status_from_counts(snap: dict, *, now: float, stale_after_s: float, photometry=None,

@@ -217,3 +217,13 @@ def open_registry_db(path_or_url: str | Path, *, migrate: bool = True,
                      read_only: bool = False) -> Database:
     """Open (and by default migrate) the data-registry database."""
     return _open(path_or_url, "registry", migrate=migrate, read_only=read_only)
+
+
+def empty_products_database() -> Database:
+    """A products schema without a row, in memory (what the read-only queries see before the
+    daemon's first run)."""
+    from dsa110_contimg.store.schema import products_metadata
+
+    engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    products_metadata.create_all(engine)
+    return Database(engine, "sqlite://", "products")
