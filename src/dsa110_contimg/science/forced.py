@@ -489,10 +489,11 @@ class _Cutouts:
 
 def _fit_isolated(out, cutouts: _Cutouts, sel, pixel_beam: PixelBeam, kernels):
     """Fit positions ``sel`` one kernel each (in place on ``out``); returns the ``(m, S*S)``
-    cutout and kernel arrays it used."""
+    arrays it made (cutouts, kernels and, with per-pixel maps, the noise)."""
     m = sel.size
     D = cutouts.data(sel)
     K = cutouts.kernels(sel, pixel_beam, kernels)
+    sig = None
     if cutouts.smooth_maps:
         centre = cutouts.centres(sel)
         F, err, chi2, ngood = _fit_constant_noise(
@@ -513,7 +514,7 @@ def _fit_isolated(out, cutouts: _Cutouts, sel, pixel_beam: PixelBeam, kernels):
     out["dof"][sel] = np.maximum(ngood - 1, 0)
     out["n_pix"][sel] = ngood
     out["flags"][sel[nogood]] |= int(Flag.NO_GOOD_PIXELS)
-    return D, K
+    return D, K, sig
 
 
 def _finalise(out):
