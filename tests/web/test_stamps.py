@@ -4,6 +4,7 @@ placeholder saying why when an image moved or cannot be read, and a bounded disk
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import shutil
@@ -55,17 +56,18 @@ def test_the_strip_of_a_source(season, tmp_path):
     c = client(root / "products.sqlite3", tmp_path / "cache")
     sid = 3
     page = c.get(f"/sources/{sid}").text
-    pngs = re.findall(r'<img src="(/sources/3/stamps/\d+\.png\?[^"]+)"', page)
+    inline = re.findall(r'<img src="data:image/png;base64,([^"]+)" data-url="([^"]+)"', page)
     fits_links = re.findall(r'<a href="(/sources/3/stamps/\d+\.fits\?[^"]+)"', page)
-    assert len(pngs) == len(fits_links) == 6 and "stamp-placeholder" not in page
-    assert len({re.search(r"lo=[^&]+&amp;hi=[^&]+", u).group(0) for u in pngs}) == 1      # one colour scale
+    assert len(inline) == len(fits_links) == 6 and "stamp-placeholder" not in page
+    assert len({re.search(r"lo=[^&]+&amp;hi=[^&]+", url).group(0) for _, url in inline}) == 1   # one colour scale
     src = c.get(f"/api/sources/{sid}").json()["source"]
-    for url in pngs[:2]:
-        r = c.get(url.replace("&amp;", "&"))
-        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-        img = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+    for body, url in inline[:2]:
+        png = base64.b64decode(body)
+        img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         assert img.shape == (STAMP_PX, STAMP_PX, 3)
         assert (img == MARK_RGB).all(axis=2).sum() > 50 and (img == BEAM_RGB).all(axis=2).sum() > 20
+        r = c.get(url.replace("&amp;", "&"))                 # each stamp is also its own URL
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content == png
     r = c.get(fits_links[0].replace("&amp;", "&"))
     assert r.status_code == 200 and r.headers["content-disposition"].endswith('.fits"')
     hdu = fits.open(io.BytesIO(r.content))[0]

@@ -1,22 +1,24 @@
 """The Starlette application of ``contimg-photometry serve``.
 
-Pages (HTML, Jinja2 templates, plots as inline SVG drawn on the server):
-``/`` overview, ``/candidates`` ranked ESE candidates, ``/sources/{id}`` one source,
+Pages (HTML, Jinja2 templates, plots as inline SVG and postage stamps as PNG, all drawn on
+the server): ``/`` overview, ``/candidates`` ranked ESE candidates, ``/sources`` finding
+any source, ``/sources/{id}`` one source (with its stamps, ``/sources/{id}/stamps/...``),
 ``/images`` and ``/images/{id}``. JSON under ``/api/`` returns the same objects as the
-CLI's ``--json`` (``status``, ``ese list``). Light-curve downloads:
-``/sources/{id}/lightcurve.{csv,ecsv,vot,fits}``. The handlers live in
-:mod:`dsa110_contimg.web.handlers`, one module per concern, over the shared
-:class:`~dsa110_contimg.web.state.Site` on ``app.state.site``.
+CLI's ``--json`` (``status``, ``ese list``, ``sources list``). Downloads:
+``/sources/{id}/lightcurve.{csv,ecsv,vot,fits}`` and ``/candidates.{csv,ecsv,vot,fits}``
+(the CLI's files). The handlers live in :mod:`dsa110_contimg.web.handlers`, one module per
+concern, over the shared :class:`~dsa110_contimg.web.state.Site` on ``app.state.site``.
 
 Review actions (``POST /api/candidates/{id}`` with ``{"status": ..., "note": ...}``, or the
 form on a source page) need a reviewer's token of ``[web] token_file``
 (:mod:`dsa110_contimg.web.auth`) and are kept in the candidate's review log.
 
 Budget: every page reads one bounded page of rows (25 candidates with their thumbnails,
-50 measurements, 50 images, at most 3,000 field sources for the η–V diagram) and fits no
-model (the ESE template is drawn from the stored candidate); with 100,000 sources ×
-50 epochs a page answers in under 0.5 s (``tests/system/test_web_scale.py``,
-``bench/web.py``).
+50 measurements, 50 images or sources, at most 3,000 field sources for the η–V diagram,
+8 stamps) and fits no model (the ESE template is drawn from the stored candidate). Budgets with 100,000
+sources × 50 epochs: 0.5 s a page; a source page with its stamps cut from 4096² images
+1 s cold and 0.2 s cached (``tests/system/test_web_scale.py`` and ``bench/web.py`` print
+the figures against them).
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ cutout resampled to :data:`STAMP_PX` pixels, north up and east left for images o
 usual grid, an asinh stretch on an inferno-like colour map, the position marked by four
 ticks (cyan) and the restoring beam drawn in the lower left (white).
 
-Rendering is numpy into a PNG written with zlib (:mod:`dsa110_contimg.web.png`): about a
-millisecond a stamp, no plotting package (matplotlib would take ~50 ms a figure and is
-only an extra). Cutouts come from the disk cache (:mod:`dsa110_contimg.web.stamp_cache`)
+Rendering is numpy into a PNG written with zlib (:mod:`dsa110_contimg.web.png`): a few
+milliseconds a stamp, no plotting package (matplotlib would take ~50 ms a figure and is
+only an extra). The source page carries its stamps inline (``data:`` URLs of ~5 kB), so a
+view costs one request, not one per stamp; each stamp is also its own URL
+(:mod:`dsa110_contimg.web.handlers.stamps`). Cutouts come from the disk cache (:mod:`dsa110_contimg.web.stamp_cache`)
 or are cut from the stored image (a memory-mapped read of the cutout's rows only); an
 image that moved or cannot be read gives a :class:`Stamp` with the reason instead.
 """

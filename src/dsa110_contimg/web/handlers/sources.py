@@ -7,6 +7,7 @@ of its field, its measurements one page at a time — and ``/api/sources/{id}``
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import urlencode
 
 import numpy as np
@@ -19,7 +20,7 @@ from dsa110_contimg.store import review, review_log
 from dsa110_contimg.store.values import clean
 from dsa110_contimg.web import svg
 from dsa110_contimg.web.links import links_out
-from dsa110_contimg.web.stamps import HALF_WIDTH_BEAMS, strip
+from dsa110_contimg.web.stamps import HALF_WIDTH_BEAMS, render_png, strip
 from dsa110_contimg.web.paging import Paging
 from dsa110_contimg.web.state import site
 
@@ -102,6 +103,9 @@ def source_page(request: Request):
     fit = stored_ese_fit(cand)
     stamp_beam = beam or DEFAULT_BEAM_ARCSEC
     stamps, (low, high) = strip(site(request).stamps, lc, src, cand, stamp_beam)
+    # the stamps travel inside the page (a few kB each): no request per stamp
+    inline = {st.image_id: "data:image/png;base64," + base64.b64encode(render_png(st.cutout, low, high)).decode()
+              for st in stamps if st.cutout is not None}
     reference = baseline["baseline_jyb"] if baseline and baseline["valid"] else None
     plot = svg.lightcurve_svg(lc, fit=fit, title=f"light curve of {src['catalog_id']}", reference_jyb=reference,
                               catalog_mjy=src.get("catalog_flux_mjy"),
@@ -114,7 +118,7 @@ def source_page(request: Request):
         table=measurement_rows(lc, paging), paging=paging, n=paging.total,
         n_qc_failed=int(np.sum(lc["qc_status"] == "failed")), neighbours=near, beam_arcsec=beam,
         neighbour_radius_arcsec=near_radius, history=history,
-        links=links_out(src["ra_deg"], src["dec_deg"], max(near_radius, 30.0)), stamps=stamps,
+        links=links_out(src["ra_deg"], src["dec_deg"], max(near_radius, 30.0)), stamps=stamps, stamp_png=inline,
         stamp_query=urlencode({"w": f"{HALF_WIDTH_BEAMS * stamp_beam:.3f}", "lo": f"{low:.6g}",
                                "hi": f"{high:.6g}"}),
         stamp_low=low, stamp_high=high, stamp_half_width_arcsec=HALF_WIDTH_BEAMS * stamp_beam)
