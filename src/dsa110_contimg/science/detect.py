@@ -42,8 +42,10 @@ from dsa110_contimg.science.results import Flag, MeasurementTable
 
 #: rows of the image scanned at a time for candidate pixels (memory: a few strips of rows)
 STRIP_ROWS = 256
-#: Gauss-Newton iterations of the position fit
-POSITION_ITERATIONS = 5
+#: most Gauss-Newton iterations of the position fit
+POSITION_ITERATIONS = 8
+#: a position fit stops once its step is below this, pixels
+POSITION_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -130,18 +132,18 @@ def _strip_candidates(data, background, rms, y0: int, y1: int, sigma: float):
             rows = np.unique(np.r_[y0, y1 - 1, _centre_rows(rms, y0, y1)])
             cols = np.arange(nx)
             lower = np.min(background.region(rows, cols) + sigma * rms.region(rows, cols), axis=0)
-            yy, xx = np.nonzero(d >= lower[None, :])
-            flat = (yy + y0).astype(np.int64) * nx + xx
-            z = (d[yy, xx] - background.take_flat(flat)) / rms.take_flat(flat)
+            local = np.flatnonzero(d >= lower[None, :])
+            flat = local + y0 * nx
+            z = (d.reshape(-1)[local] - background.take_flat(flat)) / rms.take_flat(flat)
         else:
             b = np.asarray(background[y0:y1], np.float32) if np.ndim(background) else background
             s = np.asarray(rms[y0:y1], np.float32) if np.ndim(rms) else rms
-            zs = (d - b) / s
-            yy, xx = np.nonzero(zs >= sigma)
-            flat = (yy + y0).astype(np.int64) * nx + xx
-            z = zs[yy, xx]
+            zs = ((d - b) / s).reshape(-1)
+            local = np.flatnonzero(zs >= sigma)
+            flat = local + y0 * nx
+            z = zs[local]
         keep = z >= sigma
-    return flat[keep], z[keep].astype(np.float64)
+    return flat[keep].astype(np.int64), z[keep].astype(np.float64)
 
 
 def _centre_rows(grid_map, y0: int, y1: int) -> np.ndarray:
@@ -150,52 +152,44 @@ def _centre_rows(grid_map, y0: int, y1: int) -> np.ndarray:
     return y0 + np.flatnonzero(np.diff(iy)) + 1
 
 
-def _strip_labels(idx, y0: int, y1: int, nx: int):
-    """8-connected labels (1..n) of the candidate pixels ``idx`` of rows ``y0:y1``."""
-    from scipy import ndimage
+def _runs(idx: np.ndarray, nx: int) -> np.ndarray:
+    """Start positions (in ``idx``) of the horizontal runs of the ascending flat pixel
+    indices ``idx``: maximal sequences of consecutive pixels of one image row."""
+    if idx.size == 0:
+        return np.zeros(0, np.int64)
+    breaks = (np.diff(idx) != 1) | (idx[1:] % nx == 0)
+    return np.flatnonzero(np.r_[True, breaks])
 
-    mask = np.zeros((y1 - y0, nx), bool)
-    mask.flat[idx - y0 * nx] = True
-    lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    return lab, n
 
+def _connected(idx: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected islands of the candidate pixels ``idx`` (ascending flat indices):
+    ``(starts, run_label)``, the start of each horizontal run in ``idx`` (:func:`_runs`)
+    and its island, numbered in raster order of each island's first pixel.
 
-def _connected(idx: np.ndarray, ny: int, nx: int, strip_rows: int) -> np.ndarray:
-    """8-connected island labels of the candidate pixels ``idx`` (ascending flat indices).
-
-    Labelled a strip of rows at a time (``ndimage.label``, memory of one strip); islands
-    that cross a strip boundary are joined through the pixel pairs that touch across it.
+    Only the candidate pixels are visited: they are cut into horizontal runs, a run is
+    joined to the runs of the row above whose columns reach within one pixel of its own
+    (found by binary search in the ascending run starts and ends), and the islands are
+    the connected components of that graph of runs.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    label = np.zeros(idx.size, np.int64)
-    bounds = np.searchsorted(idx, np.arange(0, ny + strip_rows, strip_rows) * nx)
-    offset = 0
-    joins = []
-    prev_last = None                     # (labelled last row of the previous strip, its offset)
-    for k, y0 in enumerate(range(0, ny, strip_rows)):
-        y1 = min(ny, y0 + strip_rows)
-        sl = slice(bounds[k], bounds[k + 1])
-        lab, n = _strip_labels(idx[sl], y0, y1, nx)
-        label[sl] = lab.flat[idx[sl] - y0 * nx] - 1 + offset
-        if prev_last is not None:
-            last, last_off = prev_last
-            first = lab[0]
-            for dx in (-1, 0, 1):
-                a = last[max(0, -dx): nx - max(0, dx)]
-                b = first[max(0, dx): nx - max(0, -dx)]
-                both = (a > 0) & (b > 0)
-                joins.append(np.column_stack([a[both] - 1 + last_off, b[both] - 1 + offset]))
-        prev_last = (lab[-1].copy(), offset)
-        offset += n
-    joins = [j for j in joins if j.size]
-    if not joins:
-        return label
-    pairs = np.concatenate(joins)
-    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])),
-                       shape=(offset, offset))
-    return connected_components(graph, directed=False)[1][label].astype(np.int64)
+    starts = _runs(idx, nx)
+    n_runs = starts.size
+    if n_runs == 0:
+        return starts, np.zeros(0, np.int64)
+    first = idx[starts]
+    last = idx[np.r_[starts[1:], idx.size] - 1]
+    row, x0, x1 = first // nx, first % nx, last % nx
+    above = (row - 1) * nx
+    # runs of the row above touching run b: end >= its x0 - 1 and start <= its x1 + 1
+    lo = np.searchsorted(last, above + np.maximum(x0 - 1, 0), side="left")
+    hi = np.searchsorted(first, above + np.minimum(x1 + 1, nx - 1), side="right")
+    count = np.where(row > 0, np.maximum(hi - lo, 0), 0)
+    b = np.repeat(np.arange(n_runs), count)
+    a = np.repeat(lo, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
+    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n_runs, n_runs))
+    return starts, connected_components(graph, directed=False)[1].astype(np.int64)
 
 
 def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
@@ -206,25 +200,26 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
     ``data``, ``background``, ``rms``: Jy/beam, shape (ny, nx) (maps may be lazy
     :class:`~dsa110_contimg.science.noise.GridMap`/``FileMap`` objects, or scalars);
     non-finite data or noise never make a candidate. Islands are renumbered 0..n-1.
+    The image is read ``strip_rows`` rows at a time.
     """
     ny, nx = data.shape
     parts = [_strip_candidates(data, background, rms, y0, min(ny, y0 + strip_rows), analysis_sigma)
              for y0 in range(0, ny, strip_rows)]
     idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     z = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
-    label = _connected(idx, ny, nx, strip_rows)
+    starts, run_label = _connected(idx, nx)
+    label = np.zeros(0, np.int64)
     if idx.size:
-        counts = np.bincount(label)
-        order = np.argsort(label, kind="stable")
-        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        run_size = np.diff(np.r_[starts, idx.size])
+        counts = np.bincount(run_label, weights=run_size)
         peak = np.full(counts.size, -np.inf)
-        nonempty = counts > 0
-        peak[nonempty] = np.maximum.reduceat(z[order], starts[nonempty])
+        np.maximum.at(peak, run_label, np.maximum.reduceat(z, starts))
         good = (peak >= detect_sigma) & (counts >= min_pixels)
-        keep = good[label]
+        keep = np.repeat(good[run_label], run_size)
         renumber = np.cumsum(good) - 1
-        idx, z, label = idx[keep], z[keep], renumber[label[keep]]
-    return Islands(idx, z, label.astype(np.int64), (ny, nx))
+        label = np.repeat(renumber[run_label], run_size)[keep]
+        idx, z = idx[keep], z[keep]
+    return Islands(idx, z, label, (ny, nx))
 
 
 def _footprint_offsets(pixel_beam, level: float = 0.5):
@@ -236,38 +231,46 @@ def _footprint_offsets(pixel_beam, level: float = 0.5):
     return dx[inside].astype(np.int64), dy[inside].astype(np.int64)
 
 
-def _local_maxima(islands: Islands, pixel_beam, detect_sigma: float,
-                  strip_rows: int = STRIP_ROWS) -> np.ndarray:
+def _row_neighbours(islands: Islands) -> dict:
+    """z of each candidate's left and right neighbour (-inf where that pixel is not a
+    candidate): adjacent entries of the ascending flat indices, no search needed."""
+    idx, z = islands.idx, islands.z
+    nx = islands.shape[1]
+    left, right = np.full(idx.size, -np.inf), np.full(idx.size, -np.inf)
+    adjacent = (np.diff(idx) == 1) & (idx[1:] % nx != 0)
+    left[1:][adjacent] = z[:-1][adjacent]
+    right[:-1][adjacent] = z[1:][adjacent]
+    return {(-1, 0): left, (1, 0): right}
+
+
+def _local_maxima(islands: Islands, pixel_beam, detect_sigma: float) -> np.ndarray:
     """Positions in ``islands`` of the pixels with z >= ``detect_sigma`` that are the highest
     of the beam's half-power ellipse around them (ties go to the lower flat index).
 
-    Done a strip of rows at a time on a dense z array of the strip and its halo (pixels
-    that are not candidates are -inf), so each lookup is a direct index.
+    Sparse: a neighbour's z is looked up among the candidate pixels (pixels that are not
+    candidates, or off the image, never win). The offsets are tried nearest first, the
+    left and right neighbours before the others, and each drops the pixels it beats, so
+    the offsets that need a binary search are looked up only for the pixels still
+    standing (about one per row of a source after the row neighbours).
     """
     ny, nx = islands.shape
     odx, ody = _footprint_offsets(pixel_beam)
-    halo = int(np.abs(ody).max(initial=0))
-    out = []
-    for y0 in range(0, ny, strip_rows):
-        y1 = min(ny, y0 + strip_rows)
-        lo, hi = np.searchsorted(islands.idx, [max(0, y0 - halo) * nx, min(ny, y1 + halo) * nx])
-        sel = lo + np.flatnonzero(islands.z[lo:hi] >= detect_sigma)
-        sel = sel[(islands.idx[sel] >= y0 * nx) & (islands.idx[sel] < y1 * nx)]
-        if sel.size == 0:
-            continue
-        top = max(0, y0 - halo)
-        dense = np.full((min(ny, y1 + halo) - top + 2 * halo, nx + 2 * halo), -np.inf,
-                        np.float32)
-        span = islands.idx[lo:hi]
-        dense[span // nx - top + halo, span % nx + halo] = islands.z[lo:hi]
-        fy = islands.idx[sel] // nx - top + halo
-        fx = islands.idx[sel] % nx + halo
-        zc = islands.z[sel].astype(np.float32)[:, None]
-        nb = dense[fy[:, None] + ody[None, :], fx[:, None] + odx[None, :]]
-        earlier = (ody[None, :] < 0) | ((ody[None, :] == 0) & (odx[None, :] < 0))
-        beaten = (nb > zc) | ((nb == zc) & earlier)
-        out.append(sel[~beaten.any(axis=1)])
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+    # the row neighbours (no search) first, then the rest nearest first
+    order = np.lexsort((odx, ody, ody != 0, odx * odx + ody * ody))
+    row = _row_neighbours(islands)
+    sel = np.flatnonzero(islands.z >= detect_sigma)
+    for dx, dy in zip(odx[order].tolist(), ody[order].tolist()):
+        flat = islands.idx[sel]
+        zc = islands.z[sel]
+        if (dx, dy) in row:
+            nb = row[dx, dy][sel]
+        else:
+            x, y = flat % nx + dx, flat // nx + dy
+            inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny)
+            nb = np.where(inside, islands.z_at(flat + dy * nx + dx, -np.inf), -np.inf)
+        earlier = dy < 0 or (dy == 0 and dx < 0)
+        sel = sel[(nb < zc) | ((nb == zc) & (not earlier))]
+    return sel
 
 
 def deblend(islands: Islands, pixel_beam, *, detect_sigma: float = 5.0,
@@ -324,20 +327,54 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = 2.0,
     Gauss-Newton on ``(A, x, y)`` of ``A K(x_pix - x, y_pix - y)`` (K the unit-peak beam of
     ``pixel_beam``) over each source's cutout (``nbeam`` beams wide) of ``data - background``
     with uniform weights, the current models of the other sources subtracted; steps are
-    limited to 1 pixel per iteration. Returns ``(x, y, amplitude, converged)``; a source
-    whose fit leaves the inner half of its cutout or fails keeps its start position
-    (``converged`` False). Sources must lie at least a cutout half-width from the edges.
+    limited to 1 pixel per iteration. Each fit starts from the parabola through the
+    brightest pixel and its neighbours and stops once its step is below
+    :data:`POSITION_TOLERANCE` pixel (a neighbour that moved sets it going again).
+    Returns ``(x, y, amplitude, converged)``; a source whose fit leaves the inner half of
+    its cutout or fails keeps its start pixel (``converged`` False). Sources must lie at
+    least a cutout half-width from the edges.
     """
-    from dsa110_contimg.science.forced import _kernel_cutouts
-
-    nx = data.shape[1]
-    x = np.asarray(x0, float).copy()
-    y = np.asarray(y0, float).copy()
-    m = x.size
+    x0 = np.asarray(x0, float)
+    y0 = np.asarray(y0, float)
+    m = x0.size
     h = pixel_beam.half_size(nbeam)
-    S = 2 * h + 1
-    xc, yc = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
-    g = np.arange(-h, h + 1)
+    xc, yc = np.rint(x0).astype(np.int64), np.rint(y0).astype(np.int64)
+    D, good = _position_cutouts(data, background, xc, yc, h)
+    dx, dy = _parabola_offsets(D.reshape(m, 2 * h + 1, 2 * h + 1), h)
+    amp = D[:, D.shape[1] // 2].copy()
+    pairs = _neighbour_pairs(x0, y0, h + 2.0 * pixel_beam.major_pix)
+    ok = np.ones(m, bool)
+    active = np.ones(m, bool)
+    for _ in range(n_iter):
+        sel = np.flatnonzero(active)
+        if sel.size == 0:
+            break
+        near = _neighbour_models(pairs, active, sel, amp, xc + dx, yc + dy, xc, yc, h, pixel_beam)
+        step, solved = _gauss_newton_step(D[sel], good[sel], amp[sel], dx[sel], dy[sel], near,
+                                          h, pixel_beam)
+        ok[sel] &= solved
+        step[~ok[sel]] = 0.0
+        amp[sel] += step[:, 0]
+        dx[sel] += np.clip(step[:, 1], -1.0, 1.0)
+        dy[sel] += np.clip(step[:, 2], -1.0, 1.0)
+        moved = np.zeros(m, bool)
+        moved[sel] = np.abs(step[:, 1:]).max(axis=1) >= POSITION_TOLERANCE
+        active = moved.copy()
+        if pairs.size:
+            active[pairs[moved[pairs[:, 1]], 0]] = True
+        active &= ok
+    inner = 0.5 * h
+    converged = ok & (np.abs(dx) <= inner) & (np.abs(dy) <= inner) & (amp > 0)
+    x = np.where(converged, xc + dx, x0)
+    y = np.where(converged, yc + dy, y0)
+    return x, y, amp, converged
+
+
+def _position_cutouts(data, background, xc, yc, h: int):
+    """``(D, good)``: the ``(m, S*S)`` cutouts (S = 2h + 1) of ``data - background``
+    centred on pixels ``(xc, yc)`` (0 where a pixel is not finite) and their finite mask."""
+    m, S = xc.size, 2 * h + 1
+    nx = data.shape[1]
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(data), (S, S))
     raw = windows[yc - h, xc - h].reshape(m, S * S).astype(np.float64)
     good = np.isfinite(raw)
@@ -346,51 +383,75 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = 2.0,
         if getattr(background, "smooth", False):
             D -= background.take_flat(yc * nx + xc).astype(np.float64)[:, None]
         else:
+            g = np.arange(-h, h + 1)
             gy, gx = yc[:, None] + g[None, :], xc[:, None] + g[None, :]
             D -= np.asarray(background[gy[:, :, None], gx[:, None, :]], np.float64).reshape(m, -1)
     elif background is not None:
         D -= float(background)
-    D = np.where(good, D, 0.0)
+    D[~good] = 0.0
+    return D, good
+
+
+def _parabola_offsets(cutouts, h: int):
+    """Sub-pixel offsets (dx, dy) of the vertex of the parabolas through the centre pixel
+    of each ``(m, S, S)`` cutout and its row and column neighbours, each within ±0.5
+    pixel (0 where the centre is not a maximum of its three)."""
+    def vertex(lo, mid, hi):
+        curve = lo - 2.0 * mid + hi
+        with np.errstate(invalid="ignore", divide="ignore"):
+            off = np.where(curve < 0, 0.5 * (lo - hi) / curve, 0.0)
+        return np.clip(np.nan_to_num(off), -0.5, 0.5)
+
+    row, col = cutouts[:, h, :], cutouts[:, :, h]
+    return (vertex(row[:, h - 1], row[:, h], row[:, h + 1]),
+            vertex(col[:, h - 1], col[:, h], col[:, h + 1]))
+
+
+def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
+    """One Gauss-Newton step ``(dA, dx, dy)`` per cutout of the fixed-beam model ``A K``
+    at sub-pixel offsets ``(dx, dy)`` from the cutout centres, with the neighbours' models
+    ``near`` subtracted; returns ``(step, solved)`` (step 0 where the normal matrix is
+    singular or the step not finite).
+
+    The model's derivatives are K (2a fx + b fy) and K (b fx + 2c fy) (fx, fy: pixel
+    offsets from the source), so the normal matrix and the right-hand side are linear
+    combinations of the moments of K^2 and K R (R the residual) in fx and fy; fx depends
+    only on the column and fy only on the row, so the moments are row and column sums.
+    """
+    from dsa110_contimg.science.forced import _kernel_cutouts
+
+    m, S = amp.size, 2 * h + 1
     a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
-    gg = np.broadcast_to(g[None, :].astype(float), (m, S))
-    amp = D[:, (S * S) // 2].copy()
-    pairs = _neighbour_pairs(x, y, h + 2.0 * pixel_beam.major_pix)
-    ok = np.ones(m, bool)
-    for _ in range(n_iter):
-        fx = (gg - (x - xc)[:, None])[:, None, :]                   # (m, 1, S)
-        fy = (gg - (y - yc)[:, None])[:, :, None]                   # (m, S, 1)
-        K = _kernel_cutouts(a, b, c, g, x - xc, y - yc) * good
-        R = D - amp[:, None] * K - _neighbour_models(pairs, amp, x, y, xc, yc, g, a, b, c)
-        R *= good
-        gx_term = (2 * a * fx + b * fy).reshape(m, -1) if b else np.broadcast_to(
-            2 * a * fx, (m, S, S)).reshape(m, -1)
-        gy_term = (b * fx + 2 * c * fy).reshape(m, -1) if b else np.broadcast_to(
-            2 * c * fy, (m, S, S)).reshape(m, -1)
-        Kx, Ky = K * gx_term, K * gy_term
-        N = np.empty((m, 3, 3))
-        for (p, q), (u, v) in {(0, 0): (K, K), (0, 1): (K, Kx), (0, 2): (K, Ky), (1, 1): (Kx, Kx),
-                               (1, 2): (Kx, Ky), (2, 2): (Ky, Ky)}.items():
-            N[:, p, q] = N[:, q, p] = np.einsum("ij,ij->i", u, v)
-        scale = np.stack([np.ones(m), amp, amp], axis=1)
-        N *= scale[:, :, None] * scale[:, None, :]
-        r = np.stack([np.einsum("ij,ij->i", u, R) for u in (K, Kx, Ky)], axis=1) * scale
-        with np.errstate(all="ignore"):
-            det_ok = np.abs(np.linalg.det(N)) > 1e-300
-            step = np.zeros((m, 3))
-            if det_ok.any():
-                step[det_ok] = np.linalg.solve(N[det_ok], r[det_ok][..., None])[..., 0]
-        ok &= det_ok & np.all(np.isfinite(step), axis=1)
-        step = np.where(ok[:, None], step, 0.0)
-        amp = amp + step[:, 0]
-        x = x + np.clip(step[:, 1], -1.0, 1.0)
-        y = y + np.clip(step[:, 2], -1.0, 1.0)
-        if np.abs(step[:, 1:]).max(initial=0.0) < 1e-3:
-            break
-    inner = 0.5 * h
-    converged = ok & (np.abs(x - xc) <= inner) & (np.abs(y - yc) <= inner) & (amp > 0)
-    x = np.where(converged, x, np.asarray(x0, float))
-    y = np.where(converged, y, np.asarray(y0, float))
-    return x, y, amp, converged
+    g = np.arange(-h, h + 1)
+    fx = g[None, :] - dx[:, None]                                   # (m, S) by column
+    fy = g[None, :] - dy[:, None]                                   # (m, S) by row
+    K = _kernel_cutouts(a, b, c, g, dx, dy) * good
+    KR = K * ((D - amp[:, None] * K - near) * good)
+    K2 = (K * K).reshape(m, S, S)
+    KR = KR.reshape(m, S, S)
+    k2_cols, k2_rows = K2.sum(axis=1), K2.sum(axis=2)               # (m, S) over x, over y
+    m00 = k2_cols.sum(axis=1)
+    mx, my = (k2_cols * fx).sum(axis=1), (k2_rows * fy).sum(axis=1)
+    mxx, myy = (k2_cols * fx * fx).sum(axis=1), (k2_rows * fy * fy).sum(axis=1)
+    mxy = np.einsum("is,ist,it->i", fy, K2, fx)
+    r0 = KR.sum(axis=(1, 2))
+    rx, ry = (KR.sum(axis=1) * fx).sum(axis=1), (KR.sum(axis=2) * fy).sum(axis=1)
+    N = np.empty((m, 3, 3))
+    N[:, 0, 0] = m00
+    N[:, 0, 1] = N[:, 1, 0] = (2 * a * mx + b * my) * amp
+    N[:, 0, 2] = N[:, 2, 0] = (b * mx + 2 * c * my) * amp
+    N[:, 1, 1] = (4 * a * a * mxx + 4 * a * b * mxy + b * b * myy) * amp * amp
+    N[:, 1, 2] = N[:, 2, 1] = (2 * a * b * mxx + (4 * a * c + b * b) * mxy
+                               + 2 * b * c * myy) * amp * amp
+    N[:, 2, 2] = (b * b * mxx + 4 * b * c * mxy + 4 * c * c * myy) * amp * amp
+    r = np.stack([r0, (2 * a * rx + b * ry) * amp, (b * rx + 2 * c * ry) * amp], axis=1)
+    step = np.zeros((m, 3))
+    with np.errstate(all="ignore"):
+        solved = np.abs(np.linalg.det(N)) > 1e-300
+        if solved.any():
+            step[solved] = np.linalg.solve(N[solved], r[solved][..., None])[..., 0]
+    solved &= np.all(np.isfinite(step), axis=1)
+    return step, solved
 
 
 def _neighbour_pairs(x, y, radius: float):
@@ -403,17 +464,23 @@ def _neighbour_pairs(x, y, radius: float):
     return np.concatenate([p, p[:, ::-1]]) if p.size else np.zeros((0, 2), np.int64)
 
 
-def _neighbour_models(pairs, amp, x, y, xc, yc, g, a, b, c):
-    """Per source, its neighbours' current models summed on its cutout: (m, S*S)."""
+def _neighbour_models(pairs, active, sel, amp, x, y, xc, yc, h: int, pixel_beam):
+    """For the sources ``sel`` (the indices where ``active``), their neighbours' current
+    models (amplitude ``amp`` at ``(x, y)``) summed on their cutouts: ``(sel.size, S*S)``."""
     from dsa110_contimg.science.forced import _kernel_cutouts
 
-    m, S = x.size, g.size
-    out = np.zeros((m, S * S))
+    S = 2 * h + 1
+    out = np.zeros((sel.size, S * S))
+    if pairs.size == 0:
+        return out
+    pairs = pairs[active[pairs[:, 0]]]
     if pairs.size == 0:
         return out
     i, j = pairs[:, 0], pairs[:, 1]
-    K = _kernel_cutouts(a, b, c, g, x[j] - xc[i], y[j] - yc[i])
-    np.add.at(out, i, amp[j][:, None] * K)
+    row = np.searchsorted(sel, i)
+    K = _kernel_cutouts(pixel_beam.a, pixel_beam.b, pixel_beam.c, np.arange(-h, h + 1),
+                        x[j] - xc[i], y[j] - yc[i])
+    np.add.at(out, row, amp[j][:, None] * K)
     return out
 
 
