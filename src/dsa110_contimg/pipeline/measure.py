@@ -147,6 +147,46 @@ def query_catalog(catalogs, image, kind: str, cfg: PhotometryConfig):
     return survey.cone(ra0, dec0, radii[0], **limits)
 
 
+def append_rows(cat, rows: dict):
+    """The catalogue table ``cat`` with rows appended: ``rows`` maps column names to equal-
+    length arrays. A column missing on one side is filled there (NaN for numbers, False
+    for flags, None for text or objects; in ``cat``, ``survey`` None and ``kind``
+    ``"catalogue"``). Column by column with numpy: no table join."""
+    from astropy.table import Table
+
+    n_old = len(cat)
+    n_new = len(next(iter(rows.values()))) if rows else 0
+    if n_new == 0:
+        return cat
+    fills = {"survey": None, "kind": "catalogue"}
+    names = list(cat.colnames) + [c for c in rows if c not in cat.colnames]
+    out = {}
+    for name in names:
+        old = np.asarray(cat[name]) if name in cat.colnames else \
+            np.full(n_old, fills.get(name), object)
+        new = np.asarray(rows[name]) if name in rows else _filled(old.dtype, n_new)
+        if old.dtype.kind != new.dtype.kind and "O" in (old.dtype.kind, new.dtype.kind):
+            old, new = old.astype(object), new.astype(object)
+        out[name] = np.concatenate([old, new])
+        if name in cat.colnames and np.ma.is_masked(cat[name]):   # masked stays masked
+            out[name] = np.ma.MaskedArray(out[name], mask=np.r_[np.ma.getmaskarray(cat[name]),
+                                                                np.full(n_new, name not in rows)])
+    merged = Table(out, copy=False)
+    merged.meta = dict(cat.meta)
+    return merged
+
+
+def _filled(dtype: np.dtype, n: int) -> np.ndarray:
+    """``n`` values meaning "unknown" for a column of ``dtype``."""
+    if dtype.kind == "f":
+        return np.full(n, np.nan, dtype)
+    if dtype.kind == "b":
+        return np.zeros(n, bool)
+    if dtype.kind in "iu":
+        return np.zeros(n, dtype)
+    return np.full(n, None, object)
+
+
 def with_extra_positions(cat, catalogs, image, own_sources=None):
     """The catalogue rows plus the monitor list's positions on the image (``monitor``
     survey of ``catalogs``, when ingested) and the service's own sources of the footprint
@@ -154,18 +194,17 @@ def with_extra_positions(cat, catalogs, image, own_sources=None):
     :func:`dsa110_contimg.store.detections.own_sources_near`; measured at their weighted-mean
     positions). Extra rows carry ``survey`` and ``kind`` columns and no catalogue flux; the
     catalogue alone is returned unchanged."""
-    from astropy.table import Table, vstack
-
     from dsa110_contimg.core.enums import MONITOR_SURVEY
 
     parts = []
     if catalogs.path_of(MONITOR_SURVEY).exists():
         mon = catalogs.survey(MONITOR_SURVEY).in_footprint(image)
         if len(mon):
-            parts.append(Table({"source_id": np.asarray(mon["source_id"], str),
-                                "ra_deg": mon["ra_deg"], "dec_deg": mon["dec_deg"],
-                                "survey": np.full(len(mon), MONITOR_SURVEY, object),
-                                "kind": np.full(len(mon), "monitor", object)}))
+            parts.append({"source_id": np.asarray(mon["source_id"], str),
+                          "ra_deg": np.asarray(mon["ra_deg"], float),
+                          "dec_deg": np.asarray(mon["dec_deg"], float),
+                          "survey": np.full(len(mon), MONITOR_SURVEY, object),
+                          "kind": np.full(len(mon), "monitor", object)})
     if own_sources is not None:
         ra0, dec0 = image.center()
         own = own_sources(ra0, dec0, image.footprint_radius_deg())
@@ -174,21 +213,13 @@ def with_extra_positions(cat, catalogs, image, own_sources=None):
             ny, nx = image.shape
             on = np.isfinite(x) & (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
             if on.any():
-                parts.append(Table({"source_id": np.asarray(own["catalog_id"][on], str),
-                                    "ra_deg": own["ra_deg"][on], "dec_deg": own["dec_deg"][on],
-                                    "survey": np.asarray(own["survey"][on], object),
-                                    "kind": np.asarray(own["kind"][on], object)}))
+                parts.append({"source_id": np.asarray(own["catalog_id"][on], str),
+                              "ra_deg": own["ra_deg"][on], "dec_deg": own["dec_deg"][on],
+                              "survey": np.asarray(own["survey"][on], object),
+                              "kind": np.asarray(own["kind"][on], object)})
     if not parts:
         return cat
-    base = cat.copy(copy_data=False)
-    base["survey"] = np.full(len(base), None, object)
-    base["kind"] = np.full(len(base), "catalogue", object)
-    merged = vstack([base, *parts], join_type="outer", metadata_conflicts="silent")
-    merged.meta = dict(cat.meta)
-    for col in ("flux_mjy", "reference_ok"):
-        if col in merged.colnames and hasattr(merged[col], "filled"):
-            merged[col] = merged[col].filled(np.nan if col == "flux_mjy" else False)
-    return merged
+    return append_rows(cat, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
 
 def _measurement_options(method: str, cfg: PhotometryConfig) -> dict[str, Any]:

@@ -188,9 +188,8 @@ def prepare(conn, ctx) -> None:
 def _with_own_rows(measured, det, todo, is_new, plan):
     """The measured image with one measurement row per new/blind source (its detection's
     forced measurement), named by position (``DSA110 Jhhmmss.ss+ddmmss.s``)."""
-    from astropy.table import Table, vstack
-
     from dsa110_contimg.catalogs.naming import disambiguate, iau_names
+    from dsa110_contimg.pipeline.measure import append_rows
     from dsa110_contimg.science.results import CORE_COLUMNS, MeasurementTable
 
     table, cat = measured.table, measured.cat
@@ -204,20 +203,12 @@ def _with_own_rows(measured, det, todo, is_new, plan):
         cols.setdefault(name, det[name][todo])
     names = disambiguate(iau_names("DSA110", det["ra_deg"][todo], det["dec_deg"][todo],
                                    ra_decimals=2, dec_decimals=1))
-    base = Table(cat, copy=False)
-    if "survey" not in base.colnames:
-        base = base.copy(copy_data=False)
-        base["survey"] = np.full(len(base), None, object)
-        base["kind"] = np.full(len(base), "catalogue", object)
-    own = Table({"source_id": names, "ra_deg": det["ra_deg"][todo], "dec_deg": det["dec_deg"][todo],
-                 "flux_mjy": np.full(todo.size, np.nan),
-                 "survey": np.full(todo.size, OWN_SURVEY, object),
-                 "kind": np.where(is_new, "new", "blind").astype(object)})
-    if "reference_ok" in base.colnames:
-        own["reference_ok"] = np.zeros(todo.size, bool)
+    own = {"source_id": np.asarray(names, str), "ra_deg": det["ra_deg"][todo],
+           "dec_deg": det["dec_deg"][todo], "flux_mjy": np.full(todo.size, np.nan),
+           "survey": np.full(todo.size, OWN_SURVEY, object),
+           "kind": np.where(is_new, "new", "blind").astype(object)}
     plan.new_rows[todo] = start + np.arange(todo.size)
-    merged = vstack([base, own], join_type="outer", metadata_conflicts="silent")
-    return replace(measured, table=MeasurementTable(cols, table.meta), cat=merged)
+    return replace(measured, table=MeasurementTable(cols, table.meta), cat=append_rows(cat, own))
 
 
 def recheck(conn, ctx) -> None:
