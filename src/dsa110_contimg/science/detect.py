@@ -9,9 +9,10 @@ catalogue knows it, and measures it with the project's own estimators:
    analysis threshold (default 3) are grouped into 8-connected islands; an island is kept
    when its brightest pixel reaches the detection threshold (default 5) and it has at
    least ``min_pixels`` pixels. The image is scanned a strip of rows at a time and only
-   candidate pixels are kept, so memory follows the number of bright pixels, not the
-   image size; with estimated (grid) maps the threshold is first compared with a lower
-   bound taken from the grid and z is evaluated only where a pixel passes it.
+   candidate pixels are kept and labelled (through their horizontal runs), so memory and
+   time follow the number of bright pixels after one comparison pass; with estimated
+   (grid) maps the threshold is first compared with a lower bound taken from the grid and
+   z is evaluated only where a pixel passes it.
 2. **Components** (:func:`deblend`). Every local maximum of z inside an island that
    reaches the detection threshold and is the highest pixel within the beam's half-power
    ellipse is a seed; a seed that is not the island's brightest must stand at least
