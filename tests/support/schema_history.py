@@ -140,6 +140,16 @@ def seed_products_0010(conn) -> None:
         weighted_mean=0.02, updated_at=T0)
 
 
+def seed_products_0011(conn) -> None:
+    put(conn, "alerts", id=1, key="ese_candidate-" + "0" * 32, dedupe_key="ese_candidate:1:new",
+        event="ese_candidate", source_id=1, image_id=3, significance=6.5,
+        payload='{"event": "ese_candidate"}', created_at=T0, fanned_out_at=T0)
+    put(conn, "alert_destinations", destination="voevent:/spool", kind="voevent", failures=0,
+        next_attempt_at=0.0, window_start=0.0, window_sent=0)
+    put(conn, "alert_deliveries", alert_id=1, destination="voevent:/spool", kind="voevent",
+        state="sent", attempts=1, sent_at=T0, updated_at=T0)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -151,7 +161,7 @@ SEEDS = {
     "products": {"0001": seed_products_0001, "0002": seed_products_0002, "0003": seed_products_0003,
                  "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006,
                  "0007": seed_products_0007, "0008": seed_products_0008, "0009": seed_products_0009,
-                 "0010": seed_products_0010},
+                 "0010": seed_products_0010, "0011": seed_products_0011},
     "registry": {"0001": seed_registry_0001},
 }
 

@@ -312,22 +312,37 @@ def source_table(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]
     return out
 
 
-def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> None:
+def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> list[dict]:
     """Insert new candidates or refresh existing ones (status and timestamps of the
-    lifecycle are kept); a new candidate's flagging is the first entry of its review log."""
+    lifecycle are kept); a new candidate's flagging is the first entry of its review log.
+
+    Returns what changed, for the alert outbox: ``{"source_id", "candidate_id", "change",
+    "previous_confidence", "status"}`` per new candidate (``change="new"``) and per
+    existing one whose confidence rose (``"raised"``, ordered as
+    :data:`~dsa110_contimg.core.enums.CONFIDENCE_LEVELS`) while it still meets a criterion.
+    """
+    from dsa110_contimg.core.enums import CONFIDENCE_LEVELS
+
     now = time.time()
     if not rows:
-        return
+        return []
     ids = [int(r["source_id"]) for r in rows]
-    existing = {int(s): i for s, i in bulk.fetch_in(
-        conn, "SELECT source_id, id FROM ese_candidates WHERE source_id IN ({in})", ids)}
-    new, old = [], []
+    existing = {int(s): (i, conf, status) for s, i, conf, status in bulk.fetch_in(
+        conn, "SELECT source_id, id, confidence, status FROM ese_candidates WHERE source_id IN ({in})",
+        ids)}
+    rank = {c: -n for n, c in enumerate(CONFIDENCE_LEVELS)}
+    new, old, changes = [], [], []
     for r in rows:
         r = {k: _clean(v) for k, v in r.items()}
         r["updated_at"] = now
         if r["source_id"] in existing:
-            r["_id"] = existing[r["source_id"]]
+            cid, before, status = existing[r["source_id"]]
+            r["_id"] = cid
             old.append(r)
+            if rank.get(r.get("confidence"), -99) > rank.get(before, -99) and \
+                    json.loads(r.get("criteria") or "[]"):
+                changes.append({"source_id": r["source_id"], "candidate_id": cid, "change": "raised",
+                                "previous_confidence": before, "status": status})
         else:
             r.setdefault("status", "active")
             r["first_flagged_at"] = now
@@ -337,6 +352,10 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> None:
         review_log.flag(conn, [r["source_id"] for r in new], at=now,
                         note_of={r["source_id"]: "criteria: " + ", ".join(json.loads(r["criteria"]) or ["none"])
                                  for r in new})
+        made = dict(bulk.fetch_in(conn, "SELECT source_id, id FROM ese_candidates WHERE source_id IN ({in})",
+                                  [r["source_id"] for r in new]))
+        changes += [{"source_id": r["source_id"], "candidate_id": made.get(r["source_id"]),
+                     "change": "new", "previous_confidence": None, "status": r["status"]} for r in new]
     groups: dict[tuple, list[tuple]] = {}
     for r in old:
         cid = r.pop("_id")
@@ -345,6 +364,7 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> None:
     for names, params in groups.items():
         bulk.executemany(conn, f"UPDATE ese_candidates SET {', '.join(f'{c} = ?' for c in names)} "
                                "WHERE id = ?", params)
+    return changes
 
 
 def candidate_source_ids(conn: Connection, source_ids: Sequence[int]) -> set[int]:

@@ -6,7 +6,8 @@ Two databases, two :class:`~sqlalchemy.MetaData` objects:
     images, catalogue sources, measurements (one row per image x source),
     batch jobs (the durable job queue) and their items, files seen by the
     watcher, daemon heartbeats, normalisation baselines, variability
-    statistics (running sums), ESE candidates and their review log.
+    statistics (running sums), ESE candidates and their review log, and the alert outbox
+    (alerts, their deliveries per destination and each destination's sending state).
 ``registry_metadata``
     data products and their photometry status.
 
@@ -57,6 +58,11 @@ SOURCE_KINDS = ("catalogue", "monitor", "new", "blind")
 DETECTION_STATES = ("associated", "duplicate", "new_source", "blind_source", "rejected")
 #: What a review-log entry records: the pipeline flagging a candidate, or a review action.
 REVIEW_LOG_ACTIONS = ("flagged", "investigating", "dismissed", "reactivated")
+#: Delivery states of an alert at one destination (``sent`` includes an alert sent inside a
+#: rate-limit summary, whose key is then in ``summary_key``).
+DELIVERY_STATES = ("pending", "sent", "failed")
+#: Kinds of alert destination.
+DESTINATION_KINDS = ("webhook", "voevent")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -417,6 +423,61 @@ review_log = Table(
     CheckConstraint(_in("action", REVIEW_LOG_ACTIONS), name="action"),
     CheckConstraint(_in("status", ESE_STATES), name="status"),
     Index(None, "candidate_id", "created_at"),
+)
+
+#: The alert outbox: one row per event, written in the event's own transaction.
+alerts = Table(
+    "alerts", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(80), nullable=False, unique=True,
+           doc="idempotency key sent with every delivery: EVENT-<32 hex digits>"),
+    Column("dedupe_key", Text, nullable=False, unique=True,
+           doc="EVENT:SOURCE_ID:DEDUPE: one alert per producer event however often it is recorded"),
+    Column("event", String(32), nullable=False),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="SET NULL")),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="SET NULL")),
+    Column("significance", Float, doc="sigma of the event (what kind: payload significance_kind)"),
+    Column("payload", Text, nullable=False, doc="JSON object: the event's facts at recording time"),
+    Column("created_at", Float, nullable=False),
+    Column("fanned_out_at", Float, doc="when deliveries were made for the configured destinations"),
+    Column("note", Text, doc="why an alert has no delivery (event filtered, below threshold)"),
+    Index(None, "fanned_out_at"),
+    Index(None, "created_at"),
+)
+
+alert_deliveries = Table(
+    "alert_deliveries", products_metadata,
+    Column("alert_id", Integer, ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True),
+    Column("destination", Text, primary_key=True, doc="alert_destinations.destination"),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("sent_at", Float),
+    Column("summary_key", String(80), doc="key of the rate-limit summary that carried it"),
+    Column("updated_at", Float, nullable=False),
+    CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+    CheckConstraint(_in("kind", DESTINATION_KINDS), name="kind"),
+    Index(None, "destination", "state", "alert_id"),
+    Index(None, "state", "kind"),
+)
+
+alert_destinations = Table(
+    "alert_destinations", products_metadata,
+    Column("destination", Text, primary_key=True,
+           doc="webhook:HOST:HASH (the URL itself, which may hold a secret, is not stored) or "
+               "voevent:DIRECTORY"),
+    Column("kind", String(16), nullable=False),
+    Column("failures", Integer, nullable=False, default=0, doc="consecutive failed attempts"),
+    Column("next_attempt_at", Float, nullable=False, default=0.0, doc="back-off: not before"),
+    Column("last_error", Text),
+    Column("last_attempt_at", Float),
+    Column("last_success_at", Float),
+    Column("window_start", Float, nullable=False, default=0.0, doc="rate-limit window start"),
+    Column("window_sent", Integer, nullable=False, default=0, doc="messages sent in the window"),
+    Column("lease_owner", Text, doc="the process sending to it now"),
+    Column("lease_until", Float),
+    CheckConstraint(_in("kind", DESTINATION_KINDS), name="kind"),
 )
 
 data_products = Table(

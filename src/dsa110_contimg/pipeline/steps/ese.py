@@ -7,8 +7,9 @@ signature of those inputs (:func:`ese_inputs_signature`). Write, in a short tran
 of its own: :func:`store_ese`, which evaluates again only if another image of the field
 rewrote the inputs in between. Criteria: preset thresholds, the eta-V criterion, the
 light-curve shape detector and the composite score; candidates keep their lifecycle
-status (``active`` / ``investigated`` / ``dismissed``). The result is the number of
-sources flagged.
+status (``active`` / ``investigated`` / ``dismissed``). In the same transaction, new
+candidates and raised confidences are recorded as alerts
+(:mod:`~dsa110_contimg.pipeline.ese_alerts`). The result is the number of sources flagged.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import numpy as np
 
 from dsa110_contimg.core.enums import confidence_level
+from dsa110_contimg.pipeline.ese_alerts import record_ese_alerts
 from dsa110_contimg.pipeline.steps.base import OWN_TRANSACTION, ImageContext, Step
 from dsa110_contimg.store import lightcurves as lc_store
 
@@ -70,7 +72,7 @@ def store_ese(conn, ctx: ImageContext, cfg, evaluated: tuple, signature: tuple) 
     if ese_inputs_signature(conn, ctx) != signature:
         ctx.reread_field(conn)
         rows, flagged = ese_rows(conn, ctx, cfg)
-    lc_store.upsert_ese_candidates(conn, rows)
+    record_ese_alerts(conn, ctx.image_id, rows, lc_store.upsert_ese_candidates(conn, rows))
     return flagged
 
 

@@ -1,0 +1,71 @@
+"""ESE events for the alert outbox: a new candidate, and a candidate reaching a higher
+confidence level.
+
+Called by the ESE step inside its write transaction, with the rows it wrote and the
+changes :func:`~dsa110_contimg.store.lightcurves.upsert_ese_candidates` reported:
+
+* ``ese_candidate`` -- a source became a candidate (once per source);
+* ``ese_confidence`` -- an existing candidate reached a higher confidence level
+  (``low`` < ``medium`` < ``high``) than it had; once per source and level, so a score
+  hovering at a threshold does not alert at every epoch. A dismissed candidate does not
+  alert (an operator judged it).
+
+The significance is the light-curve shape search's (sigma of the fitted dip) when it ran,
+else the sigma-deviation of the light curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from dsa110_contimg.store.alerts import AlertEvent, record_alerts
+
+#: Candidate-row fields copied into the alert (units: docs/alerts.md).
+CANDIDATE_FIELDS = ("score", "confidence", "preset", "sigma_deviation", "chi2_nu", "eta", "v",
+                    "n_epochs", "shape_significance", "depth", "duration_days", "t_min_mjd",
+                    "template")
+
+
+def ese_alert_events(image_id: int | None, rows: list[dict], changes: list[dict]) -> list[AlertEvent]:
+    """The outbox events of one ESE evaluation (``rows``: the candidate rows written,
+    ``changes``: what their upsert reported)."""
+    by_source = {int(r["source_id"]): r for r in rows}
+    events = []
+    for change in changes:
+        row = by_source.get(int(change["source_id"]))
+        if row is None or (change["change"] == "raised" and change["status"] == "dismissed"):
+            continue
+        fields = {k: row.get(k) for k in CANDIDATE_FIELDS}
+        fields.update(candidate_id=change["candidate_id"], status=change["status"],
+                      previous_confidence=change["previous_confidence"],
+                      criteria=json.loads(row.get("criteria") or "[]"))
+        significance, kind = _significance(row)
+        fields["significance_kind"] = kind
+        if change["change"] == "new":
+            event, dedupe = "ese_candidate", "new"
+        else:
+            event, dedupe = "ese_confidence", f"confidence-{row['confidence']}"
+        events.append(AlertEvent(event, int(change["source_id"]), dedupe, image_id=image_id,
+                                 significance=significance, fields=fields))
+    return events
+
+
+def record_ese_alerts(conn, image_id: int | None, rows: list[dict], changes: list[dict]) -> list[str]:
+    """Record the alerts of one ESE evaluation in ``conn``'s transaction; returns their keys."""
+    return record_alerts(conn, ese_alert_events(image_id, rows, changes))
+
+
+def _significance(row: dict) -> tuple[float | None, str]:
+    shape = _finite(row.get("shape_significance"))
+    if shape is not None:
+        return shape, "ese_shape_sigma"
+    return _finite(row.get("sigma_deviation")), "sigma_deviation"
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
