@@ -1,5 +1,5 @@
 """The demo end to end: catalogue ingest, the real daemon and workflow on 30 simulated epochs,
-the injected ESE flagged, its light curve written; with JSON logging every line the daemon
+the injected ESE flagged, its light curve written, its alert written as a VOEvent; with JSON logging every line the daemon
 and its workers wrote on stdout and stderr is a JSON object."""
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ def test_demo_flags_the_injected_ese(tmp_path):
     assert len(images) == 30
     for path in images:
         assert path.name == f"{fits.getheader(path)['DATE-OBS'][:19]}.img-image-pb.fits"
+    # the alert of the injected ESE, written by the daemon into the demo's VOEvent spool
+    assert "demo: the alert for the injected ESE" in text and 'role="test"' in text
+    packets = list((tmp_path / "demo" / "alerts").glob("ese_candidate-*.xml"))
+    assert packets and all(p.name in text for p in packets)
 
     # the daemon ran with logging.format = "json", stdout and stderr into daemon.log
     raw = (tmp_path / "demo" / "daemon.log").read_text().splitlines()

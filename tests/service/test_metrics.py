@@ -184,7 +184,8 @@ def test_deploy_files_use_only_served_metrics(tmp_path):
               for s in fam.samples}
     m.stop()
     assert {"contimg_jobs", "contimg_queue_depth", "contimg_stage_duration_seconds_bucket",
-            "contimg_ese_candidates", "contimg_database_up"} <= served
+            "contimg_ese_candidates", "contimg_database_up", "contimg_alerts",
+            "contimg_alert_events_total"} <= served
     deploy = Path(__file__).resolve().parents[2] / "deploy"
     rules = yaml.safe_load((deploy / "prometheus-alerts.yml").read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
@@ -193,4 +194,35 @@ def test_deploy_files_use_only_served_metrics(tmp_path):
     used = {n for e in exprs for n in re.findall(r"\bcontimg_[a-z_]+", e)}
     assert used and used <= served, used - served
     names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
-    assert {"ContimgNoImagesMeasured", "ContimgHighFailureRate", "ContimgOldPendingFile"} <= names
+    assert {"ContimgNoImagesMeasured", "ContimgHighFailureRate", "ContimgOldPendingFile",
+            "ContimgNewESECandidate", "ContimgAlertsUndelivered"} <= names
+
+
+def test_alert_gauges_count_deliveries_by_kind_and_state(tmp_path):
+    from prometheus_client import generate_latest
+
+    from dsa110_contimg.store import alerts as outbox
+    from dsa110_contimg.store.alerts import AlertEvent, record_alerts
+    from dsa110_contimg.store.engine import open_products_db
+
+    db = open_products_db(tmp_path / "p.sqlite3")
+    with db.engine.begin() as c:
+        record_alerts(c, [AlertEvent("ese_candidate", None, str(i)) for i in range(3)] +
+                      [AlertEvent("new_source", None, "n")])
+        outbox.fan_out(c, [("webhook:h:1", "webhook"), ("voevent:/s", "voevent")], lambda e, s: None)
+        outbox.mark_sent(c, "voevent:/s", [1, 2])
+        outbox.mark_attempt_failed(c, "webhook:h:1", [3], "HTTP 400", permanent=True)
+    db.dispose()
+    m = Metrics("127.0.0.1:0", tmp_path / "p.sqlite3")
+    got = {(s.name, frozenset(s.labels.items())): s.value
+           for fam in text_string_to_metric_families(generate_latest(m.registry).decode())
+           for s in fam.samples}
+    m.stop()
+
+    def alerts(kind, state):
+        return got[("contimg_alerts", frozenset({("kind", kind), ("state", state)}))]
+
+    assert (alerts("webhook", "pending"), alerts("webhook", "failed"), alerts("webhook", "sent")) == (3, 1, 0)
+    assert (alerts("voevent", "pending"), alerts("voevent", "sent")) == (2, 2)
+    assert got[("contimg_alert_events_total", frozenset({("event", "ese_candidate")}))] == 3
+    assert got[("contimg_alert_events_total", frozenset({("event", "ese_stage")}))] == 0

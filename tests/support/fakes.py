@@ -19,7 +19,8 @@ job context, a :class:`JobSummary`), but instead of the photometry workflow it
   sleeps 3600 s (time limits), ``SLOW`` sleeps ``$CONTIMG_FAKE_SLOW_S`` (default 5 s;
   daemon-kill tests), ``WAITFAIL`` writes ``$CONTIMG_FAKE_OUT/<name>.started``, waits for
   ``$CONTIMG_FAKE_OUT/<name>.release`` and then fails with a retryable error (disk full)
-  without looking at the cancel flag (cancel tests).
+  without looking at the cancel flag (cancel tests); ``ALERT`` records an ``ese_candidate``
+  alert in the outbox in the same transaction as the image row (alert delivery tests).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FakePhotometryExecutor:
 
         from dsa110_contimg.core.errors import CorruptImage, InvalidImage
         from dsa110_contimg.service.intake import check_fits_complete, fs_path
+        from dsa110_contimg.store.alerts import AlertEvent, record_alerts
         from dsa110_contimg.store.schema import images
 
         db = ctx.queue.db
@@ -102,6 +104,10 @@ class FakePhotometryExecutor:
                                             .returning(images.c.id)).scalar_one()
                 else:
                     image_id = conn.execute(sa.select(images.c.id).where(images.c.path == path)).scalar_one()
+                if "ALERT" in name:   # a producer's event, recorded in the result's transaction
+                    record_alerts(conn, [AlertEvent("ese_candidate", None, f"fake-{path}",
+                                                    image_id=int(image_id), significance=6.0,
+                                                    fields={"source_name": name, "flux_mjy": peak * 1e3})])
             if out_dir:
                 with open(os.path.join(out_dir, "executions.log"), "a") as fh:
                     fh.write(f"{ctx.job_id} {path} {os.getpid()}\n")

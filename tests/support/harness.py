@@ -70,7 +70,7 @@ class Service:
 
     def __init__(self, root: Path, *, workers: int = 2, photometry: dict | None = None,
                  products_db: str | None = None, registry_db: str | None = None,
-                 images: Path | None = None, **daemon):
+                 images: Path | None = None, alerts: dict | None = None, **daemon):
         self.root = Path(root)
         self.images = Path(images) if images is not None else self.root / "images"
         self.mosaics = self.root / "mosaics"
@@ -96,7 +96,7 @@ class Service:
         self.config = self.root / "photometry.toml"
         self.config.write_text(render_config(self.root, photometry=photometry, daemon=settings,
                                              logging={"format": "json", "level": "info"},
-                                             paths=paths))
+                                             paths=paths, alerts=alerts))
         self.procs: list[subprocess.Popen] = []
         self.n_started = 0
 

@@ -13,7 +13,10 @@ Steps (:func:`run_demo`):
    extreme-scattering-event dip;
 5. wait until every job is settled, print the status, the ESE candidates and the new
    sources (a source in no catalogue switches on 60 % of the way through the season),
-   write the best candidate's light curve as a PNG, stop the daemon (SIGTERM).
+   write the best candidate's light curve as a PNG;
+6. wait until the daemon has delivered the alerts (``[alerts] voevent_dir`` is the
+   work directory's ``alerts/`` spool), list them and print the VOEvent written for the
+   injected source; stop the daemon (SIGTERM).
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ def _config_text(root: Path, workers: int) -> str:
                     "norm_min_snr": 20.0, "norm_baseline_epochs": 5},
         daemon={"workers": workers, "settle_s": 5.0, "pbcor_wait_s": 0.0, "heartbeat_interval_s": 1.0,
                 "drain_timeout_s": 20.0, "rescan_interval_s": 30.0, "stale_after_s": 30.0},
-        logging={"format": "json"})
+        logging={"format": "json"},
+        alerts={"voevent_dir": str(root / "alerts"), "poll_interval_s": 1.0})
 
 
 def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, workers: int = 2,
@@ -188,6 +192,7 @@ def run_demo(*, workdir: str | os.PathLike | None = None, epochs: int = 30, work
         print("\n" + format_status(st) + "\n", file=out)
         rc = _report_candidates(db, root, ra[0], dec[0], out)
         rc = max(rc, _report_new_sources(db, t_ra, t_dec, out))
+        rc = max(rc, _report_alerts(db, root / "alerts", ra[0], dec[0], deadline + 30.0, out))
         db.dispose()
     finally:
         if proc.poll() is None:
@@ -262,3 +267,37 @@ def _report_candidates(db, root: Path, ra_ese: float, dec_ese: float, out) -> in
         print(f"demo: light curve of {best['catalog_id']} written to {png}", file=out)
     found = bool((sep < 10).any())
     return 0 if (found and rc == 0 and png.exists()) else 1
+
+
+def _report_alerts(db, spool: Path, ra_ese: float, dec_ese: float, deadline: float, out) -> int:
+    """Wait (until ``deadline``, monotonic) for the daemon to write every alert into the
+    spool; list them and print the VOEvent of the injected source's first alert."""
+    from dsa110_contimg.core.geometry import angular_separation_deg
+    from dsa110_contimg.store.alerts import find_alerts
+
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        with db.engine.connect() as conn:
+            rows = find_alerts(conn, limit=None)
+            conn.rollback()
+        if rows and all(a["deliveries"] and all(d["state"] == "sent" for d in a["deliveries"])
+                        for a in rows):
+            break
+        time.sleep(0.5)
+    written = [a for a in reversed(rows) if (spool / f"{a['key']}.xml").exists()]
+    if not written:
+        print(f"demo: no alert was written to {spool}", file=out)
+        return 1
+    print(f"\nAlerts written to {spool} (VOEvent 2.0, role test):", file=out)
+    for a in written:
+        print(f"  {a['key']}.xml  {a['event']}  {a['source_name']}", file=out)
+    sep = angular_separation_deg([a["payload"].get("ra_deg", np.nan) for a in written],
+                                 [a["payload"].get("dec_deg", np.nan) for a in written],
+                                 ra_ese, dec_ese) * 3600.0
+    injected = [a for a, s in zip(written, sep) if s < 10]
+    if not injected:
+        print("demo: no alert names the injected ESE source", file=out)
+        return 1
+    path = spool / f"{injected[0]['key']}.xml"
+    print(f"\ndemo: the alert for the injected ESE ({path}):\n{path.read_text()}", file=out)
+    return 0

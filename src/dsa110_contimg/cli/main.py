@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "reprocess",
     "ese",
     "sources",
+    "alerts",
     "lightcurve",
     "db",
     "serve",

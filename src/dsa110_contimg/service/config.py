@@ -17,6 +17,9 @@ table; each key is a field whose type, limits and docstring are its specificatio
     ``format`` (``auto`` | ``json`` | ``console``) and ``level``.
 ``[web]`` (:class:`WebConfig`)
     ``listen`` (``host:port`` of ``contimg-photometry serve``) and ``token_file``.
+``[alerts]`` (:class:`AlertsConfig`)
+    Alert destinations (``webhooks``, ``voevent_dir``), events, rate limit, retry back-off,
+    VOEvent identity.
 
 An unknown key, a bad type or a bad value raises :class:`ConfigError`, one line naming the
 file, the key, the value and what is allowed.
@@ -57,6 +60,7 @@ from dsa110_contimg.core.schema import (
     section_toml,
     toml_value,
 )
+from dsa110_contimg.store.alerts import PRODUCER_EVENTS
 from dsa110_contimg.store.urls import (
     DatabaseURL,
     expand_env,
@@ -402,7 +406,140 @@ class WebConfig(ConfigModel):
         return value
 
 
-_SECTIONS = ("paths", "photometry", "daemon", "logging", "web")
+#: Events that can be sent (``[alerts] events``; docs/alerts.md).
+ALERT_EVENTS = PRODUCER_EVENTS
+ALERT_ROLES = ("test", "observation")
+_WEBHOOK_ALLOWED = "a list of http:// or https:// URLs (${VAR} taken from the environment)"
+_IVORN = re.compile(r"ivo://[A-Za-z0-9][A-Za-z0-9._~-]*(/[A-Za-z0-9._~/+-]*)?")
+
+
+def _webhook_list(value):
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise invalid(_WEBHOOK_ALLOWED)
+    urls = []
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise invalid(_WEBHOOK_ALLOWED)
+        try:
+            url = expand_env(item)
+        except KeyError as exc:
+            raise invalid(f"an environment variable ${{{exc.args[0]}}} that is set (it is not)",
+                          value=item) from None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid(_WEBHOOK_ALLOWED, value=item)
+        urls.append(url)
+    return tuple(urls)
+
+
+def _empty_dir(value, info: ValidationInfo):
+    from dsa110_contimg.core.schema import resolve_path
+
+    return None if value in ("", None) else resolve_path(value, info)
+
+
+class AlertsConfig(ConfigModel):
+    """Alerts: where the events recorded in the outbox are delivered, how fast, and what the
+    VOEvent packets say (docs/alerts.md)."""
+
+    toml_comment = ("Alerts on new ESE candidates, raised confidences, ESE stage changes and new "
+                    "sources (docs/alerts.md). Every event is recorded in the database with the "
+                    "event itself; the daemon then delivers it, at least once, to each destination "
+                    "configured here. Nothing is sent while webhooks and voevent_dir are empty.")
+
+    webhooks: Annotated[tuple[str, ...], PlainValidator(_webhook_list), Allowed(_WEBHOOK_ALLOWED)] = ()
+    """URLs that receive an HTTP POST of each alert as JSON (a 'text' line a chat channel
+    shows as is, the structured fields and the idempotency 'key', also sent as the
+    Idempotency-Key header), e.g. a Slack or Mattermost incoming webhook. A URL holding a
+    secret can be written "${ALERT_WEBHOOK_URL}" and set in the environment (systemd
+    EnvironmentFile); the URL is never logged or stored, only its host."""
+    voevent_dir: Annotated[Path | None, PlainValidator(_empty_dir),
+                           Allowed("a directory path, or \"\" for none")] = \
+        Field(None, json_schema_extra={"toml": ""})
+    """Spool directory: each alert is written there as a VOEvent 2.0 XML file
+    (<key>.xml, atomically: temporary file, fsync, rename) for a broker (e.g. Comet) to
+    pick up. "" = none."""
+    events: Annotated[tuple[str, ...], BeforeValidator(_dir_list),
+                      Allowed("a list of events among " + ", ".join(ALERT_EVENTS))] = ALERT_EVENTS
+    """Events that are sent: ese_candidate (a new ESE candidate), ese_confidence (a
+    candidate reached a higher confidence), ese_stage (an ESE stage change), new_source (a
+    source not seen before, above new_source_min_sigma). Others are recorded, not sent."""
+    new_source_min_sigma: float = Field(7.0, gt=0)
+    """A new source is sent only at this significance or above (sigma); the earlier DSA-110
+    pipeline alerted at 7 sigma (10 sigma critical)."""
+    role: one_of(ALERT_ROLES) = "test"
+    """VOEvent role and the payload's 'role': test (commissioning: brokers and receivers
+    treat the packets as tests) | observation. 'alerts test' always sends role test."""
+    ivorn_base: Annotated[str, Allowed("an IVORN such as 'ivo://dsa110.caltech/contimg'")] = \
+        "ivo://dsa110.caltech/contimg"
+    """IVORN of the stream; each packet's IVORN is <ivorn_base>#<key>. Register the
+    authority before sending role observation."""
+    author_ivorn: Annotated[str, Allowed("an IVORN such as 'ivo://dsa110.caltech/contact'")] = \
+        "ivo://dsa110.caltech/contact"
+    """The VOEvent Who/AuthorIVORN."""
+    author: str = "DSA-110 continuum photometry"
+    """The VOEvent Who/Author/shortName and the name alerts are signed with."""
+    contact_email: str = ""
+    """Who/Author/contactEmail ("" = left out)."""
+    site_url: str = ""
+    """Base URL of the review web site ('serve') as others reach it, e.g.
+    "https://dsa110.example.org/photometry"; alerts then link to the candidate page. ""
+    = no link."""
+    rate_limit: int = Field(10, ge=2, le=10_000)
+    """Messages per webhook per rate_window_s at most; when more alerts are due, the last
+    message of the window summarises all the others in one message (each alert's key is in
+    it). The VOEvent spool is not limited (one packet per alert)."""
+    rate_window_s: Seconds = 3600.0
+    """Rate-limit window (s)."""
+    retry_base_s: Seconds = 10.0
+    """A destination that failed (connection refused, timeout, HTTP 5xx or 429, spool not
+    writable) is retried after min(retry_cap_s, retry_base_s * 2**(failures-1)) *
+    U(0.5, 1) seconds; its alerts wait in the database meanwhile, across restarts."""
+    retry_cap_s: Seconds = 900.0
+    """Retry back-off cap (s)."""
+    give_up_after_s: NonNegativeSeconds = 7 * 86400.0
+    """An alert still undelivered this long after it was recorded is marked failed at that
+    destination ('alerts replay' re-sends it); 0 = never give up. An endpoint that refuses
+    an alert (any HTTP status but 2xx, 408, 425, 429 and 5xx) fails it at once."""
+    timeout_s: Seconds = 10.0
+    """Timeout of one webhook request (s)."""
+    poll_interval_s: Seconds = 5.0
+    """How often the daemon's delivery thread looks for due alerts (s); it also looks as
+    soon as a job finishes."""
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if v not in ALERT_EVENTS]
+        if bad or not all(isinstance(v, str) for v in value):
+            raise invalid("a list of events among " + ", ".join(ALERT_EVENTS))
+        return tuple(value)
+
+    @field_validator("ivorn_base", "author_ivorn")
+    @classmethod
+    def _ivorn(cls, value: str) -> str:
+        if not _IVORN.fullmatch(value) or "#" in value:
+            raise invalid("an IVORN such as 'ivo://dsa110.caltech/contimg' (no '#')")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.retry_base_s > self.retry_cap_s:
+            raise invalid(f"at least alerts.retry_base_s ({self.retry_base_s})", field="retry_cap_s",
+                          value=self.retry_cap_s)
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """True when there is a destination to send to."""
+        return bool(self.webhooks) or self.voevent_dir is not None
+
+
+_SECTIONS = ("paths", "photometry", "daemon", "logging", "web", "alerts")
 
 
 class ServiceConfig(ConfigModel):
@@ -413,6 +550,7 @@ class ServiceConfig(ConfigModel):
     daemon: DaemonConfig = Field(default_factory=dict, validate_default=True)
     logging: LoggingConfig = Field(default_factory=dict, validate_default=True)
     web: WebConfig = Field(default_factory=dict, validate_default=True)
+    alerts: AlertsConfig = Field(default_factory=dict, validate_default=True)
     source: Path | None = Field(None, json_schema_extra={"internal": True})
 
     def photometry_params(self) -> dict:
@@ -508,12 +646,14 @@ def documented_toml() -> str:
 def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
                   daemon: Mapping[str, Any] | None = None,
                   logging: Mapping[str, Any] | None = None,
-                  paths: Mapping[str, Any] | None = None) -> str:
+                  paths: Mapping[str, Any] | None = None,
+                  alerts: Mapping[str, Any] | None = None) -> str:
     """The TOML text of a service rooted at ``root`` (what ``contimg-photometry init`` writes).
 
     Paths point at ``root/{images,mosaics,state,catalogs}``. The main keys are written with
     their defaults; ``photometry``, ``daemon``, ``logging`` and ``paths`` add or override keys
-    of those sections (validated when the file is loaded; e.g. ``paths={"products_db": URL}``).
+    of those sections (validated when the file is loaded; e.g. ``paths={"products_db": URL}``);
+    ``alerts`` adds an ``[alerts]`` section.
     """
     root = Path(root).resolve()
     phot, d = PhotometryConfig(), DaemonConfig()
@@ -532,6 +672,8 @@ def render_config(root: Path, *, photometry: Mapping[str, Any] | None = None,
                    "metrics_listen": d.metrics_listen, **(daemon or {})},
         "logging": {"format": "auto", "level": "info", **(logging or {})},
     }
+    if alerts:
+        sections["alerts"] = dict(alerts)
     lines = ["# DSA-110 photometry service configuration (written by 'contimg-photometry init').",
              "# Every key, documented, with its default: contimg-photometry config dump",
              "# Check this file (and its databases): contimg-photometry config check --config FILE"]

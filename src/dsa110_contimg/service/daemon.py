@@ -34,6 +34,10 @@ when an earlier one fails, the worker processes are always killed and reaped,
 and a hard deadline (``drain_timeout_s`` + 5 s after the signal) ends the
 process regardless. SIGHUP -> rescan (``RELOADING=1`` ... ``READY=1``).
 
+Alerts: :class:`~dsa110_contimg.service.alerts.AlertDelivery` delivers the alert outbox
+from its own thread (started with the metrics, woken when a job settles, stopped at
+shutdown).
+
 Observability hooks (:mod:`dsa110_contimg.service.metrics`): ``self.metrics`` is told
 about every settled job and every loop iteration; it serves Prometheus metrics when
 ``daemon.metrics_listen`` is set and composes the systemd ``STATUS=`` line. The
@@ -56,6 +60,7 @@ import structlog
 
 from dsa110_contimg.core.errors import ConfigError, StoreError
 from dsa110_contimg.service import classify
+from dsa110_contimg.service.alerts import AlertDelivery
 from dsa110_contimg.service.config import ServiceConfig
 from dsa110_contimg.service.health import HealthMonitor
 from dsa110_contimg.service.instance import InstanceLock
@@ -180,6 +185,7 @@ class Daemon:
         # one daemon per state directory and node (released by the kernel when we die)
         self.instance_lock = InstanceLock(cfg.paths.state_dir, self.node).acquire(owner=self.owner)
         self.db = open_products_db(cfg.paths.products_db)
+        self.alerts = AlertDelivery(cfg.alerts, self.db, owner=self.owner)
         self.queue = JobQueue(self.db, owner=self.owner, lease_s=d.lease_s,
                               backoff_base_s=d.backoff_base_s, backoff_cap_s=d.backoff_cap_s,
                               max_interruptions=d.max_interruptions)
@@ -291,6 +297,7 @@ class Daemon:
         if self.stopping:
             return
         self.metrics.start()   # a port that cannot be bound stops the start-up here
+        self.alerts.start()    # its own thread: a slow webhook never holds up this loop
         # 2. workers, 3. observer, 4. scan
         self.pool.start()
         self._start_watcher()
@@ -380,6 +387,7 @@ class Daemon:
         _quiet(self._beat, state="stopped")
         _quiet(self.runner.close)
         _quiet(self.health.stop)
+        _quiet(self.alerts.stop)
         _quiet(self.db.dispose)
         _quiet(self.metrics.stop)
         _quiet(self.instance_lock.release)
@@ -587,6 +595,7 @@ class Daemon:
 
     def _settle(self, o: Outcome) -> None:
         self._next["claim"] = 0.0   # a worker is free
+        self.alerts.wake()          # the job may have recorded alerts
         entry = self.inflight.pop(o.job_id, None)
         if entry is None:
             return

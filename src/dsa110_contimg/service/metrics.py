@@ -36,6 +36,13 @@ name                                         type       meaning
 ``detections``                               gauge      blind detections stored (per image:
                                                         its rate over the images' rate)
 ``sources{kind}``                            gauge      new, blind and monitor sources
+``alerts{kind,state}``                       gauge      alert deliveries by destination kind
+                                                        (webhook, voevent) and state
+                                                        (pending, sent, failed)
+``alert_events_total{event}``                counter    alerts recorded by event
+                                                        (ese_candidate, ese_confidence,
+                                                        ese_stage, new_source, test; the
+                                                        outbox count, kept across restarts)
 ``last_success_timestamp_seconds``           gauge      Unix time of the last image measured
                                                         (from the database at start-up)
 ``daemon_healthy``                           gauge      1 while the watchdog health checks pass
@@ -292,7 +299,9 @@ class Metrics:
 
     def database_snapshot(self, now: float | None = None) -> dict:
         """``{"jobs": {state: n}, "oldest_pending_age_s": s, "ese": {confidence: n},
-        "transients": counts}`` (:func:`~dsa110_contimg.store.detections.detection_counts`)."""
+        "transients": counts (:func:`~dsa110_contimg.store.detections.detection_counts`),
+        "alerts": {(kind, state): n}, "alert_events": {event: n}}``."""
+        from dsa110_contimg.store.alerts import delivery_counts, event_counts
         from dsa110_contimg.store.detections import detection_counts
         from dsa110_contimg.store.schema import JOB_STATES
         from dsa110_contimg.store.status import (
@@ -305,10 +314,13 @@ class Metrics:
             oldest = oldest_pending_at(conn)
             ese = active_candidates_by_confidence(conn)
             transients = detection_counts(conn)
+            deliveries = delivery_counts(conn)
+            events = event_counts(conn)
             conn.rollback()
         return {"jobs": {s: int(counts.get(s, 0)) for s in JOB_STATES},
                 "oldest_pending_age_s": 0.0 if oldest is None else max(0.0, now - float(oldest)),
-                "ese": {str(k): int(v) for k, v in ese.items()}, "transients": transients}
+                "ese": {str(k): int(v) for k, v in ese.items()}, "transients": transients,
+                "alerts": deliveries, "alert_events": events}
 
 
 class _DatabaseCollector:
@@ -360,3 +372,24 @@ class _DatabaseCollector:
         for kind in ("new", "blind", "monitor"):
             kinds.add_metric([kind], tr.get(f"{kind}_sources", 0))
         yield kinds
+        yield from _alert_families(snap)
+
+
+def _alert_families(snap: dict):
+    """``contimg_alerts{kind,state}`` and ``contimg_alert_events_total{event}``, every label
+    combination present (0 when none) so rules can use them from the start."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from dsa110_contimg.store.alerts import ALERT_EVENTS
+    from dsa110_contimg.store.schema import DELIVERY_STATES, DESTINATION_KINDS
+
+    alerts = GaugeMetricFamily("contimg_alerts", "Alert deliveries by destination kind and state",
+                               labels=["kind", "state"])
+    for kind in DESTINATION_KINDS:
+        for state in DELIVERY_STATES:
+            alerts.add_metric([kind, state], snap["alerts"].get((kind, state), 0))
+    yield alerts
+    events = CounterMetricFamily("contimg_alert_events", "Alerts recorded by event", labels=["event"])
+    for event in ALERT_EVENTS:
+        events.add_metric([event], snap["alert_events"].get(event, 0))
+    yield events
