@@ -130,3 +130,12 @@ def test_a_refused_delivery_is_failed_at_once(db):
         assert outbox.due_deliveries(c, "webhook:h:1", 10) == []
         state = c.execute(sa.text("SELECT state, attempts, last_error FROM alert_deliveries")).one()
     assert tuple(state) == ("failed", 1, "HTTP 400 Bad Request")
+
+
+def test_ids_without_rows_are_not_linked_but_the_alert_is_kept(db):
+    with db.engine.begin() as c:
+        (key,) = record_alerts(c, [AlertEvent("ese_stage", 99, "x", image_id=99, fields={"stage": "dip"})])
+    with db.engine.connect() as c:
+        (a,) = outbox.find_alerts(c)
+    assert (a["key"], a["source_id"], a["image_id"], a["payload"]["stage"]) == (key, None, None, "dip")
+    assert a["dedupe_key"] == "ese_stage:99:x"

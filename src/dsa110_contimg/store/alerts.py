@@ -95,7 +95,8 @@ def record_alerts(conn: Connection, events: Sequence[AlertEvent], *,
                   now: float | None = None) -> list[str]:
     """Put alerts in the outbox, in the caller's transaction; returns the keys of those
     recorded now (an event already recorded, same :attr:`AlertEvent.dedupe_key`, is
-    skipped). Reads the source, image and measurement rows of the events (a few rows)."""
+    skipped). Reads the source, image and measurement rows of the events (a few rows); a
+    source or image id without a row is not linked (the alert is still recorded)."""
     events = [e for e in events if e.event in ALERT_EVENTS]
     if not events:
         return []
@@ -113,8 +114,9 @@ def record_alerts(conn: Connection, events: Sequence[AlertEvent], *,
                    **{k: v for k, v in given.items() if v is not None}}
         if e.significance is not None:
             payload.setdefault("significance", clean(e.significance))
+        known = context.get((e.source_id, e.image_id), {})
         rows.append({"key": new_key(e.event), "dedupe_key": e.dedupe_key, "event": e.event,
-                     "source_id": e.source_id, "image_id": e.image_id,
+                     "source_id": known.get("source_id"), "image_id": known.get("image_id"),
                      "significance": clean(e.significance), "created_at": now,
                      "payload": json.dumps(payload, sort_keys=True, allow_nan=False)})
     conn.execute(dialect_insert(conn, alerts).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows)
