@@ -139,3 +139,31 @@ def test_ids_without_rows_are_not_linked_but_the_alert_is_kept(db):
         (a,) = outbox.find_alerts(c)
     assert (a["key"], a["source_id"], a["image_id"], a["payload"]["stage"]) == (key, None, None, "dip")
     assert a["dedupe_key"] == "ese_stage:99:x"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_new_source_records_its_alert_in_the_same_write(db):
+    from dsa110_contimg.store import detections as ds
+    from dsa110_contimg.store.schema import sources
+
+    with db.engine.begin() as c:
+        c.execute(sources.insert().values(survey="dsa110", catalog_id="DSA110 J100100+370100",
+                                          ra_deg=150.25, dec_deg=37.02, reference_ok=False, kind="new"))
+        sid = c.execute(sa.select(sources.c.id).where(sources.c.kind == "new")).scalar_one()
+        cols = {k: [None] for k in ds.DETECTION_COLUMNS}
+        cols.update(source_id=[sid], ra_deg=[150.25], dec_deg=[37.02], ra_err_arcsec=[3.0],
+                    dec_err_arcsec=[4.0], flags=[0], status=["new_source"], n_candidates=[0],
+                    peak_jyb=[0.05])
+        ds.replace_detections(c, 1, cols)
+        row = {"source_id": sid, "image_id": 1, "mjd": 60075.5, "peak_jyb": 0.05, "peak_err_jyb": 0.002,
+               "new_high_sigma": 12.5, "sigma_rms_min": 20.0, "likely_transient": True,
+               "n_earlier_images": 4}
+        ds.record_new_sources(c, [row])
+        ds.record_new_sources(c, [{**row, "new_high_sigma": 9.0}])      # a source is new once
+    with db.engine.connect() as c:
+        (a,) = outbox.find_alerts(c, event="new_source")
+    p = a["payload"]
+    assert a["significance"] == 12.5 and p["significance_kind"] == "new_high_sigma"
+    assert p["source_name"] == "DSA110 J100100+370100" and p["position_error_arcsec"] == 5.0
+    assert p["flux_mjy"] == 50.0 and p["flux_err_mjy"] == 2.0 and p["likely_transient"] is True
+    assert "baseline_flux_mjy" not in p and a["image_id"] == 1

@@ -96,6 +96,8 @@ def alert_text(event: str, p: dict, *, role: str) -> str:
         facts.append(dip)
     if p.get("significance") is not None:
         facts.append(f"{p['significance']:.1f} sigma")
+    if p.get("likely_transient"):
+        facts.append("likely transient (above the brightest limit of the earlier images)")
     if p.get("confidence") and event != "ese_confidence":
         score = f", score {p['score']:.1f}" if p.get("score") is not None else ""
         facts.append(f"confidence {p['confidence']}{score}")

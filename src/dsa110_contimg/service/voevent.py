@@ -61,6 +61,9 @@ EVENT_PARAMS = {
     "stage": ("stage", "", "meta.code", "string"),
     "previous_stage": ("previous_stage", "", "meta.code", "string"),
     "candidate_id": ("candidate_id", "", "meta.id", "int"),
+    "sigma_rms_min": ("sigma_rms_min", "sigma", "stat.snr", "float"),
+    "likely_transient": ("likely_transient", "", "meta.code", "string"),
+    "n_earlier_images": ("n_earlier_images", "", "meta.number", "int"),
 }
 #: The Why/Inference/Concept of each event.
 CONCEPTS = {"ese_candidate": "process.variation;em.radio (extreme scattering event candidate)",

@@ -175,6 +175,37 @@ def _survey_label(survey: str) -> str:
             "master": "master (NVSS-based)"}.get(survey, survey.upper())
 
 
+def new_source_events(conn: Connection, rows: Sequence[Mapping]) -> list[AlertEvent]:
+    """The ``new_source`` alerts of ``new_sources`` rows (:func:`dsa110_contimg.store.
+    detections.record_new_sources`): significance ``new_high_sigma``, the first detection's
+    peak (mJy/beam) and, from its ``detections`` row, the fitted position error (the radius
+    sqrt(sigma_ra^2 + sigma_dec^2), arcsec)."""
+    import math
+
+    pairs = {(int(r["image_id"]), int(r["source_id"])) for r in rows}
+    errors: dict[tuple, tuple] = {}
+    for image_id in {i for i, _ in pairs}:
+        for sid, ra_err, dec_err in bulk.fetch_in(
+                conn, "SELECT source_id, ra_err_arcsec, dec_err_arcsec FROM detections "
+                      "WHERE image_id = ? AND source_id IN ({in})",
+                sorted(s for i, s in pairs if i == image_id), params=(image_id,)):
+            errors[(image_id, sid)] = (ra_err, dec_err)
+    events = []
+    for r in rows:
+        key = (int(r["image_id"]), int(r["source_id"]))
+        ra_err, dec_err = errors.get(key, (None, None))
+        fields = {"flux_mjy": _mjy(r.get("peak_jyb")), "flux_err_mjy": _mjy(r.get("peak_err_jyb")),
+                  "flux_kind": "raw", "mjd": r.get("mjd"), "significance_kind": "new_high_sigma",
+                  "sigma_rms_min": r.get("sigma_rms_min"),
+                  "likely_transient": bool(r.get("likely_transient")),
+                  "n_earlier_images": r.get("n_earlier_images")}
+        if ra_err is not None and dec_err is not None:
+            fields["position_error_arcsec"] = math.hypot(ra_err, dec_err)
+        events.append(AlertEvent("new_source", key[1], "new", image_id=key[0],
+                                 significance=r.get("new_high_sigma"), fields=fields))
+    return events
+
+
 # -- fan-out ---------------------------------------------------------------------------------
 def ensure_destinations(conn: Connection, destinations: Iterable[tuple[str, str]]) -> None:
     """Create the ``alert_destinations`` rows of ``(destination, kind)`` pairs not yet known."""

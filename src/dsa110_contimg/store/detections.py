@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dsa110_contimg.store import bulk
+from dsa110_contimg.store.alerts import new_source_events, record_alerts
 from dsa110_contimg.store.engine import dialect_insert
 from dsa110_contimg.store.sky import cone_box
 from dsa110_contimg.store.schema import (
@@ -139,11 +140,14 @@ def earlier_depths(conn: Connection, image_ids: Sequence[int], before_mjd: float
 
 
 def record_new_sources(conn: Connection, rows: list[dict]) -> None:
-    """Insert ``new_sources`` rows (a source is new once: later inserts are ignored)."""
+    """Insert ``new_sources`` rows (a source is new once: later inserts are ignored) and, in the
+    same transaction, their ``new_source`` alerts (:mod:`dsa110_contimg.store.alerts`; sent
+    when ``new_high_sigma`` reaches ``[alerts] new_source_min_sigma``)."""
     if rows:
         now = time.time()
         conn.execute(dialect_insert(conn, new_sources).on_conflict_do_nothing(
             index_elements=["source_id"]), [{"created_at": now, **r} for r in rows])
+        record_alerts(conn, new_source_events(conn, rows))
 
 
 def set_backfill_job(conn: Connection, source_ids: Sequence[int], job_id: int) -> None:
