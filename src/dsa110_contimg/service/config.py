@@ -469,8 +469,9 @@ class AlertsConfig(ConfigModel):
     candidate reached a higher confidence), ese_stage (an ESE stage change), new_source (a
     source not seen before, above new_source_min_sigma). Others are recorded, not sent."""
     new_source_min_sigma: float = Field(7.0, gt=0)
-    """A new source is sent only at this significance or above (sigma); the earlier DSA-110
-    pipeline alerted at 7 sigma (10 sigma critical)."""
+    """A new source (found new from [photometry] new_source_min_sigma) is sent only when its
+    significance (new_high_sigma) reaches this (sigma); the earlier DSA-110 pipeline alerted at
+    7 sigma (10 sigma critical)."""
     role: one_of(ALERT_ROLES) = "test"
     """VOEvent role and the payload's 'role': test (commissioning: brokers and receivers
     treat the packets as tests) | observation. 'alerts test' always sends role test."""
