@@ -312,6 +312,7 @@ class AlertDelivery:
                 summary_key: str | None = None) -> int:
         """Store one send's outcome (deliveries and destination state); returns the
         destination's consecutive failures after it."""
+        now = max(now, self.clock())   # a tick's sends take time: the lease runs from now
         ids = [a["id"] for a in sent]
         values = {"last_attempt_at": now, "lease_until": now + self.lease_s}
         if window is not None:
