@@ -83,6 +83,16 @@ _DB_ALLOWED = "a non-empty SQLite file path or SQLAlchemy URL"
 
 
 # -- types -------------------------------------------------------------------------------
+def _expanded(value: str, *, shown: str) -> str:
+    """``value`` with ``${VAR}``/``$VAR`` taken from the environment; an unset variable is a
+    configuration error (``shown``: the value as the message may show it)."""
+    try:
+        return expand_env(value)
+    except KeyError as exc:
+        raise invalid(f"an environment variable ${{{exc.args[0]}}} that is set (it is not)",
+                      value=shown) from None
+
+
 def _database(value: Any, info: ValidationInfo):
     """A database value: an SQLAlchemy URL (:class:`DatabaseURL`) when it has a scheme, else an
     SQLite file path resolved against the configuration folder; unset: under ``state_dir``."""
@@ -98,11 +108,7 @@ def _database(value: Any, info: ValidationInfo):
         value = os.fspath(value)
     if not isinstance(value, str) or not value:
         raise invalid(_DB_ALLOWED)
-    try:
-        text = expand_env(value)
-    except KeyError as exc:
-        raise invalid(f"an environment variable ${{{exc.args[0]}}} that is set (it is not)",
-                      value=mask_url(value)) from None
+    text = _expanded(value, shown=mask_url(value))
     if not is_url(text):
         path = Path(text).expanduser()
         base = (info.context or {}).get("base")
@@ -422,11 +428,7 @@ def _webhook_list(value):
     for item in value:
         if not isinstance(item, str) or not item:
             raise invalid(_WEBHOOK_ALLOWED)
-        try:
-            url = expand_env(item)
-        except KeyError as exc:
-            raise invalid(f"an environment variable ${{{exc.args[0]}}} that is set (it is not)",
-                          value=item) from None
+        url = _expanded(item, shown=item)
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
