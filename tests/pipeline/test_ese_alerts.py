@@ -10,7 +10,8 @@ import pytest
 from dsa110_contimg.pipeline.ese_alerts import ese_alert_events, record_ese_alerts
 from dsa110_contimg.store import alerts as outbox
 from dsa110_contimg.store.engine import open_products_db
-from dsa110_contimg.store.lightcurves import set_candidate_status, upsert_ese_candidates
+from dsa110_contimg.store.lightcurves import upsert_ese_candidates
+from dsa110_contimg.store.review_log import review
 
 
 def row(source_id: int, confidence: str, score: float, **kw) -> dict:
@@ -64,7 +65,7 @@ def test_new_candidate_and_each_raised_level_alert_once(db):
 def test_a_dismissed_candidate_does_not_alert(db):
     evaluate(db, [row(1, "low", 2.0)])
     with db.engine.begin() as c:
-        set_candidate_status(c, 1, "dismissed", "sidelobe")
+        review(c, 1, "dismissed", reviewer="alice", note="sidelobe")
     assert evaluate(db, [row(1, "high", 9.0)]) == []
     assert [e[0] for e in events(db)] == ["ese_candidate"]
 
