@@ -114,7 +114,7 @@ def test_one_clear_line_names_file_key_value_and_allowed(tmp_path, text, key, va
     ("[daemon]\nzzz = 2\n", "daemon.zzz",
      "unknown key 'daemon.zzz' (= 2): expected one of the keys backoff_base_s, backoff_cap_s"),
     ("[colours]\nred = 1\n", "colours",
-     "unknown section [colours]: expected one of the sections daemon, logging, paths, photometry, web"),
+     "unknown section [colours]: expected one of the sections alerts, daemon, logging, paths, photometry, web"),
 ])
 def test_unknown_keys_and_sections_suggest_the_nearest_name(tmp_path, text, key, message):
     p = write(tmp_path, text)
