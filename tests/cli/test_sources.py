@@ -135,5 +135,33 @@ def test_a_transient_through_the_command_line(sim_field, tmp_path, capsys):
     assert len(lc) == 6
     flux = np.asarray(lc[[c for c in lc.colnames if c.startswith("peak") and c.endswith("_jyb")][0]])
     assert np.all(np.abs(flux[:3]) < 5e-3) and np.all(flux[3:] > 0.03)
-    assert main(["sources", "backfill", "--monitor", *args]) == 1
-    assert "no monitor-list source" in capsys.readouterr().err
+    cats = ["--catalog-dir", str(tmp_path / "catalogs")]
+    assert main(["sources", "backfill", "--monitor", *args, *cats]) == 1
+    assert "no monitor list" in capsys.readouterr().err
+    # a monitor list ingested after the images: its positions were never measured, and
+    # `sources backfill --monitor` measures them in every stored image that covers them
+    blank_ra, blank_dec = wcs.wcs_pix2world([gx.ravel()[far] + 12], [gy.ravel()[far] - 12], 0)
+    mon = tmp_path / "monitor.csv"
+    mon.write_text(f"name,ra,dec\nPSR_A,{t_ra[0]:.6f},{t_dec[0]:.6f}\n"
+                   f"BLANK,{blank_ra[0]:.6f},{blank_dec[0]:.6f}\nFAR,10.0,-60.0\n")
+    assert main(["catalog", "ingest", "monitor", str(mon), *cats]) == 0
+    assert main(["sources", "backfill", "--monitor", *args, *cats]) == 0
+    assert "queued for 3 source(s)" in capsys.readouterr().out
+    assert main(["worker", "--once", *args, *cats]) == 0
+    capsys.readouterr()
+    assert main(["sources", "list", "--monitor", "--json", *args]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(rows) == ["BLANK", "FAR", "PSR_A"]
+    assert [rows[n]["kind"] for n in ("BLANK", "FAR", "PSR_A")] == ["monitor"] * 3
+    assert rows["PSR_A"]["n_measurements"] == 6 and rows["BLANK"]["n_measurements"] == 6
+    assert rows["FAR"]["n_measurements"] == 0            # covered by no image
+    curves = {}
+    for name in ("PSR_A", "BLANK"):
+        out = tmp_path / f"{name}.csv"
+        assert main(["lightcurve", str(rows[name]["id"]), "-o", str(out), "--format", "csv",
+                     *args]) == 0
+        lc = Table.read(out, format="ascii.csv")
+        curves[name] = np.asarray(lc[[c for c in lc.colnames
+                                      if c.startswith("peak") and c.endswith("_jyb")][0]])
+    assert np.all(np.abs(curves["PSR_A"][:3]) < 5e-3) and np.all(curves["PSR_A"][3:] > 0.03)
+    assert np.all(np.abs(curves["BLANK"]) < 5e-3)

@@ -56,10 +56,14 @@ def register(sub) -> None:
     bf = ssub.add_parser("backfill", help="measure sources in the stored images that cover them "
                          "(a batch job through the queue; the daemon or `worker` runs it)")
     common.add_db_options(bf, registry=False)
+    bf.add_argument("--catalog-dir", default=None, metavar="DIR",
+                    help="catalogue directory holding the monitor list (default: from the "
+                         "configuration, else $CONTIMG_CATALOG_DIR, else ./catalogs)")
     target = bf.add_mutually_exclusive_group(required=True)
     target.add_argument("source_id", type=int, nargs="?", metavar="ID", help="source id")
     target.add_argument("--monitor", action="store_true",
-                        help="every monitor-list source measured so far")
+                        help="every position of the monitor list (`catalog ingest monitor`), "
+                             "measured before or not")
     bf.set_defaults(func=backfill_sources)
 
 
@@ -162,14 +166,18 @@ def backfill_sources(args) -> int:
     from dsa110_contimg.pipeline.backfill import queue_backfill, sources_to_backfill
     from dsa110_contimg.store.engine import serialise_writes
 
+    from dsa110_contimg.store.catalogs import CatalogStore
+
     cfg = _photometry_config(args)
+    catalogs = CatalogStore(common.catalog_dir(args)) if args.monitor else None
     db = common.open_products(args, write=True, migrate=True)
     with db.engine.begin() as conn:
         serialise_writes(conn)
         sources = sources_to_backfill(conn, None if args.monitor else [args.source_id],
-                                      monitor=args.monitor)
+                                      monitor=args.monitor, catalogs=catalogs)
         if not sources:
-            raise PhotometryError("no monitor-list source has been measured yet" if args.monitor
+            raise PhotometryError(f"no monitor list in {catalogs.catalog_dir} (catalog ingest "
+                                  "monitor FILE)" if args.monitor
                                   else f"no source with id {args.source_id}")
         job = queue_backfill(conn, sources, cfg, origin="cli")
     if job is None:

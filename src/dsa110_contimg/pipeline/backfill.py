@@ -135,17 +135,39 @@ def store_backfill(conn, path: str, sources: list[dict], table, cfg) -> int:
     return int(image["id"])
 
 
-def sources_to_backfill(conn, source_ids=None, *, monitor: bool = False) -> list[dict]:
+def sources_to_backfill(conn, source_ids=None, *, monitor: bool = False, catalogs=None) -> list[dict]:
     """``id``, ``ra_deg``, ``dec_deg`` (weighted mean once detected) of the given sources,
-    or of every monitor-list source."""
+    or of every monitor-list source: with ``catalogs`` (a
+    :class:`~dsa110_contimg.store.catalogs.CatalogStore`), every position of its monitor
+    list gets its source row first (inside the caller's transaction), so a position never
+    measured yet (a list ingested after the images) is measured too."""
     from dsa110_contimg.store.sources import SourceQuery, list_sources, source_by_id
 
     if monitor:
+        if catalogs is not None:
+            ensure_monitor_sources(conn, catalogs)
         rows = list_sources(conn, SourceQuery(kinds=("monitor",), limit=None))
     else:
         rows = [r for r in (source_by_id(conn, int(i)) for i in source_ids or ()) if r is not None]
     return [{"id": r["id"], "ra_deg": r["ra_deg"], "dec_deg": r["dec_deg"]} for r in rows]
 
 
-__all__ = ["BACKFILL_JOB", "covering_images", "queue_backfill", "measure_backfill",
-           "store_backfill", "sources_to_backfill"]
+def ensure_monitor_sources(conn, catalogs) -> int:
+    """Give every position of the monitor list (``monitor`` survey of ``catalogs``) its
+    ``sources`` row (kind ``monitor``, never a flux reference; insert-if-absent, as the
+    image's ``store`` step makes them). Returns the number of positions in the list (0 when
+    none was ingested)."""
+    from dsa110_contimg.core.enums import MONITOR_SURVEY
+
+    if not catalogs.path_of(MONITOR_SURVEY).exists():
+        return 0
+    mon = catalogs.survey(MONITOR_SURVEY).all_rows(columns=[])
+    if len(mon):
+        product_store.upsert_sources(conn, MONITOR_SURVEY, [str(s) for s in mon["source_id"]],
+                                     np.asarray(mon["ra_deg"], float),
+                                     np.asarray(mon["dec_deg"], float), kind="monitor")
+    return len(mon)
+
+
+__all__ = ["BACKFILL_JOB", "covering_images", "ensure_monitor_sources", "queue_backfill",
+           "measure_backfill", "store_backfill", "sources_to_backfill"]
