@@ -267,79 +267,107 @@ def all_pairs_metrics(flux2d, err2d, mjd2d=None, *, vs_threshold: float = VS_SIG
         t = np.asarray(mjd2d, dtype=float)
     if one:
         f, e, t = f[None, :], e[None, :], np.atleast_2d(t)
-    f, e, t = lightcurve_block(f, e, t, "all_pairs_metrics")
-    ok = _valid(f, e) & np.isfinite(t)
-    # time order, invalid points last (as NaN)
-    order = np.argsort(np.where(ok, t, np.inf), axis=1, kind="stable")
-    f = np.take_along_axis(np.where(ok, f, np.nan), order, axis=1)
-    e = np.take_along_axis(np.where(ok, e, np.nan), order, axis=1)
+    f, e = _time_ordered(*lightcurve_block(f, e, t, "all_pairs_metrics"))
     S, N = f.shape
-    out = {k: np.full(S, np.nan) for k in ALL_PAIR_KEYS}
-    n_valid = np.isfinite(f).sum(axis=1)
-    has = n_valid >= 2
+    has = np.isfinite(f).sum(axis=1) >= 2
     if not has.any() or N < 2:
-        return {k: float(v[0]) for k, v in out.items()} if one else out
+        out = {k: np.full(S, np.nan) for k in ALL_PAIR_KEYS}
+    else:
+        bound = _pair_bounds(f, e, has)
+        visit = np.argsort(-bound, axis=1, kind="stable")            # largest bound first
+        bsorted = np.take_along_axis(bound, visit, axis=1)
+        search = _PairSearch(f, e, has, vs_threshold)
+        block = max(1, max_elements // max(N * max(S, 1), 1))
+        for r0 in range(0, N, block):
+            src = search.sources_needing(bsorted[:, r0])
+            if src.size == 0:
+                break
+            search.update(src, visit[src, r0:min(r0 + block, N)])
+        out = search.result()
+    if one:
+        return {k: float(v[0]) for k, v in out.items()}
+    return out
+
+
+def _time_ordered(f, e, t):
+    """Flux and error in time order per row, invalid points last as NaN."""
+    ok = _valid(f, e) & np.isfinite(t)
+    order = np.argsort(np.where(ok, t, np.inf), axis=1, kind="stable")
+    return (np.take_along_axis(np.where(ok, f, np.nan), order, axis=1),
+            np.take_along_axis(np.where(ok, e, np.nan), order, axis=1))
+
+
+def _pair_bounds(f, e, has):
+    """Per epoch, the largest |Vs| any partner could give: max(S_i - S_min, S_max - S_i) /
+    sqrt(s_i**2 + s_min**2); -inf where undefined."""
     with np.errstate(invalid="ignore", all="ignore"):
         fmin = np.nanmin(np.where(has[:, None], f, 0.0), axis=1)
         fmax = np.nanmax(np.where(has[:, None], f, 0.0), axis=1)
         emin = np.nanmin(np.where(has[:, None], e, 1.0), axis=1)
         bound = np.maximum(f - fmin[:, None], fmax[:, None] - f) / np.sqrt(e * e + emin[:, None] ** 2)
-    bound = np.where(np.isfinite(bound), bound, -np.inf)
-    visit = np.argsort(-bound, axis=1, kind="stable")            # largest bound first
-    bsorted = np.take_along_axis(bound, visit, axis=1)
-    best_vs = np.where(has, -1.0, np.nan)          # any pair (|Vs| >= 0) replaces it
-    best_vs_m = np.full(S, np.nan)
-    best_m = np.full(S, -1.0)
-    cols = np.arange(N)
-    block = max(1, max_elements // max(N * max(S, 1), 1))
-    for r0 in range(0, N, block):
-        r1 = min(r0 + block, N)
-        need = has & (bsorted[:, r0] >= np.minimum(np.nan_to_num(best_vs, nan=np.inf),
-                                                   vs_threshold))
-        need |= has & (best_vs < 0)                 # no pair seen yet (e.g. all bounds 0)
-        if not need.any():
-            break
-        src = np.flatnonzero(need)
-        rows = visit[src, r0:r1]                                   # (s, b) epoch indices
+    return np.where(np.isfinite(bound), bound, -np.inf)
+
+
+def _signed_m(f, src, rows, flat_index, shape):
+    """Signed m (earlier minus later) of the pair at ``flat_index`` of each row's block."""
+    ib, jb = np.unravel_index(flat_index, shape)
+    ii = rows[np.arange(src.size), ib]
+    sign = np.where(ii < jb, 1.0, -1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _div(sign * 2.0 * (f[src, ii] - f[src, jb]), f[src, ii] + f[src, jb])
+
+
+class _PairSearch:
+    """Running best pairs of :func:`all_pairs_metrics`, updated one block of epochs at a time."""
+
+    def __init__(self, f, e, has, vs_threshold):
+        S = f.shape[0]
+        self.f, self.e, self.has, self.vs_threshold = f, e, has, vs_threshold
+        self.best_vs = np.where(has, -1.0, np.nan)          # any pair (|Vs| >= 0) replaces it
+        self.best_vs_m = np.full(S, np.nan)
+        self.best_m = np.full(S, -1.0)
+        self.m_significant = np.full(S, np.nan)
+        self.vs_at_m_significant = np.full(S, np.nan)
+
+    def sources_needing(self, next_bound):
+        """Sources whose next epoch could still beat their best |Vs| or reach the threshold."""
+        need = self.has & (next_bound >= np.minimum(np.nan_to_num(self.best_vs, nan=np.inf),
+                                                    self.vs_threshold))
+        need |= self.has & (self.best_vs < 0)        # no pair seen yet (e.g. all bounds 0)
+        return np.flatnonzero(need)
+
+    def update(self, src, rows):
+        """Pair epochs ``rows`` (s, b) of sources ``src`` with every epoch of those sources."""
+        f, e = self.f, self.e
         fi = np.take_along_axis(f[src], rows, axis=1)[:, :, None]
         ei = np.take_along_axis(e[src], rows, axis=1)[:, :, None]
-        fj = f[src][:, None, :]
-        ej = e[src][:, None, :]
+        fj, ej = f[src][:, None, :], e[src][:, None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
             diff = fi - fj
             avs = np.abs(diff) / np.sqrt(ei * ei + ej * ej)
             am = np.abs(2.0 * diff / (fi + fj))
+        cols = np.arange(f.shape[1])
         avs = np.where(np.isfinite(avs) & (rows[:, :, None] != cols[None, None, :]), avs, -1.0)
         flat = avs.reshape(src.size, -1)
         k = np.argmax(flat, axis=1)
         v = flat[np.arange(src.size), k]
-        better = v > np.nan_to_num(best_vs[src], nan=-1.0)
-        # signed m of the pair, earlier minus later
-        ib, jb = np.unravel_index(k, avs.shape[1:])
-        ii = rows[np.arange(src.size), ib]
-        sign = np.where(ii < jb, 1.0, -1.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m_pair = _div(sign * 2.0 * (f[src, ii] - f[src, jb]), f[src, ii] + f[src, jb])
-        upd = src[better]
-        best_vs[upd] = v[better]
-        best_vs_m[upd] = m_pair[better]
-        am = np.where((avs >= vs_threshold) & np.isfinite(am), am, -1.0).reshape(src.size, -1)
+        better = v > np.nan_to_num(self.best_vs[src], nan=-1.0)
+        m_pair = _signed_m(f, src, rows, k, avs.shape[1:])
+        self.best_vs[src[better]] = v[better]
+        self.best_vs_m[src[better]] = m_pair[better]
+        am = np.where((avs >= self.vs_threshold) & np.isfinite(am), am, -1.0).reshape(src.size, -1)
         km = np.argmax(am, axis=1)
         vm = am[np.arange(src.size), km]
-        better = vm > best_m[src]
-        ib, jb = np.unravel_index(km, avs.shape[1:])
-        ii = rows[np.arange(src.size), ib]
-        sign = np.where(ii < jb, 1.0, -1.0)
+        better = vm > self.best_m[src]
         upd = src[better]
-        out["m_significant"][upd] = _div(sign * 2.0 * (f[src, ii] - f[src, jb]),
-                                         f[src, ii] + f[src, jb])[better]
-        out["vs_at_m_significant"][upd] = flat[np.arange(src.size), km][better]
-        best_m[upd] = vm[better]
-    out["vs_max_all"] = best_vs
-    out["m_at_vs_max_all"] = best_vs_m
-    if one:
-        return {k: float(v[0]) for k, v in out.items()}
-    return out
+        self.m_significant[upd] = _signed_m(f, src, rows, km, avs.shape[1:])[better]
+        self.vs_at_m_significant[upd] = flat[np.arange(src.size), km][better]
+        self.best_m[upd] = vm[better]
+
+    def result(self) -> dict:
+        return {"vs_max_all": self.best_vs, "m_at_vs_max_all": self.best_vs_m,
+                "m_significant": self.m_significant,
+                "vs_at_m_significant": self.vs_at_m_significant}
 
 
 def lightcurve_block(flux2d, err2d, mjd2d, caller: str):
