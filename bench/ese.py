@@ -32,8 +32,17 @@ incremental one (``new_since_mjd`` = the newest epoch) for 1,500 sources at grow
 numbers of epochs; and recall / false positives of a stream searched incrementally
 every 7 days against one full-history search at the end.
 
+Part 4 -- stages while the event happens (:mod:`dsa110_contimg.science.ese_stage`):
+every class observed only up to a random point (lenses: of the event; negatives: of the
+season), the table per class and stage; lenses of depth >= 30 % observed up to their
+epoch of minimum (target: >= 80 % flagged); steady sources evaluated at every
+``--stream-every``-th epoch of the season (target: <= 0.5 % ever flagged); steps and
+fades at the end of the season (target: <= 5 % confirmed); u-dip lenses observed until
+2-3 weeks after the event (the stage must rank above any threshold-only candidate).
+
 Usage: .venv/bin/python bench/ese.py [--seed N] [--steady 2000] [--ese 50] [--trials K]
-                                     [--per-class 200] [--skip-cost]
+                                     [--per-class 200] [--skip-cost] [--only-stages]
+                                     [--stage-steady 500] [--stream-every 2]
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ import time
 
 import numpy as np
 
-from dsa110_contimg.science import ese, ese_models, normalize
+from dsa110_contimg.science import ese, ese_models, ese_stage, normalize
 from dsa110_contimg.science.variability import RunningStats
 
 
@@ -186,6 +195,98 @@ def stream_vs_full(samples, every_days=7.0):
     print(f"incremental searches: {t_inc:.1f} s in all")
 
 
+def _event_half_width(c, i, level=0.02):
+    """Half-width (days) of lens event ``i`` of class sample ``c``: where the noiseless
+    gain departs from 1 by more than ``level``."""
+    u = np.linspace(-8.0, 8.0, 3201)
+    p = c.params
+    if "impact" in p:
+        g = ese_models.axisymmetric_lens_gain(np.hypot(u, p["impact"][i]), p["alpha"][i],
+                                              p["source_size"][i])
+    else:
+        g = ese_models.gaussian_lens_gain(u, p["alpha"][i], p["source_size"][i])
+    away = np.abs(u[np.abs(g - 1.0) > level])
+    return float(away.max() if away.size else 0.0) * float(p["crossing_days"][i])
+
+
+def _observed_until(c, cut_mjd):
+    """Flux and error of ``c`` with the epochs after each source's ``cut_mjd`` removed."""
+    late = c.mjd[None, :] > np.asarray(cut_mjd)[:, None]
+    return np.where(late, np.nan, c.flux), np.where(late, np.nan, c.err)
+
+
+def _stages_grouped(c, cut_mjd):
+    """Stages of ``c`` observed until ``cut_mjd`` (per source; later epochs masked)."""
+    f, e = _observed_until(c, cut_mjd)
+    return ese_stage.ese_stages(c.mjd, f, e)["stage"]
+
+
+def stage_table(seed, n_per_class, n_steady, stream_every):
+    """Part 4: stages of light curves observed up to a point of their event."""
+    rng = np.random.default_rng(seed + 7)
+    samples = ese_models.simulate_classes(n_per_class, n_steady=n_steady, seed=seed + 7)
+    mjd = samples[0].mjd
+    names = ("",) + ese_stage.STAGES
+    print(f"\nESE stages, seed {seed + 7}: {mjd.size} epochs over {mjd[-1] - mjd[0]:.0f} d; each "
+          "light curve observed up to a random point (lenses: of the event, |t - t0| < "
+          "half-width; others: of the season)")
+    hdr = f"{'class':<12}" + "".join(f"{(n or 'none'):>17}" for n in names)
+    print(hdr)
+    print("-" * len(hdr))
+    half = {}
+    for c in samples:
+        n = c.flux.shape[0]
+        if c.is_ese:
+            half[c.name] = np.array([_event_half_width(c, i) for i in range(n)])
+            cut = c.params["t0"] + rng.uniform(-1.0, 1.0, n) * half[c.name]
+        else:
+            cut = rng.uniform(mjd[20], mjd[-1], n)
+        st = _stages_grouped(c, cut)
+        print(f"{c.name:<12}" + "".join(f"{f'{(st == s).sum()}/{n}':>10}{100 * np.mean(st == s):6.1f}%"
+                                        for s in names))
+    print("\nlenses with depth >= 30 % observed up to their epoch of minimum (t0):")
+    for c in samples:
+        if not c.is_ese:
+            continue
+        deep = c.params["depth"] >= 0.3
+        st = _stages_grouped(c, c.params["t0"])[deep]
+        flagged = st != ""
+        print(f"  {c.name:<10} flagged {flagged.sum()}/{deep.sum()} = {100 * flagged.mean():.1f} % "
+              f"(dip_in_progress {np.sum(st == 'dip_in_progress')}, recovering "
+              f"{np.sum(st == 'recovering')}, confirmed {np.sum(st == 'confirmed')})")
+    print("u-dip lenses (depth >= 30 %) observed until 14-21 d after the event:")
+    for c in samples:
+        if not c.is_ese:
+            continue
+        sel = (c.params["depth"] >= 0.3) & (c.params["type"] == "u-dip")
+        cut = c.params["t0"] + half[c.name] + rng.uniform(14.0, 21.0, c.flux.shape[0])
+        st = _stages_grouped(c, cut)[sel]
+        top = np.isin(st, ("confirmed", "recovering"))
+        print(f"  {c.name:<10} confirmed {np.sum(st == 'confirmed')}, recovering "
+              f"{np.sum(st == 'recovering')}, ranked first {top.sum()}/{sel.sum()} = "
+              f"{100 * top.mean():.1f} %")
+    print("steps and fades at the end of the season (the whole year observed):")
+    for c in samples:
+        if c.name in ("step", "fade", "flare", "badcal3"):
+            st = ese_stage.ese_stages(c.mjd, c.flux, c.err)["stage"]
+            print(f"  {c.name:<10} " + ", ".join(f"{s or 'none'} {100 * np.mean(st == s):.1f} %"
+                                                 for s in names))
+    steady = next(c for c in samples if c.name == "steady")
+    ever = np.zeros(steady.flux.shape[0], bool)
+    top_sig = 0.0
+    t0 = time.perf_counter()
+    cuts = range(20, mjd.size + 1, stream_every)
+    for k in cuts:
+        r = ese_stage.ese_stages(mjd[:k], steady.flux[:, :k], steady.err[:, :k])
+        ever |= r["stage"] != ""
+        top_sig = max(top_sig, float(r["live"]["significance"].max()),
+                      float(r["step"]["significance"].max()))
+    print(f"steady sources evaluated at {len(cuts)} epochs (every {stream_every}): ever flagged "
+          f"{ever.sum()}/{ever.size} = {100 * ever.mean():.2f} %; highest live/step significance "
+          f"{top_sig:.2f} sigma (threshold {ese_stage.DEFAULT_LIVE_SIGNIFICANCE:g}); "
+          f"{time.perf_counter() - t0:.0f} s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1)
@@ -194,7 +295,14 @@ def main():
     ap.add_argument("--trials", type=int, default=1, help="independent simulations to pool")
     ap.add_argument("--per-class", type=int, default=200, help="light curves per physical class")
     ap.add_argument("--skip-cost", action="store_true", help="skip part 3 (cost, stream)")
+    ap.add_argument("--only-stages", action="store_true", help="run part 4 only")
+    ap.add_argument("--stage-steady", type=int, default=500, help="steady sources in part 4")
+    ap.add_argument("--stream-every", type=int, default=2,
+                    help="part 4: evaluate steady sources at every N-th epoch")
     args = ap.parse_args()
+    if args.only_stages:
+        stage_table(args.seed, args.per_class, args.stage_steady, args.stream_every)
+        return
     results = [run(args.seed + i, args.steady, args.ese) for i in range(args.trials)]
     print()
     table(results)
@@ -239,6 +347,7 @@ def main():
         small = ese_models.simulate_classes(max(args.per_class // 2, 20), n_steady=500,
                                             seed=args.seed + 100)
         stream_vs_full(small)
+    stage_table(args.seed, args.per_class, args.stage_steady, args.stream_every)
 
 
 if __name__ == "__main__":
