@@ -18,6 +18,9 @@ One verdict, ``health`` in the status (:func:`assess`), decides the exit code of
 ``not_started`` (3)
     no daemon has run on this database yet (no heartbeat, or no database yet).
 
+The daemon's own verdict (its health thread's ``health.json``, with a full disk seen
+from here) is ``daemon.health``; its reasons are among ``health.reasons``.
+
 A database that exists but cannot be read is exit 4 (the CLI's ``NoDatabase``).
 
 Every count says its window (:data:`WINDOWS`, also under ``windows`` in the status):
@@ -178,7 +181,7 @@ def _daemon(snap: dict, *, now: float, stale_after_s: float, state_dir) -> dict:
                    "started_at": iso(b["started_at"]), "status_text": b["status_text"],
                    "running_jobs": int(running_by_owner.get(b["owner"], 0))}
                   for b, s in zip(beats, states) if s != "stopped"],
-        "self_check": self_check,
+        "health": self_check,   # the daemon's own verdict (health.json + a full disk seen here)
     }
 
 
@@ -214,7 +217,7 @@ def assess(st: dict) -> dict:
         verdict = "ok"
         if d["state"] == "stale":
             reasons.append(f"heartbeat {d['heartbeat_age_s']:.0f} s old (daemon hung or killed)")
-        check = d.get("self_check")
+        check = d.get("health")
         if check and check["verdict"] != "ok":
             reasons += [f"daemon {check['verdict']}: {r}" for r in check["reasons"]] or \
                        [f"daemon {check['verdict']}"]

@@ -16,10 +16,12 @@ list that :func:`fetch_in` expands per chunk. Values must be Python scalars
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Parameters per IN-list chunk (below SQLite's historical limit of 999 variables).
 CHUNK = 900
@@ -104,6 +106,8 @@ def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
 
 def nullable(a) -> list:
     """A float array as a list with non-finite values as None (SQL NULL)."""
+    import numpy as np   # imported where arrays are written: the daemon's loop imports no numpy
+
     a = np.asarray(a, float)
     bad = ~np.isfinite(a)
     if not bad.any():
@@ -113,6 +117,8 @@ def nullable(a) -> list:
     return out.tolist()
 
 
-def floats(values, default=np.nan) -> np.ndarray:
+def floats(values, default: float = float("nan")) -> np.ndarray:
     """Fetched values (None for NULL) as a float array with ``default`` for NULL."""
+    import numpy as np
+
     return np.array([default if v is None else v for v in values], float)

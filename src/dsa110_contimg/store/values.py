@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-
-import numpy as np
+import sys
 
 
 def clean(value):
-    """A storable / JSON-ready copy of ``value`` (see the module docstring)."""
-    if value is np.ma.masked:
-        return None
+    """A storable / JSON-ready copy of ``value`` (see the module docstring).
+
+    numpy is not imported here (the daemon's loop stores rows without loading it): a
+    numpy value can only exist once numpy is loaded, so its types are checked then.
+    """
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, dict):
         return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
+    if isinstance(value, float):   # numpy.float64 too: a Python float comes out
+        value = float(value)
+        return value if math.isfinite(value) else None
+    np = sys.modules.get("numpy")
+    if np is None:
+        return value
+    if value is np.ma.masked:
+        return None
     if isinstance(value, np.ndarray):
         return [clean(v) for v in value.tolist()]
-    if isinstance(value, (np.floating, float)):
+    if isinstance(value, np.floating):
         value = float(value)
         return value if math.isfinite(value) else None
     if isinstance(value, np.integer):
