@@ -58,7 +58,7 @@ def test_daemon_handshake_and_health_gated_watchdog(tmp_path):
     svc = Service(tmp_path / "svc", workers=1)
     try:
         proc = svc.start(wait=False, NOTIFY_SOCKET=sock.path, WATCHDOG_USEC=1_000_000,
-                         CONTIMG_PHOTOMETRY_TEST_FAULT="fakes:handler_fault")
+                         entry="faulty_daemon")
         t_ready = sock.wait_for("READY=1", 60)
         ready_msg = [m for t, m in sock.messages if t == t_ready][0]
         assert "STATUS=" in ready_msg

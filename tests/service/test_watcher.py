@@ -16,11 +16,13 @@ def test_handler_filters_and_never_raises():
     q, flag = queue.Queue(maxsize=2), RescanFlag()
     boom = {"on": False}
 
-    def fault(event):
-        if boom["on"]:
-            raise ValueError("bug")
+    class Buggy(EnqueueHandler):   # a bug inside the handler's guard
+        def _item(self, event):
+            if boom["on"]:
+                raise ValueError("bug")
+            return EnqueueHandler._item(event)
 
-    h = EnqueueHandler(q, flag, fault=fault)
+    h = Buggy(q, flag)
     h.dispatch(FileModifiedEvent("/d/a.fits"))                # not a ready event
     h.dispatch(FileClosedEvent("/d/a.txt"))                   # not FITS
     h.dispatch(FileMovedEvent("/d/.a.part", "/d/a.fits"))

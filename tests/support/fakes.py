@@ -135,7 +135,7 @@ def _registry(url: str):
     return _REGISTRIES[url]
 
 
-# -- watcher fault hook ($CONTIMG_PHOTOMETRY_TEST_FAULT="fakes:handler_fault") -------------
+# -- watcher fault (installed by tests/support/faulty_daemon.py) --------------------------
 class InjectedDeath(BaseException):
     """Raised by the handler fault to kill the observer's dispatcher thread."""
 

@@ -111,14 +111,15 @@ class Service:
         return env
 
     def start(self, *, wait: bool = True, node: str | None = None, python: list[str] | None = None,
-              **env) -> subprocess.Popen:
+              entry: str | None = None, **env) -> subprocess.Popen:
         """Start a daemon (``node``: ``run --node``, a second instance on purpose; ``python``:
         the command running the interpreter, default ``[sys.executable]``, e.g. ``setpriv ...
-        python3`` to drop privileges)."""
+        python3`` to drop privileges; ``entry``: a test-only entry script of tests/support
+        instead of the installed CLI, e.g. ``faulty_daemon``)."""
         self.n_started += 1
         log = open(self.root / f"daemon{self.n_started}.log", "wb")
-        argv = list(python or [sys.executable]) + ["-m", "dsa110_contimg.cli.main", "run", "--config",
-                                                   str(self.config)]
+        program = ["-m", "dsa110_contimg.cli.main"] if entry is None else [str(TESTS_DIR / f"{entry}.py")]
+        argv = list(python or [sys.executable]) + program + ["run", "--config", str(self.config)]
         if node is not None:
             argv += ["--node", node]
         p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(**env))

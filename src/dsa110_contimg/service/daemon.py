@@ -81,10 +81,6 @@ from dsa110_contimg.store.queue import ClaimedJob, JobQueue, default_owner
 
 log = structlog.get_logger("dsa110_contimg.service.daemon")
 
-#: Test hook: environment variable naming an injected fault, ``package.module:function``
-#: returning the callable the watcher's event handler calls with each event (the faults
-#: themselves live in the tests, ``tests/support/fakes.py``).
-FAULT_ENV = "CONTIMG_PHOTOMETRY_TEST_FAULT"
 #: Observer restarts allowed per 10 minutes before the daemon stops pinging the watchdog.
 MAX_OBSERVER_RESTARTS = 3
 #: Seconds beyond ``drain_timeout_s`` after which a stopping daemon exits regardless.
@@ -93,17 +89,6 @@ HARD_EXIT_GRACE_S = 5.0
 STARTUP_EXIT_S = 3.0
 #: Seconds of event handling per tick (the rest waits for the next tick).
 EVENT_BUDGET_S = 1.0
-
-
-def _fault_from_env():
-    """The event-handler fault named by ``$CONTIMG_PHOTOMETRY_TEST_FAULT`` (tests only), or None."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec or ":" not in spec:
-        return None
-    import importlib
-
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)()
 
 
 @dataclass
@@ -190,7 +175,7 @@ class Daemon:
                               backoff_base_s=d.backoff_base_s, backoff_cap_s=d.backoff_cap_s,
                               max_interruptions=d.max_interruptions)
         self.watcher = Watcher(cfg.paths.watched, polling=d.polling, poll_interval_s=d.poll_interval_s,
-                               max_queue=d.max_event_queue, fault=_fault_from_env())
+                               max_queue=d.max_event_queue)
         self.pool = make_pool(d)   # local worker processes, or a Dask cluster (dask_pool.py)
 
     # -- life cycle --------------------------------------------------------------------

@@ -77,18 +77,15 @@ class EnqueueHandler(FileSystemEventHandler):
     rescan flag.
     """
 
-    def __init__(self, events: queue.Queue, flag: RescanFlag, *, fault=None):
+    def __init__(self, events: queue.Queue, flag: RescanFlag):
         super().__init__()
         self.events = events
         self.flag = flag
         self.errors = 0
         self.last_event = time.monotonic()
-        self._fault = fault  # test hook: a callable raising inside the handler
 
     def dispatch(self, event) -> None:  # replaces the per-type dispatch: one guarded entry point
         try:
-            if self._fault is not None:
-                self._fault(event)
             self.last_event = time.monotonic()
             item = self._item(event)
             if item is not None:
@@ -135,13 +132,13 @@ class Watcher:
     """
 
     def __init__(self, roots, *, polling: bool = False, poll_interval_s: float = 5.0,
-                 max_queue: int = 100_000, fault=None):
+                 max_queue: int = 100_000):
         self.roots = [Path(r) for r in roots]
         self.polling = polling
         self.poll_interval_s = poll_interval_s
         self.events: queue.Queue = queue.Queue(maxsize=max_queue)
         self.rescan = RescanFlag()
-        self.handler = EnqueueHandler(self.events, self.rescan, fault=fault)
+        self.handler = EnqueueHandler(self.events, self.rescan)
         self.observer = None
         self._log_handler = _OverflowLogHandler(self.rescan)
         self.restarts = 0
