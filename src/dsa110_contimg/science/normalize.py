@@ -7,9 +7,12 @@ baseline gives the image's gain, and every flux of the image is divided by it
 (docs/science.md, Normalisation):
 
 1. :func:`select_references` -- the references of a field.
-2. :func:`reference_baselines` -- median of each reference's first epochs.
-3. :func:`compute_correction` -- clipped median of flux/baseline for one image,
-   with at least 3 references, and a trust decision (``ok``/``reason``).
+2. :func:`reference_baselines` -- median of each reference's first epochs, the
+   common gain of each epoch divided out first.
+3. :func:`compute_correction` -- clipped random-effects mean of flux/baseline for one
+   image, with at least 3 references, an error that reflects the references' own noise
+   and their spread, a ``warning`` when they disagree, and a trust decision
+   (``ok``/``reason``).
 4. :func:`apply_correction` -- F/C with the error of C propagated; refuses
    (:class:`~dsa110_contimg.core.errors.NotNormalisable`) when the
    correction is not trusted: fluxes are never silently "normalised" by 1.
@@ -20,6 +23,7 @@ a reference's flux and its baseline); the correction factor is dimensionless.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,7 +92,8 @@ def select_references(snr, compact_ok, isolated_ok, chi2_nu_recent=None, master_
     return idx[order][: max(int(max_refs), 0)]
 
 
-def reference_baselines(flux2d, mjd2d, *, n_epochs: int = 10, min_points: int = 3):
+def reference_baselines(flux2d, mjd2d, *, n_epochs: int = 10, min_points: int = 3,
+                        common_gain: bool = True):
     """Baseline flux of each reference: median of its first epochs.
 
     Parameters
@@ -102,6 +107,13 @@ def reference_baselines(flux2d, mjd2d, *, n_epochs: int = 10, min_points: int = 
         Use the first ``n_epochs`` valid points by MJD (default 10).
     min_points : int
         A reference with fewer valid points there is not usable (default 3).
+    common_gain : bool
+        Divide each point by its epoch's common gain before taking the median (default):
+        the median over references of flux / the reference's own raw median at that MJD,
+        with at least 3 references. Without it, the median of a noisy reference picks the
+        gain of whichever epoch happens to be its middle value, so references whose
+        medians fall on different epochs disagree by the epoch-to-epoch gain jitter
+        (docs/science.md §7.2).
 
     Returns
     -------
@@ -129,9 +141,57 @@ def reference_baselines(flux2d, mjd2d, *, n_epochs: int = 10, min_points: int = 
     rms = np.full(f.shape[0], np.nan)
     if usable.any():
         sub = first[usable]
+        if common_gain and sub.shape[0] >= 3:
+            sub = sub / _window_gains(f[usable], t[usable], sub,
+                                      np.take_along_axis(t, order, axis=1)[usable])
         baseline[usable] = np.nanmedian(sub, axis=1)
         rms[usable] = mad_sigma(sub, axis=1)
     return baseline, rms, usable
+
+
+def _window_gains(f, t, first, first_t):
+    """The common gain of each point of the baseline windows ``first`` (n_refs, n_epochs):
+    per epoch (one MJD), the median over the references seen then of flux / the
+    reference's own raw median, scaled so that its median over the epochs is 1."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = f / np.nanmedian(first, axis=1, keepdims=True)
+    ok = np.isfinite(rel) & np.isfinite(t)
+    epochs, inv = np.unique(np.where(ok, t, np.nan)[ok], return_inverse=True)
+    gain = np.ones(epochs.size)
+    cols = np.full((epochs.size, f.shape[0]), np.nan)
+    rows = np.nonzero(ok)[0]
+    cols[inv, rows] = rel[ok]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        gain = np.nanmedian(cols, axis=1)
+        gain = np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
+    pos = np.searchsorted(epochs, np.where(np.isfinite(first_t), first_t, epochs[0]))
+    pos = np.clip(pos, 0, epochs.size - 1)
+    g = gain[pos]
+    return g / np.nanmedian(np.where(np.isfinite(first), g, np.nan))
+
+
+def baseline_errors(err2d, mjd, *, n_epochs: int = 10) -> np.ndarray:
+    """1-sigma error of each baseline from measurement noise alone (Jy/beam).
+
+    sqrt(pi/2) x the median flux error of the baseline's points / sqrt(n), n = the points
+    in the window (at most ``n_epochs`` valid ones): the standard error of a median of n
+    points of that noise. ``err2d`` has shape (n_refs, n_epochs_total) (NaN where
+    missing); ``mjd`` is 1-D (per column) or 2-D like ``err2d``. NaN without points.
+    """
+    e = np.asarray(err2d, dtype=float)
+    t = np.asarray(mjd, dtype=float)
+    if t.ndim == 1:
+        t = np.broadcast_to(t, e.shape)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(e) & (e > 0) & np.isfinite(t)
+    order = np.argsort(np.where(ok, t, np.inf), axis=1, kind="stable")[:, :n_epochs]
+    first = np.take_along_axis(np.where(ok, e, np.nan), order, axis=1)
+    n = np.isfinite(first).sum(axis=1)
+    out = np.full(e.shape[0], np.nan)
+    has = n > 0
+    out[has] = MEDIAN_EFFICIENCY * np.nanmedian(first[has], axis=1) / np.sqrt(n[has])
+    return out
 
 
 @dataclass
@@ -141,24 +201,29 @@ class Correction:
     Attributes
     ----------
     factor : float
-        C, the clipped median of flux/baseline over the references used
-        (dimensionless; NaN when fewer than ``min_refs`` ratios exist).
-        Normalised flux = raw flux / C.
+        C, the median of flux/baseline over the references used (dimensionless; NaN
+        when fewer than ``min_refs`` ratios exist). Normalised flux = raw flux / C.
     factor_err : float
-        Standard error of C: sqrt(pi/2) * scatter / sqrt(n_used) (see
-        :func:`compute_correction`).
+        Standard error of C (dimensionless; see :func:`compute_correction`): never
+        smaller than what the references' own flux errors allow, and reflecting the
+        spread of all usable ratios, the clipped ones included.
     n_refs : int
         References with a usable ratio (finite, > 0 flux and baseline).
     n_used : int
-        References surviving the sigma clip.
+        References surviving the clip.
     scatter : float
-        sigma_C = 1.4826 MAD of the ratios used (dimensionless, ~ fractional).
+        1.4826 MAD of all usable ratios (dimensionless, ~ fractional).
     used_mask : ndarray of bool
         Per input reference, whether its ratio entered C.
     ok : bool
         Whether the correction can be trusted and applied.
     reason : str
         Why not, when ``ok`` is False (empty otherwise).
+    ratios : ndarray of float
+        Per input reference, flux / baseline (NaN when not usable).
+    warning : str
+        Why the references disagree when they do (``ok`` may still be True, with the
+        error widened); empty otherwise.
     """
 
     factor: float
@@ -169,33 +234,45 @@ class Correction:
     used_mask: np.ndarray = field(repr=False)
     ok: bool
     reason: str = ""
+    ratios: np.ndarray = field(default=None, repr=False)
+    warning: str = ""
 
     def to_dict(self) -> dict:
         """Plain values for storage (``status`` is ``ok`` or ``not_normalisable``)."""
         return {"status": "ok" if self.ok else "not_normalisable", "factor": self.factor,
                 "factor_err": self.factor_err, "n_refs": self.n_refs, "n_used": self.n_used,
-                "scatter": self.scatter, "reason": self.reason,
+                "scatter": self.scatter, "reason": self.reason, "warning": self.warning,
                 "used_refs": np.flatnonzero(self.used_mask).tolist()}
 
 
-def compute_correction(ref_flux, ref_baseline, *, min_refs: int = 3, clip_sigma: float = 3.0,
+#: A correction is flagged as disagreeing when at least this fraction of its usable ratios
+#: (and at least 2 of them) are clipped.
+DISAGREE_CLIPPED_FRACTION = 0.25
+#: ... or when the robust scale of all usable ratios exceeds this multiple of the scatter
+#: their own flux and baseline errors explain.
+DISAGREE_EXCESS = 2.0
+
+
+def compute_correction(ref_flux, ref_baseline, *, ref_err=None, baseline_err=None,
+                       min_refs: int = 3, clip_sigma: float = 3.0,
                        max_scatter: float = 0.10) -> Correction:
     """Flux-scale correction of one image from its reference sources.
 
-    R_i = F_i / baseline_i over references with finite, positive flux and
-    baseline; C = median(R), sigma_C = 1.4826 MAD(R); ratios with
-    |R - C| <= clip_sigma * sigma_C are kept (``<=`` so that sigma_C = 0 keeps the
-    identical ratios) and, when at least ``min_refs`` survive, C and sigma_C are
-    recomputed on them.
+    R_i = F_i / baseline_i over references with finite, positive flux and baseline,
+    each with its own noise s_i = R_i sqrt((e_i/F_i)^2 + (eb_i/baseline_i)^2) when the
+    errors are given. C0 = median(R), S = 1.4826 MAD(R) over *all* usable ratios; a ratio
+    is clipped when |R_i - C0| > clip_sigma * max(S, s_i) (one that agrees within its own
+    noise is never clipped); C = median of the kept ratios when at least ``min_refs``
+    remain (else of all).
 
-    Error of C. The scatter sigma_C describes one reference's ratio (its own
-    noise and variability); the correction is their median, whose standard error
-    is sqrt(pi/2) sigma_C / sqrt(n_used) for Gaussian scatter. That -- not sigma_C
-    itself, which would inflate every normalised error by ~sqrt(n_used) and bias
-    chi2/eta low -- is the uncertainty the normalised fluxes inherit; it is
-    independent from image to image, hence a per-epoch error of a light curve.
-    The test-suite checks that it matches the spread of C over realisations and
-    that normalised steady sources have pulls of unit width.
+    Error of C (docs/science.md §7.3). The scatter of one reference's ratio is taken as
+    sigma_R = max(S, S_used, s_noise), s_noise = rms of the kept ratios' own noise: the
+    spread of all candidates (a clip can never make it smaller) with a floor from what the
+    measurement errors alone produce (a MAD of 3-6 ratios can be near zero by chance). The
+    standard error of the median is sqrt(pi/2) sigma_R / sqrt(n_used). When the references
+    disagree -- a quarter or more of them clipped, or S > 2 s_noise -- the correction
+    carries a ``warning`` and the error is widened by the shift between the clipped and
+    unclipped medians, |C - C0|, added in quadrature.
 
     Parameters
     ----------
@@ -203,12 +280,16 @@ def compute_correction(ref_flux, ref_baseline, *, min_refs: int = 3, clip_sigma:
         Forced flux of each reference on this image (Jy/beam).
     ref_baseline : array-like, shape (n_refs,)
         Baseline of each reference (same unit), NaN when not usable.
+    ref_err, baseline_err : array-like, shape (n_refs,), optional
+        1-sigma errors of the flux on this image and of the baseline (Jy/beam); NaN or
+        absent: that term is 0.
     min_refs : int
         Minimum number of usable ratios (default 3).
     clip_sigma : float
-        Clip threshold in units of sigma_C (default 3).
+        Clip threshold in units of max(S, s_i) (default 3).
     max_scatter : float
-        Maximum trusted fractional scatter sigma_C / C (default 0.10).
+        Maximum trusted fractional scatter sigma_R / C (default 0.10): beyond it the
+        references cannot agree and the image is not normalised.
 
     Returns
     -------
@@ -221,35 +302,86 @@ def compute_correction(ref_flux, ref_baseline, *, min_refs: int = 3, clip_sigma:
     if f.ndim != 1 or b.shape != f.shape:
         raise InvalidLightCurve(f"compute_correction: ref_flux and ref_baseline must be 1-D of "
                                 f"equal length, got {f.shape} and {b.shape}")
+
+    def _err(x, name):
+        if x is None:
+            return np.zeros(f.shape)
+        x = np.asarray(x, dtype=float)
+        if x.shape != f.shape:
+            raise InvalidLightCurve(f"compute_correction: {name} has shape {x.shape}, "
+                                    f"ref_flux {f.shape}")
+        return np.where(np.isfinite(x) & (x > 0), x, 0.0)
+
+    ef, eb = _err(ref_err, "ref_err"), _err(baseline_err, "baseline_err")
     with np.errstate(invalid="ignore", divide="ignore"):
         valid = np.isfinite(f) & (f > 0) & np.isfinite(b) & (b > 0)
         r = np.where(valid, f / np.where(valid, b, 1.0), np.nan)
+        noise = np.abs(r) * np.sqrt((ef / np.where(valid, f, 1.0)) ** 2
+                                    + (eb / np.where(valid, b, 1.0)) ** 2)
     n_refs = int(valid.sum())
     nan = float("nan")
     if n_refs < max(int(min_refs), 1):
         return Correction(nan, nan, n_refs, 0, nan, np.zeros(f.shape, bool), False,
                           f"only {n_refs} usable reference ratio(s) (finite, > 0 flux and "
-                          f"baseline); at least {min_refs} needed")
-    rv = r[valid]
-    c = float(np.median(rv))
-    s = float(mad_sigma(rv))
-    keep = mad_clip(rv, clip_sigma, max_iter=1)
-    if keep.sum() >= min_refs:
-        c = float(np.median(rv[keep]))
-        s = float(mad_sigma(rv[keep]))
-    else:
+                          f"baseline); at least {min_refs} needed", r)
+    rv, nv = r[valid], noise[valid]
+    c0 = float(np.median(rv))
+    s_all = float(mad_sigma(rv))
+    keep = np.abs(rv - c0) <= clip_sigma * np.maximum(s_all, nv)
+    if keep.sum() < min_refs:
         keep = np.ones_like(keep)
+    n_used = int(keep.sum())
+    weighted = bool(np.all(nv > 0))
+    c, err, excess = _combine(rv[keep], nv[keep], weighted)
+    sigma_r = max(s_all, float(mad_sigma(rv[keep])))
+    n_clipped = n_refs - n_used
+    why = []
+    if n_clipped >= 2 and n_clipped >= DISAGREE_CLIPPED_FRACTION * n_refs:
+        why.append(f"{n_clipped} of {n_refs} reference ratios clipped")
+    if excess > DISAGREE_EXCESS:
+        why.append(f"the ratios scatter {excess:.1f}x more than their flux errors explain")
+    warning = ""
+    if why:
+        # the references do not tell one gain: the error is widened by how far the estimate
+        # moves when the clipped ratios are put back (the random-effects mean of all; their
+        # plain mean without errors; the random-effects weights already carry the excess
+        # scatter of the kept ones)
+        c_all = _combine(rv, nv, True)[0] if weighted else float(np.mean(rv))
+        err = float(np.hypot(err, c - c_all))
+        warning = ("references disagree: " + "; ".join(why)
+                   + f"; error widened to {err:.4f}")
     used = np.zeros(f.shape, bool)
     used[np.flatnonzero(valid)[keep]] = True
-    n_used = int(keep.sum())
-    err = MEDIAN_EFFICIENCY * s / np.sqrt(n_used)
     ok, reason = True, ""
     if not (np.isfinite(c) and c > 0):
         ok, reason = False, f"correction factor {c!r} is not finite and positive"
-    elif s / c > max_scatter:
-        ok, reason = False, (f"reference ratio scatter {s / c:.3f} exceeds the maximum "
+    elif sigma_r / c > max_scatter:
+        ok, reason = False, (f"reference ratio scatter {sigma_r / c:.3f} exceeds the maximum "
                              f"{max_scatter:.3f}")
-    return Correction(c, float(err), n_refs, n_used, s, used, ok, reason)
+    return Correction(c, float(err), n_refs, n_used, s_all, used, ok, reason, r, warning)
+
+
+def _combine(r, noise, weighted: bool) -> tuple[float, float, float]:
+    """(C, its standard error, the excess-scatter ratio) of ratios ``r``.
+
+    With every ratio's noise known (``weighted``): a random-effects weighted mean. The
+    scatter the noise does not explain, tau^2 = max(0, (Q - (n - 1)) / (sum w - sum w^2 /
+    sum w)) with Q = sum w (r - C_w)^2 and w = 1/noise^2 (DerSimonian & Laird 1986), is
+    added to every ratio's variance, so that no reference dominates beyond what the spread
+    of all of them supports; C = sum w' r / sum w' with w' = 1/(noise^2 + tau^2), error
+    1/sqrt(sum w'), excess sqrt(Q / (n - 1)). Otherwise: the median, sqrt(pi/2) x 1.4826
+    MAD / sqrt(n), and NaN.
+    """
+    n = r.size
+    if not weighted:
+        return float(np.median(r)), MEDIAN_EFFICIENCY * float(mad_sigma(r)) / np.sqrt(n), np.nan
+    w = 1.0 / noise ** 2
+    cw = float(np.sum(w * r) / np.sum(w))
+    q = float(np.sum(w * (r - cw) ** 2))
+    tau2 = max(0.0, (q - (n - 1)) / (np.sum(w) - np.sum(w ** 2) / np.sum(w))) if n > 1 else 0.0
+    w2 = 1.0 / (noise ** 2 + tau2)
+    c = float(np.sum(w2 * r) / np.sum(w2))
+    return c, float(1.0 / np.sqrt(np.sum(w2))), float(np.sqrt(q / (n - 1))) if n > 1 else 1.0
 
 
 def apply_correction(flux, flux_err, correction: Correction):
@@ -353,17 +485,19 @@ def normalise_epochs(flux2d, err2d, mjd, ref_index, *, n_epochs: int = 10, min_p
     ref = np.asarray(ref_index, dtype=np.int64)
     base, _, usable = reference_baselines(f[ref], t, n_epochs=n_epochs, min_points=min_points)
     base = np.where(usable, base, np.nan)
+    base_err = baseline_errors(e[ref], t, n_epochs=n_epochs)
     fn = np.full(f.shape, np.nan)
     en = np.full(f.shape, np.nan)
     corrections = []
     for j in range(f.shape[1]):                      # one image at a time, all sources at once
-        corr = compute_correction(f[ref, j], base, **correction_kw)
+        corr = compute_correction(f[ref, j], base, ref_err=e[ref, j], baseline_err=base_err,
+                                  **correction_kw)
         corrections.append(corr)
         if corr.ok:
             fn[:, j], en[:, j] = apply_correction(f[:, j], e[:, j], corr)
     return fn, en, corrections
 
 
-__all__ = ["Correction", "apply_correction", "compute_correction", "ensemble_steadiness",
+__all__ = ["Correction", "apply_correction", "baseline_errors", "compute_correction", "ensemble_steadiness",
            "normalise_epochs",
            "reference_baselines", "select_references", "MAD_TO_SIGMA", "MEDIAN_EFFICIENCY"]

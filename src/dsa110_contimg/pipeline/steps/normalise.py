@@ -212,11 +212,17 @@ def correct_image(conn, ctx: ImageContext, image_id: int, ref_ids, baselines, *,
     """Compute and store one image's correction from its references' raw ``flux`` and
     ``baselines``; store its sources' normalised fluxes when it is trusted. Returns the
     summary (``status``, ``factor``, ``factor_err``, ``n_refs``, ``scatter``, ``reason``)."""
-    from dsa110_contimg.science.normalize import apply_correction, compute_correction
+    from dsa110_contimg.science.normalize import (MEDIAN_EFFICIENCY, apply_correction,
+                                                   compute_correction)
 
     cfg = ctx.cfg
     base = np.array([_num(baselines.get(int(s), {}).get("baseline_jyb")) for s in ref_ids], float)
-    corr = compute_correction(flux, base, min_refs=cfg.norm_min_refs, max_scatter=cfg.norm_max_scatter)
+    ref_err = _lookup(all_ids, all_err, ref_ids)
+    npts = np.array([baselines.get(int(s), {}).get("n_points") or 0 for s in ref_ids], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        base_err = np.where(npts > 0, MEDIAN_EFFICIENCY * ref_err / np.sqrt(npts), np.nan)
+    corr = compute_correction(flux, base, ref_err=ref_err, baseline_err=base_err,
+                              min_refs=cfg.norm_min_refs, max_scatter=cfg.norm_max_scatter)
     if method is not None:
         from dsa110_contimg.store.images import set_norm_method
 
@@ -233,11 +239,25 @@ def correct_image(conn, ctx: ImageContext, image_id: int, ref_ids, baselines, *,
     fn, en = apply_correction(all_flux, all_err, corr)
     lc_store.set_normalisation(conn, image_id, status="ok", factor=corr.factor,
                                factor_err=corr.factor_err, scatter=corr.scatter, n_refs=corr.n_used,
-                               reason=None, ref_ids=ref_ids, used_ids=used_ids, norm_flux=fn,
+                               reason=corr.warning or None, ref_ids=ref_ids, used_ids=used_ids, norm_flux=fn,
                                norm_err=en, source_ids=all_ids)
     ctx.record_normalisation(image_id, "ok", ref_ids)
     return {"status": "ok", "factor": corr.factor, "factor_err": corr.factor_err,
-            "n_refs": corr.n_used, "scatter": corr.scatter, "reason": None}
+            "n_refs": corr.n_used, "scatter": corr.scatter, "reason": corr.warning or None}
+
+
+def _lookup(ids, values, want) -> np.ndarray:
+    """``values`` of the rows of ``ids`` equal to each of ``want`` (NaN where absent)."""
+    ids = np.asarray(ids, np.int64)
+    values = np.asarray(values, float)
+    want = np.asarray(want, np.int64)
+    out = np.full(want.size, np.nan)
+    if ids.size and want.size:
+        order = np.argsort(ids, kind="stable")
+        pos = np.minimum(np.searchsorted(ids[order], want), ids.size - 1)
+        hit = ids[order][pos] == want
+        out[hit] = values[order][pos][hit]
+    return out
 
 
 def _num(x) -> float:
