@@ -139,3 +139,11 @@ def stored_content_ids(conn: Connection) -> dict[str, str]:
 def set_norm_method(conn: Connection, image_id: int, method: str) -> None:
     """Record how the image's references were chosen (``catalogue`` or ``ensemble``)."""
     conn.execute(images.update().where(images.c.id == image_id).values(norm_method=method))
+
+
+def norm_reasons(conn: Connection, image_ids: Sequence[int]) -> dict[int, str | None]:
+    """``{image_id: norm_reason}`` of the given images (bounded by the caller's list)."""
+    from dsa110_contimg.store import bulk
+
+    return {int(i): r for i, r in bulk.fetch_in(
+        conn, "SELECT id, norm_reason FROM images WHERE id IN ({in})", [int(i) for i in image_ids])}

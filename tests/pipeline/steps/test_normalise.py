@@ -77,3 +77,26 @@ def test_peak_fallback_stays_out_of_light_curves_and_says_why(sim_field, tmp_pat
     with manager.products.engine.connect() as conn:
         n = conn.exec_driver_sql("select count(*) from variability_stats where sum_w > 0").scalar()
     assert n == 0
+
+
+def test_first_epochs_without_references_are_normalised_once_the_field_has_them(tmp_path):
+    """No catalogue reference at all (min SNR out of reach): the fallback ensemble starts
+    at the 8th epoch; the 7 before it are normalised then, with no operator action, and the
+    running sums count every epoch."""
+    field = bright_field(tmp_path)
+    rng = np.random.default_rng(5)
+    n = 12
+    gains = 1.0 + rng.normal(0.0, 0.04, n)
+    cfg = PhotometryConfig(normalize=True, norm_min_snr=1e6)
+    run_epochs(tmp_path, field, range(n), gains, cfg)
+    db = tmp_path / "p.sqlite3"
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select norm_status, norm_method, norm_factor from images "
+                            "order by mjd").fetchall()
+        counts = [c for (c,) in conn.execute("select n from variability_stats")]
+    ok = [r for r in rows if r[0] == "ok"]
+    assert len(ok) >= 0.95 * n, rows
+    assert all(r[1] == "ensemble" for r in ok)
+    rel = np.array([r[2] for r in rows], float) / gains
+    assert np.std(rel / np.median(rel)) < 0.01                  # the injected gains, early ones too
+    assert max(counts) == n and np.median(counts) == n

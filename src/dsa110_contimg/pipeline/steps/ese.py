@@ -56,6 +56,12 @@ def _shape_search(detect, mjd, flux, err, full_rows, new_mjd):
     return out
 
 
+def _renormalised(ctx: ImageContext) -> bool:
+    """Whether this image's transaction normalised earlier images of the field again (their
+    epochs changed, so the whole history is searched, not only the new epoch's templates)."""
+    return bool((ctx.results.get("normalise") or {}).get("renormalised"))
+
+
 def ese_inputs_signature(conn, ctx: ImageContext) -> tuple:
     """What :func:`ese_rows` depends on that another worker may change: the image's sources'
     running-statistics rows (id, n, updated_at) and which of them are candidates."""
@@ -128,7 +134,7 @@ def ese_rows(conn, ctx: ImageContext, cfg,
         if flux.shape[1] >= MIN_EPOCHS_SHAPE:
             found = _shape_search(detect_ese_shapes, mjd, flux, err,
                                   np.isin(ctx.source_ids[deep], list(known)),
-                                  None if ctx.remeasured else ctx.mjd)
+                                  None if ctx.remeasured or _renormalised(ctx) else ctx.mjd)
             shape = {k: np.full(n.size, np.nan if np.asarray(v).dtype.kind == "f" else None,
                                 dtype=np.asarray(v).dtype if np.asarray(v).dtype.kind == "f" else object)
                      for k, v in found.items()}

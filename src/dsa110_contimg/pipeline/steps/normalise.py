@@ -95,6 +95,12 @@ def write(conn, ctx: ImageContext) -> dict:
             check_reference_stability(conn, ctx, judged)
     if changed:
         summary["renormalised"] = _renormalise_field(conn, ctx, changed, baselines)
+    if corr["status"] == "ok":
+        earlier = normalise_pending(conn, ctx, ctx.source_ids[ref_idx], baselines, method)
+        if earlier:
+            summary["renormalised"] |= earlier
+            ctx.notes.append(f"normalised {len(earlier)} earlier image(s) of the field that had "
+                             "too few references, with this image's references")
     if summary["renormalised"]:
         ctx.notes.append(f"re-normalised {len(summary['renormalised'])} earlier image(s) as "
                          "reference baselines were established")
@@ -132,6 +138,48 @@ def _renormalise_field(conn, ctx: ImageContext, changed: set[int], baselines) ->
         correct_image(conn, ctx, int(img_id), refs, baselines, flux=flux, all_flux=f, all_err=e,
                       all_ids=ids)
         done.add(int(img_id))
+    return done
+
+
+#: At most this many earlier un-normalised images of the field are normalised per image
+#: (inside its transaction: the write lock is held for a bounded time; the rest follow
+#: with the next images of the field or ``images renormalise``).
+PENDING_BATCH = 8
+#: The stored reasons (their class, before the first ':') of images that wait for references.
+PENDING_REASONS = ("too few references (no bright sources)",
+                   "too few references (compact-source test)",
+                   "too few references (baselines not yet established)")
+
+
+def pending_images(conn, field, exclude: int | None = None) -> list[int]:
+    """Ids of the field's images not normalised for lack of references (not for QC, a
+    method mismatch or disagreeing references), earliest MJD first."""
+    from dsa110_contimg.store.images import norm_reasons
+
+    failed = [int(i) for i, st in zip(field.ids, field.norm_status)
+              if st == "failed" and int(i) != exclude]
+    if not failed:
+        return []
+    reasons = norm_reasons(conn, failed)
+    order = {int(i): m for i, m in zip(field.ids, field.mjd)}
+    keep = [i for i in failed
+            if (reasons.get(i) or "").split(":", 1)[0].strip() in PENDING_REASONS]
+    return sorted(keep, key=lambda i: (np.nan_to_num(order.get(i, np.inf), nan=np.inf), i))
+
+
+def normalise_pending(conn, ctx: ImageContext, ref_ids, baselines, method,
+                      limit: int = PENDING_BATCH) -> set[int]:
+    """Normalise up to ``limit`` earlier images of the field that had too few references,
+    with the references (and baselines) of the image just normalised. Returns the ids
+    normalised (``ok``); an image whose references still do not suffice keeps its
+    reason."""
+    done = set()
+    for img_id in pending_images(conn, ctx.field_images(conn), ctx.image_id)[:limit]:
+        ids, f, e, flux = lc_store.image_fluxes(conn, img_id, np.asarray(ref_ids, np.int64))
+        out = correct_image(conn, ctx, img_id, ref_ids, baselines, flux=flux, all_flux=f,
+                            all_err=e, all_ids=ids, method=method)
+        if out["status"] == "ok":
+            done.add(img_id)
     return done
 
 
