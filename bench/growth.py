@@ -1,0 +1,468 @@
+"""Growth: does anything an image, a page or a command reads grow with the table? A year of data
+(10^6, 10^7 and 5 x 10^7 measurement rows), on SQLite and on PostgreSQL.
+
+Usage::
+
+    .venv/bin/python bench/growth.py [--rows 1e6,1e7,5e7] [--backends sqlite,postgresql]
+                                     [--pg-max-rows 1e7] [--size 2048] [--fields 100]
+                                     [--root /tmp/growth]
+
+The database: ``--fields`` fields of ``--sources`` (1,000) catalogue sources each (10^5 sources),
+every field observed the same number of epochs (rows / sources: 10, 100, 500 epochs, one a day),
+one done job per image, ESE candidates for 1% of the sources, variability statistics for all.
+Field 0 is real: its first epochs are measured by the pipeline (``PhotometryManager.run_image``
+on simulated ``--size``² images of a catalogue ingested for it); every other epoch of every field
+is a copy of the last real image and its rows (shifted on the sky for the other fields), written
+inside the database through ``store/bulk.py`` (``INSERT ... SELECT``, one statement per image),
+so a size is built in minutes. The sizes are built in turn, each growing the last (earlier
+epochs added to every field), so the timed images stay the newest of field 0.
+
+At each size: end to end per image (``run_image`` of a new epoch of field 0, median of
+``--timed``) and its steps (``step_seconds``: store, normalise, variability, ese); ``status``,
+``images list``, ``ese list`` and ``lightcurve`` (the CLI in process); every page of the web site
+(Starlette ``TestClient``, median of 3 after a first request); the daemon's ``/metrics`` database
+gauges (``Metrics.database_snapshot``); bytes per measurement row (SQLite: ``dbstat``;
+PostgreSQL: ``pg_total_relation_size``). Printed: a table per backend with each figure and its
+ratio to the 10^6 figure. Databases live under ``--root`` and are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from benchfield import field_catalogue, ingest, write_epochs  # noqa: E402
+
+PIX_ARCSEC = 6.0
+#: explicit ids of field k's sources and images: field 0's + k * stride
+SOURCE_STRIDE = 10_000
+SEED_EPOCHS = 4
+
+
+def _cols(table) -> list[str]:
+    return [c.name for c in table.columns]
+
+
+class GrowthDB:
+    """One database growing from size to size (``url``: SQLite path or SQLAlchemy URL)."""
+
+    def __init__(self, url: str, root: Path, *, size: int, n_sources: int, n_fields: int):
+        from dsa110_contimg.core.config import PhotometryConfig
+        from dsa110_contimg.pipeline.manager import PhotometryManager
+        from dsa110_contimg.store.engine import open_products_db
+
+        self.url, self.root = url, root
+        self.size, self.n_sources, self.n_fields = size, n_sources, n_fields
+        self.db = open_products_db(url)
+        self.backend = self.db.engine.dialect.name
+        self.cfg = PhotometryConfig(catalog="nvss", method="forced", normalize=True, detect_ese=True)
+        self.manager = PhotometryManager(url, None, catalog_dir=root / "catalogs")
+        self.epochs_per_field = 0       # epochs of every field (field 0: copies + real ones)
+        self.n_copies = 0               # copied epochs per field (MJDs before the real ones)
+        self.next_epoch = 0             # next real image of field 0 to measure
+        self.template = None            # image id of field 0 copied for the other epochs
+        self.images_dir = root / "images"
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(size)
+        self.ra, self.dec, self.flux, cat = field_catalogue(root, size, n_sources, PIX_ARCSEC, rng,
+                                                            min_separation_pix=8)
+        ingest(cat, root / "catalogs")
+        self.rng = rng
+
+    # ------------------------------------------------------------------ real images of field 0
+    def real_image(self) -> Path:
+        i = self.next_epoch
+        self.next_epoch += 1
+        path = self.images_dir / f"field0-{i:04d}.img-image-pb.fits"
+        write_epochs([path], self.size, PIX_ARCSEC, self.ra, self.dec, self.flux,
+                     np.random.default_rng(1000 + i), gain_sd=0.02, naxis=2)
+        # write_epochs dates its first path MJD 60676.25: date this one by its index
+        from astropy.io import fits
+
+        with fits.open(path, mode="update") as hdul:
+            from astropy.time import Time
+
+            mjd = 60676.25 + i
+            hdul[0].header["MJD-OBS"] = mjd
+            hdul[0].header["DATE-OBS"] = Time(mjd, format="mjd").isot
+        return path
+
+    def measure_real(self) -> tuple[tuple[float, float], dict]:
+        """Measure the next real epoch of field 0: ((wall s, CPU s) end to end, step_seconds)."""
+        path = self.real_image()
+        t, c = time.perf_counter(), time.process_time()
+        res = self.manager.run_image(path, "image", self.cfg)
+        dt = (time.perf_counter() - t, time.process_time() - c)
+        path.unlink()
+        if not res.measurements_successful:
+            raise SystemExit(f"run_image measured nothing on {path}")
+        return dt, dict(res.step_seconds)
+
+    def seed(self) -> None:
+        for _ in range(SEED_EPOCHS):
+            self.measure_real()
+        with self.db.engine.begin() as conn:
+            from dsa110_contimg.store import bulk
+
+            self.template = bulk.execute(conn, "SELECT max(id) FROM images")[0][0]
+            self.field0_sources = [r[0] for r in bulk.execute(
+                conn, "SELECT DISTINCT source_id FROM measurements WHERE image_id = ?",
+                (self.template,))]
+            assert max(self.field0_sources) < SOURCE_STRIDE
+            tmpl = bulk.execute(conn, "SELECT ra_center_deg, dec_center_deg FROM images "
+                                "WHERE id = ?", (self.template,))[0]
+            self.centre = tmpl
+        self.epochs_per_field = SEED_EPOCHS
+        self._clone_fields()
+
+    # ------------------------------------------------------------------ bulk copies
+    def _offset(self, k: int) -> tuple[float, float]:
+        """Sky offset (deg) of field k from field 0: 8 deg steps in RA, rows 12 deg apart."""
+        return 8.0 * (k % 40), -12.0 * (k // 40)
+
+    def _ra(self, col: str, dra: float) -> str:
+        return (f"(CASE WHEN {col} + {dra!r} >= 360.0 THEN {col} + {dra!r} - 360.0 "
+                f"ELSE {col} + {dra!r} END)")
+
+    def _clone_fields(self) -> None:
+        """Fields 1..n-1: field 0's sources (shifted, explicit ids + k * stride), their
+        variability statistics, and one copy of the template image each (its measurements)."""
+        from dsa110_contimg.store import bulk
+        from dsa110_contimg.store.schema import images, measurements, sources, variability_stats
+
+        src_cols = [c for c in _cols(sources)]
+        with self.db.engine.begin() as conn:
+            for k in range(1, self.n_fields):
+                dra, ddec = self._offset(k)
+                off = k * SOURCE_STRIDE
+                expr = {"id": f"id + {off}", "catalog_id": f"catalog_id || '~{k}'",
+                        "ra_deg": self._ra("ra_deg", dra), "dec_deg": f"dec_deg + {ddec!r}"}
+                bulk.execute(conn, f"INSERT INTO sources ({', '.join(src_cols)}) SELECT "
+                             + ", ".join(expr.get(c, c) for c in src_cols)
+                             + f" FROM sources WHERE id < {SOURCE_STRIDE}")
+                vcols = _cols(variability_stats)
+                bulk.execute(conn, f"INSERT INTO variability_stats ({', '.join(vcols)}) SELECT "
+                             + ", ".join(f"source_id + {off}" if c == "source_id" else c
+                                         for c in vcols)
+                             + f" FROM variability_stats WHERE source_id < {SOURCE_STRIDE}")
+            # one image per field k: the template's copy, id = template + k * stride
+            for k in range(1, self.n_fields):
+                self._copy_image(conn, self.template, k, self.template + k * SOURCE_STRIDE,
+                                 mjd_expr="mjd", tag=f"f{k}")
+            self._candidates(conn)
+            self._fix_sequences(conn, images, sources, measurements)
+
+    def _copy_image(self, conn, src_image: int, k: int, new_id: int, *, mjd_expr: str,
+                    tag: str) -> None:
+        """Copy image ``src_image`` (of field 0) as image ``new_id`` of field ``k`` with its
+        measurements and a done job."""
+        from dsa110_contimg.store import bulk
+        from dsa110_contimg.store.schema import images, measurements
+
+        dra, ddec = self._offset(k)
+        off = k * SOURCE_STRIDE
+        icols = _cols(images)
+        iexpr = {"id": str(new_id), "path": f"path || '~{tag}'", "mjd": mjd_expr,
+                 "ra_center_deg": self._ra("ra_center_deg", dra),
+                 "dec_center_deg": f"dec_center_deg + {ddec!r}"}
+        bulk.execute(conn, f"INSERT INTO images ({', '.join(icols)}) SELECT "
+                     + ", ".join(iexpr.get(c, c) for c in icols) + " FROM images WHERE id = ?",
+                     (src_image,))
+        mcols = [c for c in _cols(measurements) if c != "id"]
+        mexpr = {"image_id": str(new_id), "source_id": f"source_id + {off}",
+                 "mjd": f"({mjd_expr})", "ra_deg": self._ra("ra_deg", dra),
+                 "dec_deg": f"dec_deg + {ddec!r}"}
+        if "mjd" in mjd_expr:
+            mexpr["mjd"] = "mjd"
+        bulk.execute(conn, f"INSERT INTO measurements ({', '.join(mcols)}) SELECT "
+                     + ", ".join(mexpr.get(c, c) for c in mcols)
+                     + " FROM measurements WHERE image_id = ?", (src_image,))
+
+    def _candidates(self, conn) -> None:
+        """ESE candidates for 1% of the sources of every field (those without one)."""
+        from dsa110_contimg.store import bulk
+
+        now = time.time()
+        bulk.execute(conn, (
+            "INSERT INTO ese_candidates (source_id, status, flagged_by, criteria, preset, score, "
+            "confidence, sigma_deviation, chi2_nu, eta, v, shape_significance, depth, "
+            "duration_days, t_min_mjd, template, baseline_jyb, caustic_amp, n_epochs, "
+            "first_flagged_at, updated_at) SELECT id, 'active', 'auto', '[\"shape\"]', "
+            "'moderate', (id - id / 97 * 97) / 9.7, CASE WHEN id - id / 3 * 3 = 0 THEN 'high' ELSE 'low' END, "
+            "5.0, 3.0, 3.0, 0.1, 4.0, 0.4, 40.0, 60600.0, 'dip', catalog_flux_mjy / 1000.0, "
+            "0.0, 10, ?, ? FROM sources s WHERE id - id / 100 * 100 = 7 AND NOT EXISTS "
+            "(SELECT 1 FROM ese_candidates e WHERE e.source_id = s.id)"), (now, now))
+
+    def _fix_sequences(self, conn, *tables) -> None:
+        if self.backend != "postgresql":
+            return
+        from dsa110_contimg.store import bulk
+
+        for t in tables:
+            bulk.execute(conn, f"SELECT setval(pg_get_serial_sequence('{t.name}', 'id'), "
+                         f"(SELECT max(id) FROM {t.name}))")
+
+    def grow_to(self, n_rows: int, progress=print, deadline: float = float("inf")) -> float:
+        """Add earlier epochs to every field until the measurements hold ~``n_rows`` (or the
+        Unix time ``deadline`` passes); returns the seconds it took."""
+        from dsa110_contimg.store import bulk
+        from dsa110_contimg.store.schema import images, measurements
+
+        t0 = time.perf_counter()
+        per_epoch = len(self.field0_sources) * self.n_fields
+        add = max(int(np.ceil((n_rows - self.n_measurements()) / per_epoch)), 0)
+        now = time.time()
+        with self.db.engine.begin() as conn:
+            next_id = bulk.execute(conn, "SELECT max(id) FROM images")[0][0] + 1
+        done = 0
+        for j0 in range(0, add, 10):
+            if time.time() > deadline:
+                progress(f"  {self.backend}: build deadline passed, stopped at this size")
+                break
+            with self.db.engine.begin() as conn:
+                jobs = []
+                for j in range(j0, min(add, j0 + 10)):
+                    c = self.n_copies + j + 1          # copy number c: MJD 60676.25 - c
+                    for k in range(self.n_fields):
+                        new_id, next_id = next_id, next_id + 1
+                        self._copy_image(conn, self.template, k, new_id,
+                                         mjd_expr=f"{60676.25 - c!r}", tag=f"c{c}f{k}")
+                        jobs.append(("photometry", "done", "daemon", "{}", 1, 1, 0, 1, 3, 0.0,
+                                     now - 86400 * c, now - 86400 * c + 20, now - 86400 * c + 20))
+                    done += 1
+                bulk.executemany(conn, "INSERT INTO batch_jobs (type, status, origin, params, "
+                                 "total_items, completed_items, failed_items, attempts, "
+                                 "max_attempts, not_before, created_at, updated_at, finished_at) "
+                                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", jobs)
+            if j0 % 50 == 0:
+                progress(f"  {self.backend}: {self.epochs_per_field + done} epochs/field, "
+                         f"{time.perf_counter() - t0:.0f} s")
+        add = done
+        self.n_copies += add
+        self.epochs_per_field += add
+        with self.db.engine.begin() as conn:
+            self._fix_sequences(conn, images, measurements)
+            if self.backend == "postgresql":
+                bulk.execute(conn, "ANALYZE")
+        if self.backend == "sqlite":
+            with self.db.engine.begin() as conn:
+                bulk.execute(conn, "ANALYZE")
+        return time.perf_counter() - t0
+
+    def n_measurements(self) -> int:
+        from dsa110_contimg.store import bulk
+
+        with self.db.engine.begin() as conn:
+            return bulk.execute(conn, "SELECT count(*) FROM measurements")[0][0]
+
+    def bytes_per_row(self) -> tuple[float, float]:
+        """(bytes of the measurements table + its indexes, of the whole database) per
+        measurement row."""
+        from dsa110_contimg.store import bulk
+
+        n = self.n_measurements()
+        with self.db.engine.begin() as conn:
+            if self.backend == "sqlite":
+                tab = None   # dbstat is not compiled into Python's sqlite3
+                page = bulk.execute(conn, "PRAGMA page_size")[0][0]
+                total = bulk.execute(conn, "PRAGMA page_count")[0][0] * page
+            else:
+                tab = bulk.execute(conn, "SELECT pg_total_relation_size('measurements')")[0][0]
+                total = bulk.execute(conn, "SELECT pg_database_size(current_database())")[0][0]
+        return (float("nan") if tab is None else tab / n), total / n
+
+
+# ----------------------------------------------------------------------------- measurements
+def _timed(fn, repeat: int = 3) -> tuple[float, float]:
+    """(median wall s, median CPU s of this process) of ``fn`` over ``repeat`` calls after one."""
+    fn()
+    runs = [_once(fn) for _ in range(repeat)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def _once(fn) -> tuple[float, float]:
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def cli_times(url: str, source_id: int) -> dict[str, float]:
+    from dsa110_contimg.cli.main import main
+
+    def run(*argv):
+        def f():
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                main(list(argv))
+        return f
+
+    return {"status": _timed(run("status", "--products-db", url)),
+            "status --json": _timed(run("status", "--products-db", url, "--json")),
+            "images list": _timed(run("images", "list", "--products-db", url)),
+            "ese list": _timed(run("ese", "list", "--products-db", url)),
+            "lightcurve": _timed(run("lightcurve", "--products-db", url, str(source_id)))}
+
+
+def page_times(url: str, source_id: int, image_id: int) -> dict[str, float]:
+    import warnings
+
+    from dsa110_contimg.web.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+        client = TestClient(create_app(url))
+    paths = ["/", "/api/status", "/candidates", "/candidates?page=5", "/api/candidates",
+             "/images", "/images?page=20", f"/images/{image_id}", f"/api/images/{image_id}",
+             "/sources", "/sources?sort=flux&page=50", f"/sources/{source_id}",
+             f"/api/sources/{source_id}", f"/sources/{source_id}/lightcurve.csv", "/new-sources"]
+    out = {}
+    for p in paths:
+        def get(p=p):
+            r = client.get(p)
+            assert r.status_code == 200, (p, r.status_code)
+        out["GET " + p.replace(str(source_id), "{src}").replace(str(image_id), "{img}")] = _timed(get)
+    return out
+
+
+def metrics_time(url: str) -> tuple[float, float]:
+    from dsa110_contimg.service.metrics import Metrics
+
+    m = Metrics("", url)
+    return _timed(m.database_snapshot)
+
+
+def measure(gdb: GrowthDB, n_timed: int) -> dict[str, tuple[float, float]]:
+    """Figures at the current size: name -> (wall s, CPU s; NaN where only wall is known)."""
+    out: dict[str, tuple[float, float]] = {}
+    runs = [gdb.measure_real() for _ in range(n_timed)]
+    out["per image (end to end)"] = (statistics.median(r[0][0] for r in runs),
+                                     statistics.median(r[0][1] for r in runs))
+    for step in ("store", "normalise", "variability", "ese", "write_lock"):
+        vals = [r[1].get(step) for r in runs if r[1].get(step) is not None]
+        if vals:
+            out[f"  step {step} (wall)"] = (statistics.median(vals), float("nan"))
+    from dsa110_contimg.store import bulk
+
+    with gdb.db.engine.begin() as conn:
+        img = bulk.execute(conn, "SELECT max(id) FROM images WHERE path LIKE ?",
+                           ("%field0-%.fits",))[0][0]
+        src = gdb.field0_sources[len(gdb.field0_sources) // 2]
+    out.update(cli_times(gdb.url, src))
+    out.update(page_times(gdb.url, src, img))
+    out["/metrics (database gauges)"] = metrics_time(gdb.url)
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, dict]:
+    root = args.root / backend
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    if backend == "sqlite":
+        url = str(root / "products.sqlite3")
+    else:
+        url = pg.new_database("products")
+    gdb = GrowthDB(url, root, size=args.size, n_sources=args.sources, n_fields=args.fields)
+    t = time.perf_counter()
+    gdb.seed()
+    print(f"{backend}: seeded ({SEED_EPOCHS} real images, {args.fields} fields) in "
+          f"{time.perf_counter() - t:.0f} s", flush=True)
+    figures, info = {}, {}
+    for n in sizes:
+        if figures and time.time() > args.deadline:
+            print(f"{backend}: past the build deadline, {n:,} rows not built", flush=True)
+            break
+        secs = gdb.grow_to(n, progress=lambda s: print(s, flush=True), deadline=args.deadline)
+        rows = gdb.n_measurements()
+        per_row = gdb.bytes_per_row()
+        print(f"{backend}: {rows:,} measurement rows ({gdb.epochs_per_field} epochs/field) built "
+              f"in {secs:.0f} s; bytes per measurement row: table + indexes "
+              f"{per_row[0]:.0f}, whole database {per_row[1]:.0f}", flush=True)
+        figures[n] = measure(gdb, args.timed)
+        info[n] = (rows, gdb.epochs_per_field, per_row[1])
+        print(f"{backend}: measured at {rows:,} rows", flush=True)
+    gdb.db.dispose()
+    if backend == "postgresql":
+        pg.drop_database(url)
+    shutil.rmtree(root, ignore_errors=True)
+    return figures, info
+
+
+def print_table(backend: str, figures: dict, info: dict) -> None:
+    """Per figure and size: wall ms (ratio to the smallest size) and CPU ms of this process
+    (ratio): on a shared machine the CPU ratio is the steadier one (SQLite work is in process;
+    PostgreSQL's is in the server, so there only wall time shows it)."""
+    sizes = sorted(figures)
+    base = sizes[0]
+    print(f"\n{backend}: wall ms (ratio to {info[base][0]:,} rows) | CPU ms of the client (ratio)")
+    print(f"{'':34s}" + "".join(f"{info[n][0]:>32,}" for n in sizes))
+    print(f"{'epochs per field':34s}" + "".join(f"{info[n][1]:>32}" for n in sizes))
+    print(f"{'db bytes per measurement row':34s}" + "".join(f"{info[n][2]:>32.0f}" for n in sizes))
+    for key in figures[base]:
+        cells = []
+        for n in sizes:
+            w, c = figures[n].get(key, (float("nan"), float("nan")))
+            w0, c0 = figures[base][key]
+            cells.append(f"{w * 1e3:8.1f} ({w / w0:4.2f}x) | {c * 1e3:7.1f} ({c / c0:4.2f}x)")
+        print(f"{key[:34]:34s}" + "".join(f"{c:>32}" for c in cells))
+    last = figures[sizes[-1]]
+    wall = max(last[k][0] / figures[base][k][0] for k in figures[base])
+    cpu = np.nanmax([last[k][1] / figures[base][k][1] for k in figures[base]])
+    print(f"worst ratio at {info[sizes[-1]][0]:,} rows: wall {wall:.2f}x, CPU {cpu:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", default="1e6,1e7,5e7")
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--pg-max-rows", type=float, default=1e7,
+                    help="largest size built on PostgreSQL (time: the machine is shared)")
+    ap.add_argument("--size", type=int, default=2048, help="side of field 0's images (pixels)")
+    ap.add_argument("--sources", type=int, default=1000, help="catalogue sources per field")
+    ap.add_argument("--fields", type=int, default=100)
+    ap.add_argument("--timed", type=int, default=3, help="images timed per size")
+    ap.add_argument("--root", type=Path, default=Path("/tmp/growth"))
+    ap.add_argument("--build-minutes", type=float, default=0.0,
+                    help="stop growing after this many minutes and measure the size reached "
+                         "(0: no limit)")
+    args = ap.parse_args()
+    args.deadline = time.time() + args.build_minutes * 60 if args.build_minutes else float("inf")
+    from dsa110_contimg.service.logging import configure_logging
+
+    configure_logging("console", "warning", stream=sys.stderr)
+    sizes = sorted(int(float(s)) for s in args.rows.split(","))
+    args.root.mkdir(parents=True, exist_ok=True)
+    results = {}
+    try:
+        for backend in args.backends.split(","):
+            pg = None
+            b_sizes = sizes
+            if backend == "postgresql":
+                from pgcluster import PostgresCluster
+
+                pg = PostgresCluster()
+                b_sizes = [n for n in sizes if n <= args.pg_max_rows]
+            try:
+                results[backend] = run_backend(backend, b_sizes, args, pg)
+            finally:
+                if pg is not None:
+                    pg.stop()
+    finally:
+        shutil.rmtree(args.root, ignore_errors=True)
+    for backend, (figures, info) in results.items():
+        print_table(backend, figures, info)
+
+
+if __name__ == "__main__":
+    main()
