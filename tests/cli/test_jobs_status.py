@@ -71,7 +71,8 @@ def test_status_exit_codes_and_json(svc, capsys):
     assert (st["jobs"]["pending"], st["jobs"]["running"], st["jobs"]["done"], st["jobs"]["failed"],
             st["jobs"]["dead"]) == (2, 0, 1, 0, 0)
     assert st["jobs"]["done_last_hour"] == 1 and st["jobs"]["oldest_pending_age_s"] >= 0
-    assert st["images"] == {"measured": 0, "skipped": 1, "queued": 0, "incomplete": 0}
+    assert st["images"] == {"measured": 0, "skipped": 1, "queued": 0, "incomplete": 0,
+                            "duplicates": 0, "excluded": 0, "recently_excluded": []}
     assert st["measurements"]["total"] == 0 and st["ese"]["candidates"] == 0
     # a permanent failure: degraded, with the reason listed
     job = queue.claim()

@@ -45,7 +45,7 @@ def test_an_added_step_runs_in_order_with_its_result_time_and_transaction(sim_fi
     outcome = runner.store_measured(manager.products.engine, measured, cfg, steps=steps)
     # prepared with no image id yet; written after 'store' and 'qc', before 'normalise'
     assert seen == [("prepare", None),
-                    ("write", outcome.image_id, ["associate", "detections", "qc", "store"])]
+                    ("write", outcome.image_id, ["associate", "detections", "duplicate", "qc", "store"])]
     assert outcome.results["census"] == (30, "read before the lock")
     assert outcome.results["after_commit"] == 30 and "switched_off" not in outcome.results
     assert {"census", "after_commit", "after_commit_lock", "write_lock", "store", "open"} <= \

@@ -150,6 +150,15 @@ def seed_products_0011(conn) -> None:
         state="sent", attempts=1, sent_at=T0, updated_at=T0)
 
 
+def seed_products_0012(conn) -> None:
+    _image(conn, 12, data_digest="100:" + "a" * 40, excluded=True, excluded_reason="bad gain",
+           excluded_at=T0)
+    put(conn, "images", id=13, path="/img/13-copy.fits", content_id="1:13:abc", kind="image",
+        mjd=60012.0, ra_center_deg=150.0, dec_center_deg=37.0, radius_deg=1.0, method="forced",
+        catalog="nvss", n_sources=0, n_success=0, qc_status="pending", norm_status="not_requested",
+        measured_at=T0, data_digest="100:" + "a" * 40, duplicate_of=12, excluded=False)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -161,7 +170,8 @@ SEEDS = {
     "products": {"0001": seed_products_0001, "0002": seed_products_0002, "0003": seed_products_0003,
                  "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006,
                  "0007": seed_products_0007, "0008": seed_products_0008, "0009": seed_products_0009,
-                 "0010": seed_products_0010, "0011": seed_products_0011},
+                 "0010": seed_products_0010, "0011": seed_products_0011,
+                 "0012": seed_products_0012},
     "registry": {"0001": seed_registry_0001},
 }
 

@@ -1,10 +1,13 @@
-"""``contimg-photometry images list|show``: what happened to each image, and why.
+"""``contimg-photometry images list|show|exclude|include``: what happened to each image, and why.
 
 Per image: the QC verdict with its reasons, the normalisation status, factor and
 error, the number of references and the reason when it failed, how the references
 were chosen (``catalogue`` or the ``ensemble`` fallback), the photometry method and
 every workflow note. ``show`` adds every candidate reference with why it was chosen
-or rejected, and the jobs that measured the image. Read-only.
+or rejected, and the jobs that measured the image; both say when an image is a duplicate
+of another (the same data under another path) or excluded by an operator, with the reason.
+``exclude ID --reason TEXT`` takes an epoch out of light curves, normalisation (as a
+reference epoch too), variability and ESE, recomputed at once; ``include ID`` puts it back.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ def register(sub) -> None:
     lp.add_argument("--limit", type=int, default=100, help="at most this many (0 = all)")
     sp = isub.add_parser("show", help="one image with its reference choices")
     sp.add_argument("image", metavar="IMAGE", help="image id, path (or its tail) or data id")
-    for q in (lp, sp):
+    xp = isub.add_parser("exclude", help="take an epoch out of light curves, normalisation, "
+                                         "variability and ESE (recomputed)")
+    xp.add_argument("image", metavar="IMAGE", help="image id, path (or its tail) or data id")
+    xp.add_argument("--reason", required=True, help="why (shown wherever the image is)")
+    ip = isub.add_parser("include", help="put an excluded epoch back (recomputed)")
+    ip.add_argument("image", metavar="IMAGE", help="image id, path (or its tail) or data id")
+    for q in (lp, sp, xp, ip):
         common.add_db_options(q, registry=False)
         q.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
@@ -52,6 +61,10 @@ def _summary_line(r: dict) -> str:
         norm = f"NOT normalised: {r['norm_reason']}"
     else:
         norm = "normalisation off"
+    if r.get("duplicate_of") is not None:
+        norm = f"DUPLICATE of image #{r['duplicate_of']} (same data; no epoch)"
+    elif r.get("excluded"):
+        norm = f"EXCLUDED: {r['excluded_reason']}; " + norm
     return f"#{r['id']:<6} MJD {_fmt(r['mjd'], '.3f'):>10}  QC {r['qc_status']:<8} {norm}  {r['path']}"
 
 
@@ -59,7 +72,15 @@ def _detail(r: dict) -> str:
     lines = [f"image #{r['id']}: {r['path']}",
              f"  kind {r['kind']}, method {r['method']}, catalogue {r['catalog']}, beam from "
              f"{r['beam_source']}, MJD {_fmt(r['mjd'], '.5f')}",
-             f"  sources {r['n_success']}/{r['n_sources']} measured",
+             f"  sources {r['n_success']}/{r['n_sources']} measured"]
+    if r.get("duplicate_of") is not None:
+        lines.append(f"  DUPLICATE of image #{r['duplicate_of']}: the same data under another "
+                     "path; not measured again and no epoch of any light curve")
+    if r.get("excluded"):
+        lines.append(f"  EXCLUDED from light curves, normalisation, variability and ESE: "
+                     f"{r['excluded_reason']} (since {r.get('excluded_at_iso') or '-'}; "
+                     f"'images include {r['id']}' puts it back)")
+    lines += [
              f"  QC: {r['qc_status']}"]
     lines += [f"    - {x}" for x in r["qc_reasons"]]
     lines.append(f"  normalisation: {r['norm_status']}"
@@ -98,6 +119,8 @@ def run(args) -> int:
     from dsa110_contimg.service.status import iso
     from dsa110_contimg.store import images as image_store
 
+    if args.images_command in ("exclude", "include"):
+        return _set_excluded(args)
     db = common.open_products(args)
     try:
         with db.engine.connect() as conn:
@@ -115,7 +138,44 @@ def run(args) -> int:
                 return 1
             r = image_store.image_detail(conn, image_id)
             r["measured_at"] = iso(r["measured_at"])
+            r["excluded_at_iso"] = iso(r["excluded_at"]) if r.get("excluded_at") else None
             print(json.dumps(r, indent=2) if args.json else _detail(r))
             return 0
     finally:
         db.dispose()
+
+
+def _set_excluded(args) -> int:
+    """``images exclude|include``: one write transaction, the field recomputed."""
+    from dsa110_contimg.cli import common
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.pipeline.exclusion import ExclusionError, set_excluded
+    from dsa110_contimg.store import images as image_store
+
+    scfg = common.service_config(args)
+    cfg = scfg.photometry if scfg is not None else PhotometryConfig()
+    db = common.open_products(args, write=True)
+    try:
+        with db.engine.connect() as conn:
+            image_id = image_store.find_image(conn, args.image)
+        if image_id is None:
+            print(f"contimg-photometry images: error: no image {args.image!r}", file=sys.stderr)
+            return 1
+        exclude = args.images_command == "exclude"
+        try:
+            out = set_excluded(db.engine, cfg, image_id, excluded=exclude,
+                               reason=getattr(args, "reason", None))
+        except ExclusionError as exc:
+            print(f"contimg-photometry images: error: {exc.reason}", file=sys.stderr)
+            return 1
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    elif not out["changed"]:
+        print(f"image #{image_id} already {'excluded' if exclude else 'included'}; nothing changed")
+    else:
+        print(f"image #{image_id} {'excluded: ' + out['reason'] if exclude else 'included again'}; "
+              f"recomputed {out['sources']} sources, {len(out['renormalised'])} images "
+              f"normalised again, {out['ese_flagged']} ESE candidates flagged")
+    return 0

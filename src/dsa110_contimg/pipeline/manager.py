@@ -83,6 +83,9 @@ class PhotometryResult:
         long the image's write transaction held the database, commit included) and
         ``ese_lock`` (the ESE step's own short transaction; its evaluation runs before it
         on a read connection).
+    duplicate_of : int or None
+        When the file's data was already stored under another path: that image's id (this
+        image was recorded as its duplicate, measured nothing and is no epoch).
     """
 
     fits_path: Path
@@ -100,6 +103,7 @@ class PhotometryResult:
     normalization: dict | None = None
     ese_candidates: int = 0
     step_seconds: dict[str, float] = field(default_factory=dict)
+    duplicate_of: int | None = None
 
     @property
     def success_rate(self) -> float:
@@ -178,6 +182,24 @@ class PhotometryManager:
         """
         return self._measure(mosaic_path, "mosaic", config, create_batch_job, data_id, group_id,
                              dry_run, overrides)
+
+    def exclude_image(self, image_id: int, reason: str,
+                      config: PhotometryConfig | None = None) -> dict:
+        """Take image ``image_id`` out of light curves, normalisation (as a reference epoch
+        too), variability and ESE, recomputed at once; ``reason`` is shown wherever the
+        image is. Returns what was recomputed
+        (:func:`dsa110_contimg.pipeline.exclusion.set_excluded`)."""
+        from dsa110_contimg.pipeline.exclusion import set_excluded
+
+        return set_excluded(self.products.engine, self._config(config, {}), int(image_id),
+                            excluded=True, reason=reason)
+
+    def include_image(self, image_id: int, config: PhotometryConfig | None = None) -> dict:
+        """Put an excluded image back into everything it was taken out of (recomputed)."""
+        from dsa110_contimg.pipeline.exclusion import set_excluded
+
+        return set_excluded(self.products.engine, self._config(config, {}), int(image_id),
+                            excluded=False)
 
     # -- workflow -----------------------------------------------------------------
     def _config(self, config: PhotometryConfig | None, overrides: dict) -> PhotometryConfig:
@@ -285,6 +307,14 @@ class PhotometryManager:
         return its result."""
         outcome = store_measured(self.products.engine, measured, cfg, data_id=data_id, fence=fence)
         measured = outcome.measured
+        if outcome.duplicate_of is not None:
+            log.info("image_duplicate", path=printable(measured.path), image_id=outcome.image_id,
+                     duplicate_of=outcome.duplicate_of)
+            return PhotometryResult(measured.path, sources_queried=len(measured.cat),
+                                    kind=measured.kind, method=measured.method,
+                                    notes=outcome.notes, image_id=outcome.image_id,
+                                    data_id=data_id, duplicate_of=outcome.duplicate_of,
+                                    step_seconds=outcome.step_seconds)
         table, cat = measured.table, measured.cat
         results = MeasurementTable(
             {**table.columns, "source_id": outcome.source_ids,

@@ -91,6 +91,8 @@ class MeasuredImage:
     detections: MeasurementTable | None = None
     #: the image's noise footprint (science/footprint.py, serialised), None without detection
     footprint: bytes | None = None
+    #: the file's data identity (:func:`dsa110_contimg.store.products.data_digest`)
+    data_digest: str | None = None
 
     def __getstate__(self):
         self.table._record_type = None   # a namedtuple class made on iteration: not picklable
@@ -294,4 +296,5 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
             summary = ImageSummary.of(image, qc_stats=cfg.qc, maps=maps)
     return MeasuredImage(path=path, kind=kind, method=method, notes=notes, cat=cat, table=table,
                          image=summary, content_id=product_store.content_id(path),
-                         steps=timer.seconds, detections=detections, footprint=footprint)
+                         steps=timer.seconds, detections=detections, footprint=footprint,
+                         data_digest=product_store.data_digest(path))

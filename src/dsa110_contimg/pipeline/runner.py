@@ -3,6 +3,8 @@
 :func:`store_measured` is the database half of one image's workflow:
 
 1. every ``image``-transaction step's ``prepare`` on one read connection (no lock);
+   after the ``duplicate`` step found the image's data already stored under another path,
+   no other step runs (prepare, write or own transaction);
 2. one write transaction (the write lock, fenced on the job's lease) in which those
    steps ``write`` in order -- the measurements, QC, normalisation, running statistics;
 3. each ``own``-transaction step (ESE): ``prepare`` on a read connection, ``write`` in a
@@ -44,6 +46,9 @@ class ImageOutcome:
     step_seconds: dict[str, float] = field(default_factory=dict)
     #: the measured image as stored (a step may add rows: the sources blind detection found)
     measured: Any = None
+    #: ``images.id`` of the image holding the same data under another path (then this image
+    #: is no epoch: nothing but its duplicate row was stored)
+    duplicate_of: int | None = None
 
     @property
     def qc_status(self) -> str | None:
@@ -95,13 +100,19 @@ def store_measured(engine, measured, cfg, *, data_id: str | None = None,
     in_image = [s for s in active if s.transaction == IMAGE_TRANSACTION]
     with read_connection(engine) as conn:
         for step in in_image:
+            if ctx.duplicate_of is not None:
+                break       # a duplicate goes no further (its write re-checks under the lock)
             with timer(step.name):
                 step.prepare(conn, ctx)
     with timer("write_lock"), _transaction(engine, fence) as conn:
         for step in in_image:
             with timer(step.name):
                 ctx.results[step.name] = step.write(conn, ctx)
+            if ctx.duplicate_of is not None:
+                break
     for step in active:
+        if ctx.duplicate_of is not None:
+            break
         if step.transaction != IMAGE_TRANSACTION:
             with timer(step.name):
                 with read_connection(engine) as conn:
@@ -109,4 +120,5 @@ def store_measured(engine, measured, cfg, *, data_id: str | None = None,
                 with timer(f"{step.name}_lock"), _transaction(engine, fence) as conn:
                     ctx.results[step.name] = step.write(conn, ctx)
     return ImageOutcome(image_id=ctx.image_id, source_ids=ctx.source_ids, results=ctx.results,
-                        notes=ctx.notes, step_seconds=timer.seconds, measured=ctx.measured)
+                        notes=ctx.notes, step_seconds=timer.seconds, measured=ctx.measured,
+                        duplicate_of=ctx.duplicate_of)

@@ -418,6 +418,14 @@ def needs_recompute(last_mjd, new_mjd):
     return bool(out) if out.ndim == 0 else out
 
 
+def _sequential_sum(a2d: np.ndarray) -> np.ndarray:
+    """Row sums of a 2-D array added left to right (``np.sum`` adds pairwise, whose
+    rounding differs from adding one epoch at a time)."""
+    if a2d.shape[1] == 0:
+        return np.zeros(a2d.shape[0])
+    return np.cumsum(a2d, axis=1)[:, -1].copy()
+
+
 _FLOAT_FIELDS = ("sum_w", "sum_wf", "sum_wf2", "sum_f", "sum_f2", "sum_var", "min_flux",
                  "max_flux", "first_mjd", "last_mjd", "last_flux", "last_err", "vs_max",
                  "m_at_vs_max")
@@ -512,8 +520,8 @@ class RunningStats:
         Returns
         -------
         RunningStats
-            Identical (up to float rounding of the sums) to feeding the points one
-            by one, in time order, to :meth:`update`.
+            Identical, bit for bit when the columns are in time order, to feeding the
+            points one by one, in time order, to :meth:`update`.
         """
         f, e, t = lightcurve_block(flux2d, err2d, mjd2d, "RunningStats.from_lightcurves")
         with np.errstate(invalid="ignore"):
@@ -523,9 +531,12 @@ class RunningStats:
         ez = np.where(ok, e, 1.0)
         w = np.where(ok, 1.0 / (ez * ez), 0.0)
         wf = w * fz
-        sums = dict(sum_w=w.sum(axis=1), sum_wf=wf.sum(axis=1), sum_wf2=(wf * fz).sum(axis=1),
-                    sum_f=fz.sum(axis=1), sum_f2=(fz * fz).sum(axis=1),
-                    sum_var=np.where(ok, ez * ez, 0.0).sum(axis=1))
+        # sums accumulated column by column, in the order :meth:`update` adds the points, so
+        # that a recompute over the same epochs gives the same bits as the running sums
+        sums = dict(sum_w=_sequential_sum(w), sum_wf=_sequential_sum(wf),
+                    sum_wf2=_sequential_sum(wf * fz), sum_f=_sequential_sum(fz),
+                    sum_f2=_sequential_sum(fz * fz),
+                    sum_var=_sequential_sum(np.where(ok, ez * ez, 0.0)))
         del w, wf
         has = n > 0
         nan = np.nan

@@ -63,8 +63,8 @@ from dsa110_contimg.core.errors import ConfigError
 log = structlog.get_logger("dsa110_contimg.service.metrics")
 
 #: Workflow stages reported by :meth:`PhotometryManager.run_image` (``step_seconds``).
-STAGES = ("open", "noise", "catalog", "measure", "detect", "associate", "qc", "store", "detections",
-          "normalise", "variability", "ese")
+STAGES = ("open", "noise", "catalog", "measure", "detect", "duplicate", "associate", "qc", "store",
+          "detections", "normalise", "variability", "ese")
 #: Histogram buckets (s): from a few ms (small images, a store) to minutes (4096² mosaics).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
            600.0, 1800.0)

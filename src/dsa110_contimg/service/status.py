@@ -123,7 +123,10 @@ def status_from_counts(snap: dict, *, now: float, stale_after_s: float, photomet
         "failures": [{**{k: r[k] for k in ("id", "status", "path", "attempts", "error")},
                       "finished_at": iso(r["finished_at"])} for r in snap["failures"]],
         "images": {"measured": snap["images"], "skipped": fcounts["skipped"],
-                   "queued": fcounts["queued"], "incomplete": fcounts["incomplete"]},
+                   "queued": fcounts["queued"], "incomplete": fcounts["incomplete"],
+                   "duplicates": snap.get("duplicates", 0),
+                   "excluded": snap.get("excluded_count", 0),
+                   "recently_excluded": snap.get("excluded", [])},
         "measurements": {"total": snap["measurements"]},
         "qc": {**{k: int(qc_counts.get(k, 0)) for k in QC_STATES},
                "not_normalised": snap["norm_failed"],
@@ -322,6 +325,14 @@ def _science_lines(st: dict) -> list[str]:
                      "self-observed steady sources")
     if nm["not_requested"]:
         lines.append(f"  {nm['not_requested']} image(s) measured with normalisation off")
+    im = st["images"]
+    if im.get("duplicates"):
+        lines.append(f"  {im['duplicates']} image(s) duplicate of another image (the same data "
+                     "under another path; no epoch): contimg-photometry images list")
+    if im.get("excluded"):
+        lines.append(f"  {im['excluded']} image(s) excluded from the light curves by an operator")
+        lines += [f"    #{r['id']} {r['path']}: {r['excluded_reason']}"
+                  for r in im.get("recently_excluded", [])]
     for w in st["science"]["warnings"]:
         lines.append(f"warning:       {w}")
     lines.append(f"ESE candidates (active): {st['ese']['candidates']}")

@@ -18,7 +18,7 @@ from dsa110_contimg.store.schema import batch_job_items, images, reference_choic
 _IMAGE_COLS = ("id", "path", "kind", "data_id", "mjd", "method", "catalog", "beam_source",
                "n_sources", "n_success", "qc_status", "qc_reasons", "norm_status", "norm_method",
                "norm_factor", "norm_factor_err", "norm_scatter", "norm_n_refs", "norm_reason",
-               "notes", "measured_at")
+               "notes", "measured_at", "duplicate_of", "excluded", "excluded_reason", "excluded_at")
 
 
 def save_reference_choices(conn: Connection, image_id: int, rows: Sequence[dict]) -> None:
@@ -147,3 +147,23 @@ def norm_reasons(conn: Connection, image_ids: Sequence[int]) -> dict[int, str | 
 
     return {int(i): r for i, r in bulk.fetch_in(
         conn, "SELECT id, norm_reason FROM images WHERE id IN ({in})", [int(i) for i in image_ids])}
+
+
+def image_field(conn: Connection, image_id: int) -> dict | None:
+    """Where an image is and what it holds: ``id, path, mjd, ra_center_deg, dec_center_deg,
+    radius_deg`` (deg), ``excluded``, ``excluded_reason``, ``duplicate_of``; None when absent."""
+    r = conn.execute(sa.select(images.c.id, images.c.path, images.c.mjd, images.c.ra_center_deg,
+                               images.c.dec_center_deg, images.c.radius_deg, images.c.excluded,
+                               images.c.excluded_reason, images.c.duplicate_of)
+                     .where(images.c.id == int(image_id))).first()
+    return None if r is None else dict(r._mapping)
+
+
+def set_exclusion(conn: Connection, image_id: int, *, excluded: bool, reason: str | None,
+                  at: float | None) -> None:
+    """Take an image out of (``excluded``) or back into the light curves; the reason and
+    time (Unix s) are kept while it is excluded."""
+    conn.execute(images.update().where(images.c.id == int(image_id)).values(
+        excluded=bool(excluded), excluded_reason=reason if excluded else None,
+        excluded_at=at if excluded else None))
+

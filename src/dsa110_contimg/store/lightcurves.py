@@ -40,18 +40,25 @@ def _chunks(values: Sequence, size: int = _CHUNK):
 
 
 def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
-                exclude_qc_failed: bool = True) -> dict[str, np.ndarray]:
-    """Images whose centre lies within ``radius_deg`` of (ra, dec).
+                exclude_qc_failed: bool = True,
+                include_excluded: bool = False) -> dict[str, np.ndarray]:
+    """The epochs whose image centre lies within ``radius_deg`` of (ra, dec), deg.
 
-    Returns columns ``id, mjd, ra_center_deg, dec_center_deg, qc_status, norm_status,
-    norm_factor, norm_factor_err, norm_ref_ids`` (object arrays for text).
+    Duplicates (``duplicate_of`` set: the same data stored under another path) are never
+    epochs; images an operator excluded are left out unless ``include_excluded`` (for
+    displays that mark them). Returns columns ``id, mjd, ra_center_deg, dec_center_deg,
+    qc_status, norm_status, norm_factor, norm_factor_err, norm_ref_ids, excluded`` (object
+    arrays for text).
     """
     cond = cone_box(images.c.ra_center_deg, images.c.dec_center_deg, ra_deg, dec_deg, radius_deg)
+    cond.append(images.c.duplicate_of.is_(None))
     if exclude_qc_failed:
         cond.append(images.c.qc_status != "failed")
+    if not include_excluded:
+        cond.append(images.c.excluded == sa.false())
     cols = [images.c.id, images.c.mjd, images.c.ra_center_deg, images.c.dec_center_deg,
             images.c.qc_status, images.c.norm_status, images.c.norm_factor,
-            images.c.norm_factor_err, images.c.norm_ref_ids]
+            images.c.norm_factor_err, images.c.norm_ref_ids, images.c.excluded]
     rows = conn.execute(sa.select(*cols).where(*cond)).all()
     out = {c.name: np.array([r[i] for r in rows], dtype=object) for i, c in enumerate(cols)}
     if rows:
@@ -62,6 +69,7 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
         out = {k: v[keep] for k, v in out.items()}
     out["id"] = out["id"].astype(np.int64)
     out["mjd"] = np.array([np.nan if v is None else v for v in out["mjd"]], float)
+    out["excluded"] = out["excluded"].astype(bool)
     return out
 
 
@@ -403,13 +411,17 @@ def find_source(conn: Connection, ident: str, survey: str | None = None) -> dict
 
 
 def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
-    """Every measurement of one source, MJD-ordered, with its image's QC and normalisation."""
+    """Every measurement of one source, MJD-ordered, with its image's QC and normalisation;
+    ``excluded_reason`` is the operator's reason on epochs taken out of the light curve (None
+    on the others)."""
     radius = neighbourhood_radius(conn, 0.0)
-    near = images_near(conn, source["ra_deg"], source["dec_deg"], radius, exclude_qc_failed=False)
+    near = images_near(conn, source["ra_deg"], source["dec_deg"], radius, exclude_qc_failed=False,
+                       include_excluded=True)
     cols = [measurements.c.mjd, measurements.c.peak_jyb, measurements.c.peak_err_jyb,
             measurements.c.norm_flux_jyb, measurements.c.norm_err_jyb, measurements.c.local_rms_jyb,
             measurements.c.snr, measurements.c.flags, measurements.c.success, measurements.c.image_id,
-            images.c.path, images.c.qc_status, images.c.norm_status, images.c.norm_used_ids]
+            images.c.path, images.c.qc_status, images.c.norm_status, images.c.norm_used_ids,
+            images.c.excluded_reason, images.c.excluded]
     rows = []
     for chunk in _chunks(near["id"].tolist()):
         rows.extend(conn.execute(sa.select(*cols).join(images, images.c.id == measurements.c.image_id)
@@ -428,6 +440,7 @@ def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
     out["norm_status"] = np.array([r[12] for r in rows], dtype=object)
     out["used_as_reference"] = np.array(
         [bool(r[13]) and source["id"] in json.loads(r[13]) for r in rows], bool)
+    out["excluded_reason"] = np.array([r[14] if r[15] else None for r in rows], dtype=object)
     return out
 
 

@@ -36,6 +36,59 @@ def content_id(path: str | Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{digest}"
 
 
+#: Blocks of 2880 bytes read evenly through the file for :func:`data_digest`.
+DIGEST_SAMPLES = 32
+
+
+def data_digest(path: str | Path) -> str:
+    """Identity of a file's data whatever its name and modification time:
+    ``size:sha1(first 8 header blocks + DIGEST_SAMPLES blocks spread over the file)``.
+
+    Two files with the same digest hold the same observation (same header, same pixels
+    wherever sampled); a copy (``cp``, ``rsync``) keeps it, a re-imaging changes it.
+    """
+    size = os.stat(path).st_size
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        h.update(fh.read(2880 * 8))
+        if size > 2880 * 8:
+            for k in range(DIGEST_SAMPLES):
+                fh.seek(2880 * 8 + (size - 2880 * 9) * k // max(DIGEST_SAMPLES - 1, 1))
+                h.update(fh.read(2880))
+    return f"{size}:{h.hexdigest()}"
+
+
+def original_image(conn: Connection, digest: str, path: str) -> dict | None:
+    """The stored image holding the data of digest ``digest`` under a path other than
+    ``path`` (the earliest stored; never a duplicate itself): ``{"id", "path"}`` or None."""
+    r = conn.execute(sa.select(images.c.id, images.c.path).where(
+        images.c.data_digest == digest, images.c.path != str(path),
+        images.c.duplicate_of.is_(None)).order_by(images.c.id).limit(1)).first()
+    return None if r is None else {"id": int(r.id), "path": r.path}
+
+
+def store_duplicate(conn: Connection, image_row: Mapping[str, Any], original_id: int) -> tuple[int, set[int]]:
+    """Record ``image_row`` (keyed by path) as a duplicate of image ``original_id``: the
+    row without measurements or normalisation. Returns ``(images.id, source ids the path's
+    earlier measurements held)`` (an earlier version of the file at this path was an epoch
+    whose light curves must now be recomputed without it)."""
+    row = dict(image_row, duplicate_of=int(original_id), n_sources=0, n_success=0)
+    row.setdefault("measured_at", time.time())
+    image_id = conn.execute(sa.select(images.c.id).where(images.c.path == row["path"])).scalar()
+    held: set[int] = set()
+    if image_id is None:
+        image_id = conn.execute(images.insert().values(**row).returning(images.c.id)).scalar_one()
+    else:
+        held = image_source_ids(conn, [image_id])
+        conn.execute(measurements.delete().where(measurements.c.image_id == image_id))
+        reset = {"qc_status": "pending", "qc_reasons": None, "qc_metrics": None,
+                 "norm_status": "not_requested", "norm_factor": None, "norm_factor_err": None,
+                 "norm_scatter": None, "norm_n_refs": None, "norm_reason": None,
+                 "norm_ref_ids": None, "norm_used_ids": None}
+        conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
+    return int(image_id), held
+
+
 _SOURCE_IDS_SQL = "SELECT catalog_id, id FROM sources WHERE survey = ? AND catalog_id IN ({in})"
 
 
@@ -144,7 +197,7 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
         reset = {"qc_status": "pending", "qc_reasons": None, "qc_metrics": None,
                  "norm_status": "not_requested", "norm_factor": None, "norm_factor_err": None,
                  "norm_scatter": None, "norm_n_refs": None, "norm_reason": None, "norm_ref_ids": None,
-                 "norm_used_ids": None}
+                 "norm_used_ids": None, "duplicate_of": None}
         conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
     mjd = None if row.get("mjd") is None else float(row["mjd"])
     cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}
@@ -203,3 +256,12 @@ def replace_source_measurements(conn: Connection, image_id: int, mjd, source_ids
     count = conn.execute(sa.select(sa.func.count()).select_from(measurements).where(
         measurements.c.image_id == int(image_id))).scalar()
     conn.execute(images.update().where(images.c.id == int(image_id)).values(n_sources=int(count)))
+
+
+def image_source_ids(conn: Connection, image_ids: Sequence[int]) -> set[int]:
+    """``sources.id`` of every measurement of the images ``image_ids``."""
+    from dsa110_contimg.store import bulk
+
+    return {int(r[0]) for r in bulk.fetch_in(
+        conn, "SELECT DISTINCT source_id FROM measurements WHERE image_id IN ({in})",
+        [int(i) for i in image_ids])}

@@ -105,6 +105,15 @@ images = Table(
            doc="catalogue (compact catalogue references) | ensemble (self-observed steady sources)"),
     Column("notes", Text, doc="JSON list of workflow notes (beam fallbacks, method changes)"),
     Column("measured_at", Float, nullable=False),
+    Column("data_digest", String(64),
+           doc="size:sha1 of the header and sampled data blocks: the data, whatever its name"),
+    Column("duplicate_of", Integer,
+           doc="images.id holding the same data under another path; this row has no "
+               "measurements and is no epoch"),
+    Column("excluded", Boolean, nullable=False, default=False, server_default=sa.false(),
+           doc="taken out of light curves, normalisation, variability and ESE by an operator"),
+    Column("excluded_reason", Text),
+    Column("excluded_at", Float),
     CheckConstraint(_in("kind", ("image", "mosaic")), name="kind"),
     CheckConstraint(_in("qc_status", QC_STATES), name="qc_status"),
     CheckConstraint(_in("norm_status", NORM_STATES), name="norm_status"),
@@ -112,6 +121,7 @@ images = Table(
     Index(None, "ra_center_deg"),
     Index(None, "dec_center_deg"),
     Index(None, "radius_deg"),
+    Index(None, "data_digest"),
 )
 
 sources = Table(

@@ -111,7 +111,14 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
                 .order_by(images.c.measured_at.desc()).limit(n_failures)).mappings()],
             "norm_failed": _count(conn, images, images.c.norm_status == "failed"),
             "norm_reasons": norm_reason_summary(conn),
-            "norm_not_requested": _count(conn, images, images.c.norm_status == "not_requested"),
+            "norm_not_requested": _count(conn, images, images.c.norm_status == "not_requested",
+                                         images.c.duplicate_of.is_(None)),
+            "duplicates": _count(conn, images, images.c.duplicate_of.is_not(None)),
+            "excluded": [dict(r) for r in conn.execute(
+                sa.select(images.c.id, images.c.path, images.c.excluded_reason)
+                .where(images.c.excluded == sa.true())
+                .order_by(images.c.excluded_at.desc()).limit(n_failures)).mappings()],
+            "excluded_count": _count(conn, images, images.c.excluded == sa.true()),
             "norm_ensemble": _count(conn, images, images.c.norm_status == "ok",
                                     images.c.norm_method == "ensemble"),
             "running_by_owner": running_jobs_by_owner(conn),

@@ -4,6 +4,9 @@
 runs for every image (after the database-free measurement,
 :func:`dsa110_contimg.pipeline.measure.measure_image`):
 
+``duplicate`` (:mod:`.duplicate`)
+    an image whose data is already stored under another path is recorded as a duplicate
+    of it and goes no further (the runner skips every later step);
 ``associate`` (:mod:`.associate`)
     blind detections against the field's known sources, new and blind sources decided
     (when ``detect`` is on);
@@ -38,11 +41,12 @@ Adding a step is one module and one entry in :data:`STEPS` (and its name in
 from __future__ import annotations
 
 from dsa110_contimg.pipeline.steps import (
-    associate, detections, ese, measurements, normalise, qc, variability)
+    associate, detections, duplicate, ese, measurements, normalise, qc, variability)
 from dsa110_contimg.pipeline.steps.base import IMAGE_TRANSACTION, OWN_TRANSACTION, ImageContext, Step
 
 #: The steps every image goes through, in order.
 STEPS: tuple[Step, ...] = (
+    duplicate.STEP,
     associate.STEP,
     measurements.STEP,
     detections.STEP,

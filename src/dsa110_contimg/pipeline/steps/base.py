@@ -141,6 +141,9 @@ class ImageContext:
     results: dict[str, Any] = field(default_factory=dict)
     prepared: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Set by the duplicate step: the ``images.id`` holding the same data under another
+    #: path; the runner then skips every later step.
+    duplicate_of: int | None = None
     #: Set by the variability step: ``(running_stats_signature, stats)`` of the image's
     #: sources as its transaction wrote them, so that the ESE step need not read them
     #: again while the signature still matches.

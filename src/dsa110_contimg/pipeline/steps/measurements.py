@@ -22,7 +22,7 @@ def _catalog_ids(ctx: ImageContext) -> list[str]:
     return [str(s) for s in ctx.measured.cat["source_id"]]
 
 
-def _image_row(ctx: ImageContext) -> dict:
+def image_row(ctx: ImageContext) -> dict:
     """The ``images`` row of the measured image."""
     measured, cfg = ctx.measured, ctx.cfg
     image, table = measured.image, measured.table
@@ -38,8 +38,15 @@ def _image_row(ctx: ImageContext) -> dict:
         "ra_center_deg": ctx.ra_deg, "dec_center_deg": ctx.dec_deg, "radius_deg": ctx.radius_deg,
         "median_rms_jyb": median_rms, "method": ctx.method, "catalog": cfg.catalog,
         "n_sources": len(table), "n_success": table.n_success, "notes": json.dumps(ctx.notes),
-        "measured_at": time.time(),
+        "measured_at": time.time(), "data_digest": data_digest(ctx),
     }
+
+
+def data_digest(ctx: ImageContext) -> str:
+    """The measured file's data identity (computed from the file when the measurement
+    did not carry it)."""
+    measured = ctx.measured
+    return getattr(measured, "data_digest", None) or product_store.data_digest(measured.path)
 
 
 def prepare(conn, ctx: ImageContext) -> None:
@@ -52,7 +59,7 @@ def write(conn, ctx: ImageContext) -> dict:
     # rows of several surveys: the catalogue, monitor lists, the service's own sources
     ctx.source_ids = product_store.upsert_table_sources(conn, ctx.cfg.catalog, ctx.measured.cat,
                                                         known=ctx.prepared.get("store"))
-    ctx.image_id = product_store.store_image_measurements(conn, _image_row(ctx), ctx.source_ids,
+    ctx.image_id = product_store.store_image_measurements(conn, image_row(ctx), ctx.source_ids,
                                                           ctx.measured.table.columns)
     return {"image_id": ctx.image_id, "remeasured": ctx.remeasured}
 
