@@ -261,3 +261,71 @@ def test_progress_bar_only_on_a_terminal():
     assert parse_date("60676.5") == 60676.5 and parse_date("2025-01-01T12:00:00") == 60676.5
     with pytest.raises(Exception, match="ISO date"):
         parse_date("last tuesday")
+
+
+def test_own_sources_are_measured_forward_as_in_process(tmp_path):
+    """Sources in no catalogue (one present from the first epoch, one switching on at the
+    third): the Dask workers have no database, yet every image after a source's first
+    detection has its measurement, as when the images are measured one by one in process
+    (same rows, same fluxes, same running statistics)."""
+    from dsa110_contimg.science.simulate import simulate_image, sky_wcs
+    from dsa110_contimg.service import reprocess as rp
+
+    field = SimulatedField(tmp_path, n_sources=20, seed=11, flux_range=(60.0, 300.0))
+    field.ingest(tmp_path / "catalogs")
+    wcs = sky_wcs(field.ra0, field.dec0, field.pixscale, field.shape)
+    cx, cy = wcs.wcs_world2pix(field.ra_deg, field.dec_deg, 0)
+    gx, gy = np.meshgrid(np.arange(40, 216, 4.0), np.arange(40, 216, 4.0))
+    gap = np.min(np.hypot(gx.ravel()[:, None] - cx, gy.ravel()[:, None] - cy), axis=1)
+    first = int(np.argmax(gap))
+    far = np.hypot(gx.ravel() - gx.ravel()[first], gy.ravel() - gy.ravel()[first]) > 40
+    second = int(np.flatnonzero(far)[np.argmax(gap[far])])
+    extra_ra, extra_dec = wcs.wcs_pix2world(gx.ravel()[[first, second]], gy.ravel()[[first, second]], 0)
+    paths = []
+    for k in range(7):
+        sim = simulate_image(field.shape, ra0_deg=field.ra0, dec0_deg=field.dec0,
+                             pixscale_arcsec=field.pixscale, beam_arcsec=field.beam,
+                             ra_deg=np.r_[field.ra_deg, extra_ra], dec_deg=np.r_[field.dec_deg, extra_dec],
+                             peak_jyb=np.r_[field.flux_mjy / 1e3, 0.03, 0.04 * (k >= 2)],
+                             noise_rms=1e-3, mjd=60100.0 + k, seed=300 + k)
+        paths.append(tmp_path / "images" / f"e{k}.img-image-pb.fits")
+        paths[-1].parent.mkdir(exist_ok=True)
+        sim.write(paths[-1])
+    cfg = PhotometryConfig(backfill_new_sources=False)
+    ref = PhotometryManager(tmp_path / "ref.sqlite3", default_config=cfg, catalog_dir=tmp_path / "catalogs")
+    for path in paths:
+        ref.measure_for_fits(path, create_batch_job=False)
+    ref.products.dispose()
+    manager = PhotometryManager(tmp_path / "p.sqlite3", default_config=cfg, catalog_dir=tmp_path / "catalogs")
+    plan = rp.make_plan(rp.discover([tmp_path / "images"])[0], manager.products)
+    client = rp.open_client(workers=2)
+    try:
+        report = rp.reprocess(plan, manager, cfg, client, catalog_dir=str(tmp_path / "catalogs"))
+    finally:
+        rp.close_client(client)
+    assert report.done == 7 and not report.failures
+
+    def own(db):
+        engine = sa.create_engine(f"sqlite:///{db}")
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "select s.catalog_id, s.kind, i.path, m.peak_jyb, m.peak_err_jyb from measurements m "
+                "join sources s on s.id = m.source_id join images i on i.id = m.image_id "
+                "where s.kind in ('new', 'blind') order by s.catalog_id, i.mjd").all()
+            stats = conn.exec_driver_sql(
+                "select s.catalog_id, v.n, v.weighted_mean from variability_stats v join sources s "
+                "on s.id = v.source_id where s.kind in ('new', 'blind') order by s.catalog_id").all()
+        engine.dispose()
+        return rows, stats
+
+    (got, got_stats), (want, want_stats) = own(tmp_path / "p.sqlite3"), own(tmp_path / "ref.sqlite3")
+    per_source = {}
+    for name, kind, *_ in want:
+        per_source[(name, kind)] = per_source.get((name, kind), 0) + 1
+    # both injected sources are found (blind from the first epoch, new when it switches on)
+    # and measured in that image and every later one: 7 and 5 measurements
+    assert sorted(per_source.values())[-2:] == [5, 7] and {k for _, k in per_source} >= {"new", "blind"}
+    assert [r[:3] for r in got] == [r[:3] for r in want]
+    np.testing.assert_allclose([r[3:] for r in got], [r[3:] for r in want], rtol=1e-6, atol=1e-7)
+    assert [r[:2] for r in got_stats] == [r[:2] for r in want_stats]
+    np.testing.assert_allclose([r[2] for r in got_stats], [r[2] for r in want_stats], rtol=1e-6)

@@ -152,6 +152,40 @@ def sources_to_backfill(conn, source_ids=None, *, monitor: bool = False, catalog
     return [{"id": r["id"], "ra_deg": r["ra_deg"], "dec_deg": r["dec_deg"]} for r in rows]
 
 
+def forward_gaps(conn, measured) -> list[dict]:
+    """The service's own sources (new, blind) that the in-process workflow would have
+    measured forward on a measured image and that it lacks: for a
+    :class:`~dsa110_contimg.pipeline.measure.MeasuredImage` measured without the database
+    (a Dask worker), read before it is stored, once every earlier epoch is stored. Those
+    first detected at an earlier epoch, on the image's pixels (its noise footprint) and not
+    among its measured rows: ``id``, ``ra_deg``, ``dec_deg`` (the running weighted-mean
+    position, as the in-process workflow reads it), as :func:`measure_backfill` and
+    :func:`store_backfill` take them. Empty without a footprint (blind detection off)."""
+    from dsa110_contimg.pipeline.transients import OWN_SURVEY
+    from dsa110_contimg.science.footprint import COVER_OUTSIDE, NoiseFootprint
+    from dsa110_contimg.store import detections as det_store
+
+    summary = measured.image
+    if measured.footprint is None or summary.mjd is None:
+        return []
+    (ra0, dec0), radius = summary.center_deg, summary.radius_deg
+    own = det_store.own_sources_near(conn, ra0, dec0, radius, kinds=("new", "blind"))
+    if not own["id"].size:
+        return []
+    first = det_store.detection_positions(conn, own["id"].tolist())
+    first_mjd = np.array([np.nan if first.get(int(i)) is None or first[int(i)][5] is None
+                          else float(first[int(i)][5]) for i in own["id"]])
+    _, status = NoiseFootprint.from_bytes(measured.footprint).depth_at(own["ra_deg"], own["dec_deg"])
+    cat = measured.cat
+    surveys = (np.asarray([str(x) for x in cat["survey"]], object) if "survey" in cat.colnames
+               else np.full(len(cat), "", object))
+    have = {str(n) for n, sv in zip(cat["source_id"], surveys) if sv == OWN_SURVEY}
+    keep = ((first_mjd < float(summary.mjd)) & (status != COVER_OUTSIDE)       # NaN: never detected
+            & ~np.isin(own["catalog_id"].astype(str), list(have)))
+    return [{"id": int(i), "ra_deg": float(r), "dec_deg": float(d)}
+            for i, r, d in zip(own["id"][keep], own["ra_deg"][keep], own["dec_deg"][keep])]
+
+
 def ensure_monitor_sources(conn, catalogs) -> int:
     """Give every position of the monitor list (``monitor`` survey of ``catalogs``) its
     ``sources`` row (kind ``monitor``, never a flux reference; insert-if-absent, as the
@@ -169,5 +203,5 @@ def ensure_monitor_sources(conn, catalogs) -> int:
     return len(mon)
 
 
-__all__ = ["BACKFILL_JOB", "covering_images", "ensure_monitor_sources", "queue_backfill",
+__all__ = ["BACKFILL_JOB", "covering_images", "ensure_monitor_sources", "forward_gaps", "queue_backfill",
            "measure_backfill", "store_backfill", "sources_to_backfill"]

@@ -13,6 +13,15 @@ The work is split where the workflow splits (:meth:`PhotometryManager.measure_im
   order it was observed, and the result is the same as measuring the images one by
   one in that order in this process.
 
+The service's own sources (new and blind, made by blind detection) are measured forward
+as in process: a worker has no database, so when an image is written the coordinator
+looks up the own sources that were first detected at an earlier epoch and lie on the
+image (exactly those the in-process workflow would have measured, at the same weighted-mean
+positions, since every earlier epoch is written by then) and measures them on a worker
+(:func:`measure_forward_task`, forced photometry at those positions); the coordinator
+stores those rows and recomputes the sources' statistics from their light curves
+(:func:`~dsa110_contimg.pipeline.backfill.store_backfill`).
+
 Futures (``dask.distributed``, not DataFrames) are submitted in epoch order through a
 bounded window (memory stays bounded for 100,000 images); results are collected in
 batches as they complete and written as soon as every earlier epoch is written.
@@ -229,6 +238,21 @@ def measure_task(path: str, kind: str, config: dict, catalog_dir: str | None) ->
         return "failed", f"{type(exc).__name__}: {exc}"
 
 
+def measure_forward_task(path: str, config: dict, sources: list[dict]) -> tuple:
+    """Run on a Dask worker: forced photometry of the service's own sources on one image
+    (:func:`~dsa110_contimg.pipeline.backfill.measure_backfill`). Returns ``("ok", table)``
+    or ``("failed", reason)``."""
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.pipeline.backfill import measure_backfill
+
+    try:
+        return "ok", measure_backfill(path, PhotometryConfig.from_dict(config), sources)
+    except PhotometryError as exc:
+        return "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported per image, the run goes on
+        return "failed", f"{type(exc).__name__}: {exc}"
+
+
 # --------------------------------------------------------------------------- clients
 def open_client(scheduler: str | None = None, *, workers: int | None = None):
     """A ``distributed.Client``: on ``scheduler`` (``tcp://host:port``) or on a new local
@@ -341,6 +365,7 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
     config = cfg.to_dict()
     catalog_dir = None if catalog_dir is None else str(catalog_dir)
     futures: dict[Any, int] = {}
+    forward: dict[Any, tuple[str, list]] = {}       # own sources measured forward
     ready: dict[int, tuple] = {}
     next_submit = next_write = 0
     ac = as_completed([], with_results=False)
@@ -359,14 +384,36 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
         nonlocal next_write
         while next_write in ready:
             outcome = ready.pop(next_write)
-            _store_one(tasks[next_write], outcome, manager, cfg, report, on_stored)
+            gaps = forward_sources(outcome)           # read before the image is stored
+            result = _store_one(tasks[next_write], outcome, manager, cfg, report, on_stored)
+            if result is not None and gaps:
+                submit_forward(outcome[1].path, gaps)
             next_write += 1
             if progress is not None:
                 progress.update(report.done, len(report.failures))
 
+    def forward_sources(outcome) -> list:
+        from dsa110_contimg.pipeline.backfill import forward_gaps
+        from dsa110_contimg.store.engine import read_connection
+
+        if outcome[0] != "ok" or not cfg.detect:
+            return []
+        with read_connection(manager.products.engine) as conn:
+            return forward_gaps(conn, outcome[1])
+
+    def submit_forward(path: Path, sources):
+        fut = client.submit(measure_forward_task, str(path), config, sources, pure=False,
+                            key=f"contimg-forward-{os.getpid()}-{time.time_ns()}")
+        forward[fut] = (db_path(path.resolve()), sources)     # the images row's path
+        ac.add(fut)
+
     try:
         submit_more()
         for batch in ac.batches():
+            for f in [f for f in batch if f in forward]:
+                _store_forward(f, *forward.pop(f), manager, cfg, report)
+                f.release()
+            batch = [f for f in batch if f in futures]
             results = []
             done_ok = [f for f in batch if f.status == "finished"]
             gathered = client.gather(done_ok) if done_ok else []
@@ -381,9 +428,12 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
             write_ready()
             submit_more()
         write_ready()
+        for f in list(forward):                     # any submitted after the last batch
+            client.gather([f], errors="skip")
+            _store_forward(f, *forward.pop(f), manager, cfg, report)
     except KeyboardInterrupt:
         report.interrupted = True
-        for f in list(futures):
+        for f in [*futures, *forward]:
             f.cancel()
     finally:
         report.seconds = time.perf_counter() - t0
@@ -392,7 +442,29 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
     return report
 
 
-def _store_one(task: Task, outcome: tuple, manager, cfg, report: Report, on_stored) -> None:
+def _store_forward(fut, path: str, sources: list, manager, cfg, report: Report) -> None:
+    """Store a worker's forward measurement of own sources on the stored image ``path``
+    (one write transaction); a failure is listed with the image."""
+    from dsa110_contimg.pipeline.backfill import store_backfill
+    from dsa110_contimg.store.engine import serialise_writes
+
+    try:
+        outcome = fut.result() if fut.status == "finished" else ("failed", str(fut.exception()))
+        if outcome[0] == "ok":
+            with manager.products.engine.begin() as conn:
+                serialise_writes(conn)
+                store_backfill(conn, path, sources, outcome[1], cfg)
+            return
+        reason = outcome[1]
+    except Exception as exc:  # noqa: BLE001 - listed at the end; the image itself is stored
+        reason = str(exc) if isinstance(exc, PhotometryError) else f"{type(exc).__name__}: {exc}"
+    reason = f"forward measurement of {len(sources)} own source(s): {reason}"
+    report.failures.append(Failure(str(path), reason))
+    log.error("reprocess_forward_failed", path=str(path), error=reason)
+
+
+def _store_one(task: Task, outcome: tuple, manager, cfg, report: Report, on_stored):
+    """Store one image's measurement: its PhotometryResult, None when it failed."""
     path = task.path
     if outcome[0] != "ok":
         reason = outcome[1]
@@ -400,7 +472,7 @@ def _store_one(task: Task, outcome: tuple, manager, cfg, report: Report, on_stor
         if manager.registry is not None:
             manager._link(task.data_id, path, task.kind, "failed", None, error=reason)
         log.warning("reprocess_failed", path=str(path), error=reason)
-        return
+        return None
     measured = outcome[1]
     try:
         result = manager.store_measured(measured, cfg, data_id=task.data_id)
@@ -410,9 +482,10 @@ def _store_one(task: Task, outcome: tuple, manager, cfg, report: Report, on_stor
         if manager.registry is not None:
             manager._link(task.data_id, path, measured.kind, "failed", None, error=reason)
         log.error("reprocess_store_failed", path=str(path), error=reason)
-        return
+        return None
     if manager.registry is not None:
         manager._link(task.data_id, path, measured.kind, "completed", None)
     report.done += 1
     if on_stored is not None:
         on_stored(task, result)
+    return result
