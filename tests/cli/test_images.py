@@ -144,6 +144,6 @@ def test_lightcurve_png_uses_configured_baseline_and_stored_significance(sim_fie
     assert main(["lightcurve", name, "-o", str(tmp_path / "lc.png"), "--config", str(conf)]) == 0
     assert seen["baseline_epochs"] == 4 and (tmp_path / "lc.png").stat().st_size > 1000
     # the legend quotes the stored candidate's numbers, as `ese list` prints them
-    cand = {"id": 7, "score": 8.25, "shape_significance": 6.4, "depth": 0.45, "duration_days": 40.0}
+    cand = {"id": 7, "score": 8.25, "sigma": 6.4, "depth": 0.45, "duration_days": 40.0}
     label = plotting.ese_label(None, cand)
-    assert label == "ESE candidate #7: score 8.2, shape 6.4 sigma, depth 45%, 40 d"
+    assert label == "ESE candidate #7: score 8.2, sigma 6.4, depth 45%, 40 d"

@@ -57,7 +57,9 @@ def test_new_candidate_and_each_raised_level_alert_once(db):
                           ("ese_confidence", "NVSS S1", "high", "medium")]
     with db.engine.connect() as c:
         last = outbox.find_alerts(c, limit=1)[0]
-    assert last["significance"] == 6.5 and last["payload"]["significance_kind"] == "ese_shape_sigma"
+    assert last["significance"] == 6.5 and last["payload"]["significance_kind"] == "ese_template_sigma"
+    assert last["payload"]["sigma"] == 6.5 and last["payload"]["max_deviation"] == 4.0
+    assert "shape_significance" not in last["payload"] and "sigma_deviation" not in last["payload"]
     assert last["payload"]["depth"] == 0.4 and last["payload"]["criteria"] == ["preset"]
     assert last["payload"]["candidate_id"] == 1 and last["payload"]["status"] == "active"
 
@@ -70,9 +72,11 @@ def test_a_dismissed_candidate_does_not_alert(db):
     assert [e[0] for e in events(db)] == ["ese_candidate"]
 
 
-def test_significance_falls_back_to_sigma_deviation():
+def test_no_significance_without_a_template_detection():
     (event,) = ese_alert_events(4, [row(1, "low", 2.0, shape_significance=float("nan"))],
                                 [{"source_id": 1, "candidate_id": 9, "change": "new",
                                   "previous_confidence": None, "status": "active"}])
     assert (event.event, event.dedupe, event.image_id) == ("ese_candidate", "new", 4)
-    assert event.significance == 4.0 and event.fields["significance_kind"] == "sigma_deviation"
+    # the light curve's largest deviation is another statistic, never called the significance
+    assert event.significance is None and event.fields["significance_kind"] == "ese_template_sigma"
+    assert event.fields["max_deviation"] == 4.0

@@ -15,7 +15,7 @@ from dsa110_contimg.service.alert_messages import (
 PAYLOAD = {"source_id": 7, "source_name": "NVSS J100000+370000", "survey": "nvss", "ra_deg": 150.0,
            "dec_deg": 37.0, "position_error_arcsec": 1.0, "flux_mjy": 120.0, "flux_err_mjy": 1.5,
            "flux_kind": "normalised", "mjd": 60075.5, "freq_hz": 1.405e9, "baseline_flux_mjy": 250.0,
-           "baseline_catalog": "NVSS", "significance": 6.2, "significance_kind": "ese_shape_sigma",
+           "baseline_catalog": "NVSS", "significance": 6.2, "significance_kind": "ese_template_sigma",
            "depth": 0.45, "duration_days": 40.0, "t_min_mjd": 60075.0, "confidence": "high",
            "score": 7.8, "candidate_id": 3, "previous_confidence": None}
 ALERT = {"key": "ese_candidate-abc", "event": "ese_candidate", "created_at": 1_790_000_000.0,

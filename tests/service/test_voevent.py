@@ -18,7 +18,7 @@ ALERT = {"key": "ese_candidate-0123456789abcdef0123456789abcdef", "event": "ese_
                      "flux_mjy": 120.0, "flux_err_mjy": 1.5, "flux_kind": "normalised",
                      "mjd": 60075.5, "freq_hz": 1.405e9, "baseline_flux_mjy": 250.0,
                      "baseline_catalog": "NVSS", "significance": 6.2,
-                     "significance_kind": "ese_shape_sigma", "depth": 0.45, "duration_days": 40.0,
+                     "significance_kind": "ese_template_sigma", "depth": 0.45, "duration_days": 40.0,
                      "t_min_mjd": 60075.0, "confidence": "high", "score": 7.8, "n_epochs": 30,
                      "criteria": ["shape", "preset"]}}
 KW = dict(ivorn_base="ivo://dsa110.caltech/contimg", author_ivorn="ivo://dsa110.caltech/contact",

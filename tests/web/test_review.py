@@ -89,6 +89,12 @@ def test_candidate_list_files_carry_the_review_state(db, tmp_path):
     assert (row["last_reviewer"], row["last_action"], row["last_note"], row["n_reviews"]) == \
         ("carol", "investigating", "from the CLI", 1)
     assert row["status"] == "investigated" and len(csv) == c.get("/api/candidates").json()["total"]
+    # one significance, called sigma: the API, the export and the page quote the same number
+    api = {x["id"]: x for x in c.get("/api/candidates").json()["candidates"]}
+    assert "shape_significance" not in api[cid] and "sigma_deviation" not in api[cid]
+    assert row["sigma"] == pytest.approx(api[cid]["sigma"]) and "max_deviation" in csv.colnames
+    page = c.get("/candidates").text
+    assert "<th>sigma</th>" in page and f'<td class="num sigma">{api[cid]["sigma"]:.1f}</td>' in page
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vot = parse_single_table(io.BytesIO(c.get("/candidates.vot").content)).to_table()

@@ -43,7 +43,7 @@ def test_the_template_is_drawn_from_the_stored_candidate_without_fitting(db, mon
     _store_template(path, sid, criteria='["shape"]', template="dip", depth=0.4, duration_days=40.0,
                     t_min_mjd=t_min, baseline_jyb=0.05, caustic_amp=0.0, shape_significance=9.5)
     page = client(path).get(f"/sources/{sid}").text
-    assert "Fitted ESE template (dip): depth 40%, 40 d, minimum at MJD 60090.0 (2023-05-26), 9.5 σ" in page
+    assert "Fitted ESE template (dip): depth 40%, 40 d, minimum at MJD 60090.0 (2023-05-26), sigma 9.5." in page
     fit = _points(re.search(r'<path class="fit" d="([^"]+)"', page).group(1))
     # the curve's flat bottom is centred on the stored epoch of minimum: map pixels to MJD
     # through the normalised points (one square per epoch, MJD-ordered)

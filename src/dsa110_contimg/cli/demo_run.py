@@ -257,7 +257,7 @@ def _report_candidates(db, root: Path, ra_ese: float, dec_ese: float, out) -> in
     for r, s in zip(rows, sep):
         tag = "  <- injected ESE" if s < 10 else ""
         print(f"  #{r['id']} {r['catalog_id']}: score {r['score']:.2f} ({r['confidence']}), "
-              f"sigma {r['sigma_deviation'] or float('nan'):.1f}, "
+              f"sigma {_sigma_text(r)}, "
               f"depth {r['depth'] or float('nan'):.2f}{tag}", file=out)
     best = rows[0]
     png = root / "ese_candidate_lightcurve.png"
@@ -301,3 +301,11 @@ def _report_alerts(db, spool: Path, ra_ese: float, dec_ese: float, deadline: flo
     path = spool / f"{injected[0]['key']}.xml"
     print(f"\ndemo: the alert for the injected ESE ({path}):\n{path.read_text()}", file=out)
     return 0
+
+
+def _sigma_text(candidate: dict) -> str:
+    """The candidate's detection significance as ``ese list`` prints it."""
+    from dsa110_contimg.store.lightcurves import detection_sigma
+
+    sig = detection_sigma(candidate)
+    return "-" if sig is None else f"{sig:.1f}"

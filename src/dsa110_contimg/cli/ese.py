@@ -59,13 +59,15 @@ def list_candidates(args) -> int:
         print("no ESE candidates" + (f" with status {args.status}" if args.status else ""))
         return 0
     head = f"{'id':>4} {'source':<26} {'status':<12} {'score':>5} {'conf':<6} {'criteria':<20} " \
-           f"{'sig-dev':>7} {'chi2nu':>7} {'eta':>7} {'depth':>6} {'days':>5} {'t_min':>9} {'n':>4}"
+           f"{'sigma':>6} {'depth':>6} {'days':>5} {'t_min':>9} {'max_dev':>7} {'chi2nu':>7} {'eta':>7} " \
+           f"{'n':>4}"
     print(head)
     for r in rows:
         print(f"{r['id']:>4} {r['catalog_id']:<26} {r['status']:<12} {r['score'] or 0:5.1f} "
-              f"{r['confidence']:<6} {','.join(r['criteria']):<20} {_fmt(r['sigma_deviation'])} "
-              f"{_fmt(r['chi2_nu'])} {_fmt(r['eta'])} {_fmt(r['depth'], 6, '.0%')} "
-              f"{_fmt(r['duration_days'], 5, '.0f')} {_fmt(r['t_min_mjd'], 9, '.1f')} {r['n_epochs'] or 0:>4}")
+              f"{r['confidence']:<6} {','.join(r['criteria']):<20} {_fmt(r['sigma'], 6, '.1f')} "
+              f"{_fmt(r['depth'], 6, '.0%')} {_fmt(r['duration_days'], 5, '.0f')} "
+              f"{_fmt(r['t_min_mjd'], 9, '.1f')} {_fmt(r['max_deviation'])} {_fmt(r['chi2_nu'])} "
+              f"{_fmt(r['eta'])} {r['n_epochs'] or 0:>4}")
     return 0
 
 

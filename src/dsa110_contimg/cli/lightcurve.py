@@ -71,6 +71,9 @@ def run(args) -> int:
 
         with db.engine.connect() as conn:
             cand = candidate_of_source(conn, source["id"])
+        from dsa110_contimg.pipeline.plotting import plot_title
+
+        title = plot_title(title, cand)
         scfg = common.service_config(args)
         phot = scfg.photometry if scfg is not None else PhotometryConfig()
         plot_lightcurve(lc, out, title=title, ese_fit=stored_ese_fit(cand),

@@ -10,18 +10,21 @@ changes :func:`~dsa110_contimg.store.lightcurves.upsert_ese_candidates` reported
   hovering at a threshold does not alert at every epoch. A dismissed candidate does not
   alert (an operator judged it).
 
-The significance is the light-curve shape search's (sigma of the fitted dip) when it ran,
-else the sigma-deviation of the light curve.
+The significance is the candidate's detection significance, the ESE template fit's
+(``sigma``, :func:`~dsa110_contimg.store.lightcurves.detection_sigma`), also in the payload
+as ``sigma``; None for a candidate the template search did not detect. The other statistics
+keep their shown names (:data:`~dsa110_contimg.store.lightcurves.CANDIDATE_NAMES`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 
 from dsa110_contimg.store.alerts import AlertEvent, record_alerts
+from dsa110_contimg.store.lightcurves import CANDIDATE_NAMES, detection_sigma
 
-#: Candidate-row fields copied into the alert (units: docs/alerts.md).
+#: Candidate-row fields copied into the alert under their shown names (``CANDIDATE_NAMES``;
+#: units: docs/alerts.md).
 CANDIDATE_FIELDS = ("score", "confidence", "preset", "sigma_deviation", "chi2_nu", "eta", "v",
                     "n_epochs", "shape_significance", "depth", "duration_days", "t_min_mjd",
                     "template")
@@ -36,7 +39,7 @@ def ese_alert_events(image_id: int | None, rows: list[dict], changes: list[dict]
         row = by_source.get(int(change["source_id"]))
         if row is None or (change["change"] == "raised" and change["status"] == "dismissed"):
             continue
-        fields = {k: row.get(k) for k in CANDIDATE_FIELDS}
+        fields = {CANDIDATE_NAMES.get(k, k): row.get(k) for k in CANDIDATE_FIELDS}
         fields.update(candidate_id=change["candidate_id"], status=change["status"],
                       previous_confidence=change["previous_confidence"],
                       criteria=json.loads(row.get("criteria") or "[]"))
@@ -57,15 +60,5 @@ def record_ese_alerts(conn, image_id: int | None, rows: list[dict], changes: lis
 
 
 def _significance(row: dict) -> tuple[float | None, str]:
-    shape = _finite(row.get("shape_significance"))
-    if shape is not None:
-        return shape, "ese_shape_sigma"
-    return _finite(row.get("sigma_deviation")), "sigma_deviation"
+    return detection_sigma(row), "ese_template_sigma"
 
-
-def _finite(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

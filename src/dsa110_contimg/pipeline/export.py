@@ -249,8 +249,8 @@ def _pair_metrics_meta(lc) -> dict:
 
 #: Columns of the candidate list export, from the objects of ``ese list --json``.
 CANDIDATE_COLUMNS = ("id", "source_id", "catalog_id", "survey", "ra_deg", "dec_deg", "status", "flagged_by",
-                     "criteria", "score", "confidence", "shape_significance", "depth", "duration_days",
-                     "t_min_mjd", "sigma_deviation", "chi2_nu", "eta", "v", "n_epochs", "first_flagged_at_iso",
+                     "criteria", "score", "confidence", "sigma", "depth", "duration_days",
+                     "t_min_mjd", "max_deviation", "chi2_nu", "eta", "v", "n_epochs", "first_flagged_at_iso",
                      "updated_at_iso", "notes")
 #: Review-state columns: the latest entry of each candidate's review log.
 REVIEW_COLUMNS = (("last_action", "action"), ("last_reviewer", "reviewer"),
@@ -286,5 +286,5 @@ def candidates_table(rows: list[dict], reviews: dict[int, dict]):
 
 
 _COUNT_COLUMNS = ("id", "source_id", "n_epochs", "n_reviews")
-_NUMBER_COLUMNS = ("ra_deg", "dec_deg", "score", "shape_significance", "depth", "duration_days", "t_min_mjd",
-                   "sigma_deviation", "chi2_nu", "eta", "v")
+_NUMBER_COLUMNS = ("ra_deg", "dec_deg", "score", "sigma", "depth", "duration_days", "t_min_mjd",
+                   "max_deviation", "chi2_nu", "eta", "v")

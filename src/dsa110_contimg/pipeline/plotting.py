@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.core.errors import PhotometryError
+from dsa110_contimg.store.lightcurves import detection_sigma
 
 #: Plot formats offered, by file suffix (each only where matplotlib writes it: :func:`plot_suffixes`).
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -43,7 +44,7 @@ def stored_ese_fit(candidate: dict | None):
     nan = float("nan")
     return ESEFit(depth=float(values["depth"]), duration_days=float(values["duration_days"]),
                   t_min_mjd=float(values["t_min_mjd"]),
-                  significance=float(candidate.get("shape_significance") or nan),
+                  significance=float(detection_sigma(candidate) or nan),
                   template=str(candidate["template"]), chi2_improvement=nan,
                   baseline=float(values["baseline_jyb"]),
                   caustic_amp=float(candidate.get("caustic_amp") or 0.0),
@@ -126,20 +127,30 @@ def plot_lightcurve(lc: dict, path: str | Path, *, title: str, ese_fit=None,
     return path
 
 
+def plot_title(title: str, candidate: dict | None) -> str:
+    """The plot's title: ``title`` with the ESE candidate's id and detection significance
+    (``sigma``, as ``ese list`` prints it) when the source is a candidate."""
+    if candidate is None:
+        return title
+    sig = detection_sigma(candidate)
+    return f"{title}\nESE candidate #{candidate.get('id')}, sigma " + \
+        ("-" if sig is None else f"{sig:.1f}")
+
+
 def ese_label(ese_fit, candidate: dict | None) -> str:
     """Legend text of the ESE overlay: the stored candidate's numbers (as ``ese list``
     prints them) when there is a candidate, else the fit's own."""
     if candidate is not None:
-        sig = candidate.get("shape_significance")
+        sig = detection_sigma(candidate)
         depth = candidate.get("depth")
         days = candidate.get("duration_days")
         parts = [f"ESE candidate #{candidate.get('id')}: score {float(candidate.get('score') or 0):.1f}"]
-        if sig is not None and np.isfinite(sig):
-            parts.append(f"shape {float(sig):.1f} sigma")
+        if sig is not None:
+            parts.append(f"sigma {sig:.1f}")
         if depth is not None and np.isfinite(depth):
             parts.append(f"depth {float(depth):.0%}")
         if days is not None and np.isfinite(days):
             parts.append(f"{float(days):.0f} d")
         return ", ".join(parts)
     return (f"ESE template ({ese_fit.template}): depth {ese_fit.depth:.0%}, "
-            f"{ese_fit.duration_days:.0f} d, {ese_fit.significance:.1f} sigma")
+            f"{ese_fit.duration_days:.0f} d, sigma {ese_fit.significance:.1f}")

@@ -444,6 +444,29 @@ def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
     return out
 
 
+#: How an ESE candidate's statistics are named wherever it is shown (CLI, JSON, web, exports,
+#: alerts): the detection significance, the ESE template fit's, is ``sigma``; the largest
+#: deviation of the light curve from its mean in units of its scatter is ``max_deviation``.
+CANDIDATE_NAMES = {"shape_significance": "sigma", "sigma_deviation": "max_deviation"}
+
+
+def presented_candidate(row: dict) -> dict:
+    """A candidate row with its statistics under their shown names
+    (:data:`CANDIDATE_NAMES`)."""
+    return {CANDIDATE_NAMES.get(k, k): v for k, v in row.items()}
+
+
+def detection_sigma(candidate) -> float | None:
+    """The candidate's detection significance (sigma of the ESE template fit), from a row
+    as stored or as shown; None when the template search did not detect it."""
+    value = candidate.get("sigma", candidate.get("shape_significance"))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def candidate_order() -> tuple:
     """ORDER BY terms ranking ESE candidates: a detected dip-and-recovery first.
 

@@ -95,7 +95,9 @@ def candidate(conn: Connection, candidate_id: int) -> dict | None:
 def _candidate_dict(r) -> dict:
     d = dict(r)
     d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
-    return with_iso_times(clean(d))
+    from dsa110_contimg.store.lightcurves import presented_candidate
+
+    return with_iso_times(clean(presented_candidate(d)))
 
 
 def candidate_of_source(conn: Connection, source_id: int) -> dict | None:

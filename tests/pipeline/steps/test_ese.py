@@ -295,3 +295,41 @@ def test_ese_rows_use_the_written_stats_only_while_nothing_rewrote_them(tmp_path
         lc.ese_rows(conn, ctx, cfg)                 # no signature: always read
     assert reads == [1, 1]
     db.dispose()
+
+
+def test_one_significance_called_sigma_everywhere(ese_run, capsys, monkeypatch):
+    """`ese list`, `ese list --json`, the demo's line and the light-curve plot quote the
+    same detection significance (the template fit's) for one candidate, as `sigma`."""
+    from dsa110_contimg.cli.demo_run import _sigma_text
+    from dsa110_contimg.pipeline import plotting
+
+    tmp_path, field, target = ese_run
+    db = str(tmp_path / "p.sqlite3")
+    name = str(field.names[target])
+    assert cli_main(["ese", "list", "--products-db", db, "--json"]) == 0
+    cand = {c["catalog_id"]: c for c in json.loads(capsys.readouterr().out)["candidates"]}[name]
+    assert "shape_significance" not in cand and "sigma_deviation" not in cand
+    sigma = cand["sigma"]
+    assert sigma > 5 and cand["max_deviation"] != sigma
+    text = f"{sigma:.1f}"
+    assert cli_main(["ese", "list", "--products-db", db]) == 0
+    head, *lines = capsys.readouterr().out.splitlines()
+    (line,) = [x for x in lines if name in x]
+    col = head.index(" sigma")
+    assert "sig-dev" not in head and line[col:col + 6].strip() == text
+    pdb = open_products_db(db)
+    with pdb.engine.connect() as conn:
+        row = [r for r in lc_store.list_candidates(conn) if r["catalog_id"] == name][0]
+    pdb.dispose()
+    assert _sigma_text(row) == text                      # what the demo prints
+    seen = {}
+    real = plotting.plot_lightcurve
+
+    def spy(lc, path, **kw):
+        seen.update(kw)
+        return real(lc, path, **kw)
+
+    monkeypatch.setattr(plotting, "plot_lightcurve", spy)
+    assert cli_main(["lightcurve", name, "--products-db", db, "-o", str(tmp_path / "s.png")]) == 0
+    assert seen["title"].endswith(f"sigma {text}")
+    assert f"sigma {text}," in plotting.ese_label(seen["ese_fit"], seen["candidate"])
