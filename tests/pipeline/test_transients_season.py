@@ -210,3 +210,37 @@ def test_monitor_positions_have_every_epoch_and_are_never_references(season, cap
     for a, b in refs:
         used |= set(json.loads(a or "[]")) | set(json.loads(b or "[]"))
     assert not (used & ids) and not ({c for (c,) in chosen} & ids)
+
+
+def test_each_new_source_above_the_alert_threshold_is_alerted_once(season, capsys, tmp_path):
+    """The new sources' alerts, recorded with them, delivered to a webhook server on
+    127.0.0.1 and a VOEvent spool: exactly one per new source at or above
+    ``[alerts] new_source_min_sigma``, none for the fainter ones."""
+    import xml.etree.ElementTree as ET
+
+    from dsa110_contimg.service.alerts import AlertDelivery
+    from dsa110_contimg.service.config import config_from_dict
+    from webhook import WebhookServer
+
+    new = _sources(season["conf"], capsys, "--new")
+    server = WebhookServer().start()
+    cfg = config_from_dict({"alerts": {"webhooks": [server.url], "voevent_dir": "spool",
+                                       "rate_limit": 1000}}, base_dir=tmp_path).alerts
+    try:
+        AlertDelivery(cfg, season["manager"].products).tick()
+    finally:
+        server.stop()
+    bodies = [b for _, b in server.received if b["event"] == "new_source"]
+    want = {r["name"]: r for r in new if r["new_high_sigma"] >= cfg.new_source_min_sigma}
+    assert want and len(want) < len(new)              # the threshold leaves some out
+    assert sorted(b["source"]["name"] for b in bodies) == sorted(want)
+    for b in bodies:
+        row = want[b["source"]["name"]]
+        assert b["significance"] == pytest.approx(row["new_high_sigma"], rel=1e-6)
+        assert b["source"]["id"] == row["id"] and b["flux"]["unit"] == "mJy/beam"
+        assert b["flux"]["value"] > 0 and b["flux"]["error"] > 0 and b["role"] == "test"
+        assert abs(b["source"]["ra_deg"] - row["ra_deg"]) < 20 / 3600     # the first detection
+        packet = ET.parse(tmp_path / "spool" / f"{b['key']}.xml").getroot()
+        units = {p.get("name"): p.get("unit") for p in packet.iter("Param")}
+        assert units["peak_flux"] == "mJy/beam" and units["significance"] == "sigma"
+        assert packet.find("WhereWhen//Position2D").get("unit") == "deg"
