@@ -12,9 +12,10 @@ from dsa110_contimg.cli.main import main
 from dsa110_contimg.service.config import render_config
 
 
-def _deployment(tmp_path, sim_field, photometry=None):
+def _deployment(tmp_path, sim_field, photometry=None, resolved=True):
     """A config written by render_config (init's defaults) over the simulated field, whose
-    catalogue says every source is resolved (measured deconvolved size 40", beam 15")."""
+    catalogue says every source is resolved (measured deconvolved size 40", beam 15"; else
+    no sizes: compactness unknown)."""
     root = tmp_path / "deploy"          # (the fixture's own catalogue is in tmp_path/catalogs)
     root.mkdir()
     conf = root / "photometry.toml"
@@ -22,9 +23,10 @@ def _deployment(tmp_path, sim_field, photometry=None):
     (tmp_path / "images").mkdir(exist_ok=True)
     t = Table.read(sim_field.csv_path)
     n = len(t)
-    t["MajAxis"] = np.full(n, 40.0)
-    t["MinAxis"] = np.full(n, 30.0)
-    t["l_MajAxis"] = np.full(n, " ")
+    if resolved:
+        t["MajAxis"] = np.full(n, 40.0)
+        t["MinAxis"] = np.full(n, 30.0)
+        t["l_MajAxis"] = np.full(n, " ")
     resolved = tmp_path / "nvss_resolved.csv"
     t.write(resolved, overwrite=True)
     assert main(["catalog", "ingest", "nvss", str(resolved), "--config", str(conf)]) == 0
@@ -89,10 +91,54 @@ def test_jobs_show_links_to_the_image_outcome(sim_field, tmp_path, capsys):
     assert outcome["see"] == f"contimg-photometry images show {outcome['image_id']}"
 
 
-def test_fallback_ensemble_when_no_catalogue_reference_is_compact(sim_field, tmp_path, capsys):
-    """Every catalogue source is resolved: the first epochs cannot be normalised (reason
-    stored, saying the ensemble needs more epochs); from ENSEMBLE_MIN_EPOCHS on, the sources
-    the service has seen to be steady normalise the images, flagged 'ensemble'."""
+def _season(manager, sim_field, tmp_path, n, seed=5):
+    gains = 1 + np.random.default_rng(seed).normal(0, 0.05, n)
+    results = []
+    for k in range(n):
+        p = tmp_path / "images" / f"f{k:02d}.img-image-pb.fits"
+        sim_field.image(p, mjd=60676.0 + k, gain=gains[k], seed=100 + k)
+        results.append(manager.measure_for_fits(p, create_batch_job=False))
+    return gains, results
+
+
+def test_fallback_ensemble_when_no_catalogue_reference_is_bright(sim_field, tmp_path, capsys):
+    """No source reaches the reference SNR: the first epochs cannot be normalised when they
+    arrive (reason stored, saying the ensemble needs more epochs); from ENSEMBLE_MIN_EPOCHS on,
+    the sources the service has seen to be steady normalise the images, flagged 'ensemble',
+    and the earlier epochs are normalised then too."""
+    from dsa110_contimg.photometry import PhotometryManager
+    from dsa110_contimg.pipeline.references import ENSEMBLE_MIN_EPOCHS
+    from dsa110_contimg.service.config import load_config
+
+    conf = _deployment(tmp_path, sim_field, photometry={"norm_min_snr": 1e6}, resolved=False)
+    scfg = load_config(conf)
+    manager = PhotometryManager(scfg.paths.products_db, default_config=scfg.photometry,
+                                catalog_dir=scfg.paths.catalog_dir)
+    n = ENSEMBLE_MIN_EPOCHS + 4
+    gains, results = _season(manager, sim_field, tmp_path, n)
+    early = [r.normalization for r in results[:ENSEMBLE_MIN_EPOCHS - 1]]
+    assert all(x["status"] == "failed" for x in early), early
+    assert all(x["reason"].startswith("too few references (no bright sources)")
+               and f"fewer than {ENSEMBLE_MIN_EPOCHS} epochs" in x["reason"] for x in early)
+    late = [r.normalization for r in results[ENSEMBLE_MIN_EPOCHS:]]
+    assert all(x["status"] == "ok" and x["method"] == "ensemble" and x["n_refs"] >= 3 for x in late)
+    # the factors follow the injected gains (relative to the ensemble's own baseline)
+    f = np.array([x["factor"] for x in late]) / gains[ENSEMBLE_MIN_EPOCHS:]
+    assert np.std(f) / np.mean(f) < 0.01
+    capsys.readouterr()
+    assert main(["images", "list", "--json", "--config", str(conf)]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert [r["norm_status"] for r in stored] == ["ok"] * n          # the early ones too
+    assert main(["images", "show", str(results[-1].image_id), "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "normalisation: ok (ensemble)" in out and "chosen (fallback ensemble): steady" in out
+    assert "used: ratio" in out
+
+
+def test_resolved_sources_are_never_references_not_even_in_the_ensemble(sim_field, tmp_path,
+                                                                        capsys):
+    """Every catalogue source is resolved in the image's beam: no image is normalised, not
+    by the fallback ensemble either, and each says why."""
     from dsa110_contimg.photometry import PhotometryManager
     from dsa110_contimg.pipeline.references import ENSEMBLE_MIN_EPOCHS
     from dsa110_contimg.service.config import load_config
@@ -101,27 +147,16 @@ def test_fallback_ensemble_when_no_catalogue_reference_is_compact(sim_field, tmp
     scfg = load_config(conf)
     manager = PhotometryManager(scfg.paths.products_db, default_config=scfg.photometry,
                                 catalog_dir=scfg.paths.catalog_dir)
-    rng = np.random.default_rng(5)
-    n = ENSEMBLE_MIN_EPOCHS + 4
-    gains = 1 + rng.normal(0, 0.05, n)
-    results = []
-    for k in range(n):
-        p = tmp_path / "images" / f"f{k:02d}.img-image-pb.fits"
-        sim_field.image(p, mjd=60676.0 + k, gain=gains[k], seed=100 + k)
-        results.append(manager.measure_for_fits(p, create_batch_job=False))
-    early = [r.normalization for r in results[:ENSEMBLE_MIN_EPOCHS - 1]]
-    assert all(x["status"] == "failed" for x in early)
-    assert all(x["reason"].startswith("too few references (compact-source test)")
-               and f"fewer than {ENSEMBLE_MIN_EPOCHS} epochs" in x["reason"] for x in early)
-    late = [r.normalization for r in results[ENSEMBLE_MIN_EPOCHS:]]
-    assert all(x["status"] == "ok" and x["method"] == "ensemble" and x["n_refs"] >= 3 for x in late)
-    # the factors follow the injected gains (relative to the ensemble's own baseline)
-    f = np.array([x["factor"] for x in late]) / gains[ENSEMBLE_MIN_EPOCHS:]
-    assert np.std(f) / np.mean(f) < 0.01
+    _, results = _season(manager, sim_field, tmp_path, ENSEMBLE_MIN_EPOCHS + 1)
+    norm = [r.normalization for r in results]
+    assert all(x["status"] == "failed" for x in norm), norm
+    assert norm[-1]["reason"].startswith("too few references (compact-source test)")
+    assert "fallback ensemble: only 0 steady source(s)" in norm[-1]["reason"]
     capsys.readouterr()
-    assert main(["images", "show", str(results[-1].image_id), "--config", str(conf)]) == 0
-    out = capsys.readouterr().out
-    assert "normalisation: ok (ensemble)" in out and "chosen (fallback ensemble): steady" in out
+    assert main(["images", "show", str(results[-1].image_id), "--json", "--config", str(conf)]) == 0
+    refs = json.loads(capsys.readouterr().out)["references"]
+    assert refs and all(not r["chosen"] and r["role"] == "rejected" and r["compactness"] == "resolved"
+                        for r in refs)
 
 
 def test_lightcurve_png_uses_configured_baseline_and_stored_significance(sim_field, tmp_path,

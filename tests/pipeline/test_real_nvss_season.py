@@ -129,7 +129,10 @@ def test_most_epochs_are_normalised_with_catalogue_references(season, capsys):
     # every chosen reference says why; the upper-limit NVSS sizes are read as upper limits
     code, one = _images(season["conf"], capsys, "show", str(ok[0]["id"]))
     chosen = [r for r in one["references"] if r["chosen"]]
-    assert len(chosen) >= 3 and all(r["reason"].startswith("chosen: ") for r in chosen)
+    assert len(chosen) >= 3 and all(r["reason"].startswith("used: ratio ") for r in chosen)
+    assert all(r["role"] == "used" and abs(r["ratio"] - one["norm_factor"]) < 0.1 for r in chosen)
+    assert all("chosen: " in r["reason"] for r in chosen)        # why it was a candidate
+    assert len(chosen) == one["norm_n_refs"]
     assert any("upper limit" in r["reason"] for r in one["references"])
 
 

@@ -159,6 +159,11 @@ def seed_products_0012(conn) -> None:
         measured_at=T0, data_digest="100:" + "a" * 40, duplicate_of=12, excluded=False)
 
 
+def seed_products_0013(conn) -> None:
+    put(conn, "reference_choices", image_id=3, source_id=2, chosen=False, compactness="compact",
+        snr=80.0, reason="clipped: ratio 1.0800", role="clipped", ratio=1.08)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -171,7 +176,7 @@ SEEDS = {
                  "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006,
                  "0007": seed_products_0007, "0008": seed_products_0008, "0009": seed_products_0009,
                  "0010": seed_products_0010, "0011": seed_products_0011,
-                 "0012": seed_products_0012},
+                 "0012": seed_products_0012, "0013": seed_products_0013},
     "registry": {"0001": seed_registry_0001},
 }
 

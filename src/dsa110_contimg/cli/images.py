@@ -94,9 +94,10 @@ def _detail(r: dict) -> str:
         lines.append("  notes:")
         lines += [f"    - {x}" for x in r["notes"]]
     if r.get("references"):
-        lines.append("  candidate references (SNR, compactness, decision):")
-        lines += [f"    {x['catalog_id']:<24} SNR {_fmt(x['snr'], '7.1f')}  {x['compactness']:<8} "
-                  f"{x['reason']}" for x in r["references"]]
+        lines.append("  candidate references (role, flux/baseline, SNR, compactness, why):")
+        lines += [f"    {x['catalog_id']:<24} {(x.get('role') or '-'):<10} "
+                  f"{_fmt(x.get('ratio'), '.4f'):>7}  SNR {_fmt(x['snr'], '7.1f')}  "
+                  f"{x['compactness']:<8} {x['reason']}" for x in r["references"]]
     if r.get("detections") is not None:
         det = r["detections"]
         counts = {}

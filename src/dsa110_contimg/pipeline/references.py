@@ -146,14 +146,19 @@ def _epoch_columns(flux_r, err_r, mjd_r, img2d):
     return flux, err, mjd
 
 
-def ensemble_references(conn, ctx, table, cfg):
+#: why an ESE candidate (not dismissed) is never a reference
+VARIABLE = "an ESE candidate: a variable source is never a flux reference"
+
+
+def ensemble_references(conn, ctx, table, cfg, exclude=None):
     """Fallback references: sources the service itself has seen to be steady.
 
     After ``ENSEMBLE_MIN_EPOCHS`` images of the field, the raw light curves of the image's
     brightest successful sources (SNR >= ``ENSEMBLE_MIN_SNR``, at most ``ENSEMBLE_CANDIDATES``)
     are divided by the common per-epoch gain (:func:`~dsa110_contimg.science.normalize.
     ensemble_steadiness`); sources whose corrected curve has eta <= ``ENSEMBLE_MAX_ETA`` and
-    V <= ``ENSEMBLE_MAX_V`` are steady. Returns (indices into the image's table,
+    V <= ``ENSEMBLE_MAX_V`` are steady; rows where ``exclude`` (bool per row: resolved in
+    the image's beam, ESE candidates) is True are never members. Returns (indices into the image's table,
     {index: reason}) or None when the field has too few epochs.
     """
     from dsa110_contimg.science.normalize import ensemble_steadiness
@@ -166,6 +171,8 @@ def ensemble_references(conn, ctx, table, cfg):
     with np.errstate(invalid="ignore"):
         ok = np.asarray(table["success"], bool) & np.isfinite(snr) & \
             (snr >= min(ENSEMBLE_MIN_SNR, cfg.norm_min_snr)) & catalogue_rows(ctx.measured.cat)
+    if exclude is not None:
+        ok &= ~np.asarray(exclude, bool)
     cand = np.flatnonzero(ok)
     cand = cand[np.argsort(-snr[cand], kind="stable")][:ENSEMBLE_CANDIDATES]
     if cand.size < cfg.norm_min_refs:
@@ -191,11 +198,19 @@ def choose_references(conn, ctx, stable, baselines, inputs: dict):
     """
     table, cfg = ctx.measured.table, ctx.cfg
     snr = np.asarray(table["snr"], float)
+    variable = np.isin(ctx.source_ids, list(lc_store.variable_source_ids(conn, ctx.source_ids)))
     ref_idx, choices, counts = choose_catalogue_references(
-        snr, np.asarray(table["success"], bool), stable, inputs, baselines, ctx.source_ids, cfg)
+        snr, np.asarray(table["success"], bool), stable & ~variable, inputs, baselines,
+        ctx.source_ids, cfg)
+    for c in choices:
+        if variable[c["index"]]:
+            c["reason"] = "rejected: " + VARIABLE
     if ref_idx.size >= cfg.norm_min_refs:
         return ref_idx, choices, counts, "catalogue"
-    ens = ensemble_references(conn, ctx, table, cfg)
+    from dsa110_contimg.catalogs.compactness import RESOLVED
+
+    ens = ensemble_references(conn, ctx, table, cfg,
+                              exclude=variable | (np.asarray(inputs["klass"]) == RESOLVED))
     if ens is None or ens[0].size < cfg.norm_min_refs:
         counts["ensemble"] = "no" if ens is None else f"{ens[0].size}"
         return ref_idx, choices, counts, "catalogue"

@@ -22,15 +22,62 @@ _IMAGE_COLS = ("id", "path", "kind", "data_id", "mjd", "method", "catalog", "bea
 
 
 def save_reference_choices(conn: Connection, image_id: int, rows: Sequence[dict]) -> None:
-    """Replace the image's reference decisions (rows: source_id, chosen, compactness, snr, reason)."""
+    """Replace the image's reference decisions (rows: source_id, chosen, compactness, snr,
+    reason, optional role; a chosen one is ``not_chosen`` until its correction says
+    ``used`` or ``clipped``, see :func:`record_reference_outcomes`)."""
     from dsa110_contimg.store import bulk
 
     conn.execute(reference_choices.delete().where(reference_choices.c.image_id == image_id))
     bulk.executemany(conn, bulk.insert_sql(
-        "reference_choices", ("image_id", "source_id", "chosen", "compactness", "snr", "reason")), [
+        "reference_choices", ("image_id", "source_id", "chosen", "compactness", "snr", "reason",
+                              "role")), [
         (int(image_id), int(r["source_id"]), bool(r["chosen"]), str(r["compactness"]),
          (float(r["snr"]) if r.get("snr") is not None and np.isfinite(r["snr"]) else None),
-         str(r["reason"])) for r in rows])
+         str(r["reason"]), r.get("role") or ("not_chosen" if r["chosen"]
+                                             or str(r["reason"]).startswith("not ") else "rejected"))
+        for r in rows])
+
+
+_OUTCOMES = ("used", "clipped", "rejected")
+
+
+def record_reference_outcomes(conn: Connection, image_id: int, outcomes: Sequence[dict]) -> None:
+    """What the correction of one image did with each of its chosen references.
+
+    ``outcomes``: dicts with ``source_id``, ``role`` (``used`` / ``clipped`` / ``rejected``),
+    ``ratio`` (flux / baseline or None) and ``reason``; the reference's earlier decision
+    text (why it was chosen) is kept after the new reason. A reference without a decision
+    row (an image normalised again with another image's references) gets one.
+    """
+    from dsa110_contimg.store import bulk
+
+    ids = [int(o["source_id"]) for o in outcomes]
+    if not ids:
+        return
+    old = {int(sid): why for sid, why in bulk.fetch_in(
+        conn, "SELECT source_id, reason FROM reference_choices WHERE image_id = ? AND "
+              "source_id IN ({in})", ids, (int(image_id),))}
+    upd, ins = [], []
+    for o in outcomes:
+        sid = int(o["source_id"])
+        ratio = o.get("ratio")
+        ratio = float(ratio) if ratio is not None and np.isfinite(ratio) else None
+        why = old.get(sid) or ""
+        if why.split(":", 1)[0] in _OUTCOMES:          # written by an earlier correction
+            why = why.split("; ", 1)[1] if "; " in why else ""
+        reason = str(o["reason"]) + (f"; {why}" if why else "")
+        row = (o["role"] == "used", o["role"], ratio, reason)
+        if sid in old:
+            upd.append(row + (int(image_id), sid))
+        else:
+            ins.append((int(image_id), sid, "unknown") + row)
+    if upd:
+        bulk.executemany(conn, "UPDATE reference_choices SET chosen = ?, role = ?, ratio = ?, "
+                               "reason = ? WHERE image_id = ? AND source_id = ?", upd)
+    if ins:
+        bulk.executemany(conn, bulk.insert_sql(
+            "reference_choices", ("image_id", "source_id", "compactness", "chosen", "role",
+                                  "ratio", "reason")), ins)
 
 
 def _row(r) -> dict:
@@ -76,14 +123,7 @@ def image_detail(conn: Connection, image_id: int) -> dict | None:
     if r is None:
         return None
     out = _row(r)
-    refs = conn.execute(sa.select(reference_choices.c.source_id, sources.c.catalog_id,
-                                  reference_choices.c.chosen, reference_choices.c.compactness,
-                                  reference_choices.c.snr, reference_choices.c.reason)
-                        .join(sources, sources.c.id == reference_choices.c.source_id)
-                        .where(reference_choices.c.image_id == image_id)
-                        .order_by(reference_choices.c.chosen.desc(),
-                                  reference_choices.c.snr.desc())).all()
-    out["references"] = [dict(x._mapping) for x in refs]
+    out["references"] = image_references(conn, image_id)
     from dsa110_contimg.store.detections import image_detections
 
     keep = ("id", "source_id", "source_name", "status", "ra_deg", "dec_deg", "ra_err_arcsec",
@@ -92,6 +132,26 @@ def image_detail(conn: Connection, image_id: int) -> dict | None:
     out["jobs"] = sorted({int(j) for (j,) in conn.execute(
         sa.select(batch_job_items.c.batch_id).where(batch_job_items.c.image_id == image_id))})
     return out
+
+
+#: order of the roles in a listing
+_ROLE_ORDER = {"used": 0, "clipped": 1, "rejected": 2, "not_chosen": 3}
+
+
+def image_references(conn: Connection, image_id: int) -> list[dict]:
+    """Every candidate reference of one image: ``source_id``, ``catalog_id``, ``chosen``
+    (used by the correction), ``role`` (used / clipped / rejected / not_chosen),
+    ``ratio`` (flux / baseline), ``compactness``, ``snr`` and ``reason``; used first, then
+    clipped, rejected and not chosen, by decreasing SNR."""
+    refs = conn.execute(sa.select(reference_choices.c.source_id, sources.c.catalog_id,
+                                  reference_choices.c.chosen, reference_choices.c.role,
+                                  reference_choices.c.ratio, reference_choices.c.compactness,
+                                  reference_choices.c.snr, reference_choices.c.reason)
+                        .join(sources, sources.c.id == reference_choices.c.source_id)
+                        .where(reference_choices.c.image_id == int(image_id))).all()
+    rows = [dict(x._mapping) for x in refs]
+    rows.sort(key=lambda d: (_ROLE_ORDER.get(d["role"], 4), -(d["snr"] or 0.0)))
+    return rows
 
 
 def image_outcome(conn: Connection, image_id: int | None, path: str | None = None) -> dict | None:

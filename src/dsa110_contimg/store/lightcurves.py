@@ -381,6 +381,14 @@ def candidate_source_ids(conn: Connection, source_ids: Sequence[int]) -> set[int
         [int(s) for s in source_ids])}
 
 
+def variable_source_ids(conn: Connection, source_ids: Sequence[int]) -> set[int]:
+    """Which of ``source_ids`` are ESE candidates not dismissed by a reviewer (never flux
+    references)."""
+    return {int(r[0]) for r in bulk.fetch_in(
+        conn, "SELECT source_id FROM ese_candidates WHERE status != ? AND source_id IN ({in})",
+        [int(s) for s in source_ids], ("dismissed",))}
+
+
 def neighbourhood_radius(conn: Connection, radius_deg: float) -> float:
     """Search radius for images that can overlap a footprint of ``radius_deg``:
     ``radius_deg`` plus the largest stored image radius (indexed ``max``)."""

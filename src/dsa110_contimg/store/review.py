@@ -209,9 +209,16 @@ def source_row(conn: Connection, source_id: int) -> dict | None:
 
 
 def image_detail(conn: Connection, image_id: int) -> dict | None:
-    """Every column of one image (JSON columns decoded), or None."""
+    """Every column of one image (JSON columns decoded) and its candidate references
+    (:func:`dsa110_contimg.store.images.image_references`), or None."""
+    from dsa110_contimg.store.images import image_references
+
     r = conn.execute(sa.select(images).where(images.c.id == int(image_id))).mappings().first()
-    return None if r is None else _image_dict(r)
+    if r is None:
+        return None
+    out = _image_dict(r)
+    out["references"] = image_references(conn, int(image_id))
+    return out
 
 
 def throughput(conn: Connection, *, now: float | None = None, hours: int = 24) -> list[dict]:

@@ -348,6 +348,9 @@ reference_choices = Table(
     Column("compactness", String(16), nullable=False, doc="compact | unknown | resolved"),
     Column("snr", Float, doc="measured SNR on the image"),
     Column("reason", Text, nullable=False),
+    Column("role", String(16), doc="used | clipped | rejected | not_chosen (NULL: stored before "
+                                   "the roles were recorded)"),
+    Column("ratio", Float, doc="flux / baseline on this image (used and clipped references)"),
 )
 
 reference_baselines = Table(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import numpy as np
+import pytest
 
 from dsa110_contimg.photometry import PhotometryConfig, PhotometryManager
 
@@ -100,3 +102,59 @@ def test_first_epochs_without_references_are_normalised_once_the_field_has_them(
     rel = np.array([r[2] for r in rows], float) / gains
     assert np.std(rel / np.median(rel)) < 0.01                  # the injected gains, early ones too
     assert max(counts) == n and np.median(counts) == n
+
+
+def _refs(db, image_id):
+    with sqlite3.connect(db) as conn:
+        return {sid: (role, ratio, reason) for sid, role, ratio, reason in conn.execute(
+            "select source_id, role, ratio, reason from reference_choices where image_id = ?",
+            (image_id,))}
+
+
+def test_provenance_says_which_references_were_used_and_which_clipped(tmp_path):
+    """A reference 30 % brighter on the last image is clipped there, with its ratio; the
+    others are used, with theirs."""
+    field = bright_field(tmp_path)
+    n = 12
+    gains = 1.0 + np.random.default_rng(3).normal(0.0, 0.03, n)
+    bright = int(np.argmax(field.flux_mjy))
+    scales = np.ones((n, field.flux_mjy.size))
+    scales[n - 1, bright] = 1.3
+    cfg = PhotometryConfig(normalize=True, norm_min_snr=30.0)
+    _, results = run_epochs(tmp_path, field, range(n), gains, cfg, scales=scales)
+    db = tmp_path / "p.sqlite3"
+    last = results[n - 1]
+    refs = _refs(db, last.image_id)
+    with sqlite3.connect(db) as conn:
+        sid = conn.execute("select id from sources where catalog_id = ?",
+                           (str(field.names[bright]),)).fetchone()[0]
+        factor, n_used = conn.execute("select norm_factor, norm_n_refs from images where id = ?",
+                                      (last.image_id,)).fetchone()
+    role, ratio, reason = refs[sid]
+    assert role == "clipped" and ratio == pytest.approx(1.3 * factor, rel=0.03)
+    assert reason.startswith("clipped: ratio ")
+    used = [v for v in refs.values() if v[0] == "used"]
+    assert len(used) == n_used >= 3
+    assert all(abs(r / factor - 1) < 0.05 and why.startswith("used: ratio ") for _, r, why in used)
+
+
+def test_an_ese_candidate_stops_being_a_reference_and_its_images_are_normalised_again(tmp_path):
+    field = bright_field(tmp_path)
+    n = 8
+    gains = 1.0 + np.random.default_rng(4).normal(0.0, 0.03, n)
+    cfg = PhotometryConfig(normalize=True, norm_min_snr=30.0)
+    manager, results = run_epochs(tmp_path, field, range(n - 1), gains, cfg)
+    db = tmp_path / "p.sqlite3"
+    first = results[0].image_id
+    used = [s for s, v in _refs(db, first).items() if v[0] == "used"]
+    victim = used[0]
+    with sqlite3.connect(db) as conn:
+        conn.execute("insert into ese_candidates (source_id, status, flagged_by, criteria, score, "
+                     "confidence, first_flagged_at, updated_at) values "
+                     "(?, 'active', 'auto', '[\"shape\"]', 8.0, 'high', 0, 0)", (victim,))
+    run_epochs(tmp_path, field, [n - 1], gains, cfg)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select id, norm_status, norm_ref_ids from images").fetchall()
+    assert all(st == "ok" and victim not in json.loads(refs) for _, st, refs in rows), rows
+    role, _, reason = _refs(db, first)[victim]
+    assert role == "rejected" and "ESE candidate" in reason

@@ -96,6 +96,11 @@ def write(conn, ctx: ImageContext) -> dict:
     if changed:
         summary["renormalised"] = _renormalise_field(conn, ctx, changed, baselines)
     if corr["status"] == "ok":
+        redone = renormalise_without_variables(conn, ctx)
+        if redone:
+            summary["renormalised"] |= redone
+            ctx.notes.append(f"normalised {len(redone)} earlier image(s) again without references "
+                             "that have since become ESE candidates")
         earlier = normalise_pending(conn, ctx, ctx.source_ids[ref_idx], baselines, method)
         if earlier:
             summary["renormalised"] |= earlier
@@ -180,6 +185,36 @@ def normalise_pending(conn, ctx: ImageContext, ref_ids, baselines, method,
                             all_err=e, all_ids=ids, method=method)
         if out["status"] == "ok":
             done.add(img_id)
+    return done
+
+
+def renormalise_without_variables(conn, ctx: ImageContext, limit: int = PENDING_BATCH) -> set[int]:
+    """Normalise again (up to ``limit``) the field's normalised images whose references
+    include a source that has since become an ESE candidate, without it. Returns their ids."""
+    field = ctx.field_images(conn)
+    refs = {}
+    for img_id, refs_json, status in zip(field.ids, list(field.norm_ref_ids),
+                                         list(field.norm_status)):
+        if status == "ok" and refs_json and int(img_id) != ctx.image_id:
+            refs[int(img_id)] = [int(x) for x in json.loads(refs_json)]
+    if not refs:
+        return set()
+    variable = lc_store.variable_source_ids(conn, sorted(set().union(*refs.values())))
+    tainted = [i for i, r in refs.items() if variable.intersection(r)][:limit]
+    done = set()
+    for img_id in tainted:
+        keep = np.array([r for r in refs[img_id] if r not in variable], np.int64)
+        from dsa110_contimg.store.images import record_reference_outcomes
+
+        record_reference_outcomes(conn, img_id, [
+            {"source_id": v, "role": "rejected", "ratio": None,
+             "reason": "rejected: " + references.VARIABLE}
+            for v in sorted(variable.intersection(refs[img_id]))])
+        baselines = lc_store.load_baselines(conn, keep)
+        ids, f, e, flux = lc_store.image_fluxes(conn, img_id, keep)
+        correct_image(conn, ctx, img_id, keep, baselines, flux=flux, all_flux=f, all_err=e,
+                      all_ids=ids)
+        done.add(img_id)
     return done
 
 
@@ -276,6 +311,7 @@ def correct_image(conn, ctx: ImageContext, image_id: int, ref_ids, baselines, *,
 
         set_norm_method(conn, image_id, method)
     used_ids = np.asarray(ref_ids)[corr.used_mask]
+    _record_outcomes(conn, image_id, ref_ids, corr)
     if not corr.ok:
         corr.reason = _failure_reason(corr, len(ref_ids), cfg, few_refs_reason)
         lc_store.set_normalisation(conn, image_id, status="failed", factor=corr.factor,
@@ -292,6 +328,29 @@ def correct_image(conn, ctx: ImageContext, image_id: int, ref_ids, baselines, *,
     ctx.record_normalisation(image_id, "ok", ref_ids)
     return {"status": "ok", "factor": corr.factor, "factor_err": corr.factor_err,
             "n_refs": corr.n_used, "scatter": corr.scatter, "reason": corr.warning or None}
+
+
+def _record_outcomes(conn, image_id: int, ref_ids, corr) -> None:
+    """Store what the correction did with each chosen reference: used, clipped (with its
+    ratio) or rejected (no usable ratio, or the correction refused)."""
+    from dsa110_contimg.store.images import record_reference_outcomes
+
+    rows = []
+    for sid, r, used in zip(np.asarray(ref_ids).tolist(), corr.ratios, corr.used_mask):
+        if not np.isfinite(r):
+            rows.append({"source_id": sid, "role": "rejected", "ratio": None, "reason":
+                         "rejected: no usable ratio on this image (no baseline yet, or not "
+                         "measured here)"})
+        elif not corr.ok:
+            rows.append({"source_id": sid, "role": "rejected", "ratio": r, "reason":
+                         f"rejected: ratio {r:.4f}, the correction was refused"})
+        elif used:
+            rows.append({"source_id": sid, "role": "used", "ratio": r,
+                         "reason": f"used: ratio {r:.4f}"})
+        else:
+            rows.append({"source_id": sid, "role": "clipped", "ratio": r, "reason":
+                         f"clipped: ratio {r:.4f} against the factor {corr.factor:.4f}"})
+    record_reference_outcomes(conn, image_id, rows)
 
 
 def _lookup(ids, values, want) -> np.ndarray:
