@@ -182,3 +182,42 @@ def test_lightcurve_png_uses_configured_baseline_and_stored_significance(sim_fie
     cand = {"id": 7, "score": 8.25, "sigma": 6.4, "depth": 0.45, "duration_days": 40.0}
     label = plotting.ese_label(None, cand)
     assert label == "ESE candidate #7: score 8.2, sigma 6.4, depth 45%, 40 d"
+
+
+def test_renormalise_normalises_a_fields_waiting_epochs_on_demand(sim_field, tmp_path, capsys,
+                                                                  monkeypatch):
+    """With the automatic catch-up switched off (as in a database written before it), the
+    early epochs stay un-normalised; ``images renormalise --field`` normalises them and
+    recomputes the running statistics over every epoch."""
+    import sqlite3
+
+    from dsa110_contimg.photometry import PhotometryManager
+    from dsa110_contimg.pipeline.references import ENSEMBLE_MIN_EPOCHS
+    from dsa110_contimg.pipeline.steps import normalise
+    from dsa110_contimg.service.config import load_config
+
+    monkeypatch.setattr(normalise, "PENDING_BATCH", 0)
+    conf = _deployment(tmp_path, sim_field, photometry={"norm_min_snr": 1e6}, resolved=False)
+    scfg = load_config(conf)
+    manager = PhotometryManager(scfg.paths.products_db, default_config=scfg.photometry,
+                                catalog_dir=scfg.paths.catalog_dir)
+    n = ENSEMBLE_MIN_EPOCHS + 2
+    gains, results = _season(manager, sim_field, tmp_path, n)
+    assert sum(r.normalization["status"] == "ok" for r in results) == 3
+    capsys.readouterr()
+    code = main(["images", "renormalise", "--field", str(results[-1].image_id), "--json",
+                 "--config", str(conf)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = json.loads(captured.out)
+    assert out["normalised"] == len(out["images"]) == ENSEMBLE_MIN_EPOCHS - 1
+    with sqlite3.connect(scfg.paths.products_db) as conn:
+        rows = conn.execute("select norm_status, norm_factor from images order by mjd").fetchall()
+        counts = [c for (c,) in conn.execute("select n from variability_stats")]
+    assert [r[0] for r in rows] == ["ok"] * n
+    rel = np.array([r[1] for r in rows]) / gains
+    assert np.std(rel / np.median(rel)) < 0.01
+    assert np.median(counts) == n
+    # nothing left to do: a clear error, exit 1
+    assert main(["images", "renormalise", "--since", "60000", "--config", str(conf)]) == 1
+    assert "no image selected" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``contimg-photometry images list|show|exclude|include``: what happened to each image, and why.
+"""``contimg-photometry images list|show|exclude|include|renormalise``: what happened to each
+image, and why.
 
 Per image: the QC verdict with its reasons, the normalisation status, factor and
 error, the number of references and the reason when it failed, how the references
@@ -8,6 +9,8 @@ or rejected, and the jobs that measured the image; both say when an image is a d
 of another (the same data under another path) or excluded by an operator, with the reason.
 ``exclude ID --reason TEXT`` takes an epoch out of light curves, normalisation (as a
 reference epoch too), variability and ESE, recomputed at once; ``include ID`` puts it back.
+``renormalise [ID ...] [--field ID] [--since MJD]`` normalises images again now
+(:mod:`dsa110_contimg.pipeline.renormalise`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,20 @@ def register(sub) -> None:
     xp.add_argument("--reason", required=True, help="why (shown wherever the image is)")
     ip = isub.add_parser("include", help="put an excluded epoch back (recomputed)")
     ip.add_argument("image", metavar="IMAGE", help="image id, path (or its tail) or data id")
-    for q in (lp, sp, xp, ip):
+    rp = isub.add_parser("renormalise", help="normalise images again now (those given, the "
+                                             "un-normalised ones of a field or since an MJD)",
+                         description="Normalise images again with the current baselines: each "
+                                     "with its own references when it has them, else with those "
+                                     "of the normalised image of its field nearest in time; then "
+                                     "recompute the running statistics and ESE evaluation of "
+                                     "their sources. A few images per write transaction. Exit 1 "
+                                     "when nothing was selected.")
+    rp.add_argument("image", metavar="IMAGE", nargs="*", help="image id, path (or its tail) or data id")
+    rp.add_argument("--field", metavar="IMAGE", default=None,
+                    help="every un-normalised image of this image's field")
+    rp.add_argument("--since", metavar="MJD", type=float, default=None,
+                    help="every un-normalised image observed at or after this MJD")
+    for q in (lp, sp, xp, ip, rp):
         common.add_db_options(q, registry=False)
         q.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
@@ -122,6 +138,8 @@ def run(args) -> int:
 
     if args.images_command in ("exclude", "include"):
         return _set_excluded(args)
+    if args.images_command == "renormalise":
+        return _renormalise(args)
     db = common.open_products(args)
     try:
         with db.engine.connect() as conn:
@@ -179,4 +197,46 @@ def _set_excluded(args) -> int:
         print(f"image #{image_id} {'excluded: ' + out['reason'] if exclude else 'included again'}; "
               f"recomputed {out['sources']} sources, {len(out['renormalised'])} images "
               f"normalised again, {out['ese_flagged']} ESE candidates flagged")
+    return 0
+
+
+def _renormalise(args) -> int:
+    """``images renormalise``: the selected images normalised again, their field recomputed."""
+    from dsa110_contimg.cli import common
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.pipeline.renormalise import renormalise_images, select_images
+    from dsa110_contimg.store import images as image_store
+
+    scfg = common.service_config(args)
+    cfg = scfg.photometry if scfg is not None else PhotometryConfig()
+    db = common.open_products(args, write=True)
+    try:
+        with db.engine.connect() as conn:
+            keys = list(args.image) + ([args.field] if args.field else [])
+            found = {k: image_store.find_image(conn, k) for k in keys}
+            missing = [k for k, v in found.items() if v is None]
+            if missing:
+                print(f"contimg-photometry images: error: no image {missing[0]!r}", file=sys.stderr)
+                return 1
+            ids = select_images(conn, image_ids=[found[k] for k in args.image],
+                                field_of=found.get(args.field) if args.field else None,
+                                since_mjd=args.since)
+        if not ids:
+            print("contimg-photometry images: error: no image selected (give IMAGE ids, --field "
+                  "or --since; only un-normalised images are taken from a field or a date)",
+                  file=sys.stderr)
+            return 1
+        out = renormalise_images(db.engine, cfg, ids)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for r in out["images"]:
+        print(f"#{r['image_id']:<6} " + (f"normalised, factor {_fmt(r['factor'])} +- "
+                                         f"{_fmt(r['factor_err'])} (references of image "
+                                         f"#{r['references_from']})" if r["status"] == "ok"
+                                         else f"NOT normalised: {r['reason']}"))
+    print(f"{out['normalised']} of {len(out['images'])} image(s) normalised; running statistics "
+          f"of {out['sources']} source(s) recomputed, {out['ese_flagged']} ESE candidate(s) flagged")
     return 0

@@ -173,12 +173,13 @@ def pending_images(conn, field, exclude: int | None = None) -> list[int]:
 
 
 def normalise_pending(conn, ctx: ImageContext, ref_ids, baselines, method,
-                      limit: int = PENDING_BATCH) -> set[int]:
+                      limit: int | None = None) -> set[int]:
     """Normalise up to ``limit`` earlier images of the field that had too few references,
     with the references (and baselines) of the image just normalised. Returns the ids
     normalised (``ok``); an image whose references still do not suffice keeps its
-    reason."""
+    reason (``limit`` None: ``PENDING_BATCH``)."""
     done = set()
+    limit = PENDING_BATCH if limit is None else limit
     for img_id in pending_images(conn, ctx.field_images(conn), ctx.image_id)[:limit]:
         ids, f, e, flux = lc_store.image_fluxes(conn, img_id, np.asarray(ref_ids, np.int64))
         out = correct_image(conn, ctx, img_id, ref_ids, baselines, flux=flux, all_flux=f,
@@ -188,9 +189,11 @@ def normalise_pending(conn, ctx: ImageContext, ref_ids, baselines, method,
     return done
 
 
-def renormalise_without_variables(conn, ctx: ImageContext, limit: int = PENDING_BATCH) -> set[int]:
-    """Normalise again (up to ``limit``) the field's normalised images whose references
-    include a source that has since become an ESE candidate, without it. Returns their ids."""
+def renormalise_without_variables(conn, ctx: ImageContext, limit: int | None = None) -> set[int]:
+    """Normalise again (up to ``limit``, None: ``PENDING_BATCH``) the field's normalised images
+    whose references include a source that has since become an ESE candidate, without it.
+    Returns their ids."""
+    limit = PENDING_BATCH if limit is None else limit
     field = ctx.field_images(conn)
     refs = {}
     for img_id, refs_json, status in zip(field.ids, list(field.norm_ref_ids),
