@@ -130,6 +130,18 @@ def test_cli_exclude_shows_the_reason_everywhere(season, capsys):
     assert "EXCLUDED from light curves" in capsys.readouterr().out
     assert cli_main(["images", "list", "--products-db", db]) == 0
     assert "EXCLUDED: RFI storm" in capsys.readouterr().out
+    cli_main(["status", "--products-db", db])
+    assert f"#{image_id} " in capsys.readouterr().out.split("excluded from the light curves")[1]
+    # the light-curve export marks the epoch with the reason
+    from astropy.table import Table
+
+    with sqlite3.connect(db) as conn:
+        name = conn.execute("select catalog_id from sources order by id limit 1").fetchone()[0]
+    out = tmp_path / "lc.csv"
+    assert cli_main(["lightcurve", name, "--products-db", db, "-o", str(out)]) == 0
+    table = Table.read(out, format="ascii.csv")
+    marked = [str(r) for r in table["excluded_reason"].filled("")]
+    assert marked.count("RFI storm") == 1 and marked.count("") == len(table) - 1
     assert cli_main(["images", "exclude", "999999", "--reason", "x", "--products-db", db]) == 1
     assert "no image" in capsys.readouterr().err
     assert cli_main(["images", "include", str(image_id), "--products-db", db]) == 0

@@ -42,3 +42,19 @@ def test_image_page_checks_and_units(db):
     assert "<td>median rms</td><td class=\"num\">1.23</td><td>mJy/beam</td>" in numbers
     assert "<td>beam major</td><td class=\"num\">15.2</td><td>arcsec</td>" in numbers
     assert "Jy/beam" not in page.replace("mJy/beam", "")
+
+
+def test_excluded_and_duplicate_images_say_so(db):
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE images SET excluded = 1, excluded_reason = 'RFI storm', "
+                    "excluded_at = 1.7e9 WHERE id = 4")
+        con.execute("UPDATE images SET duplicate_of = 4 WHERE id = 5")
+    c = client(db)
+    page = c.get("/images/4").text
+    assert 'id="excluded"' in page and "RFI storm" in page and "images include 4" in page
+    assert 'href="/images/4">image #4</a>: the same data' in c.get("/images/5").text
+    listed = c.get("/api/images").json()["images"] + c.get("/api/images?page=2").json()["images"]
+    by_id = {im["id"]: im for im in listed}
+    assert by_id[4]["excluded_reason"] == "RFI storm" and by_id[5]["duplicate_of"] == 4
+    pages = c.get("/images").text + c.get("/images?page=2").text
+    assert "excluded</span> RFI storm" in pages and 'of <a href="/images/4">#4</a>' in pages

@@ -216,12 +216,17 @@ def readable_lines(table, columns: list[str]) -> list[str]:
 
 def lightcurve_table(source: dict, lc: dict):
     """The export table of one light curve (also served by the web site): one row per
-    measurement, the columns of ``source_lightcurve`` (Jy/beam, MJD), the source in ``meta``."""
+    measurement, the columns of ``source_lightcurve`` (Jy/beam, MJD; ``excluded_reason`` marks
+    an epoch an operator took out of the light curve), the source in ``meta``."""
     from astropy.table import Table
 
-    table = Table({k: v for k, v in lc.items()})
-    for k in ("image_path", "qc_status", "norm_status"):
-        table[k] = table[k].astype(str)
+    cols = dict(lc)
+    if "excluded_reason" in cols:   # the operator's reason on an excluded epoch, else empty
+        cols["excluded_reason"] = ["" if r is None else str(r) for r in cols["excluded_reason"]]
+    table = Table(cols)
+    for k in ("image_path", "qc_status", "norm_status", "excluded_reason"):
+        if k in table.colnames:
+            table[k] = table[k].astype(str)
     describe(table, survey=source["survey"], source=source["catalog_id"],
                     ra_deg=source["ra_deg"], dec_deg=source["dec_deg"])
     table.meta.update(_pair_metrics_meta(lc))
@@ -237,6 +242,8 @@ def _pair_metrics_meta(lc) -> dict:
     from dsa110_contimg.science.variability import lightcurve_metrics
 
     ok = np.asarray(lc["success"], bool)
+    if "excluded_reason" in lc:     # epochs an operator excluded count in no metric
+        ok = ok & np.array([r is None for r in lc["excluded_reason"]], bool)
     use_norm = bool(np.any(ok & np.isfinite(np.asarray(lc["norm_flux_jyb"], float))))
     fcol, ecol = ("norm_flux_jyb", "norm_err_jyb") if use_norm else ("peak_jyb", "peak_err_jyb")
     f = np.where(ok, np.asarray(lc[fcol], float), np.nan)

@@ -173,7 +173,8 @@ _IMAGE_LIST_COLS = (images.c.id, images.c.path, images.c.kind, images.c.mjd, ima
                     images.c.catalog, images.c.n_sources, images.c.n_success, images.c.qc_status,
                     images.c.qc_reasons, images.c.norm_status, images.c.norm_reason,
                     images.c.norm_factor, images.c.norm_n_refs, images.c.median_rms_jyb,
-                    images.c.measured_at)
+                    images.c.measured_at, images.c.duplicate_of, images.c.excluded,
+                    images.c.excluded_reason)
 
 
 def _image_dict(r) -> dict:
