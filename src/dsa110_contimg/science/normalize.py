@@ -270,9 +270,10 @@ def compute_correction(ref_flux, ref_baseline, *, ref_err=None, baseline_err=Non
     spread of all candidates (a clip can never make it smaller) with a floor from what the
     measurement errors alone produce (a MAD of 3-6 ratios can be near zero by chance). The
     standard error of the median is sqrt(pi/2) sigma_R / sqrt(n_used). When the references
-    disagree -- a quarter or more of them clipped, or S > 2 s_noise -- the correction
-    carries a ``warning`` and the error is widened by the shift between the clipped and
-    unclipped medians, |C - C0|, added in quadrature.
+    disagree -- a quarter or more of them clipped, or the kept ratios scatter more than
+    twice their errors -- the correction carries a ``warning`` and its variance is widened
+    by (C - C_all)^2 + (C - median(R))^2 / 2, C_all the estimate with the clipped ratios
+    put back.
 
     Parameters
     ----------
@@ -344,10 +345,11 @@ def compute_correction(ref_flux, ref_baseline, *, ref_err=None, baseline_err=Non
     if why:
         # the references do not tell one gain: the error is widened by how far the estimate
         # moves when the clipped ratios are put back (the random-effects mean of all; their
-        # plain mean without errors; the random-effects weights already carry the excess
-        # scatter of the kept ones)
+        # plain mean without errors) and by half its squared distance to the median of all
+        # (the robust view of where the gain lies); the random-effects weights already carry
+        # the excess scatter of the kept ones
         c_all = _combine(rv, nv, True)[0] if weighted else float(np.mean(rv))
-        err = float(np.hypot(err, c - c_all))
+        err = float(np.sqrt(err ** 2 + (c - c_all) ** 2 + 0.5 * (c - float(np.median(rv))) ** 2))
         warning = ("references disagree: " + "; ".join(why)
                    + f"; error widened to {err:.4f}")
     used = np.zeros(f.shape, bool)
