@@ -58,3 +58,23 @@ def test_excluded_and_duplicate_images_say_so(db):
     assert by_id[4]["excluded_reason"] == "RFI storm" and by_id[5]["duplicate_of"] == 4
     pages = c.get("/images").text + c.get("/images?page=2").text
     assert "excluded</span> RFI storm" in pages and 'of <a href="/images/4">#4</a>' in pages
+
+
+def test_image_page_lists_its_references_with_role_and_ratio(db):
+    """Used, clipped (with the ratio) and rejected references, on the page and in the API."""
+    with sqlite3.connect(db) as con:
+        sids = [s for (s,) in con.execute("SELECT id FROM sources ORDER BY id LIMIT 3")]
+        con.executemany(
+            "INSERT INTO reference_choices (image_id, source_id, chosen, compactness, snr, reason, "
+            "role, ratio) VALUES (6, ?, ?, 'compact', ?, ?, ?, ?)",
+            [(sids[0], True, 120.0, "used: ratio 1.0120; chosen: compact", "used", 1.012),
+             (sids[1], False, 90.0, "clipped: ratio 1.2000 against the factor 1.0100", "clipped", 1.2),
+             (sids[2], False, 70.0, "rejected: resolved in this beam", "rejected", None)])
+    c = client(db)
+    table = c.get("/images/6").text.split('id="references"')[1].split("</table>")[0]
+    rows = table.split("<tr class=")[1:]
+    assert [r.split('"')[1] for r in rows] == ["ref-used", "ref-clipped", "ref-rejected"]
+    assert '<td class="num">1.2000</td>' in rows[1] and "against the factor" in rows[1]
+    refs = c.get("/api/images/6").json()["references"]
+    assert [(r["role"], r["ratio"]) for r in refs] == [("used", 1.012), ("clipped", 1.2),
+                                                       ("rejected", None)]
