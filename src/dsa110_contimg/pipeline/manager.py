@@ -269,13 +269,25 @@ class PhotometryManager:
         """Run the whole synchronous workflow for one file and return its result.
 
         This is what a batch job runs per item; it does not touch the registry. It is
-        :meth:`measure_image` (pure: no database) followed by :meth:`store_measured`.
+        :meth:`measure_image` (pure: no database) followed by :meth:`store_measured`; a
+        file whose data is already stored under another path is recorded as a duplicate of
+        that image without being measured (the result's ``duplicate_of``).
         ``fence(conn)``, when given, is called first inside the result transactions
         (the job runtime's lease check: it raises to roll the transaction back).
         ``path`` may be the filesystem form of a name or its database form
         (:func:`dsa110_contimg.core.paths.db_path`, ``fsb64:`` for a name that is not
         valid UTF-8); the ``images`` row and the registry hold the database form.
         """
+        from dsa110_contimg.pipeline.runner import store_known_duplicate
+
+        known = store_known_duplicate(self.products.engine, path, kind, cfg, data_id=data_id,
+                                      fence=fence)
+        if known is not None:      # the same data is stored under another path: not measured
+            log.info("image_duplicate", path=printable(path), image_id=known.image_id,
+                     duplicate_of=known.duplicate_of)
+            return PhotometryResult(Path(fs_path(path)), kind=kind, notes=known.notes,
+                                    image_id=known.image_id, data_id=data_id,
+                                    duplicate_of=known.duplicate_of)
         return self.store_measured(self.measure_image(path, kind, cfg), cfg, data_id=data_id,
                                    fence=fence)
 

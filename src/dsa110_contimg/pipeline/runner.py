@@ -16,6 +16,7 @@ It returns the image's :class:`ImageOutcome` and changes nothing it was given.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -84,6 +85,38 @@ def _transaction(engine, fence):
         if fence is not None:
             fence(conn)
         yield conn
+
+
+def store_known_duplicate(engine, path, kind: str, cfg, *, data_id: str | None = None,
+                          fence: Callable | None = None) -> ImageOutcome | None:
+    """Record the file at ``path`` as a duplicate without measuring it when its data is
+    already stored under another path (checked again under the write lock); None when it
+    is not (then the file goes through :func:`store_measured`)."""
+    from dsa110_contimg.core.paths import fs_path
+    from dsa110_contimg.pipeline.steps.duplicate import duplicate_note, record_duplicate
+    from dsa110_contimg.store import products as product_store
+
+    local = fs_path(path)
+    try:
+        digest = product_store.data_digest(local)
+    except OSError:
+        return None                 # the measurement reports what is wrong with the file
+    where = db_path(Path(local).resolve())
+    with read_connection(engine) as conn:
+        if product_store.original_image(conn, digest, where) is None:
+            return None
+    with _transaction(engine, fence) as conn:
+        original = product_store.original_image(conn, digest, where)
+        if original is None:
+            return None
+        row = product_store.duplicate_row(conn, original["id"], path=where,
+                                          content_id=product_store.content_id(local),
+                                          digest=digest, kind=kind, data_id=data_id)
+        image_id = record_duplicate(conn, cfg, row, original["id"])
+    return ImageOutcome(image_id=image_id, source_ids=np.zeros(0, np.int64),
+                        results={"duplicate": {"duplicate_of": original["id"],
+                                               "original_path": original["path"]}},
+                        notes=[duplicate_note(original)], duplicate_of=original["id"])
 
 
 def store_measured(engine, measured, cfg, *, data_id: str | None = None,

@@ -67,6 +67,24 @@ def original_image(conn: Connection, digest: str, path: str) -> dict | None:
     return None if r is None else {"id": int(r.id), "path": r.path}
 
 
+#: Columns a duplicate row takes from its original (the same data: the same observation).
+_COPIED_COLUMNS = ("mjd", "freq_hz", "beam_major_arcsec", "beam_minor_arcsec", "beam_pa_deg",
+                   "beam_source", "ra_center_deg", "dec_center_deg", "radius_deg",
+                   "median_rms_jyb", "method", "catalog")
+
+
+def duplicate_row(conn: Connection, original_id: int, *, path: str, content_id: str,
+                  digest: str, kind: str, data_id: str | None) -> dict:
+    """The ``images`` row of a file holding the data of image ``original_id`` under
+    ``path``, its observation columns copied from the original (for :func:`store_duplicate`
+    without measuring the file again)."""
+    r = conn.execute(sa.select(*(images.c[c] for c in _COPIED_COLUMNS)).where(
+        images.c.id == int(original_id))).mappings().one()
+    return {**dict(r), "path": str(path), "content_id": content_id, "data_digest": digest,
+            "kind": kind, "data_id": data_id, "n_sources": 0, "n_success": 0,
+            "measured_at": time.time()}
+
+
 def store_duplicate(conn: Connection, image_row: Mapping[str, Any], original_id: int) -> tuple[int, set[int]]:
     """Record ``image_row`` (keyed by path) as a duplicate of image ``original_id``: the
     row without measurements or normalisation. Returns ``(images.id, source ids the path's

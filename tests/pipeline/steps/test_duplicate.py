@@ -53,3 +53,30 @@ def test_a_copy_is_a_duplicate_and_a_rewrite_replaces(tmp_path, capsys):
     dup = manager.measure_for_fits(tmp_path / "epoch004.fits", create_batch_job=False)
     assert dup.image_id == results[4].image_id and dup.duplicate_of == results[1].image_id
     assert _counts(db) == (4 * 12, [4])
+
+
+def test_a_copy_is_not_measured_again(tmp_path, monkeypatch):
+    from dsa110_contimg.pipeline import manager as manager_module
+
+    field = bright_field(tmp_path, seed=5, n_sources=8)
+    manager, results = run_epochs(tmp_path, field, range(2), np.ones(2),
+                                  PhotometryConfig(normalize=False))
+    shutil.copy(tmp_path / "epoch001.fits", tmp_path / "copy.fits")
+    # measured before another worker's copy was stored: the step records it under the lock
+    from dsa110_contimg.pipeline import runner
+
+    shutil.copy(tmp_path / "epoch000.fits", tmp_path / "raced.fits")
+    cfg = PhotometryConfig(normalize=False)
+    measured = manager.measure_image(tmp_path / "raced.fits", "image", cfg)
+    outcome = runner.store_measured(manager.products.engine, measured, cfg)
+    assert outcome.duplicate_of == results[0].image_id and list(outcome.results) == ["duplicate"]
+    monkeypatch.setattr(manager_module, "measure_image",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("measured")))
+    res = manager.measure_for_fits(tmp_path / "copy.fits", create_batch_job=False)
+    assert res.duplicate_of == results[1].image_id
+    with sqlite3.connect(tmp_path / "p.sqlite3") as conn:
+        copied, orig = conn.execute("select mjd, beam_major_arcsec, ra_center_deg, duplicate_of "
+                                    "from images where id in (?, ?) order by id desc",
+                                    (res.image_id, results[1].image_id)).fetchall()
+    assert copied[:3] == orig[:3] and copied[3] == results[1].image_id
+    assert _counts(tmp_path / "p.sqlite3") == (2 * 8, [2])

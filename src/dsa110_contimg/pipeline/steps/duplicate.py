@@ -35,18 +35,30 @@ def write(conn, ctx: ImageContext) -> dict | None:
     if original is None:
         ctx.duplicate_of = None
         return None
+    ctx.duplicate_of = original["id"]
+    ctx.notes.append(duplicate_note(original))
+    ctx.image_id = record_duplicate(conn, ctx.cfg, image_row(ctx), original["id"])
+    ctx.source_ids = np.zeros(0, np.int64)
+    return {"duplicate_of": original["id"], "original_path": original["path"]}
+
+
+def duplicate_note(original: dict) -> str:
+    """The workflow note of a duplicate of ``original`` (``{"id", "path"}``)."""
+    return (f"duplicate of image #{original['id']} ({original['path']}): the same data under "
+            "another path; not an epoch of any light curve")
+
+
+def record_duplicate(conn, cfg, row: dict, original_id: int) -> int:
+    """Store ``row`` as a duplicate of image ``original_id``; when its path held an epoch
+    before, recompute the sources it measured without it. Returns its ``images.id``."""
     from dsa110_contimg.pipeline.recompute import recompute_sources
 
-    ctx.duplicate_of = original["id"]
-    ctx.notes.append(f"duplicate of image #{original['id']} ({original['path']}): the same data "
-                     "under another path; not an epoch of any light curve")
-    row = image_row(ctx)
-    ctx.image_id, held = product_store.store_duplicate(conn, row, original["id"])
-    ctx.source_ids = np.zeros(0, np.int64)
+    image_id, held = product_store.store_duplicate(conn, row, original_id)
     if held:
-        recompute_sources(conn, ctx.cfg, ra_deg=ctx.ra_deg, dec_deg=ctx.dec_deg,
-                          radius_deg=ctx.radius_deg, source_ids=sorted(held), epoch_mjd=ctx.mjd)
-    return {"duplicate_of": original["id"], "original_path": original["path"]}
+        recompute_sources(conn, cfg, ra_deg=row["ra_center_deg"], dec_deg=row["dec_center_deg"],
+                          radius_deg=row["radius_deg"], source_ids=sorted(held),
+                          epoch_mjd=row.get("mjd"))
+    return image_id
 
 
 STEP = Step("duplicate", write, prepare)
