@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dsa110_contimg.core.errors import ConfigError
 from dsa110_contimg.service.metrics import Metrics, failure_class, parse_listen
+from dsa110_contimg.service.snapshot import DaemonSnapshot, QueueCounts
 from harness import NotifySocket, Service, drop, fits_bytes
 
 pytestmark = pytest.mark.timeout(240)
@@ -72,36 +73,43 @@ def test_bad_metrics_listen_is_a_config_error(tmp_path):
 
 def test_status_line_counts_images_per_hour():
     m = Metrics("", "/nonexistent.sqlite3")
-
-    class Pool:
-        size = 2
-
-        def idle(self):
-            return 2
-
-    class Queue:
-        pending = 3
-
-        def counts(self):
-            return {"pending": self.pending}
-
-    class D:
-        inflight, pending, stats, pool, queue = {}, {}, {"failed": 1, "dead": 0}, Pool(), Queue()
-
     now = 1_000_000.0
     for _ in range(7):
         m.on_settled(state="done", worker_status="ok", result={"done": 1}, error=None, duration_s=0.1,
                      now=now - 30)
-    line = m.status_line(D(), now=now)
-    assert line.startswith("84 images/h, 3 pending, last 30 s ago"), line   # 7 in 5 min -> 84/h
-    assert "0/2 workers busy, 1 failed" in line
-    # the queue is not read again within 5 s while nothing changed here...
-    d = D()
-    d.queue.pending = 0
-    assert ", 3 pending," in m.status_line(d, now=now)
-    # ...but at once after this daemon settled a job (no stale count after the last image)
-    d.stats = {"failed": 1, "dead": 0, "done": 1}
-    assert ", 0 pending," in m.status_line(d, now=now)
+    snap = DaemonSnapshot(busy=1, workers=2, idle=1, files_waiting=3, pending=4, failed=2)
+    line = m.status_line(snap, now=now)
+    assert line == ("84 images/h, 4 pending, last 30 s ago; 1/2 workers busy, 2 failed, "
+                    "3 files waiting"), line                   # 7 in 5 min -> 84/h
+    assert ", ? pending," in m.status_line(DaemonSnapshot(workers=2), now=now)
+
+
+def test_queue_counts_are_read_when_this_daemon_changed_them_or_every_few_seconds():
+    counts = {"pending": 2, "failed": 1, "dead": 1}
+    reads, clock = [], [0.0]
+
+    def read():
+        reads.append(clock[0])
+        return dict(counts)
+
+    qc = QueueCounts(read, refresh_s=5.0, clock=lambda: clock[0])
+    idle = {"queued": 1, "claimed": 0}
+    assert qc.get(idle) == (2, 2)                    # failed + dead
+    counts["pending"] = 1
+    clock[0] = 1.0
+    assert qc.get(idle) == (2, 2) and len(reads) == 1   # nothing changed here: not read again
+    claimed = {"queued": 1, "claimed": 1}            # this daemon claimed a job: read at once
+    assert qc.get(claimed) == (1, 2) and len(reads) == 2
+    counts["pending"] = 0                            # another daemon's claim: within refresh_s
+    clock[0] = 7.0
+    assert qc.get(claimed) == (0, 2)
+
+    def locked():
+        raise RuntimeError("database is locked")
+
+    qc.read = locked
+    clock[0] = 20.0
+    assert qc.get(claimed) == (0, 2)                 # the last values stand
 
 
 def test_daemon_metrics_match_status(tmp_path):

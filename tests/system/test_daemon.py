@@ -404,3 +404,45 @@ def test_locked_database_loses_nothing_and_resumes(service):
     assert p.poll() is None
     age = svc.sql("SELECT max(beat_at) FROM heartbeats")[0][0]
     assert time.time() - age < 10      # the heartbeat resumed
+
+
+def _scrape(port: int) -> dict:
+    """``{name: value}`` of the unlabelled series of the daemon's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as r:
+        text = r.read().decode()
+    return {s.name: s.value for fam in text_string_to_metric_families(text)
+            for s in fam.samples if not s.labels}
+
+
+def test_files_waiting_gauge_and_status_line_count_the_files_the_daemon_waits_on(service):
+    """A restored image waiting for its primary-beam-corrected partner and an image still
+    being written are two files waiting: on /metrics and in the heartbeat's status line;
+    both are zero again once the partner arrives and the write completes."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    svc = service(workers=1, pbcor_wait_s=120.0, settle_s=120.0, metrics_listen=f"127.0.0.1:{port}")
+    svc.start()
+    drop(svc.images / "field.img-image.fits", 1)                   # waits for field.img-image-pb
+    partial = svc.images / "writing.img-image-pb.fits"
+    partial.write_bytes(fits_bytes(2)[:2880 + 100])               # header and a little data
+    svc.wait_for(lambda: len(svc.sql("SELECT path FROM files WHERE decision = 'incomplete'")) == 2,
+                 30, "both files recorded as waiting")
+    svc.wait_for(lambda: _scrape(port)["contimg_files_waiting"] == 2, 10, "files_waiting = 2")
+    svc.wait_for(lambda: "2 files waiting" in (svc.sql("SELECT status_text FROM heartbeats")[0][0] or ""),
+                 10, "the status line says 2 files waiting")
+    drop(svc.images / "field.img-image-pb.fits", 3)               # the partner: restored one skipped
+    partial.write_bytes(fits_bytes(2))                            # the writer finishes
+    svc.wait_for(svc.idle_with(2), 60, "partner and finished image measured")
+    svc.wait_for(lambda: _scrape(port)["contimg_files_waiting"] == 0, 10, "files_waiting = 0")
+    line = svc.sql("SELECT status_text FROM heartbeats")[0][0]
+    svc.wait_for(lambda: "0 files waiting" in svc.sql("SELECT status_text FROM heartbeats")[0][0],
+                 10, f"the status line says 0 files waiting (last: {line})")
+    skipped = svc.sql("SELECT reason FROM files WHERE path LIKE '%field.img-image.fits'")
+    assert skipped and "superseded" in skipped[0][0], skipped

@@ -55,6 +55,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import structlog
 
@@ -71,6 +72,7 @@ from dsa110_contimg.service.metrics import Metrics
 from dsa110_contimg.service.notify import notify_reloading, sd_notify, watchdog_interval_s
 from dsa110_contimg.service.pool import Outcome
 from dsa110_contimg.service.preflight import check_folders
+from dsa110_contimg.service.snapshot import COUNTERS, DaemonSnapshot, QueueCounts
 from dsa110_contimg.service.runtime import JobContext, JobSummary, load_executor, settle, settle_error
 from dsa110_contimg.service.watcher import Watcher
 from dsa110_contimg.store import files as filestore
@@ -143,7 +145,8 @@ class Daemon:
         self.known: set[tuple[str, int, int]] = set()
         self.pb_waits: dict[str, _PBWait] = {}
         self.inflight: dict[int, tuple[ClaimedJob, float]] = {}
-        self.stats = {"done": 0, "failed": 0, "retried": 0, "dead": 0, "queued": 0, "skipped": 0}
+        self.stats = dict.fromkeys(COUNTERS, 0)
+        self.snapshot = DaemonSnapshot()
         self._rescan_request: str | None = None
         self._observer_restarts: list[float] = []
         self._db_ok = True
@@ -174,6 +177,7 @@ class Daemon:
         self.queue = JobQueue(self.db, owner=self.owner, lease_s=d.lease_s,
                               backoff_base_s=d.backoff_base_s, backoff_cap_s=d.backoff_cap_s,
                               max_interruptions=d.max_interruptions)
+        self.queue_counts = QueueCounts(self.queue.counts)
         self.watcher = Watcher(cfg.paths.watched, polling=d.polling, poll_interval_s=d.poll_interval_s,
                                max_queue=d.max_event_queue)
         self.pool = make_pool(d)   # local worker processes, or a Dask cluster (dask_pool.py)
@@ -429,7 +433,8 @@ class Daemon:
             self._beat()
             self._next["beat"] = time.monotonic() + d.heartbeat_interval_s
         self._check_watcher()
-        self.metrics.on_tick(self)
+        self._publish_snapshot()
+        self.metrics.on_tick(self.snapshot)
 
     def _events(self, budget_end: float):
         while not self.stopping and time.monotonic() < budget_end:
@@ -575,6 +580,7 @@ class Daemon:
                                         catalog_dir=self.cfg.paths.catalog_dir, lease_s=self.queue.lease_s)
             self.pool.submit(job.id, ctx)
             self.inflight[job.id] = (job, time.time())
+            self.stats["claimed"] += 1
             log.info("job_started", job_id=job.id, attempt=job.attempts,
                      path=ctx.items[0]["fits_path"] if ctx.items else None, n_items=len(ctx.items))
 
@@ -628,10 +634,28 @@ class Daemon:
         """Files seen but not yet queued (still being written, or waiting for a PB sibling)."""
         return len(self.intake) + len(self.pb_waits)
 
+    def _publish_snapshot(self) -> None:
+        """Replace :attr:`snapshot` (read by metrics, the status line and the health thread)."""
+        try:
+            idle = int(self.pool.idle())
+        except Exception:  # noqa: BLE001 - a pool being replaced
+            idle = None
+        try:
+            ok, _ = self.healthy()
+        except Exception:  # noqa: BLE001
+            ok = False
+        counters = dict(self.stats)
+        pending, failed = self.queue_counts.get(counters)
+        self.snapshot = DaemonSnapshot(
+            busy=len(self.inflight), workers=self.pool.size, idle=idle,
+            files_waiting=self.files_waiting(), healthy=ok, pending=pending, failed=failed,
+            counters=MappingProxyType(counters))
+
     def _status_text(self) -> str:
-        return self.metrics.status_line(self)
+        return self.metrics.status_line(self.snapshot)
 
     def _beat(self, state: str = "running") -> None:
+        self._publish_snapshot()
         verdict, reasons = self.health.verdict
         text = self._status_text()
         if state == "running" and verdict != "ok":

@@ -4,7 +4,8 @@ Served on ``http://HOST:PORT/metrics`` by :mod:`prometheus_client`'s HTTP server
 thread inside the daemon process; an empty ``metrics_listen`` disables it. No
 multiprocess mode: the workers report their stage timings in their job result
 and the daemon updates the metrics when it settles the job
-(:meth:`Metrics.on_settled`) and on every loop iteration (:meth:`Metrics.on_tick`).
+(:meth:`Metrics.on_settled`) and on every loop iteration (:meth:`Metrics.on_tick`, given
+the loop's :class:`~dsa110_contimg.service.snapshot.DaemonSnapshot`).
 
 Metrics (all prefixed ``contimg_``):
 
@@ -17,7 +18,10 @@ name                                         type       meaning
 ``queue_depth``                              gauge      pending jobs
 ``oldest_pending_age_seconds``               gauge      age of the oldest pending job (its
                                                         file was queued then); 0 when none
-``files_waiting``                            gauge      files seen but not decided yet
+``files_waiting``                            gauge      files seen but not queued or skipped
+                                                        yet (being written or settling, or a
+                                                        restored image waiting for its
+                                                        primary-beam-corrected partner)
 ``stage_duration_seconds{stage}``            histogram  per image: open, noise, catalog,
                                                         measure, qc, store, normalise,
                                                         variability, ese
@@ -59,6 +63,7 @@ import structlog
 
 from dsa110_contimg.core.enums import CONFIDENCE_LEVELS
 from dsa110_contimg.core.errors import ConfigError
+from dsa110_contimg.service.snapshot import DaemonSnapshot
 
 log = structlog.get_logger("dsa110_contimg.service.metrics")
 
@@ -135,7 +140,6 @@ class Metrics:
         self._db_lock = threading.Lock()
         self._done_times: collections.deque[float] = collections.deque()
         self.last_success_at: float | None = None
-        self._pending_cache: tuple[float, tuple, int | None] = (0.0, (), None)
         if not self.enabled:
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -155,7 +159,8 @@ class Metrics:
                           f"Images measured per minute over the last {RATE_WINDOW_S:g} s", registry=reg)
         self.live = Gauge("contimg_workers_live", "Worker processes ready or running a job", registry=reg)
         self.busy = Gauge("contimg_workers_busy", "Worker processes running a job", registry=reg)
-        self.waiting = Gauge("contimg_files_waiting", "Files seen but not decided yet", registry=reg)
+        self.waiting = Gauge("contimg_files_waiting", "Files seen but not queued or skipped yet",
+                             registry=reg)
         self.last_success = Gauge("contimg_last_success_timestamp_seconds",
                                   "Unix time of the last image measured", registry=reg)
         self.healthy = Gauge("contimg_daemon_healthy", "1 while the health checks pass", registry=reg)
@@ -222,52 +227,32 @@ class Metrics:
         if failed_attempt:
             self.failures.labels(reason_class=failure_class(worker_status, error)).inc()
 
-    def on_tick(self, daemon, now: float | None = None) -> None:
-        """Loop iteration: workers, waiting files, health, images/min."""
+    def on_tick(self, snap: DaemonSnapshot, now: float | None = None) -> None:
+        """Loop iteration: workers, waiting files, health, images/min, from the daemon's snapshot."""
         now = time.time() if now is None else now
         while self._done_times and self._done_times[0] < now - RATE_WINDOW_S:
             self._done_times.popleft()
         if not self.enabled:
             return
-        busy = len(getattr(daemon, "inflight", ()))
-        try:
-            idle = int(daemon.pool.idle())
-        except Exception:  # noqa: BLE001 - a pool being replaced: keep the last value
-            idle = None
-        self.busy.set(busy)
-        if idle is not None:
-            self.live.set(busy + idle)
-        self.waiting.set(len(getattr(daemon, "pending", ())))
-        try:
-            ok, _ = daemon.healthy()
-        except Exception:  # noqa: BLE001
-            ok = False
-        self.healthy.set(1 if ok else 0)
+        self.busy.set(snap.busy)
+        if snap.idle is not None:   # None while the pool is replaced: keep the last value
+            self.live.set(snap.busy + snap.idle)
+        self.waiting.set(snap.files_waiting)
+        self.healthy.set(1 if snap.healthy else 0)
         self.rate.set(len(self._done_times) * 60.0 / RATE_WINDOW_S)
 
-    def status_line(self, daemon, now: float | None = None) -> str:
-        """The systemd ``STATUS=`` text, e.g. ``42 images/h, 0 pending, last 12 s ago; 1/2
-        workers busy, 0 failed, 0 files waiting``."""
+    def status_line(self, snap: DaemonSnapshot, now: float | None = None) -> str:
+        """The systemd ``STATUS=`` text from the daemon's snapshot, e.g. ``42 images/h, 0 pending,
+        last 12 s ago; 1/2 workers busy, 0 failed, 0 files waiting`` (pending and failed: jobs
+        in the queue, as ``status`` counts them)."""
         now = time.time() if now is None else now
-        mono = time.monotonic()
-        stats = getattr(daemon, "stats", {})
-        # the queue is read at most every 5 s, and at once when this daemon queued or
-        # settled a job since (the line never says "25 pending" after the last image)
-        seen = tuple(stats.get(k, 0) for k in ("queued", "done", "failed", "dead", "retried"))
-        at, seen_before, pending = self._pending_cache
-        if pending is None or mono - at > 5.0 or seen != seen_before:
-            try:
-                pending = int(daemon.queue.counts().get("pending", 0))
-            except Exception:  # noqa: BLE001 - the database may be locked: keep the last value
-                pass
-            self._pending_cache = (mono, seen, pending)
         last = ("no image yet" if self.last_success_at is None
                 else f"last {max(0.0, now - self.last_success_at):.0f} s ago")
-        return (f"{self.images_per_hour(now):.0f} images/h, "
-                f"{'?' if pending is None else pending} pending, {last}; "
-                f"{len(getattr(daemon, 'inflight', ()))}/{getattr(daemon.pool, 'size', '?')} workers busy, "
-                f"{stats.get('failed', 0) + stats.get('dead', 0)} failed, "
-                f"{daemon.files_waiting() if hasattr(daemon, 'files_waiting') else 0} files waiting")
+        pending = "?" if snap.pending is None else snap.pending
+        failed = "?" if snap.failed is None else snap.failed
+        return (f"{self.images_per_hour(now):.0f} images/h, {pending} pending, {last}; "
+                f"{snap.busy}/{snap.workers} workers busy, {failed} failed, "
+                f"{snap.files_waiting} files waiting")
 
     def images_per_hour(self, now: float | None = None) -> float:
         """Images measured per hour, extrapolated from the last ``RATE_WINDOW_S``."""

@@ -24,8 +24,9 @@ from here) is ``daemon.health``; its reasons are among ``health.reasons``.
 A database that exists but cannot be read is exit 4 (the CLI's ``NoDatabase``).
 
 Every count says its window (:data:`WINDOWS`, also under ``windows`` in the status):
-``jobs`` and ``images`` are all time, ``last_hour`` the last 3600 s, and the daemon's
-own ``status_text`` covers the time since it started.
+``jobs`` and ``images`` are all time, ``last_hour`` the last 3600 s; the daemon's
+own ``status_text`` gives images/h over its last 5 minutes, and pending and failed
+jobs of the queue as ``jobs`` counts them.
 """
 
 from __future__ import annotations
