@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from dsa110_contimg.core.errors import CorruptImage, InvalidImage, TruncatedImage
 from dsa110_contimg.service import intake
 from dsa110_contimg.service.intake import (
-    BoundedRunner, Intake, Key, Probe, check_fits_complete, db_path, fs_path, probe_file, scan_tree)
+    BoundedRunner, FileKey, Intake, Probe, check_fits_complete, db_path, fs_path, probe_file, scan_tree)
 from harness import fits_bytes
 
 GOOD = fits_bytes(3)          # 2880 header + 2880 data (16x16 float32)
@@ -51,7 +51,7 @@ def test_complete_file_is_queued_once_with_its_header(tmp_path):
     out = ik.observe(str(p), "closed")
     assert actions(out) == ["queue"]
     st_ = os.stat(p)
-    assert out[0].key == Key(st_.st_size, st_.st_mtime_ns, st_.st_ino)
+    assert out[0].key == FileKey(str(p), st_.st_size, st_.st_mtime_ns)
     assert out[0].cards["BMAJ"] and "NAXIS1" in out[0].cards
     assert len(ik) == 0
 
@@ -149,7 +149,7 @@ def test_truncated_file_waits_then_is_queued_with_the_reason(tmp_path):
     assert "header implies" in ik.waiting(str(p)).reason
 
 
-def test_replacement_with_a_new_version_gets_a_new_key(tmp_path):
+def test_replacement_under_the_same_size_and_mtime_is_seen_by_its_inode(tmp_path):
     ik, _ = make(tmp_path)
     p = tmp_path / "v.fits"
     p.write_bytes(GOOD)
@@ -160,9 +160,8 @@ def test_replacement_with_a_new_version_gets_a_new_key(tmp_path):
     os.utime(tmp, ns=(st0.st_atime_ns, st0.st_mtime_ns))  # even the same mtime
     os.replace(tmp, p)
     second = ik.observe(str(p), "moved")[0]
-    assert second.action == "queue" and second.key != first.key
-    assert (second.key.size, second.key.mtime_ns) == (first.key.size, first.key.mtime_ns)
-    assert second.key.ino != first.key.ino
+    assert second.action == "queue" and second.key == first.key   # the files table's identity
+    assert probe_file(str(p)).ino != st0.st_ino                     # the intake sees the new inode
 
 
 def test_rename_into_place_is_queued_at_once(tmp_path):
@@ -270,7 +269,7 @@ def test_permission_denied_file_is_queued_once_stable_with_the_reason(tmp_path):
     out = ik.poll()
     assert actions(out) == ["queue"] and "permission denied" in out[0].reason
     st_ = os.stat(p)
-    assert out[0].key == Key(st_.st_size, st_.st_mtime_ns, st_.st_ino) and out[0].cards is None
+    assert out[0].key == FileKey(str(p), st_.st_size, st_.st_mtime_ns) and out[0].cards is None
     # the same file made readable before it is stable: a normal, checked decision
     q = tmp_path / "fixed.fits"
     q.write_bytes(GOOD)
@@ -470,3 +469,22 @@ def test_probe_of_a_file_replaced_by_a_symlink_after_resolution(tmp_path):
     pr = probe_file(str(p), roots=[tmp_path], open_fn=open_fn)
     assert pr.status == "changed"
     assert Probe("gone").key is None
+
+
+def test_a_file_replaced_under_the_same_size_and_mtime_settles_again(tmp_path):
+    ik, clock = make(tmp_path)
+    p = tmp_path / "s.fits"
+    p.write_bytes(GOOD[:3000])                                # truncated: waits to be stable
+    assert actions(ik.observe(str(p), "modified")) == []
+    clock.advance(4.0)
+    st0 = os.stat(p)
+    tmp = tmp_path / ".s.fits.part"
+    tmp.write_bytes(fits_bytes(4)[:3000])                     # same size, another inode
+    os.utime(tmp, ns=(st0.st_atime_ns, st0.st_mtime_ns))     # even the same mtime
+    os.replace(tmp, p)
+    assert actions(ik.poll()) == []                           # a new candidate: settling again
+    clock.advance(2.0)                                        # 6 s after the first version
+    assert actions(ik.poll()) == ["waiting"]                  # not stable yet
+    clock.advance(4.0)
+    out = ik.poll()
+    assert actions(out) == ["queue"] and out[0].key == FileKey(str(p), st0.st_size, st0.st_mtime_ns)

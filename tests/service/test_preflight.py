@@ -58,3 +58,22 @@ def test_network_filesystem_of_a_path_from_the_mount_table():
     assert network_filesystem("/data/local/state", mounts) is None         # the longest match
     assert network_filesystem("/lustre/a/b/c", mounts) == "lustre"
     assert network_filesystem("/home/x", mounts) is None
+
+
+def test_run_refuses_sqlite_state_on_a_network_filesystem(tmp_path, capsys, monkeypatch):
+    from dsa110_contimg.service import preflight
+
+    root = tmp_path / "svc"
+    for sub in ("images", "mosaics", "state"):
+        (root / sub).mkdir(parents=True)
+    cfg = root / "photometry.toml"
+    cfg.write_text(render_config(root))
+    state = root / "state"
+    mounts = f"/dev/sda1 / ext4 rw 0 0\nserver:/export {state} nfs4 rw 0 0\n"
+    real = preflight.network_filesystem
+    monkeypatch.setattr(preflight, "network_filesystem", lambda path, m=None: real(path, mounts))
+    assert main(["run", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "paths.products_db" in err[0] and "network filesystem (nfs4" in err[0], err
+    assert not (state / "products.sqlite3").exists()          # refused before anything was opened

@@ -19,8 +19,34 @@ from __future__ import annotations
 
 import base64
 import os
+from dataclasses import dataclass
 
 FSB64 = "fsb64:"
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """Identity of one version of a file: its name in the database form (:func:`db_path`),
+    size (bytes) and mtime (ns). Never the inode (Lustre may change it). The ``files``
+    table, the daemon's set of decided versions and the intake all use this one key."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> "FileKey":
+        st = os.stat(path)
+        return cls(str(path), int(st.st_size), int(st.st_mtime_ns))
+
+    @classmethod
+    def of_stat(cls, path: str | bytes | os.PathLike, st) -> "FileKey":
+        """The key of ``path`` from a ``stat`` result already taken."""
+        return cls(db_path(path), int(st.st_size), int(st.st_mtime_ns))
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.path}:{self.size}:{self.mtime_ns}"
 
 
 def db_path(path: str | bytes | os.PathLike) -> str:

@@ -152,10 +152,12 @@ def header_kind(header) -> str:
 
 
 def file_kind(path, header, mosaic_roots) -> str:
-    """The one mosaic rule: under a mosaic directory, or a mosaic header keyword."""
+    """The one mosaic rule: under a mosaic directory, or a mosaic header keyword. A file
+    whose header could not be read (``header`` None) is an ``image``: its job fails with
+    the reason."""
     if under_any(path, mosaic_roots):
         return "mosaic"
-    return header_kind(header)
+    return "image" if header is None else header_kind(header)
 
 
 def under_any(path: str | Path, roots) -> bool:

@@ -65,7 +65,7 @@ from typing import Callable
 
 from dsa110_contimg.core.enums import FITS_SUFFIXES, is_fits_name  # noqa: F401 - re-exported
 from dsa110_contimg.core.errors import CorruptImage, TruncatedImage
-from dsa110_contimg.core.paths import db_path, fs_path, printable  # noqa: F401 - re-exported
+from dsa110_contimg.core.paths import FileKey, db_path, fs_path, printable  # noqa: F401 - re-exported
 from dsa110_contimg.science.fitsfile import (  # noqa: F401 - re-exported for the intake's users
     FITS_BLOCK, MAX_HEADER_BYTES, TAIL_BYTES, Layout, check_fits_complete, file_type, fits_layout)
 
@@ -77,19 +77,6 @@ SYMLINK_POLICIES = ("within_roots", "refuse", "follow")
 
 # -- probing one path ------------------------------------------------------------------
 @dataclass(frozen=True)
-class Key:
-    """One version of a file: size (bytes), mtime (ns) and inode, from ``fstat`` of the open file."""
-
-    size: int
-    mtime_ns: int
-    ino: int = 0
-
-    @classmethod
-    def of_stat(cls, st) -> "Key":
-        return cls(int(st.st_size), int(st.st_mtime_ns), int(st.st_ino))
-
-
-@dataclass(frozen=True)
 class Probe:
     """Result of examining one path.
 
@@ -99,14 +86,17 @@ class Probe:
     may not open or read: EACCES/EPERM, EIO, ESTALE, ...), ``skip`` (not a regular
     file, symlink refused or outside the roots), ``gone`` (vanished), ``changed``
     (the key changed while it was read, or it cannot be stat-ed just now). ``key``
-    of an ``unreadable`` file comes from ``lstat``/``stat`` (it may not be opened).
+    (:class:`FileKey` of the watched name) of an ``unreadable`` file comes from
+    ``lstat``/``stat`` (it may not be opened). ``ino``: the inode read, so that a file
+    replaced under the same size and mtime starts settling again.
     """
 
     status: str
-    key: Key | None = None
+    key: FileKey | None = None
     reason: str = ""
     cards: dict | None = None
     target: str | None = None
+    ino: int = 0
 
 
 def _inside(path: str, roots) -> bool:
@@ -132,19 +122,20 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
     target = path
     if stat_mod.S_ISLNK(lst.st_mode):
         if symlinks == "refuse":
-            return Probe("skip", Key.of_stat(lst), "symlink (symlinks are refused: daemon.symlinks)")
+            return Probe("skip", FileKey.of_stat(path, lst), "symlink (symlinks are refused: daemon.symlinks)")
         target = os.path.realpath(path)
         if symlinks == "within_roots" and not _inside(target, roots):
-            return Probe("skip", Key.of_stat(lst),
+            return Probe("skip", FileKey.of_stat(path, lst),
                          f"symlink to {printable(target)}, outside the watched directories")
         try:
             lst = lstat(target)
         except FileNotFoundError:
-            return Probe("skip", Key.of_stat(lst), f"dangling symlink to {printable(target)}")
+            return Probe("skip", FileKey.of_stat(path, lst), f"dangling symlink to {printable(target)}")
         except OSError as exc:
-            return Probe("skip", Key.of_stat(lst), f"cannot stat the symlink's target: {exc.strerror or exc}")
+            return Probe("skip", FileKey.of_stat(path, lst),
+                         f"cannot stat the symlink's target: {exc.strerror or exc}")
     if not stat_mod.S_ISREG(lst.st_mode):  # decided without opening (a socket cannot be opened)
-        return Probe("skip", Key.of_stat(lst), f"not a regular file ({file_type(lst.st_mode)})")
+        return Probe("skip", FileKey.of_stat(path, lst), f"not a regular file ({file_type(lst.st_mode)})")
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = open_fn(target, flags)
@@ -157,17 +148,17 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
             # a regular file we may not read: a failure the operator must see, not a skip
             # (queued once stable, its job fails with the reason; a writer that fixes the
             # permissions before that is simply measured)
-            return Probe("unreadable", Key.of_stat(lst),
+            return Probe("unreadable", FileKey.of_stat(path, lst),
                          f"permission denied: cannot open for reading ({exc.strerror or exc})",
-                         target=target)
+                         target=target, ino=int(lst.st_ino))
         # EIO, ESTALE, ETIMEDOUT, EMFILE...: a regular file that may read fine later; never a
         # silent skip. Like a denied one it is queued once stable, and its job retries
         # (environmental errors) or fails with the reason for the operator to see
-        return Probe("unreadable", Key.of_stat(lst), f"cannot open: {exc.strerror or exc}",
-                     target=target)
+        return Probe("unreadable", FileKey.of_stat(path, lst), f"cannot open: {exc.strerror or exc}",
+                     target=target, ino=int(lst.st_ino))
     try:
         st = fstat(fd)
-        key = Key.of_stat(st)
+        key, ino = FileKey.of_stat(path, st), int(st.st_ino)
         if not stat_mod.S_ISREG(st.st_mode):
             return Probe("skip", key, f"not a regular file ({file_type(st.st_mode)})", target=target)
 
@@ -190,17 +181,17 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
         except CorruptImage as exc:
             status, reason, cards = "invalid", exc.reason, None
         except OSError as exc:   # EIO in the middle of the file: as for an open error
-            return Probe("unreadable", key, f"cannot read: {exc.strerror or exc}", target=target)
-        after = Key.of_stat(fstat(fd))
+            return Probe("unreadable", key, f"cannot read: {exc.strerror or exc}", target=target, ino=ino)
+        after = FileKey.of_stat(path, fstat(fd))
         if after != key:
-            return Probe("changed", after, "changed while being examined", target=target)
+            return Probe("changed", after, "changed while being examined", target=target, ino=ino)
         try:  # the name must still lead to the file we read (not replaced meanwhile)
             now_st = os.stat(target)
             if (now_st.st_ino, now_st.st_dev) != (st.st_ino, st.st_dev):
                 return Probe("changed", None, "replaced while being examined", target=target)
         except OSError:
             return Probe("gone")
-        return Probe(status, key, reason, cards, target)
+        return Probe(status, key, reason, cards, target, ino)
     finally:
         os.close(fd)
 
@@ -243,10 +234,11 @@ class Entry:
     """A path not decided yet."""
 
     state: str
-    key: Key | None
+    key: FileKey | None
     since: float
     reason: str = ""
     recorded: bool = False
+    ino: int = 0
 
 
 @dataclass(frozen=True)
@@ -261,7 +253,7 @@ class Decision:
 
     action: str
     path: str
-    key: Key | None = None
+    key: FileKey | None = None
     reason: str = ""
     cards: dict | None = field(default=None, compare=False)
 
@@ -336,16 +328,17 @@ class Intake:
             return [Decision("forget", path)] if old is not None and old.recorded else []
         if pr.status == "skip":
             self.entries.pop(path, None)
-            return [Decision("skip", path, pr.key or Key(0, 0), pr.reason)]
-        if event == "recheck" and pr.status == "complete" and not (old and old.key == pr.key and
+            return [Decision("skip", path, pr.key or FileKey(db_path(path), 0, 0), pr.reason)]
+        same = old is not None and (old.key, old.ino) == (pr.key, pr.ino)
+        if event == "recheck" and pr.status == "complete" and not (same and
                                                                    self.clock() - old.since >= self.settle_s):
             pr = Probe("incomplete", pr.key, "complete, but still open for writing (no close event yet)",
-                       pr.cards, pr.target)
+                       pr.cards, pr.target, pr.ino)
         if pr.status == "changed" or pr.key is None:
-            self._candidate(path, old, pr.key, now, pr.reason or "changing")
+            self._candidate(path, old, pr, now, pr.reason or "changing")
             return self._maybe_record(path)
-        if old is None or old.key != pr.key:
-            entry = self._candidate(path, old, pr.key, now, pr.reason or "waiting to be quiescent")
+        if not same:
+            entry = self._candidate(path, old, pr, now, pr.reason or "waiting to be quiescent")
             stable = False
         else:
             entry = old
@@ -362,11 +355,11 @@ class Intake:
         entry.reason = pr.reason
         return self._maybe_record(path)
 
-    def _candidate(self, path, old, key, now, reason) -> Entry:
-        if old is not None and old.key == key and key is not None:
+    def _candidate(self, path, old, pr: Probe, now, reason) -> Entry:
+        if old is not None and (old.key, old.ino) == (pr.key, pr.ino) and pr.key is not None:
             old.reason = reason
             return old
-        entry = Entry("candidate", key, now, reason, recorded=False)
+        entry = Entry("candidate", pr.key, now, reason, recorded=False, ino=pr.ino)
         self.entries[path] = entry
         return entry
 
@@ -410,5 +403,5 @@ def scan_tree(root: str | os.PathLike, *, stop: Callable[[], bool] = lambda: Fal
                     continue
 
 
-__all__ = ["BoundedRunner", "Decision", "Intake", "Key", "Layout", "Probe", "check_fits_complete",
+__all__ = ["BoundedRunner", "Decision", "FileKey", "Intake", "Layout", "Probe", "check_fits_complete",
            "db_path", "fits_layout", "fs_path", "is_fits_name", "printable", "probe_file", "scan_tree"]

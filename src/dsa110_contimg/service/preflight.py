@@ -118,3 +118,34 @@ def network_filesystem(path: str | os.PathLike, mounts: str | None = None) -> st
         if (where == point or point in where.parents) and len(point.parts) > best:
             best, fstype = len(point.parts), parts[2]
     return fstype if fstype in NETWORK_FILESYSTEMS else None
+
+
+def check_startup(cfg, *, mounts: str | None = None) -> list[str]:
+    """Everything the daemon can judge before it opens anything: the folders
+    (:func:`check_folders`), the SQLite databases on a local disk (a network filesystem
+    is refused: SQLite's WAL and locks are not safe there), the executor importable, and
+    SQLite new enough. Returns the folder warnings; raises a ConfigError (or StoreError
+    for SQLite) naming the first blocking problem. ``mounts``: the text of
+    ``/proc/self/mounts`` (read when None)."""
+    import sqlite3
+
+    from dsa110_contimg.core.errors import StoreError
+    from dsa110_contimg.service.runtime import load_executor
+
+    warnings = check_folders(cfg)
+    for key, db in (("paths.products_db", cfg.paths.products_db), ("paths.registry_db", cfg.paths.registry_db)):
+        if db is not None and not _URL.match(str(db)):
+            fstype = network_filesystem(Path(db).parent, mounts)
+            if fstype:
+                raise ConfigError(key, str(db), f"a file on a local disk, not on a network filesystem "
+                                  f"({fstype}: SQLite's WAL needs a local disk; or a PostgreSQL URL)",
+                                  cfg.source)
+    try:  # fail at start-up, naming the key, rather than in every worker
+        load_executor(cfg.daemon.task)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError("daemon.executor", cfg.daemon.executor,
+                          f"an importable executor ({exc})", cfg.source) from None
+    if sqlite3.sqlite_version_info < (3, 35):
+        raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the queue needs >= 3.35 "
+                         "(UPDATE ... RETURNING)")
+    return warnings

@@ -168,14 +168,13 @@ def _header_epoch_kind(path: Path, mosaic_dirs) -> tuple[float | None, str]:
     from astropy.io import fits
 
     from dsa110_contimg.science.image import RadioImage
-    from dsa110_contimg.service.classify import header_kind, under_any
+    from dsa110_contimg.service.classify import file_kind
 
     try:
         header = fits.getheader(path)
     except Exception:  # noqa: BLE001 - the worker reports the real error with the reason
         return None, "image"
-    kind = "mosaic" if under_any(path, mosaic_dirs) else header_kind(header)
-    return RadioImage._read_mjd(header), kind
+    return RadioImage._read_mjd(header), file_kind(path, header, mosaic_dirs)
 
 
 def make_plan(files: list[Path], products_db, *, since_mjd: float | None = None,

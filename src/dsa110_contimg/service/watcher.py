@@ -17,6 +17,9 @@ observer that died).
   "Inotify queue overflowed" warning into a rescan request.
 * A new directory gets a ``("dir", path)`` item: files created in it before its
   watch was added are found by scanning it.
+* A dead observer is restarted (:meth:`Watcher.revive`) at most
+  :data:`MAX_OBSERVER_RESTARTS` times in :data:`RESTART_WINDOW_S`; after that the daemon
+  reports itself unhealthy.
 """
 
 from __future__ import annotations
@@ -27,13 +30,22 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
+import structlog
 from watchdog.events import (
     DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent,
     FileSystemEventHandler,
 )
 
 from dsa110_contimg.core.enums import is_fits_name  # noqa: F401 - the one FITS-name rule, re-exported
+
+log = structlog.get_logger("dsa110_contimg.service.daemon")
+
+#: Observer restarts allowed per :data:`RESTART_WINDOW_S` before the daemon gives up (it then
+#: stops pinging the watchdog and systemd restarts the service).
+MAX_OBSERVER_RESTARTS = 3
+RESTART_WINDOW_S = 600.0
 
 
 class RescanFlag:
@@ -142,6 +154,7 @@ class Watcher:
         self.observer = None
         self._log_handler = _OverflowLogHandler(self.rescan)
         self.restarts = 0
+        self._restart_times: list[float] = []
 
     def _make_observer(self):
         if self.polling:
@@ -175,6 +188,46 @@ class Watcher:
         self.stop()
         self.restarts += 1
         self.start()
+
+    def start_when_mounted(self, timeout_s: float, sleep: Callable[[float], None],
+                           stopping: Callable[[], bool]) -> None:
+        """:meth:`start`, retrying with back-off while a root is missing (not mounted yet);
+        FileNotFoundError after ``timeout_s`` or when ``stopping()``."""
+        delay, deadline = 1.0, time.monotonic() + timeout_s
+        while True:
+            try:
+                self.start()
+                return
+            except FileNotFoundError as exc:
+                self.stop()
+                if time.monotonic() + delay > deadline or stopping():
+                    raise
+                log.warning("watch_root_missing", error=str(exc), retry_in_s=delay)
+                sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _recent_restarts(self) -> list[float]:
+        now = time.monotonic()
+        self._restart_times = [t for t in self._restart_times if now - t < RESTART_WINDOW_S]
+        return self._restart_times
+
+    def revive(self) -> bool:
+        """Restart a dead observer, at most :data:`MAX_OBSERVER_RESTARTS` times per
+        :data:`RESTART_WINDOW_S`; True when it was restarted (the caller rescans)."""
+        if self.alive() or len(self._recent_restarts()) >= MAX_OBSERVER_RESTARTS:
+            return False   # alive, or given up: unhealthy, systemd restarts the service
+        self._restart_times.append(time.monotonic())
+        log.error("observer_dead", restarts=len(self._restart_times))
+        try:
+            self.restart()
+        except Exception as exc:  # noqa: BLE001
+            log.error("observer_restart_failed", error=str(exc))
+            return False
+        return True
+
+    def gave_up(self) -> bool:
+        """The observer is dead and was restarted too often to try again."""
+        return not self.alive() and len(self._recent_restarts()) >= MAX_OBSERVER_RESTARTS
 
     def alive(self) -> bool:
         """Observer thread and every emitter thread alive."""

@@ -18,34 +18,15 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from dsa110_contimg.core.paths import printable
+from dsa110_contimg.core.paths import FileKey, printable  # noqa: F401 - FileKey re-exported
 from dsa110_contimg.store.engine import Database, dialect_insert, read_connection
 from dsa110_contimg.store.retry import with_retry
 from dsa110_contimg.store.schema import files, heartbeats
 
 DECISIONS = ("queued", "skipped", "incomplete")
-
-
-@dataclass(frozen=True)
-class FileKey:
-    """Identity of one version of a file (never the inode: Lustre may change it)."""
-
-    path: str
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: str | os.PathLike) -> "FileKey":
-        st = os.stat(path)
-        return cls(str(path), int(st.st_size), int(st.st_mtime_ns))
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"{self.path}:{self.size}:{self.mtime_ns}"
 
 
 def record_file(db: Database, key: FileKey, decision: str, *, kind: str | None = None,
@@ -91,13 +72,13 @@ def forget_incomplete(db: Database, path: str) -> int:
     return with_retry(_do)
 
 
-def decided_keys(db: Database) -> set[tuple[str, int, int]]:
-    """``(path, size, mtime_ns)`` of every file version already queued or skipped."""
+def decided_keys(db: Database) -> set[FileKey]:
+    """Every file version already queued or skipped."""
     with db.engine.connect() as conn:
         rows = conn.execute(sa.select(files.c.path, files.c.size, files.c.mtime_ns).where(
             files.c.decision != "incomplete")).all()
         conn.rollback()
-    return {(r.path, int(r.size), int(r.mtime_ns)) for r in rows}
+    return {FileKey(r.path, int(r.size), int(r.mtime_ns)) for r in rows}
 
 
 def incomplete_files(db: Database) -> list[dict]:
