@@ -146,6 +146,14 @@ def test_review_in_the_browser(demo, server, browser):
     assert rows[0].find_elements(By.CSS_SELECTOR, "svg")
     assert float(rows[0].find_element(By.CSS_SELECTOR, "td.significance").text) > 10
     shot(browser, "new_sources")
+    # its own page renders: kind new, the light curve over all 30 epochs (backfilled)
+    name = rows[0].find_element(By.CSS_SELECTOR, "a.source-link").text
+    rows[0].find_element(By.CSS_SELECTOR, "a.source-link").click()
+    wait_for(lambda: browser.find_elements(By.ID, "lightcurve"), "the new source's page")
+    assert name in browser.find_element(By.TAG_NAME, "h1").text
+    plot = browser.find_element(By.CSS_SELECTOR, "#lightcurve svg.lightcurve")
+    assert plot.is_displayed() and plot.size["width"] > 300
+    assert len(plot.find_elements(By.CSS_SELECTOR, "g.norm rect, g.raw rect")) >= 25
 
     # the injected ESE is the top candidate, with a thumbnail light curve
     browser.get(server.url + "/candidates")
@@ -262,6 +270,8 @@ def find_sources(browser, server, demo, source_url) -> None:
             browser.find_element(By.ID, "search-radius").clear()
             browser.find_element(By.ID, "search-radius").send_keys(radius)
         browser.find_element(By.ID, "search").click()
+        # the unfiltered list is links too: wait for the answer's page, not the one before
+        wait_for(lambda: "q=" in browser.current_url, f"the answer to {query}")
         first = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#sources a.source-link"), query)[0]
         assert first.text == demo["ese_name"] and first.get_attribute("href") == source_url, query
     shot(browser, "sources")
