@@ -72,7 +72,8 @@ def _summary_line(r: dict) -> str:
     norm = r["norm_status"]
     if norm == "ok":
         norm = (f"normalised, factor {_fmt(r['norm_factor'])} +- {_fmt(r['norm_factor_err'])} "
-                f"({r['norm_n_refs']} {r.get('norm_method') or 'catalogue'} refs)")
+                f"({r['norm_n_refs']} {r.get('norm_method') or 'catalogue'} refs)"
+                + (f" -- {r['norm_reason']}" if r.get("norm_reason") else ""))
     elif norm == "failed":
         norm = f"NOT normalised: {r['norm_reason']}"
     else:

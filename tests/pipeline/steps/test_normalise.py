@@ -112,16 +112,21 @@ def _refs(db, image_id):
 
 
 def test_provenance_says_which_references_were_used_and_which_clipped(tmp_path):
-    """A reference 30 % brighter on the last image is clipped there, with its ratio; the
-    others are used, with theirs."""
+    """Six references 30 % brighter on the last image are clipped there, each with its
+    ratio; the others are used, with theirs; so many clipped flags the factor as disagreeing
+    (stored reason, shown by ``images list``) with its error widened."""
+    from dsa110_contimg.cli.images import _summary_line
+    from dsa110_contimg.store.images import list_images
+
     field = bright_field(tmp_path)
     n = 12
     gains = 1.0 + np.random.default_rng(3).normal(0.0, 0.03, n)
-    bright = int(np.argmax(field.flux_mjy))
+    six = np.argsort(-field.flux_mjy)[:6]
+    bright = int(six[0])
     scales = np.ones((n, field.flux_mjy.size))
-    scales[n - 1, bright] = 1.3
+    scales[n - 1, six] = 1.3
     cfg = PhotometryConfig(normalize=True, norm_min_snr=30.0)
-    _, results = run_epochs(tmp_path, field, range(n), gains, cfg, scales=scales)
+    manager, results = run_epochs(tmp_path, field, range(n), gains, cfg, scales=scales)
     db = tmp_path / "p.sqlite3"
     last = results[n - 1]
     refs = _refs(db, last.image_id)
@@ -136,6 +141,14 @@ def test_provenance_says_which_references_were_used_and_which_clipped(tmp_path):
     used = [v for v in refs.values() if v[0] == "used"]
     assert len(used) == n_used >= 3
     assert all(abs(r / factor - 1) < 0.05 and why.startswith("used: ratio ") for _, r, why in used)
+    assert sum(v[0] == "clipped" for v in refs.values()) == 6
+    with manager.products.engine.connect() as conn:
+        row = [r for r in list_images(conn) if r["id"] == last.image_id][0]
+        before = [r for r in list_images(conn) if r["id"] == results[n - 2].image_id][0]
+    assert row["norm_status"] == "ok" and row["norm_reason"].startswith(
+        "references disagree: 6 of 20 reference ratios clipped")
+    assert row["norm_factor_err"] > 3 * before["norm_factor_err"]
+    assert "references disagree" in _summary_line(row)
 
 
 def test_an_ese_candidate_stops_being_a_reference_and_its_images_are_normalised_again(tmp_path):
