@@ -4,6 +4,7 @@ real files, with an injected clock (no process, no thread, no observer)."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -27,12 +28,23 @@ class Clock:
         return self.t
 
 
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory):
+    """A migrated, empty products database file, copied by each test (migrating costs ~1 s)."""
+    path = tmp_path_factory.mktemp("template") / "products.sqlite3"
+    open_products_db(path).dispose()
+    return path
+
+
 @pytest.fixture
-def world(tmp_path):
+def world(tmp_path, migrated):
     """Admission over ``tmp_path/images`` (and a ``mosaics`` root), its database and queue."""
     images, mosaics = tmp_path / "images", tmp_path / "mosaics"
     images.mkdir()
     mosaics.mkdir()
+    for suffix in ("", "-wal"):
+        if migrated.with_name(migrated.name + suffix).exists():
+            shutil.copy(migrated.with_name(migrated.name + suffix), tmp_path / f"products.sqlite3{suffix}")
     db = open_products_db(tmp_path / "products.sqlite3")
     queue = JobQueue(db, owner="test:1:a")
     clock = Clock()
