@@ -164,6 +164,16 @@ def seed_products_0013(conn) -> None:
         snr=80.0, reason="clipped: ratio 1.0800", role="clipped", ratio=1.08)
 
 
+def seed_products_0014(conn) -> None:
+    put(conn, "sources", id=4, survey="nvss", catalog_id="NVSS J100024+370000", ra_deg=150.1,
+        dec_deg=37.0, reference_ok=False)
+    put(conn, "ese_candidates", id=11, source_id=4, status="active", flagged_by="auto",
+        criteria='["shape"]', score=7.0, confidence="high", first_flagged_at=T0, updated_at=T0,
+        stage="dip_in_progress", stage_changed_at=T0)
+    put(conn, "ese_stage_history", candidate_id=11, created_at=T0, stage="dip_in_progress",
+        previous_stage=None, significance=9.5, mjd=60003.0, image_id=3)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -176,7 +186,8 @@ SEEDS = {
                  "0004": seed_products_0004, "0005": seed_products_0005, "0006": seed_products_0006,
                  "0007": seed_products_0007, "0008": seed_products_0008, "0009": seed_products_0009,
                  "0010": seed_products_0010, "0011": seed_products_0011,
-                 "0012": seed_products_0012, "0013": seed_products_0013},
+                 "0012": seed_products_0012, "0013": seed_products_0013,
+                 "0014": seed_products_0014},
     "registry": {"0001": seed_registry_0001},
 }
 

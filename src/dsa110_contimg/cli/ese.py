@@ -14,7 +14,8 @@ from dsa110_contimg.store.schema import ESE_STATES
 def register(sub) -> None:
     p = sub.add_parser("ese", help="extreme scattering event candidates")
     esub = p.add_subparsers(dest="ese_command", metavar="ACTION", required=True)
-    ls = esub.add_parser("list", help="list candidates: detected dip and recovery (shape) first, then highest score")
+    ls = esub.add_parser("list", help="list candidates by stage (confirmed, recovering, dip in progress, "
+                                      "threshold-only, retired), then highest score")
     common.add_db_options(ls, registry=False)
     ls.add_argument("--status", choices=ESE_STATES, help="only candidates in this state")
     ls.add_argument("--min-score", type=float, default=None, metavar="X", help="composite score >= X (0-10)")
@@ -25,6 +26,11 @@ def register(sub) -> None:
                     help="write the list with each candidate's review state (.csv .ecsv .vot .fits), "
                          "the file the web site's /candidates.{csv,vot} downloads are")
     ls.set_defaults(func=list_candidates)
+    sh = esub.add_parser("show", help="one candidate: its stage, the stage history and the fit")
+    common.add_db_options(sh, registry=False)
+    sh.add_argument("candidate_id", type=int, metavar="ID", help="candidate id (from `ese list`)")
+    sh.add_argument("--json", action="store_true", help="JSON output")
+    sh.set_defaults(func=show_candidate)
     for action, status in (("investigate", "investigated"), ("dismiss", "dismissed"), ("reactivate", "active")):
         a = esub.add_parser(action, help=f"mark a candidate {status}")
         common.add_db_options(a, registry=False)
@@ -58,16 +64,51 @@ def list_candidates(args) -> int:
     if not rows:
         print("no ESE candidates" + (f" with status {args.status}" if args.status else ""))
         return 0
-    head = f"{'id':>4} {'source':<26} {'status':<12} {'score':>5} {'conf':<6} {'criteria':<20} " \
+    head = f"{'id':>4} {'source':<26} {'status':<12} {'stage':<16} {'score':>5} {'conf':<6} {'criteria':<20} " \
            f"{'sigma':>6} {'depth':>6} {'days':>5} {'t_min':>9} {'max_dev':>7} {'chi2nu':>7} {'eta':>7} " \
            f"{'n':>4}"
     print(head)
     for r in rows:
-        print(f"{r['id']:>4} {r['catalog_id']:<26} {r['status']:<12} {r['score'] or 0:5.1f} "
+        print(f"{r['id']:>4} {r['catalog_id']:<26} {r['status']:<12} {r.get('stage') or '-':<16} "
+              f"{r['score'] or 0:5.1f} "
               f"{r['confidence']:<6} {','.join(r['criteria']):<20} {_fmt(r['sigma'], 6, '.1f')} "
               f"{_fmt(r['depth'], 6, '.0%')} {_fmt(r['duration_days'], 5, '.0f')} "
               f"{_fmt(r['t_min_mjd'], 9, '.1f')} {_fmt(r['max_deviation'])} {_fmt(r['chi2_nu'])} "
               f"{_fmt(r['eta'])} {r['n_epochs'] or 0:>4}")
+    return 0
+
+
+def show_candidate(args) -> int:
+    from dsa110_contimg.core.errors import PhotometryError
+    from dsa110_contimg.store.ese_stages import stage_history
+    from dsa110_contimg.store.review import candidate
+    from dsa110_contimg.store.values import clean, with_iso_times
+
+    db = common.open_products(args)
+    with db.engine.connect() as conn:
+        cand = candidate(conn, args.candidate_id)
+        if cand is None:
+            raise PhotometryError(f"no ESE candidate with id {args.candidate_id}")
+        history = [with_iso_times(clean(h)) for h in stage_history(conn, args.candidate_id)]
+    if args.json:
+        json.dump({"candidate": cand, "stage_history": history}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(f"candidate {cand['id']}: {cand['catalog_id']} ({cand['ra_deg']:.5f}, {cand['dec_deg']:+.5f} deg), "
+          f"status {cand['status']}")
+    print(f"stage: {cand.get('stage') or 'none (flagged by thresholds only)'}"
+          + (f" -- {cand['stage_reason']}" if cand.get("stage_reason") else ""))
+    print(f"score {cand['score'] or 0:.2f} ({cand['confidence']}), criteria "
+          f"{', '.join(cand['criteria']) or 'none'}, {cand['n_epochs'] or 0} epochs")
+    print(f"fit: depth {_fmt(cand['depth'], 0, '.0%').strip()}, duration "
+          f"{_fmt(cand['duration_days'], 0, '.0f').strip()} d, epoch of minimum MJD "
+          f"{_fmt(cand['t_min_mjd'], 0, '.2f').strip()}, template significance "
+          f"{_fmt(cand.get('sigma', cand.get('shape_significance')), 0, '.1f').strip()} sigma")
+    print("stage history:" if history else "stage history: none")
+    for h in history:
+        print(f"  {h['created_at_iso']}  {h['previous_stage'] or '-'} -> {h['stage'] or '-'}"
+              f"  data to MJD {_fmt(h['mjd'], 0, '.2f').strip()}, {_fmt(h['significance'], 0, '.1f').strip()} sigma"
+              + (f"  ({h['reason']})" if h.get("reason") else ""))
     return 0
 
 

@@ -7,8 +7,12 @@ changes :func:`~dsa110_contimg.store.lightcurves.upsert_ese_candidates` reported
 * ``ese_candidate`` -- a source became a candidate (once per source);
 * ``ese_confidence`` -- an existing candidate reached a higher confidence level
   (``low`` < ``medium`` < ``high``) than it had; once per source and level, so a score
-  hovering at a threshold does not alert at every epoch. A dismissed candidate does not
-  alert (an operator judged it).
+  hovering at a threshold does not alert at every epoch;
+* ``ese_stage`` -- a candidate entered the stage ``dip_in_progress`` (follow-up can start
+  while the event happens) or ``confirmed`` (dip and recovery); once per stage and image.
+  Other stage changes (recovering, retired) are kept in the stage history only.
+
+A dismissed candidate does not alert (an operator judged it).
 
 The significance is the candidate's detection significance, the ESE template fit's
 (``sigma``, :func:`~dsa110_contimg.store.lightcurves.detection_sigma`), also in the payload
@@ -23,11 +27,13 @@ import json
 from dsa110_contimg.store.alerts import AlertEvent, record_alerts
 from dsa110_contimg.store.lightcurves import CANDIDATE_NAMES, detection_sigma
 
+#: Stages whose entry is an alert (the others are recorded in the stage history only).
+ALERT_STAGES = ("dip_in_progress", "confirmed")
 #: Candidate-row fields copied into the alert under their shown names (``CANDIDATE_NAMES``;
 #: units: docs/alerts.md).
 CANDIDATE_FIELDS = ("score", "confidence", "preset", "sigma_deviation", "chi2_nu", "eta", "v",
                     "n_epochs", "shape_significance", "depth", "duration_days", "t_min_mjd",
-                    "template")
+                    "template", "stage", "stage_reason")
 
 
 def ese_alert_events(image_id: int | None, rows: list[dict], changes: list[dict]) -> list[AlertEvent]:
@@ -37,7 +43,9 @@ def ese_alert_events(image_id: int | None, rows: list[dict], changes: list[dict]
     events = []
     for change in changes:
         row = by_source.get(int(change["source_id"]))
-        if row is None or (change["change"] == "raised" and change["status"] == "dismissed"):
+        if row is None or (change["change"] in ("raised", "stage") and change["status"] == "dismissed"):
+            continue
+        if change["change"] == "stage" and change["stage"] not in ALERT_STAGES:
             continue
         fields = {CANDIDATE_NAMES.get(k, k): row.get(k) for k in CANDIDATE_FIELDS}
         fields.update(candidate_id=change["candidate_id"], status=change["status"],
@@ -47,6 +55,10 @@ def ese_alert_events(image_id: int | None, rows: list[dict], changes: list[dict]
         fields["significance_kind"] = kind
         if change["change"] == "new":
             event, dedupe = "ese_candidate", "new"
+        elif change["change"] == "stage":
+            event, dedupe = "ese_stage", f"stage-{change['stage']}-image-{image_id}"
+            fields.update(stage=change["stage"], previous_stage=change["previous_stage"],
+                          stage_reason=row.get("stage_reason"))
         else:
             event, dedupe = "ese_confidence", f"confidence-{row['confidence']}"
         events.append(AlertEvent(event, int(change["source_id"]), dedupe, image_id=image_id,

@@ -327,7 +327,10 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> list[dict]:
     Returns what changed, for the alert outbox: ``{"source_id", "candidate_id", "change",
     "previous_confidence", "status"}`` per new candidate (``change="new"``) and per
     existing one whose confidence rose (``"raised"``, ordered as
-    :data:`~dsa110_contimg.core.enums.CONFIDENCE_LEVELS`) while it still meets a criterion.
+    :data:`~dsa110_contimg.core.enums.CONFIDENCE_LEVELS`) while it still meets a criterion;
+    and, for rows that carry a ``stage``, ``{..., "change": "stage", "stage",
+    "previous_stage"}`` when it differs from the stored one (``stage_changed_at`` is then
+    set; the history is appended by :func:`dsa110_contimg.store.ese_stages.record_stage_changes`).
     """
     from dsa110_contimg.core.enums import CONFIDENCE_LEVELS
 
@@ -335,18 +338,23 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> list[dict]:
     if not rows:
         return []
     ids = [int(r["source_id"]) for r in rows]
-    existing = {int(s): (i, conf, status) for s, i, conf, status in bulk.fetch_in(
-        conn, "SELECT source_id, id, confidence, status FROM ese_candidates WHERE source_id IN ({in})",
-        ids)}
+    existing = {int(s): (i, conf, status, stage) for s, i, conf, status, stage in bulk.fetch_in(
+        conn, "SELECT source_id, id, confidence, status, stage FROM ese_candidates "
+              "WHERE source_id IN ({in})", ids)}
     rank = {c: -n for n, c in enumerate(CONFIDENCE_LEVELS)}
     new, old, changes = [], [], []
     for r in rows:
         r = {k: _clean(v) for k, v in r.items()}
         r["updated_at"] = now
         if r["source_id"] in existing:
-            cid, before, status = existing[r["source_id"]]
+            cid, before, status, stage_before = existing[r["source_id"]]
             r["_id"] = cid
             old.append(r)
+            if "stage" in r and r["stage"] != stage_before:
+                r["stage_changed_at"] = now
+                changes.append({"source_id": r["source_id"], "candidate_id": cid, "change": "stage",
+                                "stage": r["stage"], "previous_stage": stage_before,
+                                "status": status, "previous_confidence": before})
             if rank.get(r.get("confidence"), -99) > rank.get(before, -99) and \
                     json.loads(r.get("criteria") or "[]"):
                 changes.append({"source_id": r["source_id"], "candidate_id": cid, "change": "raised",
@@ -354,6 +362,9 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> list[dict]:
         else:
             r.setdefault("status", "active")
             r["first_flagged_at"] = now
+            r.setdefault("stage", None)
+            r.setdefault("stage_reason", None)
+            r["stage_changed_at"] = now if r["stage"] else None
             new.append(r)
     if new:
         conn.execute(ese_candidates.insert(), new)
@@ -364,6 +375,10 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> list[dict]:
                                   [r["source_id"] for r in new]))
         changes += [{"source_id": r["source_id"], "candidate_id": made.get(r["source_id"]),
                      "change": "new", "previous_confidence": None, "status": r["status"]} for r in new]
+        changes += [{"source_id": r["source_id"], "candidate_id": made.get(r["source_id"]),
+                     "change": "stage", "stage": r["stage"], "previous_stage": None,
+                     "status": r["status"], "previous_confidence": None}
+                    for r in new if r.get("stage")]
     groups: dict[tuple, list[tuple]] = {}
     for r in old:
         cid = r.pop("_id")
@@ -476,18 +491,22 @@ def detection_sigma(candidate) -> float | None:
 
 
 def candidate_order() -> tuple:
-    """ORDER BY terms ranking ESE candidates: a detected dip-and-recovery first.
+    """ORDER BY terms ranking ESE candidates: a dip with its stage first.
 
-    Candidates whose light curve passed the matched-filter shape search
-    (``"shape"`` among the criteria) come before candidates flagged only by the
-    threshold preset or eta-V, then highest score, then oldest. The composite
-    score of sigma-dev / chi2_nu / eta rewards a short flare or a single bad
-    epoch (sigma-dev = sqrt(n - 1) for one outlier among n epochs: score 10 from
-    about 100 epochs), so by score alone such a point ties with, or outranks, a
+    By stage (:data:`~dsa110_contimg.store.schema.ESE_STAGES`): confirmed (dip and
+    recovery), recovering, dip in progress; then candidates whose light curve passed the
+    matched-filter shape search without a stored stage; then those flagged only by the
+    threshold preset or eta-V; retired ones last. Within a rank, highest score, then
+    oldest. The composite score of sigma-dev / chi2_nu / eta rewards a short flare or a
+    single bad epoch (sigma-dev = sqrt(n - 1) for one outlier among n epochs: score 10
+    from about 100 epochs), so by score alone such a point ties with, or outranks, a
     real ESE whose recovery has been observed.
     """
-    shape_first = sa.case((ese_candidates.c.criteria.like('%"shape"%'), 0), else_=1)
-    return (shape_first, ese_candidates.c.score.desc(), ese_candidates.c.id)
+    c = ese_candidates.c
+    rank = sa.case((c.stage == "confirmed", 0), (c.stage == "recovering", 1),
+                   (c.stage == "dip_in_progress", 2), (c.stage == "retired", 5),
+                   (c.criteria.like('%"shape"%'), 3), else_=4)
+    return (rank, c.score.desc(), c.id)
 
 
 def list_candidates(conn: Connection, *, status: str | None = None, min_score: float | None = None,

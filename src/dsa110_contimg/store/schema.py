@@ -57,6 +57,9 @@ SOURCE_KINDS = ("catalogue", "monitor", "new", "blind")
 #: What became of a blind detection (docs/science.md §16, §18).
 DETECTION_STATES = ("associated", "duplicate", "new_source", "blind_source", "rejected")
 #: What a review-log entry records: the pipeline flagging a candidate, or a review action.
+#: The stages of an ESE candidate while the event happens (science/ese_stage.py), most
+#: actionable first; a candidate flagged by thresholds only has no stage (NULL).
+ESE_STAGES = ("confirmed", "recovering", "dip_in_progress", "retired")
 REVIEW_LOG_ACTIONS = ("flagged", "investigating", "dismissed", "reactivated")
 #: Delivery states of an alert at one destination (``sent`` includes an alert sent inside a
 #: rate-limit summary, whose key is then in ``summary_key``).
@@ -418,8 +421,29 @@ ese_candidates = Table(
     Column("investigated_at", Float),
     Column("dismissed_at", Float),
     Column("notes", Text),
+    Column("stage", String(16), doc="dip_in_progress, recovering, confirmed, retired; NULL when "
+                                    "flagged by thresholds only"),
+    Column("stage_reason", Text, doc="why the stage (the reason a candidate was retired)"),
+    Column("stage_changed_at", Float, doc="when the stage last changed (Unix time)"),
     CheckConstraint(_in("status", ESE_STATES), name="status"),
+    CheckConstraint(_in("stage", ESE_STAGES), name="stage"),
     Index(None, "status", "score"),
+)
+
+#: Append-only: one row per stage change of an ESE candidate.
+ese_stage_history = Table(
+    "ese_stage_history", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("candidate_id", Integer, ForeignKey("ese_candidates.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("stage", String(16), doc="the stage entered (NULL: no stage any more)"),
+    Column("previous_stage", String(16)),
+    Column("reason", Text),
+    Column("significance", Float, doc="sigma of the fit behind the stage"),
+    Column("mjd", Float, doc="latest epoch of the light curve evaluated (MJD)"),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="SET NULL")),
+    CheckConstraint(_in("stage", ESE_STAGES), name="stage"),
+    Index(None, "candidate_id", "created_at"),
 )
 
 review_log = Table(

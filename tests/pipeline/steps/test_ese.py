@@ -147,13 +147,13 @@ def test_cli_lightcurve_plot_and_export(ese_run, capsys):
     assert "no source" in capsys.readouterr().err
 
 
-def test_single_epoch_flare_does_not_outrank_a_recovered_ese(tmp_path, capsys):
+def test_single_epoch_flare_is_no_candidate_and_the_ese_is_staged_while_it_happens(tmp_path, capsys):
     """A daily season of 104 epochs: one source flares (x2) on a single early epoch,
     another has a 40-d, 45 % ESE that recovers inside the season. The flare passes
-    the threshold preset (sigma-dev = sqrt(n - 1) > 10: composite score 10) and is
-    flagged on its 14th epoch; the ESE is flagged by the dip-and-recovery shape
-    search only once its recovery has been watched (score 10 too). The ESE must
-    rank first in ``ese list`` and on the web page's ordering, not the older flare."""
+    the threshold preset (sigma-dev = sqrt(n - 1) > 10: composite score 10) but is a
+    variable, not an ESE: it is never listed. The ESE is flagged while its dip is in
+    progress (before its minimum), then confirmed once its recovery has been watched;
+    each stage change is in the history and the two entries alerted; it ranks first."""
     from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.store.review import candidates_page
 
@@ -173,12 +173,24 @@ def test_single_epoch_flare_does_not_outrank_a_recovered_ese(tmp_path, capsys):
     assert cli_main(["ese", "list", "--products-db", str(tmp_path / "p.sqlite3"), "--json"]) == 0
     cands = json.loads(capsys.readouterr().out)["candidates"]
     by = {c["catalog_id"]: c for c in cands}
-    ese, flare = by[field.names[ese_src]], by[field.names[flare_src]]
-    # the premise: the flare is the older candidate, flagged by the preset only, and its
-    # composite score is as high as the ESE's -- by score (then age) it would come first
-    assert flare["id"] < ese["id"] and flare["score"] >= ese["score"]
-    assert "shape" not in flare["criteria"] and "shape" in ese["criteria"]
+    assert field.names[flare_src] not in by, by.get(field.names[flare_src])
+    ese = by[field.names[ese_src]]
+    assert ese["stage"] == "confirmed" and "shape" in ese["criteria"]
     assert cands[0]["catalog_id"] == field.names[ese_src], [(c["catalog_id"], c["score"]) for c in cands]
+    with sqlite3.connect(tmp_path / "p.sqlite3") as conn:
+        history = conn.execute("select previous_stage, stage, mjd, significance from ese_stage_history "
+                               "where candidate_id = ? order by id", (ese["id"],)).fetchall()
+        alerts = conn.execute("select event, dedupe_key, significance from alerts "
+                              "where source_id = ? order by id", (ese["source_id"],)).fetchall()
+    assert history[0][:2] == (None, "dip_in_progress") and history[0][2] <= 60040.0, history
+    assert history[-1][1] == "confirmed", history
+    stage_alerts = [a for a in alerts if a[0] == "ese_stage"]
+    assert [a[1].split(":")[2].split("-image-")[0] for a in stage_alerts] == \
+        ["stage-dip_in_progress", "stage-confirmed"], alerts
+    assert all(a[2] >= 6.0 for a in stage_alerts)
+    assert cli_main(["ese", "show", str(ese["id"]), "--products-db", str(tmp_path / "p.sqlite3")]) == 0
+    out = capsys.readouterr().out
+    assert "stage: confirmed" in out and "- -> dip_in_progress" in out and "-> confirmed" in out
     store = open_products_db(tmp_path / "p.sqlite3")
     with store.engine.connect() as conn:
         rows, _ = candidates_page(conn)

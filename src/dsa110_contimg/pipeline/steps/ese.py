@@ -6,9 +6,11 @@ variability step wrote and the light curves over the field's images, with the
 signature of those inputs (:func:`ese_inputs_signature`). Write, in a short transaction
 of its own: :func:`store_ese`, which evaluates again only if another image of the field
 rewrote the inputs in between. Criteria: preset thresholds, the eta-V criterion, the
-light-curve shape detector and the composite score; candidates keep their lifecycle
-status (``active`` / ``investigated`` / ``dismissed``). In the same transaction, new
-candidates and raised confidences are recorded as alerts
+light-curve shape detector with its stages while the event happens (dip in progress,
+recovering, confirmed, retired; :mod:`~dsa110_contimg.science.ese_stage`) and the
+composite score; candidates keep their lifecycle status (``active`` / ``investigated`` /
+``dismissed``); stage changes are appended to the stage history. In the same transaction,
+new candidates, raised confidences and stage changes are recorded as alerts
 (:mod:`~dsa110_contimg.pipeline.ese_alerts`). The result is the number of sources flagged.
 """
 
@@ -22,6 +24,7 @@ from dsa110_contimg.core.enums import confidence_level
 from dsa110_contimg.pipeline.ese_alerts import record_ese_alerts
 from dsa110_contimg.pipeline.steps.base import OWN_TRANSACTION, ImageContext, Step
 from dsa110_contimg.store import lightcurves as lc_store
+from dsa110_contimg.store.ese_stages import candidate_stages, record_stage_changes
 
 #: Minimum epochs before the ESE shape detector is run on a light curve.
 MIN_EPOCHS_SHAPE = 8
@@ -73,13 +76,60 @@ def store_ese(conn, ctx: ImageContext, cfg, evaluated: tuple, signature: tuple) 
     """Write ESE rows evaluated on a read connection (``evaluated`` = :func:`ese_rows`,
     ``signature`` = :func:`ese_inputs_signature` read with them) inside the write
     transaction ``conn``; when the inputs changed meanwhile (another image of the field
-    committed), evaluate again on ``conn`` first. Returns how many are flagged."""
+    committed), evaluate again on ``conn`` first. Stage changes are appended to the
+    stage history. Returns how many are flagged."""
     rows, flagged = evaluated
     if ese_inputs_signature(conn, ctx) != signature:
         ctx.reread_field(conn)
         rows, flagged = ese_rows(conn, ctx, cfg)
-    record_ese_alerts(conn, ctx.image_id, rows, lc_store.upsert_ese_candidates(conn, rows))
+    stage_sigma = {int(r["source_id"]): r.pop("_stage_sigma", None) for r in rows}
+    changes = lc_store.upsert_ese_candidates(conn, rows)
+    record_stage_changes(conn, changes, rows, image_id=ctx.image_id, mjd=ctx.mjd,
+                         significance=stage_sigma)
+    record_ese_alerts(conn, ctx.image_id, rows, changes)
     return flagged
+
+
+#: Stage of a known candidate whose live dip is no longer significant.
+LOST_REASON = "the dip is no longer significant: the light curve is back at its baseline"
+
+
+def _stages(found: dict, mjd, flux, err, previous: list) -> dict:
+    """Stages of the searched light curves (``found``: their confirmed-search result;
+    ``previous``: each one's stored stage, None for sources that are not candidates).
+
+    Only known candidates may be retired: a candidate whose live stage (dip in progress,
+    recovering) lapses is retired with :data:`LOST_REASON`; a source that is not a
+    candidate gets no ``retired`` stage."""
+    from dsa110_contimg.science.ese_stage import ese_stages
+
+    st = ese_stages(mjd, flux, err, confirmed=found)
+    stage, reason = st["stage"].copy(), st["reason"].copy()
+    prev = np.array([p or "" for p in previous], dtype=object)
+    known = np.array([p is not None for p in previous], bool)
+    stage[(stage == "retired") & ~known] = ""
+    lapsed = (stage == "") & np.isin(prev, ("dip_in_progress", "recovering"))
+    stage[lapsed] = "retired"
+    reason[lapsed] = LOST_REASON
+    retired_before = (stage == "") & (prev == "retired")
+    stage[retired_before] = "retired"                       # stays retired with its reason
+    reason[retired_before] = None
+    return {"stage": stage, "reason": reason, "significance": st["significance"],
+            "depth": st["depth"], "onset_mjd": st["onset_mjd"]}
+
+
+def _low_epochs(flux, err, min_sigma: float = 3.0) -> np.ndarray:
+    """Epochs at least ``min_sigma`` below the median, per light curve, in units of the
+    larger of the epoch's error and the light curve's robust scatter (1.4826 MAD): a
+    threshold candidate needs two (a one-epoch flare or outlier is a variable, not an
+    ESE)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+        f = np.where(ok, flux, np.nan)
+        med = np.nanmedian(f, axis=1)
+        mad = 1.4826 * np.nanmedian(np.abs(f - med[:, None]), axis=1)
+        scale = np.fmax(np.where(ok, err, np.nan), mad[:, None])
+        return (ok & (f < med[:, None] - min_sigma * scale)).sum(axis=1)
 
 
 def ese_rows(conn, ctx: ImageContext, cfg,
@@ -90,17 +140,21 @@ def ese_rows(conn, ctx: ImageContext, cfg,
     statistics this image's transaction wrote (``ctx.written_stats``) stand in for a
     read when nothing rewrote them since.
 
-    Criteria (any of them makes a candidate; all are recorded):
+    Criteria (any of the first two makes a candidate; all are recorded):
 
-    * ``preset``: sigma-deviation, chi2_nu AND eta above the preset's thresholds;
-    * ``shape``: the matched-filter ESE template search is significant;
+    * ``preset``: sigma-deviation, chi2_nu AND eta above the preset's thresholds, with
+      at least two epochs 3 sigma below the median (a one-epoch flare is not an ESE);
+    * ``shape``: the light curve has an ESE stage (:mod:`~dsa110_contimg.science.ese_stage`):
+      a dip in progress, recovering or confirmed (the matched-filter search with the
+      recovery rule);
     * ``eta_v``: log eta AND log V above the fitted Gaussian thresholds of the
       image's population (Rowlinson et al. 2019) -- recorded as support only,
       never enough on its own.
 
     The score is the composite 0-10 score of sigma-dev / chi2_nu / eta, raised
-    to the shape significance (capped at 10) when the template search detects
-    an event. Existing candidates are refreshed; their lifecycle status is kept.
+    to the stage's significance (capped at 10) when the light curve has a stage.
+    Existing candidates are refreshed; their lifecycle status is kept, and their
+    stage may become ``retired`` (see :func:`_stages`).
     """
     from dsa110_contimg.science.ese import (
         PRESETS, classify, composite_score, detect_ese_shapes, eta_v_candidates,
@@ -122,34 +176,48 @@ def ese_rows(conn, ctx: ImageContext, cfg,
         eta_v[pop] = eta_v_candidates(metrics["eta"][pop], metrics["v"][pop],
                                       n_sigma=PRESETS[cfg.ese_preset].sigma_deviation / 2.0)
     shape = {"detected": np.zeros(n.size, bool)}
-    known = lc_store.candidate_source_ids(conn, ctx.source_ids)
+    stage = {"stage": np.full(n.size, "", dtype=object), "reason": np.full(n.size, None, object),
+             "significance": np.full(n.size, np.nan)}
+    prev_stage = candidate_stages(conn, ctx.source_ids)
+    known = set(prev_stage)
     with np.errstate(invalid="ignore"):
         worth = (metrics["chi2_nu"] > SHAPE_PREFILTER_CHI2_NU) | np.isin(ctx.source_ids, list(known))
-    deep = np.flatnonzero((n >= MIN_EPOCHS_SHAPE) & worth)
-    if deep.size:
+    read = np.flatnonzero(((n >= MIN_EPOCHS_SHAPE) & worth) | by_preset)
+    if read.size:
         field = ctx.field_images(conn)
         keep = field.normalised_ids() if cfg.normalize else field.ids
-        flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[deep], keep,
+        flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[read], keep,
                                                       normalized=cfg.normalize)
-        if flux.shape[1] >= MIN_EPOCHS_SHAPE:
-            found = _shape_search(detect_ese_shapes, mjd, flux, err,
-                                  np.isin(ctx.source_ids[deep], list(known)),
+        by_preset[read] &= _low_epochs(flux, err) >= 2
+        deep = (n[read] >= MIN_EPOCHS_SHAPE) & worth[read]
+        if flux.shape[1] >= MIN_EPOCHS_SHAPE and deep.any():
+            rows_d = read[deep]
+            found = _shape_search(detect_ese_shapes, mjd[deep], flux[deep], err[deep],
+                                  np.isin(ctx.source_ids[rows_d], list(known)),
                                   None if ctx.remeasured or _renormalised(ctx) else ctx.mjd)
             shape = {k: np.full(n.size, np.nan if np.asarray(v).dtype.kind == "f" else None,
                                 dtype=np.asarray(v).dtype if np.asarray(v).dtype.kind == "f" else object)
                      for k, v in found.items()}
             for k, v in found.items():
-                shape[k][deep] = v
+                shape[k][rows_d] = v
             shape["detected"] = np.asarray(shape["detected"] == True)  # noqa: E712 (object array)
-    flagged = by_preset | shape["detected"]
+            got = _stages(found, mjd[deep], flux[deep], err[deep],
+                          [prev_stage.get(int(s)) for s in ctx.source_ids[rows_d]])
+            for k in ("stage", "reason", "significance"):
+                stage[k][rows_d] = got[k]
+            live = np.isin(got["stage"], ("dip_in_progress", "recovering"))
+            shape["depth"][rows_d] = np.where(live, got["depth"], shape["depth"][rows_d])
+    has_stage = np.isin(stage["stage"], ("dip_in_progress", "recovering", "confirmed"))
+    flagged = by_preset | shape["detected"] | has_stage
     score, conf = composite_score(metrics["sigma_deviation"], metrics["chi2_nu"], metrics["eta"])
-    sig = np.asarray(shape.get("significance", np.full(n.size, np.nan)), float)
-    score = np.where(shape["detected"], np.fmax(score, np.minimum(sig, 10.0)), score)
+    sig = np.where(has_stage, stage["significance"], np.nan)
+    score = np.where(has_stage, np.fmax(score, np.minimum(sig, 10.0)), score)
     score = np.nan_to_num(score)  # a candidate without computable metrics is stored at score 0
     conf = confidence_level(score)
     rows = []
     for i in np.flatnonzero(flagged | np.isin(ctx.source_ids, list(known))):
-        criteria = [name for name, hit in (("preset", by_preset[i]), ("shape", shape["detected"][i]),
+        criteria = [name for name, hit in (("preset", by_preset[i]),
+                                           ("shape", shape["detected"][i] or has_stage[i]),
                                            ("eta_v", eta_v[i])) if hit]
         row = {"source_id": int(ctx.source_ids[i]), "criteria": json.dumps(criteria),
                "preset": cfg.ese_preset, "score": float(np.nan_to_num(score[i])),
@@ -161,6 +229,10 @@ def ese_rows(conn, ctx: ImageContext, cfg,
                        duration_days=shape["duration_days"][i], t_min_mjd=shape["t_min_mjd"][i],
                        template=shape["template"][i], baseline_jyb=shape["baseline"][i],
                        caustic_amp=shape["caustic_amp"][i])
+            if has_stage[i] and stage["stage"][i] != "confirmed":
+                row["shape_significance"] = stage["significance"][i]
+            row.update(stage=stage["stage"][i] or None, stage_reason=stage["reason"][i] or None,
+                       _stage_sigma=float(stage["significance"][i]))
         rows.append(row)
     return rows, int(flagged.sum())
 

@@ -90,6 +90,7 @@ def neighbours(conn, src: dict, lc: dict) -> tuple[list[dict], float | None, flo
 
 def source_page(request: Request):
     from dsa110_contimg.pipeline.plotting import stored_ese_fit
+    from dsa110_contimg.store.ese_stages import stage_history
     from dsa110_contimg.store.lightcurves import load_baselines
 
     summary, lc = source_of(request)
@@ -100,6 +101,7 @@ def source_page(request: Request):
         ev, thresholds = field_eta_v(conn, summary)
         near, beam, near_radius = neighbours(conn, src, lc)
         history = review_log.history(conn, cand["id"]) if cand else []
+        stages = stage_history(conn, cand["id"]) if cand else []
     fit = stored_ese_fit(cand)
     stamp_beam = beam or DEFAULT_BEAM_ARCSEC
     stamps, (low, high) = strip(site(request).stamps, lc, src, cand, stamp_beam)
@@ -117,7 +119,7 @@ def source_page(request: Request):
                            thresholds=thresholds),
         table=measurement_rows(lc, paging), paging=paging, n=paging.total,
         n_qc_failed=int(np.sum(lc["qc_status"] == "failed")), neighbours=near, beam_arcsec=beam,
-        neighbour_radius_arcsec=near_radius, history=history,
+        neighbour_radius_arcsec=near_radius, history=history, stages=stages,
         links=links_out(src["ra_deg"], src["dec_deg"], max(near_radius, 30.0)), stamps=stamps, stamp_png=inline,
         stamp_query=urlencode({"w": f"{HALF_WIDTH_BEAMS * stamp_beam:.3f}", "lo": f"{low:.6g}",
                                "hi": f"{high:.6g}"}),
