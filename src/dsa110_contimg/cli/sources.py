@@ -1,8 +1,9 @@
 """``contimg-photometry sources``: catalogue, monitor and blindly found sources.
 
-``sources list [--new | --monitor] [--name TEXT] [--near 'RA DEC' [--radius R]] [--sort KEY]
+``sources list [--new | --monitor | --variable] [--name TEXT] [--near 'RA DEC' [--radius R]] [--sort KEY]
 [--min-epochs N] [--json]`` lists them (new sources by significance; the search of the web
-site's ``/sources``);
+site's ``/sources``; ``--variable``: the variables of each field, the list of the web
+site's ``/variables``);
 ``sources show ID [--json]`` one source with its associations (every blind detection that
 fed it or was a duplicate of it); ``sources backfill ID | --monitor`` measures positions in
 the earlier images that cover them (a batch job through the queue). Filters of ``list``
@@ -31,6 +32,10 @@ def register(sub) -> None:
     which.add_argument("--new", action="store_true", help="only new sources (found by blind "
                        "detection where earlier images were deep enough to see them)")
     which.add_argument("--monitor", action="store_true", help="only monitor-list positions")
+    which.add_argument("--variable", action="store_true",
+                       help="variable sources per field: the eta-V selection (Rowlinson et al. 2019) or "
+                            "the two-epoch |Vs|/|m| criterion (Mooley et al. 2016), thresholds from "
+                            "[photometry] variable_*; with eta, V, Vs, m, epochs and why each was selected")
     ls.add_argument("--name", metavar="TEXT", help="designation starting with TEXT (any case; a bare "
                     "'J...' under any survey prefix)")
     ls.add_argument("--near", metavar="'RA DEC'", help="within --radius of a position: degrees "
@@ -92,9 +97,36 @@ def query_from_args(args):
         raise common.UsageError(str(exc)) from None
 
 
+def list_variables(args) -> int:
+    """``sources list --variable``: the variables of every field (docs/science.md §10.1)."""
+    from dsa110_contimg.store.variables import field_variables
+
+    cfg = common.service_config(args)
+    db = common.open_products(args)
+    with db.engine.connect() as conn:
+        rows = field_variables(conn, cfg.photometry if cfg is not None else None)
+    if args.limit:
+        rows = rows[args.offset:args.offset + args.limit]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    if not rows:
+        print("no variable sources")
+        return 0
+    print(f"{'id':>6} {'name':<30} {'field':<14} {'n':>4} {'eta':>8} {'V':>7} {'|Vs|':>7} {'m':>7}  why")
+    for r in rows:
+        print(f"{r['source_id']:>6} {r['catalog_id']:<30} {r['field']:<14} {r['n_epochs']:>4} "
+              f"{_fmt(r['eta'], 8, '.3g')} {_fmt(r['v'], 7, '.3f')} {_fmt(r['vs'], 7, '.1f')} "
+              f"{_fmt(r['m'], 7, '+.2f')}  {r['reason']}")
+    return 0
+
+
 def list_sources(args) -> int:
     from dsa110_contimg.store.sources import list_sources as query
 
+    if getattr(args, "variable", False):
+        return list_variables(args)
     db = common.open_products(args)
     with db.engine.connect() as conn:
         rows = query(conn, query_from_args(args))

@@ -150,6 +150,18 @@ class PhotometryConfig(ConfigModel):
     warns when it is off)."""
     ese_preset: ESEPreset = "moderate"
     """ESE detection thresholds: conservative | moderate | sensitive."""
+    variable_eta_v_sigma: float = Field(3.0, gt=0)
+    """Variables (sources list --variable): eta and V thresholds in sigma of the Gaussian fits
+    to the field's log10 eta and log10 V (Rowlinson et al. 2019)."""
+    variable_clip_sigma: float = Field(3.0, gt=0)
+    """Variables: iterative sigma clip of log10 eta and log10 V before the Gaussian fits."""
+    variable_vs_min: float = Field(4.3, gt=0)
+    """Variables, two-epoch criterion (Mooley et al. 2016): smallest |Vs| of the most
+    significant consecutive pair."""
+    variable_m_min: float = Field(0.26, gt=0)
+    """Variables, two-epoch criterion: smallest |m| of that pair."""
+    variable_min_epochs: int = Field(5, ge=2)
+    """Variables: fewest epochs of a source to be selected or to enter its field's fit."""
     catalog_path: Directory | None = Field(None, json_schema_extra={"example": "catalogs"})
     """Catalogue directory override (else [paths] catalog_dir, else ./catalogs)."""
     nbeam: float = Field(3.0, gt=0, le=50.0)

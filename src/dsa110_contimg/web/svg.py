@@ -263,8 +263,10 @@ def bar_svg(values, labels, *, width: int = 520, height: int = 150, title: str =
 
 
 def eta_v_svg(eta, v, *, highlight: int | None = None, source_ids=None, width: int = 420,
-              height: int = 320, thresholds: tuple[float, float] | None = None) -> str:
-    """The η–V diagram (log–log) of a field; the source ``highlight`` (a source id) in red."""
+              height: int = 320, thresholds: tuple[float, float] | None = None,
+              selected=None) -> str:
+    """The η–V diagram (log–log) of a field; the source ``highlight`` (a source id) in red;
+    ``selected`` (bool per source): the field's variables, in red."""
     eta, v = np.asarray(eta, float), np.asarray(v, float)
     keep = (eta > 0) & (v > 0) & np.isfinite(eta) & np.isfinite(v)
     out = _open(width, height, "eta-V diagram of the field", "plot etav")
@@ -283,6 +285,10 @@ def eta_v_svg(eta, v, *, highlight: int | None = None, source_ids=None, width: i
             out.append(f'<line x1="{f.l}" y1="{float(f.y(tv)):.1f}" x2="{width - f.r}" y2="{float(f.y(tv)):.1f}" '
                        'stroke="#999" stroke-dasharray="4 3"/>')
     _points(out, f.x(le), f.y(lv), fill="#5b7fa6", r=1.8, css="field")
+    if selected is not None:
+        sel = np.asarray(selected, bool)[keep]
+        if sel.any():
+            _points(out, f.x(le[sel]), f.y(lv[sel]), fill=C_HL, r=3.5, css="selected")
     if highlight is not None and source_ids is not None:
         sel = np.asarray(source_ids)[keep] == highlight
         if sel.any():

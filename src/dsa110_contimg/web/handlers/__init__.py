@@ -11,7 +11,7 @@ import importlib
 
 #: Handler modules, in the order their routes are matched.
 MODULES = ("overview", "candidates", "new_sources", "review", "sources", "stamps", "source_search",
-           "exports", "images", "session")
+           "exports", "images", "session", "variables")
 
 
 def routes() -> list:
