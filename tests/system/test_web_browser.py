@@ -155,6 +155,15 @@ def test_review_in_the_browser(demo, server, browser):
     assert plot.is_displayed() and plot.size["width"] > 300
     assert len(plot.find_elements(By.CSS_SELECTOR, "g.norm rect, g.raw rect")) >= 25
 
+    # the variables page, linked from the navigation: each field's eta-V diagram with its
+    # thresholds, beside its variables (the injected ESE among them)
+    browser.find_element(By.CSS_SELECTOR, 'nav a[href="/variables"], a[href="/variables"]').click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "h2.field"), "variables page")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.etav g.field circle")
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "tr.variable a.source-link")]
+    assert demo["ese_name"] in names, names
+    shot(browser, "variables")
+
     # the injected ESE is the top candidate, with a thumbnail light curve
     browser.get(server.url + "/candidates")
     first = browser.find_elements(By.CSS_SELECTOR, "tr.candidate")[0]
