@@ -262,18 +262,15 @@ def compute_correction(ref_flux, ref_baseline, *, ref_err=None, baseline_err=Non
     each with its own noise s_i = R_i sqrt((e_i/F_i)^2 + (eb_i/baseline_i)^2) when the
     errors are given. C0 = median(R), S = 1.4826 MAD(R) over *all* usable ratios; a ratio
     is clipped when |R_i - C0| > clip_sigma * max(S, s_i) (one that agrees within its own
-    noise is never clipped); C = median of the kept ratios when at least ``min_refs``
-    remain (else of all).
+    noise is never clipped); all are kept when fewer than ``min_refs`` would remain.
 
-    Error of C (docs/science.md §7.3). The scatter of one reference's ratio is taken as
-    sigma_R = max(S, S_used, s_noise), s_noise = rms of the kept ratios' own noise: the
-    spread of all candidates (a clip can never make it smaller) with a floor from what the
-    measurement errors alone produce (a MAD of 3-6 ratios can be near zero by chance). The
-    standard error of the median is sqrt(pi/2) sigma_R / sqrt(n_used). When the references
-    disagree -- a quarter or more of them clipped, or the kept ratios scatter more than
-    twice their errors -- the correction carries a ``warning`` and its variance is widened
-    by (C - C_all)^2 + (C - median(R))^2 / 2, C_all the estimate with the clipped ratios
-    put back.
+    C and its error (docs/science.md §7.3): the random-effects weighted mean of the kept
+    ratios (:func:`_combine`; the median and its standard error when some ratio has no
+    noise estimate). When the references disagree -- a quarter or more of them clipped, or
+    the kept ratios scatter more than twice their errors -- the correction carries a
+    ``warning`` and its variance is widened by (C - C_all)^2 + (C - median(R))^2 / 2,
+    C_all the estimate with the clipped ratios put back. The trusted-scatter test uses
+    sigma_R = max(S, 1.4826 MAD of the kept ratios).
 
     Parameters
     ----------
@@ -303,22 +300,8 @@ def compute_correction(ref_flux, ref_baseline, *, ref_err=None, baseline_err=Non
     if f.ndim != 1 or b.shape != f.shape:
         raise InvalidLightCurve(f"compute_correction: ref_flux and ref_baseline must be 1-D of "
                                 f"equal length, got {f.shape} and {b.shape}")
-
-    def _err(x, name):
-        if x is None:
-            return np.zeros(f.shape)
-        x = np.asarray(x, dtype=float)
-        if x.shape != f.shape:
-            raise InvalidLightCurve(f"compute_correction: {name} has shape {x.shape}, "
-                                    f"ref_flux {f.shape}")
-        return np.where(np.isfinite(x) & (x > 0), x, 0.0)
-
-    ef, eb = _err(ref_err, "ref_err"), _err(baseline_err, "baseline_err")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        valid = np.isfinite(f) & (f > 0) & np.isfinite(b) & (b > 0)
-        r = np.where(valid, f / np.where(valid, b, 1.0), np.nan)
-        noise = np.abs(r) * np.sqrt((ef / np.where(valid, f, 1.0)) ** 2
-                                    + (eb / np.where(valid, b, 1.0)) ** 2)
+    valid, r, noise = _ratios(f, b, _flux_errors(ref_err, f, "ref_err"),
+                              _flux_errors(baseline_err, f, "baseline_err"))
     n_refs = int(valid.sum())
     nan = float("nan")
     if n_refs < max(int(min_refs), 1):
@@ -326,41 +309,68 @@ def compute_correction(ref_flux, ref_baseline, *, ref_err=None, baseline_err=Non
                           f"only {n_refs} usable reference ratio(s) (finite, > 0 flux and "
                           f"baseline); at least {min_refs} needed", r)
     rv, nv = r[valid], noise[valid]
-    c0 = float(np.median(rv))
     s_all = float(mad_sigma(rv))
-    keep = np.abs(rv - c0) <= clip_sigma * np.maximum(s_all, nv)
+    keep = np.abs(rv - float(np.median(rv))) <= clip_sigma * np.maximum(s_all, nv)
     if keep.sum() < min_refs:
         keep = np.ones_like(keep)
-    n_used = int(keep.sum())
     weighted = bool(np.all(nv > 0))
     c, err, excess = _combine(rv[keep], nv[keep], weighted)
-    sigma_r = max(s_all, float(mad_sigma(rv[keep])))
-    n_clipped = n_refs - n_used
-    why = []
-    if n_clipped >= 2 and n_clipped >= DISAGREE_CLIPPED_FRACTION * n_refs:
-        why.append(f"{n_clipped} of {n_refs} reference ratios clipped")
-    if excess > DISAGREE_EXCESS:
-        why.append(f"the ratios scatter {excess:.1f}x more than their flux errors explain")
+    why = _disagreement(n_refs, n_refs - int(keep.sum()), excess)
     warning = ""
     if why:
-        # the references do not tell one gain: the error is widened by how far the estimate
-        # moves when the clipped ratios are put back (the random-effects mean of all; their
-        # plain mean without errors) and by half its squared distance to the median of all
-        # (the robust view of where the gain lies); the random-effects weights already carry
-        # the excess scatter of the kept ones
-        c_all = _combine(rv, nv, True)[0] if weighted else float(np.mean(rv))
-        err = float(np.sqrt(err ** 2 + (c - c_all) ** 2 + 0.5 * (c - float(np.median(rv))) ** 2))
-        warning = ("references disagree: " + "; ".join(why)
-                   + f"; error widened to {err:.4f}")
+        err = _widened_error(c, err, rv, nv, weighted)
+        warning = "references disagree: " + "; ".join(why) + f"; error widened to {err:.4f}"
     used = np.zeros(f.shape, bool)
     used[np.flatnonzero(valid)[keep]] = True
+    sigma_r = max(s_all, float(mad_sigma(rv[keep])))
     ok, reason = True, ""
     if not (np.isfinite(c) and c > 0):
         ok, reason = False, f"correction factor {c!r} is not finite and positive"
     elif sigma_r / c > max_scatter:
         ok, reason = False, (f"reference ratio scatter {sigma_r / c:.3f} exceeds the maximum "
                              f"{max_scatter:.3f}")
-    return Correction(c, float(err), n_refs, n_used, s_all, used, ok, reason, r, warning)
+    return Correction(c, float(err), n_refs, int(keep.sum()), s_all, used, ok, reason, r, warning)
+
+
+def _flux_errors(x, f, name: str) -> np.ndarray:
+    """1-sigma errors shaped like ``f`` (Jy/beam); absent, non-finite or <= 0 counts as 0."""
+    if x is None:
+        return np.zeros(f.shape)
+    x = np.asarray(x, dtype=float)
+    if x.shape != f.shape:
+        raise InvalidLightCurve(f"compute_correction: {name} has shape {x.shape}, "
+                                f"ref_flux {f.shape}")
+    return np.where(np.isfinite(x) & (x > 0), x, 0.0)
+
+
+def _ratios(f, b, ef, eb):
+    """(usable mask, R = F / baseline (NaN where unusable), each ratio's own noise)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        valid = np.isfinite(f) & (f > 0) & np.isfinite(b) & (b > 0)
+        r = np.where(valid, f / np.where(valid, b, 1.0), np.nan)
+        noise = np.abs(r) * np.sqrt((ef / np.where(valid, f, 1.0)) ** 2
+                                    + (eb / np.where(valid, b, 1.0)) ** 2)
+    return valid, r, noise
+
+
+def _disagreement(n_refs: int, n_clipped: int, excess: float) -> list[str]:
+    """Why the references do not tell one gain (empty when they agree)."""
+    why = []
+    if n_clipped >= 2 and n_clipped >= DISAGREE_CLIPPED_FRACTION * n_refs:
+        why.append(f"{n_clipped} of {n_refs} reference ratios clipped")
+    if excess > DISAGREE_EXCESS:
+        why.append(f"the ratios scatter {excess:.1f}x more than their flux errors explain")
+    return why
+
+
+def _widened_error(c: float, err: float, rv, nv, weighted: bool) -> float:
+    """Error of a factor whose references disagree: widened by how far the estimate moves
+    when the clipped ratios are put back (the random-effects mean of all; their plain mean
+    without errors) and by half its squared distance to the median of all ratios (the
+    robust view of where the gain lies); the random-effects weights already carry the excess
+    scatter of the kept ones."""
+    c_all = _combine(rv, nv, True)[0] if weighted else float(np.mean(rv))
+    return float(np.sqrt(err ** 2 + (c - c_all) ** 2 + 0.5 * (c - float(np.median(rv))) ** 2))
 
 
 def _combine(r, noise, weighted: bool) -> tuple[float, float, float]:
