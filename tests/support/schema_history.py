@@ -174,6 +174,11 @@ def seed_products_0014(conn) -> None:
         previous_stage=None, significance=9.5, mjd=60003.0, image_id=3)
 
 
+def seed_products_0015(conn) -> None:
+    _job(conn, 13, "done")
+    _image(conn, 14, norm_method="ensemble")
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -187,7 +192,7 @@ SEEDS = {
                  "0007": seed_products_0007, "0008": seed_products_0008, "0009": seed_products_0009,
                  "0010": seed_products_0010, "0011": seed_products_0011,
                  "0012": seed_products_0012, "0013": seed_products_0013,
-                 "0014": seed_products_0014},
+                 "0014": seed_products_0014, "0015": seed_products_0015},
     "registry": {"0001": seed_registry_0001},
 }
 

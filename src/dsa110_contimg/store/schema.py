@@ -125,6 +125,12 @@ images = Table(
     Index(None, "dec_center_deg"),
     Index(None, "radius_deg"),
     Index(None, "data_digest"),
+    # the status counts (by QC verdict, the measurement total, by normalisation outcome) read
+    # these narrow indexes, not the wide rows
+    Index(None, "qc_status", "n_sources"),
+    Index(None, "norm_status", "norm_method"),
+    Index(None, "excluded", "excluded_at"),
+    Index(None, "duplicate_of"),
 )
 
 sources = Table(
@@ -204,6 +210,7 @@ image_depths = Table(
     Column("footprint", sa.LargeBinary, nullable=False, doc="NoiseFootprint.to_bytes()"),
     Column("n_detections", Integer, nullable=False, default=0),
     Index(None, "rms_min_jyb"),
+    Index(None, "n_detections"),   # the detection total, without reading the footprints
 )
 
 #: Sources that passed the new-source test: where a new source is recorded (in the
@@ -285,6 +292,7 @@ batch_jobs = Table(
            doc="when an operator acknowledged this failed/dead job (Unix s); NULL: not yet"),
     CheckConstraint(_in("status", JOB_STATES), name="status"),
     Index(None, "status", "not_before", "id"),
+    Index(None, "status", "finished_at"),   # settled in the last hour, the latest success
 )
 
 batch_job_items = Table(
@@ -480,6 +488,7 @@ alerts = Table(
     Column("note", Text, doc="why an alert has no delivery (event filtered, below threshold)"),
     Index(None, "fanned_out_at"),
     Index(None, "created_at"),
+    Index(None, "event"),   # alerts by event (status, metrics)
 )
 
 alert_deliveries = Table(
