@@ -263,13 +263,10 @@ def test_progress_bar_only_on_a_terminal():
         parse_date("last tuesday")
 
 
-def test_own_sources_are_measured_forward_as_in_process(tmp_path):
-    """Sources in no catalogue (one present from the first epoch, one switching on at the
-    third): the Dask workers have no database, yet every image after a source's first
-    detection has its measurement, as when the images are measured one by one in process
-    (same rows, same fluxes, same running statistics)."""
+def _own_source_season(tmp_path):
+    """7 epochs of a 20-source field with two sources in no catalogue (one present from the
+    first epoch, one switching on at the third) and the in-process reference database."""
     from dsa110_contimg.science.simulate import simulate_image, sky_wcs
-    from dsa110_contimg.service import reprocess as rp
 
     field = SimulatedField(tmp_path, n_sources=20, seed=11, flux_range=(60.0, 300.0))
     field.ingest(tmp_path / "catalogs")
@@ -296,29 +293,26 @@ def test_own_sources_are_measured_forward_as_in_process(tmp_path):
     for path in paths:
         ref.measure_for_fits(path, create_batch_job=False)
     ref.products.dispose()
-    manager = PhotometryManager(tmp_path / "p.sqlite3", default_config=cfg, catalog_dir=tmp_path / "catalogs")
-    plan = rp.make_plan(rp.discover([tmp_path / "images"])[0], manager.products)
-    client = rp.open_client(workers=2)
-    try:
-        report = rp.reprocess(plan, manager, cfg, client, catalog_dir=str(tmp_path / "catalogs"))
-    finally:
-        rp.close_client(client)
-    assert report.done == 7 and not report.failures
+    return cfg
 
-    def own(db):
-        engine = sa.create_engine(f"sqlite:///{db}")
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "select s.catalog_id, s.kind, i.path, m.peak_jyb, m.peak_err_jyb from measurements m "
-                "join sources s on s.id = m.source_id join images i on i.id = m.image_id "
-                "where s.kind in ('new', 'blind') order by s.catalog_id, i.mjd").all()
-            stats = conn.exec_driver_sql(
-                "select s.catalog_id, v.n, v.weighted_mean from variability_stats v join sources s "
-                "on s.id = v.source_id where s.kind in ('new', 'blind') order by s.catalog_id").all()
-        engine.dispose()
-        return rows, stats
 
-    (got, got_stats), (want, want_stats) = own(tmp_path / "p.sqlite3"), own(tmp_path / "ref.sqlite3")
+def _own_rows(db):
+    """Measurements and running statistics of the service's own (new, blind) sources."""
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "select s.catalog_id, s.kind, i.path, m.peak_jyb, m.peak_err_jyb from measurements m "
+            "join sources s on s.id = m.source_id join images i on i.id = m.image_id "
+            "where s.kind in ('new', 'blind') order by s.catalog_id, i.mjd").all()
+        stats = conn.exec_driver_sql(
+            "select s.catalog_id, v.n, v.weighted_mean from variability_stats v join sources s "
+            "on s.id = v.source_id where s.kind in ('new', 'blind') order by s.catalog_id").all()
+    engine.dispose()
+    return rows, stats
+
+
+def _assert_own_rows_equal(got_db, want_db):
+    (got, got_stats), (want, want_stats) = _own_rows(got_db), _own_rows(want_db)
     per_source = {}
     for name, kind, *_ in want:
         per_source[(name, kind)] = per_source.get((name, kind), 0) + 1
@@ -329,3 +323,58 @@ def test_own_sources_are_measured_forward_as_in_process(tmp_path):
     np.testing.assert_allclose([r[3:] for r in got], [r[3:] for r in want], rtol=1e-6, atol=1e-7)
     assert [r[:2] for r in got_stats] == [r[:2] for r in want_stats]
     np.testing.assert_allclose([r[2] for r in got_stats], [r[2] for r in want_stats], rtol=1e-6)
+
+
+def test_own_sources_are_measured_forward_as_in_process(tmp_path):
+    """Sources in no catalogue: the Dask workers have no database, yet every image after a
+    source's first detection has its measurement, as when the images are measured one by
+    one in process (same rows, same fluxes, same running statistics)."""
+    from dsa110_contimg.service import reprocess as rp
+
+    cfg = _own_source_season(tmp_path)
+    manager = PhotometryManager(tmp_path / "p.sqlite3", default_config=cfg, catalog_dir=tmp_path / "catalogs")
+    plan = rp.make_plan(rp.discover([tmp_path / "images"])[0], manager.products)
+    client = rp.open_client(workers=2)
+    try:
+        report = rp.reprocess(plan, manager, cfg, client, catalog_dir=str(tmp_path / "catalogs"))
+    finally:
+        rp.close_client(client)
+    assert report.done == 7 and not report.failures
+    _assert_own_rows_equal(tmp_path / "p.sqlite3", tmp_path / "ref.sqlite3")
+
+
+def test_an_interrupted_run_queues_the_forward_measurements_it_did_not_store(tmp_path):
+    """Interrupted after 4 images: the own-source measurements of stored images not stored
+    yet are backfill jobs in the queue; once a worker ran them and the run resumed, the
+    result is the in-process one."""
+    from dsa110_contimg.cli.main import main
+    from dsa110_contimg.service import reprocess as rp
+
+    cfg = _own_source_season(tmp_path)
+    db = tmp_path / "p.sqlite3"
+    manager = PhotometryManager(db, default_config=cfg, catalog_dir=tmp_path / "catalogs")
+    files, _ = rp.discover([tmp_path / "images"])
+    stored = []
+
+    def stop_after_4(task, result):
+        stored.append(task.path)
+        if len(stored) == 4:
+            raise KeyboardInterrupt
+
+    client = rp.open_client(workers=2)
+    try:
+        report = rp.reprocess(rp.make_plan(files, manager.products), manager, cfg, client,
+                              catalog_dir=str(tmp_path / "catalogs"), on_stored=stop_after_4)
+        assert report.interrupted and report.done == 4
+        with manager.products.engine.connect() as conn:
+            queued = conn.exec_driver_sql("select params from batch_jobs where status = 'pending'").all()
+        assert queued and all("backfill" in json.loads(p) for (p,) in queued)
+        assert main(["worker", "--once", "--products-db", str(db),
+                     "--catalog-dir", str(tmp_path / "catalogs")]) == 0
+        plan = rp.make_plan(files, manager.products)
+        assert plan.already_done == 4
+        report = rp.reprocess(plan, manager, cfg, client, catalog_dir=str(tmp_path / "catalogs"))
+    finally:
+        rp.close_client(client)
+    assert report.done == 3 and not report.failures
+    _assert_own_rows_equal(db, tmp_path / "ref.sqlite3")

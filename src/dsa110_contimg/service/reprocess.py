@@ -384,10 +384,12 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
         while next_write in ready:
             outcome = ready.pop(next_write)
             gaps = forward_sources(outcome)           # read before the image is stored
-            result = _store_one(tasks[next_write], outcome, manager, cfg, report, on_stored)
+            result = _store_one(tasks[next_write], outcome, manager, cfg, report)
             if result is not None and gaps:
                 submit_forward(outcome[1].path, gaps)
             next_write += 1
+            if result is not None and on_stored is not None:
+                on_stored(tasks[next_write - 1], result)
             if progress is not None:
                 progress.update(report.done, len(report.failures))
 
@@ -432,13 +434,38 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
             _store_forward(f, *forward.pop(f), manager, cfg, report)
     except KeyboardInterrupt:
         report.interrupted = True
-        for f in [*futures, *forward]:
+        for f in futures:
             f.cancel()
+        _queue_forward(forward, manager, cfg)
     finally:
         report.seconds = time.perf_counter() - t0
         if progress is not None:
             progress.close()
     return report
+
+
+def _queue_forward(forward: dict, manager, cfg) -> None:
+    """On an interruption: the forward measurements of stored images not stored yet become
+    backfill jobs in the queue (one per image, run by the daemon or ``worker``), so that a
+    resumed run, which skips those images, loses none of them."""
+    from dsa110_contimg.pipeline.backfill import BACKFILL_JOB
+    from dsa110_contimg.store.engine import serialise_writes
+    from dsa110_contimg.store.products import image_by_path
+    from dsa110_contimg.store.queue import insert_job
+
+    if not forward:
+        return
+    with manager.products.engine.begin() as conn:
+        serialise_writes(conn)
+        for fut, (path, sources) in forward.items():
+            fut.cancel()
+            image = image_by_path(conn, path)
+            insert_job(conn, {"config": cfg.to_dict(), BACKFILL_JOB: sources},
+                       [(path, image["kind"] if image else "image", None)], now=time.time(),
+                       origin="reprocess", data_id=f"{BACKFILL_JOB}:" + ",".join(
+                           str(int(s["id"])) for s in sources))
+    log.warning("reprocess_forward_queued", images=len(forward))
+    forward.clear()
 
 
 def _store_forward(fut, path: str, sources: list, manager, cfg, report: Report) -> None:
@@ -462,7 +489,7 @@ def _store_forward(fut, path: str, sources: list, manager, cfg, report: Report) 
     log.error("reprocess_forward_failed", path=str(path), error=reason)
 
 
-def _store_one(task: Task, outcome: tuple, manager, cfg, report: Report, on_stored):
+def _store_one(task: Task, outcome: tuple, manager, cfg, report: Report):
     """Store one image's measurement: its PhotometryResult, None when it failed."""
     path = task.path
     if outcome[0] != "ok":
@@ -485,6 +512,4 @@ def _store_one(task: Task, outcome: tuple, manager, cfg, report: Report, on_stor
     if manager.registry is not None:
         manager._link(task.data_id, path, measured.kind, "completed", None)
     report.done += 1
-    if on_stored is not None:
-        on_stored(task, result)
     return result
