@@ -364,10 +364,10 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
     config = cfg.to_dict()
     catalog_dir = None if catalog_dir is None else str(catalog_dir)
     futures: dict[Any, int] = {}
-    forward: dict[Any, tuple[str, list]] = {}       # own sources measured forward
     ready: dict[int, tuple] = {}
     next_submit = next_write = 0
     ac = as_completed([], with_results=False)
+    forward = _Forward(client, ac, manager, cfg, report)
 
     def submit_more():
         nonlocal next_submit
@@ -383,37 +383,20 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
         nonlocal next_write
         while next_write in ready:
             outcome = ready.pop(next_write)
-            gaps = forward_sources(outcome)           # read before the image is stored
+            gaps = forward.gaps(outcome)              # read before the image is stored
             result = _store_one(tasks[next_write], outcome, manager, cfg, report)
             if result is not None and gaps:
-                submit_forward(outcome[1].path, gaps)
+                forward.submit(outcome[1].path, gaps)
             next_write += 1
             if result is not None and on_stored is not None:
                 on_stored(tasks[next_write - 1], result)
             if progress is not None:
                 progress.update(report.done, len(report.failures))
 
-    def forward_sources(outcome) -> list:
-        from dsa110_contimg.pipeline.backfill import forward_gaps
-        from dsa110_contimg.store.engine import read_connection
-
-        if outcome[0] != "ok" or not cfg.detect:
-            return []
-        with read_connection(manager.products.engine) as conn:
-            return forward_gaps(conn, outcome[1])
-
-    def submit_forward(path: Path, sources):
-        fut = client.submit(measure_forward_task, str(path), config, sources, pure=False,
-                            key=f"contimg-forward-{os.getpid()}-{time.time_ns()}")
-        forward[fut] = (db_path(path.resolve()), sources)     # the images row's path
-        ac.add(fut)
-
     try:
         submit_more()
         for batch in ac.batches():
-            for f in [f for f in batch if f in forward]:
-                _store_forward(f, *forward.pop(f), manager, cfg, report)
-                f.release()
+            forward.store_finished(batch)
             batch = [f for f in batch if f in futures]
             results = []
             done_ok = [f for f in batch if f.status == "finished"]
@@ -429,14 +412,12 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
             write_ready()
             submit_more()
         write_ready()
-        for f in list(forward):                     # any submitted after the last batch
-            client.gather([f], errors="skip")
-            _store_forward(f, *forward.pop(f), manager, cfg, report)
+        forward.drain()                             # any submitted after the last batch
     except KeyboardInterrupt:
         report.interrupted = True
         for f in futures:
             f.cancel()
-        _queue_forward(forward, manager, cfg)
+        forward.queue_rest()
     finally:
         report.seconds = time.perf_counter() - t0
         if progress is not None:
@@ -444,49 +425,83 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
     return report
 
 
-def _queue_forward(forward: dict, manager, cfg) -> None:
-    """On an interruption: the forward measurements of stored images not stored yet become
-    backfill jobs in the queue (one per image, run by the daemon or ``worker``), so that a
-    resumed run, which skips those images, loses none of them."""
-    from dsa110_contimg.pipeline.backfill import BACKFILL_JOB
-    from dsa110_contimg.store.engine import serialise_writes
-    from dsa110_contimg.store.products import image_by_path
-    from dsa110_contimg.store.queue import insert_job
+class _Forward:
+    """The own sources measured forward by a run (see the module's docstring): the futures
+    of their measurements on the stored images, stored as they finish."""
 
-    if not forward:
-        return
-    with manager.products.engine.begin() as conn:
-        serialise_writes(conn)
-        for fut, (path, sources) in forward.items():
-            fut.cancel()
-            image = image_by_path(conn, path)
-            insert_job(conn, {"config": cfg.to_dict(), BACKFILL_JOB: sources},
-                       [(path, image["kind"] if image else "image", None)], now=time.time(),
-                       origin="reprocess", data_id=f"{BACKFILL_JOB}:" + ",".join(
-                           str(int(s["id"])) for s in sources))
-    log.warning("reprocess_forward_queued", images=len(forward))
-    forward.clear()
+    def __init__(self, client, ac, manager, cfg, report: Report):
+        self.client, self.ac, self.manager, self.cfg, self.report = client, ac, manager, cfg, report
+        self.config = cfg.to_dict()
+        self.pending: dict[Any, tuple[str, list]] = {}    # future -> (stored path, sources)
 
+    def gaps(self, outcome) -> list:
+        """The own sources the measured image lacks (read before it is stored)."""
+        from dsa110_contimg.pipeline.backfill import forward_gaps
+        from dsa110_contimg.store.engine import read_connection
 
-def _store_forward(fut, path: str, sources: list, manager, cfg, report: Report) -> None:
-    """Store a worker's forward measurement of own sources on the stored image ``path``
-    (one write transaction); a failure is listed with the image."""
-    from dsa110_contimg.pipeline.backfill import store_backfill
-    from dsa110_contimg.store.engine import serialise_writes
+        if outcome[0] != "ok" or not self.cfg.detect:
+            return []
+        with read_connection(self.manager.products.engine) as conn:
+            return forward_gaps(conn, outcome[1])
 
-    try:
-        outcome = fut.result() if fut.status == "finished" else ("failed", str(fut.exception()))
-        if outcome[0] == "ok":
-            with manager.products.engine.begin() as conn:
-                serialise_writes(conn)
-                store_backfill(conn, path, sources, outcome[1], cfg)
+    def submit(self, path: Path, sources: list) -> None:
+        fut = self.client.submit(measure_forward_task, str(path), self.config, sources, pure=False,
+                                 key=f"contimg-forward-{os.getpid()}-{time.time_ns()}")
+        self.pending[fut] = (db_path(path.resolve()), sources)     # the images row's path
+        self.ac.add(fut)
+
+    def store_finished(self, batch) -> None:
+        for f in [f for f in batch if f in self.pending]:
+            self._store(f, *self.pending.pop(f))
+            f.release()
+
+    def drain(self) -> None:
+        for f in list(self.pending):
+            self.client.gather([f], errors="skip")
+            self._store(f, *self.pending.pop(f))
+
+    def queue_rest(self) -> None:
+        """On an interruption: the forward measurements not stored yet become backfill jobs
+        in the queue (one per image, run by the daemon or ``worker``), so that a resumed
+        run, which skips the images already stored, loses none of them."""
+        from dsa110_contimg.pipeline.backfill import BACKFILL_JOB
+        from dsa110_contimg.store.engine import serialise_writes
+        from dsa110_contimg.store.products import image_by_path
+        from dsa110_contimg.store.queue import insert_job
+
+        if not self.pending:
             return
-        reason = outcome[1]
-    except Exception as exc:  # noqa: BLE001 - listed at the end; the image itself is stored
-        reason = str(exc) if isinstance(exc, PhotometryError) else f"{type(exc).__name__}: {exc}"
-    reason = f"forward measurement of {len(sources)} own source(s): {reason}"
-    report.failures.append(Failure(str(path), reason))
-    log.error("reprocess_forward_failed", path=str(path), error=reason)
+        with self.manager.products.engine.begin() as conn:
+            serialise_writes(conn)
+            for fut, (path, sources) in self.pending.items():
+                fut.cancel()
+                image = image_by_path(conn, path)
+                insert_job(conn, {"config": self.config, BACKFILL_JOB: sources},
+                           [(path, image["kind"] if image else "image", None)], now=time.time(),
+                           origin="reprocess", data_id=f"{BACKFILL_JOB}:" + ",".join(
+                               str(int(s["id"])) for s in sources))
+        log.warning("reprocess_forward_queued", images=len(self.pending))
+        self.pending.clear()
+
+    def _store(self, fut, path: str, sources: list) -> None:
+        """Store a worker's measurement on the stored image ``path`` (one write
+        transaction); a failure is listed with the image."""
+        from dsa110_contimg.pipeline.backfill import store_backfill
+        from dsa110_contimg.store.engine import serialise_writes
+
+        try:
+            outcome = fut.result() if fut.status == "finished" else ("failed", str(fut.exception()))
+            if outcome[0] == "ok":
+                with self.manager.products.engine.begin() as conn:
+                    serialise_writes(conn)
+                    store_backfill(conn, path, sources, outcome[1], self.cfg)
+                return
+            reason = outcome[1]
+        except Exception as exc:  # noqa: BLE001 - listed at the end; the image itself is stored
+            reason = str(exc) if isinstance(exc, PhotometryError) else f"{type(exc).__name__}: {exc}"
+        reason = f"forward measurement of {len(sources)} own source(s): {reason}"
+        self.report.failures.append(Failure(str(path), reason))
+        log.error("reprocess_forward_failed", path=str(path), error=reason)
 
 
 def _store_one(task: Task, outcome: tuple, manager, cfg, report: Report):
