@@ -65,3 +65,21 @@ def test_status_and_metrics_counts_read_no_wide_table_whole(tmp_path):
     bad = [(s, p) for s, p in plans if any(whole.match(line.strip()) for line in p)]
     assert not bad, "\n".join(f"{p}: {s}" for s, p in bad)
     db.dispose()
+
+
+def test_images_list_reads_its_page_from_an_index(tmp_path):
+    """``images list`` (newest measured first) neither scans nor sorts the whole table."""
+    from dsa110_contimg.store.images import list_images
+
+    db = open_products_db(tmp_path / "products.sqlite3")
+
+    def page():
+        with db.engine.connect() as conn:
+            list_images(conn, limit=100)
+
+    plans = _plans(db, page)
+    assert plans
+    for statement, plan in plans:
+        assert not any(line.strip() == "SCAN images" or "TEMP B-TREE" in line for line in plan), \
+            (plan, statement)
+    db.dispose()

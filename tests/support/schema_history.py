@@ -179,6 +179,10 @@ def seed_products_0015(conn) -> None:
     _image(conn, 14, norm_method="ensemble")
 
 
+def seed_products_0016(conn) -> None:
+    _image(conn, 15)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -192,7 +196,8 @@ SEEDS = {
                  "0007": seed_products_0007, "0008": seed_products_0008, "0009": seed_products_0009,
                  "0010": seed_products_0010, "0011": seed_products_0011,
                  "0012": seed_products_0012, "0013": seed_products_0013,
-                 "0014": seed_products_0014, "0015": seed_products_0015},
+                 "0014": seed_products_0014, "0015": seed_products_0015,
+                 "0016": seed_products_0016},
     "registry": {"0001": seed_registry_0001},
 }
 

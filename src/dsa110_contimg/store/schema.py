@@ -131,6 +131,7 @@ images = Table(
     Index(None, "norm_status", "norm_method"),
     Index(None, "excluded", "excluded_at"),
     Index(None, "duplicate_of"),
+    Index(None, "measured_at", "id"),   # images list: newest measured first, a page at a time
 )
 
 sources = Table(
