@@ -467,6 +467,145 @@ def _dip_consistency(sig, tu, fgrid, a, c, grid, threshold, min_low_frac, min_lo
         rank_limit = min(rank_limit * 8, sig.shape[1])
 
 
+def _empty_result(n_sources: int) -> dict:
+    """Per-source result arrays of :func:`detect_ese_shapes` before any template is fitted."""
+    S = n_sources
+    return {"detected": np.zeros(S, bool), "significance": np.zeros(S),
+            "depth": np.full(S, np.nan), "duration_days": np.full(S, np.nan),
+            "t_min_mjd": np.full(S, np.nan), "caustic_amp": np.full(S, np.nan),
+            "template": np.full(S, "", dtype=object), "chi2_improvement": np.zeros(S),
+            "chi2_nu_fit": np.full(S, np.nan), "baseline": np.full(S, np.nan),
+            "n_in_dip": np.zeros(S, dtype=np.int64)}
+
+
+def _incremental_templates(grid, ok, t, new_since_mjd, recovery_window, min_recovery_days):
+    """Templates an incremental search has to fit, and the epochs they can touch.
+
+    Under the recovery rule an event can only turn detectable when the light curve
+    reaches the end of its recovery window, so only the templates whose window ends
+    after the sources' last epoch before ``new_since_mjd`` (MJD), and not after the
+    data, are kept, and only the epochs from the earliest start of their pre-event
+    window on: the cost per image is bounded whatever the length of the history.
+
+    Returns
+    -------
+    grid : dict or None
+        The kept templates (as :func:`template_grid`); None when none is left.
+    ok : ndarray of bool, shape (n_sources, n_epochs)
+        ``ok`` restricted to the epochs the kept templates can touch.
+    """
+    since = float(new_since_mjd)
+    with np.errstate(invalid="ignore"):
+        before = np.where(ok & (t < since), t, -np.inf).max(axis=1)
+    prev = float(before.min())
+    rec = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
+    win_end = grid["t0"] + grid["duration"] / 2.0 + rec
+    keep = (win_end > prev) & (win_end <= float(t[ok].max()))
+    if not keep.any():
+        return None, ok
+    grid = {k: (v[keep] if k != "names" else v) for k, v in grid.items()}
+    first = float(np.min(grid["t0"] - grid["duration"] / 2.0 - rec[keep]))
+    with np.errstate(invalid="ignore"):
+        ok = ok & (t >= first)
+    return grid, ok
+
+
+@dataclass(frozen=True)
+class _ShapeSearch:
+    """One call of :func:`detect_ese_shapes`: the data, the templates and the rules.
+
+    ``t`` (MJD), ``ok`` (usable points), ``w`` (1/err**2, 0 where not usable) and
+    ``fc`` (flux minus the source's weighted mean ``mu``, flux unit) have shape
+    (n_sources, n_epochs); ``grid`` is a :func:`template_grid`; the remaining
+    fields are the keyword arguments of :func:`detect_ese_shapes`.
+    """
+
+    t: np.ndarray
+    ok: np.ndarray
+    w: np.ndarray
+    fc: np.ndarray
+    mu: np.ndarray
+    grid: dict
+    min_significance: float
+    min_in: int
+    min_out: int
+    max_depth: float
+    overhang: float
+    min_side: int
+    recovery_window: float
+    recovery_tol: float
+    min_recovery_days: float
+    min_low_frac: float
+    min_low_span: float
+    max_grid: int
+
+    def run(self, rows, out):
+        """Search the sources ``rows``, writing their best templates into ``out``.
+
+        The block is split in halves while the union of its epochs exceeds ``max_grid``.
+        """
+        sub_ok = self.ok[rows]
+        if not sub_ok.any():
+            return
+        tu, inv = np.unique(self.t[rows][sub_ok], return_inverse=True)
+        if tu.size > self.max_grid and rows.size > 1:
+            half = rows.size // 2
+            self.run(rows[:half], out)
+            self.run(rows[half:], out)
+            return
+        W, WF, CNT = self._grid_sums(rows, sub_ok, tu.size, inv)
+        Sff = (self.w[rows] * self.fc[rows] ** 2).sum(axis=1)
+        tr = np.where(sub_ok, self.t[rows], np.nan)
+        res = _chunk_fit(tu, W, WF, Sff, CNT, self.grid, self.min_in, self.min_out,
+                         np.nanmin(tr, axis=1), np.nanmax(tr, axis=1), self.overhang,
+                         self.min_side, self.recovery_window, self.recovery_tol,
+                         self.min_recovery_days)
+        base = res["a"] + self.mu[rows][:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            depth = -res["c"] / base
+        admissible = res["good"] & (base > 0) & (depth > 0) & (depth <= self.max_depth)
+        sig = np.where(admissible, res["sig"], -1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fgrid = np.where(CNT > 0, WF / np.where(W > 0, W, 1.0), np.nan)
+        _dip_consistency(sig, tu, fgrid, res["a"], res["c"], self.grid, self.min_significance,
+                         self.min_low_frac, self.min_low_span)
+        self._store_best(out, rows, sig, depth, base, res)
+
+    def _grid_sums(self, rows, sub_ok, m, inv):
+        """Per source and time of the block's grid (m times): sums of w, w fc and point counts."""
+        r_idx = np.nonzero(sub_ok)[0]
+        W = np.zeros((rows.size, m))
+        WF = np.zeros((rows.size, m))
+        CNT = np.zeros((rows.size, m))
+        wsub, fsub = self.w[rows][sub_ok], self.fc[rows][sub_ok]
+        np.add.at(W, (r_idx, inv), wsub)
+        np.add.at(WF, (r_idx, inv), wsub * fsub)
+        np.add.at(CNT, (r_idx, inv), 1.0)
+        return W, WF, CNT
+
+    def _store_best(self, out, rows, sig, depth, base, res):
+        """Write each source's best admissible template (sig >= 0) into ``out``."""
+        grid = self.grid
+        names = np.array(grid["names"], dtype=object)
+        k = np.argmax(sig, axis=1)
+        ii = np.arange(rows.size)
+        best = sig[ii, k]
+        has = best >= 0
+        kk = k[has]
+        sel = rows[has]
+        ih = ii[has]
+        out["significance"][sel] = best[has]
+        out["depth"][sel] = depth[ih, kk]
+        out["duration_days"][sel] = grid["duration"][kk]
+        out["t_min_mjd"][sel] = grid["t0"][kk]
+        out["caustic_amp"][sel] = grid["kappa"][kk] * depth[ih, kk]
+        out["template"][sel] = names[grid["shape"][kk]]
+        out["chi2_improvement"][sel] = res["dchi2"][ih, kk]
+        out["chi2_nu_fit"][sel] = res["chi2_fit"][ih, kk] / res["dof"][ih, kk]
+        out["baseline"][sel] = base[ih, kk]
+        out["n_in_dip"][sel] = res["n_in"][ih, kk].astype(np.int64)
+
+
 def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_MIN_SIGNIFICANCE,
                       durations=DEFAULT_DURATIONS, shapes=None, min_in: int = 3, min_out: int = 5,
                       max_depth: float = 1.0, step_fraction: float = 0.125,
@@ -479,56 +618,23 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
 
     For each source and each template (t0, D, shape) the model
     ``flux = a (1 - d T(t))``, T = P - kappa Q (see :func:`ese_model`), is fitted by
-    weighted linear least squares in (a, a d); the chi-squared improvement over
-    the constant (weighted-mean) model is Delta chi2 = A**2 / B with
-    A = sum(w f T) - sum(w T) sum(w f) / sum(w), B = sum(w T**2) - sum(w T)**2 / sum(w).
-    The significance of a template is sqrt(Delta chi2 / max(1, chi2_fit / (n - 2))):
-    the improvement in sigma for one extra linear parameter, deflated when the
-    best model still leaves excess scatter (underestimated errors, other kinds of
-    variability). Only *dips* count (0 < d <= ``max_depth``), with at least
-    ``min_in`` points inside the dip (P >= 0.5; default 3, so that one bad
-    epoch, even next to a second low point, cannot make an event: a 12-sigma
-    single outlier scores ~4.5 sigma) and ``min_out`` outside (P = 0), and with
-    t0 within ``overhang`` durations of the source's own first/last epoch (so a
-    source's result does not depend on which other sources are searched with
-    it). The look-elsewhere effect of the ~2,700 templates (12 durations x 2
-    shapes x t0 steps of D/8 over a 500-d span) is absorbed by the threshold,
-    calibrated on simulated steady sources (``bench/ese.py``: the maximum over
-    10,000 steady sources was 4.9 sigma; default threshold 6).
-
-    **Dip AND recovery.** Intrinsic variability (fades, steps, flares) and
-    calibration failures are the main source of false ESEs, so a template is
-    admissible only when
-
-    * the source is seen *before and after* the event: at least ``min_side``
-      epochs in each window of ``recovery_window`` durations (at least
-      ``min_recovery_days``) adjoining the event,
-      and the mean residual about the fitted model in each window, and their
-      difference, are within ``recovery_tol`` of the dip amplitude (plus 2 sigma
-      of the window means) -- a permanent step, a slow fade, or a dip still in
-      progress at the latest epoch is not (yet) an ESE;
-    * the dip is *consistently low* (evaluated only for templates at or above
-      the threshold): of the measured epochs inside the dip (P >= 0.5) at least
-      2 and all but max(1, (1 - ``min_low_frac``) n_in) lie below half the fitted
-      dip, and they span at least
-      ``min_low_span`` of the time spanned by the in-dip epochs -- so a run of a
-      few bad-calibration epochs inside a longer template is not an event.
-
-    ``bench/ese.py`` measures recall and false positives per light-curve class
-    (Gaussian-lens ESEs of Clegg et al. 1998 and Dong et al. 2018; steady; flare,
-    step, fade, three bad epochs) at DSA-110 cadence.
-
-    **Incremental search** (``new_since_mjd``): with the recovery rule an event
-    can only become detectable when the light curve reaches the end of its
-    recovery window. Given the MJD of the first new epoch, only templates whose
-    window ends after the sources' last earlier epoch (and not after the data)
-    are fitted, on the epochs those templates can touch, so the cost per image
-    no longer grows with the length of the history. Known candidates should be
-    re-searched in full (the ESE step, ``pipeline/steps/ese.py``, does).
-
-    All templates of a chunk of sources are evaluated on the union of their
-    epochs with matrix products (sources observed on the same images share one
-    grid), so the cost is O(n_sources * n_templates * n_epochs) flops in BLAS.
+    weighted linear least squares in (a, a d); Delta chi2 = A**2 / B against the
+    constant model (A, B: docs/science.md, section 11.3). The significance of a
+    template is sqrt(Delta chi2 / max(1, chi2_fit / (n - 2))), deflated when the best
+    model still leaves excess scatter. A template is admissible only when it is a
+    dip (0 < d <= ``max_depth``) with >= ``min_in`` points inside (P >= 0.5) and
+    >= ``min_out`` outside (P = 0), t0 within ``overhang`` durations of the source's
+    own first/last epoch, the source is seen before and after the event and
+    *recovers* (recovery rule, :func:`_chunk_fit`), and the dip is consistently low
+    (:func:`_dip_consistency`); the rules in full are in docs/science.md, section
+    11.3. The look-elsewhere effect of the ~2,700 templates of a 500-d span is
+    absorbed by the threshold, calibrated on simulated steady sources
+    (``bench/ese.py``: maximum 4.9 sigma over 10,000; default threshold 6).
+    With ``new_since_mjd`` only the templates that can turn admissible with the
+    new epochs are fitted (:func:`_incremental_templates`); known candidates
+    should be re-searched in full (the ESE step, ``pipeline/steps/ese.py``, does).
+    All templates of a chunk of sources are evaluated on the union of their epochs
+    with matrix products: O(n_sources * n_templates * n_epochs) flops in BLAS.
 
     Parameters
     ----------
@@ -549,14 +655,13 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         Memory bounds: sources per block, and largest union of epochs per block
         (blocks whose sources have more distinct epochs are split).
     min_side, recovery_window, recovery_tol, min_recovery_days : int, float, float, float
-        Recovery rule (see above): epochs needed before and after the event,
-        window length (durations, but at least ``min_recovery_days`` days, so
-        that sparse sampling still leaves epochs in it), tolerance (fraction of
-        the dip amplitude).
+        Recovery rule: epochs needed before and after the event, window length
+        (durations, but at least ``min_recovery_days`` days), tolerance (fraction
+        of the dip amplitude).
     min_low_frac, min_low_span : float
-        Dip-consistency rule (see above).
+        Dip-consistency rule (fractions of the in-dip epochs and of their time span).
     new_since_mjd : float, optional
-        Incremental search: MJD of the first new epoch (see above).
+        Incremental search: MJD of the first new epoch.
     durations : sequence of float
         Template durations (days), default 14-180 d.
     shapes : mapping name -> caustic fraction, optional
@@ -575,95 +680,27 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     S = f.shape[0]
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
-    out = {"detected": np.zeros(S, bool), "significance": np.zeros(S),
-           "depth": np.full(S, np.nan), "duration_days": np.full(S, np.nan),
-           "t_min_mjd": np.full(S, np.nan), "caustic_amp": np.full(S, np.nan),
-           "template": np.full(S, "", dtype=object), "chi2_improvement": np.zeros(S),
-           "chi2_nu_fit": np.full(S, np.nan), "baseline": np.full(S, np.nan),
-           "n_in_dip": np.zeros(S, dtype=np.int64)}
+    out = _empty_result(S)
     if not ok.any():
         return out
     grid = template_grid(float(t[ok].min()), float(t[ok].max()), durations=durations,
                          shapes=shapes, step_fraction=step_fraction, overhang=overhang)
     if new_since_mjd is not None:
-        # incremental search: a template can only turn admissible when the light curve
-        # reaches the end of its recovery window, so fit only the templates whose window
-        # ends after each source's last epoch before the new ones, on the epochs they
-        # can touch -> the cost per image is bounded whatever the length of the history
-        since = float(new_since_mjd)
-        with np.errstate(invalid="ignore"):
-            before = np.where(ok & (t < since), t, -np.inf).max(axis=1)
-        prev = float(before.min())
-        rec = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
-        win_end = grid["t0"] + grid["duration"] / 2.0 + rec
-        keep = (win_end > prev) & (win_end <= float(t[ok].max()))
-        if not keep.any():
+        grid, ok = _incremental_templates(grid, ok, t, new_since_mjd, recovery_window,
+                                          min_recovery_days)
+        if grid is None:
             return out
-        grid = {k: (v[keep] if k != "names" else v) for k, v in grid.items()}
-        first = float(np.min(grid["t0"] - grid["duration"] / 2.0 - rec[keep]))
-        with np.errstate(invalid="ignore"):
-            ok &= t >= first
-    names = np.array(grid["names"], dtype=object)
     w = np.where(ok, 1.0 / np.where(ok, e, 1.0) ** 2, 0.0)
     fz = np.where(ok, f, 0.0)
     sw = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mu = np.where(sw > 0, (w * fz).sum(axis=1) / np.where(sw > 0, sw, 1.0), 0.0)
     fc = np.where(ok, fz - mu[:, None], 0.0)                    # centred: no cancellation
-
-    def run(rows):
-        sub_ok = ok[rows]
-        if not sub_ok.any():
-            return
-        tu, inv = np.unique(t[rows][sub_ok], return_inverse=True)
-        if tu.size > max_grid and rows.size > 1:
-            half = rows.size // 2
-            run(rows[:half])
-            run(rows[half:])
-            return
-        r_idx = np.nonzero(sub_ok)[0]
-        m = tu.size
-        W = np.zeros((rows.size, m))
-        WF = np.zeros((rows.size, m))
-        CNT = np.zeros((rows.size, m))
-        wsub, fsub = w[rows][sub_ok], fc[rows][sub_ok]
-        np.add.at(W, (r_idx, inv), wsub)
-        np.add.at(WF, (r_idx, inv), wsub * fsub)
-        np.add.at(CNT, (r_idx, inv), 1.0)
-        Sff = (w[rows] * fc[rows] ** 2).sum(axis=1)
-        tr = np.where(sub_ok, t[rows], np.nan)
-        res = _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, np.nanmin(tr, axis=1),
-                         np.nanmax(tr, axis=1), overhang, min_side, recovery_window,
-                         recovery_tol, min_recovery_days)
-        base = res["a"] + mu[rows][:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            depth = -res["c"] / base
-        admissible = res["good"] & (base > 0) & (depth > 0) & (depth <= max_depth)
-        sig = np.where(admissible, res["sig"], -1.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fgrid = np.where(CNT > 0, WF / np.where(W > 0, W, 1.0), np.nan)
-        _dip_consistency(sig, tu, fgrid, res["a"], res["c"], grid, min_significance,
-                         min_low_frac, min_low_span)
-        k = np.argmax(sig, axis=1)
-        ii = np.arange(rows.size)
-        best = sig[ii, k]
-        has = best >= 0
-        kk = k[has]
-        sel = rows[has]
-        ih = ii[has]
-        out["significance"][sel] = best[has]
-        out["depth"][sel] = depth[ih, kk]
-        out["duration_days"][sel] = grid["duration"][kk]
-        out["t_min_mjd"][sel] = grid["t0"][kk]
-        out["caustic_amp"][sel] = grid["kappa"][kk] * depth[ih, kk]
-        out["template"][sel] = names[grid["shape"][kk]]
-        out["chi2_improvement"][sel] = res["dchi2"][ih, kk]
-        out["chi2_nu_fit"][sel] = res["chi2_fit"][ih, kk] / res["dof"][ih, kk]
-        out["baseline"][sel] = base[ih, kk]
-        out["n_in_dip"][sel] = res["n_in"][ih, kk].astype(np.int64)
-
+    search = _ShapeSearch(t, ok, w, fc, mu, grid, min_significance, min_in, min_out, max_depth,
+                          overhang, min_side, recovery_window, recovery_tol, min_recovery_days,
+                          min_low_frac, min_low_span, max_grid)
     for start in range(0, S, chunk_sources):
-        run(np.arange(start, min(start + chunk_sources, S)))
+        search.run(np.arange(start, min(start + chunk_sources, S)), out)
     out["detected"] = out["significance"] >= min_significance
     return out
 
