@@ -183,6 +183,11 @@ def seed_products_0016(conn) -> None:
     _image(conn, 15)
 
 
+def seed_products_0017(conn) -> None:
+    put(conn, "sources", id=5, survey="nvss", catalog_id="NVSS J235948+300000", ra_deg=359.95,
+        dec_deg=30.0, reference_ok=False)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -197,7 +202,7 @@ SEEDS = {
                  "0010": seed_products_0010, "0011": seed_products_0011,
                  "0012": seed_products_0012, "0013": seed_products_0013,
                  "0014": seed_products_0014, "0015": seed_products_0015,
-                 "0016": seed_products_0016},
+                 "0016": seed_products_0016, "0017": seed_products_0017},
     "registry": {"0001": seed_registry_0001},
 }
 
@@ -218,8 +223,26 @@ def check_candidates_have_their_flagging(conn, start: str) -> None:
     assert {r[0] for r in conn.execute(sa.text("SELECT flagged_by FROM ese_candidates"))} <= {"auto"}
 
 
+def check_cones_find_rows_written_before_the_zone_indexes(conn, start: str) -> None:
+    """0017 indexed the positions by RA zone: every source and image written before it is
+    found by a cone around its own position."""
+    from dsa110_contimg.store.schema import images, sources
+    from dsa110_contimg.store.sky import cone_box
+
+    for table, ra, dec in ((sources, "ra_deg", "dec_deg"),
+                           (images, "ra_center_deg", "dec_center_deg")):
+        rows = conn.execute(sa.select(table.c.id, table.c[ra], table.c[dec])
+                            .where(table.c[ra].is_not(None))).all()
+        assert rows, table.name
+        for r in rows:
+            found = conn.execute(sa.select(table.c.id).where(*cone_box(
+                table.c[ra], table.c[dec], r[1], r[2], 0.01))).scalars().all()
+            assert r.id in found, (table.name, r)
+
+
 #: Checks of data a migration moves, run when a database started before that revision.
-CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidates_have_their_flagging},
+CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidates_have_their_flagging,
+                       "0017": check_cones_find_rows_written_before_the_zone_indexes},
           "registry": {}}
 
 

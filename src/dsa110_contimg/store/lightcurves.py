@@ -50,22 +50,25 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
     qc_status, norm_status, norm_factor, norm_factor_err, norm_ref_ids, excluded`` (object
     arrays for text).
     """
+    # the query holds only the box, so that it reads through the position index (a status
+    # term would let the planner pick a status index and read every image with that status);
+    # duplicates, QC failures and exclusions are dropped from the box's rows here
     cond = cone_box(images.c.ra_center_deg, images.c.dec_center_deg, ra_deg, dec_deg, radius_deg)
-    cond.append(images.c.duplicate_of.is_(None))
-    if exclude_qc_failed:
-        cond.append(images.c.qc_status != "failed")
-    if not include_excluded:
-        cond.append(images.c.excluded == sa.false())
     cols = [images.c.id, images.c.mjd, images.c.ra_center_deg, images.c.dec_center_deg,
             images.c.qc_status, images.c.norm_status, images.c.norm_factor,
             images.c.norm_factor_err, images.c.norm_ref_ids, images.c.excluded]
-    rows = conn.execute(sa.select(*cols).where(*cond)).all()
+    rows = conn.execute(sa.select(*cols, images.c.duplicate_of).where(*cond)
+                        .order_by(images.c.id)).all()
     out = {c.name: np.array([r[i] for r in rows], dtype=object) for i, c in enumerate(cols)}
     if rows:
-        ra = out["ra_center_deg"].astype(float)
-        dec = out["dec_center_deg"].astype(float)
-        sep = angular_separation_deg(ra, dec, ra_deg, dec_deg)
-        keep = sep <= radius_deg
+        ra = np.array([np.nan if v is None else v for v in out["ra_center_deg"]], float)
+        dec = np.array([np.nan if v is None else v for v in out["dec_center_deg"]], float)
+        keep = angular_separation_deg(ra, dec, ra_deg, dec_deg) <= radius_deg
+        keep &= np.array([r.duplicate_of is None for r in rows], bool)
+        if exclude_qc_failed:
+            keep &= out["qc_status"] != "failed"
+        if not include_excluded:
+            keep &= ~out["excluded"].astype(bool)
         out = {k: v[keep] for k, v in out.items()}
     out["id"] = out["id"].astype(np.int64)
     out["mjd"] = np.array([np.nan if v is None else v for v in out["mjd"]], float)

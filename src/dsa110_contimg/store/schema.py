@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 
 from dsa110_contimg.core.enums import QC_STATES  # noqa: F401 - image QC states, re-exported
+from dsa110_contimg.store.sky import ra_zone
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -152,6 +153,11 @@ sources = Table(
     Index(None, "kind"),
     Index(None, "catalog_id"),
 )
+
+# positions are found through RA zone, Dec, RA (store/sky.py: a cone reads its own box)
+Index("ix_images_ra_zone", ra_zone(images.c.ra_center_deg), images.c.dec_center_deg,
+      images.c.ra_center_deg)
+Index("ix_sources_ra_zone", ra_zone(sources.c.ra_deg), sources.c.dec_deg, sources.c.ra_deg)
 
 #: Per source, its blind detections so far: running inverse-variance weighted-mean position
 #: (docs/science.md §16; weights 1/sigma^2 in arcsec^-2) and detection counts.
