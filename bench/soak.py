@@ -211,9 +211,12 @@ class Soak:
         self.closed[str(path)] = time.time()
 
     def per_image(self) -> list[dict]:
+        # one row per job of one item: a job of several items is a backfill of earlier images
+        # (new sources measured on them), not an arrival
         rows = self._query(
-            "SELECT i.fits_path, j.status, j.started_at, j.finished_at FROM batch_jobs j "
-            "JOIN batch_job_items i ON i.batch_id = j.id ORDER BY j.id", default=[])
+            "SELECT min(i.fits_path), j.status, j.started_at, j.finished_at FROM batch_jobs j "
+            "JOIN batch_job_items i ON i.batch_id = j.id GROUP BY j.id HAVING count(*) = 1 "
+            "ORDER BY j.id", default=[])
         out = []
         for n, (path, status, started, finished) in enumerate(rows):
             closed = self.closed.get(path)
