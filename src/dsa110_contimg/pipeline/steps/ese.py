@@ -132,6 +132,103 @@ def _low_epochs(flux, err, min_sigma: float = 3.0) -> np.ndarray:
         return (ok & (f < med[:, None] - min_sigma * scale)).sum(axis=1)
 
 
+def _threshold_criteria(metrics: dict, preset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``preset`` and ``eta_v`` criteria of the sources (bool arrays).
+
+    ``eta_v`` is fitted on the population with at least :data:`MIN_EPOCHS_ESE` epochs and
+    finite positive eta and V, and only when it holds at least 20 sources.
+    """
+    from dsa110_contimg.science.ese import PRESETS, classify, eta_v_candidates
+
+    n = metrics["n"]
+    by_preset = classify(metrics, preset, min_n=MIN_EPOCHS_ESE)
+    eta_v = np.zeros(n.size, bool)
+    pop = (n >= MIN_EPOCHS_ESE) & np.isfinite(metrics["eta"]) & (metrics["eta"] > 0) & \
+        np.isfinite(metrics["v"]) & (metrics["v"] > 0)
+    if pop.sum() >= 20:
+        eta_v[pop] = eta_v_candidates(metrics["eta"][pop], metrics["v"][pop],
+                                      n_sigma=PRESETS[preset].sigma_deviation / 2.0)
+    return by_preset, eta_v
+
+
+def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.ndarray,
+                    prev_stage: dict) -> tuple[dict, dict]:
+    """Shape search and stages of the sources worth it (reads their light curves).
+
+    Searched: sources with at least :data:`MIN_EPOCHS_SHAPE` epochs and chi2_nu above
+    :data:`SHAPE_PREFILTER_CHI2_NU`, or already candidates (``prev_stage``: source id ->
+    stored stage). The light curves of those and of the ``by_preset`` sources are read,
+    and ``by_preset`` is cleared in place for the light curves with fewer than two low
+    epochs (:func:`_low_epochs`).
+
+    Returns
+    -------
+    shape : dict of arrays, one element per source
+        :func:`~dsa110_contimg.science.ese.detect_ese_shapes` output (NaN / None where not
+        searched; only ``detected`` when nothing was searched); ``depth`` (fractional) is
+        the live stage's depth for a dip in progress or recovering.
+    stage : dict of arrays
+        ``stage`` ('' when none), ``reason`` and ``significance`` (sigma).
+    """
+    from dsa110_contimg.science.ese import detect_ese_shapes
+
+    n = metrics["n"]
+    shape = {"detected": np.zeros(n.size, bool)}
+    stage = {"stage": np.full(n.size, "", dtype=object), "reason": np.full(n.size, None, object),
+             "significance": np.full(n.size, np.nan)}
+    known = set(prev_stage)
+    with np.errstate(invalid="ignore"):
+        worth = (metrics["chi2_nu"] > SHAPE_PREFILTER_CHI2_NU) | np.isin(ctx.source_ids, list(known))
+    read = np.flatnonzero(((n >= MIN_EPOCHS_SHAPE) & worth) | by_preset)
+    if not read.size:
+        return shape, stage
+    field = ctx.field_images(conn)
+    keep = field.normalised_ids() if cfg.normalize else field.ids
+    flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[read], keep,
+                                                  normalized=cfg.normalize)
+    by_preset[read] &= _low_epochs(flux, err) >= 2
+    deep = (n[read] >= MIN_EPOCHS_SHAPE) & worth[read]
+    if flux.shape[1] < MIN_EPOCHS_SHAPE or not deep.any():
+        return shape, stage
+    rows_d = read[deep]
+    found = _shape_search(detect_ese_shapes, mjd[deep], flux[deep], err[deep],
+                          np.isin(ctx.source_ids[rows_d], list(known)),
+                          None if ctx.remeasured or _renormalised(ctx) else ctx.mjd)
+    shape = {k: np.full(n.size, np.nan if np.asarray(v).dtype.kind == "f" else None,
+                        dtype=np.asarray(v).dtype if np.asarray(v).dtype.kind == "f" else object)
+             for k, v in found.items()}
+    for k, v in found.items():
+        shape[k][rows_d] = v
+    shape["detected"] = np.asarray(shape["detected"] == True)  # noqa: E712 (object array)
+    got = _stages(found, mjd[deep], flux[deep], err[deep],
+                  [prev_stage.get(int(s)) for s in ctx.source_ids[rows_d]])
+    for k in ("stage", "reason", "significance"):
+        stage[k][rows_d] = got[k]
+    live = np.isin(got["stage"], ("dip_in_progress", "recovering"))
+    shape["depth"][rows_d] = np.where(live, got["depth"], shape["depth"][rows_d])
+    return shape, stage
+
+
+def _candidate_row(i: int, ctx: ImageContext, preset: str, metrics: dict, criteria: list,
+                   score: float, conf: str, shape: dict, stage: dict, has_stage: bool) -> dict:
+    """The candidate row of source ``i`` (score 0-10, fluxes in Jy/beam, times in MJD, days)."""
+    row = {"source_id": int(ctx.source_ids[i]), "criteria": json.dumps(criteria),
+           "preset": preset, "score": float(np.nan_to_num(score)),
+           "confidence": str(conf), "sigma_deviation": metrics["sigma_deviation"][i],
+           "chi2_nu": metrics["chi2_nu"][i], "eta": metrics["eta"][i], "v": metrics["v"][i],
+           "n_epochs": int(metrics["n"][i])}
+    if "significance" in shape:
+        row.update(shape_significance=shape["significance"][i], depth=shape["depth"][i],
+                   duration_days=shape["duration_days"][i], t_min_mjd=shape["t_min_mjd"][i],
+                   template=shape["template"][i], baseline_jyb=shape["baseline"][i],
+                   caustic_amp=shape["caustic_amp"][i])
+        if has_stage and stage["stage"][i] != "confirmed":
+            row["shape_significance"] = stage["significance"][i]
+        row.update(stage=stage["stage"][i] or None, stage_reason=stage["reason"][i] or None,
+                   _stage_sigma=float(stage["significance"][i]))
+    return row
+
+
 def ese_rows(conn, ctx: ImageContext, cfg,
              signature: tuple | None = None) -> tuple[list[dict], int]:
     """ESE candidate rows of the image's sources (reads only); returns (rows, n flagged).
@@ -156,9 +253,7 @@ def ese_rows(conn, ctx: ImageContext, cfg,
     Existing candidates are refreshed; their lifecycle status is kept, and their
     stage may become ``retired`` (see :func:`_stages`).
     """
-    from dsa110_contimg.science.ese import (
-        PRESETS, classify, composite_score, detect_ese_shapes, eta_v_candidates,
-    )
+    from dsa110_contimg.science.ese import composite_score
     from dsa110_contimg.science.variability import RunningStats
 
     if signature is not None and ctx.written_stats is not None \
@@ -167,46 +262,9 @@ def ese_rows(conn, ctx: ImageContext, cfg,
     else:
         stored, _, _ = lc_store.load_running_stats(conn, ctx.source_ids)
     metrics = RunningStats.from_dict(stored).metrics()
-    n = metrics["n"]
-    by_preset = classify(metrics, cfg.ese_preset, min_n=MIN_EPOCHS_ESE)
-    eta_v = np.zeros(n.size, bool)
-    pop = (n >= MIN_EPOCHS_ESE) & np.isfinite(metrics["eta"]) & (metrics["eta"] > 0) & \
-        np.isfinite(metrics["v"]) & (metrics["v"] > 0)
-    if pop.sum() >= 20:
-        eta_v[pop] = eta_v_candidates(metrics["eta"][pop], metrics["v"][pop],
-                                      n_sigma=PRESETS[cfg.ese_preset].sigma_deviation / 2.0)
-    shape = {"detected": np.zeros(n.size, bool)}
-    stage = {"stage": np.full(n.size, "", dtype=object), "reason": np.full(n.size, None, object),
-             "significance": np.full(n.size, np.nan)}
+    by_preset, eta_v = _threshold_criteria(metrics, cfg.ese_preset)
     prev_stage = candidate_stages(conn, ctx.source_ids)
-    known = set(prev_stage)
-    with np.errstate(invalid="ignore"):
-        worth = (metrics["chi2_nu"] > SHAPE_PREFILTER_CHI2_NU) | np.isin(ctx.source_ids, list(known))
-    read = np.flatnonzero(((n >= MIN_EPOCHS_SHAPE) & worth) | by_preset)
-    if read.size:
-        field = ctx.field_images(conn)
-        keep = field.normalised_ids() if cfg.normalize else field.ids
-        flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[read], keep,
-                                                      normalized=cfg.normalize)
-        by_preset[read] &= _low_epochs(flux, err) >= 2
-        deep = (n[read] >= MIN_EPOCHS_SHAPE) & worth[read]
-        if flux.shape[1] >= MIN_EPOCHS_SHAPE and deep.any():
-            rows_d = read[deep]
-            found = _shape_search(detect_ese_shapes, mjd[deep], flux[deep], err[deep],
-                                  np.isin(ctx.source_ids[rows_d], list(known)),
-                                  None if ctx.remeasured or _renormalised(ctx) else ctx.mjd)
-            shape = {k: np.full(n.size, np.nan if np.asarray(v).dtype.kind == "f" else None,
-                                dtype=np.asarray(v).dtype if np.asarray(v).dtype.kind == "f" else object)
-                     for k, v in found.items()}
-            for k, v in found.items():
-                shape[k][rows_d] = v
-            shape["detected"] = np.asarray(shape["detected"] == True)  # noqa: E712 (object array)
-            got = _stages(found, mjd[deep], flux[deep], err[deep],
-                          [prev_stage.get(int(s)) for s in ctx.source_ids[rows_d]])
-            for k in ("stage", "reason", "significance"):
-                stage[k][rows_d] = got[k]
-            live = np.isin(got["stage"], ("dip_in_progress", "recovering"))
-            shape["depth"][rows_d] = np.where(live, got["depth"], shape["depth"][rows_d])
+    shape, stage = _shape_criteria(conn, ctx, cfg, metrics, by_preset, prev_stage)
     has_stage = np.isin(stage["stage"], ("dip_in_progress", "recovering", "confirmed"))
     flagged = by_preset | shape["detected"] | has_stage
     score, conf = composite_score(metrics["sigma_deviation"], metrics["chi2_nu"], metrics["eta"])
@@ -215,25 +273,12 @@ def ese_rows(conn, ctx: ImageContext, cfg,
     score = np.nan_to_num(score)  # a candidate without computable metrics is stored at score 0
     conf = confidence_level(score)
     rows = []
-    for i in np.flatnonzero(flagged | np.isin(ctx.source_ids, list(known))):
+    for i in np.flatnonzero(flagged | np.isin(ctx.source_ids, list(prev_stage))):
         criteria = [name for name, hit in (("preset", by_preset[i]),
                                            ("shape", shape["detected"][i] or has_stage[i]),
                                            ("eta_v", eta_v[i])) if hit]
-        row = {"source_id": int(ctx.source_ids[i]), "criteria": json.dumps(criteria),
-               "preset": cfg.ese_preset, "score": float(np.nan_to_num(score[i])),
-               "confidence": str(conf[i]), "sigma_deviation": metrics["sigma_deviation"][i],
-               "chi2_nu": metrics["chi2_nu"][i], "eta": metrics["eta"][i], "v": metrics["v"][i],
-               "n_epochs": int(n[i])}
-        if "significance" in shape:
-            row.update(shape_significance=shape["significance"][i], depth=shape["depth"][i],
-                       duration_days=shape["duration_days"][i], t_min_mjd=shape["t_min_mjd"][i],
-                       template=shape["template"][i], baseline_jyb=shape["baseline"][i],
-                       caustic_amp=shape["caustic_amp"][i])
-            if has_stage[i] and stage["stage"][i] != "confirmed":
-                row["shape_significance"] = stage["significance"][i]
-            row.update(stage=stage["stage"][i] or None, stage_reason=stage["reason"][i] or None,
-                       _stage_sigma=float(stage["significance"][i]))
-        rows.append(row)
+        rows.append(_candidate_row(i, ctx, cfg.ese_preset, metrics, criteria, score[i], conf[i],
+                                   shape, stage, has_stage[i]))
     return rows, int(flagged.sum())
 
 
