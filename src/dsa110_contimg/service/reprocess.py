@@ -327,6 +327,31 @@ class ProgressBar(_ProgressBar):
         super().update(n, f"{failed} failed, {60.0 * n / max(self.elapsed_s, 1e-9):.1f} img/min")
 
 
+def _default_window(client) -> int:
+    """Futures in flight: ``WINDOW_PER_WORKER`` per worker thread of ``client``, at least 8."""
+    threads = sum(client.nthreads().values()) or 1
+    return max(8, WINDOW_PER_WORKER * threads)
+
+
+def _outcomes(client, batch, futures: dict) -> list[tuple[int, tuple]]:
+    """(task index, outcome) of the measurement futures of ``batch`` (``futures``: future
+    -> task index; each one is removed from it and released). A task that raised or
+    whose worker died gives ``("failed", reason)``."""
+    batch = [f for f in batch if f in futures]
+    done_ok = [f for f in batch if f.status == "finished"]
+    gathered = client.gather(done_ok) if done_ok else []
+    results = list(zip(done_ok, gathered))
+    for f in batch:
+        if f.status != "finished":
+            exc = f.exception()
+            results.append((f, ("failed", f"{type(exc).__name__}: {exc}")))
+    indexed = []
+    for f, outcome in results:
+        indexed.append((futures.pop(f), outcome))
+        f.release()
+    return indexed
+
+
 def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = None,
               window: int | None = None, progress: ProgressBar | None = None,
               on_stored: Callable[[Task, Any], None] | None = None) -> Report:
@@ -359,8 +384,7 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
     report = Report(planned=len(tasks), already_done=plan.already_done, outside_dates=plan.outside_dates)
     t0 = time.perf_counter()
     if window is None:
-        threads = sum(client.nthreads().values()) or 1
-        window = max(8, WINDOW_PER_WORKER * threads)
+        window = _default_window(client)
     config = cfg.to_dict()
     catalog_dir = None if catalog_dir is None else str(catalog_dir)
     futures: dict[Any, int] = {}
@@ -397,18 +421,8 @@ def reprocess(plan: Plan, manager, cfg, client, *, catalog_dir: str | None = Non
         submit_more()
         for batch in ac.batches():
             forward.store_finished(batch)
-            batch = [f for f in batch if f in futures]
-            results = []
-            done_ok = [f for f in batch if f.status == "finished"]
-            gathered = client.gather(done_ok) if done_ok else []
-            results.extend(zip(done_ok, gathered))
-            for f in batch:
-                if f.status != "finished":       # the task raised or its worker died
-                    exc = f.exception()
-                    results.append((f, ("failed", f"{type(exc).__name__}: {exc}")))
-            for f, outcome in results:
-                ready[futures.pop(f)] = outcome
-                f.release()
+            for index, outcome in _outcomes(client, batch, futures):
+                ready[index] = outcome
             write_ready()
             submit_more()
         write_ready()
