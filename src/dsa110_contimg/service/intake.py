@@ -107,6 +107,67 @@ def _inside(path: str, roots) -> bool:
     return False
 
 
+def _follow_symlink(path: str, lst, roots, symlinks: str, lstat):
+    """(target path, its lstat) of ``path`` after the ``symlinks`` policy, or the Probe
+    that ends the examination (a refused, outside, dangling or unreadable symlink)."""
+    if not stat_mod.S_ISLNK(lst.st_mode):
+        return path, lst
+    if symlinks == "refuse":
+        return Probe("skip", FileKey.of_stat(path, lst), "symlink (symlinks are refused: daemon.symlinks)")
+    target = os.path.realpath(path)
+    if symlinks == "within_roots" and not _inside(target, roots):
+        return Probe("skip", FileKey.of_stat(path, lst),
+                     f"symlink to {printable(target)}, outside the watched directories")
+    try:
+        return target, lstat(target)
+    except FileNotFoundError:
+        return Probe("skip", FileKey.of_stat(path, lst), f"dangling symlink to {printable(target)}")
+    except OSError as exc:
+        return Probe("skip", FileKey.of_stat(path, lst),
+                     f"cannot stat the symlink's target: {exc.strerror or exc}")
+
+
+def _open_failure(exc: OSError, path: str, lst, target: str) -> Probe:
+    """The Probe of a regular file that could not be opened for reading."""
+    if isinstance(exc, FileNotFoundError):
+        return Probe("gone")
+    if exc.errno == errno.ELOOP:
+        return Probe("changed", reason="replaced by a symlink while being examined")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        # a regular file we may not read: a failure the operator must see, not a skip
+        # (queued once stable, its job fails with the reason; a writer that fixes the
+        # permissions before that is simply measured)
+        return Probe("unreadable", FileKey.of_stat(path, lst),
+                     f"permission denied: cannot open for reading ({exc.strerror or exc})",
+                     target=target, ino=int(lst.st_ino))
+    # EIO, ESTALE, ETIMEDOUT, EMFILE...: a regular file that may read fine later; never a
+    # silent skip. Like a denied one it is queued once stable, and its job retries
+    # (environmental errors) or fails with the reason for the operator to see
+    return Probe("unreadable", FileKey.of_stat(path, lst), f"cannot open: {exc.strerror or exc}",
+                 target=target, ino=int(lst.st_ino))
+
+
+def _fits_status(read_at, st, key: FileKey, path: str, max_header_bytes: int):
+    """(status, reason, header cards) of an open regular file from its FITS layout:
+    ``complete``, ``suspect`` (last data block all zero, or holes), ``incomplete`` or
+    ``invalid`` (cards None). An OSError while reading propagates."""
+    try:
+        layout = fits_layout(read_at, key.size, printable(path), max_header_bytes=max_header_bytes)
+    except TruncatedImage as exc:
+        return "incomplete", exc.reason, None
+    except CorruptImage as exc:
+        return "invalid", exc.reason, None
+    status, reason = "complete", ""
+    if layout.data_tail is not None:
+        off, n = layout.data_tail
+        if not any(read_at(off, n)):
+            status, reason = "suspect", "final data block is all zero (still being filled?)"
+    if status == "complete" and hasattr(st, "st_blocks") and \
+            st.st_blocks * 512 + 2 * 4096 < key.size // 2:
+        status, reason = "suspect", "file has holes (still being filled?)"
+    return status, reason, layout.cards
+
+
 def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
                max_header_bytes: int = MAX_HEADER_BYTES,
                lstat=os.lstat, open_fn=os.open, fstat=os.fstat, pread=os.pread) -> Probe:
@@ -119,43 +180,17 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
     except OSError as exc:
         # EIO, ESTALE, a hung mount: nothing is known of the file yet; examined again later
         return Probe("changed", reason=f"cannot stat: {exc.strerror or exc} (will look again)")
-    target = path
-    if stat_mod.S_ISLNK(lst.st_mode):
-        if symlinks == "refuse":
-            return Probe("skip", FileKey.of_stat(path, lst), "symlink (symlinks are refused: daemon.symlinks)")
-        target = os.path.realpath(path)
-        if symlinks == "within_roots" and not _inside(target, roots):
-            return Probe("skip", FileKey.of_stat(path, lst),
-                         f"symlink to {printable(target)}, outside the watched directories")
-        try:
-            lst = lstat(target)
-        except FileNotFoundError:
-            return Probe("skip", FileKey.of_stat(path, lst), f"dangling symlink to {printable(target)}")
-        except OSError as exc:
-            return Probe("skip", FileKey.of_stat(path, lst),
-                         f"cannot stat the symlink's target: {exc.strerror or exc}")
+    followed = _follow_symlink(path, lst, roots, symlinks, lstat)
+    if isinstance(followed, Probe):
+        return followed
+    target, lst = followed
     if not stat_mod.S_ISREG(lst.st_mode):  # decided without opening (a socket cannot be opened)
         return Probe("skip", FileKey.of_stat(path, lst), f"not a regular file ({file_type(lst.st_mode)})")
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = open_fn(target, flags)
-    except FileNotFoundError:
-        return Probe("gone")
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return Probe("changed", reason="replaced by a symlink while being examined")
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            # a regular file we may not read: a failure the operator must see, not a skip
-            # (queued once stable, its job fails with the reason; a writer that fixes the
-            # permissions before that is simply measured)
-            return Probe("unreadable", FileKey.of_stat(path, lst),
-                         f"permission denied: cannot open for reading ({exc.strerror or exc})",
-                         target=target, ino=int(lst.st_ino))
-        # EIO, ESTALE, ETIMEDOUT, EMFILE...: a regular file that may read fine later; never a
-        # silent skip. Like a denied one it is queued once stable, and its job retries
-        # (environmental errors) or fails with the reason for the operator to see
-        return Probe("unreadable", FileKey.of_stat(path, lst), f"cannot open: {exc.strerror or exc}",
-                     target=target, ino=int(lst.st_ino))
+        return _open_failure(exc, path, lst, target)
     try:
         st = fstat(fd)
         key, ino = FileKey.of_stat(path, st), int(st.st_ino)
@@ -166,20 +201,7 @@ def probe_file(path: str, *, roots=(), symlinks: str = "within_roots",
             return pread(fd, n, off)
 
         try:
-            layout = fits_layout(read_at, key.size, printable(path), max_header_bytes=max_header_bytes)
-            status, reason = "complete", ""
-            if layout.data_tail is not None:
-                off, n = layout.data_tail
-                if not any(read_at(off, n)):
-                    status, reason = "suspect", "final data block is all zero (still being filled?)"
-            if status == "complete" and hasattr(st, "st_blocks") and \
-                    st.st_blocks * 512 + 2 * 4096 < key.size // 2:
-                status, reason = "suspect", "file has holes (still being filled?)"
-            cards = layout.cards
-        except TruncatedImage as exc:
-            status, reason, cards = "incomplete", exc.reason, None
-        except CorruptImage as exc:
-            status, reason, cards = "invalid", exc.reason, None
+            status, reason, cards = _fits_status(read_at, st, key, path, max_header_bytes)
         except OSError as exc:   # EIO in the middle of the file: as for an open error
             return Probe("unreadable", key, f"cannot read: {exc.strerror or exc}", target=target, ino=ino)
         after = FileKey.of_stat(path, fstat(fd))
