@@ -6,6 +6,8 @@ import sqlite3
 
 import pytest
 
+from pgcluster import BACKENDS
+
 
 def test_qc_history_is_read_without_the_write_lock(tmp_path):
     from dsa110_contimg.store import open_products_db
@@ -29,3 +31,38 @@ def test_qc_history_is_read_without_the_write_lock(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_images_near_are_the_epochs_within_the_radius(databases, backend):
+    """Image centres within the radius (also across RA 0, found through the RA zones);
+    duplicates never, QC failures and excluded epochs only when asked for."""
+    import sqlalchemy as sa
+
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.schema import images
+
+    # (id, ra, dec, qc_status, excluded, duplicate_of): centre (0.2, 30)
+    rows = [(1, 0.5, 30.0, "passed", False, None), (2, 359.6, 30.3, "passed", False, None),
+            (3, 359.9, 29.9, "failed", False, None), (4, 0.1, 30.1, "passed", True, None),
+            (5, 0.5, 30.0, "passed", False, 1), (6, 358.0, 30.0, "passed", False, None),
+            (7, 0.2, 31.5, "warning", False, None), (8, 180.2, 30.0, "passed", False, None)]
+    db = open_products_db(databases.new("products"))
+    with db.engine.begin() as conn:
+        conn.execute(images.insert(), [
+            {"id": i, "path": f"/img/{i}.fits", "content_id": str(i), "kind": "image",
+             "mjd": 60000.0 + i, "ra_center_deg": ra, "dec_center_deg": dec, "radius_deg": 1.0,
+             "method": "forced", "catalog": "nvss", "qc_status": qc, "excluded": ex,
+             "duplicate_of": dup, "measured_at": 0.0} for i, ra, dec, qc, ex, dup in rows])
+    with db.engine.connect() as conn:
+        def near(**kw):
+            return lc_store.images_near(conn, 0.2, 30.0, 1.0, **kw)["id"].tolist()
+
+        assert near() == [1, 2]
+        assert near(exclude_qc_failed=False) == [1, 2, 3]
+        assert near(exclude_qc_failed=False, include_excluded=True) == [1, 2, 3, 4]
+        out = lc_store.images_near(conn, 0.2, 30.0, 1.0, include_excluded=True)
+        assert out["excluded"].tolist() == [False, False, True]
+        assert out["mjd"].tolist() == [60001.0, 60002.0, 60004.0]
+    db.dispose()
