@@ -127,6 +127,52 @@ def _metrics_from_sums(n, sum_w, sum_wf, sum_wf2, sum_f, sum_f2, sum_var, min_fl
             "p_value": p, "m": m, "m_debiased": m_d, "sigma_deviation": sig_dev}
 
 
+def _usable_in_time_order(flux, flux_err, mjd) -> tuple[np.ndarray, np.ndarray]:
+    """The usable points of one light curve (finite flux and error, error > 0, finite MJD
+    when given): (flux, error), same unit as given, in time order (stable) when ``mjd``
+    (MJD) is given. Raises InvalidLightCurve on arrays that are not 1-D of one length."""
+    f = np.asarray(flux, dtype=float)
+    e = np.asarray(flux_err, dtype=float)
+    if f.ndim != 1 or e.shape != f.shape:
+        raise InvalidLightCurve(f"flux and flux_err must be 1-D of equal length, got shapes "
+                                f"{f.shape} and {e.shape}")
+    ok = _valid(f, e)
+    if mjd is None:
+        return f[ok], e[ok]
+    t = np.asarray(mjd, dtype=float)
+    if t.shape != f.shape:
+        raise InvalidLightCurve(f"mjd has shape {t.shape}, flux has shape {f.shape}")
+    ok &= np.isfinite(t)
+    order = np.argsort(t[ok], kind="stable")
+    return f[ok][order], e[ok][order]
+
+
+def _scatter_metrics(out: dict, f, e, w, mean: float, wmean: float) -> None:
+    """Fill ``out``'s v, m, m_debiased, eta, chi2_nu, p_value and sigma_deviation from a
+    light curve of n >= 2 usable points (flux ``f`` and error ``e`` in one unit, weights
+    ``w`` = 1/e**2, unweighted and weighted means ``mean``, ``wmean``). Two-pass (numerically
+    careful) reference implementation of the running sums' metrics."""
+    n = f.size
+    nan = float("nan")
+    resid = f - mean
+    ss = float(np.sum(resid * resid))
+    if ss <= _ROUNDING * n * float(np.sum(f * f)):
+        ss = 0.0          # same rounding rule as the running sums: a constant curve has no scatter
+    s1 = np.sqrt(ss / (n - 1))
+    s0 = np.sqrt(ss / n)
+    chi2 = float(np.sum(resid * resid * w))
+    d = ss - float(np.sum(e * e))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["v"] = s1 / mean if mean != 0 else nan
+        out["m"] = s0 / mean if mean != 0 else nan
+        out["m_debiased"] = (np.sign(d) * np.sqrt(abs(d) / n) / mean) if mean != 0 else nan
+    out["eta"] = float(np.sum(w * (f - wmean) ** 2) / (n - 1))
+    out["chi2_nu"] = chi2 / (n - 1)
+    out["p_value"] = float(max(stats.chi2.sf(chi2, n - 1), P_VALUE_FLOOR))
+    dev = max(abs(f.max() - mean), abs(f.min() - mean))
+    out["sigma_deviation"] = float(dev / s1) if s1 > 0 else 0.0
+
+
 def lightcurve_metrics(flux, flux_err, mjd=None, *, pairs: str = "consecutive") -> dict:
     """Variability metrics of one light curve.
 
@@ -165,21 +211,7 @@ def lightcurve_metrics(flux, flux_err, mjd=None, *, pairs: str = "consecutive") 
         out.update(all_pairs_metrics(np.asarray(flux, float), np.asarray(flux_err, float),
                                      None if mjd is None else np.asarray(mjd, float)))
         return out
-    f = np.asarray(flux, dtype=float)
-    e = np.asarray(flux_err, dtype=float)
-    if f.ndim != 1 or e.shape != f.shape:
-        raise InvalidLightCurve(f"flux and flux_err must be 1-D of equal length, got shapes "
-                                f"{f.shape} and {e.shape}")
-    ok = _valid(f, e)
-    if mjd is not None:
-        t = np.asarray(mjd, dtype=float)
-        if t.shape != f.shape:
-            raise InvalidLightCurve(f"mjd has shape {t.shape}, flux has shape {f.shape}")
-        ok &= np.isfinite(t)
-        order = np.argsort(t[ok], kind="stable")
-        f, e = f[ok][order], e[ok][order]
-    else:
-        f, e = f[ok], e[ok]
+    f, e = _usable_in_time_order(flux, flux_err, mjd)
     n = f.size
     nan = float("nan")
     out = dict.fromkeys(METRIC_KEYS, nan)
@@ -192,24 +224,7 @@ def lightcurve_metrics(flux, flux_err, mjd=None, *, pairs: str = "consecutive") 
     out["mean"], out["weighted_mean"] = mean, wmean
     if n < 2:
         return out
-    # two-pass (numerically careful) reference implementation
-    resid = f - mean
-    ss = float(np.sum(resid * resid))
-    if ss <= _ROUNDING * n * float(np.sum(f * f)):
-        ss = 0.0          # same rounding rule as the running sums: a constant curve has no scatter
-    s1 = np.sqrt(ss / (n - 1))
-    s0 = np.sqrt(ss / n)
-    chi2 = float(np.sum(resid * resid * w))
-    d = ss - float(np.sum(e * e))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["v"] = s1 / mean if mean != 0 else nan
-        out["m"] = s0 / mean if mean != 0 else nan
-        out["m_debiased"] = (np.sign(d) * np.sqrt(abs(d) / n) / mean) if mean != 0 else nan
-    out["eta"] = float(np.sum(w * (f - wmean) ** 2) / (n - 1))
-    out["chi2_nu"] = chi2 / (n - 1)
-    out["p_value"] = float(max(stats.chi2.sf(chi2, n - 1), P_VALUE_FLOOR))
-    dev = max(abs(f.max() - mean), abs(f.min() - mean))
-    out["sigma_deviation"] = float(dev / s1) if s1 > 0 else 0.0
+    _scatter_metrics(out, f, e, w, mean, wmean)
     vs, m = _pair_metrics(f[:-1], e[:-1], f[1:], e[1:])
     k = int(np.argmax(np.abs(vs)))
     out["vs_max"] = float(abs(vs[k]))
