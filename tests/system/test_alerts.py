@@ -28,14 +28,15 @@ RANK = {c: -i for i, c in enumerate(CONFIDENCE_LEVELS)}
 
 def candidates(db_path) -> list[tuple]:
     with sqlite3.connect(db_path) as con:
-        return con.execute("SELECT c.source_id, s.catalog_id, c.confidence, c.status, c.criteria "
-                           "FROM ese_candidates c JOIN sources s ON s.id = c.source_id").fetchall()
+        return con.execute("SELECT c.source_id, s.catalog_id, c.confidence, c.status, c.criteria, "
+                           "c.stage FROM ese_candidates c JOIN sources s ON s.id = c.source_id").fetchall()
 
 
 def test_webhook_receives_one_alert_per_candidate_event(tmp_path):
     """30 epochs, 4 % gain jitter, a 45 % ESE dip on one source; delivery after every epoch.
     The expected events are read from the candidate table epoch by epoch: a new candidate,
-    and a confidence level reached for the first time above the one stored before."""
+    a confidence level reached for the first time above the one stored before, and entry
+    into an alerted stage (dip in progress, confirmed)."""
     field = SimulatedField(tmp_path, n_sources=30, seed=4, flux_range=(60.0, 400.0))
     field.ingest(tmp_path / "catalogs")
     n = 30
@@ -55,6 +56,7 @@ def test_webhook_receives_one_alert_per_candidate_event(tmp_path):
     delivery = AlertDelivery(cfg, manager.products)
     expected: Counter = Counter()
     stored: dict[int, str] = {}
+    stages: dict[int, str | None] = {}
     told: dict[int, set] = {}
     try:
         for k in range(n):
@@ -62,7 +64,10 @@ def test_webhook_receives_one_alert_per_candidate_event(tmp_path):
             field.image(path, mjd=float(mjds[k]), gain=gains[k], seed=100 + k, scale=scales[k])
             manager.measure_for_fits(path, create_batch_job=False)
             delivery.tick()
-            for sid, name, conf, status, criteria in candidates(db_path):
+            for sid, name, conf, status, criteria, stage in candidates(db_path):
+                if stage != stages.get(sid) and stage in ("dip_in_progress", "confirmed") and status != "dismissed":
+                    expected[("ese_stage", name, conf)] += 1
+                stages[sid] = stage
                 if sid not in stored:
                     expected[("ese_candidate", name, conf)] += 1
                     told[sid] = set()

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# the demo season behind the module is built in the first test's setup (minutes under load)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENS = {"alice": "review-token-of-alice-7f3a", "bob": "review-token-of-bob-91c2"}

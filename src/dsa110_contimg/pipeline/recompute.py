@@ -103,15 +103,14 @@ def recompute_running_stats(conn, ctx: ImageContext, source_ids: Sequence[int]) 
 def reevaluate_ese(conn, ctx: ImageContext, source_ids: Sequence[int]) -> int:
     """ESE rows of ``source_ids`` evaluated again (full-history search) and stored, with
     their alerts; returns how many are flagged."""
-    from dsa110_contimg.pipeline.ese_alerts import record_ese_alerts
-    from dsa110_contimg.pipeline.steps.ese import ese_rows
+    from dsa110_contimg.pipeline.steps.ese import ese_rows, write_ese_rows
 
     if not ctx.cfg.detect_ese or not len(source_ids):
         return 0
     ctx.source_ids = np.asarray(source_ids, np.int64)
     ctx.written_stats = None
     rows, flagged = ese_rows(conn, ctx, ctx.cfg)
-    record_ese_alerts(conn, None, rows, lc_store.upsert_ese_candidates(conn, rows))
+    write_ese_rows(conn, rows, image_id=None, mjd=None)
     return flagged
 
 

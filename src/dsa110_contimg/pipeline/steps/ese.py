@@ -82,12 +82,19 @@ def store_ese(conn, ctx: ImageContext, cfg, evaluated: tuple, signature: tuple) 
     if ese_inputs_signature(conn, ctx) != signature:
         ctx.reread_field(conn)
         rows, flagged = ese_rows(conn, ctx, cfg)
+    write_ese_rows(conn, rows, image_id=ctx.image_id, mjd=ctx.mjd)
+    return flagged
+
+
+def write_ese_rows(conn, rows: list[dict], *, image_id: int | None, mjd: float | None) -> None:
+    """Upsert evaluated ESE rows (:func:`ese_rows`) inside ``conn``, append their stage
+    changes to the history and record their alerts; ``image_id``/``mjd`` (MJD) name the
+    epoch evaluated, None when a field is recomputed outside an image."""
     stage_sigma = {int(r["source_id"]): r.pop("_stage_sigma", None) for r in rows}
     changes = lc_store.upsert_ese_candidates(conn, rows)
-    record_stage_changes(conn, changes, rows, image_id=ctx.image_id, mjd=ctx.mjd,
+    record_stage_changes(conn, changes, rows, image_id=image_id, mjd=mjd,
                          significance=stage_sigma)
-    record_ese_alerts(conn, ctx.image_id, rows, changes)
-    return flagged
+    record_ese_alerts(conn, image_id, rows, changes)
 
 
 #: Stage of a known candidate whose live dip is no longer significant.
