@@ -31,6 +31,30 @@ def test_pulls_have_unit_width_and_no_outliers(nvss, n_refs, max_refs, discordan
     assert np.max(np.abs(pull)) <= 5.0, np.sort(np.abs(pull))[-5:]
 
 
+@pytest.mark.parametrize("n_refs,discordant,seed,epoch", [
+    (9, 4, 38, 33),   # 2 of 9 clipped, the discordant 4 and a noisy one dominate
+    (9, 4, 26, 25),   # all 9 kept, the 4 brightest discordant
+    (6, 2, 5, 22),    # all 6 kept, the brightest discordant, the others scattered high
+])
+def test_small_discordant_sets_keep_their_worst_epochs_within_five_sigma(nvss, n_refs, discordant,
+                                                                         seed, epoch):
+    """The worst epochs of 50 seasons per regime in bench/normalise.py: a few references
+    split into a discordant subset and the rest, the brightest of them discordant."""
+    s = simulate_season(nvss, noise_jyb=noise_for_references(nvss, n_refs),
+                        discordant=discordant, seed=seed)
+    assert s.factor.size == s.n_epochs
+    assert abs(s.pull[epoch]) <= 5.0, s.pull[epoch]
+
+
+def test_two_of_nine_clipped_is_a_disagreement():
+    from dsa110_contimg.science.normalize import compute_correction
+
+    ratios = np.array([1.000, 1.002, 0.998, 1.001, 0.999, 1.003, 0.997, 1.060, 1.070])
+    c = compute_correction(ratios, np.ones(9), ref_err=np.full(9, 0.003))
+    assert c.n_used == 7
+    assert c.warning.startswith("references disagree: 2 of 9 reference ratios clipped")
+
+
 def test_discordant_subset_is_flagged_and_its_error_widened():
     """The issue's ratios: 5 that agree, 4 high ones 4-10 % away, each uncertain by 2-4 %."""
     from dsa110_contimg.science.normalize import compute_correction

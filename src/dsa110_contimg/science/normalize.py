@@ -246,8 +246,9 @@ class Correction:
 
 
 #: A correction is flagged as disagreeing when at least this fraction of its usable ratios
-#: (and at least 2 of them) are clipped.
-DISAGREE_CLIPPED_FRACTION = 0.25
+#: (and at least 2 of them) are clipped: 2 of 9-10 references already make a discordant
+#: subset, while a clean set of that size clips 2 ratios at 3 sigma almost never.
+DISAGREE_CLIPPED_FRACTION = 0.20
 #: ... or when the robust scale of all usable ratios exceeds this multiple of the scatter
 #: their own flux and baseline errors explain.
 DISAGREE_EXCESS = 2.0
@@ -266,8 +267,8 @@ def compute_correction(ref_flux, ref_baseline, *, ref_err=None, baseline_err=Non
 
     C and its error (docs/science.md §7.3): the random-effects weighted mean of the kept
     ratios (:func:`_combine`; the median and its standard error when some ratio has no
-    noise estimate). When the references disagree -- a quarter or more of them clipped, or
-    the kept ratios scatter more than twice their errors -- the correction carries a
+    noise estimate). When the references disagree -- a fifth or more of them (at least 2)
+    clipped, or the kept ratios scatter more than twice their errors -- the correction carries a
     ``warning`` and its variance is widened by (C - C_all)^2 + (C - median(R))^2 / 2,
     C_all the estimate with the clipped ratios put back. The trusted-scatter test uses
     sigma_R = max(S, 1.4826 MAD of the kept ratios).
@@ -379,21 +380,33 @@ def _combine(r, noise, weighted: bool) -> tuple[float, float, float]:
     With every ratio's noise known (``weighted``): a random-effects weighted mean. The
     scatter the noise does not explain, tau^2 = max(0, (Q - (n - 1)) / (sum w - sum w^2 /
     sum w)) with Q = sum w (r - C_w)^2 and w = 1/noise^2 (DerSimonian & Laird 1986), is
-    added to every ratio's variance, so that no reference dominates beyond what the spread
-    of all of them supports; C = sum w' r / sum w' with w' = 1/(noise^2 + tau^2), error
-    1/sqrt(sum w'), excess sqrt(Q / (n - 1)). Otherwise: the median, sqrt(pi/2) x 1.4826
-    MAD / sqrt(n), and NaN.
+    added to every ratio's variance; C = sum w' r / sum w' with w' = 1/(noise^2 + tau^2),
+    excess sqrt(Q / (n - 1)). The error (:func:`_random_effects_error`) allows for tau^2
+    being estimated from few ratios. Otherwise: the median, sqrt(pi/2) x 1.4826 MAD /
+    sqrt(n), and NaN.
     """
     n = r.size
     if not weighted:
         return float(np.median(r)), MEDIAN_EFFICIENCY * float(mad_sigma(r)) / np.sqrt(n), np.nan
+    if n < 2:
+        return float(r[0]), float(noise[0]), 1.0
     w = 1.0 / noise ** 2
     cw = float(np.sum(w * r) / np.sum(w))
     q = float(np.sum(w * (r - cw) ** 2))
-    tau2 = max(0.0, (q - (n - 1)) / (np.sum(w) - np.sum(w ** 2) / np.sum(w))) if n > 1 else 0.0
+    tau2 = max(0.0, (q - (n - 1)) / (np.sum(w) - np.sum(w ** 2) / np.sum(w)))
     w2 = 1.0 / (noise ** 2 + tau2)
     c = float(np.sum(w2 * r) / np.sum(w2))
-    return c, float(1.0 / np.sqrt(np.sum(w2))), float(np.sqrt(q / (n - 1))) if n > 1 else 1.0
+    return c, _random_effects_error(noise, tau2), float(np.sqrt(q / (n - 1)))
+
+
+def _random_effects_error(noise, tau2: float) -> float:
+    """Standard error of the random-effects mean of n >= 2 ratios, honest for small n:
+    1/sqrt(sum 1/(noise^2 + tau^2 n/(n - 1))). The moment estimate of tau^2 measures the
+    spread about the *estimated* mean, which is (n - 1)/n of the spread about the true
+    gain; rescaled by n/(n - 1) it matters only when the ratios scatter beyond their noise,
+    and most when they are few (the weights of C itself keep the plain tau^2)."""
+    n = noise.size
+    return float(1.0 / np.sqrt(np.sum(1.0 / (noise ** 2 + tau2 * n / (n - 1)))))
 
 
 def apply_correction(flux, flux_err, correction: Correction):
