@@ -340,6 +340,24 @@ def template_grid(t_start, t_end, *, durations=DEFAULT_DURATIONS, shapes=None,
             "kappa": np.concatenate(ks), "shape": np.concatenate(sh).astype(int), "names": names}
 
 
+def side_agreement(win, CNT, W, WF, T, a, c, recovery_tol: float):
+    """Epochs in a window beside each template and whether they are back at the baseline.
+
+    ``win`` (templates, epochs) selects the window's epochs; ``CNT``, ``W``, ``WF`` the
+    per-source epoch counts, weights and weighted fluxes, ``T`` the templates' shapes on the
+    epochs; ``a``, ``c`` (sources, templates) the fitted baseline and template amplitude.
+    The weighted residual of the window from the model a + c T is back when within
+    ``recovery_tol`` |c| plus twice its own error. Returns (epochs in the window, back,
+    the residual, the window's summed weight), each (sources, templates).
+    """
+    wf = win.astype(float)
+    n_side = CNT @ wf.T
+    w_side = W @ wf.T
+    r_side = (WF @ wf.T - a * w_side - c * (W @ (wf * T).T)) / np.where(w_side > 0, w_side, 1.0)
+    tol = recovery_tol * np.abs(c) + 2.0 / np.sqrt(np.where(w_side > 0, w_side, 1.0))
+    return n_side, np.abs(r_side) <= tol, r_side, w_side
+
+
 def _recovery_length(duration, recovery_window, min_recovery_days):
     """Length (days) of the windows before and after an event used by the recovery rule."""
     return np.maximum(recovery_window * np.asarray(duration, float), min_recovery_days)
@@ -383,13 +401,8 @@ def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, over
         good &= t_last[:, None] >= (grid["t0"] + grid["duration"] / 2.0 + rec_len)[None, :]
         for side, win in (("pre", (u <= -1.0) & (u >= -reach_u)),
                           ("post", (u >= 1.0) & (u <= reach_u))):
-            wf = win.astype(float)
-            n_side = CNT @ wf.T
-            w_side = W @ wf.T
-            r_side = (WF @ wf.T - a * w_side - c * (W @ (wf * T).T)) / np.where(
-                w_side > 0, w_side, 1.0)
-            tol = recovery_tol * np.abs(c) + 2.0 / np.sqrt(np.where(w_side > 0, w_side, 1.0))
-            good &= (n_side >= min_side) & (np.abs(r_side) <= tol)
+            n_side, back, r_side, w_side = side_agreement(win, CNT, W, WF, T, a, c, recovery_tol)
+            good &= (n_side >= min_side) & back
             if side == "pre":
                 r_pre, w_pre = r_side, w_side
         both = np.sqrt(1.0 / np.where(w_pre > 0, w_pre, 1.0) + 1.0 / np.where(w_side > 0, w_side, 1.0))

@@ -39,7 +39,7 @@ import numpy as np
 
 from dsa110_contimg.science.ese import (
     DEFAULT_DURATIONS, DEFAULT_MIN_SIGNIFICANCE, _dip_consistency, _profiles, _recovery_length,
-    detect_ese_shapes, template_grid,
+    detect_ese_shapes, side_agreement, template_grid,
 )
 from dsa110_contimg.science.variability import lightcurve_block
 
@@ -187,13 +187,7 @@ def _live_fit(tu, W, WF, Sff, CNT, grid, rec, t_last, t_first, min_in, min_pre, 
         recovered = (CNT @ back.T >= 2) & (m_back > a + 0.5 * c)
         sides = {}
         for side, win in (("pre", (u <= -1.0) & (u >= -reach_u)), ("post", u >= 1.0)):
-            wf = win.astype(float)
-            n_side = CNT @ wf.T
-            w_side = W @ wf.T
-            r_side = (WF @ wf.T - a * w_side - c * (W @ (wf * T).T)) / np.where(
-                w_side > 0, w_side, 1.0)
-            tol = recovery_tol * np.abs(c) + 2.0 / np.sqrt(np.where(w_side > 0, w_side, 1.0))
-            sides[side] = (n_side, np.abs(r_side) <= tol)
+            sides[side] = side_agreement(win, CNT, W, WF, T, a, c, recovery_tol)[:2]
         # the baseline before the event; after it, whatever was seen is back at the baseline
         good &= (sides["pre"][0] >= min_side) & sides["pre"][1]
         good &= (sides["post"][0] == 0) | sides["post"][1]
