@@ -270,7 +270,7 @@ def update_baselines(conn, ref_ids: list[int], image_ids, cfg) -> set[int]:
     # MJD of the last epoch inside each reference's baseline window (rows are MJD-sorted)
     rank = np.cumsum(finite, axis=1)
     in_window = finite & (rank <= cfg.norm_baseline_epochs)
-    through = np.nanmax(np.where(in_window, mjd, -np.inf), axis=1)
+    through = np.max(np.where(in_window & np.isfinite(mjd), mjd, -np.inf), axis=1)
     old = lc_store.load_baselines(conn, ref_ids)
     rows, changed = [], set()
     for sid, b, r, u, k, th in zip(ref_ids, base, rms, usable, npts, through):
