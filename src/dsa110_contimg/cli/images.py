@@ -165,15 +165,22 @@ def run(args) -> int:
         db.dispose()
 
 
+def _photometry_config(args):
+    """The [photometry] settings of the configuration file, or the defaults without one."""
+    from dsa110_contimg.cli import common
+    from dsa110_contimg.core.config import PhotometryConfig
+
+    scfg = common.service_config(args)
+    return scfg.photometry if scfg is not None else PhotometryConfig()
+
+
 def _set_excluded(args) -> int:
     """``images exclude|include``: one write transaction, the field recomputed."""
     from dsa110_contimg.cli import common
-    from dsa110_contimg.core.config import PhotometryConfig
     from dsa110_contimg.pipeline.exclusion import ExclusionError, set_excluded
     from dsa110_contimg.store import images as image_store
 
-    scfg = common.service_config(args)
-    cfg = scfg.photometry if scfg is not None else PhotometryConfig()
+    cfg = _photometry_config(args)
     db = common.open_products(args, write=True)
     try:
         with db.engine.connect() as conn:
@@ -204,12 +211,10 @@ def _set_excluded(args) -> int:
 def _renormalise(args) -> int:
     """``images renormalise``: the selected images normalised again, their field recomputed."""
     from dsa110_contimg.cli import common
-    from dsa110_contimg.core.config import PhotometryConfig
     from dsa110_contimg.pipeline.renormalise import renormalise_images, select_images
     from dsa110_contimg.store import images as image_store
 
-    scfg = common.service_config(args)
-    cfg = scfg.photometry if scfg is not None else PhotometryConfig()
+    cfg = _photometry_config(args)
     db = common.open_products(args, write=True)
     try:
         with db.engine.connect() as conn:

@@ -107,12 +107,7 @@ def list_variables(args) -> int:
         rows = field_variables(conn, cfg.photometry if cfg is not None else None)
     if args.limit:
         rows = rows[args.offset:args.offset + args.limit]
-    if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return 0
-    if not rows:
-        print("no variable sources")
+    if _printed_json_or_nothing(rows, args.json, "no variable sources"):
         return 0
     print(f"{'id':>6} {'name':<30} {'field':<14} {'n':>4} {'eta':>8} {'V':>7} {'|Vs|':>7} {'m':>7}  why")
     for r in rows:
@@ -120,6 +115,18 @@ def list_variables(args) -> int:
               f"{_fmt(r['eta'], 8, '.3g')} {_fmt(r['v'], 7, '.3f')} {_fmt(r['vs'], 7, '.1f')} "
               f"{_fmt(r['m'], 7, '+.2f')}  {r['reason']}")
     return 0
+
+
+def _printed_json_or_nothing(rows: list, as_json: bool, empty: str) -> bool:
+    """Print ``rows`` as JSON, or ``empty`` when there are none; False when a table is due."""
+    if as_json:
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return True
+    if not rows:
+        print(empty)
+        return True
+    return False
 
 
 def list_sources(args) -> int:
@@ -130,12 +137,7 @@ def list_sources(args) -> int:
     db = common.open_products(args)
     with db.engine.connect() as conn:
         rows = query(conn, query_from_args(args))
-    if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return 0
-    if not rows:
-        print("no sources")
+    if _printed_json_or_nothing(rows, args.json, "no sources"):
         return 0
     print(f"{'id':>6} {'name':<30} {'kind':<9} {'ra_deg':>10} {'dec_deg':>10} {'first_mjd':>10} "
           f"{'new_sigma':>9} {'n_det':>5} {'n_meas':>6}")
