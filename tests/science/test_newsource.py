@@ -50,3 +50,36 @@ def test_false_positive_classes():
     reason, _ = false_positive_reasons([2.0, 0.5], ra[:2], dec[:2], [10, 10], [False, False],
                                        beam_major_arcsec=15.0)
     assert reason.tolist() == ["", ""]
+
+
+def test_a_noise_peak_of_a_noisier_image_is_not_new_against_a_deeper_one():
+    """New needs both: seen at min_sigma in an earlier image's depth, and in its own image.
+    A 4.8-sigma peak of an image with 1.5 mJy noise is 7.2 sigma against an earlier 1 mJy."""
+    peak = np.array([7.2e-3, 7.2e-3])
+    rms, status = [[1e-3], [1e-3]], [["ok"], ["ok"]]
+    v = new_source_significance(peak, rms, status, [1e-3], [2e-3], snr=[4.8, 7.0])
+    assert v.is_new.tolist() == [False, True]
+    assert np.allclose(v.new_high_sigma, 7.2)          # the depth figure is kept either way
+    assert v.reason[0] == "too faint in its own image: snr 4.8 < 6"
+    assert new_source_significance(peak, rms, status, [1e-3], [2e-3]).is_new.all()   # unchecked
+
+
+def test_a_catalogue_host_off_the_image_or_blanked_makes_artefacts():
+    """Sidelobes of a bright source that is not detected (beyond the edge, under a blank):
+    the catalogue's bright sources count as hosts; a faint host or a far one does not."""
+    ra = np.array([150.0, 150.3])
+    dec = np.full(2, 37.0)
+    peak = np.array([0.01, 0.01])
+    kw = dict(edge_distance_beams=[3.0, 3.0], near_blank=[False, False], beam_major_arcsec=15.0)
+    reason, _ = false_positive_reasons(peak, ra, dec, **kw)
+    assert reason.tolist() == ["", ""]
+    hosts = (np.array([150.0 + 45 / 3600, 150.3 + 45 / 3600, 150.3 + 600 / 3600]),
+             np.full(3, 37.0), np.array([0.5, 0.05, 5.0]))   # bright+near, faint, bright+far
+    reason, related = false_positive_reasons(peak, ra, dec, hosts=hosts, **kw)
+    assert reason.tolist() == ["artefact", ""] and related.tolist() == [-1, -1]
+    # a brighter detection still names itself as the host
+    reason, related = false_positive_reasons(np.r_[peak, 2.0], np.r_[ra, 150.0 - 30 / 3600],
+                                             np.r_[dec, 37.0], edge_distance_beams=[3.0] * 3,
+                                             near_blank=[False] * 3, beam_major_arcsec=15.0,
+                                             hosts=hosts)
+    assert reason.tolist() == ["artefact", "", ""] and related.tolist() == [2, -1, -1]

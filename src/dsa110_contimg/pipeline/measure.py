@@ -93,6 +93,9 @@ class MeasuredImage:
     footprint: bytes | None = None
     #: the file's data identity (:func:`dsa110_contimg.store.products.data_digest`)
     data_digest: str | None = None
+    #: catalogue sources on and around the image bright enough to throw detectable artefacts,
+    #: ``(ra_deg, dec_deg, peak_jyb)`` (:func:`artefact_hosts`), None without detection
+    artefact_hosts: tuple | None = None
 
     def __getstate__(self):
         self.table._record_type = None   # a namedtuple class made on iteration: not picklable
@@ -250,6 +253,31 @@ def detect(image, cfg: PhotometryConfig, notes: list, maps):
     return detections, footprint_of(image, maps, corr).to_bytes()
 
 
+def artefact_hosts(catalogs, image, cfg: PhotometryConfig, footprint: bytes | None):
+    """The catalogue sources that can throw a detectable artefact onto the image:
+    ``(ra_deg, dec_deg, peak_jyb)`` of those within the image's radius plus
+    ``artefact_radius_beams`` x BMAJ (beyond the edge and under blanked pixels too) whose
+    flux (taken as the peak, Jy/beam) reaches ``detect_sigma`` x the image's lowest rms /
+    ``artefact_flux_ratio``. None without a footprint or a catalogue to ask."""
+    from dsa110_contimg.core.errors import CatalogMissing
+    from dsa110_contimg.science.footprint import NoiseFootprint
+
+    if footprint is None or image.beam is None:
+        return None
+    rms_min = NoiseFootprint.from_bytes(footprint).rms_min
+    if not np.isfinite(rms_min):
+        return None
+    ra0, dec0 = image.center()
+    radius = image.footprint_radius_deg() + cfg.artefact_radius_beams * image.beam.major_arcsec / 3600
+    try:
+        rows = catalogs.survey(cfg.catalog).cone(
+            ra0, dec0, radius, min_flux_mjy=1000.0 * cfg.detect_sigma * rms_min / cfg.artefact_flux_ratio)
+    except CatalogMissing:
+        return None
+    return (np.asarray(rows["ra_deg"], float), np.asarray(rows["dec_deg"], float),
+            np.asarray(rows["flux_mjy"], float) / 1000.0)
+
+
 def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
                   own_sources=None) -> MeasuredImage:
     """Open, query the catalogue, estimate the noise, measure every position, image statistics.
@@ -290,11 +318,12 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
                 if maps is None:   # the method built its own (per plane): these serve
                     maps = background_maps_for(image)   # detection and QC
                 detections, footprint = detect(image, cfg, notes, maps)
+                hosts = artefact_hosts(catalogs, image, cfg, footprint)
         else:
-            detections, footprint = None, None
+            detections, footprint, hosts = None, None, None
         with timer("image_stats"):
             summary = ImageSummary.of(image, qc_stats=cfg.qc, maps=maps)
     return MeasuredImage(path=path, kind=kind, method=method, notes=notes, cat=cat, table=table,
                          image=summary, content_id=product_store.content_id(path),
                          steps=timer.seconds, detections=detections, footprint=footprint,
-                         data_digest=product_store.data_digest(path))
+                         data_digest=product_store.data_digest(path), artefact_hosts=hosts)

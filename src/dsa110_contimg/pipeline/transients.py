@@ -159,7 +159,7 @@ def prepare(conn, ctx) -> None:
     rules = NewSourceRules.from_config(cfg)
     fp_reason, related = false_positive_reasons(
         det["peak_jyb"], det["ra_deg"], det["dec_deg"], det["edge_distance_beams"],
-        det["near_blank"], beam.major_arcsec, rules)
+        det["near_blank"], beam.major_arcsec, rules, hosts=measured.artefact_hosts)
     free = ok & (a.source < 0) & (a.duplicate_of < 0)
     rejected = free & (fp_reason != "")
     plan.reason[rejected] = fp_reason[rejected]
@@ -170,7 +170,8 @@ def prepare(conn, ctx) -> None:
                                                   det["dec_deg"][todo], rules)
         v = new_source_significance(
             det["peak_jyb"][todo], rms, status, [r["rms_min_jyb"] for r in rows],
-            [r["rms_max_jyb"] for r in rows], rules, corr_factor=corr)
+            [r["rms_max_jyb"] for r in rows], rules, corr_factor=corr,
+            snr=np.asarray(det["peak_jyb"][todo], float) / np.asarray(det["peak_err_jyb"][todo], float))
         plan.status[todo] = np.where(v.is_new, "new_source", "blind_source")
         plan.reason[todo] = v.reason
         for j, i in enumerate(todo):

@@ -6,9 +6,11 @@ current image:
 * ``edge``: closer than ``edge_beams`` x BMAJ to the image edge (VAST's edge buffer,
   1.2 x 3/2 beams; islands there are cut and the noise map is extrapolated);
 * ``blanked``: a blanked pixel within ``blank_beams`` x BMAJ (a cut island, a map border);
-* ``artefact``: within ``artefact_radius_beams`` x BMAJ of a detection at least
+* ``artefact``: within ``artefact_radius_beams`` x BMAJ of a detection or of a known
+  source (the catalogue's, on the image or off it, blanked or not) at least
   1 / ``artefact_flux_ratio`` times brighter (sidelobes and calibration artefacts of
-  bright sources sit at a few per cent of their peak, a few beams away).
+  bright sources sit at a few per cent of their peak, a few beams away; a source just
+  beyond the edge or under a blanked region still throws them onto the image).
 
 Then the depth test (:func:`new_source_significance`), against the earlier images that
 covered the position (VAST ``new_sources``; TraP ``newsource``):
@@ -18,8 +20,12 @@ covered the position (VAST ``new_sources``; TraP ``newsource``):
   position and ``c_i`` its noise-correlation factor, i.e. the SNR a fixed-beam measurement
   would have had there (positions in its edge buffer or near blanked pixels are skipped);
   ``new_high_sigma`` is the largest ``sigma_i`` and ``new_sigma_image`` its image;
-* new when ``new_high_sigma >= min_sigma`` (default 6): the source would have been seen at
-  that significance in at least one earlier image. VAST divides by the pixel rms alone;
+* new when ``new_high_sigma >= min_sigma`` (default 6) *and* its own SNR (peak / error,
+  the fixed-beam measurement of the detection) reaches ``min_sigma`` too: the source
+  would have been seen at that significance in at least one earlier image, and it is seen
+  at it now. Without the second condition a noise peak of a noisier image (4-5 sigma
+  there) is "new" against a deeper earlier image (about 3 per 100 images when the noise
+  varies by +-25 % between epochs, ``bench/falsenew.py``). VAST divides by the pixel rms alone;
   on beam-correlated noise (c ~ 1.4) a 5-sigma pixel peak of noise often fits to 6-7
   "pixel sigma", so the pixel rms would call about one noise peak in six images new,
   while in measurement units 6 sigma is above every noise detection of 40 simulated images
@@ -64,12 +70,19 @@ class NewSourceRules:
 
 
 def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_blank,
-                           beam_major_arcsec: float, rules: NewSourceRules = NewSourceRules()):
+                           beam_major_arcsec: float, rules: NewSourceRules = NewSourceRules(),
+                           hosts=None):
     """The false-positive class of each detection of one image.
+
+    ``hosts``, optional, is ``(ra_deg, dec_deg, peak_jyb)`` of known sources that can throw
+    artefacts besides the detections themselves (the catalogue's bright sources on and
+    around the image: one beyond the edge or under a blanked region is not detected).
 
     Returns ``(reason, related)``: ``reason`` is ``""`` (none), ``"edge"``, ``"blanked"``
     or ``"artefact"``; ``related`` is, for an artefact, the index of the brightest
-    detection that makes it one (else -1). ``peak_jyb`` NaN (a failed fit) counts as 0.
+    detection that makes it one, or -1 (not an artefact, or made one by a host only; a
+    host at least as bright as every such detection wins). ``peak_jyb`` NaN (a failed
+    fit) counts as 0.
     """
     from scipy.spatial import cKDTree
 
@@ -81,17 +94,24 @@ def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_
     related = np.full(n, -1, np.int64)
     if n == 0:
         return reason, related
+    h_ra, h_dec, h_peak = (np.zeros(0),) * 3 if hosts is None else \
+        (np.atleast_1d(np.asarray(v, float)) for v in hosts)
+    ra = np.concatenate([np.asarray(ra_deg, float), h_ra])
+    dec = np.concatenate([np.asarray(dec_deg, float), h_dec])
+    peak = np.concatenate([peak, np.nan_to_num(h_peak, nan=0.0)])
     chord = chord_of_angle(rules.artefact_radius_beams * beam_major_arcsec / 3600.0)
-    pairs = cKDTree(unit_vectors(ra_deg, dec_deg)).query_pairs(chord, output_type="ndarray")
+    pairs = cKDTree(unit_vectors(ra, dec)).query_pairs(chord, output_type="ndarray")
     if pairs.size:
         i = np.concatenate([pairs[:, 0], pairs[:, 1]])
         j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+        keep = i < n                               # hosts are never classified themselves
+        i, j = i[keep], j[keep]
         faint = peak[i] < rules.artefact_flux_ratio * peak[j]
         i, j = i[faint], j[faint]
         order = np.lexsort((-peak[j], i))
         first = order[np.r_[True, i[order][1:] != i[order][:-1]]] if order.size else order
         reason[i[first]] = REASON_ARTEFACT
-        related[i[first]] = j[first]
+        related[i[first]] = np.where(j[first] < n, j[first], -1)
     reason[np.asarray(near_blank, bool)] = REASON_BLANKED
     reason[np.asarray(edge_distance_beams, float) < rules.edge_beams] = REASON_EDGE
     return reason, related
@@ -112,7 +132,7 @@ class NewSourceVerdict:
 
 def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
                             rules: NewSourceRules = NewSourceRules(),
-                            corr_factor=None) -> NewSourceVerdict:
+                            corr_factor=None, snr=None) -> NewSourceVerdict:
     """The VAST/TraP new-source test of detections against earlier images.
 
     Parameters
@@ -126,6 +146,9 @@ def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
         The earlier images' noise extremes, Jy/beam.
     corr_factor : (k,), optional
         The earlier images' noise-correlation factors (default 1: pixel units).
+    snr : (n,), optional
+        Each detection's own SNR (peak / its fixed-beam error); a detection below
+        ``min_sigma`` in its own image is not new (default: not checked).
 
     Returns
     -------
@@ -152,13 +175,18 @@ def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
     high = sigma[np.arange(n), best] if k else np.full(n, -np.inf)
     any_usable = usable.any(axis=1)
     new_high = np.where(any_usable, high, np.nan)
-    is_new = any_usable & (new_high >= rules.min_sigma)
+    own = np.full(n, np.inf) if snr is None else np.nan_to_num(np.asarray(snr, float), nan=0.0)
+    deep_enough = any_usable & (new_high >= rules.min_sigma)
+    is_new = deep_enough & (own >= rules.min_sigma)
     rmax_best = rms_max[best] if k else np.full(n, np.nan)
     likely = is_new & (peak >= rules.min_sigma * rmax_best)
     n_cov = covering.sum(axis=1)
     reason = np.full(n, "new", dtype=object)
     reason[~is_new] = [f"earlier images too shallow: new_high_sigma {v:.1f} < {rules.min_sigma:g}"
                        for v in new_high[~is_new]]
+    faint_here = deep_enough & ~is_new
+    reason[faint_here] = [f"too faint in its own image: snr {v:.1f} < {rules.min_sigma:g}"
+                          for v in own[faint_here]]
     reason[(n_cov > 0) & ~any_usable] = "earlier images cover it only near an edge or blanked pixels"
     reason[n_cov == 0] = "first visit: no earlier image covers it"
     return NewSourceVerdict(is_new, new_high, np.where(any_usable, best, -1), likely,
