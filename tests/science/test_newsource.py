@@ -77,8 +77,8 @@ def test_a_catalogue_host_off_the_image_or_blanked_makes_artefacts():
              np.full(3, 37.0), np.array([0.5, 0.05, 5.0]))   # bright+near, faint, bright+far
     reason, related = false_positive_reasons(peak, ra, dec, hosts=hosts, **kw)
     assert reason.tolist() == ["artefact", ""] and related.tolist() == [-1, -1]
-    # a brighter detection still names itself as the host
-    reason, related = false_positive_reasons(np.r_[peak, 2.0], np.r_[ra, 150.0 - 30 / 3600],
+    # a detection that makes it one is named as its host, even beside a brighter catalogue host
+    reason, related = false_positive_reasons(np.r_[peak, 0.2], np.r_[ra, 150.0 - 30 / 3600],
                                              np.r_[dec, 37.0], edge_distance_beams=[3.0] * 3,
                                              near_blank=[False] * 3, beam_major_arcsec=15.0,
                                              hosts=hosts)

@@ -15,8 +15,9 @@ NVSS fluxes (taken as peak flux densities, Jy/beam):
   sidelobe / calibration-artefact structure: beam-shaped blobs of both signs along six
   spokes 1.5-4.5 beams out, at ``artefact_level`` (a few per cent) of the source's peak
   falling with distance; the spokes turn from epoch to epoch (hour angle, calibration);
-* blanked (NaN) regions in some images: a flagged disc, or a strip along one side with a
-  ragged edge (a mosaic border);
+* blanked (NaN) regions in some images: a flagged disc (half of them over a catalogue
+  source's centre, its wing left showing), or a strip along one side with a ragged edge
+  (a mosaic border);
 * a few genuine transients per field (in no catalogue, 10-50 sigma, switching on mid-season,
   far from the edges and from bright sources) that must be found as new sources.
 
@@ -192,7 +193,8 @@ class SkySeason:
         ps = np.concatenate([self.flux[near] * gain, fs * gain,
                              inj.transient_snr[on] * C * spec.noise * gain, ap])
         paint_sources(data, xs, ys, ps, bp, fmin, spec.beam[2])
-        blank = self._blank(rng)
+        inside = (cx > 0) & (cx < nx - 1) & (cy > 0) & (cy < ny - 1)
+        blank = self._blank(rng, cx[inside], cy[inside])
         data[blank] = np.nan
         header = _simulated_header(w, spec.shape, naxis=4, freq_hz=1.405e9, beam_arcsec=spec.beam,
                                    bunit="Jy/beam", mjd=mjd, extra_header=None)
@@ -223,8 +225,9 @@ class SkySeason:
             return np.zeros(0), np.zeros(0), np.zeros(0)
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(ps)
 
-    def _blank(self, rng) -> np.ndarray:
-        """A blanked disc, a ragged strip along one side, or nothing."""
+    def _blank(self, rng, src_x, src_y) -> np.ndarray:
+        """A blanked disc (half of them with a catalogue source just inside the rim, so its
+        wing shows next to the blank), a ragged strip along one side, or nothing."""
         spec = self.spec
         ny, nx = spec.shape
         yy, xx = np.mgrid[0:ny, 0:nx]
@@ -233,6 +236,10 @@ class SkySeason:
         if u < spec.blank_disc_fraction:
             r = rng.uniform(3, 10) * spec.beam_pix
             x0, y0 = rng.uniform(0, nx), rng.uniform(0, ny)
+            if len(src_x) and rng.uniform() < 0.5:
+                j, phi = rng.integers(len(src_x)), rng.uniform(0, 2 * np.pi)
+                x0 = src_x[j] + (r - 0.3 * spec.beam_pix) * np.cos(phi)
+                y0 = src_y[j] + (r - 0.3 * spec.beam_pix) * np.sin(phi)
             mask |= (xx - x0) ** 2 + (yy - y0) ** 2 < r ** 2
         elif u < spec.blank_disc_fraction + spec.blank_strip_fraction:
             width = rng.uniform(0.05, 0.2) * nx + 3 * np.sin(yy / 7.0 + rng.uniform(0, 6))
@@ -277,11 +284,16 @@ def detections_table(manager) -> dict:
     with manager.products.engine.connect() as conn:
         rows = conn.execute(sa.text(
             "SELECT d.id, i.path, d.ra_deg, d.dec_deg, d.x_pix, d.y_pix, d.peak_jyb, d.snr, "
-            "d.status, d.reason, d.source_id FROM detections d JOIN images i ON i.id = d.image_id "
-            "ORDER BY d.id")).all()
-    cols = ("id", "path", "ra", "dec", "x", "y", "peak", "snr", "status", "reason", "source_id")
-    return {c: np.asarray([r[i] for r in rows], dtype=object if c in ("path", "status", "reason")
-                          else float) for i, c in enumerate(cols)}
+            "d.status, d.reason, d.source_id, d.related_source_id FROM detections d "
+            "JOIN images i ON i.id = d.image_id ORDER BY d.id")).all()
+    cols = ("id", "path", "ra", "dec", "x", "y", "peak", "snr", "status", "reason", "source_id",
+            "related")
+    def column(i, c):
+        if c in ("path", "status", "reason"):
+            return np.asarray([r[i] for r in rows], dtype=object)
+        return np.asarray([np.nan if r[i] is None else r[i] for r in rows], dtype=float)
+
+    return {c: column(i, c) for i, c in enumerate(cols)}
 
 
 def within(ra, dec, tra, tdec, radius_arcsec):

@@ -80,9 +80,8 @@ def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_
 
     Returns ``(reason, related)``: ``reason`` is ``""`` (none), ``"edge"``, ``"blanked"``
     or ``"artefact"``; ``related`` is, for an artefact, the index of the brightest
-    detection that makes it one, or -1 (not an artefact, or made one by a host only; a
-    host at least as bright as every such detection wins). ``peak_jyb`` NaN (a failed
-    fit) counts as 0.
+    detection that makes it one, or -1 (not an artefact, or made one by ``hosts`` only).
+    ``peak_jyb`` NaN (a failed fit) counts as 0.
     """
     from scipy.spatial import cKDTree
 
@@ -108,7 +107,7 @@ def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_
         i, j = i[keep], j[keep]
         faint = peak[i] < rules.artefact_flux_ratio * peak[j]
         i, j = i[faint], j[faint]
-        order = np.lexsort((-peak[j], i))
+        order = np.lexsort((-peak[j], j >= n, i))     # detections first, brightest first
         first = order[np.r_[True, i[order][1:] != i[order][:-1]]] if order.size else order
         reason[i[first]] = REASON_ARTEFACT
         related[i[first]] = np.where(j[first] < n, j[first], -1)
