@@ -16,19 +16,26 @@ noise, sources 5-500 sigma):
   scikit-image are installed) and through Aegean's blind finder (``AegeanTools``, when
   installed; slow: minutes), on the same background and noise maps, with their recall;
   PySE (``radio-pyse``) when installed.
+
+BLAS and OpenMP run one thread, as in the service's workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
+# one BLAS/OpenMP thread, as in the service's workers (service/pool.py WORKER_ENV)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -37,3 +37,22 @@ def test_grid_map_cutouts_are_exact():
         g = np.arange(-h, h + 1)
         ref = full[(yc[:, None] + g)[:, :, None], (xc[:, None] + g)[:, None, :]]
         np.testing.assert_allclose(cut, ref, rtol=2e-6)
+
+
+def test_column_sampler_gives_the_grid_maps_values_bit_for_bit():
+    rng = np.random.default_rng(3)
+    data = rng.normal(0, 1, (300, 410)).astype(np.float32) + np.linspace(0, 5, 410)[None, :]
+    maps = estimate_background(data, box_pix=50)
+    yi = rng.integers(0, 300, 2000)
+    xi = rng.integers(0, 410, 2000)
+    for grid_map in (maps.background, maps.rms):
+        sampler = grid_map.column_sampler()
+        np.testing.assert_array_equal(sampler.sample(yi, xi), grid_map.sample(yi, xi))
+        rows = np.array([0, 17, 151, 299])
+        np.testing.assert_array_equal(sampler.rows(rows),
+                                      grid_map.sample(rows[:, None], np.arange(410)[None, :]))
+    assert maps.background.column_sampler().same_rows(maps.rms.column_sampler())
+    # between consecutive centre rows the map is linear in y: its extremes lie on them
+    sampler = maps.rms.column_sampler()
+    centre = sampler.centre_rows(0, 300)
+    assert centre.size and np.all(np.diff(sampler.iy)[centre - 1] == 1)

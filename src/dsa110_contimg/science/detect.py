@@ -124,21 +124,18 @@ class Islands:
 
 
 def _strip_candidates(data, background, rms, y0: int, y1: int, sigma: float):
-    """Flat indices and z of the pixels of rows ``y0:y1`` with z >= ``sigma``."""
+    """Flat indices and z of the pixels of rows ``y0:y1`` with z >= ``sigma``.
+
+    ``background`` and ``rms`` are arrays or scalars, or both the same
+    :class:`_GridThreshold` for estimated (grid) maps."""
     nx = data.shape[1]
     # compared as stored (e.g. big-endian): no converted copy of the strip is made
     d = np.asarray(data[y0:y1])
     with np.errstate(invalid="ignore"):
-        if getattr(background, "smooth", False) and getattr(rms, "smooth", False):
-            # threshold B + k sigma is bilinear in the grid: its minimum over a strip's rows
-            # lies on the strip's end rows or a grid-centre row, so it bounds every pixel
-            rows = np.unique(np.r_[y0, y1 - 1, _centre_rows(rms, y0, y1)])
-            cols = np.arange(nx)
-            lower = np.min(background.region(rows, cols) + sigma * rms.region(rows, cols), axis=0)
-            local = np.flatnonzero(d >= lower[None, :])
+        if isinstance(background, _GridThreshold):
+            local = np.flatnonzero(d >= background.lower(y0, y1, d.dtype)[None, :])
+            z = background.z(d.reshape(-1)[local], local, y0, nx)
             flat = local + y0 * nx
-            z = (d.reshape(-1)[local].astype(np.float32) - background.take_flat(flat)) \
-                / rms.take_flat(flat)
         else:
             d = d.astype(np.float32, copy=False)
             b = np.asarray(background[y0:y1], np.float32) if np.ndim(background) else background
@@ -151,10 +148,38 @@ def _strip_candidates(data, background, rms, y0: int, y1: int, sigma: float):
     return flat[keep].astype(np.int64), z[keep].astype(np.float64)
 
 
-def _centre_rows(grid_map, y0: int, y1: int) -> np.ndarray:
-    """Image rows inside ``[y0, y1)`` where the grid interpolation changes its row pair."""
-    iy = grid_map._iy[y0:y1]
-    return y0 + np.flatnonzero(np.diff(iy)) + 1
+class _GridThreshold:
+    """The significance of pixels on estimated (grid) background and noise maps.
+
+    The threshold B + k sigma is bilinear in the grid, so its minimum over a strip of rows
+    lies on the strip's end rows or a row where the interpolation changes its grid row
+    pair: that per-column lower bound, in the data's own dtype (rounded down), is compared
+    with the data as stored, and z = (D - B) / sigma is evaluated only for the pixels that
+    pass it, with the maps' values bit for bit those of ``GridMap.sample``
+    (:class:`~dsa110_contimg.science.noise_grid.ColumnSampler`).
+    """
+
+    def __init__(self, background, rms, sigma: float):
+        self.bkg, self.rms = background.column_sampler(), rms.column_sampler()
+        self.sigma = sigma
+        self.shared = self.bkg.same_rows(self.rms)
+
+    def lower(self, y0: int, y1: int, dtype) -> np.ndarray:
+        """Per column, a lower bound of B + k sigma over rows ``y0:y1``, in ``dtype``."""
+        rows = np.unique(np.r_[y0, y1 - 1, self.bkg.centre_rows(y0, y1),
+                               self.rms.centre_rows(y0, y1)])
+        bound = np.min(self.bkg.rows(rows) + self.sigma * self.rms.rows(rows), axis=0)
+        bound = bound.astype(np.float64)
+        return (bound - 1e-6 * np.abs(bound) - 1e-30).astype(dtype)
+
+    def z(self, values, local, y0: int, nx: int) -> np.ndarray:
+        """z (float32) of the strip's pixels at flat indices ``local`` (strip from row
+        ``y0``, ``nx`` columns) whose data are ``values``."""
+        r, x = np.divmod(local, nx)
+        r += y0
+        where = self.bkg.locate(r, x)
+        s = self.rms.values(*where) if self.shared else self.rms.sample(r, x)
+        return (values.astype(np.float32) - self.bkg.values(*where)) / s
 
 
 def _runs(idx: np.ndarray, nx: int) -> np.ndarray:
@@ -208,6 +233,9 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
     The image is read ``strip_rows`` rows at a time.
     """
     ny, nx = data.shape
+    if all(getattr(m, "smooth", False) and hasattr(m, "column_sampler")
+           for m in (background, rms)):
+        background = rms = _GridThreshold(background, rms, analysis_sigma)
     parts = [_strip_candidates(data, background, rms, y0, min(ny, y0 + strip_rows), analysis_sigma)
              for y0 in range(0, ny, strip_rows)]
     idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
@@ -420,27 +448,29 @@ def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
 
     The model's derivatives are K (2a fx + b fy) and K (b fx + 2c fy) (fx, fy: pixel
     offsets from the source), so the normal matrix and the right-hand side are linear
-    combinations of the moments of K^2 and K R (R the residual) in fx and fy; fx depends
-    only on the column and fy only on the row, so the moments are row and column sums.
+    combinations of the moments of K^2 and K R (R the residual) in fx and fy. They are
+    taken as moments in the cutout's integer offsets (one matrix product with the
+    monomials 1, gx, gy, gx^2, gy^2, gx gy) and shifted to the source (fx = gx - dx).
     """
     from dsa110_contimg.science.forced import _kernel_cutouts
 
-    m, S = amp.size, 2 * h + 1
+    m = amp.size
     a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
-    g = np.arange(-h, h + 1)
-    fx = g[None, :] - dx[:, None]                                   # (m, S) by column
-    fy = g[None, :] - dy[:, None]                                   # (m, S) by row
-    K = _kernel_cutouts(a, b, c, g, dx, dy) * good
-    KR = K * ((D - amp[:, None] * K - near) * good)
-    K2 = (K * K).reshape(m, S, S)
-    KR = KR.reshape(m, S, S)
-    k2_cols, k2_rows = K2.sum(axis=1), K2.sum(axis=2)               # (m, S) over x, over y
-    m00 = k2_cols.sum(axis=1)
-    mx, my = (k2_cols * fx).sum(axis=1), (k2_rows * fy).sum(axis=1)
-    mxx, myy = (k2_cols * fx * fx).sum(axis=1), (k2_rows * fy * fy).sum(axis=1)
-    mxy = np.einsum("is,ist,it->i", fy, K2, fx)
-    r0 = KR.sum(axis=(1, 2))
-    rx, ry = (KR.sum(axis=1) * fx).sum(axis=1), (KR.sum(axis=2) * fy).sum(axis=1)
+    K = _kernel_cutouts(a, b, c, np.arange(-h, h + 1), dx, dy)
+    R = D - amp[:, None] * K
+    if near is not None:
+        R -= near
+    if not good.all():
+        K = K * good
+        R *= good
+    P = _monomials(h)
+    k2 = (K * K) @ P                                    # sums of K^2 x (1, gx, gy, ...)
+    kr = (K * R) @ P[:, :3]
+    m00, mx, my = k2[:, 0], k2[:, 1] - dx * k2[:, 0], k2[:, 2] - dy * k2[:, 0]
+    mxx = k2[:, 3] - 2 * dx * k2[:, 1] + dx * dx * k2[:, 0]
+    myy = k2[:, 4] - 2 * dy * k2[:, 2] + dy * dy * k2[:, 0]
+    mxy = k2[:, 5] - dy * k2[:, 1] - dx * k2[:, 2] + dx * dy * k2[:, 0]
+    r0, rx, ry = kr[:, 0], kr[:, 1] - dx * kr[:, 0], kr[:, 2] - dy * kr[:, 0]
     N = np.empty((m, 3, 3))
     N[:, 0, 0] = m00
     N[:, 0, 1] = N[:, 1, 0] = (2 * a * mx + b * my) * amp
@@ -459,6 +489,15 @@ def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
     return step, solved
 
 
+def _monomials(h: int) -> np.ndarray:
+    """``(S*S, 6)``: 1, gx, gy, gx^2, gy^2, gx gy on a cutout of half-size ``h`` (row-major,
+    gx the column offset, gy the row offset)."""
+    g = np.arange(-h, h + 1, dtype=float)
+    gy, gx = np.meshgrid(g, g, indexing="ij")
+    gx, gy = gx.reshape(-1), gy.reshape(-1)
+    return np.column_stack([np.ones_like(gx), gx, gy, gx * gx, gy * gy, gx * gy])
+
+
 def _neighbour_pairs(x, y, radius: float):
     """Ordered pairs (i, j), i != j, of sources closer than ``radius`` pixels."""
     from scipy.spatial import cKDTree
@@ -471,20 +510,20 @@ def _neighbour_pairs(x, y, radius: float):
 
 def _neighbour_models(pairs, active, sel, amp, x, y, xc, yc, h: int, pixel_beam):
     """For the sources ``sel`` (the indices where ``active``), their neighbours' current
-    models (amplitude ``amp`` at ``(x, y)``) summed on their cutouts: ``(sel.size, S*S)``."""
+    models (amplitude ``amp`` at ``(x, y)``) summed on their cutouts: ``(sel.size, S*S)``,
+    or None when none has a neighbour."""
     from dsa110_contimg.science.forced import _kernel_cutouts
 
-    S = 2 * h + 1
-    out = np.zeros((sel.size, S * S))
     if pairs.size == 0:
-        return out
+        return None
     pairs = pairs[active[pairs[:, 0]]]
     if pairs.size == 0:
-        return out
+        return None
     i, j = pairs[:, 0], pairs[:, 1]
     row = np.searchsorted(sel, i)
     K = _kernel_cutouts(pixel_beam.a, pixel_beam.b, pixel_beam.c, np.arange(-h, h + 1),
                         x[j] - xc[i], y[j] - yc[i])
+    out = np.zeros((sel.size, K.shape[1]))
     np.add.at(out, row, amp[j][:, None] * K)
     return out
 
