@@ -58,6 +58,12 @@ def test_own_sources_near_use_the_weighted_position_and_the_cone(databases):
     with db.engine.begin() as conn:         # upsert replaces
         ds.save_detection_positions(conn, [(a, 150.002, 37.0, 8.0, 9.0, 3, 60000.0, 60002.0)])
         assert ds.detection_positions(conn, [a])[a][:5] == (150.002, 37.0, 8.0, 9.0, 3)
+        # as arrays in the asked order (repeats allowed); a source never detected: NaN, 0
+        arr = ds.detection_position_arrays(conn, [b, a, a])
+    assert arr["found"].tolist() == [False, True, True]
+    assert arr["ra"][1:].tolist() == [150.002] * 2 and np.isnan(arr["ra"][0])
+    assert arr["w_dec"].tolist() == [0.0, 9.0, 9.0] and arr["n"].tolist() == [0, 3, 3]
+    assert arr["first_mjd"][1] == 60000.0 and np.isnan(arr["first_mjd"][0])
 
 
 @both

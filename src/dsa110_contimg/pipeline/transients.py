@@ -65,7 +65,7 @@ class DetectionPlan:
 def _rows_catalog_ids(measured) -> tuple[np.ndarray, np.ndarray]:
     cat = measured.cat
     surveys = np.asarray(cat["survey"], object) if "survey" in cat.colnames else None
-    return np.asarray([str(s) for s in cat["source_id"]], object), surveys
+    return np.asarray(cat["source_id"]).astype(str).astype(object), surveys
 
 
 def _candidates(conn, ctx):
@@ -90,11 +90,12 @@ def _candidates(conn, ctx):
         sel = surveys == survey
         err[sel] = catalogue_position_error_arcsec(str(survey), flux[sel])
     w_ra, w_dec, n_det = 1.0 / err ** 2, 1.0 / err ** 2, np.zeros(ra.size, np.int64)
-    stored = det_store.detection_positions(conn, ids[ids >= 0].tolist())
-    for i in np.flatnonzero(ids >= 0):
-        row = stored.get(int(ids[i]))
-        if row is not None:
-            ra[i], dec[i], w_ra[i], w_dec[i], n_det[i] = row[:5]
+    have = np.flatnonzero(ids >= 0)
+    stored = det_store.detection_position_arrays(conn, ids[have])
+    found = stored["found"]
+    at = have[found]
+    ra[at], dec[at], n_det[at] = stored["ra"][found], stored["dec"][found], stored["n"][found]
+    w_ra[at], w_dec[at] = stored["w_ra"][found], stored["w_dec"][found]
     own = det_store.own_sources_near(conn, ctx.ra_deg, ctx.dec_deg, ctx.radius_deg)
     extra = ~np.isin(own["id"], ids)
     pos = {"ra": np.r_[ra, own["ra_deg"][extra]], "dec": np.r_[dec, own["dec_deg"][extra]],
@@ -265,9 +266,9 @@ def write(conn, ctx) -> dict:
     if measured.footprint is not None:
         from dsa110_contimg.science.footprint import NoiseFootprint
 
-        fp = NoiseFootprint.from_bytes(measured.footprint)
-        det_store.store_image_depth(conn, ctx.image_id, measured.footprint, fp.rms_min,
-                                    fp.rms_max, len(det))
+        rms_min, rms_max = NoiseFootprint.extremes_of(measured.footprint)
+        det_store.store_image_depth(conn, ctx.image_id, measured.footprint, rms_min, rms_max,
+                                    len(det))
     counts = {s: int(np.sum(plan.status == s)) for s in
               ("associated", "duplicate", "new_source", "blind_source", "rejected")}
     if new_ids:
@@ -322,19 +323,18 @@ def _update_positions(conn, ctx, det, plan, source_id) -> None:
     feed = np.flatnonzero(source_id >= 0)
     if feed.size == 0 or ctx.remeasured:
         return                                # a re-measured image does not count twice
+    from dsa110_contimg.store.bulk import nullable
+
     sids = source_id[feed]
-    stored = det_store.detection_positions(conn, sids.tolist())
-    prior = np.array([stored.get(int(s), (np.nan, np.nan, 0.0, 0.0, 0, None))[:5] for s in sids],
-                     dtype=object)
-    first = [stored.get(int(s), (None,) * 6)[5] for s in sids]
+    prior = det_store.detection_position_arrays(conn, sids)
     ra, dec, w_ra, w_dec = update_weighted_positions(
-        prior[:, 0].astype(float), prior[:, 1].astype(float), prior[:, 2].astype(float),
-        prior[:, 3].astype(float), det["ra_deg"][feed], det["dec_deg"][feed],
-        det["ra_err_arcsec"][feed], det["dec_err_arcsec"][feed])
+        prior["ra"], prior["dec"], prior["w_ra"], prior["w_dec"], det["ra_deg"][feed],
+        det["dec_deg"][feed], det["ra_err_arcsec"][feed], det["dec_err_arcsec"][feed])
     mjd = ctx.mjd
-    rows = [(int(s), float(ra[k]), float(dec[k]), float(w_ra[k]), float(w_dec[k]),
-             int(prior[k, 4]) + 1, first[k] if first[k] is not None else mjd, mjd)
-            for k, s in enumerate(sids)]
+    first = np.where(np.isfinite(prior["first_mjd"]), prior["first_mjd"],
+                     np.nan if mjd is None else mjd)
+    rows = zip(sids.tolist(), ra.tolist(), dec.tolist(), w_ra.tolist(), w_dec.tolist(),
+               (prior["n"] + 1).tolist(), nullable(first), [mjd] * sids.size)
     det_store.save_detection_positions(conn, rows)
 
 

@@ -142,6 +142,14 @@ class NoiseFootprint:
             beam=np.asarray(self.beam_major_pix), corr=np.asarray(self.noise_corr_factor))
         return buf.getvalue()
 
+    @staticmethod
+    def extremes_of(blob: bytes) -> tuple[float, float]:
+        """``(rms_min, rms_max)`` (Jy/beam) of a footprint made by :meth:`to_bytes`, read
+        without decoding the rest."""
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            lo, hi = z["extremes"]
+        return float(lo), float(hi)
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> "NoiseFootprint":
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:

@@ -75,6 +75,34 @@ def detection_positions(conn: Connection, source_ids: Sequence[int]) -> dict[int
     return {int(r[0]): tuple(r[1:]) for r in bulk.fetch_in(conn, sql, [int(s) for s in source_ids])}
 
 
+def detection_position_arrays(conn: Connection, source_ids) -> dict[str, np.ndarray]:
+    """:func:`detection_positions` as arrays in the order of ``source_ids``: ``ra``,
+    ``dec`` (deg), ``w_ra``, ``w_dec`` (arcsec^-2), ``n`` and ``first_mjd``, with
+    ``found`` False (NaN, 0, 0 and NaN) for sources without a detection yet."""
+    ids = np.asarray(source_ids, np.int64)
+    out = {"ra": np.full(ids.size, np.nan), "dec": np.full(ids.size, np.nan),
+           "w_ra": np.zeros(ids.size), "w_dec": np.zeros(ids.size),
+           "n": np.zeros(ids.size, np.int64), "first_mjd": np.full(ids.size, np.nan),
+           "found": np.zeros(ids.size, bool)}
+    sql = ("SELECT source_id, wm_ra_deg, wm_dec_deg, w_ra, w_dec, n_detections, "
+           "first_detected_mjd FROM source_detections WHERE source_id IN ({in})")
+    rows = bulk.fetch_in(conn, sql, np.unique(ids).tolist())
+    if not rows:
+        return out
+    got = np.array([r[0] for r in rows], np.int64)
+    order = np.argsort(got)
+    pos = np.clip(np.searchsorted(got[order], ids), 0, got.size - 1)
+    hit = got[order][pos] == ids
+    at = order[pos[hit]]
+    vals = np.array([r[1:] for r in rows], dtype=float)    # NULL -> NaN
+    for k, name in enumerate(("ra", "dec", "w_ra", "w_dec")):
+        out[name][hit] = vals[at, k]
+    out["n"][hit] = np.nan_to_num(vals[at, 4]).astype(np.int64)
+    out["first_mjd"][hit] = vals[at, 5]
+    out["found"] = hit
+    return out
+
+
 def save_detection_positions(conn: Connection, rows: Iterable[tuple]) -> None:
     """Upsert ``(source_id, wm_ra, wm_dec, w_ra, w_dec, n_detections, first_mjd, last_mjd)``."""
     now = time.time()
@@ -190,6 +218,7 @@ def detection_counts(conn: Connection) -> dict[str, int]:
 
 
 __all__ = ["DETECTION_COLUMNS", "OWN_KINDS", "own_sources_near", "detection_positions",
-           "save_detection_positions", "replace_detections", "store_image_depth",
+           "detection_position_arrays", "save_detection_positions", "replace_detections",
+           "store_image_depth",
            "earlier_depths", "record_new_sources", "set_backfill_job", "image_detections",
            "source_detections_in", "detection_counts"]
