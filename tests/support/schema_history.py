@@ -188,6 +188,18 @@ def seed_products_0017(conn) -> None:
         dec_deg=30.0, reference_ok=False)
 
 
+def seed_products_0018(conn) -> None:
+    # counted by the triggers: a job through its states, an image excluded after insert
+    _job(conn, 14, "pending")
+    conn.execute(sa.text("UPDATE batch_jobs SET status = 'failed', finished_at = :t WHERE id = 14"),
+                 {"t": T0})
+    conn.execute(sa.text("UPDATE batch_jobs SET acknowledged_at = :t WHERE id = 14"), {"t": T0})
+    _image(conn, 16)
+    conn.execute(sa.text("UPDATE images SET norm_status = 'failed', norm_reason = 'too few "
+                         "references: 2 < 3', excluded = :x, excluded_reason = 'bad epoch' "
+                         "WHERE id = 16"), {"x": True})
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -202,7 +214,8 @@ SEEDS = {
                  "0010": seed_products_0010, "0011": seed_products_0011,
                  "0012": seed_products_0012, "0013": seed_products_0013,
                  "0014": seed_products_0014, "0015": seed_products_0015,
-                 "0016": seed_products_0016, "0017": seed_products_0017},
+                 "0016": seed_products_0016, "0017": seed_products_0017,
+                 "0018": seed_products_0018},
     "registry": {"0001": seed_registry_0001},
 }
 
@@ -240,9 +253,20 @@ def check_cones_find_rows_written_before_the_zone_indexes(conn, start: str) -> N
             assert r.id in found, (table.name, r)
 
 
+def check_status_counters_backfilled(conn, start: str) -> None:
+    """0018 counted the rows written before it: the maintained counters equal the GROUP BY
+    counts of every table they count."""
+    import time
+
+    from status_truth import check_counters_match
+
+    check_counters_match(conn, time.time())
+
+
 #: Checks of data a migration moves, run when a database started before that revision.
 CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidates_have_their_flagging,
-                       "0017": check_cones_find_rows_written_before_the_zone_indexes},
+                       "0017": check_cones_find_rows_written_before_the_zone_indexes,
+                       "0018": check_status_counters_backfilled},
           "registry": {}}
 
 

@@ -29,7 +29,8 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
     ``n_sources / n_fields`` sources measured on each; variability metrics for every
     source, ``n_candidates`` ESE candidates, one done job per image (finished over the
     last day) and a few QC-failed images. Rows go in through ``sqlite3`` ``executemany``
-    in one transaction (schema from the Alembic migrations).
+    in one transaction (schema from the Alembic migrations); the status counters are then
+    compacted.
 
     Returns ``{"seconds": fill time, "n_measurements": ..., "top_candidate_source": id}``.
     """
@@ -117,6 +118,12 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
                          for s, sc in zip(cand_src, score)])
     con.execute("PRAGMA journal_mode=WAL")
     con.close()
+    # the status counters' deltas of the bulk load folded, as the daemon's housekeeping does
+    from dsa110_contimg.store.counters import try_compact
+
+    db = open_products_db(path)
+    assert try_compact(db)
+    db.dispose()
     return {"seconds": time.perf_counter() - t0, "n_measurements": n_sources * n_epochs,
             "n_images": n_fields * n_epochs, "n_sources": n_sources, "top_candidate_source": int(cand_src[0])}
 

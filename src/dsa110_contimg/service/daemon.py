@@ -66,6 +66,7 @@ from dsa110_contimg.service.preflight import check_startup
 from dsa110_contimg.service.snapshot import DaemonSnapshot, QueueCounts
 from dsa110_contimg.service.stopping import StopControl, kill_children, quiet
 from dsa110_contimg.service.watcher import Watcher
+from dsa110_contimg.store import counters
 from dsa110_contimg.store import files as filestore
 from dsa110_contimg.store.engine import open_products_db
 from dsa110_contimg.store.queue import JobQueue, default_owner
@@ -285,6 +286,8 @@ class Daemon:
             reaped = self.queue.reap_expired()
             if reaped["pending"] or reaped["dead"]:
                 log.warning("leases_expired", **reaped)
+            # the status counters' deltas folded into their totals (one short transaction)
+            counters.try_compact(self.db)
             self._next["reap"] = now + d.reap_interval_s
         if not self.stopping:
             self.jobs.dispatch()

@@ -287,18 +287,18 @@ class Metrics:
         "transients": counts (:func:`~dsa110_contimg.store.detections.detection_counts`),
         "alerts": {(kind, state): n}, "alert_events": {event: n}}``."""
         from dsa110_contimg.store.alerts import delivery_counts, event_counts
+        from dsa110_contimg.store.counters import read_counts
         from dsa110_contimg.store.detections import detection_counts
         from dsa110_contimg.store.schema import JOB_STATES
-        from dsa110_contimg.store.status import (
-            active_candidates_by_confidence, job_counts, oldest_pending_at,
-        )
+        from dsa110_contimg.store.status import active_candidates_by_confidence, oldest_pending_at
 
         now = time.time() if now is None else now
         with self._db_lock, self._database().engine.connect() as conn:
-            counts = job_counts(conn)
+            got = read_counts(conn)     # the maintained counters: jobs, detections
+            counts = got.jobs()
             oldest = oldest_pending_at(conn)
             ese = active_candidates_by_confidence(conn)
-            transients = detection_counts(conn)
+            transients = detection_counts(conn, got)
             deliveries = delivery_counts(conn)
             events = event_counts(conn)
             conn.rollback()

@@ -206,10 +206,13 @@ def source_detections_in(conn: Connection, source_id: int, image_ids: Sequence[i
     return sorted(out, key=lambda r: (r["mjd"] is None, r["mjd"] or 0.0, r["id"]))
 
 
-def detection_counts(conn: Connection) -> dict[str, int]:
-    """Totals for ``status``: detections (summed per image), new and non-catalogue sources."""
-    n_det = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(image_depths.c.n_detections), 0))
-                         ).scalar()
+def detection_counts(conn: Connection, got=None) -> dict[str, int]:
+    """Totals for ``status``: detections (summed per image, from the maintained counters:
+    ``got``, a :class:`~dsa110_contimg.store.counters.Counts` already read, or read here),
+    new and non-catalogue sources."""
+    from dsa110_contimg.store.counters import read_counts
+
+    n_det = (got if got is not None else read_counts(conn)).detections()
     kinds = dict(conn.execute(sa.select(sources.c.kind, sa.func.count()).where(
         sources.c.kind.in_(list(OWN_KINDS))).group_by(sources.c.kind)).all())
     return {"detections": int(n_det or 0), "new_sources": int(kinds.get("new", 0)),

@@ -107,9 +107,10 @@ def list_files(db: Database, *, decisions=("skipped", "incomplete"), limit: int 
 
 
 def file_counts(conn) -> dict[str, int]:
-    """Files per decision (every decision present)."""
-    rows = dict(conn.execute(sa.select(files.c.decision, sa.func.count())
-                             .group_by(files.c.decision)).all())
+    """Files per decision (every decision present), from the maintained counters."""
+    from dsa110_contimg.store.counters import read_counts
+
+    rows = read_counts(conn).files()
     return {d: int(rows.get(d, 0)) for d in DECISIONS}
 
 

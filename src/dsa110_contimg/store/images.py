@@ -1,7 +1,8 @@
 """Per-image outcome queries: QC verdict, normalisation, reference choices (``images`` CLI).
 
 Write side: :func:`save_reference_choices` (inside the image's transaction).
-Read side: :func:`list_images`, :func:`image_detail`, :func:`norm_reason_summary`.
+Read side: :func:`list_images`, :func:`image_detail` (the images not normalised, by reason
+class, are counted by :mod:`dsa110_contimg.store.counters`).
 """
 
 from __future__ import annotations
@@ -172,23 +173,6 @@ def image_outcome(conn: Connection, image_id: int | None, path: str | None = Non
     return {"image_id": r.id, "qc_status": r.qc_status, "norm_status": r.norm_status,
             "norm_reason": r.norm_reason, "method": r.method,
             "see": f"contimg-photometry images show {r.id}"}
-
-
-def norm_reason_summary(conn: Connection) -> list[dict]:
-    """Images not normalised, grouped by reason class (most frequent first)."""
-    rows = conn.execute(sa.select(images.c.norm_reason, sa.func.count()).where(
-        images.c.norm_status == "failed").group_by(images.c.norm_reason)).all()
-    groups: dict[str, int] = {}
-    for reason, n in rows:
-        groups[reason_class(reason)] = groups.get(reason_class(reason), 0) + int(n)
-    return [{"reason": k, "images": v} for k, v in sorted(groups.items(), key=lambda kv: -kv[1])]
-
-
-def reason_class(reason: str | None) -> str:
-    """The stable part of a normalisation failure reason (before the first ':')."""
-    if not reason:
-        return "unknown"
-    return str(reason).split(":", 1)[0].strip()
 
 
 def stored_content_ids(conn: Connection) -> dict[str, str]:

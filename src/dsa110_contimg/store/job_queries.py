@@ -28,11 +28,13 @@ class JobQueries:
     """Reads of the queue (needs ``self.db``)."""
 
     def counts(self) -> dict[str, int]:
-        """Number of jobs in each state (every state present, 0 when none). A read that
-        never waits for the write lock (safe from the health thread)."""
+        """Number of jobs in each state (every state present, 0 when none), from the
+        maintained counters. A read that never waits for the write lock (safe from the
+        health thread)."""
+        from dsa110_contimg.store.counters import read_counts
+
         with read_connection(self.db.engine) as conn:
-            rows = dict(conn.execute(sa.select(batch_jobs.c.status, sa.func.count())
-                                     .group_by(batch_jobs.c.status)).all())
+            rows = read_counts(conn).jobs()
         return {s: int(rows.get(s, 0)) for s in JOB_STATES}
 
     def get(self, job_id: int) -> dict | None:

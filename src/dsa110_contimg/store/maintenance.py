@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from dsa110_contimg.core.paths import fs_path
+from dsa110_contimg.store.counters import read_counts
 from dsa110_contimg.store.engine import Database, read_connection
 from dsa110_contimg.store.migrate import current_revision, head_revision, schema_differences
 from dsa110_contimg.store.retry import with_retry
-from dsa110_contimg.store.schema import batch_job_items, batch_jobs, files, heartbeats, images
+from dsa110_contimg.store.schema import batch_job_items, batch_jobs, files, heartbeats
 
 #: Rows deleted per transaction.
 CHUNK = 1000
@@ -128,8 +129,7 @@ def prune(db: Database, *, before: float, dry_run: bool = False) -> PruneReport:
         report.kept_unacknowledged = int(conn.execute(sa.select(sa.func.count()).where(
             bj.finished_at < before, bj.status.in_(("failed", "dead")),
             bj.acknowledged_at.is_(None))).scalar())
-        report.measurements = int(conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(images.c.n_sources), 0))).scalar())
+        report.measurements = read_counts(conn).images()["measurements"]
     report.items = _delete_jobs(db, old, dry_run)
     report.files = _delete_file_records(db, before, dry_run)
     stopped = sa.and_(heartbeats.c.state == "stopped", heartbeats.c.beat_at < before)

@@ -25,7 +25,7 @@ from dsa110_contimg.store.lightcurves import candidate_order
 from dsa110_contimg.store.sky import cone_box
 from dsa110_contimg.store.values import clean, with_iso_times
 from dsa110_contimg.store.schema import (
-    ESE_STATES, METRIC_COLUMNS, batch_jobs, ese_candidates, images, measurements, sources,
+    ESE_STATES, METRIC_COLUMNS, ese_candidates, images, measurements, sources,
     variability_stats,
 )
 
@@ -188,14 +188,17 @@ def _image_dict(r) -> dict:
 
 def images_page(conn: Connection, *, qc_status: str | None = None, limit: int = 50,
                 offset: int = 0) -> tuple[list[dict], int]:
-    """Latest observations first (by MJD, indexed; then by id): ``(rows, total)``."""
+    """Latest observations first (by MJD, indexed; then by id): ``(rows, total)``; the
+    total from the maintained counters."""
+    from dsa110_contimg.store.counters import read_counts
+
     q = (sa.select(*_IMAGE_LIST_COLS).order_by(images.c.mjd.desc(), images.c.id.desc())
          .limit(int(limit)).offset(int(offset)))
-    cq = sa.select(sa.func.count()).select_from(images)
     if qc_status:
-        q, cq = q.where(images.c.qc_status == qc_status), cq.where(images.c.qc_status == qc_status)
+        q = q.where(images.c.qc_status == qc_status)
     rows = [_image_dict(r) for r in conn.execute(q).mappings()]
-    return rows, int(conn.execute(cq).scalar() or 0)
+    counted = read_counts(conn).images()
+    return rows, int(counted["qc"].get(qc_status, 0) if qc_status else counted["images"])
 
 
 def image_path(conn: Connection, image_id: int) -> str | None:
@@ -223,15 +226,18 @@ def image_detail(conn: Connection, image_id: int) -> dict | None:
 
 
 def throughput(conn: Connection, *, now: float | None = None, hours: int = 24) -> list[dict]:
-    """Jobs finished (done) per hour over the last ``hours`` hours, oldest first:
-    ``[{"hour_start": unix_s, "done": n}, ...]``."""
+    """Jobs done per clock hour (UTC) over the last ``hours`` hours, the current one last:
+    ``[{"hour_start": unix_s, "done": n}, ...]``; from the maintained hourly counters
+    (:mod:`dsa110_contimg.store.counters`), so the read is bounded by the hours shown.
+    ``hours`` at most :data:`~dsa110_contimg.store.counters.KEEP_HOURS`."""
+    from dsa110_contimg.store.counters import KEEP_HOURS, read_counts
+
     now = time.time() if now is None else now
-    start = now - 3600.0 * hours
-    t = np.array([r[0] for r in conn.execute(sa.select(batch_jobs.c.finished_at).where(
-        batch_jobs.c.status == "done", batch_jobs.c.finished_at >= start)).all()], float)
-    counts = np.bincount(np.clip(((t - start) // 3600).astype(int), 0, hours - 1),
-                         minlength=hours) if t.size else np.zeros(hours, int)
-    return [{"hour_start": start + 3600.0 * i, "done": int(c)} for i, c in enumerate(counts)]
+    hours = min(int(hours), KEEP_HOURS)
+    last = int(now // 3600)
+    done = read_counts(conn).done_per_hour(last - hours + 1, last)
+    return [{"hour_start": 3600.0 * b, "done": int(done.get(b, 0))}
+            for b in range(last - hours + 1, last + 1)]
 
 
 def nodes(conn: Connection, *, now: float | None = None, stale_after_s: float = 60.0,

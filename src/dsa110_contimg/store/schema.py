@@ -133,6 +133,7 @@ images = Table(
     Index(None, "excluded", "excluded_at"),
     Index(None, "duplicate_of"),
     Index(None, "measured_at", "id"),   # images list: newest measured first, a page at a time
+    Index(None, "qc_status", "measured_at"),   # the latest QC failures
 )
 
 sources = Table(
@@ -300,6 +301,31 @@ batch_jobs = Table(
     CheckConstraint(_in("status", JOB_STATES), name="status"),
     Index(None, "status", "not_before", "id"),
     Index(None, "status", "finished_at"),   # settled in the last hour, the latest success
+)
+
+#: Maintained counts (store/counters.py): database triggers on ``images``, ``batch_jobs``,
+#: ``files`` and ``image_depths`` append one delta row per change of a counted row (insert
+#: only: no writer waits for a shared counter row); compaction folds them into
+#: ``status_counts``. ``status`` is the row's composite key, ``hour_bucket`` the hour
+#: (Unix s / 3600) a done job finished in (0 otherwise), ``total`` the summed column
+#: (``images.n_sources``, ``image_depths.n_detections``).
+CountTotal = BigInteger().with_variant(Integer, "sqlite")
+status_count_deltas = Table(
+    "status_count_deltas", products_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tbl", String(16), nullable=False),
+    Column("status", Text, nullable=False),
+    Column("hour_bucket", Integer, nullable=False),
+    Column("n", Integer, nullable=False, doc="+1 a row entered the key, -1 it left"),
+    Column("total", CountTotal, nullable=False),
+)
+status_counts = Table(
+    "status_counts", products_metadata,
+    Column("tbl", String(16), primary_key=True),
+    Column("status", Text, primary_key=True),
+    Column("hour_bucket", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("total", CountTotal, nullable=False),
 )
 
 batch_job_items = Table(

@@ -1,16 +1,20 @@
 """The read-only queries behind ``status`` (the service layer turns them into a verdict).
 
-:func:`read_status_counts` runs every query on one connection and returns plain
-Python values (ints, lists of dicts); it never writes.
+:func:`read_status_counts` returns plain Python values (ints, lists of dicts). The counts
+come from the maintained counters (:mod:`dsa110_contimg.store.counters`), the last hour's
+jobs from the ``batch_jobs (status, finished_at)`` index, the lists from indexed orderings
+with a limit: nothing it reads grows with the tables. It writes only to compact the
+counters, when more than :data:`~dsa110_contimg.store.counters.COMPACT_ABOVE` deltas wait
+and the database is writable.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from dsa110_contimg.store import counters
 from dsa110_contimg.store.engine import Database
-from dsa110_contimg.store.files import file_counts, heartbeat_rows, running_jobs_by_owner
-from dsa110_contimg.store.images import norm_reason_summary
+from dsa110_contimg.store.files import DECISIONS, heartbeat_rows, running_jobs_by_owner
 from dsa110_contimg.store.schema import batch_job_items, batch_jobs, ese_candidates, images
 
 
@@ -27,10 +31,8 @@ def _count(conn, table, *where) -> int:
 
 
 def job_counts(conn) -> dict[str, int]:
-    """Number of jobs by status (only the statuses present)."""
-    bj = batch_jobs.c
-    return {str(k): int(v) for k, v in
-            conn.execute(sa.select(bj.status, sa.func.count()).group_by(bj.status)).all()}
+    """Number of jobs by status (only the statuses present), from the maintained counters."""
+    return counters.read_counts(conn).jobs()
 
 
 def oldest_pending_at(conn) -> float | None:
@@ -72,20 +74,19 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
     ``norm_not_requested``, ``norm_ensemble``, ``norm_reasons``, ``running_by_owner``,
     ``transients`` (:func:`~dsa110_contimg.store.detections.detection_counts`).
     """
+    got = counters.counts(db)
+    im = got.images()
     with db.engine.connect() as conn:
         bj = batch_jobs.c
         out = {
             "heartbeats": heartbeat_rows(conn),
-            "job_counts": job_counts(conn),
+            "job_counts": got.jobs(),
             "oldest_pending_at": oldest_pending_at(conn),
             "done_last_hour": _count(conn, batch_jobs, bj.status == "done",
                                      bj.finished_at >= now - 3600),
             "failed_last_hour": _count(conn, batch_jobs, bj.status.in_(("failed", "dead")),
                                        bj.finished_at >= now - 3600),
-            "unacknowledged": {str(k): int(v) for k, v in conn.execute(
-                sa.select(bj.status, sa.func.count())
-                .where(bj.status.in_(("failed", "dead")), bj.acknowledged_at.is_(None))
-                .group_by(bj.status)).all()},
+            "unacknowledged": got.unacknowledged(),
             "running": [dict(r) for r in conn.execute(
                 sa.select(bj.id, bj.attempts, bj.lease_owner, bj.lease_until, bj.started_at,
                           _first_path().label("path"))
@@ -95,32 +96,27 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
                           _first_path().label("path"))
                 .where(bj.status.in_(("failed", "dead")), bj.acknowledged_at.is_(None))
                 .order_by(bj.updated_at.desc()).limit(n_failures)).mappings()],
-            "file_counts": file_counts(conn),
-            "images": _count(conn, images),
-            # one measurement row per catalogue source of each stored image: the sum over
-            # images (thousands of rows) instead of counting the measurements (millions)
-            "measurements": int(conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(images.c.n_sources), 0))).scalar()),
+            "file_counts": {d: int(got.files().get(d, 0)) for d in DECISIONS},
+            "images": im["images"],
+            "measurements": im["measurements"],
             "ese_active": _count(conn, ese_candidates, ese_candidates.c.status == "active"),
-            "transients": detection_counts(conn),
-            "qc_counts": dict(conn.execute(sa.select(images.c.qc_status, sa.func.count())
-                                           .group_by(images.c.qc_status)).all()),
+            "transients": detection_counts(conn, got),
+            "qc_counts": im["qc"],
             "qc_failed": [dict(r) for r in conn.execute(
                 sa.select(images.c.path, images.c.mjd, images.c.qc_reasons)
                 .where(images.c.qc_status == "failed")
                 .order_by(images.c.measured_at.desc()).limit(n_failures)).mappings()],
-            "norm_failed": _count(conn, images, images.c.norm_status == "failed"),
-            "norm_reasons": norm_reason_summary(conn),
-            "norm_not_requested": _count(conn, images, images.c.norm_status == "not_requested",
-                                         images.c.duplicate_of.is_(None)),
-            "duplicates": _count(conn, images, images.c.duplicate_of.is_not(None)),
+            "norm_failed": im["norm_failed"],
+            "norm_reasons": [{"reason": k, "images": v} for k, v in
+                             sorted(im["norm_reasons"].items(), key=lambda kv: (-kv[1], kv[0]))],
+            "norm_not_requested": im["norm_not_requested"],
+            "duplicates": im["duplicates"],
             "excluded": [dict(r) for r in conn.execute(
                 sa.select(images.c.id, images.c.path, images.c.excluded_reason)
                 .where(images.c.excluded == sa.true())
                 .order_by(images.c.excluded_at.desc()).limit(n_failures)).mappings()],
-            "excluded_count": _count(conn, images, images.c.excluded == sa.true()),
-            "norm_ensemble": _count(conn, images, images.c.norm_status == "ok",
-                                    images.c.norm_method == "ensemble"),
+            "excluded_count": im["excluded"],
+            "norm_ensemble": im["norm_ensemble"],
             "running_by_owner": running_jobs_by_owner(conn),
         }
         conn.rollback()
