@@ -29,6 +29,7 @@ Positions deg, errors arcsec, fluxes Jy/beam.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 
 import numpy as np
 import structlog
@@ -81,7 +82,8 @@ def _candidates(conn, ctx):
     for survey in set(surveys.tolist()):
         sel = np.flatnonzero(surveys == survey)
         known = product_store.existing_source_ids(conn, survey, names[sel].tolist())
-        ids[sel] = [known.get(n, -1) for n in names[sel]]
+        ids[sel] = np.fromiter(map(known.get, names[sel].tolist(), repeat(-1)), np.int64,
+                               count=sel.size)
     ra = np.asarray(cat["ra_deg"], float).copy()
     dec = np.asarray(cat["dec_deg"], float).copy()
     flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else np.full(ra.size, np.nan)

@@ -102,13 +102,16 @@ class Islands:
     """Candidate pixels of an image grouped into islands.
 
     ``idx`` are flat pixel indices (``y * nx + x``, ascending), ``z`` their significance,
-    ``label`` their island (0..n-1, only kept islands), ``shape`` the image shape.
+    ``label`` their island (0..n-1, only kept islands), ``shape`` the image shape;
+    ``run_start`` (optional) marks the pixels whose left neighbour is not a candidate (the
+    first pixel of each horizontal run).
     """
 
     idx: np.ndarray
     z: np.ndarray
     label: np.ndarray
     shape: tuple[int, int]
+    run_start: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -242,6 +245,8 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
     z = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
     starts, run_label = _connected(idx, nx)
     label = np.zeros(0, np.int64)
+    run_start = np.zeros(idx.size, bool)
+    run_start[starts] = True
     if idx.size:
         run_size = np.diff(np.r_[starts, idx.size])
         counts = np.bincount(run_label, weights=run_size)
@@ -251,8 +256,8 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
         keep = np.repeat(good[run_label], run_size)
         renumber = np.cumsum(good) - 1
         label = np.repeat(renumber[run_label], run_size)[keep]
-        idx, z = idx[keep], z[keep]
-    return Islands(idx, z, label, (ny, nx))
+        idx, z, run_start = idx[keep], z[keep], run_start[keep]   # whole islands: runs intact
+    return Islands(idx, z, label, (ny, nx), run_start)
 
 
 def _footprint_offsets(pixel_beam, level: float = 0.5):
@@ -264,16 +269,21 @@ def _footprint_offsets(pixel_beam, level: float = 0.5):
     return dx[inside].astype(np.int64), dy[inside].astype(np.int64)
 
 
-def _row_neighbours(islands: Islands) -> dict:
+def _row_neighbours(islands: Islands) -> tuple[np.ndarray, np.ndarray]:
     """z of each candidate's left and right neighbour (-inf where that pixel is not a
-    candidate): adjacent entries of the ascending flat indices, no search needed."""
-    idx, z = islands.idx, islands.z
-    nx = islands.shape[1]
-    left, right = np.full(idx.size, -np.inf), np.full(idx.size, -np.inf)
-    adjacent = (np.diff(idx) == 1) & (idx[1:] % nx != 0)
-    left[1:][adjacent] = z[:-1][adjacent]
-    right[:-1][adjacent] = z[1:][adjacent]
-    return {(-1, 0): left, (1, 0): right}
+    candidate): adjacent entries of the ascending flat indices within a horizontal run."""
+    z = islands.z
+    start = islands.run_start
+    if start is None:
+        start = np.zeros(z.size, bool)
+        start[_runs(islands.idx, islands.shape[1])] = True
+    if z.size == 0:
+        return z.copy(), z.copy()
+    left, right = np.r_[-np.inf, z[:-1]], np.r_[z[1:], -np.inf]
+    starts = np.flatnonzero(start)              # a run's first pixel has no left neighbour,
+    left[starts] = -np.inf                      # the pixel before it no right one
+    right[starts[starts > 0] - 1] = -np.inf
+    return left, right
 
 
 def _local_maxima(islands: Islands, pixel_beam, detect_sigma: float) -> np.ndarray:
@@ -281,26 +291,26 @@ def _local_maxima(islands: Islands, pixel_beam, detect_sigma: float) -> np.ndarr
     of the beam's half-power ellipse around them (ties go to the lower flat index).
 
     Sparse: a neighbour's z is looked up among the candidate pixels (pixels that are not
-    candidates, or off the image, never win). The offsets are tried nearest first, the
-    left and right neighbours before the others, and each drops the pixels it beats, so
-    the offsets that need a binary search are looked up only for the pixels still
-    standing (about one per row of a source after the row neighbours).
+    candidates, or off the image, never win). The left and right neighbours are compared
+    first, over all candidates at once (adjacent entries of a run); the other offsets,
+    nearest first, each drop the pixels they beat, so their binary searches run only for
+    the pixels still standing (about one per row of a source).
     """
     ny, nx = islands.shape
     odx, ody = _footprint_offsets(pixel_beam)
-    # the row neighbours (no search) first, then the rest nearest first
-    order = np.lexsort((odx, ody, ody != 0, odx * odx + ody * ody))
-    row = _row_neighbours(islands)
-    sel = np.flatnonzero(islands.z >= detect_sigma)
+    left, right = _row_neighbours(islands)
+    z = islands.z
+    # a tie with the left neighbour (earlier flat index) loses, with the right one wins
+    sel = np.flatnonzero((z >= detect_sigma) & (left < z) & (right <= z))
+    rest = ~((ody == 0) & (np.abs(odx) == 1))
+    odx, ody = odx[rest], ody[rest]
+    order = np.lexsort((odx, ody, odx * odx + ody * ody))
     for dx, dy in zip(odx[order].tolist(), ody[order].tolist()):
         flat = islands.idx[sel]
-        zc = islands.z[sel]
-        if (dx, dy) in row:
-            nb = row[dx, dy][sel]
-        else:
-            x, y = flat % nx + dx, flat // nx + dy
-            inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny)
-            nb = np.where(inside, islands.z_at(flat + dy * nx + dx, -np.inf), -np.inf)
+        zc = z[sel]
+        x, y = flat % nx + dx, flat // nx + dy
+        inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny)
+        nb = np.where(inside, islands.z_at(flat + dy * nx + dx, -np.inf), -np.inf)
         earlier = dy < 0 or (dy == 0 and dx < 0)
         sel = sel[(nb < zc) | ((nb == zc) & (not earlier))]
     return sel
