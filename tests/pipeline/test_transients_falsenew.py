@@ -4,7 +4,8 @@
 150 images (6 fields of the real NVSS extract x 25 epochs, 320² pixels, 14-30 catalogue
 sources each plus sources below the NVSS limit) through the real workflow
 (``PhotometryManager.run_image``, blind detection on, default thresholds), with what makes
-false new sources in practice: beam-correlated noise whose level changes by epoch and
+false new sources in practice: true positions off the catalogue's by its errors, resolved
+sources, beam-correlated noise whose level changes by epoch and
 rises towards the corners, a gain per epoch, pointing offsets (sources come and go at the
 edges), sidelobe / calibration-artefact blobs of both signs at a few per cent of every
 bright source's peak (turning from epoch to epoch, also from bright sources just beyond an

@@ -83,3 +83,11 @@ def test_a_catalogue_host_off_the_image_or_blanked_makes_artefacts():
                                              near_blank=[False] * 3, beam_major_arcsec=15.0,
                                              hosts=hosts)
     assert reason.tolist() == ["artefact", "", ""] and related.tolist() == [2, -1, -1]
+
+
+def test_faint_here_marks_the_detections_deep_enough_before_but_faint_now():
+    rms, status = [[1e-3]] * 3, [["ok"]] * 3
+    v = new_source_significance([7.2e-3, 7.2e-3, 3e-3], rms, status, [1e-3], [2e-3],
+                                snr=[4.8, 7.0, 3.0])
+    assert v.faint_here.tolist() == [True, False, False]     # the third is too shallow earlier
+    assert "too shallow" in v.reason[2]

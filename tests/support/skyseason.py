@@ -3,7 +3,12 @@
 Several fields of the real NVSS VizieR extract, each observed over many epochs, every
 image run through the real pipeline (:meth:`PhotometryManager.run_image`, blind detection
 on, default thresholds). What an image holds, besides the catalogue sources at their
-NVSS fluxes (taken as peak flux densities, Jy/beam):
+NVSS fluxes:
+
+* each catalogue source at its true position, off the catalogue's by the catalogue's own
+  errors (NVSS: 1-9" for faint sources, half a beam); compact ones as the beam with the
+  NVSS flux as peak, the 92 that NVSS resolves as their deconvolved Gaussian convolved with
+  the beam (same integrated flux, a lower peak);
 
 * noise correlated on the beam scale (:func:`~dsa110_contimg.science.simulate.correlated_noise`),
   its level varying by epoch (x0.8-1.25) and rising towards the corners (x1.3, as on a
@@ -57,6 +62,8 @@ class SkySeasonSpec:
     blank_disc_fraction: float = 0.2
     blank_strip_fraction: float = 0.2
     transients_per_field: int = 2
+    position_errors: bool = True
+    extended: bool = True
     seed: int = 2323
 
     @property
@@ -81,8 +88,10 @@ class Injected:
     blanks: dict = field(default_factory=dict)
 
 
-def read_nvss(shared_data: Path):
-    """The real extract: ra, dec (deg), flux (Jy) of its finite-flux rows."""
+def read_nvss(shared_data: Path, extra: bool = False):
+    """The real extract: ra, dec (deg), flux (Jy) of its finite-flux rows; with ``extra``
+    also their position errors (arcsec on the sky, RA and Dec) and deconvolved sizes
+    (major, minor FWHM arcsec, NaN where NVSS gives an upper limit; PA deg)."""
     from astropy.table import Table
 
     t = Table.read(Path(shared_data) / NVSS_REAL)
@@ -90,7 +99,16 @@ def read_nvss(shared_data: Path):
     dec = np.asarray(t["_DEJ2000"], float)
     flux = np.asarray(t["S1.4"], float) / 1000.0
     ok = np.isfinite(flux) & (flux > 0)
-    return ra[ok], dec[ok], flux[ok]
+    if not extra:
+        return ra[ok], dec[ok], flux[ok]
+
+    def col(name):
+        return np.ma.filled(np.ma.asarray(t[name], float), np.nan)[ok]
+
+    upper = np.asarray(np.ma.filled(t["l_MajAxis"].astype(str), ""))[ok] == "<"
+    e_ra = col("e_RAJ2000") * 15.0 * np.cos(np.radians(dec[ok]))
+    maj, mnr = np.where(upper, np.nan, col("MajAxis")), np.where(upper, np.nan, col("MinAxis"))
+    return ra[ok], dec[ok], flux[ok], e_ra, col("e_DEJ2000"), maj, mnr, np.nan_to_num(col("PA"))
 
 
 def field_centres(spec: SkySeasonSpec, ra, flux):
@@ -120,9 +138,17 @@ class SkySeason:
         from dsa110_contimg.science.simulate import sky_wcs
 
         self.spec, self.root = spec, Path(root)
-        self.ra, self.dec, self.flux = read_nvss(shared_data)
-        self.shared_data = Path(shared_data)
+        (self.ra, self.dec, self.flux, e_ra, e_dec, self.maj, self.min,
+         self.pa) = read_nvss(shared_data, extra=True)
         self.rng = np.random.default_rng(spec.seed)
+        # the true positions: the catalogue's, off by its own errors
+        self.tra = self.ra + (self.rng.normal(0, 1, self.ra.size) * e_ra / 3600.0
+                              / np.cos(np.radians(self.dec)) if spec.position_errors else 0.0)
+        self.tdec = self.dec + (self.rng.normal(0, 1, self.ra.size) * e_dec / 3600.0
+                                if spec.position_errors else 0.0)
+        if not spec.extended:
+            self.maj = np.full(self.ra.size, np.nan)
+        self.shared_data = Path(shared_data)
         self.centres = field_centres(spec, self.ra, self.flux)
         self.mjd0 = 60676.25
         ny, nx = spec.shape
@@ -180,14 +206,19 @@ class SkySeason:
         r2 = ((xx - nx / 2) / (nx / 2)) ** 2 + ((yy - ny / 2) / (ny / 2)) ** 2
         data = correlated_noise(spec.shape, noise, bp, fmin, spec.beam[2], rng) * (1 + 0.15 * r2)
         gain = 1.0 + spec.gain_rms * rng.standard_normal()
-        cx, cy = w.wcs_world2pix(self.ra, self.dec, 0)
+        cx, cy = w.wcs_world2pix(self.tra, self.tdec, 0)
         near = (cx > -6 * bp) & (cx < nx + 6 * bp) & (cy > -6 * bp) & (cy < ny + 6 * bp)
+        ext = near & np.isfinite(self.maj)
+        peak = self._paint_extended(data, cx[ext], cy[ext], self.flux[ext] * gain, self.maj[ext],
+                                    self.min[ext], self.pa[ext])
+        ax, ay, ap = self._artefacts(np.r_[cx[near & ~ext], cx[ext]], np.r_[cy[near & ~ext], cy[ext]],
+                                     np.r_[self.flux[near & ~ext] * gain, peak], rng)
+        near &= ~ext
         fra, fdec, fs = self.faint[f]
         fx, fy = w.wcs_world2pix(fra, fdec, 0)
         inj = self.injected
         on = (inj.transient_on_mjd <= mjd + 1e-6)
         tx, ty = w.wcs_world2pix(inj.transient_ra[on], inj.transient_dec[on], 0)
-        ax, ay, ap = self._artefacts(cx[near], cy[near], self.flux[near] * gain, rng)
         xs = np.concatenate([cx[near], fx, tx, ax])
         ys = np.concatenate([cy[near], fy, ty, ay])
         ps = np.concatenate([self.flux[near] * gain, fs * gain,
@@ -206,6 +237,20 @@ class SkySeason:
         self.injected.artefacts[str(path)] = (np.asarray(pra), np.asarray(pdec), ap[pos])
         self.injected.blanks[str(path)] = blank if blank.any() else None
         return path
+
+    def _paint_extended(self, data, x, y, flux, maj, mnr, pa):
+        """Resolved sources: the catalogue's deconvolved Gaussian convolved with the beam
+        (axes added in quadrature, the source's PA), integrated flux ``flux`` (Jy); returns
+        their peaks (Jy/beam)."""
+        from dsa110_contimg.science.simulate import paint_sources
+
+        bmaj, bmin, _ = self.spec.beam
+        cmaj, cmin = np.hypot(maj, bmaj), np.hypot(np.nan_to_num(mnr), bmin)
+        peak = flux * bmaj * bmin / (cmaj * cmin)
+        for k in range(x.size):
+            paint_sources(data, x[k:k + 1], y[k:k + 1], peak[k:k + 1], cmaj[k] / self.spec.pixscale,
+                          cmin[k] / self.spec.pixscale, pa[k])
+        return peak
 
     def _artefacts(self, x, y, peak, rng):
         """Blobs of both signs on six spokes around each bright source (pixels, Jy/beam)."""

@@ -63,9 +63,15 @@ class DetectionPlan:
     verdicts: dict = field(default_factory=dict)   # detection index -> new-source verdict row
 
 
-def _rows_catalog_ids(measured) -> tuple[np.ndarray, np.ndarray]:
+def _rows_catalog_ids(measured, default_survey: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per measured row: its catalogue id and survey (a row without a survey, i.e. every
+    catalogue row once monitor or own rows are appended, is from ``default_survey``)."""
     cat = measured.cat
-    surveys = np.asarray(cat["survey"], object) if "survey" in cat.colnames else None
+    surveys = np.full(len(cat), default_survey, object)
+    if "survey" in cat.colnames:
+        col = cat["survey"]
+        raw = np.asarray(np.ma.filled(col, None) if np.ma.is_masked(col) else col, object)
+        surveys = np.where(np.equal(raw, None) | np.equal(raw, ""), surveys, raw).astype(object)
     return np.asarray(cat["source_id"]).astype(str).astype(object), surveys
 
 
@@ -75,9 +81,7 @@ def _candidates(conn, ctx):
 
     measured, cfg = ctx.measured, ctx.cfg
     cat = measured.cat
-    names, surveys = _rows_catalog_ids(measured)
-    if surveys is None:
-        surveys = np.full(names.size, cfg.catalog, object)
+    names, surveys = _rows_catalog_ids(measured, cfg.catalog)
     ids = np.full(names.size, -1, np.int64)
     for survey in set(surveys.tolist()):
         sel = np.flatnonzero(surveys == survey)
@@ -175,7 +179,10 @@ def prepare(conn, ctx) -> None:
             det["peak_jyb"][todo], rms, status, [r["rms_min_jyb"] for r in rows],
             [r["rms_max_jyb"] for r in rows], rules, corr_factor=corr,
             snr=np.asarray(det["peak_jyb"][todo], float) / np.asarray(det["peak_err_jyb"][todo], float))
-        plan.status[todo] = np.where(v.is_new, "new_source", "blind_source")
+        # too faint in its own image: recorded, no source made (a real one is tested afresh
+        # at its next detection, against this image's depth too)
+        plan.status[todo] = np.where(v.is_new, "new_source",
+                                     np.where(v.faint_here, "rejected", "blind_source"))
         plan.reason[todo] = v.reason
         for j, i in enumerate(todo):
             if v.is_new[j]:
@@ -185,7 +192,8 @@ def prepare(conn, ctx) -> None:
                     "sigma_rms_min": float(v.sigma_rms_min[j]),
                     "likely_transient": bool(v.likely_transient[j]),
                     "n_earlier_images": int(v.n_covering[j])}
-        ctx.measured = _with_own_rows(measured, det, todo, v.is_new, plan)
+        ctx.measured = _with_own_rows(measured, det, todo[~v.faint_here], v.is_new[~v.faint_here],
+                                      plan)
     ctx.prepared["transients"] = plan
 
 

@@ -25,7 +25,9 @@ covered the position (VAST ``new_sources``; TraP ``newsource``):
   would have been seen at that significance in at least one earlier image, and it is seen
   at it now. Without the second condition a noise peak of a noisier image (4-5 sigma
   there) is "new" against a deeper earlier image (about 3 per 100 images when the noise
-  varies by +-25 % between epochs, ``bench/falsenew.py``). VAST divides by the pixel rms alone;
+  varies by +-25 % between epochs, ``bench/falsenew.py``). Such a detection is
+  ``faint_here``: the workflow records it and makes no source of it, so a real source is
+  tested afresh at its next detection. VAST divides by the pixel rms alone;
   on beam-correlated noise (c ~ 1.4) a 5-sigma pixel peak of noise often fits to 6-7
   "pixel sigma", so the pixel rms would call about one noise peak in six images new,
   while in measurement units 6 sigma is above every noise detection of 40 simulated images
@@ -127,6 +129,8 @@ class NewSourceVerdict:
     sigma_rms_min: np.ndarray
     n_covering: np.ndarray
     reason: np.ndarray
+    #: deep enough earlier, but below ``min_sigma`` in its own image (not new)
+    faint_here: np.ndarray | None = None
 
 
 def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
@@ -189,7 +193,7 @@ def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
     reason[(n_cov > 0) & ~any_usable] = "earlier images cover it only near an edge or blanked pixels"
     reason[n_cov == 0] = "first visit: no earlier image covers it"
     return NewSourceVerdict(is_new, new_high, np.where(any_usable, best, -1), likely,
-                            sigma_rms_min, n_cov, reason)
+                            sigma_rms_min, n_cov, reason, faint_here)
 
 
 __all__ = ["NewSourceRules", "NewSourceVerdict", "false_positive_reasons",
