@@ -258,3 +258,45 @@ def test_incremental_search_finds_what_the_full_history_search_finds():
     if old.size:
         inc = ese.detect_ese_shapes(mjd, c.flux[old], c.err[old], new_since_mjd=late)
         assert not inc["detected"].any()
+
+
+def test_known_candidates_bounded_search_follows_the_full_history_search():
+    """A known candidate searched at each new epoch over the incremental templates and its
+    stored best template's neighbours, on its whole light curve (``near``), gets what the
+    full-history search gets, epoch after epoch through a season with an event mid-season,
+    one confirmed at the season's end and one still in progress at its end: the same
+    detection, stage, template (t_min, duration) and significance; below the threshold the
+    best template may differ, never above the full search's significance (a subset of the
+    same fits)."""
+    from dsa110_contimg.science.ese_stage import ese_stages
+
+    rng = np.random.default_rng(21)
+    mjd = ese_models.dsa110_cadence(240.0, rng=rng)
+    d0 = mjd[0]
+    shapes = [ese.ese_model(mjd, d0 + 100, 40.0, 0.35),          # mid-season, confirmed
+              ese.ese_model(mjd, d0 + 180, 28.0, 0.4, 0.1),      # confirmed at the season's end
+              ese.ese_model(mjd, d0 + 228, 24.0, 0.4),           # in progress at the end
+              np.ones(mjd.size)]
+    err = np.full((len(shapes), mjd.size), 0.025)
+    flux = np.array(shapes) + err * rng.standard_normal(err.shape)
+    near = {"t0": np.full(len(shapes), np.nan), "duration": np.full(len(shapes), np.nan)}
+    ever = np.zeros(len(shapes), bool)
+    stages_seen = set()
+    step = 4                                    # images come in fours (a fast test)
+    for k in range(20, mjd.size, step):
+        t, f, e = mjd[:k + 1], flux[:, :k + 1], err[:, :k + 1]
+        full = ese.detect_ese_shapes(t, f, e)
+        got = ese.detect_ese_shapes(t, f, e, new_since_mjd=float(mjd[k - step + 1]), near=near)
+        assert np.array_equal(got["detected"], full["detected"]), k
+        det = full["detected"]
+        np.testing.assert_allclose(got["significance"][det], full["significance"][det], rtol=1e-9)
+        np.testing.assert_array_equal(got["t_min_mjd"][det], full["t_min_mjd"][det])
+        np.testing.assert_array_equal(got["duration_days"][det], full["duration_days"][det])
+        assert np.all(got["significance"] <= full["significance"] + 1e-9)
+        st = [ese_stages(t, f, e, confirmed=r)["stage"] for r in (got, full)]
+        assert np.array_equal(*st), k
+        stages_seen |= set(st[0])
+        ever |= det
+        near = {"t0": got["t_min_mjd"], "duration": got["duration_days"]}
+    assert list(ever) == [True, True, False, False]
+    assert det[1] and {"confirmed", "dip_in_progress"} <= stages_seen

@@ -491,7 +491,8 @@ def _empty_result(n_sources: int) -> dict:
             "n_in_dip": np.zeros(S, dtype=np.int64)}
 
 
-def _incremental_templates(grid, ok, t, new_since_mjd, recovery_window, min_recovery_days):
+def _incremental_templates(grid, ok, t, new_since_mjd, recovery_window, min_recovery_days,
+                           keep_mask: bool = False):
     """Templates an incremental search has to fit, and the epochs they can touch.
 
     Under the recovery rule an event can only turn detectable when the light curve
@@ -506,6 +507,9 @@ def _incremental_templates(grid, ok, t, new_since_mjd, recovery_window, min_reco
         The kept templates (as :func:`template_grid`); None when none is left.
     ok : ndarray of bool, shape (n_sources, n_epochs)
         ``ok`` restricted to the epochs the kept templates can touch.
+
+    With ``keep_mask``: (the bool mask of the kept templates over ``grid``, ``ok``
+    unchanged) instead.
     """
     since = float(new_since_mjd)
     with np.errstate(invalid="ignore"):
@@ -514,6 +518,8 @@ def _incremental_templates(grid, ok, t, new_since_mjd, recovery_window, min_reco
     rec = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
     win_end = grid["t0"] + grid["duration"] / 2.0 + rec
     keep = (win_end > prev) & (win_end <= float(t[ok].max()))
+    if keep_mask:
+        return keep, ok
     if not keep.any():
         return None, ok
     grid = {k: (v[keep] if k != "names" else v) for k, v in grid.items()}
@@ -521,6 +527,46 @@ def _incremental_templates(grid, ok, t, new_since_mjd, recovery_window, min_reco
     with np.errstate(invalid="ignore"):
         ok = ok & (t >= first)
     return grid, ok
+
+
+def _near_templates(grid, near, durations, step_fraction):
+    """Which templates of ``grid`` are close to each source's stored template.
+
+    ``near`` holds per-source ``t0`` (MJD) and ``duration`` (days), NaN where the source
+    has none. Close: a duration within one step of the ``durations`` ladder of the
+    stored one, either shape, and t0 within two t0 steps (``step_fraction`` durations)
+    of the stored t0. Returns a bool array (n_sources, n_templates).
+    """
+    t0s = np.asarray(near["t0"], float)
+    ds = np.asarray(near["duration"], float)
+    ladder = np.log(np.sort(np.asarray(durations, float)))
+    has = np.isfinite(t0s) & np.isfinite(ds) & (ds > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        j = np.argmin(np.abs(np.log(np.where(has, ds, 1.0))[:, None] - ladder[None, :]), axis=1)
+    jg = np.searchsorted(ladder, np.log(grid["duration"]))
+    jg = np.clip(jg, 0, ladder.size - 1)
+    close_d = np.abs(jg[None, :] - j[:, None]) <= 1
+    reach = 2.01 * step_fraction * grid["duration"]
+    close_t = np.abs(grid["t0"][None, :] - t0s[:, None]) <= reach[None, :]
+    return has[:, None] & close_d & close_t
+
+
+def _bounded_templates(grid, ok, t, new_since_mjd, near, durations, step_fraction,
+                       recovery_window, min_recovery_days):
+    """Templates of a bounded search of known candidates, and which source may use which.
+
+    The incremental templates (:func:`_incremental_templates`) for every source, and
+    each source's own stored template with its neighbours (:func:`_near_templates`),
+    all on the whole light curve. Returns (grid, allowed), allowed of shape
+    (n_sources, n_kept_templates); grid None when nothing is left.
+    """
+    inc, _ = _incremental_templates(grid, ok, t, new_since_mjd, recovery_window,
+                                    min_recovery_days, keep_mask=True)
+    allowed = inc[None, :] | _near_templates(grid, near, durations, step_fraction)
+    keep = allowed.any(axis=0)
+    if not keep.any():
+        return None, None
+    return {k: (v[keep] if k != "names" else v) for k, v in grid.items()}, allowed[:, keep]
 
 
 @dataclass(frozen=True)
@@ -551,6 +597,7 @@ class _ShapeSearch:
     min_low_frac: float
     min_low_span: float
     max_grid: int
+    allowed: np.ndarray | None = None
 
     def run(self, rows, out):
         """Search the sources ``rows``, writing their best templates into ``out``.
@@ -577,6 +624,8 @@ class _ShapeSearch:
         with np.errstate(invalid="ignore", divide="ignore"):
             depth = -res["c"] / base
         admissible = res["good"] & (base > 0) & (depth > 0) & (depth <= self.max_depth)
+        if self.allowed is not None:
+            admissible &= self.allowed[rows]
         sig = np.where(admissible, res["sig"], -1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             fgrid = np.where(CNT > 0, WF / np.where(W > 0, W, 1.0), np.nan)
@@ -626,6 +675,7 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
                       recovery_tol: float = 0.5, min_recovery_days: float = 30.0,
                       min_low_frac: float = 0.7,
                       min_low_span: float = 0.3, new_since_mjd: float | None = None,
+                      near: Mapping | None = None,
                       chunk_sources: int = 512, max_grid: int = 2048) -> dict:
     """Matched-filter ESE search over many light curves at once.
 
@@ -644,8 +694,11 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     absorbed by the threshold, calibrated on simulated steady sources
     (``bench/ese.py``: maximum 4.9 sigma over 10,000; default threshold 6).
     With ``new_since_mjd`` only the templates that can turn admissible with the
-    new epochs are fitted (:func:`_incremental_templates`); known candidates
-    should be re-searched in full (the ESE step, ``pipeline/steps/ese.py``, does).
+    new epochs are fitted (:func:`_incremental_templates`), on the epochs they can
+    touch. Known candidates pass their stored best template as ``near`` as well: they
+    are fitted, on their whole light curve, over the incremental templates and the
+    templates next to their own (:func:`_near_templates`), so their best template and
+    significance follow the full-history search at O(n_epochs) per source.
     All templates of a chunk of sources are evaluated on the union of their epochs
     with matrix products: O(n_sources * n_templates * n_epochs) flops in BLAS.
 
@@ -675,6 +728,9 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         Dip-consistency rule (fractions of the in-dip epochs and of their time span).
     new_since_mjd : float, optional
         Incremental search: MJD of the first new epoch.
+    near : mapping, optional
+        With ``new_since_mjd``: per-source stored best template, ``t0`` (MJD) and
+        ``duration`` (days) arrays of shape (n_sources,), NaN where none (see above).
     durations : sequence of float
         Template durations (days), default 14-180 d.
     shapes : mapping name -> caustic fraction, optional
@@ -698,7 +754,13 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         return out
     grid = template_grid(float(t[ok].min()), float(t[ok].max()), durations=durations,
                          shapes=shapes, step_fraction=step_fraction, overhang=overhang)
-    if new_since_mjd is not None:
+    allowed = None
+    if new_since_mjd is not None and near is not None:
+        grid, allowed = _bounded_templates(grid, ok, t, new_since_mjd, near, durations,
+                                           step_fraction, recovery_window, min_recovery_days)
+        if grid is None:
+            return out
+    elif new_since_mjd is not None:
         grid, ok = _incremental_templates(grid, ok, t, new_since_mjd, recovery_window,
                                           min_recovery_days)
         if grid is None:
@@ -711,7 +773,7 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     fc = np.where(ok, fz - mu[:, None], 0.0)                    # centred: no cancellation
     search = _ShapeSearch(t, ok, w, fc, mu, grid, min_significance, min_in, min_out, max_depth,
                           overhang, min_side, recovery_window, recovery_tol, min_recovery_days,
-                          min_low_frac, min_low_span, max_grid)
+                          min_low_frac, min_low_span, max_grid, allowed)
     for start in range(0, S, chunk_sources):
         search.run(np.arange(start, min(start + chunk_sources, S)), out)
     out["detected"] = out["significance"] >= min_significance

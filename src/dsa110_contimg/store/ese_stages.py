@@ -28,6 +28,16 @@ def candidate_stages(conn: Connection, source_ids: Sequence[int]) -> dict[int, s
         [int(s) for s in source_ids])}
 
 
+def candidate_templates(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
+    """``{source_id: {"stage", "t_min_mjd", "duration_days"}}`` of the candidates among
+    ``source_ids``: the stage (None when none) and the stored best template of the
+    confirmed search (epoch of minimum, MJD; duration, days; None when none)."""
+    return {int(s): {"stage": st, "t_min_mjd": t0, "duration_days": d}
+            for s, st, t0, d in bulk.fetch_in(
+                conn, "SELECT source_id, stage, t_min_mjd, duration_days FROM ese_candidates "
+                      "WHERE source_id IN ({in})", [int(s) for s in source_ids])}
+
+
 def record_stage_changes(conn: Connection, changes: list[dict], rows: list[dict], *,
                          image_id: int | None, mjd: float | None,
                          significance: dict[int, float] | None = None,
@@ -62,4 +72,4 @@ def stage_history(conn: Connection, candidate_id: int, limit: int = 200) -> list
     return [dict(r) for r in rows][::-1]
 
 
-__all__ = ["candidate_stages", "record_stage_changes", "stage_history"]
+__all__ = ["candidate_stages", "candidate_templates", "record_stage_changes", "stage_history"]

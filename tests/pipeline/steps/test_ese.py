@@ -22,9 +22,36 @@ from dsa110_contimg.store.schema import METRIC_COLUMNS, RUNNING_SUM_COLUMNS
 from seasons import bright_field, run_epochs, stored_lightcurves
 
 
+#: The shape-search spies of the module's fixtures, by fixture name.
+SPIES: dict = {}
+
+
+class BoundedVsFull:
+    """Spy on the step's shape search: every bounded search (a new epoch, known candidates
+    among the searched) is compared with the full-history search of the same light
+    curves, with the stages each gives."""
+
+    def __init__(self, real):
+        self.real = real
+        self.calls = []
+
+    def __call__(self, detect, mjd, flux, err, full_rows, new_mjd, near=None):
+        from dsa110_contimg.science.ese_stage import ese_stages
+
+        got = self.real(detect, mjd, flux, err, full_rows, new_mjd, near)
+        if new_mjd is not None and full_rows.any():
+            full = detect(mjd, flux, err)
+            stages = [ese_stages(mjd, flux, err, confirmed=r)["stage"] for r in (got, full)]
+            self.calls.append((full_rows.copy(), got, full, *stages))
+        return got
+
+
 @pytest.fixture(scope="module")
 def ese_run(tmp_path_factory):
-    """30 epochs over 150 days, 4 % gain jitter, one source with a 45 % ESE dip."""
+    """30 epochs over 150 days, 4 % gain jitter, one source with a 45 % ESE dip; the
+    step's shape searches are compared with the full-history search (``BoundedVsFull``)."""
+    from dsa110_contimg.pipeline.steps import ese as ese_step
+
     tmp_path = tmp_path_factory.mktemp("ese")
     field = bright_field(tmp_path, seed=4)
     n_epochs = 30
@@ -35,8 +62,32 @@ def ese_run(tmp_path_factory):
     scales = np.ones((n_epochs, field.flux_mjy.size))
     scales[:, target] = ese_model(mjds, 60075.0, 40.0, 0.45, 0.0)
     cfg = PhotometryConfig(normalize=True, detect_ese=True, norm_min_snr=30.0)
-    run_epochs(tmp_path, field, range(n_epochs), gains, cfg, scales=scales, mjds=mjds)
+    spy = BoundedVsFull(ese_step._shape_search)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ese_step, "_shape_search", spy)
+        run_epochs(tmp_path, field, range(n_epochs), gains, cfg, scales=scales, mjds=mjds)
+    SPIES["ese_run"] = spy
     return tmp_path, field, target
+
+
+def test_known_candidates_bounded_search_follows_the_full_history_search(ese_run):
+    """Epoch after epoch, a known candidate searched over the new epoch's templates and its
+    stored template's neighbourhood (O(epochs)) gets the full-history search's detection,
+    stage, template (t_min, duration) and significance; sub-threshold best templates may
+    differ, never above the full search's (the bounded templates are a subset, fitted alike)."""
+    calls = SPIES["ese_run"].calls
+    assert len(calls) >= 10
+    confirmed_seen = 0
+    for known, got, full, st_got, st_full in calls:
+        assert np.array_equal(got["detected"], full["detected"])
+        assert np.array_equal(st_got, st_full)
+        det = full["detected"]
+        confirmed_seen += int((det & known).sum())
+        np.testing.assert_allclose(got["significance"][det], full["significance"][det], rtol=1e-9)
+        np.testing.assert_array_equal(got["t_min_mjd"][det], full["t_min_mjd"][det])
+        np.testing.assert_array_equal(got["duration_days"][det], full["duration_days"][det])
+        assert np.all(got["significance"] <= full["significance"] + 1e-9)
+    assert confirmed_seen >= 3          # the injected ESE, confirmed while a known candidate
 
 
 def test_injected_ese_becomes_a_candidate(ese_run):

@@ -24,7 +24,7 @@ from dsa110_contimg.core.enums import confidence_level
 from dsa110_contimg.pipeline.ese_alerts import record_ese_alerts
 from dsa110_contimg.pipeline.steps.base import OWN_TRANSACTION, ImageContext, Step
 from dsa110_contimg.store import lightcurves as lc_store
-from dsa110_contimg.store.ese_stages import candidate_stages, record_stage_changes
+from dsa110_contimg.store.ese_stages import candidate_templates, record_stage_changes
 
 #: Minimum epochs before the ESE shape detector is run on a light curve.
 MIN_EPOCHS_SHAPE = 8
@@ -35,26 +35,34 @@ MIN_EPOCHS_ESE = 5
 SHAPE_PREFILTER_CHI2_NU = 1.5
 
 
-def _shape_search(detect, mjd, flux, err, full_rows, new_mjd):
+def _shape_search(detect, mjd, flux, err, full_rows, new_mjd, near=None):
     """ESE template search with a cost bounded as history grows.
 
-    Known candidates (``full_rows``) and re-measured images get the full-history
-    search; every other source only the incremental one (templates whose recovery
-    window reaches the new epoch ``new_mjd``, see ``detect_ese_shapes``), because
-    an event that became detectable earlier was searched when its last epoch came in.
+    With a new epoch ``new_mjd`` (MJD), every source gets the incremental search
+    (templates whose recovery window reaches the new epoch, see ``detect_ese_shapes``),
+    because an event that became detectable earlier was searched when its last epoch
+    came in. Known candidates (``full_rows``) also get their stored best template
+    (``near``: ``t0`` MJD and ``duration`` days per known row, NaN when none) and its
+    neighbours re-fitted on their whole light curve, so their best template follows
+    the full-history search; this costs O(epochs) per candidate, not O(epochs**2).
+    Without ``new_mjd`` (re-measured image, field normalised again, recomputation)
+    every source gets the full-history search.
     """
-    if new_mjd is None or full_rows.all():
+    if new_mjd is None:
         return detect(mjd, flux, err)
+    if not full_rows.any():
+        return detect(mjd, flux, err, new_since_mjd=float(new_mjd))
+    if full_rows.all():
+        return detect(mjd, flux, err, new_since_mjd=float(new_mjd), near=near)
     inc = ~full_rows
     part = detect(mjd[inc], flux[inc], err[inc], new_since_mjd=float(new_mjd))
-    if not full_rows.any():
-        return part
-    whole = detect(mjd[full_rows], flux[full_rows], err[full_rows])
+    known = detect(mjd[full_rows], flux[full_rows], err[full_rows],
+                   new_since_mjd=float(new_mjd), near=near)
     out = {}
     for k, v in part.items():
         arr = np.empty(inc.size, dtype=np.asarray(v).dtype)
         arr[inc] = v
-        arr[full_rows] = whole[k]
+        arr[full_rows] = known[k]
         out[k] = arr
     return out
 
@@ -159,12 +167,13 @@ def _threshold_criteria(metrics: dict, preset: str) -> tuple[np.ndarray, np.ndar
 
 
 def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.ndarray,
-                    prev_stage: dict) -> tuple[dict, dict]:
+                    prev: dict) -> tuple[dict, dict]:
     """Shape search and stages of the sources worth it (reads their light curves).
 
     Searched: sources with at least :data:`MIN_EPOCHS_SHAPE` epochs and chi2_nu above
-    :data:`SHAPE_PREFILTER_CHI2_NU`, or already candidates (``prev_stage``: source id ->
-    stored stage). The light curves of those and of the ``by_preset`` sources are read,
+    :data:`SHAPE_PREFILTER_CHI2_NU`, or already candidates (``prev``: source id ->
+    stored stage and best template, :func:`~dsa110_contimg.store.ese_stages.candidate_templates`).
+    The light curves of those and of the ``by_preset`` sources are read,
     and ``by_preset`` is cleared in place for the light curves with fewer than two low
     epochs (:func:`_low_epochs`).
 
@@ -183,7 +192,7 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.n
     shape = {"detected": np.zeros(n.size, bool)}
     stage = {"stage": np.full(n.size, "", dtype=object), "reason": np.full(n.size, None, object),
              "significance": np.full(n.size, np.nan)}
-    known = set(prev_stage)
+    known = set(prev)
     with np.errstate(invalid="ignore"):
         worth = (metrics["chi2_nu"] > SHAPE_PREFILTER_CHI2_NU) | np.isin(ctx.source_ids, list(known))
     read = np.flatnonzero(((n >= MIN_EPOCHS_SHAPE) & worth) | by_preset)
@@ -198,9 +207,12 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.n
     if flux.shape[1] < MIN_EPOCHS_SHAPE or not deep.any():
         return shape, stage
     rows_d = read[deep]
-    found = _shape_search(detect_ese_shapes, mjd[deep], flux[deep], err[deep],
-                          np.isin(ctx.source_ids[rows_d], list(known)),
-                          None if ctx.remeasured or _renormalised(ctx) else ctx.mjd)
+    is_known = np.isin(ctx.source_ids[rows_d], list(known))
+    stored = [prev[int(s)] for s in ctx.source_ids[rows_d][is_known]]
+    near = {"t0": np.array([_num(p["t_min_mjd"]) for p in stored], float),
+            "duration": np.array([_num(p["duration_days"]) for p in stored], float)}
+    found = _shape_search(detect_ese_shapes, mjd[deep], flux[deep], err[deep], is_known,
+                          None if ctx.remeasured or _renormalised(ctx) else ctx.mjd, near)
     shape = {k: np.full(n.size, np.nan if np.asarray(v).dtype.kind == "f" else None,
                         dtype=np.asarray(v).dtype if np.asarray(v).dtype.kind == "f" else object)
              for k, v in found.items()}
@@ -208,12 +220,17 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.n
         shape[k][rows_d] = v
     shape["detected"] = np.asarray(shape["detected"] == True)  # noqa: E712 (object array)
     got = _stages(found, mjd[deep], flux[deep], err[deep],
-                  [prev_stage.get(int(s)) for s in ctx.source_ids[rows_d]])
+                  [(prev.get(int(s)) or {}).get("stage") for s in ctx.source_ids[rows_d]])
     for k in ("stage", "reason", "significance"):
         stage[k][rows_d] = got[k]
     live = np.isin(got["stage"], ("dip_in_progress", "recovering"))
     shape["depth"][rows_d] = np.where(live, got["depth"], shape["depth"][rows_d])
     return shape, stage
+
+
+def _num(x) -> float:
+    """A stored number as float, NaN for None."""
+    return np.nan if x is None else float(x)
 
 
 def _candidate_row(i: int, ctx: ImageContext, preset: str, metrics: dict, criteria: list,
@@ -270,8 +287,8 @@ def ese_rows(conn, ctx: ImageContext, cfg,
         stored, _, _ = lc_store.load_running_stats(conn, ctx.source_ids)
     metrics = RunningStats.from_dict(stored).metrics()
     by_preset, eta_v = _threshold_criteria(metrics, cfg.ese_preset)
-    prev_stage = candidate_stages(conn, ctx.source_ids)
-    shape, stage = _shape_criteria(conn, ctx, cfg, metrics, by_preset, prev_stage)
+    prev = candidate_templates(conn, ctx.source_ids)
+    shape, stage = _shape_criteria(conn, ctx, cfg, metrics, by_preset, prev)
     has_stage = np.isin(stage["stage"], ("dip_in_progress", "recovering", "confirmed"))
     flagged = by_preset | shape["detected"] | has_stage
     score, conf = composite_score(metrics["sigma_deviation"], metrics["chi2_nu"], metrics["eta"])
@@ -280,7 +297,7 @@ def ese_rows(conn, ctx: ImageContext, cfg,
     score = np.nan_to_num(score)  # a candidate without computable metrics is stored at score 0
     conf = confidence_level(score)
     rows = []
-    for i in np.flatnonzero(flagged | np.isin(ctx.source_ids, list(prev_stage))):
+    for i in np.flatnonzero(flagged | np.isin(ctx.source_ids, list(prev))):
         criteria = [name for name, hit in (("preset", by_preset[i]),
                                            ("shape", shape["detected"][i] or has_stage[i]),
                                            ("eta_v", eta_v[i])) if hit]
