@@ -76,6 +76,14 @@ def test_detections_are_replaced_per_image_and_depths_ordered(databases):
             ds.store_image_depth(conn, i, b"fp%d" % i, rms, 2 * rms, 1)
         ds.store_image_depth(conn, ids[0], b"again", 3e-3, 6e-3, 5)       # upsert
         ds.replace_detections(conn, ids[3], _detection_columns([src, src], "associated"))
+        # many rows (multi-row statements and the remainder), in order
+        many = _detection_columns([src] * 70, "associated")
+        many["peak_jyb"] = [0.001 * k for k in range(70)]
+        ds.replace_detections(conn, ids[2], many)
+        got = ds.image_detections(conn, ids[2])
+        assert len(got) == 70 and sorted(r["peak_jyb"] for r in got) == many["peak_jyb"]
+        assert [r["peak_jyb"] for r in sorted(got, key=lambda r: r["id"])] == many["peak_jyb"]
+        ds.replace_detections(conn, ids[2], _detection_columns([], "associated"))
         ds.replace_detections(conn, ids[3], _detection_columns([src], "new_source"))
         rows = ds.earlier_depths(conn, ids, before_mjd=60003.0, limit=2)
         assert [r["image_id"] for r in rows] == [ids[1], ids[2]]      # deepest first, earlier only
