@@ -121,12 +121,29 @@ class Islands:
         return int(self.label.max()) + 1 if self.label.size else 0
 
     def z_at(self, flat, fill: float) -> np.ndarray:
-        """z at flat pixel indices; ``fill`` where a pixel is not a candidate."""
+        """z at flat pixel indices; ``fill`` where a pixel is not a candidate.
+
+        Looked up by binary search among the horizontal runs' first pixels (several
+        times fewer than the pixels), then by the offset within the run."""
         flat = np.asarray(flat, np.int64)
         if self.idx.size == 0:
             return np.full(flat.shape, fill, float)
-        pos = np.minimum(np.searchsorted(self.idx, flat), self.idx.size - 1)
-        return np.where(self.idx[pos] == flat, self.z[pos], fill)
+        starts, first, last = self._run_bounds()
+        run = np.maximum(np.searchsorted(first, flat, side="right") - 1, 0)
+        hit = (flat >= first[run]) & (flat <= last[run])
+        pos = np.where(hit, starts[run] + (flat - first[run]), 0)
+        return np.where(hit, self.z[pos], fill)
+
+    def _run_bounds(self):
+        """``(starts, first, last)``: per horizontal run, its position in ``idx`` and its
+        first and last flat pixel index (cached)."""
+        cached = self.__dict__.get("_bounds")
+        if cached is None:
+            starts = (np.flatnonzero(self.run_start) if self.run_start is not None
+                      else _runs(self.idx, self.shape[1]))
+            ends = np.r_[starts[1:], self.idx.size] - 1
+            cached = self._bounds = (starts, self.idx[starts], self.idx[ends])
+        return cached
 
 
 def _strip_candidates(data, background, rms, y0: int, y1: int, sigma: float):
