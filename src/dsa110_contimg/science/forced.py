@@ -49,6 +49,7 @@ Negative fluxes are kept.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -293,10 +294,26 @@ def _kernel_cutouts(a, b, c, g, dx, dy):
     ey = np.exp(-c * (gg - dyc) ** 2 + b * gg * dxc)
     K = ey[:, :, None] * ex[:, None, :]
     if np.any(b != 0.0):
-        products, where = np.unique(g[:, None] * g[None, :], return_inverse=True)
+        if g.dtype.kind in "iu" and np.array_equal(g, np.arange(g[0], g[0] + S)):
+            products, where = _offset_products(int(g[0]), S)
+        else:
+            products, where = np.unique(g[:, None] * g[None, :], return_inverse=True)
+            where = where.reshape(S, S)
         cross = np.exp(-np.reshape(b, (-1, 1)) * products[None, :])   # (m or 1, distinct)
-        K *= cross[:, where.reshape(S, S)]
+        K *= cross[:, where]
     return K.reshape(m, S * S)
+
+
+@functools.lru_cache(maxsize=32)
+def _offset_products(g0: int, S: int):
+    """The distinct products gx gy of the offsets ``g0 .. g0 + S - 1`` and, per ``(S, S)``
+    pixel, the index of its product (for :func:`_kernel_cutouts`; read-only)."""
+    g = np.arange(g0, g0 + S)
+    products, where = np.unique(g[:, None] * g[None, :], return_inverse=True)
+    products.flags.writeable = False
+    where = where.reshape(S, S)
+    where.flags.writeable = False
+    return products, where
 
 
 def _fit_pixel_noise(D, K, sig):
