@@ -447,7 +447,8 @@ def _position_cutouts(data, background, xc, yc, h: int):
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(data), (S, S))
     raw = windows[yc - h, xc - h].reshape(m, S * S).astype(np.float64)
     good = np.isfinite(raw)
-    D = np.where(good, raw, 0.0)
+    all_good = bool(good.all())
+    D = raw if all_good else np.where(good, raw, 0.0)
     if background is not None and np.ndim(background):
         if getattr(background, "smooth", False):
             D -= background.take_flat(yc * nx + xc).astype(np.float64)[:, None]
@@ -457,7 +458,8 @@ def _position_cutouts(data, background, xc, yc, h: int):
             D -= np.asarray(background[gy[:, :, None], gx[:, None, :]], np.float64).reshape(m, -1)
     elif background is not None:
         D -= float(background)
-    D[~good] = 0.0
+    if not all_good:
+        D[~good] = 0.0
     return D, good
 
 
@@ -659,7 +661,8 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
                 ra_err_arcsec=era, dec_err_arcsec=edec, seed_sigma=seed_z,
                 island_id=isl, n_components=n_comp, position_fit=converged,
                 edge_distance_beams=edge,
-                near_blank=_near_blank(data, x, y, max(1, int(round(0.5 * pb.major_pix)))))
+                near_blank=(_near_blank(data, x, y, max(1, int(round(0.5 * pb.major_pix))))
+                            if image.blanked_fraction > 0 else np.zeros(x.size, bool)))
     meta = {"image": None if image.path is None else str(image.path), "mjd": image.mjd,
             "detect_sigma": opt.detect_sigma, "analysis_sigma": opt.analysis_sigma,
             "n_islands": islands.n, "noise_corr_factor": float(scale),
