@@ -1,0 +1,121 @@
+"""The ESE step's search per image as the history grows: CPU time at 13, 103 and 502 epochs.
+
+One field of ``--sources`` (1,000) light curves observed once a day (2 % errors), of which
+``--known`` (10) are ESE candidates with a 30 % dip somewhere in their history; the sources
+the step searches are those it selects (chi2_nu above its pre-filter, or candidates). Timed
+for the newest epoch, with the step's own functions (``pipeline/steps/ese.py``), single-
+threaded BLAS as in the service's workers, CPU time (``time.process_time``), best of
+``--repeat``:
+
+* ``known full``: the candidates' full-history template search (~2,700 templates at 502 d);
+  the baseline the bounded search replaces;
+* ``known bounded``: the candidates' bounded search (incremental templates plus their stored
+  template's neighbourhood, on the whole light curve);
+* ``others inc``: the incremental search of the other searched sources;
+* ``live``, ``step fit``, ``low epochs``: the stages' live-dip search and two-level fit, and
+  the threshold criterion's count of low epochs;
+* ``step before`` / ``step now``: the sum of the search parts with the full / bounded
+  candidate search, and each's ratio to the 13-epoch figure of the same run.
+
+The bounded candidates' result is checked against the full search (same detections, t_min,
+duration and significance where detected).
+
+Usage: .venv/bin/python bench/ese_step.py [--epochs 13,103,502] [--sources 1000] [--known 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+from dsa110_contimg.pipeline.steps import ese as step  # noqa: E402
+from dsa110_contimg.science import ese  # noqa: E402
+from dsa110_contimg.science.ese_stage import live_dip_search, step_fit  # noqa: E402
+from dsa110_contimg.science.variability import RunningStats  # noqa: E402
+
+
+def _cpu(fn, repeat):
+    """Best CPU time (s) of ``repeat`` calls of ``fn`` and its last result."""
+    best, out = np.inf, None
+    for _ in range(repeat):
+        c = time.process_time()
+        out = fn()
+        best = min(best, time.process_time() - c)
+    return best, out
+
+
+def field(n_epochs, n_sources, n_known, rng):
+    """Times (MJD), flux, error of a field; the first ``n_known`` have an ESE dip."""
+    mjd = 60000.0 + np.arange(n_epochs) + rng.uniform(-0.05, 0.05, n_epochs)
+    err = np.full((n_sources, n_epochs), 0.02)
+    flux = 1.0 + err * rng.standard_normal(err.shape)
+    span = max(n_epochs, 60)
+    for i in range(n_known):
+        flux[i] *= ese.ese_model(mjd, mjd[0] + (0.2 + 0.06 * i) * span, 30.0 + 5 * i, 0.3)
+    return np.broadcast_to(mjd, flux.shape), flux, err
+
+
+def one_size(n_epochs, args, rng) -> dict:
+    """Timings (s) of the step's search parts at ``n_epochs`` epochs."""
+    t, f, e = field(n_epochs, args.sources, args.known, rng)
+    chi2 = RunningStats.from_lightcurves(f, e, t).metrics()["chi2_nu"]
+    known = np.arange(f.shape[0]) < args.known
+    sel = (chi2 > step.SHAPE_PREFILTER_CHI2_NU) | known
+    t, f, e, kn = t[sel], f[sel], e[sel], known[sel]
+    # the candidates' stored templates: their full search one epoch earlier
+    prev = ese.detect_ese_shapes(t[kn][:, :-1], f[kn][:, :-1], e[kn][:, :-1])
+    near = {"t0": prev["t_min_mjd"], "duration": prev["duration_days"]}
+    new = float(t[0, -1])
+    r = args.repeat
+    out = {"searched": int(sel.sum())}
+    out["known full"], full = _cpu(lambda: ese.detect_ese_shapes(t[kn], f[kn], e[kn]), r)
+    out["known bounded"], got = _cpu(lambda: ese.detect_ese_shapes(
+        t[kn], f[kn], e[kn], new_since_mjd=new, near=near), r)
+    det = full["detected"]
+    assert np.array_equal(det, got["detected"])
+    assert np.allclose(got["significance"][det], full["significance"][det], rtol=1e-9)
+    assert np.array_equal(got["t_min_mjd"][det], full["t_min_mjd"][det])
+    out["others inc"], _ = _cpu(lambda: ese.detect_ese_shapes(
+        t[~kn], f[~kn], e[~kn], new_since_mjd=new), r) if (~kn).any() else (0.0, None)
+    out["live"], _ = _cpu(lambda: live_dip_search(t, f, e), r)
+    out["step fit"], _ = _cpu(lambda: step_fit(t, f, e), r)
+    out["low epochs"], _ = _cpu(lambda: step._low_epochs(f, e), r)
+    rest = out["others inc"] + out["live"] + out["step fit"] + out["low epochs"]
+    out["step before"] = out["known full"] + rest
+    out["step now"] = out["known bounded"] + rest
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", default="13,103,502")
+    ap.add_argument("--sources", type=int, default=1000)
+    ap.add_argument("--known", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    sizes = [int(x) for x in args.epochs.split(",")]
+    res = {n: one_size(n, args, rng) for n in sizes}
+    cols = ["known full", "known bounded", "others inc", "live", "step fit", "low epochs",
+            "step before", "step now"]
+    print(f"ESE step search per image, CPU ms (best of {args.repeat}), {args.sources} sources, "
+          f"{args.known} candidates:")
+    print(f"{'epochs':>7}{'searched':>9}" + "".join(f"{c:>14}" for c in cols)
+          + f"{'before x':>10}{'now x':>8}")
+    base = res[sizes[0]]
+    for n in sizes:
+        x = res[n]
+        print(f"{n:>7}{x['searched']:>9}" + "".join(f"{1e3 * x[c]:>14.1f}" for c in cols)
+              + f"{x['step before'] / base['step before']:>9.2f}x"
+              + f"{x['step now'] / base['step now']:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
