@@ -300,3 +300,46 @@ def test_known_candidates_bounded_search_follows_the_full_history_search():
         near = {"t0": got["t_min_mjd"], "duration": got["duration_days"]}
     assert list(ever) == [True, True, False, False]
     assert det[1] and {"confirmed", "dip_in_progress"} <= stages_seen
+
+
+def test_merging_epochs_no_template_reaches_leaves_every_fit_unchanged(monkeypatch):
+    """Runs of epochs outside every fitted template's reach enter the fits as one column
+    (what bounds the incremental, candidate and live searches on a long history): on 900
+    days with events early, mid and late, the full, incremental, candidate (``near``) and
+    live searches give the same results as with every epoch a column of its own."""
+    from dsa110_contimg.science import ese_stage
+
+    rng = np.random.default_rng(3)
+    mjd = ese_models.dsa110_cadence(900.0, rng=rng)
+    events = [(150, 40, 0.0), (400, 60, 0.1), (700, 30, 0.0), (860, 25, 0.1), (600, 170, 0.0)]
+    flux = np.ones((len(events) + 2, mjd.size))
+    for i, (t0, d, kappa) in enumerate(events):
+        flux[i] = ese.ese_model(mjd, mjd[0] + t0, d, 0.35, kappa)
+    err = np.full(flux.shape, 0.025)
+    flux += err * rng.standard_normal(flux.shape)
+    nan = [np.nan, np.nan]
+    near = {"t0": np.array([mjd[0] + t0 for t0, _, _ in events] + nan),
+            "duration": np.array([d for _, d, _ in events] + nan)}
+    last = float(mjd[-1])
+
+    def searches():
+        return (ese.detect_ese_shapes(mjd, flux, err, new_since_mjd=last),
+                ese.detect_ese_shapes(mjd, flux, err, new_since_mjd=last, near=near),
+                ese_stage.live_dip_search(mjd, flux, err),
+                ese_stage.live_dip_search(mjd[:-150], flux[:, :-150], err[:, :-150]))
+
+    calls = []
+    real_groups = ese._column_groups
+    monkeypatch.setattr(ese, "_column_groups",
+                        lambda tu, lo, hi: calls.append(real_groups(tu, lo, hi).size / tu.size)
+                        or real_groups(tu, lo, hi))
+    merged = searches()
+    assert min(calls) < 0.7                         # the live search merged 40 % of its epochs
+    monkeypatch.setattr(ese, "_column_groups", lambda tu, lo, hi: np.arange(tu.size))
+    for got, ref in zip(merged, searches()):
+        for k, v in ref.items():
+            if np.asarray(v).dtype.kind == "f":
+                np.testing.assert_allclose(got[k], v, rtol=1e-9, atol=1e-12, err_msg=k)
+            else:
+                np.testing.assert_array_equal(got[k], v, err_msg=k)
+    assert merged[1]["detected"][:4].all() and merged[2]["detected"][3]

@@ -480,6 +480,40 @@ def _dip_consistency(sig, tu, fgrid, a, c, grid, threshold, min_low_frac, min_lo
         rank_limit = min(rank_limit * 8, sig.shape[1])
 
 
+def _template_reach(grid, recovery_window, min_recovery_days):
+    """Half-width (days) about t0 of everything a template looks at: its recovery windows,
+    and at least 10 caustic widths past its edges (beyond, Q < 1e-21 and P = 0)."""
+    rec = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
+    half = grid["duration"] / 2.0
+    return np.maximum(half + rec, half * (1.0 + 10.0 * CAUSTIC_WIDTH))
+
+
+def _column_groups(tu, lo, hi):
+    """Start index of each group of columns of the time grid ``tu`` (MJD, sorted).
+
+    A time inside the reach [``lo``, ``hi``] of some template is a group of its own;
+    consecutive times outside every reach, with the same templates before and after
+    them, form one group: every template sees them alike (P = 0, Q ~ 0, in no recovery
+    window, on the same side), so only their sums matter.
+    """
+    n_lo = np.searchsorted(np.sort(lo), tu, side="right")     # reaches begun by t
+    n_hi = np.searchsorted(np.sort(hi), tu, side="left")      # reaches ended before t
+    free = n_lo == n_hi
+    same = free[1:] & free[:-1] & (n_lo[1:] == n_lo[:-1]) & (n_hi[1:] == n_hi[:-1])
+    return np.flatnonzero(np.concatenate(([True], ~same)))
+
+
+def merge_untouched(tu, sums, lo, hi):
+    """The time grid ``tu`` and the per-time sums ``sums`` ((s, m) arrays: weights, weighted
+    fluxes, counts) with each run of times no template reaches merged into one column
+    (:func:`_column_groups`): the fits are unchanged, and their cost is bounded by the
+    templates' reach instead of the length of the history."""
+    starts = _column_groups(tu, lo, hi)
+    if starts.size == tu.size:
+        return tu, sums
+    return tu[starts], [np.add.reduceat(x, starts, axis=1) for x in sums]
+
+
 def _empty_result(n_sources: int) -> dict:
     """Per-source result arrays of :func:`detect_ese_shapes` before any template is fitted."""
     S = n_sources
@@ -614,6 +648,9 @@ class _ShapeSearch:
             self.run(rows[half:], out)
             return
         W, WF, CNT = self._grid_sums(rows, sub_ok, tu.size, inv)
+        reach = _template_reach(self.grid, self.recovery_window, self.min_recovery_days)
+        tu, (W, WF, CNT) = merge_untouched(tu, [W, WF, CNT], self.grid["t0"] - reach,
+                                           self.grid["t0"] + reach)
         Sff = (self.w[rows] * self.fc[rows] ** 2).sum(axis=1)
         tr = np.where(sub_ok, self.t[rows], np.nan)
         res = _chunk_fit(tu, W, WF, Sff, CNT, self.grid, self.min_in, self.min_out,
@@ -700,7 +737,9 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     templates next to their own (:func:`_near_templates`), so their best template and
     significance follow the full-history search at O(n_epochs) per source.
     All templates of a chunk of sources are evaluated on the union of their epochs
-    with matrix products: O(n_sources * n_templates * n_epochs) flops in BLAS.
+    with matrix products: O(n_sources * n_templates * n_epochs) flops in BLAS; runs of
+    epochs no template reaches are merged into one column first (:func:`merge_untouched`),
+    so a bounded search costs what the templates' reach holds, not the whole history.
 
     Parameters
     ----------

@@ -27,7 +27,10 @@ consistently low epochs in the dip, and nothing after the event (no waiting for 
 recovery window). Its significance is the same sigma as the confirmed search, so one
 threshold (:data:`DEFAULT_LIVE_SIGNIFICANCE`, calibrated in ``bench/ese.py`` on
 steady sources evaluated at every epoch) applies. Only templates reaching t_last
-are fitted, so the cost per evaluation does not grow with the history.
+are fitted, and the epochs before every one's pre-event window enter as one merged
+column (:func:`~dsa110_contimg.science.ese.merge_untouched`), so the cost per
+evaluation stops growing once the history is longer than the reach of the longest
+live template (D + 2 max(D, 30 d) before t_last: 540 d for D = 180 d).
 
 Fluxes are normalised flux densities (Jy/beam or dimensionless) with 1-sigma errors
 in the same unit; times MJD (days).
@@ -39,7 +42,7 @@ import numpy as np
 
 from dsa110_contimg.science.ese import (
     DEFAULT_DURATIONS, DEFAULT_MIN_SIGNIFICANCE, _dip_consistency, _profiles, _recovery_length,
-    detect_ese_shapes, side_agreement, template_grid,
+    _template_reach, detect_ese_shapes, merge_untouched, side_agreement, template_grid,
 )
 from dsa110_contimg.science.variability import lightcurve_block
 
@@ -105,6 +108,7 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
         return out
     grid = {k: (v[keep] if k != "names" else v) for k, v in grid.items()}
     rec = rec[keep]
+    lo_reach = grid["t0"] - _template_reach(grid, recovery_window, min_recovery_days)
     w = np.where(ok, 1.0 / np.where(ok, e, 1.0) ** 2, 0.0)
     fz = np.where(ok, f, 0.0)
     sw = w.sum(axis=1)
@@ -124,6 +128,9 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
         np.add.at(WF, (r_idx, inv), (w * fc)[rows][sub_ok])
         np.add.at(CNT, (r_idx, inv), 1.0)
         Sff = (w[rows] * fc[rows] ** 2).sum(axis=1)
+        # the live fit looks at everything after a template's pre-event window
+        tu, (W, WF, CNT) = merge_untouched(tu, [W, WF, CNT], lo_reach,
+                                           np.full(lo_reach.size, np.inf))
         res = _live_fit(tu, W, WF, Sff, CNT, grid, rec, t_last[rows], np.nanmin(tt[rows], axis=1),
                         min_in, min_pre, min_side, recovery_tol, overhang)
         base = res["a"] + mu[rows][:, None]
