@@ -64,6 +64,16 @@ def test_own_sources_near_use_the_weighted_position_and_the_cone(databases):
     assert arr["ra"][1:].tolist() == [150.002] * 2 and np.isnan(arr["ra"][0])
     assert arr["w_dec"].tolist() == [0.0, 9.0, 9.0] and arr["n"].tolist() == [0, 3, 3]
     assert arr["first_mjd"][1] == 60000.0 and np.isnan(arr["first_mjd"][0])
+    with db.engine.begin() as conn:         # many rows (multi-row upserts), then a repeated id
+        many = [_own_source(conn, f"DSA110 M{k}", 150.0, 37.0, "blind") for k in range(40)]
+        for n in (1, 2):
+            ds.save_detection_positions(conn, [(s, 150.0, 37.0 + k, 1.0, 1.0, n, 1.0, 2.0)
+                                               for k, s in enumerate(many)])
+        ds.save_detection_positions(conn, [(many[0], 151.0, 37.0, 1.0, 1.0, 3, 1.0, 3.0),
+                                           (many[0], 152.0, 37.0, 1.0, 1.0, 4, 1.0, 4.0)])
+        arr = ds.detection_position_arrays(conn, many)
+    assert arr["dec"][1:].tolist() == [37.0 + k for k in range(1, 40)]
+    assert arr["n"][1:].tolist() == [2] * 39 and arr["n"][0] == 4 and arr["ra"][0] == 152.0
 
 
 @both
