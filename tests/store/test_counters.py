@@ -172,7 +172,8 @@ def test_counters_equal_the_group_by_counts_after_random_writes(databases, seed)
     db.dispose()
 
 
-def test_compaction_folds_the_deltas_and_old_hours_and_changes_no_count(databases):
+def test_compaction_folds_the_deltas_and_old_hours_and_changes_no_count(databases, monkeypatch):
+    monkeypatch.setattr(counters, "CHUNK", 7)      # a backlog folded in transactions of 7
     db = open_products_db(databases.new())
     clock = Clock(time.time())
     work = Workload(db, random.Random(3), clock)
@@ -182,6 +183,10 @@ def test_compaction_folds_the_deltas_and_old_hours_and_changes_no_count(database
     with db.engine.connect() as conn:
         before = counters.read_counts(conn)
     assert before.pending_deltas > 30
+    with db.engine.begin() as conn:
+        assert counters.compact(conn, now=clock.t, limit=5) == 5
+    with db.engine.connect() as conn:
+        assert counters.read_counts(conn).pending_deltas == before.pending_deltas - 5
     assert counters.try_compact(db, now=clock.t)
     with db.engine.connect() as conn:
         after = counters.read_counts(conn)

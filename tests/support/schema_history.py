@@ -200,6 +200,10 @@ def seed_products_0018(conn) -> None:
                          "WHERE id = 16"), {"x": True})
 
 
+def seed_products_0019(conn) -> None:
+    _job(conn, 15, "dead")       # a failure no operator acknowledged
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -215,7 +219,7 @@ SEEDS = {
                  "0012": seed_products_0012, "0013": seed_products_0013,
                  "0014": seed_products_0014, "0015": seed_products_0015,
                  "0016": seed_products_0016, "0017": seed_products_0017,
-                 "0018": seed_products_0018},
+                 "0018": seed_products_0018, "0019": seed_products_0019},
     "registry": {"0001": seed_registry_0001},
 }
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -42,6 +43,14 @@ def status_json(svc) -> dict:
                         "--config", str(svc.config)], capture_output=True, text=True, env=svc.env(),
                        timeout=60)
     return json.loads(r.stdout)
+
+
+def waiting_deltas(svc) -> int:
+    con = sqlite3.connect(f"file:{svc.db_path}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM status_count_deltas").fetchone()[0]
+    finally:
+        con.close()
 
 
 def test_daemon_metrics_match_status(tmp_path):
@@ -103,6 +112,10 @@ def test_daemon_metrics_match_status(tmp_path):
         usec = int(reload.split("MONOTONIC_USEC=")[1].split("\n")[0])
         assert abs(usec / 1e6 - time.monotonic()) < 60    # CLOCK_MONOTONIC, microseconds
         received(lambda m: len([x for _, x in sock.messages if "READY=1" in x.split("\n")]) > n_ready)
+        # the daemon's housekeeping (every reaper pass) folds the counters' deltas into their
+        # totals: once idle, none waits, and the counts are the same
+        svc.wait_for(lambda: waiting_deltas(svc) == 0, 30, "the counters' deltas compacted")
+        assert {k: status_json(svc)["jobs"][k] for k in jobs} == jobs
     finally:
         svc.stop_all()
         sock.close()

@@ -35,6 +35,8 @@ from dsa110_contimg.store.schema import status_count_deltas, status_counts
 KEEP_HOURS = 48
 #: A reader compacts first when more deltas than this wait (and it may write).
 COMPACT_ABOVE = 10_000
+#: Deltas folded per transaction (a bulk load's backlog is folded in several short ones).
+CHUNK = 20_000
 
 _KEY = ("tbl", "status", "hour_bucket")
 
@@ -145,10 +147,12 @@ def counts(db, *, compact_above: int = COMPACT_ABOVE) -> Counts:
 
 
 def try_compact(db, *, now: float | None = None) -> bool:
-    """:func:`compact` when the database may be written; False when it may not (a read-only
-    connection) or stayed locked."""
+    """:func:`compact` in transactions of at most :data:`CHUNK` deltas until fewer wait, when
+    the database may be written; False when it may not (a read-only connection) or stayed
+    locked."""
     try:
-        with_retry(lambda: _compact_tx(db, now))
+        while with_retry(lambda: _compact_tx(db, now)) >= CHUNK:
+            pass
         return True
     except sa.exc.DBAPIError:
         return False
@@ -159,14 +163,16 @@ def _compact_tx(db, now):
         return compact(conn, now=now)
 
 
-def compact(conn: Connection, *, now: float | None = None) -> int:
-    """Fold the deltas (and done-job hour buckets older than :data:`KEEP_HOURS`) into
-    ``status_counts``, in the caller's transaction; returns the number of deltas folded.
+def compact(conn: Connection, *, now: float | None = None, limit: int | None = None) -> int:
+    """Fold the oldest ``limit`` (default :data:`CHUNK`) deltas (and done-job hour buckets older than
+    :data:`KEEP_HOURS`) into ``status_counts``, in the caller's transaction; returns the
+    number of deltas folded.
 
     The deltas folded are exactly those this statement deleted (``DELETE ... RETURNING``),
     so a delta committed meanwhile by another writer stays for the next compaction.
     """
     now = time.time() if now is None else now
+    limit = CHUNK if limit is None else limit
     cutoff = int(now // 3600) - KEEP_HOURS
     d, c = status_count_deltas.c, status_counts.c
     sums: dict[tuple, list[int]] = {}
@@ -177,7 +183,9 @@ def compact(conn: Connection, *, now: float | None = None) -> int:
         s[0] += int(n)
         s[1] += int(total)
 
-    rows = conn.execute(status_count_deltas.delete().returning(d.tbl, d.status, d.hour_bucket, d.n, d.total)).all()
+    oldest = sa.select(d.id).order_by(d.id).limit(int(limit))
+    rows = conn.execute(status_count_deltas.delete().where(d.id.in_(oldest))
+                        .returning(d.tbl, d.status, d.hour_bucket, d.n, d.total)).all()
     for r in rows:
         add(*r)
     for r in conn.execute(status_counts.delete().where(c.hour_bucket > 0, c.hour_bucket < cutoff)
@@ -203,4 +211,4 @@ def _upsert(conn: Connection, values: list[dict]) -> None:
     conn.execute(stmt, values)
 
 
-__all__ = ["COMPACT_ABOVE", "KEEP_HOURS", "Counts", "read_counts", "counts", "compact", "try_compact"]
+__all__ = ["CHUNK", "COMPACT_ABOVE", "KEEP_HOURS", "Counts", "read_counts", "counts", "compact", "try_compact"]

@@ -301,6 +301,7 @@ batch_jobs = Table(
     CheckConstraint(_in("status", JOB_STATES), name="status"),
     Index(None, "status", "not_before", "id"),
     Index(None, "status", "finished_at"),   # settled in the last hour, the latest success
+    Index(None, "status", "acknowledged_at", "updated_at"),   # failures not acknowledged, latest first
 )
 
 #: Maintained counts (store/counters.py): database triggers on ``images``, ``batch_jobs``,
