@@ -39,6 +39,8 @@ COMPACT_ABOVE = 10_000
 CHUNK = 20_000
 
 _KEY = ("tbl", "status", "hour_bucket")
+#: The counted tables (each has the triggers of migration 0018).
+COUNTED = ("images", "batch_jobs", "files", "image_depths")
 
 
 @dataclass
@@ -198,6 +200,20 @@ def compact(conn: Connection, *, now: float | None = None, limit: int | None = N
     return len(rows)
 
 
+def missing_triggers(conn: Connection) -> list[str]:
+    """The counted tables whose counting triggers are missing (``db check``): their counts
+    would drift from the rows."""
+    if conn.dialect.name == "postgresql":
+        have = {str(r[0]) for r in conn.execute(sa.text(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'status_count_%'"))}
+        want = {t: {f"status_count_{t}"} for t in COUNTED}
+    else:
+        have = {str(r[0]) for r in conn.execute(sa.text(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'status_count_%'"))}
+        want = {t: {f"status_count_{t}_{op}" for op in ("ins", "del", "upd")} for t in COUNTED}
+    return [t for t in COUNTED if not want[t] <= have]
+
+
 def _upsert(conn: Connection, values: list[dict]) -> None:
     """Add ``n`` and ``total`` to the base rows of these keys (created when absent)."""
     if conn.dialect.name == "postgresql":
@@ -211,4 +227,4 @@ def _upsert(conn: Connection, values: list[dict]) -> None:
     conn.execute(stmt, values)
 
 
-__all__ = ["CHUNK", "COMPACT_ABOVE", "KEEP_HOURS", "Counts", "read_counts", "counts", "compact", "try_compact"]
+__all__ = ["CHUNK", "COMPACT_ABOVE", "COUNTED", "missing_triggers", "KEEP_HOURS", "Counts", "read_counts", "counts", "compact", "try_compact"]

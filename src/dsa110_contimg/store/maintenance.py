@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from dsa110_contimg.core.paths import fs_path
-from dsa110_contimg.store.counters import read_counts
+from dsa110_contimg.store.counters import missing_triggers, read_counts
 from dsa110_contimg.store.engine import Database, read_connection
 from dsa110_contimg.store.migrate import current_revision, head_revision, schema_differences
 from dsa110_contimg.store.retry import with_retry
@@ -90,6 +90,10 @@ def _check(db: Database, which: str, head: str, full: bool) -> CheckReport:
             if diff:
                 report.problems.append(f"{len(diff)} difference(s) from this release's schema "
                                        f"(first: {diff[0]!r:.200})")
+            uncounted = missing_triggers(conn) if which == "products" else []
+            if uncounted:
+                report.problems.append("status count triggers missing on " + ", ".join(uncounted)
+                                       + " (status and the web pages would count them wrongly)")
     return report
 
 
