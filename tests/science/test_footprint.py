@@ -34,6 +34,14 @@ def test_depth_equals_the_noise_map_and_survives_serialisation():
     assert rms[2] > 1.5 * rms[0]                    # the gradient is there
     assert np.isclose(fp.rms_min, np.nanmin(np.asarray(maps.rms)), rtol=1e-5)
     assert np.isclose(fp.rms_max, np.nanmax(np.asarray(maps.rms)), rtol=1e-5)
+    blob = footprint_of(image, maps).to_bytes()
+    assert NoiseFootprint.extremes_of(blob) == (fp.rms_min, fp.rms_max)
+    # decoded once per content: the same blob gives the same (shared) footprint
+    again = NoiseFootprint.parsed(blob)
+    assert NoiseFootprint.parsed(bytes(blob)) is again
+    assert np.array_equal(again.depth_at(ra, dec)[0], rms, equal_nan=True)
+    other = footprint_of(image, maps, noise_corr_factor=2.0).to_bytes()
+    assert NoiseFootprint.parsed(other).noise_corr_factor == 2.0
 
 
 def test_outside_edge_and_blanked_positions():

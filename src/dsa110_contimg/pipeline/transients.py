@@ -124,7 +124,7 @@ def _earlier_depths(conn, ctx, ra, dec, rules):
     status = np.full((ra.size, len(rows)), "outside", dtype=object)
     corr = np.ones(len(rows))
     for k, row in enumerate(rows):            # one WCS transform per earlier image
-        fp = NoiseFootprint.from_bytes(row["footprint"])
+        fp = NoiseFootprint.parsed(row["footprint"])
         rms[:, k], status[:, k] = fp.depth_at(ra, dec, edge_beams=rules.edge_beams,
                                               blank_beams=rules.blank_beams)
         corr[k] = fp.noise_corr_factor
@@ -310,7 +310,11 @@ def _store_detection_rows(conn, ctx, det, plan, source_id, related) -> None:
     from dsa110_contimg.store.bulk import nullable
 
     def ints(a):
-        return [None if v < 0 else int(v) for v in np.asarray(a, np.int64)]
+        """Ids as Python ints, negative ones as None (SQL NULL)."""
+        a = np.asarray(a, np.int64)
+        out = a.astype(object)
+        out[a < 0] = None
+        return out.tolist()
 
     n = len(det)
     cols = {c: nullable(det[c]) for c in ("ra_deg", "dec_deg", "ra_err_arcsec", "dec_err_arcsec",
