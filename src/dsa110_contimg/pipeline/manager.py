@@ -40,6 +40,7 @@ from dsa110_contimg.science.results import MeasurementTable
 from dsa110_contimg.store import registry as registry_store
 from dsa110_contimg.store.engine import Database, open_products_db, open_registry_db
 from dsa110_contimg.store.queue import JobQueue
+from dsa110_contimg.store.values import column_strings
 
 log = structlog.get_logger("dsa110_contimg.pipeline.manager")
 
@@ -330,7 +331,7 @@ class PhotometryManager:
         table, cat = measured.table, measured.cat
         results = MeasurementTable(
             {**table.columns, "source_id": outcome.source_ids,
-             "catalog_id": np.asarray([str(s) for s in cat["source_id"]], dtype=object)},
+             "catalog_id": np.asarray(column_strings(cat["source_id"]), dtype=object)},
             {**table.meta, "image_id": outcome.image_id})
         result = PhotometryResult(
             measured.path, sources_queried=len(cat), measurements_successful=table.n_success,

@@ -51,7 +51,9 @@ def catalogue_rows(cat) -> np.ndarray:
     service's own sources carry ``kind``; they are never references)."""
     if "kind" not in cat.colnames:
         return np.ones(len(cat), bool)
-    return np.array([k in (None, "", "catalogue") or k is np.ma.masked for k in cat["kind"]], bool)
+    from dsa110_contimg.store.values import column_labels
+
+    return np.array([k == "catalogue" for k in column_labels(cat["kind"], "catalogue")], bool)
 
 
 def reference_inputs(cat, image) -> dict:

@@ -162,16 +162,16 @@ def upsert_table_sources(conn: Connection, default_survey: str, cat, *,
     surveys (columns ``survey`` and ``kind``: monitor lists, the service's own sources; a
     row without a survey is from ``default_survey``, kind ``catalogue``). Ids in row order;
     ``known`` holds ids already read for ``default_survey``."""
-    names = [str(s) for s in cat["source_id"]]
+    from dsa110_contimg.store.values import column_labels, column_strings
+
+    names = column_strings(cat["source_id"])
     ref_ok = np.asarray(cat["reference_ok"], bool) if "reference_ok" in cat.colnames else None
     flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else None
     if "survey" not in cat.colnames:
         return upsert_sources(conn, default_survey, names, cat["ra_deg"], cat["dec_deg"], flux,
                               ref_ok, known=known)
-    surveys = np.array([default_survey if s in (None, "") or s is np.ma.masked else str(s)
-                        for s in cat["survey"]], object)
-    kinds = np.array([("catalogue" if k in (None, "") or k is np.ma.masked else str(k))
-                      for k in cat["kind"]], object)
+    surveys = np.array(column_labels(cat["survey"], default_survey), object)
+    kinds = np.array(column_labels(cat["kind"], "catalogue"), object)
     out = np.zeros(len(names), np.int64)
     ra, dec = np.asarray(cat["ra_deg"], float), np.asarray(cat["dec_deg"], float)
     for survey, kind in sorted(set(zip(surveys.tolist(), kinds.tolist()))):

@@ -51,6 +51,27 @@ def finite_or_none(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def column_strings(col) -> list[str]:
+    """``[str(v) for v in col]`` of a table column (masked values read ``--``); a numpy text
+    column without masked values converts in one call, not element by element."""
+    import numpy as np
+
+    arr = np.asarray(col)
+    if arr.dtype.kind == "U" and not np.ma.is_masked(col):
+        return arr.tolist()
+    return [str(v) for v in col]
+
+
+def column_labels(col, default: str) -> list[str]:
+    """The text of each value of a table column, ``default`` where it is missing (None, an
+    empty string or masked)."""
+    import numpy as np
+
+    masked = np.ma.getmaskarray(col).tolist()
+    return [default if m or v is None or v == "" else str(v)
+            for v, m in zip(np.asarray(col, dtype=object).tolist(), masked)]
+
+
 def iso_utc(unix_s) -> str | None:
     """Unix seconds as ISO 8601 UTC (``2025-01-02T03:04:05Z``); None for None."""
     if unix_s is None:
@@ -69,4 +90,4 @@ def with_iso_times(row: dict) -> dict:
     return row
 
 
-__all__ = ["clean", "finite_or_none", "iso_utc", "with_iso_times"]
+__all__ = ["clean", "column_labels", "column_strings", "finite_or_none", "iso_utc", "with_iso_times"]

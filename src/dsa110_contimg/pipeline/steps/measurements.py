@@ -16,10 +16,11 @@ import numpy as np
 
 from dsa110_contimg.pipeline.steps.base import ImageContext, Step
 from dsa110_contimg.store import products as product_store
+from dsa110_contimg.store.values import column_strings
 
 
 def _catalog_ids(ctx: ImageContext) -> list[str]:
-    return [str(s) for s in ctx.measured.cat["source_id"]]
+    return column_strings(ctx.measured.cat["source_id"])
 
 
 def image_row(ctx: ImageContext) -> dict:

@@ -71,7 +71,8 @@ def write(conn, ctx: ImageContext) -> dict:
     inputs = ctx.prepared.get("normalise") or references.reference_inputs(ctx.measured.cat,
                                                                           ctx.measured.image)
     baselines = lc_store.load_baselines(conn, ctx.source_ids)
-    stable = np.array([baselines.get(int(s), {}).get("valid", True) for s in ctx.source_ids], bool)
+    stable = np.array([baselines.get(s, {}).get("valid", True)
+                       for s in np.asarray(ctx.source_ids).tolist()], bool)
     ref_idx, choices, counts, method = references.choose_references(conn, ctx, stable, baselines,
                                                                     inputs)
     from dsa110_contimg.store.images import save_reference_choices
