@@ -91,3 +91,20 @@ def test_faint_here_marks_the_detections_deep_enough_before_but_faint_now():
                                 snr=[4.8, 7.0, 3.0])
     assert v.faint_here.tolist() == [True, False, False]     # the third is too shallow earlier
     assert "too shallow" in v.reason[2]
+
+
+def test_components_inside_a_resolved_catalogue_source_are_extended():
+    """A 60" x 20" source (PA 90: east-west) in an 18" beam: a component 35" east of its
+    centre is inside (semi-major (63 + 18) / 2 = 40"), one 35" north is not (semi-minor 22")."""
+    dec0 = -31.5
+    cosd = np.cos(np.radians(dec0))
+    ra = np.array([100.0 + 35 / 3600 / cosd, 100.0, 100.0])
+    dec = np.array([dec0, dec0 + 35 / 3600, dec0 + 5 / 3600])
+    resolved = ([100.0], [dec0], [60.0], [20.0], [90.0])
+    reason, related = false_positive_reasons([0.01] * 3, ra, dec, [3.0] * 3, [False] * 3,
+                                             beam_major_arcsec=18.0, resolved=resolved)
+    assert reason.tolist() == ["extended", "", "extended"] and related.tolist() == [-1, -1, -1]
+    # an edge or blank takes precedence (a cut island is never judged by its shape)
+    reason, _ = false_positive_reasons([0.01], ra[:1], dec[:1], [1.0], [False],
+                                       beam_major_arcsec=18.0, resolved=resolved)
+    assert reason.tolist() == ["edge"]

@@ -75,6 +75,21 @@ def _rows_catalog_ids(measured, default_survey: str) -> tuple[np.ndarray, np.nda
     return np.asarray(cat["source_id"]).astype(str).astype(object), surveys
 
 
+def _resolved_catalogue(cat, survey: str, beam_major_arcsec: float):
+    """``(ra, dec, major, minor, pa)`` of the measured catalogue rows the beam resolves
+    (a measured deconvolved size, not an upper limit, above the compactness limit)."""
+    from dsa110_contimg.catalogs.compactness import RESOLVED, compactness
+
+    klass, _ = compactness(cat, beam_major_arcsec, survey)
+    sel = np.flatnonzero(klass == RESOLVED)
+
+    def col(name):
+        return (np.ma.filled(np.ma.asarray(cat[name][sel], float), np.nan) if name in cat.colnames
+                else np.full(sel.size, np.nan))
+
+    return (col("ra_deg"), col("dec_deg"), col("maj_arcsec"), col("min_arcsec"), col("pa_deg"))
+
+
 def _candidates(conn, ctx):
     """Known sources of the field: the measured rows, then own sources not measured here."""
     from dsa110_contimg.science.associate import catalogue_position_error_arcsec
@@ -166,7 +181,8 @@ def prepare(conn, ctx) -> None:
     rules = NewSourceRules.from_config(cfg)
     fp_reason, related = false_positive_reasons(
         det["peak_jyb"], det["ra_deg"], det["dec_deg"], det["edge_distance_beams"],
-        det["near_blank"], beam.major_arcsec, rules, hosts=measured.artefact_hosts)
+        det["near_blank"], beam.major_arcsec, rules, hosts=measured.artefact_hosts,
+        resolved=_resolved_catalogue(measured.cat, cfg.catalog, beam.major_arcsec))
     free = ok & (a.source < 0) & (a.duplicate_of < 0)
     rejected = free & (fp_reason != "")
     plan.reason[rejected] = fp_reason[rejected]

@@ -6,6 +6,10 @@ current image:
 * ``edge``: closer than ``edge_beams`` x BMAJ to the image edge (VAST's edge buffer,
   1.2 x 3/2 beams; islands there are cut and the noise map is extrapolated);
 * ``blanked``: a blanked pixel within ``blank_beams`` x BMAJ (a cut island, a map border);
+* ``extended``: inside a resolved catalogue source (its deconvolved ellipse convolved with
+  the beam, plus half a beam): the finder splits a source several beams long into
+  components whose number and positions change with the noise, away from the catalogue
+  position; a genuine transient there is given up with them;
 * ``artefact``: within ``artefact_radius_beams`` x BMAJ of a detection or of a known
   source (the catalogue's, on the image or off it, blanked or not) at least
   1 / ``artefact_flux_ratio`` times brighter (sidelobes and calibration artefacts of
@@ -51,6 +55,7 @@ from dsa110_contimg.science.footprint import COVER_OK, COVER_OUTSIDE
 REASON_EDGE = "edge"
 REASON_BLANKED = "blanked"
 REASON_ARTEFACT = "artefact"
+REASON_EXTENDED = "extended"
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,14 @@ class NewSourceRules:
 
 def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_blank,
                            beam_major_arcsec: float, rules: NewSourceRules = NewSourceRules(),
-                           hosts=None):
+                           hosts=None, resolved=None):
     """The false-positive class of each detection of one image.
 
     ``hosts``, optional, is ``(ra_deg, dec_deg, peak_jyb)`` of known sources that can throw
     artefacts besides the detections themselves (the catalogue's bright sources on and
     around the image: one beyond the edge or under a blanked region is not detected).
+    ``resolved``, optional, is ``(ra_deg, dec_deg, major_arcsec, minor_arcsec, pa_deg)`` of
+    the catalogue sources the image's beam resolves (deconvolved FWHM axes, PA east of north).
 
     Returns ``(reason, related)``: ``reason`` is ``""`` (none), ``"edge"``, ``"blanked"``
     or ``"artefact"``; ``related`` is, for an artefact, the index of the brightest
@@ -113,9 +120,40 @@ def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_
         first = order[np.r_[True, i[order][1:] != i[order][:-1]]] if order.size else order
         reason[i[first]] = REASON_ARTEFACT
         related[i[first]] = np.where(j[first] < n, j[first], -1)
+    if resolved is not None:
+        inside = _inside_resolved(np.asarray(ra_deg, float), np.asarray(dec_deg, float),
+                                  resolved, beam_major_arcsec)
+        reason[inside] = REASON_EXTENDED
+        related[inside] = -1
     reason[np.asarray(near_blank, bool)] = REASON_BLANKED
     reason[np.asarray(edge_distance_beams, float) < rules.edge_beams] = REASON_EDGE
     return reason, related
+
+
+def _inside_resolved(ra, dec, resolved, beam_major_arcsec: float) -> np.ndarray:
+    """Per position: inside the ellipse of any resolved source, with semi-axes (convolved
+    FWHM + BMAJ) / 2 (convolved axes: deconvolved and BMAJ in quadrature)."""
+    from scipy.spatial import cKDTree
+
+    from dsa110_contimg.core.geometry import chord_of_angle, unit_vectors
+
+    s_ra, s_dec, maj, mnr, pa = (np.atleast_1d(np.asarray(v, float)) for v in resolved)
+    out = np.zeros(ra.size, bool)
+    if s_ra.size == 0 or ra.size == 0:
+        return out
+    a = 0.5 * (np.hypot(maj, beam_major_arcsec) + beam_major_arcsec)
+    b = 0.5 * (np.hypot(np.nan_to_num(mnr), beam_major_arcsec) + beam_major_arcsec)
+    pairs = cKDTree(unit_vectors(ra, dec)).sparse_distance_matrix(
+        cKDTree(unit_vectors(s_ra, s_dec)), chord_of_angle(float(np.nanmax(a)) / 3600.0),
+        output_type="ndarray")
+    i, j = pairs["i"], pairs["j"]
+    east = ((ra[i] - s_ra[j] + 180.0) % 360.0 - 180.0) * np.cos(np.radians(s_dec[j])) * 3600.0
+    north = (dec[i] - s_dec[j]) * 3600.0
+    t = np.radians(np.nan_to_num(pa[j]))
+    along, across = east * np.sin(t) + north * np.cos(t), east * np.cos(t) - north * np.sin(t)
+    hit = (along / a[j]) ** 2 + (across / b[j]) ** 2 <= 1.0
+    out[i[hit]] = True
+    return out
 
 
 @dataclass
@@ -197,4 +235,5 @@ def new_source_significance(peak_jyb, depth_rms, depth_status, rms_min, rms_max,
 
 
 __all__ = ["NewSourceRules", "NewSourceVerdict", "false_positive_reasons",
-           "new_source_significance", "REASON_EDGE", "REASON_BLANKED", "REASON_ARTEFACT"]
+           "new_source_significance", "REASON_EDGE", "REASON_BLANKED", "REASON_ARTEFACT",
+           "REASON_EXTENDED"]
