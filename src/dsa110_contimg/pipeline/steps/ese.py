@@ -8,8 +8,11 @@ of its own: :func:`store_ese`, which evaluates again only if another image of th
 rewrote the inputs in between. Criteria: preset thresholds, the eta-V criterion, the
 light-curve shape detector with its stages while the event happens (dip in progress,
 recovering, confirmed, retired; :mod:`~dsa110_contimg.science.ese_stage`) and the
-composite score; candidates keep their lifecycle status (``active`` / ``investigated`` /
-``dismissed``); stage changes are appended to the stage history. In the same transaction,
+composite score. The template search of an image is bounded whatever the length of the
+history (:func:`_shape_search`): the templates the new epoch can change, and for known
+candidates also their stored best template's neighbourhood; the full-history search is
+for re-measured images and recomputations. Candidates keep their lifecycle status
+(``active`` / ``investigated`` / ``dismissed``); stage changes are appended to the stage history. In the same transaction,
 new candidates, raised confidences and stage changes are recorded as alerts
 (:mod:`~dsa110_contimg.pipeline.ese_alerts`). The result is the number of sources flagged.
 """
