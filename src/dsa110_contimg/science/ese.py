@@ -262,14 +262,28 @@ CAUSTIC_WIDTH = 0.15
 DEFAULT_MIN_SIGNIFICANCE = 6.0
 
 
-def _profiles(mjd, t0, duration):
-    """Dip profile P (0..1) and caustic profile Q (peak 1 at the edges), broadcast."""
+def _profiles(mjd, t0, duration, with_q: bool = True):
+    """Dip profile P (0..1) and caustic profile Q (peak 1 at the edges; None unless
+    ``with_q``), broadcast. The cosine is evaluated on the tapered edges only."""
     u = 2.0 * np.abs(np.asarray(mjd, dtype=float) - t0) / duration
     edge = 1.0 - TAPER
-    p = np.where(u <= edge, 1.0,
-                 np.where(u >= 1.0, 0.0, 0.5 * (1.0 + np.cos(np.pi * (u - edge) / TAPER))))
-    q = np.exp(-0.5 * ((u - 1.0) / CAUSTIC_WIDTH) ** 2)
+    p = (u <= edge).astype(float)
+    taper = ~(u <= edge) & ~(u >= 1.0)                          # NaN times stay NaN
+    p[taper] = 0.5 * (1.0 + np.cos(np.pi * (u[taper] - edge) / TAPER))
+    q = np.exp(-0.5 * ((u - 1.0) / CAUSTIC_WIDTH) ** 2) if with_q else None
     return p, q
+
+
+def _template_shapes(tu, grid):
+    """Dip profile P and template shape T = P - kappa Q of every template of ``grid`` on the
+    times ``tu`` (MJD), each (n_templates, n_times); Q only where kappa is not 0."""
+    p, _ = _profiles(tu[None, :], grid["t0"][:, None], grid["duration"][:, None], with_q=False)
+    T = p.copy()
+    kc = np.flatnonzero(grid["kappa"] != 0)
+    if kc.size:
+        _, q = _profiles(tu[None, :], grid["t0"][kc, None], grid["duration"][kc, None])
+        T[kc] = p[kc] - grid["kappa"][kc, None] * q
+    return p, T
 
 
 def ese_model(mjd, t0, duration, depth, caustic_amp=0.0):
@@ -371,8 +385,7 @@ def _chunk_fit(tu, W, WF, Sff, CNT, grid, min_in, min_out, t_first, t_last, over
     per source and grid time; Sff : (s,) sum of w f**2 (centred).
     Returns per-source arrays of the best template index and its statistics.
     """
-    p, q = _profiles(tu[None, :], grid["t0"][:, None], grid["duration"][:, None])
-    T = p - grid["kappa"][:, None] * q                          # (k, m)
+    p, T = _template_shapes(tu, grid)                           # (k, m)
     Sw = W.sum(axis=1)[:, None]
     Sf = WF.sum(axis=1)[:, None]
     St = W @ T.T                                               # (s, k)
@@ -456,7 +469,8 @@ def _dip_consistency(sig, tu, fgrid, a, c, grid, threshold, min_low_frac, min_lo
         passed = np.zeros(ps.size, bool)
         for lo in range(0, ps.size, batch):
             i_s, i_k = ps[lo:lo + batch], pk[lo:lo + batch]
-            p, _ = _profiles(tu[None, :], grid["t0"][i_k, None], grid["duration"][i_k, None])
+            p, _ = _profiles(tu[None, :], grid["t0"][i_k, None], grid["duration"][i_k, None],
+                             with_q=False)
             f = fgrid[i_s]
             indip = (p >= 0.5) & np.isfinite(f)
             with np.errstate(invalid="ignore"):

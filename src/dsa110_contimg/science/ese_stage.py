@@ -42,7 +42,7 @@ import numpy as np
 
 from dsa110_contimg.science.ese import (
     DEFAULT_DURATIONS, DEFAULT_MIN_SIGNIFICANCE, _dip_consistency, _profiles, _recovery_length,
-    _template_reach, detect_ese_shapes, merge_untouched, side_agreement, template_grid,
+    _template_reach, _template_shapes, detect_ese_shapes, merge_untouched, side_agreement, template_grid,
 )
 from dsa110_contimg.science.variability import lightcurve_block
 
@@ -162,8 +162,7 @@ def _live_fit(tu, W, WF, Sff, CNT, grid, rec, t_last, t_first, min_in, min_pre, 
               recovery_tol, overhang):
     """Linear fits of the live templates for sources sharing the time grid ``tu``
     (W, WF, CNT: (s, m) weights, weighted centred fluxes and counts per grid time)."""
-    p, q = _profiles(tu[None, :], grid["t0"][:, None], grid["duration"][:, None])
-    T = p - grid["kappa"][:, None] * q
+    p, T = _template_shapes(tu, grid)
     Sw = W.sum(axis=1)[:, None]
     Sf = WF.sum(axis=1)[:, None]
     St, Stt, Sft = W @ T.T, W @ (T * T).T, WF @ T.T
@@ -174,7 +173,7 @@ def _live_fit(tu, W, WF, Sff, CNT, grid, rec, t_last, t_first, min_in, min_pre, 
     n = CNT.sum(axis=1)[:, None]
     d = grid["duration"][None, :]
     u_last = 2.0 * (t_last[:, None] - grid["t0"][None, :]) / d
-    p_last, _ = _profiles(t_last[:, None], grid["t0"][None, :], d)
+    p_last, _ = _profiles(t_last[:, None], grid["t0"][None, :], d, with_q=False)
     live = (p_last >= 0.5) | ((u_last >= 0.0)
                               & (t_last[:, None] <= grid["t0"][None, :] + d / 2 + rec[None, :]))
     inside = grid["t0"][None, :] >= t_first[:, None] - overhang * d
