@@ -74,6 +74,16 @@ def test_own_sources_near_use_the_weighted_position_and_the_cone(databases):
         arr = ds.detection_position_arrays(conn, many)
     assert arr["dec"][1:].tolist() == [37.0 + k for k in range(1, 40)]
     assert arr["n"][1:].tolist() == [2] * 39 and arr["n"][0] == 4 and arr["ra"][0] == 152.0
+    with db.engine.begin() as conn:         # catalogue names -> ids and positions, one query
+        nv = conn.execute(sa.select(sources.c.id).where(sources.c.catalog_id == "NVSS J1")
+                          ).scalar_one()
+        before = ds.catalogue_source_positions(conn, "nvss", ["missing", "NVSS J1"])
+        ds.save_detection_positions(conn, [(nv, 150.01, 37.02, 3.0, 4.0, 1, 60000.0, 60000.0)])
+        after = ds.catalogue_source_positions(conn, "nvss", ["NVSS J1", "missing", "NVSS J1"])
+    assert before["id"].tolist() == [-1, nv] and not before["found"].any()
+    assert after["id"].tolist() == [nv, -1, nv] and after["found"].tolist() == [True, False, True]
+    assert after["dec"][0] == 37.02 and after["w_dec"][2] == 4.0 and after["n"][0] == 1
+    assert np.isnan(after["ra"][1])
 
 
 @both

@@ -29,14 +29,12 @@ Positions deg, errors arcsec, fluxes Jy/beam.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from itertools import repeat
 
 import numpy as np
 import structlog
 
 from dsa110_contimg.store import detections as det_store
 from dsa110_contimg.store import lightcurves as lc_store
-from dsa110_contimg.store import products as product_store
 
 log = structlog.get_logger("dsa110_contimg.pipeline.transients")
 
@@ -98,11 +96,15 @@ def _candidates(conn, ctx):
     cat = measured.cat
     names, surveys = _rows_catalog_ids(measured, cfg.catalog)
     ids = np.full(names.size, -1, np.int64)
+    stored = {k: np.zeros(names.size, dt) for k, dt in (
+        ("ra", float), ("dec", float), ("w_ra", float), ("w_dec", float), ("n", np.int64),
+        ("found", bool))}
     for survey in set(surveys.tolist()):
         sel = np.flatnonzero(surveys == survey)
-        known = product_store.existing_source_ids(conn, survey, names[sel].tolist())
-        ids[sel] = np.fromiter(map(known.get, names[sel].tolist(), repeat(-1)), np.int64,
-                               count=sel.size)
+        got = det_store.catalogue_source_positions(conn, survey, names[sel].tolist())
+        ids[sel] = got["id"]
+        for k in stored:
+            stored[k][sel] = got[k]
     ra = np.asarray(cat["ra_deg"], float).copy()
     dec = np.asarray(cat["dec_deg"], float).copy()
     flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else np.full(ra.size, np.nan)
@@ -111,12 +113,9 @@ def _candidates(conn, ctx):
         sel = surveys == survey
         err[sel] = catalogue_position_error_arcsec(str(survey), flux[sel])
     w_ra, w_dec, n_det = 1.0 / err ** 2, 1.0 / err ** 2, np.zeros(ra.size, np.int64)
-    have = np.flatnonzero(ids >= 0)
-    stored = det_store.detection_position_arrays(conn, ids[have])
-    found = stored["found"]
-    at = have[found]
-    ra[at], dec[at], n_det[at] = stored["ra"][found], stored["dec"][found], stored["n"][found]
-    w_ra[at], w_dec[at] = stored["w_ra"][found], stored["w_dec"][found]
+    at = stored["found"]
+    ra[at], dec[at], n_det[at] = stored["ra"][at], stored["dec"][at], stored["n"][at]
+    w_ra[at], w_dec[at] = stored["w_ra"][at], stored["w_dec"][at]
     own = det_store.own_sources_near(conn, ctx.ra_deg, ctx.dec_deg, ctx.radius_deg)
     extra = ~np.isin(own["id"], ids)
     pos = {"ra": np.r_[ra, own["ra_deg"][extra]], "dec": np.r_[dec, own["dec_deg"][extra]],

@@ -11,7 +11,7 @@ an image) or by a page, never by the size of a table.
 from __future__ import annotations
 
 import time
-from itertools import chain
+from itertools import chain, repeat
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -101,6 +101,38 @@ def detection_position_arrays(conn: Connection, source_ids) -> dict[str, np.ndar
     out["n"][hit] = np.nan_to_num(vals[at, 4]).astype(np.int64)
     out["first_mjd"][hit] = vals[at, 5]
     out["found"] = hit
+    return out
+
+
+def catalogue_source_positions(conn: Connection, survey: str, catalog_ids: Sequence[str]
+                               ) -> dict[str, np.ndarray]:
+    """The ``sources.id`` of catalogue sources (-1 for those without a row yet) and their
+    weighted-mean positions, in the order of ``catalog_ids``, in one query: ``id`` and the
+    columns of :func:`detection_position_arrays` but ``first_mjd`` (``found`` False, NaN and
+    0 where a source has no detection yet)."""
+    names = [str(c) for c in catalog_ids]
+    n = len(names)
+    out = {"id": np.full(n, -1, np.int64), "ra": np.full(n, np.nan), "dec": np.full(n, np.nan),
+           "w_ra": np.zeros(n), "w_dec": np.zeros(n), "n": np.zeros(n, np.int64),
+           "found": np.zeros(n, bool)}
+    sql = ("SELECT s.catalog_id, s.id, d.wm_ra_deg, d.wm_dec_deg, d.w_ra, d.w_dec, "
+           "d.n_detections FROM sources s LEFT JOIN source_detections d ON d.source_id = s.id "
+           "WHERE s.survey = ? AND s.catalog_id IN ({in})")
+    rows = bulk.fetch_in(conn, sql, names, (survey,))
+    if not rows:
+        return out
+    where = {r[0]: k for k, r in enumerate(rows)}
+    at = np.fromiter(map(where.get, names, repeat(-1)), np.int64, count=n)
+    hit = at >= 0
+    ids = np.array([r[1] for r in rows], np.int64)
+    vals = np.array([r[2:] for r in rows], dtype=float)        # NULL -> NaN
+    out["id"][hit] = ids[at[hit]]
+    found = hit.copy()
+    found[hit] = np.isfinite(vals[at[hit], 0])
+    for k, name in enumerate(("ra", "dec", "w_ra", "w_dec")):
+        out[name][found] = vals[at[found], k]
+    out["n"][found] = vals[at[found], 4].astype(np.int64)
+    out["found"] = found
     return out
 
 
@@ -250,7 +282,8 @@ def detection_counts(conn: Connection, got=None) -> dict[str, int]:
 
 
 __all__ = ["DETECTION_COLUMNS", "OWN_KINDS", "own_sources_near", "detection_positions",
-           "detection_position_arrays", "save_detection_positions", "replace_detections",
+           "detection_position_arrays", "catalogue_source_positions",
+           "save_detection_positions", "replace_detections",
            "store_image_depth",
            "earlier_depths", "record_new_sources", "set_backfill_job", "image_detections",
            "source_detections_in", "detection_counts"]
