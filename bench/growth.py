@@ -202,6 +202,7 @@ class GrowthDB:
             "5.0, 3.0, 3.0, 0.1, 4.0, 0.4, 40.0, 60600.0, 'dip', catalog_flux_mjy / 1000.0, "
             "0.0, 10, ?, ? FROM sources s WHERE id - id / 100 * 100 = 7 AND NOT EXISTS "
             "(SELECT 1 FROM ese_candidates e WHERE e.source_id = s.id)"), (now, now))
+        store_sparklines(conn)
 
     def _fix_sequences(self, conn, *tables) -> None:
         if self.backend != "postgresql":
@@ -280,6 +281,19 @@ class GrowthDB:
                 tab = bulk.execute(conn, "SELECT pg_total_relation_size('measurements')")[0][0]
                 total = bulk.execute(conn, "SELECT pg_database_size(current_database())")[0][0]
         return (float("nan") if tab is None else tab / n), total / n
+
+
+def store_sparklines(conn) -> None:
+    """Give every candidate without one the stored sparkline the ESE step would write for a
+    light curve of 60 epochs or more (its size: :data:`~dsa110_contimg.science.sparkline.SPARKLINE_POINTS`
+    points), so the candidates page draws what it draws on a database filled by the pipeline."""
+    from dsa110_contimg.science.sparkline import SPARKLINE_POINTS, encode
+    from dsa110_contimg.store import bulk
+
+    mjd = 60676.25 - np.arange(SPARKLINE_POINTS)[::-1] * 5.0
+    flux = 0.05 * (1.0 - 0.3 * np.exp(-0.5 * ((mjd - mjd[SPARKLINE_POINTS // 2]) / 15.0) ** 2))
+    bulk.execute(conn, "UPDATE ese_candidates SET sparkline = ? WHERE sparkline IS NULL",
+                 (encode(mjd, flux, SPARKLINE_POINTS),))
 
 
 # ----------------------------------------------------------------------------- measurements

@@ -204,6 +204,14 @@ def seed_products_0019(conn) -> None:
     _job(conn, 15, "dead")       # a failure no operator acknowledged
 
 
+def seed_products_0020(conn) -> None:
+    put(conn, "sources", id=6, survey="nvss", catalog_id="NVSS J100036+370000", ra_deg=150.15,
+        dec_deg=37.0, reference_ok=False)
+    put(conn, "ese_candidates", id=12, source_id=6, status="active", flagged_by="auto",
+        criteria='["shape"]', score=6.0, confidence="medium", first_flagged_at=T0, updated_at=T0,
+        sparkline='{"mjd":[60001.0,60002.0,60003.0],"flux":[0.01,0.007,0.01]}')
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -219,7 +227,8 @@ SEEDS = {
                  "0012": seed_products_0012, "0013": seed_products_0013,
                  "0014": seed_products_0014, "0015": seed_products_0015,
                  "0016": seed_products_0016, "0017": seed_products_0017,
-                 "0018": seed_products_0018, "0019": seed_products_0019},
+                 "0018": seed_products_0018, "0019": seed_products_0019,
+                 "0020": seed_products_0020},
     "registry": {"0001": seed_registry_0001},
 }
 

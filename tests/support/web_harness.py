@@ -116,6 +116,7 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
                           "high" if sc > 7 else "medium" if sc > 4 else "low", 5.0, 3.0, 3.0, 0.1, float(sc),
                           0.4, 40.0, 60080.0, "dip", float(catalog_jy[s - 1]), 0.0, n_epochs, now, now)
                          for s, sc in zip(cand_src, score)])
+        _store_sparklines(con, cand_src, per_field, n_epochs)
     con.execute("PRAGMA journal_mode=WAL")
     con.close()
     # the status counters' deltas of the bulk load folded, as the daemon's housekeeping does
@@ -126,6 +127,27 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
     db.dispose()
     return {"seconds": time.perf_counter() - t0, "n_measurements": n_sources * n_epochs,
             "n_images": n_fields * n_epochs, "n_sources": n_sources, "top_candidate_source": int(cand_src[0])}
+
+
+def _store_sparklines(con, cand_src, per_field: int, n_epochs: int) -> None:
+    """Each candidate's stored sparkline, as the ESE step writes it: the summary
+    (science/sparkline.py) of its normalised light curve on the images that passed QC (field
+    k's images are ids k * n_epochs + 1 ... (k + 1) * n_epochs)."""
+    from dsa110_contimg.science.sparkline import encode_all
+
+    sids = [int(s) for s in cand_src]
+    mjd = np.full((len(sids), n_epochs), np.nan)
+    flux = np.full((len(sids), n_epochs), np.nan)
+    sql = ("SELECT m.mjd, m.norm_flux_jyb FROM measurements m JOIN images i ON i.id = m.image_id "
+           f"WHERE m.image_id IN ({','.join('?' * n_epochs)}) AND m.source_id = ? "
+           "AND i.qc_status != 'failed' ORDER BY m.mjd")
+    for row, sid in enumerate(sids):
+        k = (sid - 1) // per_field
+        ids = tuple(range(k * n_epochs + 1, (k + 1) * n_epochs + 1))
+        got = np.array(con.execute(sql, ids + (sid,)).fetchall(), float).reshape(-1, 2)
+        mjd[row, :len(got)], flux[row, :len(got)] = got[:, 0], got[:, 1]
+    con.executemany("UPDATE ese_candidates SET sparkline = ? WHERE source_id = ?",
+                    zip(encode_all(mjd, flux), sids))
 
 
 def scale_db(tmp_path_factory, name: str, **sizes) -> tuple[Path, dict]:

@@ -135,3 +135,43 @@ def test_every_page_reads_the_same_on_a_four_times_larger_database(sites, counte
         if b.statements > a.statements or ratio > GROWTH:
             worse.append(label)
     assert sorted(worse) == sorted(KNOWN_UNBOUNDED), worse
+
+
+#: the small database's shape with four times the epochs (the same fields and sources)
+LONG = {**SMALL, "n_epochs": 4 * SHAPE["n_epochs"], "n_candidates": SHAPE["n_candidates"]}
+
+
+@pytest.fixture(scope="module")
+def long_site(tmp_path_factory, sites):
+    from web_harness import scale_db, site_client
+
+    path, info = scale_db(tmp_path_factory, "webscale-long", **LONG)
+    with site_client(path) as client:
+        yield client, info
+
+
+def test_candidate_pages_read_the_same_with_four_times_the_epochs(sites, long_site, counter):
+    """A page of candidates draws each one's stored sparkline: it reads its 25 candidate rows,
+    whatever the length of their light curves. A light curve (source page, its JSON and CSV)
+    is one read per source whatever its length: the same statements, work growing with the
+    epochs at most."""
+    (short, s_info), (long, l_info) = sites["small"], long_site
+    html = long.get("/candidates").text
+    assert html.count('class="candidate"') == 25 and html.count('class="plot thumb"') == 25
+    sid_s, sid_l = s_info["top_candidate_source"], l_info["top_candidate_source"]
+    pages = {"/candidates": ("/candidates",) * 2,
+             "/candidates deep": ("/candidates?page=7&min_score=0",) * 2,
+             "/api/candidates": ("/api/candidates",) * 2}
+    curves = {"/source": (f"/sources/{sid_s}", f"/sources/{sid_l}"),
+              "/api/source": (f"/api/sources/{sid_s}", f"/api/sources/{sid_l}"),
+              "lightcurve.csv": (f"/sources/{sid_s}/lightcurve.csv", f"/sources/{sid_l}/lightcurve.csv")}
+    print()
+    for label, (a_path, b_path) in {**pages, **curves}.items():
+        counter.measure(short, a_path)
+        counter.measure(long, b_path)
+        a, b = counter.measure(short, a_path), counter.measure(long, b_path)
+        ratio = b.vm_steps / max(a.vm_steps, STEP)
+        print(f"{label:<24} statements {a.statements:3d} / {b.statements:3d}   "
+              f"SQLite instructions {a.vm_steps:>10,d} / {b.vm_steps:>10,d}   ratio {ratio:.2f}")
+        assert b.statements == a.statements, label
+        assert ratio <= (GROWTH if label in pages else 4 * GROWTH), label

@@ -367,6 +367,7 @@ def upsert_ese_candidates(conn: Connection, rows: list[dict]) -> list[dict]:
             r["first_flagged_at"] = now
             r.setdefault("stage", None)
             r.setdefault("stage_reason", None)
+            r.setdefault("sparkline", None)
             r["stage_changed_at"] = now if r["stage"] else None
             new.append(r)
     if new:
@@ -528,6 +529,7 @@ def list_candidates(conn: Connection, *, status: str | None = None, min_score: f
     out = []
     for r in conn.execute(q).mappings():
         d = dict(r)
+        d.pop("sparkline", None)
         d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
         out.append(d)
     return out

@@ -51,14 +51,17 @@ def _candidate_filter(q, *, status, min_score, include_all):
 
 
 def candidates_page(conn: Connection, *, status: str | None = None, min_score: float | None = None,
-                    include_all: bool = False, limit: int | None = None, offset: int = 0
-                    ) -> tuple[list[dict], int]:
+                    include_all: bool = False, limit: int | None = None, offset: int = 0,
+                    sparklines: bool = False) -> tuple[list[dict], int]:
     """ESE candidates with their source: ``(rows, total)``, ranked by
     :func:`dsa110_contimg.store.lightcurves.candidate_order` (a detected dip and
     recovery first, then highest score).
 
     The rows are the objects of ``contimg-photometry ese list --json`` (criteria as a
-    list, NaN as None); ``total`` counts every row matching the filters.
+    list, NaN as None); ``total`` counts every row matching the filters. With
+    ``sparklines``, each row also has ``sparkline``: the stored summary of its light curve
+    as ``(mjd, flux)`` arrays (MJD, Jy/beam; :mod:`dsa110_contimg.science.sparkline`), or
+    None when the ESE step has not stored one yet.
     """
     q = (sa.select(ese_candidates, sources.c.survey, sources.c.catalog_id, sources.c.ra_deg,
                    sources.c.dec_deg)
@@ -67,7 +70,7 @@ def candidates_page(conn: Connection, *, status: str | None = None, min_score: f
     q = _candidate_filter(q, status=status, min_score=min_score, include_all=include_all)
     if limit is not None:
         q = q.limit(int(limit)).offset(int(offset))
-    rows = [_candidate_dict(r) for r in conn.execute(q).mappings()]
+    rows = [_candidate_dict(r, sparkline=sparklines) for r in conn.execute(q).mappings()]
     if limit is None:
         return rows, len(rows)
     total = conn.execute(_candidate_filter(sa.select(sa.func.count()).select_from(ese_candidates),
@@ -92,12 +95,17 @@ def candidate(conn: Connection, candidate_id: int) -> dict | None:
     return None if r is None else _candidate_dict(r)
 
 
-def _candidate_dict(r) -> dict:
-    d = dict(r)
-    d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
+def _candidate_dict(r, *, sparkline: bool = False) -> dict:
+    from dsa110_contimg.science.sparkline import decode
     from dsa110_contimg.store.lightcurves import presented_candidate
 
-    return with_iso_times(clean(presented_candidate(d)))
+    d = dict(r)
+    stored = d.pop("sparkline", None)
+    d["criteria"] = json.loads(d["criteria"]) if d["criteria"] else []
+    out = with_iso_times(clean(presented_candidate(d)))
+    if sparkline:
+        out["sparkline"] = decode(stored)
+    return out
 
 
 def candidate_of_source(conn: Connection, source_id: int) -> dict | None:

@@ -467,6 +467,9 @@ ese_candidates = Table(
                                     "flagged by thresholds only"),
     Column("stage_reason", Text, doc="why the stage (the reason a candidate was retired)"),
     Column("stage_changed_at", Float, doc="when the stage last changed (Unix time)"),
+    Column("sparkline", Text, doc="JSON {mjd: [...], flux: [...]} (MJD, Jy/beam): the light curve the "
+                                  "ESE step last evaluated, summarised to at most 60 points "
+                                  "(science/sparkline.py); NULL until evaluated with its light curve"),
     CheckConstraint(_in("status", ESE_STATES), name="status"),
     CheckConstraint(_in("stage", ESE_STAGES), name="stage"),
     Index(None, "status", "score"),

@@ -13,7 +13,7 @@ Review actions (``POST /api/candidates/{id}`` with ``{"status": ..., "note": ...
 form on a source page) need a reviewer's token of ``[web] token_file``
 (:mod:`dsa110_contimg.web.auth`) and are kept in the candidate's review log.
 
-Budget: every page reads one bounded page of rows (25 candidates with their thumbnails,
+Budget: every page reads one bounded page of rows (25 candidates with their stored sparklines,
 50 measurements, 50 images or sources, at most 3,000 field sources for the η–V diagram,
 8 stamps) and fits no model (the ESE template is drawn from the stored candidate). Budgets with 100,000
 sources × 50 epochs: 0.5 s a page; a source page with its stamps cut from 4096² images

@@ -115,6 +115,14 @@ def test_injected_ese_becomes_a_candidate(ese_run):
     pull = (norm[ok] - stored_ese_fit(row).model(mjd[ok])) / err[ok]
     steady = (norm[ok] - np.median(norm[ok])) / err[ok]
     assert np.sqrt(np.mean(pull ** 2)) < 3.0 < np.sqrt(np.mean(steady ** 2))
+    # the sparkline stored for the candidates page: its 30 normalised epochs (fewer than the
+    # 60 points a sparkline keeps), as the last image's evaluation read them
+    from dsa110_contimg.science.sparkline import decode
+
+    s_mjd, s_flux = decode(row["sparkline"])
+    order = np.argsort(mjd[ok])
+    np.testing.assert_allclose(s_mjd, mjd[ok][order], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(s_flux, norm[ok][order], rtol=1e-5)
     with sqlite3.connect(tmp_path / "p.sqlite3") as conn:
         verdicts = dict(conn.execute("select s.catalog_id, b.valid from reference_baselines b "
                                      "join sources s on s.id = b.source_id").fetchall())

@@ -187,14 +187,16 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.n
         searched; only ``detected`` when nothing was searched); ``depth`` (fractional) is
         the live stage's depth for a dip in progress or recovering.
     stage : dict of arrays
-        ``stage`` ('' when none), ``reason`` and ``significance`` (sigma).
+        ``stage`` ('' when none), ``reason`` and ``significance`` (sigma); ``lightcurves``:
+        ``(rows, mjd, flux)``, the indices of the sources whose light curves were read and
+        those (MJD, Jy/beam; NaN padded), for their sparklines.
     """
     from dsa110_contimg.science.ese import detect_ese_shapes
 
     n = metrics["n"]
     shape = {"detected": np.zeros(n.size, bool)}
     stage = {"stage": np.full(n.size, "", dtype=object), "reason": np.full(n.size, None, object),
-             "significance": np.full(n.size, np.nan)}
+             "significance": np.full(n.size, np.nan), "lightcurves": None}
     known = set(prev)
     with np.errstate(invalid="ignore"):
         worth = (metrics["chi2_nu"] > SHAPE_PREFILTER_CHI2_NU) | np.isin(ctx.source_ids, list(known))
@@ -206,6 +208,7 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.n
     flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[read], keep,
                                                   normalized=cfg.normalize)
     by_preset[read] &= _low_epochs(flux, err) >= 2
+    stage["lightcurves"] = (read, mjd, flux)
     deep = (n[read] >= MIN_EPOCHS_SHAPE) & worth[read]
     if flux.shape[1] < MIN_EPOCHS_SHAPE or not deep.any():
         return shape, stage
@@ -300,13 +303,34 @@ def ese_rows(conn, ctx: ImageContext, cfg,
     score = np.nan_to_num(score)  # a candidate without computable metrics is stored at score 0
     conf = confidence_level(score)
     rows = []
-    for i in np.flatnonzero(flagged | np.isin(ctx.source_ids, list(prev))):
+    written = np.flatnonzero(flagged | np.isin(ctx.source_ids, list(prev)))
+    spark = _sparklines(stage["lightcurves"], written)
+    for i in written:
         criteria = [name for name, hit in (("preset", by_preset[i]),
                                            ("shape", shape["detected"][i] or has_stage[i]),
                                            ("eta_v", eta_v[i])) if hit]
-        rows.append(_candidate_row(i, ctx, cfg.ese_preset, metrics, criteria, score[i], conf[i],
-                                   shape, stage, has_stage[i]))
+        row = _candidate_row(i, ctx, cfg.ese_preset, metrics, criteria, score[i], conf[i],
+                             shape, stage, has_stage[i])
+        if int(i) in spark:
+            row["sparkline"] = spark[int(i)]
+        rows.append(row)
     return rows, int(flagged.sum())
+
+
+def _sparklines(lightcurves, written: np.ndarray) -> dict[int, str]:
+    """The stored sparklines (:func:`dsa110_contimg.science.sparkline.encode_all`) of the
+    written rows whose light curves were read (``lightcurves``: ``(rows, mjd, flux)`` of
+    :func:`_shape_criteria`, or None): source index -> JSON. The others keep the one stored."""
+    from dsa110_contimg.science import sparkline
+
+    if lightcurves is None:
+        return {}
+    read, mjd, flux = lightcurves
+    pick = np.flatnonzero(np.isin(read, written))
+    if not pick.size:
+        return {}
+    encoded = sparkline.encode_all(mjd[pick], flux[pick])
+    return {int(read[p]): e for p, e in zip(pick, encoded) if e is not None}
 
 
 def prepare(conn, ctx: ImageContext) -> None:

@@ -1,5 +1,6 @@
 """``/candidates``: the ranked ESE candidates (filters, one page with thumbnail light
-curves) and their JSON (``/api/candidates``, ``/api/candidates/{id}``: the objects of
+curves: the sparklines the ESE step stored with each candidate, so a page reads its 25
+candidate rows and no measurement) and their JSON (``/api/candidates``, ``/api/candidates/{id}``: the objects of
 ``contimg-photometry ese list --json``, one candidate with its review history)."""
 
 from __future__ import annotations
@@ -30,21 +31,28 @@ def candidate_filters(request: Request) -> dict:
     return {"status": status, "min_score": min_score, "include_all": q.get("all") in ("1", "true", "yes")}
 
 
-def candidates_of(request: Request) -> tuple[list[dict], Paging, dict]:
-    """The requested page of candidates: (rows, paging, filters)."""
+def candidates_of(request: Request, *, sparklines: bool = False) -> tuple[list[dict], Paging, dict]:
+    """The requested page of candidates: (rows, paging, filters); with ``sparklines``, each
+    row's stored sparkline under ``sparkline`` (see :func:`review.candidates_page`)."""
     filters = candidate_filters(request)
     paging = Paging.of(request, CANDIDATES_PER_PAGE)
     with site(request).read() as conn:
-        rows, total = review.candidates_page(conn, **filters, limit=paging.per_page, offset=paging.offset)
+        rows, total = review.candidates_page(conn, **filters, limit=paging.per_page, offset=paging.offset,
+                                             sparklines=sparklines)
     return rows, paging.counted(total), filters
 
 
+def _thumbnail(row: dict) -> str:
+    """The candidate's stored sparkline as SVG, or a note when none is stored yet."""
+    series = row.pop("sparkline")
+    if series is None:
+        return '<span class="muted no-sparkline">at its next evaluation</span>'
+    return svg.thumbnail_svg(*series, label=f"light curve of {row['catalog_id']}")
+
+
 def candidates_page(request: Request):
-    rows, paging, filters = candidates_of(request)
-    with site(request).read() as conn:
-        series = review.thumbnail_series(conn, rows)
-    thumbs = [svg.thumbnail_svg(*series[r["source_id"]], label=f"light curve of {r['catalog_id']}")
-              for r in rows]
+    rows, paging, filters = candidates_of(request, sparklines=True)
+    thumbs = [_thumbnail(r) for r in rows]
     return site(request).render(request, "candidates.html", rows=list(zip(rows, thumbs)), paging=paging,
                                 filters=filters, states=review.ESE_STATES)
 
