@@ -20,14 +20,6 @@ from dsa110_contimg.store.schema import ese_stage_history
 from dsa110_contimg.store.values import finite_or_none
 
 
-def candidate_stages(conn: Connection, source_ids: Sequence[int]) -> dict[int, str | None]:
-    """``{source_id: stage}`` of the candidates among ``source_ids`` (stage None when the
-    candidate has none)."""
-    return {int(s): st for s, st in bulk.fetch_in(
-        conn, "SELECT source_id, stage FROM ese_candidates WHERE source_id IN ({in})",
-        [int(s) for s in source_ids])}
-
-
 def candidate_templates(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
     """``{source_id: {"stage", "t_min_mjd", "duration_days"}}`` of the candidates among
     ``source_ids``: the stage (None when none) and the stored best template of the
@@ -72,4 +64,4 @@ def stage_history(conn: Connection, candidate_id: int, limit: int = 200) -> list
     return [dict(r) for r in rows][::-1]
 
 
-__all__ = ["candidate_stages", "candidate_templates", "record_stage_changes", "stage_history"]
+__all__ = ["candidate_templates", "record_stage_changes", "stage_history"]
