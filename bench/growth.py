@@ -24,6 +24,7 @@ At each size: end to end per image (``run_image`` of a new epoch of field 0, med
 gauges (``Metrics.database_snapshot``); bytes per measurement row (SQLite: ``dbstat``;
 PostgreSQL: ``pg_total_relation_size``). Printed: a table per backend with each figure and its
 ratio to the 10^6 figure. Databases live under ``--root`` and are deleted at the end.
+BLAS runs single-threaded, as in the service's workers (``bench/workerenv.py``).
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workerenv  # noqa: E402,F401  (before numpy: the workers' single-threaded BLAS)
+import numpy as np  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from benchfield import field_catalogue, ingest, write_epochs  # noqa: E402
 
