@@ -33,6 +33,11 @@ Figures printed:
    target <= 3x the image's bytes. The mosaics are written strip by strip to /tmp and
    deleted afterwards (16384² is 1 GiB).
 
+The per-image pipeline runs here as the service's workers run it: one thread per numeric
+library (``service/pool.py: WORKER_ENV``, set before numpy loads; ``--blas-threads-as-is``
+keeps the environment). On a busy 2-core host a multi-threaded BLAS spends several times the
+CPU of a single thread on the small matrix products of the per-image steps.
+
 The machine is shared: timings are noisy, ratios are measured in the same run.
 """
 
@@ -48,8 +53,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from benchfield import BEAM, DEC0, RA0, field_catalogue, ingest, write_epochs
+if __name__ == "__main__" and "--blas-threads-as-is" not in sys.argv:
+    from dsa110_contimg.service.pool import WORKER_ENV
+
+    os.environ.update(WORKER_ENV)   # before numpy loads: the service workers' threading
+
+import numpy as np  # noqa: E402
+from benchfield import BEAM, DEC0, RA0, field_catalogue, ingest, write_epochs  # noqa: E402
 
 
 def _pix_arcsec(size: int) -> float:
@@ -290,8 +300,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rss", default="8192:10000,16384:30000", help="mosaic SIZE:POSITIONS,...")
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--blas-threads-as-is", action="store_true",
+                    help="keep the environment's BLAS/OpenMP threads (default: one, as the "
+                         "service's workers run)")
     args = ap.parse_args(argv)
-    print(f"# pipeline benchmark; numpy {np.__version__}; {os.cpu_count()} CPUs (shared)")
+    print(f"# pipeline benchmark; numpy {np.__version__}; {os.cpu_count()} CPUs (shared); "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
     if not args.skip_e2e:
         for size, n in _pairs(args.sizes):
             steady, early, steady_from, comp, n_ok = bench_end_to_end(size, n, args.epochs)
