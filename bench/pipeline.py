@@ -34,8 +34,8 @@ Figures printed:
    deleted afterwards (16384² is 1 GiB).
 
 The per-image pipeline runs here as the service's workers run it: one thread per numeric
-library (``service/pool.py: WORKER_ENV``, set before numpy loads; ``--blas-threads-as-is``
-keeps the environment). On a busy 2-core host a multi-threaded BLAS spends several times the
+library (``bench/workerenv.py``: ``service/pool.py``'s ``WORKER_ENV`` unless the caller set
+the variables; ``--blas-threads-as-is`` keeps the environment). On a busy 2-core host a multi-threaded BLAS spends several times the
 CPU of a single thread on the small matrix products of the per-image steps.
 
 The machine is shared: timings are noisy, ratios are measured in the same run.
@@ -54,9 +54,7 @@ import time
 from pathlib import Path
 
 if __name__ == "__main__" and "--blas-threads-as-is" not in sys.argv:
-    from dsa110_contimg.service.pool import WORKER_ENV
-
-    os.environ.update(WORKER_ENV)   # before numpy loads: the service workers' threading
+    import workerenv  # noqa: F401  (before numpy: the service workers' one thread per library)
 
 import numpy as np  # noqa: E402
 from benchfield import BEAM, DEC0, RA0, field_catalogue, ingest, write_epochs  # noqa: E402
