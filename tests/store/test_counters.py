@@ -3,7 +3,8 @@ GROUP BY counts of the rows, after any sequence of the writes the service makes:
 enqueued, claimed, done, failed (retried with back-off, dead, failed for good), retried by an
 operator, cancelled, acknowledged, reaped, pruned (``db prune``); images stored, excluded and
 included, their QC and normalisation changed, deleted (with their depth rows); detection
-totals replaced; file decisions recorded and replaced. Compactions at random moments change
+totals replaced; file decisions recorded and replaced; sources of every kind added,
+re-kinded and deleted; alerts and their deliveries recorded, re-stated and deleted. Compactions at random moments change
 no count; old done-hour buckets fold into the all-time total. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from dsa110_contimg.store.files import FileKey, record_file
 from dsa110_contimg.store.images import set_exclusion
 from dsa110_contimg.store.maintenance import prune
 from dsa110_contimg.store.queue import JobQueue
-from dsa110_contimg.store.schema import images, status_count_deltas, status_counts
+from dsa110_contimg.store.alerts import ALERT_EVENTS
+from dsa110_contimg.store.schema import (
+    DELIVERY_STATES, SOURCE_KINDS, alert_deliveries, alerts, images, sources, status_count_deltas,
+    status_counts,
+)
 
 from pgcluster import BACKENDS
 from status_truth import check_counters_match, truth
@@ -60,7 +65,7 @@ class Workload:
         self.db, self.rng, self.clock = db, rng, clock
         self.queue = JobQueue(db, owner="A", clock=clock, lease_s=600, backoff_base_s=1,
                               backoff_cap_s=2)
-        self.n_jobs = self.n_images = 0
+        self.n_jobs = self.n_images = self.n_sources = self.n_alerts = 0
 
     def _ids(self, table: str, where: str = "1 = 1") -> list[int]:
         with read_connection(self.db.engine) as conn:
@@ -141,6 +146,40 @@ class Workload:
         record_file(self.db, key, self.rng.choice(("queued", "skipped", "incomplete")),
                     reason="why", now=self.clock.t)
 
+    def own_source(self):
+        ids, what = self._ids("sources"), self.rng.random()
+        with self.db.engine.begin() as conn:
+            if what < 0.5 or not ids:
+                self.n_sources += 1
+                conn.execute(sources.insert().values(
+                    survey="dsa110", catalog_id=f"S{self.n_sources}", ra_deg=1.0, dec_deg=2.0,
+                    reference_ok=False, kind=self.rng.choice(SOURCE_KINDS)))
+            elif what < 0.85:
+                conn.execute(sources.update().where(sources.c.id == self.rng.choice(ids))
+                             .values(kind=self.rng.choice(SOURCE_KINDS)))
+            else:
+                conn.execute(sources.delete().where(sources.c.id == self.rng.choice(ids)))
+
+    def alert(self):
+        ids, what = self._ids("alerts"), self.rng.random()
+        with self.db.engine.begin() as conn:
+            if what < 0.4 or not ids:
+                self.n_alerts += 1
+                event = self.rng.choice(ALERT_EVENTS)
+                alert_id = conn.execute(alerts.insert().values(
+                    key=f"{event}-{self.n_alerts:032d}", dedupe_key=f"{event}:{self.n_alerts}",
+                    event=event, payload="{}", created_at=self.clock.t)).inserted_primary_key[0]
+                for dest in self.rng.sample(("webhook:a", "webhook:b", "voevent:/s"), self.rng.randrange(3)):
+                    conn.execute(alert_deliveries.insert().values(
+                        alert_id=alert_id, destination=dest, kind=dest.split(":")[0],
+                        state="pending", attempts=0, updated_at=self.clock.t))
+            elif what < 0.85:
+                conn.execute(alert_deliveries.update()
+                             .where(alert_deliveries.c.alert_id == self.rng.choice(ids))
+                             .values(state=self.rng.choice(DELIVERY_STATES)))
+            else:
+                conn.execute(alerts.delete().where(alerts.c.id == self.rng.choice(ids)))
+
     def compact(self):
         with self.db.engine.begin() as conn:
             counters.compact(conn, now=self.clock.t)
@@ -149,8 +188,8 @@ class Workload:
         self.clock.t += self.rng.uniform(0, 3 * 3600)
         op = self.rng.choices(
             (self.enqueue, self.run_one, self.operator, self.prune, self.add_image,
-             self.change_image, self.record_file, self.compact),
-            weights=(5, 6, 3, 1, 4, 5, 2, 2))[0]
+             self.change_image, self.record_file, self.own_source, self.alert, self.compact),
+            weights=(5, 6, 3, 1, 4, 5, 2, 3, 3, 2))[0]
         op()
 
 
@@ -159,7 +198,7 @@ def test_counters_equal_the_group_by_counts_after_random_writes(databases, seed)
     db = open_products_db(databases.new())
     clock = Clock(time.time() - 200 * 3600)
     work = Workload(db, random.Random(seed), clock)
-    for i in range(160):
+    for i in range(200):
         work.step()
         if i % 8 == 7:
             with read_connection(db.engine) as conn:
@@ -169,6 +208,7 @@ def test_counters_equal_the_group_by_counts_after_random_writes(databases, seed)
     # the workload reached the states the counts distinguish
     assert {"done", "failed"} <= set(seen["jobs"]) and seen["done_hours"]
     assert seen["images"]["excluded"] and seen["images"]["norm_reasons"] and seen["files"]
+    assert seen["own_sources"] and seen["alert_events"] and seen["deliveries"]
     db.dispose()
 
 

@@ -44,8 +44,14 @@ def truth(conn) -> dict:
     files = {str(d): int(n) for d, n in q(sa.text(
         "SELECT decision, count(*) FROM files GROUP BY decision")).all()}
     detections = int(q(sa.text("SELECT coalesce(sum(n_detections), 0) FROM image_depths")).scalar())
+    own = {str(k): int(n) for k, n in q(sa.text(
+        "SELECT kind, count(*) FROM sources WHERE kind <> 'catalogue' GROUP BY kind")).all()}
+    events = {str(e): int(n) for e, n in q(sa.text("SELECT event, count(*) FROM alerts GROUP BY event")).all()}
+    deliveries = {(str(k), str(s)): int(n) for k, s, n in q(sa.text(
+        "SELECT kind, state, count(*) FROM alert_deliveries GROUP BY kind, state")).all()}
     return {"jobs": jobs, "unack": unack, "done_hours": hours, "images": images, "files": files,
-            "detections": detections}
+            "detections": detections, "own_sources": own, "alert_events": events,
+            "deliveries": deliveries}
 
 
 def counted(conn, *, first_hour: int, last_hour: int) -> dict:
@@ -56,7 +62,8 @@ def counted(conn, *, first_hour: int, last_hour: int) -> dict:
     got = read_counts(conn)
     return {"jobs": got.jobs(), "unack": got.unacknowledged(),
             "done_hours": got.done_per_hour(first_hour, last_hour), "images": got.images(),
-            "files": got.files(), "detections": got.detections()}
+            "files": got.files(), "detections": got.detections(), "own_sources": got.own_sources(),
+            "alert_events": got.alert_events(), "deliveries": got.deliveries()}
 
 
 def check_counters_match(conn, now: float) -> None:

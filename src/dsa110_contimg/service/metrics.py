@@ -286,7 +286,6 @@ class Metrics:
         """``{"jobs": {state: n}, "oldest_pending_age_s": s, "ese": {confidence: n},
         "transients": counts (:func:`~dsa110_contimg.store.detections.detection_counts`),
         "alerts": {(kind, state): n}, "alert_events": {event: n}}``."""
-        from dsa110_contimg.store.alerts import delivery_counts, event_counts
         from dsa110_contimg.store.counters import read_counts
         from dsa110_contimg.store.detections import detection_counts
         from dsa110_contimg.store.schema import JOB_STATES
@@ -294,13 +293,13 @@ class Metrics:
 
         now = time.time() if now is None else now
         with self._db_lock, self._database().engine.connect() as conn:
-            got = read_counts(conn)     # the maintained counters: jobs, detections
+            got = read_counts(conn)     # the maintained counters: jobs, detections, alerts
             counts = got.jobs()
             oldest = oldest_pending_at(conn)
             ese = active_candidates_by_confidence(conn)
             transients = detection_counts(conn, got)
-            deliveries = delivery_counts(conn)
-            events = event_counts(conn)
+            deliveries = got.deliveries()
+            events = got.alert_events()
             conn.rollback()
         return {"jobs": {s: int(counts.get(s, 0)) for s in JOB_STATES},
                 "oldest_pending_age_s": 0.0 if oldest is None else max(0.0, now - float(oldest)),

@@ -412,13 +412,16 @@ def replay(conn: Connection, alert_ids: Sequence[int], destinations_now: Sequenc
 
 
 def delivery_counts(conn: Connection) -> dict[tuple[str, str], int]:
-    """``{(kind, state): n}`` over every delivery (the ``contimg_alerts`` gauge)."""
-    d = alert_deliveries.c
-    return {(k, s): int(n) for k, s, n in conn.execute(
-        sa.select(d.kind, d.state, sa.func.count()).group_by(d.kind, d.state))}
+    """``{(kind, state): n}`` over every delivery (the ``contimg_alerts`` gauge), from the
+    maintained counters."""
+    from dsa110_contimg.store.counters import read_counts
+
+    return read_counts(conn).deliveries()
 
 
 def event_counts(conn: Connection) -> dict[str, int]:
-    """``{event: n}`` of every alert ever recorded (never decreases: alerts are kept)."""
-    return {e: int(n) for e, n in conn.execute(
-        sa.select(alerts.c.event, sa.func.count()).group_by(alerts.c.event))}
+    """``{event: n}`` of every alert ever recorded (never decreases: alerts are kept), from
+    the maintained counters."""
+    from dsa110_contimg.store.counters import read_counts
+
+    return read_counts(conn).alert_events()

@@ -17,7 +17,9 @@ Keys (``status``; the same expressions as the triggers of migration 0018):
   ``hour_bucket`` = ``floor(finished_at / 3600)`` of done jobs (Unix s), 0 otherwise; buckets
   older than :data:`KEEP_HOURS` are folded into bucket 0 by compaction;
 - ``files``: ``decision``;
-- ``image_depths``: one key, ``total`` = ``n_detections``.
+- ``image_depths``: one key, ``total`` = ``n_detections``;
+- ``sources``: ``kind``, for the kinds not from the catalogue only (``monitor``, ``new``,
+  ``blind``); ``alerts``: ``event``; ``alert_deliveries``: ``kind|state`` (migration 0021).
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ COMPACT_ABOVE = 10_000
 CHUNK = 20_000
 
 _KEY = ("tbl", "status", "hour_bucket")
-#: The counted tables (each has the triggers of migration 0018).
-COUNTED = ("images", "batch_jobs", "files", "image_depths")
+#: The counted tables: those of migration 0018 (one trigger each on PostgreSQL), then those
+#: of migration 0021 (one trigger per operation, each with its own WHEN clause).
+COUNTED = ("images", "batch_jobs", "files", "image_depths", "sources", "alerts", "alert_deliveries")
+_PER_OPERATION = ("sources", "alerts", "alert_deliveries")
 
 
 @dataclass
@@ -117,6 +121,18 @@ class Counts:
     def detections(self) -> int:
         """Blind detections summed over the images (``image_depths.n_detections``)."""
         return sum(total for _, total in self.by_status("image_depths").values())
+
+    def own_sources(self) -> dict[str, int]:
+        """Sources not from the catalogue by kind (``monitor``, ``new``, ``blind``; those present)."""
+        return {k: n for k, (n, _) in self.by_status("sources").items() if n}
+
+    def alert_events(self) -> dict[str, int]:
+        """Alerts recorded by event (those present)."""
+        return {k: n for k, (n, _) in self.by_status("alerts").items() if n}
+
+    def deliveries(self) -> dict[tuple[str, str], int]:
+        """Alert deliveries by ``(destination kind, state)`` (those present)."""
+        return {tuple(k.split("|", 1)): n for k, (n, _) in self.by_status("alert_deliveries").items() if n}
 
 
 def read_counts(conn: Connection) -> Counts:
@@ -206,11 +222,13 @@ def missing_triggers(conn: Connection) -> list[str]:
     if conn.dialect.name == "postgresql":
         have = {str(r[0]) for r in conn.execute(sa.text(
             "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'status_count_%'"))}
-        want = {t: {f"status_count_{t}"} for t in COUNTED}
+        want = {t: {f"status_count_{t}"} for t in COUNTED if t not in _PER_OPERATION}
     else:
+        want = {}
         have = {str(r[0]) for r in conn.execute(sa.text(
             "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'status_count_%'"))}
-        want = {t: {f"status_count_{t}_{op}" for op in ("ins", "del", "upd")} for t in COUNTED}
+    for t in COUNTED:
+        want.setdefault(t, {f"status_count_{t}_{op}" for op in ("ins", "del", "upd")})
     return [t for t in COUNTED if not want[t] <= have]
 
 

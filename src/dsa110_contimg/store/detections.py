@@ -268,14 +268,13 @@ def source_detections_in(conn: Connection, source_id: int, image_ids: Sequence[i
 
 
 def detection_counts(conn: Connection, got=None) -> dict[str, int]:
-    """Totals for ``status``: detections (summed per image, from the maintained counters:
-    ``got``, a :class:`~dsa110_contimg.store.counters.Counts` already read, or read here),
-    new and non-catalogue sources."""
+    """Totals for ``status``: detections (summed per image), new and other non-catalogue
+    sources, from the maintained counters (``got``, a
+    :class:`~dsa110_contimg.store.counters.Counts` already read, or read here)."""
     from dsa110_contimg.store.counters import read_counts
 
-    n_det = (got if got is not None else read_counts(conn)).detections()
-    kinds = dict(conn.execute(sa.select(sources.c.kind, sa.func.count()).where(
-        sources.c.kind.in_(list(OWN_KINDS))).group_by(sources.c.kind)).all())
+    got = got if got is not None else read_counts(conn)
+    n_det, kinds = got.detections(), got.own_sources()
     return {"detections": int(n_det or 0), "new_sources": int(kinds.get("new", 0)),
             "blind_sources": int(kinds.get("blind", 0)),
             "monitor_sources": int(kinds.get("monitor", 0))}
