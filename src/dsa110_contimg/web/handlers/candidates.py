@@ -1,7 +1,8 @@
 """``/candidates``: the ranked ESE candidates (filters, one page with thumbnail light
 curves: the sparklines the ESE step stored with each candidate, so a page reads its 25
-candidate rows and no measurement) and their JSON (``/api/candidates``, ``/api/candidates/{id}``: the objects of
-``contimg-photometry ese list --json``, one candidate with its review history)."""
+candidate rows and no measurement) and their JSON (``/api/candidates``,
+``/api/candidates/{id}``: the objects of ``contimg-photometry ese list --json``, one
+candidate with its review history)."""
 
 from __future__ import annotations
 
@@ -42,17 +43,18 @@ def candidates_of(request: Request, *, sparklines: bool = False) -> tuple[list[d
     return rows, paging.counted(total), filters
 
 
-def _thumbnail(row: dict) -> str:
-    """The candidate's stored sparkline as SVG, or a note when none is stored yet."""
-    series = row.pop("sparkline")
-    if series is None:
-        return '<span class="muted no-sparkline">at its next evaluation</span>'
-    return svg.thumbnail_svg(*series, label=f"light curve of {row['catalog_id']}")
-
-
 def candidates_page(request: Request):
     rows, paging, filters = candidates_of(request, sparklines=True)
-    thumbs = [_thumbnail(r) for r in rows]
+    # a candidate without a stored sparkline (evaluated before sparklines were stored, or
+    # never with its light curve read: fewer than 8 epochs) is drawn from its measurements
+    missing = [r for r in rows if r["sparkline"] is None]
+    if missing:
+        with site(request).read() as conn:
+            series = review.thumbnail_series(conn, missing)
+        for r in missing:
+            r["sparkline"] = series[r["source_id"]]
+    thumbs = [svg.thumbnail_svg(*r.pop("sparkline"), label=f"light curve of {r['catalog_id']}")
+              for r in rows]
     return site(request).render(request, "candidates.html", rows=list(zip(rows, thumbs)), paging=paging,
                                 filters=filters, states=review.ESE_STATES)
 
