@@ -264,7 +264,7 @@ def artefact_hosts(catalogs, image, cfg: PhotometryConfig, footprint: bytes | No
 
     if footprint is None or image.beam is None:
         return None
-    rms_min = NoiseFootprint.from_bytes(footprint).rms_min
+    rms_min, _ = NoiseFootprint.extremes_of(footprint)
     if not np.isfinite(rms_min):
         return None
     ra0, dec0 = image.center()
