@@ -24,7 +24,8 @@ At each size: end to end per image (``run_image`` of a new epoch of field 0, med
 gauges (``Metrics.database_snapshot``); bytes per measurement row (SQLite: ``dbstat``;
 PostgreSQL: ``pg_total_relation_size``). Printed: a table per backend with each figure and its
 ratio to the 10^6 figure. Databases live under ``--root`` and are deleted at the end.
-BLAS runs single-threaded, as in the service's workers (``bench/workerenv.py``).
+BLAS runs single-threaded, as in the service's workers (``bench/workerenv.py``); after each
+build the status counters' deltas are compacted, as the daemon's reaper pass does.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ class GrowthDB:
     def grow_to(self, n_rows: int, progress=print, deadline: float = float("inf")) -> float:
         """Add earlier epochs to every field until the measurements hold ~``n_rows`` (or the
         Unix time ``deadline`` passes); returns the seconds it took."""
-        from dsa110_contimg.store import bulk
+        from dsa110_contimg.store import bulk, counters
         from dsa110_contimg.store.schema import images, measurements
 
         t0 = time.perf_counter()
@@ -260,6 +261,9 @@ class GrowthDB:
         if self.backend == "sqlite":
             with self.db.engine.begin() as conn:
                 bulk.execute(conn, "ANALYZE")
+        # the status counts as a running daemon keeps them: its reaper pass folds the
+        # triggers' deltas into the totals every few seconds (store/counters.py)
+        counters.try_compact(self.db)
         return time.perf_counter() - t0
 
     def n_measurements(self) -> int:
