@@ -118,31 +118,37 @@ def run(args) -> int:
 
 def _watch(args) -> int:
     """Redraw in place (cursor home + clear to end of screen) on a terminal; elsewhere
-    separate the snapshots with a blank line."""
+    separate the snapshots with a blank line. SIGINT (Ctrl-C) and SIGTERM stop it after
+    the snapshot in progress; the exit code is the last snapshot's."""
+    import signal
+    import threading
     import time
 
     from dsa110_contimg.cli import common
     from dsa110_contimg.service.status import format_status
 
+    stop = threading.Event()
+    # a flag, not KeyboardInterrupt: an interrupt raised inside a library's cleanup code
+    # would be swallowed there and the loop would never end
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     tty = sys.stdout.isatty()
     rc = common.EXIT_OK
     if tty:
         sys.stdout.write("\x1b[H\x1b[2J")   # clear once; later refreshes overwrite in place
-    try:
-        while True:
-            try:
-                st, rc = snapshot(args)
-                text = json.dumps(st) if args.json else format_status(st)
-            except common.NoDatabase as exc:
-                text, rc = common.error_line("status", exc), common.EXIT_NO_DB
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            header = f"every {args.interval:g} s, {stamp} (Ctrl-C to stop)"
-            if tty:
-                sys.stdout.write("\x1b[H" + header + "\x1b[K\n" +
-                                 "\n".join(line + "\x1b[K" for line in text.splitlines()) + "\n\x1b[J")
-            else:
-                sys.stdout.write(("" if args.json else header + "\n") + text + "\n\n")
-            sys.stdout.flush()
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
-        return rc
+    while not stop.is_set():
+        try:
+            st, rc = snapshot(args)
+            text = json.dumps(st) if args.json else format_status(st)
+        except common.NoDatabase as exc:
+            text, rc = common.error_line("status", exc), common.EXIT_NO_DB
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        header = f"every {args.interval:g} s, {stamp} (Ctrl-C to stop)"
+        if tty:
+            sys.stdout.write("\x1b[H" + header + "\x1b[K\n" +
+                             "\n".join(line + "\x1b[K" for line in text.splitlines()) + "\n\x1b[J")
+        else:
+            sys.stdout.write(("" if args.json else header + "\n") + text + "\n\n")
+        sys.stdout.flush()
+        stop.wait(args.interval)
+    return rc
