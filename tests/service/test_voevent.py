@@ -91,3 +91,27 @@ def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
     with pytest.raises(OSError):
         write_atomically(tmp_path / "missing" / "x.xml", b"<a/>")
     assert os.listdir(tmp_path) == [path.name]
+
+
+def test_a_killed_writers_temporary_is_removed_and_a_live_or_foreign_one_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from dsa110_contimg.service.alerts import remove_dead_temporaries
+    from dsa110_contimg.service.voevent import temporary_of, temporary_writer
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    dead = tmp_path / f".ese_candidate-1.xml.{host}:{gone.pid}:w.tmp"
+    live = temporary_of(spool_file(tmp_path, "ese_candidate-2"))       # this process's
+    foreign = tmp_path / f".ese_candidate-3.xml.other-host.example:{gone.pid}:w.tmp"
+    packet = spool_file(tmp_path, "ese_candidate-4")
+    other = tmp_path / ".notes.tmp"
+    for p in (dead, live, foreign, packet, other):
+        p.write_bytes(b"<a/>")
+    assert temporary_writer(dead) == f"{host}:{gone.pid}:w"
+    assert temporary_writer(packet) is None and temporary_writer(other) is None
+    assert remove_dead_temporaries(tmp_path) == 1
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in (live, foreign, packet, other))

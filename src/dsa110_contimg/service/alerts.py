@@ -51,7 +51,8 @@ import structlog
 
 from dsa110_contimg.service.alert_messages import summary_payload, webhook_payload
 from dsa110_contimg.service.config import AlertsConfig
-from dsa110_contimg.service.voevent import build_voevent, spool_file, write_atomically
+from dsa110_contimg.service.voevent import (build_voevent, spool_file, temporary_writer,
+                                             write_atomically)
 from dsa110_contimg.store import alerts as outbox
 from dsa110_contimg.store.engine import Database, read_connection
 
@@ -166,6 +167,9 @@ class AlertDelivery:
         """Deliver in a background thread every ``poll_interval_s`` (and on :meth:`wake`)."""
         if self._thread is not None:
             return
+        for dest in self.destinations:
+            if dest.kind != "webhook":
+                remove_dead_temporaries(Path(dest.target))
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="alert-delivery", daemon=True)
         self._thread.start()
@@ -358,6 +362,27 @@ def _dead_local_owner(owner: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def remove_dead_temporaries(spool: Path) -> int:
+    """Delete the hidden temporary packets in ``spool`` left by a writer of this host that
+    is gone (killed while writing); returns how many. A live writer's, another host's and
+    any other file stay."""
+    removed = 0
+    try:
+        entries = list(spool.iterdir())
+    except OSError:
+        return 0
+    for tmp in entries:
+        if _dead_local_owner(temporary_writer(tmp)):
+            try:
+                tmp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    if removed:
+        log.info("spool_temporaries_removed", spool=str(spool), removed=removed)
+    return removed
 
 
 def _count_key(outcome: Outcome) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -214,11 +215,32 @@ def spool_file(directory: Path, key: str) -> Path:
     return Path(directory) / f"{key}.xml"
 
 
+#: Suffix of the hidden temporary file a packet is written through.
+TMP_SUFFIX = ".tmp"
+
+
+def temporary_of(path: Path) -> Path:
+    """The hidden temporary file of ``path`` written by this process:
+    ``.<name>.<host>:<pid>:w.tmp`` (the writer named as a lease owner, ``host:pid:...``)."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}:{os.getpid()}:w{TMP_SUFFIX}")
+
+
+def temporary_writer(tmp: Path, name_suffix: str = ".xml") -> str | None:
+    """The ``host:pid:w`` writer named by a temporary file of :func:`temporary_of` whose
+    target ends with ``name_suffix``; None for any other file."""
+    name = tmp.name
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return None
+    head, sep, writer = name[1:-len(TMP_SUFFIX)].rpartition(name_suffix + ".")
+    return writer if sep and head and writer.count(":") >= 2 else None
+
+
 def write_atomically(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a hidden temporary file in the same directory
-    (flushed, fsynced, renamed, the directory fsynced); raises OSError."""
+    (:func:`temporary_of`; flushed, fsynced, renamed, the directory fsynced); raises
+    OSError."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_of(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
