@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dsa110_contimg.core.errors import ConfigError
@@ -219,11 +219,13 @@ def good_image(field):
 @given(st.floats(0.5, 1.5), st.lists(st.floats(15.0, 5000.0), min_size=3, max_size=30))
 def test_flux_scale_status_follows_the_limits(good_image, scale, cat):
     cat = np.array(cat)
+    dev = abs(scale - 1)
+    # a scale on a limit (0.9 exactly) falls either side of it by the ratio's rounding
+    assume(min(abs(dev - 0.10), abs(dev - 0.15)) > 1e-9)
     table = _table(scale * cat / 1e3)
     ratio, err, n = flux_scale_ratio(table, cat)
     assert ratio == pytest.approx(scale) and n == cat.size
     res = evaluate_image_qc(good_image, table, cat)
-    dev = abs(scale - 1)
     expect = FAILED if dev > 0.15 else (WARNING if dev > 0.10 else PASSED)
     assert res.metrics["checks"]["flux_scale"] == expect
 
