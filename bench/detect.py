@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-# one BLAS/OpenMP thread, as in the service's workers (service/pool.py WORKER_ENV)
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import workerenv  # noqa: E402,F401  (before numpy: the workers' one thread per library)
 
 import numpy as np  # noqa: E402
 

@@ -26,11 +26,9 @@ Usage: .venv/bin/python bench/ese_step.py [--epochs 13,103,502] [--sources 1000]
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import workerenv  # noqa: E402,F401  (before numpy: the workers' one thread per library)
 
 import numpy as np  # noqa: E402
 

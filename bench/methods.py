@@ -15,11 +15,9 @@ Timings are wall-clock on a shared machine: noisy.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import workerenv  # noqa: E402,F401  (before numpy: the workers' one thread per library)
 
 import numpy as np  # noqa: E402
 
