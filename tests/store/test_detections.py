@@ -129,3 +129,43 @@ def test_unknown_source_kind_is_refused(tmp_path):
     with pytest.raises(sa.exc.IntegrityError):
         with db.engine.begin() as conn:
             _own_source(conn, "X", 1.0, 1.0, "transient")
+
+
+@both
+def test_detections_fold_into_weighted_positions_in_one_statement(databases):
+    """The set-based fold equals the running mean of science/associate.py, in detection
+    order, for a source detected twice in one image too, across RA 0/360."""
+    from dsa110_contimg.science.associate import update_weighted_positions
+
+    db = open_products_db(databases.new())
+    rng = np.random.default_rng(3)
+    with db.engine.begin() as conn:
+        src = [_own_source(conn, f"DSA110 W{k}", 359.9999, 10.0, "blind") for k in range(3)]
+        expect = {s: (np.array([np.nan]), np.array([np.nan]), np.zeros(1), np.zeros(1))
+                  for s in src}
+        for epoch, feeding in enumerate(([src[0], src[1]], [src[0], src[2], src[0]],
+                                         [src[1], None])):
+            image = _image(conn, f"/d/w{epoch}.fits", 60000.0 + epoch)
+            n = len(feeding)
+            ra = (359.9999 + rng.normal(0, 2e-4, n)) % 360.0
+            dec = 10.0 + rng.normal(0, 2e-4, n)
+            err = rng.uniform(0.5, 3.0, (2, n))
+            cols = _detection_columns(feeding, "associated")
+            cols.update(ra_deg=ra.tolist(), dec_deg=dec.tolist(), ra_err_arcsec=err[0].tolist(),
+                        dec_err_arcsec=err[1].tolist(), mjd=[60000.0 + epoch] * n)
+            ds.replace_detections(conn, image, cols)
+            assert ds.accumulate_detection_positions(conn, image, 1.0) == sum(
+                s is not None for s in feeding)
+            for k, s in enumerate(feeding):
+                if s is not None:
+                    expect[s] = update_weighted_positions(*expect[s], ra[k:k + 1],
+                                                          dec[k:k + 1], err[0, k], err[1, k])
+        arr = ds.detection_position_arrays(conn, src)
+    for k, s in enumerate(src):
+        ra, dec, w_ra, w_dec = (float(v[0]) for v in expect[s])
+        assert arr["ra"][k] == pytest.approx(ra, abs=1e-12)
+        assert arr["dec"][k] == pytest.approx(dec, abs=1e-12)
+        assert arr["w_ra"][k] == pytest.approx(w_ra) and arr["w_dec"][k] == pytest.approx(w_dec)
+    assert arr["n"].tolist() == [3, 2, 1]
+    assert arr["first_mjd"].tolist() == [60000.0, 60000.0, 60001.0]
+    assert all(0.0 <= r < 360.0 for r in arr["ra"])

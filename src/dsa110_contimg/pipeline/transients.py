@@ -346,25 +346,13 @@ def _store_detection_rows(conn, ctx, det, plan, source_id, related) -> None:
 
 
 def _update_positions(conn, ctx, det, plan, source_id) -> None:
-    """Fold each feeding detection into its source's weighted-mean position."""
-    from dsa110_contimg.science.associate import update_weighted_positions
-
-    feed = np.flatnonzero(source_id >= 0)
-    if feed.size == 0 or ctx.remeasured:
+    """Fold each feeding detection (its stored row has a ``source_id``) into its source's
+    weighted-mean position, in the database."""
+    if ctx.remeasured or not (source_id >= 0).any():
         return                                # a re-measured image does not count twice
-    from dsa110_contimg.store.bulk import nullable
+    import time
 
-    sids = source_id[feed]
-    prior = det_store.detection_position_arrays(conn, sids)
-    ra, dec, w_ra, w_dec = update_weighted_positions(
-        prior["ra"], prior["dec"], prior["w_ra"], prior["w_dec"], det["ra_deg"][feed],
-        det["dec_deg"][feed], det["ra_err_arcsec"][feed], det["dec_err_arcsec"][feed])
-    mjd = ctx.mjd
-    first = np.where(np.isfinite(prior["first_mjd"]), prior["first_mjd"],
-                     np.nan if mjd is None else mjd)
-    rows = zip(sids.tolist(), ra.tolist(), dec.tolist(), w_ra.tolist(), w_dec.tolist(),
-               (prior["n"] + 1).tolist(), nullable(first), [mjd] * sids.size)
-    det_store.save_detection_positions(conn, rows)
+    det_store.accumulate_detection_positions(conn, ctx.image_id, time.time())
 
 
 def _record_new(conn, ctx, det, plan, source_id) -> list[int]:

@@ -144,16 +144,21 @@ def update_weighted_positions(ra, dec, w_ra, w_dec, new_ra, new_dec, new_era, ne
     """Running inverse-variance weighted-mean positions after one more detection each.
 
     ``w_ra``/``w_dec`` are the accumulated weights 1/σ² (arcsec⁻²; 0 = no position yet);
-    RA offsets are taken on the sky (Δα cos δ) and wrapped. Returns
-    ``(ra, dec, w_ra, w_dec)``; the mean's errors are ``1/sqrt(w)`` arcsec.
+    RA offsets are wrapped into [-180, 180) deg (the cos δ of an offset on the sky and of
+    its conversion back cancel: each axis is averaged on its own). Returns
+    ``(ra, dec, w_ra, w_dec)``; the mean's errors are ``1/sqrt(w)`` arcsec. The same
+    arithmetic as the products store's
+    :func:`~dsa110_contimg.store.detections.accumulate_detection_positions`.
     """
     ra, dec, w_ra, w_dec = (np.asarray(v, float) for v in (ra, dec, w_ra, w_dec))
     wn_ra = 1.0 / np.square(np.asarray(new_era, float))
     wn_dec = 1.0 / np.square(np.asarray(new_edec, float))
-    cosd = np.cos(np.radians(dec))
-    east = ((np.asarray(new_ra, float) - ra + 180.0) % 360.0 - 180.0) * cosd
+    d = np.asarray(new_ra, float) - ra
+    d = np.where(d >= 180.0, d - 360.0, np.where(d < -180.0, d + 360.0, d))
     with np.errstate(invalid="ignore", divide="ignore"):
-        ra_new = np.where(w_ra > 0, ra + wn_ra / (w_ra + wn_ra) * east / cosd, new_ra) % 360.0
+        moved = ra + wn_ra / (w_ra + wn_ra) * d
+        moved = np.where(moved < 0.0, moved + 360.0, np.where(moved >= 360.0, moved - 360.0, moved))
+        ra_new = np.where(w_ra > 0, moved, new_ra)
         dec_new = np.where(w_dec > 0, dec + wn_dec / (w_dec + wn_dec) * (new_dec - dec), new_dec)
     return ra_new, dec_new, w_ra + wn_ra, w_dec + wn_dec
 

@@ -153,6 +153,59 @@ def save_detection_positions(conn: Connection, rows: Iterable[tuple]) -> None:
                  on_conflict=upsert[upsert.index(" ON CONFLICT"):])
 
 
+def _wrapped_deg(expr: str) -> str:
+    """SQL of an angle difference (deg, within (-360, 360)) wrapped into [-180, 180)."""
+    return (f"(CASE WHEN {expr} >= 180.0 THEN {expr} - 360.0 WHEN {expr} < -180.0 "
+            f"THEN {expr} + 360.0 ELSE {expr} END)")
+
+
+def accumulate_detection_positions(conn: Connection, image_id: int, updated_at: float) -> int:
+    """Fold the stored detections of one image that feed a source (``source_id`` set) into
+    their sources' weighted-mean positions, in one set-based statement (no row crosses
+    into Python): a source without a ``source_detections`` row gets the detection's
+    position and weights, else the running inverse-variance mean moves by
+    ``w_new / (w + w_new)`` of the (RA-wrapped) offset, the weights add and
+    ``n_detections`` counts one more (:func:`~dsa110_contimg.science.associate.update_weighted_positions`
+    in SQL). Several detections of one source are folded in detection order. Returns the
+    number of detections folded."""
+    sd = "source_detections"
+    n_feed, n_sources = conn.execute(sa.text(
+        "SELECT count(*), count(DISTINCT source_id) FROM detections "
+        "WHERE image_id = :i AND source_id IS NOT NULL"), {"i": int(image_id)}).one()
+    if not n_feed:
+        return 0
+    cols = ("source_id, ra_deg, dec_deg, 1.0 / (ra_err_arcsec * ra_err_arcsec), "
+            "1.0 / (dec_err_arcsec * dec_err_arcsec), 1, mjd, mjd, :now")
+    feeding = "image_id = :i AND source_id IS NOT NULL"
+    select = f"SELECT {cols} FROM detections WHERE {feeding} ORDER BY id"
+    ra = (f"{sd}.wm_ra_deg + excluded.w_ra / ({sd}.w_ra + excluded.w_ra) * "
+          + _wrapped_deg(f"(excluded.wm_ra_deg - {sd}.wm_ra_deg)"))
+    sql = (f"INSERT INTO {sd} (source_id, wm_ra_deg, wm_dec_deg, w_ra, w_dec, n_detections, "
+           "first_detected_mjd, last_detected_mjd, updated_at) {select} "
+           f"ON CONFLICT (source_id) DO UPDATE SET "
+           f"wm_ra_deg = CASE WHEN {ra} < 0.0 THEN {ra} + 360.0 WHEN {ra} >= 360.0 "
+           f"THEN {ra} - 360.0 ELSE {ra} END, "
+           f"wm_dec_deg = {sd}.wm_dec_deg + excluded.w_dec / ({sd}.w_dec + excluded.w_dec) * "
+           f"(excluded.wm_dec_deg - {sd}.wm_dec_deg), "
+           f"w_ra = {sd}.w_ra + excluded.w_ra, w_dec = {sd}.w_dec + excluded.w_dec, "
+           f"n_detections = {sd}.n_detections + 1, "
+           f"first_detected_mjd = coalesce({sd}.first_detected_mjd, excluded.first_detected_mjd), "
+           f"last_detected_mjd = excluded.last_detected_mjd, updated_at = excluded.updated_at")
+    params = {"i": int(image_id), "now": float(updated_at)}
+    if n_sources == n_feed:
+        conn.execute(sa.text(sql.format(select=select)), params)
+        return int(n_feed)
+    # one statement may not update a row twice (PostgreSQL): the k-th detection of each
+    # source in the k-th statement
+    ranked = (f"SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY source_id "
+              f"ORDER BY id) - 1 AS k FROM detections WHERE {feeding}) AS d WHERE k = :k "
+              "ORDER BY id")
+    k = 0
+    while conn.execute(sa.text(sql.format(select=ranked)), {**params, "k": k}).rowcount > 0:
+        k += 1
+    return int(n_feed)
+
+
 def replace_detections(conn: Connection, image_id: int, columns: dict[str, list]) -> None:
     """Replace the detections of one image (a re-measured image keeps no stale rows).
 
@@ -282,7 +335,7 @@ def detection_counts(conn: Connection, got=None) -> dict[str, int]:
 
 __all__ = ["DETECTION_COLUMNS", "OWN_KINDS", "own_sources_near", "detection_positions",
            "detection_position_arrays", "catalogue_source_positions",
-           "save_detection_positions", "replace_detections",
+           "save_detection_positions", "accumulate_detection_positions", "replace_detections",
            "store_image_depth",
            "earlier_depths", "record_new_sources", "set_backfill_job", "image_detections",
            "source_detections_in", "detection_counts"]
