@@ -85,10 +85,34 @@ def test_flux_pulls_and_position_errors_are_honest(injected):
     pulls = np.concatenate(pulls)
     assert abs(np.median(pulls)) < 0.2
     assert 0.75 < np.std(pulls) < 1.3
+    robust = 1.4826 * np.median(np.abs(pulls - np.median(pulls)))
+    assert 0.8 < robust < 1.25
     assert np.abs(pulls).max() < 5
     # Condon errors with the 1" systematic are conservative, never too small
     for z in (np.concatenate(zra), np.concatenate(zdec)):
         assert np.std(z) < 1.0 and np.abs(z).max() < 4
+
+
+def test_peak_is_the_position_fit_amplitude_with_the_forced_error(injected):
+    """A converged component's peak is the fixed-beam fit's amplitude at its fitted centre
+    (the forced estimator there, within a small fraction of its error) and its error the
+    local rms x the noise-correlation factor of the fit's kernel."""
+    from dsa110_contimg.science.forced import measure_arrays, pixel_beam_for
+    from dsa110_contimg.science.noise import background_maps_for
+
+    det, *_, image = injected[0]
+    fitted = det["position_fit"] & det["success"]
+    assert fitted.mean() > 0.95
+    factor = det.meta["fit_noise_corr_factor"]
+    assert 1.0 < factor < 2.0
+    assert np.allclose(det["peak_err_jyb"][fitted], det["local_rms_jyb"][fitted] * factor)
+    maps = background_maps_for(image)
+    forced = measure_arrays(image.data, maps.background, maps.rms, det["x_pix"][fitted],
+                            det["y_pix"][fitted], pixel_beam_for(image), nbeam=2.0,
+                            cluster_threshold=None, error_scale=factor)
+    isolated = det["n_components"][fitted] == 1
+    diff = (det["peak_jyb"][fitted] - forced["peak_jyb"]) / det["peak_err_jyb"][fitted]
+    assert np.all(np.abs(diff[isolated]) < 0.1)
 
 
 def test_pure_noise_gives_almost_no_detections():

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsa110_contimg.science.results import Flag, MeasurementTable
+from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 #: rows of the image scanned at a time for candidate pixels (memory: a few strips of rows)
 STRIP_ROWS = 256
@@ -51,6 +51,8 @@ POSITION_TOLERANCE = 1e-2
 #: sources per block of the position fit and of the forced fit (their (block, cutout)
 #: arrays stay in cache: about half the time of whole-image arrays)
 FIT_BLOCK = 1024
+#: cutout side of the position (and peak) fit, in beams
+FIT_NBEAM = 2.0
 
 
 @dataclass(frozen=True)
@@ -383,8 +385,24 @@ def _prominent(flat, z, isl, islands: Islands, floor: float, min_prominence: flo
     return keep
 
 
-def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = 2.0,
-                  n_iter: int = POSITION_ITERATIONS):
+@dataclass
+class PositionFit:
+    """Result of :func:`fit_positions`, per source: the fixed-beam centre ``x``, ``y``
+    (pixels), amplitude ``amp`` (Jy/beam), ``converged``, the sum of squared residuals
+    ``rss`` ((Jy/beam)^2) and finite pixels ``n_good`` of its cutout at the last step, and
+    the neighbour ``pairs`` (i, j) whose models were subtracted from each other."""
+
+    x: np.ndarray
+    y: np.ndarray
+    amp: np.ndarray
+    converged: np.ndarray
+    rss: np.ndarray
+    n_good: np.ndarray
+    pairs: np.ndarray
+
+
+def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = FIT_NBEAM,
+                  n_iter: int = POSITION_ITERATIONS) -> PositionFit:
     """Fixed-beam Gaussian centres of sources near pixel positions ``(x0, y0)``.
 
     Gauss-Newton on ``(A, x, y)`` of ``A K(x_pix - x, y_pix - y)`` (K the unit-peak beam of
@@ -393,7 +411,8 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = 2.0,
     limited to 1 pixel per iteration. Each fit starts from the parabola through the
     brightest pixel and its neighbours and stops once its step is below
     :data:`POSITION_TOLERANCE` pixel (a neighbour that moved sets it going again).
-    Returns ``(x, y, amplitude, converged)``; a source whose fit leaves the inner half of
+    The amplitude is the fixed-beam (matched-filter) least-squares peak at the fitted
+    centre, the neighbours' models subtracted. A source whose fit leaves the inner half of
     its cutout or fails keeps its start pixel (``converged`` False). Sources must lie at
     least a cutout half-width from the edges.
     """
@@ -408,6 +427,8 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = 2.0,
     pairs = _neighbour_pairs(x0, y0, h + 2.0 * pixel_beam.major_pix)
     ok = np.ones(m, bool)
     active = np.ones(m, bool)
+    rss = np.full(m, np.nan)
+    n_good = good.sum(axis=1)
     for _ in range(n_iter):
         sel = np.flatnonzero(active)
         if sel.size == 0:
@@ -415,13 +436,16 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = 2.0,
         # all steps of an iteration see the models of the previous one; sources go in
         # blocks so that the (block, S*S) temporaries stay in cache
         step, solved = np.empty((sel.size, 3)), np.empty(sel.size, bool)
+        ss = np.empty(sel.size)
         xn, yn = xc + dx, yc + dy
         for b0 in range(0, sel.size, FIT_BLOCK):
             part = sel[b0:b0 + FIT_BLOCK]
             near = _neighbour_models(pairs, active, part, amp, xn, yn, xc, yc, h, pixel_beam)
-            step[b0:b0 + part.size], solved[b0:b0 + part.size] = _gauss_newton_step(
-                D[part], good[part], amp[part], dx[part], dy[part], near, h, pixel_beam)
+            step[b0:b0 + part.size], solved[b0:b0 + part.size], ss[b0:b0 + part.size] = \
+                _gauss_newton_step(D[part], good[part], amp[part], dx[part], dy[part], near, h,
+                                   pixel_beam)
         ok[sel] &= solved
+        rss[sel] = ss
         step[~ok[sel]] = 0.0
         amp[sel] += step[:, 0]
         dx[sel] += np.clip(step[:, 1], -1.0, 1.0)
@@ -436,7 +460,7 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = 2.0,
     converged = ok & (np.abs(dx) <= inner) & (np.abs(dy) <= inner) & (amp > 0)
     x = np.where(converged, xc + dx, x0)
     y = np.where(converged, yc + dy, y0)
-    return x, y, amp, converged
+    return PositionFit(x, y, amp, converged, rss, n_good, pairs)
 
 
 def _position_cutouts(data, background, xc, yc, h: int):
@@ -481,8 +505,8 @@ def _parabola_offsets(cutouts, h: int):
 def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
     """One Gauss-Newton step ``(dA, dx, dy)`` per cutout of the fixed-beam model ``A K``
     at sub-pixel offsets ``(dx, dy)`` from the cutout centres, with the neighbours' models
-    ``near`` subtracted; returns ``(step, solved)`` (step 0 where the normal matrix is
-    singular or the step not finite).
+    ``near`` subtracted; returns ``(step, solved, rss)`` (step 0 where the normal matrix is
+    singular or the step not finite; rss the sum of squared residuals before the step).
 
     The model's derivatives are K (2a fx + b fy) and K (b fx + 2c fy) (fx, fy: pixel
     offsets from the source), so the normal matrix and the right-hand side are linear
@@ -504,6 +528,7 @@ def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
     P = _monomials(h)
     k2 = (K * K) @ P                                    # sums of K^2 x (1, gx, gy, ...)
     kr = (K * R) @ P[:, :3]
+    rss = np.einsum("ij,ij->i", R, R)
     m00, mx, my = k2[:, 0], k2[:, 1] - dx * k2[:, 0], k2[:, 2] - dy * k2[:, 0]
     mxx = k2[:, 3] - 2 * dx * k2[:, 1] + dx * dx * k2[:, 0]
     myy = k2[:, 4] - 2 * dy * k2[:, 2] + dy * dy * k2[:, 0]
@@ -524,7 +549,7 @@ def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
         if solved.any():
             step[solved] = np.linalg.solve(N[solved], r[solved][..., None])[..., 0]
     solved &= np.all(np.isfinite(step), axis=1)
-    return step, solved
+    return step, solved, rss
 
 
 def _monomials(h: int) -> np.ndarray:
@@ -572,6 +597,108 @@ def _neighbour_models(pairs, active, sel, amp, x, y, xc, yc, h: int, pixel_beam)
     return out
 
 
+def _component_fluxes(data, maps, x0, y0, interior, pixel_beam, opt: DetectionOptions,
+                      scale: float, fit_scale: float):
+    """The forced-estimator columns of the components seeded at pixels ``(x0, y0)``, and
+    whether each position fit converged.
+
+    With smooth noise maps (an estimated grid, scalars) a converged position fit gives the
+    peak: its amplitude is the fixed-beam least-squares peak at the fitted centre, the
+    neighbours' models subtracted, and its error is the forced estimator's (the local rms
+    x the image's noise-correlation factor for the fit's kernel, ``fit_scale``). The other
+    components (the fit did not converge, too near an edge, pixel-varying noise maps) are
+    measured with :func:`~dsa110_contimg.science.forced.measure_arrays` at their positions
+    (error factor ``scale``), jointly with their fitted neighbours. Either way a component
+    whose forced-estimator cutout (``opt.nbeam`` beams) leaves the image is flagged
+    ``NEAR_EDGE`` (no flux), as its light curve could not be measured there.
+    """
+    from dsa110_contimg.science.forced import _background_at, _locate, measure_arrays
+
+    m = x0.size
+    x, y = x0.copy(), y0.copy()
+    converged = np.zeros(m, bool)
+    fit = None
+    if interior.any():
+        fit = fit_positions(data, maps.background, x0[interior], y0[interior], pixel_beam)
+        x[interior], y[interior], converged[interior] = fit.x, fit.y, fit.converged
+    smooth = all(np.ndim(a) == 0 or getattr(a, "smooth", False)
+                 for a in (maps.background, maps.rms))
+    from_fit = converged & smooth
+    flags, xc, yc, _, blanked, local_rms = _locate(data, maps.rms, x, y, 0)
+    cols = {"x_pix": x, "y_pix": y, "peak_jyb": np.full(m, np.nan),
+            "peak_err_jyb": np.full(m, np.nan), "mean_noise_err_jyb": local_rms.copy(),
+            "local_rms_jyb": local_rms, "bkg_jyb": np.full(m, np.nan),
+            "snr": np.full(m, np.nan), "chi2": np.full(m, np.nan),
+            "dof": np.zeros(m, np.int64), "n_pix": np.zeros(m, np.int64),
+            "cluster_id": np.full(m, -1, np.int64), "flags": flags}
+    if fit is not None:
+        f = np.flatnonzero(interior)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            chi2 = fit.rss / (local_rms[f] * local_rms[f])
+        cols["peak_jyb"][f], cols["chi2"][f] = fit.amp, chi2
+        cols["n_pix"][f], cols["dof"][f] = fit.n_good, np.maximum(fit.n_good - 3, 0)
+        cols["cluster_id"][f] = _cluster_ids(fit.pairs, f.size)
+        cols["peak_err_jyb"] = local_rms * fit_scale
+    cols["bkg_jyb"] = np.broadcast_to(_background_at(maps.background, yc, xc), (m,)).copy()
+    # the forced estimator's cutout must lie inside the image, as for the light curve
+    # measured at this position later
+    h = pixel_beam.half_size(opt.nbeam)
+    ny, nx = data.shape
+    full = (xc - h >= 0) & (xc + h < nx) & (yc - h >= 0) & (yc + h < ny)
+    flags[from_fit & ~full] |= int(Flag.NEAR_EDGE)
+    flags[from_fit & blanked] |= int(Flag.BLANKED)
+    flags[from_fit & ~(cols["peak_err_jyb"] > 0)] |= int(Flag.NO_NOISE)
+    rest = np.flatnonzero(~from_fit)
+    if rest.size:
+        sel = _with_neighbours(x, y, rest, from_fit, opt.cluster_threshold * pixel_beam.major_pix)
+        part = measure_arrays(data, maps.background, maps.rms, x[sel], y[sel], pixel_beam,
+                              nbeam=opt.nbeam, cluster_threshold=opt.cluster_threshold,
+                              error_scale=scale, chunk=FIT_BLOCK)
+        own = np.isin(sel, rest)
+        for k in cols:
+            if k in part:
+                cols[k][sel[own]] = part[k][own]
+    failed = (cols["flags"] & int(FAILURE_FLAGS)) != 0
+    for k in ("peak_jyb", "peak_err_jyb", "chi2"):
+        cols[k][failed] = np.nan
+    cols["dof"][failed] = 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols["snr"] = cols["peak_jyb"] / cols["peak_err_jyb"]
+    cols["success"] = ~failed & np.isfinite(cols["peak_jyb"]) & np.isfinite(cols["peak_err_jyb"])
+    return cols, converged
+
+
+def _cluster_ids(pairs, m: int) -> np.ndarray:
+    """Per source, the group of sources whose models were fitted together (connected
+    through ``pairs``), numbered from 0; -1 for a source fitted alone."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    out = np.full(m, -1, np.int64)
+    if pairs.size == 0:
+        return out
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
+    _, labels = connected_components(graph, directed=False)
+    joined = np.zeros(m, bool)
+    joined[pairs[:, 0]] = True
+    _, out[joined] = np.unique(labels[joined], return_inverse=True)
+    return out
+
+
+def _with_neighbours(x, y, sel, others, radius: float) -> np.ndarray:
+    """``sel`` and the sources marked in ``others`` within ``radius`` pixels of one of
+    them (ascending indices)."""
+    from scipy.spatial import cKDTree
+
+    cand = np.flatnonzero(others)
+    if cand.size == 0 or radius <= 0:
+        return sel
+    near = cKDTree(np.column_stack([x[cand], y[cand]])).query_ball_point(
+        np.column_stack([x[sel], y[sel]]), radius, return_sorted=False)
+    extra = cand[np.concatenate([np.asarray(n, np.int64) for n in near])] if len(near) else []
+    return np.union1d(sel, extra)
+
+
 def _near_blank(data, x, y, half: int) -> np.ndarray:
     """True where a non-finite pixel lies within ``half`` pixels (a box) of (x, y)."""
     ny, nx = data.shape
@@ -611,7 +738,7 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
         holds the thresholds, the number of islands and the noise-correlation factor.
     """
     from dsa110_contimg.science.condon import position_errors_arcsec
-    from dsa110_contimg.science.forced import correlation_factor, measure_arrays, pixel_beam_for
+    from dsa110_contimg.science.forced import correlation_factor, pixel_beam_for
     from dsa110_contimg.science.noise import background_maps_for
 
     opt = options or DetectionOptions()
@@ -626,21 +753,19 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
                                 min_prominence=opt.min_prominence)
     ny, nx = data.shape
     x0, y0 = (flat % nx).astype(float), (flat // nx).astype(float)
-    h = pb.half_size(opt.nbeam)
-    hp = pb.half_size(2.0)
+    hp = pb.half_size(FIT_NBEAM)
     interior = (x0 >= hp) & (x0 < nx - hp) & (y0 >= hp) & (y0 < ny - hp)
-    x, y = x0.copy(), y0.copy()
-    converged = np.zeros(x0.size, bool)
-    if interior.any():
-        fx, fy, _, conv = fit_positions(data, maps.background, x0[interior], y0[interior], pb)
-        x[interior], y[interior], converged[interior] = fx, fy, conv
     scale = error_scale
     if scale is None:
         scale = correlation_factor(image, maps, pb, opt.nbeam)
         scale = scale if np.isfinite(scale) else 1.0
-    cols = measure_arrays(data, maps.background, maps.rms, x, y, pb, nbeam=opt.nbeam,
-                          cluster_threshold=opt.cluster_threshold, error_scale=scale,
-                          chunk=FIT_BLOCK)
+    fit_scale = error_scale
+    if fit_scale is None:
+        fit_scale = correlation_factor(image, maps, pb, FIT_NBEAM)
+        fit_scale = fit_scale if np.isfinite(fit_scale) else 1.0
+    cols, converged = _component_fluxes(data, maps, x0, y0, interior, pb, opt,
+                                        float(scale), float(fit_scale))
+    x, y = cols["x_pix"], cols["y_pix"]
     with np.errstate(invalid="ignore", divide="ignore"):
         pixel_snr = cols["peak_jyb"] / cols["local_rms_jyb"]
     # a seed whose own fitted peak is noise (the wing of a brighter neighbour) is no source
@@ -666,6 +791,7 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
     meta = {"image": None if image.path is None else str(image.path), "mjd": image.mjd,
             "detect_sigma": opt.detect_sigma, "analysis_sigma": opt.analysis_sigma,
             "n_islands": islands.n, "noise_corr_factor": float(scale),
+            "fit_noise_corr_factor": float(fit_scale),
             "systematic_arcsec": opt.systematic_arcsec, "beam_deg": beam.as_tuple()}
     return MeasurementTable(cols, meta)
 
