@@ -133,15 +133,6 @@ def beat(db: Database, owner: str, *, started_at: float, workers: int, state: st
     with_retry(_do)
 
 
-def running_jobs_by_owner(conn) -> dict[str, int]:
-    """Running jobs per lease owner (one daemon process), for ``status``."""
-    from dsa110_contimg.store.schema import batch_jobs
-
-    return {owner: int(n) for owner, n in conn.execute(
-        sa.select(batch_jobs.c.lease_owner, sa.func.count()).where(batch_jobs.c.status == "running")
-        .group_by(batch_jobs.c.lease_owner)).all()}
-
-
 def heartbeat_rows(conn) -> list[dict]:
     """All heartbeat rows, newest beat first."""
     return [dict(r) for r in conn.execute(

@@ -6,6 +6,13 @@ jobs from the ``batch_jobs (status, finished_at)`` index, the lists from indexed
 with a limit: nothing it reads grows with the tables. It writes only to compact the
 counters, when more than :data:`~dsa110_contimg.store.counters.COMPACT_ABOVE` deltas wait
 and the database is writable.
+
+The queue's unsettled states (pending, running, failed and dead not acknowledged) are a few
+rows among the settled ``done`` ones. A job list is read only when the counters say it is
+not empty, and its state filter is marked as matching few rows (:func:`few`): after
+``ANALYZE`` SQLite's statistics hold only the average rows per ``status`` (nearly all the
+table, all jobs being done), and without the mark it scans ``batch_jobs`` whole rather than
+seek the state in its index. PostgreSQL's statistics know each state's frequency.
 """
 
 from __future__ import annotations
@@ -14,8 +21,19 @@ import sqlalchemy as sa
 
 from dsa110_contimg.store import counters
 from dsa110_contimg.store.engine import Database
-from dsa110_contimg.store.files import DECISIONS, heartbeat_rows, running_jobs_by_owner
+from dsa110_contimg.store.files import DECISIONS, heartbeat_rows
 from dsa110_contimg.store.schema import batch_job_items, batch_jobs, ese_candidates, images
+
+#: the fraction of rows SQLite's planner is told a :func:`few` filter matches
+FEW = "0.000001"
+
+
+def few(conn, clause):
+    """``clause`` marked for SQLite's planner as true of very few rows (``likelihood``), so
+    it seeks the clause's index whatever ``ANALYZE`` recorded; unchanged elsewhere."""
+    if conn.dialect.name == "sqlite":
+        return sa.func.likelihood(clause, sa.literal_column(FEW))
+    return clause
 
 
 def _first_path():
@@ -38,8 +56,29 @@ def job_counts(conn) -> dict[str, int]:
 def oldest_pending_at(conn) -> float | None:
     """Creation time (Unix s) of the oldest pending job, None when none is pending."""
     bj = batch_jobs.c
-    v = conn.execute(sa.select(sa.func.min(bj.created_at)).where(bj.status == "pending")).scalar()
+    v = conn.execute(sa.select(sa.func.min(bj.created_at))
+                     .where(few(conn, bj.status == "pending"))).scalar()
     return None if v is None else float(v)
+
+
+def running_jobs(conn) -> list[dict]:
+    """The running jobs (id order), each with its first file as ``path``."""
+    bj = batch_jobs.c
+    return [dict(r) for r in conn.execute(
+        sa.select(bj.id, bj.attempts, bj.lease_owner, bj.lease_until, bj.started_at,
+                  _first_path().label("path"))
+        .where(few(conn, bj.status == "running")).order_by(bj.id)).mappings()]
+
+
+def unacknowledged_failures(conn, n: int) -> list[dict]:
+    """The latest ``n`` failed or dead jobs no operator acknowledged (latest update first),
+    each with its first file as ``path``."""
+    bj = batch_jobs.c
+    return [dict(r) for r in conn.execute(
+        sa.select(bj.id, bj.status, bj.error, bj.attempts, bj.finished_at,
+                  _first_path().label("path"))
+        .where(few(conn, bj.status.in_(("failed", "dead"))), bj.acknowledged_at.is_(None))
+        .order_by(bj.updated_at.desc()).limit(n)).mappings()]
 
 
 def last_success_at(conn) -> float | None:
@@ -75,27 +114,21 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
     ``transients`` (:func:`~dsa110_contimg.store.detections.detection_counts`).
     """
     got = counters.counts(db)
-    im = got.images()
+    im, jobs, unack = got.images(), got.jobs(), got.unacknowledged()
     with db.engine.connect() as conn:
         bj = batch_jobs.c
+        running = running_jobs(conn) if jobs.get("running") else []
         out = {
             "heartbeats": heartbeat_rows(conn),
-            "job_counts": got.jobs(),
-            "oldest_pending_at": oldest_pending_at(conn),
+            "job_counts": jobs,
+            "oldest_pending_at": oldest_pending_at(conn) if jobs.get("pending") else None,
             "done_last_hour": _count(conn, batch_jobs, bj.status == "done",
                                      bj.finished_at >= now - 3600),
             "failed_last_hour": _count(conn, batch_jobs, bj.status.in_(("failed", "dead")),
                                        bj.finished_at >= now - 3600),
-            "unacknowledged": got.unacknowledged(),
-            "running": [dict(r) for r in conn.execute(
-                sa.select(bj.id, bj.attempts, bj.lease_owner, bj.lease_until, bj.started_at,
-                          _first_path().label("path"))
-                .where(bj.status == "running").order_by(bj.id)).mappings()],
-            "failures": [dict(r) for r in conn.execute(
-                sa.select(bj.id, bj.status, bj.error, bj.attempts, bj.finished_at,
-                          _first_path().label("path"))
-                .where(bj.status.in_(("failed", "dead")), bj.acknowledged_at.is_(None))
-                .order_by(bj.updated_at.desc()).limit(n_failures)).mappings()],
+            "unacknowledged": unack,
+            "running": running,
+            "failures": unacknowledged_failures(conn, n_failures) if unack else [],
             "file_counts": {d: int(got.files().get(d, 0)) for d in DECISIONS},
             "images": im["images"],
             "measurements": im["measurements"],
@@ -117,11 +150,20 @@ def read_status_counts(db: Database, *, now: float, n_failures: int = 5) -> dict
                 .order_by(images.c.excluded_at.desc()).limit(n_failures)).mappings()],
             "excluded_count": im["excluded"],
             "norm_ensemble": im["norm_ensemble"],
-            "running_by_owner": running_jobs_by_owner(conn),
+            "running_by_owner": _owners(running),
         }
         conn.rollback()
     return out
 
 
+def _owners(running: list[dict]) -> dict[str, int]:
+    """Running jobs per lease owner (one daemon process)."""
+    out: dict[str, int] = {}
+    for r in running:
+        out[r["lease_owner"]] = out.get(r["lease_owner"], 0) + 1
+    return out
+
+
 __all__ = ["read_status_counts", "job_counts", "oldest_pending_at", "last_success_at",
-           "active_candidates_by_confidence"]
+           "active_candidates_by_confidence", "running_jobs",
+           "unacknowledged_failures", "few"]
