@@ -23,7 +23,8 @@ At each size: end to end per image (``run_image`` of a new epoch of field 0, med
 (Starlette ``TestClient``, median of 3 after a first request); the daemon's ``/metrics`` database
 gauges (``Metrics.database_snapshot``); bytes per measurement row (SQLite: ``dbstat``;
 PostgreSQL: ``pg_total_relation_size``). Printed: a table per backend with each figure and its
-ratio to the 10^6 figure. Databases live under ``--root`` and are deleted at the end.
+ratio to the 10^6 figure. Databases live under ``--root`` and are deleted at the end (``--keep``
+leaves the SQLite ones there, one file per size, for inspection).
 BLAS runs single-threaded, as in the service's workers (``bench/workerenv.py``); after each
 build the status counters' deltas are compacted, as the daemon's reaper pass does.
 """
@@ -409,14 +410,36 @@ def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, di
         print(f"{backend}: {rows:,} measurement rows ({gdb.epochs_per_field} epochs/field) built "
               f"in {secs:.0f} s; bytes per measurement row: table + indexes "
               f"{per_row[0]:.0f}, whole database {per_row[1]:.0f}", flush=True)
+        if args.keep and backend == "sqlite" and n != sizes[-1]:
+            kept = keep_copy(gdb, root / f"products-{n}.sqlite3")
+            print(f"{backend}: kept a copy as {kept}", flush=True)
         figures[n] = measure(gdb, args.timed)
         info[n] = (rows, gdb.epochs_per_field, per_row[1])
         print(f"{backend}: measured at {rows:,} rows", flush=True)
     gdb.db.dispose()
     if backend == "postgresql":
         pg.drop_database(url)
-    shutil.rmtree(root, ignore_errors=True)
+    if args.keep and backend == "sqlite":
+        last = root / f"products-{sizes[-1]}.sqlite3"
+        Path(url).rename(last)
+        print(f"{backend}: kept {last}", flush=True)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     return figures, info
+
+
+def keep_copy(gdb: GrowthDB, dest: Path) -> Path:
+    """A consistent copy of the SQLite database at its current size (SQLite's backup API)."""
+    import sqlite3
+
+    dest.unlink(missing_ok=True)
+    src, dst = sqlite3.connect(gdb.url), sqlite3.connect(dest)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return dest
 
 
 def print_table(backend: str, figures: dict, info: dict) -> None:
@@ -456,6 +479,9 @@ def main() -> None:
     ap.add_argument("--build-minutes", type=float, default=0.0,
                     help="stop growing after this many minutes and measure the size reached "
                          "(0: no limit)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the SQLite databases under ROOT/sqlite/products-<rows>.sqlite3 "
+                         "(a copy at each size, the last one moved there) for inspection")
     args = ap.parse_args()
     args.deadline = time.time() + args.build_minutes * 60 if args.build_minutes else float("inf")
     from dsa110_contimg.service.logging import configure_logging
@@ -479,7 +505,8 @@ def main() -> None:
                 if pg is not None:
                     pg.stop()
     finally:
-        shutil.rmtree(args.root, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(args.root, ignore_errors=True)
     for backend, (figures, info) in results.items():
         print_table(backend, figures, info)
 
