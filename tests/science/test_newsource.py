@@ -108,3 +108,26 @@ def test_components_inside_a_resolved_catalogue_source_are_extended():
     reason, _ = false_positive_reasons([0.01], ra[:1], dec[:1], [1.0], [False],
                                        beam_major_arcsec=18.0, resolved=resolved)
     assert reason.tolist() == ["edge"]
+
+
+def test_classifying_a_subset_gives_it_the_classes_of_the_whole():
+    """Only the detections that matched nothing need a class: with ``classify`` they get the
+    classes (and artefact hosts) they get when every detection is classified, the others none."""
+    rng = np.random.default_rng(11)
+    n = 400
+    ra = 150.0 + rng.uniform(-0.3, 0.3, n)
+    dec = 37.0 + rng.uniform(-0.3, 0.3, n)
+    peak = 10 ** rng.uniform(-3, 0, n)
+    edge = rng.uniform(0.0, 20.0, n)
+    blank = rng.random(n) < 0.05
+    hosts = (150.0 + rng.uniform(-0.4, 0.4, 20), 37.0 + rng.uniform(-0.4, 0.4, 20),
+             10 ** rng.uniform(-1, 1, 20))
+    resolved = (ra[:5] + 20 / 3600, dec[:5], np.full(5, 60.0), np.full(5, 20.0), np.full(5, 30.0))
+    kw = dict(beam_major_arcsec=18.0, hosts=hosts, resolved=resolved)
+    whole, whole_rel = false_positive_reasons(peak, ra, dec, edge, blank, **kw)
+    pick = rng.random(n) < 0.1
+    part, part_rel = false_positive_reasons(peak, ra, dec, edge, blank, classify=pick, **kw)
+    assert set(whole[pick]) >= {"", "artefact"}                  # the subset has both kinds
+    assert part[pick].tolist() == whole[pick].tolist()
+    assert part_rel[pick].tolist() == whole_rel[pick].tolist()
+    assert set(part[~pick]) == {""} and set(part_rel[~pick]) == {-1}

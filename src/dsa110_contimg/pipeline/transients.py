@@ -73,19 +73,36 @@ def _rows_catalog_ids(measured, default_survey: str) -> tuple[np.ndarray, np.nda
     return np.asarray(cat["source_id"]).astype(str).astype(object), surveys
 
 
-def _resolved_catalogue(cat, survey: str, beam_major_arcsec: float):
+def _resolved_catalogue(cat, survey: str, beam_major_arcsec: float, near_ra, near_dec):
     """``(ra, dec, major, minor, pa)`` of the measured catalogue rows the beam resolves
-    (a measured deconvolved size, not an upper limit, above the compactness limit)."""
+    (a measured deconvolved size, not an upper limit, above the compactness limit), among
+    those whose ellipse of :func:`~dsa110_contimg.science.newsource.false_positive_reasons`
+    can reach a position (``near_ra``, ``near_dec``, deg)."""
     from dsa110_contimg.catalogs.compactness import RESOLVED, compactness
+    from dsa110_contimg.core.geometry import chord_of_angle, unit_vectors
 
-    klass, _ = compactness(cat, beam_major_arcsec, survey)
-    sel = np.flatnonzero(klass == RESOLVED)
-
-    def col(name):
+    def col(name, sel):
         return (np.ma.filled(np.ma.asarray(cat[name][sel], float), np.nan) if name in cat.colnames
                 else np.full(sel.size, np.nan))
 
-    return (col("ra_deg"), col("dec_deg"), col("maj_arcsec"), col("min_arcsec"), col("pa_deg"))
+    near = np.zeros(0, np.int64)
+    every = np.arange(len(cat))
+    major = col("maj_arcsec", every)
+    if np.size(near_ra) and np.isfinite(major).any():
+        from scipy.spatial import cKDTree
+
+        reach = 0.5 * (np.hypot(np.nanmax(major), beam_major_arcsec) + beam_major_arcsec)
+        xyz = unit_vectors(col("ra_deg", every), col("dec_deg", every))
+        ok = np.flatnonzero(np.isfinite(major) & np.isfinite(xyz).all(axis=1))
+        d, _ = cKDTree(unit_vectors(np.asarray(near_ra, float), np.asarray(near_dec, float))
+                       ).query(xyz[ok], distance_upper_bound=1.001 * chord_of_angle(reach / 3600.0))
+        near = ok[np.isfinite(d)]
+    sel = near
+    if near.size:
+        klass, _ = compactness(cat[near], beam_major_arcsec, survey)
+        sel = near[klass == RESOLVED]
+    return (col("ra_deg", sel), col("dec_deg", sel), major[sel], col("min_arcsec", sel),
+            col("pa_deg", sel))
 
 
 def _candidates(conn, ctx):
@@ -178,11 +195,13 @@ def prepare(conn, ctx) -> None:
     for i in np.flatnonzero(~ok):
         plan.reason[i] = f"no flux: {describe_flags(int(det['flags'][i])) or 'fit failed'}"
     rules = NewSourceRules.from_config(cfg)
+    free = ok & (a.source < 0) & (a.duplicate_of < 0)
     fp_reason, related = false_positive_reasons(
         det["peak_jyb"], det["ra_deg"], det["dec_deg"], det["edge_distance_beams"],
         det["near_blank"], beam.major_arcsec, rules, hosts=measured.artefact_hosts,
-        resolved=_resolved_catalogue(measured.cat, cfg.catalog, beam.major_arcsec))
-    free = ok & (a.source < 0) & (a.duplicate_of < 0)
+        resolved=_resolved_catalogue(measured.cat, cfg.catalog, beam.major_arcsec,
+                                     det["ra_deg"][free], det["dec_deg"][free]),
+        classify=free)
     rejected = free & (fp_reason != "")
     plan.reason[rejected] = fp_reason[rejected]
     plan.related[rejected] = related[rejected]

@@ -78,7 +78,7 @@ class NewSourceRules:
 
 def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_blank,
                            beam_major_arcsec: float, rules: NewSourceRules = NewSourceRules(),
-                           hosts=None, resolved=None):
+                           hosts=None, resolved=None, classify=None):
     """The false-positive class of each detection of one image.
 
     ``hosts``, optional, is ``(ra_deg, dec_deg, peak_jyb)`` of known sources that can throw
@@ -86,6 +86,11 @@ def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_
     around the image: one beyond the edge or under a blanked region is not detected).
     ``resolved``, optional, is ``(ra_deg, dec_deg, major_arcsec, minor_arcsec, pa_deg)`` of
     the catalogue sources the image's beam resolves (deconvolved FWHM axes, PA east of north).
+
+    ``classify``, optional, is a boolean mask of the detections to classify (e.g. those that
+    matched no known source): the others are left unclassified (``""``, -1) but still
+    make artefacts of the classified ones; the classified ones get the same classes as
+    without the mask, at a cost that follows their number.
 
     Returns ``(reason, related)``: ``reason`` is ``""`` (none), ``"edge"``, ``"blanked"``
     or ``"artefact"``; ``related`` is, for an artefact, the index of the brightest
@@ -108,26 +113,45 @@ def false_positive_reasons(peak_jyb, ra_deg, dec_deg, edge_distance_beams, near_
     dec = np.concatenate([np.asarray(dec_deg, float), h_dec])
     peak = np.concatenate([peak, np.nan_to_num(h_peak, nan=0.0)])
     chord = chord_of_angle(rules.artefact_radius_beams * beam_major_arcsec / 3600.0)
-    pairs = cKDTree(unit_vectors(ra, dec)).query_pairs(chord, output_type="ndarray")
-    if pairs.size:
-        i = np.concatenate([pairs[:, 0], pairs[:, 1]])
-        j = np.concatenate([pairs[:, 1], pairs[:, 0]])
-        keep = i < n                               # hosts are never classified themselves
+    todo = np.ones(n, bool) if classify is None else np.asarray(classify, bool).copy()
+    if todo.any():
+        i, j = _pairs_within(ra, dec, np.flatnonzero(todo), chord)
+        keep = i != j                              # hosts are never classified themselves
         i, j = i[keep], j[keep]
         faint = peak[i] < rules.artefact_flux_ratio * peak[j]
         i, j = i[faint], j[faint]
-        order = np.lexsort((-peak[j], j >= n, i))     # detections first, brightest first
+        order = np.lexsort((j, -peak[j], j >= n, i))  # detections first, brightest first
         first = order[np.r_[True, i[order][1:] != i[order][:-1]]] if order.size else order
         reason[i[first]] = REASON_ARTEFACT
         related[i[first]] = np.where(j[first] < n, j[first], -1)
     if resolved is not None:
-        inside = _inside_resolved(np.asarray(ra_deg, float), np.asarray(dec_deg, float),
-                                  resolved, beam_major_arcsec)
+        inside = np.zeros(n, bool)
+        at = np.flatnonzero(todo)
+        inside[at] = _inside_resolved(np.asarray(ra_deg, float)[at],
+                                      np.asarray(dec_deg, float)[at], resolved, beam_major_arcsec)
         reason[inside] = REASON_EXTENDED
         related[inside] = -1
-    reason[np.asarray(near_blank, bool)] = REASON_BLANKED
-    reason[np.asarray(edge_distance_beams, float) < rules.edge_beams] = REASON_EDGE
+    reason[todo & np.asarray(near_blank, bool)] = REASON_BLANKED
+    reason[todo & (np.asarray(edge_distance_beams, float) < rules.edge_beams)] = REASON_EDGE
     return reason, related
+
+
+def _pairs_within(ra, dec, which, chord):
+    """Index pairs ``(i, j)``, ``i`` among ``which``, of positions within ``chord`` (unit
+    vectors) of each other (``i == j`` among them)."""
+    from scipy.spatial import cKDTree
+
+    from dsa110_contimg.core.geometry import unit_vectors
+
+    xyz = unit_vectors(ra, dec)
+    ok = np.isfinite(xyz).all(axis=1)
+    which = which[ok[which]]
+    if which.size == 0 or not ok.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    every = np.flatnonzero(ok)
+    sm = cKDTree(xyz[which]).sparse_distance_matrix(cKDTree(xyz[every]), chord,
+                                                    output_type="ndarray")
+    return which[sm["i"]].astype(np.int64), every[sm["j"]].astype(np.int64)
 
 
 def _inside_resolved(ra, dec, resolved, beam_major_arcsec: float) -> np.ndarray:
