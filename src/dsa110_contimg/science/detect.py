@@ -34,6 +34,7 @@ Units: fluxes Jy/beam, positions deg, position errors arcsec, pixels 0-based.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,9 +46,12 @@ from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 STRIP_ROWS = 256
 #: most Gauss-Newton iterations of the position fit
 POSITION_ITERATIONS = 8
-#: a position fit stops once its step is below this, pixels (far below the position errors:
-#: a tenth of a pixel at SNR ~100)
+#: a position fit stops once its step is below this, pixels (the floor of its stopping rule)
 POSITION_TOLERANCE = 1e-2
+#: ... or below this fraction of its statistical (Condon) position error along the beam's
+#: minor axis, BMIN / (sqrt(2) SNR) with the seed's z as SNR (the fits then end within
+#: ~0.3 of that error of the fully converged centre, p99 ~0.06; docs/science.md §15)
+POSITION_STOP_FRACTION = 0.25
 #: sources per block of the position fit and of the forced fit (their (block, cutout)
 #: arrays stay in cache: about half the time of whole-image arrays)
 FIT_BLOCK = 1024
@@ -402,15 +406,17 @@ class PositionFit:
 
 
 def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = FIT_NBEAM,
-                  n_iter: int = POSITION_ITERATIONS) -> PositionFit:
+                  n_iter: int = POSITION_ITERATIONS,
+                  tolerance=POSITION_TOLERANCE) -> PositionFit:
     """Fixed-beam Gaussian centres of sources near pixel positions ``(x0, y0)``.
 
     Gauss-Newton on ``(A, x, y)`` of ``A K(x_pix - x, y_pix - y)`` (K the unit-peak beam of
     ``pixel_beam``) over each source's cutout (``nbeam`` beams wide) of ``data - background``
     with uniform weights, the current models of the other sources subtracted; steps are
-    limited to 1 pixel per iteration. Each fit starts from the parabola through the
-    brightest pixel and its neighbours and stops once its step is below
-    :data:`POSITION_TOLERANCE` pixel (a neighbour that moved sets it going again).
+    limited to 1 pixel per iteration. Each fit starts from the beam-shaped Gaussian through
+    the brightest pixel and its row and column neighbours (:func:`_start_offsets`) and
+    stops once its step is below ``tolerance`` (pixels, per source or one for all; a
+    neighbour that moved by more than its own tolerance sets it going again).
     The amplitude is the fixed-beam (matched-filter) least-squares peak at the fitted
     centre, the neighbours' models subtracted. A source whose fit leaves the inner half of
     its cutout or fails keeps its start pixel (``converged`` False). Sources must lie at
@@ -422,8 +428,9 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = FIT_NB
     h = pixel_beam.half_size(nbeam)
     xc, yc = np.rint(x0).astype(np.int64), np.rint(y0).astype(np.int64)
     D, good = _position_cutouts(data, background, xc, yc, h)
-    dx, dy = _parabola_offsets(D.reshape(m, 2 * h + 1, 2 * h + 1), h)
+    dx, dy = _start_offsets(D.reshape(m, 2 * h + 1, 2 * h + 1), h, pixel_beam)
     amp = D[:, D.shape[1] // 2].copy()
+    tol = np.broadcast_to(np.asarray(tolerance, float), (m,))
     pairs = _neighbour_pairs(x0, y0, h + 2.0 * pixel_beam.major_pix)
     ok = np.ones(m, bool)
     active = np.ones(m, bool)
@@ -451,7 +458,7 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = FIT_NB
         dx[sel] += np.clip(step[:, 1], -1.0, 1.0)
         dy[sel] += np.clip(step[:, 2], -1.0, 1.0)
         moved = np.zeros(m, bool)
-        moved[sel] = np.abs(step[:, 1:]).max(axis=1) >= POSITION_TOLERANCE
+        moved[sel] = np.abs(step[:, 1:]).max(axis=1) >= tol[sel]
         active = moved.copy()
         if pairs.size:
             active[pairs[moved[pairs[:, 1]], 0]] = True
@@ -487,6 +494,31 @@ def _position_cutouts(data, background, xc, yc, h: int):
     return D, good
 
 
+def _start_offsets(cutouts, h: int, pixel_beam):
+    """Sub-pixel offsets (dx, dy) of the fixed-beam Gaussian through the centre pixel of
+    each ``(m, S, S)`` cutout and its row and column neighbours.
+
+    The log of the beam model is quadratic with known curvature (a, b, c of
+    ``pixel_beam``): ln D(1, 0) - ln D(-1, 0) = 4a dx + 2b dy and
+    ln D(0, 1) - ln D(0, -1) = 2b dx + 4c dy, exact for a noiseless isolated source. Where
+    a neighbour is not positive or the solution leaves ±0.75 pixel, the parabolas'
+    vertex (:func:`_parabola_offsets`) is taken instead.
+    """
+    a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
+    row, col = cutouts[:, h, :], cutouts[:, :, h]
+    with np.errstate(all="ignore"):
+        lx = np.log(row[:, h + 1] / row[:, h - 1])
+        ly = np.log(col[:, h + 1] / col[:, h - 1])
+        det = 16.0 * a * c - 4.0 * b * b
+        dx = (4.0 * c * lx - 2.0 * b * ly) / det
+        dy = (4.0 * a * ly - 2.0 * b * lx) / det
+    good = np.isfinite(dx) & np.isfinite(dy) & (np.abs(dx) <= 0.75) & (np.abs(dy) <= 0.75)
+    if good.all():
+        return dx, dy
+    pdx, pdy = _parabola_offsets(cutouts, h)
+    return np.where(good, dx, pdx), np.where(good, dy, pdy)
+
+
 def _parabola_offsets(cutouts, h: int):
     """Sub-pixel offsets (dx, dy) of the vertex of the parabolas through the centre pixel
     of each ``(m, S, S)`` cutout and its row and column neighbours, each within ±0.5
@@ -509,10 +541,16 @@ def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
     singular or the step not finite; rss the sum of squared residuals before the step).
 
     The model's derivatives are K (2a fx + b fy) and K (b fx + 2c fy) (fx, fy: pixel
-    offsets from the source), so the normal matrix and the right-hand side are linear
-    combinations of the moments of K^2 and K R (R the residual) in fx and fy. They are
-    taken as moments in the cutout's integer offsets (one matrix product with the
-    monomials 1, gx, gy, gx^2, gy^2, gx gy) and shifted to the source (fx = gx - dx).
+    offsets from the source), so the right-hand side is a linear combination of the moments
+    of K R (R the residual) in fx and fy: taken as moments in the cutout's integer offsets
+    (one matrix product with the monomials 1, gx, gy) and shifted to the source
+    (fx = gx - dx). The normal matrix is made of the moments of K^2 about the source: on a
+    cutout of finite pixels these are those of the beam centred on a pixel
+    (:func:`_beam_moments`; a sub-pixel shift changes them only through the truncated
+    wings), so A and the centre decouple and the step needs no linear solve. The
+    right-hand side, and so the fit's fixed point (the least-squares solution), is exact;
+    the matrix sets only how fast the steps get there. Cutouts with non-finite pixels
+    take the matrix of their own finite pixels.
     """
     from dsa110_contimg.science.forced import _kernel_cutouts
 
@@ -522,18 +560,22 @@ def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
     R = D - amp[:, None] * K
     if near is not None:
         R -= near
-    if not good.all():
-        K = K * good
+    partial = ~good.all(axis=1)
+    if partial.any():
+        K *= good
         R *= good
     P = _monomials(h)
-    k2 = (K * K) @ P                                    # sums of K^2 x (1, gx, gy, ...)
-    kr = (K * R) @ P[:, :3]
+    kr = (K * R) @ P[:, :3]                               # sums of K R x (1, gx, gy)
     rss = np.einsum("ij,ij->i", R, R)
-    m00, mx, my = k2[:, 0], k2[:, 1] - dx * k2[:, 0], k2[:, 2] - dy * k2[:, 0]
-    mxx = k2[:, 3] - 2 * dx * k2[:, 1] + dx * dx * k2[:, 0]
-    myy = k2[:, 4] - 2 * dy * k2[:, 2] + dy * dy * k2[:, 0]
-    mxy = k2[:, 5] - dy * k2[:, 1] - dx * k2[:, 2] + dx * dy * k2[:, 0]
     r0, rx, ry = kr[:, 0], kr[:, 1] - dx * kr[:, 0], kr[:, 2] - dy * kr[:, 0]
+    ux, uy = 2 * a * rx + b * ry, b * rx + 2 * c * ry
+    m00, mxx, myy, mxy = _beam_moments(a, b, c, h)
+    k2 = np.empty((m, 6))
+    k2[:] = (m00, 0.0, 0.0, mxx, myy, mxy)
+    if partial.any():
+        k2[partial] = (K[partial] * K[partial]) @ P
+        k2[partial] = _centred(k2[partial], dx[partial], dy[partial])
+    m00, mx, my, mxx, myy, mxy = k2.T
     N = np.empty((m, 3, 3))
     N[:, 0, 0] = m00
     N[:, 0, 1] = N[:, 1, 0] = (2 * a * mx + b * my) * amp
@@ -542,23 +584,69 @@ def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
     N[:, 1, 2] = N[:, 2, 1] = (2 * a * b * mxx + (4 * a * c + b * b) * mxy
                                + 2 * b * c * myy) * amp * amp
     N[:, 2, 2] = (b * b * mxx + 4 * b * c * mxy + 4 * c * c * myy) * amp * amp
-    r = np.stack([r0, (2 * a * rx + b * ry) * amp, (b * rx + 2 * c * ry) * amp], axis=1)
+    r = np.stack([r0, ux * amp, uy * amp], axis=1)
     step = np.zeros((m, 3))
     with np.errstate(all="ignore"):
-        solved = np.abs(np.linalg.det(N)) > 1e-300
-        if solved.any():
-            step[solved] = np.linalg.solve(N[solved], r[solved][..., None])[..., 0]
+        det = _det3(N)
+        solved = np.isfinite(det) & (np.abs(det) > 1e-300)
+        step[solved] = _solve3(N[solved], r[solved], det[solved])
     solved &= np.all(np.isfinite(step), axis=1)
+    step[~solved] = 0.0
     return step, solved, rss
 
 
+def _centred(k2, dx, dy):
+    """Moments (1, x, y, x^2, y^2, xy) about the cutout centre shifted to the source at
+    offsets ``(dx, dy)``."""
+    s0, sx, sy, sxx, syy, sxy = k2.T
+    return np.column_stack([s0, sx - dx * s0, sy - dy * s0,
+                            sxx - 2 * dx * sx + dx * dx * s0,
+                            syy - 2 * dy * sy + dy * dy * s0,
+                            sxy - dy * sx - dx * sy + dx * dy * s0])
+
+
+def _det3(N):
+    """Determinants of ``(m, 3, 3)`` matrices."""
+    return (N[:, 0, 0] * (N[:, 1, 1] * N[:, 2, 2] - N[:, 1, 2] * N[:, 2, 1])
+            - N[:, 0, 1] * (N[:, 1, 0] * N[:, 2, 2] - N[:, 1, 2] * N[:, 2, 0])
+            + N[:, 0, 2] * (N[:, 1, 0] * N[:, 2, 1] - N[:, 1, 1] * N[:, 2, 0]))
+
+
+def _solve3(N, r, det):
+    """Solutions of ``N x = r`` for ``(m, 3, 3)`` symmetric ``N`` (adjugate / ``det``)."""
+    c00 = N[:, 1, 1] * N[:, 2, 2] - N[:, 1, 2] * N[:, 1, 2]
+    c01 = N[:, 0, 2] * N[:, 1, 2] - N[:, 0, 1] * N[:, 2, 2]
+    c02 = N[:, 0, 1] * N[:, 1, 2] - N[:, 0, 2] * N[:, 1, 1]
+    c11 = N[:, 0, 0] * N[:, 2, 2] - N[:, 0, 2] * N[:, 0, 2]
+    c12 = N[:, 0, 2] * N[:, 0, 1] - N[:, 0, 0] * N[:, 1, 2]
+    c22 = N[:, 0, 0] * N[:, 1, 1] - N[:, 0, 1] * N[:, 0, 1]
+    r0, r1, r2 = r.T
+    return np.column_stack([c00 * r0 + c01 * r1 + c02 * r2,
+                            c01 * r0 + c11 * r1 + c12 * r2,
+                            c02 * r0 + c12 * r1 + c22 * r2]) / det[:, None]
+
+
+@functools.lru_cache(maxsize=16)
+def _beam_moments(a: float, b: float, c: float, h: int):
+    """Sums of K^2 x (1, x^2, y^2, xy) over a cutout of half-size ``h`` for the unit-peak
+    beam (a, b, c) centred on its centre pixel (its first moments vanish by symmetry)."""
+    from dsa110_contimg.science.forced import _kernel_cutouts
+
+    K = _kernel_cutouts(a, b, c, np.arange(-h, h + 1), np.zeros(1), np.zeros(1))
+    k2 = ((K * K) @ _monomials(h))[0]
+    return float(k2[0]), float(k2[3]), float(k2[4]), float(k2[5])
+
+
+@functools.lru_cache(maxsize=16)
 def _monomials(h: int) -> np.ndarray:
     """``(S*S, 6)``: 1, gx, gy, gx^2, gy^2, gx gy on a cutout of half-size ``h`` (row-major,
-    gx the column offset, gy the row offset)."""
+    gx the column offset, gy the row offset; read-only)."""
     g = np.arange(-h, h + 1, dtype=float)
     gy, gx = np.meshgrid(g, g, indexing="ij")
     gx, gy = gx.reshape(-1), gy.reshape(-1)
-    return np.column_stack([np.ones_like(gx), gx, gy, gx * gx, gy * gy, gx * gy])
+    out = np.column_stack([np.ones_like(gx), gx, gy, gx * gx, gy * gy, gx * gy])
+    out.flags.writeable = False
+    return out
 
 
 def _neighbour_pairs(x, y, radius: float):
@@ -597,10 +685,10 @@ def _neighbour_models(pairs, active, sel, amp, x, y, xc, yc, h: int, pixel_beam)
     return out
 
 
-def _component_fluxes(data, maps, x0, y0, interior, pixel_beam, opt: DetectionOptions,
-                      scale: float, fit_scale: float):
-    """The forced-estimator columns of the components seeded at pixels ``(x0, y0)``, and
-    whether each position fit converged.
+def _component_fluxes(data, maps, x0, y0, seed_z, interior, pixel_beam,
+                      opt: DetectionOptions, scale: float, fit_scale: float):
+    """The forced-estimator columns of the components seeded at pixels ``(x0, y0)`` (z of
+    the seed pixels ``seed_z``), and whether each position fit converged.
 
     With smooth noise maps (an estimated grid, scalars) a converged position fit gives the
     peak: its amplitude is the fixed-beam least-squares peak at the fitted centre, the
@@ -619,7 +707,10 @@ def _component_fluxes(data, maps, x0, y0, interior, pixel_beam, opt: DetectionOp
     converged = np.zeros(m, bool)
     fit = None
     if interior.any():
-        fit = fit_positions(data, maps.background, x0[interior], y0[interior], pixel_beam)
+        tol = np.maximum(POSITION_TOLERANCE, POSITION_STOP_FRACTION * pixel_beam.minor_pix
+                         / (math.sqrt(2.0) * np.maximum(seed_z[interior], 1.0)))
+        fit = fit_positions(data, maps.background, x0[interior], y0[interior], pixel_beam,
+                            tolerance=tol)
         x[interior], y[interior], converged[interior] = fit.x, fit.y, fit.converged
     smooth = all(np.ndim(a) == 0 or getattr(a, "smooth", False)
                  for a in (maps.background, maps.rms))
@@ -763,7 +854,7 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
     if fit_scale is None:
         fit_scale = correlation_factor(image, maps, pb, FIT_NBEAM)
         fit_scale = fit_scale if np.isfinite(fit_scale) else 1.0
-    cols, converged = _component_fluxes(data, maps, x0, y0, interior, pb, opt,
+    cols, converged = _component_fluxes(data, maps, x0, y0, seed_z, interior, pb, opt,
                                         float(scale), float(fit_scale))
     x, y = cols["x_pix"], cols["y_pix"]
     with np.errstate(invalid="ignore", divide="ignore"):
