@@ -39,6 +39,7 @@ from scipy import stats
 from dsa110_contimg.core.clipping import mad_clip
 from dsa110_contimg.core.enums import ESE_PRESET_THRESHOLDS, confidence_level
 from dsa110_contimg.core.errors import ConfigError, InvalidLightCurve
+from dsa110_contimg.science.ese_window import reaches_before, search_window_days, with_summary
 from dsa110_contimg.science.variability import lightcurve_block
 
 # ----------------------------------------------------------------------------
@@ -260,6 +261,9 @@ CAUSTIC_WIDTH = 0.15
 #: Default detection threshold of :func:`detect_ese_shapes` (sigma); calibrated in
 #: ``bench/ese.py`` to give <= 0.5 % false positives on steady sources.
 DEFAULT_MIN_SIGNIFICANCE = 6.0
+#: Days before a new epoch that the per-image search reads (the longest template with its
+#: recovery windows: 180 + 2 x 180 = 540 d; :mod:`~dsa110_contimg.science.ese_window`).
+SEARCH_WINDOW_DAYS = search_window_days(DEFAULT_DURATIONS)
 
 
 def _profiles(mjd, t0, duration, with_q: bool = True):
@@ -599,6 +603,16 @@ def _near_templates(grid, near, durations, step_fraction):
     return has[:, None] & close_d & close_t
 
 
+def _inside_window(grid, until, recovery_window, min_recovery_days):
+    """The templates of ``grid`` whose pre-event window starts at or after ``until`` (MJD),
+    None when none."""
+    keep = ~reaches_before(grid["t0"], grid["duration"], until, recovery_window,
+                           min_recovery_days)
+    if not keep.any():
+        return None
+    return {k: (v[keep] if k != "names" else v) for k, v in grid.items()}
+
+
 def _bounded_templates(grid, ok, t, new_since_mjd, near, durations, step_fraction,
                        recovery_window, min_recovery_days):
     """Templates of a bounded search of known candidates, and which source may use which.
@@ -623,8 +637,10 @@ class _ShapeSearch:
 
     ``t`` (MJD), ``ok`` (usable points), ``w`` (1/err**2, 0 where not usable) and
     ``fc`` (flux minus the source's weighted mean ``mu``, flux unit) have shape
-    (n_sources, n_epochs); ``grid`` is a :func:`template_grid`; the remaining
-    fields are the keyword arguments of :func:`detect_ese_shapes`.
+    (n_sources, n_epochs); ``grid`` is a :func:`template_grid`; ``counts`` the epochs
+    each point stands for and ``extra_chi2`` the summarised epochs' own scatter
+    (:func:`~dsa110_contimg.science.ese_window.with_summary`; None: one epoch each, 0);
+    the remaining fields are the keyword arguments of :func:`detect_ese_shapes`.
     """
 
     t: np.ndarray
@@ -646,6 +662,8 @@ class _ShapeSearch:
     min_low_span: float
     max_grid: int
     allowed: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    extra_chi2: np.ndarray | None = None
 
     def run(self, rows, out):
         """Search the sources ``rows``, writing their best templates into ``out``.
@@ -666,6 +684,8 @@ class _ShapeSearch:
         tu, (W, WF, CNT) = merge_untouched(tu, [W, WF, CNT], self.grid["t0"] - reach,
                                            self.grid["t0"] + reach)
         Sff = (self.w[rows] * self.fc[rows] ** 2).sum(axis=1)
+        if self.extra_chi2 is not None:
+            Sff = Sff + self.extra_chi2[rows]
         tr = np.where(sub_ok, self.t[rows], np.nan)
         res = _chunk_fit(tu, W, WF, Sff, CNT, self.grid, self.min_in, self.min_out,
                          np.nanmin(tr, axis=1), np.nanmax(tr, axis=1), self.overhang,
@@ -693,7 +713,7 @@ class _ShapeSearch:
         wsub, fsub = self.w[rows][sub_ok], self.fc[rows][sub_ok]
         np.add.at(W, (r_idx, inv), wsub)
         np.add.at(WF, (r_idx, inv), wsub * fsub)
-        np.add.at(CNT, (r_idx, inv), 1.0)
+        np.add.at(CNT, (r_idx, inv), 1.0 if self.counts is None else self.counts[rows][sub_ok])
         return W, WF, CNT
 
     def _store_best(self, out, rows, sig, depth, base, res):
@@ -726,7 +746,7 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
                       recovery_tol: float = 0.5, min_recovery_days: float = 30.0,
                       min_low_frac: float = 0.7,
                       min_low_span: float = 0.3, new_since_mjd: float | None = None,
-                      near: Mapping | None = None,
+                      near: Mapping | None = None, summary: Mapping | None = None,
                       chunk_sources: int = 512, max_grid: int = 2048) -> dict:
     """Matched-filter ESE search over many light curves at once.
 
@@ -750,6 +770,10 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     are fitted, on their whole light curve, over the incremental templates and the
     templates next to their own (:func:`_near_templates`), so their best template and
     significance follow the full-history search at O(n_epochs) per source.
+    With ``summary`` the light curves are a window of the latest epochs and the epochs
+    before it come as sums (:mod:`~dsa110_contimg.science.ese_window`): only templates
+    inside the window (their pre-event window starts at or after ``summary["until"]``)
+    are fitted, exactly as on the whole light curve.
     All templates of a chunk of sources are evaluated on the union of their epochs
     with matrix products: O(n_sources * n_templates * n_epochs) flops in BLAS; runs of
     epochs no template reaches are merged into one column first (:func:`merge_untouched`),
@@ -784,6 +808,10 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     near : mapping, optional
         With ``new_since_mjd``: per-source stored best template, ``t0`` (MJD) and
         ``duration`` (days) arrays of shape (n_sources,), NaN where none (see above).
+    summary : mapping, optional
+        The epochs before the light curves given, as sums per source
+        (:func:`~dsa110_contimg.science.ese_window.summary_before`: ``n``, ``sum_w``,
+        ``sum_wf``, ``sum_wf2``, ``first_mjd`` and the MJD ``until``).
     durations : sequence of float
         Template durations (days), default 14-180 d.
     shapes : mapping name -> caustic fraction, optional
@@ -799,14 +827,21 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
         ``baseline`` (flux unit), ``n_in_dip`` (points with P >= 0.5).
     """
     f, e, t = lightcurve_block(flux2d, err2d, mjd2d, "detect_ese_shapes")
+    f, e, t, counts, extra = with_summary(f, e, t, summary)
     S = f.shape[0]
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
     out = _empty_result(S)
     if not ok.any():
         return out
-    grid = template_grid(float(t[ok].min()), float(t[ok].max()), durations=durations,
+    t_lo = float(t[ok].min()) if summary is None else max(float(t[ok].min()),
+                                                           float(summary["until"]))
+    grid = template_grid(t_lo, float(t[ok].max()), durations=durations,
                          shapes=shapes, step_fraction=step_fraction, overhang=overhang)
+    if summary is not None:
+        grid = _inside_window(grid, float(summary["until"]), recovery_window, min_recovery_days)
+        if grid is None:
+            return out
     allowed = None
     if new_since_mjd is not None and near is not None:
         grid, allowed = _bounded_templates(grid, ok, t, new_since_mjd, near, durations,
@@ -826,7 +861,9 @@ def detect_ese_shapes(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT
     fc = np.where(ok, fz - mu[:, None], 0.0)                    # centred: no cancellation
     search = _ShapeSearch(t, ok, w, fc, mu, grid, min_significance, min_in, min_out, max_depth,
                           overhang, min_side, recovery_window, recovery_tol, min_recovery_days,
-                          min_low_frac, min_low_span, max_grid, allowed)
+                          min_low_frac, min_low_span, max_grid, allowed,
+                          None if summary is None else np.where(ok, counts, 0.0),
+                          None if summary is None else extra)
     for start in range(0, S, chunk_sources):
         search.run(np.arange(start, min(start + chunk_sources, S)), out)
     out["detected"] = out["significance"] >= min_significance
@@ -915,6 +952,6 @@ def fit_ese(mjd, flux, err, *, min_significance: float = DEFAULT_MIN_SIGNIFICANC
 
 
 __all__ = ["CAUSTIC_WIDTH", "DEFAULT_DURATIONS", "DEFAULT_MIN_SIGNIFICANCE", "ESEFit",
-           "ESEPreset", "EtaVThresholds", "PRESETS", "SHAPES", "TAPER",
+           "ESEPreset", "EtaVThresholds", "PRESETS", "SEARCH_WINDOW_DAYS", "SHAPES", "TAPER",
            "classify", "composite_score", "detect_ese_shapes", "ese_model", "eta_v_candidates",
            "eta_v_thresholds", "fit_ese", "template_grid"]

@@ -44,6 +44,7 @@ from dsa110_contimg.science.ese import (
     DEFAULT_DURATIONS, DEFAULT_MIN_SIGNIFICANCE, _dip_consistency, _profiles, _recovery_length,
     _template_reach, _template_shapes, detect_ese_shapes, merge_untouched, side_agreement, template_grid,
 )
+from dsa110_contimg.science.ese_window import reaches_before, with_summary
 from dsa110_contimg.science.variability import lightcurve_block
 
 #: The stages, in ranking order (the most actionable first); ``''`` = no stage.
@@ -62,7 +63,7 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
                     min_recovery_days: float = 30.0, max_depth: float = 1.0,
                     step_fraction: float = 0.125, overhang: float = 0.35,
                     min_low_frac: float = 0.7, min_low_span: float = 0.3,
-                    chunk_sources: int = 512) -> dict:
+                    summary=None, chunk_sources: int = 512) -> dict:
     """Best *live* ESE template per light curve (see the module docstring).
 
     Parameters
@@ -74,6 +75,10 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
     min_in, min_pre, min_side : int
         Epochs inside the dip (P >= 0.5), before the event in all, and in the
         pre-event window.
+    summary : mapping, optional
+        The epochs before the light curves given, as sums
+        (:func:`~dsa110_contimg.science.ese_window.summary_before`); only live templates
+        whose pre-event window starts at or after its ``until`` are fitted.
     Other parameters as :func:`~dsa110_contimg.science.ese.detect_ese_shapes`.
 
     Returns
@@ -85,6 +90,7 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
         ``baseline`` (flux unit).
     """
     f, e, t = lightcurve_block(flux2d, err2d, mjd2d, "live_dip_search")
+    f, e, t, counts, extra = with_summary(f, e, t, summary)
     S = f.shape[0]
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
@@ -97,13 +103,18 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
     tt = np.where(ok, t, np.nan)
     with np.errstate(invalid="ignore"):
         t_last = np.where(ok.any(axis=1), np.nanmax(np.where(ok, t, -np.inf), axis=1), np.nan)
-    grid = template_grid(float(t[ok].min()), float(t[ok].max()), durations=durations,
+    t_lo = float(t[ok].min()) if summary is None else max(float(t[ok].min()),
+                                                           float(summary["until"]))
+    grid = template_grid(t_lo, float(t[ok].max()), durations=durations,
                          shapes=shapes, step_fraction=step_fraction, overhang=overhang)
     rec = _recovery_length(grid["duration"], recovery_window, min_recovery_days)
     lo_last, hi_last = np.nanmin(t_last), np.nanmax(t_last)
     # live for some source: t_last inside the dip (P >= 0.5) or within the recovery window
     reach_in = grid["t0"] - 0.5 * grid["duration"] * _HALF_EDGE
     keep = (reach_in <= hi_last) & (grid["t0"] + grid["duration"] / 2 + rec >= lo_last)
+    if summary is not None:
+        keep &= ~reaches_before(grid["t0"], grid["duration"], float(summary["until"]),
+                                recovery_window, min_recovery_days)
     if not keep.any():
         return out
     grid = {k: (v[keep] if k != "names" else v) for k, v in grid.items()}
@@ -126,8 +137,8 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
         CNT = np.zeros_like(W)
         np.add.at(W, (r_idx, inv), w[rows][sub_ok])
         np.add.at(WF, (r_idx, inv), (w * fc)[rows][sub_ok])
-        np.add.at(CNT, (r_idx, inv), 1.0)
-        Sff = (w[rows] * fc[rows] ** 2).sum(axis=1)
+        np.add.at(CNT, (r_idx, inv), counts[rows][sub_ok])
+        Sff = (w[rows] * fc[rows] ** 2).sum(axis=1) + extra[rows]
         # the live fit looks at everything after a template's pre-event window
         tu, (W, WF, CNT) = merge_untouched(tu, [W, WF, CNT], lo_reach,
                                            np.full(lo_reach.size, np.inf))
@@ -204,13 +215,16 @@ def _live_fit(tu, W, WF, Sff, CNT, grid, rec, t_last, t_first, min_in, min_pre, 
     return {"sig": sig, "good": good, "c": c, "a": a, "recovered": recovered & good}
 
 
-def step_fit(mjd2d, flux2d, err2d, *, min_side: int = 3) -> dict:
+def step_fit(mjd2d, flux2d, err2d, *, min_side: int = 3, summary=None) -> dict:
     """Best two-level (step) model per light curve, for drops that do not recover.
 
     The epochs of each source are split at every position with at least
     ``min_side`` epochs on either side; the weighted means before and after give
     Delta chi2 = (m_before - m_after)**2 / (1/W_before + 1/W_after) over the
     constant model; significance = sqrt(Delta chi2 / max(1, chi2_fit / (n - 2))).
+    With ``summary`` (:func:`~dsa110_contimg.science.ese_window.summary_before`) the
+    epochs before the light curves given enter as one point at its ``until`` (MJD): a
+    split among them is not tried, and a drop before the window is dated at its start.
 
     Returns
     -------
@@ -223,15 +237,17 @@ def step_fit(mjd2d, flux2d, err2d, *, min_side: int = 3) -> dict:
         linear fit after the split falls by more than a third of the drop).
     """
     f, e, t = lightcurve_block(flux2d, err2d, mjd2d, "step_fit")
+    f, e, t, counts, extra = with_summary(f, e, t, summary, at="until")
     S, N = f.shape
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
     order = np.argsort(np.where(ok, t, np.inf), axis=1, kind="stable")
-    f, e, t, ok = (np.take_along_axis(x, order, axis=1) for x in (f, e, t, ok))
+    f, e, t, ok, counts = (np.take_along_axis(x, order, axis=1) for x in (f, e, t, ok, counts))
     w = np.where(ok, 1.0 / np.where(ok, e, 1.0) ** 2, 0.0)
     wf = w * np.where(ok, f, 0.0)
-    n = ok.sum(axis=1)
-    cw, cf, cn = np.cumsum(w, axis=1), np.cumsum(wf, axis=1), np.cumsum(ok, axis=1)
+    cnt = np.where(ok, counts, 0.0)
+    n = cnt.sum(axis=1)
+    cw, cf, cn = np.cumsum(w, axis=1), np.cumsum(wf, axis=1), np.cumsum(cnt, axis=1)
     Wt, Ft = cw[:, -1:], cf[:, -1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         m_b = cf / cw
@@ -246,7 +262,7 @@ def step_fit(mjd2d, flux2d, err2d, *, min_side: int = 3) -> dict:
     mb, ma = m_b[ii, j], m_a[ii, j]
     tt = np.where(ok, t, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        chi2_const = (w * (np.where(ok, f, 0.0) - (Ft / Wt)) ** 2).sum(axis=1)
+        chi2_const = (w * (np.where(ok, f, 0.0) - (Ft / Wt)) ** 2).sum(axis=1) + extra
         scale = np.maximum(1.0, (chi2_const - np.where(has, best, 0.0)) / np.maximum(n - 2, 1))
         sig = np.where(has, np.sqrt(np.where(has, best, 0.0) / scale), 0.0)
         drop = np.where(has, 1.0 - ma / mb, np.nan)
@@ -276,7 +292,7 @@ def step_fit(mjd2d, flux2d, err2d, *, min_side: int = 3) -> dict:
 def ese_stages(mjd2d, flux2d, err2d, *, confirmed: dict | None = None,
                min_significance: float = DEFAULT_MIN_SIGNIFICANCE,
                live_significance: float = DEFAULT_LIVE_SIGNIFICANCE,
-               durations=DEFAULT_DURATIONS, **confirm_kw) -> dict:
+               durations=DEFAULT_DURATIONS, summary=None, **confirm_kw) -> dict:
     """The stage of each light curve as observed up to its latest epoch.
 
     Parameters
@@ -290,6 +306,9 @@ def ese_stages(mjd2d, flux2d, err2d, *, confirmed: dict | None = None,
         Threshold of the live search and the step fit (sigma).
     durations : sequence of float
         Template durations (days); the longest is the retirement age.
+    summary : mapping, optional
+        The epochs before the light curves given, as sums, for the three searches
+        (:func:`~dsa110_contimg.science.ese_window.summary_before`).
 
     Returns
     -------
@@ -303,9 +322,10 @@ def ese_stages(mjd2d, flux2d, err2d, *, confirmed: dict | None = None,
     f, e, t = lightcurve_block(flux2d, err2d, mjd2d, "ese_stages")
     if confirmed is None:
         confirmed = detect_ese_shapes(t, f, e, min_significance=min_significance,
-                                      durations=durations, **confirm_kw)
-    live = live_dip_search(t, f, e, min_significance=live_significance, durations=durations)
-    step = step_fit(t, f, e)
+                                      durations=durations, summary=summary, **confirm_kw)
+    live = live_dip_search(t, f, e, min_significance=live_significance, durations=durations,
+                           summary=summary)
+    step = step_fit(t, f, e, summary=summary)
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
         t_last = np.max(np.where(ok, t, -np.inf), axis=1)

@@ -20,13 +20,19 @@ from dsa110_contimg.store.schema import ese_stage_history
 from dsa110_contimg.store.values import finite_or_none
 
 
+#: The stored best template of a candidate, as :func:`candidate_templates` returns it.
+TEMPLATE_COLUMNS = ("stage", "t_min_mjd", "duration_days", "shape_significance", "depth",
+                    "template", "baseline_jyb", "caustic_amp")
+
+
 def candidate_templates(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
-    """``{source_id: {"stage", "t_min_mjd", "duration_days"}}`` of the candidates among
-    ``source_ids``: the stage (None when none) and the stored best template of the
-    confirmed search (epoch of minimum, MJD; duration, days; None when none)."""
-    return {int(s): {"stage": st, "t_min_mjd": t0, "duration_days": d}
-            for s, st, t0, d in bulk.fetch_in(
-                conn, "SELECT source_id, stage, t_min_mjd, duration_days FROM ese_candidates "
+    """``{source_id: {column: value}}`` of the candidates among ``source_ids``, columns
+    :data:`TEMPLATE_COLUMNS`: the stage (None when none) and the stored best template
+    (epoch of minimum t_min_mjd, MJD; duration, days; significance, sigma; fractional
+    depth; shape name; baseline, Jy/beam; fractional caustic amplitude; None when none)."""
+    return {int(r[0]): dict(zip(TEMPLATE_COLUMNS, r[1:]))
+            for r in bulk.fetch_in(
+                conn, f"SELECT source_id, {', '.join(TEMPLATE_COLUMNS)} FROM ese_candidates "
                       "WHERE source_id IN ({in})", [int(s) for s in source_ids])}
 
 
@@ -64,4 +70,4 @@ def stage_history(conn: Connection, candidate_id: int, limit: int = 200) -> list
     return [dict(r) for r in rows][::-1]
 
 
-__all__ = ["candidate_templates", "record_stage_changes", "stage_history"]
+__all__ = ["TEMPLATE_COLUMNS", "candidate_templates", "record_stage_changes", "stage_history"]

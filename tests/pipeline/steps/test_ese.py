@@ -35,10 +35,11 @@ class BoundedVsFull:
         self.real = real
         self.calls = []
 
-    def __call__(self, detect, mjd, flux, err, full_rows, new_mjd, near=None):
+    def __call__(self, detect, mjd, flux, err, full_rows, new_mjd, near=None, summary=None):
         from dsa110_contimg.science.ese_stage import ese_stages
 
-        got = self.real(detect, mjd, flux, err, full_rows, new_mjd, near)
+        got = self.real(detect, mjd, flux, err, full_rows, new_mjd, near, summary)
+        assert summary is None          # a history shorter than the window is read whole
         if new_mjd is not None and full_rows.any():
             full = detect(mjd, flux, err)
             stages = [ese_stages(mjd, flux, err, confirmed=r)["stage"] for r in (got, full)]
@@ -404,3 +405,119 @@ def test_one_significance_called_sigma_everywhere(ese_run, capsys, monkeypatch):
     assert cli_main(["lightcurve", name, "--products-db", db, "-o", str(tmp_path / "s.png")]) == 0
     assert seen["title"].endswith(f"sigma {text}")
     assert f"sigma {text}," in plotting.ese_label(seen["ese_fit"], seen["candidate"])
+
+
+# -- a long history: the per-image search reads a fixed window -----------------------------
+def _long_field(path, n_epochs, n_sources=12):
+    """A products database of ``n_epochs`` daily, normalised epochs of one field: source 0
+    has a 30 % ESE of 60 d ending 100 d before the last epoch (inside the window), source 1
+    one of 60 d around day 150 (long before it); the others are steady (2 % errors).
+    Returns (database, source ids, epochs MJD, flux, err)."""
+    import sqlalchemy as sa
+
+    from dsa110_contimg.store.schema import images, measurements
+
+    rng = np.random.default_rng(n_epochs)
+    mjd = 60000.0 + np.arange(n_epochs) + rng.uniform(-0.05, 0.05, n_epochs)
+    err = np.full((n_sources, n_epochs), 0.02)
+    flux = 1.0 + err * rng.standard_normal(err.shape)
+    flux[0] *= ese_model(mjd, mjd[-1] - 130.0, 60.0, 0.3)
+    flux[1] *= ese_model(mjd, 60150.0, 60.0, 0.3)
+    db = open_products_db(path)
+    with db.engine.begin() as conn:
+        sid = _sources(conn, n_sources)
+        conn.execute(images.insert(), [
+            {"id": k + 1, "path": f"/im{k}.fits", "content_id": f"c{k}", "kind": "image",
+             "mjd": float(t), "ra_center_deg": 10.5, "dec_center_deg": 30.0, "radius_deg": 1.0,
+             "method": "peak", "catalog": "nvss", "measured_at": float(k), "qc_status": "passed",
+             "norm_status": "ok", "norm_factor": 1.0} for k, t in enumerate(mjd)])
+        conn.execute(measurements.insert(), [
+            {"image_id": k + 1, "source_id": int(s), "mjd": float(mjd[k]), "ra_deg": 10.5,
+             "dec_deg": 30.0, "peak_jyb": float(flux[i, k]), "peak_err_jyb": 0.02,
+             "success": True, "norm_flux_jyb": float(flux[i, k]), "norm_err_jyb": 0.02}
+            for k in range(n_epochs) for i, s in enumerate(sid)])
+        assert conn.execute(sa.select(sa.func.count()).select_from(measurements)).scalar() \
+            == n_epochs * n_sources
+    return db, sid, mjd, flux, err
+
+
+def _evaluate(db, sid, mjd, n, *, full: bool, write: bool = False):
+    """ESE rows of the field observed up to epoch ``n`` (its running statistics stored
+    first), with the per-image window search or the full search; the measurement rows and
+    statements the evaluation read."""
+    from dsa110_contimg.pipeline.steps import ese as step
+    from dsa110_contimg.science.variability import RunningStats
+
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE images SET qc_status = CASE WHEN id <= {n} THEN 'passed' "
+                             "ELSE 'failed' END")
+        f, e, t, _ = lc_store.load_lightcurves(conn, sid, list(range(1, n + 1)), normalized=True)
+        stats = RunningStats.from_lightcurves(f, e, t)
+        lc_store.save_running_stats(conn, sid, stats.to_dict(), stats.metrics(), "normalized")
+    read = {"rows": 0, "sources": 0, "statements": 0}
+    real = lc_store.load_lightcurves
+
+    def counted(*a, **kw):
+        out = real(*a, **kw)
+        read["rows"] += int(np.isfinite(out[2]).sum())
+        read["sources"] += out[0].shape[0]
+        return out
+
+    def statement(*a):
+        if "FROM measurements" in a[2]:
+            read["statements"] += 1
+
+    ctx = ImageContext(image_id=n, path=f"/im{n - 1}.fits", mjd=float(mjd[n - 1]), ra_deg=10.5,
+                       dec_deg=30.0, radius_deg=1.0, kind="image", remeasured=full,
+                       source_ids=sid)
+    cfg = PhotometryConfig(normalize=True, detect_ese=True)
+    import sqlalchemy as sa
+    with pytest.MonkeyPatch.context() as mp, db.engine.begin() as conn:
+        mp.setattr(lc_store, "load_lightcurves", counted)
+        sa.event.listen(db.engine, "before_cursor_execute", statement)
+        try:
+            rows, _ = step.ese_rows(conn, ctx, cfg)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", statement)
+        if write:
+            step.write_ese_rows(conn, [dict(r) for r in rows], image_id=n, mjd=ctx.mjd)
+    return {int(r["source_id"]): r for r in rows}, read
+
+
+@pytest.mark.parametrize("n_epochs", [1000])
+def test_long_history_reads_a_fixed_window_and_finds_the_event_inside_it(tmp_path, n_epochs):
+    """1,000 daily epochs: the per-image search reads the last 540 days (the longest
+    template with its recovery windows) plus the running statistics, so the measurement
+    rows and statements it reads are those of a 600-epoch history; the candidate whose
+    event lies inside the window gets the full search's stage, template and significance,
+    and the one whose event lies before it stays confirmed with its stored template."""
+    from dsa110_contimg.science.ese import SEARCH_WINDOW_DAYS
+
+    per_size = {}
+    for n in (600, n_epochs):
+        db, sid, mjd, _, _ = _long_field(tmp_path / f"p{n}.sqlite3", n)
+        # the candidates as the full search stored them one epoch earlier
+        _evaluate(db, sid, mjd, n - 1, full=True, write=True)
+        win, read = _evaluate(db, sid, mjd, n, full=False)
+        full, read_full = _evaluate(db, sid, mjd, n, full=True)
+        db.dispose()
+        per_size[n] = (read, read_full)
+        inside, before = int(sid[0]), int(sid[1])
+        assert win[inside]["stage"] == full[inside]["stage"] == "confirmed"
+        for k in ("t_min_mjd", "duration_days", "template"):
+            assert win[inside][k] == full[inside][k]
+        np.testing.assert_allclose(win[inside]["shape_significance"],
+                                   full[inside]["shape_significance"], rtol=1e-9)
+        assert full[before]["stage"] == win[before]["stage"] == "confirmed"
+        assert win[before]["t_min_mjd"] == full[before]["t_min_mjd"]
+        np.testing.assert_allclose(win[before]["shape_significance"],
+                                   full[before]["shape_significance"], rtol=0.01)
+        assert set(win) == set(full)                     # no steady source became a candidate
+        assert read["rows"] <= read["sources"] * (SEARCH_WINDOW_DAYS + 2)
+        assert read_full["rows"] == read_full["sources"] * n
+    (small, _), (large, large_full) = per_size[600], per_size[n_epochs]
+    assert large["sources"] == small["sources"] >= 2
+    # the window, whatever the history (to the one epoch the jittered times may add)
+    assert abs(large["rows"] - small["rows"]) <= large["sources"]
+    assert large["statements"] == small["statements"]
+    assert large_full["rows"] > 1.6 * large["rows"]

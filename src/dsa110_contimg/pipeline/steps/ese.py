@@ -38,7 +38,7 @@ MIN_EPOCHS_ESE = 5
 SHAPE_PREFILTER_CHI2_NU = 1.5
 
 
-def _shape_search(detect, mjd, flux, err, full_rows, new_mjd, near=None):
+def _shape_search(detect, mjd, flux, err, full_rows, new_mjd, near=None, summary=None):
     """ESE template search with a cost bounded as history grows.
 
     With a new epoch ``new_mjd`` (MJD), every source gets the incremental search
@@ -49,18 +49,21 @@ def _shape_search(detect, mjd, flux, err, full_rows, new_mjd, near=None):
     neighbours re-fitted on their whole light curve, so their best template follows
     the full-history search; this costs O(epochs) per candidate, not O(epochs**2).
     Without ``new_mjd`` (re-measured image, field normalised again, recomputation)
-    every source gets the full-history search.
+    every source gets the full-history search. With ``summary`` the light curves are the
+    window of :func:`_window_start` and the epochs before it come as sums
+    (:mod:`~dsa110_contimg.science.ese_window`), for the known candidates' fits.
     """
     if new_mjd is None:
         return detect(mjd, flux, err)
     if not full_rows.any():
         return detect(mjd, flux, err, new_since_mjd=float(new_mjd))
     if full_rows.all():
-        return detect(mjd, flux, err, new_since_mjd=float(new_mjd), near=near)
+        return detect(mjd, flux, err, new_since_mjd=float(new_mjd), near=near, summary=summary)
     inc = ~full_rows
     part = detect(mjd[inc], flux[inc], err[inc], new_since_mjd=float(new_mjd))
     known = detect(mjd[full_rows], flux[full_rows], err[full_rows],
-                   new_since_mjd=float(new_mjd), near=near)
+                   new_since_mjd=float(new_mjd), near=near,
+                   summary=_take(summary, full_rows))
     out = {}
     for k, v in part.items():
         arr = np.empty(inc.size, dtype=np.asarray(v).dtype)
@@ -112,16 +115,82 @@ def write_ese_rows(conn, rows: list[dict], *, image_id: int | None, mjd: float |
 LOST_REASON = "the dip is no longer significant: the light curve is back at its baseline"
 
 
-def _stages(found: dict, mjd, flux, err, previous: list) -> dict:
+def _take(summary: dict | None, rows) -> dict | None:
+    """The ``rows`` (mask or indices) of a summary of the epochs before the window."""
+    if summary is None:
+        return None
+    return {k: (v if k == "until" else np.asarray(v)[rows]) for k, v in summary.items()}
+
+
+def _window_start(ctx: ImageContext, field) -> float | None:
+    """Start (MJD) of the window the per-image search reads: :data:`SEARCH_WINDOW_DAYS`
+    before the field's latest epoch preceding this image (every template the new epoch
+    can complete, or is live at, lies after it); None when the whole history is searched
+    (re-measured image, field normalised again, no epoch time)."""
+    from dsa110_contimg.science.ese import SEARCH_WINDOW_DAYS
+
+    if ctx.remeasured or _renormalised(ctx) or ctx.mjd is None or not np.isfinite(ctx.mjd):
+        return None
+    with np.errstate(invalid="ignore"):
+        before = field.mjd[field.mjd < float(ctx.mjd)]
+    prev = float(before.max()) if before.size else float(ctx.mjd)
+    return prev - SEARCH_WINDOW_DAYS
+
+
+def _read_lightcurves(conn, ctx: ImageContext, cfg, rows: np.ndarray, stored: dict):
+    """Light curves of the sources ``rows`` (indices into the image's sources) for the
+    search: the window of :func:`_window_start` and the epochs before it as sums of the
+    running statistics ``stored`` (:func:`~dsa110_contimg.science.ese_window.summary_before`),
+    or the whole history. Returns (flux, err, mjd, summary); summary None when no source
+    has epochs before the window (or the whole history was read)."""
+    from dsa110_contimg.science.ese_window import summary_before, window_sums
+
+    field = ctx.field_images(conn)
+    use = field.norm_status == "ok" if cfg.normalize else np.ones(field.ids.size, bool)
+    until = _window_start(ctx, field)
+    if until is not None:
+        with np.errstate(invalid="ignore"):
+            use = use & (field.mjd >= until)
+    flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[rows], field.ids[use],
+                                                  normalized=cfg.normalize)
+    if until is None:
+        return flux, err, mjd, None
+    totals = {k: np.asarray(stored[k])[rows] for k in ("n", "sum_w", "sum_wf", "sum_wf2",
+                                                       "first_mjd")}
+    return flux, err, mjd, summary_before(totals, window_sums(flux, err, mjd), until)
+
+
+def _keep_frozen(found: dict, stored: list, frozen: np.ndarray) -> None:
+    """Known candidates whose stored event lies before the window (``frozen``; ``stored``
+    their :func:`~dsa110_contimg.store.ese_stages.candidate_templates` rows) keep their
+    stored confirmed template, in place in ``found``, unless the search found a more
+    significant detection: the epochs since only refine its baseline."""
+    for j in np.flatnonzero(frozen):
+        p = stored[j]
+        sig = _num(p["shape_significance"])
+        if p["stage"] != "confirmed" or not np.isfinite(sig) or \
+                (found["detected"][j] and found["significance"][j] >= sig):
+            continue
+        found["detected"][j], found["significance"][j] = True, sig
+        for k, col in (("depth", "depth"), ("duration_days", "duration_days"),
+                       ("t_min_mjd", "t_min_mjd"), ("caustic_amp", "caustic_amp"),
+                       ("baseline", "baseline_jyb")):
+            found[k][j] = _num(p[col])
+        found["template"][j] = p["template"] or ""
+        found["chi2_improvement"][j], found["chi2_nu_fit"][j] = np.nan, np.nan
+
+
+def _stages(found: dict, mjd, flux, err, previous: list, summary=None) -> dict:
     """Stages of the searched light curves (``found``: their confirmed-search result;
-    ``previous``: each one's stored stage, None for sources that are not candidates).
+    ``previous``: each one's stored stage, None for sources that are not candidates;
+    ``summary``: the epochs before the light curves' window, as sums, or None).
 
     Only known candidates may be retired: a candidate whose live stage (dip in progress,
     recovering) lapses is retired with :data:`LOST_REASON`; a source that is not a
     candidate gets no ``retired`` stage."""
     from dsa110_contimg.science.ese_stage import ese_stages
 
-    st = ese_stages(mjd, flux, err, confirmed=found)
+    st = ese_stages(mjd, flux, err, confirmed=found, summary=summary)
     stage, reason = st["stage"].copy(), st["reason"].copy()
     prev = np.array([p or "" for p in previous], dtype=object)
     known = np.array([p is not None for p in previous], bool)
@@ -169,16 +238,19 @@ def _threshold_criteria(metrics: dict, preset: str) -> tuple[np.ndarray, np.ndar
     return by_preset, eta_v
 
 
-def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.ndarray,
-                    prev: dict) -> tuple[dict, dict]:
-    """Shape search and stages of the sources worth it (reads their light curves).
+def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, stored: dict,
+                    by_preset: np.ndarray, prev: dict) -> tuple[dict, dict]:
+    """Shape search and stages of the sources worth it (reads their light curves: with a
+    new epoch the window of :func:`_window_start`, the epochs before it as sums of the
+    running statistics ``stored``; else the whole history).
 
     Searched: sources with at least :data:`MIN_EPOCHS_SHAPE` epochs and chi2_nu above
     :data:`SHAPE_PREFILTER_CHI2_NU`, or already candidates (``prev``: source id ->
     stored stage and best template, :func:`~dsa110_contimg.store.ese_stages.candidate_templates`).
     The light curves of those and of the ``by_preset`` sources are read,
     and ``by_preset`` is cleared in place for the light curves with fewer than two low
-    epochs (:func:`_low_epochs`).
+    epochs (:func:`_low_epochs`, over the epochs read). Known candidates whose stored
+    template reaches before the window keep it when confirmed (:func:`_keep_frozen`).
 
     Returns
     -------
@@ -203,22 +275,35 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.n
     read = np.flatnonzero(((n >= MIN_EPOCHS_SHAPE) & worth) | by_preset)
     if not read.size:
         return shape, stage
-    field = ctx.field_images(conn)
-    keep = field.normalised_ids() if cfg.normalize else field.ids
-    flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[read], keep,
-                                                  normalized=cfg.normalize)
+    flux, err, mjd, summary = _read_lightcurves(conn, ctx, cfg, read, stored)
     by_preset[read] &= _low_epochs(flux, err) >= 2
     stage["lightcurves"] = (read, mjd, flux)
     deep = (n[read] >= MIN_EPOCHS_SHAPE) & worth[read]
-    if flux.shape[1] < MIN_EPOCHS_SHAPE or not deep.any():
+    if not flux.shape[1] or not deep.any():
+        return shape, stage
+    if summary is None and flux.shape[1] < MIN_EPOCHS_SHAPE:
         return shape, stage
     rows_d = read[deep]
+    summary = _take(summary, deep)
     is_known = np.isin(ctx.source_ids[rows_d], list(known))
-    stored = [prev[int(s)] for s in ctx.source_ids[rows_d][is_known]]
-    near = {"t0": np.array([_num(p["t_min_mjd"]) for p in stored], float),
-            "duration": np.array([_num(p["duration_days"]) for p in stored], float)}
+    templates = [prev[int(s)] for s in ctx.source_ids[rows_d][is_known]]
+    near = {"t0": np.array([_num(p["t_min_mjd"]) for p in templates], float),
+            "duration": np.array([_num(p["duration_days"]) for p in templates], float)}
+    frozen = np.zeros(len(templates), bool)
+    if summary is not None:
+        from dsa110_contimg.science.ese_window import reaches_before
+
+        frozen = reaches_before(near["t0"], near["duration"], summary["until"])
+        near = {k: np.where(frozen, np.nan, v) for k, v in near.items()}
     found = _shape_search(detect_ese_shapes, mjd[deep], flux[deep], err[deep], is_known,
-                          None if ctx.remeasured or _renormalised(ctx) else ctx.mjd, near)
+                          None if ctx.remeasured or _renormalised(ctx) else ctx.mjd, near,
+                          summary)
+    if frozen.any():
+        at = np.flatnonzero(is_known)
+        sub = {k: v[at] for k, v in found.items()}
+        _keep_frozen(sub, templates, frozen)
+        for k, v in sub.items():
+            found[k][at] = v
     shape = {k: np.full(n.size, np.nan if np.asarray(v).dtype.kind == "f" else None,
                         dtype=np.asarray(v).dtype if np.asarray(v).dtype.kind == "f" else object)
              for k, v in found.items()}
@@ -226,7 +311,8 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, by_preset: np.n
         shape[k][rows_d] = v
     shape["detected"] = np.asarray(shape["detected"] == True)  # noqa: E712 (object array)
     got = _stages(found, mjd[deep], flux[deep], err[deep],
-                  [(prev.get(int(s)) or {}).get("stage") for s in ctx.source_ids[rows_d]])
+                  [(prev.get(int(s)) or {}).get("stage") for s in ctx.source_ids[rows_d]],
+                  summary)
     for k in ("stage", "reason", "significance"):
         stage[k][rows_d] = got[k]
     live = np.isin(got["stage"], ("dip_in_progress", "recovering"))
@@ -294,7 +380,7 @@ def ese_rows(conn, ctx: ImageContext, cfg,
     metrics = RunningStats.from_dict(stored).metrics()
     by_preset, eta_v = _threshold_criteria(metrics, cfg.ese_preset)
     prev = candidate_templates(conn, ctx.source_ids)
-    shape, stage = _shape_criteria(conn, ctx, cfg, metrics, by_preset, prev)
+    shape, stage = _shape_criteria(conn, ctx, cfg, metrics, stored, by_preset, prev)
     has_stage = np.isin(stage["stage"], ("dip_in_progress", "recovering", "confirmed"))
     flagged = by_preset | shape["detected"] | has_stage
     score, conf = composite_score(metrics["sigma_deviation"], metrics["chi2_nu"], metrics["eta"])
