@@ -1,4 +1,4 @@
-"""The ESE step's search per image as the history grows: CPU time at 13, 103 and 502 epochs.
+"""The ESE step's search per image as the history grows: CPU time at 13, 103, 502 and 1,000 epochs.
 
 One field of ``--sources`` (1,000) light curves observed once a day (2 % errors), of which
 ``--known`` (10) are ESE candidates with a 30 % dip somewhere in their history; the sources
@@ -12,15 +12,22 @@ threaded BLAS as in the service's workers, CPU time (``time.process_time``), bes
 * ``known bounded``: the candidates' bounded search (incremental templates plus their stored
   template's neighbourhood, on the whole light curve);
 * ``others inc``: the incremental search of the other searched sources;
+* ``known window``: the step's search now, on the last 540 days (``SEARCH_WINDOW_DAYS``)
+  with the epochs before as the running sums (``science/ese_window.py``);
 * ``live``, ``step fit``, ``low epochs``: the stages' live-dip search and two-level fit, and
-  the threshold criterion's count of low epochs;
-* ``step before`` / ``step now``: the sum of the search parts with the full / bounded
-  candidate search, and each's ratio to the 13-epoch figure of the same run.
+  the threshold criterion's count of low epochs, on the whole light curve and (``live win``,
+  ``step win``, ``low win``) on the window with the summary;
+* ``step full`` / ``step bounded`` / ``step window``: the sum of the search parts with the
+  full search on the whole light curve, the bounded candidate search on the whole light curve,
+  and everything on the window (the step now), each with its ratio to the 13-epoch figure of
+  the same run; ``rows``: the measurement rows the step reads for the searched sources (whole
+  light curve / window).
 
 The bounded candidates' result is checked against the full search (same detections, t_min,
-duration and significance where detected).
+duration and significance where detected), and so is the window's for the candidates whose
+event lies inside the window.
 
-Usage: .venv/bin/python bench/ese_step.py [--epochs 13,103,502] [--sources 1000] [--known 10]
+Usage: .venv/bin/python bench/ese_step.py [--epochs 13,103,502,1000] [--sources 1000] [--known 10]
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ import numpy as np  # noqa: E402
 from dsa110_contimg.pipeline.steps import ese as step  # noqa: E402
 from dsa110_contimg.science import ese  # noqa: E402
 from dsa110_contimg.science.ese_stage import live_dip_search, step_fit  # noqa: E402
+from dsa110_contimg.science.ese_window import (  # noqa: E402
+    reaches_before, summary_before, window_sums,
+)
 from dsa110_contimg.science.variability import RunningStats  # noqa: E402
 
 
@@ -85,14 +95,42 @@ def one_size(n_epochs, args, rng) -> dict:
     out["step fit"], _ = _cpu(lambda: step_fit(t, f, e), r)
     out["low epochs"], _ = _cpu(lambda: step._low_epochs(f, e), r)
     rest = out["others inc"] + out["live"] + out["step fit"] + out["low epochs"]
-    out["step before"] = out["known full"] + rest
-    out["step now"] = out["known bounded"] + rest
+    out["step full"] = out["known full"] + rest
+    out["step bounded"] = out["known bounded"] + rest
+    _window_parts(out, t, f, e, kn, near, full, args.repeat)
     return out
+
+
+def _window_parts(out, t, f, e, kn, near, full, r):
+    """The step's parts on the window of the last ``SEARCH_WINDOW_DAYS`` with the epochs
+    before as running sums (what the step runs now), into ``out``."""
+    new = float(t[0, -1])
+    until = float(t[0, -2]) - ese.SEARCH_WINDOW_DAYS
+    win = t[0] >= until
+    tw, fw, ew = t[:, win], f[:, win], e[:, win]
+    stats = RunningStats.from_lightcurves(f, e, t).to_dict()
+    summ = summary_before(stats, window_sums(fw, ew, tw), until)
+    out["rows"] = (t.size, tw.size)
+    sk = None if summ is None else {k: (v if k == "until" else v[kn]) for k, v in summ.items()}
+    frozen = reaches_before(near["t0"], near["duration"], until) if summ is not None \
+        else np.zeros(kn.sum(), bool)
+    near_w = {k: np.where(frozen, np.nan, v) for k, v in near.items()}
+    out["known window"], got = _cpu(lambda: ese.detect_ese_shapes(
+        tw[kn], fw[kn], ew[kn], new_since_mjd=new, near=near_w, summary=sk), r)
+    inside = full["detected"] & ~frozen
+    assert np.array_equal(got["detected"][inside], full["detected"][inside])
+    assert np.allclose(got["significance"][inside], full["significance"][inside], rtol=1e-9)
+    assert np.array_equal(got["t_min_mjd"][inside], full["t_min_mjd"][inside])
+    out["live win"], _ = _cpu(lambda: live_dip_search(tw, fw, ew, summary=summ), r)
+    out["step win"], _ = _cpu(lambda: step_fit(tw, fw, ew, summary=summ), r)
+    out["low win"], _ = _cpu(lambda: step._low_epochs(fw, ew), r)
+    out["step window"] = out["known window"] + out["others inc"] + out["live win"] + \
+        out["step win"] + out["low win"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", default="13,103,502")
+    ap.add_argument("--epochs", default="13,103,502,1000")
     ap.add_argument("--sources", type=int, default=1000)
     ap.add_argument("--known", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=5)
@@ -101,18 +139,20 @@ def main():
     rng = np.random.default_rng(args.seed)
     sizes = [int(x) for x in args.epochs.split(",")]
     res = {n: one_size(n, args, rng) for n in sizes}
-    cols = ["known full", "known bounded", "others inc", "live", "step fit", "low epochs",
-            "step before", "step now"]
+    cols = ["known full", "known bounded", "known window", "others inc", "live", "live win",
+            "step fit", "step win", "low epochs", "low win"]
+    totals = ["step full", "step bounded", "step window"]
     print(f"ESE step search per image, CPU ms (best of {args.repeat}), {args.sources} sources, "
-          f"{args.known} candidates:")
-    print(f"{'epochs':>7}{'searched':>9}" + "".join(f"{c:>14}" for c in cols)
-          + f"{'before x':>10}{'now x':>8}")
+          f"{args.known} candidates; window {ese.SEARCH_WINDOW_DAYS:.0f} d:")
+    print(f"{'epochs':>7}{'searched':>9}{'rows':>7}{'rows win':>9}"
+          + "".join(f"{c:>14}" for c in cols + totals)
+          + "".join(f"{c.split()[1] + ' x':>11}" for c in totals))
     base = res[sizes[0]]
     for n in sizes:
         x = res[n]
-        print(f"{n:>7}{x['searched']:>9}" + "".join(f"{1e3 * x[c]:>14.1f}" for c in cols)
-              + f"{x['step before'] / base['step before']:>9.2f}x"
-              + f"{x['step now'] / base['step now']:>7.2f}x")
+        print(f"{n:>7}{x['searched']:>9}{x['rows'][0]:>7}{x['rows'][1]:>9}"
+              + "".join(f"{1e3 * x[c]:>14.1f}" for c in cols + totals)
+              + "".join(f"{x[c] / base[c]:>10.2f}x" for c in totals))
 
 
 if __name__ == "__main__":
