@@ -223,6 +223,11 @@ def seed_products_0021(conn) -> None:
     conn.execute(sa.text("UPDATE alert_deliveries SET state = 'failed' WHERE alert_id = 3"))
 
 
+def seed_products_0022(conn) -> None:
+    put(conn, "variability_stats", source_id=3, flux_kind="normalized", n=6, v=0.08, eta=3.0,
+        weighted_mean=0.03, sigma_deviation=2.5, updated_at=T0)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -239,7 +244,8 @@ SEEDS = {
                  "0014": seed_products_0014, "0015": seed_products_0015,
                  "0016": seed_products_0016, "0017": seed_products_0017,
                  "0018": seed_products_0018, "0019": seed_products_0019,
-                 "0020": seed_products_0020, "0021": seed_products_0021},
+                 "0020": seed_products_0020, "0021": seed_products_0021,
+                 "0022": seed_products_0022},
     "registry": {"0001": seed_registry_0001},
 }
 

@@ -428,7 +428,8 @@ variability_stats = Table(
     *[Column(name, Float) for name in RUNNING_SUM_COLUMNS],
     *[Column(name, Float) for name in METRIC_COLUMNS],
     Column("updated_at", Float, nullable=False),
-    Index(None, "sigma_deviation"),
+    # one index per ranking of the source pages (store/sources.py METRIC_ORDERS): every
+    # image's upsert rewrites an entry of each per source
     Index(None, "eta"),
     Index(None, "v"),
     Index(None, "weighted_mean"),
