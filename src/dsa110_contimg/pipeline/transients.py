@@ -122,6 +122,9 @@ def _candidates(conn, ctx):
         ids[sel] = got["id"]
         for k in stored:
             stored[k][sel] = got[k]
+        if survey == cfg.catalog:            # the store step's prepare needs no second read
+            hit = got["id"] >= 0
+            ctx.catalogue_ids = dict(zip(names[sel][hit].tolist(), got["id"][hit].tolist()))
     ra = np.asarray(cat["ra_deg"], float).copy()
     dec = np.asarray(cat["dec_deg"], float).copy()
     flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else np.full(ra.size, np.nan)

@@ -144,6 +144,11 @@ class ImageContext:
     #: Set by the duplicate step: the ``images.id`` holding the same data under another
     #: path; the runner then skips every later step.
     duplicate_of: int | None = None
+    #: Set by a prepare that read them (the associate step): ``{catalog_id: sources.id}`` of
+    #: the measured rows of the configured catalogue that have a source row, read on the
+    #: prepare phase's connection; the store step's prepare uses it instead of reading
+    #: them again.
+    catalogue_ids: dict[str, int] | None = None
     #: Set by the variability step: ``(running_stats_signature, stats)`` of the image's
     #: sources as its transaction wrote them, so that the ESE step need not read them
     #: again while the signature still matches.

@@ -51,6 +51,9 @@ def data_digest(ctx: ImageContext) -> str:
 
 
 def prepare(conn, ctx: ImageContext) -> None:
+    if ctx.catalogue_ids is not None:        # read by an earlier prepare on this connection
+        ctx.prepared["store"] = ctx.catalogue_ids
+        return
     ctx.prepared["store"] = product_store.existing_source_ids(conn, ctx.cfg.catalog,
                                                               _catalog_ids(ctx))
 
