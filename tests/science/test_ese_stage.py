@@ -100,3 +100,27 @@ def test_step_fit_hand_values():
     assert r["drop"][0] == pytest.approx(0.5)
     assert r["last_low"][0] and r["kind"][0] == "step"
     assert r["significance"][0] == pytest.approx(0.5 / np.sqrt(2 * 0.01 ** 2 / 5))
+
+
+def test_live_search_in_runs_of_durations_picks_what_one_search_picks(monkeypatch):
+    """The live templates fitted in three runs of durations, each on the columns its reach
+    needs: the same best template, significance (to rounding) and stage flags as one search
+    over all of them, for dips of 14-180 d caught at any point."""
+    from dsa110_contimg.science import ese, ese_stage
+
+    rng = np.random.default_rng(5)
+    t = 60000.0 + np.arange(400.0) + rng.uniform(-0.05, 0.05, 400)
+    e = np.full((30, t.size), 0.02)
+    f = 1.0 + e * rng.standard_normal(e.shape)
+    for i in range(24):
+        f[i] *= ese.ese_model(t, t[-1] - rng.uniform(-30, 200), rng.uniform(14, 180),
+                              rng.uniform(0.1, 0.4))
+    runs = ese_stage.live_dip_search(t, f, e)
+    real = ese_stage._duration_groups
+    monkeypatch.setattr(ese_stage, "_duration_groups", lambda d, n_groups=3: real(d, 1))
+    one = ese_stage.live_dip_search(t, f, e)
+    assert runs["detected"].sum() >= 10
+    for k in ("detected", "recovering", "duration_days", "t_min_mjd", "onset_mjd"):
+        np.testing.assert_array_equal(runs[k], one[k])
+    for k in ("significance", "depth", "baseline"):
+        np.testing.assert_allclose(runs[k], one[k], rtol=1e-12, atol=1e-12)

@@ -139,34 +139,60 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
         np.add.at(WF, (r_idx, inv), (w * fc)[rows][sub_ok])
         np.add.at(CNT, (r_idx, inv), counts[rows][sub_ok])
         Sff = (w[rows] * fc[rows] ** 2).sum(axis=1) + extra[rows]
-        # the live fit looks at everything after a template's pre-event window
-        tu, (W, WF, CNT) = merge_untouched(tu, [W, WF, CNT], lo_reach,
-                                           np.full(lo_reach.size, np.inf))
-        res = _live_fit(tu, W, WF, Sff, CNT, grid, rec, t_last[rows], np.nanmin(tt[rows], axis=1),
-                        min_in, min_pre, min_side, recovery_tol, overhang)
-        base = res["a"] + mu[rows][:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            depth = -res["c"] / base
-        admissible = res["good"] & (base > 0) & (depth > 0) & (depth <= max_depth)
-        sig = np.where(admissible, res["sig"], -1.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fgrid = np.where(CNT > 0, WF / np.where(W > 0, W, 1.0), np.nan)
-        _dip_consistency(sig, tu, fgrid, res["a"], res["c"], grid, min_significance,
-                         min_low_frac, min_low_span)
-        k = np.argmax(sig, axis=1)
-        ii = np.arange(rows.size)
-        has = sig[ii, k] >= 0
-        sel, ih, kk = rows[has], ii[has], k[has]
-        out["significance"][sel] = sig[ih, kk]
-        out["depth"][sel] = depth[ih, kk]
-        out["duration_days"][sel] = grid["duration"][kk]
-        out["t_min_mjd"][sel] = grid["t0"][kk]
-        out["onset_mjd"][sel] = grid["t0"][kk] - grid["duration"][kk] / 2
-        out["recovering"][sel] = res["recovered"][ih, kk]
-        out["baseline"][sel] = base[ih, kk]
+        best = np.full(rows.size, -1.0)
+        for g in _duration_groups(grid["duration"]):
+            _live_group(out, best, rows, tu, [W, WF, CNT], Sff, mu[rows],
+                        {k: (v[g] if k != "names" else v) for k, v in grid.items()}, rec[g],
+                        lo_reach[g], t_last[rows], np.nanmin(tt[rows], axis=1),
+                        (min_in, min_pre, min_side, recovery_tol, overhang), max_depth,
+                        (min_significance, min_low_frac, min_low_span))
     out["detected"] = out["significance"] >= min_significance
     out["recovering"] &= out["detected"]
     return out
+
+
+def _duration_groups(durations, n_groups: int = 3) -> list[np.ndarray]:
+    """Masks of the templates in ``n_groups`` runs of consecutive durations (in grid order):
+    each run is fitted on the columns its own reach needs, so the short templates are not
+    evaluated over the long ones' 540 days."""
+    d = np.asarray(durations, float)
+    _, first = np.unique(d, return_index=True)
+    ordered = d[np.sort(first)]
+    return [np.isin(d, part) for part in np.array_split(ordered, min(n_groups, ordered.size))]
+
+
+def _live_group(out, best, rows, tu, sums, Sff, mu, grid, rec, lo_reach, t_last, t_first,
+                rules, max_depth, consistency):
+    """Fit the live templates ``grid`` (one run of durations) to the sources ``rows`` and write,
+    where one beats ``best`` (in place, sigma; -1 = none yet), its template into ``out``.
+
+    ``sums`` are the (W, WF, CNT) of the block on the times ``tu``; the columns before every
+    template's pre-event window are merged first (the live fit looks at everything after it).
+    Groups are taken in grid order and a later one must be strictly better, so the pick is the
+    one a single search over all templates makes."""
+    tu, (W, WF, CNT) = merge_untouched(tu, sums, lo_reach, np.full(lo_reach.size, np.inf))
+    res = _live_fit(tu, W, WF, Sff, CNT, grid, rec, t_last, t_first, *rules)
+    base = res["a"] + mu[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        depth = -res["c"] / base
+    admissible = res["good"] & (base > 0) & (depth > 0) & (depth <= max_depth)
+    sig = np.where(admissible, res["sig"], -1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fgrid = np.where(CNT > 0, WF / np.where(W > 0, W, 1.0), np.nan)
+    _dip_consistency(sig, tu, fgrid, res["a"], res["c"], grid, *consistency)
+    k = np.argmax(sig, axis=1)
+    ii = np.arange(rows.size)
+    top = sig[ii, k]
+    upd = (top >= 0) & (top > best)
+    best[upd] = top[upd]
+    sel, ih, kk = rows[upd], ii[upd], k[upd]
+    out["significance"][sel] = sig[ih, kk]
+    out["depth"][sel] = depth[ih, kk]
+    out["duration_days"][sel] = grid["duration"][kk]
+    out["t_min_mjd"][sel] = grid["t0"][kk]
+    out["onset_mjd"][sel] = grid["t0"][kk] - grid["duration"][kk] / 2
+    out["recovering"][sel] = res["recovered"][ih, kk]
+    out["baseline"][sel] = base[ih, kk]
 
 
 def _live_fit(tu, W, WF, Sff, CNT, grid, rec, t_last, t_first, min_in, min_pre, min_side,
