@@ -96,14 +96,14 @@ def test_flux_pulls_and_position_errors_are_honest(injected):
 def test_peak_is_the_position_fit_amplitude_with_the_forced_error(injected):
     """A converged component's peak is the fixed-beam fit's amplitude at its fitted centre
     (the forced estimator there, within a small fraction of its error) and its error the
-    local rms x the noise-correlation factor of the fit's kernel."""
+    forced estimator's, the local rms x the image's noise-correlation factor."""
     from dsa110_contimg.science.forced import measure_arrays, pixel_beam_for
     from dsa110_contimg.science.noise import background_maps_for
 
     det, *_, image = injected[0]
     fitted = det["position_fit"] & det["success"]
     assert fitted.mean() > 0.95
-    factor = det.meta["fit_noise_corr_factor"]
+    factor = det.meta["noise_corr_factor"]
     assert 1.0 < factor < 2.0
     assert np.allclose(det["peak_err_jyb"][fitted], det["local_rms_jyb"][fitted] * factor)
     maps = background_maps_for(image)

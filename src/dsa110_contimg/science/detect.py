@@ -686,17 +686,17 @@ def _neighbour_models(pairs, active, sel, amp, x, y, xc, yc, h: int, pixel_beam)
 
 
 def _component_fluxes(data, maps, x0, y0, seed_z, interior, pixel_beam,
-                      opt: DetectionOptions, scale: float, fit_scale: float):
+                      opt: DetectionOptions, scale: float):
     """The forced-estimator columns of the components seeded at pixels ``(x0, y0)`` (z of
     the seed pixels ``seed_z``), and whether each position fit converged.
 
     With smooth noise maps (an estimated grid, scalars) a converged position fit gives the
     peak: its amplitude is the fixed-beam least-squares peak at the fitted centre, the
     neighbours' models subtracted, and its error is the forced estimator's (the local rms
-    x the image's noise-correlation factor for the fit's kernel, ``fit_scale``). The other
-    components (the fit did not converge, too near an edge, pixel-varying noise maps) are
-    measured with :func:`~dsa110_contimg.science.forced.measure_arrays` at their positions
-    (error factor ``scale``), jointly with their fitted neighbours. Either way a component
+    x the image's noise-correlation factor ``scale``). The other components (the fit did
+    not converge, too near an edge, pixel-varying noise maps) are measured with
+    :func:`~dsa110_contimg.science.forced.measure_arrays` at their positions, jointly with
+    their fitted neighbours. Either way a component
     whose forced-estimator cutout (``opt.nbeam`` beams) leaves the image is flagged
     ``NEAR_EDGE`` (no flux), as its light curve could not be measured there.
     """
@@ -729,7 +729,7 @@ def _component_fluxes(data, maps, x0, y0, seed_z, interior, pixel_beam,
         cols["peak_jyb"][f], cols["chi2"][f] = fit.amp, chi2
         cols["n_pix"][f], cols["dof"][f] = fit.n_good, np.maximum(fit.n_good - 3, 0)
         cols["cluster_id"][f] = _cluster_ids(fit.pairs, f.size)
-        cols["peak_err_jyb"] = local_rms * fit_scale
+        cols["peak_err_jyb"] = local_rms * scale
     cols["bkg_jyb"] = np.broadcast_to(_background_at(maps.background, yc, xc), (m,)).copy()
     # the forced estimator's cutout must lie inside the image, as for the light curve
     # measured at this position later
@@ -850,12 +850,8 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
     if scale is None:
         scale = correlation_factor(image, maps, pb, opt.nbeam)
         scale = scale if np.isfinite(scale) else 1.0
-    fit_scale = error_scale
-    if fit_scale is None:
-        fit_scale = correlation_factor(image, maps, pb, FIT_NBEAM)
-        fit_scale = fit_scale if np.isfinite(fit_scale) else 1.0
     cols, converged = _component_fluxes(data, maps, x0, y0, seed_z, interior, pb, opt,
-                                        float(scale), float(fit_scale))
+                                        float(scale))
     x, y = cols["x_pix"], cols["y_pix"]
     with np.errstate(invalid="ignore", divide="ignore"):
         pixel_snr = cols["peak_jyb"] / cols["local_rms_jyb"]
@@ -882,7 +878,6 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
     meta = {"image": None if image.path is None else str(image.path), "mjd": image.mjd,
             "detect_sigma": opt.detect_sigma, "analysis_sigma": opt.analysis_sigma,
             "n_islands": islands.n, "noise_corr_factor": float(scale),
-            "fit_noise_corr_factor": float(fit_scale),
             "systematic_arcsec": opt.systematic_arcsec, "beam_deg": beam.as_tuple()}
     return MeasurementTable(cols, meta)
 
