@@ -110,7 +110,8 @@ class DetectionOptions:
 class Islands:
     """Candidate pixels of an image grouped into islands.
 
-    ``idx`` are flat pixel indices (``y * nx + x``, ascending), ``z`` their significance,
+    ``idx`` are flat pixel indices (``y * nx + x``, ascending), ``z`` their significance
+    (float32),
     ``label`` their island (0..n-1, only kept islands), ``shape`` the image shape;
     ``run_start`` (optional) marks the pixels whose left neighbour is not a candidate (the
     first pixel of each horizontal run).
@@ -153,7 +154,8 @@ class Islands:
 
 
 def _strip_candidates(data, background, rms, y0: int, y1: int, sigma: float):
-    """Flat indices and z of the pixels of rows ``y0:y1`` with z >= ``sigma``.
+    """Flat indices and z (float32, as computed) of the pixels of rows ``y0:y1`` with
+    z >= ``sigma``.
 
     ``background`` and ``rms`` are arrays or scalars, or both the same
     :class:`_GridThreshold` for estimated (grid) maps."""
@@ -174,7 +176,9 @@ def _strip_candidates(data, background, rms, y0: int, y1: int, sigma: float):
             flat = local + y0 * nx
             z = zs[local]
         keep = z >= sigma
-    return flat[keep].astype(np.int64), z[keep].astype(np.float64)
+    if not keep.all():
+        flat, z = flat[keep], z[keep]
+    return flat.astype(np.int64, copy=False), z.astype(np.float32, copy=False)
 
 
 class _GridThreshold:
@@ -268,7 +272,7 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
     parts = [_strip_candidates(data, background, rms, y0, min(ny, y0 + strip_rows), analysis_sigma)
              for y0 in range(0, ny, strip_rows)]
     idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    z = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    z = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
     starts, run_label = _connected(idx, nx)
     label = np.zeros(0, np.int64)
     run_start = np.zeros(idx.size, bool)
@@ -870,7 +874,7 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
     edge = np.minimum.reduce([x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y]) / pb.major_pix \
         if x.size else np.zeros(0)
     cols.update(ra_deg=np.asarray(ra, float), dec_deg=np.asarray(dec, float),
-                ra_err_arcsec=era, dec_err_arcsec=edec, seed_sigma=seed_z,
+                ra_err_arcsec=era, dec_err_arcsec=edec, seed_sigma=seed_z.astype(float),
                 island_id=isl, n_components=n_comp, position_fit=converged,
                 edge_distance_beams=edge,
                 near_blank=(_near_blank(data, x, y, max(1, int(round(0.5 * pb.major_pix))))
