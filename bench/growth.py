@@ -421,11 +421,26 @@ def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, di
         pg.drop_database(url)
     if args.keep and backend == "sqlite":
         last = root / f"products-{sizes[-1]}.sqlite3"
+        _checkpoint(url)
         Path(url).rename(last)
+        if Path(url + "-wal").exists():     # not folded: it goes with its database
+            Path(url + "-wal").rename(str(last) + "-wal")
+        Path(url + "-shm").unlink(missing_ok=True)
         print(f"{backend}: kept {last}", flush=True)
     else:
         shutil.rmtree(root, ignore_errors=True)
     return figures, info
+
+
+def _checkpoint(path: str) -> None:
+    """Fold the write-ahead log into the SQLite file (so the file alone is the database)."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
 
 
 def keep_copy(gdb: GrowthDB, dest: Path) -> Path:

@@ -10,8 +10,13 @@ this tree and, with ``--before-src DIR``, by an earlier tree's ``src`` (e.g. ext
 maintained counters (store/counters.py) save. The build also times the compaction of the
 bulk load's deltas.
 
+With ``--databases SMALL,LARGE`` it measures two existing products databases instead of
+building them (e.g. those ``bench/growth.py --keep`` leaves, 10^6 and 5 x 10^7 measurement
+rows); the reads are then also ``status --json`` (the CLI in process) and ``/metrics``'s
+database gauges (``Metrics.database_snapshot``).
+
 Run: .venv/bin/python bench/status_counts.py [--rows 1000000] [--small 100000]
-     [--before-src /tmp/before/src] [--keep DIR]
+     [--before-src /tmp/before/src] [--keep DIR] [--databases A.sqlite3,B.sqlite3]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PAGES = ("/", "/api/status")
+READS = (*PAGES, "status", "status --json", "/metrics")
 
 
 def build(path: Path, rows: int) -> dict:
@@ -80,12 +86,15 @@ def build(path: Path, rows: int) -> dict:
     return {"fill_s": fill, "compact_s": time.perf_counter() - t0 if compacted else None}
 
 
-def measure(db_path: str, repeat: int) -> dict:
-    """CPU and wall ms (medians) of each page and of ``collect_status`` (the status CLI), with
-    whatever ``dsa110_contimg`` is first on the path."""
+def measure(db_paths: str, repeat: int) -> list[dict]:
+    """CPU and wall ms (medians) of each read of :data:`READS` on each database of the
+    comma-separated ``db_paths``, with whatever ``dsa110_contimg`` is first on the path. The
+    databases are read in turn, request by request (a, b, a, b, ...), so a change of the
+    machine's load falls on all of them alike."""
     import warnings
 
     import dsa110_contimg
+    from dsa110_contimg.service.metrics import Metrics
     from dsa110_contimg.service.status import collect_status
     from dsa110_contimg.store.engine import open_products_db
     from dsa110_contimg.web.app import create_app
@@ -94,32 +103,60 @@ def measure(db_path: str, repeat: int) -> dict:
         warnings.simplefilter("ignore")
         from starlette.testclient import TestClient
 
-    def timed(fn):
-        fn()   # warm-up: imports, templates, SQLite page cache
-        cpu, wall = [], []
+    def timed(fns):
+        for fn in fns:
+            fn()   # warm-up: imports, templates, SQLite page cache
+        cpu, wall = [[] for _ in fns], [[] for _ in fns]
         for _ in range(repeat):
-            c0, w0 = time.process_time(), time.perf_counter()
-            fn()
-            cpu.append(time.process_time() - c0)
-            wall.append(time.perf_counter() - w0)
-        return {"cpu_ms": 1e3 * statistics.median(cpu), "wall_ms": 1e3 * statistics.median(wall)}
+            for i, fn in enumerate(fns):
+                c0, w0 = time.process_time(), time.perf_counter()
+                fn()
+                cpu[i].append(time.process_time() - c0)
+                wall[i].append(time.perf_counter() - w0)
+        return [{"cpu_ms": 1e3 * statistics.median(c), "wall_ms": 1e3 * statistics.median(w)}
+                for c, w in zip(cpu, wall)]
 
-    out = {"package": str(Path(dsa110_contimg.__file__).parent)}
-    with TestClient(create_app(db_path)) as client:
-        for page in PAGES:
-            def get(page=page):
-                r = client.get(page)
-                assert r.status_code == 200, (page, r.status_code)
-            out[page] = timed(get)
-    db = open_products_db(db_path, read_only=True)
-    out["status"] = timed(lambda: collect_status(db))
-    db.dispose()
+    paths = db_paths.split(",")
+    out = [{"package": str(Path(dsa110_contimg.__file__).parent)} for _ in paths]
+    clients = [TestClient(create_app(p)) for p in paths]
+    dbs = [open_products_db(p, read_only=True) for p in paths]
+    metrics = [Metrics("", p) for p in paths]
+
+    def get(client, page):
+        r = client.get(page)
+        assert r.status_code == 200, (page, r.status_code)
+
+    reads = {page: [lambda c=c, page=page: get(c, page) for c in clients] for page in PAGES}
+    reads["status"] = [lambda db=db: collect_status(db) for db in dbs]
+    reads["status --json"] = [lambda p=p: _cli_status(p) for p in paths]
+    reads["/metrics"] = [m.database_snapshot for m in metrics]
+    for name, fns in reads.items():
+        for o, t in zip(out, timed(fns)):
+            o[name] = t
+    for db in dbs:
+        db.dispose()
     return out
 
 
-def measure_with(src: Path, db: Path, repeat: int) -> dict:
+def _cli_status(db_path: str) -> None:
+    """``contimg-photometry status --json`` in process (output discarded)."""
+    import contextlib
+    import io
+
+    from dsa110_contimg.cli.main import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(["status", "--products-db", db_path, "--json"])
+        except SystemExit:
+            pass
+
+
+def measure_with(src: Path, dbs: list[Path], repeat: int) -> list[dict]:
+    """:func:`measure` of ``dbs`` in a fresh process importing ``src``."""
     env = {**os.environ, "PYTHONPATH": str(src)}
-    res = subprocess.run([sys.executable, __file__, "--measure", str(db), "--repeat", str(repeat)],
+    res = subprocess.run([sys.executable, __file__, "--measure", ",".join(map(str, dbs)),
+                          "--repeat", str(repeat)],
                          env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -131,14 +168,19 @@ def main() -> None:
     ap.add_argument("--before-src", type=Path, help="an earlier tree's src directory to compare with")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep the databases")
+    ap.add_argument("--databases", metavar="SMALL,LARGE",
+                    help="measure these two existing databases instead of building them")
     ap.add_argument("--measure", metavar="DB", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.repeat)))
         return
+    trees = [("this tree", SRC)] + ([("before", args.before_src)] if args.before_src else [])
+    if args.databases:
+        compare_existing([Path(p) for p in args.databases.split(",")], trees, args.repeat)
+        return
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-status-"))
     root.mkdir(parents=True, exist_ok=True)
-    trees = [("this tree", SRC)] + ([("before", args.before_src)] if args.before_src else [])
     results = {}
     for rows in (args.small, args.rows):
         db = root / f"products-{rows}.sqlite3"
@@ -151,7 +193,7 @@ def main() -> None:
 
             open_products_db(db).dispose()
         for name, src in trees:
-            results[(name, rows)] = measure_with(src, db, args.repeat)
+            results[(name, rows)] = measure_with(src, [db], args.repeat)[0]
     for name, _ in trees:
         print(f"{name}: {results[(name, args.rows)]['package']}")
     print(f"\nmedian of {args.repeat} (ms), CPU / wall")
@@ -166,6 +208,34 @@ def main() -> None:
         print(f"\nbefore / this tree at {args.rows:,d} rows (CPU):  " + ",  ".join(
             f"{p} {results[('before', args.rows)][p]['cpu_ms'] / results[('this tree', args.rows)][p]['cpu_ms']:.1f}x"
             for p in (*PAGES, "status")))
+
+
+def compare_existing(dbs: list[Path], trees, repeat: int) -> None:
+    """Every read of :data:`READS` on two existing databases with each tree (a fresh process
+    per tree, reading the databases in turn), printed with the large/small CPU ratio."""
+    def rows(db: Path) -> int:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return int(con.execute("SELECT coalesce(sum(total), 0) FROM status_counts "
+                                   "WHERE tbl = 'images'").fetchone()[0])
+        finally:
+            con.close()
+
+    sizes = [rows(db) for db in dbs]
+    res = {}
+    for name, src in trees:
+        for i, got in enumerate(measure_with(src, dbs, repeat)):
+            res[(name, i)] = got
+    print(f"\nmedian of {repeat} (ms), CPU / wall; databases: "
+          + ", ".join(f"{db} ({n:,} measurement rows)" for db, n in zip(dbs, sizes)))
+    print(f"{'tree':<10} {'read':<14}" + "".join(f"{f'{n:,} rows':>22}" for n in sizes)
+          + "   large/small (CPU)")
+    for name, _ in trees:
+        for read in READS:
+            a, b = res[(name, 0)][read], res[(name, 1)][read]
+            print(f"{name:<10} {read:<14}" + "".join(f"{x['cpu_ms']:>11.1f} / {x['wall_ms']:<8.1f}"
+                                                     for x in (a, b))
+                  + f"   {b['cpu_ms'] / a['cpu_ms']:.2f}")
 
 
 if __name__ == "__main__":
