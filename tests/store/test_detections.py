@@ -154,8 +154,9 @@ def test_detections_fold_into_weighted_positions_in_one_statement(databases):
             cols.update(ra_deg=ra.tolist(), dec_deg=dec.tolist(), ra_err_arcsec=err[0].tolist(),
                         dec_err_arcsec=err[1].tolist(), mjd=[60000.0 + epoch] * n)
             ds.replace_detections(conn, image, cols)
-            assert ds.accumulate_detection_positions(conn, image, 1.0) == sum(
-                s is not None for s in feeding)
+            fed = [s for s in feeding if s is not None]
+            repeats = None if epoch == 0 else len(set(fed)) < len(fed)   # counted, or told
+            assert ds.accumulate_detection_positions(conn, image, 1.0, repeats=repeats) == len(fed)
             for k, s in enumerate(feeding):
                 if s is not None:
                     expect[s] = update_weighted_positions(*expect[s], ra[k:k + 1],

@@ -370,11 +370,13 @@ def _store_detection_rows(conn, ctx, det, plan, source_id, related) -> None:
 def _update_positions(conn, ctx, det, plan, source_id) -> None:
     """Fold each feeding detection (its stored row has a ``source_id``) into its source's
     weighted-mean position, in the database."""
-    if ctx.remeasured or not (source_id >= 0).any():
+    feed = source_id[source_id >= 0]
+    if ctx.remeasured or feed.size == 0:
         return                                # a re-measured image does not count twice
     import time
 
-    det_store.accumulate_detection_positions(conn, ctx.image_id, time.time())
+    det_store.accumulate_detection_positions(conn, ctx.image_id, time.time(),
+                                             repeats=np.unique(feed).size < feed.size)
 
 
 def _record_new(conn, ctx, det, plan, source_id) -> list[int]:

@@ -159,21 +159,26 @@ def _wrapped_deg(expr: str) -> str:
             f"THEN {expr} + 360.0 ELSE {expr} END)")
 
 
-def accumulate_detection_positions(conn: Connection, image_id: int, updated_at: float) -> int:
+def accumulate_detection_positions(conn: Connection, image_id: int, updated_at: float, *,
+                                   repeats: bool | None = None) -> int:
     """Fold the stored detections of one image that feed a source (``source_id`` set) into
     their sources' weighted-mean positions, in one set-based statement (no row crosses
     into Python): a source without a ``source_detections`` row gets the detection's
     position and weights, else the running inverse-variance mean moves by
     ``w_new / (w + w_new)`` of the (RA-wrapped) offset, the weights add and
     ``n_detections`` counts one more (:func:`~dsa110_contimg.science.associate.update_weighted_positions`
-    in SQL). Several detections of one source are folded in detection order. Returns the
-    number of detections folded."""
+    in SQL). Several detections of one source are folded in detection order. ``repeats``
+    says whether a source is fed by several detections of the image (None: count them
+    here). Returns the number of detections folded."""
     sd = "source_detections"
-    n_feed, n_sources = conn.execute(sa.text(
-        "SELECT count(*), count(DISTINCT source_id) FROM detections "
-        "WHERE image_id = :i AND source_id IS NOT NULL"), {"i": int(image_id)}).one()
-    if not n_feed:
-        return 0
+    n_feed = None
+    if repeats is None:
+        n_feed, n_sources = conn.execute(sa.text(
+            "SELECT count(*), count(DISTINCT source_id) FROM detections "
+            "WHERE image_id = :i AND source_id IS NOT NULL"), {"i": int(image_id)}).one()
+        if not n_feed:
+            return 0
+        repeats = n_sources < n_feed
     cols = ("source_id, ra_deg, dec_deg, 1.0 / (ra_err_arcsec * ra_err_arcsec), "
             "1.0 / (dec_err_arcsec * dec_err_arcsec), 1, mjd, mjd, :now")
     feeding = "image_id = :i AND source_id IS NOT NULL"
@@ -192,18 +197,18 @@ def accumulate_detection_positions(conn: Connection, image_id: int, updated_at: 
            f"first_detected_mjd = coalesce({sd}.first_detected_mjd, excluded.first_detected_mjd), "
            f"last_detected_mjd = excluded.last_detected_mjd, updated_at = excluded.updated_at")
     params = {"i": int(image_id), "now": float(updated_at)}
-    if n_sources == n_feed:
-        conn.execute(sa.text(sql.format(select=select)), params)
-        return int(n_feed)
+    if not repeats:
+        n = conn.execute(sa.text(sql.format(select=select)), params).rowcount
+        return int(n_feed) if n_feed is not None else n
     # one statement may not update a row twice (PostgreSQL): the k-th detection of each
     # source in the k-th statement
     ranked = (f"SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY source_id "
               f"ORDER BY id) - 1 AS k FROM detections WHERE {feeding}) AS d WHERE k = :k "
               "ORDER BY id")
-    k = 0
-    while conn.execute(sa.text(sql.format(select=ranked)), {**params, "k": k}).rowcount > 0:
-        k += 1
-    return int(n_feed)
+    k, n = 0, 0
+    while (got := conn.execute(sa.text(sql.format(select=ranked)), {**params, "k": k}).rowcount) > 0:
+        k, n = k + 1, n + got
+    return n
 
 
 def replace_detections(conn: Connection, image_id: int, columns: dict[str, list]) -> None:
