@@ -684,8 +684,10 @@ def _neighbour_models(pairs, active, sel, amp, x, y, xc, yc, h: int, pixel_beam)
     row = np.searchsorted(sel, i)
     K = _kernel_cutouts(pixel_beam.a, pixel_beam.b, pixel_beam.c, np.arange(-h, h + 1),
                         x[j] - xc[i], y[j] - yc[i])
+    K *= amp[j][:, None]
     out = np.zeros((sel.size, K.shape[1]))
-    np.add.at(out, row, amp[j][:, None] * K)
+    first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])    # rows ascend with i
+    out[row[first]] = np.add.reduceat(K, first, axis=0)
     return out
 
 
