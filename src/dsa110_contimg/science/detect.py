@@ -55,6 +55,9 @@ POSITION_STOP_FRACTION = 0.25
 #: sources per block of the position fit and of the forced fit (their (block, cutout)
 #: arrays stay in cache: about half the time of whole-image arrays)
 FIT_BLOCK = 1024
+#: offsets of the local-maximum search looked up one at a time (nearest first) before the
+#: rest are looked up together
+FIRST_OFFSETS = 2
 #: cutout side of the position (and peak) fit, in beams
 FIT_NBEAM = 2.0
 
@@ -322,9 +325,10 @@ def _local_maxima(islands: Islands, pixel_beam, detect_sigma: float) -> np.ndarr
 
     Sparse: a neighbour's z is looked up among the candidate pixels (pixels that are not
     candidates, or off the image, never win). The left and right neighbours are compared
-    first, over all candidates at once (adjacent entries of a run); the other offsets,
-    nearest first, each drop the pixels they beat, so their binary searches run only for
-    the pixels still standing (about one per row of a source).
+    first, over all candidates at once (adjacent entries of a run); the next
+    :data:`FIRST_OFFSETS` (the column neighbours) each drop the pixels they beat, so their
+    binary searches run only for the pixels still standing (about one per row of a source),
+    and the other offsets are looked up together for the pixels left (about one per source).
     """
     ny, nx = islands.shape
     odx, ody = _footprint_offsets(pixel_beam)
@@ -335,14 +339,21 @@ def _local_maxima(islands: Islands, pixel_beam, detect_sigma: float) -> np.ndarr
     rest = ~((ody == 0) & (np.abs(odx) == 1))
     odx, ody = odx[rest], ody[rest]
     order = np.lexsort((odx, ody, odx * odx + ody * ody))
-    for dx, dy in zip(odx[order].tolist(), ody[order].tolist()):
-        flat = islands.idx[sel]
-        zc = z[sel]
-        x, y = flat % nx + dx, flat // nx + dy
+    odx, ody = odx[order], ody[order]
+    # the nearest offsets one at a time (each drops most of the pixels still standing), the
+    # others together for the few left (about one per source)
+    groups = [slice(k, k + 1) for k in range(FIRST_OFFSETS)] + [slice(FIRST_OFFSETS, None)]
+    for group in groups:
+        dx, dy = odx[group], ody[group]
+        if dx.size == 0 or sel.size == 0:
+            continue
+        flat = islands.idx[sel][:, None]
+        zc = z[sel][:, None]
+        x, y = flat % nx + dx[None, :], flat // nx + dy[None, :]
         inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny)
         nb = np.where(inside, islands.z_at(flat + dy * nx + dx, -np.inf), -np.inf)
-        earlier = dy < 0 or (dy == 0 and dx < 0)
-        sel = sel[(nb < zc) | ((nb == zc) & (not earlier))]
+        earlier = ((dy < 0) | ((dy == 0) & (dx < 0)))[None, :]
+        sel = sel[((nb < zc) | ((nb == zc) & ~earlier)).all(axis=1)]
     return sel
 
 
