@@ -220,8 +220,8 @@ def replace_detections(conn: Connection, image_id: int, columns: dict[str, list]
     conn.execute(detections.delete().where(detections.c.image_id == int(image_id)))
     n = len(columns["status"])
     if n:
-        rows = list(zip([int(image_id)] * n, *(columns[c] for c in DETECTION_COLUMNS)))
-        _insert_many(conn, "detections", ("image_id",) + DETECTION_COLUMNS, rows)
+        _insert_columns(conn, "detections", ("image_id",) + DETECTION_COLUMNS,
+                        [[int(image_id)] * n] + [columns[c] for c in DETECTION_COLUMNS])
 
 
 #: rows per INSERT statement of :func:`_insert_many` (x 21 columns: below SQLite's
@@ -235,16 +235,30 @@ def _insert_many(conn: Connection, table: str, columns: Sequence[str], rows: lis
     statements of :data:`ROWS_PER_INSERT` rows (each followed by ``on_conflict``, e.g. an
     ``ON CONFLICT ... DO UPDATE`` clause): a third less time than one statement per row,
     the same rows in the same order."""
-    k = ROWS_PER_INSERT
-    full = len(rows) - len(rows) % k
+    _insert_flat(conn, table, columns, list(chain.from_iterable(rows)), on_conflict)
+
+
+def _insert_columns(conn: Connection, table: str, columns: Sequence[str],
+                    values: Sequence[list]) -> None:
+    """:func:`_insert_many` of rows given as one list of values per column."""
+    _insert_flat(conn, table, columns, list(chain.from_iterable(zip(*values))))
+
+
+def _insert_flat(conn: Connection, table: str, columns: Sequence[str], flat: list,
+                 on_conflict: str = "") -> None:
+    """:func:`_insert_many` of the rows' values laid end to end (``flat``, row-major)."""
+    k, width = ROWS_PER_INSERT, len(columns)
+    n = len(flat) // width
+    full = (n - n % k) * width
     if full:
-        one = "(" + ", ".join("?" * len(columns)) + ")"
+        one = "(" + ", ".join("?" * width) + ")"
         sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * k)
                + on_conflict)
-        bulk.executemany(conn, sql, [tuple(chain.from_iterable(rows[i:i + k]))
-                                     for i in range(0, full, k)])
-    if full < len(rows):
-        bulk.executemany(conn, bulk.insert_sql(table, columns) + on_conflict, rows[full:])
+        step = k * width
+        bulk.executemany(conn, sql, [flat[i:i + step] for i in range(0, full, step)])
+    if full < len(flat):
+        bulk.executemany(conn, bulk.insert_sql(table, columns) + on_conflict,
+                         [flat[i:i + width] for i in range(full, len(flat), width)])
 
 
 def store_image_depth(conn: Connection, image_id: int, footprint: bytes, rms_min, rms_max,
