@@ -223,8 +223,12 @@ def _runs(idx: np.ndarray, nx: int) -> np.ndarray:
     indices ``idx``: maximal sequences of consecutive pixels of one image row."""
     if idx.size == 0:
         return np.zeros(0, np.int64)
-    breaks = (np.diff(idx) != 1) | (idx[1:] % nx == 0)
-    return np.flatnonzero(np.r_[True, breaks])
+    start = np.r_[True, np.diff(idx) != 1]
+    # a candidate in column 0 starts a run too: found among the rows' first pixels
+    at = np.searchsorted(idx, np.arange(0, int(idx[-1]) + 1, nx))
+    at = at[at < idx.size]
+    start[at[idx[at] % nx == 0]] = True
+    return np.flatnonzero(start)
 
 
 def _connected(idx: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
