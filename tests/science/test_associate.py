@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsa110_contimg.science.associate import (
-    DE_RUITER_MAX, associate, catalogue_position_error_arcsec, de_ruiter,
-    update_weighted_positions)
+    DE_RUITER_MAX, NEAREST_SOURCES, associate, candidate_pairs, catalogue_position_error_arcsec,
+    de_ruiter, update_weighted_positions)
 
 
 def test_de_ruiter_matches_the_formula_by_hand():
@@ -88,3 +88,23 @@ def test_catalogue_position_errors_shrink_with_flux_to_the_systematic():
     assert e[0] > e[1] > e[2] > 0.99
     assert np.isclose(e[0], np.hypot(4.5, 1.0))          # SNR floored at 5: 45"/10
     assert np.allclose(catalogue_position_error_arcsec("monitor", [1.0, np.nan]), 1.0)
+
+
+def test_candidate_pairs_are_every_pair_within_the_radius_sparse_or_crowded():
+    """The nearest-neighbour search and its fall-back (a detection with NEAREST_SOURCES
+    sources or more inside the radius) both list exactly the pairs a brute force finds."""
+    from dsa110_contimg.core.geometry import angular_separation_deg
+
+    rng = np.random.default_rng(4)
+    for spread_deg, crowded in ((0.5, False), (0.01, True)):
+        src_ra, src_dec = 359.99 + rng.uniform(-spread_deg, spread_deg, (2, 200))
+        src_ra, src_dec = src_ra % 360.0, src_dec - 359.99 + 30.0
+        det_ra = (src_ra[:150] + rng.normal(0, 3e-3, 150)) % 360.0
+        det_dec = src_dec[:150] + rng.normal(0, 3e-3, 150)
+        det_ra[0] = np.nan                                  # never paired
+        d, s = candidate_pairs(det_ra, det_dec, src_ra, src_dec, 20.0)
+        sep = angular_separation_deg(det_ra[:, None], det_dec[:, None], src_ra[None, :],
+                                     src_dec[None, :]) * 3600
+        truth = set(zip(*np.nonzero(sep <= 20.0)))
+        assert set(zip(d.tolist(), s.tolist())) == truth and len(d) == len(truth)
+        assert (np.bincount(d, minlength=150).max() >= NEAREST_SOURCES) == crowded

@@ -65,26 +65,46 @@ class Association:
     duplicate_r: np.ndarray
 
 
+#: nearest sources asked per detection by :func:`candidate_pairs` before it falls back to
+#: listing every pair (a detection with this many sources inside the pre-cut radius)
+NEAREST_SOURCES = 8
+
+
 def candidate_pairs(det_ra, det_dec, src_ra, src_dec, radius_arcsec: float):
-    """All (detection, source) index pairs closer than ``radius_arcsec`` (k-d tree)."""
+    """All (detection, source) index pairs closer than ``radius_arcsec`` (k-d tree of the
+    sources, nearest neighbours of each detection; every pair is listed when some
+    detection has :data:`NEAREST_SOURCES` sources that close). Ordered by detection, then
+    distance."""
     from scipy.spatial import cKDTree
 
     det_ok = np.flatnonzero(np.isfinite(det_ra) & np.isfinite(det_dec))
     src_ok = np.flatnonzero(np.isfinite(src_ra) & np.isfinite(src_dec))
     if det_ok.size == 0 or src_ok.size == 0:       # non-finite positions never match
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    sm = cKDTree(unit_vectors(np.asarray(src_ra)[src_ok], np.asarray(src_dec)[src_ok])
-                 ).sparse_distance_matrix(
-        cKDTree(unit_vectors(np.asarray(det_ra)[det_ok], np.asarray(det_dec)[det_ok])),
-        chord_of_angle(radius_arcsec / 3600.0), output_type="ndarray")
-    return det_ok[sm["j"]].astype(np.int64), src_ok[sm["i"]].astype(np.int64)
+    chord = chord_of_angle(radius_arcsec / 3600.0)
+    tree = cKDTree(unit_vectors(np.asarray(src_ra)[src_ok], np.asarray(src_dec)[src_ok]))
+    det_xyz = unit_vectors(np.asarray(det_ra)[det_ok], np.asarray(det_dec)[det_ok])
+    k = min(NEAREST_SOURCES, src_ok.size)
+    dist, idx = tree.query(det_xyz, k=k, distance_upper_bound=chord * (1 + 1e-9))
+    dist, idx = dist.reshape(det_ok.size, k), idx.reshape(det_ok.size, k)
+    if k < src_ok.size and (dist[:, -1] <= chord).any():
+        sm = tree.sparse_distance_matrix(cKDTree(det_xyz), chord, output_type="ndarray")
+        order = np.lexsort((sm["v"], sm["j"]))
+        return det_ok[sm["j"][order]].astype(np.int64), src_ok[sm["i"][order]].astype(np.int64)
+    row, col = np.nonzero(dist <= chord)
+    return det_ok[row].astype(np.int64), src_ok[idx[row, col]].astype(np.int64)
 
 
 def _match_smallest(d, s, r):
     """Greedy one-to-one matching of pairs (d, s) in order of increasing r, by rounds of
     mutual best choices. Returns a boolean mask of the pairs kept."""
     kept = np.zeros(d.size, bool)
-    alive = np.ones(d.size, bool)
+    if d.size == 0:
+        return kept
+    # a pair alone on its detection and on its source is matched whatever the order
+    alone = (np.bincount(d)[d] == 1) & (np.bincount(s)[s] == 1)
+    kept[alone] = True
+    alive = ~alone
     while alive.any():
         idx = np.flatnonzero(alive)
         order = idx[np.lexsort((s[idx], r[idx], d[idx]))]
@@ -133,7 +153,7 @@ def associate(det_ra, det_dec, det_era, det_edec, src_ra, src_dec, src_era, src_
     lost = ~np.isin(d, d[kept])
     if lost.any():
         dl, sl, rl = d[lost], s[lost], r[lost]
-        order = np.lexsort((rl, dl))
+        order = np.lexsort((sl, rl, dl))
         first = order[np.r_[True, dl[order][1:] != dl[order][:-1]]]
         out.duplicate_of[dl[first]] = sl[first]
         out.duplicate_r[dl[first]] = rl[first]
@@ -182,5 +202,6 @@ def catalogue_position_error_arcsec(survey: str, flux_mjy, systematic_arcsec: fl
     return np.hypot(fwhm / (2.0 * snr), sys_err)
 
 
-__all__ = ["DE_RUITER_MAX", "PRECUT_BEAMS", "Association", "de_ruiter", "candidate_pairs",
-           "associate", "update_weighted_positions", "catalogue_position_error_arcsec"]
+__all__ = ["DE_RUITER_MAX", "PRECUT_BEAMS", "NEAREST_SOURCES", "Association", "de_ruiter",
+           "candidate_pairs", "associate", "update_weighted_positions",
+           "catalogue_position_error_arcsec"]
