@@ -287,7 +287,7 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
     if idx.size:
         run_size = np.diff(np.r_[starts, idx.size])
         counts = np.bincount(run_label, weights=run_size)
-        peak = np.full(counts.size, -np.inf)
+        peak = np.full(counts.size, -np.inf, z.dtype)
         np.maximum.at(peak, run_label, np.maximum.reduceat(z, starts))
         good = (peak >= detect_sigma) & (counts >= min_pixels)
         keep = np.repeat(good[run_label], run_size)

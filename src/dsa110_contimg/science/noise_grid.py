@@ -210,7 +210,9 @@ class ColumnSampler:
         g = grid_map.grid
         ix, fx = grid_map._ix, grid_map._fx
         g0 = g[:, ix]
-        self.columns = g0 + fx * (g[:, ix + 1] - g0)            # (nby, nx) float32
+        # C order: values() gathers from the flattened rows (fancy indexing of the grid's
+        # columns yields Fortran order, whose flattening would copy the array every call)
+        self.columns = np.ascontiguousarray(g0 + fx * (g[:, ix + 1] - g0))   # (nby, nx) float32
         self.iy, self.fy = grid_map._iy, grid_map._fy
 
     def locate(self, yi, xi):
