@@ -27,7 +27,13 @@ The bounded candidates' result is checked against the full search (same detectio
 duration and significance where detected), and so is the window's for the candidates whose
 event lies inside the window.
 
+With ``--databases A,B,...`` (e.g. the SQLite files of ``bench/growth.py --keep``) it times the
+step's evaluation itself instead (``ese_rows`` on a read connection, as the pipeline runs it after
+the image's transaction) for the newest image of each database: CPU ms (best of ``--repeat``),
+the measurement rows and statements it reads, and the ratio to the first database.
+
 Usage: .venv/bin/python bench/ese_step.py [--epochs 13,103,502,1000] [--sources 1000] [--known 10]
+       .venv/bin/python bench/ese_step.py --databases small.sqlite3,large.sqlite3
 """
 
 from __future__ import annotations
@@ -128,6 +134,69 @@ def _window_parts(out, t, f, e, kn, near, full, r):
         out["step win"] + out["low win"]
 
 
+def on_database(path: str, repeat: int) -> dict:
+    """CPU s (best of ``repeat``), measurement rows and statements read by the ESE step's
+    evaluation of the newest image of the products database ``path``, and its field's epochs."""
+    from dsa110_contimg.photometry import PhotometryConfig
+    from dsa110_contimg.pipeline.steps.base import ImageContext
+    from dsa110_contimg.store import lightcurves as lc
+    from dsa110_contimg.store import open_products_db
+    from dsa110_contimg.store.engine import read_connection
+
+    db = open_products_db(path)
+    cfg = PhotometryConfig(normalize=True, detect_ese=True)
+    read = {"rows": 0, "statements": 0}
+    real = lc.load_lightcurves
+
+    def counted(*a, **kw):
+        out = real(*a, **kw)
+        read["rows"] += int(np.isfinite(out[2]).sum())
+        return out
+
+    def statement(sql):
+        read["statements"] += "FROM measurements" in sql
+
+    best = np.inf
+    with read_connection(db.engine) as conn:
+        # the store reads through DB-API cursors: SQLite's trace callback sees every statement
+        trace = getattr(conn.connection.dbapi_connection, "set_trace_callback", lambda fn: None)
+        img, mjd, ra, dec, rad = conn.exec_driver_sql(
+            "SELECT id, mjd, ra_center_deg, dec_center_deg, radius_deg FROM images "
+            "WHERE mjd IS NOT NULL ORDER BY mjd DESC, id DESC LIMIT 1").one()
+        sid = np.array([r[0] for r in conn.exec_driver_sql(
+            "SELECT source_id FROM measurements WHERE image_id = ? ORDER BY id", (img,))],
+            np.int64)
+        lc.load_lightcurves = counted
+        try:
+            for _ in range(repeat):
+                ctx = ImageContext(image_id=img, path="", mjd=mjd, ra_deg=ra, dec_deg=dec,
+                                   radius_deg=rad, kind="image", remeasured=False,
+                                   source_ids=sid, cfg=cfg)
+                epochs = ctx.field_images(conn).ids.size   # read by the earlier steps
+                read.update(rows=0, statements=0)
+                trace(statement)
+                c = time.process_time()
+                step.ese_rows(conn, ctx, cfg)
+                best = min(best, time.process_time() - c)
+                trace(None)
+        finally:
+            lc.load_lightcurves = real
+    db.dispose()
+    return {"cpu": best, "epochs": epochs, **read}
+
+
+def main_databases(paths: list[str], repeat: int) -> None:
+    res = {p: on_database(p, repeat) for p in paths}
+    print(f"ESE step evaluation (ese_rows) of the newest image, CPU ms (best of {repeat}); "
+          f"window {ese.SEARCH_WINDOW_DAYS:.0f} d:")
+    print(f"{'database':<40}{'epochs':>8}{'rows read':>11}{'statements':>12}{'CPU ms':>9}"
+          f"{'x':>8}")
+    base = res[paths[0]]["cpu"]
+    for p, x in res.items():
+        print(f"{p[-40:]:<40}{x['epochs']:>8}{x['rows']:>11}{x['statements']:>12}"
+              f"{1e3 * x['cpu']:>9.1f}{x['cpu'] / base:>7.2f}x")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", default="13,103,502,1000")
@@ -135,7 +204,12 @@ def main():
     ap.add_argument("--known", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--databases", default="",
+                    help="comma-separated products databases: time the step on each instead")
     args = ap.parse_args()
+    if args.databases:
+        main_databases(args.databases.split(","), args.repeat)
+        return
     rng = np.random.default_rng(args.seed)
     sizes = [int(x) for x in args.epochs.split(",")]
     res = {n: one_size(n, args, rng) for n in sizes}

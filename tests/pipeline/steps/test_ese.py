@@ -463,22 +463,21 @@ def _evaluate(db, sid, mjd, n, *, full: bool, write: bool = False):
         read["sources"] += out[0].shape[0]
         return out
 
-    def statement(*a):
-        if "FROM measurements" in a[2]:
-            read["statements"] += 1
+    def statement(sql):
+        read["statements"] += "FROM measurements" in sql
 
     ctx = ImageContext(image_id=n, path=f"/im{n - 1}.fits", mjd=float(mjd[n - 1]), ra_deg=10.5,
                        dec_deg=30.0, radius_deg=1.0, kind="image", remeasured=full,
                        source_ids=sid)
     cfg = PhotometryConfig(normalize=True, detect_ese=True)
-    import sqlalchemy as sa
     with pytest.MonkeyPatch.context() as mp, db.engine.begin() as conn:
         mp.setattr(lc_store, "load_lightcurves", counted)
-        sa.event.listen(db.engine, "before_cursor_execute", statement)
+        raw = conn.connection.dbapi_connection          # the store reads through DB-API cursors
+        raw.set_trace_callback(statement)
         try:
             rows, _ = step.ese_rows(conn, ctx, cfg)
         finally:
-            sa.event.remove(db.engine, "before_cursor_execute", statement)
+            raw.set_trace_callback(None)
         if write:
             step.write_ese_rows(conn, [dict(r) for r in rows], image_id=n, mjd=ctx.mjd)
     return {int(r["source_id"]): r for r in rows}, read
@@ -519,5 +518,5 @@ def test_long_history_reads_a_fixed_window_and_finds_the_event_inside_it(tmp_pat
     assert large["sources"] == small["sources"] >= 2
     # the window, whatever the history (to the one epoch the jittered times may add)
     assert abs(large["rows"] - small["rows"]) <= large["sources"]
-    assert large["statements"] == small["statements"]
+    assert large["statements"] == small["statements"] >= 1
     assert large_full["rows"] > 1.6 * large["rows"]
