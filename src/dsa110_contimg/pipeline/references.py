@@ -37,8 +37,9 @@ def _isolated(cat, image) -> np.ndarray:
     xyz = unit_vectors(cat["ra_deg"], cat["dec_deg"])
     beam = image.beam.major_deg if image.beam is not None else 45.0 / 3600.0
     r = chord_of_angle(ISOLATION_BEAMS * beam)
-    counts = np.array([len(n) for n in cKDTree(xyz).query_ball_point(xyz, r)]) if len(xyz) else np.array([], int)
-    return counts <= 1
+    if not len(xyz):
+        return np.array([], bool)
+    return cKDTree(xyz).query_ball_point(xyz, r, return_length=True) <= 1
 
 
 #: why a row that is not from the catalogue is never a reference
@@ -102,23 +103,28 @@ def choose_catalogue_references(snr, success, stable, inputs: dict, baselines, s
               "master": int((bright & (klass != RESOLVED) & isolated & ~m_ok).sum()),
               "unstable": int((bright & (klass != RESOLVED) & isolated & m_ok & ~stable).sum())}
     rows = []
-    for i in np.flatnonzero(bright | chosen):
-        if chosen[i]:
-            reason = "chosen: " + str(why[i])
-        elif klass[i] == RESOLVED:
-            reason = "rejected: " + str(why[i])
-        elif not isolated[i]:
-            reason = (f"rejected: confused (another catalogue source within {ISOLATION_BEAMS:g} "
-                      "beam majors)")
-        elif not m_ok[i]:
+    sel = np.flatnonzero(bright | chosen)
+    confused = f"rejected: confused (another catalogue source within {ISOLATION_BEAMS:g} beam majors)"
+    for i, sid, ch, k, w, iso, mok, st, s in zip(
+            sel.tolist(), np.asarray(source_ids)[sel].tolist(), chosen[sel].tolist(),
+            np.asarray(klass, object)[sel].tolist(), np.asarray(why, object)[sel].tolist(),
+            np.asarray(isolated, bool)[sel].tolist(), m_ok[sel].tolist(),
+            np.asarray(stable, bool)[sel].tolist(), np.asarray(snr, float)[sel].tolist()):
+        if ch:
+            reason = "chosen: " + str(w)
+        elif k == RESOLVED:
+            reason = "rejected: " + str(w)
+        elif not iso:
+            reason = confused
+        elif not mok:
             reason = "rejected: the master list does not mark it reference_ok"
-        elif not stable[i]:
+        elif not st:
             reason = "rejected: unstable: " + str(
-                baselines.get(int(source_ids[i]), {}).get("invalid_reason") or "chi2 test")
+                baselines.get(int(sid), {}).get("invalid_reason") or "chi2 test")
         else:
-            reason = f"not chosen: {cfg.norm_max_refs} references with higher SNR were taken ({why[i]})"
-        rows.append({"index": int(i), "source_id": int(source_ids[i]), "chosen": bool(chosen[i]),
-                     "compactness": str(klass[i]), "snr": float(snr[i]), "reason": reason})
+            reason = f"not chosen: {cfg.norm_max_refs} references with higher SNR were taken ({w})"
+        rows.append({"index": i, "source_id": int(sid), "chosen": ch, "compactness": str(k),
+                     "snr": s, "reason": reason})
     return idx, rows, counts
 
 

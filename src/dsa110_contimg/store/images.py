@@ -8,6 +8,7 @@ class, are counted by :mod:`dsa110_contimg.store.counters`).
 from __future__ import annotations
 
 import json
+import math
 from typing import Sequence
 
 import numpy as np
@@ -29,14 +30,17 @@ def save_reference_choices(conn: Connection, image_id: int, rows: Sequence[dict]
     from dsa110_contimg.store import bulk
 
     conn.execute(reference_choices.delete().where(reference_choices.c.image_id == image_id))
+    image_id = int(image_id)
+    out = []
+    for r in rows:
+        snr, reason = r.get("snr"), str(r["reason"])
+        snr = None if snr is None or not math.isfinite(snr) else float(snr)
+        out.append((image_id, int(r["source_id"]), bool(r["chosen"]), str(r["compactness"]), snr,
+                    reason, r.get("role") or ("not_chosen" if r["chosen"] or reason.startswith("not ")
+                                              else "rejected")))
     bulk.executemany(conn, bulk.insert_sql(
         "reference_choices", ("image_id", "source_id", "chosen", "compactness", "snr", "reason",
-                              "role")), [
-        (int(image_id), int(r["source_id"]), bool(r["chosen"]), str(r["compactness"]),
-         (float(r["snr"]) if r.get("snr") is not None and np.isfinite(r["snr"]) else None),
-         str(r["reason"]), r.get("role") or ("not_chosen" if r["chosen"]
-                                             or str(r["reason"]).startswith("not ") else "rejected"))
-        for r in rows])
+                              "role")), out)
 
 
 _OUTCOMES = ("used", "clipped", "rejected")

@@ -71,8 +71,8 @@ def write(conn, ctx: ImageContext) -> dict:
     inputs = ctx.prepared.get("normalise") or references.reference_inputs(ctx.measured.cat,
                                                                           ctx.measured.image)
     baselines = lc_store.load_baselines(conn, ctx.source_ids)
-    stable = np.array([baselines.get(s, {}).get("valid", True)
-                       for s in np.asarray(ctx.source_ids).tolist()], bool)
+    unstable = [s for s, b in baselines.items() if not b["valid"]]
+    stable = ~np.isin(np.asarray(ctx.source_ids, np.int64), np.array(unstable, np.int64))
     ref_idx, choices, counts, method = references.choose_references(conn, ctx, stable, baselines,
                                                                     inputs)
     from dsa110_contimg.store.images import save_reference_choices
@@ -90,8 +90,8 @@ def write(conn, ctx: ImageContext) -> dict:
     summary.update(corr)
     summary["method"] = method
     if corr["status"] == "ok" and ctx.mjd is not None:
-        judged = [s for s, b in lc_store.load_baselines(conn, ctx.source_ids).items()
-                  if b["n_points"] >= cfg.norm_baseline_epochs]
+        # ``baselines`` is as stored: read again above when any was recomputed
+        judged = [s for s, b in baselines.items() if b["n_points"] >= cfg.norm_baseline_epochs]
         if judged:
             check_reference_stability(conn, ctx, judged)
     if changed:
