@@ -357,6 +357,47 @@ def test_overlapping_extracts_give_each_source_once(tmp_path, capsys):
     store.close()
 
 
+def test_repeated_cone_reads_follow_every_ingest(tmp_path):
+    # the same region read again gives the same rows, whatever the caller did to the
+    # first table, and every ingest (by this store or another) is seen at once: a file
+    # ingested again under its path with changed fluxes and as many rows, another file
+    # replacing some names, a file adding rows
+    rng = np.random.default_rng(5)
+    n = 120
+    ra, dec = 150 + rng.uniform(-1, 1, n), 30 + rng.uniform(-1, 1, n)
+    names = np.array([f"J{i:06d}+300000" for i in range(n)])
+
+    def extract(sel, path, scale):
+        t = Table({"NVSS": names[sel], "_RAJ2000": ra[sel], "_DEJ2000": dec[sel],
+                   "S1.4": np.arange(n, dtype=float)[sel] * scale + 3.0})
+        t["S1.4"].unit = "mJy"
+        t.write(path, overwrite=True)
+        return path
+
+    reader = CatalogStore(tmp_path / "cat")
+    writer = CatalogStore(tmp_path / "cat")
+    writer.ingest("nvss", [extract(slice(0, 80), tmp_path / "a.fits", 1.0)])
+    first = reader.survey("nvss").cone(150.0, 30.0, 2.0)
+    flux = dict(zip(np.asarray(first["source_id"]).astype(str), np.asarray(first["flux_mjy"])))
+    first["flux_mjy"][:] = -1.0
+    again = reader.survey("nvss").cone(150.0, 30.0, 2.0)
+    assert dict(zip(np.asarray(again["source_id"]).astype(str), np.asarray(again["flux_mjy"]))) == flux
+    assert again.meta["n_candidates"] == first.meta["n_candidates"]
+
+    def fluxes():
+        got = reader.survey("nvss").cone(150.0, 30.0, 2.0)
+        return dict(zip(np.asarray(got["source_id"]).astype(str), np.asarray(got["flux_mjy"])))
+
+    writer.ingest("nvss", [extract(slice(0, 80), tmp_path / "a.fits", 2.0)])
+    assert fluxes() == {k: 2.0 * (v - 3.0) + 3.0 for k, v in flux.items()}
+    writer.ingest("nvss", [extract(slice(70, 80), tmp_path / "b.fits", 10.0)])
+    assert fluxes()["NVSS J000075+300000"] == 753.0
+    writer.ingest("nvss", [extract(slice(80, n), tmp_path / "c.fits", 1.0)])
+    assert len(fluxes()) == n
+    reader.close()
+    writer.close()
+
+
 def test_repeated_and_blank_names_in_one_file(tmp_path):
     t = Table({"NVSS": ["J1", "J1", "", "", "J2"], "_RAJ2000": [150.0, 150.1, 150.2, 150.3, 150.4],
                "_DEJ2000": [30.0] * 5, "S1.4": [10.0, 20.0, 30.0, 40.0, 50.0]})

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -300,17 +301,18 @@ class SurveyCatalog:
             raise CatalogError(f"max_sources must be >= 0, got {max_sources!r}")
         fetch = self.store.online is not None and self.name != "master"
         try:
-            rows, extras, full = self._read(region, min_flux_mjy, may_fetch=fetch)
+            cols, n_read, full = self._read(region, min_flux_mjy, may_fetch=fetch)
         except _NotLocal:
             fetched = self.store.online.fetch(self.name, region.bounding_cone)
             self._write(fetched.table, fetched.key, sha256=None, coverage_cone=fetched.cone)
-            rows, extras, full = self._read(region, min_flux_mjy, may_fetch=False)
-        return self._table(rows, extras, full, region, max_sources)
+            cols, n_read, full = self._read(region, min_flux_mjy, may_fetch=False)
+        return self._table(cols, n_read, full, region, max_sources)
 
     def _read(self, region: Region, min_flux_mjy, *, may_fetch: bool):
-        """The candidate rows of ``region`` and whether the local files cover it fully;
-        ``_NotLocal`` when they do not and ``may_fetch``, else ``CatalogMissing`` when
-        they hold nothing of it."""
+        """The candidate rows of ``region`` as columns (:func:`_to_columns`, shared with
+        :data:`_CANDIDATES`: not to be modified), how many, and whether the local files
+        cover it fully; ``_NotLocal`` when they do not and ``may_fetch``, else
+        ``CatalogMissing`` when they hold nothing of it."""
         engine = self._db(create=False)
         if engine is None:
             self._not_local("never ingested", may_fetch)
@@ -333,8 +335,17 @@ class SurveyCatalog:
                     f"{self.name}: the local catalogue does not cover the region around RA "
                     f"{region.centre[0]:.4f}, Dec {region.centre[1]:.4f} (ingest a file "
                     f"covering it{hint})", self.path)
-            rows = self._fetch(conn, region.zone_ranges(), min_flux_mjy, extras)
-        return rows, extras, bool(inside.all())
+            zones = region.zone_ranges()
+            contents = _contents(conn)
+            key = (str(self.path), contents, tuple(extras),
+                   tuple((z, tuple(iv)) for z, iv in zones), min_flux_mjy)
+            found = None if contents is None else _CANDIDATES.get(key)
+            if found is None:
+                rows = self._fetch(conn, zones, min_flux_mjy, extras)
+                found = (_to_columns(rows, extras), len(rows))
+                if contents is not None:
+                    _CANDIDATES.put(key, found)
+        return found[0], found[1], bool(inside.all())
 
     def _not_local(self, why: str, may_fetch: bool):
         if may_fetch:
@@ -344,10 +355,12 @@ class SurveyCatalog:
                 + ("" if self.store.allow_online else " or allow online queries"))
         raise CatalogMissing(f"{self.name}: local catalogue {why}; {hint}", self.path)
 
-    def _table(self, rows, extras, full: bool, region: Region, max_sources) -> Table:
-        """The candidates inside the region, sorted and limited, as a table."""
-        cols = _to_columns(rows, extras)
-        if rows:
+    def _table(self, candidates: dict, n_read: int, full: bool, region: Region,
+               max_sources) -> Table:
+        """The candidates inside the region, sorted and limited, as a table (new arrays:
+        ``candidates`` is left as it is)."""
+        cols = dict(candidates)
+        if n_read:
             inside, added = region.select(cols["ra_deg"], cols["dec_deg"])
             cols.update(added)
             sel = np.flatnonzero(inside)
@@ -358,10 +371,11 @@ class SurveyCatalog:
             sel = sel[order]
             cols = {k: v[sel] for k, v in cols.items()}
         else:
+            cols = {k: v.copy() for k, v in cols.items()}
             cols.update((name, np.zeros(0)) for name in region.added_columns)
         table = Table(cols, copy=False)
         table.meta["survey"] = self.name
-        table.meta["n_candidates"] = len(rows)  # rows read through the zone index
+        table.meta["n_candidates"] = n_read  # rows read through the zone index
         table.meta["coverage"] = "full" if full else "partial"
         if not full:
             table.meta["notes"] = [f"{self.name}: the query region extends beyond the ingested "
@@ -491,6 +505,51 @@ class SurveyCatalog:
 
 
 # --- helpers -----------------------------------------------------------------------------
+def _contents(conn) -> tuple:
+    """What identifies the rows of a survey file: its ingested files (id, path, SHA-256,
+    row count, time) and the next row id (every ingest that adds rows advances it; one
+    that removes rows changes or removes a file's row); None without a row counter."""
+    files = conn.exec_driver_sql(
+        "SELECT file_id, path, sha256, n_rows, ingested_at FROM files ORDER BY file_id").all()
+    nxt = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'next_rid'").scalar()
+    return None if nxt is None else (tuple(tuple(f) for f in files), nxt)
+
+
+class _CandidateCache:
+    """The candidate rows (columns) of the latest zone-index reads of this process, by
+    survey file, its contents (:func:`_contents`, read in the query's transaction: an
+    ingest by any process makes the entry unreachable), extra columns, zone ranges and
+    flux limit: the images of one pointing read their catalogue rows once. Least recently
+    used entries go first."""
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self._entries: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._entries.pop(key, None)
+            if value is not None:
+                self._entries[key] = value          # most recent last
+            return value
+
+    def put(self, key, value):
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = value
+            while len(self._entries) > self.size:
+                self._entries.pop(next(iter(self._entries)))
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_CANDIDATES = _CandidateCache()
+
+
 def _to_columns(rows: list[tuple], extras) -> dict:
     """Rows of (source_id, float core..., extras...) as a dict of numpy columns."""
     ncol = 1 + len(FLOAT_CORE) + len(extras)
