@@ -165,19 +165,21 @@ def _keep_frozen(found: dict, stored: list, frozen: np.ndarray) -> None:
     their :func:`~dsa110_contimg.store.ese_stages.candidate_templates` rows) keep their
     stored confirmed template, in place in ``found``, unless the search found a more
     significant detection: the epochs since only refine its baseline."""
-    for j in np.flatnonzero(frozen):
-        p = stored[j]
-        sig = _num(p["shape_significance"])
-        if p["stage"] != "confirmed" or not np.isfinite(sig) or \
-                (found["detected"][j] and found["significance"][j] >= sig):
-            continue
-        found["detected"][j], found["significance"][j] = True, sig
-        for k, col in (("depth", "depth"), ("duration_days", "duration_days"),
-                       ("t_min_mjd", "t_min_mjd"), ("caustic_amp", "caustic_amp"),
-                       ("baseline", "baseline_jyb")):
-            found[k][j] = _num(p[col])
-        found["template"][j] = p["template"] or ""
-        found["chi2_improvement"][j], found["chi2_nu_fit"][j] = np.nan, np.nan
+    column = {c: np.array([_num(p[c]) for p in stored], float)
+              for c in ("shape_significance", "depth", "duration_days", "t_min_mjd",
+                        "caustic_amp", "baseline_jyb")}
+    sig = column["shape_significance"]
+    confirmed = np.array([p["stage"] == "confirmed" for p in stored], bool)
+    with np.errstate(invalid="ignore"):
+        keep = frozen & confirmed & np.isfinite(sig) & \
+            ~(found["detected"] & (found["significance"] >= sig))
+    found["detected"][keep], found["significance"][keep] = True, sig[keep]
+    for k, c in (("depth", "depth"), ("duration_days", "duration_days"),
+                 ("t_min_mjd", "t_min_mjd"), ("caustic_amp", "caustic_amp"),
+                 ("baseline", "baseline_jyb")):
+        found[k][keep] = column[c][keep]
+    found["template"][keep] = np.array([p["template"] or "" for p in stored], object)[keep]
+    found["chi2_improvement"][keep], found["chi2_nu_fit"][keep] = np.nan, np.nan
 
 
 def _stages(found: dict, mjd, flux, err, previous: list, summary=None) -> dict:
