@@ -20,14 +20,17 @@ catalogue knows it, and measures it with the project's own estimators:
    seed of its island (its saddle), else it is a noise bump on a brighter component.
 3. **Positions** (:func:`fit_positions`). A fixed-beam Gaussian (the restoring beam,
    free amplitude and centre) is fitted to each seed's cutout by Gauss-Newton, with the
-   current models of the neighbouring components subtracted, all components at once.
-4. **Fluxes** with the forced estimator at the fitted positions
-   (:func:`dsa110_contimg.science.forced.measure_arrays`: joint solutions for blends,
-   the image's noise-correlation factor in the error) and Condon (1997) position errors
-   (:func:`dsa110_contimg.science.condon.position_errors_arcsec`, SNR = peak / local rms)
-   with a systematic term added in quadrature. Components whose fitted peak is below
-   ``analysis_sigma`` x the local rms (a seed on the wing of a brighter neighbour whose
-   own flux is noise) are dropped.
+   current models of the neighbouring components subtracted, all components at once;
+   each fit stops once its step is below a fraction of its statistical position error.
+4. **Fluxes**: a converged fit's amplitude, the fixed-beam (forced) estimator at the
+   fitted centre with the neighbours' models subtracted, with the forced estimator's
+   error (local rms x the image's noise-correlation factor); components whose fit did
+   not converge, or with pixel-varying noise maps, are measured with
+   :func:`dsa110_contimg.science.forced.measure_arrays` at their positions. Condon
+   (1997) position errors (:func:`dsa110_contimg.science.condon.position_errors_arcsec`,
+   SNR = peak / local rms) with a systematic term added in quadrature. Components whose
+   fitted peak is below ``analysis_sigma`` x the local rms (a seed on the wing of a
+   brighter neighbour whose own flux is noise) are dropped.
 
 Units: fluxes Jy/beam, positions deg, position errors arcsec, pixels 0-based.
 """
