@@ -20,7 +20,8 @@ epochs added to every field), so the timed images stay the newest of field 0.
 At each size: end to end per image (``run_image`` of a new epoch of field 0, median of
 ``--timed``) and its steps (``step_seconds``: store, normalise, variability, ese); ``status``,
 ``images list``, ``ese list`` and ``lightcurve`` (the CLI in process); every page of the web site
-(Starlette ``TestClient``, median of 3 after a first request); the daemon's ``/metrics`` database
+(Starlette ``TestClient``, median of 7 after a first request, Python's garbage collector
+held off during each); the daemon's ``/metrics`` database
 gauges (``Metrics.database_snapshot``); bytes per measurement row (SQLite: ``dbstat``;
 PostgreSQL: ``pg_total_relation_size``). Printed: a table per backend with each figure and its
 ratio to the 10^6 figure. Databases live under ``--root`` and are deleted at the end (``--keep``
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import shutil
 import statistics
@@ -304,7 +306,11 @@ def store_sparklines(conn) -> None:
 
 
 # ----------------------------------------------------------------------------- measurements
-def _timed(fn, repeat: int = 3) -> tuple[float, float]:
+#: calls timed per command, page and gauge (after one untimed): their medians are printed
+REPEAT = 7
+
+
+def _timed(fn, repeat: int = REPEAT) -> tuple[float, float]:
     """(median wall s, median CPU s of this process) of ``fn`` over ``repeat`` calls after one."""
     fn()
     runs = [_once(fn) for _ in range(repeat)]
@@ -312,9 +318,17 @@ def _timed(fn, repeat: int = 3) -> tuple[float, float]:
 
 
 def _once(fn) -> tuple[float, float]:
-    t, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - t, time.process_time() - c
+    """(wall s, CPU s) of one call, with Python's garbage collector run before and held off
+    during it (as ``timeit`` does): a collection's cost follows the objects this long-lived
+    process holds, not the call."""
+    gc.collect()
+    gc.disable()
+    try:
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - t, time.process_time() - c
+    finally:
+        gc.enable()
 
 
 def cli_times(url: str, source_id: int) -> dict[str, float]:
