@@ -523,7 +523,7 @@ class RadioImage:
         self._planes: dict[int, np.ndarray] = {}
         self.data = self.plane(plane_index)
         self.freq_hz = self._plane_freq(plane_index)
-        self._blanked: float | None = None
+        self._finite: tuple[int, float] | None = None
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -737,14 +737,19 @@ class RadioImage:
             return float(np.hypot(nx, ny) / 2.0 * self.pixel_scale_arcsec / 3600.0)
         return float(angular_separation_deg(lon[0], lat[0], lon[1:], lat[1:]).max())
 
+    def finite_count_and_peak(self) -> tuple[int, float]:
+        """Number of finite pixels of :attr:`data` and their max |value| (Jy/beam; NaN when
+        none): :func:`finite_count_and_peak`, one pass over the pixels per image."""
+        if self._finite is None:
+            self._finite = finite_count_and_peak(self.data)
+        return self._finite
+
     @property
     def blanked_fraction(self) -> float:
         """Fraction of non-finite pixels in :attr:`data`."""
-        if self._blanked is None:
-            data = self.data
-            n, _ = finite_count_and_peak(data)
-            self._blanked = float(1.0 - n / data.size) if data.size else 1.0
-        return self._blanked
+        data = self.data
+        n, _ = self.finite_count_and_peak()
+        return float(1.0 - n / data.size) if data.size else 1.0
 
     def require_beam(self) -> Beam:
         """The beam, or :class:`MissingBeam` naming the file."""

@@ -339,12 +339,9 @@ def image_statistics(image, *, maps=None, with_blanking: bool = False) -> dict[s
     statistics. ``maps`` as in :func:`evaluate_image_qc`.
     """
     data = image.data
-    n_finite, peak = finite_count_and_peak(data)
+    own = getattr(image, "finite_count_and_peak", None)    # a RadioImage counts once
+    n_finite, peak = own() if callable(own) else finite_count_and_peak(data)
     blanked = float(1.0 - n_finite / data.size) if data.size else 1.0
-    try:
-        image._blanked = blanked
-    except AttributeError:
-        pass
     out = {"median_rms_jyb": float("nan"), "clipped_rms_jyb": float("nan"),
            "dynamic_range": float("nan")}
     if with_blanking:
