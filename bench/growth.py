@@ -184,12 +184,9 @@ class GrowthDB:
         bulk.execute(conn, f"INSERT INTO images ({', '.join(icols)}) SELECT "
                      + ", ".join(iexpr.get(c, c) for c in icols) + " FROM images WHERE id = ?",
                      (src_image,))
-        mcols = [c for c in _cols(measurements) if c != "id"]
+        mcols = _cols(measurements)
         mexpr = {"image_id": str(new_id), "source_id": f"source_id + {off}",
-                 "mjd": f"({mjd_expr})", "ra_deg": self._ra("ra_deg", dra),
-                 "dec_deg": f"dec_deg + {ddec!r}"}
-        if "mjd" in mjd_expr:
-            mexpr["mjd"] = "mjd"
+                 "ra_deg": self._ra("ra_deg", dra), "dec_deg": f"dec_deg + {ddec!r}"}
         bulk.execute(conn, f"INSERT INTO measurements ({', '.join(mcols)}) SELECT "
                      + ", ".join(mexpr.get(c, c) for c in mcols)
                      + " FROM measurements WHERE image_id = ?", (src_image,))
@@ -283,13 +280,27 @@ class GrowthDB:
         n = self.n_measurements()
         with self.db.engine.begin() as conn:
             if self.backend == "sqlite":
-                tab = None   # dbstat is not compiled into Python's sqlite3
                 page = bulk.execute(conn, "PRAGMA page_size")[0][0]
                 total = bulk.execute(conn, "PRAGMA page_count")[0][0] * page
+                tab = _sqlite_table_bytes(conn, "measurements")
             else:
                 tab = bulk.execute(conn, "SELECT pg_total_relation_size('measurements')")[0][0]
                 total = bulk.execute(conn, "SELECT pg_database_size(current_database())")[0][0]
         return (float("nan") if tab is None else tab / n), total / n
+
+
+def _sqlite_table_bytes(conn, table: str) -> float | None:
+    """Bytes of ``table`` and its indexes in a SQLite database (the ``dbstat`` virtual table;
+    None where the library was built without it)."""
+    from dsa110_contimg.store import bulk
+
+    names = [table] + [r[0] for r in bulk.execute(
+        conn, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,))]
+    try:
+        return float(bulk.execute(conn, "SELECT sum(pgsize) FROM dbstat WHERE name IN ("
+                                  + ",".join("?" * len(names)) + ")", tuple(names))[0][0])
+    except Exception:   # noqa: BLE001 - no dbstat in this SQLite build
+        return None
 
 
 def store_sparklines(conn) -> None:
@@ -428,7 +439,7 @@ def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, di
             kept = keep_copy(gdb, root / f"products-{n}.sqlite3")
             print(f"{backend}: kept a copy as {kept}", flush=True)
         figures[n] = measure(gdb, args.timed)
-        info[n] = (rows, gdb.epochs_per_field, per_row[1])
+        info[n] = (rows, gdb.epochs_per_field, per_row[1], per_row[0])
         print(f"{backend}: measured at {rows:,} rows", flush=True)
     gdb.db.dispose()
     if backend == "postgresql":
@@ -481,6 +492,7 @@ def print_table(backend: str, figures: dict, info: dict) -> None:
     print(f"{'':34s}" + "".join(f"{info[n][0]:>32,}" for n in sizes))
     print(f"{'epochs per field':34s}" + "".join(f"{info[n][1]:>32}" for n in sizes))
     print(f"{'db bytes per measurement row':34s}" + "".join(f"{info[n][2]:>32.0f}" for n in sizes))
+    print(f"{'  measurements + indexes':34s}" + "".join(f"{info[n][3]:>32.0f}" for n in sizes))
     for key in figures[base]:
         cells = []
         for n in sizes:

@@ -21,9 +21,9 @@ def seed(db) -> None:
                           "n_sources, n_success, qc_status, norm_status, measured_at) VALUES "
                           "('/d/x.fits', 'c', 'image', 60075.5, 1.405e9, 'forced', 'nvss', 1, 1, "
                           "'passed', 'ok', 0)")
-        c.exec_driver_sql("INSERT INTO measurements (image_id, source_id, mjd, ra_deg, dec_deg, peak_jyb, "
-                          "peak_err_jyb, snr, flags, success) VALUES "
-                          "(1, 1, 60075.5, 150.0, 37.0, 0.12, 0.0015, 80.0, 0, true)")
+        c.exec_driver_sql("INSERT INTO measurements (image_id, source_id, ra_deg, dec_deg, peak_jyb, "
+                          "peak_err_jyb, flags, success) VALUES "
+                          "(1, 1, 150.0, 37.0, 0.12, 0.0015, 0, true)")
 
 
 @pytest.fixture

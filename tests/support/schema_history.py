@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from dsa110_contimg.store.migrate import (
     LEGACY_VERSION_TABLE,
     VERSION_TABLES,
+    _foreign_keys_deferred,
     alembic_config,
     revisions,
     upgrade,
@@ -49,11 +50,15 @@ def _image(conn, image_id: int, **extra) -> None:
         qc_status="passed", norm_status="ok", norm_factor=1.01, measured_at=T0, **extra)
 
 
-def _measure(conn, image_id: int, source_ids) -> None:
+def _measure(conn, image_id: int, source_ids, *, copies: bool = True) -> None:
+    """Measurements of ``source_ids`` on image ``image_id``; ``copies``: with the epoch and SNR
+    columns the schema held up to 0022."""
     for sid in source_ids:
-        put(conn, "measurements", image_id=image_id, source_id=sid, mjd=60000.0 + image_id,
-            ra_deg=150.0, dec_deg=37.0, peak_jyb=0.01 * sid, peak_err_jyb=1e-3, flags=0,
-            success=True, norm_flux_jyb=0.0101 * sid, norm_err_jyb=1e-3)
+        extra = {"mjd": 60000.0 + image_id, "snr": 10.0 * sid} if copies else {}
+        put(conn, "measurements", image_id=image_id, source_id=sid, ra_deg=150.0, dec_deg=37.0,
+            x_pix=10.0 * sid, y_pix=20.0, peak_jyb=0.01 * sid, peak_err_jyb=1e-3,
+            local_rms_jyb=9e-4, chi2=1.5, dof=8, cluster_id=sid, flags=0, success=True,
+            norm_flux_jyb=0.0101 * sid, norm_err_jyb=1e-3, **extra)
 
 
 def seed_products_0001(conn) -> None:
@@ -228,6 +233,13 @@ def seed_products_0022(conn) -> None:
         weighted_mean=0.03, sigma_deviation=2.5, updated_at=T0)
 
 
+def seed_products_0023(conn) -> None:
+    _image(conn, 17)
+    _measure(conn, 17, (1, 2), copies=False)
+    put(conn, "measurements", image_id=17, source_id=3, ra_deg=150.0, dec_deg=37.0,
+        peak_jyb=None, peak_err_jyb=None, flags=8, success=False)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -245,7 +257,7 @@ SEEDS = {
                  "0016": seed_products_0016, "0017": seed_products_0017,
                  "0018": seed_products_0018, "0019": seed_products_0019,
                  "0020": seed_products_0020, "0021": seed_products_0021,
-                 "0022": seed_products_0022},
+                 "0022": seed_products_0022, "0023": seed_products_0023},
     "registry": {"0001": seed_registry_0001},
 }
 
@@ -293,11 +305,36 @@ def check_status_counters_backfilled(conn, start: str) -> None:
     check_counters_match(conn, time.time())
 
 
+def check_measurements_kept_their_values(conn, start: str) -> None:
+    """0023 rebuilt the measurements without their copied epoch and SNR: every row keeps its
+    values, its epoch is its image's and its SNR (computed on read) is the one stored before."""
+    from dsa110_contimg.store.schema import images, measurements, snr_column
+
+    m = measurements.c
+    rows = conn.execute(sa.select(m.image_id, m.source_id, images.c.mjd, snr_column(), m.x_pix,
+                                  m.peak_jyb, m.peak_err_jyb, m.local_rms_jyb, m.chi2, m.dof,
+                                  m.cluster_id, m.flags, m.success, m.norm_flux_jyb,
+                                  m.norm_err_jyb)
+                        .join(images, images.c.id == m.image_id)).all()
+    assert rows
+    for r in rows:
+        assert r.mjd == 60000.0 + r.image_id
+        if r.peak_jyb is None:       # a failed measurement: no SNR
+            assert r.snr is None and not r.success
+            continue
+        assert r.peak_jyb == 0.01 * r.source_id and r.snr == r.peak_jyb / r.peak_err_jyb
+        assert (r.x_pix, r.peak_err_jyb, r.local_rms_jyb, r.chi2, r.dof, r.cluster_id, r.flags,
+                bool(r.success), r.norm_flux_jyb, r.norm_err_jyb) == \
+            (10.0 * r.source_id, 1e-3, 9e-4, 1.5, 8, r.source_id, 0, True,
+             0.0101 * r.source_id, 1e-3)
+
+
 #: Checks of data a migration moves, run when a database started before that revision.
 CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidates_have_their_flagging,
                        "0017": check_cones_find_rows_written_before_the_zone_indexes,
                        "0018": check_status_counters_backfilled,
-                       "0021": check_status_counters_backfilled},
+                       "0021": check_status_counters_backfilled,
+                       "0023": check_measurements_kept_their_values},
           "registry": {}}
 
 
@@ -311,7 +348,9 @@ def build(engine, which: str, until: str) -> None:
         if i <= legacy:
             cfg = alembic_config(which)
             cfg.attributes["version_table"] = LEGACY_VERSION_TABLE
-            with engine.begin() as conn:
+            # as those releases migrated: SQLite's foreign keys off, or a rebuilt parent
+            # table (0007 rebuilds sources) would take its children's rows with it
+            with engine.connect() as conn, _foreign_keys_deferred(conn), conn.begin():
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, rev)
         else:
@@ -321,6 +360,10 @@ def build(engine, which: str, until: str) -> None:
         if rev == until:
             return
 
+
+#: Tables keyed by other columns than their primary key in :func:`snapshot`: their natural key,
+#: which a migration may have made the primary key.
+NATURAL_KEYS = {"measurements": ("image_id", "source_id")}
 
 #: Tables the database maintains itself (the status counters' base and deltas: a migration
 #: that counts another table adds to them); checked against the rows by
@@ -335,7 +378,7 @@ def snapshot(conn) -> dict[str, set]:
     for name in insp.get_table_names():
         if name in VERSION_TABLES.values() or name == LEGACY_VERSION_TABLE or name in DERIVED:
             continue
-        pk = insp.get_pk_constraint(name)["constrained_columns"]
+        pk = NATURAL_KEYS.get(name) or insp.get_pk_constraint(name)["constrained_columns"]
         cols = ", ".join(pk)
         out[name] = {tuple(r) for r in conn.execute(sa.text(f"SELECT {cols} FROM {name}"))}
     return out

@@ -39,8 +39,9 @@ def stored_lightcurves(db):
     """{catalog_id: array of rows (mjd, peak, err, norm_flux, norm_err)} in MJD order."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
-            "select s.catalog_id, m.mjd, m.peak_jyb, m.peak_err_jyb, m.norm_flux_jyb, m.norm_err_jyb "
-            "from measurements m join sources s on s.id = m.source_id order by s.catalog_id, m.mjd").fetchall()
+            "select s.catalog_id, i.mjd, m.peak_jyb, m.peak_err_jyb, m.norm_flux_jyb, m.norm_err_jyb "
+            "from measurements m join sources s on s.id = m.source_id join images i "
+            "on i.id = m.image_id order by s.catalog_id, i.mjd").fetchall()
     out = {}
     for cid, mjd, f, e, fn, en in rows:
         out.setdefault(cid, []).append((mjd, f, e, fn, en))

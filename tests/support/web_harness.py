@@ -65,9 +65,9 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
         img_rows, image_id = [], 0
         # measurements computed inside SQLite (INSERT ... SELECT over the field's sources):
         # raw = catalogue flux x gain + uniform noise of +-1 mJy/beam, normalised = raw / gain
-        sql = ("INSERT INTO measurements (image_id, source_id, mjd, ra_deg, dec_deg, peak_jyb, peak_err_jyb, "
-               "snr, flags, success, norm_flux_jyb, norm_err_jyb) "
-               "SELECT :img, id, :mjd, ra_deg, dec_deg, p, 0.001, p / 0.001, 0, 1, p / :gain, 0.001 FROM "
+        sql = ("INSERT INTO measurements (image_id, source_id, ra_deg, dec_deg, peak_jyb, peak_err_jyb, "
+               "flags, success, norm_flux_jyb, norm_err_jyb) "
+               "SELECT :img, id, ra_deg, dec_deg, p, 0.001, 0, 1, p / :gain, 0.001 FROM "
                "(SELECT id, ra_deg, dec_deg, catalog_flux_mjy * :gain / 1000.0 "
                "+ ((abs(random()) % 2001) - 1000) * 1e-6 AS p FROM sources WHERE id BETWEEN :lo AND :hi)")
         job_rows = []
@@ -83,7 +83,7 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
                                  json.dumps(["rms 3.1x the field median"] if qc == "failed" else []),
                                  "ok" if qc == "passed" else "failed", gain, 0.002, 0.01, 20,
                                  None if qc == "passed" else "image failed QC", now - 86400 + 80 * image_id))
-                con.execute(sql, {"img": image_id, "mjd": mjd, "gain": gain, "lo": int(ids[0]),
+                con.execute(sql, {"img": image_id, "gain": gain, "lo": int(ids[0]),
                                   "hi": int(ids[-1])})
                 job_rows.append(("photometry", "done", "daemon", "{}", 1, 1, 0, 1, 3, 0.0, now - 86400 + 80 * image_id,
                                  now - 86400 + 80 * image_id + 20, now - 86400 + 80 * image_id + 20))
@@ -138,9 +138,9 @@ def _store_sparklines(con, cand_src, per_field: int, n_epochs: int) -> None:
     sids = [int(s) for s in cand_src]
     mjd = np.full((len(sids), n_epochs), np.nan)
     flux = np.full((len(sids), n_epochs), np.nan)
-    sql = ("SELECT m.mjd, m.norm_flux_jyb FROM measurements m JOIN images i ON i.id = m.image_id "
+    sql = ("SELECT i.mjd, m.norm_flux_jyb FROM measurements m JOIN images i ON i.id = m.image_id "
            f"WHERE m.image_id IN ({','.join('?' * n_epochs)}) AND m.source_id = ? "
-           "AND i.qc_status != 'failed' ORDER BY m.mjd")
+           "AND i.qc_status != 'failed' ORDER BY i.mjd")
     for row, sid in enumerate(sids):
         k = (sid - 1) // per_field
         ids = tuple(range(k * n_epochs + 1, (k + 1) * n_epochs + 1))

@@ -121,8 +121,8 @@ def store_backfill(conn, path: str, sources: list[dict], table, cfg) -> int:
                           image["norm_n_refs"] or 0, image["norm_n_refs"] or 0,
                           image["norm_scatter"] or np.nan, np.zeros(0, bool), True)
         norm_flux, norm_err = apply_correction(flux, err, corr)
-    product_store.replace_source_measurements(conn, image["id"], image["mjd"], ids,
-                                              table.columns, norm_flux, norm_err)
+    product_store.replace_source_measurements(conn, image["id"], ids, table.columns,
+                                              norm_flux, norm_err)
     for s in sources:
         near = lc_store.images_near(conn, s["ra_deg"], s["dec_deg"],
                                     lc_store.neighbourhood_radius(conn, 0.0))

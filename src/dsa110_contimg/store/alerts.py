@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 
 from dsa110_contimg.store import bulk
 from dsa110_contimg.store.engine import dialect_insert
-from dsa110_contimg.store.schema import alert_deliveries, alert_destinations, alerts
+from dsa110_contimg.store.schema import SNR_SQL, alert_deliveries, alert_destinations, alerts
 from dsa110_contimg.store.values import clean
 
 #: Events pipeline steps record (docs/alerts.md).
@@ -137,7 +137,7 @@ def _context(conn: Connection, events: Sequence[AlertEvent]) -> dict[tuple, dict
     measured = {}
     for image_id in image_ids:
         for r in bulk.fetch_in(conn, "SELECT source_id, peak_jyb, peak_err_jyb, norm_flux_jyb, "
-                                     "norm_err_jyb, snr FROM measurements WHERE image_id = ? AND "
+                                     f"norm_err_jyb, {SNR_SQL} FROM measurements WHERE image_id = ? AND "
                                      "source_id IN ({in})", source_ids, params=(image_id,)):
             measured[(r[0], image_id)] = r
     out: dict[tuple, dict] = {}

@@ -2,8 +2,9 @@
 
 Light curves are read through the *images* that can contain a source (image
 centres within a radius, found with the ``ra_center_deg`` / ``dec_center_deg``
-indexes; RA wraps at 0/360) and then the ``(image_id, source_id)`` unique
-index of ``measurements``: one index seek per image, no index led by source.
+indexes; RA wraps at 0/360) and then the ``(image_id, source_id)`` primary
+key of ``measurements``: one index seek per image, no index led by source. A
+measurement's epoch is its image's ``mjd``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dsa110_contimg.store.schema import (
     ese_candidates,
     images,
     measurements,
+    snr_column,
     sources,
 )
 
@@ -95,9 +97,9 @@ def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Seq
     if n and img:
         ok = " AND success = ?" if successful_only else ""
         okp = (True,) if successful_only else ()
-        base = f"SELECT source_id, image_id, mjd, {fcol}, {ecol} FROM measurements WHERE "
+        base = f"SELECT source_id, image_id, {fcol}, {ecol} FROM measurements WHERE "
         if n <= bulk.CHUNK:
-            # one index seek per (image, source) pair through the unique index
+            # one index seek per (image, source) pair through the primary key
             marks = ",".join("?" * n)
             recs = bulk.fetch_in(conn, base + f"image_id IN ({{in}}) AND source_id IN ({marks})" + ok,
                                  img, (), tuple(src.tolist()) + okp)
@@ -107,6 +109,8 @@ def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Seq
         empty = np.empty((n, 0))
         return empty, empty, empty, np.empty((n, 0), np.int64)
     arr = np.array(recs, dtype=float)      # None (NULL) -> nan
+    # columns: source, image, MJD (the image's), flux, error
+    arr = np.insert(arr, 2, _image_epochs(conn, arr[:, 1].astype(np.int64)), axis=1)
     order_src = np.argsort(src, kind="stable")
     pos = np.searchsorted(src[order_src], arr[:, 0].astype(np.int64))
     pos = np.minimum(pos, n - 1)
@@ -129,6 +133,16 @@ def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Seq
     flux[rows, col], err[rows, col], mjd[rows, col] = arr[:, 3], arr[:, 4], arr[:, 2]
     imgs[rows, col] = arr[:, 1].astype(np.int64)
     return flux, err, mjd, imgs
+
+
+def _image_epochs(conn: Connection, per_row: np.ndarray) -> np.ndarray:
+    """MJD of the image of each row (``per_row``: images.id per row), NaN where the image has
+    none: one read of the images' epochs, not a join per row."""
+    ids = np.unique(per_row)
+    epochs = dict(bulk.fetch_in(conn, "SELECT id, mjd FROM images WHERE id IN ({in})",
+                                ids.tolist()))
+    mjd = np.array([np.nan if epochs.get(i) is None else epochs[i] for i in ids.tolist()], float)
+    return mjd[np.searchsorted(ids, per_row)]
 
 
 def load_image_fluxes(conn: Connection, image_id: int, source_ids: Sequence[int]):
@@ -444,9 +458,9 @@ def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
     radius = neighbourhood_radius(conn, 0.0)
     near = images_near(conn, source["ra_deg"], source["dec_deg"], radius, exclude_qc_failed=False,
                        include_excluded=True)
-    cols = [measurements.c.mjd, measurements.c.peak_jyb, measurements.c.peak_err_jyb,
+    cols = [images.c.mjd, measurements.c.peak_jyb, measurements.c.peak_err_jyb,
             measurements.c.norm_flux_jyb, measurements.c.norm_err_jyb, measurements.c.local_rms_jyb,
-            measurements.c.snr, measurements.c.flags, measurements.c.success, measurements.c.image_id,
+            snr_column(), measurements.c.flags, measurements.c.success, measurements.c.image_id,
             images.c.path, images.c.qc_status, images.c.norm_status, images.c.norm_used_ids,
             images.c.excluded_reason, images.c.excluded]
     rows = []

@@ -22,8 +22,10 @@ from sqlalchemy.engine import Connection
 
 from dsa110_contimg.store.schema import images, measurements
 
+#: The stored columns of a measurement row (the MeasurementTable's core columns but ``snr``,
+#: which is ``peak_jyb / peak_err_jyb`` and computed on read: ``schema.snr_column``).
 MEASUREMENT_COLUMNS = (
-    "ra_deg", "dec_deg", "x_pix", "y_pix", "peak_jyb", "peak_err_jyb", "local_rms_jyb", "snr",
+    "ra_deg", "dec_deg", "x_pix", "y_pix", "peak_jyb", "peak_err_jyb", "local_rms_jyb",
     "chi2", "dof", "cluster_id", "flags", "success",
 )
 
@@ -217,7 +219,6 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
                  "norm_scatter": None, "norm_n_refs": None, "norm_reason": None, "norm_ref_ids": None,
                  "norm_used_ids": None, "duplicate_of": None}
         conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
-    mjd = None if row.get("mjd") is None else float(row["mjd"])
     cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}
     n = len(source_ids)
     if n:
@@ -225,9 +226,9 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
 
         sid = np.asarray(source_ids).tolist()
         cols["success"] = [bool(v) for v in cols["success"]]
-        rows = list(zip([int(image_id)] * n, sid, [mjd] * n, *(cols[k] for k in MEASUREMENT_COLUMNS)))
+        rows = list(zip([int(image_id)] * n, sid, *(cols[k] for k in MEASUREMENT_COLUMNS)))
         bulk.executemany(conn, bulk.insert_sql(
-            "measurements", ("image_id", "source_id", "mjd") + MEASUREMENT_COLUMNS), rows)
+            "measurements", ("image_id", "source_id") + MEASUREMENT_COLUMNS), rows)
     return int(image_id)
 
 
@@ -251,7 +252,7 @@ def image_by_path(conn: Connection, path: str | Path) -> dict | None:
     return None if row is None else dict(row)
 
 
-def replace_source_measurements(conn: Connection, image_id: int, mjd, source_ids,
+def replace_source_measurements(conn: Connection, image_id: int, source_ids,
                                 columns: Mapping[str, np.ndarray], norm_flux, norm_err) -> None:
     """Replace the measurements of some sources on one image (backward and on-request
     forced photometry), keeping the image's other rows and its row count in step."""
@@ -266,9 +267,9 @@ def replace_source_measurements(conn: Connection, image_id: int, mjd, source_ids
     cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}
     cols["success"] = [bool(v) for v in cols["success"]]
     n = len(sid)
-    rows = list(zip([int(image_id)] * n, sid, [mjd] * n, *(cols[k] for k in MEASUREMENT_COLUMNS),
+    rows = list(zip([int(image_id)] * n, sid, *(cols[k] for k in MEASUREMENT_COLUMNS),
                     bulk.nullable(norm_flux), bulk.nullable(norm_err)))
-    bulk.executemany(conn, bulk.insert_sql("measurements", ("image_id", "source_id", "mjd")
+    bulk.executemany(conn, bulk.insert_sql("measurements", ("image_id", "source_id")
                                            + MEASUREMENT_COLUMNS
                                            + ("norm_flux_jyb", "norm_err_jyb")), rows)
     count = conn.execute(sa.select(sa.func.count()).select_from(measurements).where(

@@ -162,7 +162,8 @@ def thumbnail_series(conn: Connection, rows: list[dict]) -> dict[int, tuple[np.n
     from dsa110_contimg.store.lightcurves import images_near, neighbourhood_radius
 
     radius = neighbourhood_radius(conn, 0.0)
-    q = (sa.select(measurements.c.mjd, measurements.c.norm_flux_jyb, measurements.c.peak_jyb)
+    q = (sa.select(images.c.mjd, measurements.c.norm_flux_jyb, measurements.c.peak_jyb)
+         .join(images, images.c.id == measurements.c.image_id)
          .where(measurements.c.image_id.in_(sa.bindparam("ids", expanding=True)),
                 measurements.c.source_id == sa.bindparam("sid"), measurements.c.success.is_(True)))
     out = {}
