@@ -144,7 +144,7 @@ class GrowthDB:
         """Fields 1..n-1: field 0's sources (shifted, explicit ids + k * stride), their
         variability statistics, and one copy of the template image each (its measurements)."""
         from dsa110_contimg.store import bulk
-        from dsa110_contimg.store.schema import images, measurements, sources, variability_stats
+        from dsa110_contimg.store.schema import images, sources, variability_stats
 
         src_cols = [c for c in _cols(sources)]
         with self.db.engine.begin() as conn:
@@ -166,7 +166,7 @@ class GrowthDB:
                 self._copy_image(conn, self.template, k, self.template + k * SOURCE_STRIDE,
                                  mjd_expr="mjd", tag=f"f{k}")
             self._candidates(conn)
-            self._fix_sequences(conn, images, sources, measurements)
+            self._fix_sequences(conn, images, sources)
 
     def _copy_image(self, conn, src_image: int, k: int, new_id: int, *, mjd_expr: str,
                     tag: str) -> None:
@@ -184,7 +184,7 @@ class GrowthDB:
         bulk.execute(conn, f"INSERT INTO images ({', '.join(icols)}) SELECT "
                      + ", ".join(iexpr.get(c, c) for c in icols) + " FROM images WHERE id = ?",
                      (src_image,))
-        mcols = _cols(measurements)
+        mcols = [c for c in _cols(measurements) if c != "id"]   # an earlier tree's surrogate key
         mexpr = {"image_id": str(new_id), "source_id": f"source_id + {off}",
                  "ra_deg": self._ra("ra_deg", dra), "dec_deg": f"dec_deg + {ddec!r}"}
         bulk.execute(conn, f"INSERT INTO measurements ({', '.join(mcols)}) SELECT "
@@ -220,7 +220,7 @@ class GrowthDB:
         """Add earlier epochs to every field until the measurements hold ~``n_rows`` (or the
         Unix time ``deadline`` passes); returns the seconds it took."""
         from dsa110_contimg.store import bulk, counters
-        from dsa110_contimg.store.schema import images, measurements
+        from dsa110_contimg.store.schema import images
 
         t0 = time.perf_counter()
         per_epoch = len(self.field0_sources) * self.n_fields
@@ -255,7 +255,7 @@ class GrowthDB:
         self.n_copies += add
         self.epochs_per_field += add
         with self.db.engine.begin() as conn:
-            self._fix_sequences(conn, images, measurements)
+            self._fix_sequences(conn, images)
             if self.backend == "postgresql":
                 bulk.execute(conn, "ANALYZE")
         if self.backend == "sqlite":
