@@ -164,7 +164,7 @@ def on_database(path: str, repeat: int) -> dict:
             "SELECT id, mjd, ra_center_deg, dec_center_deg, radius_deg FROM images "
             "WHERE mjd IS NOT NULL ORDER BY mjd DESC, id DESC LIMIT 1").one()
         sid = np.array([r[0] for r in conn.exec_driver_sql(
-            "SELECT source_id FROM measurements WHERE image_id = ? ORDER BY id", (img,))],
+            "SELECT source_id FROM measurements WHERE image_id = ? ORDER BY source_id", (img,))],
             np.int64)
         lc.load_lightcurves = counted
         try:
