@@ -139,12 +139,12 @@ def test_most_epochs_are_normalised_with_catalogue_references(season, capsys):
 def test_normalised_scatter_of_steady_compact_sources_is_well_below_raw(season):
     import sqlalchemy as sa
 
-    from dsa110_contimg.store.schema import measurements, sources
+    from dsa110_contimg.store.schema import measurements, snr_column, sources
 
     with season["manager"].products.engine.connect() as conn:
         rows = conn.execute(sa.select(sources.c.catalog_id, measurements.c.image_id,
                                       measurements.c.peak_jyb, measurements.c.norm_flux_jyb,
-                                      measurements.c.snr)
+                                      snr_column())
                             .join(sources, sources.c.id == measurements.c.source_id)).all()
     by = {}
     for cid, _img, raw, norm, snr in rows:
