@@ -18,7 +18,12 @@ first post-warm-up decile's (ratio).
 Cadence: ``--interval S`` writes one image every S seconds (the daemon must keep up); the default
 (0) writes as fast as the daemon takes them, keeping at most ``--backlog`` images waiting, which
 accelerates the DSA-110 cadence (one image per field every ~5 minutes) as far as the machine
-allows. Image ``i`` is epoch ``i // fields`` of field ``i % fields`` (one hour apart in MJD).
+allows. Image ``i`` is epoch ``i // fields`` of field ``i % fields``; a field's epochs are
+``--epoch-days`` apart in MJD (default 1: a transit array sees each field once a sidereal day).
+
+Warm-up: the per-image ESE step reads a field's last 540 days (``science/ese_window.py``), so
+per-image work grows until a field has 540 days of epochs and is flat after. With 6 fields at
+one epoch a day that is image 3,240; the default ``--warmup`` of 0.35 of 10,000 images covers it.
 """
 
 from __future__ import annotations
@@ -48,13 +53,15 @@ MJD0 = 60676.25
 
 # ----------------------------------------------------------------------------- inputs
 class Fields:
-    """``n`` fields along RA (2 deg apart at Dec 37), each with ``n_sources`` catalogue sources."""
+    """``n`` fields along RA (2 deg apart at Dec 37), each with ``n_sources`` catalogue sources,
+    observed every ``epoch_days`` (MJD)."""
 
-    def __init__(self, n: int, size: int, n_sources: int, seed: int = 7):
+    def __init__(self, n: int, size: int, n_sources: int, epoch_days: float = 1.0, seed: int = 7):
         from dsa110_contimg.science.simulate import random_sky_positions, sky_wcs
 
         rng = np.random.default_rng(seed)
         self.size = size
+        self.epoch_days = epoch_days
         self.centres = [(150.0 + 2.0 * k, DEC0) for k in range(n)]
         self.sources = []
         for ra0, dec0 in self.centres:
@@ -75,7 +82,7 @@ class Fields:
         return path
 
     def image_bytes(self, i: int) -> bytes:
-        """FITS bytes of image ``i``: field ``i % n``, MJD0 + (i // n) / 24, fresh noise."""
+        """FITS bytes of image ``i``: field ``i % n``, MJD0 + (i // n) * epoch_days, fresh noise."""
         import io
 
         from astropy.io import fits
@@ -88,7 +95,7 @@ class Fields:
         sim = simulate_image((self.size, self.size), ra0_deg=ra0, dec0_deg=dec0,
                              pixscale_arcsec=PIX_ARCSEC, beam_arcsec=BEAM, ra_deg=ra, dec_deg=dec,
                              peak_jyb=flux / 1000, noise_rms=1e-3, naxis=2,
-                             mjd=MJD0 + (i // len(self.centres)) / 24.0, seed=i)
+                             mjd=MJD0 + (i // len(self.centres)) * self.epoch_days, seed=i)
         buf = io.BytesIO()
         fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(buf)
         return buf.getvalue()
@@ -240,7 +247,7 @@ def feed(soak: Soak, n: int, interval: float, backlog: int, stop: threading.Even
 
 def run(args) -> tuple[list[dict], list[dict], int | None]:
     root = Path(args.work or tempfile.mkdtemp(prefix="soak-"))
-    fields = Fields(args.fields, args.size, args.sources)
+    fields = Fields(args.fields, args.size, args.sources, args.epoch_days)
     soak = Soak(root, fields, args.workers)
     samples: list[dict] = []
     stop = threading.Event()
@@ -383,7 +390,9 @@ def main() -> None:
                     help="seconds between images (0: as fast as the daemon takes them)")
     ap.add_argument("--backlog", type=int, default=4, help="images waiting at most (interval 0)")
     ap.add_argument("--sample-s", type=float, default=2.0)
-    ap.add_argument("--warmup", type=float, default=0.2, help="fraction of images ignored")
+    ap.add_argument("--epoch-days", type=float, default=1.0, help="days between a field's epochs")
+    ap.add_argument("--warmup", type=float, default=0.35,
+                    help="fraction of images ignored (the ESE window filling; see above)")
     ap.add_argument("--max-s", type=float, default=0.0,
                     help="stop after this many seconds even if not all images are done (0: never)")
     ap.add_argument("--out", type=Path, default=Path("soak-out"))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(300)
 def test_short_soak_leaks_no_descriptors_or_threads(tmp_path):
     soak = load_bench("soak")
     args = argparse.Namespace(images=72, fields=3, size=64, sources=8, workers=2, interval=0.0,
-                              backlog=4, sample_s=0.5, max_s=0.0, work=tmp_path / "work", keep=True)
+                              epoch_days=1.0, backlog=4, sample_s=0.5, max_s=0.0, work=tmp_path / "work", keep=True)
     samples, images, rc = soak.run(args)
     assert rc == 0, "the daemon did not exit cleanly on SIGTERM"
     assert len(images) == 72 and all(r["status"] == "done" for r in images), \
