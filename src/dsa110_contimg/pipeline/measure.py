@@ -269,13 +269,19 @@ def artefact_hosts(catalogs, image, cfg: PhotometryConfig, footprint: bytes | No
         return None
     ra0, dec0 = image.center()
     radius = image.footprint_radius_deg() + cfg.artefact_radius_beams * image.beam.major_arcsec / 3600
+    min_flux_mjy = 1000.0 * cfg.detect_sigma * rms_min / cfg.artefact_flux_ratio
     try:
+        # asked at the power of two below the floor, so that a field's images, whose lowest
+        # rms differs a little, repeat one query (the catalogue store caches it per region)
         rows = catalogs.survey(cfg.catalog).cone(
-            ra0, dec0, radius, min_flux_mjy=1000.0 * cfg.detect_sigma * rms_min / cfg.artefact_flux_ratio)
+            ra0, dec0, radius,
+            min_flux_mjy=2.0 ** np.floor(np.log2(min_flux_mjy)) if min_flux_mjy > 0 else None)
     except CatalogMissing:
         return None
-    return (np.asarray(rows["ra_deg"], float), np.asarray(rows["dec_deg"], float),
-            np.asarray(rows["flux_mjy"], float) / 1000.0)
+    flux_mjy = np.asarray(rows["flux_mjy"], float)
+    keep = flux_mjy >= min_flux_mjy
+    return (np.asarray(rows["ra_deg"], float)[keep], np.asarray(rows["dec_deg"], float)[keep],
+            flux_mjy[keep] / 1000.0)
 
 
 def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
