@@ -66,3 +66,37 @@ def test_images_near_are_the_epochs_within_the_radius(databases, backend):
         assert out["excluded"].tolist() == [False, False, True]
         assert out["mjd"].tolist() == [60001.0, 60002.0, 60004.0]
     db.dispose()
+
+
+def test_light_curves_with_the_callers_epochs_equal_those_read_from_the_images(tmp_path):
+    """A step that holds its field's epochs passes them instead of the images being read
+    again: the light curves (order, MJD, fluxes, images) are the same either way."""
+    import numpy as np
+
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.schema import images, measurements, sources
+
+    mjd = {1: 60003.0, 2: 60001.0, 3: None, 4: 60002.0}     # image id -> epoch, out of order
+    db = open_products_db(tmp_path / "products.sqlite3")
+    with db.engine.begin() as conn:
+        conn.execute(images.insert(), [
+            {"id": i, "path": f"/img/{i}.fits", "content_id": str(i), "kind": "image", "mjd": t,
+             "method": "forced", "catalog": "nvss", "qc_status": "passed", "measured_at": 0.0}
+            for i, t in mjd.items()])
+        conn.execute(sources.insert(), [
+            {"id": s, "survey": "nvss", "catalog_id": f"S{s}", "ra_deg": 10.0, "dec_deg": 30.0,
+             "reference_ok": False} for s in (7, 9)])
+        conn.execute(measurements.insert(), [
+            {"image_id": i, "source_id": s, "ra_deg": 10.0, "dec_deg": 30.0,
+             "peak_jyb": 0.01 * i + s, "peak_err_jyb": 1e-3, "flags": 0, "success": True}
+            for i in mjd for s in (7, 9) if (i, s) != (4, 9)])
+    ids = [4, 1, 3, 2]
+    with db.engine.connect() as conn:
+        read = lc_store.load_lightcurves(conn, [9, 7], ids, normalized=False)
+        given = lc_store.load_lightcurves(conn, [9, 7], ids, normalized=False,
+                                          epochs=[np.nan if mjd[i] is None else mjd[i] for i in ids])
+    for a, b in zip(read, given):
+        np.testing.assert_array_equal(a, b)
+    assert read[0][1, :3].tolist() == [7.02, 7.04, 7.01]          # source 7 by MJD
+    db.dispose()

@@ -79,8 +79,12 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
 
 
 def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Sequence[int], *,
-                     normalized: bool, successful_only: bool = True):
+                     normalized: bool, successful_only: bool = True,
+                     epochs: Sequence[float] | None = None):
     """Light curves of ``source_ids`` over the images ``image_ids``.
+
+    ``epochs``: the MJD of each of ``image_ids`` when the caller holds them (a field read),
+    instead of reading them from ``images``.
 
     Returns
     -------
@@ -110,7 +114,7 @@ def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Seq
         return empty, empty, empty, np.empty((n, 0), np.int64)
     arr = np.array(recs, dtype=float)      # None (NULL) -> nan
     # columns: source, image, MJD (the image's), flux, error
-    arr = np.insert(arr, 2, _image_epochs(conn, arr[:, 1].astype(np.int64)), axis=1)
+    arr = np.insert(arr, 2, _image_epochs(conn, arr[:, 1].astype(np.int64), image_ids, epochs), axis=1)
     order_src = np.argsort(src, kind="stable")
     pos = np.searchsorted(src[order_src], arr[:, 0].astype(np.int64))
     pos = np.minimum(pos, n - 1)
@@ -135,13 +139,20 @@ def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Seq
     return flux, err, mjd, imgs
 
 
-def _image_epochs(conn: Connection, per_row: np.ndarray) -> np.ndarray:
+def _image_epochs(conn: Connection, per_row: np.ndarray, image_ids=None,
+                  epochs=None) -> np.ndarray:
     """MJD of the image of each row (``per_row``: images.id per row), NaN where the image has
-    none: one read of the images' epochs, not a join per row."""
-    ids = np.unique(per_row)
-    epochs = dict(bulk.fetch_in(conn, "SELECT id, mjd FROM images WHERE id IN ({in})",
-                                ids.tolist()))
-    mjd = np.array([np.nan if epochs.get(i) is None else epochs[i] for i in ids.tolist()], float)
+    none: from ``epochs`` (MJD of each of ``image_ids``) when given, else one read of the
+    images' epochs, not a join per row."""
+    if epochs is not None:
+        ids = np.asarray(image_ids, np.int64)
+        order = np.argsort(ids, kind="stable")
+        ids, mjd = ids[order], np.asarray(epochs, float)[order]
+    else:
+        ids = np.unique(per_row)
+        got = dict(bulk.fetch_in(conn, "SELECT id, mjd FROM images WHERE id IN ({in})",
+                                 ids.tolist()))
+        mjd = np.array([np.nan if got.get(i) is None else got[i] for i in ids.tolist()], float)
     return mjd[np.searchsorted(ids, per_row)]
 
 

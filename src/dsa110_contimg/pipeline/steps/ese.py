@@ -152,7 +152,7 @@ def _read_lightcurves(conn, ctx: ImageContext, cfg, rows: np.ndarray, stored: di
         with np.errstate(invalid="ignore"):
             use = use & (field.mjd >= until)
     flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[rows], field.ids[use],
-                                                  normalized=cfg.normalize)
+                                                  normalized=cfg.normalize, epochs=field.mjd[use])
     if until is None:
         return flux, err, mjd, None
     totals = {k: np.asarray(stored[k])[rows] for k in ("n", "sum_w", "sum_wf", "sum_wf2",

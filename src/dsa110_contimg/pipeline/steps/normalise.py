@@ -240,7 +240,8 @@ def check_reference_stability(conn, ctx: ImageContext, ref_ids) -> None:
     field = ctx.field_images(conn)
     recent = (field.norm_status == "ok") & (field.mjd <= ctx.mjd) & \
         (field.mjd >= ctx.mjd - cfg.norm_stability_days)
-    flux, err, mjd, _ = lc_store.load_lightcurves(conn, ref_ids, field.ids[recent], normalized=True)
+    flux, err, mjd, _ = lc_store.load_lightcurves(conn, ref_ids, field.ids[recent], normalized=True,
+                                                  epochs=field.mjd[recent])
     if flux.shape[1] < 5:
         return
     metrics = RunningStats.from_lightcurves(flux, err, mjd).metrics()

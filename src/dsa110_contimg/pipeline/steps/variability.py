@@ -67,9 +67,9 @@ def write(conn, ctx: ImageContext) -> dict:
     sel = np.flatnonzero(recompute)
     if sel.size:
         field = ctx.field_images(conn)
-        keep = field.normalised_ids() if cfg.normalize else field.ids
-        f2, e2, m2, _ = lc_store.load_lightcurves(conn, ctx.source_ids[sel], keep,
-                                                  normalized=cfg.normalize)
+        use = field.norm_status == "ok" if cfg.normalize else np.ones(field.ids.size, bool)
+        f2, e2, m2, _ = lc_store.load_lightcurves(conn, ctx.source_ids[sel], field.ids[use],
+                                                  normalized=cfg.normalize, epochs=field.mjd[use])
         stats.assign(sel, RunningStats.from_lightcurves(f2, e2, m2) if f2.shape[1]
                      else RunningStats.empty(sel.size))
     changed = np.flatnonzero(recompute | (np.isin(np.arange(len(flux)), idx)) | ~present)
