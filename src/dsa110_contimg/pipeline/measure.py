@@ -246,11 +246,14 @@ def detect(image, cfg: PhotometryConfig, notes: list, maps):
         notes.append("no beam: blind detection skipped")
         return None, None
     from dsa110_contimg.science.detect import DetectionOptions, detect_sources
-    from dsa110_contimg.science.footprint import footprint_of
+    from dsa110_contimg.science.footprint import footprint_of, remember
 
     detections = detect_sources(image, maps, options=DetectionOptions.from_config(cfg))
     corr = float(detections.meta.get("noise_corr_factor", 1.0))
-    return detections, footprint_of(image, maps, corr).to_bytes()
+    footprint = footprint_of(image, maps, corr)
+    blob = footprint.to_bytes()
+    remember(blob, footprint)          # decoded already for the field's next images here
+    return detections, blob
 
 
 def artefact_hosts(catalogs, image, cfg: PhotometryConfig, footprint: bytes | None):

@@ -19,9 +19,9 @@ Serialised with :meth:`NoiseFootprint.to_bytes` (a compressed ``npz``, a few kB 
 
 from __future__ import annotations
 
-import functools
 import io
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,7 +149,14 @@ class NoiseFootprint:
         last :data:`PARSED_CACHE` footprints, with their WCS once built): each image's
         new-source test reads the same earlier footprints again, ~5 ms each to decode.
         The returned footprint is shared: do not modify it."""
-        return _parsed(bytes(blob))
+        blob = bytes(blob)
+        fp = _PARSED.get(blob)
+        if fp is None:
+            fp = NoiseFootprint.from_bytes(blob)
+            remember(blob, fp)
+        else:
+            _PARSED.move_to_end(blob)
+        return fp
 
     @staticmethod
     def extremes_of(blob: bytes) -> tuple[float, float]:
@@ -163,7 +170,9 @@ class NoiseFootprint:
     def from_bytes(cls, blob: bytes) -> "NoiseFootprint":
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             bshape = tuple(int(v) for v in z["blank_shape"])
-            blank = np.unpackbits(z["blank"], count=int(np.prod(bshape))).astype(bool)
+            packed = z["blank"]
+            blank = (np.unpackbits(packed, count=int(np.prod(bshape))).view(bool)
+                     if packed.any() else np.zeros(int(np.prod(bshape)), bool))
             return cls(shape=tuple(int(v) for v in z["shape"]), wcs_header=str(z["wcs"]),
                        grid=z["grid"], box=tuple(int(v) for v in z["box"]),
                        blank_cells=blank.reshape(bshape), cell_pix=int(z["cell"]),
@@ -174,11 +183,18 @@ class NoiseFootprint:
 
 #: footprints kept decoded by :meth:`NoiseFootprint.parsed` (a few tens of kB each)
 PARSED_CACHE = 256
+_PARSED: "OrderedDict[bytes, NoiseFootprint]" = OrderedDict()
 
 
-@functools.lru_cache(maxsize=PARSED_CACHE)
-def _parsed(blob: bytes) -> NoiseFootprint:
-    return NoiseFootprint.from_bytes(blob)
+def remember(blob: bytes, footprint: NoiseFootprint) -> None:
+    """Keep ``footprint`` as the decoded form of ``blob`` (its :meth:`~NoiseFootprint.to_bytes`)
+    for :meth:`NoiseFootprint.parsed`, the least recently used beyond
+    :data:`PARSED_CACHE` dropped: the process that measured an image finds its footprint
+    decoded when the field's next image asks for it."""
+    _PARSED[bytes(blob)] = footprint
+    _PARSED.move_to_end(bytes(blob))
+    while len(_PARSED) > PARSED_CACHE:
+        _PARSED.popitem(last=False)
 
 
 def _blank_cells(data, cell: int, strip_rows: int = 1024) -> np.ndarray:
@@ -233,13 +249,15 @@ def footprint_of(image, maps, noise_corr_factor: float = 1.0) -> NoiseFootprint:
         grid, box = _coarse_rms(rms, (ny, nx), max(8, int(round(5 * beam_pix))))
     finite = grid[np.isfinite(grid) & (grid > 0)]
     cell = max(1, int(round(0.5 * beam_pix)))
-    return NoiseFootprint(
+    fp = NoiseFootprint(
         shape=(ny, nx), wcs_header=image.wcs.to_header_string(relax=True), grid=grid, box=box,
         blank_cells=(_blank_cells(image.data, cell) if image.blanked_fraction > 0 else
                      np.zeros((-(-ny // cell), -(-nx // cell)), bool)), cell_pix=cell,
         rms_min=float(finite.min()) if finite.size else float("nan"),
         rms_max=float(finite.max()) if finite.size else float("nan"),
         beam_major_pix=float(beam_pix), noise_corr_factor=float(noise_corr_factor))
+    fp._wcs_cache = image.wcs          # the celestial WCS its header text was written from
+    return fp
 
 
 __all__ = ["NoiseFootprint", "footprint_of", "COVER_OK", "COVER_EDGE", "COVER_BLANKED",
