@@ -202,6 +202,11 @@ class _GridThreshold:
         self.bkg, self.rms = background.column_sampler(), rms.column_sampler()
         self.sigma = sigma
         self.shared = self.bkg.same_rows(self.rms)
+        if self.shared:
+            # per map, its column-interpolated rows and their differences to the next row,
+            # flattened: a pixel's value is top + fy x difference, as ColumnSampler.values
+            self._flat = [(m.columns.reshape(-1), (m.columns[1:] - m.columns[:-1]).reshape(-1))
+                          for m in (self.bkg, self.rms)]
 
     def lower(self, y0: int, y1: int, dtype) -> np.ndarray:
         """Per column, a lower bound of B + k sigma over rows ``y0:y1``, in ``dtype``."""
@@ -214,11 +219,27 @@ class _GridThreshold:
     def z(self, values, local, y0: int, nx: int) -> np.ndarray:
         """z (float32) of the strip's pixels at flat indices ``local`` (strip from row
         ``y0``, ``nx`` columns) whose data are ``values``."""
-        r, x = np.divmod(local, nx)
-        r += y0
-        where = self.bkg.locate(r, x)
-        s = self.rms.values(*where) if self.shared else self.rms.sample(r, x)
-        return (values.astype(np.float32) - self.bkg.values(*where)) / s
+        r = local // nx
+        if not self.shared:
+            x = local - r * nx
+            r += y0
+            where = self.bkg.locate(r, x)
+            return (values.astype(np.float32) - self.bkg.values(*where)) / self.rms.sample(r, x)
+        n = int(r[-1]) + 1 if r.size else 0
+        # flat index of the upper grid row's value: the pixel's index moved from its image
+        # row to its grid row
+        nc = self.bkg.columns.shape[1]
+        at = local + (self.bkg.iy[y0:y0 + n] * nc - np.arange(n) * nx)[r]
+        f = self.bkg.fy[y0:y0 + n][r]
+        (bt, bd), (st, sd) = self._flat
+        b = np.take(bt, at)
+        b += f * np.take(bd, at)
+        s = np.take(st, at)
+        s += f * np.take(sd, at)
+        z = values.astype(np.float32)
+        z -= b
+        z /= s
+        return z
 
 
 def _runs(idx: np.ndarray, nx: int) -> np.ndarray:
@@ -244,7 +265,7 @@ def _connected(idx: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
     (found by binary search in the ascending run starts and ends), and the islands are
     the connected components of that graph of runs.
     """
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
     starts = _runs(idx, nx)
@@ -259,9 +280,10 @@ def _connected(idx: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
     lo = np.searchsorted(last, above + np.maximum(x0 - 1, 0), side="left")
     hi = np.searchsorted(first, above + np.minimum(x1 + 1, nx - 1), side="right")
     count = np.where(row > 0, np.maximum(hi - lo, 0), 0)
-    b = np.repeat(np.arange(n_runs), count)
-    a = np.repeat(lo, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
-    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n_runs, n_runs))
+    # the graph in CSR form, row b holding the runs above it: its rows ascend
+    end = np.cumsum(count)
+    a = np.repeat(lo - (end - count), count) + np.arange(int(end[-1]))
+    graph = csr_matrix((np.ones(a.size, np.int8), a, np.r_[0, end]), shape=(n_runs, n_runs))
     return starts, connected_components(graph, directed=False)[1].astype(np.int64)
 
 
@@ -559,7 +581,8 @@ def _parabola_offsets(cutouts, h: int):
 def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
     """One Gauss-Newton step ``(dA, dx, dy)`` per cutout of the fixed-beam model ``A K``
     at sub-pixel offsets ``(dx, dy)`` from the cutout centres, with the neighbours' models
-    ``near`` subtracted; returns ``(step, solved, rss)`` (step 0 where the normal matrix is
+    ``near`` (``(rows, models)`` of :func:`_neighbour_models`) subtracted; returns
+    ``(step, solved, rss)`` (step 0 where the normal matrix is
     singular or the step not finite; rss the sum of squared residuals before the step).
 
     The model's derivatives are K (2a fx + b fy) and K (b fx + 2c fy) (fx, fy: pixel
@@ -581,7 +604,7 @@ def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
     K = _kernel_cutouts(a, b, c, np.arange(-h, h + 1), dx, dy)
     R = D - amp[:, None] * K
     if near is not None:
-        R -= near
+        R[near[0]] -= near[1]
     partial = ~good.all(axis=1)
     if partial.any():
         K *= good
@@ -687,7 +710,9 @@ def _neighbour_pairs(x, y, radius: float):
 def _neighbour_models(pairs, active, sel, amp, x, y, xc, yc, h: int, pixel_beam):
     """For the sources ``sel`` (ascending: the indices where ``active`` from ``sel[0]`` to
     ``sel[-1]``), their neighbours' current models (amplitude ``amp`` at ``(x, y)``)
-    summed on their cutouts: ``(sel.size, S*S)``, or None when none has a neighbour.
+    summed on their cutouts: ``(rows, models)``, the positions in ``sel`` of the sources
+    that have a neighbour (ascending) and their ``(rows.size, S*S)`` models; None when
+    none has one.
     ``pairs`` are sorted by their first column."""
     from dsa110_contimg.science.forced import _kernel_cutouts
 
@@ -703,10 +728,8 @@ def _neighbour_models(pairs, active, sel, amp, x, y, xc, yc, h: int, pixel_beam)
     K = _kernel_cutouts(pixel_beam.a, pixel_beam.b, pixel_beam.c, np.arange(-h, h + 1),
                         x[j] - xc[i], y[j] - yc[i])
     K *= amp[j][:, None]
-    out = np.zeros((sel.size, K.shape[1]))
     first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])    # rows ascend with i
-    out[row[first]] = np.add.reduceat(K, first, axis=0)
-    return out
+    return row[first], np.add.reduceat(K, first, axis=0)
 
 
 def _component_fluxes(data, maps, x0, y0, seed_z, interior, pixel_beam,
