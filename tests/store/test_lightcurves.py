@@ -100,3 +100,67 @@ def test_light_curves_with_the_callers_epochs_equal_those_read_from_the_images(t
         np.testing.assert_array_equal(a, b)
     assert read[0][1, :3].tolist() == [7.02, 7.04, 7.01]          # source 7 by MJD
     db.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_source_lightcurve_is_every_epoch_of_the_source_in_time_order(databases, backend):
+    """One source's light curve: its measurements on the images within reach (not the
+    duplicates, not the images too far away), by MJD (undated last, then by image), each
+    with its image's QC, normalisation, the operator's exclusion reason, and whether the
+    source's ratio entered that image's correction (the image's ``norm_used_ids``)."""
+    import json
+
+    import numpy as np
+
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.schema import images, measurements, sources
+
+    # (id, ra, mjd, qc, excluded reason, duplicate_of, norm_used_ids)
+    rows = [(1, 10.1, 60003.0, "passed", None, None, [17, 3]),
+            (2, 10.0, 60001.0, "failed", None, None, [173]),
+            (3, 10.2, None, "passed", None, None, None),
+            (4, 9.9, 60002.0, "passed", "bad calibration", None, [2, 17]),
+            (5, 10.1, 60003.0, "passed", None, None, []),
+            (6, 10.1, 60004.0, "passed", None, 1, [17]),          # a duplicate
+            (7, 14.0, 60005.0, "passed", None, None, [17])]       # beyond reach
+    db = open_products_db(databases.new("products"))
+    with db.engine.begin() as conn:
+        conn.execute(images.insert(), [
+            {"id": i, "path": f"/img/{i}.fits", "content_id": str(i), "kind": "image", "mjd": t,
+             "ra_center_deg": ra, "dec_center_deg": 30.0, "radius_deg": 1.5, "method": "forced",
+             "catalog": "nvss", "qc_status": qc, "excluded": why is not None,
+             "excluded_reason": why, "duplicate_of": dup, "measured_at": 0.0,
+             "norm_status": "ok" if used is not None else "not_requested",
+             "norm_used_ids": None if used is None else json.dumps(used)}
+            for i, ra, t, qc, why, dup, used in rows])
+        conn.execute(sources.insert(), [
+            {"id": s, "survey": "nvss", "catalog_id": f"S{s}", "ra_deg": 10.0, "dec_deg": 30.0,
+             "reference_ok": True} for s in (17, 18)])
+        conn.execute(measurements.insert(), [
+            {"image_id": i, "source_id": s, "ra_deg": 10.0, "dec_deg": 30.0,
+             "peak_jyb": 0.01 * i + s, "peak_err_jyb": 0.0 if i == 5 else 1e-3,
+             "norm_flux_jyb": None if i == 3 else 0.02 * i, "flags": i, "success": i != 2}
+            for i, *_ in rows for s in (17, 18)])
+    with db.engine.connect() as conn:
+        src = lc_store.find_source(conn, "17")
+        lc = lc_store.source_lightcurve(conn, src)
+        empty = lc_store.source_lightcurve(conn, dict(src, id=99))
+    db.dispose()
+    assert lc["image_id"].tolist() == [2, 4, 1, 5, 3]
+    assert lc["mjd"][:4].tolist() == [60001.0, 60002.0, 60003.0, 60003.0]
+    assert np.isnan(lc["mjd"][4])
+    np.testing.assert_allclose(lc["peak_jyb"], [17.02, 17.04, 17.01, 17.05, 17.03])
+    np.testing.assert_allclose(lc["snr"][:3], [17020.0, 17040.0, 17010.0])
+    assert np.isnan(lc["snr"][3]) and np.isnan(lc["norm_flux_jyb"][4])
+    assert lc["success"].tolist() == [False, True, True, True, True]
+    assert lc["flags"].dtype == np.int64 and lc["flags"].tolist() == [2, 4, 1, 5, 3]
+    assert lc["qc_status"].tolist() == ["failed", "passed", "passed", "passed", "passed"]
+    assert lc["image_path"].tolist() == [f"/img/{i}.fits" for i in (2, 4, 1, 5, 3)]
+    assert lc["norm_status"].tolist() == ["ok", "ok", "ok", "ok", "not_requested"]
+    assert lc["used_as_reference"].tolist() == [False, True, True, False, False]
+    assert lc["excluded_reason"].tolist() == [None, "bad calibration", None, None, None]
+    assert list(lc) == ["mjd", "peak_jyb", "peak_err_jyb", "norm_flux_jyb", "norm_err_jyb",
+                        "local_rms_jyb", "snr", "flags", "success", "image_id", "image_path",
+                        "qc_status", "norm_status", "used_as_reference", "excluded_reason"]
+    assert all(v.size == 0 for v in empty.values()) and list(empty) == list(lc)

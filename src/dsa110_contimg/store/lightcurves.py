@@ -462,37 +462,52 @@ def find_source(conn: Connection, ident: str, survey: str | None = None) -> dict
     return rows[0]
 
 
+def _used_as_reference(source_id: int):
+    """SQL: 1 where the image's ``norm_used_ids`` (a JSON list of ints) holds ``source_id``,
+    else 0 (a text match on the list, so that the list itself is not read)."""
+    bare = sa.func.replace(sa.func.replace(sa.func.replace(images.c.norm_used_ids, "[", ""),
+                                           "]", ""), " ", "")
+    listed = sa.literal(",", sa.Text).concat(bare).concat(",")
+    return sa.case((listed.like(f"%,{int(source_id)},%"), 1), else_=0)
+
+
 def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
     """Every measurement of one source, MJD-ordered, with its image's QC and normalisation;
     ``excluded_reason`` is the operator's reason on epochs taken out of the light curve (None
-    on the others)."""
+    on the others).
+
+    One query: the images whose centre lies within reach of the source (the position index;
+    the exact separation and duplicates are applied to its rows) joined to the source's
+    measurement on each (the primary key); the columns come back as arrays (Jy/beam, MJD).
+    """
+    sid = int(source["id"])
+    ra, dec = float(source["ra_deg"]), float(source["dec_deg"])
     radius = neighbourhood_radius(conn, 0.0)
-    near = images_near(conn, source["ra_deg"], source["dec_deg"], radius, exclude_qc_failed=False,
-                       include_excluded=True)
-    cols = [images.c.mjd, measurements.c.peak_jyb, measurements.c.peak_err_jyb,
-            measurements.c.norm_flux_jyb, measurements.c.norm_err_jyb, measurements.c.local_rms_jyb,
-            snr_column(), measurements.c.flags, measurements.c.success, measurements.c.image_id,
-            images.c.path, images.c.qc_status, images.c.norm_status, images.c.norm_used_ids,
-            images.c.excluded_reason, images.c.excluded]
-    rows = []
-    for chunk in _chunks(near["id"].tolist()):
-        rows.extend(conn.execute(sa.select(*cols).join(images, images.c.id == measurements.c.image_id)
-                                 .where(measurements.c.image_id.in_(chunk),
-                                        measurements.c.source_id == source["id"])).all())
-    rows.sort(key=lambda r: (np.inf if r[0] is None else r[0]))
-    out: dict[str, np.ndarray] = {}
-    for i, c in enumerate(cols[:10]):
-        vals = [r[i] for r in rows]
-        out[c.name] = np.array([np.nan if v is None else v for v in vals], float)
+    i, m = images.c, measurements.c
+    cols = [i.mjd, m.peak_jyb, m.peak_err_jyb, m.norm_flux_jyb, m.norm_err_jyb, m.local_rms_jyb,
+            snr_column(), m.flags, m.success, m.image_id, i.path, i.qc_status, i.norm_status,
+            _used_as_reference(sid), i.excluded_reason, i.excluded, i.ra_center_deg,
+            i.dec_center_deg, i.duplicate_of]
+    q = (sa.select(*cols)
+         .select_from(images.join(measurements, sa.and_(m.image_id == i.id, m.source_id == sid)))
+         .where(*cone_box(i.ra_center_deg, i.dec_center_deg, ra, dec, radius)))
+    rows = conn.execute(q).all()
+    got = list(zip(*rows)) if rows else [()] * len(cols)
+    num = np.array(got[:10], float).reshape(10, -1)           # NULL -> NaN
+    ra_c, dec_c = np.array(got[16:18], float).reshape(2, -1)
+    keep = angular_separation_deg(ra_c, dec_c, ra, dec) <= radius
+    keep &= np.array([d is None for d in got[18]], bool)
+    order = np.flatnonzero(keep)
+    order = order[np.lexsort((num[9, order], num[0, order]))]   # by MJD (none last), then image
+    num = num[:, order]
+    text = [np.array(got[k], dtype=object).reshape(-1)[order] for k in range(10, 16)]
+    out = {c.name: num[k] for k, c in enumerate(cols[:10])}
     out["success"] = out["success"].astype(bool)
     out["flags"] = out["flags"].astype(np.int64)
     out["image_id"] = out["image_id"].astype(np.int64)
-    out["image_path"] = np.array([r[10] for r in rows], dtype=object)
-    out["qc_status"] = np.array([r[11] for r in rows], dtype=object)
-    out["norm_status"] = np.array([r[12] for r in rows], dtype=object)
-    out["used_as_reference"] = np.array(
-        [bool(r[13]) and source["id"] in json.loads(r[13]) for r in rows], bool)
-    out["excluded_reason"] = np.array([r[14] if r[15] else None for r in rows], dtype=object)
+    out["image_path"], out["qc_status"], out["norm_status"] = text[0], text[1], text[2]
+    out["used_as_reference"] = text[3].astype(bool)
+    out["excluded_reason"] = np.where(text[5].astype(bool), text[4], None).astype(object)
     return out
 
 
