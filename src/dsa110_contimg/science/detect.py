@@ -474,6 +474,7 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = FIT_NB
     D, good = _position_cutouts(data, background, xc, yc, h)
     dx, dy = _start_offsets(D.reshape(m, 2 * h + 1, 2 * h + 1), h, pixel_beam)
     amp = D[:, D.shape[1] // 2].copy()
+    cut = _FitCutouts(D, good, h, pixel_beam)
     tol = np.broadcast_to(np.asarray(tolerance, float), (m,))
     pairs = _neighbour_pairs(x0, y0, h + 2.0 * pixel_beam.major_pix)
     ok = np.ones(m, bool)
@@ -493,8 +494,7 @@ def fit_positions(data, background, x0, y0, pixel_beam, *, nbeam: float = FIT_NB
             part = sel[b0:b0 + FIT_BLOCK]
             near = _neighbour_models(pairs, active, part, amp, xn, yn, xc, yc, h, pixel_beam)
             step[b0:b0 + part.size], solved[b0:b0 + part.size], ss[b0:b0 + part.size] = \
-                _gauss_newton_step(D[part], good[part], amp[part], dx[part], dy[part], near, h,
-                                   pixel_beam)
+                _gauss_newton_step(cut, part, amp[part], dx[part], dy[part], near)
         ok[sel] &= solved
         rss[sel] = ss
         step[~ok[sel]] = 0.0
@@ -578,66 +578,166 @@ def _parabola_offsets(cutouts, h: int):
             vertex(col[:, h - 1], col[:, h], col[:, h + 1]))
 
 
-def _gauss_newton_step(D, good, amp, dx, dy, near, h: int, pixel_beam):
-    """One Gauss-Newton step ``(dA, dx, dy)`` per cutout of the fixed-beam model ``A K``
-    at sub-pixel offsets ``(dx, dy)`` from the cutout centres, with the neighbours' models
-    ``near`` (``(rows, models)`` of :func:`_neighbour_models`) subtracted; returns
-    ``(step, solved, rss)`` (step 0 where the normal matrix is
+class _FitCutouts:
+    """The cutouts of a position fit: ``D`` (``(m, S*S)``, data - background, 0 where not
+    finite), ``good`` (finite pixels), ``full`` (every pixel finite) and ``d2`` (sums of
+    D^2, for :func:`_separable_moments`)."""
+
+    def __init__(self, D, good, h: int, pixel_beam):
+        self.D, self.good, self.h, self.pixel_beam = D, good, h, pixel_beam
+        self.full = good.all(axis=1)
+        self.d2 = np.einsum("ij,ij->i", D, D)
+
+    def crossed(self, rows) -> np.ndarray:
+        """The cutouts ``rows`` times the beam's cross factor exp(-b gx gy), ``(n, S, S)``."""
+        S = 2 * self.h + 1
+        out = self.D[rows].reshape(-1, S, S)
+        out *= _cross_factor(float(self.pixel_beam.b), self.h)
+        return out
+
+
+def _gauss_newton_step(cut: _FitCutouts, part, amp, dx, dy, near):
+    """One Gauss-Newton step ``(dA, dx, dy)`` for the cutouts ``part`` of ``cut`` of the
+    fixed-beam model ``A K`` at sub-pixel offsets ``(dx, dy)`` from the cutout centres,
+    with the neighbours' models ``near`` (``(rows, models)`` of :func:`_neighbour_models`)
+    subtracted; returns ``(step, solved, rss)`` (step 0 where the normal matrix is
     singular or the step not finite; rss the sum of squared residuals before the step).
 
     The model's derivatives are K (2a fx + b fy) and K (b fx + 2c fy) (fx, fy: pixel
     offsets from the source), so the right-hand side is a linear combination of the moments
     of K R (R the residual) in fx and fy: taken as moments in the cutout's integer offsets
-    (one matrix product with the monomials 1, gx, gy) and shifted to the source
-    (fx = gx - dx). The normal matrix is made of the moments of K^2 about the source: on a
-    cutout of finite pixels these are those of the beam centred on a pixel
-    (:func:`_beam_moments`; a sub-pixel shift changes them only through the truncated
-    wings), so A and the centre decouple and the step needs no linear solve. The
-    right-hand side, and so the fit's fixed point (the least-squares solution), is exact;
-    the matrix sets only how fast the steps get there. Cutouts with non-finite pixels
-    take the matrix of their own finite pixels.
+    (1, gx, gy) and shifted to the source (fx = gx - dx). K is a row factor times a column
+    factor times the source-independent cross factor exp(-b gx gy)
+    (:func:`_kernel_factors`), so on a cutout of finite pixels without neighbours the
+    moments are contractions of the two factors (:func:`_separable_moments`); the other
+    cutouts are evaluated pixel by pixel. The normal matrix is made of the moments of K^2
+    about the source: on a cutout of finite pixels these are those of the beam centred on
+    a pixel (:func:`_beam_moments`; a sub-pixel shift changes them only through the
+    truncated wings), so A and the centre decouple and the step needs no linear solve.
+    The right-hand side, and so the fit's fixed point (the least-squares solution), is
+    exact; the matrix sets only how fast the steps get there. Cutouts with non-finite
+    pixels take the matrix of their own finite pixels.
     """
     from dsa110_contimg.science.forced import _kernel_cutouts
 
+    h, pixel_beam = cut.h, cut.pixel_beam
     m = amp.size
     a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
-    K = _kernel_cutouts(a, b, c, np.arange(-h, h + 1), dx, dy)
-    R = D - amp[:, None] * K
-    if near is not None:
-        R[near[0]] -= near[1]
-    partial = ~good.all(axis=1)
-    if partial.any():
-        K *= good
-        R *= good
     P = _monomials(h)
-    kr = (K * R) @ P[:, :3]                               # sums of K R x (1, gx, gy)
-    rss = np.einsum("ij,ij->i", R, R)
+    partial = ~cut.full[part]
+    explicit = partial.copy()
+    if near is not None:
+        explicit[near[0]] = True
+    kr = np.empty((m, 3))
+    rss = np.empty(m)
+    f = np.flatnonzero(~explicit)
+    if f.size:
+        kr[f], rss[f] = _separable_moments(cut.crossed(part[f]), cut.d2[part[f]], amp[f], dx[f],
+                                           dy[f], h, pixel_beam)
+    e = np.flatnonzero(explicit)
+    if e.size:
+        K = _kernel_cutouts(a, b, c, np.arange(-h, h + 1), dx[e], dy[e])
+        R = cut.D[part[e]] - amp[e, None] * K
+        if near is not None:
+            R[np.searchsorted(e, near[0])] -= near[1]
+        pe = partial[e]
+        if pe.any():
+            K[pe] *= cut.good[part[e[pe]]]
+            R[pe] *= cut.good[part[e[pe]]]
+        kr[e] = (K * R) @ P[:, :3]                        # sums of K R x (1, gx, gy)
+        rss[e] = np.einsum("ij,ij->i", R, R)
     r0, rx, ry = kr[:, 0], kr[:, 1] - dx * kr[:, 0], kr[:, 2] - dy * kr[:, 0]
     ux, uy = 2 * a * rx + b * ry, b * rx + 2 * c * ry
-    m00, mxx, myy, mxy = _beam_moments(a, b, c, h)
-    k2 = np.empty((m, 6))
-    k2[:] = (m00, 0.0, 0.0, mxx, myy, mxy)
-    if partial.any():
-        k2[partial] = (K[partial] * K[partial]) @ P
-        k2[partial] = _centred(k2[partial], dx[partial], dy[partial])
-    m00, mx, my, mxx, myy, mxy = k2.T
-    N = np.empty((m, 3, 3))
-    N[:, 0, 0] = m00
-    N[:, 0, 1] = N[:, 1, 0] = (2 * a * mx + b * my) * amp
-    N[:, 0, 2] = N[:, 2, 0] = (b * mx + 2 * c * my) * amp
-    N[:, 1, 1] = (4 * a * a * mxx + 4 * a * b * mxy + b * b * myy) * amp * amp
-    N[:, 1, 2] = N[:, 2, 1] = (2 * a * b * mxx + (4 * a * c + b * b) * mxy
-                               + 2 * b * c * myy) * amp * amp
-    N[:, 2, 2] = (b * b * mxx + 4 * b * c * mxy + 4 * c * c * myy) * amp * amp
-    r = np.stack([r0, ux * amp, uy * amp], axis=1)
     step = np.zeros((m, 3))
-    with np.errstate(all="ignore"):
-        det = _det3(N)
-        solved = np.isfinite(det) & (np.abs(det) > 1e-300)
-        step[solved] = _solve3(N[solved], r[solved], det[solved])
+    solved = np.zeros(m, bool)
+    m00, mxx, myy, mxy = _beam_moments(a, b, c, h)
+    # finite cutouts: the beam's centred moments make N block-diagonal, A apart from a
+    # 2 x 2 position block proportional to amp^2
+    a11 = 4 * a * a * mxx + 4 * a * b * mxy + b * b * myy
+    a12 = 2 * a * b * mxx + (4 * a * c + b * b) * mxy + 2 * b * c * myy
+    a22 = b * b * mxx + 4 * b * c * mxy + 4 * c * c * myy
+    det_a = a11 * a22 - a12 * a12
+    q = np.flatnonzero(~partial)
+    if q.size:
+        aq = amp[q]
+        with np.errstate(all="ignore"):
+            det = m00 * det_a * (aq * aq) * (aq * aq)
+            ok = np.isfinite(det) & (np.abs(det) > 1e-300)
+            scale = det_a * aq
+            step[q, 0] = r0[q] / m00
+            step[q, 1] = (a22 * ux[q] - a12 * uy[q]) / scale
+            step[q, 2] = (a11 * uy[q] - a12 * ux[q]) / scale
+        solved[q] = ok
+    p = np.flatnonzero(partial)
+    if p.size:
+        Kp = _kernel_cutouts(a, b, c, np.arange(-h, h + 1), dx[p], dy[p]) * cut.good[part[p]]
+        m00, mx, my, mxx, myy, mxy = _centred((Kp * Kp) @ P, dx[p], dy[p]).T
+        ap = amp[p]
+        N = np.empty((p.size, 3, 3))
+        N[:, 0, 0] = m00
+        N[:, 0, 1] = N[:, 1, 0] = (2 * a * mx + b * my) * ap
+        N[:, 0, 2] = N[:, 2, 0] = (b * mx + 2 * c * my) * ap
+        N[:, 1, 1] = (4 * a * a * mxx + 4 * a * b * mxy + b * b * myy) * ap * ap
+        N[:, 1, 2] = N[:, 2, 1] = (2 * a * b * mxx + (4 * a * c + b * b) * mxy
+                                   + 2 * b * c * myy) * ap * ap
+        N[:, 2, 2] = (b * b * mxx + 4 * b * c * mxy + 4 * c * c * myy) * ap * ap
+        r = np.stack([r0[p], ux[p] * ap, uy[p] * ap], axis=1)
+        with np.errstate(all="ignore"):
+            det = _det3(N)
+            ok = np.isfinite(det) & (np.abs(det) > 1e-300)
+            sp = np.zeros((p.size, 3))
+            sp[ok] = _solve3(N[ok], r[ok], det[ok])
+        step[p], solved[p] = sp, ok
     solved &= np.all(np.isfinite(step), axis=1)
     step[~solved] = 0.0
     return step, solved, rss
+
+
+def _kernel_factors(pixel_beam, h: int, dx, dy):
+    """``(ex, ey)``, ``(m, S)`` each: the unit-peak beam at offsets ``(dx, dy)`` from the
+    cutout centres is ``ey[gy] ex[gx] exp(-b gx gy)`` on the cutout's integer offsets
+    gx, gy = -h .. h (the factorisation of
+    :func:`~dsa110_contimg.science.forced._kernel_cutouts`)."""
+    a, b, c = pixel_beam.a, pixel_beam.b, pixel_beam.c
+    g = np.arange(-h, h + 1, dtype=float)[None, :]
+    dxc, dyc = dx[:, None], dy[:, None]
+    ex = np.exp(-a * (g - dxc) ** 2 + b * g * dyc - b * dxc * dyc)
+    ey = np.exp(-c * (g - dyc) ** 2 + b * g * dxc)
+    return ex, ey
+
+
+@functools.lru_cache(maxsize=16)
+def _cross_factor(b: float, h: int) -> np.ndarray:
+    """``(S, S)`` exp(-b gx gy) on a cutout of half-size ``h`` (rows gy; read-only)."""
+    g = np.arange(-h, h + 1, dtype=float)
+    out = np.exp(-b * g[:, None] * g[None, :])
+    out.flags.writeable = False
+    return out
+
+
+def _separable_moments(Dc, d2, amp, dx, dy, h: int, pixel_beam):
+    """``(kr, rss)`` of cutouts of finite pixels without neighbours: the sums of K R x
+    (1, gx, gy) (``(m, 3)``) and of R^2, R = D - amp K, from the kernel's factors
+    (:func:`_kernel_factors`): the sums of K D from ``Dc`` (D times the cross factor,
+    ``(m, S, S)``), those of K^2 from the squared cross factor, and ``d2`` the sums of
+    D^2."""
+    ex, ey = _kernel_factors(pixel_beam, h, dx, dy)
+    g = np.arange(-h, h + 1, dtype=float)
+    C2 = np.square(_cross_factor(float(pixel_beam.b), h))
+    # sums of K D: over each row's columns (x 1, x gx), then over the rows (x 1, x gy)
+    v = Dc @ np.stack([ex, ex * g], axis=2)                      # (m, S rows, 2)
+    s0 = np.einsum("my,my->m", ey, v[:, :, 0])
+    sx = np.einsum("my,my->m", ey, v[:, :, 1])
+    sy = np.einsum("my,my->m", ey * g, v[:, :, 0])
+    # sums of K^2 = ey^2 ex^2 C^2: over the rows by matrix products with C^2
+    ex2, ey2 = ex * ex, ey * ey
+    q = ey2 @ C2                                                 # (m, S columns)
+    q0 = np.einsum("mx,mx->m", q, ex2)
+    qx = np.einsum("mx,mx->m", q, ex2 * g)
+    qy = np.einsum("mx,mx->m", (ey2 * g) @ C2, ex2)
+    kr = np.column_stack([s0 - amp * q0, sx - amp * qx, sy - amp * qy])
+    rss = d2 - 2.0 * amp * s0 + amp * amp * q0
+    return kr, rss
 
 
 def _centred(k2, dx, dy):
