@@ -314,3 +314,19 @@ def test_all_pairs_metrics_vectorised_and_in_lightcurve_metrics():
     assert lightcurve_metrics(f[4], e[4], t[4])["vs_max"] == one["vs_max"]
     with pytest.raises(InvalidLightCurve):
         lightcurve_metrics(f[4], e[4], t[4], pairs="some")
+
+
+def test_all_pairs_metrics_are_the_same_whatever_the_block_of_epochs():
+    """The search visits a steady light curve's epochs a block at a time and stops early;
+    a dip makes it visit more; either way the metrics are those of one block of all epochs."""
+    rng = np.random.default_rng(11)
+    t = np.arange(400.0)
+    steady = 0.05 + 0.001 * rng.standard_normal(400)
+    dip = steady.copy()
+    dip[150:190] *= 0.7
+    e = np.full(400, 0.001)
+    for f in (steady, dip):
+        one_block = all_pairs_metrics(f, e, t, max_block_epochs=10_000)
+        for rows in (1, 7, 64):
+            assert all_pairs_metrics(f, e, t, max_block_epochs=rows) == one_block
+    assert all_pairs_metrics(dip, e, t)["vs_max_all"] > 4.3 > all_pairs_metrics(steady, e, t)["vs_max_all"] - 1

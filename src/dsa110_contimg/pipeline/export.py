@@ -211,7 +211,35 @@ def readable_lines(table, columns: list[str]) -> list[str]:
                 out[name].format = ".2f"
             elif name == "mjd":
                 out[name].format = ".4f"
-    return list(out.pformat(max_lines=-1, max_width=-1))
+    return _fast_lines(out) or list(out.pformat(max_lines=-1, max_width=-1))
+
+
+def _fast_lines(table) -> list[str] | None:
+    """``table.pformat(max_lines=-1, max_width=-1)`` built from each column's text in one
+    pass per column (astropy formats and pads value by value, several times per value):
+    the header lines are astropy's own, from a one-row table holding each column's widest
+    text. None (use astropy) unless every column is a 1-D unmasked number, boolean or text
+    column, and every float column has a format."""
+    from astropy.table import MaskedColumn, Table
+
+    if not len(table):
+        return None
+    texts, widest = [], Table()
+    for name in table.colnames:
+        col = table[name]
+        kind = col.dtype.kind
+        if isinstance(col, MaskedColumn) or col.ndim != 1 or kind not in "fiubU" \
+                or (kind == "f" and not col.format):
+            return None
+        values = np.asarray(col).tolist()
+        fmt = col.format
+        text = [format(v, fmt) for v in values] if fmt else [str(v) for v in values]
+        texts.append(text)
+        widest[name] = col[[int(np.argmax([len(t) for t in text]))]]
+    head = list(widest.pformat(max_lines=-1, max_width=-1))[:-1]
+    widths = [len(d) for d in head[-1].split(" ")]
+    row = " ".join(f"%{w}s" for w in widths)
+    return head + [row % r for r in zip(*texts)]
 
 
 def lightcurve_table(source: dict, lc: dict):

@@ -240,7 +240,7 @@ ALL_PAIR_KEYS = ("vs_max_all", "m_at_vs_max_all", "m_significant", "vs_at_m_sign
 
 
 def all_pairs_metrics(flux2d, err2d, mjd2d=None, *, vs_threshold: float = VS_SIGNIFICANT,
-                      max_elements: int = 2_000_000) -> dict:
+                      max_elements: int = 2_000_000, max_block_epochs: int = 64) -> dict:
     """VAST's two-epoch metrics over *all* pairs, without materialising the pairs.
 
     For every pair of valid epochs (a earlier than b), Vs = (S_a - S_b) /
@@ -255,8 +255,9 @@ def all_pairs_metrics(flux2d, err2d, mjd2d=None, *, vs_threshold: float = VS_SIG
     Method: for epoch i no partner can give more than the bound
     max(S_i - S_min, S_max - S_i) / sqrt(s_i**2 + s_min**2), so epochs are visited
     in decreasing order of that bound, a block at a time against all epochs
-    (memory ``max_elements`` floats, never N**2), and the search stops when the
-    next bound is below both the best |Vs| so far and ``vs_threshold``. For a
+    (at most ``max_block_epochs`` epochs per source and ``max_elements`` floats, never
+    N**2), and the search stops when the next bound is below both the best |Vs| so far
+    and ``vs_threshold``. For a
     steady light curve almost every bound is below 4.3 and the cost is ~O(N).
     Vectorised over sources. Ties are broken by visiting order (the values agree).
 
@@ -292,7 +293,7 @@ def all_pairs_metrics(flux2d, err2d, mjd2d=None, *, vs_threshold: float = VS_SIG
         visit = np.argsort(-bound, axis=1, kind="stable")            # largest bound first
         bsorted = np.take_along_axis(bound, visit, axis=1)
         search = _PairSearch(f, e, has, vs_threshold)
-        block = max(1, max_elements // max(N * max(S, 1), 1))
+        block = max(1, min(max_elements // max(N * max(S, 1), 1), max_block_epochs))
         for r0 in range(0, N, block):
             src = search.sources_needing(bsorted[:, r0])
             if src.size == 0:

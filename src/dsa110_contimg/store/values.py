@@ -43,6 +43,28 @@ def clean(value):
     return value
 
 
+def column_values(values) -> list:
+    """``clean(values)`` of one column (a 1-D array or a sequence), converted in bulk where
+    the rule is the identity: a float array's values with its non-finite ones as None,
+    an integer or boolean array's as Python numbers, an object array of text and None as
+    it is; anything else element by element through :func:`clean`."""
+    import numpy as np
+
+    if not isinstance(values, np.ndarray) or values.ndim != 1 or np.ma.isMaskedArray(values):
+        return clean(values)
+    kind = values.dtype.kind
+    if kind in "iub":
+        return values.tolist()
+    out = values.tolist()
+    if kind == "f":
+        for i in np.flatnonzero(~np.isfinite(values)).tolist():
+            out[i] = None
+        return out
+    if kind == "U" or (kind == "O" and all(v is None or type(v) is str for v in out)):
+        return out
+    return clean(out)
+
+
 def finite_or_none(x) -> float | None:
     """``float(x)``, or None for None and non-finite values."""
     if x is None:
@@ -90,4 +112,4 @@ def with_iso_times(row: dict) -> dict:
     return row
 
 
-__all__ = ["clean", "column_labels", "column_strings", "finite_or_none", "iso_utc", "with_iso_times"]
+__all__ = ["clean", "column_labels", "column_values", "column_strings", "finite_or_none", "iso_utc", "with_iso_times"]

@@ -82,26 +82,36 @@ def _axes(out, f: _Frame, xlabel, ylabel, *, xfmt="{:g}", yfmt="{:g}", logx=Fals
 
 def _points(out, xs, ys, *, shape="circle", r=3.0, fill="#000", stroke="none", css=""):
     cls = f' class="{css}"' if css else ""
-    parts = [f"<g{cls}>"]
-    for x, y in zip(np.asarray(xs).tolist(), np.asarray(ys).tolist()):
-        if shape == "square":
-            parts.append(f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" '
-                         f'fill="{fill}" stroke="{stroke}"/>')
-        elif shape == "star":
-            parts.append(f'<path d="M{x:.1f} {y - r * 1.6:.1f}L{x + r:.1f} {y + r:.1f}L{x - r * 1.5:.1f} '
-                         f'{y - r * 0.4:.1f}L{x + r * 1.5:.1f} {y - r * 0.4:.1f}L{x - r:.1f} {y + r:.1f}Z" '
-                         f'fill="{fill}" stroke="{stroke}"/>')
-        else:
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{fill}" stroke="{stroke}"/>')
-    parts.append("</g>")
-    out.append("".join(parts))
+    x = np.asarray(xs, float).ravel()
+    y = np.asarray(ys, float).ravel()
+    paint = f'fill="{fill}" stroke="{stroke}"/>'.replace("%", "%%")
+    if shape == "square":
+        one = '<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" ' + paint
+        cols = (x - r, y - r, np.full(x.size, 2 * r), np.full(x.size, 2 * r))
+    elif shape == "star":
+        one = '<path d="M%.1f %.1fL%.1f %.1fL%.1f %.1fL%.1f %.1fL%.1f %.1fZ" ' + paint
+        cols = (x, y - r * 1.6, x + r, y + r, x - r * 1.5, y - r * 0.4, x + r * 1.5, y - r * 0.4,
+                x - r, y + r)
+    else:
+        one = '<circle cx="%.1f" cy="%.1f" r="%.1f" ' + paint
+        cols = (x, y, np.full(x.size, r))
+    out.append(f"<g{cls}>" + _repeat(one, cols) + "</g>")
+
+
+def _repeat(one: str, cols) -> str:
+    """``one`` (a %-format of ``len(cols)`` values) filled in with each row of the columns
+    ``cols``, concatenated: one formatting call for every point, not one per point."""
+    n = int(np.asarray(cols[0]).size)
+    if n == 0:
+        return ""
+    return (one * n) % tuple(np.column_stack(cols).ravel().tolist())
 
 
 def _errorbars(out, xs, lo, hi, color):
-    d = "".join(f"M{x:.1f} {a:.1f}V{b:.1f}" for x, a, b in zip(np.asarray(xs).tolist(),
-                                                              np.asarray(lo).tolist(), np.asarray(hi).tolist())
-                if math.isfinite(a) and math.isfinite(b))
-    if d:
+    x, a, b = (np.asarray(v, float).ravel() for v in (xs, lo, hi))
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.any():
+        d = _repeat("M%.1f %.1fV%.1f", (x[keep], a[keep], b[keep]))
         out.append(f'<path d="{d}" stroke="{color}" stroke-width="1" opacity="0.7"/>')
 
 

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dsa110_contimg.store import review, review_log
-from dsa110_contimg.store.values import clean
+from dsa110_contimg.store.values import clean, column_values
 from dsa110_contimg.web import svg
 from dsa110_contimg.web.links import links_out
 from dsa110_contimg.web.stamps import HALF_WIDTH_BEAMS, render_png, strip
@@ -128,8 +128,8 @@ def source_page(request: Request):
 
 def api_source(request: Request):
     summary, lc = source_of(request)
-    series = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in lc.items()}
-    return JSONResponse({**summary, "lightcurve": clean(series)})
+    series = {k: column_values(v) for k, v in lc.items()}
+    return JSONResponse({**clean(summary), "lightcurve": series})
 
 
 ROUTES = [

@@ -1,0 +1,46 @@
+"""Readable tables of the command line (``pipeline/export.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.table import MaskedColumn, Table
+
+from dsa110_contimg.pipeline import export
+
+
+def _table(n: int) -> Table:
+    rng = np.random.default_rng(n)
+    t = Table({"mjd": 60000.0 + np.arange(n) / 3, "peak_jyb": rng.normal(0.01, 0.02, n),
+               "peak_err_jyb": np.full(n, 1e-3), "ra_deg": rng.uniform(0, 360, n),
+               "x_pix": rng.uniform(0, 4096, n), "snr": rng.normal(10, 30, n),
+               "image_id": np.arange(n) * 977, "success": np.arange(n) % 3 > 0,
+               "qc_status": np.array(["passed", "warning", "failed"])[np.arange(n) % 3]})
+    t["peak_jyb"][::5] = np.nan
+    t["mjd"].unit = "d"
+    return t
+
+
+def test_readable_lines_are_astropys_table_text():
+    """Each value formatted and padded as astropy's ``pformat`` pads it (names and units
+    centred, values right-aligned, mJy/beam with 3 decimals), for long and short tables."""
+    for n in (1, 4, 600):
+        table = _table(n)
+        cols = table.colnames + ["missing"]
+        shown = export.readable_lines(table, cols)
+        out = Table()
+        for name in table.colnames:
+            src = table[name]
+            if name.endswith("_jyb"):
+                out[name[:-4] + "_mjyb"] = np.asarray(src, float) * 1e3
+                out[name[:-4] + "_mjyb"].format, out[name[:-4] + "_mjyb"].unit = ".3f", "mJy/beam"
+            else:
+                out[name] = src
+                out[name].format = {"mjd": ".4f", "ra_deg": ".6f", "x_pix": ".2f",
+                                    "snr": ".2f"}.get(name)
+        assert shown == list(out.pformat(max_lines=-1, max_width=-1))
+        assert len(shown) == n + 3 and "nan" in shown[3]
+
+
+def test_readable_lines_of_masked_or_unformatted_columns_are_astropys():
+    t = Table({"a": MaskedColumn([1.5, 2.0], mask=[True, False]), "b": [0.1, 0.2]})
+    assert export.readable_lines(t, ["a", "b"]) == list(t.pformat(max_lines=-1, max_width=-1))
