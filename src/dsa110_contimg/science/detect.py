@@ -150,6 +150,13 @@ class Islands:
         pos = np.where(hit, starts[run] + (flat - first[run]), 0)
         return np.where(hit, self.z[pos], fill)
 
+    def set_runs(self, starts) -> None:
+        """Record the horizontal runs' start positions in ``idx`` (those marked in
+        ``run_start``), so that they are not searched for again."""
+        starts = np.asarray(starts, np.int64)
+        ends = np.r_[starts[1:], self.idx.size][:starts.size] - 1
+        self._bounds = (starts, self.idx[starts], self.idx[ends])
+
     def _run_bounds(self):
         """``(starts, first, last)``: per horizontal run, its position in ``idx`` and its
         first and last flat pixel index (cached)."""
@@ -312,19 +319,25 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
     z = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
     starts, run_label = _connected(idx, nx)
     label = np.zeros(0, np.int64)
-    run_start = np.zeros(idx.size, bool)
-    run_start[starts] = True
     if idx.size:
         run_size = np.diff(np.r_[starts, idx.size])
         counts = np.bincount(run_label, weights=run_size)
         peak = np.full(counts.size, -np.inf, z.dtype)
         np.maximum.at(peak, run_label, np.maximum.reduceat(z, starts))
         good = (peak >= detect_sigma) & (counts >= min_pixels)
-        keep = np.repeat(good[run_label], run_size)
         renumber = np.cumsum(good) - 1
-        label = np.repeat(renumber[run_label], run_size)[keep]
-        idx, z, run_start = idx[keep], z[keep], run_start[keep]   # whole islands: runs intact
-    return Islands(idx, z, label, (ny, nx), run_start)
+        kept = good[run_label]                  # whole islands are kept: runs stay intact
+        if not kept.all():
+            keep = np.repeat(kept, run_size)
+            idx, z = idx[keep], z[keep]
+            run_label, run_size = run_label[kept], run_size[kept]
+            starts = np.r_[0, np.cumsum(run_size)[:-1]] if run_size.size else run_size
+        label = np.repeat(renumber[run_label], run_size)
+    run_start = np.zeros(idx.size, bool)
+    run_start[starts] = True
+    islands = Islands(idx, z, label, (ny, nx), run_start)
+    islands.set_runs(starts)
+    return islands
 
 
 def _footprint_offsets(pixel_beam, level: float = 0.5):
@@ -340,15 +353,12 @@ def _row_neighbours(islands: Islands) -> tuple[np.ndarray, np.ndarray]:
     """z of each candidate's left and right neighbour (-inf where that pixel is not a
     candidate): adjacent entries of the ascending flat indices within a horizontal run."""
     z = islands.z
-    start = islands.run_start
-    if start is None:
-        start = np.zeros(z.size, bool)
-        start[_runs(islands.idx, islands.shape[1])] = True
     if z.size == 0:
         return z.copy(), z.copy()
+    starts = islands._run_bounds()[0]
     left, right = np.r_[-np.inf, z[:-1]], np.r_[z[1:], -np.inf]
-    starts = np.flatnonzero(start)              # a run's first pixel has no left neighbour,
-    left[starts] = -np.inf                      # the pixel before it no right one
+    left[starts] = -np.inf                      # a run's first pixel has no left neighbour,
+                                                # the pixel before it no right one
     right[starts[starts > 0] - 1] = -np.inf
     return left, right
 
