@@ -2,7 +2,10 @@
 
 One field of ``--sources`` (1,000) light curves observed once a day (2 % errors), of which
 ``--known`` (10) are ESE candidates with a 30 % dip somewhere in their history; the sources
-the step searches are those it selects (chi2_nu above its pre-filter, or candidates). Timed
+the step searches are those it selects (``wanted``: chi2_nu above its pre-filter, or
+candidates), less those that cannot reach a detection or a stage (``searched``: not
+candidates, not flagged by the preset, whole-light-curve chi2 below the threshold squared,
+``science/ese_window.cannot_reach``). Timed
 for the newest epoch, with the step's own functions (``pipeline/steps/ese.py``), single-
 threaded BLAS as in the service's workers, CPU time (``time.process_time``), best of
 ``--repeat``:
@@ -15,7 +18,8 @@ threaded BLAS as in the service's workers, CPU time (``time.process_time``), bes
 * ``known window``: the step's search now, on the last 540 days (``SEARCH_WINDOW_DAYS``)
   with the epochs before as the running sums (``science/ese_window.py``);
 * ``live``, ``step fit``, ``low epochs``: the stages' live-dip search and two-level fit, and
-  the threshold criterion's count of low epochs, on the whole light curve and (``live win``,
+  the threshold criterion's count of low epochs (of the preset's sources), on the whole
+  light curve and (``live win``,
   ``step win``, ``low win``) on the window with the summary;
 * ``step full`` / ``step bounded`` / ``step window``: the sum of the search parts with the
   full search on the whole light curve, the bounded candidate search on the whole light curve,
@@ -49,7 +53,7 @@ from dsa110_contimg.pipeline.steps import ese as step  # noqa: E402
 from dsa110_contimg.science import ese  # noqa: E402
 from dsa110_contimg.science.ese_stage import live_dip_search, step_fit  # noqa: E402
 from dsa110_contimg.science.ese_window import (  # noqa: E402
-    reaches_before, summary_before, window_sums,
+    cannot_reach, reaches_before, summary_before, window_sums,
 )
 from dsa110_contimg.science.variability import RunningStats  # noqa: E402
 
@@ -78,16 +82,19 @@ def field(n_epochs, n_sources, n_known, rng):
 def one_size(n_epochs, args, rng) -> dict:
     """Timings (s) of the step's search parts at ``n_epochs`` epochs."""
     t, f, e = field(n_epochs, args.sources, args.known, rng)
-    chi2 = RunningStats.from_lightcurves(f, e, t).metrics()["chi2_nu"]
+    running = RunningStats.from_lightcurves(f, e, t)
+    metrics = running.metrics()
     known = np.arange(f.shape[0]) < args.known
-    sel = (chi2 > step.SHAPE_PREFILTER_CHI2_NU) | known
-    t, f, e, kn = t[sel], f[sel], e[sel], known[sel]
+    wanted = (metrics["chi2_nu"] > step.SHAPE_PREFILTER_CHI2_NU) | known
+    preset = step._threshold_criteria(metrics, "moderate")[0]
+    sel = wanted & ~(~known & ~preset & cannot_reach(running.to_dict()))
+    t, f, e, kn, preset = t[sel], f[sel], e[sel], known[sel], preset[sel]
     # the candidates' stored templates: their full search one epoch earlier
     prev = ese.detect_ese_shapes(t[kn][:, :-1], f[kn][:, :-1], e[kn][:, :-1])
     near = {"t0": prev["t_min_mjd"], "duration": prev["duration_days"]}
     new = float(t[0, -1])
     r = args.repeat
-    out = {"searched": int(sel.sum())}
+    out = {"searched": int(sel.sum()), "wanted": int(wanted.sum())}
     out["known full"], full = _cpu(lambda: ese.detect_ese_shapes(t[kn], f[kn], e[kn]), r)
     out["known bounded"], got = _cpu(lambda: ese.detect_ese_shapes(
         t[kn], f[kn], e[kn], new_since_mjd=new, near=near), r)
@@ -99,15 +106,15 @@ def one_size(n_epochs, args, rng) -> dict:
         t[~kn], f[~kn], e[~kn], new_since_mjd=new), r) if (~kn).any() else (0.0, None)
     out["live"], _ = _cpu(lambda: live_dip_search(t, f, e), r)
     out["step fit"], _ = _cpu(lambda: step_fit(t, f, e), r)
-    out["low epochs"], _ = _cpu(lambda: step._low_epochs(f, e), r)
+    out["low epochs"], _ = _cpu(lambda: step._low_epochs(f[preset], e[preset]), r)
     rest = out["others inc"] + out["live"] + out["step fit"] + out["low epochs"]
     out["step full"] = out["known full"] + rest
     out["step bounded"] = out["known bounded"] + rest
-    _window_parts(out, t, f, e, kn, near, full, args.repeat)
+    _window_parts(out, t, f, e, kn, near, full, args.repeat, preset)
     return out
 
 
-def _window_parts(out, t, f, e, kn, near, full, r):
+def _window_parts(out, t, f, e, kn, near, full, r, preset):
     """The step's parts on the window of the last ``SEARCH_WINDOW_DAYS`` with the epochs
     before as running sums (what the step runs now), into ``out``."""
     new = float(t[0, -1])
@@ -129,7 +136,7 @@ def _window_parts(out, t, f, e, kn, near, full, r):
     assert np.array_equal(got["t_min_mjd"][inside], full["t_min_mjd"][inside])
     out["live win"], _ = _cpu(lambda: live_dip_search(tw, fw, ew, summary=summ), r)
     out["step win"], _ = _cpu(lambda: step_fit(tw, fw, ew, summary=summ), r)
-    out["low win"], _ = _cpu(lambda: step._low_epochs(fw, ew), r)
+    out["low win"], _ = _cpu(lambda: step._low_epochs(fw[preset], ew[preset]), r)
     out["step window"] = out["known window"] + out["others inc"] + out["live win"] + \
         out["step win"] + out["low win"]
 
@@ -218,13 +225,13 @@ def main():
     totals = ["step full", "step bounded", "step window"]
     print(f"ESE step search per image, CPU ms (best of {args.repeat}), {args.sources} sources, "
           f"{args.known} candidates; window {ese.SEARCH_WINDOW_DAYS:.0f} d:")
-    print(f"{'epochs':>7}{'searched':>9}{'rows':>7}{'rows win':>9}"
+    print(f"{'epochs':>7}{'wanted':>8}{'searched':>9}{'rows':>7}{'rows win':>9}"
           + "".join(f"{c:>14}" for c in cols + totals)
           + "".join(f"{c.split()[1] + ' x':>11}" for c in totals))
     base = res[sizes[0]]
     for n in sizes:
         x = res[n]
-        print(f"{n:>7}{x['searched']:>9}{x['rows'][0]:>7}{x['rows'][1]:>9}"
+        print(f"{n:>7}{x['wanted']:>8}{x['searched']:>9}{x['rows'][0]:>7}{x['rows'][1]:>9}"
               + "".join(f"{1e3 * x[c]:>14.1f}" for c in cols + totals)
               + "".join(f"{x[c] / base[c]:>10.2f}x" for c in totals))
 

@@ -9,7 +9,7 @@ import pytest
 from dsa110_contimg.science import ese
 from dsa110_contimg.science.ese_stage import ese_stages, live_dip_search, step_fit
 from dsa110_contimg.science.ese_window import (
-    search_window_days, summary_before, window_sums, with_summary,
+    cannot_reach, search_window_days, summary_before, window_sums, with_summary,
 )
 from dsa110_contimg.science.variability import RunningStats
 
@@ -114,3 +114,63 @@ def test_step_fit_sees_a_drop_before_the_window_at_its_start():
     assert got["kind"][0] == full["kind"][0] == "step"
     st = ese_stages(t[win], f[:, win], e[:, win], summary=summary)
     assert st["stage"][0] == "retired"
+
+
+def _chi2_const(stats):
+    """chi-squared of each light curve about its weighted mean, from its running sums."""
+    return stats["sum_wf2"] - stats["sum_wf"] ** 2 / stats["sum_w"]
+
+
+def test_no_fit_is_more_significant_than_the_light_curve_allows():
+    """Every significance of the template search (full, incremental, near a stored
+    template), the live search and the step fit is at most sqrt(chi2_const) of the whole
+    light curve: a source that cannot_reach the threshold is neither detected nor staged.
+    300 light curves of 8-24 epochs five days apart (12 % of epochs missing), steady,
+    with a dip of 5-40 %, or a drop; errors 1-4 %."""
+    rng = np.random.default_rng(11)
+    S, n = 300, 24
+    t = 60000.0 + 5.0 * np.arange(n) + rng.uniform(-0.2, 0.2, (S, n))
+    e = rng.uniform(0.01, 0.04, (S, 1)) * np.ones((1, n))
+    f = 1.0 + e * rng.standard_normal((S, n))
+    kind = np.arange(S) % 3
+    depth = rng.uniform(0.05, 0.4, S)
+    dip = kind == 1
+    f[dip] *= ese.ese_model(t[dip], 60055.0 + rng.uniform(-10, 10, (dip.sum(), 1)),
+                            rng.uniform(20, 40, (dip.sum(), 1)), depth[dip, None])
+    drop = (kind == 2)[:, None] & (t > 60080.0)
+    f[drop] *= 0.75
+    f[rng.random((S, n)) < 0.12] = np.nan
+    cut = 8 + np.arange(S)[:, None] % 16
+    short = (np.arange(S) % 5 == 0)[:, None] & (np.arange(n)[None, :] >= cut)
+    f[short] = np.nan                                   # 8-23 epochs for a fifth of them
+    stats = RunningStats.from_lightcurves(f, e, t).to_dict()
+    bound = np.sqrt(np.maximum(_chi2_const(stats), 0.0)) * (1 + 1e-9) + 1e-9
+    full = ese.detect_ese_shapes(t, f, e)
+    last = np.nanmax(np.where(np.isfinite(f), t, np.nan), axis=1)
+    inc = ese.detect_ese_shapes(t, f, e, new_since_mjd=float(np.median(last)),
+                                near={"t0": full["t_min_mjd"], "duration": full["duration_days"]})
+    live = live_dip_search(t, f, e, min_significance=3.0)
+    step = step_fit(t, f, e)
+    for sig in (full["significance"], inc["significance"], live["significance"],
+                step["significance"]):
+        assert np.all(sig <= bound)
+    st = ese_stages(t, f, e, confirmed=full)
+    quiet = cannot_reach(stats)
+    assert 20 < quiet.sum() < S - 20 and full["detected"].sum() > 20   # not vacuous
+    assert not (quiet & full["detected"]).any() and np.all(live["significance"][quiet] < 6.0)
+    assert np.all(st["stage"][quiet] == "")
+    assert not cannot_reach(stats, threshold=0.0).any()
+
+
+def test_the_window_search_is_bounded_by_the_whole_light_curve(long_history):
+    """With the window and the summary of the epochs before it, the bound is still the
+    whole light curve's chi2_const (the summary's own scatter enters the fit's)."""
+    T, f, e, win, summary = long_history
+    stats = RunningStats.from_lightcurves(f, e, T).to_dict()
+    bound = np.sqrt(_chi2_const(stats)) * (1 + 1e-9)
+    got = ese.detect_ese_shapes(T[:, win], f[:, win], e[:, win], summary=summary)
+    live = live_dip_search(T[:, win], f[:, win], e[:, win], summary=summary)
+    step = step_fit(T[:, win], f[:, win], e[:, win], summary=summary)
+    for sig in (got["significance"], live["significance"], step["significance"]):
+        assert np.all(sig <= bound)
+    assert not cannot_reach(stats)[:7].any()

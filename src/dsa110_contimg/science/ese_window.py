@@ -118,5 +118,35 @@ def reaches_before(t0, duration, until: float, recovery_window: float = 1.0,
         return start < until
 
 
-__all__ = ["reaches_before", "search_window_days", "summary_before", "window_sums",
+def cannot_reach(stats: Mapping, threshold: float | None = None) -> np.ndarray:
+    """Sources whose light curve no fit of the ESE search or of the stages can make
+    significant at ``threshold`` sigma, from the running sums ``stats`` alone (``n``,
+    ``sum_w``, ``sum_wf``, ``sum_wf2`` per source, over the whole light curve).
+
+    Every significance the searches compute (a template, a live template, a two-level step:
+    :mod:`~dsa110_contimg.science.ese`, :mod:`~dsa110_contimg.science.ese_stage`) is
+    sqrt(Delta chi2 / s) with s >= 1, where Delta chi2, the chi-squared the fit removes
+    from the constant model, is at most the chi-squared of the epochs fitted about their
+    weighted mean (Cauchy-Schwarz), itself at most that of the whole light curve about its
+    own: chi2_const = sum_wf2 - sum_wf**2 / sum_w (docs/science.md, section 11.3). A
+    source with chi2_const + 1e-9 sum_wf2 (a margin for rounding) below ``threshold``**2
+    can be neither detected nor staged. ``threshold`` (sigma): by default the lowest of
+    the search's and the stages' thresholds.
+    """
+    if threshold is None:
+        from dsa110_contimg.science.ese import DEFAULT_MIN_SIGNIFICANCE
+        from dsa110_contimg.science.ese_stage import DEFAULT_LIVE_SIGNIFICANCE
+
+        threshold = min(DEFAULT_MIN_SIGNIFICANCE, DEFAULT_LIVE_SIGNIFICANCE)
+    n = np.asarray(stats["n"], float)
+    sw = np.asarray(stats["sum_w"], float)
+    swf = np.asarray(stats["sum_wf"], float)
+    swf2 = np.asarray(stats["sum_wf2"], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chi2 = swf2 - swf * swf / np.where(sw > 0, sw, np.nan)
+        return (n >= 1) & (sw > 0) & np.isfinite(chi2) & \
+            (chi2 + 1e-9 * np.abs(swf2) < float(threshold) ** 2)
+
+
+__all__ = ["cannot_reach", "reaches_before", "search_window_days", "summary_before", "window_sums",
            "with_summary"]

@@ -520,3 +520,89 @@ def test_long_history_reads_a_fixed_window_and_finds_the_event_inside_it(tmp_pat
     assert abs(large["rows"] - small["rows"]) <= large["sources"]
     assert large["statements"] == small["statements"] >= 1
     assert large_full["rows"] > 1.6 * large["rows"]
+
+
+class _SyntheticField:
+    """A field of ``n_src`` sources observed once a day for ``n_epochs`` days (2 % errors),
+    served to the ESE step from memory: the step's light-curve reads (counted, in rows)
+    and running statistics come from these arrays, the candidates from the database.
+    Source 0 is a known candidate with a 30 % dip of 40 d ending 100 d before the last
+    epoch; the others are steady."""
+
+    def __init__(self, tmp_path, n_epochs, n_src=120, seed=2):
+        from dsa110_contimg.pipeline.steps.base import FieldImages
+        from dsa110_contimg.science.variability import RunningStats
+
+        rng = np.random.default_rng(seed)
+        self.t = 60000.0 + np.arange(float(n_epochs))
+        self.e = np.full((n_src, n_epochs), 0.02)
+        self.f = 1.0 + self.e * rng.standard_normal(self.e.shape)
+        self.f[0] *= ese_model(self.t, self.t[-1] - 120.0, 40.0, 0.3)
+        self.db = open_products_db(tmp_path / f"p{n_epochs}.sqlite3")
+        with self.db.engine.begin() as conn:
+            self.sid = _sources(conn, n_src)
+            lc_store.upsert_ese_candidates(conn, [{
+                "source_id": int(self.sid[0]), "criteria": "[\"shape\"]", "preset": "moderate",
+                "score": 5.0, "confidence": "medium", "n_epochs": n_epochs,
+                "t_min_mjd": float(self.t[-1] - 120.0), "duration_days": 40.0}])
+        self.stats = RunningStats.from_lightcurves(self.f, self.e, np.broadcast_to(
+            self.t, self.f.shape)).to_dict()
+        ids = np.arange(1, n_epochs + 1, dtype=np.int64)
+        self.field = FieldImages({"id": ids, "mjd": self.t,
+                                  "norm_status": np.full(n_epochs, "ok", object),
+                                  "norm_ref_ids": np.full(n_epochs, None, object)})
+        self.rows_read = 0
+
+    def load_lightcurves(self, conn, source_ids, image_ids, *, normalized, epochs=None,
+                         successful_only=True):
+        rows = np.searchsorted(self.sid, np.asarray(source_ids, np.int64))
+        cols = np.asarray(image_ids, np.int64) - 1
+        self.rows_read += rows.size * cols.size
+        shape = (rows.size, cols.size)
+        return (self.f[np.ix_(rows, cols)], self.e[np.ix_(rows, cols)],
+                np.broadcast_to(self.t[cols], shape).copy(), np.broadcast_to(cols + 1, shape))
+
+    def evaluate(self, monkeypatch, prune=True):
+        """The step's rows for the last epoch, and the light-curve rows it read."""
+        from dsa110_contimg.pipeline.steps import ese as ese_step
+        from dsa110_contimg.science import ese_window
+        from dsa110_contimg.store.engine import read_connection
+
+        monkeypatch.setattr(lc_store, "load_running_stats",
+                            lambda conn, ids: (self.stats, np.ones(len(ids), bool), None))
+        monkeypatch.setattr(lc_store, "load_lightcurves", self.load_lightcurves)
+        real = ese_window.cannot_reach
+        monkeypatch.setattr(ese_window, "cannot_reach",
+                            real if prune else lambda s: np.zeros(np.size(s["n"]), bool))
+        ctx = ImageContext(image_id=int(self.field.ids[-1]), path="/x.fits",
+                           mjd=float(self.t[-1]), ra_deg=10.0, dec_deg=30.0, radius_deg=1.0,
+                           kind="image", remeasured=False, source_ids=self.sid)
+        ctx._field = self.field
+        self.rows_read = 0
+        with read_connection(self.db.engine) as conn:
+            rows, flagged = ese_step.ese_rows(conn, ctx, PhotometryConfig(normalize=True,
+                                                                          detect_ese=True))
+        return rows, flagged, self.rows_read
+
+
+@pytest.mark.parametrize("n_epochs", [13, 502, 1000])
+def test_ese_step_reads_only_light_curves_that_can_matter(tmp_path, monkeypatch, n_epochs):
+    """Sources that are not candidates and whose whole-light-curve chi2 about the mean is
+    below the detection threshold squared are not read (science.ese_window.cannot_reach);
+    the rows written are those of reading every searched source. The known candidate is
+    read over the 540-d window: the rows read stop growing past it."""
+    field = _SyntheticField(tmp_path, n_epochs)
+    rows, flagged, read = field.evaluate(monkeypatch)
+    rows_all, flagged_all, read_all = field.evaluate(monkeypatch, prune=False)
+    assert flagged == flagged_all and len(rows) == len(rows_all) >= 1
+    for a, b in zip(rows, rows_all):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_equal(a[k], b[k], err_msg=k)
+    assert rows[0]["source_id"] == int(field.sid[0])
+    window = int(np.sum(field.t >= field.t[-2] - 540.0))
+    assert read == window                               # the known candidate only
+    if n_epochs == 13:                                  # steady sources above chi2_nu 1.5
+        assert read_all >= 5 * read
+    assert read <= 542                                  # 540 d back from the previous epoch
+    field.db.dispose()

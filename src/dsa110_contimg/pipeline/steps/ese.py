@@ -160,6 +160,54 @@ def _read_lightcurves(conn, ctx: ImageContext, cfg, rows: np.ndarray, stored: di
     return flux, err, mjd, summary_before(totals, window_sums(flux, err, mjd), until)
 
 
+def _searches(flux, summary, deep) -> bool:
+    """Whether the template search runs on light curves read (``flux``, NaN padded, and
+    their ``summary``) of which the ``deep`` rows are searched."""
+    return bool(flux.shape[1]) and bool(deep.any()) and \
+        (summary is not None or flux.shape[1] >= MIN_EPOCHS_SHAPE)
+
+
+def _read_searched(conn, ctx: ImageContext, cfg, stored: dict, worth: np.ndarray,
+                   by_preset: np.ndarray, is_known: np.ndarray):
+    """The sources whose light curves the search reads (indices into the image's sources)
+    and those light curves (``(flux, err, mjd, summary)`` of :func:`_read_lightcurves`;
+    None when nothing is read).
+
+    Wanted: at least :data:`MIN_EPOCHS_SHAPE` epochs and ``worth`` a search, or the
+    ``by_preset`` criterion. Not read among them (``quiet``): sources that are neither
+    known candidates (``is_known``) nor ``by_preset`` and that cannot reach a detection or
+    a stage (:func:`~dsa110_contimg.science.ese_window.cannot_reach`): their row is never
+    written. When leaving them out would change whether the search runs at all, or
+    whether epochs before the window enter it, while some row is written whatever is
+    found (a known candidate or a ``by_preset`` source), they are read as well: every
+    written row is what reading them gives."""
+    from dsa110_contimg.science.ese_window import cannot_reach
+
+    n = np.asarray(stored["n"], float)
+    wanted = ((n >= MIN_EPOCHS_SHAPE) & worth) | by_preset
+    quiet = wanted & ~is_known & ~by_preset & cannot_reach(stored)
+    read = np.flatnonzero(wanted & ~quiet)
+    got = _read_lightcurves(conn, ctx, cfg, read, stored) if read.size else None
+    if not quiet.any() or not (is_known.any() or by_preset.any()):
+        return read, got
+    deep = (n[read] >= MIN_EPOCHS_SHAPE) & worth[read]
+    if got is not None and _searches(got[0], got[3], deep) and (
+            got[3] is not None or not _before_window(ctx, conn, stored, quiet)):
+        return read, got
+    read = np.flatnonzero(wanted)
+    return read, _read_lightcurves(conn, ctx, cfg, read, stored)
+
+
+def _before_window(ctx: ImageContext, conn, stored: dict, rows: np.ndarray) -> bool:
+    """Whether any of the sources ``rows`` (mask) has epochs (first epoch, MJD, of the
+    running statistics ``stored``) before the window of :func:`_window_start`."""
+    until = _window_start(ctx, ctx.field_images(conn))
+    if until is None:
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool((np.asarray(stored["first_mjd"], float)[rows] < until).any())
+
+
 def _keep_frozen(found: dict, stored: list, frozen: np.ndarray) -> None:
     """Known candidates whose stored event lies before the window (``frozen``; ``stored``
     their :func:`~dsa110_contimg.store.ese_stages.candidate_templates` rows) keep their
@@ -249,9 +297,10 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, stored: dict,
     Searched: sources with at least :data:`MIN_EPOCHS_SHAPE` epochs and chi2_nu above
     :data:`SHAPE_PREFILTER_CHI2_NU`, or already candidates (``prev``: source id ->
     stored stage and best template, :func:`~dsa110_contimg.store.ese_stages.candidate_templates`).
-    The light curves of those and of the ``by_preset`` sources are read,
-    and ``by_preset`` is cleared in place for the light curves with fewer than two low
-    epochs (:func:`_low_epochs`, over the epochs read). Known candidates whose stored
+    The light curves of those and of the ``by_preset`` sources are read, less those
+    that can matter to no row (:func:`_read_searched`), and ``by_preset`` is cleared in
+    place for the light curves with fewer than two low epochs (:func:`_low_epochs`, over
+    the epochs read). Known candidates whose stored
     template reaches before the window keep it when confirmed (:func:`_keep_frozen`).
 
     Returns
@@ -272,18 +321,19 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, stored: dict,
     stage = {"stage": np.full(n.size, "", dtype=object), "reason": np.full(n.size, None, object),
              "significance": np.full(n.size, np.nan), "lightcurves": None}
     known = set(prev)
+    known_src = np.isin(ctx.source_ids, list(known))
     with np.errstate(invalid="ignore"):
-        worth = (metrics["chi2_nu"] > SHAPE_PREFILTER_CHI2_NU) | np.isin(ctx.source_ids, list(known))
-    read = np.flatnonzero(((n >= MIN_EPOCHS_SHAPE) & worth) | by_preset)
+        worth = (metrics["chi2_nu"] > SHAPE_PREFILTER_CHI2_NU) | known_src
+    read, got = _read_searched(conn, ctx, cfg, stored, worth, by_preset, known_src)
     if not read.size:
         return shape, stage
-    flux, err, mjd, summary = _read_lightcurves(conn, ctx, cfg, read, stored)
-    by_preset[read] &= _low_epochs(flux, err) >= 2
+    flux, err, mjd, summary = got
+    pre = np.flatnonzero(by_preset[read])
+    if pre.size:
+        by_preset[read[pre]] = _low_epochs(flux[pre], err[pre]) >= 2
     stage["lightcurves"] = (read, mjd, flux)
     deep = (n[read] >= MIN_EPOCHS_SHAPE) & worth[read]
-    if not flux.shape[1] or not deep.any():
-        return shape, stage
-    if summary is None and flux.shape[1] < MIN_EPOCHS_SHAPE:
+    if not _searches(flux, summary, deep):
         return shape, stage
     rows_d = read[deep]
     summary = _take(summary, deep)
