@@ -924,13 +924,15 @@ def _component_fluxes(data, maps, x0, y0, seed_z, interior, pixel_beam,
 def _cluster_ids(pairs, m: int) -> np.ndarray:
     """Per source, the group of sources whose models were fitted together (connected
     through ``pairs``), numbered from 0; -1 for a source fitted alone."""
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
     out = np.full(m, -1, np.int64)
     if pairs.size == 0:
         return out
-    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
+    # CSR in csgraph's own types (pairs are sorted by their first source)
+    indptr = np.r_[0, np.cumsum(np.bincount(pairs[:, 0], minlength=m))].astype(np.int32)
+    graph = csr_matrix((np.ones(len(pairs)), pairs[:, 1].astype(np.int32), indptr), shape=(m, m))
     _, labels = connected_components(graph, directed=False)
     joined = np.zeros(m, bool)
     joined[pairs[:, 0]] = True
