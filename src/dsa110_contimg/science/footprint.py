@@ -161,7 +161,10 @@ class NoiseFootprint:
     @staticmethod
     def extremes_of(blob: bytes) -> tuple[float, float]:
         """``(rms_min, rms_max)`` (Jy/beam) of a footprint made by :meth:`to_bytes`, read
-        without decoding the rest."""
+        without decoding the rest (or from the decoded footprint when one is kept)."""
+        kept = _PARSED.get(blob) if isinstance(blob, bytes) else None
+        if kept is not None:
+            return float(kept.rms_min), float(kept.rms_max)
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             lo, hi = z["extremes"]
         return float(lo), float(hi)
