@@ -66,3 +66,30 @@ def test_maps_from_arrays_are_reduced_to_a_coarse_grid():
     rms, status = fp.depth_at(ra, dec)
     assert status.tolist() == ["ok", "ok"]
     assert np.allclose(rms, maps.rms_at([60, 200], [60, 60]), rtol=0.1)
+
+
+def test_a_kept_footprint_answers_like_its_decoded_bytes():
+    """The footprint the measuring process keeps (remember) is what parsed() and
+    extremes_of() give for its bytes, and it answers depth_at exactly as the footprint
+    decoded from those bytes in another process would, blanked or not."""
+    from dsa110_contimg.science.footprint import remember
+
+    for blanked in (True, False):
+        image = _image()
+        if not blanked:
+            image = RadioImage.from_array(np.nan_to_num(np.asarray(image.data)).astype(np.float32),
+                                          image.header)
+        fp = footprint_of(image, background_maps_for(image))
+        blob = fp.to_bytes()
+        remember(blob, fp)
+        assert NoiseFootprint.parsed(blob) is fp
+        assert NoiseFootprint.extremes_of(blob) == (fp.rms_min, fp.rms_max)
+        decoded = NoiseFootprint.from_bytes(blob)
+        assert decoded.blank_cells.any() == blanked
+        assert np.array_equal(decoded.blank_cells, fp.blank_cells)
+        x, y = np.meshgrid(np.linspace(-20, 280, 31), np.linspace(-20, 320, 35))
+        ra, dec = image.pixel_to_icrs(x.ravel(), y.ravel())
+        got, want = fp.depth_at(ra, dec), decoded.depth_at(ra, dec)
+        assert np.array_equal(got[0], want[0], equal_nan=True)
+        assert got[1].tolist() == want[1].tolist()
+        assert set(want[1].tolist()) >= {"ok", "edge", "outside"}
