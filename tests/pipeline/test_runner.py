@@ -98,6 +98,11 @@ def test_the_field_is_read_once_per_image(tmp_path, monkeypatch):
     real = lc_store.neighbourhood_radius
     monkeypatch.setattr(lc_store, "neighbourhood_radius",
                         lambda *a: reads.append(1) or real(*a))
+    rows = []          # image rows read per call (the window, then the rest of the history)
+    near = lc_store.images_near
+    monkeypatch.setattr(lc_store, "images_near",
+                        lambda *a, **kw: (lambda out: rows.append(out["id"].size) or out)(
+                            near(*a, **kw)))
     cfg = PhotometryConfig(normalize=True, detect_ese=True, norm_min_snr=30.0,
                            norm_baseline_epochs=4)
     manager = PhotometryManager(tmp_path / "p.sqlite3", default_config=cfg,
@@ -109,10 +114,12 @@ def test_the_field_is_read_once_per_image(tmp_path, monkeypatch):
     for k in [0, 1, 2, 3, 5, 6, 4, 7, 8, 9, 10, 11]:
         path = tmp_path / f"e{k:02d}.fits"
         field.image(path, mjd=60000.0 + 2 * k, gain=gains[k], seed=10 + k, scale=scales[k])
-        before = len(reads)
+        before, rows_before = len(reads), len(rows)
         measured = manager.measure_image(path, "image", cfg)
         outcome = runner.store_measured(manager.products.engine, measured, cfg)
         per_image.append(len(reads) - before)
+        # the steps read each image row once (the transient search reads the field too)
+        assert sum(rows[rows_before:]) <= 2 * len(per_image), rows[rows_before:]
         renormalised += bool(outcome.results["normalise"]["renormalised"])
         recomputed += outcome.results["variability"]["recomputed"] > 0
     assert renormalised and recomputed

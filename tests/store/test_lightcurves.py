@@ -164,3 +164,42 @@ def test_source_lightcurve_is_every_epoch_of_the_source_in_time_order(databases,
                         "local_rms_jyb", "snr", "flags", "success", "image_id", "image_path",
                         "qc_status", "norm_status", "used_as_reference", "excluded_reason"]
     assert all(v.size == 0 for v in empty.values()) and list(empty) == list(lc)
+
+
+def test_qc_history_is_the_latest_good_images_and_the_window_splits_the_field(databases, backend):
+    """QC history: the ``limit`` most recent images before the epoch that passed QC or warned
+    (newest first; failed, excluded, duplicate and far images never), whatever the number
+    of rows behind them. ``images_near(since_mjd)`` and ``images_near(before_mjd)`` split
+    the field in two without overlap, images without an epoch in the second."""
+    import json
+
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.schema import images
+
+    rows = []
+    for i in range(1, 101):
+        rows.append({"id": i, "path": f"/img/{i}.fits", "content_id": str(i), "kind": "image",
+                     "mjd": None if i == 50 else 60000.0 + i, "ra_center_deg": 150.0,
+                     "dec_center_deg": 37.0 if i != 97 else 39.0, "radius_deg": 0.2,
+                     "method": "forced", "catalog": "nvss",
+                     "qc_status": {98: "failed", 96: "warning"}.get(i, "passed"),
+                     "excluded": i == 95, "duplicate_of": 1 if i == 94 else None,
+                     "qc_metrics": json.dumps({"i": i}), "measured_at": 0.0})
+    db = open_products_db(databases.new("products"))
+    with db.engine.begin() as conn:
+        conn.execute(images.insert(), rows)
+    with db.engine.connect() as conn:
+        got = lc_store.qc_history(conn, 150.0, 37.0, 0.5, before_mjd=60100.0, exclude_path="x",
+                                  limit=5)
+        assert [m["i"] for m in got] == [99, 96, 93, 92, 91]
+        got = lc_store.qc_history(conn, 150.0, 37.0, 0.5, before_mjd=60100.0, exclude_path="x",
+                                  limit=5, since_mjd=60092.0)
+        assert [m["i"] for m in got] == [99, 96, 93, 92]
+        assert lc_store.qc_history(conn, 150.0, 37.0, 0.5, before_mjd=None,
+                                   exclude_path="/img/100.fits", limit=1) == [{"i": 99}]
+        recent = lc_store.images_near(conn, 150.0, 37.0, 0.5, since_mjd=60090.0)["id"].tolist()
+        older = lc_store.images_near(conn, 150.0, 37.0, 0.5, before_mjd=60090.0)["id"].tolist()
+        assert recent == [90, 91, 92, 93, 96, 99, 100]
+        assert 50 in older and max(older) == 89 and not set(recent) & set(older)
+    db.dispose()

@@ -190,6 +190,12 @@ class PhotometryConfig(ConfigModel):
     last norm_stability_days (>= 5 points) is no longer used as a reference (days)."""
     norm_stability_chi2: float = Field(2.0, gt=0)
     """Reduced chi^2 limit of a stable reference (see norm_stability_days)."""
+    field_window_days: float = Field(600.0, gt=0)
+    """Days of a field's history before each new image that its per-image steps read: the QC
+    comparison images, the images waiting for references, the images normalised again when
+    a reference becomes an ESE candidate, the fallback-ensemble light curves and the ESE
+    window (at least norm_stability_days; a field whose latest earlier epoch lies more than
+    field_window_days - 540 days back is read whole). Recomputations read every epoch."""
     qc: bool = True
     """Image quality control before fluxes enter light curves."""
     qc_max_rms_jyb: float | None = Field(None, gt=0, json_schema_extra={"example": 0.01})

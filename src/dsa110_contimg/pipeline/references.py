@@ -171,7 +171,7 @@ def ensemble_references(conn, ctx, table, cfg, exclude=None):
     """
     from dsa110_contimg.science.normalize import ensemble_steadiness
 
-    field = ctx.field_images(conn)
+    field = ctx.recent_field(conn)
     ids = field.ids[np.isfinite(field.mjd)]
     if ids.size < ENSEMBLE_MIN_EPOCHS:
         return None

@@ -74,7 +74,7 @@ def image_context(measured, cfg, *, data_id: str | None = None) -> ImageContext:
         image_id=None, path=db_path(measured.path.resolve()), mjd=image.mjd, ra_deg=ra,
         dec_deg=dec, radius_deg=image.footprint_radius_deg(), kind=measured.kind,
         remeasured=False, source_ids=None, method=measured.method, cfg=cfg, measured=measured,
-        data_id=data_id, notes=list(measured.notes))
+        data_id=data_id, notes=list(measured.notes), field_window_days=cfg.field_window_days)
 
 
 @contextmanager

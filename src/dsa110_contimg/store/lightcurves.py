@@ -42,9 +42,13 @@ def _chunks(values: Sequence, size: int = _CHUNK):
 
 
 def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
-                exclude_qc_failed: bool = True,
-                include_excluded: bool = False) -> dict[str, np.ndarray]:
-    """The epochs whose image centre lies within ``radius_deg`` of (ra, dec), deg.
+                exclude_qc_failed: bool = True, include_excluded: bool = False,
+                since_mjd: float | None = None,
+                before_mjd: float | None = None) -> dict[str, np.ndarray]:
+    """The epochs whose image centre lies within ``radius_deg`` of (ra, dec), deg; with
+    ``since_mjd``, only those of epoch ``>= since_mjd`` (MJD; images without an epoch are
+    left out); with ``before_mjd``, only those of epoch ``< before_mjd`` or without one (the
+    rest of a field read with ``since_mjd``).
 
     Duplicates (``duplicate_of`` set: the same data stored under another path) are never
     epochs; images an operator excluded are left out unless ``include_excluded`` (for
@@ -52,13 +56,18 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
     qc_status, norm_status, norm_factor, norm_factor_err, norm_ref_ids, excluded`` (object
     arrays for text).
     """
-    # the query holds only the box, so that it reads through the position index (a status
-    # term would let the planner pick a status index and read every image with that status);
-    # duplicates, QC failures and exclusions are dropped from the box's rows here
+    # the query holds only the box (and the window's epoch range), so that it reads through the
+    # position index (a status term would let the planner pick a status index and read every
+    # image with that status); duplicates, QC failures and exclusions are dropped from the
+    # box's rows here
     cond = cone_box(images.c.ra_center_deg, images.c.dec_center_deg, ra_deg, dec_deg, radius_deg)
     cols = [images.c.id, images.c.mjd, images.c.ra_center_deg, images.c.dec_center_deg,
             images.c.qc_status, images.c.norm_status, images.c.norm_factor,
             images.c.norm_factor_err, images.c.norm_ref_ids, images.c.excluded]
+    if since_mjd is not None:
+        cond.append(images.c.mjd >= float(since_mjd))
+    if before_mjd is not None:
+        cond.append(sa.or_(images.c.mjd < float(before_mjd), images.c.mjd.is_(None)))
     rows = conn.execute(sa.select(*cols, images.c.duplicate_of).where(*cond)
                         .order_by(images.c.id)).all()
     out = {c.name: np.array([r[i] for r in rows], dtype=object) for i, c in enumerate(cols)}
@@ -324,19 +333,36 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
 
 
 def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
-               before_mjd: float | None, exclude_path: str, limit: int = 20) -> list[dict]:
-    """QC metrics of the most recent passed/warning images near (ra, dec) before an epoch."""
-    near = images_near(conn, ra_deg, dec_deg, radius_deg)
-    ids = near["id"]
-    if before_mjd is not None and ids.size:
-        ids = ids[near["mjd"] < before_mjd]
-    if ids.size == 0:
-        return []
-    ids = ids[np.argsort(-near["mjd"][np.isin(near["id"], ids)])][:limit]
-    rows = conn.execute(sa.select(images.c.qc_metrics, images.c.path).where(
-        images.c.id.in_(ids.tolist()), images.c.qc_status.in_(("passed", "warning")),
-        images.c.path != exclude_path)).all()
-    return [json.loads(r[0]) for r in rows if r[0]]
+               before_mjd: float | None, exclude_path: str, limit: int = 20,
+               since_mjd: float | None = None) -> list[dict]:
+    """QC metrics of the ``limit`` most recent images whose centre lies within ``radius_deg``
+    of (ra, dec), deg, that passed QC or warned, before the epoch ``before_mjd`` (MJD; None:
+    any) and, with ``since_mjd``, not before that epoch; newest first. Duplicates, excluded
+    images and ``exclude_path`` are left out. Reads at most a few times ``limit`` rows,
+    however long the field's history."""
+    cond = cone_box(images.c.ra_center_deg, images.c.dec_center_deg, ra_deg, dec_deg, radius_deg)
+    if before_mjd is not None:
+        cond.append(images.c.mjd < float(before_mjd))
+    if since_mjd is not None:
+        cond.append(images.c.mjd >= float(since_mjd))
+    # the status terms are applied to the rows read, not in the query (see images_near)
+    q = (sa.select(images.c.ra_center_deg, images.c.dec_center_deg, images.c.qc_status,
+                   images.c.duplicate_of, images.c.excluded, images.c.path, images.c.qc_metrics)
+         .where(*cond).order_by(images.c.mjd.desc().nulls_last(), images.c.id.desc()))
+    fetch = 4 * limit
+    while True:
+        rows = conn.execute(q.limit(fetch)).all()
+        keep = [r for r in rows if r.qc_status in ("passed", "warning") and r.duplicate_of is None
+                and not r.excluded and r.path != exclude_path and r.qc_metrics
+                and r.ra_center_deg is not None and r.dec_center_deg is not None]
+        if keep:
+            sep = angular_separation_deg(np.array([r.ra_center_deg for r in keep], float),
+                                         np.array([r.dec_center_deg for r in keep], float),
+                                         ra_deg, dec_deg)
+            keep = [r for r, d in zip(keep, sep) if d <= radius_deg]
+        if len(keep) >= limit or len(rows) < fetch:
+            return [json.loads(r.qc_metrics) for r in keep[:limit]]
+        fetch *= 4
 
 
 def source_table(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:

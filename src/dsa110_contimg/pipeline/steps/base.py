@@ -67,18 +67,51 @@ class FieldImages:
 
     The columns of :func:`dsa110_contimg.store.lightcurves.images_near` (QC-failed images
     left out), read inside the image's write transaction at the first step that needs
-    them. A step that changes an image's normalisation records it here too
-    (:meth:`record_normalisation`), so that later steps see what the database holds.
+    them: the whole history (``since_mjd`` None) or the images of epoch ``>= since_mjd``
+    (a window; images without an epoch are outside every window). A step that changes an
+    image's normalisation records it here too (:meth:`record_normalisation`), so that
+    later steps see what the database holds.
     """
 
-    def __init__(self, columns: dict[str, np.ndarray]):
+    def __init__(self, columns: dict[str, np.ndarray], since_mjd: float | None = None,
+                 where: tuple[float, float, float] | None = None):
         self.columns = columns
+        self.since_mjd = since_mjd
+        self._where = where
 
     @classmethod
-    def read(cls, conn, ra_deg: float, dec_deg: float, radius_deg: float) -> "FieldImages":
-        """The field of a footprint of ``radius_deg`` centred on (ra, dec), deg."""
+    def read(cls, conn, ra_deg: float, dec_deg: float, radius_deg: float, *,
+             since_mjd: float | None = None) -> "FieldImages":
+        """The field of a footprint of ``radius_deg`` centred on (ra, dec), deg: every image,
+        or those of epoch ``>= since_mjd`` (MJD)."""
         radius = lc_store.neighbourhood_radius(conn, radius_deg)
-        return cls(lc_store.images_near(conn, ra_deg, dec_deg, radius))
+        return cls(lc_store.images_near(conn, ra_deg, dec_deg, radius, since_mjd=since_mjd),
+                   since_mjd, (ra_deg, dec_deg, radius))
+
+    def completed(self, conn) -> "FieldImages":
+        """The whole field: this window and the images before it (or without an epoch), read
+        on ``conn``; each image is read once."""
+        if self.complete:
+            return self
+        ra, dec, radius = self._where
+        older = lc_store.images_near(conn, ra, dec, radius, before_mjd=self.since_mjd)
+        order = np.argsort(np.concatenate([older["id"], self.ids]), kind="stable")
+        return FieldImages({k: np.concatenate([older[k], v])[order]
+                            for k, v in self.columns.items()}, None, self._where)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole history was read (not a window)."""
+        return self.since_mjd is None
+
+    def since(self, mjd: float | None) -> "FieldImages":
+        """The images of epoch ``>= mjd`` (MJD; None: all of these), as a new read-only view."""
+        if mjd is None:
+            return self
+        with np.errstate(invalid="ignore"):
+            keep = self.mjd >= mjd
+        return FieldImages({k: v[keep] for k, v in self.columns.items()},
+                           mjd if self.since_mjd is None else max(mjd, self.since_mjd))
 
     @property
     def ids(self) -> np.ndarray:
@@ -153,13 +186,56 @@ class ImageContext:
     #: sources as its transaction wrote them, so that the ESE step need not read them
     #: again while the signature still matches.
     written_stats: tuple | None = None
+    #: The field window (days before this image's epoch) the per-image steps read
+    #: (``cfg.field_window_days``, set by the workflow; docs/science.md §7.6); None: the
+    #: whole history (recomputations).
+    field_window_days: float | None = None
     _field: FieldImages | None = None
 
-    def field_images(self, conn) -> FieldImages:
-        """The image's field, read on ``conn`` the first time a step asks for it."""
+    def _needs_history(self) -> bool:
+        """Whether this image's steps must see the field's whole history: no window, no
+        epoch, a re-measured image, or earlier images normalised again in its transaction
+        (their epochs changed: the ESE search reads the whole history)."""
+        return (self.field_window_days is None or self.mjd is None
+                or not np.isfinite(self.mjd) or bool(self.remeasured)
+                or bool((self.results.get("normalise") or {}).get("renormalised")))
+
+    def window_start(self) -> float | None:
+        """First epoch (MJD) of the field window: ``field_window_days`` before this image,
+        and never after the start of the reference-stability window; None when the steps
+        see the whole history (:meth:`_needs_history`)."""
+        if self._needs_history():
+            return None
+        days = max(float(self.field_window_days), float(self.cfg.norm_stability_days)
+                   if self.cfg is not None else 0.0)
+        return float(self.mjd) - days
+
+    def field_images(self, conn, *, full: bool = False) -> FieldImages:
+        """The image's field, read on ``conn`` the first time a step asks for it: the field
+        window (:meth:`window_start`), or every image when ``full`` or when the steps need
+        the whole history. A window that does not reach back to the ESE search window of
+        its latest earlier epoch (:data:`~dsa110_contimg.science.ese.SEARCH_WINDOW_DAYS`
+        before it; a gap longer than the window's margin) is replaced by the whole
+        history."""
+        start = None if full else self.window_start()
         if self._field is None:
-            self._field = FieldImages.read(conn, self.ra_deg, self.dec_deg, self.radius_deg)
+            self._field = FieldImages.read(conn, self.ra_deg, self.dec_deg, self.radius_deg,
+                                           since_mjd=start)
+        if start is None or not self._window_covers_search(self._field, start):
+            self._field = self._field.completed(conn)
         return self._field
+
+    def recent_field(self, conn) -> FieldImages:
+        """The images of the field window only (:meth:`window_start`; the whole field when
+        there is none), whatever was read."""
+        return self.field_images(conn).since(self.window_start())
+
+    def _window_covers_search(self, field: FieldImages, start: float) -> bool:
+        from dsa110_contimg.science.ese import SEARCH_WINDOW_DAYS
+
+        with np.errstate(invalid="ignore"):
+            before = field.mjd[field.mjd < float(self.mjd)]
+        return before.size > 0 and float(before.max()) - SEARCH_WINDOW_DAYS >= start
 
     def record_normalisation(self, image_id: int, status: str, ref_ids) -> None:
         """Keep the field, when already read, equal to what the database now holds after a
@@ -168,6 +244,8 @@ class ImageContext:
             self._field.record_normalisation(image_id, status, ref_ids)
 
     def reread_field(self, conn) -> FieldImages:
-        """The field read again on ``conn`` (after another worker may have changed it)."""
+        """The field read again on ``conn`` (after another worker may have changed it), as
+        much of it as was read before."""
+        full = self._field is not None and self._field.complete
         self._field = None
-        return self.field_images(conn)
+        return self.field_images(conn, full=full)

@@ -126,12 +126,13 @@ def _maintain_baselines(conn, ctx: ImageContext, ref_ids, baselines) -> set[int]
                    or mjd < (baselines[s].get("through_mjd") or -np.inf))
     if not needs:
         return None
-    return update_baselines(conn, needs, ctx.field_images(conn).ids, cfg)
+    return update_baselines(conn, needs, ctx.field_images(conn, full=True).ids, cfg)
 
 
 def _renormalise_field(conn, ctx: ImageContext, changed: set[int], baselines) -> set[int]:
-    """Normalise again the field's images that used a reference whose baseline moved."""
-    field = ctx.field_images(conn)
+    """Normalise again the field's images (every epoch) that used a reference whose baseline
+    moved."""
+    field = ctx.field_images(conn, full=True)
     done = set()
     for img_id, refs_json, status in zip(field.ids, list(field.norm_ref_ids),
                                          list(field.norm_status)):
@@ -175,13 +176,13 @@ def pending_images(conn, field, exclude: int | None = None) -> list[int]:
 
 def normalise_pending(conn, ctx: ImageContext, ref_ids, baselines, method,
                       limit: int | None = None) -> set[int]:
-    """Normalise up to ``limit`` earlier images of the field that had too few references,
+    """Normalise up to ``limit`` earlier images of the field window that had too few references,
     with the references (and baselines) of the image just normalised. Returns the ids
     normalised (``ok``); an image whose references still do not suffice keeps its
     reason (``limit`` None: ``PENDING_BATCH``)."""
     done = set()
     limit = PENDING_BATCH if limit is None else limit
-    for img_id in pending_images(conn, ctx.field_images(conn), ctx.image_id)[:limit]:
+    for img_id in pending_images(conn, ctx.recent_field(conn), ctx.image_id)[:limit]:
         ids, f, e, flux = lc_store.image_fluxes(conn, img_id, np.asarray(ref_ids, np.int64))
         out = correct_image(conn, ctx, img_id, ref_ids, baselines, flux=flux, all_flux=f,
                             all_err=e, all_ids=ids, method=method)
@@ -191,20 +192,24 @@ def normalise_pending(conn, ctx: ImageContext, ref_ids, baselines, method,
 
 
 def renormalise_without_variables(conn, ctx: ImageContext, limit: int | None = None) -> set[int]:
-    """Normalise again (up to ``limit``, None: ``PENDING_BATCH``) the field's normalised images
-    whose references include a source that has since become an ESE candidate, without it.
-    Returns their ids."""
+    """Normalise again (up to ``limit``, None: ``PENDING_BATCH``) the normalised images of the
+    field window whose references include a source that has since become an ESE candidate,
+    without it. Returns their ids."""
     limit = PENDING_BATCH if limit is None else limit
-    field = ctx.field_images(conn)
-    refs = {}
-    for img_id, refs_json, status in zip(field.ids, list(field.norm_ref_ids),
-                                         list(field.norm_status)):
-        if status == "ok" and refs_json and int(img_id) != ctx.image_id:
-            refs[int(img_id)] = [int(x) for x in json.loads(refs_json)]
-    if not refs:
+    field = ctx.recent_field(conn)
+    ok = np.array([st == "ok" and bool(r) for st, r in zip(field.norm_status, field.norm_ref_ids)],
+                  bool) & (field.ids != (ctx.image_id if ctx.image_id is not None else -1))
+    if not ok.any():
         return set()
-    variable = lc_store.variable_source_ids(conn, sorted(set().union(*refs.values())))
-    tainted = [i for i, r in refs.items() if variable.intersection(r)][:limit]
+    # images of a field share a few reference lists: each distinct list is parsed once
+    lists, which = np.unique(field.norm_ref_ids[ok].astype(str), return_inverse=True)
+    parsed = [[int(x) for x in json.loads(t)] for t in lists]
+    variable = lc_store.variable_source_ids(conn, sorted(set().union(*parsed)))
+    if not variable:
+        return set()
+    hit = np.array([bool(variable.intersection(r)) for r in parsed], bool)[which]
+    refs = {int(i): parsed[k] for i, k in zip(field.ids[ok][hit], which[hit])}
+    tainted = list(refs)[:limit]
     done = set()
     for img_id in tainted:
         keep = np.array([r for r in refs[img_id] if r not in variable], np.int64)

@@ -32,10 +32,12 @@ def compact_rows(cat, image) -> np.ndarray:
 
 
 def field_history(conn, ctx: ImageContext) -> list[dict]:
-    """QC metrics of the field's recent images before this one (a read)."""
+    """QC metrics of the field's recent images before this one (a read): the latest 20 of
+    the field window (docs/science.md §12)."""
     return lc_store.qc_history(conn, ctx.ra_deg, ctx.dec_deg,
                                max(ctx.radius_deg, MIN_HISTORY_RADIUS_DEG),
-                               before_mjd=ctx.mjd, exclude_path=ctx.path)
+                               before_mjd=ctx.mjd, exclude_path=ctx.path,
+                               since_mjd=ctx.window_start())
 
 
 def prepare(conn, ctx: ImageContext) -> None:

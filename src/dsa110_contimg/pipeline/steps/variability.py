@@ -66,7 +66,7 @@ def write(conn, ctx: ImageContext) -> dict:
         stats.update(idx, flux[idx], err[idx], mjd)
     sel = np.flatnonzero(recompute)
     if sel.size:
-        field = ctx.field_images(conn)
+        field = ctx.field_images(conn, full=True)
         use = field.norm_status == "ok" if cfg.normalize else np.ones(field.ids.size, bool)
         f2, e2, m2, _ = lc_store.load_lightcurves(conn, ctx.source_ids[sel], field.ids[use],
                                                   normalized=cfg.normalize, epochs=field.mjd[use])
