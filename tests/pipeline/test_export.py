@@ -44,3 +44,23 @@ def test_readable_lines_are_astropys_table_text():
 def test_readable_lines_of_masked_or_unformatted_columns_are_astropys():
     t = Table({"a": MaskedColumn([1.5, 2.0], mask=[True, False]), "b": [0.1, 0.2]})
     assert export.readable_lines(t, ["a", "b"]) == list(t.pformat(max_lines=-1, max_width=-1))
+
+
+def _astropy_csv(table) -> bytes:
+    import io
+
+    buf = io.StringIO()
+    export.add_units(table.copy(copy_data=False)).write(buf, format="ascii.csv")
+    return buf.getvalue().encode("utf-8")
+
+
+def test_csv_download_is_astropys_csv():
+    """The CSV bytes (the site's downloads) are those astropy's writer makes: floats in
+    full precision, text stripped of spaces and tabs and quoted where CSV needs it."""
+    table = _table(300)
+    table["note"] = np.array(["", " padded ", "a,b", 'say "x"', "two\nlines", "é"] * 50)
+    table.meta.clear()
+    assert export.table_bytes(table, "ascii.csv") == _astropy_csv(table)
+    table["snr"].format = ".1f"                  # a format: astropy's own writer
+    assert export.table_bytes(table, "ascii.csv") == _astropy_csv(table)
+    assert b"10.0" in export.table_bytes(Table({"snr": [10.0]}), "ascii.csv")

@@ -112,11 +112,43 @@ def write_table(table, out, fmt: str) -> None:
         if fmt == "votable":   # astropy drops table.meta: PARAMs and a description
             write_votable(table, out)
         elif fmt.startswith("ascii.") and not isinstance(out, (str, Path)):
-            text = io.StringIO()
-            table.write(text, format=fmt)
-            out.write(text.getvalue().encode("utf-8"))
+            fast = _csv_text(table) if fmt == "ascii.csv" else None
+            if fast is None:
+                text = io.StringIO()
+                table.write(text, format=fmt)
+                fast = text.getvalue()
+            out.write(fast.encode("utf-8"))
         else:
             table.write(out, format=fmt, **({"overwrite": True} if isinstance(out, (str, Path)) else {}))
+
+
+def _csv_text(table) -> str | None:
+    """The text astropy's ``ascii.csv`` writer makes of ``table``, each column converted in
+    one pass and the rows written by the ``csv`` module (astropy formats, strips and splits
+    value by value): values as ``str`` (floats as ``repr``), stripped of spaces and tabs,
+    quoted where CSV needs it. None (use astropy) unless every column is a 1-D unmasked
+    float64, integer, boolean or text column without a format."""
+    import csv
+
+    from astropy.table import MaskedColumn
+
+    cols = []
+    for name in table.colnames:
+        col = table[name]
+        kind = col.dtype.kind
+        if isinstance(col, MaskedColumn) or col.ndim != 1 or col.format \
+                or not (kind in "iubU" or col.dtype == np.float64):
+            return None
+        values = np.asarray(col).tolist()
+        if kind == "U":
+            cols.append([v.strip(" \t") for v in values])
+        else:
+            cols.append([str(v) for v in values])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([n.strip(" \t") for n in table.colnames])
+    writer.writerows(zip(*cols))
+    return buf.getvalue()
 
 
 def table_bytes(table, fmt: str) -> bytes:
