@@ -20,6 +20,7 @@ Serialised with :meth:`NoiseFootprint.to_bytes` (a compressed ``npz``, a few kB 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -150,12 +151,13 @@ class NoiseFootprint:
         new-source test reads the same earlier footprints again, ~5 ms each to decode.
         The returned footprint is shared: do not modify it."""
         blob = bytes(blob)
-        fp = _PARSED.get(blob)
-        if fp is None:
-            fp = NoiseFootprint.from_bytes(blob)
-            remember(blob, fp)
-        else:
-            _PARSED.move_to_end(blob)
+        with _PARSED_LOCK:
+            fp = _PARSED.get(blob)
+            if fp is not None:
+                _PARSED.move_to_end(blob)
+                return fp
+        fp = NoiseFootprint.from_bytes(blob)
+        remember(blob, fp)
         return fp
 
     @staticmethod
@@ -187,6 +189,7 @@ class NoiseFootprint:
 #: footprints kept decoded by :meth:`NoiseFootprint.parsed` (a few tens of kB each)
 PARSED_CACHE = 256
 _PARSED: "OrderedDict[bytes, NoiseFootprint]" = OrderedDict()
+_PARSED_LOCK = threading.Lock()
 
 
 def remember(blob: bytes, footprint: NoiseFootprint) -> None:
@@ -194,10 +197,12 @@ def remember(blob: bytes, footprint: NoiseFootprint) -> None:
     for :meth:`NoiseFootprint.parsed`, the least recently used beyond
     :data:`PARSED_CACHE` dropped: the process that measured an image finds its footprint
     decoded when the field's next image asks for it."""
-    _PARSED[bytes(blob)] = footprint
-    _PARSED.move_to_end(bytes(blob))
-    while len(_PARSED) > PARSED_CACHE:
-        _PARSED.popitem(last=False)
+    blob = bytes(blob)
+    with _PARSED_LOCK:
+        _PARSED[blob] = footprint
+        _PARSED.move_to_end(blob)
+        while len(_PARSED) > PARSED_CACHE:
+            _PARSED.popitem(last=False)
 
 
 def _blank_cells(data, cell: int, strip_rows: int = 1024) -> np.ndarray:
