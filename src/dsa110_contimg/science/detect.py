@@ -356,7 +356,9 @@ def _row_neighbours(islands: Islands) -> tuple[np.ndarray, np.ndarray]:
     if z.size == 0:
         return z.copy(), z.copy()
     starts = islands._run_bounds()[0]
-    left, right = np.r_[-np.inf, z[:-1]], np.r_[z[1:], -np.inf]
+    left, right = np.empty_like(z), np.empty_like(z)      # in z's dtype (float32)
+    left[0], left[1:] = -np.inf, z[:-1]
+    right[-1], right[:-1] = -np.inf, z[1:]
     left[starts] = -np.inf                      # a run's first pixel has no left neighbour,
                                                 # the pixel before it no right one
     right[starts[starts > 0] - 1] = -np.inf
