@@ -70,19 +70,24 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
         cond.append(sa.or_(images.c.mjd < float(before_mjd), images.c.mjd.is_(None)))
     rows = conn.execute(sa.select(*cols, images.c.duplicate_of).where(*cond)
                         .order_by(images.c.id)).all()
-    out = {c.name: np.array([r[i] for r in rows], dtype=object) for i, c in enumerate(cols)}
+    # one transpose of the rows, then a column at a time (None -> NaN in the float columns)
+    columns = list(zip(*rows)) if rows else [()] * (len(cols) + 1)
+    out = {}
+    for c, values in zip(cols, columns):
+        out[c.name] = np.empty(len(rows), dtype=object)
+        out[c.name][:] = values
     if rows:
-        ra = np.array([np.nan if v is None else v for v in out["ra_center_deg"]], float)
-        dec = np.array([np.nan if v is None else v for v in out["dec_center_deg"]], float)
+        ra = np.array(columns[2], dtype=float)
+        dec = np.array(columns[3], dtype=float)
         keep = angular_separation_deg(ra, dec, ra_deg, dec_deg) <= radius_deg
-        keep &= np.array([r.duplicate_of is None for r in rows], bool)
+        keep &= np.array([d is None for d in columns[-1]], bool)
         if exclude_qc_failed:
             keep &= out["qc_status"] != "failed"
         if not include_excluded:
             keep &= ~out["excluded"].astype(bool)
         out = {k: v[keep] for k, v in out.items()}
     out["id"] = out["id"].astype(np.int64)
-    out["mjd"] = np.array([np.nan if v is None else v for v in out["mjd"]], float)
+    out["mjd"] = np.array(out["mjd"].tolist(), dtype=float)
     out["excluded"] = out["excluded"].astype(bool)
     return out
 
@@ -345,24 +350,32 @@ def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: floa
         cond.append(images.c.mjd < float(before_mjd))
     if since_mjd is not None:
         cond.append(images.c.mjd >= float(since_mjd))
-    # the status terms are applied to the rows read, not in the query (see images_near)
-    q = (sa.select(images.c.ra_center_deg, images.c.dec_center_deg, images.c.qc_status,
-                   images.c.duplicate_of, images.c.excluded, images.c.path, images.c.qc_metrics)
-         .where(*cond).order_by(images.c.mjd.desc().nulls_last(), images.c.id.desc()))
+    # the status terms are applied to the rows read, not in the query (see images_near); the
+    # sort carries narrow columns, the metrics are read for the chosen images only
+    q = (sa.select(images.c.id, images.c.ra_center_deg, images.c.dec_center_deg,
+                   images.c.qc_status, images.c.duplicate_of, images.c.excluded)
+         .where(*cond, images.c.path != exclude_path)
+         .order_by(images.c.mjd.desc().nulls_last(), images.c.id.desc()))
     fetch = 4 * limit
     while True:
         rows = conn.execute(q.limit(fetch)).all()
         keep = [r for r in rows if r.qc_status in ("passed", "warning") and r.duplicate_of is None
-                and not r.excluded and r.path != exclude_path and r.qc_metrics
-                and r.ra_center_deg is not None and r.dec_center_deg is not None]
+                and not r.excluded and r.ra_center_deg is not None
+                and r.dec_center_deg is not None]
         if keep:
             sep = angular_separation_deg(np.array([r.ra_center_deg for r in keep], float),
                                          np.array([r.dec_center_deg for r in keep], float),
                                          ra_deg, dec_deg)
             keep = [r for r, d in zip(keep, sep) if d <= radius_deg]
         if len(keep) >= limit or len(rows) < fetch:
-            return [json.loads(r.qc_metrics) for r in keep[:limit]]
+            break
         fetch *= 4
+    ids = [int(r.id) for r in keep[:limit]]
+    if not ids:
+        return []
+    metrics = dict(conn.execute(sa.select(images.c.id, images.c.qc_metrics)
+                                .where(images.c.id.in_(ids))).all())
+    return [json.loads(metrics[i]) for i in ids if metrics.get(i)]
 
 
 def source_table(conn: Connection, source_ids: Sequence[int]) -> dict[int, dict]:
