@@ -277,6 +277,10 @@ def _cutout_gather(arr, yc, xc, h, idx, nx):
     return _gather(arr, idx, nx, idx.shape)
 
 
+#: sources per block of :func:`_kernel_cutouts`: its per-block temporaries stay in cache
+_KERNEL_BLOCK = 128
+
+
 def _kernel_cutouts(a, b, c, g, dx, dy):
     """The unit-peak kernel exp(-(a fx^2 + b fx fy + c fy^2)) on ``(m, S*S)`` cutouts,
     fx = g - dx, fy = g - dy (``g`` the S integer offsets, ``dx``/``dy`` each source's
@@ -285,22 +289,30 @@ def _kernel_cutouts(a, b, c, g, dx, dy):
     The cross term b fx fy = b (gx gy - gx dy - gy dx + dx dy) splits into parts in x only,
     in y only, and b gx gy, which takes few distinct values (the products of two offsets):
     so only ``(m, S)`` and ``(m, distinct products)`` exponentials are taken, never one per
-    cutout pixel.
+    cutout pixel. The ``(m, S, S)`` result is filled :data:`_KERNEL_BLOCK` sources at a
+    time (no full-size temporaries).
     """
     m, S = dx.size, g.size
     gg = g[None, :].astype(float)
     dxc, dyc = dx[:, None], dy[:, None]
     ex = np.exp(-a * (gg - dxc) ** 2 + b * gg * dyc - b * dxc * dyc)
     ey = np.exp(-c * (gg - dyc) ** 2 + b * gg * dxc)
-    K = ey[:, :, None] * ex[:, None, :]
+    K = np.empty((m, S, S))
+    bb = np.reshape(b, (-1, 1))
+    products = where = None
     if np.any(b != 0.0):
         if g.dtype.kind in "iu" and np.array_equal(g, np.arange(g[0], g[0] + S)):
             products, where = _offset_products(int(g[0]), S)
         else:
             products, where = np.unique(g[:, None] * g[None, :], return_inverse=True)
             where = where.reshape(S, S)
-        cross = np.exp(-np.reshape(b, (-1, 1)) * products[None, :])   # (m or 1, distinct)
-        K *= cross[:, where]
+    for i in range(0, m, _KERNEL_BLOCK):
+        sl = slice(i, i + _KERNEL_BLOCK)
+        Ki = K[sl]
+        np.multiply(ey[sl, :, None], ex[sl, None, :], out=Ki)
+        if products is not None:
+            cross = np.exp(-(bb[sl] if bb.shape[0] > 1 else bb) * products[None, :])
+            Ki *= cross[:, where]                   # (block or 1, distinct) -> (.., S, S)
     return K.reshape(m, S * S)
 
 
