@@ -687,27 +687,39 @@ def _gauss_newton_step(cut: _FitCutouts, part, amp, dx, dy, near):
         solved[q] = ok
     p = np.flatnonzero(partial)
     if p.size:
-        Kp = _kernel_cutouts(a, b, c, np.arange(-h, h + 1), dx[p], dy[p]) * cut.good[part[p]]
-        m00, mx, my, mxx, myy, mxy = _centred((Kp * Kp) @ P, dx[p], dy[p]).T
-        ap = amp[p]
-        N = np.empty((p.size, 3, 3))
-        N[:, 0, 0] = m00
-        N[:, 0, 1] = N[:, 1, 0] = (2 * a * mx + b * my) * ap
-        N[:, 0, 2] = N[:, 2, 0] = (b * mx + 2 * c * my) * ap
-        N[:, 1, 1] = (4 * a * a * mxx + 4 * a * b * mxy + b * b * myy) * ap * ap
-        N[:, 1, 2] = N[:, 2, 1] = (2 * a * b * mxx + (4 * a * c + b * b) * mxy
-                                   + 2 * b * c * myy) * ap * ap
-        N[:, 2, 2] = (b * b * mxx + 4 * b * c * mxy + 4 * c * c * myy) * ap * ap
-        r = np.stack([r0[p], ux[p] * ap, uy[p] * ap], axis=1)
-        with np.errstate(all="ignore"):
-            det = _det3(N)
-            ok = np.isfinite(det) & (np.abs(det) > 1e-300)
-            sp = np.zeros((p.size, 3))
-            sp[ok] = _solve3(N[ok], r[ok], det[ok])
-        step[p], solved[p] = sp, ok
+        step[p], solved[p] = _partial_steps(cut, part[p], amp[p], dx[p], dy[p], r0[p], ux[p],
+                                            uy[p])
     solved &= np.all(np.isfinite(step), axis=1)
     step[~solved] = 0.0
     return step, solved, rss
+
+
+def _partial_steps(cut: _FitCutouts, rows, amp, dx, dy, r0, ux, uy):
+    """``(step, solved)`` of the Gauss-Newton step for cutouts ``rows`` of ``cut`` that hold
+    non-finite pixels: the normal matrix from the moments of K^2 over their own finite
+    pixels, the 3 x 3 systems solved in closed form (right-hand side ``r0``, ``ux amp``,
+    ``uy amp`` as in :func:`_gauss_newton_step`)."""
+    from dsa110_contimg.science.forced import _kernel_cutouts
+
+    a, b, c = cut.pixel_beam.a, cut.pixel_beam.b, cut.pixel_beam.c
+    h = cut.h
+    Kp = _kernel_cutouts(a, b, c, np.arange(-h, h + 1), dx, dy) * cut.good[rows]
+    m00, mx, my, mxx, myy, mxy = _centred((Kp * Kp) @ _monomials(h), dx, dy).T
+    N = np.empty((rows.size, 3, 3))
+    N[:, 0, 0] = m00
+    N[:, 0, 1] = N[:, 1, 0] = (2 * a * mx + b * my) * amp
+    N[:, 0, 2] = N[:, 2, 0] = (b * mx + 2 * c * my) * amp
+    N[:, 1, 1] = (4 * a * a * mxx + 4 * a * b * mxy + b * b * myy) * amp * amp
+    N[:, 1, 2] = N[:, 2, 1] = (2 * a * b * mxx + (4 * a * c + b * b) * mxy
+                               + 2 * b * c * myy) * amp * amp
+    N[:, 2, 2] = (b * b * mxx + 4 * b * c * mxy + 4 * c * c * myy) * amp * amp
+    r = np.stack([r0, ux * amp, uy * amp], axis=1)
+    step = np.zeros((rows.size, 3))
+    with np.errstate(all="ignore"):
+        det = _det3(N)
+        ok = np.isfinite(det) & (np.abs(det) > 1e-300)
+        step[ok] = _solve3(N[ok], r[ok], det[ok])
+    return step, ok
 
 
 def _kernel_factors(pixel_beam, h: int, dx, dy):
