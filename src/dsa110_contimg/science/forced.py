@@ -61,8 +61,9 @@ from dsa110_contimg.science import methods as optional_methods
 from dsa110_contimg.science.results import FAILURE_FLAGS, Flag, MeasurementTable
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-#: sources per vectorised chunk (bounds memory: ~N*S*S*8 bytes per array)
-CHUNK = 16384
+#: sources per vectorised chunk: a chunk's ``(CHUNK, S*S)`` float64 arrays (~0.7 MB each at
+#: S = 19) stay in the CPU's cache; the results do not depend on it
+CHUNK = 512
 
 
 # --------------------------------------------------------------------------------------
