@@ -183,3 +183,29 @@ def test_migration_0002_carries_a_requested_cancel_over(tmp_path):
                                     "from batch_jobs order by id")).all()
     db.dispose()
     assert [tuple(r) for r in rows] == [("running", 1, 0, 1), ("running", 0, 0, 1), ("failed", 0, 0, 1)]
+
+
+def test_a_kept_read_connection_sees_every_write_committed_since(tmp_path):
+    """A read-only engine that keeps its connections (the web site's) reuses one connection
+    and its page cache across reads, and each read still sees the rows committed by another
+    connection since the last one; without ``keep_connections`` every read opens the file."""
+    path = tmp_path / "p.sqlite3"
+    writer = open_products_db(path)
+    reader = open_products_db(path, read_only=True, keep_connections=2)
+    plain = open_products_db(path, read_only=True)
+    row = {"survey": "nvss", "ra_deg": 10.0, "dec_deg": 30.0, "reference_ok": True}
+    seen = []
+    for k in range(3):
+        with writer.engine.begin() as conn:
+            conn.execute(sources.insert(), [dict(row, catalog_id=f"S{k}")])
+        with reader.engine.connect() as conn:
+            seen.append((conn.connection.driver_connection,
+                         conn.execute(sa.select(sa.func.count()).select_from(sources)).scalar()))
+    assert [n for _, n in seen] == [1, 2, 3]
+    assert len({id(c) for c, _ in seen}) == 1                     # one connection, kept
+    with plain.engine.connect() as a:
+        first = a.connection.driver_connection
+    with plain.engine.connect() as b:
+        assert b.connection.driver_connection is not first
+    for db in (reader, plain, writer):
+        db.dispose()

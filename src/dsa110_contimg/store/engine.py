@@ -149,7 +149,8 @@ def set_wal(cur, busy_timeout_ms: int) -> None:
 
 def make_engine(path_or_url: str | Path, *, read_only: bool = False,
                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, cache_mib: int = DEFAULT_CACHE_MIB,
-                pragmas: tuple[str, ...] = (), reads_by_default: bool = False) -> Engine:
+                pragmas: tuple[str, ...] = (), reads_by_default: bool = False,
+                keep_connections: int = 0) -> Engine:
     """Create an engine with the service's connection settings.
 
     Parameters
@@ -162,15 +163,22 @@ def make_engine(path_or_url: str | Path, *, read_only: bool = False,
         How long a writer waits for the lock before "database is locked".
     cache_mib, pragmas, reads_by_default
         SQLite only: see :func:`_install_sqlite_hooks`.
+    keep_connections : int
+        SQLite read-only engines: how many idle connections are kept for the next reads
+        (each with its page cache, up to ``cache_mib``, valid until the file changes), so
+        that a long-running reader (the web site) neither reopens the file nor rereads
+        the pages of every request; 0 (the default): every connection is closed after use.
     """
     url = database_url(path_or_url, read_only=read_only)
     if url.startswith("sqlite"):
         if not read_only and "://" not in str(path_or_url):
             Path(str(path_or_url)).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        pool = {"poolclass": sa.pool.NullPool} if read_only and keep_connections <= 0 else {}
+        if read_only and keep_connections > 0:
+            pool = {"pool_size": int(keep_connections), "max_overflow": -1}
         engine = sa.create_engine(
             url, connect_args={"timeout": busy_timeout_ms / 1000.0, "check_same_thread": False},
-            poolclass=sa.pool.NullPool if read_only else None,
-        )
+            **pool)
         _install_sqlite_hooks(engine, read_only=read_only, busy_timeout_ms=busy_timeout_ms,
                               cache_mib=cache_mib, pragmas=pragmas, reads_by_default=reads_by_default)
         return engine
@@ -189,12 +197,13 @@ class Database:
         self.engine.dispose()
 
 
-def _open(path_or_url, which: str, *, migrate: bool, read_only: bool) -> Database:
+def _open(path_or_url, which: str, *, migrate: bool, read_only: bool,
+          keep_connections: int = 0) -> Database:
     url = database_url(path_or_url, read_only=read_only)
     if read_only and url.startswith("sqlite") and not Path(str(path_or_url)).exists():
         raise StoreError(f"{which} database does not exist", path_or_url)
     try:
-        engine = make_engine(path_or_url, read_only=read_only)
+        engine = make_engine(path_or_url, read_only=read_only, keep_connections=keep_connections)
         if migrate and not read_only:
             upgrade(engine, which)
     except StoreError:
@@ -208,9 +217,11 @@ def _open(path_or_url, which: str, *, migrate: bool, read_only: bool) -> Databas
 
 
 def open_products_db(path_or_url: str | Path, *, migrate: bool = True,
-                     read_only: bool = False) -> Database:
-    """Open (and by default migrate) the products database."""
-    return _open(path_or_url, "products", migrate=migrate, read_only=read_only)
+                     read_only: bool = False, keep_connections: int = 0) -> Database:
+    """Open (and by default migrate) the products database (``keep_connections``: see
+    :func:`make_engine`)."""
+    return _open(path_or_url, "products", migrate=migrate, read_only=read_only,
+                 keep_connections=keep_connections)
 
 
 def open_registry_db(path_or_url: str | Path, *, migrate: bool = True,

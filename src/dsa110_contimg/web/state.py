@@ -16,6 +16,9 @@ from dsa110_contimg.web.auth import Access
 from dsa110_contimg.web.stamp_cache import StampCache
 
 HERE = Path(__file__).resolve().parent
+#: Idle read connections the site keeps open (SQLite): a request reuses one and the pages
+#: its page cache holds (up to 64 MiB each) instead of opening the file and reading them again.
+READ_CONNECTIONS_KEPT = 4
 #: Review actions offered on the pages.
 REVIEW_ACTIONS = ("investigating", "dismissed", "reactivated")
 
@@ -25,7 +28,8 @@ class Site:
 
     def __init__(self, products_db: str, *, access: Access, stamps: StampCache, stale_after_s: float = 60.0):
         self.products_db = str(products_db)
-        self.db = open_products_db(self.products_db, read_only=True)
+        self.db = open_products_db(self.products_db, read_only=True,
+                                   keep_connections=READ_CONNECTIONS_KEPT)
         self._write_db = None
         self.access = access
         self.stamps = stamps
