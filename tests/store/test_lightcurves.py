@@ -146,6 +146,7 @@ def test_source_lightcurve_is_every_epoch_of_the_source_in_time_order(databases,
         src = lc_store.find_source(conn, "17")
         lc = lc_store.source_lightcurve(conn, src)
         empty = lc_store.source_lightcurve(conn, dict(src, id=99))
+        with_radius = lc_store.source_lightcurve(conn, src, image_columns=("radius_deg", "mjd"))
     db.dispose()
     assert lc["image_id"].tolist() == [2, 4, 1, 5, 3]
     assert lc["mjd"][:4].tolist() == [60001.0, 60002.0, 60003.0, 60003.0]
@@ -164,6 +165,8 @@ def test_source_lightcurve_is_every_epoch_of_the_source_in_time_order(databases,
                         "local_rms_jyb", "snr", "flags", "success", "image_id", "image_path",
                         "qc_status", "norm_status", "used_as_reference", "excluded_reason"]
     assert all(v.size == 0 for v in empty.values()) and list(empty) == list(lc)
+    assert with_radius["radius_deg"].tolist() == [1.5] * 5          # each epoch's image's
+    assert list(with_radius)[:-1] == list(lc)
 
 
 def test_qc_history_is_the_latest_good_images_and_the_window_splits_the_field(databases, backend):

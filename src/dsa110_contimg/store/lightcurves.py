@@ -510,10 +510,12 @@ def _used_as_reference(source_id: int):
     return sa.case((listed.like(f"%,{int(source_id)},%"), 1), else_=0)
 
 
-def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
+def source_lightcurve(conn: Connection, source: dict, *,
+                      image_columns: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Every measurement of one source, MJD-ordered, with its image's QC and normalisation;
     ``excluded_reason`` is the operator's reason on epochs taken out of the light curve (None
-    on the others).
+    on the others). ``image_columns``: numeric columns of each epoch's image to add (e.g.
+    ``beam_major_arcsec``; NaN where NULL), read by the same query.
 
     One query: the images whose centre lies within reach of the source (the position index;
     the exact separation and duplicates are applied to its rows) joined to the source's
@@ -526,7 +528,7 @@ def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
     cols = [i.mjd, m.peak_jyb, m.peak_err_jyb, m.norm_flux_jyb, m.norm_err_jyb, m.local_rms_jyb,
             snr_column(), m.flags, m.success, m.image_id, i.path, i.qc_status, i.norm_status,
             _used_as_reference(sid), i.excluded_reason, i.excluded, i.ra_center_deg,
-            i.dec_center_deg, i.duplicate_of]
+            i.dec_center_deg, i.duplicate_of] + [images.c[name] for name in image_columns]
     q = (sa.select(*cols)
          .select_from(images.join(measurements, sa.and_(m.image_id == i.id, m.source_id == sid)))
          .where(*cone_box(i.ra_center_deg, i.dec_center_deg, ra, dec, radius)))
@@ -547,6 +549,8 @@ def source_lightcurve(conn: Connection, source: dict) -> dict[str, np.ndarray]:
     out["image_path"], out["qc_status"], out["norm_status"] = text[0], text[1], text[2]
     out["used_as_reference"] = text[3].astype(bool)
     out["excluded_reason"] = np.where(text[5].astype(bool), text[4], None).astype(object)
+    for k, name in enumerate(image_columns):
+        out[name] = np.array(got[19 + k], float).reshape(-1)[order]
     return out
 
 

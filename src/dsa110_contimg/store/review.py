@@ -127,17 +127,6 @@ def source_summary(conn: Connection, source_id: int) -> dict | None:
                   "candidate": candidate_of_source(conn, source_id)})
 
 
-def typical_beam_arcsec(conn: Connection, image_ids) -> float | None:
-    """Median restoring-beam major axis (FWHM, arcsec) of the given images (None when none
-    has a beam); the ids are those of one light curve, so the read is bounded by it."""
-    from dsa110_contimg.store.bulk import fetch_in
-
-    ids = sorted({int(i) for i in image_ids})
-    values = [r[0] for r in fetch_in(conn, "SELECT beam_major_arcsec FROM images WHERE id IN ({in})", ids)
-              if r[0] is not None]
-    return float(np.median(values)) if values else None
-
-
 def field_eta_v(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
                 limit: int = 3000) -> dict[str, np.ndarray]:
     """η and V of at most ``limit`` sources within a box of half-size ``radius_deg`` (deg)

@@ -37,10 +37,11 @@ TABLE_COLUMNS = ("mjd", "peak_jyb", "peak_err_jyb", "norm_flux_jyb", "norm_err_j
                  "qc_status", "norm_status", "image_id", "used_as_reference")
 
 
-def source_of(request: Request) -> tuple[dict, dict]:
+def source_of(request: Request, image_columns: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """(summary, light curve) of the source in the path; HTTP 404 when there is none.
     ``summary`` as :func:`dsa110_contimg.store.review.source_summary`, the light curve as
-    :func:`dsa110_contimg.store.lightcurves.source_lightcurve` (Jy/beam, MJD)."""
+    :func:`dsa110_contimg.store.lightcurves.source_lightcurve` (Jy/beam, MJD; with its
+    ``image_columns``)."""
     from dsa110_contimg.store.lightcurves import source_lightcurve
 
     source_id = request.path_params["source_id"]
@@ -48,7 +49,7 @@ def source_of(request: Request) -> tuple[dict, dict]:
         summary = review.source_summary(conn, source_id)
         if summary is None:
             raise HTTPException(404, f"no source with id {source_id}")
-        return summary, source_lightcurve(conn, summary["source"])
+        return summary, source_lightcurve(conn, summary["source"], image_columns=image_columns)
 
 
 def field_eta_v(conn, summary: dict) -> tuple[dict, tuple[float, float] | None]:
@@ -78,10 +79,13 @@ def measurement_rows(lc: dict, paging: Paging) -> list[dict]:
 
 def neighbours(conn, src: dict, lc: dict) -> tuple[list[dict], float | None, float]:
     """(sources within :data:`NEIGHBOUR_BEAMS` beams, the beam FWHM in arcsec or None, the
-    search radius in arcsec): what could blend with the source in the images."""
+    search radius in arcsec): what could blend with the source in the images. The beam is
+    the median restoring-beam major axis of the light curve's images (``lc`` read with
+    ``image_columns=("beam_major_arcsec",)``)."""
     from dsa110_contimg.store.sources import sources_near
 
-    beam = review.typical_beam_arcsec(conn, lc["image_id"].tolist())
+    beams = lc["beam_major_arcsec"][np.isfinite(lc["beam_major_arcsec"])]
+    beam = float(np.median(beams)) if beams.size else None
     radius_arcsec = NEIGHBOUR_BEAMS * (beam or DEFAULT_BEAM_ARCSEC)
     rows = sources_near(conn, src["ra_deg"], src["dec_deg"], radius_arcsec / 3600.0, exclude_id=src["id"],
                         limit=NEIGHBOURS_LIMIT)
@@ -93,7 +97,7 @@ def source_page(request: Request):
     from dsa110_contimg.store.ese_stages import stage_history
     from dsa110_contimg.store.lightcurves import load_baselines
 
-    summary, lc = source_of(request)
+    summary, lc = source_of(request, image_columns=("beam_major_arcsec",))
     src, cand = summary["source"], summary["candidate"]
     paging = Paging.of(request, MEASUREMENTS_PER_PAGE).counted(int(lc["mjd"].size))
     with site(request).read() as conn:
