@@ -81,10 +81,15 @@ class NoiseFootprint:
         return w
 
     def rms_map(self):
-        """The rms as a lazy full-resolution :class:`~dsa110_contimg.science.noise.GridMap`."""
-        from dsa110_contimg.science.noise import GridMap
+        """The rms as a lazy full-resolution :class:`~dsa110_contimg.science.noise.GridMap`
+        (built once per footprint: a kept footprint answers every later image's test)."""
+        m = self.__dict__.get("_rms_map_cache")
+        if m is None:
+            from dsa110_contimg.science.noise import GridMap
 
-        return GridMap.from_boxes(self.grid, self.shape[0], self.shape[1], *self.box)
+            m = GridMap.from_boxes(self.grid, self.shape[0], self.shape[1], *self.box)
+            self._rms_map_cache = m
+        return m
 
     def depth_at(self, ra_deg, dec_deg, *, edge_beams: float = 1.8,
                  blank_beams: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
