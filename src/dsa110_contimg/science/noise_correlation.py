@@ -70,14 +70,16 @@ def _filtered(data, background, rms, kernel: np.ndarray, yy: np.ndarray, xx: np.
     zc = np.empty(centre.size)
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(data), (S, S))
     chunk = max(64, _CHUNK_PIXELS // (S * S))
+    if maps_smooth:   # background and rms constant over a footprint: taken once per point
+        b_all, s_all = _map_values(background, centre), _map_values(rms, centre)
     with np.errstate(invalid="ignore", divide="ignore"):
         for c0 in range(0, centre.size, chunk):
             part = slice(c0, c0 + chunk)
             cen = centre[part]
             D = windows[yy[part] - hk, xx[part] - hk].reshape(cen.size, S * S)
             if maps_smooth:
-                # background and rms constant over a footprint: filter the data only
-                bc, sc = _map_values(background, cen), _map_values(rms, cen)
+                # filter the data only
+                bc, sc = b_all[part], s_all[part]
                 f[part] = (D @ kflat.astype(D.dtype) - bc * kflat.sum()) / sc / norm
                 zc[part] = (D[:, S * S // 2] - bc) / sc
             else:
