@@ -148,11 +148,16 @@ def _candidates(conn, ctx):
 
 
 def _earlier_depths(conn, ctx, ra, dec, rules):
-    """Per unmatched detection and earlier covering image: rms and status at the position."""
+    """Per unmatched detection and earlier covering image: rms and status at the position.
+
+    The earlier images are those of the field window (``ctx.window_start()``, MJD; the
+    whole history when the steps read it), so what is read does not grow with the years:
+    a position covered within the window is tested against the window's deepest images."""
     from dsa110_contimg.science.footprint import NoiseFootprint
 
     field = lc_store.images_near(conn, ctx.ra_deg, ctx.dec_deg,
-                                 lc_store.neighbourhood_radius(conn, ctx.radius_deg))
+                                 lc_store.neighbourhood_radius(conn, ctx.radius_deg),
+                                 since_mjd=ctx.window_start())
     rows = det_store.earlier_depths(conn, field["id"].tolist(), ctx.mjd, MAX_EARLIER_IMAGES)
     rms = np.full((ra.size, len(rows)), np.nan)
     status = np.full((ra.size, len(rows)), "outside", dtype=object)
