@@ -1,21 +1,32 @@
 """Growth: does anything an image, a page or a command reads grow with the table? A year of data
-(10^6, 10^7 and 5 x 10^7 measurement rows), on SQLite and on PostgreSQL.
+and two (10^6, 10^7, 5 x 10^7 and 10^8 measurement rows), on SQLite and on PostgreSQL.
 
 Usage::
 
-    .venv/bin/python bench/growth.py [--rows 1e6,1e7,5e7] [--backends sqlite,postgresql]
+    .venv/bin/python bench/growth.py [--rows 1e6,1e7,5e7,1e8] [--backends sqlite,postgresql]
                                      [--pg-max-rows 1e7] [--size 2048] [--fields 100]
                                      [--root /tmp/growth]
 
 The database: ``--fields`` fields of ``--sources`` (1,000) catalogue sources each (10^5 sources),
-every field observed the same number of epochs (rows / sources: 10, 100, 500 epochs, one a day),
-one done job per image, ESE candidates for 1% of the sources, variability statistics for all.
-Field 0 is real: its first epochs are measured by the pipeline (``PhotometryManager.run_image``
+every field observed the same number of epochs (rows / sources: 10, 100, 500, 1,000 epochs, one
+a day), one done job per image, ESE candidates for 1% of the sources, variability statistics for
+all. Field 0 is real: its first epochs are measured by the pipeline (``PhotometryManager.run_image``
 on simulated ``--size``² images of a catalogue ingested for it); every other epoch of every field
 is a copy of the last real image and its rows (shifted on the sky for the other fields), written
 inside the database through ``store/bulk.py`` (``INSERT ... SELECT``, one statement per image),
-so a size is built in minutes. The sizes are built in turn, each growing the last (earlier
-epochs added to every field), so the timed images stay the newest of field 0.
+so a size is built in minutes. A copied flux (raw and normalised, Jy/beam) is the template's
+plus its error times a deterministic pseudo-normal deviate hashed in SQL from (image id, source
+id) (:func:`scatter_sql`): steady sources have chi2_nu ~ 1, and 3 % scatter 1.7 times their
+errors (chi2_nu ~ 2.9), so the ESE step's chi2 prefilter passes a few per cent of the sources
+at every length, as on the sky. After each size is built the running statistics of every
+source are recomputed from its light curve, field by field, as the variability step holds them
+(``RunningStats.from_lightcurves``; checked for two sources against ``lightcurve_metrics`` to
+1e-9), and every candidate's stored best template is put inside its light curve (``t_min_mjd``
+between its first and last epoch), so the per-image ESE step refits known candidates on data.
+The sizes are built in turn, each growing the last (earlier epochs added to every field), so
+the timed images stay the newest of field 0; the build time is printed per size (copies,
+statistics, seconds per 10^6 rows added). A SQLite size the disk cannot hold (at the last
+size's bytes per row) is not built.
 
 At each size: end to end per image (``run_image`` of a new epoch of field 0, median of
 ``--timed``) and its steps (``step_seconds``: store, normalise, variability, ese); ``status``,
@@ -24,8 +35,12 @@ At each size: end to end per image (``run_image`` of a new epoch of field 0, med
 held off during each); the daemon's ``/metrics`` database
 gauges (``Metrics.database_snapshot``); bytes per measurement row (SQLite: ``dbstat``;
 PostgreSQL: ``pg_total_relation_size``). Printed: a table per backend with each figure and its
-ratio to the 10^6 figure. Databases live under ``--root`` and are deleted at the end (``--keep``
-leaves the SQLite ones there, one file per size, for inspection).
+ratio to the smallest size's figure, and the ratios of the sizes above 5 x 10^7 rows to it:
+the ESE step reads the light curves of a 540-day window (``SEARCH_WINDOW_DAYS``), and a field of
+5 x 10^7 rows (500 epochs, 502 d with the timed ones) is just short of it while one of 10^8
+(1,000 d) is past it, so that step (and everything bounded by the field's window) should be
+flat between the two. Databases live under ``--root`` and are deleted at the end (``--keep``
+leaves the SQLite ones there, one file per size, for inspection; 10^8 rows take ~13 GB).
 BLAS runs single-threaded, as in the service's workers (``bench/workerenv.py``); after each
 build the status counters' deltas are compacted, as the daemon's reaper pass does.
 """
@@ -53,10 +68,59 @@ PIX_ARCSEC = 6.0
 #: explicit ids of field k's sources and images: field 0's + k * stride
 SOURCE_STRIDE = 10_000
 SEED_EPOCHS = 4
+#: the second reference size of the printed ratios (5 x 10^7 rows: 500 epochs a field at
+#: 100 fields, just short of the ESE step's window; above it the window is full)
+SECOND_BASE = 50_000_000
 
 
 def _cols(table) -> list[str]:
     return [c.name for c in table.columns]
+
+
+#: modulus of the hashed uniforms (the prime 2**31 - 1: squares of residues fit in 63 bits)
+HASH_MOD = 2_147_483_647
+#: (image multiplier, source multiplier, offset) of each of the uniforms summed per deviate
+HASH_TERMS = ((48_271, 69_621, 12_345), (16_807, 39_373, 67_891),
+              (40_692, 52_774, 24_680), (62_089, 45_991, 13_579))
+#: fraction (per cent) of the sources whose scatter is EXCESS_SCALE times their errors:
+#: chi2_nu ~ EXCESS_SCALE**2 = 2.9, above the ESE step's chi2 prefilter (1.5) at any length,
+#: as sources with unmodelled variability or underestimated errors are on the sky
+EXCESS_PERCENT = 3
+EXCESS_SCALE = 1.7
+
+
+def scatter_sql(image_id: int, source_expr: str) -> str:
+    """SQL expression of a deterministic pseudo-normal deviate (mean 0, sd 1; |z| <= 3.46)
+    of one measurement: sqrt(3) x (sum of 4 hashed uniforms - 2), each uniform the square
+    mod :data:`HASH_MOD` of a linear form in (``image_id``, the source id ``source_expr``),
+    divided by the modulus; times :data:`EXCESS_SCALE` for :data:`EXCESS_PERCENT` % of the
+    sources. Integer arithmetic in 64 bits, the same on SQLite and PostgreSQL."""
+    m = HASH_MOD
+    src = f"CAST({source_expr} AS BIGINT)"
+    terms = []
+    for a, b, c in HASH_TERMS:
+        lin = _mod_sql(f"{(a * int(image_id) + c) % m} + {b} * {src}", m)
+        terms.append(f"CAST({_mod_sql(f'{lin} * {lin}', m)} AS DOUBLE PRECISION)")
+    u = " + ".join(terms)
+    scale = (f"(CASE WHEN {_mod_sql(f'{src} * 7919', 100)} < {EXCESS_PERCENT} "
+             f"THEN {EXCESS_SCALE!r} ELSE 1.0 END)")
+    return f"({scale} * 1.7320508075688772 * (({u}) / {float(m)!r} - 2.0))"
+
+
+def _mod_sql(expr: str, m: int) -> str:
+    """``expr`` modulo ``m`` for non-negative integers, without ``%`` (a placeholder
+    character for the PostgreSQL driver)."""
+    return f"(({expr}) - ({expr}) / {m} * {m})"
+
+
+def scatter_values(image_id, source_id) -> np.ndarray:
+    """:func:`scatter_sql` in numpy (same integers; for checks)."""
+    img = np.asarray(image_id, np.int64)
+    src = np.asarray(source_id, np.int64)
+    m = HASH_MOD
+    u = sum(((((a * img + c) % m + b * src) % m) ** 2 % m).astype(float) for a, b, c in HASH_TERMS)
+    scale = np.where((src * 7919) % 100 < EXCESS_PERCENT, EXCESS_SCALE, 1.0)
+    return scale * 1.7320508075688772 * (u / float(m) - 2.0)
 
 
 class GrowthDB:
@@ -163,20 +227,20 @@ class GrowthDB:
                              + f" FROM variability_stats WHERE source_id < {SOURCE_STRIDE}")
             # one image per field k: the template's copy, id = template + k * stride
             for k in range(1, self.n_fields):
-                self._copy_image(conn, self.template, k, self.template + k * SOURCE_STRIDE,
+                self._copy_image(conn, self.template, 0, k, self.template + k * SOURCE_STRIDE,
                                  mjd_expr="mjd", tag=f"f{k}")
             self._candidates(conn)
             self._fix_sequences(conn, images, sources)
 
-    def _copy_image(self, conn, src_image: int, k: int, new_id: int, *, mjd_expr: str,
-                    tag: str) -> None:
-        """Copy image ``src_image`` (of field 0) as image ``new_id`` of field ``k`` with its
-        measurements and a done job."""
+    def _copy_image(self, conn, src_image: int, src_field: int, k: int, new_id: int, *,
+                    mjd_expr: str, tag: str) -> None:
+        """Copy image ``src_image`` of field ``src_field`` as image ``new_id`` of field ``k``
+        with its measurements, each flux moved by its error times :func:`scatter_sql`."""
         from dsa110_contimg.store import bulk
         from dsa110_contimg.store.schema import images, measurements
 
-        dra, ddec = self._offset(k)
-        off = k * SOURCE_STRIDE
+        dra, ddec = (a - b for a, b in zip(self._offset(k), self._offset(src_field)))
+        off = (k - src_field) * SOURCE_STRIDE
         icols = _cols(images)
         iexpr = {"id": str(new_id), "path": f"path || '~{tag}'", "mjd": mjd_expr,
                  "ra_center_deg": self._ra("ra_center_deg", dra),
@@ -185,8 +249,11 @@ class GrowthDB:
                      + ", ".join(iexpr.get(c, c) for c in icols) + " FROM images WHERE id = ?",
                      (src_image,))
         mcols = [c for c in _cols(measurements) if c != "id"]   # an earlier tree's surrogate key
+        z = scatter_sql(new_id, f"source_id + {off}")
         mexpr = {"image_id": str(new_id), "source_id": f"source_id + {off}",
-                 "ra_deg": self._ra("ra_deg", dra), "dec_deg": f"dec_deg + {ddec!r}"}
+                 "ra_deg": self._ra("ra_deg", dra), "dec_deg": f"dec_deg + {ddec!r}",
+                 "peak_jyb": f"peak_jyb + peak_err_jyb * {z}",
+                 "norm_flux_jyb": f"norm_flux_jyb + norm_err_jyb * {z}"}
         bulk.execute(conn, f"INSERT INTO measurements ({', '.join(mcols)}) SELECT "
                      + ", ".join(mexpr.get(c, c) for c in mcols)
                      + " FROM measurements WHERE image_id = ?", (src_image,))
@@ -239,7 +306,10 @@ class GrowthDB:
                     c = self.n_copies + j + 1          # copy number c: MJD 60676.25 - c
                     for k in range(self.n_fields):
                         new_id, next_id = next_id, next_id + 1
-                        self._copy_image(conn, self.template, k, new_id,
+                        # each field's first image (field 0's: the template): their
+                        # normalised fluxes stay those of the seed (field 0's real images
+                        # may normalise the template again)
+                        self._copy_image(conn, self.template + k * SOURCE_STRIDE, k, k, new_id,
                                          mjd_expr=f"{60676.25 - c!r}", tag=f"c{c}f{k}")
                         jobs.append(("photometry", "done", "daemon", "{}", 1, 1, 0, 1, 3, 0.0,
                                      now - 86400 * c, now - 86400 * c + 20, now - 86400 * c + 20))
@@ -254,6 +324,8 @@ class GrowthDB:
         add = done
         self.n_copies += add
         self.epochs_per_field += add
+        self.copy_seconds = time.perf_counter() - t0
+        self.stats_seconds = self.recompute_stats()
         with self.db.engine.begin() as conn:
             self._fix_sequences(conn, images)
             if self.backend == "postgresql":
@@ -265,6 +337,110 @@ class GrowthDB:
         # triggers' deltas into the totals every few seconds (store/counters.py)
         counters.try_compact(self.db)
         return time.perf_counter() - t0
+
+    def field_images(self, conn) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Field -> (image ids, MJDs) of its normalised images (those its light curves hold):
+        copies carry their field in the path's tag (``~f<k>``, ``~c<copy>f<k>``), the real
+        images are field 0's."""
+        from dsa110_contimg.store import bulk
+
+        out: dict[int, list] = {}
+        for iid, mjd, path in bulk.execute(conn, "SELECT id, mjd, path FROM images "
+                                           "WHERE norm_status = 'ok'"):
+            tag = path.rsplit("~", 1)[1] if "~" in path else ""
+            k = int(tag.rsplit("f", 1)[1]) if tag else 0
+            out.setdefault(k, []).append((iid, mjd))
+        return {k: (np.array([r[0] for r in v], np.int64), np.array([r[1] for r in v], float))
+                for k, v in out.items()}
+
+    def recompute_stats(self) -> float:
+        """Running statistics of every source from its light curve, as the variability step
+        holds them after a recomputation: per field, one bulk read of its sources' normalised
+        light curves (``load_lightcurves``), ``RunningStats.from_lightcurves``, its metrics,
+        one bulk upsert (``save_running_stats``). Then the candidates' stored best templates
+        are put inside their light curves (:meth:`place_candidates`). Returns the seconds."""
+        from dsa110_contimg.science.variability import RunningStats
+        from dsa110_contimg.store import lightcurves as lc_store
+
+        t0 = time.perf_counter()
+        src0 = np.array(sorted(self.field0_sources), np.int64)
+        with self.db.engine.begin() as conn:
+            fields = self.field_images(conn)
+        for k in range(self.n_fields):
+            ids, mjd = fields[k]
+            with self.db.engine.begin() as conn:
+                src = src0 + k * SOURCE_STRIDE
+                f, e, t, _ = lc_store.load_lightcurves(conn, src, ids, normalized=True, epochs=mjd)
+                stats = RunningStats.from_lightcurves(f, e, t)
+                lc_store.save_running_stats(conn, src, stats.to_dict(), stats.metrics(),
+                                            "normalized")
+        with self.db.engine.begin() as conn:
+            self.place_candidates(conn)
+        return time.perf_counter() - t0
+
+    def place_candidates(self, conn) -> None:
+        """Each candidate's stored best template (``t_min_mjd``, ``n_epochs``) inside its light
+        curve: the dip's minimum at a fraction (0.1-0.9, by source id) of the way from its
+        first to its last epoch, so the per-image search refits known candidates where
+        their data are."""
+        from dsa110_contimg.store import bulk
+
+        bulk.execute(conn, (
+            "UPDATE ese_candidates SET "
+            "t_min_mjd = (SELECT v.first_mjd + (v.last_mjd - v.first_mjd) * "
+            f"(0.1 + 0.8 * {_mod_sql('ese_candidates.source_id * 37', 101)} / 100.0) "
+            "FROM variability_stats v WHERE v.source_id = ese_candidates.source_id), "
+            "n_epochs = (SELECT v.n FROM variability_stats v "
+            "WHERE v.source_id = ese_candidates.source_id)"))
+
+    def check_stats(self, source_id: int) -> None:
+        """Assert that the stored statistics of ``source_id`` are those the science code
+        computes from its light curve (``lightcurve_metrics`` on its normalised measurements
+        over the normalised images, read row by row), to 1e-9 relative."""
+        from dsa110_contimg.science.variability import lightcurve_metrics
+        from dsa110_contimg.store import bulk
+        from dsa110_contimg.store.schema import METRIC_COLUMNS
+
+        with self.db.engine.begin() as conn:
+            rows = bulk.execute(conn, (
+                "SELECT m.norm_flux_jyb, m.norm_err_jyb, i.mjd FROM measurements m "
+                "JOIN images i ON i.id = m.image_id WHERE m.source_id = ? AND m.success = ? "
+                "AND i.norm_status = 'ok'"), (int(source_id), True))
+            cols = ("n", "first_mjd", "last_mjd", "min_flux", "max_flux", "vs_max",
+                    "m_at_vs_max") + tuple(c for c in METRIC_COLUMNS if c != "p_value")
+            stored = dict(zip(cols, bulk.execute(
+                conn, f"SELECT {', '.join(cols)} FROM variability_stats WHERE source_id = ?",
+                (int(source_id),))[0]))
+        f, e, t = (np.array([r[j] for r in rows], float) for j in range(3))
+        ref = lightcurve_metrics(f, e, t)
+        ok = np.isfinite(f) & np.isfinite(e) & (e > 0)
+        ref.update(first_mjd=t[ok].min(), last_mjd=t[ok].max(), min_flux=f[ok].min(),
+                   max_flux=f[ok].max())
+        bad = {c: (stored[c], ref[c]) for c in cols
+               if not np.isclose(stored[c], ref[c], rtol=1e-9, atol=0.0)}
+        if bad:
+            raise SystemExit(f"variability_stats of source {source_id} differ from its light "
+                             f"curve's metrics: {bad}")
+
+    def describe(self) -> str:
+        """One line on what the per-image steps find: the running statistics' n and
+        chi2_nu over all sources, the share above the ESE prefilter, the candidates'
+        templates inside their light curves."""
+        from dsa110_contimg.pipeline.steps.ese import SHAPE_PREFILTER_CHI2_NU
+        from dsa110_contimg.store import bulk
+
+        with self.db.engine.begin() as conn:
+            n, chi = (np.array(c, float) for c in zip(*bulk.execute(
+                conn, "SELECT n, chi2_nu FROM variability_stats")))
+            inside, cands = bulk.execute(conn, (
+                "SELECT sum(CASE WHEN e.t_min_mjd BETWEEN v.first_mjd AND v.last_mjd THEN 1 "
+                "ELSE 0 END), count(*) FROM ese_candidates e JOIN variability_stats v "
+                "ON v.source_id = e.source_id"))[0]
+        return (f"running statistics n {n.min():.0f}-{n.max():.0f}, median chi2_nu "
+                f"{np.nanmedian(chi):.2f}, {np.nanmean(chi > SHAPE_PREFILTER_CHI2_NU):.1%} of "
+                f"{n.size:,} sources above the ESE prefilter ({SHAPE_PREFILTER_CHI2_NU}); "
+                f"{cands:,} candidates ({cands / n.size:.1%}), {inside:,} with t_min inside "
+                f"their light curve")
 
     def n_measurements(self) -> int:
         from dsa110_contimg.store import bulk
@@ -429,12 +605,21 @@ def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, di
         if figures and time.time() > args.deadline:
             print(f"{backend}: past the build deadline, {n:,} rows not built", flush=True)
             break
+        if backend == "sqlite" and info and not _disk_allows(root, n, info):
+            break
         secs = gdb.grow_to(n, progress=lambda s: print(s, flush=True), deadline=args.deadline)
         rows = gdb.n_measurements()
+        added = rows - (info[max(info)][0] if info else 0)
         per_row = gdb.bytes_per_row()
         print(f"{backend}: {rows:,} measurement rows ({gdb.epochs_per_field} epochs/field) built "
-              f"in {secs:.0f} s; bytes per measurement row: table + indexes "
+              f"in {secs:.0f} s (copies {gdb.copy_seconds:.1f} s, running statistics of all "
+              f"rows {gdb.stats_seconds:.1f} s; {secs / max(added, 1) * 1e6:.1f} s per 10^6 rows "
+              f"added); bytes per measurement row: table + indexes "
               f"{per_row[0]:.0f}, whole database {per_row[1]:.0f}", flush=True)
+        for src in (gdb.field0_sources[len(gdb.field0_sources) // 2],
+                    gdb.field0_sources[-1] + (args.fields - 1) * SOURCE_STRIDE):
+            gdb.check_stats(src)
+        print(f"{backend}: " + gdb.describe(), flush=True)
         if args.keep and backend == "sqlite" and n != sizes[-1]:
             kept = keep_copy(gdb, root / f"products-{n}.sqlite3")
             print(f"{backend}: kept a copy as {kept}", flush=True)
@@ -455,6 +640,20 @@ def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, di
     else:
         shutil.rmtree(root, ignore_errors=True)
     return figures, info
+
+
+def _disk_allows(root: Path, n_rows: int, info: dict) -> bool:
+    """Whether the disk under ``root`` holds the database grown to ``n_rows`` rows (at the
+    last size's bytes per row, plus 20 % for the write-ahead log and the indexes' growth);
+    says why not on stderr."""
+    rows, _, per_row, _ = info[max(info)]
+    need = (n_rows - rows) * per_row * 1.2
+    free = shutil.disk_usage(root).free
+    if need > free:
+        print(f"sqlite: {n_rows:,} rows not built: needs ~{need / 1e9:.0f} GB more under "
+              f"{root}, {free / 1e9:.0f} GB free", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def _checkpoint(path: str) -> None:
@@ -504,11 +703,28 @@ def print_table(backend: str, figures: dict, info: dict) -> None:
     wall = max(last[k][0] / figures[base][k][0] for k in figures[base])
     cpu = np.nanmax([last[k][1] / figures[base][k][1] for k in figures[base]])
     print(f"worst ratio at {info[sizes[-1]][0]:,} rows: wall {wall:.2f}x, CPU {cpu:.2f}x")
+    ref = [n for n in sizes if n >= SECOND_BASE and n != base]
+    if len(ref) < 2:
+        return
+    print(f"\n{backend}: ratios to {info[ref[0]][0]:,} rows ({info[ref[0]][1]} epochs per field; "
+          f"the ESE step's window is {_search_window_days():.0f} d): wall | CPU")
+    print(f"{'':34s}" + "".join(f"{info[n][0]:>22,}" for n in ref[1:]))
+    for key in figures[ref[0]]:
+        w0, c0 = figures[ref[0]][key]
+        cells = [f"{figures[n].get(key, (np.nan, np.nan))[0] / w0:5.2f}x | "
+                 f"{figures[n].get(key, (np.nan, np.nan))[1] / c0:5.2f}x" for n in ref[1:]]
+        print(f"{key[:34]:34s}" + "".join(f"{c:>22}" for c in cells))
+
+
+def _search_window_days() -> float:
+    from dsa110_contimg.science.ese import SEARCH_WINDOW_DAYS
+
+    return float(SEARCH_WINDOW_DAYS)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", default="1e6,1e7,5e7")
+    ap.add_argument("--rows", default="1e6,1e7,5e7,1e8")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--pg-max-rows", type=float, default=1e7,
                     help="largest size built on PostgreSQL (time: the machine is shared)")
