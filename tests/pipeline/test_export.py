@@ -64,3 +64,21 @@ def test_csv_download_is_astropys_csv():
     table["snr"].format = ".1f"                  # a format: astropy's own writer
     assert export.table_bytes(table, "ascii.csv") == _astropy_csv(table)
     assert b"10.0" in export.table_bytes(Table({"snr": [10.0]}), "ascii.csv")
+
+
+def test_light_curve_csv_is_the_same_without_the_metadata_only_metrics():
+    """The two-epoch metrics go to the formats with metadata (ECSV here); the CSV, which has
+    none, is the same bytes whether they were computed or not."""
+    n = 40
+    lc = {"mjd": 60000.0 + np.arange(n), "peak_jyb": 0.05 + 0.001 * np.sin(np.arange(n)),
+          "peak_err_jyb": np.full(n, 1e-3), "norm_flux_jyb": np.full(n, np.nan),
+          "norm_err_jyb": np.full(n, np.nan), "success": np.ones(n, bool),
+          "qc_status": np.array(["passed"] * n, dtype=object),
+          "excluded_reason": np.array([None] * n, dtype=object)}
+    source = {"survey": "nvss", "catalog_id": "NVSS J000000+300000", "ra_deg": 0.0, "dec_deg": 30.0}
+    full = export.lightcurve_table(source, lc)
+    bare = export.lightcurve_table(source, lc, pair_metrics=False)
+    assert full.meta["metrics_flux"] == "peak_jyb" and full.meta["n"] == n
+    assert "vs_max_all" in full.meta and "vs_max_all" not in bare.meta
+    assert export.table_bytes(full, "ascii.csv") == export.table_bytes(bare, "ascii.csv")
+    assert b"vs_max_all" in export.table_bytes(full, "ascii.ecsv")

@@ -80,7 +80,9 @@ def run(args) -> int:
                         baseline_epochs=phot.norm_baseline_epochs, candidate=cand)
         print(f"light curve of {source['catalog_id']} ({lc['mjd'].size} epochs) -> {out}", file=sys.stderr)
         return 0
-    table = lightcurve_table(source, lc)
+    named = args.format or (out.suffix if out else None)     # None: the readable table
+    fmt = export.format_for(named) if named else None
+    table = lightcurve_table(source, lc, pair_metrics=fmt not in (None, "ascii.csv"))
     if out is None:
         if args.format == "vot":
             raise ConfigError("--format", "vot", "-o OUT.vot (VOTable is not written to stdout)")

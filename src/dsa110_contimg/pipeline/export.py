@@ -274,10 +274,12 @@ def _fast_lines(table) -> list[str] | None:
     return head + [row % r for r in zip(*texts)]
 
 
-def lightcurve_table(source: dict, lc: dict):
+def lightcurve_table(source: dict, lc: dict, *, pair_metrics: bool = True):
     """The export table of one light curve (also served by the web site): one row per
     measurement, the columns of ``source_lightcurve`` (Jy/beam, MJD; ``excluded_reason`` marks
-    an epoch an operator took out of the light curve), the source in ``meta``."""
+    an epoch an operator took out of the light curve), the source in ``meta`` and, with
+    ``pair_metrics``, the two-epoch metrics (:func:`_pair_metrics_meta`; for the formats
+    that keep metadata: CSV and the readable table have none)."""
     from astropy.table import Table
 
     cols = dict(lc)
@@ -289,7 +291,8 @@ def lightcurve_table(source: dict, lc: dict):
             table[k] = table[k].astype(str)
     describe(table, survey=source["survey"], source=source["catalog_id"],
                     ra_deg=source["ra_deg"], dec_deg=source["dec_deg"])
-    table.meta.update(_pair_metrics_meta(lc))
+    if pair_metrics:
+        table.meta.update(_pair_metrics_meta(lc))
     return table
 
 

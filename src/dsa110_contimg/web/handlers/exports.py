@@ -35,7 +35,8 @@ def lightcurve_file(request: Request):
 
     fmt = _format(request)
     summary, lc = source_of(request)
-    body = table_bytes(lightcurve_table(summary["source"], lc), format_for(fmt))
+    table = lightcurve_table(summary["source"], lc, pair_metrics=fmt != "csv")   # CSV: no metadata
+    body = table_bytes(table, format_for(fmt))
     return download(body, fmt, summary["source"]["catalog_id"])
 
 
