@@ -1,4 +1,5 @@
-"""One source's light curve read at two history lengths: does its cost follow its points?
+"""One source's light curve read at two history lengths (``--epochs``, requested: the build
+starts from a few real epochs, so a size may hold one or two more): does its cost follow its points?
 
 Usage::
 
