@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workerenv  # noqa: E402,F401  (before numpy)
-from growth import GrowthDB, keep_copy  # noqa: E402
+from growth import GrowthDB, _once as once, keep_copy  # noqa: E402
 
 
 def build(root: Path, epochs: list[int], args) -> dict[int, Path]:
@@ -100,17 +98,6 @@ def calls(path: Path) -> dict:
         out["GET " + p.replace(str(src), "{src}")] = get(p)
     out["/metrics (database gauges)"] = Metrics("", str(path)).database_snapshot
     return out
-
-
-def once(fn) -> tuple[float, float]:
-    gc.collect()
-    gc.disable()
-    try:
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        return time.perf_counter() - t, time.process_time() - c
-    finally:
-        gc.enable()
 
 
 def time_rounds(dbs: dict[int, Path], repeat: int) -> dict:
