@@ -41,6 +41,13 @@ the ESE step reads the light curves of a 540-day window (``SEARCH_WINDOW_DAYS``)
 (1,000 d) is past it, so that step (and everything bounded by the field's window) should be
 flat between the two. Databases live under ``--root`` and are deleted at the end (``--keep``
 leaves the SQLite ones there, one file per size, for inspection; 10^8 rows take ~13 GB).
+Two light curves are timed (the CLI, the source page, its JSON and its CSV): ``{src}``, a
+source of field 0 measured on every epoch, whose light curve is the field's history (13 points
+at 10^6 rows, 502 at 5 x 10^7: the page's content grows) and ``{late}`` (:data:`LATE_SOURCE`),
+a position first measured late (a new source, a monitor position added after years of data),
+measured on the :data:`LATE_EPOCHS` newest epochs of field 0 of the first size that has them
+and on no other: the same light curve at every size, so its ratios are what grows with the
+table and the field's history, not with the page.
 BLAS runs single-threaded, as in the service's workers (``bench/workerenv.py``); after each
 build the status counters' deltas are compacted, as the daemon's reaper pass does.
 """
@@ -71,6 +78,10 @@ SEED_EPOCHS = 4
 #: the second reference size of the printed ratios (5 x 10^7 rows: 500 epochs a field at
 #: 100 fields, just short of the ESE step's window; above it the window is full)
 SECOND_BASE = 50_000_000
+#: field 0's late source: a position measured on LATE_EPOCHS epochs only (a monitor position
+#: or a new source added late), so that its light curve has the same length at every size
+LATE_SOURCE = SOURCE_STRIDE - 1
+LATE_EPOCHS = 13
 
 
 def _cols(table) -> list[str]:
@@ -141,6 +152,7 @@ class GrowthDB:
         self.n_copies = 0               # copied epochs per field (MJDs before the real ones)
         self.next_epoch = 0             # next real image of field 0 to measure
         self.template = None            # image id of field 0 copied for the other epochs
+        self.late_added = False         # whether LATE_SOURCE and its measurements exist
         self.images_dir = root / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(size)
@@ -188,7 +200,7 @@ class GrowthDB:
             self.field0_sources = [r[0] for r in bulk.execute(
                 conn, "SELECT DISTINCT source_id FROM measurements WHERE image_id = ?",
                 (self.template,))]
-            assert max(self.field0_sources) < SOURCE_STRIDE
+            assert max(self.field0_sources) < LATE_SOURCE
             tmpl = bulk.execute(conn, "SELECT ra_center_deg, dec_center_deg FROM images "
                                 "WHERE id = ?", (self.template,))[0]
             self.centre = tmpl
@@ -256,7 +268,46 @@ class GrowthDB:
                  "norm_flux_jyb": f"norm_flux_jyb + norm_err_jyb * {z}"}
         bulk.execute(conn, f"INSERT INTO measurements ({', '.join(mcols)}) SELECT "
                      + ", ".join(mexpr.get(c, c) for c in mcols)
-                     + " FROM measurements WHERE image_id = ?", (src_image,))
+                     + " FROM measurements WHERE image_id = ? AND source_id != ?",
+                     (src_image, LATE_SOURCE))
+
+    def add_late_source(self, conn) -> None:
+        """:data:`LATE_SOURCE`: a copy of a field-0 source (0.005 deg north of it, catalogue id
+        ``~late``) measured on the :data:`LATE_EPOCHS` newest epochs of field 0 only, each flux
+        scattered as in :meth:`_copy_image`. Added once, when the field has that many epochs;
+        the earlier epochs added later and the real ones measured later (from the catalogue,
+        which does not hold it) leave its light curve as it is."""
+        from dsa110_contimg.store import bulk
+        from dsa110_contimg.store.schema import measurements, sources
+
+        model = sorted(self.field0_sources)[len(self.field0_sources) // 2]
+        scols = _cols(sources)
+        sexpr = {"id": str(LATE_SOURCE), "catalog_id": "catalog_id || '~late'",
+                 "dec_deg": "dec_deg + 0.005"}
+        bulk.execute(conn, f"INSERT INTO sources ({', '.join(scols)}) SELECT "
+                     + ", ".join(sexpr.get(c, c) for c in scols) + " FROM sources WHERE id = ?",
+                     (model,))
+        newest = sorted(self.field0_images(conn), key=lambda r: r[1])[-LATE_EPOCHS:]
+        mcols = [c for c in _cols(measurements) if c != "id"]
+        for iid, _ in newest:
+            z = scatter_sql(iid, str(LATE_SOURCE))
+            mexpr = {"source_id": str(LATE_SOURCE), "dec_deg": "dec_deg + 0.005",
+                     "peak_jyb": f"peak_jyb + peak_err_jyb * {z}",
+                     "norm_flux_jyb": f"norm_flux_jyb + norm_err_jyb * {z}"}
+            bulk.execute(conn, f"INSERT INTO measurements ({', '.join(mcols)}) SELECT "
+                         + ", ".join(mexpr.get(c, c) for c in mcols)
+                         + " FROM measurements WHERE image_id = ? AND source_id = ?",
+                         (iid, model))
+        self.late_added = True
+
+    def field0_images(self, conn) -> list[tuple[int, float]]:
+        """(id, MJD) of every image of field 0 (copies tagged ``~c<copy>f0``, real images
+        untagged)."""
+        from dsa110_contimg.store import bulk
+
+        return [(iid, mjd) for iid, mjd, path in bulk.execute(
+            conn, "SELECT id, mjd, path FROM images")
+            if "~" not in path or int(path.rsplit("~", 1)[1].rsplit("f", 1)[1]) == 0]
 
     def _candidates(self, conn) -> None:
         """ESE candidates for 1% of the sources of every field (those without one)."""
@@ -324,6 +375,9 @@ class GrowthDB:
         add = done
         self.n_copies += add
         self.epochs_per_field += add
+        if not self.late_added and self.epochs_per_field >= LATE_EPOCHS:
+            with self.db.engine.begin() as conn:
+                self.add_late_source(conn)
         self.copy_seconds = time.perf_counter() - t0
         self.stats_seconds = self.recompute_stats()
         with self.db.engine.begin() as conn:
@@ -370,6 +424,8 @@ class GrowthDB:
             ids, mjd = fields[k]
             with self.db.engine.begin() as conn:
                 src = src0 + k * SOURCE_STRIDE
+                if k == 0 and self.late_added:
+                    src = np.append(src, LATE_SOURCE)
                 f, e, t, _ = lc_store.load_lightcurves(conn, src, ids, normalized=True, epochs=mjd)
                 stats = RunningStats.from_lightcurves(f, e, t)
                 lc_store.save_running_stats(conn, src, stats.to_dict(), stats.metrics(),
@@ -518,7 +574,13 @@ def _once(fn) -> tuple[float, float]:
         gc.enable()
 
 
-def cli_times(url: str, source_id: int) -> dict[str, float]:
+#: how the printed rows name the two light curves timed
+LEGEND = ("{src}: a source of field 0 measured on every epoch (its light curve grows with the "
+          "field's history); {late}: one measured on its last " + str(LATE_EPOCHS)
+          + " epochs only (the same light curve at every size: what grows with the table)")
+
+
+def cli_times(url: str, source_id: int, late_id: int | None = None) -> dict[str, float]:
     from dsa110_contimg.cli.main import main
 
     def run(*argv):
@@ -531,10 +593,13 @@ def cli_times(url: str, source_id: int) -> dict[str, float]:
             "status --json": _timed(run("status", "--products-db", url, "--json")),
             "images list": _timed(run("images", "list", "--products-db", url)),
             "ese list": _timed(run("ese", "list", "--products-db", url)),
-            "lightcurve": _timed(run("lightcurve", "--products-db", url, str(source_id)))}
+            "lightcurve {src}": _timed(run("lightcurve", "--products-db", url, str(source_id))),
+            **({"lightcurve {late}": _timed(run("lightcurve", "--products-db", url, str(late_id)))}
+               if late_id is not None else {})}
 
 
-def page_times(url: str, source_id: int, image_id: int) -> dict[str, float]:
+def page_times(url: str, source_id: int, image_id: int,
+               late_id: int | None = None) -> dict[str, float]:
     import warnings
 
     from dsa110_contimg.web.app import create_app
@@ -548,12 +613,18 @@ def page_times(url: str, source_id: int, image_id: int) -> dict[str, float]:
              "/images", "/images?page=20", f"/images/{image_id}", f"/api/images/{image_id}",
              "/sources", "/sources?sort=flux&page=50", f"/sources/{source_id}",
              f"/api/sources/{source_id}", f"/sources/{source_id}/lightcurve.csv", "/new-sources"]
+    names = {str(source_id): "{src}", str(image_id): "{img}"}
+    if late_id is not None:
+        paths += [f"/sources/{late_id}", f"/api/sources/{late_id}",
+                  f"/sources/{late_id}/lightcurve.csv"]
+        names[str(late_id)] = "{late}"
     out = {}
     for p in paths:
         def get(p=p):
             r = client.get(p)
             assert r.status_code == 200, (p, r.status_code)
-        out["GET " + p.replace(str(source_id), "{src}").replace(str(image_id), "{img}")] = _timed(get)
+        key = "/".join(names.get(part, part) for part in p.split("/"))
+        out["GET " + key] = _timed(get)
     return out
 
 
@@ -580,8 +651,9 @@ def measure(gdb: GrowthDB, n_timed: int) -> dict[str, tuple[float, float]]:
         img = bulk.execute(conn, "SELECT max(id) FROM images WHERE path LIKE ?",
                            ("%field0-%.fits",))[0][0]
         src = gdb.field0_sources[len(gdb.field0_sources) // 2]
-    out.update(cli_times(gdb.url, src))
-    out.update(page_times(gdb.url, src, img))
+    late = LATE_SOURCE if gdb.late_added else None
+    out.update(cli_times(gdb.url, src, late))
+    out.update(page_times(gdb.url, src, img, late))
     out["/metrics (database gauges)"] = metrics_time(gdb.url)
     return out
 
@@ -688,6 +760,7 @@ def print_table(backend: str, figures: dict, info: dict) -> None:
     sizes = sorted(figures)
     base = sizes[0]
     print(f"\n{backend}: wall ms (ratio to {info[base][0]:,} rows) | CPU ms of the client (ratio)")
+    print(LEGEND)
     print(f"{'':34s}" + "".join(f"{info[n][0]:>32,}" for n in sizes))
     print(f"{'epochs per field':34s}" + "".join(f"{info[n][1]:>32}" for n in sizes))
     print(f"{'db bytes per measurement row':34s}" + "".join(f"{info[n][2]:>32.0f}" for n in sizes))

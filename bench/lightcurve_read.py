@@ -1,5 +1,6 @@
 """One source's light curve read at two history lengths (``--epochs``, requested: the build
-starts from a few real epochs, so a size may hold one or two more): does its cost follow its points?
+starts from a few real epochs, so a size may hold one or two more): does its cost follow its points,
+and does a light curve of fixed length cost the same in a longer history?
 
 Usage::
 
@@ -11,9 +12,12 @@ Builds one SQLite database per history length with ``bench/growth.py``'s :class:
 first real ones copied through the store's bulk path) and times, on each, what reads one
 source's light curve or the service's counters: the ``lightcurve`` CLI, ``GET /sources/{src}``,
 ``GET /api/sources/{src}``, ``GET /sources/{src}/lightcurve.csv``, ``GET /api/status`` and the
-daemon's ``/metrics`` database gauges. The sizes are timed in turn within each round (paired,
-back to back) and the medians of the CPU time of this process and of wall time printed with
-their ratio to the shortest history. ``--reuse`` times the databases a previous run left under
+daemon's ``/metrics`` database gauges. ``{src}`` is a source of field 0 measured on every epoch
+(its light curve is the history); ``{late}`` is growth.py's late source, measured on the 13
+(``LATE_EPOCHS``) newest epochs of field 0 of the first size that has them, so its light curve
+is the same at every size (timed where every size has it). The sizes are timed in turn within
+each round (paired, back to back) and the medians of the CPU time of this process and of wall
+time printed with their ratio to the shortest history. ``--reuse`` times the databases a previous run left under
 ``--root``; ``--before-src DIR`` (an earlier tree's ``src``) also times that tree's code on the
 same databases, in child processes alternating round by round with this tree's, and prints
 both tables.
@@ -34,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workerenv  # noqa: E402,F401  (before numpy)
-from growth import GrowthDB, _once as once, keep_copy  # noqa: E402
+from growth import LATE_SOURCE, LEGEND, GrowthDB, _once as once, keep_copy  # noqa: E402
 
 
 def build(root: Path, epochs: list[int], args) -> dict[int, Path]:
@@ -69,6 +73,18 @@ def field0_source(path: Path) -> int:
     return ids[len(ids) // 2]
 
 
+def has_late(path: Path) -> bool:
+    """Whether the database holds growth.py's late source."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT count(*) FROM sources WHERE id = ?",
+                           (LATE_SOURCE,)).fetchone()[0] > 0
+    finally:
+        con.close()
+
+
 def calls(path: Path) -> dict:
     """Name -> zero-argument callable, for one database."""
     from starlette.testclient import TestClient
@@ -82,9 +98,12 @@ def calls(path: Path) -> dict:
         warnings.simplefilter("ignore")
         client = TestClient(create_app(str(path)))
 
-    def cli():
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            main(["lightcurve", "--products-db", str(path), str(src)])
+    def cli(s):
+        def f():
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                main(["lightcurve", "--products-db", str(path), str(s)])
+        return f
 
     def get(p):
         def f():
@@ -92,10 +111,12 @@ def calls(path: Path) -> dict:
             assert r.status_code == 200, (p, r.status_code)
         return f
 
-    out = {"lightcurve (CLI)": cli}
-    for p in (f"/sources/{src}", f"/api/sources/{src}", f"/sources/{src}/lightcurve.csv",
-              "/api/status"):
-        out["GET " + p.replace(str(src), "{src}")] = get(p)
+    out = {}
+    for s, name in ((src, "{src}"), (LATE_SOURCE, "{late}")[:2 if has_late(path) else 0]):
+        out[f"lightcurve {name} (CLI)"] = cli(s)
+        for p in (f"/sources/{s}", f"/api/sources/{s}", f"/sources/{s}/lightcurve.csv"):
+            out["GET " + p.replace(str(s), name)] = get(p)
+    out["GET /api/status"] = get("/api/status")
     out["/metrics (database gauges)"] = Metrics("", str(path)).database_snapshot
     return out
 
@@ -104,7 +125,7 @@ def time_rounds(dbs: dict[int, Path], repeat: int) -> dict:
     """(epochs, name) -> [(wall s, CPU s)] over ``repeat`` rounds, the sizes back to back."""
     fns = {n: calls(p) for n, p in dbs.items()}
     epochs = sorted(dbs)
-    names = list(fns[epochs[0]])
+    names = [k for k in fns[epochs[0]] if all(k in fns[n] for n in epochs)]
     runs = {(n, k): [] for n in epochs for k in names}
     for n in epochs:                      # one untimed call each
         for k in names:
@@ -121,7 +142,8 @@ def print_table(title: str, runs: dict) -> None:
     names = list(dict.fromkeys(k for _, k in runs))
     base = epochs[0]
     print(f"\n{title}: median CPU ms of the process (ratio to {base} epochs) | wall ms")
-    print(f"{'':30s}" + "".join(f"{str(n) + ' epochs':>28s}" for n in epochs))
+    print(LEGEND)
+    print(f"{'':36s}" + "".join(f"{str(n) + ' epochs':>28s}" for n in epochs))
     for k in names:
         cells = []
         c0 = statistics.median(r[1] for r in runs[base, k])
@@ -129,7 +151,7 @@ def print_table(title: str, runs: dict) -> None:
             w = statistics.median(r[0] for r in runs[n, k])
             c = statistics.median(r[1] for r in runs[n, k])
             cells.append(f"{c * 1e3:7.1f} ({c / c0:4.2f}x) | {w * 1e3:7.1f}")
-        print(f"{k:30s}" + "".join(f"{c:>28s}" for c in cells))
+        print(f"{k:36s}" + "".join(f"{c:>28s}" for c in cells))
 
 
 def child_runs(src: str | None, root: Path, epochs: list[int], repeat: int) -> dict:

@@ -40,6 +40,16 @@ def test_scatter_sql_is_the_numpy_deviate(databases):
     assert 0.02 < np.mean(~steady) < 0.04
 
 
+def late_epochs(gdb) -> list[float]:
+    """MJDs of the late source's measurements (sorted)."""
+    from dsa110_contimg.store import bulk
+
+    with gdb.db.engine.begin() as conn:
+        return sorted(r[0] for r in bulk.execute(
+            conn, "SELECT i.mjd FROM measurements m JOIN images i ON i.id = m.image_id "
+                  "WHERE m.source_id = ?", (growth.LATE_SOURCE,)))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_built_database_is_consistent(databases, tmp_path):
     from dsa110_contimg.store import bulk
@@ -56,8 +66,14 @@ def test_built_database_is_consistent(databases, tmp_path):
         for k in range(3):
             for s in (srcs[0], srcs[len(srcs) // 2], srcs[-1]):
                 gdb.check_stats(s + k * growth.SOURCE_STRIDE)      # raises on a difference
+        gdb.check_stats(growth.LATE_SOURCE)
+        late_after_24 = late_epochs(gdb)
+        gdb.grow_to(per_epoch * 30)
+        late_after_30 = late_epochs(gdb)
         with gdb.db.engine.begin() as conn:
-            stats = bulk.execute(conn, "SELECT source_id, n, chi2_nu FROM variability_stats")
+            stats = bulk.execute(conn, "SELECT source_id, n, chi2_nu FROM variability_stats "
+                                 "WHERE source_id != ?", (growth.LATE_SOURCE,))
+            field0 = sorted(gdb.field0_images(conn), key=lambda r: r[1])
             cand = bulk.execute(conn, (
                 "SELECT e.t_min_mjd, v.first_mjd, v.last_mjd, e.n_epochs, v.n "
                 "FROM ese_candidates e JOIN variability_stats v ON v.source_id = e.source_id"))
@@ -77,5 +93,10 @@ def test_built_database_is_consistent(databases, tmp_path):
     assert np.all(chi[~steady] > 1.5)
     assert len(set(fluxes)) == len(fluxes) == normalised[1]
     assert len(cand) == 3                            # 1 % of the sources: id % 100 == 7
+    # the late source: measured on the 13 newest epochs of field 0 when it was added (the
+    # first size with that many), the same light curve at every later size
+    assert len(late_after_24) == growth.LATE_EPOCHS and late_after_24 == late_after_30
+    assert max(late_after_24) < field0[-1][1]                # a real epoch measured later
+    assert len(field0) > 2 * growth.LATE_EPOCHS
     for t_min, first, last, n_epochs, n_stats in cand:
         assert first < t_min < last and n_epochs == n_stats
