@@ -11,7 +11,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from dsa110_contimg.core.errors import ConfigError
-from dsa110_contimg.science.detect import DetectionOptions, detect_sources, find_islands
+from dsa110_contimg.science.detect import (
+    DetectionOptions, Islands, detect_sources, find_islands)
 from dsa110_contimg.science.image import RadioImage
 from dsa110_contimg.science.simulate import random_sky_positions, simulate_image, sky_wcs
 
@@ -203,3 +204,26 @@ def test_islands_equal_whole_image_labelling(seed, sigma, strip):
     for k in want:
         labels = isl.label[np.isin(isl.idx, np.flatnonzero(lab.ravel() == k))]
         assert np.unique(labels).size == 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), nx=st.integers(1, 140))
+def test_z_lookup_equals_a_dense_image(seed, nx):
+    """``Islands.z_at`` (bitmap of the candidate pixels) gives each candidate's own z and the
+    fill value everywhere else, off the flat range too, with or without numpy's popcount."""
+    rng = np.random.default_rng(seed)
+    ny = int(rng.integers(1, 40))
+    dense = np.where(rng.random((ny, nx)) < rng.uniform(0.0, 0.9),
+                     rng.normal(5.0, 1.0, (ny, nx)), np.nan).astype(np.float32)
+    idx = np.flatnonzero(np.isfinite(dense))
+    isl = Islands(idx, dense.reshape(-1)[idx], np.zeros(idx.size, np.int64), (ny, nx))
+    flat = rng.integers(-70, ny * nx + 70, 500)
+    want = np.full(flat.size, -np.inf)
+    on = (flat >= 0) & (flat < ny * nx)
+    want[on] = np.nan_to_num(dense.reshape(-1)[flat[on]], nan=-np.inf)
+    np.testing.assert_array_equal(isl.z_at(flat, -np.inf), want)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delattr(np, "bitwise_count", raising=False)
+        fresh = Islands(idx, isl.z, isl.label, (ny, nx))
+        np.testing.assert_array_equal(fresh.z_at(flat.reshape(20, 25), -np.inf),
+                                      want.reshape(20, 25))
