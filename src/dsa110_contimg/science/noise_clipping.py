@@ -37,9 +37,16 @@ def _count_sorted(v: np.ndarray, rows: np.ndarray, t, a, b, inclusive: bool = Fa
         t = np.asarray(t).astype(v.dtype)
     width = int((b - pos).max(initial=0))
     step = 1 << (width.bit_length() - 1) if width > 0 else 0
+    # entries by flat index (one gather instead of a two-array fancy index); the last
+    # entry of each row is at ``row_end``
+    flat = v.reshape(-1) if v.flags.c_contiguous else None
+    row_end = np.asarray(rows, np.int64) * n + (n - 1)
     while step:
         cand = pos + step
-        x = v[rows, np.minimum(cand - 1, n - 1)]
+        if flat is not None:
+            x = flat.take(np.minimum(row_end - n + cand, row_end))
+        else:
+            x = v[rows, np.minimum(cand - 1, n - 1)]
         below = (x <= t) if inclusive else (x < t)
         pos = np.where(below & (cand <= b), cand, pos)
         step >>= 1
@@ -74,15 +81,21 @@ def _range_sums(v: np.ndarray, a: np.ndarray, b: np.ndarray, ref: np.ndarray, ro
         ai, bi = a[sl, None], b[sl, None]
         r = np.arange(i, min(nr, i + step)) if rows is None else rows[sl]
         if aligned:
-            j = np.arange(c0, c1)
             x = (v[sl, c0:c1] if rows is None else v[r, c0:c1]).astype(np.float64)
-            outside = (j < ai) | (j >= bi)
+            x -= ref[sl, None]
+            # only rows whose range is not all of c0:c1 are masked (the first sums of
+            # whole rows: those of boxes padded beyond the image's edge)
+            part = np.flatnonzero((ai[:, 0] != c0) | (bi[:, 0] != c1))
+            if part.size:
+                j = np.arange(c0, c1)
+                sub = x[part]
+                sub[(j < ai[part]) | (j >= bi[part])] = 0.0
+                x[part] = sub
         else:
             j = np.arange(width)
             x = v[r[:, None], np.minimum(ai + j, n - 1)].astype(np.float64)
-            outside = j >= bi - ai
-        x -= ref[sl, None]
-        x[outside] = 0.0
+            x -= ref[sl, None]
+            x[j >= bi - ai] = 0.0
         s1[sl] = x.sum(axis=1)
         s2[sl] = np.einsum("ij,ij->i", x, x)
     return s1, s2
