@@ -359,8 +359,11 @@ def _open_fits_image(path: Path):
 def _celestial_wcs(header: fits.Header, data, label):
     """``(full WCS, celestial WCS, pixel scales in deg)``; junk keywords are tolerated, but a
     celestial axis pair that transforms pixels is required (``NoCelestialWCS``)."""
-    hdr_wcs = header.copy()
-    hdr_wcs["NAXIS"] = max(int(header.get("NAXIS", data.ndim)), data.ndim)
+    naxis = header.get("NAXIS")
+    hdr_wcs = header        # not modified: WCS reads a copy
+    if isinstance(naxis, bool) or not isinstance(naxis, int) or naxis < data.ndim:
+        hdr_wcs = header.copy()
+        hdr_wcs["NAXIS"] = max(int(header.get("NAXIS", data.ndim)), data.ndim)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
@@ -549,7 +552,8 @@ class RadioImage:
         path = Path(path)
         hdul, hdu, data = _open_fits_image(path)
         try:
-            return cls._build(data, hdu.header.copy(), path=path, beam=beam, plane=plane,
+            # _build keeps a sanitised copy of the header, never the file's own
+            return cls._build(data, hdu.header, path=path, beam=beam, plane=plane,
                               hdul=hdul, check_empty=check_empty)
         except Exception:
             hdul.close()
@@ -563,7 +567,8 @@ class RadioImage:
         ``data`` has numpy axis order (reverse of the FITS axes), e.g.
         ``(1, 1, ny, nx)`` for a 4-axis header, or simply ``(ny, nx)``.
         """
-        header = fits.Header(header) if not isinstance(header, fits.Header) else header.copy()
+        if not isinstance(header, fits.Header):
+            header = fits.Header(header)    # _build keeps a sanitised copy of it
         data = np.asarray(data)
         return cls._build(data, header, path=path, beam=beam, plane=plane, hdul=None,
                           check_empty=check_empty)
