@@ -280,28 +280,37 @@ class PhotometryManager:
         valid UTF-8); the ``images`` row and the registry hold the database form.
         """
         from dsa110_contimg.pipeline.runner import store_known_duplicate
+        from dsa110_contimg.store.products import data_digest
 
-        known = store_known_duplicate(self.products.engine, path, kind, cfg, data_id=data_id,
-                                      fence=fence)
+        try:
+            digest = data_digest(fs_path(path))
+        except OSError:
+            digest = None           # the measurement reports what is wrong with the file
+        known = None if digest is None else store_known_duplicate(
+            self.products.engine, path, kind, cfg, data_id=data_id, fence=fence, digest=digest)
         if known is not None:      # the same data is stored under another path: not measured
             log.info("image_duplicate", path=printable(path), image_id=known.image_id,
                      duplicate_of=known.duplicate_of)
             return PhotometryResult(Path(fs_path(path)), kind=kind, notes=known.notes,
                                     image_id=known.image_id, data_id=data_id,
                                     duplicate_of=known.duplicate_of)
-        return self.store_measured(self.measure_image(path, kind, cfg), cfg, data_id=data_id,
-                                   fence=fence)
+        return self.store_measured(self.measure_image(path, kind, cfg, data_digest=digest), cfg,
+                                   data_id=data_id, fence=fence,
+                                   duplicate_checked=digest is not None)
 
-    def measure_image(self, path: Path | str, kind: str, cfg: PhotometryConfig) -> MeasuredImage:
+    def measure_image(self, path: Path | str, kind: str, cfg: PhotometryConfig, *,
+                      data_digest: str | None = None) -> MeasuredImage:
         """The database-free part of the workflow (:func:`dsa110_contimg.pipeline.measure.
         measure_image`): open, catalogue, measure, image statistics.
 
         Returns a picklable :class:`~dsa110_contimg.pipeline.measure.MeasuredImage` (what
         ``reprocess`` ships back from Dask workers); :meth:`store_measured` does the rest.
-        Raises the typed errors of :meth:`run_image`.
+        Raises the typed errors of :meth:`run_image`. ``data_digest``: the file's
+        :func:`~dsa110_contimg.store.products.data_digest` when the caller has it.
         """
         return measure_image(path, kind, cfg, self.catalog_store(cfg),
-                             own_sources=self._own_sources if self.products is not None else None)
+                             own_sources=self._own_sources if self.products is not None else None,
+                             data_digest=data_digest)
 
     def _own_sources(self, ra_deg: float, dec_deg: float, radius_deg: float) -> dict:
         """The service's own (new, blind) sources near a footprint, read from the products
@@ -313,12 +322,14 @@ class PhotometryManager:
             return own_sources_near(conn, ra_deg, dec_deg, radius_deg, kinds=("new", "blind"))
 
     def store_measured(self, measured: MeasuredImage, cfg: PhotometryConfig, *,
-                       data_id: str | None = None, fence=None) -> PhotometryResult:
+                       data_id: str | None = None, fence=None,
+                       duplicate_checked: bool = False) -> PhotometryResult:
         """Store a measured image through the per-image steps
         (:func:`dsa110_contimg.pipeline.runner.store_measured`: one write transaction for
         the measurements, QC, normalisation and variability, then ESE candidates) and
-        return its result."""
-        outcome = store_measured(self.products.engine, measured, cfg, data_id=data_id, fence=fence)
+        return its result. ``duplicate_checked``: see the runner's."""
+        outcome = store_measured(self.products.engine, measured, cfg, data_id=data_id, fence=fence,
+                                 duplicate_checked=duplicate_checked)
         measured = outcome.measured
         if outcome.duplicate_of is not None:
             log.info("image_duplicate", path=printable(measured.path), image_id=outcome.image_id,

@@ -288,7 +288,7 @@ def artefact_hosts(catalogs, image, cfg: PhotometryConfig, footprint: bytes | No
 
 
 def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
-                  own_sources=None) -> MeasuredImage:
+                  own_sources=None, *, data_digest: str | None = None) -> MeasuredImage:
     """Open, query the catalogue, estimate the noise, measure every position, image statistics.
 
     ``catalogs`` is the :class:`~dsa110_contimg.store.catalogs.CatalogStore` to query;
@@ -296,7 +296,9 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
     the service's own sources are measured too.
     Raises the typed errors of :mod:`dsa110_contimg.core.errors` (``InvalidImage`` and
     subclasses, ``CatalogMissing``, ...). ``path`` may be the filesystem form or the
-    database form (``fsb64:``) of the name.
+    database form (``fsb64:``) of the name. ``data_digest`` is the file's
+    :func:`~dsa110_contimg.store.products.data_digest` when the caller computed it (else
+    it is computed here).
     """
     from dsa110_contimg.science.forced import measure_positions
     from dsa110_contimg.science.noise import background_maps_for
@@ -335,4 +337,5 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
     return MeasuredImage(path=path, kind=kind, method=method, notes=notes, cat=cat, table=table,
                          image=summary, content_id=product_store.content_id(path),
                          steps=timer.seconds, detections=detections, footprint=footprint,
-                         data_digest=product_store.data_digest(path), artefact_hosts=hosts)
+                         data_digest=data_digest or product_store.data_digest(path),
+                         artefact_hosts=hosts)

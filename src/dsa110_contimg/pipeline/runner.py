@@ -88,19 +88,22 @@ def _transaction(engine, fence):
 
 
 def store_known_duplicate(engine, path, kind: str, cfg, *, data_id: str | None = None,
-                          fence: Callable | None = None) -> ImageOutcome | None:
+                          fence: Callable | None = None,
+                          digest: str | None = None) -> ImageOutcome | None:
     """Record the file at ``path`` as a duplicate without measuring it when its data is
     already stored under another path (checked again under the write lock); None when it
-    is not (then the file goes through :func:`store_measured`)."""
+    is not (then the file goes through :func:`store_measured`). ``digest`` is the file's
+    :func:`~dsa110_contimg.store.products.data_digest` when the caller has it."""
     from dsa110_contimg.core.paths import fs_path
     from dsa110_contimg.pipeline.steps.duplicate import duplicate_note, record_duplicate
     from dsa110_contimg.store import products as product_store
 
     local = fs_path(path)
-    try:
-        digest = product_store.data_digest(local)
-    except OSError:
-        return None                 # the measurement reports what is wrong with the file
+    if digest is None:
+        try:
+            digest = product_store.data_digest(local)
+        except OSError:
+            return None             # the measurement reports what is wrong with the file
     where = db_path(Path(local).resolve())
     with read_connection(engine) as conn:
         if product_store.original_image(conn, digest, where) is None:
@@ -120,14 +123,19 @@ def store_known_duplicate(engine, path, kind: str, cfg, *, data_id: str | None =
 
 
 def store_measured(engine, measured, cfg, *, data_id: str | None = None,
-                   fence: Callable | None = None, steps: Sequence[Step] = STEPS) -> ImageOutcome:
+                   fence: Callable | None = None, steps: Sequence[Step] = STEPS,
+                   duplicate_checked: bool = False) -> ImageOutcome:
     """Store a :class:`~dsa110_contimg.pipeline.measure.MeasuredImage` through ``steps``.
 
     ``engine`` is the products database's engine; ``fence(conn)``, when given, is called
     first inside every write transaction (the job runtime's lease check: it raises to
-    roll the transaction back).
+    roll the transaction back). ``duplicate_checked``: the caller found no original of
+    the image's data on a read connection just before (:func:`store_known_duplicate`), so
+    the ``duplicate`` step does not look again before its write (which does, under the
+    write lock).
     """
     ctx = image_context(measured, cfg, data_id=data_id)
+    ctx.duplicate_checked = duplicate_checked
     timer = StepTimer(measured.steps)
     active = [s for s in steps if s.enabled(cfg)]
     in_image = [s for s in active if s.transaction == IMAGE_TRANSACTION]

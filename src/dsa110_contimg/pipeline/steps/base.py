@@ -177,6 +177,10 @@ class ImageContext:
     #: Set by the duplicate step: the ``images.id`` holding the same data under another
     #: path; the runner then skips every later step.
     duplicate_of: int | None = None
+    #: Set by the runner when its caller found no original of the image's data on a read
+    #: connection just before: the duplicate step's prepare does not look again (its
+    #: write looks, under the write lock).
+    duplicate_checked: bool = False
     #: Set by a prepare that read them (the associate step): ``{catalog_id: sources.id}`` of
     #: the measured rows of the configured catalogue that have a source row, read on the
     #: prepare phase's connection; the store step's prepare uses it instead of reading

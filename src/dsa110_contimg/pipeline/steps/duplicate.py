@@ -9,7 +9,7 @@ search. A changed file at the same path is no duplicate: it replaces its earlier
 measurement as before.
 
 Prepare (read connection): look for the original, so that a duplicate skips the other
-steps' reads. Write (first in the image's transaction, authoritative under the write
+steps' reads (not again when the caller just looked: ``ctx.duplicate_checked``). Write (first in the image's transaction, authoritative under the write
 lock): the duplicate row, and when this path held an epoch before (the file was
 overwritten with a copy of another), the sources it measured recomputed without it.
 The result is ``{"duplicate_of", "original_path"}`` or None.
@@ -25,6 +25,8 @@ from dsa110_contimg.store import products as product_store
 
 
 def prepare(conn, ctx: ImageContext) -> None:
+    if ctx.duplicate_checked:        # looked for on a read connection just before
+        return
     original = product_store.original_image(conn, data_digest(ctx), ctx.path)
     if original is not None:
         ctx.duplicate_of = original["id"]
