@@ -137,43 +137,18 @@ class Islands:
         return int(self.label.max()) + 1 if self.label.size else 0
 
     def z_at(self, flat, fill: float) -> np.ndarray:
-        """z at flat pixel indices; ``fill`` where a pixel is not a candidate (or off the
-        image's flat range).
+        """z at flat pixel indices; ``fill`` where a pixel is not a candidate.
 
-        Looked up in a bitmap of the candidate pixels (one bit per pixel, 64 to a word):
-        a pixel's position in ``idx`` is the position of its word's first candidate plus
-        the candidates below it in its word (:func:`_popcount`), with no search."""
+        Looked up by binary search among the horizontal runs' first pixels (several
+        times fewer than the pixels), then by the offset within the run."""
         flat = np.asarray(flat, np.int64)
         if self.idx.size == 0:
             return np.full(flat.shape, fill, float)
-        words, first = self._bitmap()
-        inside = (flat >= 0) & (flat < words.size * 64)
-        f = np.where(inside, flat, 0)
-        w = f >> 6
-        word = words[w]
-        bit = (f & 63).astype(np.uint64)
-        hit = inside & ((word >> bit) & np.uint64(1)).astype(bool)
-        below = word & ((np.uint64(1) << bit) - np.uint64(1))
-        pos = np.where(hit, first[w] + _popcount(below), 0)
+        starts, first, last = self._run_bounds()
+        run = np.maximum(np.searchsorted(first, flat, side="right") - 1, 0)
+        hit = (flat >= first[run]) & (flat <= last[run])
+        pos = np.where(hit, starts[run] + (flat - first[run]), 0)
         return np.where(hit, self.z[pos], fill)
-
-    def _bitmap(self):
-        """``(words, first)``: the candidate pixels as bits of uint64 words (pixel ``p`` is
-        bit ``p % 64`` of word ``p // 64``) and, per word, the position in ``idx`` of its
-        first candidate (cached)."""
-        cached = self.__dict__.get("_bits")
-        if cached is None:
-            ny, nx = self.shape
-            n_words = (ny * nx + 63) // 64
-            w = self.idx >> 6
-            at = np.flatnonzero(np.r_[True, w[1:] != w[:-1]])      # idx ascends
-            bits = np.left_shift(np.uint64(1), (self.idx & 63).astype(np.uint64))
-            words = np.zeros(n_words, np.uint64)
-            words[w[at]] = np.bitwise_or.reduceat(bits, at)
-            first = np.zeros(n_words, np.int64)
-            first[w[at]] = at
-            cached = self._bits = (words, first)
-        return cached
 
     def set_runs(self, starts) -> None:
         """Record the horizontal runs' start positions in ``idx`` (those marked in
@@ -290,17 +265,6 @@ def _runs(idx: np.ndarray, nx: int) -> np.ndarray:
     return np.flatnonzero(start)
 
 
-def _popcount(words: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64 (int64 array)."""
-    if hasattr(np, "bitwise_count"):                       # numpy >= 2.0
-        return np.bitwise_count(words).astype(np.int64)
-    b = np.ascontiguousarray(words).view(np.uint8).reshape(words.shape + (8,))
-    return _BYTE_BITS[b].sum(axis=-1, dtype=np.int64)
-
-
-_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-
-
 def _connected(idx: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
     """8-connected islands of the candidate pixels ``idx`` (ascending flat indices):
     ``(starts, run_label)``, the start of each horizontal run in ``idx`` (:func:`_runs`)
@@ -409,8 +373,7 @@ def _local_maxima(islands: Islands, pixel_beam, detect_sigma: float) -> np.ndarr
     candidates, or off the image, never win). The left and right neighbours are compared
     first, over all candidates at once (adjacent entries of a run); the next
     :data:`FIRST_OFFSETS` (the column neighbours) each drop the pixels they beat, so their
-    look-ups (:meth:`Islands.z_at`) run only for the pixels still standing (about one per row
-    of a source),
+    binary searches run only for the pixels still standing (about one per row of a source),
     and the other offsets are looked up together for the pixels left (about one per source).
     """
     ny, nx = islands.shape
