@@ -223,3 +223,24 @@ def test_z_lookup_equals_a_dense_image(seed, nx):
     want[on] = np.nan_to_num(dense.reshape(-1)[flat[on]], nan=-np.inf)
     np.testing.assert_array_equal(isl.z_at(flat, -np.inf), want)
     np.testing.assert_array_equal(isl.z_at(flat.reshape(20, 25), -np.inf), want.reshape(20, 25))
+
+
+@pytest.mark.parametrize("order", [">", "<"])
+def test_island_pass_counts_the_finite_pixels_as_the_image_does(order):
+    """The finder's pass (big-endian as FITS stores it, or native) finds the same islands and
+    counts the finite pixels and their max |value| exactly as ``finite_count_and_peak``,
+    blanked rows and a blanked strip included."""
+    from dsa110_contimg.science.image import finite_count_and_peak
+
+    rng = np.random.default_rng(3)
+    data = ndimage.gaussian_filter(rng.standard_normal((300, 90)), 1.5) * 4.0
+    data[5, 7], data[40:45, :], data[100:120, 10:30] = -9.0, np.nan, np.inf
+    stored = data.astype(order + "f4")
+    isl = find_islands(stored, 0.0, 1.0, detect_sigma=3.5, analysis_sigma=3.0, strip_rows=32,
+                       count_finite=True)
+    plain = find_islands(data.astype(np.float32), 0.0, 1.0, detect_sigma=3.5,
+                         analysis_sigma=3.0, strip_rows=32)
+    np.testing.assert_array_equal(isl.idx, plain.idx)
+    np.testing.assert_array_equal(isl.z, plain.z)
+    assert isl.finite == finite_count_and_peak(stored)
+    assert plain.finite is None

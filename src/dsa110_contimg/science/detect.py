@@ -12,7 +12,8 @@ catalogue knows it, and measures it with the project's own estimators:
    candidate pixels are kept and labelled (through their horizontal runs), so memory and
    time follow the number of bright pixels after one comparison pass; with estimated
    (grid) maps the threshold is first compared with a lower bound taken from the grid and
-   z is evaluated only where a pixel passes it.
+   z is evaluated only where a pixel passes it. The same pass counts the image's finite
+   pixels and their peak (the QC statistics' counts, recorded on the image).
 2. **Components** (:func:`deblend`). Every local maximum of z inside an island that
    reaches the detection threshold and is the highest pixel within the beam's half-power
    ellipse is a seed; a seed that is not the island's brightest must stand at least
@@ -131,6 +132,9 @@ class Islands:
     label: np.ndarray
     shape: tuple[int, int]
     run_start: np.ndarray | None = None
+    #: ``(n, peak)``: the image's finite pixels and their max |value| (Jy/beam), when
+    #: counted in the same pass (``find_islands(count_finite=True)``)
+    finite: tuple[int, float] | None = None
 
     @property
     def n(self) -> int:
@@ -169,15 +173,14 @@ class Islands:
         return cached
 
 
-def _strip_candidates(data, background, rms, y0: int, y1: int, sigma: float):
-    """Flat indices and z (float32, as computed) of the pixels of rows ``y0:y1`` with
-    z >= ``sigma``.
+def _strip_candidates(d, background, rms, y0: int, sigma: float):
+    """Flat indices and z (float32, as computed) of the pixels of the strip ``d`` (the
+    image's rows from ``y0``) with z >= ``sigma``.
 
     ``background`` and ``rms`` are arrays or scalars, or both the same
     :class:`_GridThreshold` for estimated (grid) maps."""
-    nx = data.shape[1]
-    # compared as stored (e.g. big-endian): no converted copy of the strip is made
-    d = np.asarray(data[y0:y1])
+    y1 = y0 + d.shape[0]
+    nx = d.shape[1]
     with np.errstate(invalid="ignore"):
         if isinstance(background, _GridThreshold):
             local = np.flatnonzero(d >= background.lower(y0, y1, d.dtype)[None, :])
@@ -195,6 +198,25 @@ def _strip_candidates(data, background, rms, y0: int, y1: int, sigma: float):
     if not keep.all():
         flat, z = flat[keep], z[keep]
     return flat.astype(np.int64, copy=False), z.astype(np.float32, copy=False)
+
+
+def _strips(data, rows: int):
+    """``(y0, strip)`` over the image ``rows`` rows at a time, each strip an array in native
+    byte order: data stored otherwise (FITS is big-endian) are copied into one reused
+    buffer, the same values (a fresh array per strip would cost its page faults)."""
+    ny = data.shape[0]
+    dtype = np.dtype(getattr(data, "dtype", np.float64))
+    buf = None
+    if dtype.kind == "f" and not dtype.isnative:
+        buf = np.empty((min(rows, ny),) + tuple(data.shape[1:]), dtype.newbyteorder("="))
+    for y0 in range(0, ny, rows):
+        part = data[y0:y0 + rows]
+        if buf is None:
+            yield y0, np.asarray(part)
+        else:
+            out = buf[:part.shape[0]]
+            np.copyto(out, part)
+            yield y0, out
 
 
 class _GridThreshold:
@@ -301,20 +323,29 @@ def _connected(idx: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
 
 def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
                  analysis_sigma: float = 3.0, min_pixels: int = 3,
-                 strip_rows: int = STRIP_ROWS) -> Islands:
+                 strip_rows: int = STRIP_ROWS, count_finite: bool = False) -> Islands:
     """Islands of pixels with z >= ``analysis_sigma`` whose peak reaches ``detect_sigma``.
 
     ``data``, ``background``, ``rms``: Jy/beam, shape (ny, nx) (maps may be lazy
     :class:`~dsa110_contimg.science.noise.GridMap`/``FileMap`` objects, or scalars);
     non-finite data or noise never make a candidate. Islands are renumbered 0..n-1.
-    The image is read ``strip_rows`` rows at a time.
+    The image is read ``strip_rows`` rows at a time; with ``count_finite`` the same pass
+    also counts the finite pixels and their max |value| (``Islands.finite``, as
+    :func:`~dsa110_contimg.science.image.finite_count_and_peak`).
     """
+    from dsa110_contimg.science.image import block_count_and_peak
+
     ny, nx = data.shape
     if all(getattr(m, "smooth", False) and hasattr(m, "column_sampler")
            for m in (background, rms)):
         background = rms = _GridThreshold(background, rms, analysis_sigma)
-    parts = [_strip_candidates(data, background, rms, y0, min(ny, y0 + strip_rows), analysis_sigma)
-             for y0 in range(0, ny, strip_rows)]
+    parts = []
+    n_finite, top = 0, -np.inf
+    for y0, strip in _strips(data, strip_rows):
+        parts.append(_strip_candidates(strip, background, rms, y0, analysis_sigma))
+        if count_finite:
+            k, p = block_count_and_peak(strip)
+            n_finite, top = n_finite + k, max(top, p)
     idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     z = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
     starts, run_label = _connected(idx, nx)
@@ -337,6 +368,8 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
     run_start[starts] = True
     islands = Islands(idx, z, label, (ny, nx), run_start)
     islands.set_runs(starts)
+    if count_finite:
+        islands.finite = (n_finite, top if n_finite else float("nan"))
     return islands
 
 
@@ -1015,8 +1048,12 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
     pb = pixel_beam_for(image, beam)
     maps = maps if maps is not None else background_maps_for(image)
     data = image.data
+    record = getattr(image, "record_finite_count_and_peak", None)
     islands = find_islands(data, maps.background, maps.rms, detect_sigma=opt.detect_sigma,
-                           analysis_sigma=opt.analysis_sigma, min_pixels=opt.min_pixels)
+                           analysis_sigma=opt.analysis_sigma, min_pixels=opt.min_pixels,
+                           count_finite=record is not None)
+    if islands.finite is not None:
+        record(*islands.finite)            # the pixels are not read again for the QC counts
     flat, seed_z, isl = deblend(islands, pb, detect_sigma=opt.detect_sigma,
                                 analysis_sigma=opt.analysis_sigma,
                                 min_prominence=opt.min_prominence)

@@ -279,13 +279,28 @@ def _has_finite(arr: np.ndarray, rows: int = 256) -> bool:
     return any(np.isfinite(arr[i:i + rows]).any() for i in range(0, ny, rows))
 
 
+def block_count_and_peak(blk: np.ndarray) -> tuple[int, float]:
+    """Number of finite pixels of one block of a map and their max |value| (Jy/beam;
+    -inf when none): the step of :func:`finite_count_and_peak` per block of rows.
+
+    A block whose max and min are both finite has no NaN (they propagate) and no inf, so
+    two reductions settle it; only blocks with blanked pixels are masked."""
+    if not blk.size:
+        return 0, -np.inf
+    with np.errstate(invalid="ignore"):
+        hi, lo = blk.max(), blk.min()
+        if np.isfinite(hi) and np.isfinite(lo):
+            return int(blk.size), max(float(hi), -float(lo))
+        fin = np.isfinite(blk)
+        k = int(np.count_nonzero(fin))
+        return k, (float(np.max(np.abs(blk[fin]))) if k else -np.inf)
+
+
 def finite_count_and_peak(data, rows: int = 256) -> tuple[int, float]:
     """Number of finite pixels and max |finite pixel| (Jy/beam) of a 2-D map, read in row
     blocks (memory is one block, not the map: a memory-mapped image is streamed).
 
-    A block whose max and min are both finite has no NaN (they propagate) and no inf, so
-    two reductions settle it; only blocks with blanked pixels are masked. Peak NaN when
-    no pixel is finite.
+    Blocks are settled by :func:`block_count_and_peak`. Peak NaN when no pixel is finite.
     """
     arr = data if hasattr(data, "shape") else np.asarray(data)
     if arr.ndim != 2:
@@ -293,21 +308,9 @@ def finite_count_and_peak(data, rows: int = 256) -> tuple[int, float]:
     n = 0
     peak = -np.inf
     step = max(1, min(rows, 4_000_000 // max(1, arr.shape[1])))
-    with np.errstate(invalid="ignore"):
-        for y0 in range(0, arr.shape[0], step):
-            blk = np.asarray(arr[y0:y0 + step])
-            if not blk.size:
-                continue
-            hi, lo = blk.max(), blk.min()
-            if np.isfinite(hi) and np.isfinite(lo):
-                n += blk.size
-                peak = max(peak, float(hi), -float(lo))
-                continue
-            fin = np.isfinite(blk)
-            k = int(np.count_nonzero(fin))
-            n += k
-            if k:
-                peak = max(peak, float(np.max(np.abs(blk[fin]))))
+    for y0 in range(0, arr.shape[0], step):
+        k, p = block_count_and_peak(np.asarray(arr[y0:y0 + step]))
+        n, peak = n + k, max(peak, p)
     return n, (peak if n else float("nan"))
 
 
@@ -749,6 +752,13 @@ class RadioImage:
             self._finite = finite_count_and_peak(self.data)
         return self._finite
 
+    def record_finite_count_and_peak(self, n: int, peak: float) -> None:
+        """Record :meth:`finite_count_and_peak` as found by a caller's own pass over every
+        pixel of :attr:`data` (blind detection's, :func:`block_count_and_peak` per block),
+        so that the pixels are not read again for it."""
+        if self._finite is None:
+            self._finite = (int(n), float(peak) if n else float("nan"))
+
     @property
     def blanked_fraction(self) -> float:
         """Fraction of non-finite pixels in :attr:`data`."""
@@ -839,6 +849,7 @@ def as_image(image, *, beam: Beam | None = None) -> RadioImage:
 
 
 __all__ = ["Beam", "RadioImage", "check_fits_complete", "as_image", "finite_count_and_peak",
+           "block_count_and_peak",
            "wcs_is_equatorial", "wcs_world_to_pixel"]
 
 
