@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -76,6 +77,14 @@ class _Tiling:
         """``(nbx, rx)`` image columns of every box's samples (may lie beyond the image)."""
         return np.arange(self.nbx)[:, None] * self.boxx + np.arange(0, self.boxx, self.step)[None, :]
 
+    @cached_property
+    def _gather(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What every strip's gather uses (the same for all strips): the sampled columns
+        clipped to the image, flattened, and the (box, column) indices of those beyond it."""
+        cols = self.sample_columns()
+        bi, ji = np.nonzero(cols >= self.nx)
+        return np.minimum(cols, self.nx - 1).ravel(), bi, ji
+
     def strip(self, arr, r: int, out: np.ndarray | None = None) -> np.ndarray:
         """Samples of box row ``r`` as ``(nbx, n_samples)`` float32 (NaN padding),
         written into ``out`` when given.
@@ -87,13 +96,11 @@ class _Tiling:
         y0 = r * self.boxy
         rows = arr[y0:min(self.ny, y0 + self.boxy):self.step]
         k = rows.shape[0]
-        cols = self.sample_columns()
+        cols, bi, ji = self._gather
         out = np.empty((nbx, ry, rx), np.float32) if out is None else out.reshape(nbx, ry, rx)
-        out[:, :k] = np.take(rows, np.minimum(cols, self.nx - 1).ravel(), axis=1) \
-            .reshape(k, nbx, rx).transpose(1, 0, 2)
+        out[:, :k] = np.take(rows, cols, axis=1).reshape(k, nbx, rx).transpose(1, 0, 2)
         out[:, k:] = np.nan                       # rows below the image (last strip)
-        bi, ji = np.nonzero(cols >= self.nx)      # columns beyond it (last box column)
-        out[bi, :, ji] = np.nan
+        out[bi, :, ji] = np.nan                   # columns beyond it (last box column)
         return out.reshape(nbx, ry * rx)
 
     def grid_map(self, grid: np.ndarray) -> GridMap:
