@@ -244,3 +244,21 @@ def test_island_pass_counts_the_finite_pixels_as_the_image_does(order):
     np.testing.assert_array_equal(isl.z, plain.z)
     assert isl.finite == finite_count_and_peak(stored)
     assert plain.finite is None
+
+
+def test_detection_leaves_the_images_finite_counts_for_qc():
+    """A fresh image's finite-pixel count and peak come from the finder's own pass, equal to
+    a separate count of its pixels (blanked ones included)."""
+    from dsa110_contimg.science.image import finite_count_and_peak
+
+    sim = simulate_image((256, 256), beam_arcsec=BEAM, ra_deg=np.array([150.0]),
+                         dec_deg=np.array([37.0]), peak_jyb=np.array([0.05]), noise_rms=1e-3,
+                         naxis=2, seed=4)
+    data = sim.data.copy()
+    data[..., 10:20, :] = np.nan
+    image = RadioImage.from_array(data, sim.header)
+    assert not image.finite_counted
+    det = detect_sources(image)
+    assert len(det) >= 1 and image.finite_counted
+    assert image.finite_count_and_peak() == finite_count_and_peak(image.data)
+    assert image.blanked_fraction == pytest.approx(10 / 256)

@@ -1048,7 +1048,8 @@ def detect_sources(image, maps=None, *, options: DetectionOptions | None = None,
     pb = pixel_beam_for(image, beam)
     maps = maps if maps is not None else background_maps_for(image)
     data = image.data
-    record = getattr(image, "record_finite_count_and_peak", None)
+    record = (None if getattr(image, "finite_counted", True) else
+              getattr(image, "record_finite_count_and_peak", None))
     islands = find_islands(data, maps.background, maps.rms, detect_sigma=opt.detect_sigma,
                            analysis_sigma=opt.analysis_sigma, min_pixels=opt.min_pixels,
                            count_finite=record is not None)

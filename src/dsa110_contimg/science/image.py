@@ -752,6 +752,11 @@ class RadioImage:
             self._finite = finite_count_and_peak(self.data)
         return self._finite
 
+    @property
+    def finite_counted(self) -> bool:
+        """Whether :meth:`finite_count_and_peak` is known already (no pass over the pixels)."""
+        return self._finite is not None
+
     def record_finite_count_and_peak(self, n: int, peak: float) -> None:
         """Record :meth:`finite_count_and_peak` as found by a caller's own pass over every
         pixel of :attr:`data` (blind detection's, :func:`block_count_and_peak` per block),
