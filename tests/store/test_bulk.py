@@ -130,3 +130,29 @@ def test_running_stats_read_back_in_their_stored_form(databases):
     for c in want:
         np.testing.assert_array_equal(got[c], want[c], err_msg=c)
     db.dispose()
+
+
+@both
+def test_measurements_inserted_with_their_normalised_fluxes_read_back_as_normalised(databases):
+    """An image's rows written once with their normalised flux and error (NaN -> NULL)."""
+    db = open_products_db(databases.new("products"))
+    n = 1000
+    with db.engine.begin() as conn:
+        sid = _sources(conn, n)
+        cols = {k: np.linspace(1, 2, n) for k in ps.MEASUREMENT_COLUMNS}
+        cols.update(dof=np.full(n, 10), cluster_id=np.full(n, -1), flags=np.zeros(n, np.int64),
+                    success=np.arange(n) % 5 != 0)
+        image_id = ps.store_image_row(conn, {"path": "/y.fits", "content_id": "1:2:cd",
+                                             "kind": "image", "method": "forced",
+                                             "catalog": "nvss", "mjd": 60001.0}, n)
+        norm = np.where(np.arange(n) % 3 == 0, np.nan, np.arange(n) * 1.0)
+        ps.insert_measurements(conn, image_id, sid, cols, norm_flux=norm, norm_err=norm / 10)
+    with db.engine.connect() as conn:
+        fl, er, _, _ = lc_store.load_lightcurves(conn, sid, [image_id], normalized=True)
+        n_rows = conn.exec_driver_sql("select n_sources from images").scalar()
+    ok = cols["success"]
+    assert n_rows == n
+    np.testing.assert_array_equal(np.isfinite(fl[:, 0]), ok & np.isfinite(norm))
+    np.testing.assert_allclose(fl[ok, 0], norm[ok])
+    np.testing.assert_allclose(er[ok, 0], norm[ok] / 10)
+    db.dispose()

@@ -217,6 +217,7 @@ def choose_references(conn, ctx, stable, baselines, inputs: dict):
         return ref_idx, choices, counts, "catalogue"
     from dsa110_contimg.catalogs.compactness import RESOLVED
 
+    ctx.write_measurements(conn)      # the ensemble is read from the stored raw fluxes
     ens = ensemble_references(conn, ctx, table, cfg,
                               exclude=variable | (np.asarray(inputs["klass"]) == RESOLVED))
     if ens is None or ens[0].size < cfg.norm_min_refs:

@@ -148,9 +148,12 @@ def store_measured(engine, measured, cfg, *, data_id: str | None = None,
     with timer("write_lock"), _transaction(engine, fence) as conn:
         for step in in_image:
             with timer(step.name):
+                if not step.staged_rows:
+                    ctx.write_measurements(conn)
                 ctx.results[step.name] = step.write(conn, ctx)
             if ctx.duplicate_of is not None:
                 break
+        ctx.write_measurements(conn)
     for step in active:
         if ctx.duplicate_of is not None:
             break

@@ -215,13 +215,17 @@ def image_fluxes(conn: Connection, image_id: int, ref_ids: Sequence[int] | None 
 
 def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=None, factor_err=None,
                       scatter=None, n_refs=None, reason=None, ref_ids=None, used_ids=None,
-                      norm_flux=None, norm_err=None, source_ids=None) -> None:
-    """Store an image's correction and its measurements' normalised fluxes (NULL when not ok)."""
+                      norm_flux=None, norm_err=None, source_ids=None, rows: bool = True) -> None:
+    """Store an image's correction and its measurements' normalised fluxes (NULL when not ok);
+    ``rows=False``: the correction only (the caller inserts the image's measurement rows with
+    their normalised fluxes)."""
     ids = lambda a: None if a is None else json.dumps([int(i) for i in a])  # noqa: E731
     conn.execute(images.update().where(images.c.id == image_id).values(
         norm_status=status, norm_factor=_f(factor), norm_factor_err=_f(factor_err),
         norm_scatter=_f(scatter), norm_n_refs=n_refs, norm_reason=reason,
         norm_ref_ids=ids(ref_ids), norm_used_ids=ids(used_ids)))
+    if not rows:
+        return
     if norm_flux is None:
         conn.execute(measurements.update().where(measurements.c.image_id == image_id).values(
             norm_flux_jyb=None, norm_err_jyb=None))
@@ -317,7 +321,7 @@ def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> tupl
     (to validate reads made before a write transaction)."""
     return tuple(bulk.fetch_in(conn, "SELECT count(*), sum(n), max(updated_at), sum(updated_at) "
                                      "FROM variability_stats WHERE source_id IN ({in})",
-                               [int(s) for s in source_ids]))
+                               np.asarray(source_ids, np.int64).tolist()))
 
 
 def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict, metrics: dict,

@@ -187,7 +187,8 @@ def upsert_table_sources(conn: Connection, default_survey: str, cat, *,
 
 def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], source_ids: np.ndarray,
                              columns: Mapping[str, np.ndarray]) -> int:
-    """Create or update the image row (by path) and replace its measurements.
+    """Create or update the image row (by path) and replace its measurements
+    (:func:`store_image_row` then :func:`insert_measurements`).
 
     Parameters
     ----------
@@ -205,10 +206,19 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
     int
         ``images.id``.
     """
+    image_id = store_image_row(conn, image_row, len(source_ids))
+    insert_measurements(conn, image_id, source_ids, columns)
+    return image_id
+
+
+def store_image_row(conn: Connection, image_row: Mapping[str, Any], n_sources: int) -> int:
+    """Create or update the image row (by path) for ``n_sources`` measurement rows; an
+    image stored before loses its measurements, QC and normalisation (its new rows follow
+    with :func:`insert_measurements` in the same transaction). Returns ``images.id``."""
     row = dict(image_row)
     row.setdefault("measured_at", time.time())
     # the image's row count is always the number of its measurement rows (status sums it)
-    row["n_sources"] = len(source_ids)
+    row["n_sources"] = int(n_sources)
     image_id = conn.execute(sa.select(images.c.id).where(images.c.path == row["path"])).scalar()
     if image_id is None:
         image_id = conn.execute(images.insert().values(**row).returning(images.c.id)).scalar_one()
@@ -219,24 +229,38 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
                  "norm_scatter": None, "norm_n_refs": None, "norm_reason": None, "norm_ref_ids": None,
                  "norm_used_ids": None, "duplicate_of": None}
         conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
-    cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}
-    n = len(source_ids)
-    if n:
-        from dsa110_contimg.store import bulk
-
-        sid = np.asarray(source_ids).tolist()
-        cols["success"] = [bool(v) for v in cols["success"]]
-        rows = list(zip([int(image_id)] * n, sid, *(cols[k] for k in MEASUREMENT_COLUMNS)))
-        bulk.executemany(conn, bulk.insert_sql(
-            "measurements", ("image_id", "source_id") + MEASUREMENT_COLUMNS), rows)
     return int(image_id)
+
+
+def insert_measurements(conn: Connection, image_id: int, source_ids: np.ndarray,
+                        columns: Mapping[str, np.ndarray], *, norm_flux=None, norm_err=None) -> None:
+    """Insert one image's measurement rows (one executemany): the :data:`MEASUREMENT_COLUMNS`
+    of ``columns`` per ``source_ids`` and, when given, their normalised flux and error
+    (Jy/beam; NaN -> NULL), so that each row is written once."""
+    n = len(source_ids)
+    if not n:
+        return
+    from dsa110_contimg.store import bulk
+
+    cols = {k: _to_db_list(np.asarray(columns[k])) for k in MEASUREMENT_COLUMNS}
+    cols["success"] = [bool(v) for v in cols["success"]]
+    names = ("image_id", "source_id") + MEASUREMENT_COLUMNS
+    values = [[int(image_id)] * n, np.asarray(source_ids).tolist(),
+              *(cols[k] for k in MEASUREMENT_COLUMNS)]
+    if norm_flux is not None:
+        names += ("norm_flux_jyb", "norm_err_jyb")
+        values += [bulk.nullable(norm_flux), bulk.nullable(norm_err)]
+    bulk.executemany(conn, bulk.insert_sql("measurements", names), list(zip(*values)))
 
 
 def _to_db_list(arr: np.ndarray) -> list:
     """numpy -> python values with NaN as None (SQL NULL)."""
     if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if not bad.any():
+            return arr.tolist()
         out = arr.astype(object)
-        out[~np.isfinite(arr)] = None
+        out[bad] = None
         return out.tolist()
     return arr.tolist()
 

@@ -42,6 +42,46 @@ def test_normalisation_removes_per_epoch_gain_errors(tmp_path):
     assert results[N_EPOCHS - 1].normalization["status"] == "ok"
 
 
+def _statements(run):
+    """The SQL statements (SQLite's trace) that ``run()`` sends on connections it opens."""
+    import sqlalchemy as sa
+
+    seen: list[str] = []
+
+    def trace(dbapi_conn, _record):
+        dbapi_conn.set_trace_callback(seen.append)
+
+    sa.event.listen(sa.engine.Engine, "connect", trace)
+    try:
+        out = run()
+    finally:
+        sa.event.remove(sa.engine.Engine, "connect", trace)
+    return out, seen
+
+
+def test_each_measurement_row_is_written_once_with_its_normalised_flux(tmp_path):
+    """Once the reference baselines are established, an image's measurement rows are
+    inserted with their normalised fluxes: no statement updates measurements, and the
+    stored normalised flux is the raw one divided by the image's factor."""
+    field = bright_field(tmp_path)
+    gains = 1.0 + np.random.default_rng(3).uniform(-0.05, 0.05, N_EPOCHS)
+    cfg = PhotometryConfig(normalize=True, norm_min_snr=30.0)
+    run_epochs(tmp_path, field, range(N_EPOCHS - 1), gains, cfg)
+    (_, results), seen = _statements(
+        lambda: run_epochs(tmp_path, field, [N_EPOCHS - 1], gains, cfg))
+    norm = results[N_EPOCHS - 1].normalization
+    assert norm["status"] == "ok" and not norm.get("renormalised")
+    assert not [q for q in seen if q.lstrip().upper().startswith("UPDATE MEASUREMENTS")]
+    with sqlite3.connect(tmp_path / "p.sqlite3") as conn:
+        factor, = conn.execute("select norm_factor from images order by mjd desc limit 1").fetchone()
+        rows = np.array(conn.execute(
+            "select m.peak_jyb, m.norm_flux_jyb from measurements m join images i on "
+            "i.id = m.image_id where i.mjd = (select max(mjd) from images) and m.success"
+        ).fetchall(), float)
+    assert rows.shape[0] > 10 and np.isfinite(rows).all()
+    np.testing.assert_allclose(rows[:, 1], rows[:, 0] / factor, rtol=1e-9)
+
+
 def test_two_references_are_refused_not_normalised_by_one(tmp_path):
     field = SimulatedField(tmp_path, n_sources=6, seed=3, flux_range=(2.0, 6.0))
     field.flux_mjy[:2] = 300.0            # only two sources bright enough to be references
@@ -171,3 +211,44 @@ def test_an_ese_candidate_stops_being_a_reference_and_its_images_are_normalised_
     assert all(st == "ok" and victim not in json.loads(refs) for _, st, refs in rows), rows
     role, _, reason = _refs(db, first)[victim]
     assert role == "rejected" and "ESE candidate" in reason
+
+
+def test_a_staged_epoch_joins_light_curves_as_the_stored_one_would(tmp_path):
+    """The baselines of an image whose rows are still staged see its raw fluxes laid out
+    exactly as a read of the stored rows returns them (MJD order, epochs without MJD last,
+    failed and absent measurements left out, ties after the earlier images)."""
+    from dsa110_contimg.pipeline.steps.normalise import _with_epoch
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store import open_products_db
+    from dsa110_contimg.store import products as ps
+
+    rng = np.random.default_rng(5)
+    n, epochs = 40, [60003.0, None, 60001.0, 60002.0, 60001.0]
+    db = open_products_db(tmp_path / "p.sqlite3")
+    with db.engine.begin() as conn:
+        sid = ps.upsert_sources(conn, "nvss", [f"NVSS J{i:06d}" for i in range(n)],
+                                np.linspace(10, 11, n), np.full(n, 30.0), np.full(n, 5.0))
+        image_ids, success = [], []
+        for k, mjd in enumerate(epochs):
+            cols = {c: rng.uniform(1, 2, n) for c in ps.MEASUREMENT_COLUMNS}
+            cols.update(dof=np.full(n, 10), cluster_id=np.full(n, -1),
+                        flags=np.zeros(n, np.int64), success=rng.random(n) > 0.3)
+            cols["peak_jyb"][rng.random(n) < 0.1] = np.nan
+            keep = rng.random(n) > 0.2                   # sources not measured on this image
+            image_ids.append(ps.store_image_row(conn, {
+                "path": f"/e{k}.fits", "content_id": str(k), "kind": "image", "method": "forced",
+                "catalog": "nvss", "mjd": mjd}, int(keep.sum())))
+            ps.insert_measurements(conn, image_ids[-1], sid[keep], {c: v[keep] for c, v in cols.items()})
+            success.append((keep, cols))
+    for last in range(len(epochs)):
+        ids = image_ids[:last + 1]
+        with db.engine.connect() as conn:
+            want, _, want_mjd, _ = lc_store.load_lightcurves(conn, sid, ids, normalized=False)
+            f, _, t, img = lc_store.load_lightcurves(conn, sid, ids[:-1], normalized=False)
+        keep, cols = success[last]
+        got, got_mjd = _with_epoch(f, t, img >= 0, np.where(keep, cols["peak_jyb"], np.nan),
+                                   np.nan if epochs[last] is None else epochs[last],
+                                   keep & cols["success"])
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_mjd, want_mjd)
+    db.dispose()

@@ -48,6 +48,11 @@ class Step:
         its own (``ctx.timer`` records it as ``<name>_lock``).
     enabled : callable ``(cfg) -> bool``
         Whether the step runs under this configuration. Default: always.
+    staged_rows : bool
+        Whether the step works with the image's measurement rows while they are still
+        staged (:meth:`ImageContext.stage_measurements`: not yet in the database, so that
+        the ``normalise`` step inserts them once with their normalised fluxes). Default
+        False: the runner writes staged rows before the step runs, so that it reads them.
     """
 
     name: str
@@ -55,6 +60,7 @@ class Step:
     prepare: Callable[[Any, "ImageContext"], None] = _nothing
     transaction: str = IMAGE_TRANSACTION
     enabled: Callable[[Any], bool] = _always
+    staged_rows: bool = False
 
     def __post_init__(self):
         if self.transaction not in (IMAGE_TRANSACTION, OWN_TRANSACTION):
@@ -195,6 +201,39 @@ class ImageContext:
     #: whole history (recomputations).
     field_window_days: float | None = None
     _field: FieldImages | None = None
+    _staged: dict | None = None
+
+    def stage_measurements(self, columns) -> None:
+        """Keep the image's measurement rows (``columns`` per ``source_ids``, for
+        ``image_id``) to be inserted by :meth:`write_measurements`, once, with their
+        normalised fluxes when the ``normalise`` step computes them."""
+        flags = np.asarray(columns["flags"]).copy()
+        self._staged = {"columns": {**columns, "flags": flags}}
+
+    @property
+    def measurements_staged(self) -> bool:
+        """Whether the image's measurement rows are staged, not yet in the database."""
+        return self._staged is not None
+
+    def write_measurements(self, conn, norm_flux=None, norm_err=None) -> bool:
+        """Insert the staged measurement rows of the image (with their normalised flux and
+        error, Jy/beam, per ``source_ids`` when given); False when none were staged."""
+        if self._staged is None:
+            return False
+        from dsa110_contimg.store.products import insert_measurements
+
+        staged, self._staged = self._staged, None
+        insert_measurements(conn, self.image_id, self.source_ids, staged["columns"],
+                            norm_flux=norm_flux, norm_err=norm_err)
+        return True
+
+    def flag_measurements(self, conn, flag: int) -> None:
+        """OR ``flag`` (a :class:`~dsa110_contimg.science.results.Flag` bit) into every
+        measurement of the image, staged or stored."""
+        if self._staged is not None:
+            self._staged["columns"]["flags"] |= int(flag)
+        else:
+            lc_store.flag_image_measurements(conn, self.image_id, flag)
 
     def _needs_history(self) -> bool:
         """Whether this image's steps must see the field's whole history: no window, no

@@ -11,4 +11,4 @@ from __future__ import annotations
 from dsa110_contimg.pipeline import transients
 from dsa110_contimg.pipeline.steps.base import Step
 
-STEP = Step("detections", transients.write, enabled=lambda cfg: cfg.detect)
+STEP = Step("detections", transients.write, enabled=lambda cfg: cfg.detect, staged_rows=True)

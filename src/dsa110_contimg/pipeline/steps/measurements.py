@@ -2,9 +2,12 @@
 
 Prepare (read connection): the ids of the catalogue sources already stored (source
 rows never change once written). Write: insert the missing sources, create or update
-the image row (by path) and replace its measurements
-(:func:`dsa110_contimg.store.products.store_image_measurements`); sets
-``ctx.image_id``, ``ctx.source_ids`` and ``ctx.remeasured``.
+the image row (by path; :func:`dsa110_contimg.store.products.store_image_row`, which
+removes the measurements of an image stored before) and stage its measurement rows
+(:meth:`~dsa110_contimg.pipeline.steps.base.ImageContext.stage_measurements`): the
+``normalise`` step inserts them once with their normalised fluxes (the runner inserts
+them before any step that does not work with staged rows); sets ``ctx.image_id``,
+``ctx.source_ids`` and ``ctx.remeasured``.
 """
 
 from __future__ import annotations
@@ -63,9 +66,9 @@ def write(conn, ctx: ImageContext) -> dict:
     # rows of several surveys: the catalogue, monitor lists, the service's own sources
     ctx.source_ids = product_store.upsert_table_sources(conn, ctx.cfg.catalog, ctx.measured.cat,
                                                         known=ctx.prepared.get("store"))
-    ctx.image_id = product_store.store_image_measurements(conn, image_row(ctx), ctx.source_ids,
-                                                          ctx.measured.table.columns)
+    ctx.image_id = product_store.store_image_row(conn, image_row(ctx), len(ctx.source_ids))
+    ctx.stage_measurements(ctx.measured.table.columns)
     return {"image_id": ctx.image_id, "remeasured": ctx.remeasured}
 
 
-STEP = Step("store", write, prepare)
+STEP = Step("store", write, prepare, staged_rows=True)

@@ -11,7 +11,8 @@ transaction:
    while still being established or when this image falls inside their window;
 3. the correction (clipped median of flux / baseline, >= ``norm_min_refs`` references;
    :func:`dsa110_contimg.science.normalize.compute_correction`) and the normalised
-   fluxes;
+   fluxes: the image's measurement rows, staged by the ``store`` step, are inserted here
+   with them (each row written once; an image not normalised gets its rows without);
 4. the stability verdict of references with complete baselines;
 5. every earlier image of the field that used a reference whose baseline moved is
    normalised again.
@@ -49,14 +50,14 @@ def _refused(conn, ctx: ImageContext, summary: dict) -> dict | None:
                   f"'{cfg.method}' (no beam); kept out of the light curves")
         summary.update(method_mismatch=True, reason=reason)
         if cfg.normalize:
-            lc_store.set_normalisation(conn, ctx.image_id, status="failed", reason=reason)
+            _store_normalisation(conn, ctx, ctx.image_id, status="failed", reason=reason)
             summary.update(status="failed")
         return summary
     if not cfg.normalize:
         return summary
     if qc_step.failed(ctx):
-        lc_store.set_normalisation(conn, ctx.image_id, status="failed",
-                                   reason="image failed quality control")
+        _store_normalisation(conn, ctx, ctx.image_id, status="failed",
+                             reason="image failed quality control")
         summary.update(status="failed", reason="image failed quality control")
         return summary
     return None
@@ -126,7 +127,8 @@ def _maintain_baselines(conn, ctx: ImageContext, ref_ids, baselines) -> set[int]
                    or mjd < (baselines[s].get("through_mjd") or -np.inf))
     if not needs:
         return None
-    return update_baselines(conn, needs, ctx.field_images(conn, full=True).ids, cfg)
+    return update_baselines(conn, needs, ctx.field_images(conn, full=True).ids, cfg,
+                            staged=ctx if ctx.measurements_staged else None)
 
 
 def _renormalise_field(conn, ctx: ImageContext, changed: set[int], baselines) -> set[int]:
@@ -262,12 +264,25 @@ def check_reference_stability(conn, ctx: ImageContext, ref_ids) -> None:
         for s, c, k, b in zip(ids[judged], chi2_nu[judged], n[judged], bad[judged])})
 
 
-def update_baselines(conn, ref_ids: list[int], image_ids, cfg) -> set[int]:
+def update_baselines(conn, ref_ids: list[int], image_ids, cfg, *,
+                     staged: ImageContext | None = None) -> set[int]:
     """Recompute the baselines of ``ref_ids`` from their raw light curves over
-    ``image_ids``; returns the ids whose baseline value changed."""
+    ``image_ids``; returns the ids whose baseline value changed. ``staged``: the context of
+    an image among ``image_ids`` whose measurement rows are staged, not stored: its raw
+    fluxes are taken from its measured table."""
     from dsa110_contimg.science.normalize import reference_baselines
 
-    flux, _err, mjd, _img = lc_store.load_lightcurves(conn, ref_ids, image_ids, normalized=False)
+    if staged is not None and staged.image_id in set(int(i) for i in image_ids):
+        stored = [int(i) for i in image_ids if int(i) != staged.image_id]
+        flux, _err, mjd, img = lc_store.load_lightcurves(conn, ref_ids, stored, normalized=False)
+        table = staged.measured.table
+        success = _lookup(staged.source_ids, np.asarray(table["success"], float), ref_ids) == 1
+        flux, mjd = _with_epoch(flux, mjd, img >= 0,
+                                _lookup(staged.source_ids, table["peak_jyb"], ref_ids),
+                                np.nan if staged.mjd is None else float(staged.mjd), success)
+    else:
+        flux, _err, mjd, _img = lc_store.load_lightcurves(conn, ref_ids, image_ids,
+                                                          normalized=False)
     if flux.shape[1] == 0:
         return set()
     base, rms, usable = reference_baselines(flux, mjd, n_epochs=cfg.norm_baseline_epochs,
@@ -290,6 +305,24 @@ def update_baselines(conn, ref_ids: list[int], image_ids, cfg) -> set[int]:
             changed.add(sid)
     lc_store.save_baselines(conn, rows)
     return changed
+
+
+def _with_epoch(flux, mjd, present, new_flux, new_mjd: float, has):
+    """Padded light curves (``present``: the real entries; rows sorted by MJD, epochs without
+    an MJD after the others, padding last, as
+    :func:`dsa110_contimg.store.lightcurves.load_lightcurves` returns them) with one more
+    epoch at ``new_mjd`` holding ``new_flux`` in the rows where ``has``, laid out as that
+    read returns them with the epoch stored."""
+    n, width = flux.shape
+    present = np.column_stack([present, has])
+    f = np.column_stack([flux, np.where(has, new_flux, np.nan)])
+    t = np.column_stack([mjd, np.full(n, new_mjd)])
+    order = np.lexsort((t.ravel(), ~present.ravel(), np.repeat(np.arange(n), width + 1)))
+    f, t = f.ravel()[order].reshape(n, width + 1), t.ravel()[order].reshape(n, width + 1)
+    keep = present.ravel()[order].reshape(n, width + 1)
+    f[~keep], t[~keep] = np.nan, np.nan
+    w = int(keep.sum(axis=1).max(initial=0))
+    return f[:, :w], t[:, :w]
 
 
 def _failure_reason(corr, n_refs: int, cfg, few_refs_reason: str | None) -> str:
@@ -324,20 +357,38 @@ def correct_image(conn, ctx: ImageContext, image_id: int, ref_ids, baselines, *,
     _record_outcomes(conn, image_id, ref_ids, corr)
     if not corr.ok:
         corr.reason = _failure_reason(corr, len(ref_ids), cfg, few_refs_reason)
-        lc_store.set_normalisation(conn, image_id, status="failed", factor=corr.factor,
-                                   factor_err=corr.factor_err, scatter=corr.scatter,
-                                   n_refs=corr.n_used, reason=corr.reason, ref_ids=ref_ids,
-                                   used_ids=used_ids)
+        _store_normalisation(conn, ctx, image_id, status="failed", factor=corr.factor,
+                             factor_err=corr.factor_err, scatter=corr.scatter,
+                             n_refs=corr.n_used, reason=corr.reason, ref_ids=ref_ids,
+                             used_ids=used_ids)
         ctx.record_normalisation(image_id, "failed", ref_ids)
         return {"status": "failed", "reason": corr.reason, "factor": corr.factor, "n_refs": corr.n_used}
     fn, en = apply_correction(all_flux, all_err, corr)
-    lc_store.set_normalisation(conn, image_id, status="ok", factor=corr.factor,
-                               factor_err=corr.factor_err, scatter=corr.scatter, n_refs=corr.n_used,
-                               reason=corr.warning or None, ref_ids=ref_ids, used_ids=used_ids, norm_flux=fn,
-                               norm_err=en, source_ids=all_ids)
+    _store_normalisation(conn, ctx, image_id, status="ok", factor=corr.factor,
+                         factor_err=corr.factor_err, scatter=corr.scatter, n_refs=corr.n_used,
+                         reason=corr.warning or None, ref_ids=ref_ids, used_ids=used_ids,
+                         norm_flux=fn, norm_err=en, source_ids=all_ids)
     ctx.record_normalisation(image_id, "ok", ref_ids)
     return {"status": "ok", "factor": corr.factor, "factor_err": corr.factor_err,
             "n_refs": corr.n_used, "scatter": corr.scatter, "reason": corr.warning or None}
+
+
+def _store_normalisation(conn, ctx: ImageContext, image_id: int, *, norm_flux=None, norm_err=None,
+                         source_ids=None, **correction) -> None:
+    """Store an image's correction (``correction``: the keywords of
+    :func:`dsa110_contimg.store.lightcurves.set_normalisation`) and its normalised fluxes
+    (Jy/beam per ``source_ids``; None: not normalised). This image's measurement rows, while
+    still staged, are inserted with them (each row written once); stored rows (an earlier
+    image's, or this one's once written) are updated."""
+    own = image_id == ctx.image_id and ctx.measurements_staged and (
+        norm_flux is None or np.array_equal(np.asarray(source_ids, np.int64),
+                                            np.asarray(ctx.source_ids, np.int64)))
+    if not own:
+        lc_store.set_normalisation(conn, image_id, norm_flux=norm_flux, norm_err=norm_err,
+                                   source_ids=source_ids, **correction)
+        return
+    lc_store.set_normalisation(conn, image_id, rows=False, **correction)
+    ctx.write_measurements(conn, norm_flux, norm_err)
 
 
 def _record_outcomes(conn, image_id: int, ref_ids, corr) -> None:
@@ -381,4 +432,4 @@ def _num(x) -> float:
     return np.nan if x is None else float(x)
 
 
-STEP = Step("normalise", write, prepare)
+STEP = Step("normalise", write, prepare, staged_rows=True)

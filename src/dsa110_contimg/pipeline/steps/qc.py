@@ -58,7 +58,7 @@ def write(conn, ctx: ImageContext):
     set_image_fields(conn, ctx.image_id, qc_status=qc.status, qc_reasons=list(qc.reasons),
                      qc_metrics=clean(qc.metrics))
     if qc.status == "failed":
-        lc_store.flag_image_measurements(conn, ctx.image_id, Flag.QC_FAILED)
+        ctx.flag_measurements(conn, Flag.QC_FAILED)
     if qc.status != "passed":
         ctx.notes.extend(f"QC {qc.status}: {r}" for r in qc.reasons)
     return qc
@@ -70,4 +70,4 @@ def failed(ctx: ImageContext) -> bool:
     return qc is not None and qc.status == "failed"
 
 
-STEP = Step("qc", write, prepare, enabled=lambda cfg: bool(cfg.qc))
+STEP = Step("qc", write, prepare, enabled=lambda cfg: bool(cfg.qc), staged_rows=True)
