@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from astropy.table import MaskedColumn, Table
 
 from dsa110_contimg.pipeline import export
@@ -64,6 +65,19 @@ def test_csv_download_is_astropys_csv():
     table["snr"].format = ".1f"                  # a format: astropy's own writer
     assert export.table_bytes(table, "ascii.csv") == _astropy_csv(table)
     assert b"10.0" in export.table_bytes(Table({"snr": [10.0]}), "ascii.csv")
+
+
+@pytest.mark.parametrize("notes", [["", " /data/a.fits\t", "passed", "é"],   # nothing quoted
+                                   ["x", "carriage\rreturn", "", "y"], ["", "", "", ""]])
+def test_csv_rows_are_astropys_with_and_without_quoting(notes):
+    """Rows whose text needs no quoting are joined directly, the others written by the csv
+    module: the bytes are astropy's either way."""
+    table = _table(40)
+    table["note"] = np.array(notes * 10)
+    table["flag"] = np.arange(40) % 3 == 0
+    table.meta.clear()
+    assert export.table_bytes(table, "ascii.csv") == _astropy_csv(table)
+    assert export.table_bytes(table[:0], "ascii.csv") == _astropy_csv(table[:0])
 
 
 def test_light_curve_csv_is_the_same_without_the_metadata_only_metrics():

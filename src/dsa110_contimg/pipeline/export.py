@@ -124,15 +124,15 @@ def write_table(table, out, fmt: str) -> None:
 
 def _csv_text(table) -> str | None:
     """The text astropy's ``ascii.csv`` writer makes of ``table``, each column converted in
-    one pass and the rows written by the ``csv`` module (astropy formats, strips and splits
-    value by value): values as ``str`` (floats as ``repr``), stripped of spaces and tabs,
-    quoted where CSV needs it. None (use astropy) unless every column is a 1-D unmasked
-    float64, integer, boolean or text column without a format."""
+    one pass and the rows joined in C (astropy formats, strips and splits value by value):
+    values as ``str`` (floats as ``repr``), stripped of spaces and tabs, quoted where CSV
+    needs it (then the rows go through the ``csv`` module). None (use astropy) unless every
+    column is a 1-D unmasked float64, integer, boolean or text column without a format."""
     import csv
 
     from astropy.table import MaskedColumn
 
-    cols = []
+    cols, quote = [], False
     for name in table.colnames:
         col = table[name]
         kind = col.dtype.kind
@@ -141,14 +141,26 @@ def _csv_text(table) -> str | None:
             return None
         values = np.asarray(col).tolist()
         if kind == "U":
-            cols.append([v.strip(" \t") for v in values])
+            # each distinct text stripped once (paths and states repeat from row to row)
+            stripped = {v: v.strip(" \t") for v in set(values)}
+            cols.append(list(map(stripped.__getitem__, values)))
+            quote = quote or any(c in v for v in stripped.values() for c in _CSV_SPECIAL)
         else:
-            cols.append([str(v) for v in values])
+            cols.append(list(map(str, values)))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([n.strip(" \t") for n in table.colnames])
-    writer.writerows(zip(*cols))
+    if quote or len(cols) < 2:
+        writer.writerows(zip(*cols))
+    elif len(table):
+        # no field needs quoting (numbers never do): the rows as the csv module writes them
+        buf.write("\n".join(map(",".join, zip(*cols))))
+        buf.write("\n")
     return buf.getvalue()
+
+
+#: characters that make the csv module quote a field (delimiter, quote, line ends)
+_CSV_SPECIAL = (",", '"', "\r", "\n")
 
 
 def table_bytes(table, fmt: str) -> bytes:

@@ -43,6 +43,10 @@ def clean(value):
     return value
 
 
+#: the types of an object column that JSON takes as they are (text and None)
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
 def column_values(values) -> list:
     """``clean(values)`` of one column (a 1-D array or a sequence), converted in bulk where
     the rule is the identity: a float array's values with its non-finite ones as None,
@@ -60,7 +64,7 @@ def column_values(values) -> list:
         for i in np.flatnonzero(~np.isfinite(values)).tolist():
             out[i] = None
         return out
-    if kind == "U" or (kind == "O" and all(v is None or type(v) is str for v in out)):
+    if kind == "U" or (kind == "O" and set(map(type, out)) <= _TEXT_TYPES):
         return out
     return clean(out)
 
