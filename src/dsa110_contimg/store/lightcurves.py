@@ -94,36 +94,61 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
 
 def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Sequence[int], *,
                      normalized: bool, successful_only: bool = True,
-                     epochs: Sequence[float] | None = None):
+                     epochs: Sequence[float] | None = None, cached: bool = False):
     """Light curves of ``source_ids`` over the images ``image_ids``.
 
     ``epochs``: the MJD of each of ``image_ids`` when the caller holds them (a field read),
-    instead of reading them from ``images``.
+    instead of reading them from ``images``. ``cached``: the successful rows through the
+    process's row cache (:mod:`~dsa110_contimg.store.row_cache`), for reads repeated image
+    after image (the same values; only rows of new or changed images, and of sources not
+    asked before, are read).
 
     Returns
     -------
     flux2d, err2d, mjd2d : ndarray, shape (n_sources, n_epochs)
-        NaN-padded, each row sorted by MJD; the normalised columns when
+        NaN-padded, each row sorted by MJD (images of equal MJD by id); the normalised columns when
         ``normalized`` (rows whose image is not normalised are NaN), else raw.
     image2d : ndarray of int, same shape (-1 padding)
     """
     src = np.asarray(source_ids, np.int64)
+    if cached and successful_only:
+        from dsa110_contimg.store.row_cache import cached_rows
+
+        recs = cached_rows(conn, src, image_ids, normalized=normalized)
+    else:
+        recs = fetch_rows(conn, src, image_ids, normalized=normalized,
+                          successful_only=successful_only)
+    return assemble_lightcurves(conn, src, recs, image_ids, epochs)
+
+
+def fetch_rows(conn: Connection, source_ids: Sequence[int], image_ids: Sequence[int], *,
+               normalized: bool, successful_only: bool = True) -> list[tuple]:
+    """The measurement rows ``(source_id, image_id, flux, err)`` of ``source_ids`` on the
+    images ``image_ids`` (Jy/beam; the normalised columns when ``normalized``; None where
+    NULL), in no particular order; with ``successful_only`` the successful ones only."""
+    src = np.asarray(source_ids, np.int64)
     n = src.size
     fcol, ecol = ("norm_flux_jyb", "norm_err_jyb") if normalized else ("peak_jyb", "peak_err_jyb")
     img = [int(i) for i in image_ids]
-    recs: list[tuple] = []
-    if n and img:
-        ok = " AND success = ?" if successful_only else ""
-        okp = (True,) if successful_only else ()
-        base = f"SELECT source_id, image_id, {fcol}, {ecol} FROM measurements WHERE "
-        if n <= bulk.CHUNK:
-            # one index seek per (image, source) pair through the primary key
-            marks = ",".join("?" * n)
-            recs = bulk.fetch_in(conn, base + f"image_id IN ({{in}}) AND source_id IN ({marks})" + ok,
-                                 img, (), tuple(src.tolist()) + okp)
-        else:
-            recs = bulk.fetch_in(conn, base + "image_id IN ({in})" + ok, img, (), okp)
-    if not recs:
+    if not (n and img):
+        return []
+    ok = " AND success = ?" if successful_only else ""
+    okp = (True,) if successful_only else ()
+    base = f"SELECT source_id, image_id, {fcol}, {ecol} FROM measurements WHERE "
+    if n <= bulk.CHUNK:
+        # one index seek per (image, source) pair through the primary key
+        marks = ",".join("?" * n)
+        return bulk.fetch_in(conn, base + f"image_id IN ({{in}}) AND source_id IN ({marks})" + ok,
+                             img, (), tuple(src.tolist()) + okp)
+    return bulk.fetch_in(conn, base + "image_id IN ({in})" + ok, img, (), okp)
+
+
+def assemble_lightcurves(conn: Connection, src: np.ndarray, recs, image_ids: Sequence[int],
+                         epochs: Sequence[float] | None = None):
+    """The light curves of :func:`load_lightcurves` from its measurement rows ``recs``
+    (:func:`fetch_rows`: a list of tuples or an array of shape (k, 4))."""
+    n = src.size
+    if len(recs) == 0:
         empty = np.empty((n, 0))
         return empty, empty, empty, np.empty((n, 0), np.int64)
     arr = np.array(recs, dtype=float)      # None (NULL) -> nan
@@ -138,7 +163,7 @@ def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Seq
         empty = np.empty((n, 0))
         return empty, empty, empty, np.empty((n, 0), np.int64)
     rows = order_src[pos[hit]]
-    order = np.lexsort((arr[:, 2], rows))
+    order = np.lexsort((arr[:, 1], arr[:, 2], rows))    # by source, epoch, then image id
     rows, arr = rows[order], arr[order]
     counts = np.bincount(rows, minlength=n)
     width = int(counts.max())
@@ -218,12 +243,15 @@ def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=No
                       norm_flux=None, norm_err=None, source_ids=None, rows: bool = True) -> None:
     """Store an image's correction and its measurements' normalised fluxes (NULL when not ok);
     ``rows=False``: the correction only (the caller inserts the image's measurement rows with
-    their normalised fluxes)."""
+    their normalised fluxes). The image's rows are marked changed
+    (:func:`~dsa110_contimg.store.row_cache.bump_rows_version`)."""
     ids = lambda a: None if a is None else json.dumps([int(i) for i in a])  # noqa: E731
+    from dsa110_contimg.store.row_cache import BUMP
+
     conn.execute(images.update().where(images.c.id == image_id).values(
         norm_status=status, norm_factor=_f(factor), norm_factor_err=_f(factor_err),
         norm_scatter=_f(scatter), norm_n_refs=n_refs, norm_reason=reason,
-        norm_ref_ids=ids(ref_ids), norm_used_ids=ids(used_ids)))
+        norm_ref_ids=ids(ref_ids), norm_used_ids=ids(used_ids), **BUMP))
     if not rows:
         return
     if norm_flux is None:

@@ -20,6 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsa110_contimg.store.row_cache import BUMP
 from dsa110_contimg.store.schema import images, measurements
 
 #: The stored columns of a measurement row (the MeasurementTable's core columns but ``snr``,
@@ -105,7 +106,7 @@ def store_duplicate(conn: Connection, image_row: Mapping[str, Any], original_id:
                  "norm_status": "not_requested", "norm_factor": None, "norm_factor_err": None,
                  "norm_scatter": None, "norm_n_refs": None, "norm_reason": None,
                  "norm_ref_ids": None, "norm_used_ids": None}
-        conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
+        conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}, **BUMP))
     return int(image_id), held
 
 
@@ -228,7 +229,7 @@ def store_image_row(conn: Connection, image_row: Mapping[str, Any], n_sources: i
                  "norm_status": "not_requested", "norm_factor": None, "norm_factor_err": None,
                  "norm_scatter": None, "norm_n_refs": None, "norm_reason": None, "norm_ref_ids": None,
                  "norm_used_ids": None, "duplicate_of": None}
-        conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}))
+        conn.execute(images.update().where(images.c.id == image_id).values(**{**reset, **row}, **BUMP))
     return int(image_id)
 
 
@@ -298,7 +299,8 @@ def replace_source_measurements(conn: Connection, image_id: int, source_ids,
                                            + ("norm_flux_jyb", "norm_err_jyb")), rows)
     count = conn.execute(sa.select(sa.func.count()).select_from(measurements).where(
         measurements.c.image_id == int(image_id))).scalar()
-    conn.execute(images.update().where(images.c.id == int(image_id)).values(n_sources=int(count)))
+    conn.execute(images.update().where(images.c.id == int(image_id)).values(n_sources=int(count),
+                                                                          **BUMP))
 
 
 def image_source_ids(conn: Connection, image_ids: Sequence[int]) -> set[int]:

@@ -109,6 +109,9 @@ images = Table(
            doc="catalogue (compact catalogue references) | ensemble (self-observed steady sources)"),
     Column("notes", Text, doc="JSON list of workflow notes (beam fallbacks, method changes)"),
     Column("measured_at", Float, nullable=False),
+    Column("rows_version", Integer, nullable=False, default=0, server_default="0",
+           doc="bumped by every write that changes the image's measurement rows once stored "
+               "(store/row_cache.py)"),
     Column("data_digest", String(64),
            doc="size:sha1 of the header and sampled data blocks: the data, whatever its name"),
     Column("duplicate_of", Integer,

@@ -554,7 +554,7 @@ class _SyntheticField:
         self.rows_read = 0
 
     def load_lightcurves(self, conn, source_ids, image_ids, *, normalized, epochs=None,
-                         successful_only=True):
+                         successful_only=True, cached=False):
         rows = np.searchsorted(self.sid, np.asarray(source_ids, np.int64))
         cols = np.asarray(image_ids, np.int64) - 1
         self.rows_read += rows.size * cols.size

@@ -141,7 +141,9 @@ def _read_lightcurves(conn, ctx: ImageContext, cfg, rows: np.ndarray, stored: di
     """Light curves of the sources ``rows`` (indices into the image's sources) for the
     search: the window of :func:`_window_start` and the epochs before it as sums of the
     running statistics ``stored`` (:func:`~dsa110_contimg.science.ese_window.summary_before`),
-    or the whole history. Returns (flux, err, mjd, summary); summary None when no source
+    or the whole history; the measurement rows through the process's row cache
+    (:mod:`~dsa110_contimg.store.row_cache`: only the rows of new or changed images, and of
+    sources not read before, are read). Returns (flux, err, mjd, summary); summary None when no source
     has epochs before the window (or the whole history was read)."""
     from dsa110_contimg.science.ese_window import summary_before, window_sums
 
@@ -152,7 +154,8 @@ def _read_lightcurves(conn, ctx: ImageContext, cfg, rows: np.ndarray, stored: di
         with np.errstate(invalid="ignore"):
             use = use & (field.mjd >= until)
     flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[rows], field.ids[use],
-                                                  normalized=cfg.normalize, epochs=field.mjd[use])
+                                                  normalized=cfg.normalize, epochs=field.mjd[use],
+                                                  cached=True)
     if until is None:
         return flux, err, mjd, None
     totals = {k: np.asarray(stored[k])[rows] for k in ("n", "sum_w", "sum_wf", "sum_wf2",
