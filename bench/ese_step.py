@@ -34,7 +34,9 @@ event lies inside the window.
 With ``--databases A,B,...`` (e.g. the SQLite files of ``bench/growth.py --keep``) it times the
 step's evaluation itself instead (``ese_rows`` on a read connection, as the pipeline runs it after
 the image's transaction) for the newest image of each database: CPU ms (best of ``--repeat``),
-the measurement rows and statements it reads, and the ratio to the first database.
+the measurement rows it reads (``rows read``: the light curves' points; ``db rows``: those the
+row cache read from the database in the first run, cold, and in the best one) and the statements,
+the ratio to the first database, and the CPU ms of the first run (``first ms``: the cache empty).
 
 Usage: .venv/bin/python bench/ese_step.py [--epochs 13,103,502,1000] [--sources 1000] [--known 10]
        .venv/bin/python bench/ese_step.py --databases small.sqlite3,large.sqlite3
@@ -192,7 +194,11 @@ def on_database(path: str, repeat: int) -> dict:
     def statement(sql):
         read["statements"] += "FROM measurements" in sql
 
-    best, parts, spent = np.inf, {}, {}
+    from dsa110_contimg.store.row_cache import CACHE
+
+    CACHE.clear()
+    cache_rows = CACHE.read_rows
+    best, parts, spent, first, first_rows = np.inf, {}, {}, None, 0
     with read_connection(db.engine) as conn:
         # the store reads through DB-API cursors: SQLite's trace callback sees every statement
         trace = getattr(conn.connection.dbapi_connection, "set_trace_callback", lambda fn: None)
@@ -217,26 +223,33 @@ def on_database(path: str, repeat: int) -> dict:
                 step.ese_rows(conn, ctx, cfg)
                 cpu = time.process_time() - c
                 trace(None)
+                if first is None:
+                    first, first_rows = cpu, read["rows"]
+                    cache_first = CACHE.read_rows - cache_rows
                 if cpu < best:
                     best, parts = cpu, dict(spent)
+                    cache_best = CACHE.read_rows - cache_rows
+                cache_rows = CACHE.read_rows
         finally:
             lc.load_lightcurves = real
             undo()
     db.dispose()
-    return {"cpu": best, "epochs": epochs, "parts": parts, **read}
+    return {"cpu": best, "epochs": epochs, "parts": parts, "first": first,
+            "db rows": (cache_first, cache_best), **read}
 
 
 def main_databases(paths: list[str], repeat: int) -> None:
     res = {p: on_database(p, repeat) for p in paths}
     print(f"ESE step evaluation (ese_rows) of the newest image, CPU ms (best of {repeat}; its "
           f"parts in that run); window {ese.SEARCH_WINDOW_DAYS:.0f} d:")
-    print(f"{'database':<40}{'epochs':>8}{'rows read':>11}{'statements':>12}"
-          + "".join(f"{k:>8}" for k in PARTS) + f"{'CPU ms':>9}{'x':>8}")
+    print(f"{'database':<40}{'epochs':>8}{'rows read':>11}{'db rows':>15}{'statements':>12}"
+          + "".join(f"{k:>8}" for k in PARTS) + f"{'CPU ms':>9}{'x':>8}{'first ms':>10}")
     base = res[paths[0]]["cpu"]
     for p, x in res.items():
-        print(f"{p[-40:]:<40}{x['epochs']:>8}{x['rows']:>11}{x['statements']:>12}"
+        db_rows = "{}/{}".format(*x["db rows"])
+        print(f"{p[-40:]:<40}{x['epochs']:>8}{x['rows']:>11}{db_rows:>15}{x['statements']:>12}"
               + "".join(f"{1e3 * x['parts'].get(k, 0.0):>8.1f}" for k in PARTS)
-              + f"{1e3 * x['cpu']:>9.1f}{x['cpu'] / base:>7.2f}x")
+              + f"{1e3 * x['cpu']:>9.1f}{x['cpu'] / base:>7.2f}x{1e3 * x['first']:>10.1f}")
 
 
 def main():
