@@ -689,7 +689,8 @@ def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, di
               f"added); bytes per measurement row: table + indexes "
               f"{per_row[0]:.0f}, whole database {per_row[1]:.0f}", flush=True)
         for src in (gdb.field0_sources[len(gdb.field0_sources) // 2],
-                    gdb.field0_sources[-1] + (args.fields - 1) * SOURCE_STRIDE):
+                    gdb.field0_sources[-1] + (args.fields - 1) * SOURCE_STRIDE,
+                    *([LATE_SOURCE] if gdb.late_added else [])):
             gdb.check_stats(src)
         print(f"{backend}: " + gdb.describe(), flush=True)
         if args.keep and backend == "sqlite" and n != sizes[-1]:
