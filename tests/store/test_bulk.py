@@ -108,6 +108,43 @@ def test_running_stats_round_trip_and_signature_changes_on_rewrite(databases):
 
 
 @both
+def test_running_stats_of_stored_rows_updated_and_new_ones_inserted_as_an_upsert_would(databases):
+    """With ``present`` (read in the same transaction) stored rows are updated by key and
+    the others inserted; the rows read back are those the upsert writes."""
+    n = 300
+    rng = np.random.default_rng(8)
+    first = {c: rng.normal(size=n) for c in RUNNING_SUM_COLUMNS}
+    first["n"] = rng.integers(1, 9, n)
+    second = {c: rng.normal(size=n) for c in RUNNING_SUM_COLUMNS}
+    second["min_flux"][::5] = np.nan
+    second["n"] = rng.integers(1, 9, n)
+    mets = {c: rng.normal(size=n) for c in METRIC_COLUMNS}
+    got = []
+    for use_present in (False, True):
+        db = open_products_db(databases.new("products"))
+        with db.engine.begin() as conn:
+            sid = _sources(conn, n)
+            half = {k: v[::2] for k, v in first.items()}
+            lc_store.save_running_stats(conn, sid[::2], half, {k: v[::2] for k, v in mets.items()},
+                                        "raw")
+        with db.engine.begin() as conn:
+            _, present, _ = lc_store.load_running_stats(conn, sid)
+            lc_store.save_running_stats(conn, sid, second, mets, "normalized",
+                                        present=present if use_present else None)
+        with db.engine.connect() as conn:
+            got.append(lc_store.load_running_stats(conn, sid))
+            names = ", ".join(METRIC_COLUMNS)
+            got[-1] += (conn.exec_driver_sql(f"select {names} from variability_stats "
+                                             "order by source_id").all(),)
+        db.dispose()
+    (a, pa, ka, ma), (b, pb, kb, mb) = got
+    assert pa.all() and pb.all() and set(ka) == set(kb) == {"normalized"} and ma == mb
+    for c in a:
+        np.testing.assert_array_equal(a[c], b[c], err_msg=c)
+    np.testing.assert_array_equal(b["n"], second["n"])
+
+
+@both
 def test_running_stats_read_back_in_their_stored_form(databases):
     # the one rule of how running statistics come back from the store (NULL for non-finite;
     # NaN, or 0 for the running sums), which lets the ESE step use what was just written

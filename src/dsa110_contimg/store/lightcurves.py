@@ -353,20 +353,33 @@ def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> tupl
 
 
 def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict, metrics: dict,
-                       flux_kind: str) -> None:
-    """Upsert running sums and metrics (one bulk upsert inside the caller's transaction)."""
-    src = [int(s) for s in source_ids]
-    if not src:
+                       flux_kind: str, present=None) -> None:
+    """Write running sums and metrics (bulk statements inside the caller's transaction).
+
+    ``present`` (bool per source, read in the same transaction by
+    :func:`load_running_stats`): the stored rows are updated by key and the others
+    inserted; without it every row is upserted."""
+    src = np.asarray(source_ids, np.int64)
+    if not src.size:
         return
     now = time.time()
-    cols = [bulk.nullable(stats[c]) for c in RUNNING_SUM_COLUMNS] + \
+    names = ("n", "flux_kind", "updated_at") + tuple(RUNNING_SUM_COLUMNS) + tuple(METRIC_COLUMNS)
+    k = src.size
+    values = [np.asarray(stats["n"]).astype(np.int64).tolist(), [flux_kind] * k, [now] * k] + \
+        [bulk.nullable(stats[c]) for c in RUNNING_SUM_COLUMNS] + \
         [bulk.nullable(metrics[c]) for c in METRIC_COLUMNS]
-    k = len(src)
-    names = ("source_id", "n", "flux_kind", "updated_at") + tuple(RUNNING_SUM_COLUMNS) + \
-        tuple(METRIC_COLUMNS)
-    rows = list(zip(src, np.asarray(stats["n"]).astype(np.int64).tolist(), [flux_kind] * k,
-                    [now] * k, *cols))
-    bulk.executemany(conn, bulk.upsert_sql("variability_stats", names, ("source_id",)), rows)
+    if present is None:
+        bulk.executemany(conn, bulk.upsert_sql("variability_stats", ("source_id",) + names,
+                                               ("source_id",)),
+                         list(zip(src.tolist(), *values)))
+        return
+    # an UPDATE by key costs less than an upsert (which tries the insert first) on SQLite
+    old = np.asarray(present, bool)
+    rows = list(zip(*values, src.tolist()))
+    bulk.executemany(conn, f"UPDATE variability_stats SET {', '.join(f'{c} = ?' for c in names)} "
+                           "WHERE source_id = ?", [r for r, o in zip(rows, old.tolist()) if o])
+    bulk.executemany(conn, bulk.insert_sql("variability_stats", names + ("source_id",)),
+                     [r for r, o in zip(rows, old.tolist()) if not o])
 
 
 def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,

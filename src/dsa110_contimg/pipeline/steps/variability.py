@@ -72,10 +72,13 @@ def write(conn, ctx: ImageContext) -> dict:
                                                   normalized=cfg.normalize, epochs=field.mjd[use])
         stats.assign(sel, RunningStats.from_lightcurves(f2, e2, m2) if f2.shape[1]
                      else RunningStats.empty(sel.size))
-    changed = np.flatnonzero(recompute | (np.isin(np.arange(len(flux)), idx)) | ~present)
+    updated = np.zeros(len(flux), bool)
+    updated[idx] = True
+    changed = np.flatnonzero(recompute | updated | ~present)
     if changed.size:
         sub = stats.take(changed)
-        lc_store.save_running_stats(conn, ctx.source_ids[changed], sub.to_dict(), sub.metrics(), kind)
+        lc_store.save_running_stats(conn, ctx.source_ids[changed], sub.to_dict(), sub.metrics(), kind,
+                                    present=present[changed])
     ctx.written_stats = (lc_store.running_stats_signature(conn, ctx.source_ids),
                          lc_store.as_stored(stats.to_dict()))
     if not usable_image:
