@@ -39,7 +39,11 @@ def _isolated(cat, image) -> np.ndarray:
     r = chord_of_angle(ISOLATION_BEAMS * beam)
     if not len(xyz):
         return np.array([], bool)
-    return cKDTree(xyz).query_ball_point(xyz, r, return_length=True) <= 1
+    if len(xyz) < 2:
+        return np.ones(len(xyz), bool)
+    # the nearest other source (the second neighbour: the first is the source itself)
+    d, _ = cKDTree(xyz).query(xyz, k=2, distance_upper_bound=r * (1 + 1e-9))
+    return ~(d[:, 1] <= r)
 
 
 #: why a row that is not from the catalogue is never a reference
