@@ -606,3 +606,38 @@ def test_ese_step_reads_only_light_curves_that_can_matter(tmp_path, monkeypatch,
         assert read_all >= 5 * read
     assert read <= 542                                  # 540 d back from the previous epoch
     field.db.dispose()
+
+
+def _same_rows(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for s in a:
+        assert a[s].keys() == b[s].keys()
+        for k in a[s]:
+            np.testing.assert_equal(a[s][k], b[s][k], err_msg=f"source {s} {k}")
+
+
+def test_the_row_cache_gives_a_fresh_reads_rows_after_earlier_epochs_are_normalised_again(
+        tmp_path):
+    """The step's window rows come through the process's row cache: after earlier epochs are
+    normalised again (their rows_version bumped), its rows are those of an uncached run."""
+    from dsa110_contimg.store.row_cache import CACHE
+
+    n = 80
+    db, sid, mjd, flux, _ = _long_field(tmp_path / "p.sqlite3", n)
+    first, _ = _evaluate(db, sid, mjd, n, full=False)
+    with db.engine.connect() as conn:      # every source's rows cached, as earlier images did
+        lc_store.load_lightcurves(conn, sid, list(range(1, n + 1)), normalized=True, cached=True)
+    with db.engine.begin() as conn:        # a 17 % dip over 20 epochs, for every source
+        for k in range(40, 60):
+            f = flux[:, k] / 1.2
+            lc_store.set_normalisation(conn, k + 1, status="ok", factor=1.2, factor_err=0.01,
+                                       norm_flux=f, norm_err=np.full(f.size, 0.02),
+                                       source_ids=sid)
+    cached, _ = _evaluate(db, sid, mjd, n, full=False)
+    CACHE.enabled = False
+    try:
+        fresh, _ = _evaluate(db, sid, mjd, n, full=False)
+    finally:
+        CACHE.enabled = True
+    _same_rows(cached, fresh)
+    assert set(fresh) > set(first)         # the deeper light curves made new candidates
