@@ -146,14 +146,14 @@ def _parse_date_obs(value) -> float | None:
         return None
 
 
-def _sanitised_header(header: fits.Header, label) -> fits.Header:
-    """A copy of ``header`` whose cards all parse.
+def _sanitised_header(header: fits.Header, label, *, copy: bool = True) -> fits.Header:
+    """A copy of ``header`` whose cards all parse (``header`` itself when ``copy`` is False
+    and every card parses: a header nothing else holds).
 
     An unparsable value (e.g. ``BMAJ = NaN``, which astropy refuses with a
     ``VerifyError``) of a geometry, beam, epoch or scaling keyword raises
     :class:`ImplausibleHeader` naming it; other unparsable cards are dropped.
     """
-    out = header.copy()
     bad = []
     with warnings.catch_warnings():     # once for the whole header: entering it costs ~0.1 ms
         warnings.simplefilter("ignore")
@@ -172,6 +172,9 @@ def _sanitised_header(header: fits.Header, label) -> fits.Header:
             key = str(card.keyword).upper()
             if key in _CHECKED_KEYS and isinstance(value, float) and not math.isfinite(value):
                 raise ImplausibleHeader(f"header keyword {key} is not finite ({value!r})", label)
+    if not bad and not copy:
+        return header
+    out = header.copy()
     for i in reversed(bad):
         del out[i]
     return out
@@ -555,9 +558,9 @@ class RadioImage:
         path = Path(path)
         hdul, hdu, data = _open_fits_image(path)
         try:
-            # _build keeps a sanitised copy of the header, never the file's own
+            # the file's header is the image's own (its HDU list is private to it)
             return cls._build(data, hdu.header, path=path, beam=beam, plane=plane,
-                              hdul=hdul, check_empty=check_empty)
+                              hdul=hdul, check_empty=check_empty, own_header=True)
         except Exception:
             hdul.close()
             raise
@@ -571,17 +574,17 @@ class RadioImage:
         ``(1, 1, ny, nx)`` for a 4-axis header, or simply ``(ny, nx)``.
         """
         if not isinstance(header, fits.Header):
-            header = fits.Header(header)    # _build keeps a sanitised copy of it
+            header = fits.Header(header)    # _build keeps a sanitised copy of the caller's
         data = np.asarray(data)
         return cls._build(data, header, path=path, beam=beam, plane=plane, hdul=None,
                           check_empty=check_empty)
 
     @classmethod
-    def _build(cls, data, header, *, path, beam, plane, hdul, check_empty):
+    def _build(cls, data, header, *, path, beam, plane, hdul, check_empty, own_header=False):
         label = path if path is not None else "<array>"
         if data.ndim < 2:
             raise CorruptImage(f"image data has {data.ndim} dimension(s), need at least 2", label)
-        header = _sanitised_header(header, label)
+        header = _sanitised_header(header, label, copy=not own_header)
         full, celestial, pixel_deg = _celestial_wcs(header, data, label)
         cube, freq_fits_axis = _plane_cube(data, full, label)
         scale = _flux_scale(header.get("BUNIT"), label)
