@@ -184,11 +184,6 @@ def stored_content_ids(conn: Connection) -> dict[str, str]:
     return dict(conn.execute(sa.select(images.c.path, images.c.content_id)).all())
 
 
-def set_norm_method(conn: Connection, image_id: int, method: str) -> None:
-    """Record how the image's references were chosen (``catalogue`` or ``ensemble``)."""
-    conn.execute(images.update().where(images.c.id == image_id).values(norm_method=method))
-
-
 def norm_reasons(conn: Connection, image_ids: Sequence[int]) -> dict[int, str | None]:
     """``{image_id: norm_reason}`` of the given images (bounded by the caller's list)."""
     from dsa110_contimg.store import bulk

@@ -240,10 +240,12 @@ def image_fluxes(conn: Connection, image_id: int, ref_ids: Sequence[int] | None 
 
 def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=None, factor_err=None,
                       scatter=None, n_refs=None, reason=None, ref_ids=None, used_ids=None,
-                      norm_flux=None, norm_err=None, source_ids=None, rows: bool = True) -> None:
+                      norm_flux=None, norm_err=None, source_ids=None, rows: bool = True,
+                      method: str | None = None) -> None:
     """Store an image's correction and its measurements' normalised fluxes (NULL when not ok);
     ``rows=False``: the correction only (the caller inserts the image's measurement rows with
-    their normalised fluxes). The image's rows are marked changed
+    their normalised fluxes); ``method``: how its references were chosen (``catalogue`` or
+    ``ensemble``; ``images.norm_method``), in the same update. The image's rows are marked changed
     (:func:`~dsa110_contimg.store.row_cache.bump_rows_version`)."""
     ids = lambda a: None if a is None else json.dumps([int(i) for i in a])  # noqa: E731
     from dsa110_contimg.store.row_cache import BUMP
@@ -251,7 +253,8 @@ def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=No
     conn.execute(images.update().where(images.c.id == image_id).values(
         norm_status=status, norm_factor=_f(factor), norm_factor_err=_f(factor_err),
         norm_scatter=_f(scatter), norm_n_refs=n_refs, norm_reason=reason,
-        norm_ref_ids=ids(ref_ids), norm_used_ids=ids(used_ids), **BUMP))
+        norm_ref_ids=ids(ref_ids), norm_used_ids=ids(used_ids), **BUMP,
+        **({} if method is None else {"norm_method": method})))
     if not rows:
         return
     if norm_flux is None:
@@ -364,22 +367,28 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
         return
     now = time.time()
     names = ("n", "flux_kind", "updated_at") + tuple(RUNNING_SUM_COLUMNS) + tuple(METRIC_COLUMNS)
-    k = src.size
-    values = [np.asarray(stats["n"]).astype(np.int64).tolist(), [flux_kind] * k, [now] * k] + \
-        [bulk.nullable(stats[c]) for c in RUNNING_SUM_COLUMNS] + \
-        [bulk.nullable(metrics[c]) for c in METRIC_COLUMNS]
+    counts = np.asarray(stats["n"]).astype(np.int64)
+    floats = [stats[c] for c in RUNNING_SUM_COLUMNS] + [metrics[c] for c in METRIC_COLUMNS]
+
+    def rows(sel=slice(None)):
+        k = src[sel].size
+        return list(zip(counts[sel].tolist(), [flux_kind] * k, [now] * k,
+                        *[bulk.nullable(np.asarray(v)[sel]) for v in floats], src[sel].tolist()))
+
     if present is None:
-        bulk.executemany(conn, bulk.upsert_sql("variability_stats", ("source_id",) + names,
-                                               ("source_id",)),
-                         list(zip(src.tolist(), *values)))
+        bulk.executemany(conn, bulk.upsert_sql("variability_stats", names + ("source_id",),
+                                               ("source_id",)), rows())
         return
     # an UPDATE by key costs less than an upsert (which tries the insert first) on SQLite
     old = np.asarray(present, bool)
-    rows = list(zip(*values, src.tolist()))
-    bulk.executemany(conn, f"UPDATE variability_stats SET {', '.join(f'{c} = ?' for c in names)} "
-                           "WHERE source_id = ?", [r for r, o in zip(rows, old.tolist()) if o])
+    update = ("UPDATE variability_stats SET " + ", ".join(f"{c} = ?" for c in names)
+              + " WHERE source_id = ?")
+    if old.all():
+        bulk.executemany(conn, update, rows())
+        return
+    bulk.executemany(conn, update, rows(np.flatnonzero(old)))
     bulk.executemany(conn, bulk.insert_sql("variability_stats", names + ("source_id",)),
-                     [r for r, o in zip(rows, old.tolist()) if not o])
+                     rows(np.flatnonzero(~old)))
 
 
 def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,

@@ -349,10 +349,6 @@ def correct_image(conn, ctx: ImageContext, image_id: int, ref_ids, baselines, *,
         base_err = np.where(npts > 0, MEDIAN_EFFICIENCY * ref_err / np.sqrt(npts), np.nan)
     corr = compute_correction(flux, base, ref_err=ref_err, baseline_err=base_err,
                               min_refs=cfg.norm_min_refs, max_scatter=cfg.norm_max_scatter)
-    if method is not None:
-        from dsa110_contimg.store.images import set_norm_method
-
-        set_norm_method(conn, image_id, method)
     used_ids = np.asarray(ref_ids)[corr.used_mask]
     _record_outcomes(conn, image_id, ref_ids, corr)
     if not corr.ok:
@@ -360,14 +356,14 @@ def correct_image(conn, ctx: ImageContext, image_id: int, ref_ids, baselines, *,
         _store_normalisation(conn, ctx, image_id, status="failed", factor=corr.factor,
                              factor_err=corr.factor_err, scatter=corr.scatter,
                              n_refs=corr.n_used, reason=corr.reason, ref_ids=ref_ids,
-                             used_ids=used_ids)
+                             used_ids=used_ids, method=method)
         ctx.record_normalisation(image_id, "failed", ref_ids)
         return {"status": "failed", "reason": corr.reason, "factor": corr.factor, "n_refs": corr.n_used}
     fn, en = apply_correction(all_flux, all_err, corr)
     _store_normalisation(conn, ctx, image_id, status="ok", factor=corr.factor,
                          factor_err=corr.factor_err, scatter=corr.scatter, n_refs=corr.n_used,
                          reason=corr.warning or None, ref_ids=ref_ids, used_ids=used_ids,
-                         norm_flux=fn, norm_err=en, source_ids=all_ids)
+                         norm_flux=fn, norm_err=en, source_ids=all_ids, method=method)
     ctx.record_normalisation(image_id, "ok", ref_ids)
     return {"status": "ok", "factor": corr.factor, "factor_err": corr.factor_err,
             "n_refs": corr.n_used, "scatter": corr.scatter, "reason": corr.warning or None}
