@@ -88,6 +88,14 @@ def _cols(table) -> list[str]:
     return [c.name for c in table.columns]
 
 
+def _copy_sql(table, expr: dict, where: str, skip: tuple = ()) -> str:
+    """An INSERT of ``table``'s rows that match ``where`` into ``table`` itself, column ``c``
+    taken as the SQL expression ``expr.get(c, c)``; the columns ``skip`` are left out."""
+    cols = [c for c in _cols(table) if c not in skip]
+    return (f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT "
+            + ", ".join(expr.get(c, c) for c in cols) + f" FROM {table.name} WHERE {where}")
+
+
 #: modulus of the hashed uniforms (the prime 2**31 - 1: squares of residues fit in 63 bits)
 HASH_MOD = 2_147_483_647
 #: (image multiplier, source multiplier, offset) of each of the uniforms summed per deviate
@@ -222,21 +230,15 @@ class GrowthDB:
         from dsa110_contimg.store import bulk
         from dsa110_contimg.store.schema import images, sources, variability_stats
 
-        src_cols = [c for c in _cols(sources)]
         with self.db.engine.begin() as conn:
             for k in range(1, self.n_fields):
                 dra, ddec = self._offset(k)
                 off = k * SOURCE_STRIDE
                 expr = {"id": f"id + {off}", "catalog_id": f"catalog_id || '~{k}'",
                         "ra_deg": self._ra("ra_deg", dra), "dec_deg": f"dec_deg + {ddec!r}"}
-                bulk.execute(conn, f"INSERT INTO sources ({', '.join(src_cols)}) SELECT "
-                             + ", ".join(expr.get(c, c) for c in src_cols)
-                             + f" FROM sources WHERE id < {SOURCE_STRIDE}")
-                vcols = _cols(variability_stats)
-                bulk.execute(conn, f"INSERT INTO variability_stats ({', '.join(vcols)}) SELECT "
-                             + ", ".join(f"source_id + {off}" if c == "source_id" else c
-                                         for c in vcols)
-                             + f" FROM variability_stats WHERE source_id < {SOURCE_STRIDE}")
+                bulk.execute(conn, _copy_sql(sources, expr, f"id < {SOURCE_STRIDE}"))
+                bulk.execute(conn, _copy_sql(variability_stats, {"source_id": f"source_id + {off}"},
+                                             f"source_id < {SOURCE_STRIDE}"))
             # one image per field k: the template's copy, id = template + k * stride
             for k in range(1, self.n_fields):
                 self._copy_image(conn, self.template, 0, k, self.template + k * SOURCE_STRIDE,
@@ -253,23 +255,18 @@ class GrowthDB:
 
         dra, ddec = (a - b for a, b in zip(self._offset(k), self._offset(src_field)))
         off = (k - src_field) * SOURCE_STRIDE
-        icols = _cols(images)
         iexpr = {"id": str(new_id), "path": f"path || '~{tag}'", "mjd": mjd_expr,
                  "ra_center_deg": self._ra("ra_center_deg", dra),
                  "dec_center_deg": f"dec_center_deg + {ddec!r}"}
-        bulk.execute(conn, f"INSERT INTO images ({', '.join(icols)}) SELECT "
-                     + ", ".join(iexpr.get(c, c) for c in icols) + " FROM images WHERE id = ?",
-                     (src_image,))
-        mcols = [c for c in _cols(measurements) if c != "id"]   # an earlier tree's surrogate key
+        bulk.execute(conn, _copy_sql(images, iexpr, "id = ?"), (src_image,))
         z = scatter_sql(new_id, f"source_id + {off}")
         mexpr = {"image_id": str(new_id), "source_id": f"source_id + {off}",
                  "ra_deg": self._ra("ra_deg", dra), "dec_deg": f"dec_deg + {ddec!r}",
                  "peak_jyb": f"peak_jyb + peak_err_jyb * {z}",
                  "norm_flux_jyb": f"norm_flux_jyb + norm_err_jyb * {z}"}
-        bulk.execute(conn, f"INSERT INTO measurements ({', '.join(mcols)}) SELECT "
-                     + ", ".join(mexpr.get(c, c) for c in mcols)
-                     + " FROM measurements WHERE image_id = ? AND source_id != ?",
-                     (src_image, LATE_SOURCE))
+        # "id": an earlier tree's surrogate key
+        bulk.execute(conn, _copy_sql(measurements, mexpr, "image_id = ? AND source_id != ?",
+                                     skip=("id",)), (src_image, LATE_SOURCE))
 
     def add_late_source(self, conn) -> None:
         """:data:`LATE_SOURCE`: a copy of a field-0 source (0.005 deg north of it, catalogue id
@@ -281,23 +278,17 @@ class GrowthDB:
         from dsa110_contimg.store.schema import measurements, sources
 
         model = sorted(self.field0_sources)[len(self.field0_sources) // 2]
-        scols = _cols(sources)
         sexpr = {"id": str(LATE_SOURCE), "catalog_id": "catalog_id || '~late'",
                  "dec_deg": "dec_deg + 0.005"}
-        bulk.execute(conn, f"INSERT INTO sources ({', '.join(scols)}) SELECT "
-                     + ", ".join(sexpr.get(c, c) for c in scols) + " FROM sources WHERE id = ?",
-                     (model,))
+        bulk.execute(conn, _copy_sql(sources, sexpr, "id = ?"), (model,))
         newest = sorted(self.field0_images(conn), key=lambda r: r[1])[-LATE_EPOCHS:]
-        mcols = [c for c in _cols(measurements) if c != "id"]
         for iid, _ in newest:
             z = scatter_sql(iid, str(LATE_SOURCE))
             mexpr = {"source_id": str(LATE_SOURCE), "dec_deg": "dec_deg + 0.005",
                      "peak_jyb": f"peak_jyb + peak_err_jyb * {z}",
                      "norm_flux_jyb": f"norm_flux_jyb + norm_err_jyb * {z}"}
-            bulk.execute(conn, f"INSERT INTO measurements ({', '.join(mcols)}) SELECT "
-                         + ", ".join(mexpr.get(c, c) for c in mcols)
-                         + " FROM measurements WHERE image_id = ? AND source_id = ?",
-                         (iid, model))
+            bulk.execute(conn, _copy_sql(measurements, mexpr, "image_id = ? AND source_id = ?",
+                                         skip=("id",)), (iid, model))
         self.late_added = True
 
     def field0_images(self, conn) -> list[tuple[int, float]]:

@@ -21,6 +21,14 @@ def _sources(conn, n, start=0):
                              np.full(n, 5.0), np.arange(n) % 2 == 0)
 
 
+def _measurement_columns(n):
+    """Stored columns of ``n`` measurement rows; every fifth one failed."""
+    cols = {k: np.linspace(1, 2, n) for k in ps.MEASUREMENT_COLUMNS}
+    cols.update(dof=np.full(n, 10), cluster_id=np.full(n, -1), flags=np.zeros(n, np.int64),
+                success=np.arange(n) % 5 != 0)
+    return cols
+
+
 @both
 def test_sources_are_inserted_once_and_ids_come_back_in_input_order(databases):
     db = open_products_db(databases.new("products"))
@@ -48,12 +56,8 @@ def test_measurements_and_normalised_fluxes_round_trip_with_nulls(databases):
     n = 1200
     with db.engine.begin() as conn:
         sid = _sources(conn, n)
-        cols = {k: np.linspace(1, 2, n) for k in ps.MEASUREMENT_COLUMNS}
+        cols = _measurement_columns(n)
         cols["peak_jyb"] = np.where(np.arange(n) % 7 == 0, np.nan, np.linspace(0.1, 0.2, n))
-        cols["dof"] = np.full(n, 10)
-        cols["cluster_id"] = np.full(n, -1)
-        cols["flags"] = np.zeros(n, np.int64)
-        cols["success"] = np.arange(n) % 5 != 0
         image_id = ps.store_image_measurements(conn, {
             "path": "/x.fits", "content_id": "1:2:ab", "kind": "image", "method": "forced",
             "catalog": "nvss", "mjd": np.float64(60000.5)}, sid, cols)
@@ -176,9 +180,7 @@ def test_measurements_inserted_with_their_normalised_fluxes_read_back_as_normali
     n = 1000
     with db.engine.begin() as conn:
         sid = _sources(conn, n)
-        cols = {k: np.linspace(1, 2, n) for k in ps.MEASUREMENT_COLUMNS}
-        cols.update(dof=np.full(n, 10), cluster_id=np.full(n, -1), flags=np.zeros(n, np.int64),
-                    success=np.arange(n) % 5 != 0)
+        cols = _measurement_columns(n)
         image_id = ps.store_image_row(conn, {"path": "/y.fits", "content_id": "1:2:cd",
                                              "kind": "image", "method": "forced",
                                              "catalog": "nvss", "mjd": 60001.0}, n)
