@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dsa110_contimg.store import review
-from dsa110_contimg.store.sources import SourceQuery, count_sources, list_sources
+from dsa110_contimg.store.sources import SourceQuery, search_sources
 from dsa110_contimg.web import svg
 from dsa110_contimg.web.paging import Paging
 from dsa110_contimg.web.state import site
@@ -23,9 +23,8 @@ def new_sources_of(request: Request) -> tuple[list[dict], Paging]:
     query = SourceQuery(kinds=("new",), order="significance", limit=paging.per_page,
                         offset=paging.offset)
     with site(request).read() as conn:
-        rows = list_sources(conn, query)
-        total = count_sources(conn, query)
-    return rows, paging.counted(total)
+        page = search_sources(conn, query)
+    return page.rows, paging.counted(page.total)
 
 
 def new_sources_page(request: Request):
