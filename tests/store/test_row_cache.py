@@ -121,17 +121,22 @@ def test_the_cache_holds_a_bounded_number_of_rows(tmp_path):
     """The least recently used images are dropped past ``max_rows``; reads stay exact."""
     from dsa110_contimg.store import lightcurves as lc_store
     from dsa110_contimg.store.engine import open_products_db
-    from dsa110_contimg.store.row_cache import RowCache
+    from dsa110_contimg.store.row_cache import ENTRY_ROWS, RowCache
 
     db = open_products_db(tmp_path / "p.sqlite3")
     with db.engine.begin() as conn:
         sid = lc_store_sources(conn)
         ids = [_measure(conn, i, sid) for i in range(5)]
-    cache = RowCache(max_rows=2 * N_SRC)
+    cache = RowCache(max_rows=2 * (N_SRC + ENTRY_ROWS))
+    one = RowCache(max_rows=3 * (1 + ENTRY_ROWS))     # images of one row each: entries bounded
     with db.engine.connect() as conn:
         for _ in range(2):
             got = cache.rows(conn, sid, ids, normalized=False)
             want = np.array(lc_store.fetch_rows(conn, sid, ids, normalized=False), float)
             order = np.lexsort((want[:, 0], want[:, 1]))
             np.testing.assert_array_equal(got, want[order])
-            assert cache._rows <= 2 * N_SRC
+            assert cache._rows <= 2 * (N_SRC + ENTRY_ROWS) and len(cache._entries) <= 2
+            got = one.rows(conn, sid[:1], ids, normalized=False)
+            want = np.array(lc_store.fetch_rows(conn, sid[:1], ids, normalized=False), float)
+            np.testing.assert_array_equal(got, want[np.argsort(want[:, 1])])
+            assert len(one._entries) == 3

@@ -14,7 +14,9 @@ caller's list, never cached.
 Per database URL and flux kind (raw or normalised), per image: the source ids asked for
 (sorted), whether each has a row, its flux and error (Jy/beam; NaN where NULL). The
 sources asked for grow as the searched set changes; only the new ones are read. At most
-:data:`MAX_ROWS` rows are held; the least recently used images are dropped first.
+:data:`MAX_ROWS` rows are held, each image's entry counting its rows plus :data:`ENTRY_ROWS`
+for itself (so that many images of few rows are bounded too); the least recently used images
+are dropped first.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ from sqlalchemy.engine import Connection
 from dsa110_contimg.store import bulk
 from dsa110_contimg.store.schema import images
 
-#: Rows (image, source) held by the process at most (~25 bytes each).
+#: Rows (image, source) held by the process at most (17 bytes each, plus the entries').
 MAX_ROWS = 4_000_000
+#: What one image's entry costs beyond its rows (its arrays' headers, the entry and its key:
+#: ~550 bytes), in rows.
+ENTRY_ROWS = 32
 #: The update of an image row that marks its measurement rows changed.
 BUMP = {"rows_version": images.c.rows_version + 1}
 
@@ -126,9 +131,9 @@ class RowCache:
         for i in ids:
             present, flux, err = _aligned(src, by_image.get(i))
             old = self._entries.pop((db, i), None)
-            self._rows -= 0 if old is None else old.asked.size
+            self._rows -= 0 if old is None else old.asked.size + ENTRY_ROWS
             self._entries[(db, i)] = _Entry(stamps.get(i), src, present, flux, err)
-            self._rows += src.size
+            self._rows += src.size + ENTRY_ROWS
 
     def _extend(self, db, ids, asked, more, recs) -> None:
         """Add the rows ``recs`` of the sources ``more`` to the images ``ids`` (which held
@@ -169,7 +174,7 @@ class RowCache:
     def _evict(self) -> None:
         while self._rows > self.max_rows and self._entries:
             _, e = self._entries.popitem(last=False)
-            self._rows -= e.asked.size
+            self._rows -= e.asked.size + ENTRY_ROWS
 
 
 def _stamps(conn: Connection, img: np.ndarray) -> dict[int, tuple]:
@@ -212,4 +217,4 @@ def cached_rows(conn: Connection, source_ids: Sequence[int], image_ids: Sequence
     return CACHE.rows(conn, source_ids, image_ids, normalized=normalized)
 
 
-__all__ = ["BUMP", "CACHE", "MAX_ROWS", "RowCache", "bump_rows_version", "cached_rows"]
+__all__ = ["BUMP", "CACHE", "ENTRY_ROWS", "MAX_ROWS", "RowCache", "bump_rows_version", "cached_rows"]
