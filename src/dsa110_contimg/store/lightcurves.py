@@ -383,9 +383,6 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
     old = np.asarray(present, bool)
     update = ("UPDATE variability_stats SET " + ", ".join(f"{c} = ?" for c in names)
               + " WHERE source_id = ?")
-    if old.all():
-        bulk.executemany(conn, update, rows())
-        return
     bulk.executemany(conn, update, rows(np.flatnonzero(old)))
     bulk.executemany(conn, bulk.insert_sql("variability_stats", names + ("source_id",)),
                      rows(np.flatnonzero(~old)))

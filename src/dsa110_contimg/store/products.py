@@ -257,12 +257,9 @@ def insert_measurements(conn: Connection, image_id: int, source_ids: np.ndarray,
 def _to_db_list(arr: np.ndarray) -> list:
     """numpy -> python values with NaN as None (SQL NULL)."""
     if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
-        if not bad.any():
-            return arr.tolist()
-        out = arr.astype(object)
-        out[bad] = None
-        return out.tolist()
+        from dsa110_contimg.store import bulk
+
+        return bulk.nullable(arr)
     return arr.tolist()
 
 
