@@ -252,3 +252,39 @@ def test_a_staged_epoch_joins_light_curves_as_the_stored_one_would(tmp_path):
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(got_mjd, want_mjd)
     db.dispose()
+
+
+def test_normalised_fluxes_given_in_another_order_than_the_staged_rows_are_stored(tmp_path):
+    """A correction whose fluxes are listed in another source order than the image's staged
+    rows still reaches every row: the rows are stored, then updated."""
+    from dsa110_contimg.pipeline.steps.base import ImageContext
+    from dsa110_contimg.pipeline.steps.normalise import _store_normalisation
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store import open_products_db
+    from dsa110_contimg.store import products as ps
+
+    n = 30
+    db = open_products_db(tmp_path / "p.sqlite3")
+    with db.engine.begin() as conn:
+        sid = ps.upsert_sources(conn, "nvss", [f"NVSS J{i:06d}" for i in range(n)],
+                                np.linspace(10, 11, n), np.full(n, 30.0), np.full(n, 5.0))
+        cols = {c: np.linspace(1, 2, n) for c in ps.MEASUREMENT_COLUMNS}
+        cols.update(dof=np.full(n, 10), cluster_id=np.full(n, -1), flags=np.zeros(n, np.int64),
+                    success=np.ones(n, bool))
+        image_id = ps.store_image_row(conn, {"path": "/a.fits", "content_id": "a", "kind": "image",
+                                             "method": "forced", "catalog": "nvss",
+                                             "mjd": 60000.0}, n)
+        ctx = ImageContext(image_id=image_id, path="/a.fits", mjd=60000.0, ra_deg=10.0,
+                           dec_deg=30.0, radius_deg=1.0, kind="image", remeasured=False,
+                           source_ids=np.asarray(sid))
+        ctx.stage_measurements(cols)
+        order = np.arange(n)[::-1]
+        norm = np.arange(n, dtype=float) + 1.0
+        _store_normalisation(conn, ctx, image_id, status="ok", factor=1.0, norm_flux=norm[order],
+                             norm_err=norm[order] / 10, source_ids=np.asarray(sid)[order])
+        assert not ctx.measurements_staged
+    with db.engine.connect() as conn:
+        flux, err, _, _ = lc_store.load_lightcurves(conn, sid, [image_id], normalized=True)
+    np.testing.assert_allclose(flux[:, 0], norm)
+    np.testing.assert_allclose(err[:, 0], norm / 10)
+    db.dispose()

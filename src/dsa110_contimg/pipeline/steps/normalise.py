@@ -380,6 +380,8 @@ def _store_normalisation(conn, ctx: ImageContext, image_id: int, *, norm_flux=No
         norm_flux is None or np.array_equal(np.asarray(source_ids, np.int64),
                                             np.asarray(ctx.source_ids, np.int64)))
     if not own:
+        if image_id == ctx.image_id:
+            ctx.write_measurements(conn)    # staged rows in another order: stored, then updated
         lc_store.set_normalisation(conn, image_id, norm_flux=norm_flux, norm_err=norm_err,
                                    source_ids=source_ids, **correction)
         return
