@@ -1,9 +1,11 @@
 """Forced photometry of given sources in images already stored (backward fill).
 
 A new source found in image N is measured forwards like a catalogue source (it is among
-the positions of every later image). Its earlier images are measured by a ``backfill``
-job through the same queue (:func:`queue_backfill`, queued in the transaction that
-records the new source; ``sources backfill ID|--monitor`` queues one on request): one
+the positions of every image measured later; an image in flight meanwhile measures it at
+its store, :mod:`dsa110_contimg.pipeline.inflight`). The images stored before -- earlier
+ones, and later ones another worker stored first -- are measured by a ``backfill`` job
+through the same queue (:func:`queue_backfill`, queued in the transaction that records
+the new source; ``sources backfill ID|--monitor`` queues one on request): one
 item per earlier image that covers the position (its stored footprint), each measured
 with the forced estimator at the source's weighted-mean position
 (:func:`measure_backfill`, no database) and stored with :func:`store_backfill` in one

@@ -314,12 +314,14 @@ class PhotometryManager:
 
     def _own_sources(self, ra_deg: float, dec_deg: float, radius_deg: float) -> dict:
         """The service's own (new, blind) sources near a footprint, read from the products
-        database, for their forward measurement."""
+        database, for their forward measurement; with the monitor rows, which are not
+        measured from here but mark what the image saw (pipeline/inflight.py)."""
+        from dsa110_contimg.pipeline.inflight import SEEN_KINDS
         from dsa110_contimg.store.detections import own_sources_near
         from dsa110_contimg.store.engine import read_connection
 
         with read_connection(self.products.engine) as conn:
-            return own_sources_near(conn, ra_deg, dec_deg, radius_deg, kinds=("new", "blind"))
+            return own_sources_near(conn, ra_deg, dec_deg, radius_deg, kinds=SEEN_KINDS)
 
     def store_measured(self, measured: MeasuredImage, cfg: PhotometryConfig, *,
                        data_id: str | None = None, fence=None,

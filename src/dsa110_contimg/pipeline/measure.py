@@ -96,12 +96,17 @@ class MeasuredImage:
     #: catalogue sources on and around the image bright enough to throw detectable artefacts,
     #: ``(ra_deg, dec_deg, peak_jyb)`` (:func:`artefact_hosts`), None without detection
     artefact_hosts: tuple | None = None
+    #: ``sources.id`` of the own sources and monitor rows of the field read when the image
+    #: was measured (:mod:`dsa110_contimg.pipeline.inflight`); None when none were read
+    own_seen: np.ndarray | None = None
+    #: the plane's background maps, kept in the measuring process (not pickled)
+    maps: Any = None
 
     def __getstate__(self):
         self.table._record_type = None   # a namedtuple class made on iteration: not picklable
         if self.detections is not None:
             self.detections._record_type = None
-        return self.__dict__
+        return {**self.__dict__, "maps": None}
 
 
 def open_image(path: Path, kind: str, cfg: PhotometryConfig):
@@ -197,8 +202,9 @@ def with_extra_positions(cat, catalogs, image, own_sources=None):
     survey of ``catalogs``, when ingested) and the service's own sources of the footprint
     (``own_sources(ra_deg, dec_deg, radius_deg)`` -> columns of
     :func:`dsa110_contimg.store.detections.own_sources_near`; measured at their weighted-mean
-    positions). Extra rows carry ``survey`` and ``kind`` columns and no catalogue flux; the
-    catalogue alone is returned unchanged."""
+    positions; its ``monitor`` rows are not: the list gives those). Extra rows carry
+    ``survey`` and ``kind`` columns and no catalogue flux; the catalogue alone is returned
+    unchanged."""
     from dsa110_contimg.core.enums import MONITOR_SURVEY
 
     parts = []
@@ -217,6 +223,7 @@ def with_extra_positions(cat, catalogs, image, own_sources=None):
             x, y = image.world_to_pixel(own["ra_deg"], own["dec_deg"])
             ny, nx = image.shape
             on = np.isfinite(x) & (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+            on &= own["kind"] != "monitor"
             if on.any():
                 parts.append({"source_id": np.asarray(own["catalog_id"][on], str),
                               "ra_deg": own["ra_deg"][on], "dec_deg": own["dec_deg"][on],
@@ -305,6 +312,15 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
 
     path = Path(fs_path(path))   # opened by its filesystem form; stored by db_path()
     timer = StepTimer()
+    seen = []
+    if own_sources is not None:         # the ids read are the image's own_seen
+        read_own = own_sources
+
+        def own_sources(ra_deg, dec_deg, radius_deg):
+            got = read_own(ra_deg, dec_deg, radius_deg)
+            seen.append(np.asarray(got["id"], np.int64))
+            return got
+
     with timer("open"):
         image, kind, method, notes = open_image(path, kind, cfg)
     with image:
@@ -338,4 +354,7 @@ def measure_image(path: Path | str, kind: str, cfg: PhotometryConfig, catalogs,
                          image=summary, content_id=product_store.content_id(path),
                          steps=timer.seconds, detections=detections, footprint=footprint,
                          data_digest=data_digest or product_store.data_digest(path),
-                         artefact_hosts=hosts)
+                         artefact_hosts=hosts,
+                         own_seen=(None if own_sources is None else
+                                   np.concatenate(seen) if seen else np.zeros(0, np.int64)),
+                         maps=maps)

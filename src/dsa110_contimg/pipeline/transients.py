@@ -332,12 +332,14 @@ def write(conn, ctx) -> dict:
 
 
 def _queue_backfill(conn, ctx, det, plan, source_id, new_ids) -> None:
-    """A backfill job for the new sources' earlier covering images (same transaction)."""
+    """A backfill job for the new sources' covering images already stored (same transaction)."""
     from dsa110_contimg.pipeline.backfill import queue_backfill
 
     rows = [{"id": int(source_id[i]), "ra_deg": float(det["ra_deg"][i]),
              "dec_deg": float(det["dec_deg"][i])} for i in plan.verdicts if source_id[i] in new_ids]
-    job = queue_backfill(conn, rows, ctx.cfg, before_mjd=ctx.mjd, exclude=(int(ctx.image_id),))
+    # every stored image: the earlier ones, and later ones stored first (another worker's,
+    # measured before the source existed); images still in flight measure it at their store
+    job = queue_backfill(conn, rows, ctx.cfg, exclude=(int(ctx.image_id),))
     if job is not None:
         det_store.set_backfill_job(conn, [r["id"] for r in rows], job)
         ctx.notes.append(f"backfill job {job} queued for the new sources' earlier images")

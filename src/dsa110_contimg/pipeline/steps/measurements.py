@@ -1,7 +1,9 @@
 """Step ``store``: the image row, its catalogue sources and its measurements.
 
 Prepare (read connection): the ids of the catalogue sources already stored (source
-rows never change once written). Write: insert the missing sources, create or update
+rows never change once written). Write: measure the own sources made while the image was
+in flight (:func:`dsa110_contimg.pipeline.inflight.measure_missed`), insert the missing
+sources, create or update
 the image row (by path; :func:`dsa110_contimg.store.products.store_image_row`, which
 removes the measurements of an image stored before) and stage its measurement rows
 (:meth:`~dsa110_contimg.pipeline.steps.base.ImageContext.stage_measurements`): the
@@ -17,6 +19,7 @@ import time
 
 import numpy as np
 
+from dsa110_contimg.pipeline import inflight
 from dsa110_contimg.pipeline.steps.base import ImageContext, Step
 from dsa110_contimg.store import products as product_store
 from dsa110_contimg.store.values import column_strings
@@ -63,6 +66,7 @@ def prepare(conn, ctx: ImageContext) -> None:
 
 def write(conn, ctx: ImageContext) -> dict:
     ctx.remeasured = product_store.image_by_path(conn, ctx.path) is not None
+    inflight.measure_missed(conn, ctx)       # own sources made since it was measured
     # rows of several surveys: the catalogue, monitor lists, the service's own sources
     ctx.source_ids = product_store.upsert_table_sources(conn, ctx.cfg.catalog, ctx.measured.cat,
                                                         known=ctx.prepared.get("store"))
