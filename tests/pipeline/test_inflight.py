@@ -90,6 +90,29 @@ def test_an_image_measured_before_a_new_source_existed_and_stored_after_measures
     assert counts == {p.name: 1 for p in paths}
 
 
+
+def test_an_image_that_cannot_be_read_again_at_its_store_gets_a_backfill_job(season, tmp_path):
+    """The in-flight image's file is gone when it is stored: it is stored all the same, with
+    a backfill job for the new source in the same transaction (run once the file is back)."""
+    manager, images, db = season
+    cfg = manager.default_config
+    paths = images([0.04 * (k >= ON) for k in range(EPOCHS)])
+    m = ON + 1
+    for k in range(ON):
+        manager.run_image(paths[k], "image", cfg)
+    in_flight = manager.measure_image(paths[m], "image", cfg)
+    manager.run_image(paths[ON], "image", cfg)
+    aside = paths[m].rename(tmp_path / "aside.fits")
+    result = manager.store_measured(in_flight, cfg)
+    assert result.image_id is not None
+    assert any("could not be measured at store" in n for n in result.notes), result.notes
+    aside.rename(paths[m])
+    for k in range(ON + 2, EPOCHS):
+        manager.run_image(paths[k], "image", cfg)
+    _run_worker(db, tmp_path)
+    _, counts = _new_source_rows(manager)
+    assert counts == {p.name: 1 for p in paths}
+
 def test_a_later_image_stored_before_the_new_source_gets_it_from_the_backfill(season, tmp_path):
     """Epoch ON+1 (the source off again) is stored before epoch ON creates the source:
     the new source's backfill covers it too, so its light curve has every epoch."""

@@ -23,8 +23,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import structlog
 
 from dsa110_contimg.store import detections as det_store
+
+log = structlog.get_logger("dsa110_contimg.pipeline.inflight")
 
 #: kinds of the sources read at measurement time besides the catalogue (their ids are the
 #: image's ``own_seen``)
@@ -41,11 +44,12 @@ def _missing(conn, ctx) -> dict | None:
     fresh = ~np.isin(own["id"], measured.own_seen)
     if not fresh.any():
         return None
+    own = {k: v[fresh] for k, v in own.items()}
     names, surveys = _rows_catalog_ids(measured, ctx.cfg.catalog)
     held = {(str(s), str(n)) for s, n in zip(surveys.tolist(), names.tolist())}
-    fresh &= np.array([(str(s), str(c)) not in held
-                       for s, c in zip(own["survey"].tolist(), own["catalog_id"].tolist())], bool)
-    return {k: v[fresh] for k, v in own.items()} if fresh.any() else None
+    keep = np.array([(str(s), str(c)) not in held
+                     for s, c in zip(own["survey"].tolist(), own["catalog_id"].tolist())], bool)
+    return {k: v[keep] for k, v in own.items()} if keep.any() else None
 
 
 def _on_image(image, own: dict) -> np.ndarray:
@@ -81,13 +85,53 @@ def _appended(measured, table, own: dict):
                    own_seen=np.r_[measured.own_seen, own["id"]])
 
 
+def _measure(measured, cfg, own: dict):
+    """The forced measurement of the ``own`` rows on the image's pixels: ``(table, own)``
+    restricted to those on the image (``table`` None when none is)."""
+    from dsa110_contimg.pipeline.measure import _measurement_options, open_image
+    from dsa110_contimg.science.forced import measure_positions
+
+    image, _kind, _method, _notes = open_image(measured.path, measured.kind, cfg)
+    with image:
+        on = _on_image(image, own)
+        if not on.any():
+            return None, own
+        own = {k: v[on] for k, v in own.items()}
+        options = _measurement_options(measured.method, cfg)
+        maps = getattr(measured, "maps", None)
+        if (maps is not None and maps.source == "estimated"
+                and measured.method in ("forced", "peak")):
+            options["maps"] = maps                      # the plane's maps, built once
+        return measure_positions(image, own["ra_deg"], own["dec_deg"], method=measured.method,
+                                 **options), own
+
+
+def _queue(conn, ctx, own: dict, why: str) -> None:
+    """A backfill job for the image (stored by this transaction) and ``own``: the image
+    could not be read again here; a worker measures it, or fails the item with the reason."""
+    import time
+
+    from dsa110_contimg.pipeline.backfill import BACKFILL_JOB
+    from dsa110_contimg.store.queue import insert_job
+
+    sources = [{"id": int(i), "ra_deg": float(r), "dec_deg": float(d)}
+               for i, r, d in zip(own["id"], own["ra_deg"], own["dec_deg"])]
+    job = insert_job(conn, {"config": ctx.cfg.to_dict(), BACKFILL_JOB: sources},
+                     [(ctx.path, ctx.kind, None)], now=time.time(), origin="daemon",
+                     data_id=f"{BACKFILL_JOB}:" + ",".join(str(s["id"]) for s in sources))
+    log.error("inflight_sources_queued", path=ctx.path, sources=len(sources), job_id=job,
+              error=why)
+    ctx.notes.append(f"{len(sources)} source(s) made while the image was measured could not be "
+                     f"measured at store ({why}): backfill job {job}")
+
+
 def measure_missed(conn, ctx) -> int:
     """Measure on the image the own sources made while it was in flight (module docstring);
     inside the image's write transaction. Returns how many were measured. An image measured
     without reading the own sources (``own_seen`` None: a Dask worker, whose caller fills
-    the gaps itself) is left as it is."""
-    from dsa110_contimg.pipeline.measure import _measurement_options, open_image
-    from dsa110_contimg.science.forced import measure_positions
+    the gaps itself) is left as it is; an image that cannot be read again gets a backfill
+    job for them instead (same transaction)."""
+    from dsa110_contimg.core.errors import PhotometryError
 
     measured = ctx.measured
     if getattr(measured, "own_seen", None) is None:
@@ -95,19 +139,13 @@ def measure_missed(conn, ctx) -> int:
     own = _missing(conn, ctx)
     if own is None:
         return 0
-    image, _kind, method, _notes = open_image(measured.path, measured.kind, ctx.cfg)
-    with image:
-        on = _on_image(image, own)
-        if not on.any():
-            return 0
-        own = {k: v[on] for k, v in own.items()}
-        options = _measurement_options(measured.method, ctx.cfg)
-        maps = getattr(measured, "maps", None)
-        if (maps is not None and maps.source == "estimated"
-                and measured.method in ("forced", "peak")):
-            options["maps"] = maps                      # the plane's maps, built once
-        table = measure_positions(image, own["ra_deg"], own["dec_deg"], method=measured.method,
-                                  **options)
+    try:
+        table, own = _measure(measured, ctx.cfg, own)
+    except PhotometryError as exc:
+        _queue(conn, ctx, own, str(exc))
+        return 0
+    if table is None:
+        return 0
     ctx.measured = _appended(measured, table, own)
     # the reference inputs were prepared per row before these rows: the step makes them again
     ctx.prepared.pop("normalise", None)
