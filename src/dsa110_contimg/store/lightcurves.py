@@ -367,25 +367,29 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
         return
     now = time.time()
     names = ("n", "flux_kind", "updated_at") + tuple(RUNNING_SUM_COLUMNS) + tuple(METRIC_COLUMNS)
-    counts = np.asarray(stats["n"]).astype(np.int64)
-    floats = [stats[c] for c in RUNNING_SUM_COLUMNS] + [metrics[c] for c in METRIC_COLUMNS]
-
-    def rows(sel=slice(None)):
-        k = src[sel].size
-        return list(zip(counts[sel].tolist(), [flux_kind] * k, [now] * k,
-                        *[bulk.nullable(np.asarray(v)[sel]) for v in floats], src[sel].tolist()))
-
+    # rows are sent in key order (stable: a repeated key keeps its last value), so the table's
+    # pages are visited in sequence rather than in the image's catalogue order
+    order = np.argsort(src, kind="stable")
+    k = src.size
+    columns = [np.asarray(stats["n"]).astype(np.int64)[order].tolist(), [flux_kind] * k, [now] * k,
+               *[bulk.nullable(np.asarray(stats[c], float)[order]) for c in RUNNING_SUM_COLUMNS],
+               *[bulk.nullable(np.asarray(metrics[c], float)[order]) for c in METRIC_COLUMNS],
+               src[order].tolist()]
+    rows = list(zip(*columns))
     if present is None:
         bulk.executemany(conn, bulk.upsert_sql("variability_stats", names + ("source_id",),
-                                               ("source_id",)), rows())
+                                               ("source_id",)), rows)
         return
     # an UPDATE by key costs less than an upsert (which tries the insert first) on SQLite
-    old = np.asarray(present, bool)
+    old = np.asarray(present, bool)[order]
     update = ("UPDATE variability_stats SET " + ", ".join(f"{c} = ?" for c in names)
               + " WHERE source_id = ?")
-    bulk.executemany(conn, update, rows(np.flatnonzero(old)))
+    if old.all():
+        bulk.executemany(conn, update, rows)
+        return
+    bulk.executemany(conn, update, [rows[i] for i in np.flatnonzero(old).tolist()])
     bulk.executemany(conn, bulk.insert_sql("variability_stats", names + ("source_id",)),
-                     rows(np.flatnonzero(~old)))
+                     [rows[i] for i in np.flatnonzero(~old).tolist()])
 
 
 def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
