@@ -121,17 +121,17 @@ def catalogue_source_positions(conn: Connection, survey: str, catalog_ids: Seque
     rows = bulk.fetch_in(conn, sql, names, (survey,))
     if not rows:
         return out
-    where = {r[0]: k for k, r in enumerate(rows)}
+    got = list(zip(*rows))                                     # one tuple per column
+    where = dict(zip(got[0], range(len(rows))))
     at = np.fromiter(map(where.get, names, repeat(-1)), np.int64, count=n)
     hit = at >= 0
-    ids = np.array([r[1] for r in rows], np.int64)
-    vals = np.array([r[2:] for r in rows], dtype=float)        # NULL -> NaN
-    out["id"][hit] = ids[at[hit]]
+    out["id"][hit] = np.array(got[1], np.int64)[at[hit]]
+    vals = np.array(got[2:], dtype=float)                      # (5, rows); NULL -> NaN
     found = hit.copy()
-    found[hit] = np.isfinite(vals[at[hit], 0])
+    found[hit] = np.isfinite(vals[0, at[hit]])
     for k, name in enumerate(("ra", "dec", "w_ra", "w_dec")):
-        out[name][found] = vals[at[found], k]
-    out["n"][found] = vals[at[found], 4].astype(np.int64)
+        out[name][found] = vals[k, at[found]]
+    out["n"][found] = vals[4, at[found]].astype(np.int64)
     out["found"] = found
     return out
 
