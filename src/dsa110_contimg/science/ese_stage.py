@@ -44,6 +44,7 @@ from dsa110_contimg.science.ese import (
     DEFAULT_DURATIONS, DEFAULT_MIN_SIGNIFICANCE, _dip_consistency, _profiles, _recovery_length,
     _template_reach, _template_shapes, detect_ese_shapes, merge_untouched, side_agreement, template_grid,
 )
+from dsa110_contimg.science.ese_live_sums import MARGIN_SIGMA
 from dsa110_contimg.science.ese_window import reaches_before, with_summary
 from dsa110_contimg.science.variability import lightcurve_block
 
@@ -63,7 +64,7 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
                     min_recovery_days: float = 30.0, max_depth: float = 1.0,
                     step_fraction: float = 0.125, overhang: float = 0.35,
                     min_low_frac: float = 0.7, min_low_span: float = 0.3,
-                    summary=None, chunk_sources: int = 512) -> dict:
+                    summary=None, screen=None, chunk_sources: int = 512) -> dict:
     """Best *live* ESE template per light curve (see the module docstring).
 
     Parameters
@@ -79,6 +80,10 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
         The epochs before the light curves given, as sums
         (:func:`~dsa110_contimg.science.ese_window.summary_before`); only live templates
         whose pre-event window starts at or after its ``until`` are fitted.
+    screen : LiveScreen, optional
+        Fit in full only the sources whose bound from the kept sums of their live templates
+        reaches the threshold (:mod:`~dsa110_contimg.science.ese_live_sums`): the others are
+        not detected, and get the values of no template (significance 0).
     Other parameters as :func:`~dsa110_contimg.science.ese.detect_ese_shapes`.
 
     Returns
@@ -125,8 +130,15 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
     sw = w.sum(axis=1)
     mu = np.where(sw > 0, (w * fz).sum(axis=1) / np.where(sw > 0, sw, 1.0), 0.0)
     fc = np.where(ok, fz - mu[:, None], 0.0)
-    for start in range(0, S, chunk_sources):
-        rows = np.arange(start, min(start + chunk_sources, S))
+    todo = np.arange(S)
+    if screen is not None:
+        totals = (np.where(ok, counts, 0.0).sum(axis=1), sw, (w * fc).sum(axis=1),
+                  (w * fc * fc).sum(axis=1) + extra, mu)
+        bound = screen.bound(grid, rec, lo_reach, t, f, w, ok, t_last, np.nanmin(tt, axis=1),
+                             totals, (min_in, min_pre, overhang), durations, step_fraction)
+        todo = np.flatnonzero(~(bound < min_significance - MARGIN_SIGMA))
+    for start in range(0, todo.size, chunk_sources):
+        rows = todo[start:start + chunk_sources]
         sub_ok = ok[rows]
         if not sub_ok.any():
             continue
@@ -318,7 +330,7 @@ def step_fit(mjd2d, flux2d, err2d, *, min_side: int = 3, summary=None) -> dict:
 def ese_stages(mjd2d, flux2d, err2d, *, confirmed: dict | None = None,
                min_significance: float = DEFAULT_MIN_SIGNIFICANCE,
                live_significance: float = DEFAULT_LIVE_SIGNIFICANCE,
-               durations=DEFAULT_DURATIONS, summary=None, **confirm_kw) -> dict:
+               durations=DEFAULT_DURATIONS, summary=None, screen=None, **confirm_kw) -> dict:
     """The stage of each light curve as observed up to its latest epoch.
 
     Parameters
@@ -335,6 +347,9 @@ def ese_stages(mjd2d, flux2d, err2d, *, confirmed: dict | None = None,
     summary : mapping, optional
         The epochs before the light curves given, as sums, for the three searches
         (:func:`~dsa110_contimg.science.ese_window.summary_before`).
+    screen : LiveScreen, optional
+        Kept sums that spare the live search the sources that cannot be live
+        (:func:`live_dip_search`); the stages are the same.
 
     Returns
     -------
@@ -350,7 +365,7 @@ def ese_stages(mjd2d, flux2d, err2d, *, confirmed: dict | None = None,
         confirmed = detect_ese_shapes(t, f, e, min_significance=min_significance,
                                       durations=durations, summary=summary, **confirm_kw)
     live = live_dip_search(t, f, e, min_significance=live_significance, durations=durations,
-                           summary=summary)
+                           summary=summary, screen=screen)
     step = step_fit(t, f, e, summary=summary)
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)

@@ -123,6 +123,20 @@ class RowCache:
         self._evict()
         return out
 
+    def tokens(self, conn: Connection, image_ids: Sequence[int], *,
+               normalized: bool) -> np.ndarray | None:
+        """One int64 per image of ``image_ids`` that changes whenever its measurement rows do
+        (a hash of its id and stamp), from the entries a :meth:`rows` call just validated;
+        None when one is not held (cache disabled, or evicted)."""
+        db = (str(conn.engine.url), bool(normalized))
+        out = np.empty(len(image_ids), np.int64)
+        for j, i in enumerate(np.asarray(image_ids, np.int64).tolist()):
+            e = self._entries.get((db, i))
+            if e is None or not self.enabled:
+                return None
+            out[j] = hash((i, e.stamp))
+        return out
+
     def _fill(self, db, ids, src, stamps, recs) -> None:
         """Store the rows ``recs`` of ``src`` on the images ``ids`` (replacing their entries)."""
         by_image = _by_image(recs)

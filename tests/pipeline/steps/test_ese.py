@@ -641,3 +641,59 @@ def test_the_row_cache_gives_a_fresh_reads_rows_after_earlier_epochs_are_normali
         CACHE.enabled = True
     _same_rows(cached, fresh)
     assert set(fresh) > set(first)         # the deeper light curves made new candidates
+
+
+def _close_rows(a: dict, b: dict) -> None:
+    """The same ESE rows, numbers to 1e-9 (relative)."""
+    assert a.keys() == b.keys()
+    for s in a:
+        assert a[s].keys() == b[s].keys()
+        for k in a[s]:
+            x, y = a[s][k], b[s][k]
+            if isinstance(x, float) or isinstance(y, float):
+                np.testing.assert_allclose(np.asarray(x, float), np.asarray(y, float),
+                                           rtol=1e-9, err_msg=f"source {s} {k}")
+            else:
+                assert x == y, f"source {s} {k}"
+
+
+def test_the_kept_live_sums_give_the_rows_of_the_full_live_search(tmp_path):
+    """Image after image the step screens its live search with sums kept from the earlier
+    images (:mod:`~dsa110_contimg.science.ese_live_sums`): its rows are those of the full live
+    search (sums off) while source 0's dip is in progress, recovering and confirmed, after
+    earlier epochs are normalised again (rows_version bumped: the sums are taken again), with
+    an earlier epoch excluded, and in a new process (cold sums)."""
+    from dsa110_contimg.science.ese_live_sums import SUMS
+
+    n = 200
+    db, sid, mjd, flux, _ = _long_field(tmp_path / "p.sqlite3", n)
+    SUMS.clear()
+
+    def both(k):
+        kept, _ = _evaluate(db, sid, mjd, k, full=False)
+        SUMS.enabled = False
+        try:
+            full, _ = _evaluate(db, sid, mjd, k, full=False)
+        finally:
+            SUMS.enabled = True
+        _close_rows(kept, full)
+        return kept
+
+    stages = set()
+    for k in range(45, 131, 5):
+        stages.add((both(k).get(int(sid[0])) or {}).get("stage"))
+    assert {"dip_in_progress", "recovering", "confirmed"} <= stages
+    assert SUMS.updated_cells > 0
+    with db.engine.begin() as conn:         # epochs of the dip normalised again, 20 % lower
+        for k in range(85, 95):
+            f = flux[:, k] / 1.2
+            lc_store.set_normalisation(conn, k + 1, status="ok", factor=1.2, factor_err=0.01,
+                                       norm_flux=f, norm_err=np.full(f.size, 0.02),
+                                       source_ids=sid)
+    both(131)
+    with db.engine.begin() as conn:         # an earlier epoch out of the light curves
+        conn.exec_driver_sql("UPDATE images SET norm_status = 'failed' WHERE id = 100")
+    both(132)
+    SUMS.clear()                            # a new process
+    both(133)
+    db.dispose()

@@ -143,9 +143,14 @@ def _read_lightcurves(conn, ctx: ImageContext, cfg, rows: np.ndarray, stored: di
     running statistics ``stored`` (:func:`~dsa110_contimg.science.ese_window.summary_before`),
     or the whole history; the measurement rows through the process's row cache
     (:mod:`~dsa110_contimg.store.row_cache`: only the rows of new or changed images, and of
-    sources not read before, are read). Returns (flux, err, mjd, summary); summary None when no source
-    has epochs before the window (or the whole history was read)."""
+    sources not read before, are read). Returns (flux, err, mjd, summary, screen); summary
+    None when no source has epochs before the window (or the whole history was read);
+    screen the :class:`~dsa110_contimg.science.ese_live_sums.LiveScreen` of these light
+    curves (their epochs and each one's rows' version), None when the row cache does not
+    hold them."""
+    from dsa110_contimg.science.ese_live_sums import SUMS, LiveScreen
     from dsa110_contimg.science.ese_window import summary_before, window_sums
+    from dsa110_contimg.store.row_cache import CACHE
 
     field = ctx.field_images(conn)
     use = field.norm_status == "ok" if cfg.normalize else np.ones(field.ids.size, bool)
@@ -153,14 +158,19 @@ def _read_lightcurves(conn, ctx: ImageContext, cfg, rows: np.ndarray, stored: di
     if until is not None:
         with np.errstate(invalid="ignore"):
             use = use & (field.mjd >= until)
-    flux, err, mjd, _ = lc_store.load_lightcurves(conn, ctx.source_ids[rows], field.ids[use],
+    ids = ctx.source_ids[rows]
+    flux, err, mjd, _ = lc_store.load_lightcurves(conn, ids, field.ids[use],
                                                   normalized=cfg.normalize, epochs=field.mjd[use],
                                                   cached=True)
+    tokens = CACHE.tokens(conn, field.ids[use], normalized=cfg.normalize)
+    screen = None if tokens is None or not SUMS.enabled else LiveScreen(
+        SUMS, (str(conn.engine.url), bool(cfg.normalize)), ids, (field.mjd[use], tokens),
+        -np.inf if until is None else until)
     if until is None:
-        return flux, err, mjd, None
+        return flux, err, mjd, None, screen
     totals = {k: np.asarray(stored[k])[rows] for k in ("n", "sum_w", "sum_wf", "sum_wf2",
                                                        "first_mjd")}
-    return flux, err, mjd, summary_before(totals, window_sums(flux, err, mjd), until)
+    return flux, err, mjd, summary_before(totals, window_sums(flux, err, mjd), until), screen
 
 
 def _searches(flux, summary, deep) -> bool:
@@ -233,17 +243,18 @@ def _keep_frozen(found: dict, stored: list, frozen: np.ndarray) -> None:
     found["chi2_improvement"][keep], found["chi2_nu_fit"][keep] = np.nan, np.nan
 
 
-def _stages(found: dict, mjd, flux, err, previous: list, summary=None) -> dict:
+def _stages(found: dict, mjd, flux, err, previous: list, summary=None, screen=None) -> dict:
     """Stages of the searched light curves (``found``: their confirmed-search result;
     ``previous``: each one's stored stage, None for sources that are not candidates;
-    ``summary``: the epochs before the light curves' window, as sums, or None).
+    ``summary``: the epochs before the light curves' window, as sums, or None; ``screen``:
+    the kept sums of their live templates, :mod:`~dsa110_contimg.science.ese_live_sums`).
 
     Only known candidates may be retired: a candidate whose live stage (dip in progress,
     recovering) lapses is retired with :data:`LOST_REASON`; a source that is not a
     candidate gets no ``retired`` stage."""
     from dsa110_contimg.science.ese_stage import ese_stages
 
-    st = ese_stages(mjd, flux, err, confirmed=found, summary=summary)
+    st = ese_stages(mjd, flux, err, confirmed=found, summary=summary, screen=screen)
     stage, reason = st["stage"].copy(), st["reason"].copy()
     prev = np.array([p or "" for p in previous], dtype=object)
     known = np.array([p is not None for p in previous], bool)
@@ -330,7 +341,7 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, stored: dict,
     read, got = _read_searched(conn, ctx, cfg, stored, worth, by_preset, known_src)
     if not read.size:
         return shape, stage
-    flux, err, mjd, summary = got
+    flux, err, mjd, summary, screen = got
     pre = np.flatnonzero(by_preset[read])
     if pre.size:
         by_preset[read[pre]] = _low_epochs(flux[pre], err[pre]) >= 2
@@ -367,7 +378,7 @@ def _shape_criteria(conn, ctx: ImageContext, cfg, metrics: dict, stored: dict,
     shape["detected"] = np.asarray(shape["detected"] == True)  # noqa: E712 (object array)
     got = _stages(found, mjd[deep], flux[deep], err[deep],
                   [(prev.get(int(s)) or {}).get("stage") for s in ctx.source_ids[rows_d]],
-                  summary)
+                  summary, None if screen is None else screen.subset(deep))
     for k in ("stage", "reason", "significance"):
         stage[k][rows_d] = got[k]
     live = np.isin(got["stage"], ("dip_in_progress", "recovering"))
