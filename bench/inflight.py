@@ -73,11 +73,13 @@ def main(argv=None) -> int:
             product_store.upsert_sources(conn, "dsa110", [f"BENCH{i:04d}" for i in range(args.own)],
                                          ra[pick] + 1 / 60, dec[pick], kind="blind")
         engine = manager.products.engine
+        store_measured(engine, measured, cfg)   # the sources its own detections make, first
         with engine.connect() as conn:
             s = measured.image
             every = own_sources_near(conn, *s.center_deg, s.radius_deg, kinds=inflight.SEEN_KINDS)
         ids = np.sort(every["id"])
         real = inflight.measure_missed
+        rows = {}
 
         def store(variant):
             from dataclasses import replace
@@ -94,12 +96,14 @@ def main(argv=None) -> int:
                 inflight.measure_missed = real
             made = [n for n in out.notes if "made while the image was measured" in n]
             assert bool(made) == (variant == "missed"), out.notes
-            assert len(out.source_ids) == len(measured.cat) + (args.missed if made else 0)
+            rows.setdefault(variant, len(out.source_ids))
+            assert len(out.source_ids) == rows[variant]
             return took
 
         variants = ("old", "new", "missed")
         for v in variants:                      # warm-up
             store(v)
+        assert rows["missed"] == rows["new"] + args.missed == rows["old"] + args.missed, rows
         times = {v: [] for v in variants}
         for _ in range(args.rounds):
             for v in variants:
