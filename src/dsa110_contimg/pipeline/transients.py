@@ -21,7 +21,7 @@ transaction:
 :func:`write` (write transaction, after ``store``)
     The detection rows (every association), the sources' weighted-mean positions and
     counts, the ``new_sources`` rows (the record an alert is made from), the image's depth
-    footprint, and a backfill job for the new sources' earlier images.
+    footprint, and a backfill job for the new sources' covering images already stored.
 
 Positions deg, errors arcsec, fluxes Jy/beam.
 """
@@ -342,7 +342,7 @@ def _queue_backfill(conn, ctx, det, plan, source_id, new_ids) -> None:
     job = queue_backfill(conn, rows, ctx.cfg, exclude=(int(ctx.image_id),))
     if job is not None:
         det_store.set_backfill_job(conn, [r["id"] for r in rows], job)
-        ctx.notes.append(f"backfill job {job} queued for the new sources' earlier images")
+        ctx.notes.append(f"backfill job {job} queued for the new sources' covering images already stored")
 
 
 def _detection_source(plan, source_id, related_det):
