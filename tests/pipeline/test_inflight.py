@@ -18,9 +18,10 @@ EPOCHS = 6
 
 
 @pytest.fixture
-def season(sim_field, tmp_path):
+def season(sim_field, tmp_path, databases):
     """Images e0..e5 of the simulated field with a 40 mJy source in no catalogue, on from
-    epoch ON (``peaks`` per epoch, Jy/beam), and a manager on a fresh database."""
+    epoch ON (``peaks`` per epoch, Jy/beam), and a manager on a fresh database of the
+    test's backend."""
     from dsa110_contimg.core.config import PhotometryConfig
     from dsa110_contimg.photometry import PhotometryManager
     from dsa110_contimg.science.simulate import simulate_image, sky_wcs
@@ -44,7 +45,7 @@ def season(sim_field, tmp_path):
             paths.append(tmp_path / f"e{k}.fits")
         return paths
 
-    db = tmp_path / "p.sqlite3"
+    db = databases.new("products")
     manager = PhotometryManager(db, catalog_dir=tmp_path / "catalogs",
                                 default_config=PhotometryConfig())
     return manager, images, db
@@ -70,7 +71,9 @@ def _run_worker(db, tmp_path):
                  "--catalog-dir", str(tmp_path / "catalogs")]) == 0
 
 
-@pytest.mark.parametrize("m", [ON + 1, ON - 1], ids=["later", "earlier"])
+@pytest.mark.parametrize("backend,m", [("sqlite", ON + 1), ("sqlite", ON - 1),
+                                       ("postgresql", ON + 1)],
+                         ids=["later", "earlier", "later-postgresql"])
 def test_an_image_measured_before_a_new_source_existed_and_stored_after_measures_it(
         season, tmp_path, m):
     manager, images, db = season
