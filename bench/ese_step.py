@@ -20,10 +20,13 @@ threaded BLAS as in the service's workers, CPU time (``time.process_time``), bes
 * ``live``, ``step fit``, ``low epochs``: the stages' live-dip search and two-level fit, and
   the threshold criterion's count of low epochs (of the preset's sources), on the whole
   light curve and (``live win``,
-  ``step win``, ``low win``) on the window with the summary;
+  ``step win``, ``low win``) on the window with the summary; ``live kept``: the live search
+  on the window screened with the sums kept from the epoch before (``science/ese_live_sums.py``;
+  the step now);
 * ``step full`` / ``step bounded`` / ``step window``: the sum of the search parts with the
   full search on the whole light curve, the bounded candidate search on the whole light curve,
-  and everything on the window (the step now), each with its ratio to the 13-epoch figure of
+  everything on the window, and ``step kept``: the window with the kept live sums (the step
+  now), each with its ratio to the 13-epoch figure of
   the same run; ``rows``: the measurement rows the step reads for the searched sources (whole
   light curve / window).
 
@@ -53,6 +56,7 @@ import numpy as np  # noqa: E402
 
 from dsa110_contimg.pipeline.steps import ese as step  # noqa: E402
 from dsa110_contimg.science import ese  # noqa: E402
+from dsa110_contimg.science.ese_live_sums import LiveScreen, LiveSums  # noqa: E402
 from dsa110_contimg.science.ese_stage import live_dip_search, step_fit  # noqa: E402
 from dsa110_contimg.science.ese_window import (  # noqa: E402
     cannot_reach, reaches_before, summary_before, window_sums,
@@ -137,10 +141,44 @@ def _window_parts(out, t, f, e, kn, near, full, r, preset):
     assert np.allclose(got["significance"][inside], full["significance"][inside], rtol=1e-9)
     assert np.array_equal(got["t_min_mjd"][inside], full["t_min_mjd"][inside])
     out["live win"], _ = _cpu(lambda: live_dip_search(tw, fw, ew, summary=summ), r)
+    out["live kept"] = _kept_live(t, f, e, r)
     out["step win"], _ = _cpu(lambda: step_fit(tw, fw, ew, summary=summ), r)
     out["low win"], _ = _cpu(lambda: step._low_epochs(fw[preset], ew[preset]), r)
     out["step window"] = out["known window"] + out["others inc"] + out["live win"] + \
         out["step win"] + out["low win"]
+    out["step kept"] = out["step window"] - out["live win"] + out["live kept"]
+
+
+def _window(t, f, e, k):
+    """The window light curves, summary and epochs ``(MJD, token)`` the step reads when the
+    ``k``-th epoch (from 1) is the newest, and the window's start (MJD)."""
+    until = float(t[0, k - 2]) - ese.SEARCH_WINDOW_DAYS
+    win = t[0, :k] >= until
+    tw, fw, ew = t[:, :k][:, win], f[:, :k][:, win], e[:, :k][:, win]
+    stats = RunningStats.from_lightcurves(f[:, :k], e[:, :k], t[:, :k]).to_dict()
+    tokens = np.flatnonzero(win).astype(np.int64)
+    return tw, fw, ew, summary_before(stats, window_sums(fw, ew, tw), until), \
+        (tw[0], tokens), until
+
+
+def _kept_live(t, f, e, r):
+    """CPU s (best of ``r``) of the live search of the newest epoch screened with the sums
+    kept from the epoch before (``science/ese_live_sums.py``; primed untimed each time)."""
+    n = t.shape[1]
+    prev, new = _window(t, f, e, n - 1), _window(t, f, e, n)
+    ids = np.arange(t.shape[0])
+    best = np.inf
+    for _ in range(r):
+        cache = LiveSums()
+        for (tw, fw, ew, summ, epochs, until), timed in ((prev, False), (new, True)):
+            screen = LiveScreen(cache, "bench", ids, epochs, until)
+            c = time.process_time()
+            got = live_dip_search(tw, fw, ew, summary=summ, screen=screen)
+            if timed:
+                best = min(best, time.process_time() - c)
+    full = live_dip_search(*new[:3], summary=new[3])
+    assert np.array_equal(got["detected"], full["detected"])
+    return best
 
 
 #: The ESE step's parts timed with ``--databases`` (label: module attribute the step calls).
@@ -269,8 +307,8 @@ def main():
     sizes = [int(x) for x in args.epochs.split(",")]
     res = {n: one_size(n, args, rng) for n in sizes}
     cols = ["known full", "known bounded", "known window", "others inc", "live", "live win",
-            "step fit", "step win", "low epochs", "low win"]
-    totals = ["step full", "step bounded", "step window"]
+            "live kept", "step fit", "step win", "low epochs", "low win"]
+    totals = ["step full", "step bounded", "step window", "step kept"]
     print(f"ESE step search per image, CPU ms (best of {args.repeat}), {args.sources} sources, "
           f"{args.known} candidates; window {ese.SEARCH_WINDOW_DAYS:.0f} d:")
     print(f"{'epochs':>7}{'wanted':>8}{'searched':>9}{'rows':>7}{'rows win':>9}"

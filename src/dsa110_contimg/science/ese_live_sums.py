@@ -230,12 +230,13 @@ def live_bound(sums, ref, t_last, t_first, n_total, sw, sf, sff, mu, grid, rec, 
     """Upper bound (sigma) of every live template's significance per source, from ``sums``
     (:meth:`LiveSums.sums`, about ``ref``) and the sources' totals over all their points
     (``n_total`` epochs, ``sw`` = sum w, ``sf`` = sum w fc, ``sff`` = sum w fc**2 with the
-    summarised epochs' own scatter, fc = f - ``mu``), with the search's rules on epoch counts
-    and liveness (``rules`` = (min_in, min_pre, overhang) as the live fit). NaN bounds
+    summarised epochs' own scatter, fc = f - ``mu``), with the search's rules on epoch counts,
+    liveness and depth (``rules`` = (min_in, min_pre, overhang, max_depth) as the live fit: a
+    template whose fit is no dip of admissible depth is never detected). NaN bounds
     (unusable sums) stand for any significance. Returns shape (n_sources,)."""
     from dsa110_contimg.science.ese import _profiles
 
-    min_in, min_pre, overhang = rules
+    min_in, min_pre, overhang, max_depth = rules
     St, Stt, Sfr, n_in, n_after = np.moveaxis(sums, -1, 0)
     d = grid["duration"][None, :]
     t0 = grid["t0"][None, :]
@@ -250,6 +251,12 @@ def live_bound(sums, ref, t_last, t_first, n_total, sw, sf, sff, mu, grid, rec, 
         B = Stt - St * St / sw[:, None]
         usable = B > 1e-9 * sw[:, None]
         dchi2 = np.where(usable, A * A / np.where(usable, B, 1.0), np.nan)
+        c = A / np.where(usable, B, 1.0)
+        base = (sf[:, None] - c * St) / sw[:, None] + mu[:, None]
+        depth = -c / base
+        # the fitted depth as the search computes it (a margin for rounding at its largest)
+        dip = (base > 0) & (depth > 0) & (depth <= max_depth * (1.0 + 1e-6))
+        dchi2 = np.where(usable & ~dip, 0.0, dchi2)
         chi2_const = (sff - sf * sf / sw)[:, None]
         # unusable sums of a template the counts allow bound by chi2_const (Cauchy-Schwarz)
         dchi2 = np.where(B <= 1e-9 * sw[:, None], chi2_const, dchi2)
