@@ -30,10 +30,12 @@ from collections import OrderedDict
 import numpy as np
 
 #: Sums kept per (source, template): sum w T, sum w T**2, sum w (f - ref) T, epochs in the
-#: dip (P >= 0.5), epochs after the template's pre-event side (u > -1).
-N_SUMS = 5
-#: (source, template) cells held by the process at most (5 floats each, 40 bytes: ~80 MB).
-MAX_CELLS = 2_000_000
+#: dip (P >= 0.5), epochs after the template's pre-event side (u > -1), and for the pre-event
+#: window and for the epochs after the event (u >= 1) each: epochs, sum w, sum w (f - ref),
+#: sum w T.
+N_SUMS = 13
+#: (source, template) cells held by the process at most (13 floats each, 104 bytes: ~83 MB).
+MAX_CELLS = 800_000
 #: Margin (sigma) below the threshold at which a source is still fitted in full: covers the
 #: rounding of sums taken in another order and the caustic tails (< 1e-21 of the depth)
 #: of epochs outside a template's reach.
@@ -52,7 +54,8 @@ def template_keys(grid: dict, durations, step_fraction: float) -> np.ndarray:
 def template_sums(t, w, wr, counts, ok, grid) -> np.ndarray:
     """The :data:`N_SUMS` sums of each (source, template of ``grid``) over the points ``ok``
     of the light curves (times ``t`` MJD, weights ``w``, weighted offsets ``wr`` =
-    w (f - ref), epochs each point stands for ``counts``; all (n_sources, n_points)).
+    w (f - ref), epochs each point stands for ``counts``; all (n_sources, n_points));
+    ``grid`` holds each template's recovery length ``rec`` (days) too.
     Returns shape (n_sources, n_templates, N_SUMS)."""
     from dsa110_contimg.science.ese import _template_shapes
 
@@ -65,9 +68,14 @@ def template_sums(t, w, wr, counts, ok, grid) -> np.ndarray:
                 for x in (w, wr, counts))
     p, T = _template_shapes(tu, grid)
     u = 2.0 * (tu[None, :] - grid["t0"][:, None]) / grid["duration"][:, None]
+    reach_u = 1.0 + 2.0 * grid["rec"][:, None] / grid["duration"][:, None]
     out = np.empty((s, k, N_SUMS))
     out[..., 0], out[..., 1], out[..., 2] = W @ T.T, W @ (T * T).T, WR @ T.T
     out[..., 3], out[..., 4] = C @ (p >= 0.5).T.astype(float), C @ (u > -1.0).T.astype(float)
+    for j, win in ((5, (u <= -1.0) & (u >= -reach_u)), (9, u >= 1.0)):
+        wf = win.astype(float)
+        out[..., j], out[..., j + 1], out[..., j + 2] = C @ wf.T, W @ wf.T, WR @ wf.T
+        out[..., j + 3] = W @ (wf * T).T
     return out
 
 
@@ -231,13 +239,14 @@ def live_bound(sums, ref, t_last, t_first, n_total, sw, sf, sff, mu, grid, rec, 
     (:meth:`LiveSums.sums`, about ``ref``) and the sources' totals over all their points
     (``n_total`` epochs, ``sw`` = sum w, ``sf`` = sum w fc, ``sff`` = sum w fc**2 with the
     summarised epochs' own scatter, fc = f - ``mu``), with the search's rules on epoch counts,
-    liveness and depth (``rules`` = (min_in, min_pre, overhang, max_depth) as the live fit: a
-    template whose fit is no dip of admissible depth is never detected). NaN bounds
-    (unusable sums) stand for any significance. Returns shape (n_sources,)."""
+    liveness, depth and the baseline beside the event (``rules`` = (min_in, min_pre, min_side,
+    recovery_tol, overhang, max_depth) as the live fit): only the dip consistency is left to
+    the full fit. NaN bounds (unusable sums) stand for any significance. Returns shape
+    (n_sources,)."""
     from dsa110_contimg.science.ese import _profiles
 
-    min_in, min_pre, overhang, max_depth = rules
-    St, Stt, Sfr, n_in, n_after = np.moveaxis(sums, -1, 0)
+    min_in, min_pre, min_side, recovery_tol, overhang, max_depth = rules
+    St, Stt, Sfr, n_in, n_after = np.moveaxis(sums[..., :5], -1, 0)
     d = grid["duration"][None, :]
     t0 = grid["t0"][None, :]
     u_last = 2.0 * (t_last[:, None] - t0) / d
@@ -245,18 +254,28 @@ def live_bound(sums, ref, t_last, t_first, n_total, sw, sf, sff, mu, grid, rec, 
     live = (p_last >= 0.5) | ((u_last >= 0.0) & (t_last[:, None] <= t0 + d / 2 + rec[None, :]))
     inside = t0 >= t_first[:, None] - overhang * d
     n_pre = n_total[:, None] - n_after
+    shift = (mu - ref)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        Sft = Sfr - (mu - ref)[:, None] * St
+        Sft = Sfr - shift * St
         A = Sft - St * (sf / sw)[:, None]
         B = Stt - St * St / sw[:, None]
         usable = B > 1e-9 * sw[:, None]
         dchi2 = np.where(usable, A * A / np.where(usable, B, 1.0), np.nan)
         c = A / np.where(usable, B, 1.0)
-        base = (sf[:, None] - c * St) / sw[:, None] + mu[:, None]
+        a = (sf[:, None] - c * St) / sw[:, None]
+        base = a + mu[:, None]
         depth = -c / base
         # the fitted depth as the search computes it (a margin for rounding at its largest)
-        dip = (base > 0) & (depth > 0) & (depth <= max_depth * (1.0 + 1e-6))
-        dchi2 = np.where(usable & ~dip, 0.0, dchi2)
+        fits = (base > 0) & (depth > 0) & (depth <= max_depth * (1.0 + 1e-6))
+        sides = []
+        for j in (5, 9):                # the pre-event window, the epochs after the event
+            n_s, w_s, wfr_s, wt_s = np.moveaxis(sums[..., j:j + 4], -1, 0)
+            w_safe = np.where(w_s > 0, w_s, 1.0)
+            r = (wfr_s - shift * w_s - a * w_s - c * wt_s) / w_safe
+            tol = recovery_tol * np.abs(c) + 2.0 / np.sqrt(w_safe)
+            sides.append((n_s, np.abs(r) <= tol * (1.0 + 1e-6)))
+        fits &= (sides[0][0] >= min_side) & sides[0][1] & ((sides[1][0] == 0) | sides[1][1])
+        dchi2 = np.where(usable & ~fits, 0.0, dchi2)
         chi2_const = (sff - sf * sf / sw)[:, None]
         # unusable sums of a template the counts allow bound by chi2_const (Cauchy-Schwarz)
         dchi2 = np.where(B <= 1e-9 * sw[:, None], chi2_const, dchi2)
@@ -297,7 +316,8 @@ class LiveScreen:
         keys = template_keys(grid, durations, step_fraction)
         with np.errstate(invalid="ignore"):
             pts = ok & (t >= self.since)
-        sums, ref = self.cache.sums(self.scope, self.source_ids, self.epochs, self.since, grid,
+        sums, ref = self.cache.sums(self.scope, self.source_ids, self.epochs, self.since,
+                                    dict(grid, rec=rec),
                                     keys, reach_lo, t, w, f, np.ones(t.shape), pts)
         n_total, sw, sf, sff, mu = totals
         return live_bound(sums, ref, t_last, t_first, n_total, sw, sf, sff, mu, grid, rec, rules)

@@ -135,8 +135,8 @@ def live_dip_search(mjd2d, flux2d, err2d, *, min_significance: float = DEFAULT_L
         totals = (np.where(ok, counts, 0.0).sum(axis=1), sw, (w * fc).sum(axis=1),
                   (w * fc * fc).sum(axis=1) + extra, mu)
         bound = screen.bound(grid, rec, lo_reach, t, f, w, ok, t_last, np.nanmin(tt, axis=1),
-                             totals, (min_in, min_pre, overhang, max_depth), durations,
-                             step_fraction)
+                             totals, (min_in, min_pre, min_side, recovery_tol, overhang,
+                                      max_depth), durations, step_fraction)
         todo = np.flatnonzero(~(bound < min_significance - MARGIN_SIGMA))
     for start in range(0, todo.size, chunk_sources):
         rows = todo[start:start + chunk_sources]
