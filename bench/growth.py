@@ -40,7 +40,10 @@ the ESE step reads the light curves of a 540-day window (``SEARCH_WINDOW_DAYS``)
 5 x 10^7 rows (500 epochs, 502 d with the timed ones) is just short of it while one of 10^8
 (1,000 d) is past it, so that step (and everything bounded by the field's window) should be
 flat between the two. Databases live under ``--root`` and are deleted at the end (``--keep``
-leaves the SQLite ones there, one file per size, for inspection; 10^8 rows take ~13 GB).
+leaves the SQLite ones there, one file per size, for inspection; 10^8 rows take ~13 GB; and
+the PostgreSQL cluster running with the last size's database, its URL printed). After each
+size the table so far is printed; on PostgreSQL the build ends with ``VACUUM (ANALYZE)``, the
+state autovacuum keeps a running daemon's tables in.
 Two light curves are timed (the CLI, the source page, its JSON and its CSV): ``{src}``, a
 source of field 0 measured on every epoch, whose light curve is the field's history (13 points
 at 10^6 rows, 502 at 5 x 10^7: the page's content grows) and ``{late}`` (:data:`LATE_SOURCE`),
@@ -373,9 +376,13 @@ class GrowthDB:
         self.stats_seconds = self.recompute_stats()
         with self.db.engine.begin() as conn:
             self._fix_sequences(conn, images)
-            if self.backend == "postgresql":
-                bulk.execute(conn, "ANALYZE")
-        if self.backend == "sqlite":
+        if self.backend == "postgresql":
+            # the state autovacuum keeps a running daemon's database in (its thresholds are
+            # rows added, migration 0025): statistics current, every page of the copies in the
+            # visibility map, no vacuum of the whole build pending while the figures are taken
+            with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM (ANALYZE)")
+        else:
             with self.db.engine.begin() as conn:
                 bulk.execute(conn, "ANALYZE")
         # the status counts as a running daemon keeps them: its reaper pass folds the
@@ -690,8 +697,13 @@ def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, di
         figures[n] = measure(gdb, args.timed)
         info[n] = (rows, gdb.epochs_per_field, per_row[1], per_row[0])
         print(f"{backend}: measured at {rows:,} rows", flush=True)
+        if len(figures) < len(sizes):   # the table so far (a long run may be stopped)
+            print_table(backend, figures, info)
     gdb.db.dispose()
-    if backend == "postgresql":
+    if backend == "postgresql" and args.keep:
+        print(f"{backend}: kept {url} (cluster {pg.data}; stop it with "
+              f"pg_ctl -D {pg.data} stop)", flush=True)
+    elif backend == "postgresql":
         pg.drop_database(url)
     if args.keep and backend == "sqlite":
         last = root / f"products-{sizes[-1]}.sqlite3"
@@ -803,7 +815,8 @@ def main() -> None:
                          "(0: no limit)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the SQLite databases under ROOT/sqlite/products-<rows>.sqlite3 "
-                         "(a copy at each size, the last one moved there) for inspection")
+                         "(a copy at each size, the last one moved there) and the PostgreSQL "
+                         "cluster running with the last size's database, for inspection")
     args = ap.parse_args()
     args.deadline = time.time() + args.build_minutes * 60 if args.build_minutes else float("inf")
     from dsa110_contimg.service.logging import configure_logging
@@ -824,7 +837,7 @@ def main() -> None:
             try:
                 results[backend] = run_backend(backend, b_sizes, args, pg)
             finally:
-                if pg is not None:
+                if pg is not None and not args.keep:
                     pg.stop()
     finally:
         if not args.keep:

@@ -95,3 +95,24 @@ def test_shared_database_left_broken_by_an_earlier_release_is_repaired(databases
         after = snapshot(conn)
     engine.dispose()
     assert all(after[t] == keys for t, keys in before.items())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_appended_tables_vacuumed_by_rows_not_by_fraction_on_postgresql(databases):
+    """Autovacuum starts on the per-image tables after a number of new rows (PostgreSQL's
+    default, a fraction of the table, is 10^7 rows at 5 x 10^7); SQLite has no autovacuum."""
+    db = open_products_db(databases.new("products"))
+    with db.engine.connect() as conn:
+        got = {name: dict(opt.split("=") for opt in (opts or [])) for name, opts in conn.execute(
+            sa.text("SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                    "('measurements', 'detections', 'reference_choices', 'images')"))}
+    db.dispose()
+    for table in ("measurements", "detections", "reference_choices"):
+        opts = got[table]
+        # a vacuum after 100,000 inserted rows whatever the table's size
+        assert float(opts["autovacuum_vacuum_insert_scale_factor"]) == 0.0, table
+        assert int(opts["autovacuum_vacuum_insert_threshold"]) == 100_000, table
+        # an analyze after 10,000 rows + 2 %: 1.01 x 10^6 rows at 5 x 10^7
+        assert int(opts["autovacuum_analyze_threshold"]) + float(
+            opts["autovacuum_analyze_scale_factor"]) * 5e7 == pytest.approx(1.01e6), table
+    assert got["images"] == {}

@@ -245,6 +245,11 @@ def seed_products_0024(conn) -> None:
     _measure(conn, 18, (1, 2), copies=False)
 
 
+def seed_products_0025(conn) -> None:
+    _image(conn, 19, rows_version=1)
+    _measure(conn, 19, (1, 2), copies=False)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -263,7 +268,7 @@ SEEDS = {
                  "0018": seed_products_0018, "0019": seed_products_0019,
                  "0020": seed_products_0020, "0021": seed_products_0021,
                  "0022": seed_products_0022, "0023": seed_products_0023,
-                 "0024": seed_products_0024},
+                 "0024": seed_products_0024, "0025": seed_products_0025},
     "registry": {"0001": seed_registry_0001},
 }
 
