@@ -6,9 +6,10 @@ its store, :mod:`dsa110_contimg.pipeline.inflight`). The images stored before --
 ones, and later ones another worker stored first -- are measured by a ``backfill`` job
 through the same queue (:func:`queue_backfill`, queued in the transaction that records
 the new source; ``sources backfill ID|--monitor`` queues one on request): one
-item per earlier image that covers the position (its stored footprint), each measured
-with the forced estimator at the source's weighted-mean position
-(:func:`measure_backfill`, no database) and stored with :func:`store_backfill` in one
+item per stored image that covers any of the positions (its stored footprint), each
+measured with the forced estimator at the weighted-mean positions of the sources it
+covers (:func:`sources_covered`: a position off the image gets no row;
+:func:`measure_backfill`, no database) and stored with :func:`store_backfill` in one
 fenced transaction: the measurement rows (normalised with the image's stored correction),
 then the sources' running statistics recomputed exactly from their light curves. An
 image that can no longer be read fails its item with the reason.
@@ -37,7 +38,6 @@ def covering_images(conn, ra_deg, dec_deg, *, before_mjd: float | None = None,
     import sqlalchemy as sa
 
     from dsa110_contimg.core.geometry import angular_separation_deg
-    from dsa110_contimg.science.footprint import COVER_OUTSIDE, NoiseFootprint
     from dsa110_contimg.store.schema import image_depths, images
 
     ra, dec = np.atleast_1d(np.asarray(ra_deg, float)), np.atleast_1d(np.asarray(dec_deg, float))
@@ -58,17 +58,44 @@ def covering_images(conn, ra_deg, dec_deg, *, before_mjd: float | None = None,
                         .select_from(images.outerjoin(image_depths,
                                                       image_depths.c.image_id == images.c.id))
                         .where(images.c.id.in_(ids))).mappings().all()
-    out = []
-    for r in rows:                                  # per image, all positions at once
-        if r["footprint"] is not None:
-            _, status = NoiseFootprint.from_bytes(r["footprint"]).depth_at(ra, dec)
-            covered = bool(np.any(status != COVER_OUTSIDE))
-        else:
-            covered = bool(np.any(angular_separation_deg(r["ra_center_deg"], r["dec_center_deg"],
-                                                         ra, dec) <= (r["radius_deg"] or 0.0)))
-        if covered:
-            out.append({k: r[k] for k in ("id", "path", "kind", "mjd")})
+    out = [{k: r[k] for k in ("id", "path", "kind", "mjd")}
+           for r in rows if _covers(r, ra, dec).any()]      # per image, all positions at once
     return sorted(out, key=lambda r: (r["mjd"] is None, r["mjd"] or 0.0, r["id"]))
+
+
+def _covers(row, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Which positions (deg) the stored image ``row`` covers: inside its noise footprint
+    (``footprint`` column) when it has one, else within ``radius_deg`` of its centre."""
+    from dsa110_contimg.core.geometry import angular_separation_deg
+    from dsa110_contimg.science.footprint import COVER_OUTSIDE, NoiseFootprint
+
+    if row["footprint"] is not None:
+        _, status = NoiseFootprint.from_bytes(row["footprint"]).depth_at(ra, dec)
+        return np.asarray(status != COVER_OUTSIDE, bool)
+    return np.asarray(angular_separation_deg(row["ra_center_deg"], row["dec_center_deg"], ra, dec)
+                      <= (row["radius_deg"] or 0.0), bool)
+
+
+def sources_covered(conn, path: str, sources: list[dict]) -> tuple[int | None, list[dict]]:
+    """The stored image ``path`` (database form) and those of ``sources`` (``id``,
+    ``ra_deg``, ``dec_deg``) it covers, by :func:`covering_images`' rule: a backfill job
+    names the sources of every item, and an image measures only the positions it covers
+    (none of the others gets a row, as forward photometry measures no position off the
+    image). ``(None, sources)`` when the image is not stored."""
+    import sqlalchemy as sa
+
+    from dsa110_contimg.store.schema import image_depths, images
+
+    row = conn.execute(sa.select(images.c.id, images.c.ra_center_deg, images.c.dec_center_deg,
+                                 images.c.radius_deg, image_depths.c.footprint)
+                       .select_from(images.outerjoin(image_depths,
+                                                     image_depths.c.image_id == images.c.id))
+                       .where(images.c.path == path)).mappings().first()
+    if row is None or not sources:
+        return (None if row is None else int(row["id"])), list(sources)
+    on = _covers(row, np.array([float(s["ra_deg"]) for s in sources]),
+                 np.array([float(s["dec_deg"]) for s in sources]))
+    return int(row["id"]), [s for s, keep in zip(sources, on.tolist()) if keep]
 
 
 def queue_backfill(conn, sources: list[dict], cfg, *, before_mjd: float | None = None,
@@ -206,4 +233,4 @@ def ensure_monitor_sources(conn, catalogs) -> int:
 
 
 __all__ = ["BACKFILL_JOB", "covering_images", "ensure_monitor_sources", "forward_gaps", "queue_backfill",
-           "measure_backfill", "store_backfill", "sources_to_backfill"]
+           "measure_backfill", "store_backfill", "sources_covered", "sources_to_backfill"]

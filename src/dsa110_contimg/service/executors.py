@@ -87,19 +87,26 @@ class PhotometryExecutor:
     def _run_backfill_item(manager, ctx: JobContext, item: dict, cfg, sources: list,
                            summary: JobSummary) -> None:
         """Forced photometry of a backfill job's sources on one stored image
-        (:mod:`dsa110_contimg.pipeline.backfill`); an unreadable image fails its item with
+        (:mod:`dsa110_contimg.pipeline.backfill`): those of them the image covers (its
+        stored footprint), the others get no row; an unreadable image fails its item with
         the reason."""
-        from dsa110_contimg.pipeline.backfill import measure_backfill, store_backfill
-        from dsa110_contimg.store.engine import serialise_writes
+        from dsa110_contimg.pipeline.backfill import (measure_backfill, sources_covered,
+                                                      store_backfill)
+        from dsa110_contimg.store.engine import read_connection, serialise_writes
 
         t0 = time.perf_counter()
         ctx.update_item(item["id"], "running")
         try:
-            table = measure_backfill(item["fits_path"], cfg, sources)
-            with manager.products.engine.begin() as conn:
-                serialise_writes(conn)
-                ctx.fence(conn)
-                image_id = store_backfill(conn, item["fits_path"], sources, table, cfg)
+            with read_connection(manager.products.engine) as conn:
+                image_id, sources = sources_covered(conn, item["fits_path"], sources)
+            n = 0
+            if sources:
+                table = measure_backfill(item["fits_path"], cfg, sources)
+                with manager.products.engine.begin() as conn:
+                    serialise_writes(conn)
+                    ctx.fence(conn)
+                    image_id = store_backfill(conn, item["fits_path"], sources, table, cfg)
+                n = len(table)
         except LeaseLost:
             raise
         except Exception as exc:  # classified and recorded below, never swallowed
@@ -110,7 +117,7 @@ class PhotometryExecutor:
                       permanent=permanent, error=reason)
             ctx.update_item(item["id"], "failed" if permanent else "pending", error=reason)
             return
-        ctx.update_item(item["id"], "done", image_id=image_id, n_measurements=len(table))
+        ctx.update_item(item["id"], "done", image_id=image_id, n_measurements=n)
         summary.done += 1
         summary.durations[item["fits_path"]] = time.perf_counter() - t0
 
