@@ -378,3 +378,63 @@ def test_an_interrupted_run_queues_the_forward_measurements_it_did_not_store(tmp
         rp.close_client(client)
     assert report.done == 3 and not report.failures
     _assert_own_rows_equal(db, tmp_path / "ref.sqlite3")
+
+
+@pytest.mark.parametrize("m,made", [(3, "after"), (1, "before")],
+                         ids=["later-image-source-made-after-the-gaps-read",
+                              "earlier-image-source-made-before-the-gaps-read"])
+def test_a_source_made_by_a_daemon_while_a_reprocessed_image_is_in_flight_is_measured_once(
+        sim_field, tmp_path, m, made):
+    """A daemon writing to the same database stores epoch 2, which makes a new source S,
+    while reprocess holds image ``m`` (measured on a worker, no database): after the
+    coordinator read the image's gaps (``after``) or before (``before``, S first detected
+    later than ``m``, so not a forward gap). Stepped by hand, without a cluster: every
+    image holds exactly one measurement of S once the daemon's backfill job ran."""
+    from dsa110_contimg.cli.main import main
+    from dsa110_contimg.science.simulate import simulate_image, sky_wcs
+    from dsa110_contimg.service import reprocess as rp
+    from dsa110_contimg.store.schema import images, measurements, sources
+
+    f, on = sim_field, 2
+    wcs = sky_wcs(f.ra0, f.dec0, f.pixscale, f.shape)
+    cx, cy = wcs.wcs_world2pix(f.ra_deg, f.dec_deg, 0)
+    gx, gy = np.meshgrid(np.arange(40, 216, 4.0), np.arange(40, 216, 4.0))
+    far = np.argmax(np.min(np.hypot(gx.ravel()[:, None] - cx, gy.ravel()[:, None] - cy), axis=1))
+    t_ra, t_dec = wcs.wcs_pix2world([gx.ravel()[far]], [gy.ravel()[far]], 0)
+    paths = []
+    for k in range(5):
+        sim = simulate_image(f.shape, ra0_deg=f.ra0, dec0_deg=f.dec0, pixscale_arcsec=f.pixscale,
+                             beam_arcsec=f.beam, ra_deg=np.r_[f.ra_deg, t_ra],
+                             dec_deg=np.r_[f.dec_deg, t_dec],
+                             peak_jyb=np.r_[f.flux_mjy / 1e3, 0.04 * (k >= on)], noise_rms=1e-3,
+                             mjd=60676.0 + k, seed=k)
+        paths.append(tmp_path / f"e{k}.fits")
+        sim.write(paths[-1])
+    db, cats = tmp_path / "p.sqlite3", str(tmp_path / "catalogs")
+    cfg = PhotometryConfig()
+    manager = PhotometryManager(db, default_config=cfg, catalog_dir=cats)
+    report = rp.Report(planned=1)
+    forward = rp._Forward(None, None, manager, cfg, report)
+    for k in range(on):
+        if k != m:
+            manager.run_image(paths[k], "image", cfg)                  # the daemon
+    outcome = rp.measure_task(str(paths[m]), "image", cfg.to_dict(), cats)   # a Dask worker
+    assert outcome[0] == "ok" and outcome[1].own_seen is None
+    if made == "before":
+        manager.run_image(paths[on], "image", cfg)
+    assert forward.gaps(outcome) == []                  # the coordinator, before the store
+    if made == "after":
+        manager.run_image(paths[on], "image", cfg)
+    task = rp.Task(path=paths[m], kind="image", mjd=60676.0 + m)
+    assert rp._store_one(task, outcome, manager, cfg, report) is not None and not report.failures
+    for k in range(on + 1, 5):
+        if k != m:
+            manager.run_image(paths[k], "image", cfg)
+    assert main(["worker", "--once", "--products-db", str(db), "--catalog-dir", cats]) == 0
+    with manager.products.engine.connect() as conn:
+        (sid,) = conn.execute(sa.select(sources.c.id).where(sources.c.kind == "new")).scalars().all()
+        rows = conn.execute(sa.select(images.c.path, sa.func.count())
+                            .select_from(measurements.join(images, images.c.id == measurements.c.image_id))
+                            .where(measurements.c.source_id == sid).group_by(images.c.path)).all()
+    manager.products.dispose()
+    assert {str(p).rsplit("/", 1)[-1]: int(n) for p, n in rows} == {p.name: 1 for p in paths}

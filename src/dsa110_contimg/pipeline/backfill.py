@@ -181,26 +181,37 @@ def sources_to_backfill(conn, source_ids=None, *, monitor: bool = False, catalog
     return [{"id": r["id"], "ra_deg": r["ra_deg"], "dec_deg": r["dec_deg"]} for r in rows]
 
 
-def forward_gaps(conn, measured) -> list[dict]:
+def forward_gaps(conn, measured) -> tuple[list[dict], np.ndarray]:
     """The service's own sources (new, blind) that the in-process workflow would have
-    measured forward on a measured image and that it lacks: for a
-    :class:`~dsa110_contimg.pipeline.measure.MeasuredImage` measured without the database
-    (a Dask worker), read before it is stored, once every earlier epoch is stored. Those
-    first detected at an earlier epoch, on the image's pixels (its noise footprint) and not
-    among its measured rows: ``id``, ``ra_deg``, ``dec_deg`` (the running weighted-mean
-    position, as the in-process workflow reads it), as :func:`measure_backfill` and
-    :func:`store_backfill` take them. Empty without a footprint (blind detection off)."""
+    measured forward on a measured image and that it lacks, and the ids it counts as seen:
+    for a :class:`~dsa110_contimg.pipeline.measure.MeasuredImage` measured without the
+    database (a Dask worker), read before it is stored, once every earlier epoch is stored.
+
+    The gaps: those first detected at an earlier epoch, on the image's pixels (its noise
+    footprint) and not among its measured rows: ``id``, ``ra_deg``, ``dec_deg`` (the
+    running weighted-mean position, as the in-process workflow reads it), as
+    :func:`measure_backfill` and :func:`store_backfill` take them; none without a
+    footprint (blind detection off). The seen ids (the image's ``own_seen``): the field's
+    own sources and monitor rows of this read
+    (:data:`~dsa110_contimg.pipeline.inflight.SEEN_KINDS`) but those on the footprint
+    first detected at the image's epoch or later (made by another writer, whose backfill
+    did not cover this image, not stored yet). The store-time check
+    (:func:`~dsa110_contimg.pipeline.inflight.measure_missed`) measures every other own
+    source on the image -- those and any made after this read -- so each is measured once."""
+    from dsa110_contimg.pipeline.inflight import SEEN_KINDS
     from dsa110_contimg.pipeline.transients import OWN_SURVEY
     from dsa110_contimg.science.footprint import COVER_OUTSIDE, NoiseFootprint
     from dsa110_contimg.store import detections as det_store
 
     summary = measured.image
-    if measured.footprint is None or summary.mjd is None:
-        return []
     (ra0, dec0), radius = summary.center_deg, summary.radius_deg
-    own = det_store.own_sources_near(conn, ra0, dec0, radius, kinds=("new", "blind"))
+    read = det_store.own_sources_near(conn, ra0, dec0, radius, kinds=SEEN_KINDS)
+    if measured.footprint is None or summary.mjd is None:
+        return [], read["id"]
+    detected = np.isin(read["kind"], ("new", "blind"))
+    own = {k: v[detected] for k, v in read.items()}
     if not own["id"].size:
-        return []
+        return [], read["id"]
     first = det_store.detection_positions(conn, own["id"].tolist())
     first_mjd = np.array([np.nan if first.get(int(i)) is None or first[int(i)][5] is None
                           else float(first[int(i)][5]) for i in own["id"]])
@@ -209,10 +220,13 @@ def forward_gaps(conn, measured) -> list[dict]:
     surveys = (np.asarray([str(x) for x in cat["survey"]], object) if "survey" in cat.colnames
                else np.full(len(cat), "", object))
     have = {str(n) for n, sv in zip(cat["source_id"], surveys) if sv == OWN_SURVEY}
-    keep = ((first_mjd < float(summary.mjd)) & (status != COVER_OUTSIDE)       # NaN: never detected
-            & ~np.isin(own["catalog_id"].astype(str), list(have)))
-    return [{"id": int(i), "ra_deg": float(r), "dec_deg": float(d)}
+    wanted = (status != COVER_OUTSIDE) & ~np.isin(own["catalog_id"].astype(str), list(have))
+    earlier = first_mjd < float(summary.mjd)                  # NaN: never detected
+    keep = wanted & earlier
+    gaps = [{"id": int(i), "ra_deg": float(r), "dec_deg": float(d)}
             for i, r, d in zip(own["id"][keep], own["ra_deg"][keep], own["dec_deg"][keep])]
+    later = own["id"][wanted & ~earlier & np.isfinite(first_mjd)]
+    return gaps, read["id"][~np.isin(read["id"], later)]
 
 
 def ensure_monitor_sources(conn, catalogs) -> int:

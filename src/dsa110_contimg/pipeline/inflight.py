@@ -127,9 +127,10 @@ def _queue(conn, ctx, own: dict, why: str) -> None:
 
 def measure_missed(conn, ctx) -> int:
     """Measure on the image the own sources made while it was in flight (module docstring);
-    inside the image's write transaction. Returns how many were measured. An image measured
-    without reading the own sources (``own_seen`` None: a Dask worker, whose caller fills
-    the gaps itself) is left as it is; an image that cannot be read again gets a backfill
+    inside the image's write transaction. Returns how many were measured. An image whose
+    own sources were never read (``own_seen`` None: measured without the database, and no
+    gaps read for it, :func:`dsa110_contimg.pipeline.backfill.forward_gaps`) is left as it
+    is; an image that cannot be read again gets a backfill
     job for them instead (same transaction)."""
     from dsa110_contimg.core.errors import PhotometryError
 

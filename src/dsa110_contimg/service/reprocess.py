@@ -20,7 +20,9 @@ image (exactly those the in-process workflow would have measured, at the same we
 positions, since every earlier epoch is written by then) and measures them on a worker
 (:func:`measure_forward_task`, forced photometry at those positions); the coordinator
 stores those rows and recomputes the sources' statistics from their light curves
-(:func:`~dsa110_contimg.pipeline.backfill.store_backfill`).
+(:func:`~dsa110_contimg.pipeline.backfill.store_backfill`). That read also gives the
+image its ``own_seen``, so that an own source a daemon on the same database makes after
+it is measured in the image's store transaction (:mod:`dsa110_contimg.pipeline.inflight`).
 
 Futures (``dask.distributed``, not DataFrames) are submitted in epoch order through a
 bounded window (memory stays bounded for 100,000 images); results are collected in
@@ -449,14 +451,18 @@ class _Forward:
         self.pending: dict[Any, tuple[str, list]] = {}    # future -> (stored path, sources)
 
     def gaps(self, outcome) -> list:
-        """The own sources the measured image lacks (read before it is stored)."""
+        """The own sources the measured image lacks (read before it is stored); the image's
+        ``own_seen`` becomes the ids this read counts as seen, so that its store measures
+        the own sources made after the read (by a daemon writing to the same database)."""
         from dsa110_contimg.pipeline.backfill import forward_gaps
         from dsa110_contimg.store.engine import read_connection
 
-        if outcome[0] != "ok" or not self.cfg.detect:
+        if outcome[0] != "ok":
             return []
         with read_connection(self.manager.products.engine) as conn:
-            return forward_gaps(conn, outcome[1])
+            gaps, seen = forward_gaps(conn, outcome[1])
+        outcome[1].own_seen = seen
+        return gaps if self.cfg.detect else []
 
     def submit(self, path: Path, sources: list) -> None:
         fut = self.client.submit(measure_forward_task, str(path), self.config, sources, pure=False,
