@@ -61,13 +61,15 @@ def catalogue_rows(cat) -> np.ndarray:
     return np.array([k == "catalogue" for k in column_labels(cat["kind"], "catalogue")], bool)
 
 
-def reference_inputs(cat, image) -> dict:
+def reference_inputs(cat, image, classes: tuple | None = None) -> dict:
     """What reference selection needs of the catalogue and the image's beam, without the
-    database: compactness class and reason (:mod:`dsa110_contimg.catalogs.compactness`),
-    isolation and master-list flags per catalogue row."""
+    database: compactness class and reason (:mod:`dsa110_contimg.catalogs.compactness`;
+    ``classes`` when the caller has them, not modified), isolation and master-list flags
+    per catalogue row."""
     from dsa110_contimg.catalogs.compactness import compactness
 
-    klass, why = compactness(cat, image.beam.major_arcsec if image.beam is not None else None)
+    klass, why = classes if classes is not None else \
+        compactness(cat, image.beam.major_arcsec if image.beam is not None else None)
     other = ~catalogue_rows(cat)
     if other.any():
         from dsa110_contimg.catalogs.compactness import RESOLVED

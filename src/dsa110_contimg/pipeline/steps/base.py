@@ -202,6 +202,19 @@ class ImageContext:
     field_window_days: float | None = None
     _field: FieldImages | None = None
     _staged: dict | None = None
+    _compactness: tuple | None = None
+
+    def compactness(self) -> tuple:
+        """``(class, reason)`` per catalogue row of the measured image in its beam
+        (:func:`dsa110_contimg.catalogs.compactness.compactness`), computed once for the
+        steps that use it (``qc``, ``normalise``); read-only."""
+        if self._compactness is None:
+            from dsa110_contimg.catalogs.compactness import compactness
+
+            image = self.measured.image
+            self._compactness = compactness(
+                self.measured.cat, image.beam.major_arcsec if image.beam is not None else None)
+        return self._compactness
 
     def stage_measurements(self, columns) -> None:
         """Keep the image's measurement rows (``columns`` per ``source_ids``, for

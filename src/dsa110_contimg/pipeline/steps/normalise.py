@@ -36,8 +36,8 @@ from dsa110_contimg.store import lightcurves as lc_store
 
 def prepare(conn, ctx: ImageContext) -> None:
     if ctx.method == ctx.cfg.method:
-        ctx.prepared["normalise"] = references.reference_inputs(ctx.measured.cat,
-                                                                ctx.measured.image)
+        ctx.prepared["normalise"] = references.reference_inputs(
+            ctx.measured.cat, ctx.measured.image, ctx.compactness())
 
 
 def _refused(conn, ctx: ImageContext, summary: dict) -> dict | None:

@@ -21,13 +21,12 @@ from dsa110_contimg.store.values import clean
 MIN_HISTORY_RADIUS_DEG = 0.25
 
 
-def compact_rows(cat, image) -> np.ndarray:
+def compact_rows(ctx: ImageContext) -> np.ndarray:
     """Catalogue rows not known to be resolved in the image's beam (the one rule:
     :mod:`dsa110_contimg.catalogs.compactness`)."""
-    from dsa110_contimg.catalogs.compactness import RESOLVED, compactness
+    from dsa110_contimg.catalogs.compactness import RESOLVED
 
-    beam = image.beam.major_arcsec if image.beam is not None else None
-    klass, _ = compactness(cat, beam)
+    klass, _ = ctx.compactness()
     return klass != RESOLVED
 
 
@@ -48,7 +47,7 @@ def prepare(conn, ctx: ImageContext) -> None:
     flux = np.asarray(cat["flux_mjy"], float) if "flux_mjy" in cat.colnames else None
     ctx.prepared["qc"] = evaluate_image_qc(image, ctx.measured.table, catalog_flux_mjy=flux,
                                            history=field_history(conn, ctx), limits=limits,
-                                           compact=compact_rows(cat, image))
+                                           compact=compact_rows(ctx))
 
 
 def write(conn, ctx: ImageContext):
