@@ -258,9 +258,13 @@ class GrowthDB:
 
         dra, ddec = (a - b for a, b in zip(self._offset(k), self._offset(src_field)))
         off = (k - src_field) * SOURCE_STRIDE
+        # the copy's source-id range: that of the rows copied (the late source's left out)
+        rng = {f"source_id_{f}": f"(SELECT {f}(source_id) + {off} FROM measurements WHERE "
+                                 f"image_id = {int(src_image)} AND source_id != {LATE_SOURCE})"
+               for f in ("min", "max")}
         iexpr = {"id": str(new_id), "path": f"path || '~{tag}'", "mjd": mjd_expr,
                  "ra_center_deg": self._ra("ra_center_deg", dra),
-                 "dec_center_deg": f"dec_center_deg + {ddec!r}"}
+                 "dec_center_deg": f"dec_center_deg + {ddec!r}", **rng}
         bulk.execute(conn, _copy_sql(images, iexpr, "id = ?"), (src_image,))
         z = scatter_sql(new_id, f"source_id + {off}")
         mexpr = {"image_id": str(new_id), "source_id": f"source_id + {off}",
@@ -278,6 +282,7 @@ class GrowthDB:
         the earlier epochs added later and the real ones measured later (from the catalogue,
         which does not hold it) leave its light curve as it is."""
         from dsa110_contimg.store import bulk
+        from dsa110_contimg.store.products import widen_source_id_range
         from dsa110_contimg.store.schema import measurements, sources
 
         model = sorted(self.field0_sources)[len(self.field0_sources) // 2]
@@ -292,6 +297,7 @@ class GrowthDB:
                      "norm_flux_jyb": f"norm_flux_jyb + norm_err_jyb * {z}"}
             bulk.execute(conn, _copy_sql(measurements, mexpr, "image_id = ? AND source_id = ?",
                                          skip=("id",)), (iid, model))
+            widen_source_id_range(conn, iid, [LATE_SOURCE])
         self.late_added = True
 
     def field0_images(self, conn) -> list[tuple[int, float]]:
@@ -475,6 +481,19 @@ class GrowthDB:
         if bad:
             raise SystemExit(f"variability_stats of source {source_id} differ from its light "
                              f"curve's metrics: {bad}")
+
+    def check_source_id_ranges(self) -> None:
+        """Every image's recorded source-id range is that of its measurement rows (what the
+        light-curve reads trust)."""
+        from dsa110_contimg.store import bulk
+
+        with self.db.engine.begin() as conn:
+            bad = bulk.execute(conn, "SELECT count(*) FROM images WHERE "
+                               "coalesce(source_id_min, -1) != coalesce((SELECT min(source_id) "
+                               "FROM measurements WHERE image_id = images.id), -1) OR "
+                               "coalesce(source_id_max, -1) != coalesce((SELECT max(source_id) "
+                               "FROM measurements WHERE image_id = images.id), -1)")[0][0]
+        assert bad == 0, f"{bad} images whose source-id range is not their rows'"
 
     def describe(self) -> str:
         """One line on what the per-image steps find: the running statistics' n and
@@ -690,6 +709,7 @@ def run_backend(backend: str, sizes: list[int], args, pg=None) -> tuple[dict, di
                     gdb.field0_sources[-1] + (args.fields - 1) * SOURCE_STRIDE,
                     *([LATE_SOURCE] if gdb.late_added else [])):
             gdb.check_stats(src)
+        gdb.check_source_id_ranges()
         print(f"{backend}: " + gdb.describe(), flush=True)
         if args.keep and backend == "sqlite" and n != sizes[-1]:
             kept = keep_copy(gdb, root / f"products-{n}.sqlite3")

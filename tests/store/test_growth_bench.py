@@ -67,6 +67,7 @@ def test_built_database_is_consistent(databases, tmp_path):
             for s in (srcs[0], srcs[len(srcs) // 2], srcs[-1]):
                 gdb.check_stats(s + k * growth.SOURCE_STRIDE)      # raises on a difference
         gdb.check_stats(growth.LATE_SOURCE)
+        gdb.check_source_id_ranges()                   # raises unless each is its rows'
         late_after_24 = late_epochs(gdb)
         gdb.grow_to(per_epoch * 30)
         late_after_30 = late_epochs(gdb)

@@ -206,3 +206,76 @@ def test_qc_history_is_the_latest_good_images_and_the_window_splits_the_field(da
         assert recent == [90, 91, 92, 93, 96, 99, 100]
         assert 50 in older and max(older) == 89 and not set(recent) & set(older)
     db.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_image_records_the_range_of_its_sources_and_a_light_curve_reads_those_holding_it(
+        databases, backend):
+    """Every writer of an image's measurement rows keeps its recorded source-id range holding
+    them: a new image (its sources'), a source measured later on an earlier image (widened),
+    an image measured again (its new sources'); a range not known (NULL, rows written by
+    another writer) stays unknown. One source's light curve reads only the images whose
+    range holds it, or is unknown, and is every measurement of it all the same."""
+    import numpy as np
+    import sqlalchemy as sa
+
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.products import (
+        insert_measurements, replace_source_measurements, store_image_measurements,
+        store_image_row, upsert_sources)
+    from dsa110_contimg.store.schema import images, measurements
+
+    def row(i):
+        return {"path": f"/img/{i}.fits", "content_id": f"c{i}", "kind": "image",
+                "mjd": 60000.0 + i, "ra_center_deg": 150.0, "dec_center_deg": 37.0,
+                "radius_deg": 1.0, "method": "forced", "catalog": "nvss", "qc_status": "passed"}
+
+    def cols(n, i):
+        return {"ra_deg": np.full(n, 150.0), "dec_deg": np.full(n, 37.0), "x_pix": np.zeros(n),
+                "y_pix": np.zeros(n), "peak_jyb": np.full(n, 0.01 * i),
+                "peak_err_jyb": np.full(n, 1e-3), "local_rms_jyb": np.full(n, 1e-3),
+                "chi2": np.ones(n), "dof": np.ones(n, int), "cluster_id": np.arange(n),
+                "flags": np.zeros(n, int), "success": np.ones(n, bool)}
+
+    db = open_products_db(databases.new("products"))
+    with db.engine.begin() as conn:
+        sid = upsert_sources(conn, "nvss", [f"S{k}" for k in range(5)], np.full(5, 150.0),
+                             np.full(5, 37.0))
+        field, late = sid[:4], sid[4]                        # the late source: the largest id
+        ids = [store_image_measurements(conn, row(i), field, cols(4, i)) for i in range(4)]
+        # the late source measured later on image 1 (as the backfill does), then on new images
+        replace_source_measurements(conn, ids[1], [late], cols(1, 1), [0.01], [1e-3])
+        ids += [store_image_measurements(conn, row(i), sid, cols(5, i)) for i in (4, 5)]
+        # image 2 measured again with the late source; image 3's row written without its
+        # sources (range unknown), then its rows and the late source's
+        store_image_measurements(conn, row(2), sid[::-1], cols(5, 2))
+        store_image_row(conn, row(3), 5)
+        insert_measurements(conn, ids[3], sid, cols(5, 3))
+        ids += [store_image_measurements(conn, row(6), field, cols(4, 6))]
+        # a writer of its own (SQL): image 7 without a recorded range
+        conn.execute(images.insert().values(id=100, **dict(row(7), measured_at=0.0)))
+        conn.execute(measurements.insert(), [dict(image_id=100, source_id=int(late),
+                                                  ra_deg=150.0, dec_deg=37.0, success=True,
+                                                  peak_jyb=0.07, flags=0)])
+        ranges = dict((r[0], (r[1], r[2])) for r in conn.execute(sa.select(
+            images.c.id, images.c.source_id_min, images.c.source_id_max)))
+        truth = dict((r[0], (r[1], r[2])) for r in conn.execute(sa.select(
+            measurements.c.image_id, sa.func.min(measurements.c.source_id),
+            sa.func.max(measurements.c.source_id)).group_by(measurements.c.image_id)))
+        read = sorted(conn.execute(sa.select(images.c.id).where(
+            lc_store.holds_source(late))).scalars())
+        near = lc_store.images_near(conn, 150.0, 37.0, 0.5, holding=int(late))["id"].tolist()
+        lc = lc_store.source_lightcurve(conn, lc_store.find_source(conn, str(late)))
+        first = lc_store.source_lightcurve(conn, lc_store.find_source(conn, str(field[0])))
+    db.dispose()
+    lo, hi = int(field.min()), int(late)
+    assert ranges[ids[0]] == truth[ids[0]] == (lo, int(field.max()))
+    for i in (1, 2, 4, 5):
+        assert ranges[ids[i]] == truth[ids[i]] == (lo, hi), i
+    assert ranges[ids[3]] == (None, None) and ranges[100] == (None, None)
+    assert ranges[ids[6]][1] < late
+    assert read == near == sorted([ids[1], ids[2], ids[3], ids[4], ids[5], 100])
+    assert lc["image_id"].tolist() == [ids[1], ids[2], ids[3], ids[4], ids[5], 100]
+    np.testing.assert_allclose(lc["peak_jyb"], [0.01, 0.02, 0.03, 0.04, 0.05, 0.07])
+    assert first["image_id"].tolist() == ids[:7]

@@ -250,6 +250,11 @@ def seed_products_0025(conn) -> None:
     _measure(conn, 19, (1, 2), copies=False)
 
 
+def seed_products_0026(conn) -> None:
+    _image(conn, 20, source_id_min=1, source_id_max=3, rows_version=1)
+    _measure(conn, 20, (1, 3), copies=False)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -268,7 +273,8 @@ SEEDS = {
                  "0018": seed_products_0018, "0019": seed_products_0019,
                  "0020": seed_products_0020, "0021": seed_products_0021,
                  "0022": seed_products_0022, "0023": seed_products_0023,
-                 "0024": seed_products_0024, "0025": seed_products_0025},
+                 "0024": seed_products_0024, "0025": seed_products_0025,
+                 "0026": seed_products_0026},
     "registry": {"0001": seed_registry_0001},
 }
 
@@ -340,12 +346,25 @@ def check_measurements_kept_their_values(conn, start: str) -> None:
              0.0101 * r.source_id, 1e-3)
 
 
+def check_source_id_ranges_filled(conn, start: str) -> None:
+    """0026 recorded each image's range of source ids: that of its measurement rows (NULL for
+    an image without rows)."""
+    rows = conn.execute(sa.text(
+        "SELECT i.id, i.source_id_min, i.source_id_max, min(m.source_id), max(m.source_id) "
+        "FROM images i LEFT JOIN measurements m ON m.image_id = i.id "
+        "GROUP BY i.id, i.source_id_min, i.source_id_max")).all()
+    assert rows and any(r[1] is not None for r in rows)
+    for r in rows:
+        assert (r[1], r[2]) == (r[3], r[4]), r
+
+
 #: Checks of data a migration moves, run when a database started before that revision.
 CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidates_have_their_flagging,
                        "0017": check_cones_find_rows_written_before_the_zone_indexes,
                        "0018": check_status_counters_backfilled,
                        "0021": check_status_counters_backfilled,
-                       "0023": check_measurements_kept_their_values},
+                       "0023": check_measurements_kept_their_values,
+                       "0026": check_source_id_ranges_filled},
           "registry": {}}
 
 

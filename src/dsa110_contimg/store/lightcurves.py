@@ -3,7 +3,10 @@
 Light curves are read through the *images* that can contain a source (image
 centres within a radius, found with the ``ra_center_deg`` / ``dec_center_deg``
 indexes; RA wraps at 0/360) and then the ``(image_id, source_id)`` primary
-key of ``measurements``: one index seek per image, no index led by source. A
+key of ``measurements``: one index seek per image, no index led by source. One source's
+whole light curve (:func:`source_lightcurve`) seeks only on the images whose recorded range of
+source ids (``images.source_id_min``/``source_id_max``, kept by every writer of an image's
+rows) holds it, so a source measured on few epochs of a long history reads about those. A
 measurement's epoch is its image's ``mjd``.
 """
 
@@ -44,11 +47,13 @@ def _chunks(values: Sequence, size: int = _CHUNK):
 def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
                 exclude_qc_failed: bool = True, include_excluded: bool = False,
                 since_mjd: float | None = None,
-                before_mjd: float | None = None) -> dict[str, np.ndarray]:
+                before_mjd: float | None = None,
+                holding: int | None = None) -> dict[str, np.ndarray]:
     """The epochs whose image centre lies within ``radius_deg`` of (ra, dec), deg; with
     ``since_mjd``, only those of epoch ``>= since_mjd`` (MJD; images without an epoch are
     left out); with ``before_mjd``, only those of epoch ``< before_mjd`` or without one (the
-    rest of a field read with ``since_mjd``).
+    rest of a field read with ``since_mjd``); with ``holding`` (a source id), only the images
+    that may hold a measurement of it (:func:`holds_source`).
 
     Duplicates (``duplicate_of`` set: the same data stored under another path) are never
     epochs; images an operator excluded are left out unless ``include_excluded`` (for
@@ -68,6 +73,8 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
         cond.append(images.c.mjd >= float(since_mjd))
     if before_mjd is not None:
         cond.append(sa.or_(images.c.mjd < float(before_mjd), images.c.mjd.is_(None)))
+    if holding is not None:
+        cond.append(holds_source(holding))
     rows = conn.execute(sa.select(*cols, images.c.duplicate_of).where(*cond)
                         .order_by(images.c.id)).all()
     # one transpose of the rows, then a column at a time (None -> NaN in the float columns)
@@ -565,6 +572,14 @@ def _used_as_reference(source_id: int):
     return sa.case((listed.like(f"%,{int(source_id)},%"), 1), else_=0)
 
 
+def holds_source(source_id: int):
+    """SQL: the image may hold a measurement of ``source_id``: its recorded range of source
+    ids (``images.source_id_min``/``source_id_max``) holds it, or is not known (NULL)."""
+    sid = int(source_id)
+    return sa.or_(images.c.source_id_min.is_(None),
+                  sa.and_(images.c.source_id_min <= sid, images.c.source_id_max >= sid))
+
+
 def source_lightcurve(conn: Connection, source: dict, *,
                       image_columns: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Every measurement of one source, MJD-ordered, with its image's QC and normalisation;
@@ -573,8 +588,10 @@ def source_lightcurve(conn: Connection, source: dict, *,
     ``beam_major_arcsec``; NaN where NULL), read by the same query.
 
     One query: the images whose centre lies within reach of the source (the position index;
-    the exact separation and duplicates are applied to its rows) joined to the source's
-    measurement on each (the primary key); the columns come back as arrays (Jy/beam, MJD).
+    the exact separation and duplicates are applied to its rows) and whose recorded range of
+    source ids holds it (or is not known), joined to the source's measurement on each (the
+    primary key), so that a source measured on few of its field's images is read from those;
+    the columns come back as arrays (Jy/beam, MJD).
     """
     sid = int(source["id"])
     ra, dec = float(source["ra_deg"]), float(source["dec_deg"])
@@ -584,9 +601,16 @@ def source_lightcurve(conn: Connection, source: dict, *,
             snr_column(), m.flags, m.success, m.image_id, i.path, i.qc_status, i.norm_status,
             _used_as_reference(sid), i.excluded_reason, i.excluded, i.ra_center_deg,
             i.dec_center_deg, i.duplicate_of] + [images.c[name] for name in image_columns]
+    box = cone_box(i.ra_center_deg, i.dec_center_deg, ra, dec, radius)
+    if len(box) == 3 and conn.dialect.name == "sqlite":
+        # SQLite's planner prefers the RA index, whose RA range holds every field at that RA
+        # (and needs each image's row for the rest): the RA range on an expression (the same
+        # values) leaves it the zone index, which seeks the box's own images and holds their
+        # source-id range
+        box[2] = cone_box(i.ra_center_deg + 0.0, i.dec_center_deg, ra, dec, radius)[2]
     q = (sa.select(*cols)
          .select_from(images.join(measurements, sa.and_(m.image_id == i.id, m.source_id == sid)))
-         .where(*cone_box(i.ra_center_deg, i.dec_center_deg, ra, dec, radius)))
+         .where(*box, holds_source(sid)))
     rows = conn.execute(q).all()
     got = list(zip(*rows)) if rows else [()] * len(cols)
     num = np.array(got[:10], float).reshape(10, -1)           # NULL -> NaN

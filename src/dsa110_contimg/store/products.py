@@ -207,19 +207,25 @@ def store_image_measurements(conn: Connection, image_row: Mapping[str, Any], sou
     int
         ``images.id``.
     """
-    image_id = store_image_row(conn, image_row, len(source_ids))
+    image_id = store_image_row(conn, image_row, len(source_ids), source_ids=source_ids)
     insert_measurements(conn, image_id, source_ids, columns)
     return image_id
 
 
-def store_image_row(conn: Connection, image_row: Mapping[str, Any], n_sources: int) -> int:
+def store_image_row(conn: Connection, image_row: Mapping[str, Any], n_sources: int, *,
+                    source_ids: Sequence[int] | None = None) -> int:
     """Create or update the image row (by path) for ``n_sources`` measurement rows; an
     image stored before loses its measurements, QC and normalisation (its new rows follow
-    with :func:`insert_measurements` in the same transaction). Returns ``images.id``."""
+    with :func:`insert_measurements` in the same transaction). ``source_ids``: the sources of
+    those rows, whose range the row records (``source_id_min``/``source_id_max``; without
+    them the range is not known: NULL). Returns ``images.id``."""
     row = dict(image_row)
     row.setdefault("measured_at", time.time())
     # the image's row count is always the number of its measurement rows (status sums it)
     row["n_sources"] = int(n_sources)
+    ids = np.asarray(source_ids if source_ids is not None else [], np.int64)
+    row["source_id_min"] = int(ids.min()) if ids.size else None
+    row["source_id_max"] = int(ids.max()) if ids.size else None
     image_id = conn.execute(sa.select(images.c.id).where(images.c.path == row["path"])).scalar()
     if image_id is None:
         image_id = conn.execute(images.insert().values(**row).returning(images.c.id)).scalar_one()
@@ -252,6 +258,28 @@ def insert_measurements(conn: Connection, image_id: int, source_ids: np.ndarray,
         names += ("norm_flux_jyb", "norm_err_jyb")
         values += [bulk.nullable(norm_flux), bulk.nullable(norm_err)]
     bulk.executemany(conn, bulk.insert_sql("measurements", names), list(zip(*values)))
+    widen_source_id_range(conn, image_id, source_ids)
+
+
+def source_id_range_values(source_ids) -> dict:
+    """The ``images`` values that widen an image's recorded source-id range
+    (``source_id_min``/``source_id_max``) to hold ``source_ids`` (a range not known, NULL,
+    stays NULL); {} for no ids."""
+    ids = np.asarray(source_ids, np.int64)
+    if not ids.size:
+        return {}
+    lo, hi = int(ids.min()), int(ids.max())
+    c = images.c
+    return {"source_id_min": sa.case((c.source_id_min > lo, lo), else_=c.source_id_min),
+            "source_id_max": sa.case((c.source_id_max < hi, hi), else_=c.source_id_max)}
+
+
+def widen_source_id_range(conn: Connection, image_id: int, source_ids) -> None:
+    """Record that image ``image_id`` holds measurement rows of ``source_ids`` (every writer
+    of an image's rows calls it, or sets the range itself, in the same transaction)."""
+    values = source_id_range_values(source_ids)
+    if values:
+        conn.execute(images.update().where(images.c.id == int(image_id)).values(**values))
 
 
 def _to_db_list(arr: np.ndarray) -> list:
@@ -296,8 +324,8 @@ def replace_source_measurements(conn: Connection, image_id: int, source_ids,
                                            + ("norm_flux_jyb", "norm_err_jyb")), rows)
     count = conn.execute(sa.select(sa.func.count()).select_from(measurements).where(
         measurements.c.image_id == int(image_id))).scalar()
-    conn.execute(images.update().where(images.c.id == int(image_id)).values(n_sources=int(count),
-                                                                          **BUMP))
+    conn.execute(images.update().where(images.c.id == int(image_id)).values(
+        n_sources=int(count), **source_id_range_values(sid), **BUMP))
 
 
 def image_source_ids(conn: Connection, image_ids: Sequence[int]) -> set[int]:

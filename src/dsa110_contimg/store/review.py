@@ -146,7 +146,8 @@ def thumbnail_series(conn: Connection, rows: list[dict]) -> dict[int, tuple[np.n
     ``{source_id: (mjd, flux_jyb)}``, MJD-ordered, successful measurements on images that
     did not fail QC; the normalised flux where the source has any, else the raw flux.
 
-    One images-near query and one measurements query (one index seek per image) per row.
+    One images-near query (the images that may hold the source) and one measurements query
+    (one index seek per image) per row.
     """
     from dsa110_contimg.store.lightcurves import images_near, neighbourhood_radius
 
@@ -157,7 +158,8 @@ def thumbnail_series(conn: Connection, rows: list[dict]) -> dict[int, tuple[np.n
                 measurements.c.source_id == sa.bindparam("sid"), measurements.c.success.is_(True)))
     out = {}
     for r in rows:
-        near = images_near(conn, r["ra_deg"], r["dec_deg"], radius, exclude_qc_failed=True)
+        near = images_near(conn, r["ra_deg"], r["dec_deg"], radius, exclude_qc_failed=True,
+                           holding=int(r["source_id"]))
         ids = near["id"].tolist()
         got = [tuple(m) for m in conn.execute(q, {"ids": ids, "sid": int(r["source_id"])}).all()] if ids else []
         arr = np.array(got, dtype=float).reshape(-1, 3)    # None -> nan

@@ -112,6 +112,11 @@ images = Table(
     Column("rows_version", Integer, nullable=False, default=0, server_default="0",
            doc="bumped by every write that changes the image's measurement rows once stored "
                "(store/row_cache.py)"),
+    Column("source_id_min", Integer,
+           doc="smallest sources.id among the image's measurement rows, or NULL when not known "
+               "(then the image may hold any source): with source_id_max, the light-curve reads "
+               "of one source skip the images whose range leaves it out"),
+    Column("source_id_max", Integer, doc="largest sources.id among its measurement rows, or NULL"),
     Column("data_digest", String(64),
            doc="size:sha1 of the header and sampled data blocks: the data, whatever its name"),
     Column("duplicate_of", Integer,
@@ -158,9 +163,11 @@ sources = Table(
     Index(None, "catalog_id"),
 )
 
-# positions are found through RA zone, Dec, RA (store/sky.py: a cone reads its own box)
+# positions are found through RA zone, Dec, RA (store/sky.py: a cone reads its own box); the
+# images' index also holds their source-id range, so that one source's light curve leaves out
+# the images of its cone that cannot hold it from the index alone (store/lightcurves.py)
 Index("ix_images_ra_zone", ra_zone(images.c.ra_center_deg), images.c.dec_center_deg,
-      images.c.ra_center_deg)
+      images.c.ra_center_deg, images.c.source_id_min, images.c.source_id_max)
 Index("ix_sources_ra_zone", ra_zone(sources.c.ra_deg), sources.c.dec_deg, sources.c.ra_deg)
 
 #: Per source, its blind detections so far: running inverse-variance weighted-mean position

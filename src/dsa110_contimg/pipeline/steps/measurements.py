@@ -70,7 +70,8 @@ def write(conn, ctx: ImageContext) -> dict:
     # rows of several surveys: the catalogue, monitor lists, the service's own sources
     ctx.source_ids = product_store.upsert_table_sources(conn, ctx.cfg.catalog, ctx.measured.cat,
                                                         known=ctx.prepared.get("store"))
-    ctx.image_id = product_store.store_image_row(conn, image_row(ctx), len(ctx.source_ids))
+    ctx.image_id = product_store.store_image_row(conn, image_row(ctx), len(ctx.source_ids),
+                                                 source_ids=ctx.source_ids)
     ctx.stage_measurements(ctx.measured.table.columns)
     return {"image_id": ctx.image_id, "remeasured": ctx.remeasured}
 
