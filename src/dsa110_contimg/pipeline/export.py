@@ -144,7 +144,9 @@ def _csv_text(table) -> str | None:
             # each distinct text stripped once (paths and states repeat from row to row)
             stripped = {v: v.strip(" \t") for v in set(values)}
             cols.append(list(map(stripped.__getitem__, values)))
-            quote = quote or any(c in v for v in stripped.values() for c in _CSV_SPECIAL)
+            if not quote:       # one search per special character over the distinct texts
+                joined = "\0".join(stripped.values())
+                quote = any(c in joined for c in _CSV_SPECIAL)
         else:
             cols.append(list(map(str, values)))
     buf = io.StringIO()

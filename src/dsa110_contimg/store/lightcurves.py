@@ -563,13 +563,12 @@ def find_source(conn: Connection, ident: str, survey: str | None = None) -> dict
     return rows[0]
 
 
-def _used_as_reference(source_id: int):
-    """SQL: 1 where the image's ``norm_used_ids`` (a JSON list of ints) holds ``source_id``,
-    else 0 (a text match on the list, so that the list itself is not read)."""
-    bare = sa.func.replace(sa.func.replace(sa.func.replace(images.c.norm_used_ids, "[", ""),
-                                           "]", ""), " ", "")
-    listed = sa.literal(",", sa.Text).concat(bare).concat(",")
-    return sa.case((listed.like(f"%,{int(source_id)},%"), 1), else_=0)
+def _lists_source(used_ids, source_id: int) -> np.ndarray:
+    """Per image, whether its ``norm_used_ids`` (a JSON list of ints, or None) holds
+    ``source_id``: a text match on the list with its brackets and spaces removed."""
+    key = f",{int(source_id)},"
+    return np.array([t is not None and key in ("," + t.replace("[", "").replace("]", "")
+                                               .replace(" ", "") + ",") for t in used_ids], bool)
 
 
 def holds_source(source_id: int):
@@ -599,7 +598,7 @@ def source_lightcurve(conn: Connection, source: dict, *,
     i, m = images.c, measurements.c
     cols = [i.mjd, m.peak_jyb, m.peak_err_jyb, m.norm_flux_jyb, m.norm_err_jyb, m.local_rms_jyb,
             snr_column(), m.flags, m.success, m.image_id, i.path, i.qc_status, i.norm_status,
-            _used_as_reference(sid), i.excluded_reason, i.excluded, i.ra_center_deg,
+            i.norm_used_ids, i.excluded_reason, i.excluded, i.ra_center_deg,
             i.dec_center_deg, i.duplicate_of] + [images.c[name] for name in image_columns]
     box = cone_box(i.ra_center_deg, i.dec_center_deg, ra, dec, radius)
     if len(box) == 3 and conn.dialect.name == "sqlite":
@@ -626,7 +625,7 @@ def source_lightcurve(conn: Connection, source: dict, *,
     out["flags"] = out["flags"].astype(np.int64)
     out["image_id"] = out["image_id"].astype(np.int64)
     out["image_path"], out["qc_status"], out["norm_status"] = text[0], text[1], text[2]
-    out["used_as_reference"] = text[3].astype(bool)
+    out["used_as_reference"] = _lists_source(text[3], sid)
     out["excluded_reason"] = np.where(text[5].astype(bool), text[4], None).astype(object)
     for k, name in enumerate(image_columns):
         out[name] = np.array(got[19 + k], float).reshape(-1)[order]
