@@ -23,7 +23,6 @@ Printed: CPU seconds of the process per item (median and minimum) and the ratios
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ if __name__ == "__main__":
     import workerenv  # noqa: F401  (before numpy: the service workers' one thread per library)
 
 import numpy as np  # noqa: E402
-from benchfield import field_catalogue, ingest, write_epochs  # noqa: E402
+from benchfield import alternate, print_ratios, stored_field  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -44,9 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
 
-    from dsa110_contimg.core.config import PhotometryConfig
     from dsa110_contimg.core.paths import db_path
-    from dsa110_contimg.photometry import PhotometryManager
     from dsa110_contimg.pipeline.backfill import measure_backfill, sources_covered, store_backfill
     from dsa110_contimg.store import products as product_store
     from dsa110_contimg.store.engine import read_connection, serialise_writes
@@ -54,16 +51,8 @@ def main(argv=None) -> int:
     pix = 6.0
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
-        root = Path(tmp)
-        ra, dec, flux, csv_path = field_catalogue(root, args.size, args.sources, pix, rng)
-        ingest(csv_path, root / "catalogs")
-        paths = write_epochs([root / f"e{i}.fits" for i in range(3)], args.size, pix, ra, dec,
-                             flux, rng, gain_sd=0.02)
-        cfg = PhotometryConfig(detect=True)
-        manager = PhotometryManager(root / "p.sqlite3", catalog_dir=root / "catalogs",
-                                    default_config=cfg)
-        for p in paths:
-            manager.run_image(p, "image", cfg)
+        ra, dec, paths, cfg, manager = stored_field(Path(tmp), args.size, args.sources, 3, 3, rng,
+                                                    pix_arcsec=pix)
         engine = manager.products.engine
         half = args.job // 2
         pick = rng.choice(ra.size, args.job, replace=False)
@@ -101,19 +90,11 @@ def main(argv=None) -> int:
         variants = ("old", "new", "read")
         counts = {v: run(v)[1] for v in variants}          # warm-up
         assert counts == {"old": args.job, "new": half, "read": half}, counts
-        times = {v: [] for v in variants}
-        for _ in range(args.rounds):
-            for v in variants:
-                times[v].append(run(v)[0])
+        times = alternate(lambda v: run(v)[0], variants, args.rounds)
         manager.products.dispose()
     print(f"backfill item on one {args.size}^2 image ({args.sources} catalogue sources), job of "
           f"{args.job} positions ({half} on the image), {args.rounds} rounds, CPU s")
-    print(f"{'variant':8s} {'rows':>5s} {'median':>8s} {'min':>8s} {'ratio(med)':>11s} {'ratio(min)':>11s}")
-    base_med, base_min = statistics.median(times["old"]), min(times["old"])
-    for v in variants:
-        med, mn = statistics.median(times[v]), min(times[v])
-        rows = counts[v] if v != "read" else 0
-        print(f"{v:8s} {rows:5d} {med:8.4f} {mn:8.4f} {med / base_med:11.3f} {mn / base_min:11.3f}")
+    print_ratios(times, "old", rows={**counts, "read": 0})
     return 0
 
 

@@ -62,3 +62,48 @@ def write_epochs(paths, size: int, pix_arcsec: float, ra, dec, flux_mjy, rng, *,
         fits.PrimaryHDU(sim.data.astype(np.float32), sim.header).writeto(p)
         out.append(Path(p))
     return out
+
+
+def stored_field(root: Path, size: int, n_sources: int, n_epochs: int, n_stored: int, rng, *,
+                 pix_arcsec: float = 6.0):
+    """A field with blind detection on: its catalogue ingested, ``n_epochs`` images written
+    and the first ``n_stored`` run through a :class:`PhotometryManager` on ``root/p.sqlite3``.
+    Returns ``(ra_deg, dec_deg, paths, cfg, manager)``."""
+    from dsa110_contimg.core.config import PhotometryConfig
+    from dsa110_contimg.photometry import PhotometryManager
+
+    root = Path(root)
+    ra, dec, flux, csv_path = field_catalogue(root, size, n_sources, pix_arcsec, rng)
+    ingest(csv_path, root / "catalogs")
+    paths = write_epochs([root / f"e{i}.fits" for i in range(n_epochs)], size, pix_arcsec,
+                         ra, dec, flux, rng, gain_sd=0.02)
+    cfg = PhotometryConfig(detect=True)
+    manager = PhotometryManager(root / "p.sqlite3", catalog_dir=root / "catalogs",
+                                default_config=cfg)
+    for p in paths[:n_stored]:
+        manager.run_image(p, "image", cfg)
+    return ra, dec, paths, cfg, manager
+
+
+def alternate(run, variants, rounds: int) -> dict:
+    """CPU seconds of ``run(variant)`` (which returns them), each variant in turn, back to
+    back, ``rounds`` times: ``{variant: [seconds, ...]}``."""
+    times = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            times[v].append(run(v))
+    return times
+
+
+def print_ratios(times: dict, base: str, rows: dict | None = None) -> None:
+    """Median and minimum CPU seconds per variant and their ratios to ``base``'s (one line
+    each; ``rows`` adds a column of row counts)."""
+    import statistics
+
+    rows_head = f" {'rows':>5s}" if rows is not None else ""
+    print(f"{'variant':8s}{rows_head} {'median':>8s} {'min':>8s} {'ratio(med)':>11s} {'ratio(min)':>11s}")
+    base_med, base_min = statistics.median(times[base]), min(times[base])
+    for v, t in times.items():
+        med, mn = statistics.median(t), min(t)
+        cell = f" {rows[v]:5d}" if rows is not None else ""
+        print(f"{v:8s}{cell} {med:8.4f} {mn:8.4f} {med / base_med:11.3f} {mn / base_min:11.3f}")

@@ -24,7 +24,6 @@ Printed: CPU seconds of the process per store (median and minimum) and the ratio
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ if __name__ == "__main__":
     import workerenv  # noqa: F401  (before numpy: the service workers' one thread per library)
 
 import numpy as np  # noqa: E402
-from benchfield import field_catalogue, ingest, write_epochs  # noqa: E402
+from benchfield import alternate, print_ratios, stored_field  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -46,26 +45,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
 
-    from dsa110_contimg.core.config import PhotometryConfig
-    from dsa110_contimg.photometry import PhotometryManager
     from dsa110_contimg.pipeline import inflight
     from dsa110_contimg.pipeline.runner import store_measured
     from dsa110_contimg.store import products as product_store
     from dsa110_contimg.store.detections import own_sources_near
 
-    pix = 6.0
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory(prefix="bench-inflight-") as tmp:
-        root = Path(tmp)
-        ra, dec, flux, csv_path = field_catalogue(root, args.size, args.sources, pix, rng)
-        ingest(csv_path, root / "catalogs")
-        paths = write_epochs([root / f"e{i}.fits" for i in range(4)], args.size, pix, ra, dec,
-                             flux, rng, gain_sd=0.02)
-        cfg = PhotometryConfig(detect=True)
-        manager = PhotometryManager(root / "p.sqlite3", catalog_dir=root / "catalogs",
-                                    default_config=cfg)
-        for p in paths[:3]:
-            manager.run_image(p, "image", cfg)
+        ra, dec, paths, cfg, manager = stored_field(Path(tmp), args.size, args.sources, 4, 3, rng)
         measured = manager.measure_image(paths[3], "image", cfg)
         # own sources of the field made after the measurement: ~1 arcmin off catalogue ones
         pick = rng.choice(ra.size, args.own, replace=False)
@@ -104,17 +91,10 @@ def main(argv=None) -> int:
         for v in variants:                      # warm-up
             store(v)
         assert rows["missed"] == rows["new"] + args.missed == rows["old"] + args.missed, rows
-        times = {v: [] for v in variants}
-        for _ in range(args.rounds):
-            for v in variants:
-                times[v].append(store(v))
+        times = alternate(store, variants, args.rounds)
     print(f"store of one {args.size}^2 image, {args.sources} catalogue + {args.own} own sources "
           f"({args.missed} missed in 'missed'), {args.rounds} rounds, CPU s")
-    print(f"{'variant':8s} {'median':>8s} {'min':>8s} {'ratio(med)':>11s} {'ratio(min)':>11s}")
-    base_med, base_min = statistics.median(times["old"]), min(times["old"])
-    for v in variants:
-        med, mn = statistics.median(times[v]), min(times[v])
-        print(f"{v:8s} {med:8.4f} {mn:8.4f} {med / base_med:11.3f} {mn / base_min:11.3f}")
+    print_ratios(times, "old")
     return 0
 
 
