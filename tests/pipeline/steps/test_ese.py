@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -634,13 +635,20 @@ def test_the_row_cache_gives_a_fresh_reads_rows_after_earlier_epochs_are_normali
                                        norm_flux=f, norm_err=np.full(f.size, 0.02),
                                        source_ids=sid)
     cached, _ = _evaluate(db, sid, mjd, n, full=False)
-    CACHE.enabled = False
-    try:
+    with _switched_off(CACHE):
         fresh, _ = _evaluate(db, sid, mjd, n, full=False)
-    finally:
-        CACHE.enabled = True
     _same_rows(cached, fresh)
     assert set(fresh) > set(first)         # the deeper light curves made new candidates
+
+
+@contextmanager
+def _switched_off(cache):
+    """``cache.enabled`` False inside the block (a per-process cache of the ESE step)."""
+    cache.enabled = False
+    try:
+        yield
+    finally:
+        cache.enabled = True
 
 
 def _close_rows(a: dict, b: dict) -> None:
@@ -671,11 +679,8 @@ def test_the_kept_live_sums_give_the_rows_of_the_full_live_search(tmp_path):
 
     def both(k):
         kept, _ = _evaluate(db, sid, mjd, k, full=False)
-        SUMS.enabled = False
-        try:
+        with _switched_off(SUMS):
             full, _ = _evaluate(db, sid, mjd, k, full=False)
-        finally:
-            SUMS.enabled = True
         _close_rows(kept, full)
         return kept
 
