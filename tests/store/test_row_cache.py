@@ -140,3 +140,46 @@ def test_the_cache_holds_a_bounded_number_of_rows(tmp_path):
             want = np.array(lc_store.fetch_rows(conn, sid[:1], ids, normalized=False), float)
             np.testing.assert_array_equal(got, want[np.argsort(want[:, 1])])
             assert len(one._entries) == 3
+
+
+def test_a_sliding_window_of_images_read_image_after_image_equals_a_fresh_read(tmp_path):
+    """The step's read of one field's window, one image more (and the oldest out) each time,
+    with earlier epochs normalised again, failed, replaced and measured again in between: every
+    read equals an uncached read, only the new or changed images are read from the database,
+    and the kept windows stay within their bound of cells."""
+    from dsa110_contimg.store import lightcurves as lc_store
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.products import replace_source_measurements
+    from dsa110_contimg.store.row_cache import RowCache
+
+    db = open_products_db(tmp_path / "p.sqlite3")
+    with db.engine.begin() as conn:
+        sid = lc_store_sources(conn)
+        ids = [_measure(conn, i, sid, success=[True] * (N_SRC - 1) + [i % 3 != 1])
+               for i in range(12)]
+        for i in ids:
+            _normalise(conn, i, sid, 1.0 + 0.01 * i)
+    cache = RowCache(max_window_cells=4 * N_SRC * 6)
+    writes = {5: lambda conn, w: _normalise(conn, w[1], sid, 1.3),
+              6: lambda conn, w: lc_store.set_normalisation(conn, w[2], status="failed",
+                                                            reason="refs disagree"),
+              7: lambda conn, w: replace_source_measurements(
+                  conn, w[3], sid[:2], _columns(sid[:2], [0.5, 0.6]), [0.51, 0.61], [1e-3, 1e-3]),
+              8: lambda conn, w: _measure(conn, 4, sid, scale=2.0)}
+    for end in range(4, len(ids) + 1):
+        window = ids[max(0, end - 6):end]
+        if end in writes:
+            with db.engine.begin() as conn:
+                writes[end](conn, window)
+        with db.engine.connect() as conn:
+            for normalized in (True, False):
+                read = cache.read_rows
+                got = cache.window(conn, sid[1:], window, normalized=normalized)
+                a = lc_store.pack_lightcurves(conn, sid[1:], got, window)
+                b = lc_store.load_lightcurves(conn, sid[1:], window, normalized=normalized)
+                for x, y in zip(a, b):
+                    np.testing.assert_array_equal(x, y)
+                if end > 4 and end not in writes:       # the new image only
+                    assert cache.read_rows - read <= N_SRC - 1
+        assert cache.window_cells <= 4 * N_SRC * 6
+    db.dispose()

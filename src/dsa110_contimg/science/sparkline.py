@@ -52,8 +52,9 @@ def encode(mjd_row, flux_row, n: int) -> str | None:
     to 6 significant digits), None when it has no point."""
     if n <= 0:
         return None
-    return json.dumps({"mjd": [round(float(v), 4) for v in mjd_row[:n]],
-                       "flux": [float(f"{v:.6g}") for v in flux_row[:n]]}, separators=(",", ":"))
+    return json.dumps({"mjd": [round(v, 4) for v in np.asarray(mjd_row[:n], float).tolist()],
+                       "flux": [float(f"{v:.6g}") for v in np.asarray(flux_row[:n], float).tolist()]},
+                      separators=(",", ":"))
 
 
 def encode_all(mjd, flux, points: int = SPARKLINE_POINTS) -> list[str | None]:

@@ -119,9 +119,12 @@ def load_lightcurves(conn: Connection, source_ids: Sequence[int], image_ids: Seq
     """
     src = np.asarray(source_ids, np.int64)
     if cached and successful_only:
-        from dsa110_contimg.store.row_cache import cached_rows
+        from dsa110_contimg.store.row_cache import CACHE
 
-        recs = cached_rows(conn, src, image_ids, normalized=normalized)
+        got = CACHE.window(conn, src, image_ids, normalized=normalized)
+        if got is not None:
+            return pack_lightcurves(conn, src, got, image_ids, epochs)
+        recs = fetch_rows(conn, src, image_ids, normalized=normalized)
     else:
         recs = fetch_rows(conn, src, image_ids, normalized=normalized,
                           successful_only=successful_only)
@@ -183,6 +186,40 @@ def assemble_lightcurves(conn: Connection, src: np.ndarray, recs, image_ids: Seq
     flux[rows, col], err[rows, col], mjd[rows, col] = arr[:, 3], arr[:, 4], arr[:, 2]
     imgs[rows, col] = arr[:, 1].astype(np.int64)
     return flux, err, mjd, imgs
+
+
+def pack_lightcurves(conn: Connection, src: np.ndarray, dense: tuple, image_ids: Sequence[int],
+                     epochs: Sequence[float] | None = None):
+    """The light curves of :func:`load_lightcurves` from dense rows ``dense`` = (sorted unique
+    source ids, present, flux, err; the last three of shape (n_ids, n_images), columns in the
+    order of ``image_ids``): what :func:`assemble_lightcurves` makes of the same rows."""
+    ids, present, flux, err = dense
+    n = src.size
+    img = np.asarray(image_ids, np.int64)
+    if not (n and img.size and present.any()):
+        empty = np.empty((n, 0))
+        return empty, empty, empty, np.empty((n, 0), np.int64)
+    mjd = _image_epochs(conn, img, img, epochs)
+    cols = np.lexsort((img, mjd))                       # by epoch, then image id
+    at = np.minimum(np.searchsorted(ids, src), ids.size - 1)
+    hit = ids[at] == src
+    p = present[at][:, cols] & hit[:, None]
+    counts = p.sum(axis=1)
+    width = int(counts.max())
+    if not width:
+        empty = np.empty((n, 0))
+        return empty, empty, empty, np.empty((n, 0), np.int64)
+    rows, j = np.nonzero(p)
+    col = (np.cumsum(p, axis=1) - 1)[rows, j]
+    out_f = np.full((n, width), np.nan)
+    out_e = np.full((n, width), np.nan)
+    out_t = np.full((n, width), np.nan)
+    out_i = np.full((n, width), -1, np.int64)
+    out_f[rows, col] = flux[at][:, cols][rows, j]
+    out_e[rows, col] = err[at][:, cols][rows, j]
+    out_t[rows, col] = mjd[cols][j]
+    out_i[rows, col] = img[cols][j]
+    return out_f, out_e, out_t, out_i
 
 
 def _image_epochs(conn: Connection, per_row: np.ndarray, image_ids=None,

@@ -277,10 +277,22 @@ def _low_epochs(flux, err, min_sigma: float = 3.0) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         ok = np.isfinite(flux) & np.isfinite(err) & (err > 0)
         f = np.where(ok, flux, np.nan)
-        med = np.nanmedian(f, axis=1)
-        mad = 1.4826 * np.nanmedian(np.abs(f - med[:, None]), axis=1)
+        n = ok.sum(axis=1)
+        med = _row_median(f, n)
+        mad = 1.4826 * _row_median(np.abs(f - med[:, None]), n)
         scale = np.fmax(np.where(ok, err, np.nan), mad[:, None])
         return (ok & (f < med[:, None] - min_sigma * scale)).sum(axis=1)
+
+
+def _row_median(x, n) -> np.ndarray:
+    """The median of the ``n`` finite values of each row of ``x`` (the others NaN), NaN for a
+    row with none: the value :func:`numpy.nanmedian` gives (the middle value, or the mean of
+    the two middle ones), from one sort of the rows."""
+    s = np.sort(x, axis=1)                                      # NaN last
+    rows = np.arange(x.shape[0])
+    lo = s[rows, np.maximum((n - 1) // 2, 0)] if x.shape[1] else np.full(x.shape[0], np.nan)
+    hi = s[rows, np.minimum(n // 2, max(x.shape[1] - 1, 0))] if x.shape[1] else lo
+    return np.where(n > 0, (lo + hi) / 2.0, np.nan)
 
 
 def _threshold_criteria(metrics: dict, preset: str) -> tuple[np.ndarray, np.ndarray]:
