@@ -65,3 +65,24 @@ def test_a_box_selects_exactly_its_positions_and_seeks_the_ra_zones(store, backe
                                                                   + "EXPLAIN QUERY PLAN " * (backend == "sqlite")
                                                                   + sql))
         assert "ix_sources_ra_zone" in plan, plan
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_box_as_sql_text_selects_what_the_box_selects_through_the_same_index(store, backend):
+    from dsa110_contimg.store import bulk
+    from dsa110_contimg.store.sky import cone_box_sql
+
+    with store.engine.connect() as conn:
+        for ra0, dec0, radius in CONES + [(0.0, 30.0, 0.01)]:
+            box, params = cone_box_sql("s.ra_deg", "s.dec_deg", ra0, dec0, radius)
+            got = {r[0] for r in bulk.execute(conn, f"SELECT s.id FROM sources AS s WHERE {box}",
+                                              params)}
+            assert got == set(conn.execute(sa.select(sources.c.id).where(*cone_box(
+                sources.c.ra_deg, sources.c.dec_deg, ra0, dec0, radius))).scalars()), (ra0, dec0)
+        box, params = cone_box_sql("s.ra_deg", "s.dec_deg", 10.0, 30.0, 0.5)
+        if backend == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")
+        explain = "EXPLAIN " if backend == "postgresql" else "EXPLAIN QUERY PLAN "
+        plan = " ".join(str(r[-1]) for r in bulk.execute(
+            conn, f"{explain}SELECT s.id FROM sources AS s WHERE {box}", params))
+        assert "ix_sources_ra_zone" in plan, plan

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from dsa110_contimg.store import bulk
 from dsa110_contimg.store.alerts import new_source_events, record_alerts
 from dsa110_contimg.store.engine import dialect_insert
-from dsa110_contimg.store.sky import cone_box
+from dsa110_contimg.store.sky import cone_box_sql
 from dsa110_contimg.store.schema import (
     detections, image_depths, images, new_sources, source_detections, sources)
 
@@ -34,6 +34,12 @@ DETECTION_COLUMNS = (
 OWN_KINDS = ("monitor", "new", "blind")
 
 
+_OWN_NEAR_SQL = (
+    "SELECT s.id, s.survey, s.catalog_id, s.kind, s.ra_deg, s.dec_deg, d.wm_ra_deg, "
+    "d.wm_dec_deg, d.w_ra, d.w_dec, d.n_detections FROM sources AS s LEFT OUTER JOIN "
+    "source_detections AS d ON d.source_id = s.id WHERE s.kind IN ({kinds}) AND {box}")
+
+
 def own_sources_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float,
                      kinds: Sequence[str] = OWN_KINDS) -> dict[str, np.ndarray]:
     """Sources of ``kinds`` within ``radius_deg`` of (ra, dec) with their positions.
@@ -44,14 +50,10 @@ def own_sources_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg
     """
     from dsa110_contimg.core.geometry import angular_separation_deg
 
-    sd = source_detections
-    cols = [sources.c.id, sources.c.survey, sources.c.catalog_id, sources.c.kind,
-            sources.c.ra_deg, sources.c.dec_deg, sd.c.wm_ra_deg, sd.c.wm_dec_deg, sd.c.w_ra,
-            sd.c.w_dec, sd.c.n_detections]
-    q = (sa.select(*cols).select_from(sources.outerjoin(sd, sd.c.source_id == sources.c.id))
-         .where(sources.c.kind.in_(list(kinds)),
-                *cone_box(sources.c.ra_deg, sources.c.dec_deg, ra_deg, dec_deg, radius_deg)))
-    rows = conn.execute(q).all()
+    box, params = cone_box_sql("s.ra_deg", "s.dec_deg", ra_deg, dec_deg, radius_deg)
+    kinds = [str(k) for k in kinds]
+    rows = bulk.execute(conn, _OWN_NEAR_SQL.format(kinds=", ".join("?" * len(kinds)), box=box),
+                        tuple(kinds) + params)
     out = {
         "id": np.array([r[0] for r in rows], np.int64),
         "survey": np.array([r[1] for r in rows], object),

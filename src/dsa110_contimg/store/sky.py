@@ -38,22 +38,46 @@ def _zones(lo: float, hi: float) -> list[int]:
     return list(range(max(int(math.floor(lo)), 0), min(int(math.floor(hi)) + 1, _MAX_ZONE) + 1))
 
 
+def _box(ra_deg: float, dec_deg: float, radius_deg: float):
+    """The box around the cone (deg): ``(dec_lo, dec_hi, ra)`` with ``ra`` None when the box
+    holds every RA, else ``(lo, hi, zones)``: the RA range (``lo > hi`` when it wraps
+    through 0/360) and the sorted RA zones it touches."""
+    dec_lo, dec_hi = dec_deg - radius_deg, dec_deg + radius_deg
+    cosd = max(math.cos(math.radians(min(abs(dec_deg) + radius_deg, 89.9))), 1e-3)
+    half = radius_deg / cosd
+    if not (half < 180.0 and dec_hi < 89.9 and dec_lo > -89.9):
+        return dec_lo, dec_hi, None
+    lo, hi = (ra_deg - half) % 360.0, (ra_deg + half) % 360.0
+    zones = _zones(lo, hi) if lo <= hi else _zones(lo, 360.0) + _zones(0.0, hi)
+    return dec_lo, dec_hi, (lo, hi, sorted(set(zones)))
+
+
 def cone_box(ra_col, dec_col, ra_deg: float, dec_deg: float, radius_deg: float) -> list:
     """WHERE terms selecting the box around the cone (deg) on columns ``ra_col``, ``dec_col``:
     the Dec range, and, unless the box holds every RA, the RA range and the RA zones it
     touches (the zones select no row the RA range does not; they let the position index
     seek)."""
-    dec_lo, dec_hi = dec_deg - radius_deg, dec_deg + radius_deg
+    dec_lo, dec_hi, ra = _box(ra_deg, dec_deg, radius_deg)
     cond = [dec_col.between(dec_lo, dec_hi)]
-    cosd = max(math.cos(math.radians(min(abs(dec_deg) + radius_deg, 89.9))), 1e-3)
-    half = radius_deg / cosd
-    if half < 180.0 and dec_hi < 89.9 and dec_lo > -89.9:
-        lo, hi = (ra_deg - half) % 360.0, (ra_deg + half) % 360.0
-        if lo <= hi:
-            zones = _zones(lo, hi)
-            cond.append(ra_col.between(lo, hi))
-        else:
-            zones = _zones(lo, 360.0) + _zones(0.0, hi)
-            cond.append(sa.or_(ra_col >= lo, ra_col <= hi))
-        cond.insert(0, ra_zone(ra_col).in_(sorted(set(zones))))
+    if ra is not None:
+        lo, hi, zones = ra
+        cond.append(ra_col.between(lo, hi) if lo <= hi else sa.or_(ra_col >= lo, ra_col <= hi))
+        cond.insert(0, ra_zone(ra_col).in_(zones))
     return cond
+
+
+def cone_box_sql(ra_col: str, dec_col: str, ra_deg: float, dec_deg: float,
+                 radius_deg: float) -> tuple[str, tuple]:
+    """:func:`cone_box` as SQL text with ``?`` placeholders and its parameters, for the
+    DB-API statements of :mod:`dsa110_contimg.store.bulk` (``ra_col``/``dec_col``: column
+    names as the statement writes them, e.g. ``sources.ra_deg``). The same terms in the
+    same order: the zone expression is the one the position indexes hold."""
+    dec_lo, dec_hi, ra = _box(ra_deg, dec_deg, radius_deg)
+    terms, params = [f"{dec_col} BETWEEN ? AND ?"], [float(dec_lo), float(dec_hi)]
+    if ra is not None:
+        lo, hi, zones = ra
+        terms.insert(0, f"CAST({ra_col} AS INTEGER) IN ({', '.join('?' * len(zones))})")
+        params = [int(z) for z in zones] + params
+        terms.append(f"{ra_col} BETWEEN ? AND ?" if lo <= hi else f"({ra_col} >= ? OR {ra_col} <= ?)")
+        params += [float(lo), float(hi)]
+    return " AND ".join(terms), tuple(params)
