@@ -29,7 +29,7 @@ def test_scatter_sql_is_the_numpy_deviate(databases):
             bulk.executemany(conn, "INSERT INTO deviate_ids (s) VALUES (?)",
                              [(int(s),) for s in src])
             got = np.array([r[0] for r in bulk.execute(
-                conn, f"SELECT {growth.scatter_sql(987_654, 's + 0')} FROM deviate_ids "
+                conn, f"SELECT {growth.scatter_sql(987_654, 's + 0', db.engine.dialect.name)} FROM deviate_ids "
                 "ORDER BY s")])
     finally:
         db.dispose()
