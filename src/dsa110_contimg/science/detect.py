@@ -240,11 +240,31 @@ class _GridThreshold:
             self._flat = [(m.columns.reshape(-1), (m.columns[1:] - m.columns[:-1]).reshape(-1))
                           for m in (self.bkg, self.rms)]
 
+    def _rows_of(self, y0: int, y1: int) -> np.ndarray:
+        """The rows of ``y0:y1`` where B + k sigma can be lowest per column (ascending):
+        the end rows and those where a map's interpolation changes its grid row pair."""
+        return np.unique(np.r_[y0, y1 - 1, self.bkg.centre_rows(y0, y1),
+                               self.rms.centre_rows(y0, y1)])
+
+    def prepare(self, spans) -> None:
+        """Compute the lower bounds (:meth:`lower`) of all strips ``spans`` (``(y0, y1)``
+        pairs, ascending and disjoint) at once: the maps evaluated on every strip's rows
+        in one pass, each strip's minimum taken over its own rows (the same values)."""
+        rows = [self._rows_of(y0, y1) for y0, y1 in spans]
+        if not rows:
+            return
+        at = np.cumsum([0] + [r.size for r in rows[:-1]])
+        every = np.concatenate(rows)
+        bounds = np.minimum.reduceat(self.bkg.rows(every) + self.sigma * self.rms.rows(every),
+                                     at, axis=0)
+        self._bounds = {span: b for span, b in zip(spans, bounds)}
+
     def lower(self, y0: int, y1: int, dtype) -> np.ndarray:
         """Per column, a lower bound of B + k sigma over rows ``y0:y1``, in ``dtype``."""
-        rows = np.unique(np.r_[y0, y1 - 1, self.bkg.centre_rows(y0, y1),
-                               self.rms.centre_rows(y0, y1)])
-        bound = np.min(self.bkg.rows(rows) + self.sigma * self.rms.rows(rows), axis=0)
+        bound = getattr(self, "_bounds", {}).get((y0, y1))
+        if bound is None:
+            rows = self._rows_of(y0, y1)
+            bound = np.min(self.bkg.rows(rows) + self.sigma * self.rms.rows(rows), axis=0)
         bound = bound.astype(np.float64)
         return (bound - 1e-6 * np.abs(bound) - 1e-30).astype(dtype)
 
@@ -339,6 +359,7 @@ def find_islands(data, background, rms, *, detect_sigma: float = 5.0,
     if all(getattr(m, "smooth", False) and hasattr(m, "column_sampler")
            for m in (background, rms)):
         background = rms = _GridThreshold(background, rms, analysis_sigma)
+        background.prepare([(y0, min(y0 + strip_rows, ny)) for y0 in range(0, ny, strip_rows)])
     parts = []
     n_finite, top = 0, -np.inf
     for y0, strip in _strips(data, strip_rows):
