@@ -195,3 +195,18 @@ def test_measurements_inserted_with_their_normalised_fluxes_read_back_as_normali
     np.testing.assert_allclose(fl[ok, 0], norm[ok])
     np.testing.assert_allclose(er[ok, 0], norm[ok] / 10)
     db.dispose()
+
+
+@both
+def test_a_driver_level_read_binds_positional_parameters_and_names_its_columns(databases):
+    from dsa110_contimg.store import bulk
+
+    db = open_products_db(databases.new("products"))
+    with db.engine.begin() as conn:
+        ids = _sources(conn, 5)
+    with db.engine.connect() as conn:
+        got = bulk.rows(conn, "SELECT id, catalog_id FROM sources WHERE survey = ? AND id IN "
+                              "(?, ?) ORDER BY id DESC", ("nvss", int(ids[1]), int(ids[3])))
+    assert [(r.id, r.catalog_id) for r in got] == [(ids[3], "NVSS J000003"),
+                                                   (ids[1], "NVSS J000001")]
+    db.dispose()

@@ -49,6 +49,13 @@ def execute(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
         cur.close()
 
 
+def rows(conn: Connection, sql: str, params: tuple = ()):
+    """One read with positional ``?`` parameters through the connection's driver-level
+    execution (``exec_driver_sql``: no statement is built or compiled); rows with their
+    columns by name."""
+    return conn.exec_driver_sql(_sql(conn, sql), tuple(params)).all()
+
+
 def executemany(conn: Connection, sql: str, rows: Sequence[tuple]) -> None:
     """``sql`` (``?`` placeholders) executed for every tuple of ``rows`` in one call."""
     if not len(rows):

@@ -25,7 +25,7 @@ from dsa110_contimg.store.values import clean as _clean
 from dsa110_contimg.store.values import finite_or_none as _f
 from dsa110_contimg.store import bulk
 from dsa110_contimg.store import review_log
-from dsa110_contimg.store.sky import cone_box
+from dsa110_contimg.store.sky import cone_box, cone_box_sql
 from dsa110_contimg.store.schema import (
     METRIC_COLUMNS,
     RUNNING_SUM_COLUMNS,
@@ -444,20 +444,23 @@ def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: floa
     any) and, with ``since_mjd``, not before that epoch; newest first. Duplicates, excluded
     images and ``exclude_path`` are left out. Reads at most a few times ``limit`` rows,
     however long the field's history."""
-    cond = cone_box(images.c.ra_center_deg, images.c.dec_center_deg, ra_deg, dec_deg, radius_deg)
+    box, params = cone_box_sql("ra_center_deg", "dec_center_deg", ra_deg, dec_deg, radius_deg)
+    terms = [box]
     if before_mjd is not None:
-        cond.append(images.c.mjd < float(before_mjd))
+        terms.append("mjd < ?")
+        params += (float(before_mjd),)
     if since_mjd is not None:
-        cond.append(images.c.mjd >= float(since_mjd))
+        terms.append("mjd >= ?")
+        params += (float(since_mjd),)
     # the status terms are applied to the rows read, not in the query (see images_near); the
     # sort carries narrow columns, the metrics are read for the chosen images only
-    q = (sa.select(images.c.id, images.c.ra_center_deg, images.c.dec_center_deg,
-                   images.c.qc_status, images.c.duplicate_of, images.c.excluded)
-         .where(*cond, images.c.path != exclude_path)
-         .order_by(images.c.mjd.desc().nulls_last(), images.c.id.desc()))
+    sql = ("SELECT id, ra_center_deg, dec_center_deg, qc_status, duplicate_of, excluded "
+           f"FROM images WHERE {' AND '.join(terms)} AND path != ? "
+           "ORDER BY mjd DESC NULLS LAST, id DESC LIMIT ?")
+    params += (str(exclude_path),)
     fetch = 4 * limit
     while True:
-        rows = conn.execute(q.limit(fetch)).all()
+        rows = bulk.rows(conn, sql, params + (fetch,))
         keep = [r for r in rows if r.qc_status in ("passed", "warning") and r.duplicate_of is None
                 and not r.excluded and r.ra_center_deg is not None
                 and r.dec_center_deg is not None]
@@ -472,8 +475,8 @@ def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: floa
     ids = [int(r.id) for r in keep[:limit]]
     if not ids:
         return []
-    metrics = dict(conn.execute(sa.select(images.c.id, images.c.qc_metrics)
-                                .where(images.c.id.in_(ids))).all())
+    metrics = dict(bulk.rows(conn, f"SELECT id, qc_metrics FROM images WHERE id IN "
+                                   f"({', '.join('?' * len(ids))})", tuple(ids)))
     return [json.loads(metrics[i]) for i in ids if metrics.get(i)]
 
 
