@@ -43,8 +43,10 @@ MAX_ROWS = 4_000_000
 #: What one image's entry costs beyond its rows (its arrays' headers, the entry and its key:
 #: ~550 bytes), in rows.
 ENTRY_ROWS = 32
-#: (source, image) cells of the kept windows held by the process at most (17 bytes each).
-MAX_WINDOW_CELLS = 2_000_000
+#: (source, image) cells of the kept windows held by the process at most (17 bytes each: ~68 MB;
+#: a field's window of 40 searched sources over 540 daily epochs is ~22,000 cells, so the
+#: windows of ~180 such fields).
+MAX_WINDOW_CELLS = 4_000_000
 #: Windows kept at most (one per field searched by the process, and per flux kind).
 MAX_WINDOWS = 256
 #: The update of an image row that marks its measurement rows changed.
