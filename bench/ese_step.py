@@ -41,14 +41,24 @@ the measurement rows it reads (``rows read``: the light curves' points; ``db row
 row cache read from the database in the first run, cold, and in the best one) and the statements,
 the ratio to the first database, and the CPU ms of the first run (``first ms``: the cache empty).
 
+With ``--field-epochs 13,103,502`` it builds, per size, a products database of one field as
+``bench/growth.py`` makes them (``--sources`` sources observed once a day, 2 % errors, 3 % of them
+scattering 1.7 times their errors, ``--known`` candidates whose stored template lies inside their
+light curve) and times the step's evaluation image after image, as a worker runs it: for each of
+the last ``--repeat`` epochs the running statistics are written (untimed) and ``ese_rows`` is
+timed, the process's row cache and live sums kept from the epoch before; printed: CPU ms of each
+of the step's :data:`PARTS` (median over the epochs), the total and its ratio to the first size.
+
 Usage: .venv/bin/python bench/ese_step.py [--epochs 13,103,502,1000] [--sources 1000] [--known 10]
        .venv/bin/python bench/ese_step.py --databases small.sqlite3,large.sqlite3
+       .venv/bin/python bench/ese_step.py --field-epochs 13,103,502 [--root /tmp/ese_step]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import workerenv  # noqa: E402,F401  (before numpy: the workers' one thread per library)
 
@@ -290,6 +300,101 @@ def main_databases(paths: list[str], repeat: int) -> None:
               + f"{1e3 * x['cpu']:>9.1f}{x['cpu'] / base:>7.2f}x{1e3 * x['first']:>10.1f}")
 
 
+def field_database(path, n_epochs: int, n_src: int, n_known: int, seed: int = 1):
+    """A products database of one field of ``n_src`` sources over ``n_epochs`` daily normalised
+    epochs (3 % of the sources scatter 1.7 times their 2 % errors; the first ``n_known`` are
+    candidates with a stored 30-d template inside their light curve). Returns (database,
+    source ids, epochs MJD)."""
+    from dsa110_contimg.store import lightcurves as lc
+    from dsa110_contimg.store import open_products_db
+    from dsa110_contimg.store.products import upsert_sources
+    from dsa110_contimg.store.schema import images, measurements
+
+    rng = np.random.default_rng(seed)
+    mjd = 60000.0 + np.arange(n_epochs) + rng.uniform(-0.05, 0.05, n_epochs)
+    scatter = np.where(np.arange(n_src) % 33 == 32, 1.7, 1.0)
+    flux = 1.0 + 0.02 * scatter[:, None] * rng.standard_normal((n_src, n_epochs))
+    db = open_products_db(path)
+    with db.engine.begin() as conn:
+        sid = upsert_sources(conn, "nvss", [f"NVSS J{i:06d}" for i in range(n_src)],
+                             np.linspace(10, 11, n_src), np.full(n_src, 30.0))
+        conn.execute(images.insert(), [
+            {"id": k + 1, "path": f"/im{k}.fits", "content_id": f"c{k}", "kind": "image",
+             "mjd": float(t), "ra_center_deg": 10.5, "dec_center_deg": 30.0, "radius_deg": 1.0,
+             "method": "peak", "catalog": "nvss", "measured_at": float(k), "qc_status": "passed",
+             "norm_status": "ok", "norm_factor": 1.0} for k, t in enumerate(mjd)])
+        for k in range(n_epochs):
+            conn.execute(measurements.insert(), [
+                {"image_id": k + 1, "source_id": int(s), "mjd": float(mjd[k]), "ra_deg": 10.5,
+                 "dec_deg": 30.0, "peak_jyb": float(flux[i, k]), "peak_err_jyb": 0.02,
+                 "success": True, "norm_flux_jyb": float(flux[i, k]), "norm_err_jyb": 0.02}
+                for i, s in enumerate(sid)])
+        lc.upsert_ese_candidates(conn, [{
+            "source_id": int(sid[i]), "criteria": "[\"shape\"]", "preset": "moderate",
+            "score": 5.0, "confidence": "medium", "n_epochs": n_epochs,
+            "t_min_mjd": float(mjd[0] + (i + 1) * n_epochs / (n_known + 2)),
+            "duration_days": 30.0} for i in range(n_known)])
+    return db, sid, mjd
+
+
+def on_field(n_epochs: int, args) -> dict:
+    """CPU s of the step's evaluation of each of the last ``args.repeat`` epochs of a
+    :func:`field_database` (image after image, caches kept), and of its :data:`PARTS`."""
+    from dsa110_contimg.photometry import PhotometryConfig
+    from dsa110_contimg.pipeline.steps.base import ImageContext
+    from dsa110_contimg.science.variability import RunningStats
+    from dsa110_contimg.store import lightcurves as lc
+    from dsa110_contimg.store.engine import read_connection
+
+    args.root.mkdir(parents=True, exist_ok=True)
+    path = args.root / f"field-{n_epochs}.sqlite3"
+    path.unlink(missing_ok=True)
+    total = n_epochs + args.repeat
+    db, sid, mjd = field_database(path, total, args.sources, args.known, args.seed)
+    cfg = PhotometryConfig(normalize=True, detect_ese=True)
+    cpu, parts = [], []
+    for n in range(n_epochs - 1, total + 1):
+        with db.engine.begin() as conn:           # the variability step's running statistics
+            conn.exec_driver_sql(f"UPDATE images SET qc_status = CASE WHEN id <= {n} "
+                                 "THEN 'passed' ELSE 'failed' END")
+            f, e, t, _ = lc.load_lightcurves(conn, sid, list(range(1, n + 1)), normalized=True)
+            st = RunningStats.from_lightcurves(f, e, t)
+            lc.save_running_stats(conn, sid, st.to_dict(), st.metrics(), "normalized")
+        ctx = ImageContext(image_id=n, path=f"/im{n - 1}.fits", mjd=float(mjd[n - 1]),
+                           ra_deg=10.5, dec_deg=30.0, radius_deg=1.0, kind="image",
+                           remeasured=False, source_ids=sid, cfg=cfg)
+        spent = {}
+        undo = _timed_parts(spent)
+        try:
+            with read_connection(db.engine) as conn:
+                ctx.field_images(conn)                # read by the earlier steps
+                c = time.process_time()
+                step.ese_rows(conn, ctx, cfg)
+                used = time.process_time() - c
+        finally:
+            undo()
+        if n > n_epochs - 1:                          # the first primes the caches
+            cpu.append(used)
+            parts.append(spent)
+    db.dispose()
+    path.unlink(missing_ok=True)
+    return {"cpu": float(np.median(cpu)),
+            "parts": {k: float(np.median([p.get(k, 0.0) for p in parts])) for k in PARTS}}
+
+
+def main_field(args) -> None:
+    sizes = [int(x) for x in args.field_epochs.split(",")]
+    res = {n: on_field(n, args) for n in sizes}
+    print(f"ESE step evaluation (ese_rows) image after image on one field of {args.sources} "
+          f"sources ({args.known} candidates), CPU ms (median of {args.repeat} epochs; parts "
+          f"likewise):")
+    print(f"{'epochs':>7}" + "".join(f"{k:>8}" for k in PARTS) + f"{'CPU ms':>9}{'x':>8}")
+    base = res[sizes[0]]["cpu"]
+    for n, x in res.items():
+        print(f"{n:>7}" + "".join(f"{1e3 * x['parts'][k]:>8.1f}" for k in PARTS)
+              + f"{1e3 * x['cpu']:>9.1f}{x['cpu'] / base:>7.2f}x")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", default="13,103,502,1000")
@@ -299,7 +404,14 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--databases", default="",
                     help="comma-separated products databases: time the step on each instead")
+    ap.add_argument("--field-epochs", default="",
+                    help="comma-separated epochs: time the step image after image on one field "
+                         "of each length instead")
+    ap.add_argument("--root", type=Path, default=Path("/tmp/ese_step"))
     args = ap.parse_args()
+    if args.field_epochs:
+        main_field(args)
+        return
     if args.databases:
         main_databases(args.databases.split(","), args.repeat)
         return
