@@ -64,10 +64,11 @@ def data_digest(path: str | Path) -> str:
 def original_image(conn: Connection, digest: str, path: str) -> dict | None:
     """The stored image holding the data of digest ``digest`` under a path other than
     ``path`` (the earliest stored; never a duplicate itself): ``{"id", "path"}`` or None."""
-    r = conn.execute(sa.select(images.c.id, images.c.path).where(
-        images.c.data_digest == digest, images.c.path != str(path),
-        images.c.duplicate_of.is_(None)).order_by(images.c.id).limit(1)).first()
-    return None if r is None else {"id": int(r.id), "path": r.path}
+    from dsa110_contimg.store import bulk
+
+    r = bulk.rows(conn, "SELECT id, path FROM images WHERE data_digest = ? AND path != ? AND "
+                        "duplicate_of IS NULL ORDER BY id LIMIT 1", (digest, str(path)))
+    return None if not r else {"id": int(r[0].id), "path": r[0].path}
 
 
 #: Columns a duplicate row takes from its original (the same data: the same observation).
@@ -226,7 +227,7 @@ def store_image_row(conn: Connection, image_row: Mapping[str, Any], n_sources: i
     ids = np.asarray(source_ids if source_ids is not None else [], np.int64)
     row["source_id_min"] = int(ids.min()) if ids.size else None
     row["source_id_max"] = int(ids.max()) if ids.size else None
-    image_id = conn.execute(sa.select(images.c.id).where(images.c.path == row["path"])).scalar()
+    image_id = image_id_by_path(conn, row["path"])
     if image_id is None:
         image_id = conn.execute(images.insert().values(**row).returning(images.c.id)).scalar_one()
     else:
@@ -295,6 +296,14 @@ def set_image_fields(conn: Connection, image_id: int, **values: Any) -> None:
     """Update columns of one image row (JSON-encoding lists and dicts)."""
     enc = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in values.items()}
     conn.execute(images.update().where(images.c.id == image_id).values(**enc))
+
+
+def image_id_by_path(conn: Connection, path: str | Path) -> int | None:
+    """``images.id`` of the image stored under ``path`` (its database form), or None."""
+    from dsa110_contimg.store import bulk
+
+    r = bulk.rows(conn, "SELECT id FROM images WHERE path = ?", (str(path),))
+    return None if not r else int(r[0].id)
 
 
 def image_by_path(conn: Connection, path: str | Path) -> dict | None:

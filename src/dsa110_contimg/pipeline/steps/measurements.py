@@ -65,7 +65,7 @@ def prepare(conn, ctx: ImageContext) -> None:
 
 
 def write(conn, ctx: ImageContext) -> dict:
-    ctx.remeasured = product_store.image_by_path(conn, ctx.path) is not None
+    ctx.remeasured = product_store.image_id_by_path(conn, ctx.path) is not None
     inflight.measure_missed(conn, ctx)       # own sources made since it was measured
     # rows of several surveys: the catalogue, monitor lists, the service's own sources
     ctx.source_ids = product_store.upsert_table_sources(conn, ctx.cfg.catalog, ctx.measured.cat,
