@@ -44,6 +44,11 @@ def _chunks(values: Sequence, size: int = _CHUNK):
         yield values[start:start + size]
 
 
+#: The columns of :func:`images_near`.
+_FIELD_COLUMNS = ("id", "mjd", "ra_center_deg", "dec_center_deg", "qc_status", "norm_status",
+                  "norm_factor", "norm_factor_err", "norm_ref_ids", "excluded")
+
+
 def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
                 exclude_qc_failed: bool = True, include_excluded: bool = False,
                 since_mjd: float | None = None,
@@ -65,24 +70,26 @@ def images_near(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: flo
     # position index (a status term would let the planner pick a status index and read every
     # image with that status); duplicates, QC failures and exclusions are dropped from the
     # box's rows here
-    cond = cone_box(images.c.ra_center_deg, images.c.dec_center_deg, ra_deg, dec_deg, radius_deg)
-    cols = [images.c.id, images.c.mjd, images.c.ra_center_deg, images.c.dec_center_deg,
-            images.c.qc_status, images.c.norm_status, images.c.norm_factor,
-            images.c.norm_factor_err, images.c.norm_ref_ids, images.c.excluded]
+    box, params = cone_box_sql("ra_center_deg", "dec_center_deg", ra_deg, dec_deg, radius_deg)
+    terms = [box]
     if since_mjd is not None:
-        cond.append(images.c.mjd >= float(since_mjd))
+        terms.append("mjd >= ?")
+        params += (float(since_mjd),)
     if before_mjd is not None:
-        cond.append(sa.or_(images.c.mjd < float(before_mjd), images.c.mjd.is_(None)))
+        terms.append("(mjd < ? OR mjd IS NULL)")
+        params += (float(before_mjd),)
     if holding is not None:
-        cond.append(holds_source(holding))
-    rows = conn.execute(sa.select(*cols, images.c.duplicate_of).where(*cond)
-                        .order_by(images.c.id)).all()
+        terms.append("(source_id_min IS NULL OR (source_id_min <= ? AND source_id_max >= ?))")
+        params += (int(holding), int(holding))
+    cols = _FIELD_COLUMNS
+    rows = bulk.rows(conn, f"SELECT {', '.join(cols)}, duplicate_of FROM images "
+                           f"WHERE {' AND '.join(terms)} ORDER BY id", params)
     # one transpose of the rows, then a column at a time (None -> NaN in the float columns)
     columns = list(zip(*rows)) if rows else [()] * (len(cols) + 1)
     out = {}
     for c, values in zip(cols, columns):
-        out[c.name] = np.empty(len(rows), dtype=object)
-        out[c.name][:] = values
+        out[c] = np.empty(len(rows), dtype=object)
+        out[c][:] = values
     if rows:
         ra = np.array(columns[2], dtype=float)
         dec = np.array(columns[3], dtype=float)
@@ -577,7 +584,7 @@ def variable_source_ids(conn: Connection, source_ids: Sequence[int]) -> set[int]
 def neighbourhood_radius(conn: Connection, radius_deg: float) -> float:
     """Search radius for images that can overlap a footprint of ``radius_deg``:
     ``radius_deg`` plus the largest stored image radius (indexed ``max``)."""
-    largest = conn.execute(sa.select(sa.func.max(images.c.radius_deg))).scalar()
+    largest = bulk.rows(conn, "SELECT max(radius_deg) FROM images")[0][0]
     return float(radius_deg) + float(largest or radius_deg) + 0.01
 
 
