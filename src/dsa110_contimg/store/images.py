@@ -29,8 +29,8 @@ def save_reference_choices(conn: Connection, image_id: int, rows: Sequence[dict]
     ``used`` or ``clipped``, see :func:`record_reference_outcomes`)."""
     from dsa110_contimg.store import bulk
 
-    conn.execute(reference_choices.delete().where(reference_choices.c.image_id == image_id))
     image_id = int(image_id)
+    bulk.execute(conn, "DELETE FROM reference_choices WHERE image_id = ?", (image_id,))
     out = []
     for r in rows:
         snr, reason = r.get("snr"), str(r["reason"])

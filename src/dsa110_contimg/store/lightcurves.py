@@ -299,13 +299,13 @@ def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=No
     ``ensemble``; ``images.norm_method``), in the same update. The image's rows are marked changed
     (:func:`~dsa110_contimg.store.row_cache.bump_rows_version`)."""
     ids = lambda a: None if a is None else json.dumps([int(i) for i in a])  # noqa: E731
-    from dsa110_contimg.store.row_cache import BUMP
-
-    conn.execute(images.update().where(images.c.id == image_id).values(
-        norm_status=status, norm_factor=_f(factor), norm_factor_err=_f(factor_err),
-        norm_scatter=_f(scatter), norm_n_refs=n_refs, norm_reason=reason,
-        norm_ref_ids=ids(ref_ids), norm_used_ids=ids(used_ids), **BUMP,
-        **({} if method is None else {"norm_method": method})))
+    values = {"norm_status": status, "norm_factor": _f(factor), "norm_factor_err": _f(factor_err),
+              "norm_scatter": _f(scatter), "norm_n_refs": _native(n_refs), "norm_reason": reason,
+              "norm_ref_ids": ids(ref_ids), "norm_used_ids": ids(used_ids),
+              **({} if method is None else {"norm_method": method})}
+    bulk.execute(conn, f"UPDATE images SET {', '.join(f'{k} = ?' for k in values)}, "
+                       f"rows_version = rows_version + 1 WHERE id = ?",
+                 (*values.values(), int(image_id)))
     if not rows:
         return
     if norm_flux is None:
@@ -316,6 +316,11 @@ def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=No
     rows = list(zip(bulk.nullable(norm_flux), bulk.nullable(norm_err), [int(image_id)] * len(sid), sid))
     bulk.executemany(conn, "UPDATE measurements SET norm_flux_jyb = ?, norm_err_jyb = ? "
                            "WHERE image_id = ? AND source_id = ?", rows)
+
+
+def _native(v):
+    """A numpy scalar as the Python value the driver binds (others as they are)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 _BASELINE_COLS = ("source_id", "method", "baseline_jyb", "baseline_rms_jyb", "n_points",

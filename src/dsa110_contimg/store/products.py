@@ -278,9 +278,15 @@ def source_id_range_values(source_ids) -> dict:
 def widen_source_id_range(conn: Connection, image_id: int, source_ids) -> None:
     """Record that image ``image_id`` holds measurement rows of ``source_ids`` (every writer
     of an image's rows calls it, or sets the range itself, in the same transaction)."""
-    values = source_id_range_values(source_ids)
-    if values:
-        conn.execute(images.update().where(images.c.id == int(image_id)).values(**values))
+    from dsa110_contimg.store import bulk
+
+    ids = np.asarray(source_ids, np.int64)
+    if ids.size:          # the terms of source_id_range_values, one driver-level statement
+        lo, hi = int(ids.min()), int(ids.max())
+        bulk.execute(conn, "UPDATE images SET source_id_min = CASE WHEN source_id_min > ? THEN ? "
+                           "ELSE source_id_min END, source_id_max = CASE WHEN source_id_max < ? "
+                           "THEN ? ELSE source_id_max END WHERE id = ?",
+                     (lo, lo, hi, hi, int(image_id)))
 
 
 def _to_db_list(arr: np.ndarray) -> list:
