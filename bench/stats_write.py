@@ -1,21 +1,23 @@
 """The variability step's write per image against the table's size and its page indexes.
 
-The ``variability`` step rewrites every measured source's ``variability_stats`` row on every
-image (:func:`dsa110_contimg.store.lightcurves.save_running_stats`, the update-by-key path the
-step takes). The table carries one index per ranking of the source pages (``eta``, ``v``,
-``weighted_mean``, ``n``: ``store/sources.py`` ``METRIC_ORDERS``), and each of them changes
-for every source on every image. This bench times that write (CPU of this process,
-``time.process_time``, commit included) for an image of ``K`` sources (one field's
+The ``variability`` step reads and rewrites every measured source's ``variability_stats`` row
+on every image (:func:`dsa110_contimg.store.lightcurves.load_running_stats` then
+:func:`~dsa110_contimg.store.lightcurves.save_running_stats`, the update-by-key path the step
+takes). The source pages rank by ``eta``, ``v``, ``weighted_mean`` and ``n``
+(``store/sources.py`` ``METRIC_ORDERS``). This bench times the read and the write (CPU of this
+process, ``time.process_time``, commit included) for an image of ``K`` sources (one field's
 contiguous block of ids, its sums and metrics drifting by 2 % and ``n`` + 1, as a new epoch
-moves them) in a SQLite products database of ``N`` sources' rows:
+moves them) in a SQLite products database of ``N`` sources' rows, three layouts:
 
-* **as built** -- the schema's indexes;
-* **without the page indexes** -- the same database with the four metric indexes dropped
-  (what the write would cost if the pages ranked without per-row index maintenance).
+* **value idx** -- one index per ranked value, every value in the UPDATE's SET (each image
+  rewrites four index entries per source): the layout before the rank keys;
+* **key idx** -- the schema's layout: the indexes on the coarse rank keys
+  (``store/rank_keys.py``), a key column written only where its key moved;
+* **no idx** -- no page index at all (the floor of the write).
 
-Medians of ``--repeat`` images, the two databases alternating; the ratio is the share of the
-write that is index maintenance. ``bench/pipeline.py`` runs on a database of one field (``N``
-= ``K``); a service holds 10^5 sources and more.
+Medians of ``--repeat`` images, the layouts alternating; ``moved`` is the share of the image's
+rows with at least one key moved. ``bench/pipeline.py`` runs on a database of one field
+(``N`` = ``K``); a service holds 10^5 sources and more.
 
 Usage::
 
@@ -35,9 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dsa110_contimg.store import bulk
 from dsa110_contimg.store import lightcurves as lc_store
 from dsa110_contimg.store import open_products_db
 from dsa110_contimg.store import products as ps
+from dsa110_contimg.store.rank_keys import rank_key
 from dsa110_contimg.store.schema import METRIC_COLUMNS, RUNNING_SUM_COLUMNS
 
 
@@ -57,8 +61,11 @@ def build(path: Path, n: int, rng) -> tuple[np.ndarray, dict, dict]:
     return sid, sums, mets
 
 
-def drop_page_indexes(path: Path) -> list[str]:
-    """Drop the metric indexes of ``variability_stats`` (the primary key stays)."""
+_METRICS = ("eta", "v", "weighted_mean", "n")
+
+
+def set_layout(path: Path, layout: str) -> None:
+    """Put the page indexes of ``layout`` (``values``, ``keys``, ``none``) on the database."""
     import sqlite3
 
     con = sqlite3.connect(path)
@@ -66,13 +73,32 @@ def drop_page_indexes(path: Path) -> list[str]:
                                        "tbl_name = 'variability_stats' AND sql IS NOT NULL")]
     for name in names:
         con.execute(f'DROP INDEX "{name}"')
+    for m in _METRICS if layout != "none" else ():
+        col = m if layout == "values" else f"{m}_key"
+        con.execute(f'CREATE INDEX "ix_variability_stats_{col}" ON variability_stats ({col})')
     con.commit()
     con.close()
-    return names
 
 
-def one_image(db, sid, sums, mets, k: int, rng) -> float:
-    """CPU seconds of one image's write of ``k`` sources (commit included)."""
+#: The value layout's write: every column in the SET, no keys (what the step wrote before them).
+_VALUE_UPDATE = ("UPDATE variability_stats SET " + ", ".join(
+    f"{c} = ?" for c in ("n", "flux_kind", "updated_at") + RUNNING_SUM_COLUMNS + METRIC_COLUMNS)
+    + " WHERE source_id = ?")
+
+
+def value_write(conn, ids, sums, mets) -> None:
+    order = np.argsort(ids, kind="stable")
+    k = ids.size
+    cols = [np.asarray(sums["n"]).astype(np.int64)[order].tolist(), ["normalized"] * k,
+            [time.time()] * k, *[bulk.nullable(np.asarray(sums[c], float)[order]) for c in RUNNING_SUM_COLUMNS],
+            *[bulk.nullable(np.asarray(mets[c], float)[order]) for c in METRIC_COLUMNS],
+            ids[order].tolist()]
+    bulk.executemany(conn, _VALUE_UPDATE, list(zip(*cols)))
+
+
+def one_image(db, layout, sid, sums, mets, k: int, rng) -> tuple[float, float]:
+    """CPU seconds of one image's read and write of ``k`` sources (commit included) and the
+    share of its rows whose keys moved."""
     n = sid.size
     s0 = int(rng.integers(0, n - k + 1))
     idx = np.arange(s0, s0 + k)
@@ -80,15 +106,26 @@ def one_image(db, sid, sums, mets, k: int, rng) -> float:
         sums[c][idx] *= 1 + 0.02 * rng.standard_normal(k)
     for c in METRIC_COLUMNS:
         mets[c][idx] *= 1 + 0.02 * rng.standard_normal(k)
+    before = np.column_stack([rank_key(mets[m][idx]) for m in _METRICS[:3]] + [rank_key(sums["n"][idx])])
     sums["n"][idx] += 1
     sub_s = {c: sums[c][idx] for c in sums}
     sub_m = {c: mets[c][idx] for c in mets}
+    after = np.column_stack([rank_key(sub_m[m]) for m in _METRICS[:3]] + [rank_key(sub_s["n"])])
+    moved = float((before != after).any(axis=1).mean())
     with db.engine.connect() as conn:
         c0 = time.process_time()
         with conn.begin():
-            lc_store.save_running_stats(conn, sid[idx], sub_s, sub_m, "normalized",
-                                        present=np.ones(k, bool))
-        return time.process_time() - c0
+            if layout == "values":
+                lc_store.load_running_stats(conn, sid[idx])
+                value_write(conn, sid[idx], sub_s, sub_m)
+            else:
+                _, present, _, keys = lc_store.load_running_stats(conn, sid[idx], with_keys=True)
+                lc_store.save_running_stats(conn, sid[idx], sub_s, sub_m, "normalized",
+                                            present=present, stored_keys=keys)
+        return time.process_time() - c0, moved
+
+
+LAYOUTS = ("values", "keys", "none")
 
 
 def main(argv=None) -> int:
@@ -97,33 +134,34 @@ def main(argv=None) -> int:
                     help="SOURCES_PER_IMAGE:SOURCES_IN_TABLE,...")
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args(argv)
-    print("# variability_stats write per image (save_running_stats, update by key, commit "
-          "included), SQLite, CPU ms, medians of %d images" % args.repeat)
-    print(f"{'per image':>10} {'table rows':>11} {'as built':>9} {'no page idx':>12} {'ratio':>6}")
+    print("# variability_stats read + write per image (load_running_stats, save_running_stats, "
+          "update by key, commit included), SQLite, CPU ms, medians of %d images" % args.repeat)
+    print(f"{'per image':>10} {'table rows':>11} {'value idx':>10} {'key idx':>8} {'no idx':>7} "
+          f"{'key/value':>10} {'moved':>6}")
     for item in args.sizes.split(","):
         k, n = (int(v) for v in item.split(":"))
         rng = np.random.default_rng(k + n)
         with tempfile.TemporaryDirectory(prefix="bench-stats-write-") as tmp:
-            built = Path(tmp) / "built.sqlite3"
+            built = Path(tmp) / "keys.sqlite3"
             sid, sums, mets = build(built, n, rng)
-            bare = Path(tmp) / "bare.sqlite3"
-            shutil.copy(built, bare)
-            dropped = drop_page_indexes(bare)
-            state = {"built": (sums, mets), "bare": ({c: v.copy() for c, v in sums.items()},
-                                                    {c: v.copy() for c, v in mets.items()})}
-            dbs = {"built": open_products_db(f"sqlite:///{built}"),
-                   "bare": open_products_db(f"sqlite:///{bare}")}
-            times: dict[str, list[float]] = {"built": [], "bare": []}
+            dbs, state, times, moved = {}, {}, {name: [] for name in LAYOUTS}, []
+            for name in LAYOUTS:
+                path = Path(tmp) / f"{name}.sqlite3"
+                if path != built:
+                    shutil.copy(built, path)
+                set_layout(path, name)
+                dbs[name] = open_products_db(f"sqlite:///{path}")
+                state[name] = ({c: v.copy() for c, v in sums.items()}, {c: v.copy() for c, v in mets.items()})
             for rep in range(args.repeat):
-                for name in (("built", "bare") if rep % 2 == 0 else ("bare", "built")):
+                for name in (LAYOUTS if rep % 2 == 0 else LAYOUTS[::-1]):
                     s, m = state[name]
-                    times[name].append(one_image(dbs[name], sid, s, m, k,
-                                                 np.random.default_rng(rep)))
+                    t, mv = one_image(dbs[name], name, sid, s, m, k, np.random.default_rng(rep))
+                    times[name].append(t)
+                    moved.append(mv)
             for db in dbs.values():
                 db.dispose()
-        a, b = statistics.median(times["built"]), statistics.median(times["bare"])
-        print(f"{k:>10,} {n:>11,} {a * 1e3:>9.1f} {b * 1e3:>12.1f} {a / b:>5.1f}x"
-              f"   (dropped: {len(dropped)} indexes)")
+        a, b, c = (statistics.median(times[name]) * 1e3 for name in LAYOUTS)
+        print(f"{k:>10,} {n:>11,} {a:>10.1f} {b:>8.1f} {c:>7.1f} {b / a:>9.2f}x {statistics.mean(moved):>6.1%}")
     return 0
 
 

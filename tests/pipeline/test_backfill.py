@@ -10,8 +10,11 @@ the same rule.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import sqlalchemy as sa
+
+from rank_key_check import assert_rank_keys_true
 
 #: pointing offset of the images aside, pixels along x
 SHIFT_PIX = 90
@@ -74,6 +77,8 @@ def test_a_monitor_backfill_measures_each_position_only_on_the_images_covering_i
     assert main(["catalog", "ingest", "monitor", str(mon), *cats]) == 0
     assert main(["sources", "backfill", "--monitor", "--products-db", db, *cats]) == 0
     assert main(["worker", "--once", "--products-db", db, *cats]) == 0
+    with sqlite3.connect(db) as conn:
+        assert assert_rank_keys_true(conn)          # the backfill keeps the rank keys
     for p in paths[3:]:                              # measured forward
         manager.run_image(p, "image", cfg)
 

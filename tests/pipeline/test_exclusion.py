@@ -14,6 +14,7 @@ from dsa110_contimg.photometry import PhotometryConfig
 from dsa110_contimg.pipeline.exclusion import ExclusionError
 from dsa110_contimg.science.ese import ese_model
 
+from rank_key_check import assert_rank_keys_true
 from seasons import bright_field, run_epochs
 
 N_EPOCHS = 20
@@ -78,6 +79,8 @@ def test_exclude_and_include_round_trip_bit_for_bit(season):
                                 (late,)).fetchone()
     assert excluded == (1, "phase calibration failed")
     n_during = _n_epochs(db)
+    with sqlite3.connect(db) as conn:
+        assert assert_rank_keys_true(conn)         # the recompute keeps the rank keys
     assert all(n_during[s] == n_before[s] - 1 for s in n_before)    # one epoch fewer
     assert during["stats"] != before["stats"] and during["ese"] != before["ese"]
     assert manager.include_image(late)["changed"]

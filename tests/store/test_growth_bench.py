@@ -10,6 +10,7 @@ import pytest
 
 from benchmods import load_bench
 from pgcluster import BACKENDS
+from rank_key_check import assert_rank_keys_true
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -68,6 +69,8 @@ def test_built_database_is_consistent(databases, tmp_path):
                 gdb.check_stats(s + k * growth.SOURCE_STRIDE)      # raises on a difference
         gdb.check_stats(growth.LATE_SOURCE)
         gdb.check_source_id_ranges()                   # raises unless each is its rows'
+        with gdb.db.engine.connect() as conn:
+            assert assert_rank_keys_true(conn)         # the bulk path and the step keep the keys
         late_after_24 = late_epochs(gdb)
         gdb.grow_to(per_epoch * 30)
         late_after_30 = late_epochs(gdb)

@@ -16,6 +16,7 @@ from dsa110_contimg.core.geometry import angular_separation_deg
 
 def _fill(url):
     from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.rank_keys import refresh_rank_keys
 
     rng = np.random.default_rng(3)
     centres = [(0.05, 10.0), (150.0, 36.0), (200.0, 89.5)]      # across RA 0, mid-sky, near the pole
@@ -35,6 +36,7 @@ def _fill(url):
                              "updated_at) VALUES (:i, 'normalized', :n, :e, :v, :m, 0)"),
                      [{"i": i, "n": 5 + i % 7, "e": float(i % 13), "v": 0.01 * (i % 11), "m": 0.001 * i}
                       for i in range(1, 601)])           # the third field has no metrics
+        refresh_rank_keys(conn)                              # written by hand: their rank keys
     return db, ra, dec
 
 
@@ -106,3 +108,51 @@ def test_queries_that_cannot_run(fields, why):
 
     with pytest.raises(ValueError, match=why):
         SourceQuery(**fields)
+
+
+#: Metric values with many ties, values sharing a rank key (1.0, 1.01, 1.02), signed zeros,
+#: negatives, tiny and huge magnitudes, and NULLs.
+_TIED = [None, None, 0.0, -0.0, 1.0, 1.01, 1.02, 1.0625, 1.07, 2.0, -3.0, -3.1, 5e-300, 1e300, 7.5, 7.5]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_metric_pages_equal_a_full_sort_with_ties_and_nulls(databases):
+    """Every page of every ranking (the rank-key band read of store/sources.py) holds exactly
+    the rows, in the order, of a sort of all rows by (metric desc, id desc): any offset and
+    limit, with and without the kind and epoch filters."""
+    from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.rank_keys import refresh_rank_keys
+    from dsa110_contimg.store.sources import METRIC_ORDERS, SourceQuery, search_sources
+
+    rng = np.random.default_rng(7)
+    n = 240
+    kind = rng.choice(["catalogue", "monitor", "new"], n).tolist()
+    values = {m: [_TIED[i] for i in rng.integers(0, len(_TIED), n)] for m in ("eta", "v", "weighted_mean")}
+    values["n"] = rng.integers(1, 40, n).tolist()
+    store = open_products_db(databases.new("products"))
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO sources (id, survey, catalog_id, ra_deg, dec_deg, reference_ok, kind) "
+                                 "VALUES (:i, 'nvss', :c, :r, 10.0, false, :k)"),
+                         [{"i": i + 1, "c": f"NVSS J{i:06d}", "r": 0.01 * i, "k": kind[i]} for i in range(n)])
+            conn.execute(sa.text("INSERT INTO variability_stats (source_id, flux_kind, n, eta, v, weighted_mean, "
+                                 "updated_at) VALUES (:i, 'normalized', :n, :eta, :v, :wm, 0)"),
+                         [{"i": i + 1, "n": int(values["n"][i]), "eta": values["eta"][i], "v": values["v"][i],
+                           "wm": values["weighted_mean"][i]} for i in range(n) if i % 17])   # some without a row
+            refresh_rank_keys(conn)
+        with store.engine.connect() as conn:
+            for order, col in METRIC_ORDERS.items():
+                for kinds, min_epochs in (((), None), (("catalogue", "new"), None), ((), 20), (("monitor",), 9)):
+                    keep = [i for i in range(n) if i % 17 and values[col.name][i] is not None
+                            and (not kinds or kind[i] in kinds) and (min_epochs is None or values["n"][i] >= min_epochs)]
+                    ranked = [i + 1 for i in sorted(keep, key=lambda i: (values[col.name][i], i), reverse=True)]
+                    for offset, limit in ((0, 1), (0, 10), (3, 7), (25, 30), (len(ranked) - 5, 10), (len(ranked) + 3, 5),
+                                          (0, len(ranked) + 10), (11, None)):
+                        page = search_sources(conn, SourceQuery(order=order, kinds=kinds, min_epochs=min_epochs,
+                                                                offset=offset, limit=limit))
+                        stop = None if limit is None else offset + limit
+                        want = ranked[offset:stop] if limit is not None else ranked
+                        assert [r["id"] for r in page.rows] == want, (order, kinds, min_epochs, offset, limit)
+                        assert page.total == len(ranked)
+    finally:
+        store.dispose()

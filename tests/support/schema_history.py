@@ -255,6 +255,14 @@ def seed_products_0026(conn) -> None:
     _measure(conn, 20, (1, 3), copies=False)
 
 
+def seed_products_0027(conn) -> None:
+    put(conn, "sources", id=8, survey="nvss", catalog_id="NVSS J100048+370000", ra_deg=150.2,
+        dec_deg=37.0, catalog_flux_mjy=40.0, reference_ok=True)
+    put(conn, "variability_stats", source_id=8, flux_kind="normalized", n=7, v=0.09, eta=-0.0,
+        weighted_mean=0.04, eta_key=0, v_key=16311, weighted_mean_key=16292, n_key=16412,
+        updated_at=T0)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -274,7 +282,7 @@ SEEDS = {
                  "0020": seed_products_0020, "0021": seed_products_0021,
                  "0022": seed_products_0022, "0023": seed_products_0023,
                  "0024": seed_products_0024, "0025": seed_products_0025,
-                 "0026": seed_products_0026},
+                 "0026": seed_products_0026, "0027": seed_products_0027},
     "registry": {"0001": seed_registry_0001},
 }
 
@@ -358,13 +366,26 @@ def check_source_id_ranges_filled(conn, start: str) -> None:
         assert (r[1], r[2]) == (r[3], r[4]), r
 
 
+def check_rank_keys_filled(conn, start: str) -> None:
+    """0027 keyed every row's ranked metrics: each key is that of its value (NULL for NULL)."""
+    from dsa110_contimg.store.rank_keys import KEY_COLUMNS, key_of
+
+    rows = conn.execute(sa.text("SELECT " + ", ".join(f"{m}, {k}" for m, k in KEY_COLUMNS.items())
+                                + " FROM variability_stats")).all()
+    assert rows
+    for r in rows:
+        assert [r[2 * j + 1] for j in range(len(KEY_COLUMNS))] == \
+            [key_of(r[2 * j]) for j in range(len(KEY_COLUMNS))], r
+
+
 #: Checks of data a migration moves, run when a database started before that revision.
 CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidates_have_their_flagging,
                        "0017": check_cones_find_rows_written_before_the_zone_indexes,
                        "0018": check_status_counters_backfilled,
                        "0021": check_status_counters_backfilled,
                        "0023": check_measurements_kept_their_values,
-                       "0026": check_source_id_ranges_filled},
+                       "0026": check_source_id_ranges_filled,
+                       "0027": check_rank_keys_filled},
           "registry": {}}
 
 

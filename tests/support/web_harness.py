@@ -35,6 +35,7 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
     Returns ``{"seconds": fill time, "n_measurements": ..., "top_candidate_source": id}``.
     """
     from dsa110_contimg.store.engine import open_products_db
+    from dsa110_contimg.store.rank_keys import as_sql, rank_key
 
     t0 = time.perf_counter()
     path = Path(path)
@@ -99,11 +100,14 @@ def fill_scale_db(path: str | Path, *, n_sources: int = 100_000, n_epochs: int =
                         job_rows)
         eta = 10 ** rng.normal(0, 0.3, n_sources)
         v = 10 ** rng.normal(-1.6, 0.2, n_sources)
+        mean = np.concatenate([f[3] for f in field_src])
+        keys = [as_sql(rank_key(a)) for a in (eta, v, mean, np.full(n_sources, float(n_epochs)))]
         con.executemany("INSERT INTO variability_stats (source_id, flux_kind, n, eta, v, chi2_nu, "
-                        "sigma_deviation, weighted_mean, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        "sigma_deviation, weighted_mean, updated_at, eta_key, v_key, weighted_mean_key, "
+                        "n_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         zip(range(1, n_sources + 1), ["normalized"] * n_sources, [n_epochs] * n_sources,
                             eta.tolist(), v.tolist(), eta.tolist(), rng.uniform(0, 3, n_sources).tolist(),
-                            np.concatenate([f[3] for f in field_src]).tolist(), [now] * n_sources))
+                            mean.tolist(), [now] * n_sources, *keys))
         cand_src = rng.choice(np.arange(1, n_sources + 1), n_candidates, replace=False)
         score = np.sort(rng.uniform(0, 10, n_candidates))[::-1]
         catalog_jy = np.concatenate([f[3] for f in field_src])

@@ -25,6 +25,7 @@ from dsa110_contimg.store.values import clean as _clean
 from dsa110_contimg.store.values import finite_or_none as _f
 from dsa110_contimg.store import bulk
 from dsa110_contimg.store import review_log
+from dsa110_contimg.store.rank_keys import KEY_COLUMNS, as_sql, rank_key
 from dsa110_contimg.store.sky import cone_box, cone_box_sql
 from dsa110_contimg.store.schema import (
     METRIC_COLUMNS,
@@ -365,16 +366,20 @@ def as_stored(stats: dict) -> dict:
     return out
 
 
-def load_running_stats(conn: Connection, source_ids: Sequence[int]):
+def load_running_stats(conn: Connection, source_ids: Sequence[int], *, with_keys: bool = False):
     """Stored running sums for ``source_ids`` (input order).
 
     Returns ``(columns, present, flux_kind)``: a dict of arrays with the
     RunningStats fields (``n`` and :data:`RUNNING_SUM_COLUMNS`; empty values
     where absent), a boolean ``present`` array and an object array of kinds.
+    ``with_keys``: a fourth element, the stored rank keys (``store/rank_keys.py``), an
+    array (sources x :data:`~dsa110_contimg.store.rank_keys.KEY_COLUMNS`, NaN where NULL
+    or absent) for :func:`save_running_stats` (``stored_keys``).
     """
     src = np.asarray([int(s) for s in source_ids], np.int64)
     n = src.size
-    names = ("source_id", "flux_kind", "n") + tuple(RUNNING_SUM_COLUMNS)
+    key_names = tuple(KEY_COLUMNS.values()) if with_keys else ()
+    names = ("source_id", "flux_kind", "n") + tuple(RUNNING_SUM_COLUMNS) + key_names
     recs = bulk.fetch_in(conn, f"SELECT {', '.join(names)} FROM variability_stats "
                                "WHERE source_id IN ({in})", src.tolist()) if n else []
     present = np.zeros(n, bool)
@@ -382,6 +387,7 @@ def load_running_stats(conn: Connection, source_ids: Sequence[int]):
     for c in RUNNING_SUM_COLUMNS:
         out[c] = np.full(n, 0.0 if c in _ZERO_SUMS else np.nan)
     kind = np.full(n, None, dtype=object)
+    keys = np.full((n, len(key_names)), np.nan)
     if recs:
         rec_ids = np.array([r[0] for r in recs], np.int64)
         order = np.argsort(rec_ids, kind="stable")
@@ -398,7 +404,10 @@ def load_running_stats(conn: Connection, source_ids: Sequence[int]):
             if c in _ZERO_SUMS:
                 v = np.where(np.isnan(v), 0.0, v)
             out[c][hit] = v
-    return out, present, kind if n else np.array([], dtype=object)
+        if key_names:
+            keys[hit] = vals[j, len(RUNNING_SUM_COLUMNS):]
+    kinds_out = kind if n else np.array([], dtype=object)
+    return (out, present, kinds_out, keys) if with_keys else (out, present, kinds_out)
 
 
 def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> tuple:
@@ -412,12 +421,16 @@ def running_stats_signature(conn: Connection, source_ids: Sequence[int]) -> tupl
 
 
 def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict, metrics: dict,
-                       flux_kind: str, present=None) -> None:
-    """Write running sums and metrics (bulk statements inside the caller's transaction).
+                       flux_kind: str, present=None, stored_keys=None) -> None:
+    """Write running sums, metrics and the metrics' rank keys (``store/rank_keys.py``; bulk
+    statements inside the caller's transaction).
 
     ``present`` (bool per source, read in the same transaction by
     :func:`load_running_stats`): the stored rows are updated by key and the others
-    inserted; without it every row is upserted."""
+    inserted; without it every row is upserted. ``stored_keys`` (the keys that read returned
+    with ``with_keys``): a stored row's key columns are written only where they changed, the
+    rows grouped by which keys changed (an index entry is rewritten only for a key that
+    moved); without it every key is written."""
     src = np.asarray(source_ids, np.int64)
     if not src.size:
         return
@@ -427,25 +440,47 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
     # pages are visited in sequence rather than in the image's catalogue order
     order = np.argsort(src, kind="stable")
     k = src.size
-    columns = [np.asarray(stats["n"]).astype(np.int64)[order].tolist(), [flux_kind] * k, [now] * k,
+    n_col = np.asarray(stats["n"]).astype(np.int64)[order]
+    metric_cols = [bulk.nullable(np.asarray(metrics[c], float)[order]) for c in METRIC_COLUMNS]
+    columns = [n_col.tolist(), [flux_kind] * k, [now] * k,
                *[bulk.nullable(np.asarray(stats[c], float)[order]) for c in RUNNING_SUM_COLUMNS],
-               *[bulk.nullable(np.asarray(metrics[c], float)[order]) for c in METRIC_COLUMNS],
-               src[order].tolist()]
-    rows = list(zip(*columns))
+               *metric_cols]
+    new_keys = np.column_stack([rank_key(n_col.astype(float)) if name == "n" else
+                                rank_key(np.asarray(metrics[name], float)[order])
+                                for name in KEY_COLUMNS])
+    key_names = tuple(KEY_COLUMNS.values())
+    key_cols = [as_sql(new_keys[:, j]) for j in range(len(key_names))]
+    ids = src[order].tolist()
     if present is None:
-        bulk.executemany(conn, bulk.upsert_sql("variability_stats", names + ("source_id",),
+        rows = list(zip(*columns, *key_cols, ids))
+        bulk.executemany(conn, bulk.upsert_sql("variability_stats", names + key_names + ("source_id",),
                                                ("source_id",)), rows)
         return
     # an UPDATE by key costs less than an upsert (which tries the insert first) on SQLite
     old = np.asarray(present, bool)[order]
-    update = ("UPDATE variability_stats SET " + ", ".join(f"{c} = ?" for c in names)
-              + " WHERE source_id = ?")
-    if old.all():
-        bulk.executemany(conn, update, rows)
-        return
-    bulk.executemany(conn, update, [rows[i] for i in np.flatnonzero(old).tolist()])
-    bulk.executemany(conn, bulk.insert_sql("variability_stats", names + ("source_id",)),
-                     [rows[i] for i in np.flatnonzero(~old).tolist()])
+    if (~old).any():
+        fresh = np.flatnonzero(~old).tolist()
+        cols = columns + key_cols + [ids]
+        bulk.executemany(conn, bulk.insert_sql("variability_stats", names + key_names + ("source_id",)),
+                         [tuple(c[i] for c in cols) for i in fresh])
+    if stored_keys is None:
+        moved = np.ones((k, len(key_names)), bool)
+    else:
+        prev = np.asarray(stored_keys, float)[order]
+        moved = ~((prev == new_keys) | (np.isnan(prev) & np.isnan(new_keys)))
+    # one UPDATE per set of moved keys (at most 2**4), the unmoved key columns left out of SET
+    mask = (moved.astype(np.int64) << np.arange(len(key_names))).sum(axis=1)
+    for m in np.unique(mask[old]).tolist():
+        sel = [j for j in range(len(key_names)) if m >> j & 1]
+        rows_at = np.flatnonzero(old & (mask == m)).tolist()
+        cols = columns + [key_cols[j] for j in sel] + [ids]
+        update = ("UPDATE variability_stats SET "
+                  + ", ".join(f"{c} = ?" for c in names + tuple(key_names[j] for j in sel))
+                  + " WHERE source_id = ?")
+        if len(rows_at) == k:
+            bulk.executemany(conn, update, list(zip(*cols)))
+        else:
+            bulk.executemany(conn, update, [tuple(c[i] for c in cols) for i in rows_at])
 
 
 def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,

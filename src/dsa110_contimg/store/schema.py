@@ -453,12 +453,14 @@ variability_stats = Table(
     *[Column(name, Float) for name in RUNNING_SUM_COLUMNS],
     *[Column(name, Float) for name in METRIC_COLUMNS],
     Column("updated_at", Float, nullable=False),
-    # one index per ranking of the source pages (store/sources.py METRIC_ORDERS): every
-    # image's upsert rewrites an entry of each per source
-    Index(None, "eta"),
-    Index(None, "v"),
-    Index(None, "weighted_mean"),
-    Index(None, "n"),
+    # coarse order-preserving keys of the ranked metrics (store/rank_keys.py), one index per
+    # ranking of the source pages (store/sources.py METRIC_ORDERS): a key changes far less
+    # often than its value, so an image's write rewrites few index entries
+    *[Column(key, Integer) for key in ("eta_key", "v_key", "weighted_mean_key", "n_key")],
+    Index(None, "eta_key"),
+    Index(None, "v_key"),
+    Index(None, "weighted_mean_key"),
+    Index(None, "n_key"),
 )
 
 ese_candidates = Table(

@@ -37,6 +37,7 @@ from dsa110_contimg.store.schema import (
     ese_candidates, new_sources, source_detections, sources, variability_stats,
 )
 from dsa110_contimg.store.bulk import CHUNK
+from dsa110_contimg.store.rank_keys import KEY_COLUMNS, key_of
 from dsa110_contimg.store.sky import cone_box
 
 #: Largest search radius (deg): a cone reads every source inside it.
@@ -46,6 +47,8 @@ COUNT_CAP = 10_000
 #: Orders ranked by a metric (highest first): name -> column; sources without it left out.
 METRIC_ORDERS = {"eta": variability_stats.c.eta, "v": variability_stats.c.v,
                  "flux": variability_stats.c.weighted_mean, "epochs": variability_stats.c.n}
+#: Each metric order's rank key column (store/rank_keys.py), whose index drives the ranking.
+METRIC_KEYS = {name: variability_stats.c[KEY_COLUMNS[col.name]] for name, col in METRIC_ORDERS.items()}
 #: Orders of a listing: name -> ORDER BY clauses (``distance``: from a cone's centre).
 ORDERS = {
     "id": (sources.c.id,),
@@ -122,11 +125,13 @@ def _conditions(q: SourceQuery, conn: Connection | None = None) -> list:
     if q.cone:
         cond += cone_box(sources.c.ra_deg, sources.c.dec_deg, q.ra_deg, q.dec_deg, q.radius_deg)
     if q.min_epochs:
-        cond.append(variability_stats.c.n >= int(q.min_epochs))
+        # the key bound is implied by the count (keys preserve order) and lets the key index serve
+        cond += [variability_stats.c.n >= int(q.min_epochs),
+                 variability_stats.c.n_key >= key_of(int(q.min_epochs))]
     if q.order in METRIC_ORDERS and not q.cone:
-        # ranked by a metric: those that have it (a cone drops the others itself, so that its
-        # box, not the metric's index, drives the query)
-        cond.append(METRIC_ORDERS[q.order].is_not(None))
+        # ranked by a metric: those that have it (its key is NULL exactly when it is; a cone
+        # drops the others itself, so that its box, not the metric's index, drives the query)
+        cond.append(METRIC_KEYS[q.order].is_not(None))
     return cond
 
 
@@ -221,21 +226,42 @@ def _only_metrics(query: SourceQuery) -> bool:
     return not (query.kinds or query.name or query.cone) and query.order in METRIC_ORDERS
 
 
-def _ranked_ids(query: SourceQuery, cond: list):
-    """The ids of the page, in order: a walk of the order's index (only the index, for a
-    ranking by a metric without other filters; ``offset`` costs index entries, not rows)."""
+def _ranked_from(query: SourceQuery):
+    """The rows a listing ranks: ``variability_stats`` alone when every filter and the order
+    are on it, else the sources joined to their new-source and statistics rows."""
     if _only_metrics(query):
-        vs = variability_stats
-        stmt = sa.select(vs.c.source_id).where(*cond).order_by(
-            METRIC_ORDERS[query.order].desc(), vs.c.source_id.desc())
-    else:
-        stmt = sa.select(sources.c.id).select_from(
-            sources.outerjoin(new_sources, new_sources.c.source_id == sources.c.id)
-            .outerjoin(variability_stats, variability_stats.c.source_id == sources.c.id)
-        ).where(*cond).order_by(*ORDERS[query.order])
-    if query.limit is not None:
-        stmt = stmt.limit(int(query.limit)).offset(int(query.offset))
-    return stmt
+        return variability_stats, variability_stats.c.source_id
+    return (sources.outerjoin(new_sources, new_sources.c.source_id == sources.c.id)
+            .outerjoin(variability_stats, variability_stats.c.source_id == sources.c.id)), sources.c.id
+
+
+def _ranked_ids(conn: Connection, query: SourceQuery, cond: list) -> list[int]:
+    """The ids of the page, in order. A ranking by a metric reads the page's band of rank keys
+    from the key's index (the keys at ranks ``offset`` and ``offset + limit - 1``, and how many
+    rows rank above the band), then sorts exactly by (metric, id) only the rows of that band:
+    the same page as a sort of every row, read in proportion to the page."""
+    table, ident = _ranked_from(query)
+    order = ((METRIC_ORDERS[query.order].desc(), ident.desc()) if query.order in METRIC_ORDERS
+             else ORDERS[query.order])
+    if query.order not in METRIC_ORDERS or query.limit is None:
+        stmt = sa.select(ident).select_from(table).where(*cond).order_by(*order)
+        if query.limit is not None:
+            stmt = stmt.limit(int(query.limit)).offset(int(query.offset))
+        return [r[0] for r in conn.execute(stmt)]
+    limit, offset = int(query.limit), int(query.offset)
+    if limit <= 0:
+        return []
+    key = METRIC_KEYS[query.order]
+    band = [r[0] for r in conn.execute(sa.select(key).select_from(table).where(*cond)
+                                       .order_by(key.desc()).limit(limit).offset(offset))]
+    if not band:
+        return []
+    top, bottom = band[0], band[-1]
+    above = 0 if offset == 0 else int(conn.execute(sa.select(sa.func.count()).select_from(
+        sa.select(ident).select_from(table).where(*cond, key > top).subquery())).scalar())
+    stmt = (sa.select(ident).select_from(table).where(*cond, key.between(bottom, top))
+            .order_by(*order).limit(limit).offset(offset - above))
+    return [r[0] for r in conn.execute(stmt)]
 
 
 def _count(conn: Connection, query: SourceQuery, cond: list) -> tuple[int, bool]:
@@ -254,7 +280,7 @@ def search_sources(conn: Connection, query: SourceQuery = SourceQuery()) -> Sour
     cond = _conditions(query, conn)
     if query.cone:
         return _cone_page(conn, query, cond)
-    ids = [r[0] for r in conn.execute(_ranked_ids(query, cond))]
+    ids = _ranked_ids(conn, query, cond)
     rows = _details(conn, ids)
     return SourcePage([rows[i] for i in ids], *_count(conn, query, cond))
 

@@ -9,6 +9,7 @@ import numpy as np
 from dsa110_contimg.photometry import PhotometryConfig
 from dsa110_contimg.science.variability import lightcurve_metrics
 
+from rank_key_check import assert_rank_keys_true
 from seasons import bright_field, run_epochs, stored_lightcurves
 
 N_EPOCHS = 14
@@ -33,6 +34,7 @@ def test_running_statistics_equal_full_recompute_in_any_arrival_order(tmp_path):
             stats[sub] = {r[0]: r[1:] for r in conn.execute(
                 "select s.catalog_id, v.n, v.mean, v.eta, v.v, v.chi2_nu, v.sigma_deviation, v.vs_max "
                 "from variability_stats v join sources s on s.id = v.source_id")}
+            assert assert_rank_keys_true(conn) == len(field.names)     # the step keeps the rank keys
     assert stats["a"].keys() == stats["b"].keys() == set(field.names)
     for cid in stats["a"]:
         np.testing.assert_allclose(stats["a"][cid], stats["b"][cid], rtol=1e-7, atol=1e-12)

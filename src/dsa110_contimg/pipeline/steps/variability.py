@@ -48,7 +48,8 @@ def write(conn, ctx: ImageContext) -> dict:
     cfg, table = ctx.cfg, ctx.measured.table
     norm = ctx.results.get("normalise") or {}
     kind = "normalized" if cfg.normalize else "raw"
-    stored, present, stored_kind = lc_store.load_running_stats(conn, ctx.source_ids)
+    stored, present, stored_kind, stored_keys = lc_store.load_running_stats(conn, ctx.source_ids,
+                                                                            with_keys=True)
     stats = RunningStats.from_dict(stored)
     usable_image = not qc_step.failed(ctx) and \
         (not cfg.normalize or norm.get("status") == "ok") and not norm.get("method_mismatch")
@@ -78,7 +79,7 @@ def write(conn, ctx: ImageContext) -> dict:
     if changed.size:
         sub = stats.take(changed)
         lc_store.save_running_stats(conn, ctx.source_ids[changed], sub.to_dict(), sub.metrics(), kind,
-                                    present=present[changed])
+                                    present=present[changed], stored_keys=stored_keys[changed])
     ctx.written_stats = (lc_store.running_stats_signature(conn, ctx.source_ids),
                          lc_store.as_stored(stats.to_dict()))
     if not usable_image:
