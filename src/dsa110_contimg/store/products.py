@@ -300,8 +300,14 @@ def _to_db_list(arr: np.ndarray) -> list:
 
 def set_image_fields(conn: Connection, image_id: int, **values: Any) -> None:
     """Update columns of one image row (JSON-encoding lists and dicts)."""
+    from dsa110_contimg.store import bulk
+
+    unknown = set(values) - set(images.c.keys())
+    if unknown:
+        raise KeyError(f"images has no column {sorted(unknown)[0]!r}")
     enc = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in values.items()}
-    conn.execute(images.update().where(images.c.id == image_id).values(**enc))
+    bulk.execute(conn, f"UPDATE images SET {', '.join(f'{k} = ?' for k in enc)} WHERE id = ?",
+                 (*enc.values(), int(image_id)))
 
 
 def image_id_by_path(conn: Connection, path: str | Path) -> int | None:
