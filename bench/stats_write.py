@@ -6,8 +6,8 @@ on every image (:func:`dsa110_contimg.store.lightcurves.load_running_stats` then
 takes). The source pages rank by ``eta``, ``v``, ``weighted_mean`` and ``n``
 (``store/sources.py`` ``METRIC_ORDERS``). This bench times the read and the write (CPU of this
 process, ``time.process_time``, commit included) for an image of ``K`` sources (one field's
-contiguous block of ids, its sums and metrics drifting by 2 % and ``n`` + 1, as a new epoch
-moves them) in a SQLite products database of ``N`` sources' rows, three layouts:
+contiguous block of ids, its sums and metrics drifting by ``--drift`` (2 %) and ``n`` + 1,
+as a new epoch moves them) in a SQLite products database of ``N`` sources' rows, three layouts:
 
 * **value idx** -- one index per ranked value, every value in the UPDATE's SET (each image
   rewrites four index entries per source): the layout before the rank keys;
@@ -22,7 +22,7 @@ rows with at least one key moved. ``bench/pipeline.py`` runs on a database of on
 Usage::
 
     .venv/bin/python bench/stats_write.py [--sizes 1000:1000,4000:4000,1000:100000,4000:100000]
-                                          [--repeat 7]
+                                          [--repeat 7] [--drift 0.02]
 """
 
 from __future__ import annotations
@@ -96,17 +96,17 @@ def value_write(conn, ids, sums, mets) -> None:
     bulk.executemany(conn, _VALUE_UPDATE, list(zip(*cols)))
 
 
-def one_image(db, layout, sid, sums, mets, k: int, rng) -> tuple[float, float]:
+def one_image(db, layout, sid, sums, mets, k: int, rng, drift: float) -> tuple[float, float]:
     """CPU seconds of one image's read and write of ``k`` sources (commit included) and the
     share of its rows whose keys moved."""
     n = sid.size
     s0 = int(rng.integers(0, n - k + 1))
     idx = np.arange(s0, s0 + k)
-    for c in RUNNING_SUM_COLUMNS:
-        sums[c][idx] *= 1 + 0.02 * rng.standard_normal(k)
-    for c in METRIC_COLUMNS:
-        mets[c][idx] *= 1 + 0.02 * rng.standard_normal(k)
     before = np.column_stack([rank_key(mets[m][idx]) for m in _METRICS[:3]] + [rank_key(sums["n"][idx])])
+    for c in RUNNING_SUM_COLUMNS:
+        sums[c][idx] *= 1 + drift * rng.standard_normal(k)
+    for c in METRIC_COLUMNS:
+        mets[c][idx] *= 1 + drift * rng.standard_normal(k)
     sums["n"][idx] += 1
     sub_s = {c: sums[c][idx] for c in sums}
     sub_m = {c: mets[c][idx] for c in mets}
@@ -133,9 +133,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="1000:1000,4000:4000,1000:100000,4000:100000",
                     help="SOURCES_PER_IMAGE:SOURCES_IN_TABLE,...")
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--drift", type=float, default=0.02,
+                    help="relative scatter of each sum and metric from one image to the next")
     args = ap.parse_args(argv)
     print("# variability_stats read + write per image (load_running_stats, save_running_stats, "
-          "update by key, commit included), SQLite, CPU ms, medians of %d images" % args.repeat)
+          "update by key, commit included), SQLite, CPU ms, medians of %d images, metrics drifting "
+          "%.1f %% per image, n + 1" % (args.repeat, 100 * args.drift))
     print(f"{'per image':>10} {'table rows':>11} {'value idx':>10} {'key idx':>8} {'no idx':>7} "
           f"{'key/value':>10} {'moved':>6}")
     for item in args.sizes.split(","):
@@ -155,7 +158,8 @@ def main(argv=None) -> int:
             for rep in range(args.repeat):
                 for name in (LAYOUTS if rep % 2 == 0 else LAYOUTS[::-1]):
                     s, m = state[name]
-                    t, mv = one_image(dbs[name], name, sid, s, m, k, np.random.default_rng(rep))
+                    t, mv = one_image(dbs[name], name, sid, s, m, k, np.random.default_rng(rep),
+                                      args.drift)
                     times[name].append(t)
                     moved.append(mv)
             for db in dbs.values():

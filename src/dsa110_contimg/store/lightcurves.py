@@ -436,51 +436,47 @@ def save_running_stats(conn: Connection, source_ids: Sequence[int], stats: dict,
         return
     now = time.time()
     names = ("n", "flux_kind", "updated_at") + tuple(RUNNING_SUM_COLUMNS) + tuple(METRIC_COLUMNS)
-    # rows are sent in key order (stable: a repeated key keeps its last value), so the table's
-    # pages are visited in sequence rather than in the image's catalogue order
-    order = np.argsort(src, kind="stable")
-    k = src.size
-    n_col = np.asarray(stats["n"]).astype(np.int64)[order]
-    metric_cols = [bulk.nullable(np.asarray(metrics[c], float)[order]) for c in METRIC_COLUMNS]
-    columns = [n_col.tolist(), [flux_kind] * k, [now] * k,
-               *[bulk.nullable(np.asarray(stats[c], float)[order]) for c in RUNNING_SUM_COLUMNS],
-               *metric_cols]
-    new_keys = np.column_stack([rank_key(n_col.astype(float)) if name == "n" else
-                                rank_key(np.asarray(metrics[name], float)[order])
-                                for name in KEY_COLUMNS])
     key_names = tuple(KEY_COLUMNS.values())
-    key_cols = [as_sql(new_keys[:, j]) for j in range(len(key_names))]
+    n_all = np.asarray(stats["n"]).astype(np.int64)
+    keys = np.column_stack([rank_key(n_all.astype(float)) if name == "n" else
+                            rank_key(np.asarray(metrics[name], float)) for name in KEY_COLUMNS])
+    # each row's group: -1 inserted, else the bit set of its keys that moved (-> its UPDATE)
+    if present is None:
+        group = np.full(src.size, -1)
+    else:
+        moved = np.ones(keys.shape, bool)
+        if stored_keys is not None and np.unique(src).size == src.size:
+            prev = np.asarray(stored_keys, float)
+            moved = ~((prev == keys) | (np.isnan(prev) & np.isnan(keys)))
+        group = np.where(np.asarray(present, bool),
+                         (moved.astype(np.int64) << np.arange(len(key_names))).sum(axis=1), -1)
+    # rows are sent group by group, each in key order (stable: a repeated key keeps its last
+    # value), so the table's pages are visited in sequence rather than in catalogue order
+    by_id = np.argsort(src, kind="stable")
+    order = by_id[np.argsort(group[by_id], kind="stable")]
+    group = group[order]
+    columns = [n_all[order].tolist(), [flux_kind] * src.size, [now] * src.size,
+               *[bulk.nullable(np.asarray(stats[c], float)[order]) for c in RUNNING_SUM_COLUMNS],
+               *[bulk.nullable(np.asarray(metrics[c], float)[order]) for c in METRIC_COLUMNS]]
+    key_cols = [as_sql(keys[order, j]) for j in range(len(key_names))]
     ids = src[order].tolist()
     if present is None:
-        rows = list(zip(*columns, *key_cols, ids))
         bulk.executemany(conn, bulk.upsert_sql("variability_stats", names + key_names + ("source_id",),
-                                               ("source_id",)), rows)
+                                               ("source_id",)), list(zip(*columns, *key_cols, ids)))
         return
-    # an UPDATE by key costs less than an upsert (which tries the insert first) on SQLite
-    old = np.asarray(present, bool)[order]
-    if (~old).any():
-        fresh = np.flatnonzero(~old).tolist()
-        cols = columns + key_cols + [ids]
-        bulk.executemany(conn, bulk.insert_sql("variability_stats", names + key_names + ("source_id",)),
-                         [tuple(c[i] for c in cols) for i in fresh])
-    if stored_keys is None:
-        moved = np.ones((k, len(key_names)), bool)
-    else:
-        prev = np.asarray(stored_keys, float)[order]
-        moved = ~((prev == new_keys) | (np.isnan(prev) & np.isnan(new_keys)))
-    # one UPDATE per set of moved keys (at most 2**4), the unmoved key columns left out of SET
-    mask = (moved.astype(np.int64) << np.arange(len(key_names))).sum(axis=1)
-    for m in np.unique(mask[old]).tolist():
-        sel = [j for j in range(len(key_names)) if m >> j & 1]
-        rows_at = np.flatnonzero(old & (mask == m)).tolist()
-        cols = columns + [key_cols[j] for j in sel] + [ids]
-        update = ("UPDATE variability_stats SET "
-                  + ", ".join(f"{c} = ?" for c in names + tuple(key_names[j] for j in sel))
-                  + " WHERE source_id = ?")
-        if len(rows_at) == k:
-            bulk.executemany(conn, update, list(zip(*cols)))
+    bounds = np.flatnonzero(np.diff(group)) + 1
+    for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), src.size]):
+        m = int(group[a])
+        sel = range(len(key_names)) if m < 0 else [j for j in range(len(key_names)) if m >> j & 1]
+        rows = list(zip(*[c[a:b] for c in columns], *[key_cols[j][a:b] for j in sel], ids[a:b]))
+        cols = names + tuple(key_names[j] for j in sel)
+        if m < 0:
+            bulk.executemany(conn, bulk.insert_sql("variability_stats", cols + ("source_id",)), rows)
         else:
-            bulk.executemany(conn, update, [tuple(c[i] for c in cols) for i in rows_at])
+            # an UPDATE by key costs less than an upsert (which tries the insert first) on
+            # SQLite; the key columns that did not move are left out of its SET
+            bulk.executemany(conn, "UPDATE variability_stats SET " + ", ".join(f"{c} = ?" for c in cols)
+                             + " WHERE source_id = ?", rows)
 
 
 def qc_history(conn: Connection, ra_deg: float, dec_deg: float, radius_deg: float, *,
