@@ -20,6 +20,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+#: fixture scopes shared by the tests of one module (built once per worker that runs them)
+_MODULE_SCOPES = ("module", "class", "package")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Work units of the two xdist workers (``--dist loadgroup``).
+
+    The tests of a module that share a module-, class- or package-scoped fixture (a built
+    season, a running server) are one group, run on one worker, so that fixture is built once.
+    Every other test is a work unit of its own, so a module of long independent tests
+    (daemons, kills, outages) is spread over both workers. The tests under ``tests/system``
+    are queued before the other single tests: the long units start first and the short ones
+    fill the end of the run. Without xdist (``-p no:xdist``, ``-n 0``) nothing changes.
+    """
+    if not config.getoption("loadgroup", False):
+        return
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d and d[-1].scope in _MODULE_SCOPES for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/system/"))
+
+
 from fields import SimulatedField  # noqa: E402  (tests/support is on sys.path)
 from pgcluster import BACKENDS  # noqa: E402,F401
 
