@@ -7,8 +7,9 @@ of matching sources (:func:`list_sources` and :func:`count_sources` are its two 
 What a listing reads is bounded by its page or its cone, never by the size of the table:
 a name is matched as a prefix through the ``catalog_id`` index, a cone (radius at most
 :data:`MAX_RADIUS_DEG`) through the ``(dec_deg, ra_deg)`` index and then by the exact
-separation, an order by a metric walks that metric's index (sources without the metric
-are left out of such a ranking) and the page's rows are joined to their details only once
+separation, an order by a metric walks the index of that metric's rank key
+(``store/rank_keys.py``) and sorts exactly only the page's band of keys (sources without
+the metric are left out of such a ranking) and the page's rows are joined to their details only once
 chosen; matches are counted up to :data:`COUNT_CAP`. Filters are added by giving :class:`SourceQuery` a field
 and :func:`_conditions` its condition (and, for an order, :data:`ORDERS` an entry).
 
@@ -236,14 +237,15 @@ def _ranked_from(query: SourceQuery):
 
 
 def _ranked_ids(conn: Connection, query: SourceQuery, cond: list) -> list[int]:
-    """The ids of the page, in order. A ranking by a metric reads the page's band of rank keys
-    from the key's index (the keys at ranks ``offset`` and ``offset + limit - 1``, and how many
-    rows rank above the band), then sorts exactly by (metric, id) only the rows of that band:
-    the same page as a sort of every row, read in proportion to the page."""
+    """The ids of the page, in order. A ranking by a metric without other filters reads the
+    page's band of rank keys from the key's index (the keys at ranks ``offset`` and
+    ``offset + limit - 1``, and how many rows rank above the band), then sorts exactly by
+    (metric, id) only the rows of that band: the same page as a sort of every row, read in
+    proportion to the page. With other filters the filters' rows are ranked as they are read."""
     table, ident = _ranked_from(query)
     order = ((METRIC_ORDERS[query.order].desc(), ident.desc()) if query.order in METRIC_ORDERS
              else ORDERS[query.order])
-    if query.order not in METRIC_ORDERS or query.limit is None:
+    if not _only_metrics(query) or query.limit is None:
         stmt = sa.select(ident).select_from(table).where(*cond).order_by(*order)
         if query.limit is not None:
             stmt = stmt.limit(int(query.limit)).offset(int(query.offset))
