@@ -263,6 +263,14 @@ def seed_products_0027(conn) -> None:
         updated_at=T0)
 
 
+def seed_products_0028(conn) -> None:
+    put(conn, "sources", id=9, survey="nvss", catalog_id="NVSS J100036+371000", ra_deg=150.15,
+        dec_deg=37.17, reference_ok=False)
+    put(conn, "ese_candidates", id=13, source_id=9, status="active", flagged_by="auto",
+        criteria='["shape"]', score=4.0, confidence="high", first_flagged_at=T0, updated_at=T0,
+        stage="confirmed", stage_changed_at=T0)
+
+
 def seed_registry_0001(conn) -> None:
     put(conn, "data_products", data_id="img-1", data_type="image", path="/img/1.fits",
         status="registered", photometry_status="completed", photometry_job_id="1",
@@ -282,7 +290,8 @@ SEEDS = {
                  "0020": seed_products_0020, "0021": seed_products_0021,
                  "0022": seed_products_0022, "0023": seed_products_0023,
                  "0024": seed_products_0024, "0025": seed_products_0025,
-                 "0026": seed_products_0026, "0027": seed_products_0027},
+                 "0026": seed_products_0026, "0027": seed_products_0027,
+                 "0028": seed_products_0028},
     "registry": {"0001": seed_registry_0001},
 }
 

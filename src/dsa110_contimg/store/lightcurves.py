@@ -28,6 +28,7 @@ from dsa110_contimg.store import review_log
 from dsa110_contimg.store.rank_keys import KEY_COLUMNS, as_sql, rank_key
 from dsa110_contimg.store.sky import cone_box, cone_box_sql
 from dsa110_contimg.store.schema import (
+    CANDIDATE_RANK_SQL,
     METRIC_COLUMNS,
     RUNNING_SUM_COLUMNS,
     ese_candidates,
@@ -738,7 +739,7 @@ def detection_sigma(candidate) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def candidate_order() -> tuple:
+def candidate_order(c=ese_candidates.c) -> tuple:
     """ORDER BY terms ranking ESE candidates: a dip with its stage first.
 
     By stage (:data:`~dsa110_contimg.store.schema.ESE_STAGES`): confirmed (dip and
@@ -749,12 +750,12 @@ def candidate_order() -> tuple:
     single bad epoch (sigma-dev = sqrt(n - 1) for one outlier among n epochs: score 10
     from about 100 epochs), so by score alone such a point ties with, or outranks, a
     real ESE whose recovery has been observed.
+
+    ``c``: the columns of ``ese_candidates`` or of a selection of its rows.
     """
-    c = ese_candidates.c
-    rank = sa.case((c.stage == "confirmed", 0), (c.stage == "recovering", 1),
-                   (c.stage == "dip_in_progress", 2), (c.stage == "retired", 5),
-                   (c.criteria.like('%"shape"%'), 3), else_=4)
-    return (rank, c.score.desc(), c.id)
+    # the text of the index ix_ese_candidates_rank (schema.CANDIDATE_RANK_SQL): a page is
+    # read from the index in this order
+    return (sa.literal_column(CANDIDATE_RANK_SQL), c.score.desc(), c.id)
 
 
 def list_candidates(conn: Connection, *, status: str | None = None, min_score: float | None = None,

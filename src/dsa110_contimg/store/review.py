@@ -21,6 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dsa110_contimg.store import bulk
 from dsa110_contimg.store.lightcurves import candidate_order
 from dsa110_contimg.store.sky import cone_box
 from dsa110_contimg.store.values import clean, with_iso_times
@@ -63,20 +64,31 @@ def candidates_page(conn: Connection, *, status: str | None = None, min_score: f
     as ``(mjd, flux)`` arrays (MJD, Jy/beam; :mod:`dsa110_contimg.science.sparkline`), or
     None when the ESE step has not stored one yet.
     """
-    q = (sa.select(ese_candidates, sources.c.survey, sources.c.catalog_id, sources.c.ra_deg,
-                   sources.c.dec_deg)
-         .join(sources, sources.c.id == ese_candidates.c.source_id)
-         .order_by(*candidate_order()))
-    q = _candidate_filter(q, status=status, min_score=min_score, include_all=include_all)
+    # the page of candidates (read in order from the rank index), then their sources by key:
+    # neither statement reads more than the page, whatever the planner's costs
+    q = _candidate_filter(sa.select(ese_candidates), status=status, min_score=min_score,
+                          include_all=include_all).order_by(*candidate_order())
     if limit is not None:
         q = q.limit(int(limit)).offset(int(offset))
-    rows = [_candidate_dict(r, sparkline=sparklines) for r in conn.execute(q).mappings()]
+    page = [dict(r) for r in conn.execute(q).mappings()]
+    where = candidate_sources(conn, [c["source_id"] for c in page])
+    rows = [_candidate_dict({**c, **where[c["source_id"]]}, sparkline=sparklines)
+            for c in page if c["source_id"] in where]
     if limit is None:
         return rows, len(rows)
     total = conn.execute(_candidate_filter(sa.select(sa.func.count()).select_from(ese_candidates),
                                            status=status, min_score=min_score,
                                            include_all=include_all)).scalar()
     return rows, int(total or 0)
+
+
+def candidate_sources(conn: Connection, source_ids) -> dict[int, dict]:
+    """``{source id: {survey, catalog_id, ra_deg, dec_deg}}`` of the given sources (deg), read
+    by primary key."""
+    ids = sorted({int(i) for i in source_ids})
+    return {r[0]: {"survey": r[1], "catalog_id": r[2], "ra_deg": r[3], "dec_deg": r[4]}
+            for r in bulk.fetch_in(conn, "SELECT id, survey, catalog_id, ra_deg, dec_deg "
+                                   "FROM sources WHERE id IN ({in})", ids)}
 
 
 def candidates_json(conn: Connection, *, status=None, min_score=None, include_all=False) -> dict:

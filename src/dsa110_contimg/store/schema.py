@@ -503,6 +503,18 @@ ese_candidates = Table(
     Index(None, "status", "score"),
 )
 
+#: Rank of an ESE candidate in every listing (``store/lightcurves.candidate_order``): by stage
+#: (confirmed 0, recovering 1, dip in progress 2, retired 5), then a passed shape search (3),
+#: else 4. Literal SQL, the same text in the index below and in the queries' ORDER BY, so that
+#: both backends read a page of candidates from the index in order; written as PostgreSQL
+#: prints it back (line breaks, ``<>``, ``replace()`` rather than ``LIKE``), so that the
+#: comparison of a migrated database with this schema finds the same index.
+CANDIDATE_RANK_SQL = ("CASE\nWHEN stage = 'confirmed' THEN 0\nWHEN stage = 'recovering' THEN 1\n"
+                      "WHEN stage = 'dip_in_progress' THEN 2\nWHEN stage = 'retired' THEN 5\n"
+                      "WHEN replace(criteria, '\"shape\"', '') <> criteria THEN 3\nELSE 4\nEND")
+Index("ix_ese_candidates_rank", sa.text(f"(\n{CANDIDATE_RANK_SQL})"), ese_candidates.c.score.desc(),
+      ese_candidates.c.id)
+
 #: Append-only: one row per stage change of an ESE candidate.
 ese_stage_history = Table(
     "ese_stage_history", products_metadata,
