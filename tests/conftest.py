@@ -89,6 +89,23 @@ class DatabaseFactory:
         self._made.append(url)
         return url
 
+    def copy(self, source: str) -> str:
+        """A fresh database holding what ``source`` (made by :meth:`new`, no connection open
+        to it) holds -> path or URL string."""
+        self._n += 1
+        if self.cluster is None:
+            import sqlite3
+
+            target = str(self.tmp_path / f"copy{self._n}.sqlite3")
+            with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+                src.backup(dst)
+            src.close()
+            dst.close()
+            return target
+        url = self.cluster.copy_database(source)
+        self._made.append(url)
+        return url
+
     def close(self):
         for url in self._made:
             self.cluster.drop_database(url)

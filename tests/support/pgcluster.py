@@ -8,7 +8,8 @@ created by Debian's package (``nobody`` otherwise). Host connections use SCRAM
 passwords, so the tests exercise real credentials.
 
 Per test, :meth:`PostgresCluster.new_database` copies a pre-migrated template
-(``CREATE DATABASE ... TEMPLATE``: a file copy, milliseconds) and returns its URL.
+(``CREATE DATABASE ... TEMPLATE``: a file copy, milliseconds) and returns its URL;
+:meth:`PostgresCluster.copy_database` copies any database of the cluster the same way.
 
 ``CONTIMG_SKIP_POSTGRES=1`` (a developer machine without PostgreSQL) skips the
 PostgreSQL variants explicitly; otherwise a server that cannot start fails the tests
@@ -131,8 +132,15 @@ class PostgresCluster:
 
     def new_database(self, which: str = "products", *, migrated: bool = True) -> str:
         """A fresh database (a copy of the migrated ``which`` template, or empty); its URL."""
+        return self._create(f"tpl_{which}" if migrated else "template0")
+
+    def copy_database(self, url: str) -> str:
+        """A fresh database copied from the database at ``url`` (no session may be connected
+        to it); its URL."""
+        return self._create(url.rsplit("/", 1)[1])
+
+    def _create(self, template: str) -> str:
         name = f"t{os.getpid()}_{next(self._names)}"
-        template = f"tpl_{which}" if migrated else "template0"
         deadline = time.monotonic() + 30
         while True:
             try:

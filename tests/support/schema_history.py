@@ -1,7 +1,8 @@
 """Databases as every earlier release left them, for the schema upgrade tests.
 
 :data:`SEEDS` holds, per history and revision, the rows that revision's code writes;
-:func:`build` makes a database at a revision by migrating step by step from the first one,
+:func:`build` makes a database at a revision by migrating step by step from the first one
+(:func:`build_each` yields at every revision, so one pass gives each revision's database),
 writing each revision's rows with the schema as it was then, in the version table that
 release used (:data:`LEGACY_UNTIL`). :data:`CHECKS` verify data a migration moves.
 
@@ -398,9 +399,12 @@ CHECKS = {"products": {"0002": check_cancel_carried_over, "0009": check_candidat
           "registry": {}}
 
 
-def build(engine, which: str, until: str) -> None:
-    """The database as the releases of each revision up to ``until`` left it: every
-    revision's data written by its own code, in the version table it used."""
+def build_each(engine, which: str):
+    """The database as the releases of each revision left it, revision after revision:
+    every revision's data written by its own code, in the version table it used. Yields
+    each revision once its data is written (the database is then what :func:`build` makes
+    for that revision); the engine's pooled connections are closed at each yield, so the
+    database can be copied."""
     from alembic import command
 
     legacy = list(revisions(which)).index(LEGACY_UNTIL[which])
@@ -417,6 +421,14 @@ def build(engine, which: str, until: str) -> None:
             upgrade(engine, which, rev)
         with engine.begin() as conn:
             SEEDS[which][rev](conn)
+        engine.dispose()
+        yield rev
+
+
+def build(engine, which: str, until: str) -> None:
+    """The database as the releases of each revision up to ``until`` left it (see
+    :func:`build_each`)."""
+    for rev in build_each(engine, which):
         if rev == until:
             return
 
