@@ -305,8 +305,10 @@ def set_normalisation(conn: Connection, image_id: int, *, status: str, factor=No
               "norm_scatter": _f(scatter), "norm_n_refs": _native(n_refs), "norm_reason": reason,
               "norm_ref_ids": ids(ref_ids), "norm_used_ids": ids(used_ids),
               **({} if method is None else {"norm_method": method})}
+    from dsa110_contimg.store.row_cache import BUMP_SQL
+
     bulk.execute(conn, f"UPDATE images SET {', '.join(f'{k} = ?' for k in values)}, "
-                       f"rows_version = rows_version + 1 WHERE id = ?",
+                       f"{BUMP_SQL} WHERE id = ?",
                  (*values.values(), int(image_id)))
     if not rows:
         return

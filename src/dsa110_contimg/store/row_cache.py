@@ -51,6 +51,8 @@ MAX_WINDOW_CELLS = 4_000_000
 MAX_WINDOWS = 256
 #: The update of an image row that marks its measurement rows changed.
 BUMP = {"rows_version": images.c.rows_version + 1}
+#: :data:`BUMP` as a SET term of a driver-level statement (``store/bulk.py``).
+BUMP_SQL = "rows_version = rows_version + 1"
 
 
 def bump_rows_version(conn: Connection, image_ids: Sequence[int]) -> None:
@@ -362,4 +364,4 @@ def cached_rows(conn: Connection, source_ids: Sequence[int], image_ids: Sequence
     return CACHE.rows(conn, source_ids, image_ids, normalized=normalized)
 
 
-__all__ = ["BUMP", "CACHE", "ENTRY_ROWS", "MAX_ROWS", "MAX_WINDOW_CELLS", "RowCache", "bump_rows_version", "cached_rows"]
+__all__ = ["BUMP", "BUMP_SQL", "CACHE", "ENTRY_ROWS", "MAX_ROWS", "MAX_WINDOW_CELLS", "RowCache", "bump_rows_version", "cached_rows"]
